@@ -1,0 +1,101 @@
+// Package cache defines the content-addressed store (CAS) and the action
+// cache that make imsbuild skip work: blobs are named by their sha256 and
+// action results by the sha256 of a canonical key preimage. Backends live in
+// subpackages (local, later s3 and oci); cachetest is their conformance suite.
+package cache
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+)
+
+// ErrNotFound reports a blob or action result that is not in the cache.
+var ErrNotFound = errors.New("not found in cache")
+
+// ErrCorrupt reports a blob whose content does not match its digest.
+var ErrCorrupt = errors.New("cache entry corrupt")
+
+// Digest is "sha256:<64 lowercase hex>".
+type Digest string
+
+// Hex returns the hex part of d.
+func (d Digest) Hex() string {
+	const p = "sha256:"
+	if len(d) > len(p) && string(d[:len(p)]) == p {
+		return string(d[len(p):])
+	}
+	return string(d)
+}
+
+// Valid reports whether d is a well-formed sha256 digest.
+func (d Digest) Valid() bool {
+	h := d.Hex()
+	if len(h) != 64 || string(d) != "sha256:"+h {
+		return false
+	}
+	for _, c := range h {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// Store is a content-addressed blob store.
+type Store interface {
+	// Put streams r into the store, hashing while copying, and returns its
+	// digest and size. If want is not empty and the content differs, nothing
+	// is stored and the error wraps ErrCorrupt.
+	Put(ctx context.Context, r io.Reader, want Digest) (Digest, int64, error)
+	// PutFile stores the file at path (hardlink or reflink when possible).
+	PutFile(ctx context.Context, path string) (Digest, int64, error)
+	// Open returns the blob; reading it to EOF verifies the digest and
+	// returns an error wrapping ErrCorrupt on mismatch.
+	Open(ctx context.Context, d Digest) (io.ReadCloser, error)
+	// Stat returns the blob size, or ErrNotFound.
+	Stat(ctx context.Context, d Digest) (int64, error)
+	// Materialize puts the blob at dst (reflink, else hardlink when readOnly, else copy).
+	Materialize(ctx context.Context, d Digest, dst string, readOnly bool) error
+}
+
+// Output is one named output of a step, stored as a blob.
+type Output struct {
+	Digest    Digest `json:"digest"`
+	Size      int64  `json:"size"`
+	MediaType string `json:"mediaType,omitempty"`
+	MD5       string `json:"md5,omitempty"` // hex; IMS manifests need it
+}
+
+// ActionResult is what a step produced for a key.
+type ActionResult struct {
+	Step    string            `json:"step"`
+	Outputs map[string]Output `json:"outputs"`
+	Builder string            `json:"builder"`
+	Created time.Time         `json:"created"`
+	Log     Digest            `json:"log,omitempty"` // the step's log blob
+}
+
+// Entry is an action result with its key and preimage, as listed by List.
+type Entry struct {
+	Key      string
+	Result   ActionResult
+	Preimage []byte // canonical JSON the key hashes
+}
+
+// ActionCache maps a key (hex sha256 of a preimage) to an ActionResult.
+type ActionCache interface {
+	// Get returns the result for key, or ErrNotFound. A result whose output
+	// blobs are missing is reported as ErrNotFound.
+	Get(ctx context.Context, key string) (*ActionResult, error)
+	// Put records res for key together with its preimage, atomically and last.
+	Put(ctx context.Context, key string, preimage []byte, res *ActionResult) error
+	// Lock takes an exclusive per-key lock shared between processes.
+	Lock(ctx context.Context, key string) (unlock func(), err error)
+	// LastKey returns the key and preimage last recorded for step (for explain),
+	// or ErrNotFound.
+	LastKey(ctx context.Context, step string) (key string, preimage []byte, err error)
+	// SetLastKey records key as the newest key seen for step.
+	SetLastKey(ctx context.Context, step, key string, preimage []byte) error
+}

@@ -1,0 +1,105 @@
+// Package testutil holds helpers shared by imsbuild tests.
+package testutil
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// required reports whether IMSBUILD_TEST_REQUIRE names tool (or is "all").
+// CI sets it so that a missing tool fails instead of skipping.
+func required(tool string) bool {
+	v := os.Getenv("IMSBUILD_TEST_REQUIRE")
+	if v == "all" {
+		return true
+	}
+	return slices.Contains(strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' }), tool)
+}
+
+// RequireTool returns the path of tool, skipping the test when it is missing
+// unless IMSBUILD_TEST_REQUIRE names it, in which case the test fails.
+func RequireTool(t testing.TB, tool string) string {
+	t.Helper()
+	p, err := exec.LookPath(tool)
+	if err == nil {
+		return p
+	}
+	if required(tool) {
+		t.Fatalf("%s is required (IMSBUILD_TEST_REQUIRE) but not installed: %v", tool, err)
+	}
+	t.Skipf("%s not installed", tool)
+	return ""
+}
+
+// RequireRoot skips the test unless it runs as root (or fails when
+// IMSBUILD_TEST_REQUIRE names "root").
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if required("root") {
+		t.Fatal("root is required (IMSBUILD_TEST_REQUIRE)")
+	}
+	t.Skip("needs root")
+}
+
+// BusyboxRoot builds a tiny image root with busybox-static (/bin/sh and its
+// applets), /etc, /tmp and optional /boot kernel and initrd files, and returns it.
+func BusyboxRoot(t testing.TB, withBoot bool) string {
+	t.Helper()
+	bb := RequireTool(t, "busybox")
+	root := t.TempDir()
+	for _, d := range []string{"bin", "etc", "tmp", "root", "proc", "dev", "sys", "usr/bin", "var/tmp"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(filepath.Join(root, "tmp"), 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(bb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "bin/busybox"), data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(bb, "--list").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, applet := range strings.Fields(string(out)) {
+		if applet == "busybox" {
+			continue
+		}
+		_ = os.Symlink("busybox", filepath.Join(root, "bin", applet))
+	}
+	files := map[string]string{
+		"etc/passwd":     "root:x:0:0:root:/root:/bin/sh\n",
+		"etc/group":      "root:x:0:\n",
+		"etc/os-release": "ID=busybox\nNAME=busybox\n",
+	}
+	if withBoot {
+		files["boot/vmlinuz-6.1.0-test"] = "fake kernel\n"
+		files["boot/initrd.img-6.1.0-test"] = "fake initrd\n"
+	}
+	for name, content := range files {
+		p := filepath.Join(root, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if withBoot {
+		_ = os.Symlink("vmlinuz-6.1.0-test", filepath.Join(root, "boot/vmlinuz"))
+		_ = os.Symlink("initrd.img-6.1.0-test", filepath.Join(root, "boot/initrd.img"))
+	}
+	return root
+}

@@ -1,0 +1,136 @@
+package spec
+
+import (
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+)
+
+// Config is one decoded, validated build: every *.ims.hcl file of a directory.
+// It is immutable once Load returns it; the engine builds its DAG from it.
+type Config struct {
+	Dir      string               // absolute build directory
+	Settings Settings             // the imsbuild block
+	Files    map[string]*hcl.File // parsed files by name, for diagnostics snippets
+
+	Repositories map[string]*Repository
+	Recipes      map[string]*Recipe
+	Images       map[string]*Image
+	Publishes    []*Publish // in source order
+}
+
+// Settings is the imsbuild block.
+type Settings struct {
+	RequiredVersion string
+	Cache           CacheSettings
+}
+
+// CacheSettings is the imsbuild.cache block. Paths are absolute.
+type CacheSettings struct {
+	Dir  string   // default "<Dir>/.imsbuild/cache"
+	From []string // remote caches to read (s3://, oci://)
+	To   string   // remote cache to write
+	Salt string   // joins every key
+	Env  []string // environment variable names allowed into steps and keys
+}
+
+// Repository is a package repository the recipes use.
+type Repository struct {
+	Name         string
+	Type         string // apt | rpm-md
+	URL          string
+	Distribution string
+	Components   []string
+	WaitTimeout  time.Duration
+	TrackRepos   bool
+	DeclRange    hcl.Range
+}
+
+// Recipe is an IMS recipe: a kiwi-ng description.
+type Recipe struct {
+	Name              string
+	Source            string // absolute path, or a URL (s3://, ims://)
+	Type              string // kiwi-ng
+	Arch              string // x86_64 | aarch64
+	Profiles          []string
+	LinuxDistribution string
+	Template          map[string]string
+	Repositories      []string // names of repository blocks
+	DeclRange         hcl.Range
+}
+
+// Image is an image block. Exactly one of Recipe, From and Import is set.
+type Image struct {
+	Label            string   // the block label: image.<Label>
+	Name             string   // the IMS image name; defaults to Label
+	Arch             string   // x86_64 (default) | aarch64
+	Recipe           string   // recipe block name (job_type create)
+	From             string   // parent image label (job_type customize)
+	Import           string   // absolute path of a dir, .tar[.gz|.zst] or squashfs file; or a URL
+	KernelFileName   string   // default "vmlinuz"
+	InitrdFileName   string   // default "initrd"
+	KernelParameters string   // becomes the boot_parameters artifact when set
+	CACertificates   []string // PEM texts
+	Squashfs         Squashfs
+	DebugOnFailure   bool
+	Customize        []Customize // in order
+	Interactive      *Interactive
+	CacheInteractive bool
+	DeclRange        hcl.Range
+}
+
+// Squashfs holds the mksquashfs options of an image.
+type Squashfs struct {
+	Compression string   // zstd (default) | xz | gzip | lz4 | lzo
+	Level       int      // 0 means the compressor's default (zstd: 3)
+	BlockSize   int64    // bytes, default 1 MiB
+	Exclude     []string // extra -e patterns, relative to the root
+}
+
+// Customize is one customize block: a script or inline text, files, run in a sandbox.
+type Customize struct {
+	Script    string            // absolute path of a script file, or ""
+	Inline    string            // script text, or ""
+	Files     []FileCopy        // sorted by Dest
+	Env       map[string]string // extra environment for the script
+	Jail      bool              // default true: the image root is /
+	Network   bool              // default false
+	Timeout   time.Duration     // 0: none
+	DeclRange hcl.Range
+}
+
+// FileCopy copies a host file into the image before the script runs.
+type FileCopy struct {
+	Dest   string // absolute path inside the image
+	Source string // absolute host path
+}
+
+// Interactive opens the SSH environment after the customize blocks.
+type Interactive struct {
+	PublicKeys []string
+	Listen     string
+	Timeout    time.Duration
+}
+
+// Publish is a publish "<kind>" "<name>" block.
+type Publish struct {
+	Kind       string // dir | s3 | oci | ims
+	Name       string
+	Images     []string // image labels
+	Recipes    []string // recipe names
+	Path       string   // dir: absolute output path
+	Endpoint   string   // s3, ims
+	Region     string   // s3
+	Bucket     string   // s3, default boot-images
+	Prefix     string   // s3 key prefix
+	PathStyle  bool     // s3
+	CABundle   string   // s3, ims: absolute path of a PEM bundle
+	Repository string   // oci
+	Tags       []string // oci
+	Insecure   bool     // oci: plain HTTP
+	Token      string   // ims bearer token
+	DeclRange  hcl.Range
+}
+
+// ID returns "publish.<kind>.<name>".
+func (p *Publish) ID() string { return "publish." + p.Kind + "." + p.Name }
