@@ -125,7 +125,10 @@ type Publish struct {
 	Prefix     string   // s3 key prefix
 	PathStyle  bool     // s3
 	CABundle   string   // s3, ims: absolute path of a PEM bundle
-	Repository string   // oci
+	Repository string   // oci; evaluated with the first image of Images
+	// ImageRepos is the oci repository per image label: repository is
+	// evaluated once per image, so "registry/${image.name}" differs by image.
+	ImageRepos map[string]string
 	Tags       []string // oci
 	Insecure   bool     // oci: plain HTTP
 	Token      string   // ims bearer token

@@ -1,0 +1,46 @@
+package spec
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/rogpeppe/go-internal/txtar"
+)
+
+// FuzzLoad feeds one build file through Load: it must not panic, and every
+// error must carry a Subject.
+func FuzzLoad(f *testing.F) {
+	paths, _ := filepath.Glob("../testdata/bad/*.txtar")
+	for _, p := range paths {
+		ar, err := txtar.ParseFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		for _, file := range ar.Files {
+			if file.Name == "build.ims.hcl" {
+				f.Add(file.Data)
+			}
+		}
+	}
+	good, err := os.ReadFile("../testdata/good/full/build.ims.hcl")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(good)
+	f.Fuzz(func(t *testing.T, src []byte) {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "build.ims.hcl"), src, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cfg, diags := Load(dir, Options{Vars: []string{"x=1"}, Environ: []string{"HOME=" + dir}})
+		if cfg == nil || cfg.Files == nil {
+			t.Fatal("Load() returned no Config or no Files")
+		}
+		for _, d := range diags {
+			if d.Subject == nil {
+				t.Errorf("diagnostic without Subject: %s: %s", d.Summary, d.Detail)
+			}
+		}
+	})
+}

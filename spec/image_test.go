@@ -1,0 +1,65 @@
+package spec
+
+import (
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestImageDefaults(t *testing.T) {
+	tests := []struct {
+		name  string
+		build string
+		want  map[string]string // label → arch
+	}{
+		{
+			name: "inherit from recipe and parent",
+			build: `
+recipe "arm" {
+  source = "s3://ims/recipes/1/recipe.tgz"
+  arch   = "aarch64"
+}
+image "base" {
+  recipe = recipe.arm
+}
+image "child" {
+  from = image.grand
+}
+image "grand" {
+  from = image.base
+}
+image "imported" {
+  import = "ims://images/abc"
+}
+image "explicit" {
+  import = "root.tar"
+  arch   = "aarch64"
+}
+`,
+			want: map[string]string{"base": "aarch64", "child": "aarch64", "grand": "aarch64", "imported": "x86_64", "explicit": "aarch64"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			writeFiles(t, dir, map[string]string{"build.ims.hcl": tc.build})
+			cfg, diags := Load(dir, Options{})
+			if diags.HasErrors() {
+				t.Fatalf("Load() diagnostics: %v", diags)
+			}
+			got := map[string]string{}
+			for label, img := range cfg.Images {
+				got[label] = img.Arch
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("image arches mismatch (-want +got):\n%s", diff)
+			}
+			if src := cfg.Recipes["arm"].Source; src != "s3://ims/recipes/1/recipe.tgz" {
+				t.Errorf("recipe source = %q, want the URL kept", src)
+			}
+			if imp := cfg.Images["imported"].Import; imp != "ims://images/abc" {
+				t.Errorf("import = %q, want the URL kept", imp)
+			}
+		})
+	}
+}

@@ -1,0 +1,129 @@
+package spec
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/zclconf/go-cty/cty"
+)
+
+// decodePublishes decodes the publish blocks in source order.
+func (l *loader) decodePublishes() {
+	seen := map[string]*hcl.Block{}
+	for _, b := range l.pubBlocks {
+		kind, name := b.Labels[0], b.Labels[1]
+		if _, ok := publishAttrs[kind]; !ok {
+			l.errorf(b.LabelRanges[0], "Unsupported publish kind",
+				"%q is not a publish kind; use one of %s.%s", kind, quoteList(keys(publishAttrs)), didYouMean(kind, keys(publishAttrs)))
+			continue
+		}
+		if !l.validName(b, 1) {
+			continue
+		}
+		id := kind + "." + name
+		if prev, ok := seen[id]; ok {
+			l.duplicate(b, prev, fmt.Sprintf("publish %q %q", kind, name), "Publish names must be unique per kind")
+			continue
+		}
+		seen[id] = b
+		if p := l.decodePublish(b, kind, name); p != nil {
+			l.cfg.Publishes = append(l.cfg.Publishes, p)
+		}
+	}
+}
+
+func (l *loader) decodePublish(b *hcl.Block, kind, name string) *Publish {
+	p := &Publish{Kind: kind, Name: name, DeclRange: b.DefRange}
+	c := l.content(b.Body, publishSchema(kind))
+	if attr := c.Attributes["images"]; attr != nil {
+		imgs, ok := l.refList(attr, "image")
+		p.Images = imgs
+		if ok && len(imgs) == 0 {
+			l.errorf(attr.Expr.Range(), "No images to publish", "publish %q %q needs at least one image, like images = [image.base].", kind, name)
+		}
+	}
+	if attr := c.Attributes["recipes"]; attr != nil {
+		p.Recipes, _ = l.refList(attr, "recipe")
+	}
+
+	// The other arguments may use image.name, image.label and image.arch
+	// of the image being published; they are evaluated for the first one.
+	var self *Image
+	if len(p.Images) > 0 {
+		self = l.images[p.Images[0]].img
+	}
+	a := l.attrs(c.Attributes, l.publishCtx(self))
+	a.self = true
+	switch kind {
+	case "dir":
+		a.path("path", &p.Path)
+	case "s3":
+		p.Bucket = "boot-images"
+		l.endpoint(a, &p.Endpoint)
+		a.str("region", &p.Region)
+		if attr := a.str("bucket", &p.Bucket); attr != nil && p.Bucket == "" {
+			l.errorf(attr.Expr.Range(), "Invalid bucket", "The bucket name must not be empty.")
+		}
+		a.str("prefix", &p.Prefix)
+		a.boolean("path_style", &p.PathStyle)
+		a.path("ca_bundle", &p.CABundle)
+	case "oci":
+		l.ociRepos(a, p)
+		a.strs("tags", &p.Tags)
+		a.boolean("insecure", &p.Insecure)
+	case "ims":
+		l.endpoint(a, &p.Endpoint)
+		a.str("token", &p.Token)
+		a.path("ca_bundle", &p.CABundle)
+	}
+	return p
+}
+
+// publishCtx is the evaluation context of a publish block for image self.
+func (l *loader) publishCtx(self *Image) *hcl.EvalContext {
+	ctx := l.ctx.NewChild()
+	ctx.Variables = map[string]cty.Value{"image": l.imageObjects(self)}
+	return ctx
+}
+
+// ociRepos evaluates repository once per image.
+func (l *loader) ociRepos(a attrs, p *Publish) {
+	attr := a.str("repository", &p.Repository)
+	if attr == nil {
+		return
+	}
+	if isURL(p.Repository) || p.Repository == "" || strings.ContainsAny(p.Repository, " \t\n") {
+		l.errorf(attr.Expr.Range(), "Invalid repository",
+			"%q is not an OCI repository like \"registry.example/hpc/compute\" (no scheme).", p.Repository)
+		return
+	}
+	p.ImageRepos = map[string]string{}
+	for i, label := range p.Images {
+		repo := p.Repository
+		if i > 0 {
+			b := l.attrs(a.m, l.publishCtx(l.images[label].img))
+			b.self = true
+			if b.str("repository", &repo) == nil {
+				continue
+			}
+		}
+		p.ImageRepos[label] = repo
+	}
+}
+
+// endpoint decodes an http(s) URL.
+func (l *loader) endpoint(a attrs, dst *string) {
+	var s string
+	attr := a.str("endpoint", &s)
+	if attr == nil {
+		return
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		l.errorf(attr.Expr.Range(), "Invalid endpoint", "%q is not an http:// or https:// URL.", s)
+		return
+	}
+	*dst = s
+}

@@ -1,0 +1,26 @@
+package spec
+
+// arches are the architectures images and recipes may have.
+var arches = []string{"x86_64", "aarch64"}
+
+// recipeTypes are the recipe formats.
+var recipeTypes = []string{"kiwi-ng"}
+
+func (l *loader) decodeRecipes() {
+	for _, name := range keys(l.recBlocks) {
+		b := l.recBlocks[name]
+		r := &Recipe{Name: name, Type: "kiwi-ng", Arch: "x86_64", DeclRange: b.DefRange}
+		c := l.content(b.Body, recipeSchema)
+		a := l.attrs(c.Attributes, l.ctx)
+		a.pathOrURL("source", &r.Source)
+		a.oneOf("type", &r.Type, recipeTypes...)
+		a.oneOf("arch", &r.Arch, arches...)
+		a.strs("profiles", &r.Profiles)
+		a.str("linux_distribution", &r.LinuxDistribution)
+		a.strMap("template", &r.Template)
+		if attr := c.Attributes["repositories"]; attr != nil {
+			r.Repositories, _ = l.refList(attr, "repository")
+		}
+		l.cfg.Recipes[name] = r
+	}
+}
