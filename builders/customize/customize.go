@@ -1,17 +1,58 @@
-// Package customize applies customize blocks to an unpacked image root:
-// files copied in, then scripts run in a sandbox.
 package customize
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"io"
+	"path/filepath"
 
 	"github.com/imsbuild/imsbuild/builders/sandbox"
 	"github.com/imsbuild/imsbuild/spec"
 )
 
 // Apply runs steps in order on root. Output of scripts goes to log.
+//
+// Script output (stdout and stderr) reaches log in whole lines, unprefixed.
+// env is the base environment of every script (K=V); each step adds its own
+// Env, a default PATH and IMSBUILD=1. An error names the step, counted from
+// 1, and wraps the sandbox's error (a *sandbox.ExitError,
+// sandbox.ErrTimeout, or ctx.Err()).
 func Apply(ctx context.Context, sb sandbox.Sandbox, root string, steps []spec.Customize, env []string, log io.Writer) error {
-	return errors.New("customize: not implemented")
+	if log == nil {
+		log = io.Discard
+	}
+	for i, st := range steps {
+		if err := apply(ctx, sb, root, st, env, log); err != nil {
+			return fmt.Errorf("customize step %d (%s): %w", i+1, stepName(st), err)
+		}
+	}
+	return nil
+}
+
+// apply runs one step: files, then the script.
+func apply(ctx context.Context, sb sandbox.Sandbox, root string, st spec.Customize, env []string, log io.Writer) error {
+	for _, f := range st.Files {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := copyFile(root, f); err != nil {
+			return err
+		}
+	}
+	if st.Script == "" && st.Inline == "" {
+		return nil
+	}
+	return runScript(ctx, sb, root, st, env, log)
+}
+
+// stepName names a step in errors: its script's file name, "inline" or
+// "files".
+func stepName(st spec.Customize) string {
+	switch {
+	case st.Script != "":
+		return filepath.Base(st.Script)
+	case st.Inline != "":
+		return "inline"
+	}
+	return "files"
 }

@@ -1,11 +1,14 @@
-// Package pack turns an image root tree into IMS artifacts: a reproducible
-// squashfs rootfs made by mksquashfs, and the kernel and initrd from /boot.
 package pack
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/imsbuild/imsbuild/ims"
 )
 
 // Options configure Pack.
@@ -33,12 +36,81 @@ type Artifact struct {
 }
 
 // Pack writes the artifacts of root into outDir (which must exist) and
-// returns them, rootfs first.
+// returns them, rootfs first, then kernel, initrd and boot_parameters when
+// present. The kernel is KernelFileName in /boot (a name with a slash is
+// relative to the root) or else the newest vmlinuz-* or Image-*; the
+// initrd is InitrdFileName or else the initrd.img-*, initrd-* or
+// initramfs-*.img of the kernel's version, else the newest.
 func Pack(ctx context.Context, root, outDir string, opts Options) ([]Artifact, error) {
-	return nil, errors.New("pack: not implemented")
+	args, err := mksquashfsArgs(opts)
+	if err != nil {
+		return nil, fmt.Errorf("pack %s: %w", root, err)
+	}
+	outDir, err = filepath.Abs(outDir)
+	if err != nil {
+		return nil, fmt.Errorf("pack %s: %w", root, err)
+	}
+	if fi, err := os.Stat(root); err != nil {
+		return nil, fmt.Errorf("pack: %w", err)
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("pack %s: not a directory", root)
+	}
+	boot, err := findBoot(root, opts)
+	if err != nil {
+		return nil, fmt.Errorf("pack %s: %w", root, err)
+	}
+	defer boot.close()
+	if opts.RequireBoot {
+		if boot.kernel == nil {
+			return nil, fmt.Errorf("pack %s: no kernel in /boot (looked for %s, vmlinuz-*, Image-*)", root, hint(opts.KernelFileName, "vmlinuz"))
+		}
+		if boot.initrd == nil {
+			return nil, fmt.Errorf("pack %s: no initrd in /boot (looked for %s, initrd.img-*, initrd-*, initramfs-*.img)", root, hint(opts.InitrdFileName, "initrd"))
+		}
+	}
+
+	rootfs := filepath.Join(outDir, ims.ArtifactRootfs)
+	if err := mksquashfs(ctx, root, rootfs, args, opts.Log); err != nil {
+		os.Remove(rootfs)
+		return nil, fmt.Errorf("pack %s: %w", root, err)
+	}
+	f, err := os.Open(rootfs)
+	if err != nil {
+		return nil, fmt.Errorf("pack %s: %w", root, err)
+	}
+	a, err := hashArtifact(ims.ArtifactRootfs, rootfs, f, nil)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("pack %s: hash rootfs: %w", root, err)
+	}
+	arts := []Artifact{a}
+
+	for _, b := range []struct {
+		name string
+		f    *os.File
+	}{{ims.ArtifactKernel, boot.kernel}, {ims.ArtifactInitrd, boot.initrd}} {
+		if b.f == nil {
+			continue
+		}
+		a, err := copyArtifact(ctx, b.name, filepath.Join(outDir, b.name), b.f)
+		if err != nil {
+			return nil, fmt.Errorf("pack %s: %s: %w", root, b.name, err)
+		}
+		arts = append(arts, a)
+	}
+	if opts.KernelParameters != "" {
+		a, err := copyArtifact(ctx, ims.ArtifactBootParameters, filepath.Join(outDir, ims.ArtifactBootParameters), strings.NewReader(opts.KernelParameters))
+		if err != nil {
+			return nil, fmt.Errorf("pack %s: %w", root, err)
+		}
+		arts = append(arts, a)
+	}
+	return arts, nil
 }
 
-// ToolVersion returns the mksquashfs version line, part of every pack key.
-func ToolVersion(ctx context.Context) (string, error) {
-	return "", errors.New("pack: not implemented")
+func hint(name, def string) string {
+	if name == "" {
+		return def
+	}
+	return name
 }

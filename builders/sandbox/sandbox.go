@@ -1,11 +1,12 @@
-// Package sandbox runs commands isolated in Linux namespaces, jailed in an
-// image root or in the builder environment with the image at /mnt/image.
 package sandbox
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"os"
+	"os/exec"
 	"time"
 )
 
@@ -56,5 +57,40 @@ type Sandbox interface {
 	Run(ctx context.Context, s Spec) error
 }
 
-// New returns the best available backend.
-func New() (Sandbox, error) { return nil, errors.New("sandbox: not implemented") }
+// Backend names accepted by [Open].
+const (
+	BackendAuto   = "auto"
+	BackendBwrap  = "bwrap"
+	BackendNative = "native"
+)
+
+// New returns the best available backend: bubblewrap when installed, else the
+// native backend when running as root.
+func New() (Sandbox, error) { return Open(BackendAuto) }
+
+// Open returns the backend called name: "bwrap", "native", or "auto" (or "")
+// for the best available one.
+func Open(name string) (Sandbox, error) {
+	switch name {
+	case "", BackendAuto:
+		if sb, err := Open(BackendBwrap); err == nil {
+			return sb, nil
+		}
+		if sb, err := Open(BackendNative); err == nil {
+			return sb, nil
+		}
+		return nil, errors.New("sandbox: no backend available: install bubblewrap or run as root")
+	case BackendBwrap:
+		p, err := exec.LookPath("bwrap")
+		if err != nil {
+			return nil, fmt.Errorf("sandbox bwrap: %w", err)
+		}
+		return NewBwrap(p), nil
+	case BackendNative:
+		if os.Geteuid() != 0 {
+			return nil, errors.New("sandbox native: needs root")
+		}
+		return NewNative(), nil
+	}
+	return nil, fmt.Errorf("sandbox: unknown backend %q (want auto, bwrap or native)", name)
+}

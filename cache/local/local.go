@@ -1,13 +1,117 @@
-// Package local is the local-directory cache backend: blobs under
-// blobs/sha256/<2 hex>/<64 hex>, action results under actions/<key>.json.
 package local
 
 import (
-	"errors"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/gofrs/flock"
+
+	"github.com/imsbuild/imsbuild/cache"
+	"github.com/imsbuild/imsbuild/internal/atomicfile"
 )
 
-// Cache is a local CAS and action cache rooted at a directory.
+// Cache is a local CAS and action cache rooted at a directory. It holds no
+// state besides its path, so any number of Cache values (in one process or
+// several) may share a directory.
 type Cache struct{ dir string }
 
+var (
+	_ cache.Store       = (*Cache)(nil)
+	_ cache.ActionCache = (*Actions)(nil)
+)
+
 // Open opens (creating) the cache at dir.
-func Open(dir string) (*Cache, error) { return nil, errors.New("cache local: not implemented") }
+func Open(dir string) (*Cache, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open cache %s: %w", dir, err)
+	}
+	c := &Cache{dir: abs}
+	for _, d := range []string{c.blobsDir(), c.actionsDir(), c.stepsDir(), c.locksDir(), c.tmpDir()} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("open cache %w", err)
+		}
+	}
+	return c, nil
+}
+
+// Dir returns the absolute cache directory.
+func (c *Cache) Dir() string { return c.dir }
+
+// StatCachePath is where the treehash stat cache of this cache lives.
+func (c *Cache) StatCachePath() string { return filepath.Join(c.dir, "statcache") }
+
+// BlobPath returns the path of the blob d (which need not exist).
+func (c *Cache) BlobPath(d cache.Digest) string {
+	h := d.Hex()
+	if len(h) < 2 {
+		return filepath.Join(c.blobsDir(), "invalid", h)
+	}
+	return filepath.Join(c.blobsDir(), h[:2], h)
+}
+
+func (c *Cache) blobsDir() string   { return filepath.Join(c.dir, "blobs", "sha256") }
+func (c *Cache) actionsDir() string { return filepath.Join(c.dir, "actions") }
+func (c *Cache) stepsDir() string   { return filepath.Join(c.dir, "steps") }
+func (c *Cache) locksDir() string   { return filepath.Join(c.dir, "locks") }
+func (c *Cache) tmpDir() string     { return filepath.Join(c.dir, "tmp") }
+func (c *Cache) gcLockPath() string { return filepath.Join(c.locksDir(), ".gc") }
+
+// gcShared takes the cache-wide lock shared, for writes Prune must not
+// interleave with.
+func (c *Cache) gcShared(ctx context.Context) (func(), error) {
+	return lockFile(ctx, c.gcLockPath(), true)
+}
+
+// gcExclusive takes the cache-wide lock exclusively, for Prune and repair.
+func (c *Cache) gcExclusive(ctx context.Context) (func(), error) {
+	return lockFile(ctx, c.gcLockPath(), false)
+}
+
+// lockFile takes an flock(2) lock on path, polling until it is free or ctx
+// is done. Each call opens its own descriptor, so locks also exclude each
+// other within one process.
+func lockFile(ctx context.Context, path string, shared bool) (func(), error) {
+	l := flock.New(path, flock.SetPermissions(0o644))
+	try := l.TryLock
+	if shared {
+		try = l.TryRLock
+	}
+	delay := time.Millisecond
+	for {
+		ok, err := try()
+		if err != nil {
+			_ = l.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		if ok {
+			return func() { _ = l.Close() }, nil // Close unlocks
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			_ = l.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, context.Cause(ctx))
+		case <-t.C:
+		}
+		delay = min(2*delay, 50*time.Millisecond)
+	}
+}
+
+// writeFile atomically replaces path (inside the cache) with data, through a
+// temp file in tmp/ so that Prune can clean up after a crash.
+func (c *Cache) writeFile(path string, data []byte) error {
+	f, err := atomicfile.CreateTemp(c.tmpDir(), path, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Abort()
+	if _, err := f.Write(data); err != nil {
+		return fmt.Errorf("write %s: %w", f.Name(), err)
+	}
+	return f.Commit()
+}

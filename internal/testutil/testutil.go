@@ -103,3 +103,25 @@ func BusyboxRoot(t testing.TB, withBoot bool) string {
 	}
 	return root
 }
+
+// ProcessesMatching returns "pid: cmdline" of live processes whose command
+// line contains substr (arguments joined by spaces), for leak checks.
+func ProcessesMatching(t testing.TB, substr string) []string {
+	t.Helper()
+	dirs, err := filepath.Glob("/proc/[0-9]*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, d := range dirs {
+		b, err := os.ReadFile(filepath.Join(d, "cmdline"))
+		if err != nil || len(b) == 0 {
+			continue
+		}
+		cmd := strings.TrimSpace(strings.ReplaceAll(string(b), "\x00", " "))
+		if strings.Contains(cmd, substr) {
+			out = append(out, filepath.Base(d)+": "+cmd)
+		}
+	}
+	return out
+}

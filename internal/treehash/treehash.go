@@ -1,28 +1,276 @@
-// Package treehash computes Merkle digests of directory trees over sorted
-// relative paths, file modes, symlink targets and contents — never mtimes —
-// with a stat cache so unchanged files are not rehashed.
 package treehash
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
 )
 
-// StatCache remembers file digests by (path, size, mtime, ctime, inode).
-type StatCache struct{}
+const header = "imsbuild-treehash-v1\x00"
 
-// OpenStatCache loads the stat cache stored at path (missing is empty).
-func OpenStatCache(path string) (*StatCache, error) { return &StatCache{}, nil }
-
-// Save writes the cache back atomically when it changed.
-func (c *StatCache) Save() error { return nil }
-
-// Dir returns the digest ("sha256:…") of the tree rooted at root.
-func Dir(ctx context.Context, root string, sc *StatCache) (string, error) {
-	return "", errors.New("treehash: not implemented")
+// node is one entry of the walked tree.
+type node struct {
+	name     string
+	mode     fs.FileMode
+	payload  string // symlink target or device numbers
+	sum      [32]byte
+	children []*node
 }
 
-// File returns the sha256 digest ("sha256:…") of a file's content.
+// Dir returns the digest ("sha256:…") of the tree rooted at root. root may be
+// a symlink to a directory; symlinks below it are recorded, not followed.
+// sc may be nil.
+func Dir(ctx context.Context, root string, sc *StatCache) (string, error) {
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return "", fmt.Errorf("treehash %s: %w", root, err)
+	}
+	fi, err := os.Stat(abs)
+	if err != nil {
+		return "", fmt.Errorf("treehash %w", err)
+	}
+	if !fi.IsDir() {
+		return "", fmt.Errorf("treehash %s: not a directory", root)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	h := newHasher(ctx, sc)
+	top := &node{mode: fi.Mode()}
+	werr := h.walk(abs, top)
+	if werr != nil {
+		cancel() // stop the workers early
+	}
+	if err := h.g.Wait(); err != nil {
+		return "", err
+	}
+	if werr != nil {
+		return "", werr
+	}
+	dirSum(top)
+	d := sha256.New()
+	io.WriteString(d, header)
+	io.WriteString(d, "root ")
+	io.WriteString(d, permString(top.mode))
+	io.WriteString(d, " ")
+	io.WriteString(d, hex.EncodeToString(top.sum[:]))
+	return "sha256:" + hex.EncodeToString(d.Sum(nil)), nil
+}
+
+// File returns the sha256 digest ("sha256:…") of a file's content, following
+// symlinks. sc may be nil.
 func File(ctx context.Context, path string, sc *StatCache) (string, error) {
-	return "", errors.New("treehash: not implemented")
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", fmt.Errorf("hash %s: %w", path, err)
+	}
+	fi, err := os.Stat(abs)
+	if err != nil {
+		return "", fmt.Errorf("hash %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("hash %s: not a regular file", path)
+	}
+	h := newHasher(ctx, sc)
+	sum, err := h.fileSum(abs, fi)
+	if err != nil {
+		return "", err
+	}
+	return "sha256:" + hex.EncodeToString(sum[:]), nil
+}
+
+// hasher walks one tree; file contents are hashed by g's workers.
+type hasher struct {
+	ctx  context.Context
+	g    *errgroup.Group
+	sc   *StatCache
+	now  time.Time
+	bufs chan []byte
+}
+
+func newHasher(ctx context.Context, sc *StatCache) *hasher {
+	g, gctx := errgroup.WithContext(ctx)
+	workers := 2 * runtime.GOMAXPROCS(0)
+	g.SetLimit(workers)
+	h := &hasher{ctx: gctx, g: g, sc: sc, bufs: make(chan []byte, workers)}
+	if sc != nil {
+		h.now = sc.clock()
+	}
+	return h
+}
+
+// walk reads dir into n and schedules the hashing of its regular files.
+func (h *hasher) walk(dir string, n *node) error {
+	if err := h.ctx.Err(); err != nil {
+		return err
+	}
+	ents, err := os.ReadDir(dir) // sorted by name
+	if err != nil {
+		return fmt.Errorf("treehash %w", err)
+	}
+	n.children = make([]*node, 0, len(ents))
+	for _, e := range ents {
+		p := filepath.Join(dir, e.Name())
+		fi, err := e.Info()
+		if err != nil {
+			return fmt.Errorf("treehash %s: %w", p, err)
+		}
+		c := &node{name: e.Name(), mode: fi.Mode()}
+		n.children = append(n.children, c)
+		switch t := fi.Mode().Type(); {
+		case t == fs.ModeDir:
+			if err := h.walk(p, c); err != nil {
+				return err
+			}
+		case t == fs.ModeSymlink:
+			if c.payload, err = os.Readlink(p); err != nil {
+				return fmt.Errorf("treehash %w", err)
+			}
+		case t&fs.ModeDevice != 0:
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				c.payload = strconv.FormatUint(uint64(st.Rdev), 10)
+			}
+		case t == 0:
+			if sum, ok := h.sc.lookup(p, fi); ok {
+				c.sum = sum
+				continue
+			}
+			h.g.Go(func() error {
+				sum, err := h.hashAndRecord(p, fi)
+				c.sum = sum
+				return err
+			})
+		}
+	}
+	return nil
+}
+
+// fileSum returns the content sum of p, from the stat cache when it can.
+func (h *hasher) fileSum(p string, fi fs.FileInfo) ([32]byte, error) {
+	if sum, ok := h.sc.lookup(p, fi); ok {
+		return sum, nil
+	}
+	return h.hashAndRecord(p, fi)
+}
+
+func (h *hasher) hashAndRecord(p string, fi fs.FileInfo) ([32]byte, error) {
+	sum, err := h.hashFile(p)
+	if err != nil {
+		return sum, err
+	}
+	h.sc.record(p, fi, sum, h.now)
+	return sum, nil
+}
+
+func (h *hasher) hashFile(p string) ([32]byte, error) {
+	var sum [32]byte
+	f, err := os.Open(p)
+	if err != nil {
+		return sum, fmt.Errorf("hash %w", err)
+	}
+	defer f.Close()
+	var buf []byte
+	select {
+	case buf = <-h.bufs:
+	default:
+		buf = make([]byte, 128<<10)
+	}
+	defer func() {
+		select {
+		case h.bufs <- buf:
+		default:
+		}
+	}()
+	d := sha256.New()
+	for {
+		if err := h.ctx.Err(); err != nil {
+			return sum, err
+		}
+		n, err := f.Read(buf)
+		d.Write(buf[:n])
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return sum, fmt.Errorf("hash %s: %w", p, err)
+		}
+	}
+	h.sc.countHash()
+	copy(sum[:], d.Sum(nil))
+	return sum, nil
+}
+
+// dirSum computes the Merkle sums of n and every directory below it.
+func dirSum(n *node) {
+	d := sha256.New()
+	io.WriteString(d, header)
+	for _, c := range n.children {
+		var payload string
+		switch t := c.mode.Type(); {
+		case t == fs.ModeDir:
+			dirSum(c)
+			payload = hex.EncodeToString(c.sum[:])
+		case t == 0:
+			payload = hex.EncodeToString(c.sum[:])
+		default:
+			payload = c.payload
+		}
+		io.WriteString(d, typeChar(c.mode))
+		io.WriteString(d, " ")
+		io.WriteString(d, permString(c.mode))
+		io.WriteString(d, " ")
+		io.WriteString(d, payload)
+		io.WriteString(d, "\x00")
+		io.WriteString(d, c.name)
+		io.WriteString(d, "\x00")
+	}
+	copy(n.sum[:], d.Sum(nil))
+}
+
+func typeChar(m fs.FileMode) string {
+	switch t := m.Type(); {
+	case t == fs.ModeDir:
+		return "d"
+	case t == fs.ModeSymlink:
+		return "l"
+	case t&fs.ModeCharDevice != 0:
+		return "c"
+	case t&fs.ModeDevice != 0:
+		return "b"
+	case t == fs.ModeNamedPipe:
+		return "p"
+	case t == fs.ModeSocket:
+		return "s"
+	case t == 0:
+		return "f"
+	default:
+		return "?"
+	}
+}
+
+// permString returns the Unix permission bits of m (with setuid 04000,
+// setgid 02000 and sticky 01000) as four octal digits.
+func permString(m fs.FileMode) string {
+	p := uint32(m.Perm())
+	if m&fs.ModeSetuid != 0 {
+		p |= 0o4000
+	}
+	if m&fs.ModeSetgid != 0 {
+		p |= 0o2000
+	}
+	if m&fs.ModeSticky != 0 {
+		p |= 0o1000
+	}
+	return fmt.Sprintf("%04o", p)
 }

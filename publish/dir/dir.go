@@ -1,15 +1,26 @@
-// Package dir publishes images as an offline mirror of the IMS S3 layout:
-// <path>/boot-images/<id>/{rootfs,kernel,initrd,manifest.json} and
-// <path>/records/images/<id>.json.
 package dir
 
 import (
+	"bytes"
 	"context"
+	"crypto/md5"
+	"encoding/hex"
 	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/imsbuild/imsbuild/cache"
+	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/publish"
 )
+
+// Bucket is the IMS bucket the layout mirrors.
+const Bucket = "boot-images"
 
 // Publisher writes to a directory.
 type Publisher struct{ Path string }
@@ -20,5 +31,169 @@ func New(path string) *Publisher { return &Publisher{Path: path} }
 // Publish writes each image atomically (temp dir + rename); an image already
 // present with the same manifest is left as it is.
 func (p *Publisher) Publish(ctx context.Context, store cache.Store, images []publish.Image) error {
-	return errors.New("publish dir: not implemented")
+	for _, img := range images {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("publish dir %s: %w", p.Path, err)
+		}
+		if err := p.publish(ctx, store, img); err != nil {
+			return fmt.Errorf("publish dir %s: image %s (%s): %w", p.Path, img.Label, img.ID, err)
+		}
+	}
+	return nil
+}
+
+func (p *Publisher) publish(ctx context.Context, store cache.Store, img publish.Image) error {
+	if err := checkID(img.ID); err != nil {
+		return err
+	}
+	outs, err := withMD5(ctx, store, img.Outputs)
+	if err != nil {
+		return err
+	}
+	img.Outputs = outs
+	m, err := ManifestFor(img, Bucket)
+	if err != nil {
+		return err
+	}
+	manifest, err := marshal(m)
+	if err != nil {
+		return err
+	}
+	final := filepath.Join(p.Path, Bucket, img.ID)
+	if !upToDate(final, manifest, outs) {
+		if err := p.writeImage(ctx, store, final, manifest, outs); err != nil {
+			return err
+		}
+	}
+	record, err := marshal(RecordFor(img, Bucket, manifest))
+	if err != nil {
+		return err
+	}
+	return writeFile(filepath.Join(p.Path, "records", "images", img.ID+".json"), record)
+}
+
+// checkID refuses ids that are not a single plain path element.
+func checkID(id string) error {
+	if id == "" || strings.ContainsAny(id, `/\`+"\x00") || strings.HasPrefix(id, ".") {
+		return fmt.Errorf("image id %q is not a plain name", id)
+	}
+	return nil
+}
+
+// withMD5 returns a copy of outs where every missing md5 is computed by
+// streaming the blob from the store (which verifies its digest at EOF).
+func withMD5(ctx context.Context, store cache.Store, outs map[string]cache.Output) (map[string]cache.Output, error) {
+	res := make(map[string]cache.Output, len(outs))
+	for name, o := range outs {
+		if o.MD5 == "" && ims.MediaTypeOf(name) != "" {
+			sum, err := blobMD5(ctx, store, o.Digest)
+			if err != nil {
+				return nil, fmt.Errorf("md5 of %s %s: %w", name, o.Digest, err)
+			}
+			o.MD5 = sum
+		}
+		res[name] = o
+	}
+	return res, nil
+}
+
+func blobMD5(ctx context.Context, store cache.Store, d cache.Digest) (string, error) {
+	rc, err := store.Open(ctx, d)
+	if err != nil {
+		return "", err
+	}
+	defer rc.Close()
+	h := md5.New()
+	if _, err := io.Copy(h, rc); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// upToDate reports whether dir already holds exactly this manifest and
+// artifacts of the expected sizes.
+func upToDate(dir string, manifest []byte, outs map[string]cache.Output) bool {
+	cur, err := os.ReadFile(filepath.Join(dir, ims.ManifestFile))
+	if err != nil || !bytes.Equal(cur, manifest) {
+		return false
+	}
+	for _, name := range artifactOrder() {
+		o, ok := outs[name]
+		if !ok {
+			continue
+		}
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if err != nil || !fi.Mode().IsRegular() || fi.Size() != o.Size {
+			return false
+		}
+	}
+	return true
+}
+
+// writeImage materializes the artifacts and the manifest (last) into a temp
+// dir under p.Path and moves it to final, swapping out an older version.
+func (p *Publisher) writeImage(ctx context.Context, store cache.Store, final string, manifest []byte, outs map[string]cache.Output) error {
+	if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp(p.Path, ".tmp-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp) // after the swap it holds the old version, if any
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return err
+	}
+	for _, name := range artifactOrder() {
+		o, ok := outs[name]
+		if !ok {
+			continue
+		}
+		dst := filepath.Join(tmp, name)
+		if err := store.Materialize(ctx, o.Digest, dst, false); err != nil {
+			return fmt.Errorf("materialize %s %s: %w", name, o.Digest, err)
+		}
+		if err := syncFile(dst, o.Size); err != nil {
+			return fmt.Errorf("materialize %s %s: %w", name, o.Digest, err)
+		}
+	}
+	if err := createFile(filepath.Join(tmp, ims.ManifestFile), manifest); err != nil {
+		return err
+	}
+	if err := syncDir(tmp); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := swap(tmp, final); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(final))
+}
+
+// swap moves the directory tmp to final. If final exists it is exchanged
+// atomically (renameat2 RENAME_EXCHANGE), leaving the old version in tmp.
+func swap(tmp, final string) error {
+	err := os.Rename(tmp, final)
+	if err == nil || !(errors.Is(err, unix.EEXIST) || errors.Is(err, unix.ENOTEMPTY)) {
+		return err
+	}
+	err = unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, final, unix.RENAME_EXCHANGE)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOSYS) {
+		return fmt.Errorf("exchange %s: %w", final, err)
+	}
+	// No RENAME_EXCHANGE on this filesystem: move the old one away first.
+	old := tmp + ".old"
+	if err := os.Rename(final, old); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		os.Rename(old, final)
+		return err
+	}
+	return os.Rename(old, tmp)
 }

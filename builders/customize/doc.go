@@ -1,0 +1,10 @@
+// Package customize applies customize blocks to an unpacked image root:
+// files copied in, then scripts run in a sandbox.
+//
+// Each step first copies its files into the root (destinations resolved
+// inside the root; symlinks that would lead out of it are refused), then runs
+// its script, if any, with /bin/sh -e: jailed, inside the image root; or
+// non-jailed, with the builder's own tools and the image at /mnt/image
+// (IMAGE_ROOT). The script is bound read-only from a host temporary
+// directory; nothing of it, and nothing of the sandbox, is left in the image.
+package customize

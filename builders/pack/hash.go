@@ -1,0 +1,63 @@
+package pack
+
+import (
+	"context"
+	"crypto/md5"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"os"
+
+	"github.com/imsbuild/imsbuild/ims"
+)
+
+// copyArtifact streams r into a new file at dst, hashing while copying.
+func copyArtifact(ctx context.Context, name, dst string, r io.Reader) (Artifact, error) {
+	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return Artifact{}, err
+	}
+	a, err := hashArtifact(name, dst, &ctxReader{ctx, r}, f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(dst)
+	}
+	return a, err
+}
+
+// hashArtifact reads r to EOF, writing it to w when not nil, and returns
+// the artifact with its size, sha256 and md5.
+func hashArtifact(name, path string, r io.Reader, w io.Writer) (Artifact, error) {
+	s, m := sha256.New(), md5.New()
+	out := io.MultiWriter(s, m)
+	if w != nil {
+		out = io.MultiWriter(w, s, m)
+	}
+	n, err := io.Copy(out, r)
+	if err != nil {
+		return Artifact{}, err
+	}
+	return Artifact{
+		Name:      name,
+		Path:      path,
+		Size:      n,
+		SHA256:    hex.EncodeToString(s.Sum(nil)),
+		MD5:       hex.EncodeToString(m.Sum(nil)),
+		MediaType: ims.MediaTypeOf(name),
+	}, nil
+}
+
+// ctxReader stops reading once ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c *ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}

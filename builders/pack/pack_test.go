@@ -1,0 +1,331 @@
+package pack
+
+import (
+	"bytes"
+	"crypto/md5"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/imsbuild/imsbuild/ims"
+	"github.com/imsbuild/imsbuild/internal/testutil"
+)
+
+func write(t *testing.T, root string, files map[string]string) {
+	t.Helper()
+	for name, content := range files {
+		p := filepath.Join(root, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if target, ok := strings.CutPrefix(content, "->"); ok {
+			if err := os.Symlink(target, p); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func sums(t *testing.T, p string) (sha, md string, size int64) {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	s, m := sha256.New(), md5.New()
+	n, err := io.Copy(io.MultiWriter(s, m), f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(s.Sum(nil)), hex.EncodeToString(m.Sum(nil)), n
+}
+
+func byName(arts []Artifact) map[string]Artifact {
+	m := map[string]Artifact{}
+	for _, a := range arts {
+		m[a.Name] = a
+	}
+	return m
+}
+
+func TestPackReproducible(t *testing.T) {
+	testutil.RequireTool(t, "mksquashfs")
+	root := testutil.BusyboxRoot(t, true)
+	opts := Options{SourceDateEpoch: 1700000000, KernelParameters: "console=ttyS0 root=live:LABEL=x", RequireBoot: true}
+	var log bytes.Buffer
+	opts.Log = &log
+	first, err := Pack(t.Context(), root, t.TempDir(), opts)
+	if err != nil {
+		t.Fatalf("Pack() = %v", err)
+	}
+	if !strings.Contains(log.String(), "zstd compressed") {
+		t.Errorf("log = %q, want mksquashfs' summary", log.String())
+	}
+	wantNames := []string{ims.ArtifactRootfs, ims.ArtifactKernel, ims.ArtifactInitrd, ims.ArtifactBootParameters}
+	if len(first) != len(wantNames) {
+		t.Fatalf("Pack() returned %d artifacts, want %d", len(first), len(wantNames))
+	}
+	for i, a := range first {
+		if a.Name != wantNames[i] || a.MediaType != ims.MediaTypeOf(a.Name) || !filepath.IsAbs(a.Path) {
+			t.Errorf("artifact %d = %+v, want %s with its media type and an absolute path", i, a, wantNames[i])
+		}
+		sha, md, size := sums(t, a.Path)
+		if a.SHA256 != sha || a.MD5 != md || a.Size != size {
+			t.Errorf("%s: sha256 %s md5 %s size %d, file has %s %s %d", a.Name, a.SHA256, a.MD5, a.Size, sha, md, size)
+		}
+	}
+	if b, _ := os.ReadFile(byName(first)[ims.ArtifactBootParameters].Path); string(b) != opts.KernelParameters {
+		t.Errorf("boot_parameters = %q, want %q", b, opts.KernelParameters)
+	}
+
+	// Same tree with new mtimes: -all-time keeps the rootfs identical.
+	later := time.Now().Add(time.Hour)
+	filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode()&os.ModeSymlink == 0 {
+			os.Chtimes(p, later, later)
+		}
+		return nil
+	})
+	second, err := Pack(t.Context(), root, t.TempDir(), opts)
+	if err != nil {
+		t.Fatalf("Pack() again = %v", err)
+	}
+	for i := range first {
+		if first[i].SHA256 != second[i].SHA256 {
+			t.Errorf("%s: sha256 %s then %s, want reproducible", first[i].Name, first[i].SHA256, second[i].SHA256)
+		}
+	}
+	// A content change does change it.
+	write(t, root, map[string]string{"etc/motd": "changed\n"})
+	third, err := Pack(t.Context(), root, t.TempDir(), opts)
+	if err != nil {
+		t.Fatalf("Pack() changed = %v", err)
+	}
+	if third[0].SHA256 == first[0].SHA256 {
+		t.Error("rootfs sha256 unchanged after a content change")
+	}
+}
+
+func TestPackBoot(t *testing.T) {
+	testutil.RequireTool(t, "mksquashfs")
+	host := t.TempDir()
+	hostKernel := filepath.Join(host, "vmlinuz-host")
+	if err := os.WriteFile(hostKernel, []byte("HOST KERNEL"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name           string
+		files          map[string]string
+		opts           Options
+		kernel, initrd string // wanted contents; "" = absent
+	}{
+		{
+			name:   "symlinked default names",
+			files:  map[string]string{"boot/vmlinuz": "->vmlinuz-6.1.0-test", "boot/vmlinuz-6.1.0-test": "k6", "boot/initrd.img-6.1.0-test": "i6"},
+			kernel: "k6", initrd: "i6",
+		},
+		{
+			name: "newest version",
+			files: map[string]string{
+				"boot/vmlinuz-6.1.0-9-amd64": "k9", "boot/vmlinuz-6.1.0-10-amd64": "k10",
+				"boot/initrd.img-6.1.0-9-amd64": "i9", "boot/initrd.img-6.1.0-10-amd64": "i10",
+			},
+			kernel: "k10", initrd: "i10",
+		},
+		{
+			name: "initrd of the kernel's version",
+			files: map[string]string{
+				"boot/vmlinuz": "->vmlinuz-5.14.0", "boot/vmlinuz-5.14.0": "k5", "boot/vmlinuz-6.0": "k6-notdefault",
+				"boot/initramfs-5.14.0.img": "i5", "boot/initramfs-6.0.img": "i6", "boot/initramfs-5.14.0kdump.img": "kdump",
+			},
+			kernel: "k5", initrd: "i5",
+		},
+		{
+			name:   "exact hints",
+			files:  map[string]string{"boot/kern": "kk", "boot/vmlinuz-9": "k9", "boot/sub/rd": "rr", "boot/initrd-9": "i9"},
+			opts:   Options{KernelFileName: "kern", InitrdFileName: "/boot/sub/rd"},
+			kernel: "kk", initrd: "rr",
+		},
+		{
+			name:   "aarch64 Image",
+			files:  map[string]string{"boot/Image-6.1.0-arm64": "ka", "boot/initrd-6.1.0-arm64": "ia"},
+			kernel: "ka", initrd: "ia",
+		},
+		{
+			name:   "absolute symlinks resolve inside the root",
+			files:  map[string]string{"boot/vmlinuz": "->" + hostKernel, hostKernel[1:]: "ROOT COPY", "boot/initrd": "->/boot/real-initrd", "boot/real-initrd": "ir"},
+			kernel: "ROOT COPY", initrd: "ir",
+		},
+		{
+			name:   "absolute symlink out of the root is not followed",
+			files:  map[string]string{"boot/vmlinuz": "->" + hostKernel, "boot/initrd": "ir"},
+			kernel: "", initrd: "ir",
+		},
+		{
+			name:   "relative escape is clamped at the root",
+			files:  map[string]string{"boot/vmlinuz": "->../../../../../../../../.." + hostKernel, "boot/initrd": "ir"},
+			kernel: "", initrd: "ir",
+		},
+		{
+			name:   "boot dir symlinked to the host",
+			files:  map[string]string{"boot": "->" + host},
+			kernel: "", initrd: "",
+		},
+		{
+			name:   "directory named like a kernel",
+			files:  map[string]string{"boot/vmlinuz/x": "not a kernel", "boot/vmlinuz-1": "k1"},
+			kernel: "k1",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			write(t, root, tc.files)
+			if tc.name == "directory named like a kernel" {
+				os.Remove(filepath.Join(root, "boot/vmlinuz/x"))
+			}
+			arts, err := Pack(t.Context(), root, t.TempDir(), tc.opts)
+			if err != nil {
+				t.Fatalf("Pack() = %v", err)
+			}
+			got := byName(arts)
+			for _, c := range []struct{ name, want string }{{ims.ArtifactKernel, tc.kernel}, {ims.ArtifactInitrd, tc.initrd}} {
+				a, ok := got[c.name]
+				switch {
+				case c.want == "" && ok:
+					b, _ := os.ReadFile(a.Path)
+					t.Errorf("%s = %q, want none", c.name, b)
+				case c.want != "" && !ok:
+					t.Errorf("%s missing, want %q", c.name, c.want)
+				case ok:
+					if b, _ := os.ReadFile(a.Path); string(b) != c.want {
+						t.Errorf("%s = %q, want %q", c.name, b, c.want)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestPackExcludes(t *testing.T) {
+	testutil.RequireTool(t, "mksquashfs")
+	testutil.RequireTool(t, "unsquashfs")
+	root := t.TempDir()
+	write(t, root, map[string]string{
+		"image/config.xml": "x", ".profile": "x", ".kconfig": "x", ".buildenv": "x",
+		"run/lock": "x", "tmp/junk": "x", "var/cache/kiwi/pkg": "x", "var/cache/apt/keep": "x",
+		"opt/secret.key": "x", "opt/keep": "x", "etc/image": "nested name is kept",
+	})
+	arts, err := Pack(t.Context(), root, t.TempDir(), Options{Exclude: []string{"/opt/secret*"}})
+	if err != nil {
+		t.Fatalf("Pack() = %v", err)
+	}
+	out, err := exec.CommandContext(t.Context(), "unsquashfs", "-l", "-d", "", arts[0].Path).Output()
+	if err != nil {
+		t.Fatalf("unsquashfs -l: %v", err)
+	}
+	listed := map[string]bool{}
+	for _, l := range strings.Split(string(out), "\n") {
+		if p, ok := strings.CutPrefix(strings.TrimSpace(l), "/"); ok {
+			listed[p] = true
+		}
+	}
+	tests := []struct {
+		path string
+		want bool
+	}{
+		{"image", false}, {"image/config.xml", false}, {".profile", false}, {".kconfig", false}, {".buildenv", false},
+		{"run", true}, {"run/lock", false}, {"tmp", true}, {"tmp/junk", false},
+		{"var/cache/kiwi", false}, {"var/cache/apt/keep", true},
+		{"opt/secret.key", false}, {"opt/keep", true}, {"etc/image", true},
+	}
+	for _, tc := range tests {
+		if listed[tc.path] != tc.want {
+			t.Errorf("%s in rootfs = %v, want %v", tc.path, listed[tc.path], tc.want)
+		}
+	}
+}
+
+func TestPackCompression(t *testing.T) {
+	testutil.RequireTool(t, "mksquashfs")
+	testutil.RequireTool(t, "unsquashfs")
+	root := t.TempDir()
+	write(t, root, map[string]string{"etc/hostname": strings.Repeat("node\n", 1000)})
+	tests := []struct {
+		comp  string
+		level int
+	}{{"", 0}, {"zstd", 19}, {"xz", 0}, {"gzip", 6}, {"lz4", 0}, {"lzo", 0}}
+	for _, tc := range tests {
+		t.Run(tc.comp, func(t *testing.T) {
+			arts, err := Pack(t.Context(), root, t.TempDir(), Options{Compression: tc.comp, Level: tc.level, BlockSize: 128 << 10})
+			if err != nil {
+				t.Fatalf("Pack() = %v", err)
+			}
+			out, err := exec.CommandContext(t.Context(), "unsquashfs", "-s", arts[0].Path).Output()
+			if err != nil {
+				t.Fatalf("unsquashfs -s: %v", err)
+			}
+			want := tc.comp
+			if want == "" {
+				want = "zstd"
+			}
+			if !strings.Contains(string(out), "Compression "+want) || !strings.Contains(string(out), "Block size 131072") {
+				t.Errorf("unsquashfs -s = %s, want compression %s, block size 131072", out, want)
+			}
+		})
+	}
+}
+
+func TestPackErrors(t *testing.T) {
+	testutil.RequireTool(t, "mksquashfs")
+	root := t.TempDir()
+	write(t, root, map[string]string{"etc/hostname": "node"})
+	tests := []struct {
+		name   string
+		root   string
+		outDir string
+		opts   Options
+		want   string
+	}{
+		{"unknown compression", root, "", Options{Compression: "brotli"}, `unknown compression "brotli"`},
+		{"xz level", root, "", Options{Compression: "xz", Level: 6}, "xz takes no level"},
+		{"zstd level", root, "", Options{Level: 30}, "out of range 1..22"},
+		{"block size", root, "", Options{BlockSize: 3000}, "block size 3000"},
+		{"epoch", root, "", Options{SourceDateEpoch: -1}, "source date epoch"},
+		{"missing root", filepath.Join(root, "nope"), "", Options{}, "no such file"},
+		{"no kernel", root, "", Options{RequireBoot: true}, "no kernel in /boot"},
+		{"mksquashfs fails", root, filepath.Join(root, "missing-out-dir"), Options{}, "mksquashfs: exit status"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out := tc.outDir
+			if out == "" {
+				out = t.TempDir()
+			}
+			_, err := Pack(t.Context(), tc.root, out, tc.opts)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Pack() = %v, want an error with %q", err, tc.want)
+			}
+			t.Log(err)
+		})
+	}
+}
+
+func TestToolVersion(t *testing.T) {
+	testutil.RequireTool(t, "mksquashfs")
+	v, err := ToolVersion(t.Context())
+	if err != nil || !strings.HasPrefix(v, "mksquashfs version ") {
+		t.Fatalf("ToolVersion() = %q, %v; want mksquashfs version …", v, err)
+	}
+}

@@ -1,0 +1,161 @@
+package pack
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+)
+
+// DefaultExcludes returns the kiwi leftovers never packed into a rootfs
+// (mksquashfs -wildcards patterns, relative to the root).
+func DefaultExcludes() []string {
+	return []string{"image", ".profile", ".kconfig", "run/*", "tmp/*", ".buildenv", "var/cache/kiwi"}
+}
+
+// levelRange gives, per compressor, the valid -Xcompression-level range and
+// the level used when Options.Level is 0 (0: mksquashfs' own default).
+func levelRange(comp string) (min, max, def int, ok bool) {
+	switch comp {
+	case "zstd":
+		return 1, 22, 3, true
+	case "gzip", "lzo":
+		return 1, 9, 0, true
+	case "xz", "lz4":
+		return 0, 0, 0, true
+	}
+	return 0, 0, 0, false
+}
+
+// mksquashfsArgs returns the options after "mksquashfs root out".
+func mksquashfsArgs(o Options) ([]string, error) {
+	comp := o.Compression
+	if comp == "" {
+		comp = "zstd"
+	}
+	lmin, lmax, ldef, ok := levelRange(comp)
+	if !ok {
+		return nil, fmt.Errorf("unknown compression %q (want zstd, xz, gzip, lz4 or lzo)", comp)
+	}
+	level := o.Level
+	if level == 0 {
+		level = ldef
+	}
+	if level != 0 && (level < lmin || level > lmax) {
+		if lmax == 0 {
+			return nil, fmt.Errorf("compression %s takes no level (got %d)", comp, level)
+		}
+		return nil, fmt.Errorf("compression %s level %d out of range %d..%d", comp, level, lmin, lmax)
+	}
+	bs := o.BlockSize
+	if bs == 0 {
+		bs = 1 << 20
+	}
+	if bs < 4<<10 || bs > 1<<20 || bs&(bs-1) != 0 {
+		return nil, fmt.Errorf("block size %d is not a power of two between 4K and 1M", bs)
+	}
+	if o.SourceDateEpoch < 0 || o.SourceDateEpoch > math.MaxUint32 {
+		return nil, fmt.Errorf("source date epoch %d out of range 0..%d", o.SourceDateEpoch, uint32(math.MaxUint32))
+	}
+	epoch := strconv.FormatInt(o.SourceDateEpoch, 10)
+	args := []string{"-noappend", "-reproducible", "-mkfs-time", epoch, "-all-time", epoch, "-comp", comp}
+	if level != 0 {
+		args = append(args, "-Xcompression-level", strconv.Itoa(level))
+	}
+	args = append(args, "-b", strconv.FormatInt(bs, 10), "-no-progress", "-wildcards", "-e")
+	args = append(args, DefaultExcludes()...)
+	for _, e := range o.Exclude {
+		e = strings.TrimLeft(e, "/")
+		if e == "" || strings.HasPrefix(e, "-") {
+			return nil, fmt.Errorf("bad exclude pattern %q", e)
+		}
+		args = append(args, e)
+	}
+	return args, nil
+}
+
+// mksquashfs runs the tool; its output goes to log, and the tail of its
+// stderr into the error.
+func mksquashfs(ctx context.Context, root, out string, args []string, log io.Writer) error {
+	if log == nil {
+		log = io.Discard
+	}
+	if err := os.Remove(out); err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	var stderr tail
+	cmd := exec.CommandContext(ctx, "mksquashfs", append([]string{root, out}, args...)...)
+	cmd.Env = withoutSourceDateEpoch(os.Environ())
+	cmd.Stdout = log
+	cmd.Stderr = io.MultiWriter(log, &stderr)
+	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("mksquashfs: %w", ctx.Err())
+		}
+		if msg := stderr.String(); msg != "" {
+			return fmt.Errorf("mksquashfs: %w: %s", err, msg)
+		}
+		return fmt.Errorf("mksquashfs: %w", err)
+	}
+	return nil
+}
+
+// withoutSourceDateEpoch drops SOURCE_DATE_EPOCH: mksquashfs refuses it
+// together with -mkfs-time/-all-time, which carry the epoch explicitly.
+func withoutSourceDateEpoch(env []string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "SOURCE_DATE_EPOCH=") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// ToolVersion returns the mksquashfs version line, part of every pack key.
+func ToolVersion(ctx context.Context) (string, error) {
+	out, err := exec.CommandContext(ctx, "mksquashfs", "-version").Output()
+	if err != nil {
+		return "", fmt.Errorf("mksquashfs -version: %w", err)
+	}
+	line, _, _ := bytes.Cut(out, []byte("\n"))
+	if len(bytes.TrimSpace(line)) == 0 {
+		return "", fmt.Errorf("mksquashfs -version: no output")
+	}
+	return string(bytes.TrimSpace(line)), nil
+}
+
+// tailSize bounds how much stderr an error carries.
+const tailSize = 2048
+
+// tail keeps the last tailSize bytes written to it.
+type tail struct{ buf []byte }
+
+func (t *tail) Write(p []byte) (int, error) {
+	t.buf = append(t.buf, p...)
+	if over := len(t.buf) - tailSize; over > 0 {
+		t.buf = append(t.buf[:0], t.buf[over:]...)
+	}
+	return len(p), nil
+}
+
+// String returns the last non-empty lines, joined by "; ".
+func (t *tail) String() string {
+	var lines []string
+	sc := bufio.NewScanner(bytes.NewReader(t.buf))
+	for sc.Scan() {
+		if l := strings.TrimSpace(sc.Text()); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) > 5 {
+		lines = lines[len(lines)-5:]
+	}
+	return strings.Join(lines, "; ")
+}

@@ -1,0 +1,252 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Bwrap is the bubblewrap backend.
+type Bwrap struct {
+	path string
+}
+
+// NewBwrap returns the bubblewrap backend running the bwrap binary at path.
+func NewBwrap(path string) *Bwrap { return &Bwrap{path: path} }
+
+// Name returns "bwrap".
+func (b *Bwrap) Name() string { return BackendBwrap }
+
+// Run runs s under bwrap. The PID namespace's init (bwrap's child) is
+// watched through a pidfd, so that on cancellation or timeout the whole
+// namespace is killed and waited for.
+func (b *Bwrap) Run(ctx context.Context, s Spec) (err error) {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	p, err := newPlan(s)
+	defer func() { err = withCleanup(err, p.cleanup()) }()
+	if err != nil {
+		return err
+	}
+	statusR, statusW, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("sandbox bwrap: %w", err)
+	}
+	defer statusR.Close()
+
+	tail := &tailWriter{}
+	cmd := exec.Command(b.path, bwrapArgs(p, s)...)
+	cmd.Env = []string{}
+	cmd.Stdin = s.Stdin
+	cmd.Stdout = s.Stdout
+	cmd.Stderr = tail
+	if s.Stderr != nil {
+		cmd.Stderr = io.MultiWriter(s.Stderr, tail)
+	}
+	cmd.ExtraFiles = []*os.File{statusW}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.WaitDelay = waitDelay
+
+	// Pdeathsig fires when the thread that started the process exits.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	err = cmd.Start()
+	statusW.Close()
+	if err != nil {
+		return fmt.Errorf("sandbox bwrap: %w", err)
+	}
+	st := &bwrapStatus{pidfd: -1, done: make(chan struct{})}
+	go st.read(statusR)
+	waitErr, killErr := supervise(ctx, s.Timeout, cmd, func() {
+		st.kill()
+		killGroup(cmd.Process.Pid)
+	})
+	_ = statusR.SetReadDeadline(time.Now().Add(waitDelay))
+	exit, hasExit := st.finish()
+	switch {
+	case killErr != nil:
+		return killErr
+	case hasExit && exit == 0:
+		return nil
+	case hasExit:
+		return &ExitError{Code: exit}
+	case waitErr == nil:
+		return nil
+	}
+	if msg := tail.lastLine(); msg != "" {
+		return fmt.Errorf("sandbox bwrap: %s", strings.TrimPrefix(msg, "bwrap: "))
+	}
+	return fmt.Errorf("sandbox bwrap: %w", waitErr)
+}
+
+// withCleanup adds the error of a deferred cleanup to err.
+func withCleanup(err, cerr error) error {
+	switch {
+	case cerr == nil:
+		return err
+	case err == nil:
+		return cerr
+	}
+	return errors.Join(err, cerr)
+}
+
+// bwrapArgs translates a plan into bwrap's command line.
+func bwrapArgs(p *plan, s Spec) []string {
+	var a []string
+	if p.jail {
+		a = append(a, "--bind", p.root, "/")
+	} else {
+		a = append(a, "--ro-bind", "/", "/")
+	}
+	for _, m := range p.mounts {
+		switch m.Kind {
+		case kindProc:
+			a = append(a, "--proc", m.Dest)
+		case kindDev:
+			a = append(a, "--dev", m.Dest)
+		case kindTmpfs:
+			if m.Mode != "" {
+				a = append(a, "--perms", m.Mode)
+			}
+			a = append(a, "--tmpfs", m.Dest)
+		case kindBind:
+			op := "--bind"
+			if m.ReadOnly {
+				op = "--ro-bind"
+			}
+			a = append(a, op, m.Source, m.Dest)
+		}
+	}
+	a = append(a, "--unshare-pid", "--unshare-ipc", "--unshare-uts")
+	if !s.Network {
+		a = append(a, "--unshare-net")
+	}
+	a = append(a, "--die-with-parent", "--new-session", "--hostname", Hostname, "--clearenv")
+	for _, kv := range cleanEnv(s.Env) {
+		k, v, _ := strings.Cut(kv, "=")
+		a = append(a, "--setenv", k, v)
+	}
+	a = append(a, "--chdir", workDir(s), "--json-status-fd", "3", "--")
+	return append(a, s.Args...)
+}
+
+// bwrapStatus follows bwrap's --json-status-fd reports: the PID of the
+// namespace's init, then the command's exit code.
+type bwrapStatus struct {
+	mu      sync.Mutex
+	pidfd   int // of the PID namespace's init; -1 until reported
+	killed  bool
+	exit    int
+	hasExit bool
+	done    chan struct{}
+}
+
+func (st *bwrapStatus) read(r io.Reader) {
+	defer close(st.done)
+	dec := json.NewDecoder(r)
+	for {
+		var m struct {
+			ChildPID *int `json:"child-pid"`
+			ExitCode *int `json:"exit-code"`
+		}
+		if dec.Decode(&m) != nil {
+			return
+		}
+		st.mu.Lock()
+		if m.ChildPID != nil && st.pidfd < 0 {
+			if fd, err := unix.PidfdOpen(*m.ChildPID, 0); err == nil {
+				st.pidfd = fd
+				if st.killed {
+					_ = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+				}
+			}
+		}
+		if m.ExitCode != nil {
+			st.exit, st.hasExit = *m.ExitCode, true
+		}
+		st.mu.Unlock()
+	}
+}
+
+// kill sends SIGKILL to the namespace's init, which takes every process of
+// the namespace with it.
+func (st *bwrapStatus) kill() {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.killed = true
+	if st.pidfd >= 0 {
+		_ = unix.PidfdSendSignal(st.pidfd, unix.SIGKILL, nil, 0)
+	}
+}
+
+// finish waits for the status stream to end and for the namespace's init to
+// be gone; the kernel reaps every other process of the namespace before.
+func (st *bwrapStatus) finish() (exit int, hasExit bool) {
+	<-st.done
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.pidfd >= 0 {
+		if st.killed {
+			_ = unix.PidfdSendSignal(st.pidfd, unix.SIGKILL, nil, 0)
+		}
+		waitPidfd(st.pidfd, waitDelay)
+		unix.Close(st.pidfd)
+		st.pidfd = -1
+	}
+	return st.exit, st.hasExit
+}
+
+// waitPidfd waits until the process of pidfd has exited, at most d.
+func waitPidfd(pidfd int, d time.Duration) {
+	deadline := time.Now().Add(d)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return
+		}
+		fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, int(left.Milliseconds())+1)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || n > 0 {
+			return
+		}
+	}
+}
+
+// tailWriter keeps the end of what bwrap writes to stderr, to explain a
+// failure of bwrap itself.
+type tailWriter struct {
+	buf []byte
+}
+
+const tailSize = 1024
+
+func (w *tailWriter) Write(b []byte) (int, error) {
+	w.buf = append(w.buf, b...)
+	if len(w.buf) > tailSize {
+		w.buf = append(w.buf[:0], w.buf[len(w.buf)-tailSize:]...)
+	}
+	return len(b), nil
+}
+
+func (w *tailWriter) lastLine() string {
+	s := strings.TrimRight(string(w.buf), "\n")
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		s = s[i+1:]
+	}
+	return s
+}

@@ -1,0 +1,292 @@
+package sandbox
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// InitArg is the hidden first argument with which the native backend
+// re-executes the current binary; see [MaybeRunInit].
+const InitArg = "__imsbuild-sandbox-init"
+
+// statusFD is the child's end of the setup status pipe: it gets the error
+// text when setup fails, and is closed by the exec of the command.
+const statusFD = 3
+
+// defaultPath is searched for the command when its environment has no PATH.
+const defaultPath = "/usr/sbin:/usr/bin:/sbin:/bin"
+
+// MaybeRunInit must be called first thing in main (and in TestMain of tests
+// using the native backend). When the process was started by the native
+// backend (os.Args[1] == InitArg) it sets up the sandbox, runs the command
+// and exits with its status, never returning; otherwise it returns at once.
+func MaybeRunInit() {
+	if len(os.Args) < 2 || os.Args[1] != InitArg {
+		return
+	}
+	err := runInit(os.Getenv(specEnv))
+	if status := os.NewFile(statusFD, "sandbox-status"); status != nil {
+		_, _ = fmt.Fprintf(status, "%v", err)
+	}
+	os.Exit(127)
+}
+
+// runInit runs inside the new namespaces as the PID namespace's init. It
+// returns only on error.
+func runInit(js string) error {
+	var is initSpec
+	if err := json.Unmarshal([]byte(js), &is); err != nil {
+		return fmt.Errorf("read spec: %w", err)
+	}
+	if len(is.Args) == 0 {
+		return errors.New("no command")
+	}
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make mounts private: %w", err)
+	}
+	newroot := is.Root
+	if is.Jail {
+		if err := unix.Mount(is.Root, is.Root, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("bind %s: %w", is.Root, err)
+		}
+	} else {
+		newroot = is.Staging
+		if err := unix.Mount("/", newroot, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("bind / at %s: %w", newroot, err)
+		}
+		if err := readOnly(newroot); err != nil {
+			return err
+		}
+	}
+	for _, m := range is.Mounts {
+		if err := mountOne(newroot, m); err != nil {
+			return err
+		}
+	}
+	if err := unix.Sethostname([]byte(Hostname)); err != nil {
+		return fmt.Errorf("sethostname: %w", err)
+	}
+	if !is.Network {
+		if err := loopbackUp(); err != nil {
+			return err
+		}
+	}
+	if err := enterRoot(newroot); err != nil {
+		return err
+	}
+	if err := unix.Chdir(is.Dir); err != nil {
+		return fmt.Errorf("chdir %s: %w", is.Dir, err)
+	}
+	prog, err := lookPath(is.Args[0], is.Env)
+	if err != nil {
+		return err
+	}
+	unix.CloseOnExec(statusFD)
+	pid, err := syscall.ForkExec(prog, is.Args, &syscall.ProcAttr{
+		Env:   is.Env,
+		Files: []uintptr{0, 1, 2},
+		Sys:   &syscall.SysProcAttr{Setsid: true},
+	})
+	if err != nil {
+		return fmt.Errorf("exec %s: %w", prog, err)
+	}
+	unix.Close(statusFD) // setup done: the parent reads EOF
+	os.Exit(reap(pid))
+	return nil
+}
+
+// reap waits for the command pid as the namespace's init, reaping orphans
+// on the way, and returns its shell-style exit code. The command is not
+// init itself so that it keeps the usual signal semantics (init ignores
+// signals it has no handler for); when init exits, the kernel kills the
+// rest of the namespace.
+func reap(pid int) int {
+	for {
+		var ws unix.WaitStatus
+		wpid, err := unix.Wait4(-1, &ws, 0, nil)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return 127
+		case wpid != pid:
+			continue
+		case ws.Signaled():
+			return 128 + int(ws.Signal())
+		}
+		return ws.ExitStatus()
+	}
+}
+
+// readOnly makes the mount at target and every mount below it read-only.
+func readOnly(target string) error {
+	attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}
+	if err := unix.MountSetattr(unix.AT_FDCWD, target, unix.AT_RECURSIVE, attr); err != nil {
+		return fmt.Errorf("make %s read-only: %w", target, err)
+	}
+	return nil
+}
+
+// mountOne performs m on top of newroot.
+func mountOne(newroot string, m mount) error {
+	target := filepath.Join(newroot, m.Dest)
+	if err := ensureTarget(target, m.File); err != nil {
+		return err
+	}
+	var err error
+	switch m.Kind {
+	case kindProc:
+		err = unix.Mount("proc", target, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
+	case kindTmpfs:
+		mode := m.Mode
+		if mode == "" {
+			mode = "0755"
+		}
+		err = unix.Mount("tmpfs", target, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode="+mode)
+	case kindDev:
+		return mountDev(target)
+	case kindBind:
+		err = unix.Mount(m.Source, target, "", unix.MS_BIND|unix.MS_REC, "")
+		if err == nil && m.ReadOnly {
+			return readOnly(target)
+		}
+	default:
+		return fmt.Errorf("mount %s: unknown kind %q", m.Dest, m.Kind)
+	}
+	if err != nil {
+		return fmt.Errorf("mount %s %s: %w", m.Kind, m.Dest, err)
+	}
+	return nil
+}
+
+// ensureTarget creates a missing mountpoint. The parent created those in
+// host directories already, so this only creates them in fresh filesystems.
+func ensureTarget(target string, file bool) error {
+	if _, err := os.Lstat(target); err == nil {
+		return nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("mountpoint: %w", err)
+	}
+	if !file {
+		if err := os.MkdirAll(target, 0o755); err != nil {
+			return fmt.Errorf("mountpoint: %w", err)
+		}
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+		return fmt.Errorf("mountpoint: %w", err)
+	}
+	f, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("mountpoint: %w", err)
+	}
+	return f.Close()
+}
+
+// mountDev makes a minimal /dev at target: a tmpfs with the host's basic
+// character devices bound in, the /proc/self/fd links and a /dev/shm tmpfs.
+func mountDev(target string) error {
+	if err := unix.Mount("tmpfs", target, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=0755"); err != nil {
+		return fmt.Errorf("mount dev %s: %w", target, err)
+	}
+	for _, name := range []string{"null", "zero", "full", "random", "urandom", "tty"} {
+		src := "/dev/" + name
+		if _, err := os.Stat(src); err != nil {
+			continue
+		}
+		dst := filepath.Join(target, name)
+		if err := ensureTarget(dst, true); err != nil {
+			return err
+		}
+		if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("bind %s: %w", src, err)
+		}
+	}
+	links := [][2]string{{"/proc/self/fd", "fd"}, {"/proc/self/fd/0", "stdin"}, {"/proc/self/fd/1", "stdout"}, {"/proc/self/fd/2", "stderr"}}
+	for _, l := range links {
+		if err := os.Symlink(l[0], filepath.Join(target, l[1])); err != nil {
+			return fmt.Errorf("dev: %w", err)
+		}
+	}
+	shm := filepath.Join(target, "shm")
+	if err := os.Mkdir(shm, 0o755); err != nil {
+		return fmt.Errorf("dev: %w", err)
+	}
+	if err := unix.Mount("tmpfs", shm, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777"); err != nil {
+		return fmt.Errorf("mount %s: %w", shm, err)
+	}
+	return nil
+}
+
+// loopbackUp brings lo up in the new network namespace, as bwrap does, so
+// that the command can talk to itself but to nothing else.
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("loopback: %w", err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return fmt.Errorf("loopback: %w", err)
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("loopback: %w", err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("loopback up: %w", err)
+	}
+	return nil
+}
+
+// enterRoot makes newroot the root: pivot_root, with the old root stacked
+// on top of it and detached, or chroot where pivot_root is refused (an
+// initramfs root).
+func enterRoot(newroot string) error {
+	if err := unix.Chdir(newroot); err != nil {
+		return fmt.Errorf("chdir %s: %w", newroot, err)
+	}
+	if err := unix.PivotRoot(".", "."); err == nil {
+		if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+			return fmt.Errorf("detach old root: %w", err)
+		}
+	} else if err := unix.Chroot("."); err != nil {
+		return fmt.Errorf("chroot %s: %w", newroot, err)
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return fmt.Errorf("chdir /: %w", err)
+	}
+	return nil
+}
+
+// lookPath finds name in the PATH of env, inside the new root.
+func lookPath(name string, env []string) (string, error) {
+	if strings.Contains(name, "/") {
+		return name, nil
+	}
+	dirs := defaultPath
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			dirs = v
+		}
+	}
+	for _, dir := range filepath.SplitList(dirs) {
+		if dir == "" {
+			dir = "."
+		}
+		p := filepath.Join(dir, name)
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("exec %s: not found in PATH %s", name, dirs)
+}

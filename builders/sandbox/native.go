@@ -1,0 +1,117 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"syscall"
+)
+
+// Native is the backend without external tools: it re-executes the current
+// binary (/proc/self/exe) in new namespaces with [InitArg], and [MaybeRunInit]
+// mounts the sandbox and executes the command as the PID namespace's init.
+// It needs root.
+type Native struct {
+	exe string
+}
+
+// NewNative returns the native backend.
+func NewNative() *Native { return &Native{exe: "/proc/self/exe"} }
+
+// Name returns "native".
+func (n *Native) Name() string { return BackendNative }
+
+// initSpec is what the parent tells the init process, as JSON in specEnv.
+type initSpec struct {
+	Jail    bool     `json:"jail"`
+	Root    string   `json:"root"`    // the image root (jailed)
+	Staging string   `json:"staging"` // an empty host dir to assemble the new root in (non-jailed)
+	Mounts  []mount  `json:"mounts"`
+	Network bool     `json:"network"`
+	Args    []string `json:"args"`
+	Env     []string `json:"env"`
+	Dir     string   `json:"dir"`
+}
+
+// specEnv is the environment variable carrying the initSpec.
+const specEnv = "IMSBUILD_SANDBOX_SPEC"
+
+// Run runs s in a re-executed copy of the current binary.
+func (n *Native) Run(ctx context.Context, s Spec) (err error) {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	p, err := newPlan(s)
+	defer func() { err = withCleanup(err, p.cleanup()) }()
+	if err != nil {
+		return err
+	}
+	is := initSpec{Jail: s.Jail, Root: s.Root, Mounts: p.mounts, Network: s.Network,
+		Args: s.Args, Env: cleanEnv(s.Env), Dir: workDir(s)}
+	if !s.Jail {
+		staging, err := os.MkdirTemp("", "imsbuild-sandbox-")
+		if err != nil {
+			return fmt.Errorf("sandbox native: %w", err)
+		}
+		defer func() { err = withCleanup(err, removeMountpoint(staging)) }()
+		is.Staging = staging
+	}
+	js, err := json.Marshal(is)
+	if err != nil {
+		return fmt.Errorf("sandbox native: %w", err)
+	}
+	statusR, statusW, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("sandbox native: %w", err)
+	}
+	defer statusR.Close()
+
+	cmd := exec.Command(n.exe, InitArg)
+	cmd.Env = []string{specEnv + "=" + string(js)}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = s.Stdin, s.Stdout, s.Stderr
+	cmd.ExtraFiles = []*os.File{statusW}
+	flags := syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS
+	if !s.Network {
+		flags |= syscall.CLONE_NEWNET
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: uintptr(flags), Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	cmd.WaitDelay = waitDelay
+
+	// Pdeathsig fires when the thread that started the process exits.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	err = cmd.Start()
+	statusW.Close()
+	if err != nil {
+		return fmt.Errorf("sandbox native: %w", err)
+	}
+	setup := make(chan string, 1)
+	go func() {
+		b, _ := io.ReadAll(statusR)
+		setup <- string(b)
+	}()
+	// The child is the PID namespace's init: killing it kills the namespace,
+	// and the kernel reaps every process in it before the child is reaped.
+	waitErr, killErr := supervise(ctx, s.Timeout, cmd, func() {
+		_ = cmd.Process.Kill()
+		killGroup(cmd.Process.Pid)
+	})
+	msg := <-setup
+	switch {
+	case killErr != nil:
+		return killErr
+	case msg != "":
+		return fmt.Errorf("sandbox native: %s", strings.TrimSpace(msg))
+	case waitErr == nil:
+		return nil
+	}
+	if code, ok := exitCode(waitErr); ok {
+		return &ExitError{Code: code}
+	}
+	return fmt.Errorf("sandbox native: %w", waitErr)
+}

@@ -1,0 +1,234 @@
+package local
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/imsbuild/imsbuild/cache"
+	"github.com/imsbuild/imsbuild/internal/atomicfile"
+)
+
+// blobPerm is the mode of stored blobs; materialized read-only files share it
+// when they are hard links.
+const blobPerm = 0o444
+
+// Put streams r into the store, hashing while copying, and verifies want
+// when it is not empty.
+func (c *Cache) Put(ctx context.Context, r io.Reader, want cache.Digest) (cache.Digest, int64, error) {
+	if want != "" && !want.Valid() {
+		return "", 0, fmt.Errorf("put blob: invalid digest %q", want)
+	}
+	unlock, err := c.gcShared(ctx)
+	if err != nil {
+		return "", 0, fmt.Errorf("put blob: %w", err)
+	}
+	defer unlock()
+	f, err := atomicfile.CreateTemp(c.tmpDir(), "", blobPerm)
+	if err != nil {
+		return "", 0, fmt.Errorf("put blob: %w", err)
+	}
+	defer f.Abort()
+	d, n, err := hashCopy(ctx, f, r)
+	if err != nil {
+		return "", 0, fmt.Errorf("put blob: %w", err)
+	}
+	if want != "" && d != want {
+		return "", 0, fmt.Errorf("put blob %s: content is %s: %w", want, d, cache.ErrCorrupt)
+	}
+	if err := c.commitBlob(f, d); err != nil {
+		return "", 0, err
+	}
+	return d, n, nil
+}
+
+// PutFile stores a copy of the file at path: a reflink where the filesystem
+// supports it, else a streaming copy. It never hard-links, so later edits of
+// the file cannot corrupt the cache.
+func (c *Cache) PutFile(ctx context.Context, path string) (cache.Digest, int64, error) {
+	src, err := os.Open(path)
+	if err != nil {
+		return "", 0, fmt.Errorf("put %w", err)
+	}
+	defer src.Close()
+	if fi, err := src.Stat(); err != nil {
+		return "", 0, fmt.Errorf("put %s: %w", path, err)
+	} else if !fi.Mode().IsRegular() {
+		return "", 0, fmt.Errorf("put %s: not a regular file", path)
+	}
+	unlock, err := c.gcShared(ctx)
+	if err != nil {
+		return "", 0, fmt.Errorf("put %s: %w", path, err)
+	}
+	defer unlock()
+	f, err := atomicfile.CreateTemp(c.tmpDir(), "", blobPerm)
+	if err != nil {
+		return "", 0, fmt.Errorf("put %s: %w", path, err)
+	}
+	defer f.Abort()
+	var d cache.Digest
+	var n int64
+	if reflink(f.OSFile(), src) == nil {
+		// Hash the clone, not the source: it is what gets stored.
+		d, n, err = hashCopy(ctx, nil, io.NewSectionReader(f.OSFile(), 0, 1<<62))
+	} else {
+		d, n, err = hashCopy(ctx, f, src)
+	}
+	if err != nil {
+		return "", 0, fmt.Errorf("put %s: %w", path, err)
+	}
+	if err := c.commitBlob(f, d); err != nil {
+		return "", 0, fmt.Errorf("put %s: %w", path, err)
+	}
+	return d, n, nil
+}
+
+// commitBlob renames the complete temp file f to the blob path of d. A blob
+// already there is replaced: the rename is cheap once the bytes are written,
+// it heals a damaged blob, and the fresh mtime gives the new reference
+// Prune's grace period.
+func (c *Cache) commitBlob(f *atomicfile.File, d cache.Digest) error {
+	p := c.BlobPath(d)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return fmt.Errorf("put blob %s: %w", d, err)
+	}
+	if err := f.CommitAs(p); err != nil {
+		return fmt.Errorf("put blob %s: %w", d, err)
+	}
+	return nil
+}
+
+// Open returns the blob d; reading it to EOF verifies its digest.
+func (c *Cache) Open(ctx context.Context, d cache.Digest) (io.ReadCloser, error) {
+	f, err := c.openBlob(d)
+	if err != nil {
+		return nil, err
+	}
+	return &verifier{f: f, h: sha256.New(), want: d}, nil
+}
+
+func (c *Cache) openBlob(d cache.Digest) (*os.File, error) {
+	if !d.Valid() {
+		return nil, fmt.Errorf("open blob %q: invalid digest: %w", d, cache.ErrNotFound)
+	}
+	f, err := os.Open(c.BlobPath(d))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("open blob %s: %w", d, cache.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open blob %s: %w", d, err)
+	}
+	return f, nil
+}
+
+// Stat returns the size of blob d, or ErrNotFound.
+func (c *Cache) Stat(ctx context.Context, d cache.Digest) (int64, error) {
+	if !d.Valid() {
+		return 0, fmt.Errorf("stat blob %q: invalid digest: %w", d, cache.ErrNotFound)
+	}
+	fi, err := os.Stat(c.BlobPath(d))
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, fmt.Errorf("stat blob %s: %w", d, cache.ErrNotFound)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("stat blob %s: %w", d, err)
+	}
+	return fi.Size(), nil
+}
+
+// Materialize puts blob d at dst atomically, creating dst's directory: a
+// reflink when the filesystem supports it; else, when readOnly, a hard link
+// (mode 0444, which must then never be modified); else a verified streaming
+// copy. dst gets mode 0644, or 0444 when readOnly.
+func (c *Cache) Materialize(ctx context.Context, d cache.Digest, dst string, readOnly bool) error {
+	src, err := c.openBlob(d)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return fmt.Errorf("materialize %s: %w", d, err)
+	}
+	perm := os.FileMode(0o644)
+	if readOnly {
+		perm = blobPerm
+	}
+	f, err := atomicfile.Create(dst, perm)
+	if err != nil {
+		return fmt.Errorf("materialize %s: %w", d, err)
+	}
+	defer f.Abort()
+	if reflink(f.OSFile(), src) == nil {
+		return f.Commit()
+	}
+	if readOnly {
+		if err := link(src.Name(), f.Name(), dst); err == nil {
+			f.Abort() // already renamed away or removed
+			return nil
+		}
+		// Another filesystem, or links not allowed: copy.
+		if f, err = atomicfile.Create(dst, perm); err != nil {
+			return fmt.Errorf("materialize %s: %w", d, err)
+		}
+		defer f.Abort()
+	}
+	v := &verifier{f: src, h: sha256.New(), want: d}
+	if _, err := io.CopyBuffer(f, ctxReader{ctx, v}, make([]byte, copyBufSize)); err != nil {
+		return fmt.Errorf("materialize %s to %s: %w", d, dst, err)
+	}
+	return f.Commit()
+}
+
+// link replaces dst with a hard link to blob, made at the free temp name tmp.
+func link(blob, tmp, dst string) error {
+	_ = os.Remove(tmp)
+	if err := os.Link(blob, tmp); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	// rename(2) does nothing when tmp and dst are links to one inode.
+	_ = os.Remove(tmp)
+	return atomicfile.SyncDir(filepath.Dir(dst))
+}
+
+// reflink makes dst share src's extents (FICLONE): an instant copy on
+// btrfs, XFS and other CoW filesystems, an error elsewhere.
+func reflink(dst, src *os.File) error {
+	return unix.IoctlFileClone(int(dst.Fd()), int(src.Fd()))
+}
+
+// verifier reads a blob and checks its digest at EOF.
+type verifier struct {
+	f    *os.File
+	h    hash.Hash
+	want cache.Digest
+	err  error
+}
+
+func (v *verifier) Read(p []byte) (int, error) {
+	if v.err != nil {
+		return 0, v.err
+	}
+	n, err := v.f.Read(p)
+	v.h.Write(p[:n])
+	if err == io.EOF {
+		if got := digestOf(v.h); got != v.want {
+			v.err = fmt.Errorf("read blob %s: content is %s: %w", v.want, got, cache.ErrCorrupt)
+			return n, v.err
+		}
+	}
+	return n, err
+}
+
+func (v *verifier) Close() error { return v.f.Close() }

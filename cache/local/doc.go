@@ -1,0 +1,20 @@
+// Package local is the local-directory cache backend, the default cache of
+// imsbuild and the one remote caches are read through. Its layout:
+//
+//	blobs/sha256/<2 hex>/<64 hex>  content-addressed blobs, mode 0444
+//	actions/<key>.json             {"result": ActionResult, "preimage": <canonical JSON>}
+//	steps/<step>-<hash>.json       the last key and preimage per step, for explain
+//	locks/<key>.lock               per-key flock(2) locks; locks/.gc is the cache-wide lock
+//	tmp/                           temporary files, renamed into place when complete
+//	statcache                      the treehash stat cache (StatCachePath)
+//
+// Every file appears atomically (temp file in tmp/ or beside it, fsync,
+// rename, directory fsync), so a crash or a cancelled step never leaves a
+// partial blob or action. Two processes may share one cache: writes are
+// atomic renames, Lock serialises the work on one key, and Prune holds the
+// cache-wide lock exclusively while blob and action writes hold it shared,
+// so it never deletes the blobs of an action being recorded.
+//
+// *Cache is the cache.Store; (*Cache).Actions is the cache.ActionCache
+// (both interfaces have a Put method, so one type cannot be both).
+package local

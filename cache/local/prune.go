@@ -1,0 +1,166 @@
+package local
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/imsbuild/imsbuild/cache"
+)
+
+// PruneOptions says what Prune keeps.
+type PruneOptions struct {
+	// MaxSize is the most blob bytes to keep; 0 means no limit. Least
+	// recently used actions go first until the blobs still referenced fit.
+	MaxSize int64
+	// MaxAge removes actions created longer ago; 0 means no limit.
+	MaxAge time.Duration
+	// Now is the time ages are measured from; zero means time.Now().
+	Now time.Time
+	// Grace keeps unreferenced blobs and temporary files younger than this,
+	// which may belong to a step still being recorded; 0 means DefaultGrace
+	// and a negative value keeps none.
+	Grace time.Duration
+}
+
+// PruneReport is what Prune removed and what is left.
+type PruneReport struct {
+	RemovedActions   int
+	RemovedBlobs     int
+	FreedBytes       int64
+	RemainingActions int
+	RemainingBlobs   int
+	RemainingBytes   int64
+}
+
+// Prune removes undecodable actions, actions older than MaxAge, then least
+// recently used actions (last hit by Get, or written) until the blobs they
+// reference fit in MaxSize, then every blob no action references. It holds
+// the cache-wide lock exclusively, so writers in other processes wait.
+func (c *Cache) Prune(ctx context.Context, opts PruneOptions) (PruneReport, error) {
+	var rep PruneReport
+	now := opts.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	grace := opts.Grace
+	if grace == 0 {
+		grace = DefaultGrace
+	}
+	young := func(t time.Time) bool { return grace > 0 && t.After(now.Add(-grace)) }
+
+	unlock, err := c.gcExclusive(ctx)
+	if err != nil {
+		return rep, fmt.Errorf("prune: %w", err)
+	}
+	defer unlock()
+
+	acts, err := c.scanActions(ctx)
+	if err != nil {
+		return rep, fmt.Errorf("prune: %w", err)
+	}
+	blobs, err := c.scanBlobs(ctx)
+	if err != nil {
+		return rep, fmt.Errorf("prune: %w", err)
+	}
+	size := make(map[cache.Digest]int64, len(blobs))
+	keep := map[cache.Digest]bool{} // young blobs, kept whatever refers to them
+	for _, b := range blobs {
+		size[b.digest] = b.size
+		if young(b.mtime) {
+			keep[b.digest] = true
+		}
+	}
+
+	// Decide which actions go; count references of the others.
+	refCount := map[cache.Digest]int{}
+	var live []action
+	var drop []action
+	for _, a := range acts {
+		if a.rec == nil || opts.MaxAge > 0 && a.rec.Result.Created.Before(now.Add(-opts.MaxAge)) {
+			drop = append(drop, a)
+			continue
+		}
+		live = append(live, a)
+		for _, d := range refs(&a.rec.Result) {
+			refCount[d]++
+		}
+	}
+	if opts.MaxSize > 0 {
+		var total int64
+		for d, n := range size {
+			if refCount[d] > 0 || keep[d] {
+				total += n
+			}
+		}
+		slices.SortFunc(live, func(x, y action) int {
+			return cmp.Or(x.used.Compare(y.used), x.rec.Result.Created.Compare(y.rec.Result.Created), strings.Compare(x.key, y.key))
+		})
+		for total > opts.MaxSize && len(live) > 0 {
+			a := live[0]
+			live = live[1:]
+			drop = append(drop, a)
+			for _, d := range refs(&a.rec.Result) {
+				if refCount[d]--; refCount[d] == 0 && !keep[d] {
+					total -= size[d]
+				}
+			}
+		}
+	}
+	for _, a := range drop {
+		if err := ctx.Err(); err != nil {
+			return rep, fmt.Errorf("prune: %w", err)
+		}
+		if err := os.Remove(a.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return rep, fmt.Errorf("prune: %w", err)
+		}
+		rep.RemovedActions++
+	}
+	rep.RemainingActions = len(live)
+
+	// Collect garbage: blobs no kept action refers to.
+	for _, b := range blobs {
+		if refCount[b.digest] > 0 || keep[b.digest] {
+			rep.RemainingBlobs++
+			rep.RemainingBytes += b.size
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return rep, fmt.Errorf("prune: %w", err)
+		}
+		if err := os.Remove(b.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return rep, fmt.Errorf("prune: %w", err)
+		}
+		rep.RemovedBlobs++
+		rep.FreedBytes += b.size
+	}
+	if err := c.cleanTmp(young); err != nil {
+		return rep, fmt.Errorf("prune: %w", err)
+	}
+	return rep, nil
+}
+
+// cleanTmp removes temporary files left by crashed writers.
+func (c *Cache) cleanTmp(young func(time.Time) bool) error {
+	ents, err := os.ReadDir(c.tmpDir())
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		fi, err := e.Info()
+		if err != nil || young(fi.ModTime()) {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(c.tmpDir(), e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
+}

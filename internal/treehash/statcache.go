@@ -1,0 +1,182 @@
+package treehash
+
+import (
+	"bytes"
+	"encoding/gob"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/imsbuild/imsbuild/internal/atomicfile"
+)
+
+// racyWindow is how long after a file's last change an entry must have
+// been recorded before it is trusted (git's racy-index rule, widened for
+// filesystems with coarse timestamps).
+const racyWindow = 2 * time.Second
+
+// statCacheVersion is bumped when the file format or the meaning of an
+// entry changes; a file with another version is ignored.
+const statCacheVersion = 1
+
+// StatCache remembers file digests by (path, size, mtime, ctime, inode).
+// It is safe for concurrent use within one process; two processes saving
+// the same file is safe too (the last rename wins, each file is complete).
+// A nil *StatCache is valid and caches nothing.
+type StatCache struct {
+	path string
+
+	mu      sync.Mutex
+	entries map[string]statEntry
+	dirty   bool
+
+	now    func() time.Time // the clock; tests move it
+	hashed atomic.Int64     // files whose content was read; tests count it
+}
+
+// statEntry is one remembered file. Times are Unix nanoseconds.
+type statEntry struct {
+	Size     int64
+	Mtime    int64
+	Ctime    int64
+	Ino      uint64
+	Dev      uint64
+	Sum      [32]byte
+	Recorded int64 // when the stat was taken, before the content was read
+}
+
+type statFile struct {
+	Version int
+	Entries map[string]statEntry
+}
+
+// OpenStatCache loads the stat cache stored at path (missing is empty). A
+// file that cannot be decoded is treated as empty: it is only a cache.
+func OpenStatCache(path string) (*StatCache, error) {
+	c := &StatCache{path: path, entries: map[string]statEntry{}, now: time.Now}
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return c, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open stat cache %w", err)
+	}
+	defer f.Close()
+	var sf statFile
+	if err := gob.NewDecoder(f).Decode(&sf); err != nil || sf.Version != statCacheVersion {
+		c.dirty = true // rewrite it on Save
+		return c, nil
+	}
+	if sf.Entries != nil {
+		c.entries = sf.Entries
+	}
+	return c, nil
+}
+
+// Save writes the cache back atomically when it changed since it was
+// opened or last saved.
+func (c *StatCache) Save() error {
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.dirty || c.path == "" {
+		return nil
+	}
+	var buf bytes.Buffer
+	if err := gob.NewEncoder(&buf).Encode(statFile{Version: statCacheVersion, Entries: c.entries}); err != nil {
+		return fmt.Errorf("save stat cache %s: %w", c.path, err)
+	}
+	if err := atomicfile.WriteFile(c.path, buf.Bytes(), 0o644); err != nil {
+		return fmt.Errorf("save stat cache: %w", err)
+	}
+	c.dirty = false
+	return nil
+}
+
+// Len returns the number of remembered files.
+func (c *StatCache) Len() int {
+	if c == nil {
+		return 0
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.entries)
+}
+
+func (c *StatCache) clock() time.Time {
+	if c == nil || c.now == nil {
+		return time.Now()
+	}
+	return c.now()
+}
+
+func (c *StatCache) countHash() {
+	if c != nil {
+		c.hashed.Add(1)
+	}
+}
+
+// lookup returns the remembered sum of the file at absolute path p when its
+// stat still matches and the entry is not racy.
+func (c *StatCache) lookup(p string, fi fs.FileInfo) ([32]byte, bool) {
+	if c == nil {
+		return [32]byte{}, false
+	}
+	want, ok := entryOf(fi)
+	if !ok {
+		return [32]byte{}, false
+	}
+	c.mu.Lock()
+	e, ok := c.entries[p]
+	c.mu.Unlock()
+	if !ok || e.Size != want.Size || e.Mtime != want.Mtime || e.Ctime != want.Ctime ||
+		e.Ino != want.Ino || e.Dev != want.Dev {
+		return [32]byte{}, false
+	}
+	if e.Recorded-max(e.Mtime, e.Ctime) < int64(racyWindow) {
+		return [32]byte{}, false
+	}
+	return e.Sum, true
+}
+
+// record remembers sum for the file at p as stat'ed in fi, no later than
+// recorded.
+func (c *StatCache) record(p string, fi fs.FileInfo, sum [32]byte, recorded time.Time) {
+	if c == nil {
+		return
+	}
+	e, ok := entryOf(fi)
+	if !ok {
+		return
+	}
+	e.Sum = sum
+	e.Recorded = recorded.UnixNano()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old, ok := c.entries[p]; ok && old == e {
+		return
+	}
+	c.entries[p] = e
+	c.dirty = true
+}
+
+func entryOf(fi fs.FileInfo) (statEntry, bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return statEntry{}, false
+	}
+	return statEntry{
+		Size:  fi.Size(),
+		Mtime: st.Mtim.Nano(),
+		Ctime: st.Ctim.Nano(),
+		Ino:   uint64(st.Ino),
+		Dev:   uint64(st.Dev),
+	}, true
+}

@@ -1,0 +1,213 @@
+package treehash
+
+import (
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+// newTestStatCache returns an empty stat cache whose clock reads now.
+func newTestStatCache(t testing.TB, now time.Time) *StatCache {
+	t.Helper()
+	sc, err := OpenStatCache(filepath.Join(t.TempDir(), "statcache"))
+	must(t, err)
+	sc.now = func() time.Time { return now }
+	return sc
+}
+
+func TestStatCache(t *testing.T) {
+	later := time.Now().Add(time.Minute) // entries recorded "later" are not racy
+	tests := []struct {
+		name       string
+		now        time.Time // the stat cache's clock
+		change     func(t *testing.T, root string)
+		wantHashes int64 // content reads by the second Dir
+		wantSame   bool
+	}{
+		{name: "unchanged tree is not rehashed", now: later, wantHashes: 0, wantSame: true},
+		{name: "racy entries are rehashed", now: time.Now(), wantHashes: 3, wantSame: true},
+		{name: "content change", now: later, wantHashes: 1, change: func(t *testing.T, root string) {
+			mustWrite(t, filepath.Join(root, "root/etc/motd"), "hello, world", 0o644)
+		}},
+		{name: "same size, mtime restored", now: later, wantHashes: 1, change: func(t *testing.T, root string) {
+			p := filepath.Join(root, "root/etc/motd")
+			fi, err := os.Stat(p)
+			must(t, err)
+			mustWrite(t, p, "HELLO", 0o644)
+			must(t, os.Chtimes(p, fi.ModTime(), fi.ModTime())) // ctime still moves
+		}},
+		{name: "replaced by another inode", now: later, wantHashes: 1, wantSame: true, change: func(t *testing.T, root string) {
+			p := filepath.Join(root, "root/etc/motd")
+			mustWrite(t, p+".new", "hello", 0o644)
+			must(t, os.Rename(p+".new", p))
+		}},
+		{name: "mode change (ctime moves)", now: later, wantHashes: 1, change: func(t *testing.T, root string) {
+			must(t, os.Chmod(filepath.Join(root, "root/etc/motd"), 0o600))
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			root := base(t)
+			sc := newTestStatCache(t, tc.now)
+			before, err := Dir(t.Context(), root, sc)
+			must(t, err)
+			if got := sc.hashed.Load(); got != 3 {
+				t.Fatalf("first Dir() hashed %d files, want 3", got)
+			}
+			if tc.change != nil {
+				tc.change(t, root)
+			}
+			after, err := Dir(t.Context(), root, sc)
+			must(t, err)
+			if got := sc.hashed.Load() - 3; got != tc.wantHashes {
+				t.Errorf("second Dir() hashed %d files, want %d", got, tc.wantHashes)
+			}
+			if (before == after) != tc.wantSame {
+				t.Errorf("Dir() = %s then %s, want same = %v", before, after, tc.wantSame)
+			}
+			// Whatever the stat cache says, the digest equals a fresh one.
+			fresh, err := Dir(t.Context(), root, nil)
+			must(t, err)
+			if fresh != after {
+				t.Errorf("Dir() with stat cache = %s, without = %s", after, fresh)
+			}
+		})
+	}
+}
+
+// TestStatCacheTrustsOnlyStableStats proves the cache really skips reading:
+// a file whose content changes behind an unchanged stat (which the racy rule
+// exists to make impossible in practice) keeps its remembered digest.
+func TestStatCacheTrustsOnlyStableStats(t *testing.T) {
+	root := base(t)
+	p := filepath.Join(root, "root/etc/motd")
+	sc := newTestStatCache(t, time.Now().Add(time.Minute))
+	d1, err := File(t.Context(), p, sc)
+	must(t, err)
+	fi, err := os.Lstat(p)
+	must(t, err)
+	sc.mu.Lock()
+	e := sc.entries[p]
+	e.Sum[0] ^= 0xff // what a reader of the content would never compute
+	sc.entries[p] = e
+	sc.mu.Unlock()
+	d2, err := File(t.Context(), p, sc)
+	must(t, err)
+	if d1 == d2 {
+		t.Fatalf("File() = %s both times; the stat cache was not used", d1)
+	}
+	// The same entry recorded within the racy window is ignored.
+	sc.mu.Lock()
+	e.Recorded = e.Mtime + int64(time.Second)
+	sc.entries[p] = e
+	sc.mu.Unlock()
+	d3, err := File(t.Context(), p, sc)
+	must(t, err)
+	if d3 != d1 {
+		t.Errorf("File() with racy entry = %s, want rehashed %s", d3, d1)
+	}
+	_ = fi
+}
+
+func TestStatCacheSaveOpen(t *testing.T) {
+	root := base(t)
+	path := filepath.Join(t.TempDir(), "statcache")
+	later := time.Now().Add(time.Minute)
+
+	sc, err := OpenStatCache(path)
+	must(t, err)
+	sc.now = func() time.Time { return later }
+	must(t, sc.Save()) // nothing changed: nothing written
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("Save() of an unchanged cache wrote %s (err %v)", path, err)
+	}
+	want, err := Dir(t.Context(), root, sc)
+	must(t, err)
+	must(t, sc.Save())
+	fi1, err := os.Stat(path)
+	must(t, err)
+	must(t, sc.Save())
+	fi2, err := os.Stat(path)
+	must(t, err)
+	if !os.SameFile(fi1, fi2) {
+		t.Errorf("second Save() without changes rewrote the file")
+	}
+
+	sc2, err := OpenStatCache(path)
+	must(t, err)
+	if sc2.Len() != 3 {
+		t.Errorf("reopened Len() = %d, want 3", sc2.Len())
+	}
+	got, err := Dir(t.Context(), root, sc2)
+	must(t, err)
+	if got != want || sc2.hashed.Load() != 0 {
+		t.Errorf("Dir() with reopened cache = %s after %d hashes, want %s after 0", got, sc2.hashed.Load(), want)
+	}
+}
+
+func TestStatCacheCorruptFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "statcache")
+	mustWrite(t, path, "not gob at all", 0o644)
+	sc, err := OpenStatCache(path)
+	if err != nil {
+		t.Fatalf("OpenStatCache(corrupt) = %v, want empty cache", err)
+	}
+	if sc.Len() != 0 {
+		t.Errorf("Len() = %d, want 0", sc.Len())
+	}
+	must(t, sc.Save()) // rewrites a valid, empty file
+	sc2, err := OpenStatCache(path)
+	must(t, err)
+	if sc2.dirty {
+		t.Errorf("cache file still undecodable after Save()")
+	}
+}
+
+func TestStatCacheOpenError(t *testing.T) {
+	dir := t.TempDir()
+	mustWrite(t, filepath.Join(dir, "file"), "", 0o644)
+	if _, err := OpenStatCache(filepath.Join(dir, "file", "statcache")); err == nil {
+		t.Errorf("OpenStatCache(under a file) = nil error")
+	}
+}
+
+func TestStatCacheConcurrent(t *testing.T) {
+	roots := []string{base(t), base(t), base(t)}
+	sc := newTestStatCache(t, time.Now().Add(time.Minute))
+	var wg sync.WaitGroup
+	digests := make([]string, 4*len(roots))
+	for i := range digests {
+		wg.Go(func() {
+			d, err := Dir(t.Context(), roots[i%len(roots)], sc)
+			if err != nil {
+				t.Error(err)
+			}
+			digests[i] = d
+			if err := sc.Save(); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	for i, d := range digests {
+		if d != digests[0] {
+			t.Errorf("digest %d = %s, want %s", i, d, digests[0])
+		}
+	}
+	if sc.Len() != 3*len(roots) {
+		t.Errorf("Len() = %d, want %d", sc.Len(), 3*len(roots))
+	}
+}
+
+func TestNilStatCache(t *testing.T) {
+	var sc *StatCache
+	must(t, sc.Save())
+	if sc.Len() != 0 {
+		t.Errorf("nil Len() = %d", sc.Len())
+	}
+	if _, err := Dir(t.Context(), base(t), sc); err != nil {
+		t.Errorf("Dir(nil stat cache) = %v", err)
+	}
+}

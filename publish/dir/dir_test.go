@@ -1,0 +1,380 @@
+package dir
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/imsbuild/imsbuild/cache"
+	"github.com/imsbuild/imsbuild/ims"
+	"github.com/imsbuild/imsbuild/publish"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata golden files")
+
+// memStore is an in-memory cache.Store; Materialize fails for digest fail.
+type memStore struct {
+	mu    sync.Mutex
+	blobs map[cache.Digest][]byte
+	fail  cache.Digest
+	opens int
+}
+
+func newMemStore() *memStore { return &memStore{blobs: map[cache.Digest][]byte{}} }
+
+func (s *memStore) add(content string) cache.Output {
+	sum := sha256.Sum256([]byte(content))
+	d := cache.Digest("sha256:" + hex.EncodeToString(sum[:]))
+	s.mu.Lock()
+	s.blobs[d] = []byte(content)
+	s.mu.Unlock()
+	m := md5.Sum([]byte(content))
+	return cache.Output{Digest: d, Size: int64(len(content)), MD5: hex.EncodeToString(m[:])}
+}
+
+func (s *memStore) Put(ctx context.Context, r io.Reader, want cache.Digest) (cache.Digest, int64, error) {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return "", 0, err
+	}
+	o := s.add(string(b))
+	if want != "" && want != o.Digest {
+		return "", 0, cache.ErrCorrupt
+	}
+	return o.Digest, o.Size, nil
+}
+
+func (s *memStore) PutFile(ctx context.Context, path string) (cache.Digest, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	return s.Put(ctx, f, "")
+}
+
+func (s *memStore) get(d cache.Digest) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b, ok := s.blobs[d]
+	if !ok {
+		return nil, fmt.Errorf("blob %s: %w", d, cache.ErrNotFound)
+	}
+	return b, nil
+}
+
+func (s *memStore) Open(ctx context.Context, d cache.Digest) (io.ReadCloser, error) {
+	b, err := s.get(d)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.opens++
+	s.mu.Unlock()
+	return io.NopCloser(bytes.NewReader(b)), nil
+}
+
+func (s *memStore) Stat(ctx context.Context, d cache.Digest) (int64, error) {
+	b, err := s.get(d)
+	return int64(len(b)), err
+}
+
+func (s *memStore) Materialize(ctx context.Context, d cache.Digest, dst string, readOnly bool) error {
+	if d == s.fail {
+		// Leave a partial file behind, as a real failing copy might.
+		os.WriteFile(dst, []byte("partial"), 0o644)
+		return fmt.Errorf("materialize %s: disk on fire", d)
+	}
+	b, err := s.get(d)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, b, 0o644)
+}
+
+const testID = "3f5b9c2e-1d2a-4b7c-9e8f-0a1b2c3d4e5f"
+
+var created = time.Date(2024, 3, 1, 12, 30, 45, 0, time.FixedZone("CET", 3600))
+
+func testImage(s *memStore) publish.Image {
+	kernel := s.add("kernel bytes")
+	kernel.MD5 = "" // computed by streaming the blob
+	return publish.Image{
+		Label: "compute", Name: "compute-bookworm", Arch: "x86_64", ID: testID, Key: "k",
+		Created: created,
+		Outputs: map[string]cache.Output{
+			ims.ArtifactRootfs:         s.add("hsqs rootfs bytes"),
+			ims.ArtifactKernel:         kernel,
+			ims.ArtifactInitrd:         s.add("initrd bytes"),
+			ims.ArtifactBootParameters: s.add("console=ttyS0"),
+			"log":                      s.add("build log, not an artifact"),
+		},
+	}
+}
+
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	p := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(p, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatalf("%v (run with -update)", err)
+	}
+	if diff := cmp.Diff(string(want), string(got)); diff != "" {
+		t.Errorf("%s mismatch (-want +got):\n%s", name, diff)
+	}
+}
+
+func md5File(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return md5Hex(b)
+}
+
+// leftovers lists the temp entries left in dir.
+func leftovers(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && strings.HasPrefix(d.Name(), ".") {
+			out = append(out, p)
+		}
+		return nil
+	})
+	return out
+}
+
+func TestPublish(t *testing.T) {
+	s := newMemStore()
+	img := testImage(s)
+	out := t.TempDir()
+	if err := New(out).Publish(t.Context(), s, []publish.Image{img}); err != nil {
+		t.Fatalf("Publish() = %v", err)
+	}
+	dir := filepath.Join(out, "boot-images", testID)
+	for _, name := range []string{"rootfs", "kernel", "initrd", "boot_parameters"} {
+		want, _ := s.get(img.Outputs[name].Digest)
+		got, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s = %q, %v; want %q", name, got, err, want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "log")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("log output published: Stat() = %v, want not exist", err)
+	}
+	mdata, err := os.ReadFile(filepath.Join(dir, ims.ManifestFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := ims.ParseManifest(mdata)
+	if err != nil {
+		t.Fatalf("ParseManifest() = %v", err)
+	}
+	if m.Created != "2024-03-01 11:30:45" {
+		t.Errorf("created = %q, want UTC 2024-03-01 11:30:45", m.Created)
+	}
+	wantNames := []string{"rootfs", "kernel", "initrd", "boot_parameters"}
+	if len(m.Artifacts) != len(wantNames) {
+		t.Fatalf("manifest has %d artifacts, want %d", len(m.Artifacts), len(wantNames))
+	}
+	for i, a := range m.Artifacts {
+		name := wantNames[i]
+		want := ims.Artifact{
+			Link: ims.Link{Path: "s3://boot-images/" + testID + "/" + name, Etag: md5File(t, filepath.Join(dir, name)), Type: "s3"},
+			Type: ims.MediaTypeOf(name),
+			MD5:  md5File(t, filepath.Join(dir, name)),
+		}
+		if diff := cmp.Diff(want, a); diff != "" {
+			t.Errorf("artifact %d (-want +got):\n%s", i, diff)
+		}
+	}
+	golden(t, "manifest.golden.json", mdata)
+
+	rdata, err := os.ReadFile(filepath.Join(out, "records", "images", testID+".json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "record.golden.json", rdata)
+	if !strings.Contains(string(rdata), md5Hex(mdata)) {
+		t.Errorf("record %s does not carry the manifest md5 %s", rdata, md5Hex(mdata))
+	}
+	if l := leftovers(t, out); len(l) > 0 {
+		t.Errorf("leftovers after Publish: %v", l)
+	}
+}
+
+func TestPublishIdempotent(t *testing.T) {
+	s := newMemStore()
+	img := testImage(s)
+	out := t.TempDir()
+	p := New(out)
+	if err := p.Publish(t.Context(), s, []publish.Image{img}); err != nil {
+		t.Fatalf("Publish() = %v", err)
+	}
+	paths := []string{
+		filepath.Join(out, "boot-images", testID),
+		filepath.Join(out, "boot-images", testID, "rootfs"),
+		filepath.Join(out, "boot-images", testID, ims.ManifestFile),
+		filepath.Join(out, "records", "images", testID+".json"),
+	}
+	old := time.Now().Add(-time.Hour).Truncate(time.Second)
+	for _, path := range paths {
+		if err := os.Chtimes(path, old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Publish(t.Context(), s, []publish.Image{img}); err != nil {
+		t.Fatalf("Publish() again = %v", err)
+	}
+	for _, path := range paths {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !fi.ModTime().Equal(old) {
+			t.Errorf("%s: mtime %v after republish, want unchanged %v", path, fi.ModTime(), old)
+		}
+	}
+
+	// New content under the same id replaces the old version atomically.
+	img.Outputs[ims.ArtifactInitrd] = s.add("initrd v2")
+	delete(img.Outputs, ims.ArtifactBootParameters)
+	if err := p.Publish(t.Context(), s, []publish.Image{img}); err != nil {
+		t.Fatalf("Publish() changed = %v", err)
+	}
+	dir := filepath.Join(out, "boot-images", testID)
+	if b, _ := os.ReadFile(filepath.Join(dir, "initrd")); string(b) != "initrd v2" {
+		t.Errorf("initrd = %q after republish, want initrd v2", b)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "boot_parameters")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stale boot_parameters kept: %v", err)
+	}
+	mdata, _ := os.ReadFile(filepath.Join(dir, ims.ManifestFile))
+	rdata, _ := os.ReadFile(filepath.Join(out, "records", "images", testID+".json"))
+	if !strings.Contains(string(rdata), md5Hex(mdata)) {
+		t.Errorf("record not updated to the new manifest md5")
+	}
+	if l := leftovers(t, out); len(l) > 0 {
+		t.Errorf("leftovers after replace: %v", l)
+	}
+}
+
+func TestPublishMaterializeFails(t *testing.T) {
+	tests := []struct {
+		name     string
+		existing bool // a good version is already published
+	}{{"fresh", false}, {"replacing", true}}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newMemStore()
+			img := testImage(s)
+			out := t.TempDir()
+			p := New(out)
+			var before []byte
+			if tc.existing {
+				if err := p.Publish(t.Context(), s, []publish.Image{img}); err != nil {
+					t.Fatal(err)
+				}
+				before, _ = os.ReadFile(filepath.Join(out, "boot-images", testID, ims.ManifestFile))
+				img.Outputs[ims.ArtifactKernel] = s.add("kernel v2")
+			}
+			s.fail = img.Outputs[ims.ArtifactKernel].Digest
+			err := p.Publish(t.Context(), s, []publish.Image{img})
+			if err == nil || !strings.Contains(err.Error(), "disk on fire") || !strings.Contains(err.Error(), testID) {
+				t.Fatalf("Publish() = %v, want the materialize error naming the image", err)
+			}
+			if l := leftovers(t, out); len(l) > 0 {
+				t.Errorf("leftovers after a failed publish: %v", l)
+			}
+			dir := filepath.Join(out, "boot-images", testID)
+			record := filepath.Join(out, "records", "images", testID+".json")
+			if !tc.existing {
+				for _, p := range []string{dir, record} {
+					if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+						t.Errorf("%s exists after a failed publish (%v)", p, err)
+					}
+				}
+				return
+			}
+			after, _ := os.ReadFile(filepath.Join(dir, ims.ManifestFile))
+			if !bytes.Equal(before, after) {
+				t.Error("the published version changed although the new one failed")
+			}
+			if b, _ := os.ReadFile(filepath.Join(dir, "kernel")); string(b) != "kernel bytes" {
+				t.Errorf("kernel = %q, want the old version kept", b)
+			}
+		})
+	}
+}
+
+func TestPublishErrors(t *testing.T) {
+	s := newMemStore()
+	tests := []struct {
+		name string
+		edit func(*publish.Image)
+		want string
+	}{
+		{"no rootfs", func(i *publish.Image) { delete(i.Outputs, ims.ArtifactRootfs) }, "0 rootfs"},
+		{"bad id", func(i *publish.Image) { i.ID = "../escape" }, "not a plain name"},
+		{"empty id", func(i *publish.Image) { i.ID = "" }, "not a plain name"},
+		{"missing blob", func(i *publish.Image) {
+			i.Outputs[ims.ArtifactKernel] = cache.Output{Digest: cache.Digest("sha256:" + strings.Repeat("0", 64)), Size: 1}
+		}, "not found in cache"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			img := testImage(s)
+			tc.edit(&img)
+			out := t.TempDir()
+			err := New(out).Publish(t.Context(), s, []publish.Image{img})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Publish() = %v, want an error with %q", err, tc.want)
+			}
+			ents, _ := os.ReadDir(out)
+			for _, e := range ents {
+				if e.Name() != "boot-images" {
+					t.Errorf("unexpected %s after a failed publish", e.Name())
+				}
+			}
+		})
+	}
+}
+
+func TestManifestFor(t *testing.T) {
+	s := newMemStore()
+	img := testImage(s)
+	if _, err := ManifestFor(img, Bucket); err == nil || !strings.Contains(err.Error(), "kernel has no md5") {
+		t.Errorf("ManifestFor() without kernel md5 = %v, want an error", err)
+	}
+	k := img.Outputs[ims.ArtifactKernel]
+	k.MD5 = md5Hex([]byte("kernel bytes"))
+	img.Outputs[ims.ArtifactKernel] = k
+	m, err := ManifestFor(img, "site-bucket")
+	if err != nil {
+		t.Fatalf("ManifestFor() = %v", err)
+	}
+	if got, want := m.Artifacts[1].Link.Path, "s3://site-bucket/"+testID+"/kernel"; got != want {
+		t.Errorf("kernel link = %q, want %q", got, want)
+	}
+}
