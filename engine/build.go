@@ -1,0 +1,118 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/semaphore"
+)
+
+// Build runs the steps needed for targets (all when empty): independent
+// steps in parallel up to Jobs, each after its dependencies. The first
+// failure stops scheduling new steps unless KeepGoing. A cancelled ctx kills
+// running steps; Build then returns an error wrapping ctx.Err().
+func (e *Engine) Build(ctx context.Context, targets []string) error {
+	steps, err := e.graph.Select(targets)
+	if err != nil {
+		return err
+	}
+	for _, s := range steps {
+		e.emit(Event{Step: s.ID, Status: StatusPlanned})
+	}
+	done := make(map[*Step]chan struct{}, len(steps))
+	for _, s := range steps {
+		done[s] = make(chan struct{})
+	}
+	var (
+		mu      sync.Mutex
+		failed  = map[*Step]bool{}
+		errs    []error
+		stop    atomic.Bool
+		sem     = semaphore.NewWeighted(int64(e.opts.Jobs))
+		g       errgroup.Group
+		isBad   = func(s *Step) bool { mu.Lock(); defer mu.Unlock(); return failed[s] }
+		markBad = func(s *Step, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			failed[s] = true
+			if err != nil {
+				errs = append(errs, err)
+			}
+		}
+	)
+	for _, s := range steps {
+		g.Go(func() error {
+			defer close(done[s])
+			for _, d := range s.Deps {
+				<-done[d]
+			}
+			skip := func(reason string) error {
+				markBad(s, nil)
+				e.emit(Event{Step: s.ID, Status: StatusSkipped, Reason: reason})
+				return nil
+			}
+			for _, d := range s.Deps {
+				if isBad(d) {
+					return skip(d.ID + " did not complete")
+				}
+			}
+			if err := sem.Acquire(ctx, 1); err != nil {
+				return skip("cancelled")
+			}
+			defer sem.Release(1)
+			switch {
+			case ctx.Err() != nil:
+				return skip("cancelled")
+			case stop.Load():
+				return skip("build stopped after a failure")
+			}
+			start := time.Now()
+			cached, bytes, err := e.runStep(ctx, s)
+			ev := Event{Step: s.ID, Key: e.key(s.ID), DurationMS: time.Since(start).Milliseconds(), Bytes: bytes}
+			if err != nil {
+				if !e.opts.KeepGoing {
+					stop.Store(true)
+				}
+				markBad(s, err)
+				ev.Status, ev.Error = StatusFailed, err.Error()
+				var se *StepError
+				if errors.As(err, &se) {
+					ev.LogPath = se.LogPath
+				}
+				e.emit(ev)
+				return nil
+			}
+			if !cached {
+				ev.Status = StatusDone
+				e.emit(ev)
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	if ctx.Err() != nil {
+		return fmt.Errorf("build cancelled: %w", ctx.Err())
+	}
+	return errors.Join(errs...)
+}
+
+// runStep runs one step and reports whether it came from the cache and how
+// many bytes it produced.
+func (e *Engine) runStep(ctx context.Context, s *Step) (cached bool, bytes int64, err error) {
+	if s.Kind == KindPublish {
+		return false, 0, e.runPublish(ctx, s)
+	}
+	cached, err = e.runImage(ctx, s)
+	if err != nil {
+		return false, 0, err
+	}
+	for _, o := range e.result(s.ID).Outputs {
+		bytes += o.Size
+	}
+	return cached, bytes, nil
+}

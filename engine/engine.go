@@ -1,0 +1,191 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/imsbuild/imsbuild/builders/pack"
+	"github.com/imsbuild/imsbuild/builders/sandbox"
+	"github.com/imsbuild/imsbuild/cache"
+	"github.com/imsbuild/imsbuild/internal/treehash"
+	"github.com/imsbuild/imsbuild/spec"
+)
+
+// Options configure an Engine. The CLI fills them from flags.
+type Options struct {
+	Jobs       int      // parallel steps; <1 means 1
+	KeepGoing  bool     // after a failure, keep running steps that do not depend on it
+	Environ    []string // process environment; only allowlisted names reach steps and keys
+	WorkDir    string   // scratch space for steps, on the cache's filesystem
+	LogDir     string   // step logs are kept here
+	StatCache  *treehash.StatCache
+	Logger     *slog.Logger
+	Events     func(Event) // called from many goroutines, serialized by the engine
+	Now        func() time.Time
+	NewSandbox func() (sandbox.Sandbox, error) // default sandbox.New
+}
+
+// Engine plans and runs the steps of one build.
+type Engine struct {
+	cfg   *spec.Config
+	graph *Graph
+	store cache.Store
+	ac    cache.ActionCache
+	opts  Options
+
+	emitMu sync.Mutex
+
+	toolsOnce sync.Once
+	tools     map[string]string
+	toolsErr  error
+
+	sbOnce sync.Once
+	sb     sandbox.Sandbox
+	sbErr  error
+
+	mu      sync.Mutex
+	results map[string]*cache.ActionResult // image step id → result
+	keys    map[string]string              // step id → key
+}
+
+// New returns an engine for cfg using store and ac.
+func New(cfg *spec.Config, store cache.Store, ac cache.ActionCache, opts Options) (*Engine, error) {
+	g, err := NewGraph(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Jobs < 1 {
+		opts.Jobs = 1
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.NewSandbox == nil {
+		opts.NewSandbox = sandbox.New
+	}
+	if opts.WorkDir == "" {
+		opts.WorkDir = filepath.Join(cfg.Settings.Cache.Dir, "work")
+	}
+	if opts.LogDir == "" {
+		opts.LogDir = filepath.Join(cfg.Settings.Cache.Dir, "logs")
+	}
+	return &Engine{
+		cfg: cfg, graph: g, store: store, ac: ac, opts: opts,
+		results: map[string]*cache.ActionResult{},
+		keys:    map[string]string{},
+	}, nil
+}
+
+// Graph returns the build graph.
+func (e *Engine) Graph() *Graph { return e.graph }
+
+func (e *Engine) emit(ev Event) {
+	if e.opts.Events == nil {
+		return
+	}
+	if ev.Time.IsZero() {
+		ev.Time = e.opts.Now()
+	}
+	e.emitMu.Lock()
+	defer e.emitMu.Unlock()
+	e.opts.Events(ev)
+}
+
+// toolVersions returns the versions of tools whose output enters images.
+func (e *Engine) toolVersions(ctx context.Context) (map[string]string, error) {
+	e.toolsOnce.Do(func() {
+		v, err := pack.ToolVersion(ctx)
+		if err != nil {
+			e.toolsErr = fmt.Errorf("mksquashfs version: %w", err)
+			return
+		}
+		e.tools = map[string]string{"mksquashfs": v}
+	})
+	return e.tools, e.toolsErr
+}
+
+func (e *Engine) sandbox() (sandbox.Sandbox, error) {
+	e.sbOnce.Do(func() { e.sb, e.sbErr = e.opts.NewSandbox() })
+	return e.sb, e.sbErr
+}
+
+// allowedEnv returns the allowlisted environment variables that are set.
+func (e *Engine) allowedEnv() map[string]string {
+	allow := e.cfg.Settings.Cache.Env
+	out := map[string]string{}
+	for _, kv := range e.opts.Environ {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			continue
+		}
+		for _, a := range allow {
+			if a == k {
+				out[k] = v
+			}
+		}
+	}
+	return out
+}
+
+func (e *Engine) result(id string) *cache.ActionResult {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.results[id]
+}
+
+func (e *Engine) setResult(id, key string, r *cache.ActionResult) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.results[id] = r
+	e.keys[id] = key
+}
+
+func (e *Engine) key(id string) string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.keys[id]
+}
+
+// StepError is a step that failed; LogPath holds its full output.
+type StepError struct {
+	Step    string
+	LogPath string
+	LogTail string
+	Err     error
+}
+
+func (e *StepError) Error() string { return e.Step + ": " + e.Err.Error() }
+func (e *StepError) Unwrap() error { return e.Err }
+
+// ErrUpstreamFailed marks steps skipped because a dependency failed.
+var ErrUpstreamFailed = errors.New("a dependency failed")
+
+// sourceDateEpoch returns SOURCE_DATE_EPOCH from the environment, or 0.
+func (e *Engine) sourceDateEpoch() (int64, bool) {
+	for _, kv := range e.opts.Environ {
+		if v, ok := strings.CutPrefix(kv, "SOURCE_DATE_EPOCH="); ok {
+			var n int64
+			if _, err := fmt.Sscan(v, &n); err == nil && n >= 0 {
+				return n, true
+			}
+		}
+	}
+	return 0, false
+}
+
+func removeAll(path string) {
+	if err := os.RemoveAll(path); err != nil {
+		// A busy mount point would make RemoveAll fail; say so, never hide it.
+		fmt.Fprintf(os.Stderr, "imsbuild: cleanup %s: %v\n", path, err)
+	}
+}

@@ -1,0 +1,32 @@
+package engine
+
+import "time"
+
+// Status is the state a step reports in an Event.
+type Status string
+
+// Statuses of steps. Log events carry one line of a step's output.
+const (
+	StatusPlanned Status = "planned"
+	StatusCached  Status = "cached"
+	StatusStarted Status = "started"
+	StatusDone    Status = "done"
+	StatusFailed  Status = "failed"
+	StatusSkipped Status = "skipped"
+	StatusLog     Status = "log"
+)
+
+// Event is one entry of the typed event stream that feeds the progress
+// display, plain logs and --json.
+type Event struct {
+	Time       time.Time `json:"time"`
+	Step       string    `json:"step"`
+	Status     Status    `json:"status"`
+	Key        string    `json:"key,omitempty"`
+	DurationMS int64     `json:"duration_ms,omitempty"`
+	Bytes      int64     `json:"bytes,omitempty"`
+	Reason     string    `json:"reason,omitempty"`
+	Line       string    `json:"line,omitempty"`
+	Error      string    `json:"error,omitempty"`
+	LogPath    string    `json:"log_path,omitempty"`
+}

@@ -1,0 +1,297 @@
+package engine
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/imsbuild/imsbuild/builders/customize"
+	"github.com/imsbuild/imsbuild/builders/importer"
+	"github.com/imsbuild/imsbuild/builders/pack"
+	"github.com/imsbuild/imsbuild/cache"
+	"github.com/imsbuild/imsbuild/internal/treehash"
+	"github.com/imsbuild/imsbuild/spec"
+)
+
+// errParentPending means a key cannot be known yet: a parent must build first.
+var errParentPending = errors.New("parent not built yet")
+
+// imagePreimage computes the key preimage of an image step. Parents must
+// have results already (else errParentPending).
+func (e *Engine) imagePreimage(ctx context.Context, s *Step) (*Preimage, error) {
+	img := s.Image
+	p := &Preimage{
+		Type:    "imsbuild/" + s.Kind + "/v1",
+		Builder: BuilderVersion,
+		Salt:    e.cfg.Settings.Cache.Salt,
+		Attrs: map[string]any{
+			"name":              img.Name,
+			"arch":              img.Arch,
+			"kernel_file_name":  img.KernelFileName,
+			"initrd_file_name":  img.InitrdFileName,
+			"kernel_parameters": img.KernelParameters,
+			"squashfs": map[string]any{
+				"compression": img.Squashfs.Compression,
+				"level":       img.Squashfs.Level,
+				"block_size":  img.Squashfs.BlockSize,
+				"exclude":     img.Squashfs.Exclude,
+			},
+		},
+		Inputs: map[string]string{},
+		Env:    e.allowedEnv(),
+	}
+	tools, err := e.toolVersions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p.Tools = tools
+	for i, pem := range img.CACertificates {
+		p.Inputs[fmt.Sprintf("ca_certificates[%d]", i)] = digestOf(pem)
+	}
+	switch s.Kind {
+	case KindImport:
+		d, err := importer.SourceDigest(ctx, img.Import, e.opts.StatCache)
+		if err != nil {
+			return nil, fmt.Errorf("digest of import %s: %w", img.Import, err)
+		}
+		p.Inputs["import"] = d
+	case KindCustomize:
+		parent := s.Deps[0]
+		r := e.result(parent.ID)
+		if r == nil {
+			return nil, errParentPending
+		}
+		p.Parent = parent.ID
+		for name, o := range r.Outputs {
+			p.Inputs["parent."+name] = string(o.Digest)
+		}
+	case KindKiwi:
+		return nil, fmt.Errorf("recipe builds with kiwi-ng are not implemented yet")
+	}
+	for _, c := range img.Customize {
+		ck, err := customizeKeyOf(ctx, c, e.opts.StatCache)
+		if err != nil {
+			return nil, err
+		}
+		p.Customize = append(p.Customize, ck)
+	}
+	return p, nil
+}
+
+func customizeKeyOf(ctx context.Context, c spec.Customize, sc *treehash.StatCache) (customizeKey, error) {
+	k := customizeKey{Env: c.Env, Jail: c.Jail, Network: c.Network}
+	if c.Timeout > 0 {
+		k.Timeout = c.Timeout.String()
+	}
+	switch {
+	case c.Script != "":
+		d, err := treehash.File(ctx, c.Script, sc)
+		if err != nil {
+			return k, fmt.Errorf("digest of script %s: %w", c.Script, err)
+		}
+		k.Script = d
+	case c.Inline != "":
+		k.Script = digestOf(c.Inline)
+	}
+	if len(c.Files) > 0 {
+		k.Files = map[string]string{}
+		for _, f := range c.Files {
+			d, err := treehash.File(ctx, f.Source, sc)
+			if err != nil {
+				return k, fmt.Errorf("digest of file %s: %w", f.Source, err)
+			}
+			k.Files[f.Dest] = d
+		}
+	}
+	return k, nil
+}
+
+func digestOf(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// runImage builds an image step, or takes it from the cache.
+func (e *Engine) runImage(ctx context.Context, s *Step) (cached bool, err error) {
+	pre, err := e.imagePreimage(ctx, s)
+	if err != nil {
+		return false, err
+	}
+	key, canon, err := pre.Key()
+	if err != nil {
+		return false, err
+	}
+	unlock, err := e.ac.Lock(ctx, key)
+	if err != nil {
+		return false, fmt.Errorf("lock key %s: %w", key[:12], err)
+	}
+	defer unlock()
+	if r, err := e.ac.Get(ctx, key); err == nil {
+		e.setResult(s.ID, key, r)
+		_ = e.ac.SetLastKey(ctx, s.ID, key, canon)
+		e.emit(Event{Step: s.ID, Status: StatusCached, Key: key})
+		return true, nil
+	} else if !errors.Is(err, cache.ErrNotFound) {
+		return false, fmt.Errorf("action cache: %w", err)
+	}
+
+	e.emit(Event{Step: s.ID, Status: StatusStarted, Key: key})
+	logPath := filepath.Join(e.opts.LogDir, s.ID+".log")
+	lw, err := newStepLog(logPath, func(line string) {
+		e.emit(Event{Step: s.ID, Status: StatusLog, Line: line})
+	})
+	if err != nil {
+		return false, err
+	}
+	res, buildErr := e.buildImage(ctx, s, lw)
+	lw.Close()
+	if buildErr != nil {
+		return false, &StepError{Step: s.ID, LogPath: logPath, LogTail: lw.Tail(), Err: buildErr}
+	}
+	logDigest, _, err := e.store.PutFile(ctx, logPath)
+	if err != nil {
+		return false, fmt.Errorf("store log: %w", err)
+	}
+	res.Log = logDigest
+	res.Step = s.ID
+	res.Builder = BuilderVersion
+	res.Created = e.opts.Now().UTC()
+	// The action result is written last: a cancelled or failed step leaves
+	// blobs at most, never an entry that points at nothing.
+	if err := e.ac.Put(ctx, key, canon, res); err != nil {
+		return false, fmt.Errorf("record result: %w", err)
+	}
+	_ = e.ac.SetLastKey(ctx, s.ID, key, canon)
+	e.setResult(s.ID, key, res)
+	return false, nil
+}
+
+// buildImage makes the image root, customizes and packs it, and stores the
+// artifacts. Scratch space is removed whatever happens.
+func (e *Engine) buildImage(ctx context.Context, s *Step, log io.Writer) (*cache.ActionResult, error) {
+	if err := os.MkdirAll(e.opts.WorkDir, 0o755); err != nil {
+		return nil, err
+	}
+	work, err := os.MkdirTemp(e.opts.WorkDir, strings.ReplaceAll(s.ID, "/", "_")+"-")
+	if err != nil {
+		return nil, err
+	}
+	defer removeAll(work)
+	root := filepath.Join(work, "root")
+	out := filepath.Join(work, "out")
+	for _, d := range []string{root, out} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	img := s.Image
+	switch s.Kind {
+	case KindImport:
+		fmt.Fprintf(log, "importing %s\n", img.Import)
+		if err := importer.Import(ctx, img.Import, root); err != nil {
+			return nil, err
+		}
+	case KindCustomize:
+		parent := e.result(s.Deps[0].ID)
+		rootfs, ok := parent.Outputs["rootfs"]
+		if !ok {
+			return nil, fmt.Errorf("parent %s has no rootfs", s.Deps[0].ID)
+		}
+		sq := filepath.Join(work, "parent.squashfs")
+		if err := e.store.Materialize(ctx, rootfs.Digest, sq, true); err != nil {
+			return nil, fmt.Errorf("restore parent rootfs: %w", err)
+		}
+		fmt.Fprintf(log, "unpacking %s rootfs %s\n", s.Deps[0].ID, rootfs.Digest)
+		if err := importer.Import(ctx, sq, root); err != nil {
+			return nil, err
+		}
+	}
+	if len(img.Customize) > 0 || len(img.CACertificates) > 0 {
+		sb, err := e.sandbox()
+		if err != nil {
+			return nil, fmt.Errorf("sandbox: %w", err)
+		}
+		steps := img.Customize
+		if len(img.CACertificates) > 0 {
+			caStep, err := caCertificatesStep(work, img.CACertificates)
+			if err != nil {
+				return nil, err
+			}
+			steps = append(append([]spec.Customize(nil), steps...), caStep)
+		}
+		if err := customize.Apply(ctx, sb, root, steps, envList(e.allowedEnv()), log); err != nil {
+			return nil, err
+		}
+	}
+	epoch, _ := e.sourceDateEpoch()
+	arts, err := pack.Pack(ctx, root, out, pack.Options{
+		Compression:      img.Squashfs.Compression,
+		Level:            img.Squashfs.Level,
+		BlockSize:        img.Squashfs.BlockSize,
+		Exclude:          img.Squashfs.Exclude,
+		SourceDateEpoch:  epoch,
+		KernelFileName:   img.KernelFileName,
+		InitrdFileName:   img.InitrdFileName,
+		KernelParameters: img.KernelParameters,
+		Log:              log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	res := &cache.ActionResult{Outputs: map[string]cache.Output{}}
+	for _, a := range arts {
+		d, size, err := e.store.PutFile(ctx, a.Path)
+		if err != nil {
+			return nil, fmt.Errorf("store %s: %w", a.Name, err)
+		}
+		res.Outputs[a.Name] = cache.Output{Digest: d, Size: size, MediaType: a.MediaType, MD5: a.MD5}
+		fmt.Fprintf(log, "%s %s %d bytes\n", a.Name, d, size)
+	}
+	return res, nil
+}
+
+// caCertificatesStep returns a jailed customize step that adds PEM
+// certificates to the image trust store (Debian/SUSE layouts, or the bundle
+// file itself when the image has no update-ca-certificates).
+func caCertificatesStep(work string, pems []string) (spec.Customize, error) {
+	dir := filepath.Join(work, "ca")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return spec.Customize{}, err
+	}
+	c := spec.Customize{Jail: true}
+	for i, pem := range pems {
+		name := fmt.Sprintf("imsbuild-ca-%d.crt", i)
+		src := filepath.Join(dir, name)
+		if err := os.WriteFile(src, []byte(pem), 0o644); err != nil {
+			return c, err
+		}
+		c.Files = append(c.Files, spec.FileCopy{Dest: "/usr/local/share/ca-certificates/" + name, Source: src})
+	}
+	sort.Slice(c.Files, func(i, j int) bool { return c.Files[i].Dest < c.Files[j].Dest })
+	c.Inline = `set -e
+if command -v update-ca-certificates >/dev/null 2>&1; then
+  if [ -d /etc/pki/trust/anchors ]; then cp /usr/local/share/ca-certificates/imsbuild-ca-*.crt /etc/pki/trust/anchors/; fi
+  update-ca-certificates
+else
+  mkdir -p /etc/ssl/certs
+  cat /usr/local/share/ca-certificates/imsbuild-ca-*.crt >> /etc/ssl/certs/ca-certificates.crt
+fi
+`
+	return c, nil
+}
+
+func envList(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k, v := range m {
+		out = append(out, k+"="+v)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,117 @@
+package engine
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+)
+
+// BuilderVersion changes when a builder's output for the same inputs would
+// change; it is part of every key (the binary's version is not).
+const BuilderVersion = "1"
+
+// Preimage is the canonical description of a step that its key hashes. It is
+// stored beside the result so that explain can say what changed.
+type Preimage struct {
+	Type      string            `json:"type"` // imsbuild/<kind>/v1
+	Builder   string            `json:"builder"`
+	Salt      string            `json:"salt,omitempty"`
+	Attrs     map[string]any    `json:"attrs"`
+	Inputs    map[string]string `json:"inputs"` // name → content digest
+	Tools     map[string]string `json:"tools,omitempty"`
+	Env       map[string]string `json:"env,omitempty"`
+	Parent    string            `json:"parent,omitempty"` // parent step id, for explain only
+	Customize []customizeKey    `json:"customize,omitempty"`
+}
+
+type customizeKey struct {
+	Script  string            `json:"script,omitempty"` // digest
+	Files   map[string]string `json:"files,omitempty"`  // dest → digest
+	Env     map[string]string `json:"env,omitempty"`
+	Jail    bool              `json:"jail"`
+	Network bool              `json:"network"`
+	Timeout string            `json:"timeout,omitempty"`
+}
+
+// Key returns the canonical JSON of p and its sha256 hex. encoding/json
+// writes struct fields in declaration order and map keys sorted, which makes
+// the encoding canonical for this type.
+func (p *Preimage) Key() (key string, canonical []byte, err error) {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return "", nil, fmt.Errorf("encode key preimage: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), b, nil
+}
+
+// DiffPreimages explains how cur differs from prev (both canonical JSON), as
+// sorted human-readable lines like "inputs.customize[0].script changed".
+func DiffPreimages(prev, cur []byte) []string {
+	var a, b any
+	if json.Unmarshal(prev, &a) != nil || json.Unmarshal(cur, &b) != nil {
+		return []string{"previous key preimage unreadable"}
+	}
+	fa, fb := map[string]string{}, map[string]string{}
+	flatten("", a, fa)
+	flatten("", b, fb)
+	var out []string
+	for k, v := range fb {
+		old, ok := fa[k]
+		switch {
+		case !ok:
+			out = append(out, k+" added")
+		case old != v:
+			out = append(out, k+" changed ("+short(old)+" → "+short(v)+")")
+		}
+	}
+	for k := range fa {
+		if _, ok := fb[k]; !ok {
+			out = append(out, k+" removed")
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func short(s string) string {
+	if strings.HasPrefix(s, "sha256:") && len(s) > 19 {
+		return s[:19]
+	}
+	if len(s) > 40 {
+		return s[:37] + "..."
+	}
+	return s
+}
+
+func flatten(prefix string, v any, out map[string]string) {
+	switch t := v.(type) {
+	case map[string]any:
+		keys := make([]string, 0, len(t))
+		for k := range t {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			p := k
+			if prefix != "" {
+				p = prefix + "." + k
+			}
+			flatten(p, t[k], out)
+		}
+	case []any:
+		for i, e := range t {
+			flatten(fmt.Sprintf("%s[%d]", prefix, i), e, out)
+		}
+		if len(t) == 0 {
+			out[prefix] = "[]"
+		}
+	default:
+		b, _ := json.Marshal(t)
+		out[prefix] = strings.Trim(string(b), `"`)
+	}
+}

@@ -1,0 +1,63 @@
+package engine
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/gofrs/flock"
+)
+
+// AcquireWorkDir makes a scratch directory for this process under base and
+// removes the scratch directories of earlier processes that died (kill -9)
+// without cleaning up: each directory is held by a lock file while in use.
+func AcquireWorkDir(base string) (dir string, release func(), err error) {
+	if err := os.MkdirAll(base, 0o755); err != nil {
+		return "", nil, fmt.Errorf("work dir: %w", err)
+	}
+	reapStale(base)
+	// The lock exists and is held before the directory does, so a reaper
+	// never sees our directory unlocked.
+	f, err := os.CreateTemp(base, "run-*.lock")
+	if err != nil {
+		return "", nil, fmt.Errorf("work dir: %w", err)
+	}
+	f.Close()
+	lock := flock.New(f.Name())
+	if err := lock.Lock(); err != nil {
+		os.Remove(f.Name())
+		return "", nil, fmt.Errorf("lock work dir: %w", err)
+	}
+	dir = strings.TrimSuffix(f.Name(), ".lock")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		lock.Unlock()
+		os.Remove(f.Name())
+		return "", nil, fmt.Errorf("work dir: %w", err)
+	}
+	return dir, func() {
+		removeAll(dir)
+		os.Remove(lock.Path())
+		lock.Unlock()
+	}, nil
+}
+
+// reapStale removes run-* directories whose lock no live process holds.
+func reapStale(base string) {
+	entries, _ := os.ReadDir(base)
+	for _, ent := range entries {
+		name := ent.Name()
+		if !ent.IsDir() || !strings.HasPrefix(name, "run-") {
+			continue
+		}
+		dir := filepath.Join(base, name)
+		lock := flock.New(dir + ".lock")
+		ok, err := lock.TryLock()
+		if err != nil || !ok {
+			continue
+		}
+		removeAll(dir)
+		os.Remove(lock.Path())
+		lock.Unlock()
+	}
+}
