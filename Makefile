@@ -1,0 +1,37 @@
+# imsbuild — see README.md. `make demo` and `make test` are the two commands.
+GO      ?= go
+BIN     := bin/imsbuild
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+
+.PHONY: build test test-short demo bench lint setup clean
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/imsbuild
+
+setup:
+	./scripts/setup-debian.sh
+
+# Every test, integration tests included; a missing tool fails instead of skipping.
+test: setup
+	$(GO) vet ./...
+	IMSBUILD_TEST_REQUIRE=all $(GO) test -count=1 -timeout 40m ./...
+
+test-short:
+	$(GO) test -short ./...
+
+# The main job: build the busybox example (import → customize → publish to a dir).
+demo: setup build
+	cd examples/busybox && ./make-root.sh roots/busybox >/dev/null
+	$(BIN) build examples/busybox
+	@echo "published: $$(find examples/busybox/out -name manifest.json | sort)"
+
+bench: setup build
+	$(GO) run ./bench -imsbuild $(BIN)
+
+lint:
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go')); [ -z "$$out" ] || { echo "gofmt needed:"; echo "$$out"; exit 1; }
+
+clean:
+	rm -rf bin examples/busybox/out examples/busybox/.imsbuild examples/busybox/roots

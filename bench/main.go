@@ -1,0 +1,184 @@
+// Command bench measures imsbuild against the raw tools on the same data in
+// the same run and prints ratios (imsbuild time / raw tool time):
+//
+//	go run ./bench -imsbuild bin/imsbuild [-size 400] [-files 11000]
+//
+// - treehash: cold tree digest vs `find | xargs sha256sum`; warm (stat cache) absolute.
+// - pack: builders/pack.Pack vs the same mksquashfs command by hand.
+// - noop: `imsbuild build` of a 10-image graph, all cached, vs `imsbuild version` + hashing the inputs.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/imsbuild/imsbuild/builders/pack"
+	"github.com/imsbuild/imsbuild/internal/treehash"
+)
+
+func main() {
+	bin := flag.String("imsbuild", "bin/imsbuild", "imsbuild binary to measure")
+	sizeMB := flag.Int("size", 400, "size of the generated tree in MB")
+	files := flag.Int("files", 11000, "number of files in the generated tree")
+	keep := flag.Bool("keep", false, "keep the scratch directory")
+	flag.Parse()
+	ctx := context.Background()
+	scratch, err := os.MkdirTemp("", "imsbuild-bench-")
+	check(err)
+	if !*keep {
+		defer os.RemoveAll(scratch)
+	}
+	tree := filepath.Join(scratch, "tree")
+	fmt.Printf("generating %d MB in %d files...\n", *sizeMB, *files)
+	check(genTree(tree, int64(*sizeMB)<<20, *files))
+	dropCaches()
+
+	benchTreehash(ctx, scratch, tree)
+	benchPack(ctx, scratch, tree)
+	benchNoop(ctx, scratch, *bin)
+}
+
+func benchTreehash(ctx context.Context, scratch, tree string) {
+	raw := median(3, func() {
+		run("sh", "-c", "cd "+tree+" && find . -type f -print0 | xargs -0 -P2 -n64 sha256sum >/dev/null")
+	})
+	var cold time.Duration
+	cold = median(3, func() {
+		_, err := treehash.Dir(ctx, tree, nil)
+		check(err)
+	})
+	sc, err := treehash.OpenStatCache(filepath.Join(scratch, "statcache"))
+	check(err)
+	_, err = treehash.Dir(ctx, tree, sc)
+	check(err)
+	time.Sleep(2100 * time.Millisecond) // past the racy-mtime window
+	_, err = treehash.Dir(ctx, tree, sc)
+	check(err)
+	warm := median(5, func() {
+		_, err := treehash.Dir(ctx, tree, sc)
+		check(err)
+	})
+	fmt.Printf("treehash cold: imsbuild %v, find|xargs sha256sum %v, ratio %.2f (goal ≤ 1.5)\n", cold, raw, ratio(cold, raw))
+	fmt.Printf("treehash warm (stat cache): %v (goal < 50ms)\n", warm)
+}
+
+func benchPack(ctx context.Context, scratch, tree string) {
+	out := filepath.Join(scratch, "pack")
+	check(os.MkdirAll(out, 0o755))
+	ours := median(3, func() {
+		_, err := pack.Pack(ctx, tree, out, pack.Options{})
+		check(err)
+	})
+	raw := median(3, func() {
+		run("mksquashfs", tree, filepath.Join(scratch, "raw.squashfs"), "-noappend", "-reproducible",
+			"-mkfs-time", "0", "-all-time", "0", "-comp", "zstd", "-Xcompression-level", "3", "-b", "1M",
+			"-no-progress", "-quiet")
+	})
+	fmt.Printf("pack: imsbuild %v, mksquashfs by hand %v, ratio %.3f (goal ≤ 1.05)\n", ours, raw, ratio(ours, raw))
+}
+
+// benchNoop times an all-cached build of a 10-image graph.
+func benchNoop(ctx context.Context, scratch, bin string) {
+	dir := filepath.Join(scratch, "noop")
+	root := filepath.Join(dir, "root")
+	check(genTree(root, 4<<20, 200))
+	hcl := ""
+	for i := range 10 {
+		hcl += fmt.Sprintf("image \"i%d\" {\n  import = \"./root\"\n  name = \"i%d\"\n}\n", i, i)
+	}
+	hcl += "publish \"dir\" \"out\" {\n  images = ["
+	for i := range 10 {
+		if i > 0 {
+			hcl += ", "
+		}
+		hcl += "image.i" + strconv.Itoa(i)
+	}
+	hcl += "]\n  path = \"out\"\n}\n"
+	check(os.WriteFile(filepath.Join(dir, "build.ims.hcl"), []byte(hcl), 0o644))
+	run(bin, "build", dir)
+	time.Sleep(2100 * time.Millisecond) // past the racy-mtime window of the stat cache
+	run(bin, "build", dir)
+	noop := median(5, func() { run(bin, "build", dir) })
+	version := median(5, func() { run(bin, "version") })
+	sc, err := treehash.OpenStatCache(filepath.Join(scratch, "noop-statcache"))
+	check(err)
+	_, _ = treehash.Dir(ctx, root, sc)
+	check(sc.Save())
+	time.Sleep(2100 * time.Millisecond)
+	hash := median(5, func() {
+		sc, err := treehash.OpenStatCache(filepath.Join(scratch, "noop-statcache"))
+		check(err)
+		_, err = treehash.Dir(ctx, root, sc)
+		check(err)
+	})
+	base := version + hash
+	fmt.Printf("no-op build of 10 images: %v (goal < 150ms); version+hash %v; ratio %.2f (goal < 2)\n", noop, base, ratio(noop, base))
+}
+
+func genTree(root string, size int64, files int) error {
+	r := rand.New(rand.NewPCG(1, 2))
+	per := size / int64(files)
+	buf := make([]byte, per)
+	for i := range files {
+		d := filepath.Join(root, fmt.Sprintf("d%02d/s%02d", i%37, i%11))
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+		// Half random (incompressible), half repetitive, like a real root.
+		for j := range buf {
+			if j < len(buf)/2 {
+				buf[j] = byte(r.Uint32())
+			} else {
+				buf[j] = byte(j % 7)
+			}
+		}
+		if err := os.WriteFile(filepath.Join(d, fmt.Sprintf("f%05d", i)), buf, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func dropCaches() { _ = os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0o200) }
+
+func median(n int, f func()) time.Duration {
+	ds := make([]time.Duration, n)
+	for i := range n {
+		start := time.Now()
+		f()
+		ds[i] = time.Since(start)
+	}
+	for i := range ds {
+		for j := i + 1; j < len(ds); j++ {
+			if ds[j] < ds[i] {
+				ds[i], ds[j] = ds[j], ds[i]
+			}
+		}
+	}
+	return ds[n/2]
+}
+
+func ratio(a, b time.Duration) float64 { return float64(a) / float64(b) }
+
+func run(name string, args ...string) {
+	cmd := exec.Command(name, args...)
+	cmd.Stderr = os.Stderr
+	if out, err := cmd.Output(); err != nil {
+		fmt.Fprintf(os.Stderr, "%s %v: %v\n%s", name, args, err, out)
+		os.Exit(1)
+	}
+}
+
+func check(err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}

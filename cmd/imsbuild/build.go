@@ -1,0 +1,222 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/imsbuild/imsbuild/engine"
+	"github.com/imsbuild/imsbuild/spec"
+)
+
+func newValidateCmd(g *globalFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "validate [DIR]",
+		Short: "Check the build files of DIR and report every error at once",
+		Long: `validate decodes every *.ims.hcl file of DIR (default: the current directory), resolves
+variables, locals, functions and references, and checks the whole build before any work:
+unknown blocks or attributes, wrong types, missing or duplicate names, dangling references,
+cycles, bad architectures, sizes and durations. Errors print as file:line:col with the source.`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dir, _ := splitDirArgs(args)
+			cfg, err := load(g, dir)
+			if err != nil {
+				return err
+			}
+			if _, err := engine.NewGraph(cfg); err != nil {
+				return usageError{err}
+			}
+			if !g.json {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: %d images, %d recipes, %d publishes: valid\n",
+					dir, len(cfg.Images), len(cfg.Recipes), len(cfg.Publishes))
+			}
+			return nil
+		},
+	}
+}
+
+func newPlanCmd(g *globalFlags) *cobra.Command {
+	var explain bool
+	cmd := &cobra.Command{
+		Use:   "plan [DIR] [TARGET...]",
+		Short: "Show which steps are cached and which would build, and why",
+		Long: `plan computes the cache key of every step and looks it up without building anything.
+With --explain, each step that would build lists the inputs that differ from the last key
+recorded for it in this cache (a script, a file, a parent image's output, an attribute…).`,
+		Example: `  imsbuild plan --explain examples/busybox
+  imsbuild plan --json . image.compute`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dir, targets := splitDirArgs(args)
+			cfg, err := load(g, dir)
+			if err != nil {
+				return err
+			}
+			c, err := openCache(g, cfg)
+			if err != nil {
+				return err
+			}
+			defer c.close()
+			e, err := engine.New(cfg, c, c.Actions(), engine.Options{Environ: os.Environ(), StatCache: c.stat})
+			if err != nil {
+				return usageError{err}
+			}
+			plan, err := e.Plan(cmd.Context(), targets, explain)
+			if err != nil {
+				return targetError(err)
+			}
+			out := cmd.OutOrStdout()
+			if g.json {
+				enc := json.NewEncoder(out)
+				for _, p := range plan {
+					if err := enc.Encode(p); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			for _, p := range plan {
+				key := ""
+				if p.Key != "" {
+					key = "  " + p.Key[:12]
+				}
+				fmt.Fprintf(out, "%-8s %s%s\n", p.Action, p.Step, key)
+				for _, r := range p.Reasons {
+					fmt.Fprintf(out, "           %s\n", r)
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&explain, "explain", false, "say which inputs changed for each step that would build")
+	return cmd
+}
+
+// targetError classifies an unknown target as a usage error.
+func targetError(err error) error {
+	if strings.HasPrefix(err.Error(), "unknown target") {
+		return usageError{err}
+	}
+	return err
+}
+
+func newBuildCmd(g *globalFlags) *cobra.Command {
+	var keepGoing bool
+	cmd := &cobra.Command{
+		Use:   "build [DIR] [TARGET...]",
+		Short: "Build the images of DIR (or only TARGETs and what they need) and publish them",
+		Long: `build runs every step of the build in dependency order, up to -j steps at a time, taking
+each step from the cache when its key is there. TARGETs are step names such as image.compute
+or publish.dir.local; a target builds with its dependencies only.
+
+The first failure stops scheduling new steps (--keep-going runs the independent ones too);
+a failed step prints the tail of its log and keeps the whole log. Ctrl-C cancels cleanly:
+sandboxes are killed, scratch space removed, and no partial cache entry is written.
+
+On a terminal, progress is a live display; otherwise plain timestamped lines; --json prints
+one event per line (step, status, key, duration_ms, bytes, error).`,
+		Example: `  imsbuild build examples/busybox
+  imsbuild build . image.compute -var release=bookworm
+  imsbuild build --json -j 4 --keep-going .`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dir, targets := splitDirArgs(args)
+			cfg, err := load(g, dir)
+			if err != nil {
+				return err
+			}
+			c, err := openCache(g, cfg)
+			if err != nil {
+				return err
+			}
+			defer c.close()
+			work, release, err := engine.AcquireWorkDir(filepath.Join(c.Dir(), "work"))
+			if err != nil {
+				return err
+			}
+			defer release()
+			out := newPrinter(cmd.OutOrStdout(), os.Stderr, g.json)
+			defer out.Close()
+			e, err := engine.New(cfg, c, c.Actions(), engine.Options{
+				Jobs:      g.jobs,
+				KeepGoing: keepGoing,
+				Environ:   os.Environ(),
+				WorkDir:   work,
+				LogDir:    filepath.Join(c.Dir(), "logs"),
+				StatCache: c.stat,
+				Events:    out.Event,
+			})
+			if err != nil {
+				return usageError{err}
+			}
+			err = e.Build(cmd.Context(), targets)
+			out.Summary(err)
+			switch {
+			case err == nil:
+				return nil
+			case cmd.Context().Err() != nil:
+				return reportedError{exitCancelled}
+			case strings.HasPrefix(err.Error(), "unknown target"):
+				return usageError{err}
+			}
+			var se *engine.StepError
+			if errors.As(err, &se) || out.Failed() {
+				return reportedError{exitFailed}
+			}
+			return err
+		},
+	}
+	cmd.Flags().BoolVar(&keepGoing, "keep-going", false, "after a failure, keep building steps that do not depend on it")
+	return cmd
+}
+
+func newGraphCmd(g *globalFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:     "graph [DIR]",
+		Short:   "Print the build graph in Graphviz DOT",
+		Example: "  imsbuild graph examples/busybox | dot -Tsvg > graph.svg",
+		Args:    cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dir, _ := splitDirArgs(args)
+			cfg, err := load(g, dir)
+			if err != nil {
+				return err
+			}
+			gr, err := engine.NewGraph(cfg)
+			if err != nil {
+				return usageError{err}
+			}
+			return gr.WriteDOT(cmd.OutOrStdout())
+		},
+	}
+}
+
+func newFmtCmd() *cobra.Command {
+	var check bool
+	cmd := &cobra.Command{
+		Use:   "fmt [DIR]",
+		Short: "Rewrite the build files of DIR in canonical HCL style",
+		Long:  "fmt rewrites every *.ims.hcl file of DIR canonically. With --check it changes nothing,\nlists the files that are not formatted and exits 1 if there are any.",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dir, _ := splitDirArgs(args)
+			changed, err := spec.Format(dir, check)
+			if err != nil {
+				return err
+			}
+			for _, f := range changed {
+				fmt.Fprintln(cmd.OutOrStdout(), f)
+			}
+			if check && len(changed) > 0 {
+				return reportedError{exitFailed}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&check, "check", false, "only list files that are not formatted; exit 1 if any")
+	return cmd
+}

@@ -1,0 +1,77 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/term"
+
+	"github.com/imsbuild/imsbuild/cache/local"
+	"github.com/imsbuild/imsbuild/internal/treehash"
+	"github.com/imsbuild/imsbuild/spec"
+)
+
+// splitDirArgs takes the build directory from the first argument when it is
+// a directory; the rest are targets.
+func splitDirArgs(args []string) (dir string, targets []string) {
+	if len(args) > 0 {
+		if st, err := os.Stat(args[0]); err == nil && st.IsDir() {
+			return args[0], args[1:]
+		}
+	}
+	return ".", args
+}
+
+// load decodes the build in dir, printing diagnostics. Errors exit 2.
+func load(g *globalFlags, dir string) (*spec.Config, error) {
+	cfg, diags := spec.Load(dir, spec.Options{Vars: g.vars, VarFiles: g.varFiles, Environ: os.Environ()})
+	if len(diags) > 0 {
+		color := term.IsTerminal(int(os.Stderr.Fd())) && os.Getenv("NO_COLOR") == ""
+		var files = cfg.Files
+		if err := spec.WriteDiagnostics(os.Stderr, files, diags, color); err != nil {
+			return nil, err
+		}
+	}
+	if diags.HasErrors() {
+		return nil, reportedError{exitUsage}
+	}
+	return cfg, nil
+}
+
+// openedCache is the local cache with its stat cache.
+type openedCache struct {
+	*local.Cache
+	stat *treehash.StatCache
+}
+
+func openCache(g *globalFlags, cfg *spec.Config) (*openedCache, error) {
+	dir := cfg.Settings.Cache.Dir
+	if g.cacheDir != "" {
+		abs, err := filepath.Abs(g.cacheDir)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		dir = abs
+	}
+	return openCacheDir(dir)
+}
+
+func openCacheDir(dir string) (*openedCache, error) {
+	c, err := local.Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open cache: %w", err)
+	}
+	sc, err := treehash.OpenStatCache(c.StatCachePath())
+	if err != nil {
+		return nil, fmt.Errorf("open stat cache: %w", err)
+	}
+	return &openedCache{Cache: c, stat: sc}, nil
+}
+
+// close saves the stat cache.
+func (c *openedCache) close() {
+	if err := c.stat.Save(); err != nil {
+		fmt.Fprintln(os.Stderr, "imsbuild: save stat cache:", err)
+	}
+}

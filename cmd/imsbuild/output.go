@@ -1,0 +1,246 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/imsbuild/imsbuild/engine"
+)
+
+// printer renders engine events: JSON lines, plain timestamped lines (CI),
+// or a live progress display on a terminal.
+type printer struct {
+	mu        sync.Mutex
+	w         io.Writer
+	json      *json.Encoder
+	tty       bool
+	start     time.Time
+	total     int
+	counts    map[engine.Status]int
+	running   map[string]runningStep
+	failed    bool
+	published int
+	stop      chan struct{}
+	done      chan struct{}
+}
+
+type runningStep struct {
+	since time.Time
+	last  string
+}
+
+func newPrinter(stdout io.Writer, _ io.Writer, asJSON bool) *printer {
+	p := &printer{w: stdout, start: time.Now(), counts: map[engine.Status]int{}, running: map[string]runningStep{}}
+	if asJSON {
+		p.json = json.NewEncoder(stdout)
+		return p
+	}
+	if f, ok := stdout.(*os.File); ok && term.IsTerminal(int(f.Fd())) && os.Getenv("TERM") != "dumb" {
+		p.tty = true
+		p.stop, p.done = make(chan struct{}), make(chan struct{})
+		go p.tick()
+	}
+	return p
+}
+
+// Event is the engine's event sink.
+func (p *printer) Event(ev engine.Event) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if ev.Status == engine.StatusFailed {
+		p.failed = true
+	}
+	if p.json != nil {
+		_ = p.json.Encode(ev)
+		return
+	}
+	switch ev.Status {
+	case engine.StatusPlanned:
+		p.total++
+		return
+	case engine.StatusStarted:
+		p.running[ev.Step] = runningStep{since: ev.Time}
+	case engine.StatusLog:
+		if r, ok := p.running[ev.Step]; ok && p.tty {
+			r.last = ev.Line
+			p.running[ev.Step] = r
+			p.redraw()
+			return
+		}
+	default:
+		delete(p.running, ev.Step)
+		if ev.Status == engine.StatusDone && strings.HasPrefix(ev.Step, "publish.") {
+			p.published++
+		} else {
+			p.counts[ev.Status]++
+		}
+	}
+	p.clearStatus()
+	fmt.Fprintln(p.w, p.line(ev))
+	p.redraw()
+}
+
+func (p *printer) line(ev engine.Event) string {
+	ts := ev.Time.Format("15:04:05")
+	switch ev.Status {
+	case engine.StatusLog:
+		return fmt.Sprintf("%s %-24s | %s", ts, ev.Step, ev.Line)
+	case engine.StatusStarted:
+		if ev.Key == "" {
+			return fmt.Sprintf("%s %-24s started", ts, ev.Step)
+		}
+		return fmt.Sprintf("%s %-24s started  key %s", ts, ev.Step, shortKey(ev.Key))
+	case engine.StatusCached:
+		return fmt.Sprintf("%s %-24s cached   key %s", ts, ev.Step, shortKey(ev.Key))
+	case engine.StatusDone:
+		return fmt.Sprintf("%s %-24s done     %s %s", ts, ev.Step, time.Duration(ev.DurationMS)*time.Millisecond, humanBytes(ev.Bytes))
+	case engine.StatusFailed:
+		s := fmt.Sprintf("%s %-24s FAILED   %s", ts, ev.Step, ev.Error)
+		if ev.LogPath != "" {
+			s += "\n         full log: " + ev.LogPath
+		}
+		return s
+	case engine.StatusSkipped:
+		return fmt.Sprintf("%s %-24s skipped  (%s)", ts, ev.Step, ev.Reason)
+	}
+	return fmt.Sprintf("%s %-24s %s", ts, ev.Step, ev.Status)
+}
+
+func shortKey(k string) string {
+	if len(k) > 12 {
+		return k[:12]
+	}
+	return k
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+// tick refreshes the elapsed times of the live display.
+func (p *printer) tick() {
+	defer close(p.done)
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+			p.mu.Lock()
+			p.redraw()
+			p.mu.Unlock()
+		}
+	}
+}
+
+// redraw prints the status line: progress counts and the running steps.
+func (p *printer) redraw() {
+	if !p.tty {
+		return
+	}
+	finished := p.published + p.counts[engine.StatusDone] + p.counts[engine.StatusCached] + p.counts[engine.StatusFailed] + p.counts[engine.StatusSkipped]
+	ids := make([]string, 0, len(p.running))
+	for id := range p.running {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	parts := make([]string, 0, len(ids))
+	for _, id := range ids {
+		r := p.running[id]
+		s := fmt.Sprintf("%s %s", id, time.Since(r.since).Truncate(time.Second))
+		if r.last != "" {
+			s += ": " + r.last
+		}
+		parts = append(parts, s)
+	}
+	status := fmt.Sprintf("[%d/%d] %s", finished, p.total, strings.Join(parts, " · "))
+	width := 120
+	if f, ok := p.w.(*os.File); ok {
+		if w, _, err := term.GetSize(int(f.Fd())); err == nil && w > 10 {
+			width = w - 1
+		}
+	}
+	if r := []rune(status); len(r) > width {
+		status = string(r[:width])
+	}
+	fmt.Fprintf(p.w, "\r\033[K%s", status)
+}
+
+func (p *printer) clearStatus() {
+	if p.tty {
+		fmt.Fprint(p.w, "\r\033[K")
+	}
+}
+
+// Failed reports whether any step failed.
+func (p *printer) Failed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.failed
+}
+
+// Summary prints the outcome of a build, with the log tail of failed steps.
+func (p *printer) Summary(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.json != nil {
+		return
+	}
+	p.clearStatus()
+	for _, se := range stepErrors(err) {
+		fmt.Fprintf(p.w, "\n--- %s failed: %v\n", se.Step, se.Err)
+		if se.LogTail != "" {
+			fmt.Fprintf(p.w, "--- last lines of %s:\n%s\n", se.LogPath, se.LogTail)
+		}
+	}
+	c := p.counts
+	fmt.Fprintf(p.w, "%d built, %d cached, %d published, %d failed, %d skipped in %s\n",
+		c[engine.StatusDone], c[engine.StatusCached], p.published, c[engine.StatusFailed], c[engine.StatusSkipped],
+		time.Since(p.start).Round(time.Millisecond))
+}
+
+// Close stops the live display.
+func (p *printer) Close() {
+	if p.stop != nil {
+		close(p.stop)
+		<-p.done
+		p.stop = nil
+	}
+}
+
+// stepErrors lists the step errors inside err (which may be a join).
+func stepErrors(err error) []*engine.StepError {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []*engine.StepError
+		for _, e := range j.Unwrap() {
+			out = append(out, stepErrors(e)...)
+		}
+		return out
+	}
+	var se *engine.StepError
+	if errors.As(err, &se) {
+		return []*engine.StepError{se}
+	}
+	return nil
+}

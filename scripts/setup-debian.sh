@@ -1,0 +1,14 @@
+#!/bin/sh
+# setup-debian.sh — install the Debian packages imsbuild and its tests use,
+# only those missing. Idempotent and quiet.
+set -eu
+pkgs="squashfs-tools bubblewrap busybox-static zstd openssh-client rsync"
+missing=""
+for p in $pkgs; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo=sudo
+$sudo apt-get update -qq >/dev/null
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing >/dev/null
