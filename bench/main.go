@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/imsbuild/imsbuild/builders/pack"
@@ -28,6 +29,7 @@ func main() {
 	sizeMB := flag.Int("size", 400, "size of the generated tree in MB")
 	files := flag.Int("files", 11000, "number of files in the generated tree")
 	keep := flag.Bool("keep", false, "keep the scratch directory")
+	only := flag.String("only", "treehash,pack,noop", "comma-separated benchmarks to run")
 	flag.Parse()
 	ctx := context.Background()
 	scratch, err := os.MkdirTemp("", "imsbuild-bench-")
@@ -40,9 +42,18 @@ func main() {
 	check(genTree(tree, int64(*sizeMB)<<20, *files))
 	dropCaches()
 
-	benchTreehash(ctx, scratch, tree)
-	benchPack(ctx, scratch, tree)
-	benchNoop(ctx, scratch, *bin)
+	for _, name := range strings.Split(*only, ",") {
+		switch name {
+		case "treehash":
+			benchTreehash(ctx, scratch, tree)
+		case "pack":
+			benchPack(ctx, scratch, tree)
+		case "noop":
+			benchNoop(ctx, scratch, *bin)
+		default:
+			check(fmt.Errorf("unknown benchmark %q", name))
+		}
+	}
 }
 
 func benchTreehash(ctx context.Context, scratch, tree string) {

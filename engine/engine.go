@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/imsbuild/imsbuild/builders/importer"
 	"github.com/imsbuild/imsbuild/builders/pack"
 	"github.com/imsbuild/imsbuild/builders/sandbox"
 	"github.com/imsbuild/imsbuild/cache"
@@ -23,6 +24,7 @@ type Options struct {
 	Jobs       int      // parallel steps; <1 means 1
 	KeepGoing  bool     // after a failure, keep running steps that do not depend on it
 	Environ    []string // process environment; only allowlisted names reach steps and keys
+	StateDir   string   // small state files (tool versions); default the cache dir
 	WorkDir    string   // scratch space for steps, on the cache's filesystem
 	LogDir     string   // step logs are kept here
 	StatCache  *treehash.StatCache
@@ -45,6 +47,10 @@ type Engine struct {
 	toolsOnce sync.Once
 	tools     map[string]string
 	toolsErr  error
+	toolCache toolCache
+
+	digestMu sync.Mutex
+	digests  map[string]*digestOnce // import sources hashed once per build
 
 	sbOnce sync.Once
 	sb     sandbox.Sandbox
@@ -73,16 +79,21 @@ func New(cfg *spec.Config, store cache.Store, ac cache.ActionCache, opts Options
 	if opts.NewSandbox == nil {
 		opts.NewSandbox = sandbox.New
 	}
+	if opts.StateDir == "" {
+		opts.StateDir = cfg.Settings.Cache.Dir
+	}
 	if opts.WorkDir == "" {
-		opts.WorkDir = filepath.Join(cfg.Settings.Cache.Dir, "work")
+		opts.WorkDir = filepath.Join(opts.StateDir, "work")
 	}
 	if opts.LogDir == "" {
-		opts.LogDir = filepath.Join(cfg.Settings.Cache.Dir, "logs")
+		opts.LogDir = filepath.Join(opts.StateDir, "logs")
 	}
 	return &Engine{
 		cfg: cfg, graph: g, store: store, ac: ac, opts: opts,
-		results: map[string]*cache.ActionResult{},
-		keys:    map[string]string{},
+		toolCache: toolCache{path: filepath.Join(opts.StateDir, "tools.json")},
+		digests:   map[string]*digestOnce{},
+		results:   map[string]*cache.ActionResult{},
+		keys:      map[string]string{},
 	}, nil
 }
 
@@ -104,7 +115,7 @@ func (e *Engine) emit(ev Event) {
 // toolVersions returns the versions of tools whose output enters images.
 func (e *Engine) toolVersions(ctx context.Context) (map[string]string, error) {
 	e.toolsOnce.Do(func() {
-		v, err := pack.ToolVersion(ctx)
+		v, err := e.toolCache.version(ctx, "mksquashfs", pack.ToolVersion)
 		if err != nil {
 			e.toolsErr = fmt.Errorf("mksquashfs version: %w", err)
 			return
@@ -117,6 +128,26 @@ func (e *Engine) toolVersions(ctx context.Context) (map[string]string, error) {
 func (e *Engine) sandbox() (sandbox.Sandbox, error) {
 	e.sbOnce.Do(func() { e.sb, e.sbErr = e.opts.NewSandbox() })
 	return e.sb, e.sbErr
+}
+
+type digestOnce struct {
+	once   sync.Once
+	digest string
+	err    error
+}
+
+// importDigest returns the content digest of an import source, computing
+// it once per build however many images import it.
+func (e *Engine) importDigest(ctx context.Context, src string) (string, error) {
+	e.digestMu.Lock()
+	d, ok := e.digests[src]
+	if !ok {
+		d = &digestOnce{}
+		e.digests[src] = d
+	}
+	e.digestMu.Unlock()
+	d.once.Do(func() { d.digest, d.err = importer.SourceDigest(ctx, src, e.opts.StatCache) })
+	return d.digest, d.err
 }
 
 // allowedEnv returns the allowlisted environment variables that are set.

@@ -57,7 +57,7 @@ func (e *Engine) imagePreimage(ctx context.Context, s *Step) (*Preimage, error) 
 	}
 	switch s.Kind {
 	case KindImport:
-		d, err := importer.SourceDigest(ctx, img.Import, e.opts.StatCache)
+		d, err := e.importDigest(ctx, img.Import)
 		if err != nil {
 			return nil, fmt.Errorf("digest of import %s: %w", img.Import, err)
 		}

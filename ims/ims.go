@@ -106,8 +106,7 @@ func (m *Manifest) Validate() error {
 // ParseManifest decodes and validates a manifest.
 func ParseManifest(data []byte) (*Manifest, error) {
 	var m Manifest
-	dec := json.NewDecoder(strings.NewReader(string(data)))
-	if err := dec.Decode(&m); err != nil {
+	if err := json.Unmarshal(data, &m); err != nil {
 		return nil, fmt.Errorf("parse image manifest: %w", err)
 	}
 	if err := m.Validate(); err != nil {

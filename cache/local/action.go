@@ -187,6 +187,9 @@ func (a *Actions) SetLastKey(ctx context.Context, step, key string, preimage []b
 	if err != nil {
 		return fmt.Errorf("set last key of %s: %w", step, err)
 	}
+	if old, err := os.ReadFile(p); err == nil && bytes.Equal(old, data) {
+		return nil // unchanged: a no-op build writes (and fsyncs) nothing
+	}
 	if err := a.c.writeFile(p, data); err != nil {
 		return fmt.Errorf("set last key of %s: %w", step, err)
 	}

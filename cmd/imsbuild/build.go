@@ -62,7 +62,7 @@ recorded for it in this cache (a script, a file, a parent image's output, an att
 				return err
 			}
 			defer c.close()
-			e, err := engine.New(cfg, c, c.Actions(), engine.Options{Environ: os.Environ(), StatCache: c.stat})
+			e, err := engine.New(cfg, c, c.Actions(), engine.Options{Environ: os.Environ(), StatCache: c.stat, StateDir: c.Dir()})
 			if err != nil {
 				return usageError{err}
 			}
@@ -145,8 +145,8 @@ one event per line (step, status, key, duration_ms, bytes, error).`,
 				Jobs:      g.jobs,
 				KeepGoing: keepGoing,
 				Environ:   os.Environ(),
+				StateDir:  c.Dir(),
 				WorkDir:   work,
-				LogDir:    filepath.Join(c.Dir(), "logs"),
 				StatCache: c.stat,
 				Events:    out.Event,
 			})

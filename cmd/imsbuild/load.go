@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/term"
 
@@ -12,13 +13,16 @@ import (
 	"github.com/imsbuild/imsbuild/spec"
 )
 
-// splitDirArgs takes the build directory from the first argument when it is
-// a directory; the rest are targets.
+// splitDirArgs takes the build directory from the first argument when it
+// names a directory (or looks like a path); the rest are targets such as
+// image.compute.
 func splitDirArgs(args []string) (dir string, targets []string) {
-	if len(args) > 0 {
-		if st, err := os.Stat(args[0]); err == nil && st.IsDir() {
-			return args[0], args[1:]
-		}
+	if len(args) == 0 {
+		return ".", nil
+	}
+	a := args[0]
+	if st, err := os.Stat(a); (err == nil && st.IsDir()) || strings.ContainsRune(a, os.PathSeparator) || a == "." || a == ".." {
+		return a, args[1:]
 	}
 	return ".", args
 }

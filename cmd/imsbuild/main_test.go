@@ -41,8 +41,15 @@ type result struct {
 
 func imsbuild(t *testing.T, dir string, args ...string) result {
 	t.Helper()
+	return imsbuildEnv(t, dir, nil, args...)
+}
+
+// imsbuildEnv runs the binary in dir with extra environment variables.
+func imsbuildEnv(t *testing.T, dir string, env []string, args ...string) result {
+	t.Helper()
 	cmd := exec.CommandContext(t.Context(), binary, args...)
 	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
 	var so, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &so, &se
 	err := cmd.Run()

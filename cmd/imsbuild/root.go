@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+
 	"github.com/spf13/cobra"
 )
 
@@ -63,7 +65,7 @@ func newVersionCmd() *cobra.Command {
 		Short: "Print the imsbuild version",
 		Args:  cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
-			cmd.Println("imsbuild " + version)
+			fmt.Fprintln(cmd.OutOrStdout(), "imsbuild "+version)
 		},
 	}
 }

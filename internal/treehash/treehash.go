@@ -49,6 +49,9 @@ func Dir(ctx context.Context, root string, sc *StatCache) (string, error) {
 	h := newHasher(ctx, sc)
 	top := &node{mode: fi.Mode()}
 	werr := h.walk(abs, top)
+	if err := h.dirs.Wait(); werr == nil {
+		werr = err
+	}
 	if werr != nil {
 		cancel() // stop the workers early
 	}
@@ -94,6 +97,10 @@ func File(ctx context.Context, path string, sc *StatCache) (string, error) {
 type hasher struct {
 	ctx  context.Context
 	g    *errgroup.Group
+	dirs errgroup.Group // subdirectory walks running beside the caller's
+	// dirSlots bounds the extra walkers; without a free slot a directory is
+	// walked inline, so a walk never waits for a slot (no deadlock).
+	dirSlots chan struct{}
 	sc   *StatCache
 	now  time.Time
 	bufs chan []byte
@@ -103,7 +110,7 @@ func newHasher(ctx context.Context, sc *StatCache) *hasher {
 	g, gctx := errgroup.WithContext(ctx)
 	workers := 2 * runtime.GOMAXPROCS(0)
 	g.SetLimit(workers)
-	h := &hasher{ctx: gctx, g: g, sc: sc, bufs: make(chan []byte, workers)}
+	h := &hasher{ctx: gctx, g: g, sc: sc, bufs: make(chan []byte, workers), dirSlots: make(chan struct{}, runtime.GOMAXPROCS(0))}
 	if sc != nil {
 		h.now = sc.clock()
 	}
@@ -130,8 +137,16 @@ func (h *hasher) walk(dir string, n *node) error {
 		n.children = append(n.children, c)
 		switch t := fi.Mode().Type(); {
 		case t == fs.ModeDir:
-			if err := h.walk(p, c); err != nil {
-				return err
+			select {
+			case h.dirSlots <- struct{}{}:
+				h.dirs.Go(func() error {
+					defer func() { <-h.dirSlots }()
+					return h.walk(p, c)
+				})
+			default:
+				if err := h.walk(p, c); err != nil {
+					return err
+				}
 			}
 		case t == fs.ModeSymlink:
 			if c.payload, err = os.Readlink(p); err != nil {
