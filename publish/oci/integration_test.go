@@ -1,0 +1,197 @@
+package oci_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/imsbuild/imsbuild/ims"
+	"github.com/imsbuild/imsbuild/internal/registrytest"
+	"github.com/imsbuild/imsbuild/internal/testutil"
+	"github.com/imsbuild/imsbuild/publish"
+	"github.com/imsbuild/imsbuild/publish/oci"
+)
+
+// squashfsRoot packs a busybox root with mksquashfs, as pack does.
+func squashfsRoot(t *testing.T) (rootfs, kernel []byte) {
+	t.Helper()
+	mksquashfs := testutil.RequireTool(t, "mksquashfs")
+	root := testutil.BusyboxRoot(t, true)
+	out := filepath.Join(t.TempDir(), "rootfs")
+	cmd := exec.CommandContext(t.Context(), mksquashfs, root, out, "-noappend", "-reproducible",
+		"-mkfs-time", "0", "-all-time", "0", "-comp", "zstd", "-Xcompression-level", "3", "-b", "1M", "-quiet", "-no-progress")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("mksquashfs: %v\n%s", err, b)
+	}
+	rootfs, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kernel, err = os.ReadFile(filepath.Join(root, "boot/vmlinuz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rootfs, kernel
+}
+
+func crane(ctx context.Context, t *testing.T, args ...string) []byte {
+	t.Helper()
+	bin := testutil.RequireTool(t, "crane")
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, bin, append(args, "--insecure")...)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("crane %s: %v\n%s", strings.Join(args, " "), err, stderr.Bytes())
+	}
+	return out
+}
+
+func sha(b []byte) string {
+	s := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(s[:])
+}
+
+func TestDockerRegistry(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs docker-registry")
+	}
+	testutil.RequireTool(t, "crane")
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	reg := registrytest.Start(t)
+	rootfs, kernel := squashfsRoot(t)
+	arts := map[string][]byte{"rootfs": rootfs, "kernel": kernel}
+	store := newStore(t)
+	img := testImage(t, store, arts)
+	repo := reg.Ref("hpc/compute-bookworm")
+	c := newCounter()
+	cfg := oci.Config{Repository: repo, Tags: []string{"bookworm", "latest"}, Insecure: true, Source: "https://git.example/images", Revision: "0123abc"}
+	p, err := oci.New(cfg, oci.WithTransport(c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := p.PushImage(ctx, store, img)
+	if err != nil {
+		t.Fatalf("PushImage() = %v", err)
+	}
+	if got := c.get("POST upload"); got != 3 {
+		t.Errorf("first push: %d blob uploads, want 3 (rootfs, kernel, config)", got)
+	}
+
+	t.Run("crane manifest", func(t *testing.T) {
+		var m ocispec.Manifest
+		if err := json.Unmarshal(crane(ctx, t, "manifest", repo+":bookworm"), &m); err != nil {
+			t.Fatal(err)
+		}
+		if m.ArtifactType != oci.ArtifactType || m.Config.MediaType != ocispec.MediaTypeEmptyJSON {
+			t.Errorf("artifactType %q config %q, want %q and the empty descriptor", m.ArtifactType, m.Config.MediaType, oci.ArtifactType)
+		}
+		for k, want := range map[string]string{
+			ocispec.AnnotationCreated:  "2024-05-01T12:30:00Z",
+			ocispec.AnnotationSource:   cfg.Source,
+			ocispec.AnnotationRevision: cfg.Revision,
+			oci.AnnotationName:         img.Name,
+			oci.AnnotationArch:         img.Arch,
+			oci.AnnotationKey:          img.Key,
+		} {
+			if got := m.Annotations[k]; got != want {
+				t.Errorf("annotation %s = %q, want %q", k, got, want)
+			}
+		}
+		if _, err := ims.ParseManifest([]byte(m.Annotations[oci.AnnotationIMSManifest])); err != nil {
+			t.Errorf("IMS manifest annotation: %v", err)
+		}
+		if len(m.Layers) != 2 {
+			t.Fatalf("%d layers, want 2", len(m.Layers))
+		}
+		for i, n := range []string{"rootfs", "kernel"} {
+			l := m.Layers[i]
+			if l.Annotations[ocispec.AnnotationTitle] != n || l.MediaType != ims.MediaTypeOf(n) || l.Digest.String() != sha(arts[n]) {
+				t.Errorf("layer %d = %+v, want %s %s %s", i, l, n, ims.MediaTypeOf(n), sha(arts[n]))
+			}
+			// crane blob returns the very bytes that were pushed.
+			if got := sha(crane(ctx, t, "blob", repo+"@"+l.Digest.String())); got != sha(arts[n]) {
+				t.Errorf("crane blob %s = %s, want %s", n, got, sha(arts[n]))
+			}
+		}
+		if d := strings.TrimSpace(string(crane(ctx, t, "digest", repo+":latest"))); !strings.HasSuffix(ref, "@"+d) {
+			t.Errorf("crane digest :latest = %s, want the pushed %s", d, ref)
+		}
+	})
+
+	t.Run("Pull", func(t *testing.T) {
+		dst := t.TempDir()
+		got, err := oci.Pull(ctx, ref, dst, true)
+		if err != nil {
+			t.Fatalf("Pull() = %v", err)
+		}
+		for n, data := range arts {
+			b, err := os.ReadFile(got[n].Path)
+			if err != nil || !bytes.Equal(b, data) {
+				t.Errorf("pulled %s: sha %s, %v; want %s", n, sha(b), err, sha(data))
+			}
+		}
+		if len(got) != len(arts) {
+			t.Errorf("Pull() returned %d artifacts, want %d", len(got), len(arts))
+		}
+	})
+
+	t.Run("second push uploads nothing", func(t *testing.T) {
+		c.reset()
+		if err := p.Publish(ctx, store, []publish.Image{img}); err != nil {
+			t.Fatal(err)
+		}
+		if got := c.get("POST upload") + c.get("PATCH upload") + c.get("PUT upload"); got != 0 {
+			t.Errorf("second push: %d upload requests, want 0", got)
+		}
+		if got := c.get("PUT manifest"); got != 0 {
+			t.Errorf("second push: %d manifest PUTs, want 0", got)
+		}
+	})
+
+	t.Run("new manifest reuses blobs", func(t *testing.T) {
+		c.reset()
+		cfg2 := cfg
+		cfg2.Revision = "4567def"
+		p2, err := oci.New(cfg2, oci.WithTransport(c))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p2.Publish(ctx, store, []publish.Image{img}); err != nil {
+			t.Fatal(err)
+		}
+		if got := c.get("POST upload"); got != 0 {
+			t.Errorf("%d blob uploads, want 0", got)
+		}
+		if got := c.get("PUT manifest"); got != 2 {
+			t.Errorf("%d manifest PUTs, want 2 (one per tag)", got)
+		}
+	})
+
+	t.Run("wrong registry host", func(t *testing.T) {
+		host := closedHost(t)
+		bad, err := oci.New(oci.Config{Repository: host + "/hpc/compute", Insecure: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		err = bad.Publish(ctx, store, []publish.Image{img})
+		if err == nil || !strings.Contains(err.Error(), "push "+host+"/hpc/compute:latest") {
+			t.Errorf("Publish() = %v, want an error naming %s/hpc/compute:latest", err, host)
+		}
+		if d := time.Since(start); d > 20*time.Second {
+			t.Errorf("Publish() took %s to fail", d)
+		}
+	})
+}

@@ -1,0 +1,181 @@
+package oci
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/imsbuild/imsbuild/cache"
+	"github.com/imsbuild/imsbuild/publish"
+)
+
+var _ publish.Publisher = (*Publisher)(nil)
+
+// Config says where and how images are pushed.
+type Config struct {
+	// Repository is "registry/path" (the image name may already be
+	// interpolated into it). It must not carry a tag or digest.
+	Repository string
+	// Tags are the tags each image gets; default ["latest"].
+	Tags []string
+	// Insecure talks plain HTTP (local registries). Loopback registries
+	// always use plain HTTP.
+	Insecure bool
+	// Source and Revision become the org.opencontainers.image.source and
+	// .revision annotations when set.
+	Source, Revision string
+}
+
+// Option configures a Publisher or Pull.
+type Option func(*options) error
+
+type options struct {
+	keychain  authn.Keychain
+	transport http.RoundTripper
+}
+
+// WithKeychain resolves registry credentials with k instead of the Docker
+// config (authn.DefaultKeychain).
+func WithKeychain(k authn.Keychain) Option {
+	return func(o *options) error {
+		if k == nil {
+			return errors.New("nil keychain")
+		}
+		o.keychain = k
+		return nil
+	}
+}
+
+// WithTransport sends every registry request through rt (auth, retries and
+// the user agent are layered on top of it).
+func WithTransport(rt http.RoundTripper) Option {
+	return func(o *options) error {
+		if rt == nil {
+			return errors.New("nil transport")
+		}
+		o.transport = rt
+		return nil
+	}
+}
+
+func newOptions(opts []Option) (*options, error) {
+	o := &options{keychain: authn.DefaultKeychain}
+	for _, opt := range opts {
+		if err := opt(o); err != nil {
+			return nil, err
+		}
+	}
+	return o, nil
+}
+
+// remote returns the ggcr options for one operation bound to ctx.
+func (o *options) remote(ctx context.Context) []remote.Option {
+	ro := []remote.Option{
+		remote.WithContext(ctx),
+		remote.WithAuthFromKeychain(o.keychain),
+		remote.WithUserAgent("imsbuild"),
+	}
+	if o.transport != nil {
+		ro = append(ro, remote.WithTransport(o.transport))
+	}
+	return ro
+}
+
+// Publisher pushes images to one repository.
+type Publisher struct {
+	cfg  Config
+	repo name.Repository
+	tags []name.Tag
+	opts *options
+}
+
+// New validates cfg and opts and returns a Publisher.
+func New(cfg Config, opts ...Option) (*Publisher, error) {
+	if cfg.Repository == "" {
+		return nil, errors.New("publish oci: no repository")
+	}
+	var nopts []name.Option
+	if cfg.Insecure {
+		nopts = append(nopts, name.Insecure)
+	}
+	repo, err := name.NewRepository(cfg.Repository, nopts...)
+	if err != nil {
+		return nil, fmt.Errorf("publish oci %s: %w", cfg.Repository, err)
+	}
+	if len(cfg.Tags) == 0 {
+		cfg.Tags = []string{"latest"}
+	}
+	p := &Publisher{cfg: cfg, repo: repo}
+	seen := map[string]bool{}
+	for _, t := range cfg.Tags {
+		if seen[t] {
+			continue
+		}
+		seen[t] = true
+		tag, err := name.NewTag(repo.Name()+":"+t, nopts...)
+		if err != nil || tag.TagStr() != t {
+			return nil, fmt.Errorf("publish oci %s: invalid tag %q", cfg.Repository, t)
+		}
+		p.tags = append(p.tags, tag)
+	}
+	if p.opts, err = newOptions(opts); err != nil {
+		return nil, fmt.Errorf("publish oci %s: %w", cfg.Repository, err)
+	}
+	return p, nil
+}
+
+// Publish pushes each image to the repository under every tag. All images
+// share the repository and tags, so more than one image is refused: interpolate
+// the image name into the repository and use one Publisher per image.
+func (p *Publisher) Publish(ctx context.Context, store cache.Store, images []publish.Image) error {
+	if len(images) > 1 {
+		return fmt.Errorf("publish oci %s: %d images would share the tags %v; put the image name in the repository", p.repo, len(images), p.cfg.Tags)
+	}
+	for _, img := range images {
+		if _, err := p.PushImage(ctx, store, img); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// PushImage pushes img under every tag and returns its manifest reference
+// ("registry/repo@sha256:…"). Nothing is pushed unless every artifact is in
+// store with the digest and size its Output records.
+func (p *Publisher) PushImage(ctx context.Context, store cache.Store, img publish.Image) (string, error) {
+	first := p.tags[0]
+	arts, err := artifacts(ctx, store, img)
+	if err != nil {
+		return "", fmt.Errorf("push %s: image %s: %w", first, img.Label, err)
+	}
+	raw, err := manifestJSON(img, arts, p.cfg.Source, p.cfg.Revision)
+	if err != nil {
+		return "", fmt.Errorf("push %s: image %s: %w", first, img.Label, err)
+	}
+	ai, err := newArtifactImage(ctx, store, raw, arts)
+	if err != nil {
+		return "", fmt.Errorf("push %s: image %s: %w", first, img.Label, err)
+	}
+	// One pusher per call: it uploads each blob once for all tags and skips
+	// tags that already name this manifest, yet remembers nothing between
+	// calls, so a registry that lost a blob gets it again.
+	pusher, err := remote.NewPusher(p.opts.remote(ctx)...)
+	if err != nil {
+		return "", fmt.Errorf("push %s: %w", first, err)
+	}
+	for _, tag := range p.tags {
+		if err := pusher.Push(ctx, tag, ai); err != nil {
+			return "", fmt.Errorf("push %s: %w", tag, err)
+		}
+	}
+	d, err := ai.Digest()
+	if err != nil {
+		return "", fmt.Errorf("push %s: %w", first, err)
+	}
+	return p.repo.Digest(d.String()).String(), nil
+}

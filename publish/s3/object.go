@@ -1,0 +1,160 @@
+package s3
+
+import (
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/imsbuild/imsbuild/cache"
+	"github.com/imsbuild/imsbuild/ims"
+)
+
+// remoteObject is what HEAD says about an object.
+type remoteObject struct {
+	size   int64
+	etag   string // without quotes
+	md5    string // metadata md5sum
+	sha256 string // metadata sha256
+}
+
+func (o *remoteObject) matches(want remoteObject) bool {
+	return o.size == want.size && o.sha256 == want.sha256 && strings.EqualFold(o.md5, want.md5)
+}
+
+// head returns the object at key, or nil when there is none.
+func (p *Publisher) head(ctx context.Context, key string) (*remoteObject, error) {
+	out, err := p.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(p.cfg.Bucket), Key: aws.String(key)})
+	if err != nil {
+		if isNotFound(err) {
+			return nil, nil
+		}
+		return nil, p.wrap("head", key, err)
+	}
+	o := &remoteObject{
+		size: aws.ToInt64(out.ContentLength),
+		etag: strings.Trim(aws.ToString(out.ETag), `"`),
+	}
+	for k, v := range out.Metadata { // keys come back lowercased, or not
+		switch strings.ToLower(k) {
+		case MetaMD5:
+			o.md5 = v
+		case MetaSHA256:
+			o.sha256 = v
+		}
+	}
+	return o, nil
+}
+
+// putArtifact uploads a blob to key unless the object already holds it, then
+// checks it with a HEAD, and returns what HEAD says.
+func (p *Publisher) putArtifact(ctx context.Context, store cache.Store, key, name string, out cache.Output) (*remoteObject, error) {
+	want := remoteObject{size: out.Size, sha256: out.Digest.Hex(), md5: strings.ToLower(out.MD5)}
+	have, err := p.head(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	if want.md5 == "" {
+		// Only an upload computes it cheaply; a present object has it.
+		if have != nil && have.size == want.size && have.sha256 == want.sha256 && len(have.md5) == 32 {
+			return have, nil
+		}
+		if want.md5, err = blobMD5(ctx, store, out.Digest); err != nil {
+			return nil, p.wrap("put", key, fmt.Errorf("md5 of %s: %w", out.Digest, err))
+		}
+	}
+	if have != nil && have.matches(want) {
+		return have, nil
+	}
+	if err := p.upload(ctx, store, key, name, out, want); err != nil {
+		return nil, err
+	}
+	have, err = p.head(ctx, key)
+	switch {
+	case err != nil:
+		return nil, err
+	case have == nil:
+		return nil, p.wrap("verify", key, errors.New("object missing after upload"))
+	case !have.matches(want):
+		return nil, p.wrap("verify", key, fmt.Errorf("object has size %d md5sum %q sha256 %q, want %d %q %q",
+			have.size, have.md5, have.sha256, want.size, want.md5, want.sha256))
+	}
+	return have, nil
+}
+
+// upload streams the blob to key; the md5 and size are checked while
+// reading (the store checks the sha256), so a bad blob aborts the upload.
+func (p *Publisher) upload(ctx context.Context, store cache.Store, key, name string, out cache.Output, want remoteObject) error {
+	rc, err := store.Open(ctx, out.Digest)
+	if err != nil {
+		return p.wrap("put", key, fmt.Errorf("open %s: %w", out.Digest, err))
+	}
+	defer rc.Close()
+	body := &checkReader{r: rc, h: md5.New(), size: want.size, md5: want.md5}
+	_, err = p.tm.UploadObject(ctx, &transfermanager.UploadObjectInput{
+		Bucket:        aws.String(p.cfg.Bucket),
+		Key:           aws.String(key),
+		Body:          body,
+		ContentLength: aws.Int64(want.size),
+		ContentType:   aws.String(ims.MediaTypeOf(name)),
+		Metadata:      map[string]string{MetaMD5: want.md5, MetaSHA256: want.sha256},
+	})
+	if err != nil {
+		return p.wrap("put", key, err)
+	}
+	return nil
+}
+
+// checkReader fails at EOF when the content's size or md5 is not the one
+// the upload announced.
+type checkReader struct {
+	r    io.Reader
+	h    hash.Hash
+	n    int64
+	size int64
+	md5  string
+}
+
+func (c *checkReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.h.Write(b[:n])
+	c.n += int64(n)
+	if c.n > c.size {
+		return n, fmt.Errorf("blob is larger than its recorded size %d", c.size)
+	}
+	if err == io.EOF {
+		if c.n != c.size {
+			return n, fmt.Errorf("blob has %d bytes, its recorded size is %d", c.n, c.size)
+		}
+		if got := hex.EncodeToString(c.h.Sum(nil)); got != c.md5 {
+			return n, fmt.Errorf("blob md5 is %s, its recorded md5 is %s: %w", got, c.md5, cache.ErrCorrupt)
+		}
+	}
+	return n, err
+}
+
+func blobMD5(ctx context.Context, store cache.Store, d cache.Digest) (string, error) {
+	rc, err := store.Open(ctx, d)
+	if err != nil {
+		return "", err
+	}
+	defer rc.Close()
+	h := md5.New()
+	if _, err := io.Copy(h, rc); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func md5Hex(b []byte) string {
+	s := md5.Sum(b)
+	return hex.EncodeToString(s[:])
+}
