@@ -4,7 +4,7 @@ BIN     := bin/imsbuild
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: build test test-short demo bench lint setup clean
+.PHONY: build test test-short demo bench lint setup setup-tools clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/imsbuild
@@ -12,10 +12,13 @@ build:
 setup:
 	./scripts/setup-debian.sh
 
+setup-tools: setup
+	./scripts/setup-tools.sh
+
 # Every test, integration tests included; a missing tool fails instead of skipping.
-test: setup
+test: setup-tools
 	$(GO) vet ./...
-	IMSBUILD_TEST_REQUIRE=all $(GO) test -count=1 -timeout 40m ./...
+	PATH="$$PATH:$$($(GO) env GOPATH)/bin" IMSBUILD_TEST_REQUIRE=all $(GO) test -count=1 -timeout 60m ./...
 
 test-short:
 	$(GO) test -short ./...

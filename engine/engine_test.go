@@ -322,3 +322,41 @@ func mapsEqual(a, b map[string]Status) bool {
 }
 
 var _ cache.Store = (*local.Cache)(nil)
+
+func TestEnvAllowlistAndSalt(t *testing.T) {
+	f := newFixture(t)
+	f.cfg.Settings.Cache.Env = []string{"SITE_NAME"}
+	f.cfg.Images["compute"].Customize[0].Inline = "echo \"site=$SITE_NAME other=$OTHER_VAR\"\n"
+	keyOf := func(environ []string, salt string) (string, []string) {
+		t.Helper()
+		f.cfg.Settings.Cache.Salt = salt
+		rec := &recorder{}
+		e, err := New(f.cfg, f.cache, f.cache.Actions(), Options{Environ: environ, Events: rec.add, WorkDir: filepath.Join(f.cache.Dir(), "work", "env")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Build(t.Context(), []string{"image.compute"}); err != nil {
+			t.Fatal(err)
+		}
+		var lines []string
+		for _, ev := range rec.events {
+			if ev.Step == "image.compute" && strings.HasPrefix(ev.Line, "site=") {
+				lines = append(lines, ev.Line)
+			}
+		}
+		return e.key("image.compute"), lines
+	}
+	k1, lines := keyOf([]string{"SITE_NAME=a", "OTHER_VAR=x"}, "")
+	if len(lines) != 1 || lines[0] != "site=a other=" {
+		t.Fatalf("script saw %q, want only the allowlisted variable (site=a other=)", lines)
+	}
+	if k2, _ := keyOf([]string{"SITE_NAME=a", "OTHER_VAR=y"}, ""); k2 != k1 {
+		t.Errorf("a variable outside the allowlist changed the key")
+	}
+	if k3, _ := keyOf([]string{"SITE_NAME=b"}, ""); k3 == k1 {
+		t.Errorf("an allowlisted variable did not change the key")
+	}
+	if k4, _ := keyOf([]string{"SITE_NAME=a"}, "site-2026"); k4 == k1 {
+		t.Errorf("the cache salt did not change the key")
+	}
+}

@@ -1,0 +1,8 @@
+#!/bin/sh
+# setup-tools.sh — install the Go-built tools the tests use (real S3 server,
+# OCI client) into $(go env GOPATH)/bin, only those missing. Idempotent.
+set -eu
+bin="$(go env GOPATH)/bin"
+need() { command -v "$1" >/dev/null 2>&1 || [ -x "$bin/$1" ]; }
+need versitygw || go install github.com/versity/versitygw/cmd/versitygw@v1.8.0
+need crane || go install github.com/google/go-containerregistry/cmd/crane@v0.22.1
