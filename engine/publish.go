@@ -5,9 +5,13 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/publish"
 	"github.com/imsbuild/imsbuild/publish/dir"
+	"github.com/imsbuild/imsbuild/publish/oci"
+	"github.com/imsbuild/imsbuild/publish/s3"
+	"github.com/imsbuild/imsbuild/spec"
 )
 
 // artifactOrder fixes the order of artifacts wherever it matters (ids, manifests).
@@ -52,18 +56,78 @@ func (e *Engine) runPublish(ctx context.Context, s *Step) error {
 		}
 		images = append(images, img)
 	}
-	var pub publish.Publisher
-	switch p.Kind {
-	case "dir":
-		pub = dir.New(p.Path)
-	default:
-		return fmt.Errorf("publish %q is not implemented yet (only \"dir\")", p.Kind)
+	pub, err := e.publisher(ctx, p, images)
+	if err != nil {
+		return err
 	}
 	if err := pub.Publish(ctx, e.store, images); err != nil {
 		return err
 	}
 	for _, img := range images {
-		e.emit(Event{Step: s.ID, Status: StatusLog, Line: fmt.Sprintf("%s → %s (id %s)", img.Label, p.Path, img.ID)})
+		e.emit(Event{Step: s.ID, Status: StatusLog, Line: fmt.Sprintf("%s → %s (id %s)", img.Label, destination(p, img.Label), img.ID)})
+	}
+	return nil
+}
+
+// publisher returns the backend of a publish block.
+func (e *Engine) publisher(ctx context.Context, p *spec.Publish, images []publish.Image) (publish.Publisher, error) {
+	switch p.Kind {
+	case "dir":
+		return dir.New(p.Path), nil
+	case "s3":
+		return s3.New(ctx, s3.Config{
+			Endpoint: p.Endpoint, Region: p.Region, Bucket: p.Bucket, Prefix: p.Prefix,
+			PathStyle: p.PathStyle, CABundle: p.CABundle,
+		})
+	case "oci":
+		// The repository may name the image (registry/hpc/${image.name}),
+		// so each image gets a publisher of its own.
+		var pubs multiPublisher
+		for _, img := range images {
+			pub, err := oci.New(oci.Config{Repository: destination(p, img.Label), Tags: p.Tags, Insecure: p.Insecure})
+			if err != nil {
+				return nil, err
+			}
+			pubs = append(pubs, labeled{img.Label, pub})
+		}
+		return pubs, nil
+	}
+	return nil, fmt.Errorf("publish %q is not implemented yet", p.Kind)
+}
+
+// destination names where a publish block puts an image, for messages.
+func destination(p *spec.Publish, label string) string {
+	switch p.Kind {
+	case "dir":
+		return p.Path
+	case "s3":
+		return "s3://" + p.Bucket + "/" + p.Prefix
+	case "oci":
+		if r, ok := p.ImageRepos[label]; ok {
+			return r
+		}
+		return p.Repository
+	}
+	return p.Endpoint
+}
+
+type labeled struct {
+	label string
+	pub   publish.Publisher
+}
+
+// multiPublisher sends each image to the publisher made for it.
+type multiPublisher []labeled
+
+func (m multiPublisher) Publish(ctx context.Context, store cache.Store, images []publish.Image) error {
+	for _, img := range images {
+		for _, l := range m {
+			if l.label == img.Label {
+				if err := l.pub.Publish(ctx, store, []publish.Image{img}); err != nil {
+					return err
+				}
+			}
+		}
 	}
 	return nil
 }
