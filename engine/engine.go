@@ -32,6 +32,11 @@ type Options struct {
 	Events     func(Event) // called from many goroutines, serialized by the engine
 	Now        func() time.Time
 	NewSandbox func() (sandbox.Sandbox, error) // default sandbox.New
+
+	Interactive    []string      // images (label or image.<label>) that open an SSH environment
+	DebugOnFailure bool          // open a debug SSH environment in every failed image build
+	PublicKeys     []string      // SSH keys for environments opened by flags (authorized_keys lines)
+	SSHTimeout     time.Duration // overrides the environments' timeout when > 0
 }
 
 // Engine plans and runs the steps of one build.

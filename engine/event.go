@@ -29,4 +29,5 @@ type Event struct {
 	Line       string    `json:"line,omitempty"`
 	Error      string    `json:"error,omitempty"`
 	LogPath    string    `json:"log_path,omitempty"`
+	SSH        *SSHInfo  `json:"ssh,omitempty"` // status waiting
 }

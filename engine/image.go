@@ -52,6 +52,9 @@ func (e *Engine) imagePreimage(ctx context.Context, s *Step) (*Preimage, error) 
 		return nil, err
 	}
 	p.Tools = tools
+	if e.interactive(s) {
+		p.Attrs["interactive"] = true
+	}
 	for i, pem := range img.CACertificates {
 		p.Inputs[fmt.Sprintf("ca_certificates[%d]", i)] = digestOf(pem)
 	}
@@ -133,12 +136,13 @@ func (e *Engine) runImage(ctx context.Context, s *Step) (cached bool, err error)
 		return false, fmt.Errorf("lock key %s: %w", key[:12], err)
 	}
 	defer unlock()
-	if r, err := e.ac.Get(ctx, key); err == nil {
+	cacheable := e.cacheable(s)
+	if r, err := e.ac.Get(ctx, key); err == nil && cacheable {
 		e.setResult(s.ID, key, r)
 		_ = e.ac.SetLastKey(ctx, s.ID, key, canon)
 		e.emit(Event{Step: s.ID, Status: StatusCached, Key: key})
 		return true, nil
-	} else if !errors.Is(err, cache.ErrNotFound) {
+	} else if err != nil && !errors.Is(err, cache.ErrNotFound) {
 		return false, fmt.Errorf("action cache: %w", err)
 	}
 
@@ -164,11 +168,14 @@ func (e *Engine) runImage(ctx context.Context, s *Step) (cached bool, err error)
 	res.Builder = BuilderVersion
 	res.Created = e.opts.Now().UTC()
 	// The action result is written last: a cancelled or failed step leaves
-	// blobs at most, never an entry that points at nothing.
-	if err := e.ac.Put(ctx, key, canon, res); err != nil {
-		return false, fmt.Errorf("record result: %w", err)
+	// blobs at most, never an entry that points at nothing. An interactive
+	// result stays out of the action cache (its outputs are in the CAS).
+	if cacheable {
+		if err := e.ac.Put(ctx, key, canon, res); err != nil {
+			return false, fmt.Errorf("record result: %w", err)
+		}
+		_ = e.ac.SetLastKey(ctx, s.ID, key, canon)
 	}
-	_ = e.ac.SetLastKey(ctx, s.ID, key, canon)
 	e.setResult(s.ID, key, res)
 	return false, nil
 }
@@ -227,6 +234,17 @@ func (e *Engine) buildImage(ctx context.Context, s *Step, log io.Writer) (*cache
 			steps = append(append([]spec.Customize(nil), steps...), caStep)
 		}
 		if err := customize.Apply(ctx, sb, root, steps, envList(e.allowedEnv()), log); err != nil {
+			if e.debugOnFailure(s) && ctx.Err() == nil {
+				fmt.Fprintf(log, "customize failed: %v; opening the debug environment\n", err)
+				if derr := e.sshEnv(ctx, s, root, true, log); derr != nil {
+					fmt.Fprintf(log, "debug environment: %v\n", derr)
+				}
+			}
+			return nil, err // the step fails even after a debug session
+		}
+	}
+	if e.interactive(s) {
+		if err := e.sshEnv(ctx, s, root, false, log); err != nil {
 			return nil, err
 		}
 	}

@@ -61,6 +61,12 @@ func (e *Engine) Plan(ctx context.Context, targets []string, explain bool) ([]Pl
 			return nil, err
 		}
 		pe.Key = key
+		if !e.cacheable(s) {
+			pe.Action = ActionBuild
+			pe.Reasons = []string{"interactive: never cached (set cache_interactive = true to cache it)"}
+			plan = append(plan, pe)
+			continue
+		}
 		r, err := e.ac.Get(ctx, key)
 		switch {
 		case err == nil:

@@ -229,7 +229,7 @@ func (l *loader) evalString(expr hcl.Expression) (string, bool) {
 }
 
 func (l *loader) decodeInteractive(b *hcl.Block) *Interactive {
-	in := &Interactive{Listen: "127.0.0.1:0", Timeout: 2 * time.Hour}
+	in := &Interactive{Listen: "127.0.0.1:0", Timeout: 2 * time.Hour, Jail: true}
 	c := l.content(b.Body, interactiveSchema)
 	a := l.attrs(c.Attributes, l.ctx)
 	if attr := a.strs("public_keys", &in.PublicKeys); attr != nil {
@@ -249,6 +249,8 @@ func (l *loader) decodeInteractive(b *hcl.Block) *Interactive {
 		}
 	}
 	a.duration("timeout", &in.Timeout)
+	a.boolean("jail", &in.Jail)
+	a.boolean("network", &in.Network)
 	return in
 }
 

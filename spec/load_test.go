@@ -90,7 +90,7 @@ func TestLoadGood(t *testing.T) {
 						Timeout: 30 * time.Minute,
 					},
 				},
-				Interactive: &Interactive{PublicKeys: []string{string(pub)}, Listen: "127.0.0.1:0", Timeout: 2 * time.Hour},
+				Interactive: &Interactive{PublicKeys: []string{string(pub)}, Listen: "127.0.0.1:0", Timeout: 2 * time.Hour, Jail: true},
 			},
 			"tools": {
 				Label: "tools", Name: "tools", Arch: "x86_64", Import: filepath.Join(full, "roots/tools.tar.zst"),

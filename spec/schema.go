@@ -104,6 +104,8 @@ var interactiveSchema = &hcl.BodySchema{
 		{Name: "public_keys", Required: true},
 		{Name: "listen"},
 		{Name: "timeout"},
+		{Name: "jail"},
+		{Name: "network"},
 	},
 }
 

@@ -110,6 +110,8 @@ type Interactive struct {
 	PublicKeys []string
 	Listen     string
 	Timeout    time.Duration
+	Jail       bool // default true: sessions chroot into the image, done with /tmp/complete
+	Network    bool // default false
 }
 
 // Publish is a publish "<kind>" "<name>" block.

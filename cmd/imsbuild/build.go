@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -106,7 +107,13 @@ func targetError(err error) error {
 }
 
 func newBuildCmd(g *globalFlags) *cobra.Command {
-	var keepGoing bool
+	var (
+		keepGoing   bool
+		interactive []string
+		debug       bool
+		keyFiles    []string
+		sshTimeout  time.Duration
+	)
 	cmd := &cobra.Command{
 		Use:   "build [DIR] [TARGET...]",
 		Short: "Build the images of DIR (or only TARGETs and what they need) and publish them",
@@ -118,11 +125,18 @@ The first failure stops scheduling new steps (--keep-going runs the independent 
 a failed step prints the tail of its log and keeps the whole log. Ctrl-C cancels cleanly:
 sandboxes are killed, scratch space removed, and no partial cache entry is written.
 
+Interactive customization (IMS customize jobs): --interactive image.x, or an interactive
+block, opens an SSH server into the image after its customize blocks; imsbuild prints how to
+connect (a "waiting" event with --json) and packs the image once you touch /tmp/complete
+(jailed) or /mnt/image/complete (non-jailed). --debug-on-failure opens the same environment in
+a failed build root; the step still fails afterwards.
+
 On a terminal, progress is a live display; otherwise plain timestamped lines; --json prints
 one event per line (step, status, key, duration_ms, bytes, error).`,
 		Example: `  imsbuild build examples/busybox
   imsbuild build . image.compute -var release=bookworm
-  imsbuild build --json -j 4 --keep-going .`,
+  imsbuild build --json -j 4 --keep-going .
+  imsbuild build --interactive image.compute --ssh-public-key ~/.ssh/id_ed25519.pub .`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir, targets := splitDirArgs(args)
 			cfg, err := load(g, dir)
@@ -141,14 +155,24 @@ one event per line (step, status, key, duration_ms, bytes, error).`,
 			defer release()
 			out := newPrinter(cmd.OutOrStdout(), os.Stderr, g.json)
 			defer out.Close()
+			var keys []string
+			if len(interactive) > 0 || debug {
+				if keys, err = readPublicKeys(keyFiles); err != nil {
+					return usageError{err}
+				}
+			}
 			e, err := engine.New(cfg, c, c.Actions(), engine.Options{
-				Jobs:      g.jobs,
-				KeepGoing: keepGoing,
-				Environ:   os.Environ(),
-				StateDir:  c.Dir(),
-				WorkDir:   work,
-				StatCache: c.stat,
-				Events:    out.Event,
+				Interactive:    interactive,
+				DebugOnFailure: debug,
+				PublicKeys:     keys,
+				SSHTimeout:     sshTimeout,
+				Jobs:           g.jobs,
+				KeepGoing:      keepGoing,
+				Environ:        os.Environ(),
+				StateDir:       c.Dir(),
+				WorkDir:        work,
+				StatCache:      c.stat,
+				Events:         out.Event,
 			})
 			if err != nil {
 				return usageError{err}
@@ -171,7 +195,33 @@ one event per line (step, status, key, duration_ms, bytes, error).`,
 		},
 	}
 	cmd.Flags().BoolVar(&keepGoing, "keep-going", false, "after a failure, keep building steps that do not depend on it")
+	cmd.Flags().StringArrayVar(&interactive, "interactive", nil, "open an SSH environment in this image after its customize blocks (repeatable)")
+	cmd.Flags().BoolVar(&debug, "debug-on-failure", false, "open an SSH environment in the build root of a failed image")
+	cmd.Flags().StringArrayVar(&keyFiles, "ssh-public-key", nil, "public key file allowed into SSH environments (default: ~/.ssh/id_*.pub)")
+	cmd.Flags().DurationVar(&sshTimeout, "ssh-timeout", 0, "fail an SSH environment nobody completes within this time (default: the block's timeout, else 2h)")
 	return cmd
+}
+
+// readPublicKeys reads authorized_keys lines from files, by default the
+// user's ~/.ssh/id_*.pub.
+func readPublicKeys(files []string) ([]string, error) {
+	if len(files) == 0 {
+		home, _ := os.UserHomeDir()
+		files, _ = filepath.Glob(filepath.Join(home, ".ssh", "id_*.pub"))
+	}
+	var keys []string
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("--ssh-public-key: %w", err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+				keys = append(keys, line)
+			}
+		}
+	}
+	return keys, nil
 }
 
 func newGraphCmd(g *globalFlags) *cobra.Command {

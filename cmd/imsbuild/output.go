@@ -69,6 +69,7 @@ func (p *printer) Event(ev engine.Event) {
 		return
 	case engine.StatusStarted:
 		p.running[ev.Step] = runningStep{since: ev.Time}
+	case engine.StatusWaiting:
 	case engine.StatusLog:
 		if r, ok := p.running[ev.Step]; ok && p.tty {
 			r.last = ev.Line
@@ -111,6 +112,15 @@ func (p *printer) line(ev engine.Event) string {
 		return s
 	case engine.StatusSkipped:
 		return fmt.Sprintf("%s %-24s skipped  (%s)", ts, ev.Step, ev.Reason)
+	case engine.StatusWaiting:
+		if i := ev.SSH; i != nil {
+			what := "interactive"
+			if i.Debug {
+				what = "DEBUG (the step fails afterwards)"
+			}
+			return fmt.Sprintf("%s %-24s waiting  %s environment, jail=%t: ssh -p %d %s@%s\n%s %-24s          host key %s; run `touch %s` inside to finish",
+				ts, ev.Step, what, i.Jail, i.Port, i.User, i.Host, ts, "", i.HostKey, i.CompleteFile)
+		}
 	}
 	return fmt.Sprintf("%s %-24s %s", ts, ev.Step, ev.Status)
 }

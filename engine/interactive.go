@@ -1,0 +1,91 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/imsbuild/imsbuild/builders/sshenv"
+)
+
+// StatusWaiting is reported while an SSH environment waits for a person
+// (IMS job status waiting_on_user); the event carries the connection info.
+const StatusWaiting Status = "waiting"
+
+// SSHInfo tells a person how to reach an interactive or debug environment.
+type SSHInfo struct {
+	Host         string `json:"host"`
+	Port         int    `json:"port"`
+	User         string `json:"user"`
+	HostKey      string `json:"host_key_fingerprint"`
+	Jail         bool   `json:"jail"`
+	CompleteFile string `json:"complete_file"`
+	Debug        bool   `json:"debug,omitempty"`
+}
+
+// defaultInteractiveTimeout bounds environments opened by flags, without an
+// interactive block to say how long.
+const defaultInteractiveTimeout = 2 * time.Hour
+
+// interactive reports whether step s opens an SSH environment after its
+// customize blocks: an interactive block, or --interactive naming it.
+func (e *Engine) interactive(s *Step) bool {
+	if s.Image == nil || s.Kind == KindPublish {
+		return false
+	}
+	return s.Image.Interactive != nil || slices.Contains(e.opts.Interactive, s.ID) || slices.Contains(e.opts.Interactive, s.Image.Label)
+}
+
+// cacheable reports whether s may be taken from and written to the action
+// cache: an interactive result depends on a person, unless told otherwise.
+func (e *Engine) cacheable(s *Step) bool {
+	return !e.interactive(s) || s.Image.CacheInteractive
+}
+
+// sshEnv opens the SSH environment on root and waits until the person
+// touches the completion file (nil), the timeout passes, or ctx ends.
+func (e *Engine) sshEnv(ctx context.Context, s *Step, root string, debug bool, log io.Writer) error {
+	cfg := sshenv.Config{Root: root, Jail: true, Listen: sshenv.DefaultListen, Timeout: defaultInteractiveTimeout, Log: log}
+	keys := e.opts.PublicKeys
+	if in := s.Image.Interactive; in != nil {
+		keys = append(slices.Clone(in.PublicKeys), keys...)
+		cfg.Listen, cfg.Timeout, cfg.Jail, cfg.Network = in.Listen, in.Timeout, in.Jail, in.Network
+	}
+	if e.opts.SSHTimeout > 0 {
+		cfg.Timeout = e.opts.SSHTimeout
+	}
+	if len(keys) == 0 {
+		return errors.New("no SSH public key for the environment: add an interactive block with public_keys, or pass --ssh-public-key")
+	}
+	cfg.AuthorizedKeys = keys
+	sb, err := e.sandbox()
+	if err != nil {
+		return fmt.Errorf("sandbox: %w", err)
+	}
+	cfg.Sandbox = sb
+	cfg.Env = envList(e.allowedEnv())
+	err = sshenv.Serve(ctx, cfg, func(info sshenv.Info) {
+		what := "interactive"
+		if debug {
+			what = "debug"
+		}
+		fmt.Fprintf(log, "%s environment: ssh -p %d %s@%s (host key %s); touch %s to finish\n",
+			what, info.Port, info.User, info.Host, info.HostKeyFingerprint, info.CompleteFile)
+		e.emit(Event{Step: s.ID, Status: StatusWaiting, SSH: &SSHInfo{
+			Host: info.Host, Port: info.Port, User: info.User, HostKey: info.HostKeyFingerprint,
+			Jail: info.Jail, CompleteFile: info.CompleteFile, Debug: debug,
+		}})
+	})
+	if err != nil {
+		return fmt.Errorf("ssh environment: %w", err)
+	}
+	return nil
+}
+
+// debugOnFailure reports whether a failed build of s opens a debug shell.
+func (e *Engine) debugOnFailure(s *Step) bool {
+	return s.Image != nil && (s.Image.DebugOnFailure || e.opts.DebugOnFailure)
+}

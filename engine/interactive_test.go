@@ -1,0 +1,158 @@
+package engine
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/imsbuild/imsbuild/internal/testutil"
+	"github.com/imsbuild/imsbuild/spec"
+)
+
+// sshKey makes an ed25519 key pair with ssh-keygen and returns the private
+// key path and the public key line.
+func sshKey(t *testing.T) (string, string) {
+	t.Helper()
+	keygen := testutil.RequireTool(t, "ssh-keygen")
+	key := filepath.Join(t.TempDir(), "id_ed25519")
+	if out, err := exec.Command(keygen, "-q", "-t", "ed25519", "-N", "", "-f", key).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v\n%s", err, out)
+	}
+	pub, err := os.ReadFile(key + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key, strings.TrimSpace(string(pub))
+}
+
+// sshRunner answers the waiting event by running commands over real ssh.
+type sshRunner struct {
+	t       *testing.T
+	key     string
+	command string
+	mu      sync.Mutex
+	out     string
+	err     error
+	ran     chan struct{}
+	info    *SSHInfo
+}
+
+func (r *sshRunner) event(ev Event) {
+	if ev.Status != StatusWaiting || ev.SSH == nil {
+		return
+	}
+	info := ev.SSH
+	go func() {
+		defer close(r.ran)
+		cmd := exec.Command("ssh", "-i", r.key, "-p", strconv.Itoa(info.Port),
+			"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
+			"-o", "ConnectTimeout=10", info.User+"@"+info.Host, r.command)
+		out, err := cmd.CombinedOutput()
+		r.mu.Lock()
+		r.out, r.err, r.info = string(out), err, info
+		r.mu.Unlock()
+	}()
+}
+
+func TestInteractiveSSH(t *testing.T) {
+	testutil.RequireTool(t, "ssh")
+	f := newFixture(t)
+	key, pub := sshKey(t)
+	f.cfg.Images["compute"].Interactive = &spec.Interactive{PublicKeys: []string{pub}, Listen: "127.0.0.1:0", Timeout: time.Minute, Jail: true}
+	r := &sshRunner{t: t, key: key, ran: make(chan struct{}),
+		command: "cat /etc/role && echo typed-by-hand > /etc/from-ssh && touch /tmp/complete"}
+	rec := &recorder{}
+	e, err := New(f.cfg, f.cache, f.cache.Actions(), Options{WorkDir: filepath.Join(f.cache.Dir(), "work", "i"),
+		Events: func(ev Event) { rec.add(ev); r.event(ev) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Build(t.Context(), []string{"image.compute"}); err != nil {
+		t.Fatalf("Build() = %v", err)
+	}
+	<-r.ran
+	if r.err != nil || !strings.Contains(r.out, "compute") {
+		t.Fatalf("ssh = %v, output %q; want the customized /etc/role", r.err, r.out)
+	}
+	if r.info.CompleteFile != "/tmp/complete" || !r.info.Jail || !strings.HasPrefix(r.info.HostKey, "SHA256:") {
+		t.Fatalf("SSH info = %+v", r.info)
+	}
+	files := unsquash(t, f, e, "image.compute")
+	if got := files["etc/from-ssh"]; got != "typed-by-hand\n" {
+		t.Fatalf("/etc/from-ssh in the new image = %q, want the file written over ssh", got)
+	}
+	if _, ok := files["tmp/complete"]; ok {
+		t.Fatal("the completion file was packed into the image")
+	}
+	// Not cached: the result depends on a person.
+	entries, _ := f.cache.List(t.Context())
+	for _, en := range entries {
+		if en.Result.Step == "image.compute" {
+			t.Fatal("interactive result was written to the action cache without cache_interactive")
+		}
+	}
+}
+
+func TestInteractiveTimeoutFails(t *testing.T) {
+	f := newFixture(t)
+	_, pub := sshKey(t)
+	f.cfg.Images["compute"].Interactive = &spec.Interactive{PublicKeys: []string{pub}, Listen: "127.0.0.1:0", Timeout: 2 * time.Second, Jail: true}
+	_, err := f.build(t, t.Context(), Options{}, "image.compute")
+	if err == nil || !strings.Contains(err.Error(), "timeout") {
+		t.Fatalf("Build() = %v, want a timeout", err)
+	}
+}
+
+func TestDebugOnFailureStillFails(t *testing.T) {
+	testutil.RequireTool(t, "ssh")
+	f := newFixture(t)
+	key, pub := sshKey(t)
+	f.cfg.Images["compute"].Customize[0].Inline = "echo half-done > /etc/half\nexit 4\n"
+	r := &sshRunner{t: t, key: key, ran: make(chan struct{}), command: "cat /etc/half && touch /tmp/complete"}
+	e, err := New(f.cfg, f.cache, f.cache.Actions(), Options{WorkDir: filepath.Join(f.cache.Dir(), "work", "d"),
+		DebugOnFailure: true, PublicKeys: []string{pub}, SSHTimeout: time.Minute, Events: r.event})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = e.Build(t.Context(), []string{"image.compute"})
+	var se *StepError
+	if !errors.As(err, &se) || !strings.Contains(err.Error(), "exit status 4") {
+		t.Fatalf("Build() = %v, want the script's failure after the debug session", err)
+	}
+	<-r.ran
+	if r.err != nil || !strings.Contains(r.out, "half-done") || !r.info.Debug {
+		t.Fatalf("debug ssh = %v, output %q, info %+v; want the failed root", r.err, r.out, r.info)
+	}
+}
+
+// unsquash lists the files of an image's rootfs (path → content for small
+// regular files) with unsquashfs.
+func unsquash(t *testing.T, f *fixture, e *Engine, id string) map[string]string {
+	t.Helper()
+	r := e.result(id)
+	dir := t.TempDir()
+	sq := filepath.Join(dir, "rootfs")
+	if err := f.cache.Materialize(t.Context(), r.Outputs["rootfs"].Digest, sq, true); err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Join(dir, "root")
+	if out, err := exec.Command("unsquashfs", "-no-progress", "-d", root, sq).CombinedOutput(); err != nil {
+		t.Fatalf("unsquashfs: %v\n%s", err, out)
+	}
+	files := map[string]string{}
+	filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() && fi.Size() < 4096 {
+			b, _ := os.ReadFile(p)
+			rel, _ := filepath.Rel(root, p)
+			files[rel] = string(b)
+		}
+		return nil
+	})
+	return files
+}
