@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -37,6 +38,10 @@ type Options struct {
 	DebugOnFailure bool          // open a debug SSH environment in every failed image build
 	PublicKeys     []string      // SSH keys for environments opened by flags (authorized_keys lines)
 	SSHTimeout     time.Duration // overrides the environments' timeout when > 0
+
+	TrackRepos   bool         // every repository's metadata digest joins the kiwi prepare keys
+	KiwiCacheDir string       // kiwi's shared package caches; default DefaultKiwiCacheDir
+	HTTPClient   *http.Client // for repository probes; default http.DefaultClient
 }
 
 // Engine plans and runs the steps of one build.

@@ -301,9 +301,9 @@ func TestGraphSelectAndDOT(t *testing.T) {
 
 func TestDiffPreimages(t *testing.T) {
 	a := []byte(`{"attrs":{"name":"x","squashfs":{"level":3}},"inputs":{"import":"sha256:aaaa"}}`)
-	b := []byte(`{"attrs":{"name":"x","squashfs":{"level":5}},"inputs":{"import":"sha256:aaaa","ca_certificates[0]":"sha256:bb"}}`)
+	b := []byte(`{"attrs":{"name":"x","squashfs":{"level":5}},"inputs":{"import":"sha256:aaaa","ca_certificates[0]":"sha256:bb","repository.debian.metadata":"sha256:cc"}}`)
 	got := DiffPreimages(a, b)
-	want := []string{"attrs.squashfs.level changed (3 → 5)", "inputs.ca_certificates[0] added"}
+	want := []string{"ca_certificates[0] added", "repository debian metadata added", "squashfs.level changed (3 → 5)"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("DiffPreimages() = %q, want %q", got, want)
 	}
@@ -360,3 +360,5 @@ func TestEnvAllowlistAndSalt(t *testing.T) {
 		t.Errorf("the cache salt did not change the key")
 	}
 }
+
+func asStepError(err error, target **StepError) bool { return errors.As(err, target) }

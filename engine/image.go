@@ -76,7 +76,12 @@ func (e *Engine) imagePreimage(ctx context.Context, s *Step) (*Preimage, error) 
 			p.Inputs["parent."+name] = string(o.Digest)
 		}
 	case KindKiwi:
-		return nil, fmt.Errorf("recipe builds with kiwi-ng are not implemented yet")
+		r := e.result(prepareID(s))
+		if r == nil {
+			return nil, errPreparePending
+		}
+		p.Attrs["recipe"] = img.Recipe
+		p.Inputs["prepared"] = string(r.Outputs[preparedOutput].Digest)
 	}
 	for _, c := range img.Customize {
 		ck, err := customizeKeyOf(ctx, c, e.opts.StatCache)
@@ -110,6 +115,12 @@ func customizeKeyOf(ctx context.Context, c spec.Customize, sc *treehash.StatCach
 			if err != nil {
 				return k, fmt.Errorf("digest of file %s: %w", f.Source, err)
 			}
+			if f.HasMode {
+				d += " mode=" + spec.FormatMode(f.Mode)
+			}
+			if f.Owner != "" {
+				d += " owner=" + f.Owner
+			}
 			k.Files[f.Dest] = d
 		}
 	}
@@ -123,6 +134,11 @@ func digestOf(s string) string {
 
 // runImage builds an image step, or takes it from the cache.
 func (e *Engine) runImage(ctx context.Context, s *Step) (cached bool, err error) {
+	if s.Kind == KindKiwi {
+		if err := e.runPrepare(ctx, s); err != nil {
+			return false, err
+		}
+	}
 	pre, err := e.imagePreimage(ctx, s)
 	if err != nil {
 		return false, err
@@ -211,23 +227,30 @@ func (e *Engine) buildImage(ctx context.Context, s *Step, log io.Writer) (*cache
 		if !ok {
 			return nil, fmt.Errorf("parent %s has no rootfs", s.Deps[0].ID)
 		}
-		sq := filepath.Join(work, "parent.squashfs")
-		if err := e.store.Materialize(ctx, rootfs.Digest, sq, true); err != nil {
-			return nil, fmt.Errorf("restore parent rootfs: %w", err)
-		}
 		fmt.Fprintf(log, "unpacking %s rootfs %s\n", s.Deps[0].ID, rootfs.Digest)
-		if err := importer.Import(ctx, sq, root); err != nil {
+		if err := e.unpack(ctx, rootfs.Digest, work, root); err != nil {
+			return nil, err
+		}
+	case KindKiwi:
+		prepared := e.result(prepareID(s)).Outputs[preparedOutput]
+		fmt.Fprintf(log, "unpacking the prepared root %s\n", prepared.Digest)
+		if err := e.unpack(ctx, prepared.Digest, work, root); err != nil {
 			return nil, err
 		}
 	}
-	if len(img.Customize) > 0 || len(img.CACertificates) > 0 {
+	// A kiwi image's CA certificates went in during prepare.
+	caCerts := img.CACertificates
+	if s.Kind == KindKiwi {
+		caCerts = nil
+	}
+	if len(img.Customize) > 0 || len(caCerts) > 0 {
 		sb, err := e.sandbox()
 		if err != nil {
 			return nil, fmt.Errorf("sandbox: %w", err)
 		}
 		steps := img.Customize
-		if len(img.CACertificates) > 0 {
-			caStep, err := caCertificatesStep(work, img.CACertificates)
+		if len(caCerts) > 0 {
+			caStep, err := caCertificatesStep(work, caCerts)
 			if err != nil {
 				return nil, err
 			}
@@ -258,6 +281,7 @@ func (e *Engine) buildImage(ctx context.Context, s *Step, log io.Writer) (*cache
 		KernelFileName:   img.KernelFileName,
 		InitrdFileName:   img.InitrdFileName,
 		KernelParameters: img.KernelParameters,
+		RequireBoot:      s.Kind == KindKiwi, // a recipe image is a boot image
 		Log:              log,
 	})
 	if err != nil {
@@ -273,6 +297,16 @@ func (e *Engine) buildImage(ctx context.Context, s *Step, log io.Writer) (*cache
 		fmt.Fprintf(log, "%s %s %d bytes\n", a.Name, d, size)
 	}
 	return res, nil
+}
+
+// unpack restores a squashfs blob into the empty directory root.
+func (e *Engine) unpack(ctx context.Context, d cache.Digest, work, root string) error {
+	sq := filepath.Join(work, "unpack.squashfs")
+	if err := e.store.Materialize(ctx, d, sq, true); err != nil {
+		return fmt.Errorf("restore %s: %w", d, err)
+	}
+	defer os.Remove(sq)
+	return importer.Import(ctx, sq, root)
 }
 
 // caCertificatesStep returns a jailed customize step that adds PEM

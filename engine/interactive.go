@@ -47,12 +47,20 @@ func (e *Engine) cacheable(s *Step) bool {
 
 // sshEnv opens the SSH environment on root and waits until the person
 // touches the completion file (nil), the timeout passes, or ctx ends.
+// Sessions are jailed unless the interactive block says jail = false.
 func (e *Engine) sshEnv(ctx context.Context, s *Step, root string, debug bool, log io.Writer) error {
-	cfg := sshenv.Config{Root: root, Jail: true, Listen: sshenv.DefaultListen, Timeout: defaultInteractiveTimeout, Log: log}
+	jail := s.Image.Interactive == nil || s.Image.Interactive.Jail
+	return e.sshEnvAt(ctx, s, root, jail, debug, log)
+}
+
+// sshEnvAt is sshEnv with the jail mode given: a failed kiwi root is
+// debugged non-jailed (the root at /mnt/image), as IMS does.
+func (e *Engine) sshEnvAt(ctx context.Context, s *Step, root string, jail, debug bool, log io.Writer) error {
+	cfg := sshenv.Config{Root: root, Jail: jail, Listen: sshenv.DefaultListen, Timeout: defaultInteractiveTimeout, Log: log}
 	keys := e.opts.PublicKeys
 	if in := s.Image.Interactive; in != nil {
 		keys = append(slices.Clone(in.PublicKeys), keys...)
-		cfg.Listen, cfg.Timeout, cfg.Jail, cfg.Network = in.Listen, in.Timeout, in.Jail, in.Network
+		cfg.Listen, cfg.Timeout, cfg.Network = in.Listen, in.Timeout, in.Network
 	}
 	if e.opts.SSHTimeout > 0 {
 		cfg.Timeout = e.opts.SSHTimeout

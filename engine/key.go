@@ -64,18 +64,34 @@ func DiffPreimages(prev, cur []byte) []string {
 		old, ok := fa[k]
 		switch {
 		case !ok:
-			out = append(out, k+" added")
+			out = append(out, humanize(k)+" added")
 		case old != v:
-			out = append(out, k+" changed ("+short(old)+" → "+short(v)+")")
+			out = append(out, humanize(k)+" changed ("+short(old)+" → "+short(v)+")")
 		}
 	}
 	for k := range fa {
 		if _, ok := fb[k]; !ok {
-			out = append(out, k+" removed")
+			out = append(out, humanize(k)+" removed")
 		}
 	}
 	sort.Strings(out)
 	return out
+}
+
+// humanize names a preimage path the way a user thinks of it:
+// "inputs.repository.debian.metadata" → "repository debian metadata".
+func humanize(path string) string {
+	if rest, ok := strings.CutPrefix(path, "inputs.repository."); ok {
+		if name, ok := strings.CutSuffix(rest, ".metadata"); ok {
+			return "repository " + name + " metadata"
+		}
+	}
+	for _, p := range []string{"inputs.", "attrs."} {
+		if rest, ok := strings.CutPrefix(path, p); ok {
+			return rest
+		}
+	}
+	return path
 }
 
 func short(s string) string {

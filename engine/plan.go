@@ -43,6 +43,14 @@ func (e *Engine) Plan(ctx context.Context, targets []string, explain bool) ([]Pl
 			plan = append(plan, pe)
 			continue
 		}
+		if s.Kind == KindKiwi {
+			if reasons, ok := e.planPrepare(ctx, s, explain); !ok {
+				pe.Action = ActionBuild
+				pe.Reasons = reasons
+				plan = append(plan, pe)
+				continue
+			}
+		}
 		pre, err := e.imagePreimage(ctx, s)
 		switch {
 		case errors.Is(err, errParentPending):
@@ -100,4 +108,29 @@ func (e *Engine) explain(ctx context.Context, step, key string, canon []byte) []
 		return []string{"key changed (key schema)"}
 	}
 	return d
+}
+
+// planPrepare looks up the kiwi prepare of s; ok means it is cached (and
+// its result is known for the image key), else reasons say why kiwi runs.
+func (e *Engine) planPrepare(ctx context.Context, s *Step, explain bool) (reasons []string, ok bool) {
+	pre, err := e.preparePreimage(ctx, s)
+	if err != nil {
+		return []string{"kiwi prepare: " + err.Error()}, false
+	}
+	key, canon, err := pre.Key()
+	if err != nil {
+		return []string{err.Error()}, false
+	}
+	r, err := e.ac.Get(ctx, key)
+	if err == nil {
+		e.setResult(prepareID(s), key, r)
+		return nil, true
+	}
+	reasons = []string{"kiwi prepare runs (key " + key[:12] + ")"}
+	if explain {
+		for _, r := range e.explain(ctx, prepareID(s), key, canon) {
+			reasons = append(reasons, "kiwi prepare: "+r)
+		}
+	}
+	return reasons, false
 }

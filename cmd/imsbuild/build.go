@@ -43,7 +43,7 @@ cycles, bad architectures, sizes and durations. Errors print as file:line:col wi
 }
 
 func newPlanCmd(g *globalFlags) *cobra.Command {
-	var explain bool
+	var explain, trackRepos bool
 	cmd := &cobra.Command{
 		Use:   "plan [DIR] [TARGET...]",
 		Short: "Show which steps are cached and which would build, and why",
@@ -63,7 +63,7 @@ recorded for it in this cache (a script, a file, a parent image's output, an att
 				return err
 			}
 			defer c.close()
-			e, err := engine.New(cfg, c, c.Actions(), engine.Options{Environ: os.Environ(), StatCache: c.stat, StateDir: c.Dir()})
+			e, err := engine.New(cfg, c, c.Actions(), engine.Options{Environ: os.Environ(), StatCache: c.stat, StateDir: c.Dir(), TrackRepos: trackRepos})
 			if err != nil {
 				return usageError{err}
 			}
@@ -95,6 +95,7 @@ recorded for it in this cache (a script, a file, a parent image's output, an att
 		},
 	}
 	cmd.Flags().BoolVar(&explain, "explain", false, "say which inputs changed for each step that would build")
+	cmd.Flags().BoolVar(&trackRepos, "track-repos", false, "a change of any package repository's metadata rebuilds the recipes using it")
 	return cmd
 }
 
@@ -113,6 +114,7 @@ func newBuildCmd(g *globalFlags) *cobra.Command {
 		debug       bool
 		keyFiles    []string
 		sshTimeout  time.Duration
+		trackRepos  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "build [DIR] [TARGET...]",
@@ -166,6 +168,7 @@ one event per line (step, status, key, duration_ms, bytes, error).`,
 				DebugOnFailure: debug,
 				PublicKeys:     keys,
 				SSHTimeout:     sshTimeout,
+				TrackRepos:     trackRepos,
 				Jobs:           g.jobs,
 				KeepGoing:      keepGoing,
 				Environ:        os.Environ(),
@@ -198,6 +201,7 @@ one event per line (step, status, key, duration_ms, bytes, error).`,
 	cmd.Flags().StringArrayVar(&interactive, "interactive", nil, "open an SSH environment in this image after its customize blocks (repeatable)")
 	cmd.Flags().BoolVar(&debug, "debug-on-failure", false, "open an SSH environment in the build root of a failed image")
 	cmd.Flags().StringArrayVar(&keyFiles, "ssh-public-key", nil, "public key file allowed into SSH environments (default: ~/.ssh/id_*.pub)")
+	cmd.Flags().BoolVar(&trackRepos, "track-repos", false, "a change of any package repository's metadata rebuilds the recipes using it (nightly builds)")
 	cmd.Flags().DurationVar(&sshTimeout, "ssh-timeout", 0, "fail an SSH environment nobody completes within this time (default: the block's timeout, else 2h)")
 	return cmd
 }

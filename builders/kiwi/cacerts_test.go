@@ -1,0 +1,128 @@
+package kiwi
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// testCA returns a self-signed CA certificate as PEM.
+func testCA(t *testing.T, cn string) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: cn},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+}
+
+const aptXML = `<image schemaversion="7.5" name="x"><preferences><packagemanager>apt</packagemanager></preferences>
+<repository type="apt-deb" distribution="bookworm"><source path="http://deb.debian.org/debian"/></repository></image>`
+
+func TestInjectCACerts(t *testing.T) {
+	ca1, ca2 := testCA(t, "site one"), strings.TrimSuffix(testCA(t, "site two"), "\n")
+	tests := []struct {
+		name      string
+		configSh  string // "" = no config.sh
+		wantStart string
+	}{
+		{"creates config.sh", "", "#!/bin/bash\n"},
+		{"appends to config.sh", "#!/bin/bash\necho configured", "#!/bin/bash\necho configured\n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			mustWrite(t, filepath.Join(dir, "config.xml"), aptXML, 0o644)
+			sh := filepath.Join(dir, "config.sh")
+			if tc.configSh != "" {
+				mustWrite(t, sh, tc.configSh, 0o755)
+			}
+			if err := InjectCACerts(dir, []string{ca1, ca2}); err != nil {
+				t.Fatalf("InjectCACerts() = %v", err)
+			}
+			for i, want := range []string{ca1, ca2 + "\n"} {
+				p := filepath.Join(dir, "root/usr/local/share/ca-certificates", []string{"imsbuild-1.crt", "imsbuild-2.crt"}[i])
+				got, err := os.ReadFile(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if string(got) != want {
+					t.Errorf("%s = %q, want %q", p, got, want)
+				}
+			}
+			got, err := os.ReadFile(sh)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := string(got)
+			if !strings.HasPrefix(s, tc.wantStart) || !strings.Contains(s, "command -v update-ca-certificates") ||
+				!strings.Contains(s, "\n    update-ca-certificates\n") {
+				t.Errorf("config.sh =\n%s", s)
+			}
+			if fi, _ := os.Stat(sh); fi.Mode().Perm()&0o100 == 0 {
+				t.Errorf("config.sh mode = %v, want executable", fi.Mode())
+			}
+		})
+	}
+}
+
+func TestInjectCACertsErrors(t *testing.T) {
+	rpmXML := `<image schemaversion="7.5" name="x"><preferences><packagemanager>zypper</packagemanager></preferences>
+<repository type="rpm-md"><source path="http://x/repo"/></repository></image>`
+	tests := []struct {
+		name, xml string
+		pems      []string
+		want      error
+		wantText  string
+	}{
+		{"rpm recipe", rpmXML, []string{testCA(t, "a")}, ErrRPMCACerts, "not supported yet"},
+		{"not a certificate", aptXML, []string{"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"}, nil, "no PEM CERTIFICATE block"},
+		{"garbage", aptXML, []string{"hello"}, nil, "inject ca certificate 1"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			mustWrite(t, filepath.Join(dir, "config.xml"), tc.xml, 0o644)
+			err := InjectCACerts(dir, tc.pems)
+			if err == nil || (tc.want != nil && !errors.Is(err, tc.want)) || !strings.Contains(err.Error(), tc.wantText) {
+				t.Fatalf("InjectCACerts() = %v, want %v containing %q", err, tc.want, tc.wantText)
+			}
+			if _, err := os.Stat(filepath.Join(dir, "root")); err == nil {
+				t.Error("root/ overlay written despite the error")
+			}
+		})
+	}
+}
+
+func TestInjectCACertsNone(t *testing.T) {
+	dir := t.TempDir()
+	if err := InjectCACerts(dir, nil); err != nil {
+		t.Fatalf("InjectCACerts(nil) = %v", err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("InjectCACerts(nil) wrote %v", entries)
+	}
+}

@@ -1,0 +1,231 @@
+package kiwi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// PrepareOptions configure Prepare.
+type PrepareOptions struct {
+	Description string   // the rendered kiwi description directory
+	Root        string   // the image root to create; missing or an empty dir
+	Profiles    []string // kiwi --profile, in order
+	Type        string   // kiwi --type; "" uses the description's default type
+	TargetArch  string   // kiwi --target-arch; "" builds for the host
+	// SharedCacheDir is kiwi's --shared-cache-dir (repository metadata and
+	// package cache, bind mounted into the root); "" is kiwi's default
+	// /var/cache/kiwi. Give each concurrent prepare its own. kiwi bind mounts
+	// it at the same path inside the root and creates its parents there
+	// first, so it must be absolute and not below /tmp or /var/tmp (they
+	// would lose their sticky 1777 mode and apt in the root fails).
+	SharedCacheDir string
+	// Env holds extra "NAME=value" variables for kiwi (the allowlisted
+	// ones, proxies); the rest of the host environment is not passed.
+	Env []string
+	Log io.Writer // kiwi's output; nil discards it
+	// KiwiLog is kiwi's --logfile (the full debug log); "" uses a temporary
+	// file that is removed afterwards.
+	KiwiLog string
+}
+
+// tailLines is how many lines of kiwi's log a PrepareError carries.
+const tailLines = 30
+
+// PrepareError is a failed or cancelled kiwi-ng system prepare.
+type PrepareError struct {
+	Description string
+	KiwiLog     string   // kiwi's log file, when kept
+	Tail        []string // the last lines of kiwi's log
+	Err         error
+}
+
+func (e *PrepareError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "kiwi-ng system prepare %s: %v", e.Description, e.Err)
+	if len(e.Tail) > 0 {
+		b.WriteString("\nkiwi log (last lines):\n")
+		b.WriteString(strings.Join(e.Tail, "\n"))
+	}
+	return b.String()
+}
+
+func (e *PrepareError) Unwrap() error { return e.Err }
+
+// Prepare runs `kiwi-ng system prepare` of opts.Description into opts.Root:
+// bootstrap, package installation, the root/ overlay and config.sh, not the
+// image type's build (the engine packs the root itself).
+//
+// kiwi runs under `unshare --mount --pid --uts --ipc --fork --kill-child
+// --mount-proc --propagation private`: its mounts (kernel filesystems and the
+// shared cache bound into the root) stay in a private mount namespace and
+// its processes in a private pid namespace, so when kiwi ends, fails or is
+// killed because ctx is done, the kernel ends every process and drops every
+// mount it made; nothing reaches the host's mount table. gpg runs with a
+// private GNUPGHOME.
+//
+// opts.Root must not exist or be an empty directory (removed first: kiwi
+// creates the root itself); its parent is created. kiwi's output streams to
+// opts.Log. A failure is a *PrepareError carrying the last lines of kiwi's
+// log. Prepare needs root.
+func Prepare(ctx context.Context, opts PrepareOptions) error {
+	perr := &PrepareError{Description: opts.Description}
+	fail := func(err error) error { perr.Err = err; return perr }
+	if opts.Description == "" || opts.Root == "" {
+		return fail(errors.New("description and root are required"))
+	}
+	if err := checkSharedCacheDir(opts.SharedCacheDir); err != nil {
+		return fail(err)
+	}
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		return fail(err)
+	}
+	kiwi, err := exec.LookPath("kiwi-ng")
+	if err != nil {
+		return fail(err)
+	}
+	if err := clearRoot(opts.Root); err != nil {
+		return fail(err)
+	}
+	tmp, err := os.MkdirTemp("", "imsbuild-kiwi-")
+	if err != nil {
+		return fail(err)
+	}
+	defer os.RemoveAll(tmp)
+	gnupg := filepath.Join(tmp, "gnupg")
+	if err := os.Mkdir(gnupg, 0o700); err != nil {
+		return fail(err)
+	}
+	logFile := opts.KiwiLog
+	if logFile == "" {
+		logFile = filepath.Join(tmp, "kiwi.log")
+	} else {
+		perr.KiwiLog = logFile
+		// kiwi appends to an existing log.
+		if err := os.Remove(logFile); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fail(err)
+		}
+	}
+
+	args := []string{
+		"--mount", "--pid", "--uts", "--ipc", "--fork", "--kill-child",
+		"--mount-proc", "--propagation", "private", kiwi,
+	}
+	args = append(args, kiwiArgs(opts, logFile)...)
+	cmd := exec.CommandContext(ctx, unshare, args...)
+	out := &tailWriter{max: tailLines}
+	var w io.Writer = out
+	if opts.Log != nil {
+		w = io.MultiWriter(opts.Log, out)
+	}
+	cmd.Stdout, cmd.Stderr = w, w
+	cmd.Env = prepareEnv(gnupg, opts.Env)
+	// If imsbuild dies, unshare dies, and --kill-child takes kiwi (the pid
+	// namespace's init) and with it the whole namespace.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	cmd.Cancel = func() error {
+		// The group holds unshare and kiwi, the namespace's init: killing
+		// init kills every process in the namespace.
+		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	cmd.WaitDelay = 10 * time.Second
+
+	err = cmd.Run()
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil {
+		err = ctx.Err()
+	}
+	perr.Tail = fileTail(logFile, tailLines)
+	if len(perr.Tail) == 0 {
+		perr.Tail = out.lines()
+	}
+	return fail(err)
+}
+
+// kiwiArgs returns the kiwi-ng command line after the program name.
+func kiwiArgs(opts PrepareOptions, logFile string) []string {
+	var args []string
+	for _, p := range opts.Profiles {
+		args = append(args, "--profile", p)
+	}
+	if opts.SharedCacheDir != "" {
+		args = append(args, "--shared-cache-dir", opts.SharedCacheDir)
+	}
+	if opts.TargetArch != "" {
+		args = append(args, "--target-arch", opts.TargetArch)
+	}
+	if opts.Type != "" {
+		args = append(args, "--type", opts.Type)
+	}
+	args = append(args, "--logfile", logFile,
+		"system", "prepare", "--description", opts.Description, "--root", opts.Root)
+	return args
+}
+
+// prepareEnv is kiwi's environment: a fixed base, a private GNUPGHOME, and
+// the caller's extra variables (which win). kiwi passes it on to the
+// commands it runs in the image root, so it names no host-only path that
+// those need (no TMPDIR: apt in the root would fail to create temp files).
+func prepareEnv(gnupg string, extra []string) []string {
+	env := []string{
+		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"HOME=/root",
+		"LANG=C.UTF-8",
+		"GNUPGHOME=" + gnupg,
+	}
+	return append(env, extra...)
+}
+
+func checkSharedCacheDir(dir string) error {
+	if dir == "" {
+		return nil
+	}
+	clean := filepath.Clean(dir)
+	if !filepath.IsAbs(clean) {
+		return fmt.Errorf("shared cache dir %s: not an absolute path", dir)
+	}
+	for _, tmp := range []string{"/tmp", "/var/tmp"} {
+		if clean == tmp || strings.HasPrefix(clean, tmp+"/") {
+			return fmt.Errorf("shared cache dir %s: below %s, which kiwi would recreate in the image root without its sticky mode", dir, tmp)
+		}
+	}
+	return nil
+}
+
+// clearRoot makes sure root does not exist and its parent does.
+func clearRoot(root string) error {
+	err := os.Remove(root) // only removes an empty directory
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("image root %s exists and is not empty", root)
+	}
+	return os.MkdirAll(filepath.Dir(root), 0o755)
+}
+
+// versionRE matches the version in "KIWI (next generation) version 9.24.56".
+var versionRE = regexp.MustCompile(`version\s+(\S+)`)
+
+// ToolVersion returns the kiwi-ng version as "kiwi-ng 9.24.56", part of the
+// prepare cache key.
+func ToolVersion(ctx context.Context) (string, error) {
+	out, err := exec.CommandContext(ctx, "kiwi-ng", "--version").Output()
+	if err != nil {
+		return "", fmt.Errorf("kiwi-ng --version: %w", err)
+	}
+	m := versionRE.FindSubmatch(out)
+	if m == nil {
+		return "", fmt.Errorf("kiwi-ng --version: unexpected output %q", strings.TrimSpace(string(out)))
+	}
+	return "kiwi-ng " + string(m[1]), nil
+}

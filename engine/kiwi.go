@@ -1,0 +1,268 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+
+	"github.com/gofrs/flock"
+
+	"github.com/imsbuild/imsbuild/builders/kiwi"
+	"github.com/imsbuild/imsbuild/builders/pack"
+	"github.com/imsbuild/imsbuild/cache"
+	"github.com/imsbuild/imsbuild/internal/treehash"
+	"github.com/imsbuild/imsbuild/spec"
+)
+
+// A kiwi image is two cached sub-steps: prepare (kiwi-ng system prepare of
+// the recipe; output: the prepared root as a squashfs) and the image step
+// itself (customize + pack, keyed by the prepared root's digest), so a
+// squashfs option or customize change never reinstalls packages.
+
+// errPreparePending means the image key needs a prepare that is not cached.
+var errPreparePending = errors.New("kiwi prepare not cached yet")
+
+// preparedOutput names the prepared root in a prepare step's outputs.
+const preparedOutput = "prepared-root"
+
+func prepareID(s *Step) string { return s.ID + "/prepare" }
+
+// preparePreimage is the key preimage of a kiwi prepare: the recipe tree,
+// rendered template, CA certificates, kiwi version and, when tracked, the
+// digests of the repositories' metadata.
+func (e *Engine) preparePreimage(ctx context.Context, s *Step) (*Preimage, error) {
+	r := e.cfg.Recipes[s.Image.Recipe]
+	if r == nil {
+		return nil, fmt.Errorf("recipe %s not declared", s.Image.Recipe)
+	}
+	kv, err := e.toolCache.version(ctx, "kiwi-ng", kiwi.ToolVersion)
+	if err != nil {
+		return nil, fmt.Errorf("kiwi-ng version: %w", err)
+	}
+	p := &Preimage{
+		Type:    "imsbuild/kiwi-prepare/v1",
+		Builder: BuilderVersion,
+		Salt:    e.cfg.Settings.Cache.Salt,
+		Attrs: map[string]any{
+			"recipe":             r.Name,
+			"arch":               r.Arch,
+			"profiles":           r.Profiles,
+			"linux_distribution": r.LinuxDistribution,
+			"template":           r.Template,
+		},
+		Inputs: map[string]string{},
+		Tools:  map[string]string{"kiwi-ng": kv},
+		Env:    e.allowedEnv(),
+	}
+	var d string
+	if st, err := os.Stat(r.Source); err == nil && st.IsDir() {
+		d, err = treehash.Dir(ctx, r.Source, e.opts.StatCache)
+		if err != nil {
+			return nil, fmt.Errorf("digest of recipe %s: %w", r.Name, err)
+		}
+	} else if d, err = treehash.File(ctx, r.Source, e.opts.StatCache); err != nil {
+		return nil, fmt.Errorf("digest of recipe %s: %w", r.Name, err)
+	}
+	p.Inputs["recipe"] = d
+	for i, pem := range s.Image.CACertificates {
+		p.Inputs[fmt.Sprintf("ca_certificates[%d]", i)] = digestOf(pem)
+	}
+	repos := e.recipeRepos(s)
+	tracked := repos[:0:0]
+	for _, rp := range repos {
+		p.Attrs["repository."+rp.Name] = rp.Type + " " + rp.Distribution
+		if rp.TrackRepos || e.opts.TrackRepos {
+			tracked = append(tracked, rp)
+		}
+	}
+	if len(tracked) > 0 {
+		digests, err := kiwi.RepoDigests(ctx, e.httpClient(), tracked)
+		if err != nil {
+			return nil, err
+		}
+		for name, d := range digests {
+			p.Inputs["repository."+name+".metadata"] = d
+		}
+	}
+	return p, nil
+}
+
+func (e *Engine) recipeRepos(s *Step) []*spec.Repository {
+	r := e.cfg.Recipes[s.Image.Recipe]
+	var out []*spec.Repository
+	for _, name := range r.Repositories {
+		if rp := e.cfg.Repositories[name]; rp != nil {
+			out = append(out, rp)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func (e *Engine) httpClient() *http.Client {
+	if e.opts.HTTPClient != nil {
+		return e.opts.HTTPClient
+	}
+	return http.DefaultClient
+}
+
+// runPrepare makes sure the prepare sub-step of kiwi image s has a result,
+// from the cache or by running kiwi.
+func (e *Engine) runPrepare(ctx context.Context, s *Step) error {
+	id := prepareID(s)
+	pre, err := e.preparePreimage(ctx, s)
+	if err != nil {
+		return err
+	}
+	key, canon, err := pre.Key()
+	if err != nil {
+		return err
+	}
+	unlock, err := e.ac.Lock(ctx, key)
+	if err != nil {
+		return fmt.Errorf("lock key %s: %w", key[:12], err)
+	}
+	defer unlock()
+	if r, err := e.ac.Get(ctx, key); err == nil {
+		e.setResult(id, key, r)
+		_ = e.ac.SetLastKey(ctx, id, key, canon)
+		e.emit(Event{Step: id, Status: StatusCached, Key: key})
+		return nil
+	} else if !errors.Is(err, cache.ErrNotFound) {
+		return fmt.Errorf("action cache: %w", err)
+	}
+	e.emit(Event{Step: id, Status: StatusStarted, Key: key})
+	logPath := filepath.Join(e.opts.LogDir, s.ID+".prepare.log")
+	lw, err := newStepLog(logPath, func(line string) { e.emit(Event{Step: id, Status: StatusLog, Line: line}) })
+	if err != nil {
+		return err
+	}
+	res, err := e.prepare(ctx, s, lw)
+	lw.Close()
+	if err != nil {
+		return &StepError{Step: id, LogPath: logPath, LogTail: lw.Tail(), Err: err}
+	}
+	if res.Log, _, err = e.store.PutFile(ctx, logPath); err != nil {
+		return fmt.Errorf("store log: %w", err)
+	}
+	res.Step, res.Builder, res.Created = id, BuilderVersion, e.opts.Now().UTC()
+	if err := e.ac.Put(ctx, key, canon, res); err != nil {
+		return fmt.Errorf("record result: %w", err)
+	}
+	_ = e.ac.SetLastKey(ctx, id, key, canon)
+	e.setResult(id, key, res)
+	var size int64
+	for _, o := range res.Outputs {
+		size += o.Size
+	}
+	e.emit(Event{Step: id, Status: StatusDone, Key: key, Bytes: size})
+	return nil
+}
+
+// prepare fetches and renders the recipe, injects CA certificates, waits
+// for the repositories and runs kiwi-ng system prepare; the prepared root
+// is stored as a squashfs.
+func (e *Engine) prepare(ctx context.Context, s *Step, log io.Writer) (*cache.ActionResult, error) {
+	r := e.cfg.Recipes[s.Image.Recipe]
+	if err := os.MkdirAll(e.opts.WorkDir, 0o755); err != nil {
+		return nil, err
+	}
+	work, err := os.MkdirTemp(e.opts.WorkDir, "prepare-")
+	if err != nil {
+		return nil, err
+	}
+	defer removeAll(work)
+	desc := filepath.Join(work, "description")
+	fmt.Fprintf(log, "fetching recipe %s from %s\n", r.Name, r.Source)
+	if err := kiwi.FetchRecipe(ctx, r.Source, desc); err != nil {
+		return nil, err
+	}
+	if err := kiwi.Render(desc, r.Template); err != nil {
+		return nil, err
+	}
+	if len(s.Image.CACertificates) > 0 {
+		if err := kiwi.InjectCACerts(desc, s.Image.CACertificates); err != nil {
+			return nil, err
+		}
+	}
+	if repos := e.recipeRepos(s); len(repos) > 0 {
+		fmt.Fprintf(log, "waiting for %d repositories\n", len(repos))
+		if err := kiwi.WaitForRepos(ctx, e.httpClient(), repos, log); err != nil {
+			return nil, err
+		}
+	}
+	shared, release, err := kiwiSharedCache(e.opts.KiwiCacheDir)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	root := filepath.Join(work, "root")
+	err = kiwi.Prepare(ctx, kiwi.PrepareOptions{
+		Description:    desc,
+		Root:           root,
+		Profiles:       r.Profiles,
+		SharedCacheDir: shared,
+		Env:            envList(e.allowedEnv()),
+		Log:            log,
+		KiwiLog:        filepath.Join(work, "kiwi.log"),
+	})
+	if err != nil {
+		if e.debugOnFailure(s) && ctx.Err() == nil {
+			fmt.Fprintf(log, "kiwi failed; opening the debug environment on the build root\n")
+			if derr := e.sshEnvAt(ctx, s, root, false, true, log); derr != nil {
+				fmt.Fprintf(log, "debug environment: %v\n", derr)
+			}
+		}
+		return nil, err
+	}
+	out := filepath.Join(work, "out")
+	if err := os.Mkdir(out, 0o755); err != nil {
+		return nil, err
+	}
+	// The prepared root is kept with fast compression: it is unpacked again
+	// by the image step, never published.
+	arts, err := pack.Pack(ctx, root, out, pack.Options{Compression: "zstd", Level: 1, Log: io.Discard})
+	if err != nil {
+		return nil, fmt.Errorf("store prepared root: %w", err)
+	}
+	d, size, err := e.store.PutFile(ctx, arts[0].Path)
+	if err != nil {
+		return nil, err
+	}
+	return &cache.ActionResult{Outputs: map[string]cache.Output{
+		preparedOutput: {Digest: d, Size: size, MediaType: "application/vnd.imsbuild.prepared-root.squashfs"},
+	}}, nil
+}
+
+// DefaultKiwiCacheDir holds kiwi's shared caches (repository metadata and
+// downloaded packages), kept across builds so a second recipe downloads only
+// what is new. It must not be below /tmp: kiwi recreates its parents inside
+// the image root.
+const DefaultKiwiCacheDir = "/var/cache/imsbuild/kiwi"
+
+// kiwiSharedCache takes the first unused shared cache under base (one per
+// concurrent kiwi run, each held by a lock file).
+func kiwiSharedCache(base string) (string, func(), error) {
+	if base == "" {
+		base = DefaultKiwiCacheDir
+	}
+	for i := 0; ; i++ {
+		dir := filepath.Join(base, fmt.Sprintf("cache-%d", i))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return "", nil, fmt.Errorf("kiwi shared cache: %w", err)
+		}
+		lock := flock.New(dir + ".lock")
+		ok, err := lock.TryLock()
+		if err != nil {
+			return "", nil, fmt.Errorf("kiwi shared cache: %w", err)
+		}
+		if ok {
+			return dir, func() { lock.Unlock() }, nil
+		}
+	}
+}

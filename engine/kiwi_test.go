@@ -1,0 +1,169 @@
+package engine
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/imsbuild/imsbuild/internal/testutil"
+	"github.com/imsbuild/imsbuild/spec"
+)
+
+// fakeKiwi puts a kiwi-ng on PATH that "prepares" a copy of a busybox root
+// (with the rendered config.xml at /etc/recipe.xml) and counts its runs.
+// The real kiwi-ng is exercised by the debian-node end-to-end test.
+func fakeKiwi(t *testing.T) (runs func() int) {
+	t.Helper()
+	testutil.RequireTool(t, "unshare")
+	root := testutil.BusyboxRoot(t, true)
+	bin := t.TempDir()
+	counter := filepath.Join(bin, "runs")
+	script := fmt.Sprintf(`#!/bin/sh
+if [ "$1" = "--version" ]; then echo "KIWI (next generation) version 9.99.0"; exit 0; fi
+while [ $# -gt 0 ]; do
+  case "$1" in --root) root=$2; shift;; --description) desc=$2; shift;; esac
+  shift
+done
+echo run >> %[1]s
+if grep -q FAIL "$desc/config.xml"; then echo "fake kiwi: package broken-pkg not found" >&2; exit 1; fi
+mkdir -p "$root" && cp -a %[2]s/. "$root/" && cp "$desc/config.xml" "$root/etc/recipe.xml"
+echo "prepared $root"
+`, counter, root)
+	if err := os.WriteFile(filepath.Join(bin, "kiwi-ng"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+	return func() int {
+		b, _ := os.ReadFile(counter)
+		return strings.Count(string(b), "run")
+	}
+}
+
+func kiwiFixture(t *testing.T, repoURL string) *fixture {
+	t.Helper()
+	f := newFixture(t)
+	recipe := filepath.Join(t.TempDir(), "node")
+	if err := os.MkdirAll(recipe, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	xml := `<image schemaversion="7.5" name="node"><preferences><version>1.0.0</version></preferences>` +
+		`<repository type="apt-deb" distribution="{{ release }}"><source path="` + repoURL + `"/></repository></image>` + "\n"
+	if err := os.WriteFile(filepath.Join(recipe, "config.xml"), []byte(xml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f.cfg.Repositories = map[string]*spec.Repository{"debian": {Name: "debian", Type: "apt", URL: repoURL, Distribution: "bookworm", WaitTimeout: 10 * time.Second}}
+	f.cfg.Recipes = map[string]*spec.Recipe{"node": {Name: "node", Source: recipe, Type: "kiwi-ng", Arch: "x86_64",
+		Template: map[string]string{"release": "bookworm"}, Repositories: []string{"debian"}}}
+	base := f.cfg.Images["base"]
+	base.Import, base.Recipe = "", "node"
+	return f
+}
+
+// repoServer serves an apt repository's InRelease whose content can change.
+func repoServer(t *testing.T) (*httptest.Server, *atomic.Value) {
+	t.Helper()
+	var release atomic.Value
+	release.Store("Suite: bookworm\nDate: 1\n")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/debian/dists/bookworm/InRelease" {
+			fmt.Fprint(w, release.Load().(string))
+			return
+		}
+		http.NotFound(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv, &release
+}
+
+func TestKiwiSubStepsAndCaching(t *testing.T) {
+	runs := fakeKiwi(t)
+	srv, release := repoServer(t)
+	f := kiwiFixture(t, srv.URL+"/debian")
+
+	got, err := f.build(t, t.Context(), Options{})
+	if err != nil {
+		t.Fatalf("Build() = %v", err)
+	}
+	if got["image.base/prepare"] != StatusDone || got["image.base"] != StatusDone || runs() != 1 {
+		t.Fatalf("first build = %v with %d kiwi runs, want prepare and base done, 1 run", got, runs())
+	}
+	e, _ := New(f.cfg, f.cache, f.cache.Actions(), Options{})
+	if _, err := e.Plan(t.Context(), nil, false); err != nil {
+		t.Fatal(err)
+	}
+	if xml := unsquash(t, f, e, "image.base")["etc/recipe.xml"]; !strings.Contains(xml, `distribution="bookworm"`) {
+		t.Fatalf("template not rendered into the recipe: %q", xml)
+	}
+
+	got, _ = f.build(t, t.Context(), Options{})
+	if got["image.base/prepare"] != StatusCached || got["image.base"] != StatusCached || runs() != 1 {
+		t.Fatalf("second build = %v with %d kiwi runs, want everything cached", got, runs())
+	}
+
+	// A squashfs option repacks without reinstalling packages.
+	f.cfg.Images["base"].Squashfs.Level = 5
+	got, _ = f.build(t, t.Context(), Options{})
+	if got["image.base/prepare"] != StatusCached || got["image.base"] != StatusDone || runs() != 1 {
+		t.Fatalf("after a level change = %v with %d kiwi runs, want only the pack", got, runs())
+	}
+
+	// Only a customize script of the child: no kiwi, base cached.
+	f.cfg.Images["compute"].Customize[0].Inline = "echo other > /etc/role\n"
+	got, _ = f.build(t, t.Context(), Options{})
+	if got["image.base"] != StatusCached || got["image.compute"] != StatusDone || runs() != 1 {
+		t.Fatalf("after a script change = %v with %d kiwi runs", got, runs())
+	}
+
+	// Repositories join the key only when tracked.
+	release.Store("Suite: bookworm\nDate: 2\n")
+	if got, _ = f.build(t, t.Context(), Options{}); got["image.base/prepare"] != StatusCached {
+		t.Fatalf("untracked repository change rebuilt prepare: %v", got)
+	}
+	if _, err := f.build(t, t.Context(), Options{TrackRepos: true}); err != nil {
+		t.Fatal(err)
+	}
+	before := runs()
+	release.Store("Suite: bookworm\nDate: 3\n")
+	e, _ = New(f.cfg, f.cache, f.cache.Actions(), Options{TrackRepos: true})
+	plan, err := e.Plan(t.Context(), []string{"image.base"}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reasons := strings.Join(plan[0].Reasons, "\n"); plan[0].Action != ActionBuild || !strings.Contains(reasons, "repository debian metadata changed") {
+		t.Fatalf("plan --explain after a repository change = %s %q", plan[0].Action, reasons)
+	}
+	if _, err := f.build(t, t.Context(), Options{TrackRepos: true}); err != nil || runs() != before+1 {
+		t.Fatalf("tracked repository change: err %v, kiwi runs %d, want %d", err, runs(), before+1)
+	}
+}
+
+func TestKiwiFailureAndRepoWait(t *testing.T) {
+	runs := fakeKiwi(t)
+	srv, _ := repoServer(t)
+	f := kiwiFixture(t, srv.URL+"/debian")
+	xml := filepath.Join(f.cfg.Recipes["node"].Source, "config.xml")
+	b, _ := os.ReadFile(xml)
+	os.WriteFile(xml, []byte(strings.Replace(string(b), "<preferences>", "<!-- FAIL --><preferences>", 1)), 0o644)
+	_, err := f.build(t, t.Context(), Options{}, "image.base")
+	var se *StepError
+	if !asStepError(err, &se) || se.Step != "image.base/prepare" || !strings.Contains(se.LogTail, "broken-pkg not found") {
+		t.Fatalf("Build() = %v, want the prepare step's failure with kiwi's message", err)
+	}
+	if runs() != 1 {
+		t.Fatalf("kiwi runs = %d", runs())
+	}
+	// A repository that never answers fails after its wait_timeout, naming it.
+	f.cfg.Repositories["debian"].URL = srv.URL + "/missing"
+	f.cfg.Repositories["debian"].WaitTimeout = 2 * time.Second
+	os.WriteFile(xml, b, 0o644)
+	_, err = f.build(t, t.Context(), Options{}, "image.base")
+	if err == nil || !strings.Contains(err.Error(), srv.URL+"/missing") || !strings.Contains(err.Error(), "404") {
+		t.Fatalf("Build() = %v, want a repository wait error naming the URL and status", err)
+	}
+}
