@@ -3,8 +3,6 @@ package spec
 import (
 	"fmt"
 	"net"
-	"path"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -147,11 +145,10 @@ func (l *loader) decodeCustomize(b *hcl.Block) (Customize, bool) {
 		l.errorf(i.NameRange, "Conflicting customize script",
 			"This customize block already has script at %s; use either script or inline, or two customize blocks.", posString(s.Range))
 	}
-	if files := c.Attributes["files"]; files != nil {
-		cz.Files = l.fileCopies(files)
-	}
-	if c.Attributes["script"] == nil && c.Attributes["inline"] == nil && c.Attributes["files"] == nil {
-		l.errorf(b.TypeRange, "Empty customize block", "A customize block needs a script, inline text or files.")
+	fileBlocks := c.Blocks.OfType("file")
+	cz.Files = l.decodeFiles(c.Attributes["files"], fileBlocks)
+	if c.Attributes["script"] == nil && c.Attributes["inline"] == nil && c.Attributes["files"] == nil && len(fileBlocks) == 0 {
+		l.errorf(b.TypeRange, "Empty customize block", "A customize block needs a script, inline text, files or file blocks.")
 	}
 	if attr := a.strMap("env", &cz.Env); attr != nil {
 		for _, k := range keys(cz.Env) {
@@ -164,60 +161,6 @@ func (l *loader) decodeCustomize(b *hcl.Block) (Customize, bool) {
 	a.boolean("network", &cz.Network)
 	a.duration("timeout", &cz.Timeout)
 	return cz, true
-}
-
-// fileCopies decodes files = { "/dest" = "src" }, checking each
-// destination at its key's range.
-func (l *loader) fileCopies(attr *hcl.Attribute) []FileCopy {
-	pairs, diags := hcl.ExprMap(attr.Expr)
-	if diags.HasErrors() {
-		// Not a literal map: decode the value as a whole.
-		var m map[string]string
-		l.attrs(hcl.Attributes{attr.Name: attr}, l.ctx).strMap(attr.Name, &m)
-		for _, dest := range keys(m) {
-			if !path.IsAbs(dest) {
-				l.errorf(attr.Expr.Range(), "Invalid file destination", "%q is not an absolute path inside the image.", dest)
-			}
-		}
-		return l.sortedCopies(m)
-	}
-	m := map[string]string{}
-	seen := map[string]hcl.Range{}
-	for _, p := range pairs {
-		k, okK := l.evalString(p.Key)
-		v, okV := l.evalString(p.Value)
-		if !okK {
-			continue
-		}
-		dest := path.Clean(k)
-		switch {
-		case !path.IsAbs(k):
-			l.errorf(p.Key.Range(), "Invalid file destination",
-				"%q is not an absolute path inside the image; use a path like \"/etc/motd\".", k)
-			continue
-		case seen[dest] != hcl.Range{}:
-			l.errorf(p.Key.Range(), "Duplicate file destination", "%q is already copied from the entry at %s.", dest, posString(seen[dest]))
-			continue
-		}
-		seen[dest] = p.Key.Range()
-		if okV {
-			if v == "" {
-				l.errorf(p.Value.Range(), "Invalid file source", "The source path of %q must not be empty.", dest)
-				continue
-			}
-			m[dest] = l.r.abs(v)
-		}
-	}
-	return l.sortedCopies(m)
-}
-
-func (l *loader) sortedCopies(m map[string]string) []FileCopy {
-	var out []FileCopy
-	for dest, src := range m {
-		out = append(out, FileCopy{Dest: path.Clean(dest), Source: l.r.abs(src)})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Dest < out[j].Dest })
-	return out
 }
 
 // evalString evaluates expr as a string.

@@ -80,6 +80,10 @@ func TestLoadGood(t *testing.T) {
 						Files: []FileCopy{
 							{Dest: "/etc/issue", Source: filepath.Join(full, "files/motd")},
 							{Dest: "/etc/motd", Source: filepath.Join(full, "files/motd")},
+							{
+								Dest: "/usr/local/sbin/site-tool", Source: filepath.Join(full, "files/motd"),
+								Mode: 0o750 | os.ModeSetuid, HasMode: true, Owner: "root:wheel",
+							},
 						},
 						Jail: true,
 					},

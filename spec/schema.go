@@ -97,6 +97,16 @@ var customizeSchema = &hcl.BodySchema{
 		{Name: "script"}, {Name: "inline"}, {Name: "files"}, {Name: "env"},
 		{Name: "jail"}, {Name: "network"}, {Name: "timeout"},
 	},
+	Blocks: []hcl.BlockHeaderSchema{{Type: "file"}},
+}
+
+var fileSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{
+		{Name: "source", Required: true},
+		{Name: "destination", Required: true},
+		{Name: "mode"},
+		{Name: "owner"},
+	},
 }
 
 var interactiveSchema = &hcl.BodySchema{

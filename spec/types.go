@@ -1,6 +1,7 @@
 package spec
 
 import (
+	"os"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
@@ -99,10 +100,20 @@ type Customize struct {
 	DeclRange hcl.Range
 }
 
-// FileCopy copies a host file into the image before the script runs.
+// FileCopy copies a host file into the image before the script runs. It
+// comes from an entry of files = { "/dest" = "src" } or from a file block.
 type FileCopy struct {
 	Dest   string // absolute path inside the image
 	Source string // absolute host path
+	// Mode is the mode to set: permission bits plus os.ModeSetuid,
+	// os.ModeSetgid and os.ModeSticky. Only meaningful when HasMode is set;
+	// otherwise the source's mode is kept.
+	Mode    os.FileMode
+	HasMode bool
+	// Owner is "user", "user:group", "uid" or "uid:gid" (see ParseOwner);
+	// names are looked up in the image's /etc/passwd and /etc/group. ""
+	// keeps the owner: root for a new file, the old owner for a replaced one.
+	Owner string
 }
 
 // Interactive opens the SSH environment after the customize blocks.

@@ -14,11 +14,18 @@ import (
 	"github.com/imsbuild/imsbuild/spec"
 )
 
-// copyFile copies the host file f.Source to f.Dest inside root, keeping the
-// source's mode. Symlinks on the way are followed within root, and refused
-// when they lead out of it. Missing parent directories are created (0755).
-// An existing file is replaced atomically and keeps its owner; a new one is
-// owned by the builder (root).
+// copyFile copies the host file f.Source to f.Dest inside root. Symlinks on
+// the way are followed within root, and refused when they lead out of it.
+// Missing parent directories are created (0755). An existing file is
+// replaced atomically.
+//
+// The file gets f.Mode when f.HasMode, else the source's mode (both with
+// their set-user-ID, set-group-ID and sticky bits). It gets f.Owner when set
+// (names from the image's /etc/passwd and /etc/group); otherwise, and for
+// the gid of an owner without a group, a replaced file keeps its owner and a
+// new one is owned by the builder (root). Owner and mode are set on the
+// temporary file before it is renamed into place, so the destination never
+// exists with another owner or mode.
 func copyFile(root string, f spec.FileCopy) error {
 	if !path.IsAbs(f.Dest) {
 		return fmt.Errorf("copy %s: destination %q is not absolute", f.Source, f.Dest)
@@ -29,6 +36,10 @@ func copyFile(root string, f spec.FileCopy) error {
 	}
 	if rel == "/" {
 		return fmt.Errorf("copy %s: destination %q is the image root", f.Source, f.Dest)
+	}
+	owner, err := resolveOwner(root, f.Owner)
+	if err != nil {
+		return fmt.Errorf("file %s: %w", f.Dest, err)
 	}
 	src, err := os.Open(f.Source)
 	if err != nil {
@@ -60,7 +71,11 @@ func copyFile(root string, f spec.FileCopy) error {
 	if err != nil {
 		return fmt.Errorf("copy %s: %w", f.Source, err)
 	}
-	if err := writeFile(tmp, src, fi.Mode(), old); err != nil {
+	mode := fi.Mode()
+	if f.HasMode {
+		mode = f.Mode
+	}
+	if err := writeFile(tmp, src, mode, owner, old); err != nil {
 		_ = os.Remove(tmp.Name())
 		return fmt.Errorf("copy %s to %s: %w", f.Source, f.Dest, err)
 	}
@@ -71,13 +86,23 @@ func copyFile(root string, f spec.FileCopy) error {
 	return nil
 }
 
-// writeFile streams src into tmp, sets mode (and the owner of the replaced
-// file old, if any) and closes tmp.
-func writeFile(tmp *os.File, src io.Reader, mode fs.FileMode, old fs.FileInfo) error {
+// writeFile streams src into tmp, sets its owner (the ids of owner; those
+// it keeps come from the replaced file old, if any) and mode, and closes tmp.
+func writeFile(tmp *os.File, src io.Reader, mode fs.FileMode, owner ids, old fs.FileInfo) error {
 	_, err := io.Copy(tmp, src)
-	if err == nil && old != nil {
-		if st, ok := old.Sys().(*syscall.Stat_t); ok {
-			err = tmp.Chown(int(st.Uid), int(st.Gid))
+	if err == nil {
+		if old != nil {
+			if st, ok := old.Sys().(*syscall.Stat_t); ok {
+				if owner.uid < 0 {
+					owner.uid = int(st.Uid)
+				}
+				if owner.gid < 0 {
+					owner.gid = int(st.Gid)
+				}
+			}
+		}
+		if owner != keep() {
+			err = tmp.Chown(owner.uid, owner.gid)
 		}
 	}
 	if err == nil {

@@ -57,6 +57,12 @@ image "compute" {
     network = false
     script  = "scripts/compute.sh"
     files   = { "/etc/motd" = "files/motd", "/etc/issue" = "files/motd" }
+    file {
+      source      = "files/motd"
+      destination = "/usr/local/sbin/site-tool"
+      mode        = "4750"
+      owner       = "root:wheel"
+    }
   }
   customize {
     inline  = <<EOT
