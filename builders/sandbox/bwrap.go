@@ -11,7 +11,6 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -56,7 +55,7 @@ func (b *Bwrap) Run(ctx context.Context, s Spec) (err error) {
 		cmd.Stderr = io.MultiWriter(s.Stderr, tail)
 	}
 	cmd.ExtraFiles = []*os.File{statusW}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = procAttr(s)
 	cmd.WaitDelay = waitDelay
 
 	// Pdeathsig fires when the thread that started the process exits.
@@ -105,9 +104,12 @@ func withCleanup(err, cerr error) error {
 // bwrapArgs translates a plan into bwrap's command line.
 func bwrapArgs(p *plan, s Spec) []string {
 	var a []string
-	if p.jail {
+	switch {
+	case p.jail:
 		a = append(a, "--bind", p.root, "/")
-	} else {
+	case p.base != "":
+		a = append(a, "--ro-bind", p.base, "/")
+	default:
 		a = append(a, "--ro-bind", "/", "/")
 	}
 	for _, m := range p.mounts {
@@ -133,7 +135,11 @@ func bwrapArgs(p *plan, s Spec) []string {
 	if !s.Network {
 		a = append(a, "--unshare-net")
 	}
-	a = append(a, "--die-with-parent", "--new-session", "--hostname", Hostname, "--clearenv")
+	a = append(a, "--die-with-parent")
+	if !withTTY(s) {
+		a = append(a, "--new-session")
+	}
+	a = append(a, "--hostname", Hostname, "--clearenv")
 	for _, kv := range cleanEnv(s.Env) {
 		k, v, _ := strings.Cut(kv, "=")
 		a = append(a, "--setenv", k, v)

@@ -1,25 +1,37 @@
 // Package sandbox runs commands isolated in Linux namespaces, jailed in an
 // image root or in the builder environment with the image at /mnt/image.
 //
-// Two backends implement [Sandbox]: bubblewrap ("bwrap", preferred when
-// installed) and "native", which re-executes the current binary with
+// Three backends implement [Sandbox]: bubblewrap ("bwrap", preferred when
+// installed); "native", which re-executes the current binary with
 // [InitArg] as its first argument so that [MaybeRunInit] sets up the mounts
 // inside fresh mount, PID, IPC, UTS and (unless networking is asked for)
-// network namespaces before it executes the command. Programs that may use the
-// native backend must call [MaybeRunInit] first thing in main (tests: in
-// TestMain).
+// network namespaces before it executes the command; and "runc", an OCI
+// runtime run on a bundle generated for each run (chosen explicitly with
+// [Open] or [NewRunc], never by [New]). Programs that may use the native
+// backend must call [MaybeRunInit] first thing in main (tests: in TestMain).
 //
-// Both backends give the same view:
+// Every backend gives the same view:
 //
 //   - jailed: the image root is "/", with a fresh /proc, a minimal /dev, and a
 //     private tmpfs at /tmp (or Spec.TmpDir bound there); with Network the host
 //     network is shared and the host's /etc/resolv.conf is bound read-only
 //     over the image's one when the image has the file.
-//   - non-jailed: the host root read-only, fresh /proc, /dev and /tmp, and the
-//     image root bound read-write at /mnt/image.
+//   - non-jailed: the builder root (Spec.BuilderRoot, an unpacked OCI image
+//     rootfs) or else the host root read-only, fresh /proc, /dev and /tmp,
+//     and the image root bound read-write at /mnt/image.
+//
+// With Spec.TTY and a terminal on stdin, bwrap and native make it the
+// command's controlling terminal, so that Ctrl-C and job control work.
+//
+// Under runc the command is its PID namespace's init (as in "docker run"
+// without --init), runc adds HOME to an environment without it, a /tmp
+// tmpfs takes the mode of the directory it covers, the command has Docker's
+// default capabilities and at most 1024 open files, and Spec.TTY is not
+// supported (the terminal is the command's stdio only).
 //
 // Mountpoints missing in the image root are created before the run and
-// removed afterwards, so nothing of the sandbox is left in the image. No mount
+// removed afterwards, so nothing of the sandbox is left in the image (or in
+// the builder root). No mount
 // or process outlives Run: on success, failure, timeout or cancellation the
 // whole PID namespace is killed and waited for.
 package sandbox

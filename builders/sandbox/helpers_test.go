@@ -17,23 +17,42 @@ import (
 // testTimeout bounds every Run of the tests.
 const testTimeout = 30 * time.Second
 
-// backends returns the backends to test: bwrap and native.
-func backends(t testing.TB) []sandbox.Sandbox {
-	t.Helper()
-	testutil.RequireRoot(t)
-	return []sandbox.Sandbox{
-		sandbox.NewBwrap(testutil.RequireTool(t, "bwrap")),
-		sandbox.NewNative(),
+// backend is a sandbox backend under test; open skips the test when the
+// backend is not installed.
+type backend struct {
+	name string
+	open func(t testing.TB) sandbox.Sandbox
+}
+
+// backends returns the backends to test: bwrap, native and runc.
+func backends() []backend {
+	return []backend{
+		{name: sandbox.BackendBwrap, open: func(t testing.TB) sandbox.Sandbox {
+			return sandbox.NewBwrap(testutil.RequireTool(t, "bwrap"))
+		}},
+		{name: sandbox.BackendNative, open: func(t testing.TB) sandbox.Sandbox { return sandbox.NewNative() }},
+		{name: sandbox.BackendRunc, open: func(t testing.TB) sandbox.Sandbox {
+			sb, err := sandbox.NewRunc(testutil.RequireTool(t, "runc"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return sb
+		}},
 	}
 }
 
 // forEachBackend runs f as a subtest per backend.
 func forEachBackend(t *testing.T, f func(t *testing.T, sb sandbox.Sandbox)) {
 	t.Helper()
-	for _, sb := range backends(t) {
-		t.Run(sb.Name(), func(t *testing.T) { f(t, sb) })
+	testutil.RequireRoot(t)
+	for _, be := range backends() {
+		t.Run(be.name, func(t *testing.T) { f(t, be.open(t)) })
 	}
 }
+
+// commandIsInit reports whether sb runs the command as its PID namespace's
+// init, which ignores signals it has no handler for.
+func commandIsInit(sb sandbox.Sandbox) bool { return sb.Name() == sandbox.BackendRunc }
 
 // shell runs script with /bin/sh -c in sb and returns stdout, stderr and the
 // error of Run.

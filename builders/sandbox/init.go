@@ -59,8 +59,12 @@ func runInit(js string) error {
 		}
 	} else {
 		newroot = is.Staging
-		if err := unix.Mount("/", newroot, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-			return fmt.Errorf("bind / at %s: %w", newroot, err)
+		base := is.Base
+		if base == "" {
+			base = "/"
+		}
+		if err := unix.Mount(base, newroot, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("bind %s at %s: %w", base, newroot, err)
 		}
 		if err := readOnly(newroot); err != nil {
 			return err
@@ -90,10 +94,17 @@ func runInit(js string) error {
 		return err
 	}
 	unix.CloseOnExec(statusFD)
+	// With a terminal, init is the session leader holding it; the command
+	// gets its own process group in the foreground, so that Ctrl-C reaches
+	// the command and not init.
+	sys := &syscall.SysProcAttr{Setsid: true}
+	if is.TTY {
+		sys = &syscall.SysProcAttr{Foreground: true, Ctty: 0}
+	}
 	pid, err := syscall.ForkExec(prog, is.Args, &syscall.ProcAttr{
 		Env:   is.Env,
 		Files: []uintptr{0, 1, 2},
-		Sys:   &syscall.SysProcAttr{Setsid: true},
+		Sys:   sys,
 	})
 	if err != nil {
 		return fmt.Errorf("exec %s: %w", prog, err)
@@ -192,7 +203,8 @@ func ensureTarget(target string, file bool) error {
 }
 
 // mountDev makes a minimal /dev at target: a tmpfs with the host's basic
-// character devices bound in, the /proc/self/fd links and a /dev/shm tmpfs.
+// character devices bound in, a terminal on stdin as console, the
+// /proc/self/fd links and a /dev/shm tmpfs.
 func mountDev(target string) error {
 	if err := unix.Mount("tmpfs", target, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=0755"); err != nil {
 		return fmt.Errorf("mount dev %s: %w", target, err)
@@ -210,6 +222,7 @@ func mountDev(target string) error {
 			return fmt.Errorf("bind %s: %w", src, err)
 		}
 	}
+	bindConsole(target)
 	links := [][2]string{{"/proc/self/fd", "fd"}, {"/proc/self/fd/0", "stdin"}, {"/proc/self/fd/1", "stdout"}, {"/proc/self/fd/2", "stderr"}}
 	for _, l := range links {
 		if err := os.Symlink(l[0], filepath.Join(target, l[1])); err != nil {
@@ -224,6 +237,28 @@ func mountDev(target string) error {
 		return fmt.Errorf("mount %s: %w", shm, err)
 	}
 	return nil
+}
+
+// bindConsole binds a terminal on stdin at /dev/console in the dev dir
+// target, as bwrap does, so that tty(1) names it. The terminal is bound by
+// its path: a mount reached through the descriptor belongs to the parent's
+// mount namespace and cannot be bound. Without a terminal or its path it
+// does nothing.
+func bindConsole(target string) {
+	if _, err := unix.IoctlGetTermios(0, unix.TCGETS); err != nil {
+		return
+	}
+	name, err := os.Readlink("/proc/self/fd/0")
+	if err != nil || !strings.HasPrefix(name, "/dev/") {
+		return
+	}
+	console := filepath.Join(target, "console")
+	if ensureTarget(console, true) != nil {
+		return
+	}
+	if unix.Mount(name, console, "", unix.MS_BIND, "") != nil {
+		_ = os.Remove(console)
+	}
 }
 
 // loopbackUp brings lo up in the new network namespace, as bwrap does, so

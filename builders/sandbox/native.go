@@ -31,6 +31,8 @@ type initSpec struct {
 	Jail    bool     `json:"jail"`
 	Root    string   `json:"root"`    // the image root (jailed)
 	Staging string   `json:"staging"` // an empty host dir to assemble the new root in (non-jailed)
+	Base    string   `json:"base"`    // the builder root bound read-only at Staging; "" = the host root
+	TTY     bool     `json:"tty"`     // stdin is the controlling terminal: run the command in the foreground
 	Mounts  []mount  `json:"mounts"`
 	Network bool     `json:"network"`
 	Args    []string `json:"args"`
@@ -52,14 +54,14 @@ func (n *Native) Run(ctx context.Context, s Spec) (err error) {
 		return err
 	}
 	is := initSpec{Jail: s.Jail, Root: s.Root, Mounts: p.mounts, Network: s.Network,
-		Args: s.Args, Env: cleanEnv(s.Env), Dir: workDir(s)}
+		Args: s.Args, Env: cleanEnv(s.Env), Dir: workDir(s), TTY: withTTY(s)}
 	if !s.Jail {
 		staging, err := os.MkdirTemp("", "imsbuild-sandbox-")
 		if err != nil {
 			return fmt.Errorf("sandbox native: %w", err)
 		}
 		defer func() { err = withCleanup(err, removeMountpoint(staging)) }()
-		is.Staging = staging
+		is.Staging, is.Base = staging, s.BuilderRoot
 	}
 	js, err := json.Marshal(is)
 	if err != nil {
@@ -79,7 +81,8 @@ func (n *Native) Run(ctx context.Context, s Spec) (err error) {
 	if !s.Network {
 		flags |= syscall.CLONE_NEWNET
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: uintptr(flags), Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	cmd.SysProcAttr = procAttr(s)
+	cmd.SysProcAttr.Cloneflags = uintptr(flags)
 	cmd.WaitDelay = waitDelay
 
 	// Pdeathsig fires when the thread that started the process exits.

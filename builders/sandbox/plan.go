@@ -7,6 +7,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -44,6 +45,7 @@ type mount struct {
 type plan struct {
 	jail    bool
 	root    string // the image root on the host
+	base    string // the host dir that becomes "/": root, the builder root, or "" for the host root
 	mounts  []mount
 	created []string // host paths created as mountpoints, in creation order
 }
@@ -54,30 +56,31 @@ func newPlan(s Spec) (*plan, error) {
 	if len(s.Args) == 0 {
 		return nil, errors.New("sandbox: no command")
 	}
-	if !filepath.IsAbs(s.Root) {
-		return nil, fmt.Errorf("sandbox root %q: not an absolute path", s.Root)
+	if err := checkRoot("root", s.Root); err != nil {
+		return nil, err
 	}
-	if fi, err := os.Stat(s.Root); err != nil {
-		return nil, fmt.Errorf("sandbox root: %w", err)
-	} else if !fi.IsDir() {
-		return nil, fmt.Errorf("sandbox root %s: not a directory", s.Root)
+	p := &plan{jail: s.Jail, root: s.Root, base: s.Root}
+	if !s.Jail {
+		p.base = s.BuilderRoot
+		if err := checkRoot("builder root", s.BuilderRoot); s.BuilderRoot != "" && err != nil {
+			return nil, err
+		}
 	}
-	p := &plan{jail: s.Jail, root: s.Root}
 	tmp := mount{Kind: kindTmpfs, Dest: "/tmp", Mode: "1777"}
 	if s.TmpDir != "" {
 		tmp = mount{Kind: kindBind, Source: s.TmpDir, Dest: "/tmp"}
 	}
 	if s.Jail {
 		p.mounts = append(p.mounts, mount{Kind: kindProc, Dest: "/proc"}, mount{Kind: kindDev, Dest: "/dev"}, tmp)
-		if s.Network && regularFile("/etc/resolv.conf") && p.imageHasFile("/etc/resolv.conf") {
-			p.mounts = append(p.mounts, mount{Kind: kindBind, Source: "/etc/resolv.conf", Dest: "/etc/resolv.conf", ReadOnly: true})
-		}
 	} else {
 		p.mounts = append(p.mounts, mount{Kind: kindDev, Dest: "/dev"}, mount{Kind: kindProc, Dest: "/proc"}, tmp)
-		if fi, err := os.Stat(ImageDir); err != nil || !fi.IsDir() {
+		if !p.baseHasDir(ImageDir) {
 			p.mounts = append(p.mounts, mount{Kind: kindTmpfs, Dest: path.Dir(ImageDir), Mode: "0755"})
 		}
 		p.mounts = append(p.mounts, mount{Kind: kindBind, Source: s.Root, Dest: ImageDir})
+	}
+	if s.Network && p.base != "" && regularFile("/etc/resolv.conf") && p.baseHasFile("/etc/resolv.conf") {
+		p.mounts = append(p.mounts, mount{Kind: kindBind, Source: "/etc/resolv.conf", Dest: "/etc/resolv.conf", ReadOnly: true})
 	}
 	for _, b := range s.Binds {
 		if !path.IsAbs(b.Dest) {
@@ -93,20 +96,49 @@ func newPlan(s Spec) (*plan, error) {
 	return p, nil
 }
 
+// checkRoot checks that dir, the sandbox's what, is an absolute path to a
+// directory.
+func checkRoot(what, dir string) error {
+	if !filepath.IsAbs(dir) {
+		return fmt.Errorf("sandbox %s %q: not an absolute path", what, dir)
+	}
+	if fi, err := os.Stat(dir); err != nil {
+		return fmt.Errorf("sandbox %s: %w", what, err)
+	} else if !fi.IsDir() {
+		return fmt.Errorf("sandbox %s %s: not a directory", what, dir)
+	}
+	return nil
+}
+
 // regularFile reports whether the host path name is (or links to) a regular file.
 func regularFile(name string) bool {
 	fi, err := os.Stat(name)
 	return err == nil && fi.Mode().IsRegular()
 }
 
-// imageHasFile reports whether the image has a regular file at name.
-func (p *plan) imageHasFile(name string) bool {
-	r, err := ResolveIn(p.root, name)
-	if err != nil {
-		return false
-	}
-	fi, err := os.Lstat(filepath.Join(p.root, r))
+// baseHasFile reports whether the new root (not the host's) has a regular
+// file at name.
+func (p *plan) baseHasFile(name string) bool {
+	fi, err := p.baseStat(name)
 	return err == nil && fi.Mode().IsRegular()
+}
+
+// baseHasDir reports whether the new root has a directory at name.
+func (p *plan) baseHasDir(name string) bool {
+	fi, err := p.baseStat(name)
+	return err == nil && fi.IsDir()
+}
+
+// baseStat describes name as seen inside the new root.
+func (p *plan) baseStat(name string) (fs.FileInfo, error) {
+	if p.base == "" {
+		return os.Stat(name)
+	}
+	r, err := ResolveIn(p.base, name)
+	if err != nil {
+		return nil, err
+	}
+	return os.Lstat(filepath.Join(p.base, r))
 }
 
 // under reports whether the clean absolute path a is dir or inside it.
@@ -118,7 +150,9 @@ func under(a, dir string) bool {
 // directory (the image root or the source of an earlier bind), creates its
 // missing mountpoint there. Mountpoints inside fresh filesystems (tmpfs, proc,
 // dev) are created inside the sandbox; mountpoints on the read-only host root
-// of a non-jailed sandbox must already exist.
+// of a non-jailed sandbox must already exist. A non-jailed sandbox with a
+// builder root gets its missing mountpoints created there like in the image
+// root.
 func (p *plan) place(i int) error {
 	m := &p.mounts[i]
 	if m.Kind == kindBind {
@@ -129,8 +163,8 @@ func (p *plan) place(i int) error {
 		m.File = !fi.IsDir()
 	}
 	dest := path.Clean(m.Dest)
-	if p.jail {
-		r, err := ResolveIn(p.root, dest)
+	if p.base != "" {
+		r, err := ResolveIn(p.base, dest)
 		if err != nil {
 			return fmt.Errorf("sandbox mount %s: %w", m.Dest, err)
 		}
@@ -145,10 +179,13 @@ func (p *plan) place(i int) error {
 	}
 	var base, rel string
 	switch {
-	case cover == nil && p.jail:
-		base, rel = p.root, dest
+	case cover == nil && p.base != "":
+		base, rel = p.base, dest
 	case cover == nil:
 		m.Dest = dest
+		if _, err := os.Stat(dest); err != nil {
+			return fmt.Errorf("sandbox mount %s: the mountpoint must exist in the read-only host root: %w", dest, err)
+		}
 		return nil
 	case cover.Kind == kindBind:
 		r, err := ResolveIn(cover.Source, strings.TrimPrefix(dest, cover.Dest))
@@ -162,12 +199,26 @@ func (p *plan) place(i int) error {
 		return nil
 	}
 	m.Dest = dest
-	return p.ensure(base, rel, !m.File)
+	return p.ensure(base, rel, !m.File, m.mountpointMode())
+}
+
+// mountpointMode is the mode of a mountpoint created for m: a tmpfs's own
+// mode, since runc gives a tmpfs the mode of the directory it covers.
+func (m *mount) mountpointMode() fs.FileMode {
+	mode, err := strconv.ParseUint(m.Mode, 8, 32)
+	if m.Kind != kindTmpfs || err != nil {
+		return 0o755
+	}
+	fm := fs.FileMode(mode).Perm()
+	if mode&0o1000 != 0 {
+		fm |= fs.ModeSticky
+	}
+	return fm
 }
 
 // ensure creates the missing components of rel under base, the last one a
-// directory or an empty file, and records what it created.
-func (p *plan) ensure(base, rel string, dir bool) error {
+// directory of the given mode or an empty file, and records what it created.
+func (p *plan) ensure(base, rel string, dir bool, mode fs.FileMode) error {
 	comps := strings.Split(strings.Trim(rel, "/"), "/")
 	cur := base
 	for k, c := range comps {
@@ -198,6 +249,11 @@ func (p *plan) ensure(base, rel string, dir bool) error {
 			return fmt.Errorf("sandbox mountpoint: %w", err)
 		}
 		p.created = append(p.created, cur)
+		if last && dir && mode != 0o755 {
+			if err := os.Chmod(cur, mode); err != nil {
+				return fmt.Errorf("sandbox mountpoint: %w", err)
+			}
+		}
 	}
 	return nil
 }

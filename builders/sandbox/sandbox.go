@@ -19,17 +19,26 @@ type Bind struct {
 
 // Spec is one command to run.
 type Spec struct {
-	Root    string // image root on the host
-	Jail    bool   // true: Root is "/"; false: host tools, Root at /mnt/image
-	Network bool   // false: an empty network namespace
-	Args    []string
-	Env     []string // the complete environment ("K=V")
-	Dir     string   // working directory inside; default "/"
-	Binds   []Bind
-	TmpDir  string // host dir mounted at /tmp (jailed) so callers can watch it; "" = private tmpfs
-	Stdin   io.Reader
-	Stdout  io.Writer
-	Stderr  io.Writer
+	Root string // image root on the host
+	Jail bool   // true: Root is "/"; false: builder tools, Root at /mnt/image
+	// BuilderRoot is the builder environment of a non-jailed run: an
+	// unpacked root (an OCI image's rootfs) mounted read-only as "/". Empty:
+	// the host root, read-only. Ignored when Jail is set.
+	BuilderRoot string
+	Network     bool // false: an empty network namespace
+	Args        []string
+	Env         []string // the complete environment ("K=V")
+	Dir         string   // working directory inside; default "/"
+	Binds       []Bind
+	TmpDir      string // host dir mounted at /tmp (jailed) so callers can watch it; "" = private tmpfs
+	Stdin       io.Reader
+	Stdout      io.Writer
+	Stderr      io.Writer
+	// TTY makes Stdin the controlling terminal of the command when it is a
+	// terminal (an *os.File), so that Ctrl-C and job control work in
+	// interactive shells. The runc backend does not support it: the command
+	// gets the terminal as its stdio, without a controlling terminal.
+	TTY     bool
 	Timeout time.Duration // 0: none
 }
 
@@ -62,14 +71,15 @@ const (
 	BackendAuto   = "auto"
 	BackendBwrap  = "bwrap"
 	BackendNative = "native"
+	BackendRunc   = "runc"
 )
 
 // New returns the best available backend: bubblewrap when installed, else the
 // native backend when running as root.
 func New() (Sandbox, error) { return Open(BackendAuto) }
 
-// Open returns the backend called name: "bwrap", "native", or "auto" (or "")
-// for the best available one.
+// Open returns the backend called name: "bwrap", "native", "runc", or "auto"
+// (or "") for the best available one. "auto" never picks runc.
 func Open(name string) (Sandbox, error) {
 	switch name {
 	case "", BackendAuto:
@@ -91,6 +101,15 @@ func Open(name string) (Sandbox, error) {
 			return nil, errors.New("sandbox native: needs root")
 		}
 		return NewNative(), nil
+	case BackendRunc:
+		p, err := exec.LookPath("runc")
+		if err != nil {
+			return nil, fmt.Errorf("sandbox runc: %w", err)
+		}
+		if os.Geteuid() != 0 {
+			return nil, errors.New("sandbox runc: needs root")
+		}
+		return NewRunc(p)
 	}
-	return nil, fmt.Errorf("sandbox: unknown backend %q (want auto, bwrap or native)", name)
+	return nil, fmt.Errorf("sandbox: unknown backend %q (want auto, bwrap, native or runc)", name)
 }

@@ -1,6 +1,7 @@
 package sandbox_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -25,13 +26,15 @@ func TestRunJailed(t *testing.T) {
 			script  string
 			want    string
 			wantErr error
+			notInit bool // needs the command not to be the namespace's init
 		}{
 			{name: "stdout", script: "echo hello", want: "hello\n"},
 			{name: "image is root", script: "cat /etc/os-release | head -n1", want: "ID=busybox\n"},
 			{name: "exit code", script: "exit 3", wantErr: &sandbox.ExitError{Code: 3}},
-			{name: "signal", script: "kill -9 $$", wantErr: &sandbox.ExitError{Code: 137}},
-			{name: "only the given env", spec: sandbox.Spec{Env: []string{"A=1", "PATH=/bin", "A=2"}},
-				script: "env | grep -v -e '^PWD=' -e '^SHLVL=' | sort", want: "A=2\nPATH=/bin\n"},
+			{name: "signal", script: "kill -9 $$", wantErr: &sandbox.ExitError{Code: 137}, notInit: true},
+			// runc adds HOME when it is missing, as the OCI runtime spec allows.
+			{name: "only the given env", spec: sandbox.Spec{Env: []string{"A=1", "PATH=/bin", "A=2", "HOME=/"}},
+				script: "env | grep -v -e '^PWD=' -e '^SHLVL=' | sort", want: "A=2\nHOME=/\nPATH=/bin\n"},
 			{name: "hostname", script: "hostname", want: "imsbuild\n"},
 			{name: "own pid namespace", script: fmt.Sprintf("test ! -e /proc/%d && test -e /proc/self/status && echo ok", os.Getpid()), want: "ok\n"},
 			{name: "dev", script: "echo x > /dev/null && head -c 3 /dev/zero | wc -c", want: "3\n"},
@@ -45,7 +48,15 @@ func TestRunJailed(t *testing.T) {
 		}
 		for _, tc := range tests {
 			t.Run(tc.name, func(t *testing.T) {
+				if tc.notInit && commandIsInit(sb) {
+					t.Skip("the command is init: it ignores signals it has no handler for")
+				}
 				root := testutil.BusyboxRoot(t, false)
+				// runc gives /tmp the mode of the image's /tmp, which
+				// BusyboxRoot leaves at 0777 (os.Chmod wants os.ModeSticky).
+				if err := os.Chmod(filepath.Join(root, "tmp"), os.ModeSticky|0o777); err != nil {
+					t.Fatal(err)
+				}
 				before := tree(t, root)
 				tc.spec.Root, tc.spec.Jail = root, true
 				got, stderr, err := shell(t, sb, tc.spec, tc.script)
@@ -284,4 +295,51 @@ func TestOpen(t *testing.T) {
 	if sb.Name() != sandbox.BackendBwrap && sb.Name() != sandbox.BackendNative {
 		t.Errorf("New().Name() = %q", sb.Name())
 	}
+}
+
+// TestRunBuilderRoot runs non-jailed in a builder root of its own (as an
+// unpacked OCI image would be), with the image at /mnt/image.
+func TestRunBuilderRoot(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, sb sandbox.Sandbox) {
+		builder := testutil.BusyboxRoot(t, false)
+		if err := os.WriteFile(filepath.Join(builder, "etc/os-release"), []byte("ID=builder\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		image := testutil.BusyboxRoot(t, false)
+		before := tree(t, builder)
+		script := `
+head -n1 /etc/os-release
+head -n1 /mnt/image/etc/os-release
+touch /etc/x 2>/dev/null && echo builder-writable
+echo y > /mnt/image/etc/y
+echo t > /tmp/t && echo tmp
+test -e /proc/self/status && echo proc
+`
+		got, stderr, err := shell(t, sb, sandbox.Spec{Root: image, BuilderRoot: builder}, script)
+		if err != nil {
+			t.Fatalf("Run() = %v (stderr %q)", err, stderr)
+		}
+		if want := "ID=builder\nID=busybox\ntmp\nproc\n"; got != want {
+			t.Errorf("Run() stdout = %q, want %q (stderr %q)", got, want, stderr)
+		}
+		if d := diff(before, tree(t, builder)); d != "" {
+			t.Errorf("builder root changed:\n%s", d)
+		}
+		if b, err := os.ReadFile(filepath.Join(image, "etc/y")); string(b) != "y\n" {
+			t.Errorf("image etc/y = %q, %v; want %q", b, err, "y\n")
+		}
+	})
+}
+
+func TestRunFailsToStart(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, sb sandbox.Sandbox) {
+		ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+		defer cancel()
+		root := testutil.BusyboxRoot(t, false)
+		err := sb.Run(ctx, sandbox.Spec{Root: root, Jail: true, Args: []string{"/no/such/command"}, Env: []string{"PATH=/bin"}})
+		var ee *sandbox.ExitError
+		if err == nil || errors.As(err, &ee) || !strings.Contains(err.Error(), "/no/such/command") {
+			t.Errorf("Run() = %v, want an error naming the command, not an exit status", err)
+		}
+	})
 }

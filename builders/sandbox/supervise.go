@@ -3,10 +3,13 @@ package sandbox
 import (
 	"context"
 	"errors"
+	"os"
 	"os/exec"
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/term"
 )
 
 // waitDelay bounds how long Wait keeps copying output after the sandbox died.
@@ -52,7 +55,7 @@ func exitCode(err error) (int, bool) {
 }
 
 // killGroup sends SIGKILL to the process group pgid (a leader started with
-// Setpgid).
+// Setpgid or Setsid).
 func killGroup(pgid int) {
 	if pgid > 0 {
 		_ = syscall.Kill(-pgid, syscall.SIGKILL)
@@ -85,4 +88,22 @@ func workDir(s Spec) string {
 		return "/"
 	}
 	return s.Dir
+}
+
+// withTTY reports whether s asks for a controlling terminal and its stdin is
+// one.
+func withTTY(s Spec) bool {
+	f, ok := s.Stdin.(*os.File)
+	return s.TTY && ok && term.IsTerminal(int(f.Fd()))
+}
+
+// procAttr returns the attributes of the backend's process: a new process
+// group, or with a terminal a new session holding stdin as its controlling
+// terminal; either way killGroup kills it. It dies with the thread that
+// started it.
+func procAttr(s Spec) *syscall.SysProcAttr {
+	if withTTY(s) {
+		return &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0, Pdeathsig: syscall.SIGKILL}
+	}
+	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 }

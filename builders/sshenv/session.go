@@ -159,7 +159,7 @@ func (s *session) program(typ string, payload []byte) (run func(context.Context)
 	switch typ {
 	case "shell":
 		s.log.Info("shell", "pty", s.pty != nil)
-		return func(ctx context.Context) int { return s.runSandbox(ctx, []string{Shell, "-l"}) }, true
+		return func(ctx context.Context) int { return s.runSandbox(ctx, []string{s.loginShell(), "-l"}) }, true
 	case "exec":
 		var r execReq
 		if ssh.Unmarshal(payload, &r) != nil || r.Command == "" {
@@ -176,6 +176,28 @@ func (s *session) program(typ string, payload []byte) (run func(context.Context)
 		return s.runSFTP, true
 	}
 	return nil, false
+}
+
+// loginShell is bash when the environment has it, else Shell: a person's
+// interactive shell wants job control and line editing, and dash mangles
+// its exit status when the terminal's process group lies outside the
+// sandbox's pid namespace.
+func (s *session) loginShell() string {
+	base := "/"
+	if s.srv.cfg.Jail {
+		base = s.srv.cfg.Root
+	}
+	p, err := sandbox.ResolveIn(base, "/bin/bash")
+	if err != nil {
+		return Shell
+	}
+	if s.srv.cfg.Jail {
+		p = filepath.Join(base, p)
+	}
+	if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+		return "/bin/bash"
+	}
+	return Shell
 }
 
 // exit sends the exit status and closes the channel.
@@ -216,7 +238,7 @@ func (s *session) runSandbox(ctx context.Context, args []string) int {
 	cfg := s.srv.cfg
 	spec := sandbox.Spec{
 		Root: cfg.Root, Jail: cfg.Jail, Network: cfg.Network,
-		Args: args, Env: s.environ(), Dir: s.workDir(), TmpDir: s.srv.tmpDir,
+		Args: args, Env: s.environ(), Dir: s.workDir(), TmpDir: s.srv.tmpDir, TTY: s.pty != nil,
 	}
 	var err error
 	if s.pty != nil {

@@ -1,0 +1,139 @@
+package sandbox
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// runcBundle is the OCI bundle of one run: config.json, an empty rootfs
+// directory (the new root of a non-jailed run, where the builder root is
+// bound), runc's state dir and its log.
+type runcBundle struct {
+	dir string
+}
+
+func (b runcBundle) state() string  { return filepath.Join(b.dir, "state") }
+func (b runcBundle) log() string    { return filepath.Join(b.dir, "runc.log") }
+func (b runcBundle) rootfs() string { return filepath.Join(b.dir, "rootfs") }
+
+// write writes config.json for p and s and creates the rootfs directory.
+func (b runcBundle) write(p *plan, s Spec) error {
+	if err := os.Mkdir(b.rootfs(), 0o755); err != nil {
+		return fmt.Errorf("sandbox runc: %w", err)
+	}
+	js, err := json.MarshalIndent(runcSpec(p, s, b.rootfs()), "", "\t")
+	if err != nil {
+		return fmt.Errorf("sandbox runc: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(b.dir, "config.json"), js, 0o600); err != nil {
+		return fmt.Errorf("sandbox runc: %w", err)
+	}
+	return nil
+}
+
+// runcCaps returns the capabilities of the command: the default set of
+// Docker and containerd, enough to install packages (chown, setuid, chroot,
+// mknod) in an image root but not to administer the host.
+func runcCaps() []string {
+	return []string{
+		"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
+		"CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
+		"CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+	}
+}
+
+// runcSpec translates a plan into an OCI runtime configuration. A jailed
+// run's root is the image root itself; a non-jailed one starts from the
+// empty rootfs with the builder root (or the host root) bound read-only,
+// recursively, over it. The mounts follow the plan, /dev being runc's
+// default tmpfs with devpts, shm and mqueue.
+func runcSpec(p *plan, s Spec, rootfs string) *specs.Spec {
+	caps := runcCaps()
+	sp := &specs.Spec{
+		Version:  specs.Version,
+		Hostname: Hostname,
+		Process: &specs.Process{
+			Args: s.Args,
+			Env:  cleanEnv(s.Env),
+			Cwd:  workDir(s),
+			Capabilities: &specs.LinuxCapabilities{
+				Bounding: caps, Effective: caps, Permitted: caps,
+			},
+			Rlimits: []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1024, Soft: 1024}},
+		},
+		Linux: &specs.Linux{
+			Namespaces: []specs.LinuxNamespace{
+				{Type: specs.PIDNamespace}, {Type: specs.IPCNamespace},
+				{Type: specs.UTSNamespace}, {Type: specs.MountNamespace},
+			},
+			Resources: &specs.LinuxResources{
+				Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
+			},
+			MaskedPaths: []string{
+				"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+				"/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
+				"/proc/scsi",
+			},
+			ReadonlyPaths: []string{
+				"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+			},
+		},
+	}
+	if !s.Network {
+		sp.Linux.Namespaces = append(sp.Linux.Namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace})
+	}
+	if p.jail {
+		sp.Root = &specs.Root{Path: p.root}
+	} else {
+		base := p.base
+		if base == "" {
+			base = "/"
+		}
+		sp.Root = &specs.Root{Path: rootfs}
+		sp.Mounts = append(sp.Mounts, specs.Mount{Destination: "/", Type: "bind", Source: base,
+			Options: []string{"rbind", "rro"}})
+	}
+	for _, m := range p.mounts {
+		sp.Mounts = append(sp.Mounts, runcMounts(m)...)
+	}
+	return sp
+}
+
+// runcMounts translates one mount of a plan.
+func runcMounts(m mount) []specs.Mount {
+	switch m.Kind {
+	case kindProc:
+		return []specs.Mount{{Destination: m.Dest, Type: "proc", Source: "proc",
+			Options: []string{"nosuid", "noexec", "nodev"}}}
+	case kindDev:
+		return []specs.Mount{
+			{Destination: m.Dest, Type: "tmpfs", Source: "tmpfs",
+				Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
+			{Destination: path.Join(m.Dest, "pts"), Type: "devpts", Source: "devpts",
+				Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"}},
+			{Destination: path.Join(m.Dest, "shm"), Type: "tmpfs", Source: "shm",
+				Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
+			{Destination: path.Join(m.Dest, "mqueue"), Type: "mqueue", Source: "mqueue",
+				Options: []string{"nosuid", "noexec", "nodev"}},
+		}
+	case kindTmpfs:
+		mode := m.Mode
+		if mode == "" {
+			mode = "0755"
+		}
+		return []specs.Mount{{Destination: m.Dest, Type: "tmpfs", Source: "tmpfs",
+			Options: []string{"nosuid", "nodev", "mode=" + mode}}}
+	case kindBind:
+		opts := []string{"rbind"}
+		if m.ReadOnly {
+			opts = append(opts, "rro")
+		}
+		return []specs.Mount{{Destination: m.Dest, Type: "bind", Source: m.Source, Options: opts}}
+	}
+	return nil
+}
