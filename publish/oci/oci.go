@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -79,6 +80,9 @@ func (o *options) remote(ctx context.Context) []remote.Option {
 		remote.WithContext(ctx),
 		remote.WithAuthFromKeychain(o.keychain),
 		remote.WithUserAgent("imsbuild"),
+		// ggcr's default (3 tries, 1 s then 3 s) gives up on a registry that
+		// fails one request in four; back off longer, as the S3 client does.
+		remote.WithRetryBackoff(remote.Backoff{Duration: 500 * time.Millisecond, Factor: 2, Jitter: 0.1, Steps: 7, Cap: 10 * time.Second}),
 	}
 	if o.transport != nil {
 		ro = append(ro, remote.WithTransport(o.transport))

@@ -1,0 +1,196 @@
+package s3
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/imsbuild/imsbuild/cache"
+)
+
+// Defaults of Options.
+const (
+	DefaultRegion      = "us-east-1"
+	DefaultPartSize    = 8 << 20
+	DefaultConcurrency = 4
+	DefaultMaxAttempts = 5
+	MinPartSize        = 5 << 20 // the S3 minimum for all parts but the last
+)
+
+// statConcurrency bounds the parallel HEADs of one existence check.
+const statConcurrency = 8
+
+// Options says how to reach the bucket. The zero value uses AWS S3 with the
+// SDK's default credential chain.
+type Options struct {
+	Endpoint  string // "" = AWS default
+	Region    string // default "us-east-1"
+	PathStyle bool
+	CABundle  string // PEM file for the endpoint's TLS
+	// HTTPClient replaces the SDK's HTTP client when not nil (CABundle must
+	// then be empty: configure TLS on the client instead).
+	HTTPClient aws.HTTPClient
+	// Credentials overrides the SDK default chain when not nil.
+	Credentials aws.CredentialsProvider
+	PartSize    int64 // multipart part size, default 8 MiB, at least 5 MiB
+	Concurrency int   // parts uploaded in parallel per blob, default 4
+	MaxAttempts int   // attempts per request, default 5
+	// TempDir holds the spool files of Put without a digest; default os.TempDir().
+	TempDir string
+}
+
+func (o *Options) setDefaults() error {
+	if o.Region == "" {
+		o.Region = DefaultRegion
+	}
+	if o.PartSize == 0 {
+		o.PartSize = DefaultPartSize
+	}
+	if o.Concurrency == 0 {
+		o.Concurrency = DefaultConcurrency
+	}
+	if o.MaxAttempts == 0 {
+		o.MaxAttempts = DefaultMaxAttempts
+	}
+	switch {
+	case o.PartSize < MinPartSize:
+		return fmt.Errorf("part size %d is below the S3 minimum of %d bytes", o.PartSize, MinPartSize)
+	case o.Concurrency < 0:
+		return fmt.Errorf("concurrency %d is negative", o.Concurrency)
+	case o.MaxAttempts < 0:
+		return fmt.Errorf("max attempts %d is negative", o.MaxAttempts)
+	case o.CABundle != "" && o.HTTPClient != nil:
+		return fmt.Errorf("ca bundle %s: set TLS on the given HTTP client instead", o.CABundle)
+	}
+	return nil
+}
+
+// Cache is a remote cache in one bucket under one prefix. It is safe for
+// concurrent use.
+type Cache struct {
+	bucket string
+	prefix string // "" or ending in "/"
+	opts   Options
+	client *s3.Client
+	tm     *transfermanager.Client
+	locks  *keyLocks
+}
+
+var (
+	_ cache.Store       = (*Cache)(nil)
+	_ cache.ActionCache = (*Actions)(nil)
+)
+
+// ParseURL splits "s3://bucket/prefix" into the bucket and the prefix
+// (without leading or trailing slashes; "" when there is none).
+func ParseURL(raw string) (bucket, prefix string, err error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", "", fmt.Errorf("parse %s: %w", raw, err)
+	}
+	if u.Scheme != "s3" || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return "", "", fmt.Errorf("parse %s: want s3://bucket[/prefix]", raw)
+	}
+	prefix = strings.Trim(u.Path, "/")
+	if strings.Contains(prefix, "//") {
+		return "", "", fmt.Errorf("parse %s: empty path segment in the prefix", raw)
+	}
+	return u.Host, prefix, nil
+}
+
+// Open returns the cache at url ("s3://bucket/prefix"). It loads the SDK
+// configuration but makes no request: an unreachable endpoint or a missing
+// bucket shows at the first operation.
+func Open(ctx context.Context, url string, opts Options) (*Cache, error) {
+	bucket, prefix, err := ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("open cache %w", err)
+	}
+	if err := opts.setDefaults(); err != nil {
+		return nil, fmt.Errorf("open cache %s: %w", url, err)
+	}
+	lo := []func(*config.LoadOptions) error{
+		config.WithRegion(opts.Region),
+		config.WithRetryer(func() aws.Retryer {
+			return retry.NewStandard(func(o *retry.StandardOptions) {
+				o.MaxAttempts = opts.MaxAttempts
+				o.MaxBackoff = 5 * time.Second
+				o.RateLimiter = ratelimit.None // many parallel HEADs must not drain a retry budget
+			})
+		}),
+		// S3-compatible servers (Ceph RGW, older MinIO) reject the SDK's
+		// default trailing checksums; we verify sha256 digests ourselves.
+		config.WithRequestChecksumCalculation(aws.RequestChecksumCalculationWhenRequired),
+		config.WithResponseChecksumValidation(aws.ResponseChecksumValidationWhenRequired),
+	}
+	if opts.Credentials != nil {
+		lo = append(lo, config.WithCredentialsProvider(opts.Credentials))
+	}
+	if opts.CABundle != "" {
+		f, err := os.Open(opts.CABundle)
+		if err != nil {
+			return nil, fmt.Errorf("open cache %s: ca bundle: %w", url, err)
+		}
+		defer f.Close()
+		lo = append(lo, config.WithCustomCABundle(f))
+	}
+	awsCfg, err := config.LoadDefaultConfig(ctx, lo...)
+	if err != nil {
+		return nil, fmt.Errorf("open cache %s: load aws config: %w", url, err)
+	}
+	client := s3.NewFromConfig(awsCfg, func(o *s3.Options) {
+		if opts.Endpoint != "" {
+			o.BaseEndpoint = aws.String(opts.Endpoint)
+		}
+		o.UsePathStyle = opts.PathStyle
+		if opts.HTTPClient != nil {
+			o.HTTPClient = opts.HTTPClient
+		}
+	})
+	tm := transfermanager.New(client, func(o *transfermanager.Options) {
+		o.PartSizeBytes = opts.PartSize
+		o.MultipartUploadThreshold = opts.PartSize
+		o.Concurrency = opts.Concurrency
+		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
+		o.FailTimeout = 30 * time.Second // abort a failed multipart upload even after cancel
+	})
+	if prefix != "" {
+		prefix += "/"
+	}
+	return &Cache{bucket: bucket, prefix: prefix, opts: opts, client: client, tm: tm, locks: newKeyLocks()}, nil
+}
+
+// Name returns the cache's URL, "s3://bucket/prefix".
+func (c *Cache) Name() string {
+	return "s3://" + c.bucket + "/" + strings.TrimSuffix(c.prefix, "/")
+}
+
+// Bucket returns the bucket of c.
+func (c *Cache) Bucket() string { return c.bucket }
+
+// BlobKey returns the object key of blob d.
+func (c *Cache) BlobKey(d cache.Digest) string {
+	h := d.Hex()
+	if len(h) < 2 {
+		return c.prefix + "blobs/sha256/invalid/" + h
+	}
+	return c.prefix + "blobs/sha256/" + h[:2] + "/" + h
+}
+
+// ActionKey returns the object key of the action record of key.
+func (c *Cache) ActionKey(key string) string { return c.prefix + "actions/" + key + ".json" }
+
+func (c *Cache) stepKey(name string) string { return c.prefix + "steps/" + name }
+
+// url returns "s3://bucket/key" for error messages.
+func (c *Cache) url(key string) string { return "s3://" + c.bucket + "/" + key }
