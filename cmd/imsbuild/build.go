@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -58,12 +59,13 @@ recorded for it in this cache (a script, a file, a parent image's output, an att
 			if err != nil {
 				return err
 			}
-			c, err := openCache(g, cfg)
+			c, err := openBuildCache(cmd.Context(), g, cfg)
 			if err != nil {
 				return err
 			}
 			defer c.close()
-			e, err := engine.New(cfg, c, c.Actions(), engine.Options{Environ: os.Environ(), StatCache: c.stat, StateDir: c.Dir(), TrackRepos: trackRepos})
+			store, actions := c.stores()
+			e, err := engine.New(cfg, store, actions, engine.Options{Environ: os.Environ(), StatCache: c.stat, StateDir: c.Dir(), TrackRepos: trackRepos})
 			if err != nil {
 				return usageError{err}
 			}
@@ -145,7 +147,7 @@ one event per line (step, status, key, duration_ms, bytes, error).`,
 			if err != nil {
 				return err
 			}
-			c, err := openCache(g, cfg)
+			c, err := openBuildCache(cmd.Context(), g, cfg)
 			if err != nil {
 				return err
 			}
@@ -163,7 +165,8 @@ one event per line (step, status, key, duration_ms, bytes, error).`,
 					return usageError{err}
 				}
 			}
-			e, err := engine.New(cfg, c, c.Actions(), engine.Options{
+			store, actions := c.stores()
+			e, err := engine.New(cfg, store, actions, engine.Options{
 				Interactive:    interactive,
 				DebugOnFailure: debug,
 				PublicKeys:     keys,
@@ -182,6 +185,11 @@ one event per line (step, status, key, duration_ms, bytes, error).`,
 			}
 			err = e.Build(cmd.Context(), targets)
 			out.Summary(err)
+			if c.tiered != nil && !g.json {
+				st := c.tiered.Stats()
+				fmt.Fprintf(cmd.OutOrStdout(), "remote cache: %d hits; %d blobs downloaded (%s), %d uploaded (%s), %d results uploaded\n",
+					st.RemoteHits, st.BlobsDownloaded, humanBytes(st.BytesDownloaded), st.BlobsUploaded, humanBytes(st.BytesUploaded), st.ActionsUploaded)
+			}
 			switch {
 			case err == nil:
 				return nil
@@ -273,4 +281,23 @@ func newFmtCmd() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&check, "check", false, "only list files that are not formatted; exit 1 if any")
 	return cmd
+}
+
+// openBuildCache opens the local cache of cfg with the remote caches of the
+// build's cache block and of --cache-from/--cache-to.
+func openBuildCache(ctx context.Context, g *globalFlags, cfg *spec.Config) (*openedCache, error) {
+	c, err := openCache(g, cfg)
+	if err != nil {
+		return nil, err
+	}
+	from := append(append([]string(nil), cfg.Settings.Cache.From...), g.cacheFrom...)
+	to := cfg.Settings.Cache.To
+	if g.cacheTo != "" {
+		to = g.cacheTo
+	}
+	if err := withRemotes(ctx, c, from, to); err != nil {
+		c.close()
+		return nil, err
+	}
+	return c, nil
 }

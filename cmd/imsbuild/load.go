@@ -8,7 +8,9 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/cache/local"
+	"github.com/imsbuild/imsbuild/cache/tiered"
 	"github.com/imsbuild/imsbuild/internal/treehash"
 	"github.com/imsbuild/imsbuild/spec"
 )
@@ -43,10 +45,20 @@ func load(g *globalFlags, dir string) (*spec.Config, error) {
 	return cfg, nil
 }
 
-// openedCache is the local cache with its stat cache.
+// openedCache is the local cache with its stat cache, and the remote
+// caches over it when the build or the flags name any.
 type openedCache struct {
 	*local.Cache
-	stat *treehash.StatCache
+	stat   *treehash.StatCache
+	tiered *tiered.Cache // nil without remote caches
+}
+
+// stores returns what the engine reads and writes through.
+func (c *openedCache) stores() (cache.Store, cache.ActionCache) {
+	if c.tiered != nil {
+		return c.tiered, c.tiered.Actions()
+	}
+	return c.Cache, c.Actions()
 }
 
 func openCache(g *globalFlags, cfg *spec.Config) (*openedCache, error) {

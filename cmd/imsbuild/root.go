@@ -11,11 +11,13 @@ var version = "0.1.0-dev"
 
 // globalFlags are the flags every build command shares.
 type globalFlags struct {
-	vars     []string
-	varFiles []string
-	jobs     int
-	cacheDir string
-	json     bool
+	vars      []string
+	varFiles  []string
+	jobs      int
+	cacheDir  string
+	cacheFrom []string
+	cacheTo   string
+	json      bool
 }
 
 func newRootCmd() *cobra.Command {
@@ -46,6 +48,8 @@ Exit codes: 0 ok, 1 build failed, 2 usage or configuration error, 130 cancelled.
 	pf.StringArrayVar(&g.varFiles, "var-file", nil, "read variables from an HCL file such as site.imsvars.hcl (repeatable)")
 	pf.IntVarP(&g.jobs, "jobs", "j", 2, "run up to N steps at a time")
 	pf.StringVar(&g.cacheDir, "cache-dir", "", "cache directory (default: imsbuild.cache.dir, else <build dir>/.imsbuild/cache)")
+	pf.StringArrayVar(&g.cacheFrom, "cache-from", nil, "also read results from this remote cache: s3://bucket/prefix[?endpoint=…&path_style=true] or oci://registry/repo (repeatable)")
+	pf.StringVar(&g.cacheTo, "cache-to", "", "write results through to this remote cache (same URL forms; it is read too)")
 	pf.BoolVar(&g.json, "json", false, "print one JSON object per line instead of text")
 	root.AddCommand(
 		newValidateCmd(g),
