@@ -78,6 +78,18 @@ func NewGraph(cfg *spec.Config) (*Graph, error) {
 		g.byID[s.ID] = s
 		pubs = append(pubs, s)
 	}
+	// An IMS registration points at a manifest another publish wrote: it
+	// runs after the s3 and dir publishes of the same build.
+	for _, s := range pubs {
+		if s.Publish.Kind != "ims" {
+			continue
+		}
+		for _, o := range pubs {
+			if k := o.Publish.Kind; k == "s3" || k == "dir" {
+				s.Deps = append(s.Deps, o)
+			}
+		}
+	}
 	order, err := topoSort(g.byID, labels, pubs)
 	if err != nil {
 		return nil, err

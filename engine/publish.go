@@ -3,12 +3,14 @@ package engine
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/publish"
 	"github.com/imsbuild/imsbuild/publish/dir"
+	"github.com/imsbuild/imsbuild/publish/imsapi"
 	"github.com/imsbuild/imsbuild/publish/oci"
 	"github.com/imsbuild/imsbuild/publish/s3"
 	"github.com/imsbuild/imsbuild/spec"
@@ -50,6 +52,9 @@ func (e *Engine) runPublish(ctx context.Context, s *Step) error {
 	e.emit(Event{Step: s.ID, Status: StatusStarted})
 	var images []publish.Image
 	for _, d := range s.Deps {
+		if d.Kind == KindPublish {
+			continue
+		}
 		img, err := e.publishImage(d.ID)
 		if err != nil {
 			return err
@@ -75,10 +80,7 @@ func (e *Engine) publisher(ctx context.Context, p *spec.Publish, images []publis
 	case "dir":
 		return dir.New(p.Path), nil
 	case "s3":
-		return s3.New(ctx, s3.Config{
-			Endpoint: p.Endpoint, Region: p.Region, Bucket: p.Bucket, Prefix: p.Prefix,
-			PathStyle: p.PathStyle, CABundle: p.CABundle,
-		})
+		return s3.New(ctx, s3Config(p))
 	case "oci":
 		// The repository may name the image (registry/hpc/${image.name}),
 		// so each image gets a publisher of its own.
@@ -91,8 +93,36 @@ func (e *Engine) publisher(ctx context.Context, p *spec.Publish, images []publis
 			pubs = append(pubs, labeled{img.Label, pub})
 		}
 		return pubs, nil
+	case "ims":
+		client, err := imsapi.New(imsapi.Config{Endpoint: p.Endpoint, Token: p.Token})
+		if err != nil {
+			return nil, err
+		}
+		return imsapi.NewPublisher(client, e.manifestLink), nil
 	}
 	return nil, fmt.Errorf("publish %q is not implemented yet", p.Kind)
+}
+
+// manifestLink finds where this build published img's manifest: the first
+// s3 publish of the image, else the first dir publish (whose layout
+// mirrors the boot-images bucket).
+func (e *Engine) manifestLink(ctx context.Context, img publish.Image) (ims.Link, error) {
+	for _, kind := range []string{"s3", "dir"} {
+		for _, p := range e.cfg.Publishes {
+			if p.Kind != kind || !slices.Contains(p.Images, img.Label) {
+				continue
+			}
+			if kind == "dir" {
+				return dir.New(p.Path).ManifestLink(img.ID)
+			}
+			pub, err := s3.New(ctx, s3Config(p))
+			if err != nil {
+				return ims.Link{}, err
+			}
+			return pub.ManifestLink(ctx, img.ID)
+		}
+	}
+	return ims.Link{}, fmt.Errorf("image %s is not published to s3 or a dir by this build, so IMS has no manifest to link", img.Label)
 }
 
 // destination names where a publish block puts an image, for messages.
@@ -130,4 +160,8 @@ func (m multiPublisher) Publish(ctx context.Context, store cache.Store, images [
 		}
 	}
 	return nil
+}
+
+func s3Config(p *spec.Publish) s3.Config {
+	return s3.Config{Endpoint: p.Endpoint, Region: p.Region, Bucket: p.Bucket, Prefix: p.Prefix, PathStyle: p.PathStyle, CABundle: p.CABundle}
 }

@@ -1,7 +1,11 @@
 package engine
 
 import (
+	"encoding/json"
+	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os/exec"
 	"strings"
 	"testing"
@@ -26,6 +30,31 @@ func TestPublishS3AndOCI(t *testing.T) {
 	srv := s3test.Start(t)
 	srv.CreateBucket(t, "boot-images")
 	reg := registrytest.Start(t)
+	var records []ims.ImageRecord
+	imsSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer secret-token" {
+			http.Error(w, "no token", http.StatusUnauthorized)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case r.Method == http.MethodGet && r.URL.Path == "/v3/images":
+			json.NewEncoder(w).Encode(records)
+		case r.Method == http.MethodPost && r.URL.Path == "/v3/images":
+			var rec ims.ImageRecord
+			if err := json.NewDecoder(r.Body).Decode(&rec); err != nil || rec.Name == "" || rec.Link == nil || rec.Link.Type != "s3" {
+				http.Error(w, "bad record", http.StatusBadRequest)
+				return
+			}
+			rec.ID = fmt.Sprintf("00000000-0000-4000-8000-%012d", len(records))
+			records = append(records, rec)
+			w.WriteHeader(http.StatusCreated)
+			json.NewEncoder(w).Encode(rec)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(imsSrv.Close)
 	t.Setenv("AWS_ACCESS_KEY_ID", srv.AccessKey)
 	t.Setenv("AWS_SECRET_ACCESS_KEY", srv.SecretKey)
 	f.cfg.Publishes = append(f.cfg.Publishes,
@@ -33,12 +62,13 @@ func TestPublishS3AndOCI(t *testing.T) {
 			Endpoint: srv.Endpoint, Region: srv.Region, Bucket: "boot-images", PathStyle: true},
 		&spec.Publish{Kind: "oci", Name: "registry", Images: []string{"base", "compute"}, Tags: []string{"v1"},
 			ImageRepos: map[string]string{"base": reg.Ref("hpc/base"), "compute": reg.Ref("hpc/compute")}},
+		&spec.Publish{Kind: "ims", Name: "csm", Images: []string{"compute"}, Endpoint: imsSrv.URL, Token: "secret-token"},
 	)
 	got, err := f.build(t, t.Context(), Options{Jobs: 2})
 	if err != nil {
 		t.Fatalf("Build() = %v", err)
 	}
-	for _, id := range []string{"publish.s3.site", "publish.oci.registry"} {
+	for _, id := range []string{"publish.s3.site", "publish.oci.registry", "publish.ims.csm"} {
 		if got[id] != StatusDone {
 			t.Fatalf("%s = %s, want done (all: %v)", id, got[id], got)
 		}
@@ -67,6 +97,12 @@ func TestPublishS3AndOCI(t *testing.T) {
 	}
 	if m.Artifacts[0].MD5 != img.Outputs["rootfs"].MD5 || !strings.HasSuffix(m.Artifacts[0].Link.Path, img.ID+"/rootfs") {
 		t.Fatalf("S3 manifest rootfs = %+v, want md5 %s", m.Artifacts[0], img.Outputs["rootfs"].MD5)
+	}
+	if len(records) != 1 || records[0].Name != "compute" || records[0].Link.Path != "s3://boot-images/"+img.ID+"/manifest.json" || records[0].Link.Etag == "" {
+		t.Fatalf("IMS records = %+v, want compute linked to its S3 manifest", records)
+	}
+	if _, err := f.build(t, t.Context(), Options{}); err != nil || len(records) != 1 {
+		t.Fatalf("republish: %v, %d records; want no duplicate", err, len(records))
 	}
 	crane := testutil.RequireTool(t, "crane")
 	out, err := exec.CommandContext(t.Context(), crane, "manifest", "--insecure", reg.Ref("hpc/compute")+":v1").Output()

@@ -3,6 +3,8 @@ package dir
 import (
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/imsbuild/imsbuild/ims"
@@ -70,4 +72,14 @@ func marshal(v any) ([]byte, error) {
 		return nil, err
 	}
 	return append(b, '\n'), nil
+}
+
+// ManifestLink returns the IMS link of the published manifest of image id
+// (etag: the md5 of its bytes, as a single-part upload of the file gives).
+func (p *Publisher) ManifestLink(imageID string) (ims.Link, error) {
+	data, err := os.ReadFile(filepath.Join(p.Path, Bucket, imageID, ims.ManifestFile))
+	if err != nil {
+		return ims.Link{}, fmt.Errorf("manifest of image %s: %w", imageID, err)
+	}
+	return s3Link(Bucket, imageID+"/"+ims.ManifestFile, md5Hex(data)), nil
 }

@@ -15,7 +15,7 @@ var _ publish.Publisher = (*Publisher)(nil)
 // LinkFunc returns the IMS link of an image's published manifest.json, as
 // the S3 publisher wrote it: path s3://<bucket>/<prefix><id>/manifest.json
 // and the object's etag.
-type LinkFunc func(img publish.Image) (ims.Link, error)
+type LinkFunc func(ctx context.Context, img publish.Image) (ims.Link, error)
 
 // Publisher registers published images with IMS. The artifacts and the
 // manifest must already be in S3 (IMS reads the manifest to check them), so
@@ -27,7 +27,7 @@ type Publisher struct {
 
 // NewPublisher returns a publisher registering images through client, each
 // with the manifest link linkFor gives.
-func NewPublisher(client *Client, linkFor func(img publish.Image) (ims.Link, error)) *Publisher {
+func NewPublisher(client *Client, linkFor LinkFunc) *Publisher {
 	return &Publisher{client: client, linkFor: linkFor}
 }
 
@@ -46,7 +46,7 @@ func (p *Publisher) Register(ctx context.Context, images []publish.Image) ([]ims
 	}
 	recs := make([]ims.ImageRecord, 0, len(images))
 	for _, img := range images {
-		link, err := p.linkFor(img)
+		link, err := p.linkFor(ctx, img)
 		if err != nil {
 			return recs, fmt.Errorf("publish ims image %s (%s): manifest link: %w", img.Label, img.ID, err)
 		}

@@ -1,6 +1,7 @@
 package imsapi
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -17,7 +18,7 @@ func TestPublisher(t *testing.T) {
 		{Label: "base", Name: "node-bookworm", Arch: "x86_64", ID: "11111111-0000-4000-8000-000000000001", Created: time.Unix(0, 0)},
 		{Label: "compute", Name: "node-compute", Arch: "aarch64", ID: "11111111-0000-4000-8000-000000000002", Created: time.Unix(0, 0)},
 	}
-	linkFor := func(img publish.Image) (ims.Link, error) {
+	linkFor := func(_ context.Context, img publish.Image) (ims.Link, error) {
 		return ims.Link{Path: "s3://boot-images/" + img.ID + "/manifest.json", Etag: "etag-" + img.Label}, nil
 	}
 	p := NewPublisher(newClient(t, srv.URL), linkFor)
@@ -41,7 +42,7 @@ func TestPublisher(t *testing.T) {
 	}
 
 	boom := errors.New("no manifest etag")
-	p = NewPublisher(newClient(t, srv.URL), func(publish.Image) (ims.Link, error) { return ims.Link{}, boom })
+	p = NewPublisher(newClient(t, srv.URL), func(context.Context, publish.Image) (ims.Link, error) { return ims.Link{}, boom })
 	err = p.Publish(ctx, nil, images)
 	if !errors.Is(err, boom) || !strings.Contains(err.Error(), "publish ims image base (11111111-0000-4000-8000-000000000001): manifest link") {
 		t.Errorf("Publish() with a failing linkFor error = %v", err)

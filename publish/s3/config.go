@@ -3,6 +3,7 @@ package s3
 import (
 	"context"
 	"fmt"
+	"github.com/imsbuild/imsbuild/ims"
 	"os"
 	"strings"
 	"time"
@@ -159,4 +160,18 @@ func (p *Publisher) Key(imageID, name string) string {
 // IMS link path (ImageRecord.link.path is Link(id, ims.ManifestFile)).
 func (p *Publisher) Link(imageID, name string) string {
 	return "s3://" + p.cfg.Bucket + "/" + p.Key(imageID, name)
+}
+
+// ManifestLink returns the IMS link of the published manifest of image id,
+// with the ETag the bucket reports for it.
+func (p *Publisher) ManifestLink(ctx context.Context, imageID string) (ims.Link, error) {
+	key := p.Key(imageID, ims.ManifestFile)
+	o, err := p.head(ctx, key)
+	if err != nil {
+		return ims.Link{}, err
+	}
+	if o == nil {
+		return ims.Link{}, fmt.Errorf("s3://%s/%s: not published", p.cfg.Bucket, key)
+	}
+	return ims.Link{Path: p.Link(imageID, ims.ManifestFile), Etag: o.etag, Type: "s3"}, nil
 }
