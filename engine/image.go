@@ -12,9 +12,11 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/imsbuild/imsbuild/builders/builderimage"
 	"github.com/imsbuild/imsbuild/builders/customize"
 	"github.com/imsbuild/imsbuild/builders/importer"
 	"github.com/imsbuild/imsbuild/builders/pack"
+	"github.com/imsbuild/imsbuild/builders/sandbox"
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/internal/treehash"
 	"github.com/imsbuild/imsbuild/spec"
@@ -87,6 +89,11 @@ func (e *Engine) imagePreimage(ctx context.Context, s *Step) (*Preimage, error) 
 		ck, err := customizeKeyOf(ctx, c, e.opts.StatCache)
 		if err != nil {
 			return nil, err
+		}
+		if c.BuilderImage != "" {
+			if ck.Builder, err = builderimage.Resolve(ctx, c.BuilderImage, builderimage.Options{}); err != nil {
+				return nil, fmt.Errorf("builder image %s: %w", c.BuilderImage, err)
+			}
 		}
 		p.Customize = append(p.Customize, ck)
 	}
@@ -256,7 +263,13 @@ func (e *Engine) buildImage(ctx context.Context, s *Step, log io.Writer) (*cache
 			}
 			steps = append(append([]spec.Customize(nil), steps...), caStep)
 		}
-		if err := customize.Apply(ctx, sb, root, steps, envList(e.allowedEnv()), log); err != nil {
+		envFor := func(ctx context.Context, c spec.Customize) (customize.Environment, error) {
+			if c.BuilderImage == "" {
+				return customize.Environment{Sandbox: sb}, nil
+			}
+			return e.builderEnv(ctx, c.BuilderImage)
+		}
+		if err := customize.ApplyIn(ctx, envFor, root, steps, envList(e.allowedEnv()), log); err != nil {
 			if e.debugOnFailure(s) && ctx.Err() == nil {
 				fmt.Fprintf(log, "customize failed: %v; opening the debug environment\n", err)
 				if derr := e.sshEnv(ctx, s, root, true, log); derr != nil {
@@ -297,6 +310,20 @@ func (e *Engine) buildImage(ctx context.Context, s *Step, log io.Writer) (*cache
 		fmt.Fprintf(log, "%s %s %d bytes\n", a.Name, d, size)
 	}
 	return res, nil
+}
+
+// builderEnv unpacks an OCI builder image (cached by digest under the
+// state dir) and runs steps in it with runc.
+func (e *Engine) builderEnv(ctx context.Context, ref string) (customize.Environment, error) {
+	rootfs, _, err := builderimage.Unpack(ctx, ref, filepath.Join(e.opts.StateDir, "builders"), builderimage.Options{})
+	if err != nil {
+		return customize.Environment{}, fmt.Errorf("builder image %s: %w", ref, err)
+	}
+	sb, err := sandbox.Open(sandbox.BackendRunc)
+	if err != nil {
+		return customize.Environment{}, fmt.Errorf("builder image %s: %w", ref, err)
+	}
+	return customize.Environment{Sandbox: sb, BuilderRoot: rootfs}, nil
 }
 
 // unpack restores a squashfs blob into the empty directory root.

@@ -35,6 +35,7 @@ type customizeKey struct {
 	Jail    bool              `json:"jail"`
 	Network bool              `json:"network"`
 	Timeout string            `json:"timeout,omitempty"`
+	Builder string            `json:"builder_image,omitempty"` // manifest digest
 }
 
 // Key returns the canonical JSON of p and its sha256 hex. encoding/json

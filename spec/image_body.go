@@ -157,9 +157,17 @@ func (l *loader) decodeCustomize(b *hcl.Block) (Customize, bool) {
 			}
 		}
 	}
-	a.boolean("jail", &cz.Jail)
+	jail := a.boolean("jail", &cz.Jail)
 	a.boolean("network", &cz.Network)
 	a.duration("timeout", &cz.Timeout)
+	if attr := a.str("builder_image", &cz.BuilderImage); attr != nil && cz.Jail {
+		subject := attr.Expr.Range()
+		if jail != nil {
+			subject = jail.Expr.Range()
+		}
+		l.errorf(subject, "Builder image needs jail = false",
+			"builder_image runs the script in that OCI image with the image root at /mnt/image; a jailed script runs inside the image itself. Set jail = false.")
+	}
 	return cz, true
 }
 

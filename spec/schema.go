@@ -95,7 +95,7 @@ var squashfsSchema = &hcl.BodySchema{
 var customizeSchema = &hcl.BodySchema{
 	Attributes: []hcl.AttributeSchema{
 		{Name: "script"}, {Name: "inline"}, {Name: "files"}, {Name: "env"},
-		{Name: "jail"}, {Name: "network"}, {Name: "timeout"},
+		{Name: "jail"}, {Name: "network"}, {Name: "timeout"}, {Name: "builder_image"},
 	},
 	Blocks: []hcl.BlockHeaderSchema{{Type: "file"}},
 }

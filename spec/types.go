@@ -90,14 +90,17 @@ type Squashfs struct {
 
 // Customize is one customize block: a script or inline text, files, run in a sandbox.
 type Customize struct {
-	Script    string            // absolute path of a script file, or ""
-	Inline    string            // script text, or ""
-	Files     []FileCopy        // sorted by Dest
-	Env       map[string]string // extra environment for the script
-	Jail      bool              // default true: the image root is /
-	Network   bool              // default false
-	Timeout   time.Duration     // 0: none
-	DeclRange hcl.Range
+	Script  string            // absolute path of a script file, or ""
+	Inline  string            // script text, or ""
+	Files   []FileCopy        // sorted by Dest
+	Env     map[string]string // extra environment for the script
+	Jail    bool              // default true: the image root is /
+	Network bool              // default false
+	Timeout time.Duration     // 0: none
+	// BuilderImage runs a non-jailed script in this OCI image (a registry
+	// reference or an OCI layout) with an OCI runtime, the image at /mnt/image.
+	BuilderImage string
+	DeclRange    hcl.Range
 }
 
 // FileCopy copies a host file into the image before the script runs. It

@@ -18,11 +18,28 @@ import (
 // 1, and wraps the sandbox's error (a *sandbox.ExitError,
 // sandbox.ErrTimeout, or ctx.Err()).
 func Apply(ctx context.Context, sb sandbox.Sandbox, root string, steps []spec.Customize, env []string, log io.Writer) error {
+	return ApplyIn(ctx, func(context.Context, spec.Customize) (Environment, error) { return Environment{Sandbox: sb}, nil }, root, steps, env, log)
+}
+
+// Environment is where a step's script runs: a sandbox, and for a
+// non-jailed step the builder root used as / (empty: the host's).
+type Environment struct {
+	Sandbox     sandbox.Sandbox
+	BuilderRoot string
+}
+
+// ApplyIn is Apply with the environment chosen per step, e.g. an OCI
+// builder image run with runc for steps that name one.
+func ApplyIn(ctx context.Context, envFor func(context.Context, spec.Customize) (Environment, error), root string, steps []spec.Customize, env []string, log io.Writer) error {
 	if log == nil {
 		log = io.Discard
 	}
 	for i, st := range steps {
-		if err := apply(ctx, sb, root, st, env, log); err != nil {
+		e, err := envFor(ctx, st)
+		if err == nil {
+			err = apply(ctx, e, root, st, env, log)
+		}
+		if err != nil {
 			return fmt.Errorf("customize step %d (%s): %w", i+1, stepName(st), err)
 		}
 	}
@@ -30,7 +47,7 @@ func Apply(ctx context.Context, sb sandbox.Sandbox, root string, steps []spec.Cu
 }
 
 // apply runs one step: files, then the script.
-func apply(ctx context.Context, sb sandbox.Sandbox, root string, st spec.Customize, env []string, log io.Writer) error {
+func apply(ctx context.Context, e Environment, root string, st spec.Customize, env []string, log io.Writer) error {
 	for _, f := range st.Files {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -42,7 +59,7 @@ func apply(ctx context.Context, sb sandbox.Sandbox, root string, st spec.Customi
 	if st.Script == "" && st.Inline == "" {
 		return nil
 	}
-	return runScript(ctx, sb, root, st, env, log)
+	return runScript(ctx, e, root, st, env, log)
 }
 
 // stepName names a step in errors: its script's file name, "inline" or

@@ -26,7 +26,7 @@ const (
 const defaultPath = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 // runScript runs the step's script with /bin/sh -e in sb.
-func runScript(ctx context.Context, sb sandbox.Sandbox, root string, st spec.Customize, env []string, log io.Writer) error {
+func runScript(ctx context.Context, e Environment, root string, st spec.Customize, env []string, log io.Writer) error {
 	dir, err := os.MkdirTemp("", "imsbuild-script-")
 	if err != nil {
 		return fmt.Errorf("script dir: %w", err)
@@ -45,17 +45,18 @@ func runScript(ctx context.Context, sb sandbox.Sandbox, root string, st spec.Cus
 	}
 	out := newSink(log)
 	stdout, stderr := out.lines(), out.lines()
-	err = sb.Run(ctx, sandbox.Spec{
-		Root:    root,
-		Jail:    st.Jail,
-		Network: st.Network,
-		Args:    []string{"/bin/sh", "-e", path.Join(mountDir, name)},
-		Env:     scriptEnv(env, st),
-		Dir:     "/",
-		Binds:   []sandbox.Bind{{Source: dir, Dest: mountDir, ReadOnly: true}},
-		Stdout:  stdout,
-		Stderr:  stderr,
-		Timeout: st.Timeout,
+	err = e.Sandbox.Run(ctx, sandbox.Spec{
+		Root:        root,
+		BuilderRoot: e.BuilderRoot,
+		Jail:        st.Jail,
+		Network:     st.Network,
+		Args:        []string{"/bin/sh", "-e", path.Join(mountDir, name)},
+		Env:         scriptEnv(env, st),
+		Dir:         "/",
+		Binds:       []sandbox.Bind{{Source: dir, Dest: mountDir, ReadOnly: true}},
+		Stdout:      stdout,
+		Stderr:      stderr,
+		Timeout:     st.Timeout,
 	})
 	stdout.flush()
 	stderr.flush()
