@@ -156,7 +156,13 @@ func (e *Engine) importDigest(ctx context.Context, src string) (string, error) {
 		e.digests[src] = d
 	}
 	e.digestMu.Unlock()
-	d.once.Do(func() { d.digest, d.err = importer.SourceDigest(ctx, src, e.opts.StatCache) })
+	d.once.Do(func() {
+		if isRemoteImport(src) {
+			d.digest, d.err = remoteDigest(ctx, src)
+			return
+		}
+		d.digest, d.err = importer.SourceDigest(ctx, src, e.opts.StatCache)
+	})
 	return d.digest, d.err
 }
 

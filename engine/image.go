@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"crypto/md5"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -18,6 +19,7 @@ import (
 	"github.com/imsbuild/imsbuild/builders/pack"
 	"github.com/imsbuild/imsbuild/builders/sandbox"
 	"github.com/imsbuild/imsbuild/cache"
+	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/internal/treehash"
 	"github.com/imsbuild/imsbuild/spec"
 )
@@ -67,6 +69,9 @@ func (e *Engine) imagePreimage(ctx context.Context, s *Step) (*Preimage, error) 
 			return nil, fmt.Errorf("digest of import %s: %w", img.Import, err)
 		}
 		p.Inputs["import"] = d
+		if isRemoteImport(img.Import) {
+			p.Attrs["import_remote"] = true // artifacts are taken as published, not repacked
+		}
 	case KindCustomize:
 		parent := s.Deps[0]
 		r := e.result(parent.ID)
@@ -225,6 +230,19 @@ func (e *Engine) buildImage(ctx context.Context, s *Step, log io.Writer) (*cache
 	switch s.Kind {
 	case KindImport:
 		fmt.Fprintf(log, "importing %s\n", img.Import)
+		if isRemoteImport(img.Import) {
+			arts, err := e.fetchRemote(ctx, img.Import, filepath.Join(work, "fetched"))
+			if err != nil {
+				return nil, err
+			}
+			if len(img.Customize) == 0 && len(img.CACertificates) == 0 && !e.interactive(s) {
+				return e.storeArtifacts(ctx, arts, log) // as published: nothing to repack
+			}
+			if err := importer.Import(ctx, arts[ims.ArtifactRootfs], root); err != nil {
+				return nil, err
+			}
+			break
+		}
 		if err := importer.Import(ctx, img.Import, root); err != nil {
 			return nil, err
 		}
@@ -300,16 +318,50 @@ func (e *Engine) buildImage(ctx context.Context, s *Step, log io.Writer) (*cache
 	if err != nil {
 		return nil, err
 	}
-	res := &cache.ActionResult{Outputs: map[string]cache.Output{}}
+	files := map[string]string{}
 	for _, a := range arts {
-		d, size, err := e.store.PutFile(ctx, a.Path)
-		if err != nil {
-			return nil, fmt.Errorf("store %s: %w", a.Name, err)
+		files[a.Name] = a.Path
+	}
+	return e.storeArtifacts(ctx, files, log)
+}
+
+// storeArtifacts puts artifact files (name → path) into the CAS with their
+// md5 (IMS manifests need it) and returns them as a step result.
+func (e *Engine) storeArtifacts(ctx context.Context, files map[string]string, log io.Writer) (*cache.ActionResult, error) {
+	res := &cache.ActionResult{Outputs: map[string]cache.Output{}}
+	for _, name := range artifactOrder {
+		path, ok := files[name]
+		if !ok {
+			continue
 		}
-		res.Outputs[a.Name] = cache.Output{Digest: d, Size: size, MediaType: a.MediaType, MD5: a.MD5}
-		fmt.Fprintf(log, "%s %s %d bytes\n", a.Name, d, size)
+		sum, err := md5File(path)
+		if err != nil {
+			return nil, fmt.Errorf("md5 of %s: %w", name, err)
+		}
+		d, size, err := e.store.PutFile(ctx, path)
+		if err != nil {
+			return nil, fmt.Errorf("store %s: %w", name, err)
+		}
+		res.Outputs[name] = cache.Output{Digest: d, Size: size, MediaType: ims.MediaTypeOf(name), MD5: sum}
+		fmt.Fprintf(log, "%s %s %d bytes\n", name, d, size)
+	}
+	if _, ok := res.Outputs[ims.ArtifactRootfs]; !ok {
+		return nil, errors.New("no rootfs artifact")
 	}
 	return res, nil
+}
+
+func md5File(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := md5.New()
+	if _, err := io.CopyBuffer(h, f, make([]byte, 1<<20)); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // builderEnv unpacks an OCI builder image (cached by digest under the

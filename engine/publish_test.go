@@ -112,4 +112,21 @@ func TestPublishS3AndOCI(t *testing.T) {
 	if !strings.Contains(string(out), string(img.Outputs["rootfs"].Digest)) || !strings.Contains(string(out), "application/vnd.imsbuild.image.v1") {
 		t.Fatalf("OCI manifest lacks the rootfs digest %s:\n%s", img.Outputs["rootfs"].Digest, out)
 	}
+
+	// The reverse: an image imported from the registry is the published one.
+	f.cfg.Images["restored"] = &spec.Image{Label: "restored", Name: "restored", Arch: "x86_64",
+		Import: "oci://" + reg.Ref("hpc/compute") + ":v1", Squashfs: f.cfg.Images["base"].Squashfs}
+	e, err = New(f.cfg, f.cache, f.cache.Actions(), Options{WorkDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Build(t.Context(), []string{"image.restored", "image.compute"}); err != nil {
+		t.Fatalf("Build(image.restored) = %v", err)
+	}
+	restored, published := e.result("image.restored").Outputs, e.result("image.compute").Outputs
+	for _, name := range []string{"rootfs", "kernel", "initrd"} {
+		if restored[name].Digest != published[name].Digest || restored[name].MD5 != published[name].MD5 {
+			t.Errorf("imported %s = %s, want the published %s", name, restored[name].Digest, published[name].Digest)
+		}
+	}
 }

@@ -155,3 +155,25 @@ func (c ctxReader) Read(p []byte) (int, error) {
 	}
 	return c.r.Read(p)
 }
+
+// Digest returns the manifest digest ref resolves to, with one HEAD request
+// and no download: the engine keys an `import = "oci://…"` with it.
+func Digest(ctx context.Context, ref string, insecure bool, opts ...Option) (string, error) {
+	var nopts []name.Option
+	if insecure {
+		nopts = append(nopts, name.Insecure)
+	}
+	r, err := name.ParseReference(ref, nopts...)
+	if err != nil {
+		return "", fmt.Errorf("resolve %s: %w", ref, err)
+	}
+	o, err := newOptions(opts)
+	if err != nil {
+		return "", fmt.Errorf("resolve %s: %w", ref, err)
+	}
+	desc, err := remote.Head(r, o.remote(ctx)...)
+	if err != nil {
+		return "", fmt.Errorf("resolve %s: %w", r, err)
+	}
+	return desc.Digest.String(), nil
+}

@@ -1,0 +1,43 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/imsbuild/imsbuild/publish/oci"
+)
+
+// isRemoteImport reports an import of published artifacts (oci://, s3://)
+// rather than a root tree on disk.
+func isRemoteImport(src string) bool {
+	return strings.HasPrefix(src, "oci://") || strings.HasPrefix(src, "s3://")
+}
+
+// remoteDigest identifies the published image an import names: the OCI
+// manifest digest, or the sha256 of the IMS manifest.json in S3.
+func remoteDigest(ctx context.Context, src string) (string, error) {
+	switch {
+	case strings.HasPrefix(src, "oci://"):
+		return oci.Digest(ctx, strings.TrimPrefix(src, "oci://"), false)
+	}
+	return "", fmt.Errorf("import %s: s3:// imports are not supported yet", src)
+}
+
+// fetchRemote downloads the artifacts of a published image into dst and
+// returns their paths by artifact name.
+func (e *Engine) fetchRemote(ctx context.Context, src, dst string) (map[string]string, error) {
+	switch {
+	case strings.HasPrefix(src, "oci://"):
+		arts, err := oci.Pull(ctx, strings.TrimPrefix(src, "oci://"), dst, false)
+		if err != nil {
+			return nil, err
+		}
+		files := map[string]string{}
+		for name, a := range arts {
+			files[name] = a.Path
+		}
+		return files, nil
+	}
+	return nil, fmt.Errorf("import %s: s3:// imports are not supported yet", src)
+}
