@@ -54,12 +54,7 @@ recorded for it in this cache (a script, a file, a parent image's output, an att
 		Example: `  imsbuild plan --explain examples/busybox
   imsbuild plan --json . image.compute`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			dir, targets := splitDirArgs(args)
-			cfg, err := load(g, dir)
-			if err != nil {
-				return err
-			}
-			c, err := openBuildCache(cmd.Context(), g, cfg)
+			cfg, c, targets, err := loadBuild(cmd.Context(), g, args)
 			if err != nil {
 				return err
 			}
@@ -142,12 +137,7 @@ one event per line (step, status, key, duration_ms, bytes, error).`,
   imsbuild build --json -j 4 --keep-going .
   imsbuild build --interactive image.compute --ssh-public-key ~/.ssh/id_ed25519.pub .`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			dir, targets := splitDirArgs(args)
-			cfg, err := load(g, dir)
-			if err != nil {
-				return err
-			}
-			c, err := openBuildCache(cmd.Context(), g, cfg)
+			cfg, c, targets, err := loadBuild(cmd.Context(), g, args)
 			if err != nil {
 				return err
 			}
@@ -281,6 +271,20 @@ func newFmtCmd() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&check, "check", false, "only list files that are not formatted; exit 1 if any")
 	return cmd
+}
+
+// loadBuild loads the build of args (DIR and targets) and opens its caches.
+func loadBuild(ctx context.Context, g *globalFlags, args []string) (*spec.Config, *openedCache, []string, error) {
+	dir, targets := splitDirArgs(args)
+	cfg, err := load(g, dir)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	c, err := openBuildCache(ctx, g, cfg)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return cfg, c, targets, nil
 }
 
 // openBuildCache opens the local cache of cfg with the remote caches of the
