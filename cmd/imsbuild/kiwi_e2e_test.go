@@ -1,0 +1,188 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/imsbuild/imsbuild/ims"
+	"github.com/imsbuild/imsbuild/internal/testutil"
+)
+
+// TestDebianNodeEndToEnd builds examples/debian-node with the real kiwi-ng
+// from the Debian mirror, checks the published image, rebuilds from the
+// cache, rebuilds only the customized image after a script change, and
+// boots the image in qemu to a login prompt.
+func TestDebianNodeEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("real kiwi-ng build: minutes")
+	}
+	testutil.RequireRoot(t)
+	for _, tool := range []string{"kiwi-ng", "debootstrap", "mksquashfs", "unsquashfs", "bwrap", "qemu-system-x86_64"} {
+		testutil.RequireTool(t, tool)
+	}
+	dir := filepath.Join(t.TempDir(), "debian-node")
+	if out, err := exec.Command("cp", "-a", "../../examples/debian-node", dir).CombinedOutput(); err != nil {
+		t.Fatalf("copy example: %v\n%s", err, out)
+	}
+	os.RemoveAll(filepath.Join(dir, "out"))
+	os.RemoveAll(filepath.Join(dir, ".imsbuild"))
+
+	start := time.Now()
+	r := imsbuild(t, dir, "build", "--json", ".")
+	want := map[string]string{"image.base/prepare": "done", "image.base": "done", "image.compute": "done", "publish.dir.local": "done"}
+	if got := events(t, r.stdout); r.code != 0 || !equal(got, want) {
+		t.Fatalf("cold build exit %d = %v, want %v\n%s\n%s", r.code, got, want, tail(r.stdout, 40), r.stderr)
+	}
+	t.Logf("cold build: %v", time.Since(start))
+
+	base := publishedImage(t, dir, "debian-node-bookworm")
+	osRelease, err := exec.Command("unsquashfs", "-cat", filepath.Join(base, "rootfs"), "usr/lib/os-release").Output() // /etc/os-release links here
+	if err != nil || !strings.Contains(string(osRelease), `VERSION_ID="12"`) {
+		t.Fatalf("rootfs os-release = %q, %v; want Debian 12", osRelease, err)
+	}
+
+	start = time.Now()
+	r = imsbuild(t, dir, "build", "--json", ".")
+	want = map[string]string{"image.base/prepare": "cached", "image.base": "cached", "image.compute": "cached", "publish.dir.local": "done"}
+	if got := events(t, r.stdout); r.code != 0 || !equal(got, want) {
+		t.Fatalf("warm build exit %d = %v, want %v", r.code, got, want)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("warm build took %v, want about a second", d)
+	}
+
+	script := filepath.Join(dir, "scripts/compute.sh")
+	b, _ := os.ReadFile(script)
+	if err := os.WriteFile(script, append(b, []byte("echo changed > /etc/changed\n")...), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r = imsbuild(t, dir, "build", "--json", ".")
+	want = map[string]string{"image.base/prepare": "cached", "image.base": "cached", "image.compute": "done", "publish.dir.local": "done"}
+	if got := events(t, r.stdout); r.code != 0 || !equal(got, want) {
+		t.Fatalf("build after a script change exit %d = %v, want %v", r.code, got, want)
+	}
+
+	bootToLogin(t, base)
+}
+
+// publishedImage finds the published image named name under dir/out and
+// checks its manifest and md5s; it returns the image's directory.
+func publishedImage(t *testing.T, dir, name string) string {
+	t.Helper()
+	records, _ := filepath.Glob(filepath.Join(dir, "out/records/images/*.json"))
+	for _, rec := range records {
+		data, err := os.ReadFile(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r ims.ImageRecord
+		if err := json.Unmarshal(data, &r); err != nil {
+			t.Fatal(err)
+		}
+		if r.Name != name {
+			continue
+		}
+		img := filepath.Join(dir, "out/boot-images", r.ID)
+		data, err = os.ReadFile(filepath.Join(img, "manifest.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := ims.ParseManifest(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		types := map[string]bool{}
+		for _, a := range m.Artifacts {
+			types[a.Type] = true
+			file := filepath.Join(img, filepath.Base(a.Link.Path))
+			if got := md5File(t, file); got != a.MD5 {
+				t.Fatalf("%s md5 = %s, manifest says %s", file, got, a.MD5)
+			}
+		}
+		for _, mt := range []string{ims.MediaTypeRootfs, ims.MediaTypeKernel, ims.MediaTypeInitrd} {
+			if !types[mt] {
+				t.Fatalf("manifest of %s lacks %s: %s", name, mt, data)
+			}
+		}
+		return img
+	}
+	t.Fatalf("no published image named %s in %v", name, records)
+	return ""
+}
+
+func md5File(t *testing.T, path string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := md5.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// bootToLogin boots kernel + initrd with the squashfs rootfs as a virtio
+// disk (dracut dmsquash-live) under qemu TCG and waits for a login prompt.
+func bootToLogin(t *testing.T, img string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", "-m", "1024", "-smp", "2", "-nographic", "-no-reboot", "-nic", "none",
+		"-kernel", filepath.Join(img, "kernel"), "-initrd", filepath.Join(img, "initrd"),
+		"-append", "console=ttyS0 root=live:/dev/vda rd.live.overlay.overlayfs=1 rd.live.image panic=-1 systemd.show_status=1",
+		"-drive", "file="+filepath.Join(img, "rootfs")+",format=raw,if=virtio,readonly=on")
+	var serial syncBuffer
+	cmd.Stdout, cmd.Stderr = &serial, &serial
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	for !strings.Contains(serial.String(), "login:") {
+		if ctx.Err() != nil {
+			t.Fatalf("no login prompt within %v; serial log tail:\n%s", time.Since(start), tail(serial.String(), 40))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("booted to a login prompt in %v", time.Since(start))
+}
+
+// syncBuffer is a bytes.Buffer safe for qemu's writer and the test's reads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
