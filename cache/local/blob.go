@@ -2,10 +2,8 @@ package local
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -14,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/imsbuild/imsbuild/cache"
+	"github.com/imsbuild/imsbuild/cache/internal/verify"
 	"github.com/imsbuild/imsbuild/internal/atomicfile"
 )
 
@@ -37,7 +36,7 @@ func (c *Cache) Put(ctx context.Context, r io.Reader, want cache.Digest) (cache.
 		return "", 0, fmt.Errorf("put blob: %w", err)
 	}
 	defer f.Abort()
-	d, n, err := hashCopy(ctx, f, r)
+	d, n, err := verify.HashCopy(ctx, f, r)
 	if err != nil {
 		return "", 0, fmt.Errorf("put blob: %w", err)
 	}
@@ -78,9 +77,9 @@ func (c *Cache) PutFile(ctx context.Context, path string) (cache.Digest, int64, 
 	var n int64
 	if reflink(f.OSFile(), src) == nil {
 		// Hash the clone, not the source: it is what gets stored.
-		d, n, err = hashCopy(ctx, nil, io.NewSectionReader(f.OSFile(), 0, 1<<62))
+		d, n, err = verify.HashCopy(ctx, nil, io.NewSectionReader(f.OSFile(), 0, 1<<62))
 	} else {
-		d, n, err = hashCopy(ctx, f, src)
+		d, n, err = verify.HashCopy(ctx, f, src)
 	}
 	if err != nil {
 		return "", 0, fmt.Errorf("put %s: %w", path, err)
@@ -112,7 +111,7 @@ func (c *Cache) Open(ctx context.Context, d cache.Digest) (io.ReadCloser, error)
 	if err != nil {
 		return nil, err
 	}
-	return &verifier{f: f, h: sha256.New(), want: d}, nil
+	return verify.ReadCloser{Reader: verify.NewOp("read blob", f, d, -1), Closer: f}, nil
 }
 
 func (c *Cache) openBlob(d cache.Digest) (*os.File, error) {
@@ -180,8 +179,7 @@ func (c *Cache) Materialize(ctx context.Context, d cache.Digest, dst string, rea
 		}
 		defer f.Abort()
 	}
-	v := &verifier{f: src, h: sha256.New(), want: d}
-	if _, err := io.CopyBuffer(f, ctxReader{ctx, v}, make([]byte, copyBufSize)); err != nil {
+	if _, err := verify.Copy(ctx, f, verify.NewOp("read blob", src, d, -1)); err != nil {
 		return fmt.Errorf("materialize %s to %s: %w", d, dst, err)
 	}
 	return f.Commit()
@@ -207,28 +205,3 @@ func link(blob, tmp, dst string) error {
 func reflink(dst, src *os.File) error {
 	return unix.IoctlFileClone(int(dst.Fd()), int(src.Fd()))
 }
-
-// verifier reads a blob and checks its digest at EOF.
-type verifier struct {
-	f    *os.File
-	h    hash.Hash
-	want cache.Digest
-	err  error
-}
-
-func (v *verifier) Read(p []byte) (int, error) {
-	if v.err != nil {
-		return 0, v.err
-	}
-	n, err := v.f.Read(p)
-	v.h.Write(p[:n])
-	if err == io.EOF {
-		if got := digestOf(v.h); got != v.want {
-			v.err = fmt.Errorf("read blob %s: content is %s: %w", v.want, got, cache.ErrCorrupt)
-			return n, v.err
-		}
-	}
-	return n, err
-}
-
-func (v *verifier) Close() error { return v.f.Close() }

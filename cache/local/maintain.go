@@ -17,6 +17,8 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/imsbuild/imsbuild/cache"
+	"github.com/imsbuild/imsbuild/cache/internal/record"
+	"github.com/imsbuild/imsbuild/cache/internal/verify"
 )
 
 // DefaultGrace is how long Prune keeps unreferenced blobs and temporary
@@ -27,8 +29,8 @@ const DefaultGrace = time.Hour
 type action struct {
 	key  string
 	path string
-	used time.Time     // file mtime: written or last hit
-	rec  *actionRecord // nil when undecodable
+	used time.Time      // file mtime: written or last hit
+	rec  *record.Action // nil when undecodable
 	err  error
 }
 
@@ -41,7 +43,7 @@ func (c *Cache) scanActions(ctx context.Context) ([]action, error) {
 	var out []action
 	for _, e := range ents {
 		key, ok := strings.CutSuffix(e.Name(), ".json")
-		if !ok || !e.Type().IsRegular() || checkKey(key) != nil {
+		if !ok || !e.Type().IsRegular() || record.CheckKey(key) != nil {
 			continue
 		}
 		if err := ctx.Err(); err != nil {
@@ -60,7 +62,7 @@ func (c *Cache) scanActions(ctx context.Context) ([]action, error) {
 		if errors.Is(a.err, cache.ErrNotFound) {
 			continue
 		}
-		if a.err != nil && !errors.Is(a.err, errUndecodable) {
+		if a.err != nil && !errors.Is(a.err, record.ErrUndecodable) {
 			return nil, fmt.Errorf("scan actions: %s: %w", a.path, a.err)
 		}
 		out = append(out, a)
@@ -125,7 +127,7 @@ func (c *Cache) List(ctx context.Context) ([]cache.Entry, error) {
 		if a.rec == nil {
 			continue
 		}
-		out = append(out, cache.Entry{Key: a.key, Result: a.rec.Result, Preimage: a.rec.bytes()})
+		out = append(out, cache.Entry{Key: a.key, Result: a.rec.Result, Preimage: a.rec.Bytes()})
 	}
 	slices.SortFunc(out, func(x, y cache.Entry) int {
 		return cmp.Or(x.Result.Created.Compare(y.Result.Created), strings.Compare(x.Key, y.Key))
@@ -147,7 +149,7 @@ func (c *Cache) Usage(ctx context.Context) (blobs int, bytes int64, actions int,
 		return 0, 0, 0, fmt.Errorf("usage: %w", err)
 	}
 	for _, e := range ents {
-		if key, ok := strings.CutSuffix(e.Name(), ".json"); ok && checkKey(key) == nil {
+		if key, ok := strings.CutSuffix(e.Name(), ".json"); ok && record.CheckKey(key) == nil {
 			actions++
 		}
 	}
@@ -266,7 +268,7 @@ func (c *Cache) verifyBlob(ctx context.Context, b blob) (ok bool, n int64, err e
 		return false, 0, err
 	}
 	defer f.Close()
-	d, n, err := hashCopy(ctx, nil, f)
+	d, n, err := verify.HashCopy(ctx, nil, f)
 	if err != nil {
 		return false, n, fmt.Errorf("%s: %w", b.path, err)
 	}
@@ -278,7 +280,7 @@ func (c *Cache) brokenReason(ctx context.Context, a action, bad map[cache.Digest
 	if a.rec == nil {
 		return a.err.Error()
 	}
-	for _, d := range refs(&a.rec.Result) {
+	for _, d := range record.Refs(&a.rec.Result) {
 		if bad[d] {
 			return fmt.Sprintf("blob %s is corrupt", d)
 		}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/imsbuild/imsbuild/cache"
+	"github.com/imsbuild/imsbuild/cache/internal/record"
 )
 
 // PruneOptions says what Prune keeps.
@@ -89,7 +90,7 @@ func (c *Cache) Prune(ctx context.Context, opts PruneOptions) (PruneReport, erro
 			continue
 		}
 		live = append(live, a)
-		for _, d := range refs(&a.rec.Result) {
+		for _, d := range record.Refs(&a.rec.Result) {
 			refCount[d]++
 		}
 	}
@@ -107,7 +108,7 @@ func (c *Cache) Prune(ctx context.Context, opts PruneOptions) (PruneReport, erro
 			a := live[0]
 			live = live[1:]
 			drop = append(drop, a)
-			for _, d := range refs(&a.rec.Result) {
+			for _, d := range record.Refs(&a.rec.Result) {
 				if refCount[d]--; refCount[d] == 0 && !keep[d] {
 					total -= size[d]
 				}

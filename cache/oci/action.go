@@ -7,15 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
-	"time"
 
 	digest "github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/imsbuild/imsbuild/cache"
+	"github.com/imsbuild/imsbuild/cache/internal/record"
 )
 
 const manifestMediaType = ocispec.MediaTypeImageManifest
@@ -31,21 +29,18 @@ func (c *Cache) Actions() cache.ActionCache { return &Actions{c: c} }
 // missing or undecodable manifest or config, or a result whose blobs are not
 // all in the repository, is cache.ErrNotFound.
 func (a *Actions) Get(ctx context.Context, key string) (*cache.ActionResult, error) {
-	if err := checkKey(key); err != nil {
+	if err := record.CheckKey(key); err != nil {
 		return nil, fmt.Errorf("get action: %w", err)
 	}
 	data, err := a.c.getRecord(ctx, keyTag(key), ActionArtifactType, ActionConfigMediaType)
 	if err != nil {
 		return nil, fmt.Errorf("get action %s from %s: %w", key, a.c.repo, err)
 	}
-	rec, err := decodeAction(data)
-	if err == nil && rec.Key != key {
-		err = fmt.Errorf("%w: the tag holds key %q", errUndecodable, rec.Key)
-	}
+	rec, err := decodeAction(data, key)
 	if err != nil {
 		return nil, fmt.Errorf("get action %s from %s: %w: %w", key, a.c.repo, err, cache.ErrNotFound)
 	}
-	if _, err := a.c.statAll(ctx, refs(&rec.Result)); err != nil {
+	if _, err := a.c.StatAll(ctx, record.Refs(&rec.Result)); err != nil {
 		return nil, fmt.Errorf("get action %s from %s: %w", key, a.c.repo, err)
 	}
 	return &rec.Result, nil
@@ -54,21 +49,18 @@ func (a *Actions) Get(ctx context.Context, key string) (*cache.ActionResult, err
 // Put records res for key as a manifest tagged key-<key> whose layers are
 // the result's blobs, after checking (in parallel) that they all exist.
 func (a *Actions) Put(ctx context.Context, key string, preimage []byte, res *cache.ActionResult) error {
-	if err := checkKey(key); err != nil {
+	if err := record.CheckKey(key); err != nil {
 		return fmt.Errorf("put action: %w", err)
 	}
 	if res == nil {
 		return fmt.Errorf("put action %s: nil result", key)
 	}
-	rec := actionRecord{Key: key, Result: *res, preimage: newPreimage(preimage)}
-	if rec.Result.Created.IsZero() {
-		rec.Result.Created = time.Now().UTC()
-	}
-	data, err := marshal(rec)
+	rec := actionRecord{Key: key, Action: record.NewAction(res, preimage)}
+	data, err := record.Marshal(rec)
 	if err != nil {
 		return fmt.Errorf("put action %s: %w", key, err)
 	}
-	sizes, err := a.c.statAll(ctx, refs(&rec.Result))
+	sizes, err := a.c.StatAll(ctx, record.Refs(&rec.Result))
 	if err != nil {
 		return fmt.Errorf("put action %s to %s: %w", key, a.c.repo, err)
 	}
@@ -113,10 +105,10 @@ func layers(res *cache.ActionResult, sizes map[cache.Digest]int64) []ocispec.Des
 
 // Lock takes key's lock within this process (see the package doc).
 func (a *Actions) Lock(ctx context.Context, key string) (func(), error) {
-	if err := checkKey(key); err != nil {
+	if err := record.CheckKey(key); err != nil {
 		return nil, fmt.Errorf("lock action: %w", err)
 	}
-	return a.c.locks.lock(ctx, key)
+	return a.c.locks.Lock(ctx, key)
 }
 
 // LastKey returns the key and preimage last recorded for step, or
@@ -130,11 +122,11 @@ func (a *Actions) LastKey(ctx context.Context, step string) (string, []byte, err
 	if err != nil {
 		return "", nil, fmt.Errorf("last key of %s: %w", step, err)
 	}
-	var rec stepRecord
-	if err := json.Unmarshal(data, &rec); err != nil || rec.Step != step || rec.Key == "" {
-		return "", nil, fmt.Errorf("last key of %s: %w: %w", step, errUndecodable, cache.ErrNotFound)
+	key, preimage, err := record.DecodeStep(data, step)
+	if err != nil {
+		return "", nil, fmt.Errorf("last key of %s: %w: %w", step, err, cache.ErrNotFound)
 	}
-	return rec.Key, rec.bytes(), nil
+	return key, preimage, nil
 }
 
 // SetLastKey records key and its preimage as the newest seen for step.
@@ -143,10 +135,10 @@ func (a *Actions) SetLastKey(ctx context.Context, step, key string, preimage []b
 	if err != nil {
 		return err
 	}
-	if err := checkKey(key); err != nil {
+	if err := record.CheckKey(key); err != nil {
 		return fmt.Errorf("set last key of %s: %w", step, err)
 	}
-	data, err := marshal(stepRecord{Step: step, Key: key, preimage: newPreimage(preimage)})
+	data, err := record.Marshal(record.NewStep(step, key, preimage))
 	if err != nil {
 		return fmt.Errorf("set last key of %s: %w", step, err)
 	}
@@ -160,7 +152,7 @@ func (a *Actions) SetLastKey(ctx context.Context, step, key string, preimage []b
 // layers and tags it; the manifest goes last.
 func (c *Cache) putRecord(ctx context.Context, tag, artifactType, configType string, data []byte, ls []ocispec.Descriptor) error {
 	d := cache.Digest(digest.FromBytes(data))
-	if _, err := c.putVerified(ctx, bytes.NewReader(data), d, int64(len(data))); err != nil {
+	if _, err := c.PutVerified(ctx, bytes.NewReader(data), d, int64(len(data))); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
 	if ls == nil {
@@ -193,11 +185,11 @@ func (c *Cache) getRecord(ctx context.Context, tag, artifactType, configType str
 	}
 	var m ocispec.Manifest
 	if err := json.Unmarshal(raw, &m); err != nil {
-		return nil, fmt.Errorf("tag %s: %w: %v: %w", tag, errUndecodable, err, cache.ErrNotFound)
+		return nil, fmt.Errorf("tag %s: %w: %v: %w", tag, record.ErrUndecodable, err, cache.ErrNotFound)
 	}
 	d := cache.Digest(m.Config.Digest)
 	if m.ArtifactType != artifactType || m.Config.MediaType != configType || !d.Valid() || m.Config.Size > maxManifestSize {
-		return nil, fmt.Errorf("tag %s: %w: not an %s manifest: %w", tag, errUndecodable, artifactType, cache.ErrNotFound)
+		return nil, fmt.Errorf("tag %s: %w: not an %s manifest: %w", tag, record.ErrUndecodable, artifactType, cache.ErrNotFound)
 	}
 	rc, err := c.Open(ctx, d)
 	if err != nil {
@@ -206,39 +198,10 @@ func (c *Cache) getRecord(ctx context.Context, tag, artifactType, configType str
 	defer rc.Close()
 	data, err := readLimited(rc)
 	if err != nil {
-		if errors.Is(err, cache.ErrCorrupt) || errors.Is(err, errUndecodable) {
+		if errors.Is(err, cache.ErrCorrupt) || errors.Is(err, record.ErrUndecodable) {
 			return nil, fmt.Errorf("tag %s: config: %w: %w", tag, err, cache.ErrNotFound)
 		}
 		return nil, fmt.Errorf("tag %s: config: %w", tag, err)
 	}
 	return data, nil
-}
-
-// statAll HEADs every blob in ds, statConcurrency at a time, and returns
-// their sizes, or an error wrapping cache.ErrNotFound when one is missing.
-func (c *Cache) statAll(ctx context.Context, ds []cache.Digest) (map[cache.Digest]int64, error) {
-	var mu sync.Mutex
-	sizes := make(map[cache.Digest]int64, len(ds))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(statConcurrency)
-	for _, d := range ds {
-		g.Go(func() error {
-			n, err := c.Stat(gctx, d)
-			if err != nil {
-				return err
-			}
-			mu.Lock()
-			sizes[d] = n
-			mu.Unlock()
-			return nil
-		})
-	}
-	err := g.Wait()
-	if err != nil && !errors.Is(err, cache.ErrNotFound) && ctx.Err() != nil {
-		return nil, context.Cause(ctx)
-	}
-	if err != nil {
-		return nil, err
-	}
-	return sizes, nil
 }

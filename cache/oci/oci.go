@@ -13,6 +13,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/imsbuild/imsbuild/cache"
+	"github.com/imsbuild/imsbuild/cache/internal/keylock"
+	"github.com/imsbuild/imsbuild/cache/internal/remoteblob"
 )
 
 // Media and artifact types of the manifests the cache writes.
@@ -28,8 +30,9 @@ const (
 	AnnotationRole = "io.imsbuild.role"
 )
 
-// statConcurrency bounds the parallel HEADs of one existence check.
-const statConcurrency = 8
+// blobs provides the blob methods of Cache: Put, PutFile, Stat, Open,
+// Materialize, PutVerified and StatAll.
+type blobs = *remoteblob.Store
 
 // Options says how to reach the registry.
 type Options struct {
@@ -47,10 +50,11 @@ type Options struct {
 
 // Cache is a remote cache in one repository. It is safe for concurrent use.
 type Cache struct {
+	blobs // Put, PutFile, Stat, Open, Materialize, PutVerified, StatAll
 	repo  name.Repository
 	base  string // scheme://registry/v2/<repo>
 	opts  Options
-	locks *keyLocks
+	locks *keylock.Map
 
 	mu     sync.Mutex
 	pull   http.RoundTripper // authorised for pull; made on first use
@@ -93,12 +97,15 @@ func Open(ctx context.Context, url string, opts Options) (*Cache, error) {
 	if opts.Keychain == nil {
 		opts.Keychain = authn.DefaultKeychain
 	}
-	return &Cache{
+	c := &Cache{
 		repo:  repo,
 		base:  repo.Registry.Scheme() + "://" + repo.RegistryStr() + "/v2/" + repo.RepositoryStr(),
 		opts:  opts,
-		locks: newKeyLocks(),
-	}, nil
+		locks: keylock.New(),
+	}
+	c.blobs = remoteblob.New(remoteblob.Remote{Head: c.headBlob, Upload: c.uploadBlob, Get: c.getBlob},
+		opts.TempDir, "imsbuild-oci-put-*")
+	return c, nil
 }
 
 // Name returns the cache's URL, "oci://registry/repo".

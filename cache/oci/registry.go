@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/imsbuild/imsbuild/cache"
+	"github.com/imsbuild/imsbuild/cache/internal/record"
 )
 
 // This file speaks the OCI distribution API over go-containerregistry's
@@ -57,35 +58,44 @@ func check(resp *http.Response, codes ...int) error {
 func (c *Cache) blobURL(d cache.Digest) string { return c.base + "/blobs/" + string(d) }
 func (c *Cache) manifestURL(ref string) string { return c.base + "/manifests/" + ref }
 
-// headBlob returns the size of blob d, or an error wrapping ErrNotFound.
-func (c *Cache) headBlob(ctx context.Context, d cache.Digest) (int64, error) {
+// headBlob returns the size of blob d, or an error wrapping ErrNotFound. A
+// registry checks digests itself, so a blob it has is trusted.
+func (c *Cache) headBlob(ctx context.Context, d cache.Digest) (int64, bool, error) {
 	resp, err := c.do(ctx, false, http.MethodHead, c.blobURL(d), nil, nil)
 	if err != nil {
-		return 0, err
+		return 0, false, c.wrap("head", err)
 	}
 	if err := check(resp, http.StatusOK); err != nil {
-		return 0, err
+		return 0, false, c.wrap("head", err)
 	}
 	resp.Body.Close()
-	return resp.ContentLength, nil
+	return resp.ContentLength, true, nil
 }
 
 // getBlob returns the body of blob d and its length (-1 when unknown).
 func (c *Cache) getBlob(ctx context.Context, d cache.Digest) (io.ReadCloser, int64, error) {
 	resp, err := c.do(ctx, false, http.MethodGet, c.blobURL(d), nil, nil)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, c.wrap("get", err)
 	}
 	if err := check(resp, http.StatusOK); err != nil {
-		return nil, 0, err
+		return nil, 0, c.wrap("get", err)
 	}
 	return resp.Body, resp.ContentLength, nil
 }
 
-// uploadBlob streams r as blob d: POST to start an upload session, PATCH the
+// uploadBlob streams r as blob d in one PATCH (size is not needed).
+func (c *Cache) uploadBlob(ctx context.Context, r io.Reader, d cache.Digest, _ int64) error {
+	if err := c.upload(ctx, r, d); err != nil {
+		return c.wrap("upload", err)
+	}
+	return nil
+}
+
+// upload streams r as blob d: POST to start an upload session, PATCH the
 // content, PUT ?digest= to commit. When r fails (a verifier at EOF, a
 // cancelled ctx) the session is cancelled and nothing is committed.
-func (c *Cache) uploadBlob(ctx context.Context, r io.Reader, d cache.Digest) error {
+func (c *Cache) upload(ctx context.Context, r io.Reader, d cache.Digest) error {
 	resp, err := c.do(ctx, true, http.MethodPost, c.base+"/blobs/uploads/", nil, nil)
 	if err != nil {
 		return err
@@ -137,6 +147,11 @@ func (c *Cache) uploadBlob(ctx context.Context, r io.Reader, d cache.Digest) err
 	resp.Body.Close()
 	committed = true
 	return nil
+}
+
+// wrap returns "op <repository>: err".
+func (c *Cache) wrap(op string, err error) error {
+	return fmt.Errorf("%s %s: %w", op, c.repo, err)
 }
 
 func hasCode(te *transport.Error, code transport.ErrorCode) bool {
@@ -213,7 +228,7 @@ func readLimited(r io.Reader) ([]byte, error) {
 		return nil, err
 	}
 	if len(data) > maxManifestSize {
-		return nil, fmt.Errorf("%w: larger than %d bytes", errUndecodable, maxManifestSize)
+		return nil, fmt.Errorf("%w: larger than %d bytes", record.ErrUndecodable, maxManifestSize)
 	}
 	return data, nil
 }

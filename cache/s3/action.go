@@ -3,17 +3,14 @@ package s3
 import (
 	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/imsbuild/imsbuild/cache"
+	"github.com/imsbuild/imsbuild/cache/internal/record"
 )
 
 // maxRecordSize bounds the action and step records read into memory.
@@ -29,18 +26,18 @@ func (c *Cache) Actions() cache.ActionCache { return &Actions{c: c} }
 // Get returns the result for key. A missing or undecodable record, or one
 // whose blobs are not all in the bucket, is cache.ErrNotFound.
 func (a *Actions) Get(ctx context.Context, key string) (*cache.ActionResult, error) {
-	if err := checkKey(key); err != nil {
+	if err := record.CheckKey(key); err != nil {
 		return nil, fmt.Errorf("get action: %w", err)
 	}
 	data, err := a.c.getRecord(ctx, a.c.ActionKey(key))
 	if err != nil {
 		return nil, fmt.Errorf("get action %s: %w", key, err)
 	}
-	rec, err := decodeAction(data)
+	rec, err := record.DecodeAction(data)
 	if err != nil {
 		return nil, fmt.Errorf("get action %s: %w: %w", key, err, cache.ErrNotFound)
 	}
-	if err := a.c.checkBlobs(ctx, refs(&rec.Result)); err != nil {
+	if _, err := a.c.StatAll(ctx, record.Refs(&rec.Result)); err != nil {
 		return nil, fmt.Errorf("get action %s: %w", key, err)
 	}
 	return &rec.Result, nil
@@ -49,21 +46,18 @@ func (a *Actions) Get(ctx context.Context, key string) (*cache.ActionResult, err
 // Put records res and the preimage of key, after checking (in parallel) that
 // every blob of res is in the bucket.
 func (a *Actions) Put(ctx context.Context, key string, preimage []byte, res *cache.ActionResult) error {
-	if err := checkKey(key); err != nil {
+	if err := record.CheckKey(key); err != nil {
 		return fmt.Errorf("put action: %w", err)
 	}
 	if res == nil {
 		return fmt.Errorf("put action %s: nil result", key)
 	}
-	rec := actionRecord{Result: *res, preimage: newPreimage(preimage)}
-	if rec.Result.Created.IsZero() {
-		rec.Result.Created = time.Now().UTC()
-	}
-	data, err := marshal(rec)
+	rec := record.NewAction(res, preimage)
+	data, err := record.Marshal(rec)
 	if err != nil {
 		return fmt.Errorf("put action %s: %w", key, err)
 	}
-	if err := a.c.checkBlobs(ctx, refs(&rec.Result)); err != nil {
+	if _, err := a.c.StatAll(ctx, record.Refs(&rec.Result)); err != nil {
 		return fmt.Errorf("put action %s: %w", key, err)
 	}
 	if err := a.c.putRecord(ctx, a.c.ActionKey(key), data); err != nil {
@@ -74,16 +68,16 @@ func (a *Actions) Put(ctx context.Context, key string, preimage []byte, res *cac
 
 // Lock takes key's lock within this process (see the package doc).
 func (a *Actions) Lock(ctx context.Context, key string) (func(), error) {
-	if err := checkKey(key); err != nil {
+	if err := record.CheckKey(key); err != nil {
 		return nil, fmt.Errorf("lock action: %w", err)
 	}
-	return a.c.locks.lock(ctx, key)
+	return a.c.locks.Lock(ctx, key)
 }
 
 // LastKey returns the key and preimage last recorded for step under
 // <prefix>/steps/, or cache.ErrNotFound.
 func (a *Actions) LastKey(ctx context.Context, step string) (string, []byte, error) {
-	name, err := stepName(step)
+	name, err := record.StepFile(step)
 	if err != nil {
 		return "", nil, err
 	}
@@ -91,23 +85,23 @@ func (a *Actions) LastKey(ctx context.Context, step string) (string, []byte, err
 	if err != nil {
 		return "", nil, fmt.Errorf("last key of %s: %w", step, err)
 	}
-	var rec stepRecord
-	if err := json.Unmarshal(data, &rec); err != nil || rec.Step != step || rec.Key == "" {
-		return "", nil, fmt.Errorf("last key of %s: %w: %w", step, errUndecodable, cache.ErrNotFound)
+	key, preimage, err := record.DecodeStep(data, step)
+	if err != nil {
+		return "", nil, fmt.Errorf("last key of %s: %w: %w", step, err, cache.ErrNotFound)
 	}
-	return rec.Key, rec.bytes(), nil
+	return key, preimage, nil
 }
 
 // SetLastKey records key and its preimage as the newest seen for step.
 func (a *Actions) SetLastKey(ctx context.Context, step, key string, preimage []byte) error {
-	name, err := stepName(step)
+	name, err := record.StepFile(step)
 	if err != nil {
 		return err
 	}
-	if err := checkKey(key); err != nil {
+	if err := record.CheckKey(key); err != nil {
 		return fmt.Errorf("set last key of %s: %w", step, err)
 	}
-	data, err := marshal(stepRecord{Step: step, Key: key, preimage: newPreimage(preimage)})
+	data, err := record.Marshal(record.NewStep(step, key, preimage))
 	if err != nil {
 		return fmt.Errorf("set last key of %s: %w", step, err)
 	}
@@ -129,7 +123,7 @@ func (c *Cache) getRecord(ctx context.Context, key string) ([]byte, error) {
 		return nil, c.wrap("get", key, err)
 	}
 	if len(data) > maxRecordSize {
-		return nil, fmt.Errorf("get %s: %w: larger than %d bytes: %w", c.url(key), errUndecodable, maxRecordSize, cache.ErrNotFound)
+		return nil, fmt.Errorf("get %s: %w: larger than %d bytes: %w", c.url(key), record.ErrUndecodable, maxRecordSize, cache.ErrNotFound)
 	}
 	return data, nil
 }
@@ -147,22 +141,4 @@ func (c *Cache) putRecord(ctx context.Context, key string, data []byte) error {
 		return c.wrap("put", key, err)
 	}
 	return nil
-}
-
-// checkBlobs HEADs every blob in ds, statConcurrency at a time, and returns
-// an error wrapping cache.ErrNotFound when one is missing.
-func (c *Cache) checkBlobs(ctx context.Context, ds []cache.Digest) error {
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(statConcurrency)
-	for _, d := range ds {
-		g.Go(func() error {
-			_, err := c.Stat(gctx, d)
-			return err
-		})
-	}
-	err := g.Wait()
-	if err != nil && !errors.Is(err, cache.ErrNotFound) && ctx.Err() != nil {
-		return context.Cause(ctx)
-	}
-	return err
 }

@@ -2,12 +2,7 @@ package s3
 
 import (
 	"context"
-	"crypto/sha256"
-	"errors"
-	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -15,7 +10,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/imsbuild/imsbuild/cache"
-	"github.com/imsbuild/imsbuild/internal/atomicfile"
 )
 
 // MetaSHA256 is the user metadata key holding a blob's hex sha256. Put
@@ -23,205 +17,53 @@ import (
 // from a local cache lack it and are simply uploaded again by Put.
 const MetaSHA256 = "sha256"
 
-// Put streams r to the blob of want while hashing it, completing the upload
-// only when the content matches. Without want, r is first spooled to a
-// temporary file to learn its digest. A blob already present (with its
-// sha256 metadata and size) is not uploaded again, but r is still read and
-// verified.
-func (c *Cache) Put(ctx context.Context, r io.Reader, want cache.Digest) (cache.Digest, int64, error) {
-	if want != "" && !want.Valid() {
-		return "", 0, fmt.Errorf("put blob: invalid digest %q", want)
-	}
-	if want == "" {
-		return c.putSpooled(ctx, r)
-	}
-	n, err := c.putVerified(ctx, r, want, -1)
+// headBlob returns the size of blob d and whether its object carries d's
+// sha256 metadata, or an error wrapping cache.ErrNotFound.
+func (c *Cache) headBlob(ctx context.Context, d cache.Digest) (int64, bool, error) {
+	key := c.BlobKey(d)
+	out, err := c.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(c.bucket), Key: aws.String(key)})
 	if err != nil {
-		return "", 0, err
+		return 0, false, c.wrap("head", key, err)
 	}
-	return want, n, nil
-}
-
-// PutFile uploads the file at path: one pass to hash it, one to upload it
-// (verified again, so a file edited meanwhile is refused as corrupt).
-func (c *Cache) PutFile(ctx context.Context, path string) (cache.Digest, int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", 0, fmt.Errorf("put %w", err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return "", 0, fmt.Errorf("put %s: %w", path, err)
-	}
-	if !fi.Mode().IsRegular() {
-		return "", 0, fmt.Errorf("put %s: not a regular file", path)
-	}
-	d, n, err := hashCopy(ctx, io.Discard, f)
-	if err != nil {
-		return "", 0, fmt.Errorf("put %s: %w", path, err)
-	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return "", 0, fmt.Errorf("put %s: %w", path, err)
-	}
-	if _, err := c.putVerified(ctx, f, d, n); err != nil {
-		return "", 0, fmt.Errorf("put %s: %w", path, err)
-	}
-	return d, n, nil
-}
-
-// putSpooled copies r to a temporary file, then uploads that.
-func (c *Cache) putSpooled(ctx context.Context, r io.Reader) (cache.Digest, int64, error) {
-	f, err := os.CreateTemp(c.opts.TempDir, "imsbuild-s3-put-*")
-	if err != nil {
-		return "", 0, fmt.Errorf("put blob: %w", err)
-	}
-	defer os.Remove(f.Name())
-	defer f.Close()
-	d, n, err := hashCopy(ctx, f, r)
-	if err != nil {
-		return "", 0, fmt.Errorf("put blob: %w", err)
-	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return "", 0, fmt.Errorf("put blob: %w", err)
-	}
-	if _, err := c.putVerified(ctx, f, d, n); err != nil {
-		return "", 0, err
-	}
-	return d, n, nil
-}
-
-// putVerified uploads r as blob want; size is the content length when
-// known, else -1.
-func (c *Cache) putVerified(ctx context.Context, r io.Reader, want cache.Digest, size int64) (int64, error) {
-	key := c.BlobKey(want)
-	v := newVerifier(ctxReader{ctx, r}, want, size)
-	have, err := c.head(ctx, key)
-	if err != nil && !errors.Is(err, cache.ErrNotFound) {
-		return 0, fmt.Errorf("put blob %s: %w", want, err)
-	}
-	if err == nil && have.sha256 == want.Hex() && (size < 0 || have.size == size) {
-		// Present: check r anyway, as the contract says.
-		n, err := io.CopyBuffer(io.Discard, v, make([]byte, copyBufSize))
-		if err != nil {
-			return 0, fmt.Errorf("put blob %s: %w", want, err)
+	trusted := false
+	for k, v := range out.Metadata { // keys come back lowercased, or not
+		if strings.EqualFold(k, MetaSHA256) {
+			trusted = v == d.Hex()
 		}
-		if n != have.size {
-			return 0, fmt.Errorf("put blob %s: %d bytes, the stored object has %d: %w", want, n, have.size, cache.ErrCorrupt)
-		}
-		return n, nil
 	}
+	return aws.ToInt64(out.ContentLength), trusted, nil
+}
+
+// uploadBlob streams r to the object of blob d, in parts above the part
+// size; size is its length, or -1.
+func (c *Cache) uploadBlob(ctx context.Context, r io.Reader, d cache.Digest, size int64) error {
+	key := c.BlobKey(d)
 	in := &transfermanager.UploadObjectInput{
 		Bucket:      aws.String(c.bucket),
 		Key:         aws.String(key),
-		Body:        v,
+		Body:        r,
 		ContentType: aws.String("application/octet-stream"),
-		Metadata:    map[string]string{MetaSHA256: want.Hex()},
+		Metadata:    map[string]string{MetaSHA256: d.Hex()},
 	}
 	if size >= 0 {
 		in.ContentLength = aws.Int64(size)
 	}
-	_, err = c.tm.UploadObject(ctx, in)
-	// The verifier's own error says best why the upload stopped.
-	if verr := v.corrupt(); verr != nil {
-		return 0, fmt.Errorf("put blob %s: %w", want, verr)
+	if _, err := c.tm.UploadObject(ctx, in); err != nil {
+		return c.wrap("put", key, err)
 	}
-	if err != nil {
-		if ctx.Err() != nil {
-			return 0, fmt.Errorf("put blob %s: %w", want, context.Cause(ctx))
-		}
-		return 0, c.wrap("put", key, err)
-	}
-	return v.n, nil
+	return nil
 }
 
-// object is what HEAD says about a blob.
-type object struct {
-	size   int64
-	sha256 string // metadata, "" when absent
-}
-
-// head returns the object at key, or an error wrapping cache.ErrNotFound.
-func (c *Cache) head(ctx context.Context, key string) (object, error) {
-	out, err := c.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(c.bucket), Key: aws.String(key)})
-	if err != nil {
-		return object{}, c.wrap("head", key, err)
-	}
-	o := object{size: aws.ToInt64(out.ContentLength)}
-	for k, v := range out.Metadata { // keys come back lowercased, or not
-		if strings.EqualFold(k, MetaSHA256) {
-			o.sha256 = v
-		}
-	}
-	return o, nil
-}
-
-// Stat returns the size of blob d, or ErrNotFound.
-func (c *Cache) Stat(ctx context.Context, d cache.Digest) (int64, error) {
-	if !d.Valid() {
-		return 0, fmt.Errorf("stat blob %q: invalid digest: %w", d, cache.ErrNotFound)
-	}
-	o, err := c.head(ctx, c.BlobKey(d))
-	if err != nil {
-		return 0, err
-	}
-	return o.size, nil
-}
-
-// Open returns the blob d; reading it to EOF verifies its digest and
-// returns an error wrapping cache.ErrCorrupt on mismatch.
-func (c *Cache) Open(ctx context.Context, d cache.Digest) (io.ReadCloser, error) {
-	if !d.Valid() {
-		return nil, fmt.Errorf("open blob %q: invalid digest: %w", d, cache.ErrNotFound)
-	}
+// getBlob returns the body of blob d and its length, -1 when unknown.
+func (c *Cache) getBlob(ctx context.Context, d cache.Digest) (io.ReadCloser, int64, error) {
 	key := c.BlobKey(d)
 	out, err := c.client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(c.bucket), Key: aws.String(key)})
 	if err != nil {
-		return nil, c.wrap("get", key, err)
+		return nil, 0, c.wrap("get", key, err)
 	}
 	size := int64(-1)
 	if out.ContentLength != nil {
 		size = *out.ContentLength
 	}
-	return readCloser{newVerifier(out.Body, d, size), out.Body}, nil
-}
-
-// Materialize downloads blob d to a temporary file beside dst, verifies it,
-// and renames it to dst (mode 0644, or 0444 when readOnly). Nothing is left
-// at dst on error.
-func (c *Cache) Materialize(ctx context.Context, d cache.Digest, dst string, readOnly bool) error {
-	rc, err := c.Open(ctx, d)
-	if err != nil {
-		return fmt.Errorf("materialize: %w", err)
-	}
-	defer rc.Close()
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return fmt.Errorf("materialize %s: %w", d, err)
-	}
-	perm := os.FileMode(0o644)
-	if readOnly {
-		perm = 0o444
-	}
-	f, err := atomicfile.Create(dst, perm)
-	if err != nil {
-		return fmt.Errorf("materialize %s: %w", d, err)
-	}
-	defer f.Abort()
-	if _, err := io.CopyBuffer(f, ctxReader{ctx, rc}, make([]byte, copyBufSize)); err != nil {
-		return fmt.Errorf("materialize %s to %s: %w", d, dst, err)
-	}
-	if err := f.Commit(); err != nil {
-		return fmt.Errorf("materialize %s: %w", d, err)
-	}
-	return nil
-}
-
-// hashCopy copies r to w, returning the digest and size of what was copied.
-func hashCopy(ctx context.Context, w io.Writer, r io.Reader) (cache.Digest, int64, error) {
-	h := sha256.New()
-	n, err := io.CopyBuffer(io.MultiWriter(w, h), ctxReader{ctx, r}, make([]byte, copyBufSize))
-	if err != nil {
-		return "", n, err
-	}
-	return digestOf(h), n, nil
+	return out.Body, size, nil
 }

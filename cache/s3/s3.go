@@ -4,18 +4,17 @@ import (
 	"context"
 	"fmt"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
-	"github.com/aws/aws-sdk-go-v2/aws/retry"
-	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/imsbuild/imsbuild/cache"
+	"github.com/imsbuild/imsbuild/cache/internal/keylock"
+	"github.com/imsbuild/imsbuild/cache/internal/remoteblob"
+	"github.com/imsbuild/imsbuild/internal/s3client"
 )
 
 // Defaults of Options.
@@ -24,11 +23,15 @@ const (
 	DefaultPartSize    = 8 << 20
 	DefaultConcurrency = 4
 	DefaultMaxAttempts = 5
-	MinPartSize        = 5 << 20 // the S3 minimum for all parts but the last
+	MinPartSize        = s3client.MinPartSize // the S3 minimum for all parts but the last
 )
 
-// statConcurrency bounds the parallel HEADs of one existence check.
-const statConcurrency = 8
+// maxBackoff is the longest wait between attempts of a request.
+const maxBackoff = 5 * time.Second
+
+// blobs provides the blob methods of Cache: Put, PutFile, Stat, Open,
+// Materialize, and StatAll.
+type blobs = *remoteblob.Store
 
 // Options says how to reach the bucket. The zero value uses AWS S3 with the
 // SDK's default credential chain.
@@ -62,28 +65,35 @@ func (o *Options) setDefaults() error {
 	if o.MaxAttempts == 0 {
 		o.MaxAttempts = DefaultMaxAttempts
 	}
-	switch {
-	case o.PartSize < MinPartSize:
-		return fmt.Errorf("part size %d is below the S3 minimum of %d bytes", o.PartSize, MinPartSize)
-	case o.Concurrency < 0:
-		return fmt.Errorf("concurrency %d is negative", o.Concurrency)
-	case o.MaxAttempts < 0:
-		return fmt.Errorf("max attempts %d is negative", o.MaxAttempts)
-	case o.CABundle != "" && o.HTTPClient != nil:
-		return fmt.Errorf("ca bundle %s: set TLS on the given HTTP client instead", o.CABundle)
+	return o.client().Check()
+}
+
+// client returns the SDK client settings of o.
+func (o *Options) client() s3client.Config {
+	return s3client.Config{
+		Endpoint:    o.Endpoint,
+		Region:      o.Region,
+		PathStyle:   o.PathStyle,
+		CABundle:    o.CABundle,
+		HTTPClient:  o.HTTPClient,
+		Credentials: o.Credentials,
+		PartSize:    o.PartSize,
+		Concurrency: o.Concurrency,
+		MaxAttempts: o.MaxAttempts,
+		MaxBackoff:  maxBackoff,
 	}
-	return nil
 }
 
 // Cache is a remote cache in one bucket under one prefix. It is safe for
 // concurrent use.
 type Cache struct {
+	blobs  // Put, PutFile, Stat, Open, Materialize, StatAll
 	bucket string
 	prefix string // "" or ending in "/"
 	opts   Options
 	client *s3.Client
 	tm     *transfermanager.Client
-	locks  *keyLocks
+	locks  *keylock.Map
 }
 
 var (
@@ -119,55 +129,18 @@ func Open(ctx context.Context, url string, opts Options) (*Cache, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, fmt.Errorf("open cache %s: %w", url, err)
 	}
-	lo := []func(*config.LoadOptions) error{
-		config.WithRegion(opts.Region),
-		config.WithRetryer(func() aws.Retryer {
-			return retry.NewStandard(func(o *retry.StandardOptions) {
-				o.MaxAttempts = opts.MaxAttempts
-				o.MaxBackoff = 5 * time.Second
-				o.RateLimiter = ratelimit.None // many parallel HEADs must not drain a retry budget
-			})
-		}),
-		// S3-compatible servers (Ceph RGW, older MinIO) reject the SDK's
-		// default trailing checksums; we verify sha256 digests ourselves.
-		config.WithRequestChecksumCalculation(aws.RequestChecksumCalculationWhenRequired),
-		config.WithResponseChecksumValidation(aws.ResponseChecksumValidationWhenRequired),
-	}
-	if opts.Credentials != nil {
-		lo = append(lo, config.WithCredentialsProvider(opts.Credentials))
-	}
-	if opts.CABundle != "" {
-		f, err := os.Open(opts.CABundle)
-		if err != nil {
-			return nil, fmt.Errorf("open cache %s: ca bundle: %w", url, err)
-		}
-		defer f.Close()
-		lo = append(lo, config.WithCustomCABundle(f))
-	}
-	awsCfg, err := config.LoadDefaultConfig(ctx, lo...)
+	client, err := s3client.NewClient(ctx, opts.client())
 	if err != nil {
-		return nil, fmt.Errorf("open cache %s: load aws config: %w", url, err)
+		return nil, fmt.Errorf("open cache %s: %w", url, err)
 	}
-	client := s3.NewFromConfig(awsCfg, func(o *s3.Options) {
-		if opts.Endpoint != "" {
-			o.BaseEndpoint = aws.String(opts.Endpoint)
-		}
-		o.UsePathStyle = opts.PathStyle
-		if opts.HTTPClient != nil {
-			o.HTTPClient = opts.HTTPClient
-		}
-	})
-	tm := transfermanager.New(client, func(o *transfermanager.Options) {
-		o.PartSizeBytes = opts.PartSize
-		o.MultipartUploadThreshold = opts.PartSize
-		o.Concurrency = opts.Concurrency
-		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
-		o.FailTimeout = 30 * time.Second // abort a failed multipart upload even after cancel
-	})
+	tm := s3client.NewUploader(client, opts.client())
 	if prefix != "" {
 		prefix += "/"
 	}
-	return &Cache{bucket: bucket, prefix: prefix, opts: opts, client: client, tm: tm, locks: newKeyLocks()}, nil
+	c := &Cache{bucket: bucket, prefix: prefix, opts: opts, client: client, tm: tm, locks: keylock.New()}
+	c.blobs = remoteblob.New(remoteblob.Remote{Head: c.headBlob, Upload: c.uploadBlob, Get: c.getBlob},
+		opts.TempDir, "imsbuild-s3-put-*")
+	return c, nil
 }
 
 // Name returns the cache's URL, "s3://bucket/prefix".

@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -256,73 +255,13 @@ func TestLocalLayout(t *testing.T) {
 	}
 }
 
-// barrierTransport holds each HEAD until two are in flight (or a timeout
-// passes), so a serial existence check shows as maxInFlight == 1.
-type barrierTransport struct {
-	mu          sync.Mutex
-	inFlight    int
-	maxInFlight int
-	heads       int
-	armed       bool // count and hold HEADs only when set
-	two         chan struct{}
-	once        sync.Once
-}
-
-func (b *barrierTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	b.mu.Lock()
-	if r.Method != http.MethodHead || !b.armed {
-		b.mu.Unlock()
-		return http.DefaultTransport.RoundTrip(r)
-	}
-	b.inFlight++
-	b.heads++
-	b.maxInFlight = max(b.maxInFlight, b.inFlight)
-	if b.inFlight >= 2 {
-		b.once.Do(func() { close(b.two) })
-	}
-	b.mu.Unlock()
-	select {
-	case <-b.two:
-	case <-time.After(3 * time.Second):
-	case <-r.Context().Done():
-	}
-	resp, err := http.DefaultTransport.RoundTrip(r)
-	b.mu.Lock()
-	b.inFlight--
-	b.mu.Unlock()
-	return resp, err
-}
-
 func TestGetChecksBlobsInParallel(t *testing.T) {
-	ctx := testContext(t)
 	srv := startServer(t)
-	bt := &barrierTransport{two: make(chan struct{})}
+	bt := cachetest.NewHeadBarrier()
 	opts := testOptions(srv)
 	opts.HTTPClient = &http.Client{Transport: bt}
 	c := openCache(t, srv, opts)
-	res := &cache.ActionResult{Step: "s", Builder: "b", Outputs: map[string]cache.Output{}, Created: time.Unix(1, 0).UTC()}
-	for i := range 6 {
-		d, n, err := c.Put(ctx, strings.NewReader(fmt.Sprint("output ", i)), "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		res.Outputs[fmt.Sprint("out", i)] = cache.Output{Digest: d, Size: n}
-	}
-	key := strings.Repeat("c", 64)
-	if err := c.Actions().Put(ctx, key, []byte(`{}`), res); err != nil {
-		t.Fatal(err)
-	}
-	bt.mu.Lock()
-	bt.armed = true
-	bt.mu.Unlock()
-	if _, err := c.Actions().Get(ctx, key); err != nil {
-		t.Fatalf("Get() = %v", err)
-	}
-	bt.mu.Lock()
-	defer bt.mu.Unlock()
-	if bt.heads != 6 || bt.maxInFlight < 2 {
-		t.Errorf("Get() sent %d HEADs, at most %d at once; want 6, in parallel", bt.heads, bt.maxInFlight)
-	}
+	cachetest.ParallelGet(t, c, c.Actions(), bt)
 }
 
 func TestGetMissOnDamagedRecord(t *testing.T) {

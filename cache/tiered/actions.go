@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/imsbuild/imsbuild/cache"
+	"github.com/imsbuild/imsbuild/cache/internal/record"
 )
 
 // Actions is the action cache of a Cache.
@@ -69,7 +70,7 @@ func (a *Actions) Put(ctx context.Context, key string, preimage []byte, res *cac
 // writeThrough uploads the blobs of res that the to remote lacks, then the
 // action record.
 func (c *Cache) writeThrough(ctx context.Context, key string, preimage []byte, res *cache.ActionResult) error {
-	missing, err := c.missing(ctx, c.to, refs(res))
+	missing, err := c.missing(ctx, c.to, record.Refs(res))
 	if err != nil {
 		return err
 	}
@@ -143,17 +144,4 @@ func (a *Actions) LastKey(ctx context.Context, step string) (string, []byte, err
 // SetLastKey records key as step's last key in the local cache.
 func (a *Actions) SetLastKey(ctx context.Context, step, key string, preimage []byte) error {
 	return a.c.local.Actions().SetLastKey(ctx, step, key, preimage)
-}
-
-// refs returns the blobs res refers to, sorted, without duplicates.
-func refs(res *cache.ActionResult) []cache.Digest {
-	ds := make([]cache.Digest, 0, len(res.Outputs)+1)
-	for _, o := range res.Outputs {
-		ds = append(ds, o.Digest)
-	}
-	if res.Log != "" {
-		ds = append(ds, res.Log)
-	}
-	slices.Sort(ds)
-	return slices.Compact(ds)
 }

@@ -101,9 +101,9 @@ type hasher struct {
 	// dirSlots bounds the extra walkers; without a free slot a directory is
 	// walked inline, so a walk never waits for a slot (no deadlock).
 	dirSlots chan struct{}
-	sc   *StatCache
-	now  time.Time
-	bufs chan []byte
+	sc       *StatCache
+	now      time.Time
+	bufs     chan []byte
 }
 
 func newHasher(ctx context.Context, sc *StatCache) *hasher {

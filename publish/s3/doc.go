@@ -11,6 +11,12 @@
 // objects. Objects already present with the same sha256 and size are not
 // uploaded again, which makes republishing cheap.
 //
+// PublishRecipe puts recipe archives in bucket "ims" under
+// recipes/<id>/recipe.tgz the same way. Fetch is the reverse of Publish: it
+// reads a manifest.json (s3:// URLs may carry ?endpoint=…&region=…&
+// path_style=…&ca_bundle=…, see ParseURL), follows its artifact links and
+// streams each artifact to disk, checking md5s; ManifestDigest keys imports.
+//
 // Credentials come from the AWS SDK default chain (environment, shared
 // config and credentials files, AWS_PROFILE, …) unless Config.Credentials
 // is set.

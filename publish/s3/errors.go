@@ -6,8 +6,7 @@ import (
 	"net"
 	"syscall"
 
-	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
-	"github.com/aws/smithy-go"
+	"github.com/imsbuild/imsbuild/internal/s3client"
 )
 
 // Errors that callers classify with errors.Is; the returned errors also wrap
@@ -16,6 +15,7 @@ var (
 	ErrAccessDenied = errors.New("access denied")
 	ErrNoSuchBucket = errors.New("bucket does not exist")
 	ErrUnreachable  = errors.New("endpoint unreachable")
+	ErrNotFound     = errors.New("object does not exist")
 )
 
 // opError is "op s3://bucket/key: hint: sdk error".
@@ -42,15 +42,22 @@ func (e *opError) Unwrap() []error {
 
 // wrap names the operation and the object and explains the common failures.
 func (p *Publisher) wrap(op, key string, err error) error {
-	url := "s3://" + p.cfg.Bucket
+	return p.wrapIn(op, p.cfg.Bucket, key, err)
+}
+
+// wrapIn is wrap for an object of any bucket.
+func (p *Publisher) wrapIn(op, bucket, key string, err error) error {
+	url := "s3://" + bucket
 	if key != "" {
 		url += "/" + key
 	}
 	e := &opError{op: op, url: url, err: err}
-	code, status := apiCode(err)
+	code, status := s3client.APICode(err)
 	switch {
 	case code == "NoSuchBucket" || key == "" && status == 404:
-		e.kind, e.hint = ErrNoSuchBucket, fmt.Sprintf("bucket %q does not exist (create it or fix the bucket name)", p.cfg.Bucket)
+		e.kind, e.hint = ErrNoSuchBucket, fmt.Sprintf("bucket %q does not exist (create it or fix the bucket name)", bucket)
+	case s3client.IsNotFound(err):
+		e.kind, e.hint = ErrNotFound, "no such object"
 	case status == 403 || code == "AccessDenied" || code == "InvalidAccessKeyId" || code == "SignatureDoesNotMatch":
 		e.kind, e.hint = ErrAccessDenied, "access denied (check the credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, and the bucket policy)"
 	case errors.Is(err, syscall.ECONNREFUSED):
@@ -66,25 +73,6 @@ func (p *Publisher) endpoint() string {
 		return "the AWS S3 endpoint of region " + p.cfg.Region
 	}
 	return p.cfg.Endpoint
-}
-
-// apiCode returns the S3 error code and HTTP status of err, if any.
-func apiCode(err error) (string, int) {
-	var code string
-	var ae smithy.APIError
-	if errors.As(err, &ae) {
-		code = ae.ErrorCode()
-	}
-	var re *awshttp.ResponseError
-	if errors.As(err, &re) {
-		return code, re.HTTPStatusCode()
-	}
-	return code, 0
-}
-
-func isNotFound(err error) bool {
-	code, status := apiCode(err)
-	return status == 404 || code == "NotFound" || code == "NoSuchKey"
 }
 
 func isDNSError(err error) bool {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/ims"
+	"github.com/imsbuild/imsbuild/internal/s3client"
 )
 
 // remoteObject is what HEAD says about an object.
@@ -32,18 +33,25 @@ func (o *remoteObject) matches(want remoteObject) bool {
 
 // head returns the object at key, or nil when there is none.
 func (p *Publisher) head(ctx context.Context, key string) (*remoteObject, error) {
-	out, err := p.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(p.cfg.Bucket), Key: aws.String(key)})
+	return p.headIn(ctx, p.cfg.Bucket, key)
+}
+
+// headIn is head in any bucket.
+func (p *Publisher) headIn(ctx context.Context, bucket, key string) (*remoteObject, error) {
+	out, err := p.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
 	if err != nil {
-		if isNotFound(err) {
+		if s3client.IsNotFound(err) {
 			return nil, nil
 		}
-		return nil, p.wrap("head", key, err)
+		return nil, p.wrapIn("head", bucket, key, err)
 	}
-	o := &remoteObject{
-		size: aws.ToInt64(out.ContentLength),
-		etag: strings.Trim(aws.ToString(out.ETag), `"`),
-	}
-	for k, v := range out.Metadata { // keys come back lowercased, or not
+	return objectOf(aws.ToInt64(out.ContentLength), aws.ToString(out.ETag), out.Metadata), nil
+}
+
+// objectOf reads the size, etag and checksum metadata of a HEAD or GET.
+func objectOf(size int64, etag string, meta map[string]string) *remoteObject {
+	o := &remoteObject{size: size, etag: strings.Trim(etag, `"`)}
+	for k, v := range meta { // keys come back lowercased, or not
 		switch strings.ToLower(k) {
 		case MetaMD5:
 			o.md5 = v
@@ -51,7 +59,7 @@ func (p *Publisher) head(ctx context.Context, key string) (*remoteObject, error)
 			o.sha256 = v
 		}
 	}
-	return o, nil
+	return o
 }
 
 // putArtifact uploads a blob to key unless the object already holds it, then
@@ -74,41 +82,55 @@ func (p *Publisher) putArtifact(ctx context.Context, store cache.Store, key, nam
 	if have != nil && have.matches(want) {
 		return have, nil
 	}
-	if err := p.upload(ctx, store, key, name, out, want); err != nil {
+	open := func(ctx context.Context) (io.ReadCloser, error) {
+		rc, err := store.Open(ctx, out.Digest)
+		if err != nil {
+			return nil, fmt.Errorf("open %s: %w", out.Digest, err)
+		}
+		return rc, nil
+	}
+	return p.putFrom(ctx, p.cfg.Bucket, key, ims.MediaTypeOf(name), want, open)
+}
+
+// putFrom uploads the content open returns to bucket/key, unconditionally,
+// then checks the object with a HEAD and returns what HEAD says.
+func (p *Publisher) putFrom(ctx context.Context, bucket, key, contentType string, want remoteObject, open func(context.Context) (io.ReadCloser, error)) (*remoteObject, error) {
+	if err := p.upload(ctx, bucket, key, contentType, want, open); err != nil {
 		return nil, err
 	}
-	have, err = p.head(ctx, key)
+	have, err := p.headIn(ctx, bucket, key)
 	switch {
 	case err != nil:
 		return nil, err
 	case have == nil:
-		return nil, p.wrap("verify", key, errors.New("object missing after upload"))
+		return nil, p.wrapIn("verify", bucket, key, errors.New("object missing after upload"))
 	case !have.matches(want):
-		return nil, p.wrap("verify", key, fmt.Errorf("object has size %d md5sum %q sha256 %q, want %d %q %q",
+		return nil, p.wrapIn("verify", bucket, key, fmt.Errorf("object has size %d md5sum %q sha256 %q, want %d %q %q",
 			have.size, have.md5, have.sha256, want.size, want.md5, want.sha256))
 	}
 	return have, nil
 }
 
-// upload streams the blob to key; the md5 and size are checked while
-// reading (the store checks the sha256), so a bad blob aborts the upload.
-func (p *Publisher) upload(ctx context.Context, store cache.Store, key, name string, out cache.Output, want remoteObject) error {
-	rc, err := store.Open(ctx, out.Digest)
+// upload streams the content to bucket/key; the md5 and size are checked
+// while reading (a cache store checks the sha256), so bad content aborts
+// the upload.
+func (p *Publisher) upload(ctx context.Context, bucket, key, contentType string, want remoteObject, open func(context.Context) (io.ReadCloser, error)) error {
+	rc, err := open(ctx)
 	if err != nil {
-		return p.wrap("put", key, fmt.Errorf("open %s: %w", out.Digest, err))
+		return p.wrapIn("put", bucket, key, err)
 	}
 	defer rc.Close()
 	body := &checkReader{r: rc, h: md5.New(), size: want.size, md5: want.md5}
 	_, err = p.tm.UploadObject(ctx, &transfermanager.UploadObjectInput{
-		Bucket:        aws.String(p.cfg.Bucket),
+		Bucket:        aws.String(bucket),
 		Key:           aws.String(key),
 		Body:          body,
 		ContentLength: aws.Int64(want.size),
-		ContentType:   aws.String(ims.MediaTypeOf(name)),
+		ContentType:   aws.String(contentType),
 		Metadata:      map[string]string{MetaMD5: want.md5, MetaSHA256: want.sha256},
 	})
 	if err != nil {
-		return p.wrap("put", key, err)
+		return p.wrapIn("put", bucket, key, err)
 	}
 	return nil
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/ims"
+	"github.com/imsbuild/imsbuild/internal/s3client"
 	"github.com/imsbuild/imsbuild/internal/s3test"
 	"github.com/imsbuild/imsbuild/publish"
 )
@@ -143,7 +144,7 @@ func (l limitWriter) Write(b []byte) (int, error) {
 func headNotFound(t testing.TB, c *s3.Client, bucket, key string) {
 	t.Helper()
 	_, err := c.HeadObject(t.Context(), &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
-	if !isNotFound(err) {
+	if !s3client.IsNotFound(err) {
 		t.Errorf("HeadObject(%s) error = %v, want not found", key, err)
 	}
 }
