@@ -16,6 +16,7 @@ import (
 	"github.com/imsbuild/imsbuild/builders/pack"
 	"github.com/imsbuild/imsbuild/builders/sandbox"
 	"github.com/imsbuild/imsbuild/cache"
+	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/internal/treehash"
 	"github.com/imsbuild/imsbuild/spec"
 )
@@ -66,9 +67,10 @@ type Engine struct {
 	sb     sandbox.Sandbox
 	sbErr  error
 
-	mu      sync.Mutex
-	results map[string]*cache.ActionResult // image step id → result
-	keys    map[string]string              // step id → key
+	mu          sync.Mutex
+	results     map[string]*cache.ActionResult // image step id → result
+	keys        map[string]string              // step id → key
+	recipeLinks map[string]ims.Link            // recipe name → its published recipe.tgz
 }
 
 // New returns an engine for cfg using store and ac.
@@ -100,10 +102,11 @@ func New(cfg *spec.Config, store cache.Store, ac cache.ActionCache, opts Options
 	}
 	return &Engine{
 		cfg: cfg, graph: g, store: store, ac: ac, opts: opts,
-		toolCache: toolCache{path: filepath.Join(opts.StateDir, "tools.json")},
-		digests:   map[string]*digestOnce{},
-		results:   map[string]*cache.ActionResult{},
-		keys:      map[string]string{},
+		toolCache:   toolCache{path: filepath.Join(opts.StateDir, "tools.json")},
+		digests:     map[string]*digestOnce{},
+		results:     map[string]*cache.ActionResult{},
+		recipeLinks: map[string]ims.Link{},
+		keys:        map[string]string{},
 	}, nil
 }
 

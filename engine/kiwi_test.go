@@ -31,7 +31,10 @@ while [ $# -gt 0 ]; do
   shift
 done
 echo run >> %[1]s
-if grep -q FAIL "$desc/config.xml"; then echo "fake kiwi: package broken-pkg not found" >&2; exit 1; fi
+if grep -q FAIL "$desc/config.xml"; then
+  mkdir -p "$root" && cp -a %[2]s/. "$root/" && echo half-installed > "$root/etc/half"
+  echo "fake kiwi: package broken-pkg not found" >&2; exit 1
+fi
 mkdir -p "$root" && cp -a %[2]s/. "$root/" && cp "$desc/config.xml" "$root/etc/recipe.xml"
 echo "prepared $root"
 `, counter, root)
@@ -165,5 +168,36 @@ func TestKiwiFailureAndRepoWait(t *testing.T) {
 	_, err = f.build(t, t.Context(), Options{}, "image.base")
 	if err == nil || !strings.Contains(err.Error(), srv.URL+"/missing") || !strings.Contains(err.Error(), "404") {
 		t.Fatalf("Build() = %v, want a repository wait error naming the URL and status", err)
+	}
+}
+
+// TestKiwiDebugOnFailure: a failed kiwi prepare opens the debug environment
+// non-jailed on the build root (IMS enable_debug); the step still fails.
+func TestKiwiDebugOnFailure(t *testing.T) {
+	testutil.RequireTool(t, "ssh")
+	fakeKiwi(t)
+	srv, _ := repoServer(t)
+	f := kiwiFixture(t, srv.URL+"/debian")
+	xml := filepath.Join(f.cfg.Recipes["node"].Source, "config.xml")
+	b, _ := os.ReadFile(xml)
+	os.WriteFile(xml, []byte(strings.Replace(string(b), "<preferences>", "<!-- FAIL --><preferences>", 1)), 0o644)
+	key, pub := sshKey(t)
+	r := &sshRunner{t: t, key: key, ran: make(chan struct{}), command: "cat /mnt/image/etc/half && touch /mnt/image/complete"}
+	e, err := New(f.cfg, f.cache, f.cache.Actions(), Options{WorkDir: t.TempDir(), DebugOnFailure: true,
+		PublicKeys: []string{pub}, SSHTimeout: time.Minute, Events: r.event})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = e.Build(t.Context(), []string{"image.base"})
+	var se *StepError
+	if !asStepError(err, &se) || se.Step != "image.base/prepare" {
+		t.Fatalf("Build() = %v, want the prepare failure after the debug session", err)
+	}
+	<-r.ran
+	if r.err != nil || !strings.Contains(r.out, "half-installed") {
+		t.Fatalf("debug ssh = %v, output %q", r.err, r.out)
+	}
+	if r.info.Jail || r.info.CompleteFile != "/mnt/image/complete" || !r.info.Debug {
+		t.Fatalf("debug environment = %+v, want non-jailed with /mnt/image/complete", r.info)
 	}
 }

@@ -61,12 +61,30 @@ func (e *Engine) runPublish(ctx context.Context, s *Step) error {
 		}
 		images = append(images, img)
 	}
-	pub, err := e.publisher(ctx, p, images)
-	if err != nil {
-		return err
+	if len(images) > 0 {
+		pub, err := e.publisher(ctx, p, images)
+		if err != nil {
+			return err
+		}
+		if err := pub.Publish(ctx, e.store, images); err != nil {
+			return err
+		}
 	}
-	if err := pub.Publish(ctx, e.store, images); err != nil {
-		return err
+	switch p.Kind {
+	case "s3":
+		if err := e.publishRecipesS3(ctx, p); err != nil {
+			return err
+		}
+	case "ims":
+		if len(p.Recipes) > 0 {
+			client, err := imsapi.New(imsapi.Config{Endpoint: p.Endpoint, Token: p.Token})
+			if err != nil {
+				return err
+			}
+			if err := e.registerRecipes(ctx, p, client); err != nil {
+				return err
+			}
+		}
 	}
 	for _, img := range images {
 		e.emit(Event{Step: s.ID, Status: StatusLog, Line: fmt.Sprintf("%s → %s (id %s)", img.Label, destination(p, img.Label), img.ID)})

@@ -6,7 +6,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -29,8 +31,13 @@ func TestPublishS3AndOCI(t *testing.T) {
 	f := newFixture(t)
 	srv := s3test.Start(t)
 	srv.CreateBucket(t, "boot-images")
+	srv.CreateBucket(t, "ims")
+	recipeDir := t.TempDir()
+	os.WriteFile(filepath.Join(recipeDir, "config.xml"), []byte("<image name=\"node\"/>\n"), 0o644)
+	f.cfg.Recipes = map[string]*spec.Recipe{"node": {Name: "node", Source: recipeDir, Type: "kiwi-ng", Arch: "x86_64", LinuxDistribution: "sles15"}}
 	reg := registrytest.Start(t)
 	var records []ims.ImageRecord
+	var recipes []ims.RecipeRecord
 	imsSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "Bearer secret-token" {
 			http.Error(w, "no token", http.StatusUnauthorized)
@@ -40,6 +47,17 @@ func TestPublishS3AndOCI(t *testing.T) {
 		switch {
 		case r.Method == http.MethodGet && r.URL.Path == "/v3/images":
 			json.NewEncoder(w).Encode(records)
+		case r.Method == http.MethodGet && r.URL.Path == "/v3/recipes":
+			json.NewEncoder(w).Encode(recipes)
+		case r.Method == http.MethodPost && r.URL.Path == "/v3/recipes":
+			var rec ims.RecipeRecord
+			if err := json.NewDecoder(r.Body).Decode(&rec); err != nil || rec.Name == "" || rec.Link == nil || rec.RecipeType != "kiwi-ng" {
+				http.Error(w, "bad recipe", http.StatusBadRequest)
+				return
+			}
+			recipes = append(recipes, rec)
+			w.WriteHeader(http.StatusCreated)
+			json.NewEncoder(w).Encode(rec)
 		case r.Method == http.MethodPost && r.URL.Path == "/v3/images":
 			var rec ims.ImageRecord
 			if err := json.NewDecoder(r.Body).Decode(&rec); err != nil || rec.Name == "" || rec.Link == nil || rec.Link.Type != "s3" {
@@ -59,10 +77,10 @@ func TestPublishS3AndOCI(t *testing.T) {
 	t.Setenv("AWS_SECRET_ACCESS_KEY", srv.SecretKey)
 	f.cfg.Publishes = append(f.cfg.Publishes,
 		&spec.Publish{Kind: "s3", Name: "site", Images: []string{"base", "compute"},
-			Endpoint: srv.Endpoint, Region: srv.Region, Bucket: "boot-images", PathStyle: true},
+			Endpoint: srv.Endpoint, Region: srv.Region, Bucket: "boot-images", PathStyle: true, Recipes: []string{"node"}},
 		&spec.Publish{Kind: "oci", Name: "registry", Images: []string{"base", "compute"}, Tags: []string{"v1"},
 			ImageRepos: map[string]string{"base": reg.Ref("hpc/base"), "compute": reg.Ref("hpc/compute")}},
-		&spec.Publish{Kind: "ims", Name: "csm", Images: []string{"compute"}, Endpoint: imsSrv.URL, Token: "secret-token"},
+		&spec.Publish{Kind: "ims", Name: "csm", Images: []string{"compute"}, Recipes: []string{"node"}, Endpoint: imsSrv.URL, Token: "secret-token"},
 	)
 	got, err := f.build(t, t.Context(), Options{Jobs: 2})
 	if err != nil {
@@ -101,7 +119,13 @@ func TestPublishS3AndOCI(t *testing.T) {
 	if len(records) != 1 || records[0].Name != "compute" || records[0].Link.Path != "s3://boot-images/"+img.ID+"/manifest.json" || records[0].Link.Etag == "" {
 		t.Fatalf("IMS records = %+v, want compute linked to its S3 manifest", records)
 	}
-	if _, err := f.build(t, t.Context(), Options{}); err != nil || len(records) != 1 {
+	if len(recipes) != 1 || !strings.HasPrefix(recipes[0].Link.Path, "s3://ims/recipes/") || !strings.HasSuffix(recipes[0].Link.Path, "/recipe.tgz") {
+		t.Fatalf("IMS recipes = %+v, want node linked to s3://ims/recipes/<id>/recipe.tgz", recipes)
+	}
+	if _, err := client.HeadObject(t.Context(), &awss3.HeadObjectInput{Bucket: aws.String("ims"), Key: aws.String(strings.TrimPrefix(recipes[0].Link.Path, "s3://ims/"))}); err != nil {
+		t.Fatalf("recipe.tgz not in the ims bucket: %v", err)
+	}
+	if _, err := f.build(t, t.Context(), Options{}); err != nil || len(records) != 1 || len(recipes) != 1 {
 		t.Fatalf("republish: %v, %d records; want no duplicate", err, len(records))
 	}
 	crane := testutil.RequireTool(t, "crane")
@@ -116,17 +140,23 @@ func TestPublishS3AndOCI(t *testing.T) {
 	// The reverse: an image imported from the registry is the published one.
 	f.cfg.Images["restored"] = &spec.Image{Label: "restored", Name: "restored", Arch: "x86_64",
 		Import: "oci://" + reg.Ref("hpc/compute") + ":v1", Squashfs: f.cfg.Images["base"].Squashfs}
+	f.cfg.Images["restored3"] = &spec.Image{Label: "restored3", Name: "restored3", Arch: "x86_64",
+		Import:   "s3://boot-images/" + img.ID + "/manifest.json?endpoint=" + srv.Endpoint + "&path_style=true&region=" + srv.Region,
+		Squashfs: f.cfg.Images["base"].Squashfs}
 	e, err = New(f.cfg, f.cache, f.cache.Actions(), Options{WorkDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.Build(t.Context(), []string{"image.restored", "image.compute"}); err != nil {
-		t.Fatalf("Build(image.restored) = %v", err)
+	if err := e.Build(t.Context(), []string{"image.restored", "image.restored3", "image.compute"}); err != nil {
+		t.Fatalf("Build(image.restored*) = %v", err)
 	}
-	restored, published := e.result("image.restored").Outputs, e.result("image.compute").Outputs
-	for _, name := range []string{"rootfs", "kernel", "initrd"} {
-		if restored[name].Digest != published[name].Digest || restored[name].MD5 != published[name].MD5 {
-			t.Errorf("imported %s = %s, want the published %s", name, restored[name].Digest, published[name].Digest)
+	published := e.result("image.compute").Outputs
+	for _, id := range []string{"image.restored", "image.restored3"} {
+		restored := e.result(id).Outputs
+		for _, name := range []string{"rootfs", "kernel", "initrd"} {
+			if restored[name].Digest != published[name].Digest || restored[name].MD5 != published[name].MD5 {
+				t.Errorf("%s %s = %s, want the published %s", id, name, restored[name].Digest, published[name].Digest)
+			}
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/imsbuild/imsbuild/publish/oci"
+	"github.com/imsbuild/imsbuild/publish/s3"
 )
 
 // isRemoteImport reports an import of published artifacts (oci://, s3://)
@@ -20,8 +21,10 @@ func remoteDigest(ctx context.Context, src string) (string, error) {
 	switch {
 	case strings.HasPrefix(src, "oci://"):
 		return oci.Digest(ctx, strings.TrimPrefix(src, "oci://"), false)
+	case strings.HasPrefix(src, "s3://"):
+		return s3.ManifestDigest(ctx, s3.Config{}, src)
 	}
-	return "", fmt.Errorf("import %s: s3:// imports are not supported yet", src)
+	return "", fmt.Errorf("import %s: not an oci:// or s3:// URL", src)
 }
 
 // fetchRemote downloads the artifacts of a published image into dst and
@@ -38,6 +41,16 @@ func (e *Engine) fetchRemote(ctx context.Context, src, dst string) (map[string]s
 			files[name] = a.Path
 		}
 		return files, nil
+	case strings.HasPrefix(src, "s3://"):
+		arts, _, err := s3.Fetch(ctx, s3.Config{}, src, dst)
+		if err != nil {
+			return nil, err
+		}
+		files := map[string]string{}
+		for name, a := range arts {
+			files[name] = a.Path
+		}
+		return files, nil
 	}
-	return nil, fmt.Errorf("import %s: s3:// imports are not supported yet", src)
+	return nil, fmt.Errorf("import %s: not an oci:// or s3:// URL", src)
 }
