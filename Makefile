@@ -4,7 +4,7 @@ BIN     := bin/imsbuild
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: build test test-short demo bench lint setup setup-tools clean
+.PHONY: build test test-short demo demo-quick bench lint setup setup-tools clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/imsbuild
@@ -23,8 +23,14 @@ test: setup-tools
 test-short:
 	$(GO) test -short ./...
 
-# The main job: build the busybox example (import → customize → publish to a dir).
+# The main job: a real Debian node image from a kiwi-ng recipe, customized,
+# published to examples/debian-node/out (about 3 minutes the first time).
 demo: setup build
+	$(BIN) build examples/debian-node
+	@echo "published: $$(find examples/debian-node/out -name manifest.json | sort)"
+
+# The same shapes in seconds without kiwi: a busybox root imported and customized.
+demo-quick: setup build
 	cd examples/busybox && ./make-root.sh roots/busybox >/dev/null
 	$(BIN) build examples/busybox
 	@echo "published: $$(find examples/busybox/out -name manifest.json | sort)"
@@ -37,4 +43,4 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); [ -z "$$out" ] || { echo "gofmt needed:"; echo "$$out"; exit 1; }
 
 clean:
-	rm -rf bin examples/busybox/out examples/busybox/.imsbuild examples/busybox/roots
+	rm -rf bin examples/*/out examples/*/.imsbuild examples/busybox/roots

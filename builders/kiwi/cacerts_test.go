@@ -1,6 +1,9 @@
 package kiwi
 
 import (
+	"archive/tar"
+	"io"
+
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -8,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"github.com/klauspost/compress/gzip"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -63,15 +67,29 @@ func TestInjectCACerts(t *testing.T) {
 			if err := InjectCACerts(dir, []string{ca1, ca2}); err != nil {
 				t.Fatalf("InjectCACerts() = %v", err)
 			}
+			files := readTarGz(t, filepath.Join(dir, "imsbuild-ca.tar.gz"))
 			for i, want := range []string{ca1, ca2 + "\n"} {
-				p := filepath.Join(dir, "root/usr/local/share/ca-certificates", []string{"imsbuild-1.crt", "imsbuild-2.crt"}[i])
-				got, err := os.ReadFile(p)
-				if err != nil {
-					t.Fatal(err)
+				name := []string{"usr/local/share/ca-certificates/imsbuild-1.crt", "usr/local/share/ca-certificates/imsbuild-2.crt"}[i]
+				if files[name] != want {
+					t.Errorf("archive %s = %q, want %q", name, files[name], want)
 				}
-				if string(got) != want {
-					t.Errorf("%s = %q, want %q", p, got, want)
-				}
+			}
+			bundle := files["usr/local/share/imsbuild/build-ca-bundle.crt"]
+			if !strings.Contains(bundle, ca1) || !strings.Contains(bundle, ca2) {
+				t.Errorf("build bundle lacks the site CAs")
+			}
+			if conf := files["etc/apt/apt.conf.d/99imsbuild-build-ca"]; !strings.Contains(conf, `Acquire::https::CAInfo "/usr/local/share/imsbuild/build-ca-bundle.crt";`) {
+				t.Errorf("apt conf = %q", conf)
+			}
+			xml, _ := os.ReadFile(filepath.Join(dir, "config.xml"))
+			if !strings.Contains(string(xml), `<packages type="bootstrap">`) || !strings.Contains(string(xml), `<archive name="imsbuild-ca.tar.gz"/>`) {
+				t.Errorf("config.xml does not list the bootstrap archive:\n%s", xml)
+			}
+			if err := InjectCACerts(dir, []string{ca1, ca2}); err != nil {
+				t.Fatal(err)
+			}
+			if xml2, _ := os.ReadFile(filepath.Join(dir, "config.xml")); strings.Count(string(xml2), "imsbuild-ca.tar.gz") != 1 {
+				t.Errorf("a second injection listed the archive twice")
 			}
 			got, err := os.ReadFile(sh)
 			if err != nil {
@@ -79,7 +97,7 @@ func TestInjectCACerts(t *testing.T) {
 			}
 			s := string(got)
 			if !strings.HasPrefix(s, tc.wantStart) || !strings.Contains(s, "command -v update-ca-certificates") ||
-				!strings.Contains(s, "\n    update-ca-certificates\n") {
+				!strings.Contains(s, "\n    update-ca-certificates\n") || !strings.Contains(s, "rm -f /etc/apt/apt.conf.d/99imsbuild-build-ca") {
 				t.Errorf("config.sh =\n%s", s)
 			}
 			if fi, _ := os.Stat(sh); fi.Mode().Perm()&0o100 == 0 {
@@ -124,5 +142,48 @@ func TestInjectCACertsNone(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Errorf("InjectCACerts(nil) wrote %v", entries)
+	}
+}
+
+// readTarGz returns the regular files of a .tar.gz by name.
+func readTarGz(t *testing.T, path string) map[string]string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(zr)
+	files := map[string]string{}
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return files
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Typeflag == tar.TypeReg {
+			b, _ := io.ReadAll(tr)
+			files[h.Name] = string(b)
+		}
+	}
+}
+
+func TestAddBootstrapArchiveToExistingSection(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "config.xml")
+	mustWrite(t, file, "<image>\n    <packages type='bootstrap'>\n        <package name=\"a\"/>\n    </packages>\n</image>\n", 0o644)
+	if err := addBootstrapArchive(file, "x.tar.gz"); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(file)
+	want := "<image>\n    <packages type='bootstrap'>\n        <archive name=\"x.tar.gz\"/>\n        <package name=\"a\"/>\n    </packages>\n</image>\n"
+	if string(got) != want {
+		t.Fatalf("config.xml =\n%s\nwant\n%s", got, want)
 	}
 }

@@ -15,7 +15,9 @@ import (
 
 // TestPrepareDebianNode runs the whole create path on the example recipe:
 // fetch, render, wait for the Debian mirror, inject a CA, and a real
-// kiwi-ng system prepare (about 3 minutes on 2 cores).
+// kiwi-ng system prepare (about 3 minutes on 2 cores). The image packages
+// also come from an HTTPS site mirror signed by that CA only, so the build
+// fails unless the injected CA is trusted during package installation.
 func TestPrepareDebianNode(t *testing.T) {
 	if testing.Short() {
 		t.Skip("real kiwi-ng build; skipped with -short")
@@ -46,7 +48,9 @@ func TestPrepareDebianNode(t *testing.T) {
 	if err := WaitForRepos(ctx, client, repos, testWriter{t}); err != nil {
 		t.Fatal(err)
 	}
-	ca := testCA(t, "imsbuild integration CA")
+	mirror := startSiteMirror(t, "http://deb.debian.org")
+	ca := mirror.CA
+	addRepository(t, desc, mirror.URL)
 	if err := InjectCACerts(desc, []string{ca}); err != nil {
 		t.Fatal(err)
 	}
@@ -95,6 +99,14 @@ func TestPrepareDebianNode(t *testing.T) {
 	if err != nil || !strings.Contains(string(bundle), strings.TrimSpace(ca)) {
 		t.Errorf("the injected CA is not in /etc/ssl/certs/ca-certificates.crt (%v)", err)
 	}
+	if mirror.Requests.Load() == 0 {
+		t.Error("apt never used the HTTPS site mirror")
+	}
+	for _, p := range []string{"etc/apt/apt.conf.d/99imsbuild-build-ca", "usr/local/share/imsbuild"} {
+		if _, err := os.Lstat(filepath.Join(root, p)); err == nil {
+			t.Errorf("/%s, used only while installing packages, is left in the image", p)
+		}
+	}
 	conf, err := os.ReadFile(filepath.Join(root, "etc/dracut.conf.d/90-imsbuild.conf"))
 	if err != nil || !strings.Contains(string(conf), "dmsquash-live") {
 		t.Errorf("dracut drop-in missing from the root: %v", err)
@@ -114,4 +126,31 @@ func (w testWriter) Write(p []byte) (int, error) {
 		}
 	}
 	return len(p), nil
+}
+
+// addRepository adds an apt repository at url to the description, signed
+// like the Debian archive, used while installing the image packages.
+func addRepository(t *testing.T, desc, url string) {
+	t.Helper()
+	file, err := DescriptionFile(desc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo := `<repository type="apt-deb" alias="site" distribution="bookworm" components="main" repository_gpgcheck="true">
+        <source path="` + url + `">
+            <signing key="file:///usr/share/keyrings/debian-archive-keyring.gpg"/>
+        </source>
+    </repository>
+    `
+	x := strings.Replace(string(b), "<packages type=\"image\">", repo+"<packages type=\"image\">", 1)
+	if x == string(b) {
+		t.Fatal("no <packages type=\"image\"> in the description")
+	}
+	if err := os.WriteFile(file, []byte(x), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
