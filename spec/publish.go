@@ -9,6 +9,42 @@ import (
 	"github.com/zclconf/go-cty/cty"
 )
 
+// checkIMSLinks reports images and recipes an ims publish registers that no
+// s3 (or, for images, dir) publish of the build writes: IMS records link to
+// published manifests and archives.
+func (l *loader) checkIMSLinks() {
+	images, recipes := map[string]bool{}, map[string]bool{}
+	for _, p := range l.cfg.Publishes {
+		if p.Kind == "s3" || p.Kind == "dir" {
+			for _, i := range p.Images {
+				images[i] = true
+			}
+		}
+		if p.Kind == "s3" {
+			for _, r := range p.Recipes {
+				recipes[r] = true
+			}
+		}
+	}
+	for _, p := range l.cfg.Publishes {
+		if p.Kind != "ims" {
+			continue
+		}
+		for _, i := range p.Images {
+			if !images[i] {
+				l.errorf(p.DeclRange, "Image not published for IMS",
+					"publish \"ims\" %q registers image.%s, but no publish \"s3\" or \"dir\" of this build writes its manifest; add image.%s to one.", p.Name, i, i)
+			}
+		}
+		for _, r := range p.Recipes {
+			if !recipes[r] {
+				l.errorf(p.DeclRange, "Recipe not published for IMS",
+					"publish \"ims\" %q registers recipe.%s, but no publish \"s3\" of this build uploads it; add recipes = [recipe.%s] to one.", p.Name, r, r)
+			}
+		}
+	}
+}
+
 // decodePublishes decodes the publish blocks in source order.
 func (l *loader) decodePublishes() {
 	seen := map[string]*hcl.Block{}
@@ -32,6 +68,7 @@ func (l *loader) decodePublishes() {
 			l.cfg.Publishes = append(l.cfg.Publishes, p)
 		}
 	}
+	l.checkIMSLinks()
 }
 
 func (l *loader) decodePublish(b *hcl.Block, kind, name string) *Publish {
@@ -46,6 +83,14 @@ func (l *loader) decodePublish(b *hcl.Block, kind, name string) *Publish {
 	}
 	if attr := c.Attributes["recipes"]; attr != nil {
 		p.Recipes, _ = l.refList(attr, "recipe")
+		if kind != "s3" && kind != "ims" {
+			l.errorf(attr.NameRange, "Recipes not published here",
+				"publish %q cannot publish recipes; IMS recipes go to S3 (publish \"s3\", bucket ims) and are registered with publish \"ims\".", kind)
+		}
+	}
+	if c.Attributes["images"] == nil && c.Attributes["recipes"] == nil {
+		l.errorf(b.DefRange, "Nothing to publish",
+			"publish %q %q needs images = [image.<label>, …] or recipes = [recipe.<name>, …].", kind, name)
 	}
 
 	// The other arguments may use image.name, image.label and image.arch

@@ -131,6 +131,6 @@ var publishAttrs = map[string][]hcl.AttributeSchema{
 }
 
 func publishSchema(kind string) *hcl.BodySchema {
-	attrs := []hcl.AttributeSchema{{Name: "images", Required: true}, {Name: "recipes"}}
+	attrs := []hcl.AttributeSchema{{Name: "images"}, {Name: "recipes"}}
 	return &hcl.BodySchema{Attributes: append(attrs, publishAttrs[kind]...)}
 }
