@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/imsbuild/imsbuild/internal/tail"
 	"io"
 	"os"
 	"os/exec"
@@ -129,15 +130,15 @@ func unsquash(ctx context.Context, src, dst string) error {
 
 // run runs a tool and, on failure, returns the last lines it printed.
 func run(ctx context.Context, name string, args ...string) error {
-	var out tail
+	out := tail.New(30)
 	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Stdout = &out
-	cmd.Stderr = &out
+	cmd.Stdout = out
+	cmd.Stderr = out
 	if err := cmd.Run(); err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("%s: %w", name, ctx.Err())
 		}
-		if msg := out.String(); msg != "" {
+		if msg := toolMessage(out.Lines()); msg != "" {
 			return fmt.Errorf("%s: %w: %s", name, err, msg)
 		}
 		return fmt.Errorf("%s: %w", name, err)

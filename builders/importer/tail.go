@@ -2,24 +2,11 @@ package importer
 
 import "strings"
 
-// tailSize bounds how much tool output an error carries.
-const tailSize = 2048
-
-// tail keeps the last tailSize bytes written to it.
-type tail struct{ buf []byte }
-
-func (t *tail) Write(p []byte) (int, error) {
-	t.buf = append(t.buf, p...)
-	if over := len(t.buf) - tailSize; over > 0 {
-		t.buf = append(t.buf[:0], t.buf[over:]...)
-	}
-	return len(p), nil
-}
-
-// String returns the kept output on one line, FATAL ERROR lines first.
-func (t *tail) String() string {
+// toolMessage condenses a tool's last output lines for an error: its FATAL
+// ERROR lines (unsquashfs names the real problem there), else the last five.
+func toolMessage(lines []string) string {
 	var fatal, rest []string
-	for _, l := range strings.Split(string(t.buf), "\n") {
+	for _, l := range lines {
 		l = strings.TrimSpace(l)
 		switch {
 		case l == "":

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/imsbuild/imsbuild/internal/tail"
 	"io"
 	"io/fs"
 	"os"
@@ -123,7 +124,7 @@ func Prepare(ctx context.Context, opts PrepareOptions) error {
 	}
 	args = append(args, kiwiArgs(opts, logFile)...)
 	cmd := exec.CommandContext(ctx, unshare, args...)
-	out := &tailWriter{max: tailLines}
+	out := tail.New(tailLines)
 	var w io.Writer = out
 	if opts.Log != nil {
 		w = io.MultiWriter(opts.Log, out)
@@ -147,9 +148,9 @@ func Prepare(ctx context.Context, opts PrepareOptions) error {
 	if ctx.Err() != nil {
 		err = ctx.Err()
 	}
-	perr.Tail = fileTail(logFile, tailLines)
+	perr.Tail = tail.File(logFile, tailLines)
 	if len(perr.Tail) == 0 {
-		perr.Tail = out.lines()
+		perr.Tail = out.Lines()
 	}
 	return fail(err)
 }

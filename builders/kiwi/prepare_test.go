@@ -30,17 +30,6 @@ func TestKiwiArgs(t *testing.T) {
 	}
 }
 
-func TestTailWriter(t *testing.T) {
-	w := &tailWriter{max: 3}
-	for _, chunk := range []string{"one\ntwo\n", "thr", "ee\nbar 10%\rbar 50%\rbar 100%\n", "partial"} {
-		w.Write([]byte(chunk))
-	}
-	want := []string{"three", "bar 100%", "partial"}
-	if diff := cmp.Diff(want, w.lines()); diff != "" {
-		t.Errorf("lines() (-want +got):\n%s", diff)
-	}
-}
-
 func TestToolVersion(t *testing.T) {
 	testutil.RequireTool(t, "kiwi-ng")
 	v, err := ToolVersion(t.Context())

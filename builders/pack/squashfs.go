@@ -1,10 +1,10 @@
 package pack
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/imsbuild/imsbuild/internal/tail"
 	"io"
 	"math"
 	"os"
@@ -89,16 +89,16 @@ func mksquashfs(ctx context.Context, root, out string, args []string, log io.Wri
 	if err := os.Remove(out); err != nil && !os.IsNotExist(err) {
 		return err
 	}
-	var stderr tail
+	stderr := tail.New(30)
 	cmd := exec.CommandContext(ctx, "mksquashfs", append([]string{root, out}, args...)...)
 	cmd.Env = withoutSourceDateEpoch(os.Environ())
 	cmd.Stdout = log
-	cmd.Stderr = io.MultiWriter(log, &stderr)
+	cmd.Stderr = io.MultiWriter(log, stderr)
 	if err := cmd.Run(); err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("mksquashfs: %w", ctx.Err())
 		}
-		if msg := stderr.String(); msg != "" {
+		if msg := stderr.Summary(5); msg != "" {
 			return fmt.Errorf("mksquashfs: %w: %s", err, msg)
 		}
 		return fmt.Errorf("mksquashfs: %w", err)
@@ -129,33 +129,4 @@ func ToolVersion(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("mksquashfs -version: no output")
 	}
 	return string(bytes.TrimSpace(line)), nil
-}
-
-// tailSize bounds how much stderr an error carries.
-const tailSize = 2048
-
-// tail keeps the last tailSize bytes written to it.
-type tail struct{ buf []byte }
-
-func (t *tail) Write(p []byte) (int, error) {
-	t.buf = append(t.buf, p...)
-	if over := len(t.buf) - tailSize; over > 0 {
-		t.buf = append(t.buf[:0], t.buf[over:]...)
-	}
-	return len(p), nil
-}
-
-// String returns the last non-empty lines, joined by "; ".
-func (t *tail) String() string {
-	var lines []string
-	sc := bufio.NewScanner(bytes.NewReader(t.buf))
-	for sc.Scan() {
-		if l := strings.TrimSpace(sc.Text()); l != "" {
-			lines = append(lines, l)
-		}
-	}
-	if len(lines) > 5 {
-		lines = lines[len(lines)-5:]
-	}
-	return strings.Join(lines, "; ")
 }
