@@ -10,15 +10,15 @@ build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/imsbuild
 
 setup:
-	./scripts/setup-debian.sh
+	@./scripts/setup-debian.sh
 
 setup-tools: setup
-	./scripts/setup-tools.sh
+	@./scripts/setup-tools.sh
 
 # Every test, integration tests included; a missing tool fails instead of skipping.
 test: setup-tools
-	$(GO) vet ./...
-	PATH="$$PATH:$$($(GO) env GOPATH)/bin" IMSBUILD_TEST_REQUIRE=all $(GO) test -count=1 -timeout 60m ./...
+	@$(GO) vet ./...
+	@PATH="$$PATH:$$($(GO) env GOPATH)/bin" IMSBUILD_TEST_REQUIRE=all $(GO) test -count=1 -timeout 60m ./...
 
 test-short:
 	$(GO) test -short ./...
