@@ -61,7 +61,7 @@ type Engine struct {
 	toolCache toolCache
 
 	digestMu sync.Mutex
-	digests  map[string]*digestOnce // import sources hashed once per build
+	digests  map[string]*onceValue // import digests and recipe downloads, once per build
 
 	sbOnce sync.Once
 	sb     sandbox.Sandbox
@@ -103,7 +103,7 @@ func New(cfg *spec.Config, store cache.Store, ac cache.ActionCache, opts Options
 	return &Engine{
 		cfg: cfg, graph: g, store: store, ac: ac, opts: opts,
 		toolCache:   toolCache{path: filepath.Join(opts.StateDir, "tools.json")},
-		digests:     map[string]*digestOnce{},
+		digests:     map[string]*onceValue{},
 		results:     map[string]*cache.ActionResult{},
 		recipeLinks: map[string]ims.Link{},
 		keys:        map[string]string{},
@@ -143,10 +143,11 @@ func (e *Engine) sandbox() (sandbox.Sandbox, error) {
 	return e.sb, e.sbErr
 }
 
-type digestOnce struct {
-	once   sync.Once
-	digest string
-	err    error
+// onceValue is a string computed once per build (a digest, a download).
+type onceValue struct {
+	once  sync.Once
+	value string
+	err   error
 }
 
 // importDigest returns the content digest of an import source, computing
@@ -155,18 +156,18 @@ func (e *Engine) importDigest(ctx context.Context, src string) (string, error) {
 	e.digestMu.Lock()
 	d, ok := e.digests[src]
 	if !ok {
-		d = &digestOnce{}
+		d = &onceValue{}
 		e.digests[src] = d
 	}
 	e.digestMu.Unlock()
 	d.once.Do(func() {
 		if isRemoteImport(src) {
-			d.digest, d.err = remoteDigest(ctx, src)
+			d.value, d.err = remoteDigest(ctx, src)
 			return
 		}
-		d.digest, d.err = importer.SourceDigest(ctx, src, e.opts.StatCache)
+		d.value, d.err = importer.SourceDigest(ctx, src, e.opts.StatCache)
 	})
-	return d.digest, d.err
+	return d.value, d.err
 }
 
 // allowedEnv returns the allowlisted environment variables that are set.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/gofrs/flock"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/imsbuild/imsbuild/builders/pack"
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/internal/treehash"
+	"github.com/imsbuild/imsbuild/publish/s3"
 	"github.com/imsbuild/imsbuild/spec"
 )
 
@@ -59,13 +61,17 @@ func (e *Engine) preparePreimage(ctx context.Context, s *Step) (*Preimage, error
 		Tools:  map[string]string{"kiwi-ng": kv},
 		Env:    e.allowedEnv(),
 	}
+	src, err := e.recipeSource(ctx, r)
+	if err != nil {
+		return nil, err
+	}
 	var d string
-	if st, err := os.Stat(r.Source); err == nil && st.IsDir() {
-		d, err = treehash.Dir(ctx, r.Source, e.opts.StatCache)
+	if st, err := os.Stat(src); err == nil && st.IsDir() {
+		d, err = treehash.Dir(ctx, src, e.opts.StatCache)
 		if err != nil {
 			return nil, fmt.Errorf("digest of recipe %s: %w", r.Name, err)
 		}
-	} else if d, err = treehash.File(ctx, r.Source, e.opts.StatCache); err != nil {
+	} else if d, err = treehash.File(ctx, src, e.opts.StatCache); err != nil {
 		return nil, fmt.Errorf("digest of recipe %s: %w", r.Name, err)
 	}
 	p.Inputs["recipe"] = d
@@ -179,7 +185,11 @@ func (e *Engine) prepare(ctx context.Context, s *Step, log io.Writer) (*cache.Ac
 	defer removeAll(work)
 	desc := filepath.Join(work, "description")
 	fmt.Fprintf(log, "fetching recipe %s from %s\n", r.Name, r.Source)
-	if err := kiwi.FetchRecipe(ctx, r.Source, desc); err != nil {
+	src, err := e.recipeSource(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	if err := kiwi.FetchRecipe(ctx, src, desc); err != nil {
 		return nil, err
 	}
 	if err := kiwi.Render(desc, r.Template); err != nil {
@@ -265,4 +275,34 @@ func kiwiSharedCache(base string) (string, func(), error) {
 			return dir, func() { lock.Unlock() }, nil
 		}
 	}
+}
+
+// recipeSource returns a local path of r's source: the source itself, or an
+// IMS recipe.tgz in S3 (s3://ims/recipes/<id>/recipe.tgz) downloaded, md5
+// checked, once per build into the state dir.
+func (e *Engine) recipeSource(ctx context.Context, r *spec.Recipe) (string, error) {
+	if !strings.HasPrefix(r.Source, "s3://") {
+		return r.Source, nil
+	}
+	e.digestMu.Lock()
+	d, ok := e.digests["recipe:"+r.Source]
+	if !ok {
+		d = &onceValue{}
+		e.digests["recipe:"+r.Source] = d
+	}
+	e.digestMu.Unlock()
+	d.once.Do(func() {
+		dir := filepath.Join(e.opts.StateDir, "recipes")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			d.err = err
+			return
+		}
+		path := filepath.Join(dir, digestOf(r.Source)[7:19]+".tgz")
+		if _, err := s3.Download(ctx, s3.Config{}, r.Source, path, ""); err != nil {
+			d.err = fmt.Errorf("recipe %s: %w", r.Name, err)
+			return
+		}
+		d.value = path
+	})
+	return d.value, d.err
 }

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -11,7 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/imsbuild/imsbuild/internal/s3test"
 	"github.com/imsbuild/imsbuild/internal/testutil"
+	"github.com/imsbuild/imsbuild/publish/recipe"
 	"github.com/imsbuild/imsbuild/spec"
 )
 
@@ -199,5 +205,39 @@ func TestKiwiDebugOnFailure(t *testing.T) {
 	}
 	if r.info.Jail || r.info.CompleteFile != "/mnt/image/complete" || !r.info.Debug {
 		t.Fatalf("debug environment = %+v, want non-jailed with /mnt/image/complete", r.info)
+	}
+}
+
+// TestKiwiRecipeFromS3: a recipe source s3://ims/recipes/<id>/recipe.tgz
+// (the IMS recipe format) is downloaded and built.
+func TestKiwiRecipeFromS3(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts an S3 server")
+	}
+	fakeKiwi(t)
+	repo, _ := repoServer(t)
+	f := kiwiFixture(t, repo.URL+"/debian")
+	srv := s3test.Start(t)
+	srv.CreateBucket(t, "ims")
+	t.Setenv("AWS_ACCESS_KEY_ID", srv.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", srv.SecretKey)
+	var tgz bytes.Buffer
+	if err := recipe.Archive(t.Context(), f.cfg.Recipes["node"].Source, &tgz); err != nil {
+		t.Fatal(err)
+	}
+	key := "recipes/0000/recipe.tgz"
+	if _, err := srv.Client(t).PutObject(t.Context(), &awss3.PutObjectInput{Bucket: aws.String("ims"), Key: aws.String(key), Body: bytes.NewReader(tgz.Bytes())}); err != nil {
+		t.Fatal(err)
+	}
+	f.cfg.Recipes["node"].Source = "s3://ims/" + key + "?endpoint=" + srv.Endpoint + "&path_style=true&region=" + srv.Region
+	e, err := New(f.cfg, f.cache, f.cache.Actions(), Options{WorkDir: t.TempDir(), StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Build(t.Context(), []string{"image.base"}); err != nil {
+		t.Fatalf("Build() = %v", err)
+	}
+	if xml := unsquash(t, f, e, "image.base")["etc/recipe.xml"]; !strings.Contains(xml, `distribution="bookworm"`) {
+		t.Fatalf("recipe from S3 not built: %q", xml)
 	}
 }
