@@ -74,6 +74,25 @@ func TestDebianNodeEndToEnd(t *testing.T) {
 	}
 
 	bootToLogin(t, base)
+
+	// A broken recipe fails with kiwi's own message and leaves no mount
+	// and no kiwi process behind.
+	mounts, _ := os.ReadFile("/proc/mounts")
+	xml := filepath.Join(dir, "recipes/node/config.xml")
+	b, _ = os.ReadFile(xml)
+	if err := os.WriteFile(xml, []byte(strings.Replace(string(b), "</image>", "</imag>", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = imsbuild(t, dir, "build", ".", "image.base")
+	if r.code != 1 || !strings.Contains(r.stdout, "image.base/prepare") || !strings.Contains(strings.ToLower(r.stdout), "kiwi") {
+		t.Fatalf("broken recipe: exit %d, want 1 with kiwi's message\n%s", r.code, tail(r.stdout, 30))
+	}
+	if after, _ := os.ReadFile("/proc/mounts"); string(after) != string(mounts) {
+		t.Errorf("/proc/mounts changed by a failed kiwi build")
+	}
+	if p := testutil.ProcessesMatching(t, "kiwi-ng"); len(p) > 0 {
+		t.Errorf("kiwi processes left: %v", p)
+	}
 }
 
 // publishedImage finds the published image named name under dir/out and

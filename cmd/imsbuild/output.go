@@ -105,7 +105,7 @@ func (p *printer) line(ev engine.Event) string {
 	case engine.StatusDone:
 		return fmt.Sprintf("%s %-24s done     %s %s", ts, ev.Step, time.Duration(ev.DurationMS)*time.Millisecond, humanBytes(ev.Bytes))
 	case engine.StatusFailed:
-		s := fmt.Sprintf("%s %-24s FAILED   %s", ts, ev.Step, ev.Error)
+		s := fmt.Sprintf("%s %-24s FAILED   %s", ts, ev.Step, firstLine(ev.Error))
 		if ev.LogPath != "" {
 			s += "\n         full log: " + ev.LogPath
 		}
@@ -216,7 +216,8 @@ func (p *printer) Summary(err error) {
 	}
 	p.clearStatus()
 	for _, se := range stepErrors(err) {
-		fmt.Fprintf(p.w, "\n--- %s failed: %v\n", se.Step, se.Err)
+		// The log tail below shows what a multi-line error (kiwi's) repeats.
+		fmt.Fprintf(p.w, "\n--- %s failed: %s\n", se.Step, firstLine(se.Err.Error()))
 		if se.LogTail != "" {
 			fmt.Fprintf(p.w, "--- last lines of %s:\n%s\n", se.LogPath, se.LogTail)
 		}
@@ -253,4 +254,9 @@ func stepErrors(err error) []*engine.StepError {
 		return []*engine.StepError{se}
 	}
 	return nil
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
 }
