@@ -35,8 +35,11 @@ demo-quick: setup build
 	$(BIN) build examples/busybox
 	@echo "published: $$(find examples/busybox/out -name manifest.json | sort)"
 
-bench: setup build
-	$(GO) run ./bench -imsbuild $(BIN)
+# Ratios against the raw tools; `make bench BENCH=kiwi` for the minutes-long kiwi comparison.
+BENCH ?= treehash,pack,noop,customize,s3,oci
+bench: setup-tools build
+	@./scripts/setup-debian.sh awscli
+	PATH="$$PATH:$$($(GO) env GOPATH)/bin" $(GO) run ./bench -imsbuild $(BIN) -only $(BENCH)
 
 lint:
 	$(GO) vet ./...

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -174,6 +176,9 @@ func (p *Publisher) PushImage(ctx context.Context, store cache.Store, img publis
 	}
 	for _, tag := range p.tags {
 		if err := pusher.Push(ctx, tag, ai); err != nil {
+			if cerr := corruptBlob(ctx, store, arts, err); cerr != nil {
+				return "", fmt.Errorf("push %s: %w", tag, cerr)
+			}
 			return "", fmt.Errorf("push %s: %w", tag, err)
 		}
 	}
@@ -182,4 +187,25 @@ func (p *Publisher) PushImage(ctx context.Context, store cache.Store, img publis
 		return "", fmt.Errorf("push %s: %w", first, err)
 	}
 	return p.repo.Digest(d.String()).String(), nil
+}
+
+// corruptBlob tells a registry's digest rejection caused by a corrupt cache
+// blob (local blobs are sent unverified; the registry checks every digest)
+// by reading the blobs again through the verifying store.
+func corruptBlob(ctx context.Context, store cache.Store, arts []artifact, pushErr error) error {
+	if !strings.Contains(pushErr.Error(), "DIGEST_INVALID") {
+		return nil
+	}
+	for _, a := range arts {
+		rc, err := store.Open(ctx, a.out.Digest)
+		if err != nil {
+			return fmt.Errorf("%s: %w", a.name, err)
+		}
+		_, err = io.Copy(io.Discard, rc)
+		rc.Close()
+		if errors.Is(err, cache.ErrCorrupt) {
+			return fmt.Errorf("%s: %w", a.name, err)
+		}
+	}
+	return nil
 }
