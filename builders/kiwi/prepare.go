@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/imsbuild/imsbuild/internal/tail"
 	"io"
 	"io/fs"
 	"os"
@@ -14,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/imsbuild/imsbuild/internal/tail"
 )
 
 // PrepareOptions configure Prepare.
@@ -37,6 +38,17 @@ type PrepareOptions struct {
 	// KiwiLog is kiwi's --logfile (the full debug log); "" uses a temporary
 	// file that is removed afterwards.
 	KiwiLog string
+	// BuilderRoot is an unpacked builder environment (the rootfs of an OCI
+	// image from builderimage.Unpack) whose kiwi-ng runs the prepare, so a
+	// site pins its kiwi version the way IMS pins its builder container.
+	// "" runs the host's kiwi-ng. The root is used read-only, as "/" of a
+	// privileged runc container (kiwi mounts kernel filesystems into the
+	// image root and makes device nodes) with the network on, the
+	// description read-only at /mnt/desc, the parent of Root read-write at
+	// /mnt/image and the shared cache dir read-write at its own path. It
+	// needs kiwi-ng and what kiwi runs for the description (debootstrap,
+	// rsync, gpg, keyrings) in its PATH.
+	BuilderRoot string
 }
 
 // tailLines is how many lines of kiwi's log a PrepareError carries.
@@ -66,13 +78,15 @@ func (e *PrepareError) Unwrap() error { return e.Err }
 // bootstrap, package installation, the root/ overlay and config.sh, not the
 // image type's build (the engine packs the root itself).
 //
-// kiwi runs under `unshare --mount --pid --uts --ipc --fork --kill-child
-// --mount-proc --propagation private`: its mounts (kernel filesystems and the
-// shared cache bound into the root) stay in a private mount namespace and
-// its processes in a private pid namespace, so when kiwi ends, fails or is
-// killed because ctx is done, the kernel ends every process and drops every
-// mount it made; nothing reaches the host's mount table. gpg runs with a
-// private GNUPGHOME.
+// With no opts.BuilderRoot, the host's kiwi-ng runs under `unshare --mount
+// --pid --uts --ipc --fork --kill-child --mount-proc --propagation private`:
+// its mounts (kernel filesystems and the shared cache bound into the root)
+// stay in a private mount namespace and its processes in a private pid
+// namespace, so when kiwi ends, fails or is killed because ctx is done, the
+// kernel ends every process and drops every mount it made; nothing reaches
+// the host's mount table. With opts.BuilderRoot, kiwi-ng of that root runs
+// in a privileged runc container instead (see PrepareOptions.BuilderRoot).
+// gpg runs with a private GNUPGHOME.
 //
 // opts.Root must not exist or be an empty directory (removed first: kiwi
 // creates the root itself); its parent is created. kiwi's output streams to
@@ -87,12 +101,7 @@ func Prepare(ctx context.Context, opts PrepareOptions) error {
 	if err := checkSharedCacheDir(opts.SharedCacheDir); err != nil {
 		return fail(err)
 	}
-	unshare, err := exec.LookPath("unshare")
-	if err != nil {
-		return fail(err)
-	}
-	kiwi, err := exec.LookPath("kiwi-ng")
-	if err != nil {
+	if err := checkBuilderRoot(opts); err != nil {
 		return fail(err)
 	}
 	if err := clearRoot(opts.Root); err != nil {
@@ -103,34 +112,70 @@ func Prepare(ctx context.Context, opts PrepareOptions) error {
 		return fail(err)
 	}
 	defer os.RemoveAll(tmp)
-	gnupg := filepath.Join(tmp, "gnupg")
-	if err := os.Mkdir(gnupg, 0o700); err != nil {
+	r := &prepareRun{opts: opts, tmp: tmp, gnupg: filepath.Join(tmp, "gnupg"), logFile: opts.KiwiLog}
+	if err := os.Mkdir(r.gnupg, 0o700); err != nil {
 		return fail(err)
 	}
-	logFile := opts.KiwiLog
-	if logFile == "" {
-		logFile = filepath.Join(tmp, "kiwi.log")
+	if r.logFile == "" {
+		r.logFile = filepath.Join(tmp, "kiwi.log")
 	} else {
-		perr.KiwiLog = logFile
+		perr.KiwiLog = r.logFile
 		// kiwi appends to an existing log.
-		if err := os.Remove(logFile); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := os.Remove(r.logFile); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fail(err)
 		}
 	}
+	out := tail.New(tailLines)
+	r.out = out
+	if opts.Log != nil {
+		r.out = io.MultiWriter(opts.Log, out)
+	}
 
+	if opts.BuilderRoot == "" {
+		err = r.runHost(ctx)
+	} else {
+		err = r.runBuilder(ctx)
+	}
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil {
+		err = ctx.Err()
+	}
+	perr.Tail = tail.File(r.logFile, tailLines)
+	if len(perr.Tail) == 0 {
+		perr.Tail = out.Lines()
+	}
+	return fail(err)
+}
+
+// prepareRun is one Prepare after its checks.
+type prepareRun struct {
+	opts    PrepareOptions
+	tmp     string    // private temporary dir on the host, removed afterwards
+	gnupg   string    // GNUPGHOME on the host, in tmp
+	logFile string    // kiwi's --logfile on the host
+	out     io.Writer // kiwi's stdout and stderr
+}
+
+// runHost runs the host's kiwi-ng in private namespaces made by unshare.
+func (r *prepareRun) runHost(ctx context.Context) error {
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		return err
+	}
+	kiwi, err := exec.LookPath("kiwi-ng")
+	if err != nil {
+		return err
+	}
 	args := []string{
 		"--mount", "--pid", "--uts", "--ipc", "--fork", "--kill-child",
 		"--mount-proc", "--propagation", "private", kiwi,
 	}
-	args = append(args, kiwiArgs(opts, logFile)...)
+	args = append(args, kiwiArgs(r.opts, r.logFile)...)
 	cmd := exec.CommandContext(ctx, unshare, args...)
-	out := tail.New(tailLines)
-	var w io.Writer = out
-	if opts.Log != nil {
-		w = io.MultiWriter(opts.Log, out)
-	}
-	cmd.Stdout, cmd.Stderr = w, w
-	cmd.Env = prepareEnv(gnupg, opts.Env)
+	cmd.Stdout, cmd.Stderr = r.out, r.out
+	cmd.Env = prepareEnv(r.gnupg, r.opts.Env)
 	// If imsbuild dies, unshare dies, and --kill-child takes kiwi (the pid
 	// namespace's init) and with it the whole namespace.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
@@ -140,19 +185,7 @@ func Prepare(ctx context.Context, opts PrepareOptions) error {
 		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	}
 	cmd.WaitDelay = 10 * time.Second
-
-	err = cmd.Run()
-	if err == nil {
-		return nil
-	}
-	if ctx.Err() != nil {
-		err = ctx.Err()
-	}
-	perr.Tail = tail.File(logFile, tailLines)
-	if len(perr.Tail) == 0 {
-		perr.Tail = out.Lines()
-	}
-	return fail(err)
+	return cmd.Run()
 }
 
 // kiwiArgs returns the kiwi-ng command line after the program name.

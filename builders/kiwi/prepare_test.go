@@ -41,12 +41,12 @@ func TestToolVersion(t *testing.T) {
 	}
 }
 
-// fakeKiwi puts a kiwi-ng script first in PATH. It logs to --logfile, mounts
-// a tmpfs on <root>/mnt, starts a background sleep carrying marker, writes
+// fakeKiwi puts a kiwi-ng script first in PATH, or in a busybox builder
+// root it returns when builder is set. It logs to --logfile, mounts a tmpfs
+// on <root>/mnt, starts a background sleep carrying marker, writes
 // <root>/ready and then runs body.
-func fakeKiwi(t *testing.T, marker, body string) {
+func fakeKiwi(t *testing.T, builder bool, marker, body string) (builderRoot string) {
 	t.Helper()
-	bin := t.TempDir()
 	script := `#!/bin/sh
 set -e
 while [ $# -gt 0 ]; do
@@ -64,8 +64,26 @@ sh -c 'sleep 300; : ` + marker + `' &
 test "$(cat /proc/self/stat | cut -d' ' -f1)" -lt 100 && echo "in a pid namespace" >> "$log"
 touch "$root/ready"
 ` + body + "\n"
+	if builder {
+		testutil.RequireRoot(t)
+		testutil.RequireTool(t, "runc")
+		builderRoot = testutil.BusyboxRoot(t, false)
+		mustWrite(t, filepath.Join(builderRoot, "usr/bin/kiwi-ng"), script, 0o755)
+		return builderRoot
+	}
+	requireNamespaces(t)
+	bin := t.TempDir()
 	mustWrite(t, filepath.Join(bin, "kiwi-ng"), script, 0o755)
 	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	return ""
+}
+
+// forEachSandbox runs f as a subtest for the host's kiwi-ng and for one in
+// a builder root.
+func forEachSandbox(t *testing.T, f func(t *testing.T, builder bool)) {
+	t.Helper()
+	t.Run("host", func(t *testing.T) { f(t, false) })
+	t.Run("builder root", func(t *testing.T) { f(t, true) })
 }
 
 // requireNamespaces skips unless Prepare can run its sandbox here.
@@ -100,16 +118,19 @@ func waitGone(t *testing.T, marker string) {
 	}
 }
 
-func TestPrepareFailureCarriesLogTail(t *testing.T) {
-	requireNamespaces(t)
+func TestPrepareFailureCarriesLogTail(t *testing.T) { forEachSandbox(t, testPrepareFailure) }
+
+func testPrepareFailure(t *testing.T, builder bool) {
 	marker := fmt.Sprintf("imsbuild-test-fail-%d", time.Now().UnixNano())
-	fakeKiwi(t, marker, `echo "KiwiError: the last words" >> "$log"; exit 3`)
+	builderRoot := fakeKiwi(t, builder, marker, `echo "KiwiError: the last words" >> "$log"; exit 3`)
 	mounts := readMounts(t)
 	root := filepath.Join(t.TempDir(), "a", "root")
 	kiwiLog := filepath.Join(t.TempDir(), "kiwi.log")
 	mustWrite(t, kiwiLog, "stale line from an earlier run\n", 0o644)
 	var out strings.Builder
-	err := Prepare(t.Context(), PrepareOptions{Description: t.TempDir(), Root: root, Log: &out, KiwiLog: kiwiLog})
+	err := Prepare(t.Context(), PrepareOptions{
+		Description: t.TempDir(), Root: root, Log: &out, KiwiLog: kiwiLog, BuilderRoot: builderRoot,
+	})
 	var perr *PrepareError
 	if !errors.As(err, &perr) {
 		t.Fatalf("Prepare() = %v, want a *PrepareError", err)
@@ -133,16 +154,19 @@ func TestPrepareFailureCarriesLogTail(t *testing.T) {
 	}
 }
 
-func TestPrepareCancelKillsNamespace(t *testing.T) {
-	requireNamespaces(t)
+func TestPrepareCancelKillsNamespace(t *testing.T) { forEachSandbox(t, testPrepareCancel) }
+
+func testPrepareCancel(t *testing.T, builder bool) {
 	marker := fmt.Sprintf("imsbuild-test-cancel-%d", time.Now().UnixNano())
-	fakeKiwi(t, marker, "sleep 300")
+	builderRoot := fakeKiwi(t, builder, marker, "sleep 300")
 	mounts := readMounts(t)
 	root := filepath.Join(t.TempDir(), "root")
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- Prepare(ctx, PrepareOptions{Description: t.TempDir(), Root: root}) }()
+	go func() {
+		done <- Prepare(ctx, PrepareOptions{Description: t.TempDir(), Root: root, BuilderRoot: builderRoot})
+	}()
 
 	// Wait until the fake kiwi mounted, forked and is sleeping.
 	for deadline := time.Now().Add(20 * time.Second); ; {

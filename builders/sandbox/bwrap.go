@@ -34,6 +34,9 @@ func (b *Bwrap) Run(ctx context.Context, s Spec) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if s.Privileged {
+		return ErrPrivileged
+	}
 	p, err := newPlan(s)
 	defer func() { err = withCleanup(err, p.cleanup()) }()
 	if err != nil {

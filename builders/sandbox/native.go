@@ -48,6 +48,9 @@ func (n *Native) Run(ctx context.Context, s Spec) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if s.Privileged {
+		return ErrPrivileged
+	}
 	p, err := newPlan(s)
 	defer func() { err = withCleanup(err, p.cleanup()) }()
 	if err != nil {

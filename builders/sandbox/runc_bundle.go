@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // runcBundle is the OCI bundle of one run: config.json, an empty rootfs
@@ -47,13 +48,50 @@ func runcCaps() []string {
 	}
 }
 
+// runcAllCaps returns the capabilities of a privileged run: every one in
+// imsbuild's own bounding set (which a container manager running imsbuild
+// may have narrowed), since runc cannot grant more.
+func runcAllCaps() []string {
+	var caps []string
+	for i, name := range capNames() {
+		if in, err := unix.PrctlRetInt(unix.PR_CAPBSET_READ, uintptr(i), 0, 0, 0); err == nil && in == 1 {
+			caps = append(caps, name)
+		}
+	}
+	return caps
+}
+
+// capNames returns the names of the capabilities of Linux 5.9 and later,
+// indexed by number.
+func capNames() []string {
+	return []string{
+		"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+		"CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+		"CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
+		"CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+		"CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+		"CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+		"CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
+		"CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
+		"CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+	}
+}
+
 // runcSpec translates a plan into an OCI runtime configuration. A jailed
 // run's root is the image root itself; a non-jailed one starts from the
 // empty rootfs with the builder root (or the host root) bound read-only,
 // recursively, over it. The mounts follow the plan, /dev being runc's
-// default tmpfs with devpts, shm and mqueue.
+// default tmpfs with devpts, shm and mqueue. No run has a seccomp filter.
+//
+// A privileged run (Spec.Privileged) gets every capability and device, the
+// host's /dev bound recursively, a read-write /sys, and no masked or
+// read-only paths. runc makes the root's propagation rslave, so the mounts
+// made inside never reach the host.
 func runcSpec(p *plan, s Spec, rootfs string) *specs.Spec {
 	caps := runcCaps()
+	if s.Privileged {
+		caps = runcAllCaps()
+	}
 	sp := &specs.Spec{
 		Version:  specs.Version,
 		Hostname: Hostname,
@@ -84,6 +122,10 @@ func runcSpec(p *plan, s Spec, rootfs string) *specs.Spec {
 			},
 		},
 	}
+	if s.Privileged {
+		sp.Linux.Resources.Devices = []specs.LinuxDeviceCgroup{{Allow: true, Access: "rwm"}}
+		sp.Linux.MaskedPaths, sp.Linux.ReadonlyPaths = nil, nil
+	}
 	if !s.Network {
 		sp.Linux.Namespaces = append(sp.Linux.Namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace})
 	}
@@ -99,18 +141,28 @@ func runcSpec(p *plan, s Spec, rootfs string) *specs.Spec {
 			Options: []string{"rbind", "rro"}})
 	}
 	for _, m := range p.mounts {
-		sp.Mounts = append(sp.Mounts, runcMounts(m)...)
+		sp.Mounts = append(sp.Mounts, runcMounts(m, s.Privileged)...)
 	}
 	return sp
 }
 
-// runcMounts translates one mount of a plan.
-func runcMounts(m mount) []specs.Mount {
+// runcMounts translates one mount of a plan. A privileged run gets the
+// host's /dev and a sysfs next to its procfs.
+func runcMounts(m mount, privileged bool) []specs.Mount {
 	switch m.Kind {
 	case kindProc:
-		return []specs.Mount{{Destination: m.Dest, Type: "proc", Source: "proc",
+		ms := []specs.Mount{{Destination: m.Dest, Type: "proc", Source: "proc",
 			Options: []string{"nosuid", "noexec", "nodev"}}}
+		if privileged {
+			ms = append(ms, specs.Mount{Destination: "/sys", Type: "sysfs",
+				Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "rw"}})
+		}
+		return ms
 	case kindDev:
+		if privileged {
+			return []specs.Mount{{Destination: m.Dest, Type: "bind", Source: "/dev",
+				Options: []string{"rbind", "nosuid"}}}
+		}
 		return []specs.Mount{
 			{Destination: m.Dest, Type: "tmpfs", Source: "tmpfs",
 				Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},

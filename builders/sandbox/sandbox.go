@@ -38,9 +38,21 @@ type Spec struct {
 	// terminal (an *os.File), so that Ctrl-C and job control work in
 	// interactive shells. The runc backend does not support it: the command
 	// gets the terminal as its stdio, without a controlling terminal.
-	TTY     bool
-	Timeout time.Duration // 0: none
+	TTY bool
+	// Privileged runs the command like "docker run --privileged": every
+	// capability, no seccomp filter, access to every device, the host's
+	// /dev bound recursively, /sys mounted, and no masked or read-only
+	// /proc paths, so that it can mount and make device nodes (kiwi-ng
+	// binds /proc, /sys and /dev into the roots it builds). Its mounts
+	// still stay in the sandbox's mount namespace. Only the runc backend
+	// supports it; the others return [ErrPrivileged].
+	Privileged bool
+	Timeout    time.Duration // 0: none
 }
+
+// ErrPrivileged is returned by the backends that cannot run a
+// [Spec.Privileged] command.
+var ErrPrivileged = errors.New("sandbox: privileged runs need the runc backend")
 
 // ExitError is a command that ran and exited non-zero.
 type ExitError struct{ Code int }
