@@ -13,6 +13,7 @@ import (
 
 	"github.com/gofrs/flock"
 
+	"github.com/imsbuild/imsbuild/builders/builderimage"
 	"github.com/imsbuild/imsbuild/builders/kiwi"
 	"github.com/imsbuild/imsbuild/builders/pack"
 	"github.com/imsbuild/imsbuild/cache"
@@ -42,9 +43,20 @@ func (e *Engine) preparePreimage(ctx context.Context, s *Step) (*Preimage, error
 	if r == nil {
 		return nil, fmt.Errorf("recipe %s not declared", s.Image.Recipe)
 	}
-	kv, err := e.toolCache.version(ctx, "kiwi-ng", kiwi.ToolVersion)
-	if err != nil {
-		return nil, fmt.Errorf("kiwi-ng version: %w", err)
+	// The kiwi that builds: the host's, or the builder image by digest.
+	tools := map[string]string{}
+	if r.BuilderImage != "" {
+		d, err := builderimage.Resolve(ctx, r.BuilderImage, builderimage.Options{})
+		if err != nil {
+			return nil, fmt.Errorf("builder image %s: %w", r.BuilderImage, err)
+		}
+		tools["builder_image"] = d
+	} else {
+		kv, err := e.toolCache.version(ctx, "kiwi-ng", kiwi.ToolVersion)
+		if err != nil {
+			return nil, fmt.Errorf("kiwi-ng version: %w", err)
+		}
+		tools["kiwi-ng"] = kv
 	}
 	p := &Preimage{
 		Type:    "imsbuild/kiwi-prepare/v1",
@@ -58,7 +70,7 @@ func (e *Engine) preparePreimage(ctx context.Context, s *Step) (*Preimage, error
 			"template":           r.Template,
 		},
 		Inputs: map[string]string{},
-		Tools:  map[string]string{"kiwi-ng": kv},
+		Tools:  tools,
 		Env:    e.allowedEnv(),
 	}
 	src, err := e.recipeSource(ctx, r)
@@ -211,8 +223,16 @@ func (e *Engine) prepare(ctx context.Context, s *Step, log io.Writer) (*cache.Ac
 		return nil, err
 	}
 	defer release()
+	var builderRoot string
+	if r.BuilderImage != "" {
+		fmt.Fprintf(log, "unpacking builder image %s\n", r.BuilderImage)
+		if builderRoot, _, err = builderimage.Unpack(ctx, r.BuilderImage, filepath.Join(e.opts.StateDir, "builders"), builderimage.Options{}); err != nil {
+			return nil, fmt.Errorf("builder image %s: %w", r.BuilderImage, err)
+		}
+	}
 	root := filepath.Join(work, "root")
 	err = kiwi.Prepare(ctx, kiwi.PrepareOptions{
+		BuilderRoot:    builderRoot,
 		Description:    desc,
 		Root:           root,
 		Profiles:       r.Profiles,

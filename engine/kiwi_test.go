@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/imsbuild/imsbuild/internal/registrytest"
 	"github.com/imsbuild/imsbuild/internal/s3test"
 	"github.com/imsbuild/imsbuild/internal/testutil"
 	"github.com/imsbuild/imsbuild/publish/recipe"
@@ -239,5 +240,51 @@ func TestKiwiRecipeFromS3(t *testing.T) {
 	}
 	if xml := unsquash(t, f, e, "image.base")["etc/recipe.xml"]; !strings.Contains(xml, `distribution="bookworm"`) {
 		t.Fatalf("recipe from S3 not built: %q", xml)
+	}
+}
+
+// TestKiwiInBuilderImage: a recipe with builder_image runs the kiwi-ng of
+// that OCI image (here a busybox image whose kiwi-ng copies its own root),
+// keyed by the image digest instead of the host kiwi version.
+func TestKiwiInBuilderImage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a registry")
+	}
+	testutil.RequireTool(t, "runc")
+	repo, _ := repoServer(t)
+	f := kiwiFixture(t, repo.URL+"/debian")
+	builder := testutil.BusyboxRoot(t, true)
+	fake := `#!/bin/sh
+while [ $# -gt 0 ]; do
+  case "$1" in --root) root=$2; shift;; --description) desc=$2; shift;; esac
+  shift
+done
+mkdir -p "$root" && for d in bin etc boot root; do cp -a /$d "$root/"; done
+cp "$desc/config.xml" "$root/etc/recipe.xml" && echo "from the builder image" > "$root/etc/built-in"
+`
+	if err := os.MkdirAll(filepath.Join(builder, "usr/bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(builder, "usr/bin/kiwi-ng"), []byte(fake), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	reg := registrytest.Start(t)
+	ref := reg.Ref("builders/kiwi:1")
+	pushDirImage(t, builder, ref)
+	f.cfg.Recipes["node"].BuilderImage = ref
+	e, err := New(f.cfg, f.cache, f.cache.Actions(), Options{WorkDir: t.TempDir(), StateDir: t.TempDir(), KiwiCacheDir: "/var/cache/imsbuild/test-kiwi"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Build(t.Context(), []string{"image.base"}); err != nil {
+		t.Fatalf("Build() = %v", err)
+	}
+	files := unsquash(t, f, e, "image.base")
+	if files["etc/built-in"] != "from the builder image\n" || !strings.Contains(files["etc/recipe.xml"], "bookworm") {
+		t.Fatalf("image not prepared by the builder image's kiwi-ng: %q", files["etc/built-in"])
+	}
+	plan, err := e.Plan(t.Context(), []string{"image.base"}, false)
+	if err != nil || plan[0].Action != ActionCached {
+		t.Fatalf("Plan() = %v, %v; want cached", plan, err)
 	}
 }

@@ -18,6 +18,7 @@ func (l *loader) decodeRecipes() {
 		a.strs("profiles", &r.Profiles)
 		a.str("linux_distribution", &r.LinuxDistribution)
 		a.strMap("template", &r.Template)
+		a.str("builder_image", &r.BuilderImage)
 		if attr := c.Attributes["repositories"]; attr != nil {
 			r.Repositories, _ = l.refList(attr, "repository")
 		}

@@ -59,6 +59,7 @@ var recipeSchema = &hcl.BodySchema{
 		{Name: "type"},
 		{Name: "arch"},
 		{Name: "profiles"},
+		{Name: "builder_image"},
 		{Name: "linux_distribution"},
 		{Name: "template"},
 		{Name: "repositories"},

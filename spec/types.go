@@ -57,7 +57,10 @@ type Recipe struct {
 	LinuxDistribution string
 	Template          map[string]string
 	Repositories      []string // names of repository blocks
-	DeclRange         hcl.Range
+	// BuilderImage runs kiwi-ng in this OCI image (registry reference or OCI
+	// layout) with runc, as IMS pins its builder container; "" = host kiwi-ng.
+	BuilderImage string
+	DeclRange    hcl.Range
 }
 
 // Image is an image block. Exactly one of Recipe, From and Import is set.
