@@ -107,7 +107,13 @@ func benchPack(ctx context.Context, scratch, tree string) {
 		run("sh", "-c", "mksquashfs "+tree+" "+filepath.Join(scratch, "raw.squashfs")+" -noappend -reproducible -mkfs-time 0 -all-time 0 -comp zstd -Xcompression-level 3 -b 1M -no-progress -quiet && md5sum "+filepath.Join(scratch, "raw.squashfs")+" >/dev/null && sha256sum "+filepath.Join(scratch, "raw.squashfs")+" >/dev/null")
 	})
 	fmt.Printf("pack: imsbuild %v, mksquashfs by hand %v, ratio %.3f (goal ≤ 1.05)\n", ours, raw, ratio(ours, raw))
-	fmt.Printf("pack incl. md5+sha256: imsbuild %v, mksquashfs+md5sum+sha256sum by hand %v, ratio %.3f\n", ours, rawSums, ratio(ours, rawSums))
+	oursSums := median(3, func() {
+		arts, err := pack.Pack(ctx, tree, out, pack.Options{})
+		check(err)
+		_, _, err = pack.Checksums(ctx, arts[0].Path)
+		check(err)
+	})
+	fmt.Printf("pack incl. md5+sha256: imsbuild %v, mksquashfs+md5sum+sha256sum by hand %v, ratio %.3f\n", oursSums, rawSums, ratio(oursSums, rawSums))
 }
 
 // benchNoop times an all-cached build of a 10-image graph.

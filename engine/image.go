@@ -334,16 +334,13 @@ func (e *Engine) storeArtifacts(ctx context.Context, files map[string]string, lo
 		if !ok {
 			continue
 		}
-		sum, err := md5File(path)
-		if err != nil {
-			return nil, fmt.Errorf("md5 of %s: %w", name, err)
-		}
-		d, size, err := e.store.PutFile(ctx, path)
+		out, err := e.storeWithMD5(ctx, path)
 		if err != nil {
 			return nil, fmt.Errorf("store %s: %w", name, err)
 		}
-		res.Outputs[name] = cache.Output{Digest: d, Size: size, MediaType: ims.MediaTypeOf(name), MD5: sum}
-		fmt.Fprintf(log, "%s %s %d bytes\n", name, d, size)
+		out.MediaType = ims.MediaTypeOf(name)
+		res.Outputs[name] = out
+		fmt.Fprintf(log, "%s %s %d bytes\n", name, out.Digest, out.Size)
 	}
 	if _, ok := res.Outputs[ims.ArtifactRootfs]; !ok {
 		return nil, errors.New("no rootfs artifact")
@@ -351,17 +348,31 @@ func (e *Engine) storeArtifacts(ctx context.Context, files map[string]string, lo
 	return res, nil
 }
 
-func md5File(path string) (string, error) {
+// storeWithMD5 copies a file into the CAS in one read pass: the store
+// hashes sha256 while writing, md5 is computed beside it on another core.
+func (e *Engine) storeWithMD5(ctx context.Context, path string) (cache.Output, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return "", err
+		return cache.Output{}, err
 	}
 	defer f.Close()
+	pr, pw := io.Pipe()
 	h := md5.New()
-	if _, err := io.CopyBuffer(h, f, make([]byte, 1<<20)); err != nil {
-		return "", err
+	done := make(chan error, 1)
+	go func() {
+		_, err := io.CopyBuffer(h, pr, make([]byte, 1<<20))
+		pr.CloseWithError(err)
+		done <- err
+	}()
+	d, size, err := e.store.Put(ctx, io.TeeReader(f, pw), "")
+	pw.CloseWithError(err)
+	if herr := <-done; err == nil && herr != nil && herr != io.ErrClosedPipe {
+		err = herr
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	if err != nil {
+		return cache.Output{}, err
+	}
+	return cache.Output{Digest: d, Size: size, MD5: hex.EncodeToString(h.Sum(nil))}, nil
 }
 
 // builderEnv unpacks an OCI builder image (cached by digest under the

@@ -28,6 +28,18 @@ func copyArtifact(ctx context.Context, name, dst string, r io.Reader) (Artifact,
 	return a, err
 }
 
+// Checksums returns the sha256 and md5 (hex) of the file at path, computed
+// on two cores at once.
+func Checksums(ctx context.Context, path string) (sha256Hex, md5Hex string, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", "", err
+	}
+	defer f.Close()
+	a, err := hashArtifact("", path, &ctxReader{ctx, f}, nil)
+	return a.SHA256, a.MD5, err
+}
+
 // hashArtifact reads r to EOF, writing it to w when not nil, and returns
 // the artifact with its size, sha256 and md5. The two digests are computed
 // on two cores at once: a rootfs is hundreds of megabytes.

@@ -30,8 +30,8 @@ type Artifact struct {
 	Name      string // rootfs | kernel | initrd | boot_parameters
 	Path      string // absolute path in outDir
 	Size      int64
-	SHA256    string // hex
-	MD5       string // hex
+	SHA256    string // hex; "" for the rootfs (see Checksums)
+	MD5       string // hex; "" for the rootfs
 	MediaType string // IMS media type
 }
 
@@ -74,16 +74,14 @@ func Pack(ctx context.Context, root, outDir string, opts Options) ([]Artifact, e
 		os.Remove(rootfs)
 		return nil, fmt.Errorf("pack %s: %w", root, err)
 	}
-	f, err := os.Open(rootfs)
+	fi, err := os.Stat(rootfs)
 	if err != nil {
 		return nil, fmt.Errorf("pack %s: %w", root, err)
 	}
-	a, err := hashArtifact(ims.ArtifactRootfs, rootfs, f, nil)
-	f.Close()
-	if err != nil {
-		return nil, fmt.Errorf("pack %s: hash rootfs: %w", root, err)
-	}
-	arts := []Artifact{a}
+	// The rootfs checksums are left to whoever stores it, in the pass that
+	// copies it anyway (see Checksums): hashing it here would read hundreds
+	// of megabytes once more.
+	arts := []Artifact{{Name: ims.ArtifactRootfs, Path: rootfs, Size: fi.Size(), MediaType: ims.MediaTypeRootfs}}
 
 	for _, b := range []struct {
 		name string
