@@ -222,7 +222,7 @@ func TestTargets(t *testing.T) {
 
 func TestCancelLeavesNothing(t *testing.T) {
 	f := newFixture(t)
-	f.cfg.Images["compute"].Customize[0].Inline = "echo started\nsleep 300 & wait\n"
+	f.cfg.Images["compute"].Customize[0].Inline = "echo started\nsleep 3011 & wait\n"
 	ctx, cancel := context.WithCancel(t.Context())
 	rec := &recorder{}
 	e, err := New(f.cfg, f.cache, f.cache.Actions(), Options{WorkDir: filepath.Join(f.cache.Dir(), "work", "t"), Events: func(ev Event) {
@@ -242,7 +242,7 @@ func TestCancelLeavesNothing(t *testing.T) {
 	if d := time.Since(start); d > 30*time.Second {
 		t.Fatalf("cancel took %v", d)
 	}
-	if procs := testutil.ProcessesMatching(t, "sleep 300"); len(procs) > 0 {
+	if procs := testutil.ProcessesMatching(t, "sleep 3011"); len(procs) > 0 {
 		t.Fatalf("processes left after cancel: %v", procs)
 	}
 	left, _ := os.ReadDir(filepath.Join(f.cache.Dir(), "work", "t"))

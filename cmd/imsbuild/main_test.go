@@ -173,7 +173,7 @@ func TestExitCodes(t *testing.T) {
 // startBuild runs a build whose compute step sleeps, and returns once that step runs.
 func startBuild(t *testing.T, dir string) (*exec.Cmd, *bytes.Buffer) {
 	t.Helper()
-	if err := os.WriteFile(filepath.Join(dir, "scripts/compute.sh"), []byte("#!/bin/sh\necho sleeping\nsleep 300\n"), 0o755); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "scripts/compute.sh"), []byte("#!/bin/sh\necho sleeping\nsleep 3022\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(binary, "build", "--json", ".")
@@ -203,7 +203,7 @@ func TestSIGINTExits130AndLeavesNothing(t *testing.T) {
 	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
 		t.Fatalf("exit = %v, want 130\n%s", err, out)
 	}
-	if p := testutil.ProcessesMatching(t, "sleep 300"); len(p) > 0 {
+	if p := testutil.ProcessesMatching(t, "sleep 3022"); len(p) > 0 {
 		t.Fatalf("processes left: %v", p)
 	}
 	work, _ := os.ReadDir(filepath.Join(dir, ".imsbuild/cache/work"))
@@ -219,9 +219,9 @@ func TestKill9ThenRebuildReusesCompletedSteps(t *testing.T) {
 	cmd.Wait()
 	// The sandboxed script dies with its parent (no orphan keeps running).
 	deadline := time.Now().Add(10 * time.Second)
-	for len(testutil.ProcessesMatching(t, "sleep 300")) > 0 {
+	for len(testutil.ProcessesMatching(t, "sleep 3022")) > 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("sandbox outlived kill -9: %v", testutil.ProcessesMatching(t, "sleep 300"))
+			t.Fatalf("sandbox outlived kill -9: %v", testutil.ProcessesMatching(t, "sleep 3022"))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

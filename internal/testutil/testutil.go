@@ -105,7 +105,9 @@ func BusyboxRoot(t testing.TB, withBoot bool) string {
 }
 
 // ProcessesMatching returns "pid: cmdline" of live processes whose command
-// line contains substr (arguments joined by spaces), for leak checks.
+// line contains substr (arguments joined by spaces), for leak checks. Tests
+// of other packages run at the same time: make substr unique to the test
+// (a temp dir, a marker, an unusual sleep duration).
 func ProcessesMatching(t testing.TB, substr string) []string {
 	t.Helper()
 	dirs, err := filepath.Glob("/proc/[0-9]*")
