@@ -298,7 +298,18 @@ func TestPTY(t *testing.T) {
 		if err := sess.WindowChange(50, 132); err != nil {
 			t.Fatalf("WindowChange() = %v", err)
 		}
-		say("stty size | sed 's/^/size=/'", "size=50 132")
+		// The window-change request and the next command travel apart (a
+		// request and channel data), so ask again until the resize lands.
+		eventually(t, "size=50 132 after a window change", func() bool {
+			if strings.Contains(out.String(), "size=50 132") {
+				return true
+			}
+			if _, err := stdin.Write([]byte("stty size | sed 's/^/size=/'\n")); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(200 * time.Millisecond)
+			return strings.Contains(out.String(), "size=50 132")
+		})
 		say("echo term=$TERM", "term=xterm-test")
 		say("exit 7", "")
 		var ee *ssh.ExitError
