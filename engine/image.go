@@ -155,6 +155,18 @@ func (e *Engine) runImage(ctx context.Context, s *Step) (cached bool, err error)
 	if err != nil {
 		return false, err
 	}
+	return e.runCached(ctx, s.ID, pre, s.ID+".log", e.cacheable(s), func(log io.Writer) (*cache.ActionResult, error) {
+		return e.buildImage(ctx, s, log)
+	})
+}
+
+// runCached gives step id a result for preimage pre: from the action cache
+// when there and cacheable, else by build, whose output goes to the log
+// file logName (kept) and to log events. The result is stored (blobs and
+// log first, the action record last) and recorded for explain; an
+// uncacheable result reaches the CAS but not the action cache. A build
+// error comes back as a *StepError with the log's tail.
+func (e *Engine) runCached(ctx context.Context, id string, pre *Preimage, logName string, cacheable bool, build func(io.Writer) (*cache.ActionResult, error)) (cached bool, err error) {
 	key, canon, err := pre.Key()
 	if err != nil {
 		return false, err
@@ -164,47 +176,41 @@ func (e *Engine) runImage(ctx context.Context, s *Step) (cached bool, err error)
 		return false, fmt.Errorf("lock key %s: %w", key[:12], err)
 	}
 	defer unlock()
-	cacheable := e.cacheable(s)
 	if r, err := e.ac.Get(ctx, key); err == nil && cacheable {
-		e.setResult(s.ID, key, r)
-		_ = e.ac.SetLastKey(ctx, s.ID, key, canon)
-		e.emit(Event{Step: s.ID, Status: StatusCached, Key: key})
+		e.setResult(id, key, r)
+		_ = e.ac.SetLastKey(ctx, id, key, canon)
+		e.emit(Event{Step: id, Status: StatusCached, Key: key})
 		return true, nil
 	} else if err != nil && !errors.Is(err, cache.ErrNotFound) {
 		return false, fmt.Errorf("action cache: %w", err)
 	}
 
-	e.emit(Event{Step: s.ID, Status: StatusStarted, Key: key})
-	logPath := filepath.Join(e.opts.LogDir, s.ID+".log")
+	e.emit(Event{Step: id, Status: StatusStarted, Key: key})
+	logPath := filepath.Join(e.opts.LogDir, logName)
 	lw, err := newStepLog(logPath, func(line string) {
-		e.emit(Event{Step: s.ID, Status: StatusLog, Line: line})
+		e.emit(Event{Step: id, Status: StatusLog, Line: line})
 	})
 	if err != nil {
 		return false, err
 	}
-	res, buildErr := e.buildImage(ctx, s, lw)
+	res, buildErr := build(lw)
 	lw.Close()
 	if buildErr != nil {
-		return false, &StepError{Step: s.ID, LogPath: logPath, LogTail: lw.Tail(), Err: buildErr}
+		return false, &StepError{Step: id, LogPath: logPath, LogTail: lw.Tail(), Err: buildErr}
 	}
-	logDigest, _, err := e.store.PutFile(ctx, logPath)
-	if err != nil {
+	if res.Log, _, err = e.store.PutFile(ctx, logPath); err != nil {
 		return false, fmt.Errorf("store log: %w", err)
 	}
-	res.Log = logDigest
-	res.Step = s.ID
-	res.Builder = BuilderVersion
-	res.Created = e.opts.Now().UTC()
+	res.Step, res.Builder, res.Created = id, BuilderVersion, e.opts.Now().UTC()
 	// The action result is written last: a cancelled or failed step leaves
-	// blobs at most, never an entry that points at nothing. An interactive
-	// result stays out of the action cache (its outputs are in the CAS).
+	// blobs at most, never an entry that points at nothing.
 	if cacheable {
 		if err := e.ac.Put(ctx, key, canon, res); err != nil {
 			return false, fmt.Errorf("record result: %w", err)
 		}
-		_ = e.ac.SetLastKey(ctx, s.ID, key, canon)
+		_ = e.ac.SetLastKey(ctx, id, key, canon)
 	}
-	e.setResult(s.ID, key, res)
+	e.setResult(id, key, res)
 	return false, nil
 }
 

@@ -137,48 +137,18 @@ func (e *Engine) runPrepare(ctx context.Context, s *Step) error {
 	if err != nil {
 		return err
 	}
-	key, canon, err := pre.Key()
-	if err != nil {
+	cached, err := e.runCached(ctx, id, pre, s.ID+".prepare.log", true, func(log io.Writer) (*cache.ActionResult, error) {
+		return e.prepare(ctx, s, log)
+	})
+	if err != nil || cached {
 		return err
 	}
-	unlock, err := e.ac.Lock(ctx, key)
-	if err != nil {
-		return fmt.Errorf("lock key %s: %w", key[:12], err)
-	}
-	defer unlock()
-	if r, err := e.ac.Get(ctx, key); err == nil {
-		e.setResult(id, key, r)
-		_ = e.ac.SetLastKey(ctx, id, key, canon)
-		e.emit(Event{Step: id, Status: StatusCached, Key: key})
-		return nil
-	} else if !errors.Is(err, cache.ErrNotFound) {
-		return fmt.Errorf("action cache: %w", err)
-	}
-	e.emit(Event{Step: id, Status: StatusStarted, Key: key})
-	logPath := filepath.Join(e.opts.LogDir, s.ID+".prepare.log")
-	lw, err := newStepLog(logPath, func(line string) { e.emit(Event{Step: id, Status: StatusLog, Line: line}) })
-	if err != nil {
-		return err
-	}
-	res, err := e.prepare(ctx, s, lw)
-	lw.Close()
-	if err != nil {
-		return &StepError{Step: id, LogPath: logPath, LogTail: lw.Tail(), Err: err}
-	}
-	if res.Log, _, err = e.store.PutFile(ctx, logPath); err != nil {
-		return fmt.Errorf("store log: %w", err)
-	}
-	res.Step, res.Builder, res.Created = id, BuilderVersion, e.opts.Now().UTC()
-	if err := e.ac.Put(ctx, key, canon, res); err != nil {
-		return fmt.Errorf("record result: %w", err)
-	}
-	_ = e.ac.SetLastKey(ctx, id, key, canon)
-	e.setResult(id, key, res)
+	// The scheduler reports the image step; the prepare sub-step reports itself.
 	var size int64
-	for _, o := range res.Outputs {
+	for _, o := range e.result(id).Outputs {
 		size += o.Size
 	}
-	e.emit(Event{Step: id, Status: StatusDone, Key: key, Bytes: size})
+	e.emit(Event{Step: id, Status: StatusDone, Key: e.key(id), Bytes: size})
 	return nil
 }
 
