@@ -77,7 +77,7 @@ func (e *Engine) runPublish(ctx context.Context, s *Step) error {
 		}
 	case "ims":
 		if len(p.Recipes) > 0 {
-			client, err := imsapi.New(imsapi.Config{Endpoint: p.Endpoint, Token: p.Token})
+			client, err := imsClient(p)
 			if err != nil {
 				return err
 			}
@@ -112,7 +112,7 @@ func (e *Engine) publisher(ctx context.Context, p *spec.Publish, images []publis
 		}
 		return pubs, nil
 	case "ims":
-		client, err := imsapi.New(imsapi.Config{Endpoint: p.Endpoint, Token: p.Token})
+		client, err := imsClient(p)
 		if err != nil {
 			return nil, err
 		}
@@ -178,6 +178,10 @@ func (m multiPublisher) Publish(ctx context.Context, store cache.Store, images [
 		}
 	}
 	return nil
+}
+
+func imsClient(p *spec.Publish) (*imsapi.Client, error) {
+	return imsapi.New(imsapi.Config{Endpoint: p.Endpoint, Token: p.Token})
 }
 
 func s3Config(p *spec.Publish) s3.Config {

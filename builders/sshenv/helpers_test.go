@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -208,24 +207,6 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer and a poller.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // hostSandbox is a fake sandbox.Sandbox running commands on the host,
 // without isolation, in Spec.Root; it exports Spec.TmpDir as SSHENV_TMP. A
 // terminal as stdin becomes the controlling terminal of a new session.
@@ -277,8 +258,8 @@ func realSandbox(t *testing.T) sandbox.Sandbox {
 }
 
 // readUntil reads r into buf in the background.
-func readInto(r io.Reader) *syncBuffer {
-	b := &syncBuffer{}
+func readInto(r io.Reader) *testutil.SyncBuffer {
+	b := &testutil.SyncBuffer{}
 	go func() { _, _ = io.Copy(b, r) }()
 	return b
 }

@@ -208,7 +208,7 @@ func TestConcurrentSessions(t *testing.T) {
 		// A waits for a file only B creates: both must run at once, and
 		// sessions share /tmp.
 		a := e.ssh(t, key, "while [ ! -e "+tg.tmp+"/flag ]; do sleep 0.05; done; echo A")
-		aOut := &syncBuffer{}
+		aOut := &testutil.SyncBuffer{}
 		a.Stdout = aOut
 		if err := a.Start(); err != nil {
 			t.Fatal(err)

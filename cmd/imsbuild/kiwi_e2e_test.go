@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/md5"
 	"encoding/hex"
@@ -11,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -165,7 +163,7 @@ func bootToLogin(t *testing.T, img string) {
 		"-kernel", filepath.Join(img, "kernel"), "-initrd", filepath.Join(img, "initrd"),
 		"-append", "console=ttyS0 root=live:/dev/vda rd.live.overlay.overlayfs=1 rd.live.image panic=-1 systemd.show_status=1",
 		"-drive", "file="+filepath.Join(img, "rootfs")+",format=raw,if=virtio,readonly=on")
-	var serial syncBuffer
+	var serial testutil.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &serial, &serial
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
@@ -179,24 +177,6 @@ func bootToLogin(t *testing.T, img string) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	t.Logf("booted to a login prompt in %v", time.Since(start))
-}
-
-// syncBuffer is a bytes.Buffer safe for qemu's writer and the test's reads.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func tail(s string, n int) string {
