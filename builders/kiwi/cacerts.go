@@ -3,22 +3,18 @@ package kiwi
 import (
 	"archive/tar"
 	"encoding/pem"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"github.com/klauspost/compress/gzip"
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 
 	"github.com/imsbuild/imsbuild/internal/atomicfile"
 )
-
-// ErrRPMCACerts reports CA certificates for an RPM-based recipe, which
-// InjectCACerts does not handle yet.
-var ErrRPMCACerts = errors.New("ca certificates for rpm recipes not supported yet")
 
 // caCertDir is where Debian's update-ca-certificates picks up local CAs.
 const caCertDir = "usr/local/share/ca-certificates"
@@ -48,7 +44,8 @@ rmdir /usr/local/share/imsbuild 2>/dev/null || true
 `
 
 // InjectCACerts makes the image described in descDir trust each PEM CA
-// certificate, the imsbuild counterpart of the IMS build-ca-rpm step.
+// certificate, during package installation and in the final image: the
+// imsbuild counterpart of the IMS build-ca-rpm step.
 //
 // For apt (Debian) recipes the certificates travel in a bootstrap archive
 // (imsbuild-ca.tar.gz, listed in the description's bootstrap packages
@@ -64,16 +61,23 @@ rmdir /usr/local/share/imsbuild 2>/dev/null || true
 // on the build host, so a bootstrap mirror behind the CA must be trusted by
 // the host.
 //
-// RPM recipes (zypper, dnf, rpm-md repositories) give an error wrapping
-// ErrRPMCACerts for now. They will work as IMS does: build a small noarch RPM
-// that installs the PEMs under /etc/pki/trust/anchors (SUSE) or
-// /etc/pki/ca-trust/source/anchors (RHEL) and runs update-ca-certificates or
-// update-ca-trust in %post, put it in a local rpm-md repository added to the
-// description, and add the package to the bootstrap package list so that it
-// is trusted during the installation too.
+// For RPM recipes (zypper, dnf, yum or microdnf, or rpm-md repositories) it
+// does what IMS does: it builds a noarch RPM, imsbuild-ca-certificates, that
+// installs certificate N as imsbuild-N.pem in /etc/pki/trust/anchors (SUSE)
+// and /etc/pki/ca-trust/source/anchors (RHEL) and rebuilds the trust store
+// with update-ca-certificates or update-ca-trust at the end of the
+// transaction (%posttrans) and on removal, never failing it. The RPM goes
+// into a local rpm-md repository in the description, imsbuild-ca-repo/ (its
+// metadata made by createrepo_c, which must be installed: Debian package
+// createrepo-c), added to the description as this://imsbuild-ca-repo, so
+// that it resolves wherever the description is mounted, and not included in
+// the image's repositories. The package joins the bootstrap packages, so the
+// image packages, installed from inside the root, are fetched trusting the
+// certificates. The release of the RPM is a digest of the certificates; the
+// same certificates give the same bytes.
 //
 // No certificates is a no-op. Each PEM must hold at least one CERTIFICATE
-// block.
+// block. Injecting the same certificates twice changes nothing.
 func InjectCACerts(descDir string, pems []string) error {
 	if len(pems) == 0 {
 		return nil
@@ -88,18 +92,36 @@ func InjectCACerts(descDir string, pems []string) error {
 		return fmt.Errorf("inject ca certificates: %w", err)
 	}
 	if d.isRPM() {
-		return fmt.Errorf("inject ca certificates into %s: %w", file, ErrRPMCACerts)
+		if err := injectCARPM(descDir, file, pems); err != nil {
+			return fmt.Errorf("inject ca certificates: %w", err)
+		}
+		return nil
 	}
 	if err := writeCAArchive(filepath.Join(descDir, caArchive), pems, hostBundle); err != nil {
 		return fmt.Errorf("inject ca certificates: %w", err)
 	}
-	if err := addBootstrapArchive(file, caArchive); err != nil {
+	if err := addBootstrap(file, `<archive name="`+caArchive+`"/>`); err != nil {
 		return fmt.Errorf("inject ca certificates: %w", err)
 	}
 	if err := appendHook(filepath.Join(descDir, "config.sh")); err != nil {
 		return fmt.Errorf("inject ca certificates: %w", err)
 	}
 	return nil
+}
+
+// injectCARPM writes the CA repository into descDir and adds it and the
+// package to the description file.
+func injectCARPM(descDir, file string, pems []string) error {
+	if err := writeCARepo(filepath.Join(descDir, caRepo), pems); err != nil {
+		return err
+	}
+	repo := `<repository type="rpm-md" alias="imsbuild-ca" imageinclude="false">` + "\n" +
+		`        <source path="this://` + caRepo + `"/>` + "\n" +
+		`    </repository>`
+	if err := addRepoElement(file, repo); err != nil {
+		return err
+	}
+	return addBootstrap(file, `<package name="`+caRPMName+`"/>`)
 }
 
 // writeCAArchive writes the bootstrap archive: the certificates where
@@ -168,33 +190,96 @@ func sortedKeys(m map[string]bool) []string {
 	return out
 }
 
-// bootstrapSection matches the opening tag of the bootstrap packages section.
-var bootstrapSection = regexp.MustCompile(`<packages\s[^>]*type\s*=\s*["']bootstrap["'][^>]*>`)
-
-// addBootstrapArchive lists archive in the description's bootstrap packages
-// section (adding the section when there is none): kiwi unpacks bootstrap
-// archives into the root after the bootstrap packages and before it installs
-// the image packages.
-func addBootstrapArchive(file, archive string) error {
+// addBootstrap adds entry (an <archive> or <package> element) to the first
+// bootstrap packages section of the description file, adding the section
+// when there is none, unless the file has entry already. Commented-out
+// sections do not count.
+func addBootstrap(file, entry string) error {
 	b, err := os.ReadFile(file)
 	if err != nil {
 		return err
 	}
 	x := string(b)
-	entry := `<archive name="` + archive + `"/>`
 	if strings.Contains(x, entry) {
 		return nil
 	}
-	if loc := bootstrapSection.FindStringIndex(x); loc != nil {
-		x = x[:loc[1]] + "\n        " + entry + x[loc[1]:]
-	} else {
-		end := strings.LastIndex(x, "</image>")
-		if end < 0 {
-			return fmt.Errorf("%s: no </image> end tag", file)
+	end, err := bootstrapTagEnd(x)
+	switch {
+	case err != nil:
+		return fmt.Errorf("parse %s: %w", file, err)
+	case end < 0:
+		x, err = insertBeforeEnd(file, x, `<packages type="bootstrap">`+"\n        "+entry+"\n    </packages>")
+		if err != nil {
+			return err
 		}
-		x = x[:end] + `    <packages type="bootstrap">` + "\n        " + entry + "\n    </packages>\n" + x[end:]
+	case strings.HasSuffix(x[:end], "/>"): // <packages type="bootstrap"/>
+		x = x[:end-2] + ">\n        " + entry + "\n    </packages>" + x[end:]
+	default:
+		x = x[:end] + "\n        " + entry + x[end:]
 	}
 	return atomicfile.WriteFile(file, []byte(x), 0o644)
+}
+
+// bootstrapTagEnd returns the byte offset just after the start tag of the
+// first <packages type="bootstrap"> child of the description's root
+// element, or -1 when there is none.
+func bootstrapTagEnd(x string) (int, error) {
+	dec := xml.NewDecoder(strings.NewReader(x))
+	depth := 0
+	for {
+		tok, err := dec.RawToken()
+		if err == io.EOF {
+			return -1, nil
+		}
+		if err != nil {
+			return 0, err
+		}
+		switch t := tok.(type) {
+		case xml.StartElement:
+			depth++
+			if depth == 2 && t.Name.Local == "packages" && xmlAttr(t, "type") == "bootstrap" {
+				return int(dec.InputOffset()), nil
+			}
+		case xml.EndElement:
+			depth--
+		}
+	}
+}
+
+func xmlAttr(e xml.StartElement, name string) string {
+	for _, a := range e.Attr {
+		if a.Name.Local == name {
+			return a.Value
+		}
+	}
+	return ""
+}
+
+// addRepoElement adds the <repository> element repo to the description file,
+// at its end, unless the file has it already.
+func addRepoElement(file, repo string) error {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	x := string(b)
+	if strings.Contains(x, repo) {
+		return nil
+	}
+	if x, err = insertBeforeEnd(file, x, repo); err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(file, []byte(x), 0o644)
+}
+
+// insertBeforeEnd inserts element, indented, before the </image> end tag of
+// the description x read from file.
+func insertBeforeEnd(file, x, element string) (string, error) {
+	end := strings.LastIndex(x, "</image>")
+	if end < 0 {
+		return "", fmt.Errorf("%s: no </image> end tag", file)
+	}
+	return x[:end] + "    " + element + "\n" + x[end:], nil
 }
 
 // checkPEM reports whether text holds a PEM CERTIFICATE block.

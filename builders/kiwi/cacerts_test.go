@@ -108,15 +108,12 @@ func TestInjectCACerts(t *testing.T) {
 }
 
 func TestInjectCACertsErrors(t *testing.T) {
-	rpmXML := `<image schemaversion="7.5" name="x"><preferences><packagemanager>zypper</packagemanager></preferences>
-<repository type="rpm-md"><source path="http://x/repo"/></repository></image>`
 	tests := []struct {
 		name, xml string
 		pems      []string
 		want      error
 		wantText  string
 	}{
-		{"rpm recipe", rpmXML, []string{testCA(t, "a")}, ErrRPMCACerts, "not supported yet"},
 		{"not a certificate", aptXML, []string{"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"}, nil, "no PEM CERTIFICATE block"},
 		{"garbage", aptXML, []string{"hello"}, nil, "inject ca certificate 1"},
 	}
@@ -171,19 +168,5 @@ func readTarGz(t *testing.T, path string) map[string]string {
 			b, _ := io.ReadAll(tr)
 			files[h.Name] = string(b)
 		}
-	}
-}
-
-func TestAddBootstrapArchiveToExistingSection(t *testing.T) {
-	dir := t.TempDir()
-	file := filepath.Join(dir, "config.xml")
-	mustWrite(t, file, "<image>\n    <packages type='bootstrap'>\n        <package name=\"a\"/>\n    </packages>\n</image>\n", 0o644)
-	if err := addBootstrapArchive(file, "x.tar.gz"); err != nil {
-		t.Fatal(err)
-	}
-	got, _ := os.ReadFile(file)
-	want := "<image>\n    <packages type='bootstrap'>\n        <archive name=\"x.tar.gz\"/>\n        <package name=\"a\"/>\n    </packages>\n</image>\n"
-	if string(got) != want {
-		t.Fatalf("config.xml =\n%s\nwant\n%s", got, want)
 	}
 }
