@@ -17,6 +17,7 @@ import (
 // failure stops scheduling new steps unless KeepGoing. A cancelled ctx kills
 // running steps; Build then returns an error wrapping ctx.Err().
 func (e *Engine) Build(ctx context.Context, targets []string) error {
+	defer e.closePackageProxy()
 	steps, err := e.graph.Select(targets)
 	if err != nil {
 		return err

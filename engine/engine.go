@@ -14,6 +14,7 @@ import (
 
 	"github.com/imsbuild/imsbuild/builders/importer"
 	"github.com/imsbuild/imsbuild/builders/pack"
+	"github.com/imsbuild/imsbuild/builders/pkgproxy"
 	"github.com/imsbuild/imsbuild/builders/sandbox"
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/ims"
@@ -40,9 +41,19 @@ type Options struct {
 	PublicKeys     []string      // SSH keys for environments opened by flags (authorized_keys lines)
 	SSHTimeout     time.Duration // overrides the environments' timeout when > 0
 
-	TrackRepos   bool         // every repository's metadata digest joins the kiwi prepare keys
-	KiwiCacheDir string       // kiwi's shared package caches; default DefaultKiwiCacheDir
-	HTTPClient   *http.Client // for repository probes; default http.DefaultClient
+	TrackRepos   bool   // every repository's metadata digest joins the kiwi prepare keys
+	KiwiCacheDir string // kiwi's shared package caches; default DefaultKiwiCacheDir
+	// BootstrapCacheDir keeps debootstrap results for apt recipes built by
+	// the host's kiwi-ng (kiwi.PrepareOptions.BootstrapCache; the program
+	// must call kiwi.MaybeRunBootstrapShim); "" always runs debootstrap.
+	BootstrapCacheDir string
+	// PackageStore and PackageActions hold the package download cache:
+	// kiwi prepares fetch packages through a proxy (builders/pkgproxy)
+	// that keeps every .deb and .rpm here and serves it to later builds.
+	// The local cache, not a remote one. nil: kiwi downloads directly.
+	PackageStore   cache.Store
+	PackageActions cache.ActionCache
+	HTTPClient     *http.Client // for repository probes; default http.DefaultClient
 }
 
 // Engine plans and runs the steps of one build.
@@ -71,6 +82,10 @@ type Engine struct {
 	results     map[string]*cache.ActionResult // image step id → result
 	keys        map[string]string              // step id → key
 	recipeLinks map[string]ims.Link            // recipe name → its published recipe.tgz
+	handovers   map[string]string              // prepare step id → dir holding the root it just made
+
+	proxyMu sync.Mutex
+	proxy   *pkgproxy.Proxy // the package cache proxy, once a prepare needs it
 }
 
 // New returns an engine for cfg using store and ac.
@@ -106,6 +121,7 @@ func New(cfg *spec.Config, store cache.Store, ac cache.ActionCache, opts Options
 		digests:     map[string]*onceValue{},
 		results:     map[string]*cache.ActionResult{},
 		recipeLinks: map[string]ims.Link{},
+		handovers:   map[string]string{},
 		keys:        map[string]string{},
 	}, nil
 }

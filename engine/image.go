@@ -147,6 +147,7 @@ func digestOf(s string) string {
 // runImage builds an image step, or takes it from the cache.
 func (e *Engine) runImage(ctx context.Context, s *Step) (cached bool, err error) {
 	if s.Kind == KindKiwi {
+		defer e.dropHandover(prepareID(s))
 		if err := e.runPrepare(ctx, s); err != nil {
 			return false, err
 		}
@@ -264,7 +265,17 @@ func (e *Engine) buildImage(ctx context.Context, s *Step, log io.Writer) (*cache
 		}
 	case KindKiwi:
 		prepared := e.result(prepareID(s)).Outputs[preparedOutput]
+		if e.takeHandover(prepareID(s), root) {
+			fmt.Fprintf(log, "using the root kiwi just prepared (%s)\n", prepared.Digest)
+			break
+		}
 		fmt.Fprintf(log, "unpacking the prepared root %s\n", prepared.Digest)
+		if err := os.RemoveAll(root); err != nil {
+			return nil, err
+		}
+		if err := os.Mkdir(root, 0o755); err != nil {
+			return nil, err
+		}
 		if err := e.unpack(ctx, prepared.Digest, work, root); err != nil {
 			return nil, err
 		}

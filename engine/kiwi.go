@@ -200,17 +200,30 @@ func (e *Engine) prepare(ctx context.Context, s *Step, log io.Writer) (*cache.Ac
 			return nil, fmt.Errorf("builder image %s: %w", r.BuilderImage, err)
 		}
 	}
+	env := envList(e.allowedEnv())
+	proxy, err := e.packageProxy(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if proxy != "" {
+		// debootstrap's wget and apt-get in the root honour http_proxy;
+		// https repositories stay direct.
+		env = append(env, "http_proxy="+proxy)
+	}
+	before := e.packageStats()
 	root := filepath.Join(work, "root")
 	err = kiwi.Prepare(ctx, kiwi.PrepareOptions{
 		BuilderRoot:    builderRoot,
+		BootstrapCache: e.opts.BootstrapCacheDir,
 		Description:    desc,
 		Root:           root,
 		Profiles:       r.Profiles,
 		SharedCacheDir: shared,
-		Env:            envList(e.allowedEnv()),
+		Env:            env,
 		Log:            log,
 		KiwiLog:        filepath.Join(work, "kiwi.log"),
 	})
+	e.logPackageStats(log, before)
 	if err != nil {
 		if e.debugOnFailure(s) && ctx.Err() == nil {
 			fmt.Fprintf(log, "kiwi failed; opening the debug environment on the build root\n")
@@ -234,9 +247,53 @@ func (e *Engine) prepare(ctx context.Context, s *Step, log io.Writer) (*cache.Ac
 	if err != nil {
 		return nil, err
 	}
+	e.handOver(prepareID(s), root)
 	return &cache.ActionResult{Outputs: map[string]cache.Output{
 		preparedOutput: {Digest: d, Size: size, MediaType: "application/vnd.imsbuild.prepared-root.squashfs"},
 	}}, nil
+}
+
+// handOver keeps the root a prepare just made for its image step, which
+// then packs it instead of unpacking the stored copy (same tree, seconds
+// saved). The root moves out of the prepare's work dir; takeHandover or
+// dropHandover removes it.
+func (e *Engine) handOver(id, root string) {
+	dir, err := os.MkdirTemp(e.opts.WorkDir, "prepared-")
+	if err != nil {
+		return
+	}
+	if err := os.Rename(root, filepath.Join(dir, "root")); err != nil {
+		removeAll(dir)
+		return
+	}
+	e.mu.Lock()
+	e.handovers[id] = dir
+	e.mu.Unlock()
+}
+
+// takeHandover moves the root handed over by prepare id to root (an empty
+// directory) and reports whether there was one.
+func (e *Engine) takeHandover(id, root string) bool {
+	e.mu.Lock()
+	dir, ok := e.handovers[id]
+	delete(e.handovers, id)
+	e.mu.Unlock()
+	if !ok {
+		return false
+	}
+	defer removeAll(dir)
+	return os.Remove(root) == nil && os.Rename(filepath.Join(dir, "root"), root) == nil
+}
+
+// dropHandover removes a root handed over by prepare id and not taken.
+func (e *Engine) dropHandover(id string) {
+	e.mu.Lock()
+	dir, ok := e.handovers[id]
+	delete(e.handovers, id)
+	e.mu.Unlock()
+	if ok {
+		removeAll(dir)
+	}
 }
 
 // DefaultKiwiCacheDir holds kiwi's shared caches (repository metadata and
@@ -244,6 +301,10 @@ func (e *Engine) prepare(ctx context.Context, s *Step, log io.Writer) (*cache.Ac
 // what is new. It must not be below /tmp: kiwi recreates its parents inside
 // the image root.
 const DefaultKiwiCacheDir = "/var/cache/imsbuild/kiwi"
+
+// DefaultBootstrapCacheDir keeps debootstrap results across builds (see
+// Options.BootstrapCacheDir).
+const DefaultBootstrapCacheDir = DefaultKiwiCacheDir + "/bootstrap"
 
 // kiwiSharedCache takes the first unused shared cache under base (one per
 // concurrent kiwi run, each held by a lock file).

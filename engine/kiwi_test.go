@@ -288,3 +288,110 @@ cp "$desc/config.xml" "$root/etc/recipe.xml" && echo "from the builder image" > 
 		t.Fatalf("Plan() = %v, %v; want cached", plan, err)
 	}
 }
+
+// The image step packs the root kiwi just made instead of unpacking the
+// stored copy; an image of the same recipe that finds the prepare cached
+// unpacks the stored root. Both give the same rootfs bytes.
+func TestKiwiHandedOverRootMatchesStoredRoot(t *testing.T) {
+	runs := fakeKiwi(t)
+	srv, _ := repoServer(t)
+	f := kiwiFixture(t, srv.URL+"/debian")
+	twin := *f.cfg.Images["base"]
+	twin.Label, twin.Name = "twin", "twin"
+	f.cfg.Images["twin"] = &twin
+
+	e, err := New(f.cfg, f.cache, f.cache.Actions(), Options{Jobs: 1, WorkDir: filepath.Join(f.cache.Dir(), "work", "test")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Build(t.Context(), []string{"image.base", "image.twin"}); err != nil {
+		t.Fatalf("Build() = %v", err)
+	}
+	if runs() != 1 {
+		t.Fatalf("kiwi ran %d times, want once for both images", runs())
+	}
+	var handed, unpacked int
+	for _, id := range []string{"base", "twin"} {
+		b, err := os.ReadFile(filepath.Join(e.opts.LogDir, "image."+id+".log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), "using the root kiwi just prepared") {
+			handed++
+		}
+		if strings.Contains(string(b), "unpacking the prepared root") {
+			unpacked++
+		}
+	}
+	if handed != 1 || unpacked != 1 {
+		t.Fatalf("%d images packed the handed-over root and %d the stored one, want 1 and 1", handed, unpacked)
+	}
+	if a, b := e.result("image.base").Outputs["rootfs"], e.result("image.twin").Outputs["rootfs"]; a.Digest != b.Digest {
+		t.Errorf("rootfs of the handed-over root %s != of the stored root %s", a.Digest, b.Digest)
+	}
+	if left, _ := filepath.Glob(filepath.Join(f.cache.Dir(), "work", "test", "prepared-*")); len(left) > 0 {
+		t.Errorf("handed-over roots left behind: %v", left)
+	}
+}
+
+// kiwi prepares fetch packages through the build's package cache: a second
+// recipe's build gets the package the first one downloaded from the cache.
+func TestKiwiPackageCache(t *testing.T) {
+	wget := testutil.RequireTool(t, "wget")
+	bin := t.TempDir()
+	// A fake kiwi that downloads the package named in the recipe, as
+	// debootstrap and apt do, through $http_proxy.
+	script := `#!/bin/sh
+if [ "$1" = "--version" ]; then echo "KIWI (next generation) version 9.99.0"; exit 0; fi
+while [ $# -gt 0 ]; do
+  case "$1" in --root) root=$2; shift;; --description) desc=$2; shift;; esac
+  shift
+done
+url=$(sed -n 's/.*fetch="\([^"]*\)".*/\1/p' "$desc/config.xml")
+` + wget + ` -q -O /dev/null "$url" || exit 1
+mkdir -p "$root" && cp -a ` + testutil.BusyboxRoot(t, true) + `/. "$root/"
+`
+	if err := os.WriteFile(filepath.Join(bin, "kiwi-ng"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+	var fetched atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/debian/dists/bookworm/InRelease":
+			fmt.Fprint(w, "Suite: bookworm\n")
+		case "/debian/pool/main/l/less/less_590-2_amd64.deb":
+			fetched.Add(1)
+			w.Write(bytes.Repeat([]byte("deb"), 1000))
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	f := kiwiFixture(t, srv.URL+"/debian")
+	xml := filepath.Join(f.cfg.Recipes["node"].Source, "config.xml")
+	b, _ := os.ReadFile(xml)
+	withFetch := strings.Replace(string(b), "<preferences>", `<preferences fetch="`+srv.URL+`/debian/pool/main/l/less/less_590-2_amd64.deb">`, 1)
+
+	for i, recipe := range []string{withFetch, strings.Replace(withFetch, "1.0.0", "1.0.1", 1)} {
+		if err := os.WriteFile(xml, []byte(recipe), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		opts := Options{Jobs: 1, WorkDir: filepath.Join(f.cache.Dir(), "work", "test"), PackageStore: f.cache, PackageActions: f.cache.Actions()}
+		e, err := New(f.cfg, f.cache, f.cache.Actions(), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Build(t.Context(), []string{"image.base"}); err != nil {
+			t.Fatalf("build %d: %v", i+1, err)
+		}
+		if fetched.Load() != 1 {
+			t.Fatalf("after build %d the mirror served the package %d times, want once", i+1, fetched.Load())
+		}
+		log, _ := os.ReadFile(filepath.Join(e.opts.LogDir, "image.base.prepare.log"))
+		want := []string{"0 packages from the cache (0 B), 1 downloaded", "1 packages from the cache (2.9 KiB), 0 downloaded"}[i]
+		if !strings.Contains(string(log), want) {
+			t.Errorf("build %d prepare log lacks %q:\n%s", i+1, want, log)
+		}
+	}
+}

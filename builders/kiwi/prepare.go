@@ -49,6 +49,12 @@ type PrepareOptions struct {
 	// needs kiwi-ng and what kiwi runs for the description (debootstrap,
 	// rsync, gpg, keyrings) in its PATH.
 	BuilderRoot string
+	// BootstrapCache is a directory of kept debootstrap results (see
+	// MaybeRunBootstrapShim, which the program must call first thing): an
+	// apt recipe whose bootstrap inputs were seen before gets its bootstrap
+	// root unpacked instead of debootstrapped. "" always runs debootstrap.
+	// Only the host's kiwi-ng uses it.
+	BootstrapCache string
 }
 
 // tailLines is how many lines of kiwi's log a PrepareError carries.
@@ -176,6 +182,18 @@ func (r *prepareRun) runHost(ctx context.Context) error {
 	cmd := exec.CommandContext(ctx, unshare, args...)
 	cmd.Stdout, cmd.Stderr = r.out, r.out
 	cmd.Env = prepareEnv(r.gnupg, r.opts.Env)
+	if r.opts.BootstrapCache != "" {
+		dir := filepath.Join(r.tmp, "shim")
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			return err
+		}
+		shim, err := setupShim(dir, r.opts.BootstrapCache, envValue(cmd.Env, "PATH"))
+		if err != nil {
+			return err
+		}
+		cmd.Env = append(cmd.Env, shim...)
+		defer copyNotes(filepath.Join(dir, "notes"), r.out)
+	}
 	// If imsbuild dies, unshare dies, and --kill-child takes kiwi (the pid
 	// namespace's init) and with it the whole namespace.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
@@ -220,6 +238,24 @@ func prepareEnv(gnupg string, extra []string) []string {
 		"GNUPGHOME=" + gnupg,
 	}
 	return append(env, extra...)
+}
+
+// copyNotes adds the debootstrap shim's notes, if any, to kiwi's output.
+func copyNotes(path string, out io.Writer) {
+	if b, err := os.ReadFile(path); err == nil {
+		out.Write(b)
+	}
+}
+
+// envValue returns the last value of name in env.
+func envValue(env []string, name string) string {
+	v := ""
+	for _, kv := range env {
+		if k, val, ok := strings.Cut(kv, "="); ok && k == name {
+			v = val
+		}
+	}
+	return v
 }
 
 func checkSharedCacheDir(dir string) error {

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/imsbuild/imsbuild/engine"
+	"github.com/imsbuild/imsbuild/internal/bytesize"
 	"github.com/imsbuild/imsbuild/spec"
 )
 
@@ -157,18 +158,21 @@ one event per line (step, status, key, duration_ms, bytes, error).`,
 			}
 			store, actions := c.stores()
 			e, err := engine.New(cfg, store, actions, engine.Options{
-				Interactive:    interactive,
-				DebugOnFailure: debug,
-				PublicKeys:     keys,
-				SSHTimeout:     sshTimeout,
-				TrackRepos:     trackRepos,
-				Jobs:           g.jobs,
-				KeepGoing:      keepGoing,
-				Environ:        os.Environ(),
-				StateDir:       c.Dir(),
-				WorkDir:        work,
-				StatCache:      c.stat,
-				Events:         out.Event,
+				Interactive:       interactive,
+				DebugOnFailure:    debug,
+				PublicKeys:        keys,
+				SSHTimeout:        sshTimeout,
+				TrackRepos:        trackRepos,
+				Jobs:              g.jobs,
+				BootstrapCacheDir: engine.DefaultBootstrapCacheDir,
+				PackageStore:      c.Cache,
+				PackageActions:    c.Actions(),
+				KeepGoing:         keepGoing,
+				Environ:           os.Environ(),
+				StateDir:          c.Dir(),
+				WorkDir:           work,
+				StatCache:         c.stat,
+				Events:            out.Event,
 			})
 			if err != nil {
 				return usageError{err}
@@ -178,7 +182,7 @@ one event per line (step, status, key, duration_ms, bytes, error).`,
 			if c.tiered != nil && !g.json {
 				st := c.tiered.Stats()
 				fmt.Fprintf(cmd.OutOrStdout(), "remote cache: %d hits; %d blobs downloaded (%s), %d uploaded (%s), %d results uploaded\n",
-					st.RemoteHits, st.BlobsDownloaded, humanBytes(st.BytesDownloaded), st.BlobsUploaded, humanBytes(st.BytesUploaded), st.ActionsUploaded)
+					st.RemoteHits, st.BlobsDownloaded, bytesize.Format(st.BytesDownloaded), st.BlobsUploaded, bytesize.Format(st.BytesUploaded), st.ActionsUploaded)
 			}
 			switch {
 			case err == nil:

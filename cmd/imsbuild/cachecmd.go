@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/imsbuild/imsbuild/cache/local"
+	"github.com/imsbuild/imsbuild/internal/bytesize"
 	"github.com/imsbuild/imsbuild/spec"
 )
 
@@ -81,7 +82,7 @@ func newCacheLsCmd(g *globalFlags) *cobra.Command {
 				for _, o := range e.Result.Outputs {
 					size += o.Size
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", shortKey(e.Key), e.Result.Step, e.Result.Created.Local().Format(time.DateTime), humanBytes(size))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", shortKey(e.Key), e.Result.Step, e.Result.Created.Local().Format(time.DateTime), bytesize.Format(size))
 			}
 			return tw.Flush()
 		},
@@ -148,7 +149,7 @@ func newCachePruneCmd(g *globalFlags) *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "removed %d results and %d blobs (%s); %s left\n",
-				rep.RemovedActions, rep.RemovedBlobs, humanBytes(rep.FreedBytes), humanBytes(rep.RemainingBytes))
+				rep.RemovedActions, rep.RemovedBlobs, bytesize.Format(rep.FreedBytes), bytesize.Format(rep.RemainingBytes))
 			return nil
 		},
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -73,10 +74,38 @@ func TestDebianNodeEndToEnd(t *testing.T) {
 
 	bootToLogin(t, base)
 
+	// One more package: kiwi runs again, its bootstrap restored from the
+	// bootstrap cache, and the image has the package.
+	xml := filepath.Join(dir, "recipes/node/config.xml")
+	b, _ = os.ReadFile(xml)
+	withLess := strings.Replace(string(b), `<package name="iproute2"/>`, `<package name="iproute2"/><package name="less"/>`, 1)
+	if err := os.WriteFile(xml, []byte(withLess), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	r = imsbuild(t, dir, "build", "--json", ".", "image.base")
+	want = map[string]string{"image.base/prepare": "done", "image.base": "done"}
+	if got := events(t, r.stdout); r.code != 0 || !equal(got, want) {
+		t.Fatalf("build after a package change exit %d = %v, want %v\n%s", r.code, got, want, tail(r.stdout, 40))
+	}
+	t.Logf("build with one more package: %v", time.Since(start))
+	if log, _ := os.ReadFile(filepath.Join(dir, ".imsbuild/cache/logs/image.base.prepare.log")); !strings.Contains(string(log), "restored from the bootstrap cache") {
+		t.Errorf("second kiwi run did not restore its bootstrap from the cache:\n%s", tail(string(log), 40))
+	}
+	// The image step's log names the rootfs blob it stored.
+	imageLog, _ := os.ReadFile(filepath.Join(dir, ".imsbuild/cache/logs/image.base.log"))
+	m := regexp.MustCompile(`(?m)^rootfs sha256:([0-9a-f]{64}) `).FindSubmatch(imageLog)
+	if m == nil {
+		t.Fatalf("no rootfs in the image log:\n%s", imageLog)
+	}
+	blob := filepath.Join(dir, ".imsbuild/cache/blobs/sha256", string(m[1][:2]), string(m[1]))
+	if out, err := exec.Command("unsquashfs", "-l", blob, "usr/bin/less").Output(); err != nil || !strings.Contains(string(out), "usr/bin/less") {
+		t.Errorf("rootfs after adding less: %v\n%s", err, out)
+	}
+
 	// A broken recipe fails with kiwi's own message and leaves no mount
 	// and no kiwi process behind.
 	mounts, _ := os.ReadFile("/proc/mounts")
-	xml := filepath.Join(dir, "recipes/node/config.xml")
 	b, _ = os.ReadFile(xml)
 	if err := os.WriteFile(xml, []byte(strings.Replace(string(b), "</image>", "</imag>", 1)), 0o644); err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/imsbuild/imsbuild/builders/kiwi"
 	"github.com/imsbuild/imsbuild/builders/sandbox"
 )
 
@@ -38,6 +39,7 @@ func (e reportedError) Error() string { return fmt.Sprintf("exit %d", e.code) }
 
 func main() {
 	sandbox.MaybeRunInit()
+	kiwi.MaybeRunBootstrapShim()
 	os.Exit(run(os.Args[1:]))
 }
 

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/imsbuild/imsbuild/engine"
+	"github.com/imsbuild/imsbuild/internal/bytesize"
 )
 
 // printer renders engine events: JSON lines, plain timestamped lines (CI),
@@ -103,7 +104,7 @@ func (p *printer) line(ev engine.Event) string {
 	case engine.StatusCached:
 		return fmt.Sprintf("%s %-24s cached   key %s", ts, ev.Step, shortKey(ev.Key))
 	case engine.StatusDone:
-		return fmt.Sprintf("%s %-24s done     %s %s", ts, ev.Step, time.Duration(ev.DurationMS)*time.Millisecond, humanBytes(ev.Bytes))
+		return fmt.Sprintf("%s %-24s done     %s %s", ts, ev.Step, time.Duration(ev.DurationMS)*time.Millisecond, bytesize.Format(ev.Bytes))
 	case engine.StatusFailed:
 		s := fmt.Sprintf("%s %-24s FAILED   %s", ts, ev.Step, firstLine(ev.Error))
 		if ev.LogPath != "" {
@@ -130,18 +131,6 @@ func shortKey(k string) string {
 		return k[:12]
 	}
 	return k
-}
-
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }
 
 // tick refreshes the elapsed times of the live display.

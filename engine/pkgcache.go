@@ -1,0 +1,66 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/imsbuild/imsbuild/builders/pkgproxy"
+	"github.com/imsbuild/imsbuild/internal/bytesize"
+)
+
+// packageProxy returns the URL of the build's package cache proxy, started
+// with the first kiwi prepare that needs it, or "" when the engine has no
+// package cache (Options.PackageStore).
+func (e *Engine) packageProxy(ctx context.Context) (string, error) {
+	if e.opts.PackageStore == nil || e.opts.PackageActions == nil {
+		return "", nil
+	}
+	e.proxyMu.Lock()
+	defer e.proxyMu.Unlock()
+	if e.proxy == nil {
+		// The proxy lives as long as the build, not as one step.
+		p, err := pkgproxy.Start(context.WithoutCancel(ctx), pkgproxy.Options{
+			Store:   e.opts.PackageStore,
+			Actions: e.opts.PackageActions,
+			Logger:  e.opts.Logger,
+		})
+		if err != nil {
+			return "", fmt.Errorf("package cache: %w", err)
+		}
+		e.proxy = p
+	}
+	return e.proxy.URL(), nil
+}
+
+// packageStats returns the package cache counters so far.
+func (e *Engine) packageStats() pkgproxy.Stats {
+	e.proxyMu.Lock()
+	defer e.proxyMu.Unlock()
+	if e.proxy == nil {
+		return pkgproxy.Stats{}
+	}
+	return e.proxy.Stats()
+}
+
+// logPackageStats writes what the package cache served since before.
+func (e *Engine) logPackageStats(log io.Writer, before pkgproxy.Stats) {
+	now := e.packageStats()
+	hits, misses := now.Hits-before.Hits, now.Misses-before.Misses
+	if hits+misses == 0 {
+		return
+	}
+	fmt.Fprintf(log, "package cache: %d packages from the cache (%s), %d downloaded (%s)\n",
+		hits, bytesize.Format(now.BytesFromCache-before.BytesFromCache),
+		misses, bytesize.Format(now.BytesFromUpstream-before.BytesFromUpstream))
+}
+
+// closePackageProxy stops the proxy at the end of a build.
+func (e *Engine) closePackageProxy() {
+	e.proxyMu.Lock()
+	defer e.proxyMu.Unlock()
+	if e.proxy != nil {
+		e.proxy.Close()
+		e.proxy = nil
+	}
+}
