@@ -11,6 +11,7 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -135,7 +136,10 @@ func parseDebootstrap(args []string) (debootstrapCall, bool) {
 		}
 		c.options = append(c.options, a)
 	}
-	if len(pos) < 3 || len(pos) > 4 || !strings.HasPrefix(pos[2], "http://") && !strings.HasPrefix(pos[2], "https://") {
+	if len(pos) < 3 || len(pos) > 4 {
+		return c, false
+	}
+	if u, err := url.Parse(pos[2]); err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
 		return c, false
 	}
 	c.suite, c.target, c.mirror = pos[0], pos[1], strings.TrimSuffix(pos[2], "/")
@@ -415,13 +419,16 @@ func (b *bootstrapCache) run(c debootstrapCall, key string, preimage []byte, deb
 	defer lock.Unlock()
 	entry := filepath.Join(b.dir, key+".squashfs")
 	if _, err := os.Stat(entry); err == nil {
-		note("debootstrap %s restored from the bootstrap cache (%s)", c.suite, key[:12])
-		if err := unsquash(entry, c.target); err != nil {
-			return 0, err
+		if err := unsquash(entry, c.target); err == nil {
+			note("debootstrap %s restored from the bootstrap cache (%s)", c.suite, key[:12])
+			now := time.Now()
+			_ = os.Chtimes(entry, now, now) // most recently used
+			return 0, nil
+		} else {
+			// A damaged entry: drop it and debootstrap over what it left.
+			note("bootstrap cache: %v; running debootstrap", err)
+			os.Remove(entry)
 		}
-		now := time.Now()
-		_ = os.Chtimes(entry, now, now) // most recently used
-		return 0, nil
 	}
 	if code := debootstrap(); code != 0 {
 		return code, nil

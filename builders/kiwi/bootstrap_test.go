@@ -261,3 +261,45 @@ func TestTreeListingIgnoresKiwiTemporaries(t *testing.T) {
 		t.Errorf("treeListing did not change without dev/fd")
 	}
 }
+
+// A damaged kept root is dropped and debootstrap runs instead.
+func TestBootstrapShimDamagedEntry(t *testing.T) {
+	f := newShimFixture(t)
+	if _, out, code := f.run("ca-certificates"); code != 0 || len(f.entries()) != 1 {
+		t.Fatalf("first run: exit %d, %d entries\n%s", code, len(f.entries()), out)
+	}
+	if err := os.WriteFile(f.entries()[0], []byte("not a squashfs"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	target, out, code := f.run("ca-certificates")
+	if code != 0 || f.runs() != 2 || !strings.Contains(out, "running debootstrap") {
+		t.Fatalf("damaged entry: exit %d, %d debootstrap runs, want a new run\n%s", code, f.runs(), out)
+	}
+	if _, err := os.Stat(filepath.Join(target, "etc/os-release")); err != nil {
+		t.Errorf("root after the damaged entry: %v", err)
+	}
+	if _, _, code := f.run("ca-certificates"); code != 0 || f.runs() != 2 {
+		t.Errorf("after the repair: exit %d, %d runs, want a restore", code, f.runs())
+	}
+}
+
+func FuzzParseDebootstrap(f *testing.F) {
+	f.Add("--keyring=/k --variant=minbase --include=a,b --components=main bookworm /r http://m/debian")
+	f.Add("--no-check-gpg sid /r https://m/debian /usr/share/debootstrap/scripts/sid")
+	f.Add("--arch amd64 bookworm /r http://m")
+	f.Fuzz(func(t *testing.T, line string) {
+		c, ok := parseDebootstrap(strings.Fields(line))
+		if !ok {
+			return
+		}
+		if c.suite == "" || c.target == "" || strings.HasPrefix(c.suite, "-") ||
+			!strings.HasPrefix(c.mirror, "http://") && !strings.HasPrefix(c.mirror, "https://") {
+			t.Fatalf("parseDebootstrap(%q) = %+v: accepted without suite, target or http(s) mirror", line, c)
+		}
+		for _, o := range c.options {
+			if !strings.HasPrefix(o, "--") {
+				t.Fatalf("parseDebootstrap(%q): option %q", line, o)
+			}
+		}
+	})
+}
