@@ -12,4 +12,7 @@ cat > /etc/dracut.conf.d/90-imsbuild.conf <<'CONF'
 hostonly="no"
 add_drivers+=" squashfs overlay virtio_blk virtio_pci virtio_net "
 add_dracutmodules+=" dmsquash-live "
+# gzip -1, not dracut's gzip -9: 3.6 s instead of 22 s per initrd build (the
+# kernel and dracut packages build it twice), for 25.6 MB instead of 23.1 MB.
+compress="gzip -1"
 CONF
