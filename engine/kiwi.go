@@ -274,11 +274,8 @@ func (e *Engine) handOver(id, root string) {
 // takeHandover moves the root handed over by prepare id to root (an empty
 // directory) and reports whether there was one.
 func (e *Engine) takeHandover(id, root string) bool {
-	e.mu.Lock()
-	dir, ok := e.handovers[id]
-	delete(e.handovers, id)
-	e.mu.Unlock()
-	if !ok {
+	dir := e.popHandover(id)
+	if dir == "" {
 		return false
 	}
 	defer removeAll(dir)
@@ -287,13 +284,17 @@ func (e *Engine) takeHandover(id, root string) bool {
 
 // dropHandover removes a root handed over by prepare id and not taken.
 func (e *Engine) dropHandover(id string) {
-	e.mu.Lock()
-	dir, ok := e.handovers[id]
-	delete(e.handovers, id)
-	e.mu.Unlock()
-	if ok {
+	if dir := e.popHandover(id); dir != "" {
 		removeAll(dir)
 	}
+}
+
+func (e *Engine) popHandover(id string) string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	dir := e.handovers[id]
+	delete(e.handovers, id)
+	return dir
 }
 
 // DefaultKiwiCacheDir holds kiwi's shared caches (repository metadata and
