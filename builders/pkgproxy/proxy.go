@@ -24,11 +24,13 @@ import (
 	"github.com/imsbuild/imsbuild/cache"
 )
 
+// Step is the Step (and Builder) of the proxy's action cache entries, so
+// listings can tell downloaded packages from build steps.
+const Step = "pkgproxy"
+
 const (
 	// keyType versions the preimage of index keys.
 	keyType = "imsbuild/pkgproxy/v1"
-	// step is the Step (and Builder) of index entries.
-	step = "pkgproxy"
 	// output names the package blob in an index entry.
 	output = "package"
 	// mediaType is the Content-Type of packages served from the cache.
@@ -437,8 +439,8 @@ func (p *Proxy) fetch(w http.ResponseWriter, r *http.Request, key string, preima
 // index records the package blob d, n bytes, under key.
 func (p *Proxy) index(ctx context.Context, key string, preimage []byte, d cache.Digest, n int64) {
 	res := &cache.ActionResult{
-		Step:    step,
-		Builder: step,
+		Step:    Step,
+		Builder: Step,
 		Outputs: map[string]cache.Output{output: {Digest: d, Size: n, MediaType: mediaType}},
 	}
 	if err := p.actions.Put(ctx, key, preimage, res); err != nil {

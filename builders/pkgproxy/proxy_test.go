@@ -298,8 +298,8 @@ func TestMissThenHit(t *testing.T) {
 		t.Fatal("no index entry after a complete download")
 	}
 	out := res.Outputs[output]
-	if res.Step != step || out.Size != int64(len(want)) || !out.Digest.Valid() {
-		t.Errorf("index entry = %+v, want step %s and a %d-byte package", res, step, len(want))
+	if res.Step != Step || out.Size != int64(len(want)) || !out.Digest.Valid() {
+		t.Errorf("index entry = %+v, want step %s and a %d-byte package", res, Step, len(want))
 	}
 
 	resp, body = mustGet(t, client, http.MethodGet, m.url(debPath), http.StatusOK)

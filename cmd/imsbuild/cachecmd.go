@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/imsbuild/imsbuild/builders/pkgproxy"
 	"github.com/imsbuild/imsbuild/cache/local"
 	"github.com/imsbuild/imsbuild/internal/bytesize"
 	"github.com/imsbuild/imsbuild/spec"
@@ -52,10 +53,13 @@ is used; --cache-dir names a cache directly.`,
 }
 
 func newCacheLsCmd(g *globalFlags) *cobra.Command {
-	return &cobra.Command{
+	var packages bool
+	cmd := &cobra.Command{
 		Use:   "ls [DIR]",
 		Short: "List cached step results, oldest first",
-		Args:  cobra.MaximumNArgs(1),
+		Long: `List cached step results, oldest first. Packages that kiwi builds downloaded through the
+package cache are summed up in one line; --packages lists each (--json always does).`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := cacheFor(g, args)
 			if err != nil {
@@ -77,16 +81,33 @@ func newCacheLsCmd(g *globalFlags) *cobra.Command {
 			}
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "KEY\tSTEP\tCREATED\tSIZE")
+			// Downloaded packages (hundreds) are one line unless --packages.
+			var pkgs int
+			var pkgSize int64
+			var pkgNewest time.Time
 			for _, e := range entries {
 				var size int64
 				for _, o := range e.Result.Outputs {
 					size += o.Size
 				}
+				if e.Result.Step == pkgproxy.Step && !packages {
+					pkgs++
+					pkgSize += size
+					if e.Result.Created.After(pkgNewest) {
+						pkgNewest = e.Result.Created
+					}
+					continue
+				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", shortKey(e.Key), e.Result.Step, e.Result.Created.Local().Format(time.DateTime), bytesize.Format(size))
+			}
+			if pkgs > 0 {
+				fmt.Fprintf(tw, "-\t%d packages (--packages lists them)\t%s\t%s\n", pkgs, pkgNewest.Local().Format(time.DateTime), bytesize.Format(pkgSize))
 			}
 			return tw.Flush()
 		},
 	}
+	cmd.Flags().BoolVar(&packages, "packages", false, "list every cached package download")
+	return cmd
 }
 
 func newCacheVerifyCmd(g *globalFlags) *cobra.Command {

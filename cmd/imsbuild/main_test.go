@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imsbuild/imsbuild/builders/pkgproxy"
+	"github.com/imsbuild/imsbuild/cache"
+	"github.com/imsbuild/imsbuild/cache/local"
 	"github.com/imsbuild/imsbuild/internal/testutil"
 )
 
@@ -253,4 +257,38 @@ func equal(a, b map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// Packages downloaded through the package cache are one line of `cache ls`
+// (a kiwi build adds hundreds); --packages and --json list each.
+func TestCacheLsSumsUpPackages(t *testing.T) {
+	dir := example(t)
+	if r := imsbuild(t, dir, "build", "."); r.code != 0 {
+		t.Fatalf("build: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	c, err := local.Open(filepath.Join(dir, ".imsbuild/cache"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		d, n, err := c.Put(t.Context(), strings.NewReader(fmt.Sprintf("package %d", i)), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		res := &cache.ActionResult{Step: pkgproxy.Step, Builder: pkgproxy.Step, Created: time.Now(),
+			Outputs: map[string]cache.Output{"package": {Digest: d, Size: n}}}
+		if err := c.Actions().Put(t.Context(), fmt.Sprintf("%064x", i+1), []byte("{}"), res); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := imsbuild(t, dir, "cache", "ls", ".")
+	if r.code != 0 || strings.Count(r.stdout, "pkgproxy") != 0 || !strings.Contains(r.stdout, "3 packages") || !strings.Contains(r.stdout, "image.compute") {
+		t.Fatalf("cache ls: exit %d\n%s%s\nwant the images and one line of 3 packages", r.code, r.stdout, r.stderr)
+	}
+	if r := imsbuild(t, dir, "cache", "ls", "--packages", "."); strings.Count(r.stdout, "pkgproxy") != 3 {
+		t.Errorf("cache ls --packages:\n%s\nwant 3 pkgproxy lines", r.stdout)
+	}
+	if r := imsbuild(t, dir, "cache", "ls", "--json", "."); strings.Count(r.stdout, `"step":"pkgproxy"`) != 3 {
+		t.Errorf("cache ls --json:\n%s\nwant 3 pkgproxy objects", r.stdout)
+	}
 }
