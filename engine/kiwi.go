@@ -231,7 +231,7 @@ func (e *Engine) prepare(ctx context.Context, s *Step, log io.Writer) (*cache.Ac
 				fmt.Fprintf(log, "debug environment: %v\n", derr)
 			}
 		}
-		return nil, err
+		return nil, fmt.Errorf("recipe %s: %w", r.Name, err)
 	}
 	out := filepath.Join(work, "out")
 	if err := os.Mkdir(out, 0o755); err != nil {

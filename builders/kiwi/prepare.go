@@ -65,12 +65,19 @@ type PrepareError struct {
 	Description string
 	KiwiLog     string   // kiwi's log file, when kept
 	Tail        []string // the last lines of kiwi's log
+	KiwiError   string   // kiwi's last [ ERROR ] message in Tail, if any
 	Err         error
 }
 
 func (e *PrepareError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "kiwi-ng system prepare %s: %v", e.Description, e.Err)
+	// Description is a work dir of the caller's; callers name the recipe.
+	b.WriteString("kiwi-ng system prepare: ")
+	if e.KiwiError != "" {
+		fmt.Fprintf(&b, "%s (%v)", e.KiwiError, e.Err)
+	} else {
+		fmt.Fprint(&b, e.Err)
+	}
 	if len(e.Tail) > 0 {
 		b.WriteString("\nkiwi log (last lines):\n")
 		b.WriteString(strings.Join(e.Tail, "\n"))
@@ -152,7 +159,22 @@ func Prepare(ctx context.Context, opts PrepareOptions) error {
 	if len(perr.Tail) == 0 {
 		perr.Tail = out.Lines()
 	}
+	perr.KiwiError = kiwiError(perr.Tail)
 	return fail(err)
+}
+
+// kiwiError returns the message of the last "[ ERROR   ]: 06:50:09 | msg"
+// line of kiwi's log, the one line that says what went wrong.
+func kiwiError(lines []string) string {
+	for i := len(lines) - 1; i >= 0; i-- {
+		if !strings.Contains(lines[i], "[ ERROR ") {
+			continue
+		}
+		if _, msg, ok := strings.Cut(lines[i], " | "); ok {
+			return strings.TrimSpace(msg)
+		}
+	}
+	return ""
 }
 
 // prepareRun is one Prepare after its checks.

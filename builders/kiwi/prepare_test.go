@@ -122,7 +122,7 @@ func TestPrepareFailureCarriesLogTail(t *testing.T) { forEachSandbox(t, testPrep
 
 func testPrepareFailure(t *testing.T, builder bool) {
 	marker := fmt.Sprintf("imsbuild-test-fail-%d", time.Now().UnixNano())
-	builderRoot := fakeKiwi(t, builder, marker, `echo "KiwiError: the last words" >> "$log"; exit 3`)
+	builderRoot := fakeKiwi(t, builder, marker, `echo "[ ERROR   ]: 06:50:09 | KiwiInstallPhaseFailed: E: Unable to locate package nope" >> "$log"; echo "KiwiError: the last words" >> "$log"; exit 3`)
 	mounts := readMounts(t)
 	root := filepath.Join(t.TempDir(), "a", "root")
 	kiwiLog := filepath.Join(t.TempDir(), "kiwi.log")
@@ -141,6 +141,10 @@ func testPrepareFailure(t *testing.T, builder bool) {
 	if !strings.Contains(err.Error(), "exit status 3") || !strings.Contains(err.Error(), "in a pid namespace") ||
 		!strings.Contains(err.Error(), "KiwiError: the last words") {
 		t.Errorf("Prepare() = %v", err)
+	}
+	// The first line says what went wrong, in kiwi's words.
+	if first, _, _ := strings.Cut(err.Error(), "\n"); !strings.HasSuffix(first, ": KiwiInstallPhaseFailed: E: Unable to locate package nope (exit status 3)") {
+		t.Errorf("Prepare() first line = %q, want kiwi's error", first)
 	}
 	if b, _ := os.ReadFile(kiwiLog); strings.Contains(string(b), "stale") {
 		t.Error("kiwi log kept the lines of an earlier run")

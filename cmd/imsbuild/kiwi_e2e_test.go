@@ -106,6 +106,14 @@ func TestDebianNodeEndToEnd(t *testing.T) {
 	// A broken recipe fails with kiwi's own message and leaves no mount
 	// and no kiwi process behind.
 	mounts, _ := os.ReadFile("/proc/mounts")
+	// An unknown package: kiwi's (apt's) own words on the error line.
+	if err := os.WriteFile(xml, []byte(strings.Replace(withLess, `"less"`, `"no-such-package-imsbuild"`, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = imsbuild(t, dir, "build", ".", "image.base")
+	if r.code != 1 || !strings.Contains(r.stdout, "failed: recipe node: kiwi-ng system prepare: KiwiInstallPhaseFailed: System package installation failed: E: Unable to locate package no-such-package-imsbuild") {
+		t.Fatalf("unknown package: exit %d, want 1 with apt's message on the error line\n%s", r.code, tail(r.stdout, 30))
+	}
 	b, _ = os.ReadFile(xml)
 	if err := os.WriteFile(xml, []byte(strings.Replace(string(b), "</image>", "</imag>", 1)), 0o644); err != nil {
 		t.Fatal(err)
