@@ -303,3 +303,26 @@ func FuzzParseDebootstrap(f *testing.F) {
 		}
 	})
 }
+
+// Two prepares bootstrapping the same suite at once: debootstrap runs once,
+// the second waits for it and restores its root.
+func TestBootstrapShimConcurrentSameKey(t *testing.T) {
+	f := newShimFixture(t)
+	var wg sync.WaitGroup
+	codes := make([]int, 2)
+	outs := make([]string, 2)
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, outs[i], codes[i] = f.run("ca-certificates")
+		}()
+	}
+	wg.Wait()
+	if codes[0] != 0 || codes[1] != 0 || f.runs() != 1 || len(f.entries()) != 1 {
+		t.Fatalf("exits %v, %d debootstrap runs, %d entries; want 0 0, 1, 1\n%s\n%s", codes, f.runs(), len(f.entries()), outs[0], outs[1])
+	}
+	if restored := strings.Contains(outs[0], "restored") != strings.Contains(outs[1], "restored"); !restored {
+		t.Errorf("want exactly one restore:\n%s\n%s", outs[0], outs[1])
+	}
+}
