@@ -131,6 +131,11 @@ connect (a "waiting" event with --json) and packs the image once you touch /tmp/
 (jailed) or /mnt/image/complete (non-jailed). --debug-on-failure opens the same environment in
 a failed build root; the step still fails afterwards.
 
+Recipe images run kiwi-ng (as root) in two cached steps, image.x/prepare and image.x. Across
+builds on one host, debootstrap results are kept in /var/cache/imsbuild/kiwi/bootstrap and
+every downloaded .deb/.rpm in the local cache (a package proxy on 127.0.0.1 that kiwi uses
+through http_proxy), so a new recipe that shares packages with earlier ones builds faster.
+
 On a terminal, progress is a live display; otherwise plain timestamped lines; --json prints
 one event per line (step, status, key, duration_ms, bytes, error).`,
 		Example: `  imsbuild build examples/busybox
