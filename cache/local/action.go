@@ -80,7 +80,8 @@ func (a *Actions) Put(ctx context.Context, key string, preimage []byte, res *cac
 }
 
 // Lock takes the exclusive lock of key, shared with other processes, waiting
-// until it is free or ctx is done.
+// until it is free or ctx is done. Its file, locks/<key>.lock, is created on
+// demand and removed by Prune once it is free and key has no action.
 func (a *Actions) Lock(ctx context.Context, key string) (func(), error) {
 	if err := record.CheckKey(key); err != nil {
 		return nil, fmt.Errorf("lock action: %w", err)
@@ -124,6 +125,13 @@ func (a *Actions) SetLastKey(ctx context.Context, step, key string, preimage []b
 	if old, err := os.ReadFile(p); err == nil && bytes.Equal(old, data) {
 		return nil // unchanged: a no-op build writes (and fsyncs) nothing
 	}
+	// Like every write through tmp/, hold the cache-wide lock shared, so
+	// that Prune never takes the temp file for a crash's leftover.
+	unlock, err := a.c.gcShared(ctx)
+	if err != nil {
+		return fmt.Errorf("set last key of %s: %w", step, err)
+	}
+	defer unlock()
 	if err := a.c.writeFile(p, data); err != nil {
 		return fmt.Errorf("set last key of %s: %w", step, err)
 	}

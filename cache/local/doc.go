@@ -12,8 +12,10 @@
 // rename, directory fsync), so a crash or a cancelled step never leaves a
 // partial blob or action. Two processes may share one cache: writes are
 // atomic renames, Lock serialises the work on one key, and Prune holds the
-// cache-wide lock exclusively while blob and action writes hold it shared,
-// so it never deletes the blobs of an action being recorded.
+// cache-wide lock exclusively while every write through tmp/ holds it
+// shared, so it never deletes the blobs of an action being recorded nor a
+// temporary file still being written. Prune also removes free lock files
+// of keys that have no action, and stale temporary files.
 //
 // *Cache is the cache.Store; (*Cache).Actions is the cache.ActionCache
 // (both interfaces have a Put method, so one type cannot be both).

@@ -2,7 +2,9 @@ package local
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -74,32 +76,59 @@ func (c *Cache) gcExclusive(ctx context.Context) (func(), error) {
 // lockFile takes an flock(2) lock on path, polling until it is free or ctx
 // is done. Each call opens its own descriptor, so locks also exclude each
 // other within one process.
+//
+// Prune removes free lock files (see removeFreeLock), so a lock taken on a
+// file that was unlinked meanwhile would exclude nobody: lockFile checks,
+// holding the lock, that path still names the locked file, and else starts
+// over. Once that check passes the file stays, since removing it takes the
+// lock.
 func lockFile(ctx context.Context, path string, shared bool) (func(), error) {
-	l := flock.New(path, flock.SetPermissions(0o644))
-	try := l.TryLock
-	if shared {
-		try = l.TryRLock
-	}
 	delay := time.Millisecond
 	for {
-		ok, err := try()
-		if err != nil {
-			_ = l.Close()
-			return nil, fmt.Errorf("lock %s: %w", path, err)
+		l := flock.New(path, flock.SetPermissions(0o644))
+		try := l.TryLock
+		if shared {
+			try = l.TryRLock
 		}
-		if ok {
-			return func() { _ = l.Close() }, nil // Close unlocks
+		ok, err := try()
+		if err == nil && ok {
+			if ok, err = stillLinked(l, path); err == nil && ok {
+				return func() { _ = l.Close() }, nil // Close unlocks
+			}
+			if err == nil {
+				_ = l.Close()
+				continue // removed under us: lock the new file at once
+			}
+		}
+		_ = l.Close() // a fresh descriptor each try
+		if err != nil {
+			return nil, fmt.Errorf("lock %s: %w", path, err)
 		}
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			_ = l.Close()
 			return nil, fmt.Errorf("lock %s: %w", path, context.Cause(ctx))
 		case <-t.C:
 		}
 		delay = min(2*delay, 50*time.Millisecond)
 	}
+}
+
+// stillLinked reports whether path names the file l has open.
+func stillLinked(l *flock.Flock, path string) (bool, error) {
+	held, err := l.Stat() // the open descriptor's file
+	if err != nil {
+		return false, err
+	}
+	cur, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return os.SameFile(held, cur), nil
 }
 
 // writeFile atomically replaces path (inside the cache) with data, through a

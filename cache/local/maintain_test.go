@@ -5,12 +5,17 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/gofrs/flock"
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
 
 	"github.com/imsbuild/imsbuild/cache"
 )
@@ -266,7 +271,8 @@ func TestPruneCleansTmp(t *testing.T) {
 	if err := os.Chtimes(stale, old, old); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Prune(t.Context(), PruneOptions{}); err != nil {
+	rep, err := c.Prune(t.Context(), PruneOptions{})
+	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(stale); !os.IsNotExist(err) {
@@ -275,6 +281,180 @@ func TestPruneCleansTmp(t *testing.T) {
 	if _, err := os.Stat(fresh); err != nil {
 		t.Errorf("fresh temp file removed: %v", err)
 	}
+	if rep.RemovedTempFiles != 1 {
+		t.Errorf("Prune().RemovedTempFiles = %d, want 1", rep.RemovedTempFiles)
+	}
+}
+
+func TestPruneRemovesLocks(t *testing.T) {
+	c := newCache(t)
+	ac := c.Actions()
+	lockPath := func(key string) string { return filepath.Join(c.Dir(), "locks", key+".lock") }
+	lock := func(key string) func() {
+		t.Helper()
+		unlock, err := ac.Lock(t.Context(), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return unlock
+	}
+	// "kept" stays cached, "pruned" is removed by MaxAge, "built" never
+	// had a result (a failed build): the last two locks are garbage.
+	now := time.Now()
+	d := putString(t, c, "output")
+	for key, created := range map[string]time.Time{"kept": now, "pruned": now.Add(-48 * time.Hour)} {
+		unlock := lock(key)
+		putAction(t, c, key, created, d)
+		unlock()
+	}
+	lock("built")()
+	// Held while Prune runs: by Lock (its own descriptor), and by a bare
+	// flock on a separate descriptor, as another process would.
+	unlockHeld := lock("held")
+	defer unlockHeld()
+	f, err := os.OpenFile(lockPath("raw"), os.O_CREATE|os.O_RDONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	// Not per-key lock files: never touched.
+	if err := os.WriteFile(filepath.Join(c.Dir(), "locks", "notes"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	rep, err := c.Prune(t.Context(), PruneOptions{MaxAge: 24 * time.Hour})
+	if err != nil {
+		t.Fatalf("Prune() = %v", err)
+	}
+	if rep.RemovedLocks != 2 || rep.RemovedActions != 1 {
+		t.Errorf("Prune() = %+v, want 2 locks and 1 action removed", rep)
+	}
+	for name, want := range map[string]bool{
+		"kept.lock": true, "pruned.lock": false, "built.lock": false, "held.lock": true, "raw.lock": true,
+		".gc": true, "notes": true,
+	} {
+		_, err := os.Stat(filepath.Join(c.Dir(), "locks", name))
+		if got := err == nil; got != want {
+			t.Errorf("locks/%s exists = %v (%v), want %v", name, got, err, want)
+		}
+	}
+	// The held locks still exclude.
+	for _, key := range []string{"held", "raw"} {
+		ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+		if _, err := ac.Lock(ctx, key); !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Lock(%s) while held = %v, want DeadlineExceeded", key, err)
+		}
+		cancel()
+	}
+
+	// Released, they go too; the cached key's lock still stays.
+	unlockHeld()
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rep, err = c.Prune(t.Context(), PruneOptions{})
+	if err != nil || rep.RemovedLocks != 2 {
+		t.Errorf("second Prune() = %+v, %v; want 2 locks removed", rep, err)
+	}
+	if _, err := os.Stat(lockPath("kept")); err != nil {
+		t.Errorf("lock of a cached key removed: %v", err)
+	}
+	// A removed lock file comes back on demand.
+	lock("built")()
+	if _, err := os.Stat(lockPath("built")); err != nil {
+		t.Errorf("Lock() after Prune() made no lock file: %v", err)
+	}
+}
+
+// TestStillLinked is the check lockFile makes after locking, step by step:
+// the locked file is the one at the path until Prune unlinks it, and a new
+// file at the path is another lock.
+func TestStillLinked(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "k.lock")
+	l := flock.New(path)
+	if ok, err := l.TryLock(); !ok || err != nil {
+		t.Fatalf("TryLock() = %v, %v", ok, err)
+	}
+	defer l.Close()
+	check := func(when string, want bool) {
+		t.Helper()
+		if got, err := stillLinked(l, path); got != want || err != nil {
+			t.Errorf("stillLinked() %s = %v, %v; want %v", when, got, err, want)
+		}
+	}
+	check("while linked", true)
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	check("after removal", false)
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	check("after re-creation", false)
+}
+
+// TestLockExcludesDuringPrune runs lockers of one uncached key against a
+// Prune loop that removes the key's lock file whenever it is free: a locker
+// that opened the file before it was removed must not take a lock that the
+// next locker, on a new file, does not see.
+func TestLockExcludesDuringPrune(t *testing.T) {
+	c := newCache(t)
+	const key, workers, rounds = "contended", 8, 500
+	var inside atomic.Int32
+	var overlaps, removed atomic.Int64
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	done := make(chan struct{})
+	pruned := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case <-done:
+				pruned <- nil
+				return
+			default:
+			}
+			rep, err := c.Prune(ctx, PruneOptions{})
+			if err != nil {
+				pruned <- err
+				return
+			}
+			removed.Add(int64(rep.RemovedLocks))
+		}
+	}()
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for range rounds {
+				unlock, err := c.Actions().Lock(ctx, key)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if inside.Add(1) != 1 {
+					overlaps.Add(1)
+				}
+				runtime.Gosched()
+				inside.Add(-1)
+				unlock()
+			}
+		})
+	}
+	wg.Wait()
+	close(done)
+	if err := <-pruned; err != nil {
+		t.Fatalf("Prune() = %v", err)
+	}
+	if n := overlaps.Load(); n > 0 {
+		t.Errorf("%d times two lockers held %s at once", n, key)
+	}
+	if removed.Load() == 0 {
+		t.Errorf("Prune() never removed the free lock file; the test proves nothing")
+	}
+	t.Logf("%d lock files removed during %d locks", removed.Load(), workers*rounds)
 }
 
 func TestPruneExcludesWriters(t *testing.T) {
@@ -308,6 +488,9 @@ func TestPruneExcludesWriters(t *testing.T) {
 	}
 	if err := c.Actions().Put(ctx2, "k", nil, &cache.ActionResult{}); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("action Put() during Prune = %v, want DeadlineExceeded", err)
+	}
+	if err := c.Actions().SetLastKey(ctx2, "s", "k", []byte(`{}`)); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("SetLastKey() during Prune = %v, want DeadlineExceeded", err)
 	}
 	unlock()
 	if _, _, err := c.Put(t.Context(), strings.NewReader("x"), ""); err != nil {

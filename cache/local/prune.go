@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/cache/internal/record"
 )
@@ -39,12 +41,24 @@ type PruneReport struct {
 	RemainingActions int
 	RemainingBlobs   int
 	RemainingBytes   int64
+	// RemovedLocks counts the per-key lock files removed: free ones whose
+	// key has no action.
+	RemovedLocks int
+	// RemovedTempFiles counts the entries of tmp/ removed: leftovers of
+	// writers that crashed or were killed.
+	RemovedTempFiles int
 }
 
 // Prune removes undecodable actions, actions older than MaxAge, then least
 // recently used actions (last hit by Get, or written) until the blobs they
 // reference fit in MaxSize, then every blob no action references. It holds
 // the cache-wide lock exclusively, so writers in other processes wait.
+//
+// It also removes the temporary files older than Grace (every writer holds
+// the cache-wide lock shared while its temporary file exists, so those are
+// leftovers of a crashed or killed process; the age is a second safeguard)
+// and the lock files of keys that have no action, unless a process holds
+// them (see Actions.Lock).
 func (c *Cache) Prune(ctx context.Context, opts PruneOptions) (PruneReport, error) {
 	var rep PruneReport
 	now := opts.Now
@@ -142,26 +156,93 @@ func (c *Cache) Prune(ctx context.Context, opts PruneOptions) (PruneReport, erro
 		rep.RemovedBlobs++
 		rep.FreedBytes += b.size
 	}
-	if err := c.cleanTmp(young); err != nil {
+	if rep.RemovedTempFiles, err = c.cleanTmp(ctx, young); err != nil {
+		return rep, fmt.Errorf("prune: %w", err)
+	}
+	if rep.RemovedLocks, err = c.cleanLocks(ctx); err != nil {
 		return rep, fmt.Errorf("prune: %w", err)
 	}
 	return rep, nil
 }
 
-// cleanTmp removes temporary files left by crashed writers.
-func (c *Cache) cleanTmp(young func(time.Time) bool) error {
+// cleanTmp removes the entries of tmp/ that are not young and returns how
+// many it removed. The caller holds the cache-wide lock exclusively.
+func (c *Cache) cleanTmp(ctx context.Context, young func(time.Time) bool) (int, error) {
 	ents, err := os.ReadDir(c.tmpDir())
 	if err != nil {
-		return err
+		return 0, err
 	}
+	n := 0
 	for _, e := range ents {
 		fi, err := e.Info()
 		if err != nil || young(fi.ModTime()) {
 			continue
 		}
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
 		if err := os.RemoveAll(filepath.Join(c.tmpDir(), e.Name())); err != nil {
-			return err
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// cleanLocks removes the free lock files of keys without an action file
+// and returns how many it removed. The caller holds the cache-wide lock
+// exclusively, so no action is recorded meanwhile.
+func (c *Cache) cleanLocks(ctx context.Context) (int, error) {
+	ents, err := os.ReadDir(c.locksDir())
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range ents {
+		key, ok := strings.CutSuffix(e.Name(), ".lock")
+		if !ok || !e.Type().IsRegular() || record.CheckKey(key) != nil {
+			continue // .gc, or not ours
+		}
+		if _, err := os.Lstat(c.Actions().path(key)); !errors.Is(err, fs.ErrNotExist) {
+			continue // cached (or unknown): the lock stays
+		}
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
+		removed, err := removeFreeLock(filepath.Join(c.locksDir(), e.Name()))
+		if err != nil {
+			return n, err
+		}
+		if removed {
+			n++
 		}
 	}
-	return nil
+	return n, nil
+}
+
+// removeFreeLock removes the lock file at path unless someone holds it. It
+// takes the lock without waiting and unlinks the file while holding it, so
+// that a process that opened the file before and locks it afterwards sees
+// that it is gone (lockFile checks) instead of holding a lock nobody else
+// can see.
+func removeFreeLock(path string) (bool, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer f.Close() // unlocks
+	err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+	if errors.Is(err, unix.EWOULDBLOCK) {
+		return false, nil // held: in use
+	}
+	if err != nil {
+		return false, fmt.Errorf("lock %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return false, err
+	}
+	return true, nil
 }

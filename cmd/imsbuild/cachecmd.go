@@ -169,8 +169,8 @@ func newCachePruneCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "removed %d results and %d blobs (%s); %s left\n",
-				rep.RemovedActions, rep.RemovedBlobs, bytesize.Format(rep.FreedBytes), bytesize.Format(rep.RemainingBytes))
+			fmt.Fprintf(cmd.OutOrStdout(), "removed %d results, %d blobs (%s), %d stale locks and %d temp files; %s left\n",
+				rep.RemovedActions, rep.RemovedBlobs, bytesize.Format(rep.FreedBytes), rep.RemovedLocks, rep.RemovedTempFiles, bytesize.Format(rep.RemainingBytes))
 			return nil
 		},
 	}

@@ -33,6 +33,7 @@ type StatCache struct {
 
 	mu      sync.Mutex
 	entries map[string]statEntry
+	touched map[string]bool // paths looked up or recorded since Open
 	dirty   bool
 
 	now    func() time.Time // the clock; tests move it
@@ -58,7 +59,7 @@ type statFile struct {
 // OpenStatCache loads the stat cache stored at path (missing is empty). A
 // file that cannot be decoded is treated as empty: it is only a cache.
 func OpenStatCache(path string) (*StatCache, error) {
-	c := &StatCache{path: path, entries: map[string]statEntry{}, now: time.Now}
+	c := &StatCache{path: path, entries: map[string]statEntry{}, touched: map[string]bool{}, now: time.Now}
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return c, nil
@@ -79,15 +80,34 @@ func OpenStatCache(path string) (*StatCache, error) {
 }
 
 // Save writes the cache back atomically when it changed since it was
-// opened or last saved.
+// opened or last saved. Writing, it drops the entries of files that no
+// longer exist, unless they were looked up or recorded since Open: the
+// others may belong to other builds, so only a vanished file's entry goes.
+// An unchanged cache is neither checked nor written.
 func (c *StatCache) Save() error {
 	if c == nil {
 		return nil
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if !c.dirty || c.path == "" {
+		c.mu.Unlock()
 		return nil
+	}
+	var idle []string
+	for p := range c.entries {
+		if !c.touched[p] {
+			idle = append(idle, p)
+		}
+	}
+	c.mu.Unlock()
+	gone := vanished(idle) // without the lock: hashing goes on meanwhile
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range gone {
+		if !c.touched[p] {
+			delete(c.entries, p)
+		}
 	}
 	var buf bytes.Buffer
 	if err := gob.NewEncoder(&buf).Encode(statFile{Version: statCacheVersion, Entries: c.entries}); err != nil {
@@ -98,6 +118,19 @@ func (c *StatCache) Save() error {
 	}
 	c.dirty = false
 	return nil
+}
+
+// vanished returns the paths that no longer exist. A path that cannot be
+// checked (permission denied, say) is not known to be gone.
+func vanished(paths []string) []string {
+	var gone []string
+	for _, p := range paths {
+		_, err := os.Lstat(p)
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+			gone = append(gone, p)
+		}
+	}
+	return gone
 }
 
 // Len returns the number of remembered files.
@@ -135,6 +168,9 @@ func (c *StatCache) lookup(p string, fi fs.FileInfo) ([32]byte, bool) {
 	}
 	c.mu.Lock()
 	e, ok := c.entries[p]
+	if ok {
+		c.touched[p] = true
+	}
 	c.mu.Unlock()
 	if !ok || e.Size != want.Size || e.Mtime != want.Mtime || e.Ctime != want.Ctime ||
 		e.Ino != want.Ino || e.Dev != want.Dev {
@@ -160,6 +196,7 @@ func (c *StatCache) record(p string, fi fs.FileInfo, sum [32]byte, recorded time
 	e.Recorded = recorded.UnixNano()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.touched[p] = true
 	if old, ok := c.entries[p]; ok && old == e {
 		return
 	}

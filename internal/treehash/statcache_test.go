@@ -3,9 +3,12 @@ package treehash
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // newTestStatCache returns an empty stat cache whose clock reads now.
@@ -147,6 +150,73 @@ func TestStatCacheSaveOpen(t *testing.T) {
 	}
 }
 
+// TestStatCacheSaveDropsVanished: Save forgets the files that are gone,
+// unless this run used them, and keeps every file that still exists.
+func TestStatCacheSaveDropsVanished(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(t.TempDir(), "statcache")
+	later := time.Now().Add(time.Minute) // entries are trusted: lookups record nothing
+	file := func(name string) string { return filepath.Join(dir, name) }
+	open := func() *StatCache {
+		t.Helper()
+		sc, err := OpenStatCache(path)
+		must(t, err)
+		sc.now = func() time.Time { return later }
+		return sc
+	}
+	hash := func(sc *StatCache, names ...string) {
+		t.Helper()
+		for _, n := range names {
+			_, err := File(t.Context(), file(n), sc)
+			must(t, err)
+		}
+	}
+	names := []string{"used", "usedthengone", "idle", "gone", "subdir/gone"}
+	for _, n := range names {
+		mustWrite(t, file(n), n, 0o644)
+	}
+	sc := open()
+	hash(sc, names...)
+	must(t, sc.Save())
+
+	// Between runs "gone" is deleted and "subdir" becomes a file.
+	must(t, os.Remove(file("gone")))
+	must(t, os.RemoveAll(file("subdir")))
+	mustWrite(t, file("subdir"), "now a file", 0o644)
+
+	sc = open()
+	must(t, sc.Save()) // unchanged: not even checked
+	if n := open().Len(); n != len(names) {
+		t.Errorf("Len() after an unchanged Save() = %d, want %d", n, len(names))
+	}
+	hash(sc, "used", "usedthengone") // looked up only
+	mustWrite(t, file("new"), "new", 0o644)
+	hash(sc, "new") // recorded: the cache changed
+	if got := sc.hashed.Load(); got != 1 {
+		t.Fatalf("second run hashed %d files, want 1 (the others are looked up)", got)
+	}
+	must(t, os.Remove(file("usedthengone")))
+	must(t, sc.Save())
+
+	sc = open()
+	var got []string
+	for p := range sc.entries {
+		rel, err := filepath.Rel(dir, p)
+		must(t, err)
+		got = append(got, rel)
+	}
+	slices.Sort(got)
+	want := []string{"idle", "new", "used", "usedthengone"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("entries after Save() and Open (-want +got):\n%s", diff)
+	}
+	// What is left is still used.
+	hash(sc, "idle", "new", "used")
+	if n := sc.hashed.Load(); n != 0 {
+		t.Errorf("third run hashed %d files, want 0", n)
+	}
+}
+
 func TestStatCacheCorruptFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "statcache")
 	mustWrite(t, path, "not gob at all", 0o644)
@@ -176,6 +246,7 @@ func TestStatCacheOpenError(t *testing.T) {
 func TestStatCacheConcurrent(t *testing.T) {
 	roots := []string{base(t), base(t), base(t)}
 	sc := newTestStatCache(t, time.Now().Add(time.Minute))
+	sc.entries[filepath.Join(roots[0], "vanished")] = statEntry{} // left by an earlier run
 	var wg sync.WaitGroup
 	digests := make([]string, 4*len(roots))
 	for i := range digests {
@@ -197,7 +268,7 @@ func TestStatCacheConcurrent(t *testing.T) {
 		}
 	}
 	if sc.Len() != 3*len(roots) {
-		t.Errorf("Len() = %d, want %d", sc.Len(), 3*len(roots))
+		t.Errorf("Len() = %d, want %d (the vanished entry dropped)", sc.Len(), 3*len(roots))
 	}
 }
 
