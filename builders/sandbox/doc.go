@@ -21,13 +21,14 @@
 //     and the image root bound read-write at /mnt/image.
 //
 // With Spec.TTY and a terminal on stdin, bwrap and native make it the
-// command's controlling terminal, so that Ctrl-C and job control work.
+// command's controlling terminal, so that Ctrl-C and job control work; runc
+// gives the command a pty of its own (process.terminal) and relays it to
+// that terminal, which it puts in raw mode and follows on SIGWINCH.
 //
 // Under runc the command is its PID namespace's init (as in "docker run"
 // without --init), runc adds HOME to an environment without it, a /tmp
 // tmpfs takes the mode of the directory it covers, the command has Docker's
-// default capabilities and at most 1024 open files, and Spec.TTY is not
-// supported (the terminal is the command's stdio only).
+// default capabilities and at most 1024 open files.
 //
 // Mountpoints missing in the image root are created before the run and
 // removed afterwards, so nothing of the sandbox is left in the image (or in

@@ -98,7 +98,7 @@ func (r *Runc) Run(ctx context.Context, s Spec) (err error) {
 		"run", "--bundle", dir, id)
 	cmd.Env = []string{}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = s.Stdin, s.Stdout, s.Stderr
-	cmd.SysProcAttr = procAttr(Spec{})
+	cmd.SysProcAttr = procAttr(s) // with a terminal, runc's controlling one: it gets SIGWINCH
 	cmd.WaitDelay = waitDelay
 
 	// Pdeathsig fires when the thread that started the process exits.

@@ -103,6 +103,9 @@ func runcSpec(p *plan, s Spec, rootfs string) *specs.Spec {
 				Bounding: caps, Effective: caps, Permitted: caps,
 			},
 			Rlimits: []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1024, Soft: 1024}},
+			// runc makes a pty for the command and relays it to its own
+			// stdin (raw) and stdout, resizing it on SIGWINCH.
+			Terminal: withTTY(s),
 		},
 		Linux: &specs.Linux{
 			Namespaces: []specs.LinuxNamespace{

@@ -35,9 +35,9 @@ type Spec struct {
 	Stdout      io.Writer
 	Stderr      io.Writer
 	// TTY makes Stdin the controlling terminal of the command when it is a
-	// terminal (an *os.File), so that Ctrl-C and job control work in
-	// interactive shells. The runc backend does not support it: the command
-	// gets the terminal as its stdio, without a controlling terminal.
+	// terminal (an *os.File), so that Ctrl-C, job control and window size
+	// changes work in interactive shells. Under runc the command gets a pty
+	// of its own that runc relays to Stdin, resized as Stdin is.
 	TTY bool
 	// Privileged runs the command like "docker run --privileged": every
 	// capability, no seccomp filter, access to every device, the host's

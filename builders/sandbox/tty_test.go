@@ -75,9 +75,6 @@ func (term *terminal) waitFor(t *testing.T, ctx context.Context, s string) {
 // ttyBackends are the backends that support Spec.TTY.
 func forEachTTYBackend(t *testing.T, f func(t *testing.T, sb sandbox.Sandbox)) {
 	forEachBackend(t, func(t *testing.T, sb sandbox.Sandbox) {
-		if sb.Name() == sandbox.BackendRunc {
-			t.Skip("runc: Spec.TTY is not supported")
-		}
 		f(t, sb)
 	})
 }
@@ -193,4 +190,43 @@ func waitForProc(t *testing.T, ctx context.Context, prefix string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatalf("no process %q", prefix)
+}
+
+// TestTTYWindowSize checks that the command sees the terminal's size, and a
+// new size once the terminal is resized (as an SSH window change does).
+func TestTTYWindowSize(t *testing.T) {
+	forEachTTYBackend(t, func(t *testing.T, sb sandbox.Sandbox) {
+		ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+		defer cancel()
+		term, slave := newTerminal(t)
+		if err := pty.Setsize(term.master, &pty.Winsize{Rows: 33, Cols: 101}); err != nil {
+			t.Fatal(err)
+		}
+		s := sandbox.Spec{
+			Root: testutil.BusyboxRoot(t, false), Jail: true, TTY: true,
+			Args: []string{"/bin/sh", "-i"}, Env: []string{"PATH=/bin", "PS1=prompt$ "},
+			Stdin: slave, Stdout: slave, Stderr: slave,
+		}
+		done := make(chan error, 1)
+		go func() { done <- sb.Run(ctx, s) }()
+		term.waitFor(t, ctx, "prompt$ ")
+		write(t, term.master, "stty size\n")
+		term.waitFor(t, ctx, "33 101")
+		if err := pty.Setsize(term.master, &pty.Winsize{Rows: 44, Cols: 120}); err != nil {
+			t.Fatal(err)
+		}
+		// The new size travels by SIGWINCH (through runc's relay for runc):
+		// ask again until it lands.
+		for !strings.Contains(term.String(), "44 120") {
+			if ctx.Err() != nil {
+				t.Fatalf("terminal output %q: the resize never arrived", term)
+			}
+			write(t, term.master, "stty size\n")
+			time.Sleep(50 * time.Millisecond)
+		}
+		write(t, term.master, "exit 0\n")
+		if err := <-done; err != nil {
+			t.Errorf("Run() = %v (output %q)", err, term)
+		}
+	})
 }
