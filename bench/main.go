@@ -71,8 +71,7 @@ func benchTreehash(ctx context.Context, scratch, tree string) {
 	raw := median(3, func() {
 		run("sh", "-c", "cd "+tree+" && find . -type f -print0 | xargs -0 -P2 -n64 sha256sum >/dev/null")
 	})
-	var cold time.Duration
-	cold = median(3, func() {
+	cold := median(3, func() {
 		_, err := treehash.Dir(ctx, tree, nil)
 		check(err)
 	})

@@ -254,7 +254,7 @@ func testApply(t *testing.T, sb sandbox.Sandbox) {
 
 // wantFile checks a file of the image root.
 func wantFile(name, content string, mode os.FileMode) func(t *testing.T, root, log string, err error) {
-	return func(t *testing.T, root, log string, err error) {
+	return func(t *testing.T, root, log string, _ error) {
 		t.Helper()
 		p := filepath.Join(root, name)
 		b, err := os.ReadFile(p)

@@ -80,13 +80,13 @@ func writeScript(dir string, st spec.Customize) (string, error) {
 		return "", fmt.Errorf("script: %w", err)
 	}
 	if st.Script != "" {
-		src, err := os.Open(st.Script)
-		if err != nil {
+		src, oerr := os.Open(st.Script)
+		if oerr != nil {
 			dst.Close()
-			return "", fmt.Errorf("script: %w", err)
+			return "", fmt.Errorf("script: %w", oerr)
 		}
 		defer src.Close()
-		_, err = io.Copy(dst, src)
+		_, err = io.Copy(dst, src) // the function's err: a short copy fails the step
 	} else {
 		_, err = io.WriteString(dst, st.Inline)
 	}

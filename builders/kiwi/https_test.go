@@ -63,9 +63,9 @@ func startSiteMirror(t *testing.T, upstream string) *siteMirror {
 		t.Fatal(err)
 	}
 	m := &siteMirror{CA: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}))}
-	proxy := httputil.NewSingleHostReverseProxy(up)
-	director := proxy.Director
-	proxy.Director = func(r *http.Request) { director(r); r.Host = up.Host }
+	proxy := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+		r.SetURL(up) // also sets the Host header to the upstream's
+	}}
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		m.Requests.Add(1)
 		proxy.ServeHTTP(w, r)

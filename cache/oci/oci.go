@@ -56,10 +56,9 @@ type Cache struct {
 	opts  Options
 	locks *keylock.Map
 
-	mu     sync.Mutex
-	pull   http.RoundTripper // authorised for pull; made on first use
-	push   http.RoundTripper // authorised for push and pull
-	client *http.Client      // plain client over opts.Transport, for redirects
+	mu   sync.Mutex
+	pull http.RoundTripper // authorised for pull; made on first use
+	push http.RoundTripper // authorised for push and pull
 }
 
 var (
