@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"net/http"
 	"net/url"
@@ -22,6 +21,9 @@ import (
 	"time"
 
 	"github.com/gofrs/flock"
+
+	"github.com/imsbuild/imsbuild/internal/treehash"
+	"github.com/imsbuild/imsbuild/spec"
 )
 
 // The bootstrap cache. kiwi-ng bootstraps an apt recipe with debootstrap
@@ -219,7 +221,7 @@ func (c debootstrapCall) key(ctx context.Context, real string) (string, []byte, 
 		files["keyring"] = c.keyring
 	}
 	for name, path := range files {
-		d, err := fileDigest(path)
+		d, err := treehash.File(ctx, path, nil)
 		if errors.Is(err, fs.ErrNotExist) && (name == "resolv.conf" || name == "hostname") {
 			d = "none" // debootstrap copies them only when present
 		} else if err != nil {
@@ -227,12 +229,15 @@ func (c debootstrapCall) key(ctx context.Context, real string) (string, []byte, 
 		}
 		p.Files[name] = d
 	}
-	rel, err := releaseDigest(ctx, c.mirror, c.suite)
+	// The suite's InRelease (else Release), as track_repos digests it,
+	// fetched through the environment's proxy.
+	suite := &spec.Repository{Name: c.suite, Type: "apt", URL: c.mirror, Distribution: c.suite}
+	rel, err := repoDigest(ctx, &http.Client{Timeout: time.Minute}, suite)
 	if err != nil {
 		return "", nil, err
 	}
 	p.Release = rel
-	if p.TargetPrep, err = treeListing(c.target); err != nil {
+	if p.TargetPrep, err = treeListing(ctx, c.target); err != nil {
 		return "", nil, err
 	}
 	b, err := json.MarshalIndent(p, "", "  ")
@@ -243,54 +248,11 @@ func (c debootstrapCall) key(ctx context.Context, real string) (string, []byte, 
 	return hex.EncodeToString(sum[:]), b, nil
 }
 
-func fileDigest(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("read %s: %w", path, err)
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-// releaseDigest fetches the suite's InRelease (else Release), through the
-// environment's proxy, and returns its sha256.
-func releaseDigest(ctx context.Context, mirror, suite string) (string, error) {
-	client := &http.Client{Timeout: time.Minute}
-	var last error
-	for _, name := range []string{"InRelease", "Release"} {
-		u := mirror + "/dists/" + suite + "/" + name
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-		if err != nil {
-			return "", err
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			last = err
-			continue
-		}
-		h := sha256.New()
-		_, err = io.Copy(h, resp.Body)
-		resp.Body.Close()
-		if err == nil && resp.StatusCode == http.StatusOK {
-			return hex.EncodeToString(h.Sum(nil)), nil
-		}
-		last = fmt.Errorf("%s: %s", u, resp.Status)
-		if err != nil {
-			last = fmt.Errorf("%s: %w", u, err)
-		}
-	}
-	return "", last
-}
-
 // treeListing digests the names, types, modes and owners of the tree at
 // root (and symlink targets and file contents), skipping mount points and
 // kiwi's temporaries: what kiwi put into the root before it called
 // debootstrap.
-func treeListing(root string) (string, error) {
+func treeListing(ctx context.Context, root string) (string, error) {
 	skip, err := notKept(root)
 	if err != nil {
 		return "", err
@@ -321,7 +283,7 @@ func treeListing(root string) (string, error) {
 			}
 			fmt.Fprintf(h, " -> %s", t)
 		case info.Mode().IsRegular():
-			d, err := fileDigest(path)
+			d, err := treehash.File(ctx, path, nil)
 			if err != nil {
 				return err
 			}

@@ -246,7 +246,7 @@ func TestTreeListingIgnoresKiwiTemporaries(t *testing.T) {
 		if name != "" {
 			os.WriteFile(filepath.Join(root, name), []byte("apt.conf"), 0o600)
 		}
-		d, err := treeListing(root)
+		d, err := treeListing(t.Context(), root)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -257,7 +257,7 @@ func TestTreeListingIgnoresKiwiTemporaries(t *testing.T) {
 	}
 	root := t.TempDir()
 	os.MkdirAll(filepath.Join(root, "dev/pts"), 0o755)
-	if d, _ := treeListing(root); d == digests[2] {
+	if d, _ := treeListing(t.Context(), root); d == digests[2] {
 		t.Errorf("treeListing did not change without dev/fd")
 	}
 }
