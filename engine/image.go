@@ -270,12 +270,6 @@ func (e *Engine) buildImage(ctx context.Context, s *Step, log io.Writer) (*cache
 			break
 		}
 		fmt.Fprintf(log, "unpacking the prepared root %s\n", prepared.Digest)
-		if err := os.RemoveAll(root); err != nil {
-			return nil, err
-		}
-		if err := os.Mkdir(root, 0o755); err != nil {
-			return nil, err
-		}
 		if err := e.unpack(ctx, prepared.Digest, work, root); err != nil {
 			return nil, err
 		}

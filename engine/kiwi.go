@@ -272,14 +272,21 @@ func (e *Engine) handOver(id, root string) {
 }
 
 // takeHandover moves the root handed over by prepare id to root (an empty
-// directory) and reports whether there was one.
+// directory) and reports whether it did; if not, root is still there, empty.
 func (e *Engine) takeHandover(id, root string) bool {
 	dir := e.popHandover(id)
 	if dir == "" {
 		return false
 	}
 	defer removeAll(dir)
-	return os.Remove(root) == nil && os.Rename(filepath.Join(dir, "root"), root) == nil
+	if os.Remove(root) != nil {
+		return false
+	}
+	if os.Rename(filepath.Join(dir, "root"), root) != nil {
+		_ = os.Mkdir(root, 0o755) // back to the empty dir the caller made
+		return false
+	}
+	return true
 }
 
 // dropHandover removes a root handed over by prepare id and not taken.
