@@ -1,0 +1,338 @@
+package spec
+
+import (
+	"slices"
+
+	"github.com/hashicorp/hcl/v2"
+)
+
+// AttrDoc documents one argument of a block for the reference pages in
+// docs/language. Whether it is required comes from the block's schema.
+type AttrDoc struct {
+	Name        string
+	Type        string // as a user writes it: string, bool, list(string), duration, reference, …
+	Required    bool   // filled from the schema by BlockDocs
+	Default     string // "" when there is none
+	Description string // Markdown
+	Key         string // what enters the cache key, Markdown; "" = nothing
+	Example     string // an HCL expression
+}
+
+// BlockDoc documents one block type: its arguments and nested blocks.
+type BlockDoc struct {
+	ID     string   // "image", "image.squashfs", "publish.s3"
+	Header string   // how the block is written, e.g. image "<label>" { … }
+	Blocks []string // nested block types, from the schema
+	Attrs  []AttrDoc
+}
+
+// attrDocs is the hand-written half of the reference; blockSchemas is the
+// other half. A test fails when they disagree, so an argument cannot be
+// added to a schema without documenting it.
+var attrDocs = map[string][]AttrDoc{
+	"imsbuild": {
+		{Name: "required_version", Type: "string", Example: `">= 0.1"`,
+			Description: "A version constraint (`>= 0.1`, `~> 0.1`) on the build language; an older imsbuild rejects the build instead of misreading it."},
+	},
+	"imsbuild.cache": {
+		{Name: "dir", Type: "string (path)", Default: "`.imsbuild/cache`", Example: `"/var/cache/imsbuild"`,
+			Description: "The local cache: blobs and step results. Relative to the build directory; `~` is `$HOME`. `--cache-dir` overrides it."},
+		{Name: "from", Type: "list(string)", Default: "`[]`", Example: `["s3://ci-cache/imsbuild?endpoint=https://rgw.example:8080&path_style=true"]`,
+			Description: "Remote caches to read results from: `s3://bucket/prefix[?endpoint=…&region=…&path_style=true]` or `oci://registry/repository`. `--cache-from` adds more."},
+		{Name: "to", Type: "string", Example: `"oci://registry.example/ci/imsbuild-cache"`,
+			Description: "A remote cache that receives every new result (and is read too). Same URL forms as `from`; `--cache-to` overrides it."},
+		{Name: "salt", Type: "string", Default: `""`, Example: `"site-2026"`,
+			Description: "A string joined into every key: change it to invalidate the whole cache on purpose.",
+			Key:         "every step's key"},
+		{Name: "env", Type: "list(string)", Default: "`[]`", Example: `["HTTP_PROXY", "HTTPS_PROXY"]`,
+			Description: "Names of the host environment variables that steps see (customize scripts, kiwi-ng, SSH sessions). Nothing else of the host environment gets in.",
+			Key:         "the names and values of the listed variables that are set, in every image and prepare key"},
+	},
+	"variable": {
+		{Name: "type", Type: "type constraint", Default: "any", Example: `list(string)`,
+			Description: "`string`, `number`, `bool`, `list(T)`, `map(T)`, `object({…})`, `any`. Values from `-var` and `IMSBUILD_VAR_<name>` are taken as text for `string` (and untyped) variables and parsed as HCL for the others."},
+		{Name: "default", Type: "any", Example: `"bookworm"`,
+			Description: "The value when nothing else sets one. A variable without a default must be set, or validation fails."},
+		{Name: "description", Type: "string", Example: `"Debian release of the node image"`,
+			Description: "What the variable is for; for readers of the build."},
+		{Name: "sensitive", Type: "bool", Default: "`false`", Example: `true`,
+			Description: "Marks the value as a secret (a token, a password); see [security](../security.md) for what imsbuild does with secrets."},
+	},
+	"variable.validation": {
+		{Name: "condition", Type: "bool expression", Example: `contains(["bookworm", "trixie"], var.release)`,
+			Description: "Must be true for the value; it may use `var.<this variable>` and functions."},
+		{Name: "error_message", Type: "string", Example: `"release must be bookworm or trixie."`,
+			Description: "The diagnostic shown when the condition is false."},
+	},
+	"repository": {
+		{Name: "type", Type: `"apt" | "rpm-md"`, Example: `"apt"`,
+			Description: "The repository format: a Debian archive or an rpm-md (zypper, dnf) repository.",
+			Key:         "the prepare key of each recipe image using it"},
+		{Name: "url", Type: "string (URL)", Example: `"http://deb.debian.org/debian"`,
+			Description: "Where the repository is. imsbuild probes its metadata (`dists/<distribution>/InRelease` or `Release`; `repodata/repomd.xml`) before kiwi runs. Not in the key: a mirror of the same content keeps the cache."},
+		{Name: "distribution", Type: "string", Example: `"bookworm"`,
+			Description: "The apt suite (`dists/<distribution>`). Unused for rpm-md.",
+			Key:         "the prepare key of each recipe image using it"},
+		{Name: "components", Type: "list(string)", Example: `["main", "contrib"]`,
+			Description: "The apt components, for readers of the build; kiwi takes the components from the recipe's `config.xml`, and imsbuild does not use this value yet."},
+		{Name: "wait_timeout", Type: "duration", Default: "`0s` (probe once)", Example: `"10m"`,
+			Description: "How long to wait for the repository's metadata to answer 200 before failing the prepare step (the IMS \"wait for repos\" step), retrying with backoff from 1 s to 10 s."},
+		{Name: "track_repos", Type: "bool", Default: "`false`", Example: `true`,
+			Description: "Key recipe images by the digest of this repository's metadata, so a changed repository rebuilds them (`--track-repos` does it for every repository).",
+			Key:         "the sha256 of the metadata file (`InRelease`/`Release`, `repomd.xml`) in the prepare key"},
+	},
+	"recipe": {
+		{Name: "source", Type: "string (path or URL)", Example: `"./recipes/node"`,
+			Description: "The kiwi-ng description: a directory or an IMS `recipe.tgz`, relative to the build directory, or a URL.",
+			Key:         "the tree digest of the directory (paths, modes, symlink targets, contents; never mtimes), or of the archive"},
+		{Name: "type", Type: `"kiwi-ng"`, Default: `"kiwi-ng"`, Example: `"kiwi-ng"`,
+			Description: "The IMS recipe type; `kiwi-ng` is the only one."},
+		{Name: "arch", Type: `"x86_64" | "aarch64"`, Default: `"x86_64"`, Example: `"aarch64"`,
+			Description: "The architecture built; images of this recipe inherit it.",
+			Key:         "the prepare key"},
+		{Name: "profiles", Type: "list(string)", Default: "`[]`", Example: `["KIS"]`,
+			Description: "kiwi `--profile` names to build.",
+			Key:         "the prepare key"},
+		{Name: "builder_image", Type: "string", Example: `"registry.example/kiwi-builder:9.24"`,
+			Description: "Run the kiwi-ng of this OCI image (a registry reference or an OCI layout directory) in a privileged runc container instead of the host's kiwi-ng, as IMS pins its builder container.",
+			Key:         "the image's manifest digest, replacing the host kiwi-ng version"},
+		{Name: "linux_distribution", Type: "string", Example: `"sles15"`,
+			Description: "The IMS `linux_distribution` of the recipe record (publish `s3`/`ims`).",
+			Key:         "the prepare key"},
+		{Name: "template", Type: "map(string)", Default: "`{}`", Example: `{ release = "bookworm" }`,
+			Description: "The IMS `template_dictionary`: each `{{ key }}` in the description's `config.xml` is replaced by its value before kiwi runs.",
+			Key:         "the prepare key"},
+		{Name: "repositories", Type: "list(reference)", Default: "`[]`", Example: `[repository.debian]`,
+			Description: "The repositories to wait for (and track) before kiwi runs.",
+			Key:         "each repository's type and distribution, and its metadata digest when tracked"},
+	},
+	"image": {
+		{Name: "name", Type: "string", Default: "the label", Example: `"node-${var.release}"`,
+			Description: "The IMS image name, used in records, manifests and the image id.",
+			Key:         "the image key"},
+		{Name: "arch", Type: `"x86_64" | "aarch64"`, Default: "the recipe's or parent's, else `\"x86_64\"`", Example: `"aarch64"`,
+			Description: "The image architecture, recorded in IMS records and OCI annotations.",
+			Key:         "the image key"},
+		{Name: "recipe", Type: "reference", Example: `recipe.node`,
+			Description: "Build the image from a recipe with `kiwi-ng system prepare` (IMS `create`). Exactly one of `recipe`, `from` and `import`.",
+			Key:         "the recipe name and the prepared root's digest (the prepare step has its own key)"},
+		{Name: "from", Type: "reference", Example: `image.base`,
+			Description: "Customize a copy of another image (IMS `customize`); the parent stays as it is.",
+			Key:         "the parent's output digests, not its key (early cutoff)"},
+		{Name: "import", Type: "string (path or URL)", Example: `"./roots/base.tar.zst"`,
+			Description: "Take an existing root: a directory, `.tar`, `.tar.gz`, `.tar.zst` or squashfs file; or a published image, `oci://registry/repo:tag` or `s3://bucket/<id>/manifest.json?endpoint=…`.",
+			Key:         "the tree digest of the root (or file), or the published manifest's digest"},
+		{Name: "kernel_file_name", Type: "string", Default: `"vmlinuz"`, Example: `"vmlinuz"`,
+			Description: "The kernel in the image's `/boot` (a file name, no directory).",
+			Key:         "the image key"},
+		{Name: "initrd_file_name", Type: "string", Default: `"initrd"`, Example: `"initrd.img"`,
+			Description: "The initrd in the image's `/boot` (a file name, no directory).",
+			Key:         "the image key"},
+		{Name: "kernel_parameters", Type: "string", Example: `"console=ttyS0"`,
+			Description: "When set, published as the image's `boot_parameters` artifact.",
+			Key:         "the image key"},
+		{Name: "ca_certificates", Type: "list(string)", Default: "`[]`", Example: `[file("certs/site-ca.pem")]`,
+			Description: "PEM certificates added to the image's trust store. For recipe images they are trusted while packages install too (the IMS build-ca-rpm step).",
+			Key:         "the sha256 of each certificate, in the image and prepare keys"},
+		{Name: "debug_on_failure", Type: "bool", Default: "`false`", Example: `true`,
+			Description: "When the image's step fails, open an SSH environment in the failed root (IMS `enable_debug`); the step still fails afterwards. `--debug-on-failure` does it for every image."},
+		{Name: "cache_interactive", Type: "bool", Default: "`false`", Example: `true`,
+			Description: "Cache the result of an interactive image like any other. Without it an interactive image rebuilds every time, since its result depends on a person."},
+	},
+	"image.squashfs": {
+		{Name: "compression", Type: `"zstd" | "xz" | "gzip" | "lz4" | "lzo"`, Default: `"zstd"`, Example: `"xz"`,
+			Description: "The mksquashfs compressor of the rootfs.",
+			Key:         "the image key"},
+		{Name: "level", Type: "number", Default: "the compressor's (zstd: 3)", Example: `3`,
+			Description: "The compression level: zstd 1–22, gzip and lzo 1–9; xz and lz4 take none.",
+			Key:         "the image key"},
+		{Name: "block_size", Type: "string (size)", Default: `"1M"`, Example: `"128K"`,
+			Description: "The squashfs block size, a power of two from `4K` to `1M`.",
+			Key:         "the image key"},
+		{Name: "exclude", Type: "list(string)", Default: "`[]`", Example: `["var/log/*"]`,
+			Description: "Extra mksquashfs `-e` patterns relative to the root, besides kiwi's leftovers.",
+			Key:         "the image key"},
+	},
+	"image.customize": {
+		{Name: "script", Type: "string (path)", Example: `"scripts/compute.sh"`,
+			Description: "A script file, run with `/bin/sh -e` (its `#!` line is not used). Either `script` or `inline`; several customize blocks run in order.",
+			Key:         "the script's content digest"},
+		{Name: "inline", Type: "string", Example: `"echo compute > /etc/hostname"`,
+			Description: "Script text run with `/bin/sh -e`.",
+			Key:         "the text's digest"},
+		{Name: "files", Type: "map(string)", Default: "`{}`", Example: `{ "/etc/motd" = "files/motd" }`,
+			Description: "Host files copied into the image before the script runs: absolute destination in the image = source path relative to the build directory.",
+			Key:         "each destination with its source's content digest"},
+		{Name: "env", Type: "map(string)", Default: "`{}`", Example: `{ SITE = "lab" }`,
+			Description: "Extra environment variables of the script.",
+			Key:         "the names and values"},
+		{Name: "jail", Type: "bool", Default: "`true`", Example: `false`,
+			Description: "`true`: the image root is `/` (chroot-like). `false`: the script runs in the builder environment (the host's tools, or `builder_image`) with the image at `/mnt/image`.",
+			Key:         "the image key"},
+		{Name: "network", Type: "bool", Default: "`false`", Example: `true`,
+			Description: "Give the script the host's network. Off, it has only a loopback interface.",
+			Key:         "the image key"},
+		{Name: "timeout", Type: "duration", Default: "none", Example: `"10m"`,
+			Description: "Kill the script and fail the step after this long.",
+			Key:         "the image key"},
+		{Name: "builder_image", Type: "string", Example: `"registry.example/tools:1"`,
+			Description: "Run a non-jailed (`jail = false`) script in this OCI image (registry reference or OCI layout) under runc, the image at `/mnt/image`.",
+			Key:         "the builder image's manifest digest"},
+	},
+	"image.customize.file": {
+		{Name: "source", Type: "string (path)", Example: `"files/sshd_config"`,
+			Description: "The host file, relative to the build directory.",
+			Key:         "its content digest"},
+		{Name: "destination", Type: "string", Example: `"/etc/ssh/sshd_config"`,
+			Description: "The absolute path in the image; each destination once per customize block.",
+			Key:         "the image key"},
+		{Name: "mode", Type: "string (octal)", Default: "the source's mode", Example: `"0600"`,
+			Description: "The mode to set, setuid/setgid/sticky bits included (`4755`).",
+			Key:         "the image key"},
+		{Name: "owner", Type: "string", Default: "root for a new file, else unchanged", Example: `"root:root"`,
+			Description: "`user`, `user:group`, `uid` or `uid:gid`; names are looked up in the image's `/etc/passwd` and `/etc/group`.",
+			Key:         "the image key"},
+	},
+	"image.interactive": {
+		{Name: "public_keys", Type: "list(string)", Example: `[file("~/.ssh/id_ed25519.pub")]`,
+			Description: "The SSH public keys allowed in (`ssh-ed25519 AAAA… user@host`); at least one."},
+		{Name: "listen", Type: "string", Default: `"127.0.0.1:0"`, Example: `"0.0.0.0:2222"`,
+			Description: "The address of the SSH server; port 0 picks a free one."},
+		{Name: "timeout", Type: "duration", Default: `"2h"`, Example: `"30m"`,
+			Description: "Fail the step when nobody completes the session within this time."},
+		{Name: "jail", Type: "bool", Default: "`true`", Example: `false`,
+			Description: "`true`: sessions run inside the image, done with `touch /tmp/complete`. `false`: the builder environment with the image at `/mnt/image`, done with `touch /mnt/image/complete`."},
+		{Name: "network", Type: "bool", Default: "`false`", Example: `true`,
+			Description: "Give the sessions the host's network."},
+	},
+	"publish.dir": {
+		{Name: "images", Type: "list(reference)", Example: `[image.base, image.compute]`,
+			Description: "The images to publish."},
+		{Name: "recipes", Type: "list(reference)",
+			Description: "Not allowed here: recipes are published by `s3` and registered by `ims`."},
+		{Name: "path", Type: "string (path)", Example: `"out"`,
+			Description: "The output directory: `boot-images/<id>/…` and `records/images/<id>.json`, relative to the build directory."},
+	},
+	"publish.s3": {
+		{Name: "images", Type: "list(reference)", Example: `[image.compute]`,
+			Description: "The images to upload in the IMS layout: `<prefix><id>/rootfs`, `kernel`, `initrd`, `manifest.json`."},
+		{Name: "recipes", Type: "list(reference)", Example: `[recipe.node]`,
+			Description: "Recipes to upload as IMS `recipe.tgz` archives to bucket `ims`, key `recipes/<id>/recipe.tgz`."},
+		{Name: "endpoint", Type: "string (URL)", Default: "AWS S3", Example: `"https://rgw.example:8080"`,
+			Description: "An S3-compatible endpoint (Ceph RGW, MinIO), `http://` or `https://`."},
+		{Name: "region", Type: "string", Default: `"us-east-1"`, Example: `"us-east-1"`,
+			Description: "The signing region."},
+		{Name: "bucket", Type: "string", Default: `"boot-images"`, Example: `"boot-images"`,
+			Description: "The image bucket."},
+		{Name: "prefix", Type: "string", Default: `""`, Example: `"site-a/"`,
+			Description: "A key prefix for images (not recipes)."},
+		{Name: "path_style", Type: "bool", Default: "`false`", Example: `true`,
+			Description: "Path-style URLs (`endpoint/bucket/key`), which RGW and MinIO usually need."},
+		{Name: "ca_bundle", Type: "string (path)", Example: `"certs/rgw-ca.pem"`,
+			Description: "A PEM bundle to trust for the endpoint's TLS certificate."},
+	},
+	"publish.oci": {
+		{Name: "images", Type: "list(reference)", Example: `[image.compute]`,
+			Description: "The images to push, one OCI artifact each."},
+		{Name: "recipes", Type: "list(reference)",
+			Description: "Not allowed here."},
+		{Name: "repository", Type: "string", Example: `"registry.example/hpc/${image.name}"`,
+			Description: "The repository, without a scheme. Evaluated per image: `image.name`, `image.label` and `image.arch` are the image being pushed."},
+		{Name: "tags", Type: "list(string)", Default: `["latest"]`, Example: `["bookworm", "2026-12"]`,
+			Description: "The tags each image gets."},
+		{Name: "insecure", Type: "bool", Default: "`false`", Example: `true`,
+			Description: "Talk plain HTTP to the registry."},
+	},
+	"publish.ims": {
+		{Name: "images", Type: "list(reference)", Example: `[image.compute]`,
+			Description: "Images to register; each must also be published by an `s3` or `dir` block of the build, whose manifest the record links to."},
+		{Name: "recipes", Type: "list(reference)", Example: `[recipe.node]`,
+			Description: "Recipes to register; each must also be in the `recipes` of an `s3` publish."},
+		{Name: "endpoint", Type: "string (URL)", Example: `"https://api-gw.example/apis/ims"`,
+			Description: "The IMS API base URL."},
+		{Name: "token", Type: "string", Example: `env("IMS_TOKEN")`,
+			Description: "The bearer token; take it from the environment with `env()` rather than writing it down."},
+		{Name: "ca_bundle", Type: "string (path)", Example: `"certs/api-gw-ca.pem"`,
+			Description: "A PEM bundle for the endpoint's TLS certificate. Validated, but not yet used by the IMS client (it trusts the system store)."},
+	},
+}
+
+// blockHeaders say how each block is written.
+var blockHeaders = map[string]string{
+	"imsbuild":             `imsbuild { … }`,
+	"imsbuild.cache":       `imsbuild { cache { … } }`,
+	"variable":             `variable "<name>" { … }`,
+	"variable.validation":  `variable "<name>" { validation { … } }`,
+	"repository":           `repository "<name>" { … }`,
+	"recipe":               `recipe "<name>" { … }`,
+	"image":                `image "<label>" { … }`,
+	"image.squashfs":       `image "<label>" { squashfs { … } }`,
+	"image.customize":      `image "<label>" { customize { … } }`,
+	"image.customize.file": `image "<label>" { customize { file { … } } }`,
+	"image.interactive":    `image "<label>" { interactive { … } }`,
+	"publish.dir":          `publish "dir" "<name>" { … }`,
+	"publish.s3":           `publish "s3" "<name>" { … }`,
+	"publish.oci":          `publish "oci" "<name>" { … }`,
+	"publish.ims":          `publish "ims" "<name>" { … }`,
+}
+
+// blockSchemas maps each documented block to the schema it is decoded with.
+func blockSchemas() map[string]*hcl.BodySchema {
+	m := map[string]*hcl.BodySchema{
+		"imsbuild":             imsbuildSchema,
+		"imsbuild.cache":       cacheSchema,
+		"variable":             variableSchema,
+		"variable.validation":  validationSchema,
+		"repository":           repositorySchema,
+		"recipe":               recipeSchema,
+		"image":                imageSchema,
+		"image.squashfs":       squashfsSchema,
+		"image.customize":      customizeSchema,
+		"image.customize.file": fileSchema,
+		"image.interactive":    interactiveSchema,
+	}
+	for kind := range publishAttrs {
+		m["publish."+kind] = publishSchema(kind)
+	}
+	return m
+}
+
+// BlockDocs returns the reference of every block with a schema, sorted by
+// ID, attributes in schema order with Required from the schema. Arguments
+// without a doc entry come back with an empty Description (a test forbids
+// that).
+func BlockDocs() []BlockDoc {
+	var out []BlockDoc
+	for id, schema := range blockSchemas() {
+		b := BlockDoc{ID: id, Header: blockHeaders[id]}
+		for _, bs := range schema.Blocks {
+			b.Blocks = append(b.Blocks, bs.Type)
+		}
+		docs := attrDocs[id]
+		for _, as := range schema.Attributes {
+			d := AttrDoc{Name: as.Name}
+			if i := slices.IndexFunc(docs, func(d AttrDoc) bool { return d.Name == as.Name }); i >= 0 {
+				d = docs[i]
+			}
+			d.Required = as.Required
+			b.Attrs = append(b.Attrs, d)
+		}
+		out = append(out, b)
+	}
+	slices.SortFunc(out, func(a, b BlockDoc) int {
+		switch {
+		case a.ID < b.ID:
+			return -1
+		case a.ID > b.ID:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// FunctionNames returns the names of the functions build files may call,
+// sorted, for the functions reference page.
+func FunctionNames() []string {
+	return keys(functions(resolver{}, nil))
+}
