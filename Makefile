@@ -4,7 +4,7 @@ BIN     := bin/imsbuild
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: build test test-short demo demo-quick bench lint setup setup-tools clean
+.PHONY: build test test-short demo demo-quick bench lint setup setup-tools clean docs man
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/imsbuild
@@ -45,6 +45,16 @@ lint:
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); [ -z "$$out" ] || { echo "gofmt needed:"; echo "$$out"; exit 1; }
+
+# Regenerate the attribute tables and the CLI reference in docs/ from the
+# schemas and commands; a test fails when the checked-in docs differ.
+docs: build
+	$(BIN) docs .
+
+# Man pages from the same commands, in bin/man (not checked in).
+man: build
+	$(BIN) docs --man bin/man
+	@echo "man pages: bin/man (man -l bin/man/imsbuild.1)"
 
 clean:
 	rm -rf bin examples/*/out examples/*/.imsbuild examples/busybox/roots
