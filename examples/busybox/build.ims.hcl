@@ -19,7 +19,7 @@ image "compute" {
   from = image.base
 
   customize {
-    files = { "/etc/motd" = "files/motd" }
+    files  = { "/etc/motd" = "files/motd" }
     inline = <<-EOT
       echo "${var.motd}" >> /etc/motd
       echo compute > /etc/hostname
