@@ -38,7 +38,7 @@ var attrDocs = map[string][]AttrDoc{
 		{Name: "dir", Type: "string (path)", Default: "`.imsbuild/cache`", Example: `"/var/cache/imsbuild"`,
 			Description: "The local cache: blobs and step results. Relative to the build directory; `~` is `$HOME`. `--cache-dir` overrides it."},
 		{Name: "from", Type: "list(string)", Default: "`[]`", Example: `["s3://ci-cache/imsbuild?endpoint=https://rgw.example:8080&path_style=true"]`,
-			Description: "Remote caches to read results from: `s3://bucket/prefix[?endpoint=…&region=…&path_style=true]` or `oci://registry/repository`. `--cache-from` adds more."},
+			Description: "Remote caches to read results from: `s3://bucket/prefix[?endpoint=…&region=…&path_style=true&ca_bundle=FILE]` or `oci://registry/repository[?insecure=true]`. `--cache-from` adds more."},
 		{Name: "to", Type: "string", Example: `"oci://registry.example/ci/imsbuild-cache"`,
 			Description: "A remote cache that receives every new result (and is read too). Same URL forms as `from`; `--cache-to` overrides it."},
 		{Name: "salt", Type: "string", Default: `""`, Example: `"site-2026"`,
