@@ -171,7 +171,14 @@ func generated(kind, arg string, blocks map[string]spec.BlockDoc) (string, error
 func attrTable(b spec.BlockDoc) string {
 	var s strings.Builder
 	fmt.Fprintf(&s, "`%s`\n\n", b.Header)
-	s.WriteString("| Argument | Type | Default | Description | Cache key |\n|---|---|---|---|---|\n")
+	// Blocks none of whose arguments enter a key (publish, interactive)
+	// leave the column out; the page says why.
+	keyed := slices.ContainsFunc(b.Attrs, func(a spec.AttrDoc) bool { return a.Key != "" })
+	if keyed {
+		s.WriteString("| Argument | Type | Default | Description | Cache key |\n|---|---|---|---|---|\n")
+	} else {
+		s.WriteString("| Argument | Type | Default | Description |\n|---|---|---|---|\n")
+	}
 	for _, a := range b.Attrs {
 		def := a.Default
 		if a.Required {
@@ -189,7 +196,11 @@ func attrTable(b spec.BlockDoc) string {
 		if key == "" {
 			key = "—"
 		}
-		fmt.Fprintf(&s, "| `%s` | %s | %s | %s | %s |\n", a.Name, cell(codeType(a.Type)), cell(def), cell(desc), cell(key))
+		fmt.Fprintf(&s, "| `%s` | %s | %s | %s |", a.Name, cell(codeType(a.Type)), cell(def), cell(desc))
+		if keyed {
+			fmt.Fprintf(&s, " %s |", cell(key))
+		}
+		s.WriteString("\n")
 	}
 	if len(b.Blocks) > 0 {
 		s.WriteString("\nNested blocks: ")
