@@ -244,9 +244,23 @@ func cliReference() (string, error) {
 		if err := doc.GenMarkdownCustom(c, &one, link); err != nil {
 			return err
 		}
-		// One level down: the page title is "# CLI reference".
+		// One level down, under the page's "## Commands"; the global
+		// options are listed once, at imsbuild, not under every command.
+		fences := -1 // counts the fences of the inherited-options section
 		for _, line := range strings.SplitAfter(one.String(), "\n") {
-			if strings.HasPrefix(line, "#") {
+			switch {
+			case strings.HasPrefix(line, "### Options inherited from parent commands"):
+				fences = 0
+				continue
+			case fences >= 0:
+				if strings.HasPrefix(line, "```") {
+					fences++
+				}
+				if fences == 2 && !strings.HasPrefix(line, "```") {
+					fences = -1 // the blank line after the block
+				}
+				continue
+			case strings.HasPrefix(line, "#"):
 				line = "#" + line
 			}
 			b.WriteString(line)
