@@ -354,3 +354,23 @@ func TestFirstImageGuideMatchesExample(t *testing.T) {
 		t.Errorf("the build file in first-image.md differs from examples/busybox/build.ims.hcl:\n%s\nwant:\n%s", ss[0].src, want)
 	}
 }
+
+func TestCLIReference(t *testing.T) {
+	got, err := cliReference()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"### imsbuild build\n", "### imsbuild cache prune\n", "--keep-going", "--max-size", "(#imsbuild-cache-ls)"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("cliReference() lacks %q", want)
+		}
+	}
+	for _, bad := range []string{"inherited from parent", "### imsbuild docs", "Auto generated"} {
+		if strings.Contains(got, bad) {
+			t.Errorf("cliReference() has %q", bad)
+		}
+	}
+	if n := strings.Count(got, "--cache-from stringArray"); n != 1 {
+		t.Errorf("the global --cache-from is listed %d times, want once", n)
+	}
+}
