@@ -27,6 +27,8 @@ import (
 //
 // Kinds: "attributes <block id>" (spec.BlockDocs), "functions", "cli".
 
+//go:generate go run . docs ../..
+
 var markerRE = regexp.MustCompile(`(?s)<!-- generated:([a-z]+)((?: [a-z0-9.]+)?) -->\n.*?<!-- end generated -->`)
 
 func newDocsCmd() *cobra.Command {
