@@ -18,19 +18,19 @@ import (
 	"github.com/imsbuild/imsbuild/spec"
 )
 
-var update = flag.Bool("update", false, "rewrite the generated parts of docs/ (same as make docs)")
+var updateDocsFlag = flag.Bool("update-docs", false, "rewrite the generated parts of docs/ (same as make docs)")
 
 // repoRoot is where docs/ and README.md are, seen from this package.
 const repoRoot = "../.."
 
 // TestDocsUpToDate fails when a schema, a doc entry or a command changed
-// without regenerating docs/ (make docs, or go test -run TestDocsUpToDate -update).
+// without regenerating docs/ (make docs, or go test -run TestDocsUpToDate -update-docs).
 func TestDocsUpToDate(t *testing.T) {
-	changed, err := updateDocs(repoRoot, *update)
+	changed, err := updateDocs(repoRoot, *updateDocsFlag)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(changed) > 0 && !*update {
+	if len(changed) > 0 && !*updateDocsFlag {
 		t.Errorf("generated parts of %v are out of date; run make docs", changed)
 	}
 }
