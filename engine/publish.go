@@ -181,7 +181,7 @@ func (m multiPublisher) Publish(ctx context.Context, store cache.Store, images [
 }
 
 func imsClient(p *spec.Publish) (*imsapi.Client, error) {
-	return imsapi.New(imsapi.Config{Endpoint: p.Endpoint, Token: p.Token})
+	return imsapi.New(imsapi.Config{Endpoint: p.Endpoint, Token: p.Token, CABundle: p.CABundle})
 }
 
 func s3Config(p *spec.Publish) s3.Config {

@@ -253,7 +253,7 @@ var attrDocs = map[string][]AttrDoc{
 		{Name: "token", Type: "string", Example: `env("IMS_TOKEN")`,
 			Description: "The bearer token; take it from the environment with `env()` rather than writing it down."},
 		{Name: "ca_bundle", Type: "string (path)", Example: `"certs/api-gw-ca.pem"`,
-			Description: "A PEM bundle for the endpoint's TLS certificate. Validated, but not yet used by the IMS client (it trusts the system store)."},
+			Description: "A PEM bundle for the endpoint's TLS certificate. Trusted besides the system certificates."},
 	},
 }
 

@@ -3,12 +3,15 @@ package imsapi
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
 	"mime"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -33,7 +36,11 @@ type Config struct {
 	Endpoint string
 	// Token is the bearer token sent with every request ("" sends none).
 	Token string
+	// CABundle is a PEM file of certificates to trust, besides the system
+	// ones, for the endpoint's TLS (a site CA in front of the API gateway).
+	CABundle string
 	// HTTPClient sends the requests; default a client with a 60 s timeout.
+	// It cannot be combined with CABundle.
 	HTTPClient *http.Client
 	// APIVersion is "v3" (default) or "v2".
 	APIVersion string
@@ -82,13 +89,41 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Backoff < 0 {
 		return nil, fmt.Errorf("ims api: backoff %v is negative", cfg.Backoff)
 	}
-	if cfg.HTTPClient == nil {
+	switch {
+	case cfg.CABundle != "" && cfg.HTTPClient != nil:
+		return nil, fmt.Errorf("ims api: a CA bundle cannot be combined with a given HTTP client")
+	case cfg.CABundle != "":
+		tr, err := caTransport(cfg.CABundle)
+		if err != nil {
+			return nil, err
+		}
+		cfg.HTTPClient = &http.Client{Timeout: DefaultTimeout, Transport: tr}
+	case cfg.HTTPClient == nil:
 		cfg.HTTPClient = &http.Client{Timeout: DefaultTimeout}
 	}
 	if strings.ContainsAny(cfg.Token, "\r\n") {
 		return nil, fmt.Errorf("ims api: token contains a line break")
 	}
 	return &Client{cfg: cfg, base: strings.TrimSuffix(cfg.Endpoint, "/") + "/" + cfg.APIVersion}, nil
+}
+
+// caTransport is the default transport trusting the system roots and the
+// certificates of the PEM file bundle.
+func caTransport(bundle string) (*http.Transport, error) {
+	pem, err := os.ReadFile(bundle)
+	if err != nil {
+		return nil, fmt.Errorf("ims api ca bundle: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("ims api ca bundle %s: no PEM certificate in it", bundle)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return tr, nil
 }
 
 // Endpoint returns the configured endpoint.

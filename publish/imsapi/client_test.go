@@ -2,10 +2,13 @@ package imsapi
 
 import (
 	"context"
+	"encoding/pem"
 	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -383,5 +386,48 @@ func TestRegisterRecipe(t *testing.T) {
 	bad.LinuxDistribution = ""
 	if _, err := c.RegisterRecipe(ctx, bad); err == nil || !strings.Contains(err.Error(), "no linux_distribution") {
 		t.Errorf("RegisterRecipe() without linux_distribution error = %v", err)
+	}
+}
+
+// A CA bundle makes an endpoint whose certificate only that CA vouches for
+// trusted; without it the same endpoint fails certificate verification.
+func TestCABundle(t *testing.T) {
+	ctx := testContext(t)
+	srv := newIMSServer(t)
+	tls := httptest.NewTLSServer(http.HandlerFunc(srv.serve))
+	t.Cleanup(tls.Close)
+	bundle := filepath.Join(t.TempDir(), "ca.pem")
+	der := tls.Certificate().Raw
+	if err := os.WriteFile(bundle, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	plain, err := New(Config{Endpoint: tls.URL, Token: testToken, MaxAttempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := plain.RegisterImage(ctx, testRecord("compute", "e1")); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("RegisterImage() without the CA bundle: error %v, want a certificate error", err)
+	}
+	trusted, err := New(Config{Endpoint: tls.URL, Token: testToken, CABundle: bundle, MaxAttempts: 1})
+	if err != nil {
+		t.Fatalf("New() with a CA bundle: %v", err)
+	}
+	if _, err := trusted.RegisterImage(ctx, testRecord("compute", "e1")); err != nil {
+		t.Errorf("RegisterImage() with the CA bundle: %v", err)
+	}
+
+	notPEM := filepath.Join(t.TempDir(), "junk.pem")
+	if err := os.WriteFile(notPEM, []byte("junk"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, cfg := range []Config{
+		{Endpoint: tls.URL, CABundle: notPEM},
+		{Endpoint: tls.URL, CABundle: filepath.Join(t.TempDir(), "missing.pem")},
+		{Endpoint: tls.URL, CABundle: bundle, HTTPClient: http.DefaultClient},
+	} {
+		if _, err := New(cfg); err == nil {
+			t.Errorf("New(%+v) = nil error, want one", cfg)
+		}
 	}
 }
