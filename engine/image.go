@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -299,9 +300,7 @@ func (e *Engine) buildImage(ctx context.Context, s *Step, log io.Writer) (*cache
 			if c.BuilderImage == "" {
 				return customize.Environment{Sandbox: sb, ScriptDir: work}, nil
 			}
-			env, err := e.builderEnv(ctx, c.BuilderImage)
-			env.ScriptDir = work
-			return env, err
+			return e.builderEnv(ctx, c.BuilderImage, work)
 		}
 		if err := customize.ApplyIn(ctx, envFor, root, steps, envList(e.allowedEnv()), log); err != nil {
 			if e.debugOnFailure(s) && ctx.Err() == nil {
@@ -392,17 +391,25 @@ func (e *Engine) storeWithMD5(ctx context.Context, path string) (cache.Output, e
 }
 
 // builderEnv unpacks an OCI builder image (cached by digest under the
-// state dir) and runs steps in it with runc.
-func (e *Engine) builderEnv(ctx context.Context, ref string) (customize.Environment, error) {
+// state dir) and runs steps in it with runc. The script and runc's bundle
+// (whose config.json holds the script's environment) go to work, the
+// step's private scratch directory, rather than /tmp.
+func (e *Engine) builderEnv(ctx context.Context, ref, work string) (customize.Environment, error) {
 	rootfs, _, err := builderimage.Unpack(ctx, ref, filepath.Join(e.opts.StateDir, "builders"), builderimage.Options{})
 	if err != nil {
 		return customize.Environment{}, fmt.Errorf("builder image %s: %w", ref, err)
 	}
-	sb, err := sandbox.Open(sandbox.BackendRunc)
-	if err != nil {
+	if _, err := sandbox.Open(sandbox.BackendRunc); err != nil { // runc is there, we are root
 		return customize.Environment{}, fmt.Errorf("builder image %s: %w", ref, err)
 	}
-	return customize.Environment{Sandbox: sb, BuilderRoot: rootfs}, nil
+	runc, err := exec.LookPath("runc")
+	if err == nil {
+		var sb sandbox.Sandbox
+		if sb, err = sandbox.NewRunc(runc, sandbox.WithRuncStateDir(work)); err == nil {
+			return customize.Environment{Sandbox: sb, BuilderRoot: rootfs, ScriptDir: work}, nil
+		}
+	}
+	return customize.Environment{}, fmt.Errorf("builder image %s: %w", ref, err)
 }
 
 // unpack restores a squashfs blob into the empty directory root.
