@@ -2,11 +2,15 @@ package engine
 
 import (
 	"bytes"
+	"context"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
+	"github.com/imsbuild/imsbuild/builders/sandbox"
 	"github.com/imsbuild/imsbuild/spec"
 )
 
@@ -86,4 +90,76 @@ func TestSealPreimage(t *testing.T) {
 	if got, want := plain.textDigest("echo "+secret), digestOf("echo "+secret); got != want {
 		t.Errorf("textDigest without sensitive values = %s, want the sha256 %s", got, want)
 	}
+}
+
+// spySandbox runs scripts in a real sandbox and records where their
+// files were.
+type spySandbox struct {
+	sandbox.Sandbox
+	mu   sync.Mutex
+	dirs []string
+}
+
+func (s *spySandbox) Run(ctx context.Context, sp sandbox.Spec) error {
+	s.mu.Lock()
+	for _, b := range sp.Binds {
+		s.dirs = append(s.dirs, b.Source)
+	}
+	s.mu.Unlock()
+	return s.Sandbox.Run(ctx, sp)
+}
+
+// TestBuildKeepsSensitiveValues builds an image whose inline script holds
+// a sensitive value: the script file lives in the work dir, the events
+// and the log mask the value, and no cache file holds it.
+func TestBuildKeepsSensitiveValues(t *testing.T) {
+	f := newFixture(t)
+	f.cfg.Images["compute"].Customize[0].Inline = "echo token " + secret + "\n"
+	f.cfg.Sensitive = []string{secret}
+	if _, err := New(f.cfg, f.cache, f.cache.Actions(), Options{}); err == nil {
+		t.Fatal("New() without an HMAC key = nil error, want one")
+	}
+	spy := &spySandbox{}
+	rec := &recorder{}
+	work := filepath.Join(f.cache.Dir(), "work", "test")
+	e, err := New(f.cfg, f.cache, f.cache.Actions(), Options{
+		HMACKey: []byte("k"), WorkDir: work, Events: rec.add,
+		NewSandbox: func() (sandbox.Sandbox, error) {
+			sb, err := sandbox.New()
+			spy.Sandbox = sb
+			return spy, err
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Build(t.Context(), []string{"image.compute"}); err != nil {
+		t.Fatalf("Build() = %v", err)
+	}
+	if len(spy.dirs) == 0 {
+		t.Fatal("no script ran")
+	}
+	for _, d := range spy.dirs {
+		if !strings.HasPrefix(d, work+"/") {
+			t.Errorf("script dir %s, want one in the work dir %s", d, work)
+		}
+	}
+	var logged bool
+	for _, ev := range rec.events {
+		logged = logged || ev.Line == "token "+spec.Redacted
+		if strings.Contains(ev.Line+ev.Error, secret) {
+			t.Errorf("event %+v shows the secret", ev)
+		}
+	}
+	if !logged {
+		t.Errorf("events %+v, want the line \"token (sensitive value)\"", rec.events)
+	}
+	filepath.WalkDir(f.cache.Dir(), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if b, _ := os.ReadFile(p); bytes.Contains(b, []byte(secret)) {
+				t.Errorf("%s holds the secret", p)
+			}
+		}
+		return nil
+	})
 }
