@@ -8,11 +8,10 @@ import (
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
-	"github.com/mitchellh/go-wordwrap"
 	"github.com/zclconf/go-cty/cty"
 )
 
-// diagWidth is where details wrap, as hcl's text writer wraps them.
+// diagWidth is where hcl's text writer wraps details.
 const diagWidth = 100
 
 // WriteDiagnostics prints each diagnostic as "file:line:col: error: Summary"
@@ -35,24 +34,26 @@ func WriteDiagnostics(w io.Writer, files map[string]*hcl.File, diags hcl.Diagnos
 		if _, err := fmt.Fprintf(w, "%s: %s: %s\n", pos, sev, d.Summary); err != nil {
 			return fmt.Errorf("write diagnostics: %w", err)
 		}
-		// hcl writes the snippet; the values and the detail are ours.
-		snippet := *d
-		snippet.Expression, snippet.EvalContext, snippet.Detail = nil, nil, ""
-		var buf bytes.Buffer
-		if err := hcl.NewDiagnosticTextWriter(&buf, files, diagWidth, color).WriteDiagnostic(&snippet); err != nil {
+		// hcl renders the snippet and the detail; the values between them
+		// are ours: the detail is what a second rendering adds.
+		plain := *d
+		plain.Expression, plain.EvalContext = nil, nil
+		noDetail := plain
+		noDetail.Detail = ""
+		var full, head bytes.Buffer
+		if err := hcl.NewDiagnosticTextWriter(&full, files, diagWidth, color).WriteDiagnostic(&plain); err != nil {
 			return fmt.Errorf("write diagnostics: %w", err)
 		}
+		if err := hcl.NewDiagnosticTextWriter(&head, files, diagWidth, color).WriteDiagnostic(&noDetail); err != nil {
+			return fmt.Errorf("write diagnostics: %w", err)
+		}
+		detail, _ := strings.CutPrefix(full.String(), head.String())
 		// The text writer starts with its own "Error: Summary" line.
-		_, rest, _ := strings.Cut(buf.String(), "\n\n")
-		buf.Reset()
-		buf.WriteString(rest)
+		_, text, _ := strings.Cut(head.String(), "\n\n")
 		if stmts := valueStatements(d); len(stmts) > 0 {
-			buf.WriteString("with " + strings.Join(stmts, ",\n     ") + ".\n\n")
+			text += "with " + strings.Join(stmts, ",\n     ") + ".\n\n"
 		}
-		if d.Detail != "" {
-			buf.WriteString(wordwrap.WrapString(d.Detail, diagWidth) + "\n\n")
-		}
-		if _, err := w.Write(buf.Bytes()); err != nil {
+		if _, err := io.WriteString(w, text+detail); err != nil {
 			return fmt.Errorf("write diagnostics: %w", err)
 		}
 	}
