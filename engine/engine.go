@@ -54,6 +54,9 @@ type Options struct {
 	PackageStore   cache.Store
 	PackageActions cache.ActionCache
 	HTTPClient     *http.Client // for repository probes; default http.DefaultClient
+	// HMACKey stands in keys for the sensitive values of the build
+	// (spec.Config.Sensitive); see sensitive.go. Required when there are any.
+	HMACKey []byte
 }
 
 // Engine plans and runs the steps of one build.
@@ -65,6 +68,7 @@ type Engine struct {
 	opts  Options
 
 	emitMu sync.Mutex
+	redact func(string) string // masks the build's sensitive values
 
 	toolsOnce sync.Once
 	tools     map[string]string
@@ -94,6 +98,9 @@ func New(cfg *spec.Config, store cache.Store, ac cache.ActionCache, opts Options
 	if err != nil {
 		return nil, err
 	}
+	if len(cfg.Sensitive) > 0 && len(opts.HMACKey) == 0 {
+		return nil, errors.New("the build has sensitive values but no HMAC key to keep them out of cache keys")
+	}
 	if opts.Jobs < 1 {
 		opts.Jobs = 1
 	}
@@ -117,6 +124,7 @@ func New(cfg *spec.Config, store cache.Store, ac cache.ActionCache, opts Options
 	}
 	return &Engine{
 		cfg: cfg, graph: g, store: store, ac: ac, opts: opts,
+		redact:      spec.NewRedactor(cfg.Sensitive),
 		toolCache:   toolCache{path: filepath.Join(opts.StateDir, "tools.json")},
 		digests:     map[string]*onceValue{},
 		results:     map[string]*cache.ActionResult{},
@@ -136,6 +144,9 @@ func (e *Engine) emit(ev Event) {
 	if ev.Time.IsZero() {
 		ev.Time = e.opts.Now()
 	}
+	// Lines come redacted from step logs; errors and reasons may quote
+	// anything (a tool's message, a path).
+	ev.Line, ev.Error, ev.Reason = e.redact(ev.Line), e.redact(ev.Error), e.redact(ev.Reason)
 	e.emitMu.Lock()
 	defer e.emitMu.Unlock()
 	e.opts.Events(ev)

@@ -371,7 +371,7 @@ func TestFileModeAndOwnerInKey(t *testing.T) {
 	keyWith := func(fc spec.FileCopy) string {
 		t.Helper()
 		fc.Dest, fc.Source = "/etc/motd", src
-		pre, err := customizeKeyOf(t.Context(), spec.Customize{Jail: true, Files: []spec.FileCopy{fc}}, nil)
+		pre, err := customizeKeyOf(t.Context(), spec.Customize{Jail: true, Files: []spec.FileCopy{fc}}, nil, digestOf)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -60,7 +61,7 @@ func (e *Engine) imagePreimage(ctx context.Context, s *Step) (*Preimage, error) 
 		p.Attrs["interactive"] = true
 	}
 	for i, pem := range img.CACertificates {
-		p.Inputs[fmt.Sprintf("ca_certificates[%d]", i)] = digestOf(pem)
+		p.Inputs[fmt.Sprintf("ca_certificates[%d]", i)] = e.textDigest(pem)
 	}
 	switch s.Kind {
 	case KindImport:
@@ -91,7 +92,7 @@ func (e *Engine) imagePreimage(ctx context.Context, s *Step) (*Preimage, error) 
 		p.Inputs["prepared"] = string(r.Outputs[preparedOutput].Digest)
 	}
 	for _, c := range img.Customize {
-		ck, err := customizeKeyOf(ctx, c, e.opts.StatCache)
+		ck, err := customizeKeyOf(ctx, c, e.opts.StatCache, e.textDigest)
 		if err != nil {
 			return nil, err
 		}
@@ -105,7 +106,9 @@ func (e *Engine) imagePreimage(ctx context.Context, s *Step) (*Preimage, error) 
 	return p, nil
 }
 
-func customizeKeyOf(ctx context.Context, c spec.Customize, sc *treehash.StatCache) (customizeKey, error) {
+// customizeKeyOf describes customize block c; textDigest digests its
+// inline script.
+func customizeKeyOf(ctx context.Context, c spec.Customize, sc *treehash.StatCache, textDigest func(string) string) (customizeKey, error) {
 	k := customizeKey{Env: c.Env, Jail: c.Jail, Network: c.Network}
 	if c.Timeout > 0 {
 		k.Timeout = c.Timeout.String()
@@ -118,7 +121,7 @@ func customizeKeyOf(ctx context.Context, c spec.Customize, sc *treehash.StatCach
 		}
 		k.Script = d
 	case c.Inline != "":
-		k.Script = digestOf(c.Inline)
+		k.Script = textDigest(c.Inline)
 	}
 	if len(c.Files) > 0 {
 		k.Files = map[string]string{}
@@ -168,6 +171,7 @@ func (e *Engine) runImage(ctx context.Context, s *Step) (cached bool, err error)
 // uncacheable result reaches the CAS but not the action cache. A build
 // error comes back as a *StepError with the log's tail.
 func (e *Engine) runCached(ctx context.Context, id string, pre *Preimage, logName string, cacheable bool, build func(io.Writer) (*cache.ActionResult, error)) (cached bool, err error) {
+	e.seal(pre)
 	key, canon, err := pre.Key()
 	if err != nil {
 		return false, err
@@ -188,7 +192,7 @@ func (e *Engine) runCached(ctx context.Context, id string, pre *Preimage, logNam
 
 	e.emit(Event{Step: id, Status: StatusStarted, Key: key})
 	logPath := filepath.Join(e.opts.LogDir, logName)
-	lw, err := newStepLog(logPath, func(line string) {
+	lw, err := newStepLog(logPath, e.redact, func(line string) {
 		e.emit(Event{Step: id, Status: StatusLog, Line: line})
 	})
 	if err != nil {
@@ -294,9 +298,9 @@ func (e *Engine) buildImage(ctx context.Context, s *Step, log io.Writer) (*cache
 		}
 		envFor := func(ctx context.Context, c spec.Customize) (customize.Environment, error) {
 			if c.BuilderImage == "" {
-				return customize.Environment{Sandbox: sb}, nil
+				return customize.Environment{Sandbox: sb, ScriptDir: work}, nil
 			}
-			return e.builderEnv(ctx, c.BuilderImage)
+			return e.builderEnv(ctx, c.BuilderImage, work)
 		}
 		if err := customize.ApplyIn(ctx, envFor, root, steps, envList(e.allowedEnv()), log); err != nil {
 			if e.debugOnFailure(s) && ctx.Err() == nil {
@@ -387,17 +391,25 @@ func (e *Engine) storeWithMD5(ctx context.Context, path string) (cache.Output, e
 }
 
 // builderEnv unpacks an OCI builder image (cached by digest under the
-// state dir) and runs steps in it with runc.
-func (e *Engine) builderEnv(ctx context.Context, ref string) (customize.Environment, error) {
+// state dir) and runs steps in it with runc. The script and runc's bundle
+// (whose config.json holds the script's environment) go to work, the
+// step's private scratch directory, rather than /tmp.
+func (e *Engine) builderEnv(ctx context.Context, ref, work string) (customize.Environment, error) {
 	rootfs, _, err := builderimage.Unpack(ctx, ref, filepath.Join(e.opts.StateDir, "builders"), builderimage.Options{})
 	if err != nil {
 		return customize.Environment{}, fmt.Errorf("builder image %s: %w", ref, err)
 	}
-	sb, err := sandbox.Open(sandbox.BackendRunc)
-	if err != nil {
+	if _, err := sandbox.Open(sandbox.BackendRunc); err != nil { // runc is there, we are root
 		return customize.Environment{}, fmt.Errorf("builder image %s: %w", ref, err)
 	}
-	return customize.Environment{Sandbox: sb, BuilderRoot: rootfs}, nil
+	runc, err := exec.LookPath("runc")
+	if err == nil {
+		var sb sandbox.Sandbox
+		if sb, err = sandbox.NewRunc(runc, sandbox.WithRuncStateDir(work)); err == nil {
+			return customize.Environment{Sandbox: sb, BuilderRoot: rootfs, ScriptDir: work}, nil
+		}
+	}
+	return customize.Environment{}, fmt.Errorf("builder image %s: %w", ref, err)
 }
 
 // unpack restores a squashfs blob into the empty directory root.

@@ -88,7 +88,7 @@ func (e *Engine) preparePreimage(ctx context.Context, s *Step) (*Preimage, error
 	}
 	p.Inputs["recipe"] = d
 	for i, pem := range s.Image.CACertificates {
-		p.Inputs[fmt.Sprintf("ca_certificates[%d]", i)] = digestOf(pem)
+		p.Inputs[fmt.Sprintf("ca_certificates[%d]", i)] = e.textDigest(pem)
 	}
 	repos := e.recipeRepos(s)
 	tracked := repos[:0:0]

@@ -64,6 +64,7 @@ func (e *Engine) Plan(ctx context.Context, targets []string, explain bool) ([]Pl
 			plan = append(plan, pe)
 			continue
 		}
+		e.seal(pre)
 		key, canon, err := pre.Key()
 		if err != nil {
 			return nil, err
@@ -117,6 +118,7 @@ func (e *Engine) planPrepare(ctx context.Context, s *Step, explain bool) (reason
 	if err != nil {
 		return []string{"kiwi prepare: " + err.Error()}, false
 	}
+	e.seal(pre)
 	key, canon, err := pre.Key()
 	if err != nil {
 		return []string{err.Error()}, false

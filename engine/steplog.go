@@ -10,46 +10,76 @@ import (
 
 const tailLines = 20
 
+// maxLine is the longest line kept whole; a longer one is written in parts
+// (a sensitive value across the cut escapes redaction).
+const maxLine = 1 << 20
+
 // stepLog writes a step's output to its log file, reports each line and
-// keeps the last lines for the failure message.
+// keeps the last lines for the failure message. It works in whole lines so
+// that every sensitive value of the build, however the output was split
+// into writes, is masked in the file, the events and the tail alike.
 type stepLog struct {
 	mu     sync.Mutex
 	f      *os.File
+	redact func(string) string
 	onLine func(string)
 	buf    []byte
 	tail   []string
+	err    error // the first write error
 }
 
-func newStepLog(path string, onLine func(string)) (*stepLog, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+// newStepLog creates the log file path, readable by its owner only: a
+// script may print secrets imsbuild does not know.
+func newStepLog(path string, redact func(string) string, onLine func(string)) (*stepLog, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, err
 	}
-	f, err := os.Create(path)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, err
 	}
-	return &stepLog{f: f, onLine: onLine}, nil
+	// An existing log from an older imsbuild keeps its mode otherwise.
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &stepLog{f: f, redact: redact, onLine: onLine}, nil
 }
 
 func (l *stepLog) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if _, err := l.f.Write(p); err != nil {
-		return 0, err
+	if l.err != nil {
+		return 0, l.err
 	}
 	l.buf = append(l.buf, p...)
 	for {
 		i := bytes.IndexByte(l.buf, '\n')
+		if i < 0 && len(l.buf) >= maxLine {
+			i = maxLine
+		}
 		if i < 0 {
 			break
 		}
-		l.line(string(l.buf[:i]))
-		l.buf = l.buf[i+1:]
+		l.line(string(l.buf[:i]), true)
+		l.buf = l.buf[min(i+1, len(l.buf)):]
+	}
+	if l.err != nil {
+		return 0, l.err
 	}
 	return len(p), nil
 }
 
-func (l *stepLog) line(s string) {
+// line writes one line (redacted) to the file and reports it.
+func (l *stepLog) line(s string, newline bool) {
+	s = l.redact(s)
+	text := s
+	if newline {
+		text += "\n"
+	}
+	if _, err := l.f.WriteString(text); err != nil && l.err == nil {
+		l.err = err
+	}
 	s = strings.TrimRight(s, "\r")
 	l.tail = append(l.tail, s)
 	if len(l.tail) > tailLines {
@@ -60,15 +90,19 @@ func (l *stepLog) line(s string) {
 	}
 }
 
-// Close flushes a last partial line and closes the file.
+// Close writes a last partial line and closes the file.
 func (l *stepLog) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if len(l.buf) > 0 {
-		l.line(string(l.buf))
+		l.line(string(l.buf), false)
 		l.buf = nil
 	}
-	return l.f.Close()
+	err := l.f.Close()
+	if l.err != nil {
+		return l.err
+	}
+	return err
 }
 
 // Tail returns the last lines written.

@@ -51,6 +51,9 @@ func (a attrs) value(name string, ty cty.Type) (cty.Value, *hcl.Attribute) {
 	if !ok || v.IsNull() {
 		return cty.NilVal, nil
 	}
+	// Decoded values are plain Go values: the sensitive parts are recorded
+	// in Config.Sensitive instead.
+	v = a.l.unmark(v)
 	cv, err := convert.Convert(v, ty)
 	if err != nil {
 		a.l.errorf(attr.Expr.Range(), "Incorrect attribute value type",

@@ -1,6 +1,7 @@
 package spec
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -28,6 +29,27 @@ func FuzzLoad(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(good)
+	f.Add([]byte(`variable "x" {
+  sensitive = true
+  validation {
+    condition     = var.x != "2" && length([for c in split("", var.x) : c]) > 0
+    error_message = "bad ${var.x}"
+  }
+}
+locals {
+  m = { a = var.x, b = [var.x, upper(var.x)] }
+  s = var.x == "1" ? base64encode(var.x) : var.x
+}
+image "a" {
+  import            = "r"
+  kernel_parameters = "${local.s}${local.m.b[1] + 1}"
+  squashfs { level = var.x }
+  customize {
+    inline = join(" ", local.m.b)
+    env    = merge(local.m, { y = var.x })
+  }
+}
+`))
 	f.Fuzz(func(t *testing.T, src []byte) {
 		dir := t.TempDir()
 		if err := os.WriteFile(filepath.Join(dir, "build.ims.hcl"), src, 0o644); err != nil {
@@ -41,6 +63,9 @@ func FuzzLoad(f *testing.F) {
 			if d.Subject == nil {
 				t.Errorf("diagnostic without Subject: %s: %s", d.Summary, d.Detail)
 			}
+		}
+		if err := WriteDiagnostics(io.Discard, cfg.Files, diags, false); err != nil {
+			t.Fatal(err)
 		}
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -38,6 +39,7 @@ type loader struct {
 	pubBlocks  []*hcl.Block
 
 	varDecls   map[string]*variable
+	sensitive  map[string]bool // texts of sensitive values (see unmark)
 	localAttrs map[string]*hcl.Attribute
 	images     map[string]*imageDecl
 }
@@ -73,15 +75,20 @@ func Load(dir string, opts Options) (*Config, hcl.Diagnostics) {
 		varDecls:   map[string]*variable{},
 		localAttrs: map[string]*hcl.Attribute{},
 		images:     map[string]*imageDecl{},
+		sensitive:  map[string]bool{},
 	}
 	l.ctx = &hcl.EvalContext{
 		Variables: map[string]cty.Value{},
 		Functions: functions(l.r, env),
 	}
 	l.load()
+	buildFiles := map[string]bool{}
 	for name, f := range l.parser.Files() {
 		cfg.Files[name] = f
+		buildFiles[name] = !slices.Contains(opts.VarFiles, name)
 	}
+	cfg.Sensitive = l.sensitiveList()
+	l.redactDiagnostics(buildFiles)
 	sortDiags(l.diags)
 	return cfg, l.diags
 }

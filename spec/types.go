@@ -18,6 +18,12 @@ type Config struct {
 	Recipes      map[string]*Recipe
 	Images       map[string]*Image
 	Publishes    []*Publish // in source order
+
+	// Sensitive holds every text that came from a variable declared
+	// sensitive = true, or was computed from one (a whole inline script
+	// that interpolates it, an env value, a token), longest first. The
+	// engine keeps these out of key preimages and logs; see NewRedactor.
+	Sensitive []string
 }
 
 // Settings is the imsbuild block.

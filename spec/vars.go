@@ -24,6 +24,8 @@ type variable struct {
 	set      bool
 	value    cty.Value // cty.DynamicVal after an error
 	valRange hcl.Range // where the value came from
+
+	sensitive bool // sensitive = true: the value is marked sensitiveMark
 }
 
 type validation struct {
@@ -69,6 +71,10 @@ func (l *loader) decodeVariables() {
 		}
 		l.validate(v)
 		vals[name] = v.value
+		if v.sensitive {
+			l.addSensitive(v.value)
+			vals[name] = v.value.Mark(sensitiveMark)
+		}
 	}
 	l.ctx.Variables["var"] = cty.ObjectVal(vals)
 }
@@ -96,12 +102,14 @@ func (l *loader) declareVariable(b *hcl.Block) {
 	}
 	a := l.attrs(c.Attributes, l.funcCtx())
 	var desc string
-	var sensitive bool
 	a.str("description", &desc)
-	a.boolean("sensitive", &sensitive)
+	a.boolean("sensitive", &v.sensitive)
 	if attr := c.Attributes["default"]; attr != nil && !v.set {
 		def, diags := attr.Expr.Value(l.funcCtx())
 		l.diags = append(l.diags, diags...)
+		if v.sensitive {
+			l.addSensitive(l.unmark(def))
+		}
 		if diags.HasErrors() {
 			v.set, v.value, v.valRange = true, cty.DynamicVal, attr.Expr.Range()
 		} else {
@@ -134,6 +142,9 @@ func (l *loader) assign(v *variable, val cty.Value, rng hcl.Range, what string) 
 // HCL expression ("[\"a\", \"b\"]") for other types.
 func (l *loader) setRaw(v *variable, file, raw string, start hcl.Pos) {
 	l.extraFile(file, raw)
+	if v.sensitive {
+		l.sensitive[raw] = true // even when it is no valid value
+	}
 	end := start
 	end.Byte += len(raw)
 	end.Column += len([]rune(raw))
@@ -172,6 +183,11 @@ func (l *loader) extraFile(name, text string) {
 func (l *loader) varFlag(arg string) {
 	file := "-var " + arg
 	name, raw, ok := strings.Cut(arg, "=")
+	if v := l.varDecls[name]; ok && v != nil && v.sensitive {
+		// The name of this pseudo-file is printed with every diagnostic
+		// about the value; its text is masked like a -var-file's.
+		file = "-var " + name + "=" + Redacted
+	}
 	nameRange := hcl.Range{Filename: file, Start: hcl.InitialPos,
 		End: hcl.Pos{Line: 1, Column: 1 + len([]rune(name)), Byte: len(name)}}
 	l.extraFile(file, arg)
@@ -213,6 +229,9 @@ func (l *loader) varFile(path string) {
 		}
 		val, diags := attr.Expr.Value(nil)
 		l.diags = append(l.diags, diags...)
+		if v.sensitive {
+			l.addSensitive(val)
+		}
 		if diags.HasErrors() {
 			v.set, v.value, v.valRange = true, cty.DynamicVal, attr.Expr.Range()
 			continue
@@ -236,8 +255,12 @@ func (l *loader) validate(v *variable) {
 	if !v.value.IsWhollyKnown() {
 		return
 	}
+	val := v.value
+	if v.sensitive {
+		val = val.Mark(sensitiveMark)
+	}
 	ctx := &hcl.EvalContext{
-		Variables: map[string]cty.Value{"var": cty.ObjectVal(map[string]cty.Value{v.name: v.value})},
+		Variables: map[string]cty.Value{"var": cty.ObjectVal(map[string]cty.Value{v.name: val})},
 		Functions: l.ctx.Functions,
 	}
 	for _, rule := range v.validations {
@@ -246,7 +269,7 @@ func (l *loader) validate(v *variable) {
 		if diags.HasErrors() {
 			continue
 		}
-		res, err := convert.Convert(res, cty.Bool)
+		res, err := convert.Convert(l.unmark(res), cty.Bool)
 		if err != nil || res.IsNull() {
 			l.errorf(rule.cond.Range(), "Invalid validation condition", "The condition must be a bool.")
 			continue
@@ -256,7 +279,7 @@ func (l *loader) validate(v *variable) {
 		}
 		msg := "The value is not valid."
 		if m, diags := rule.msg.Value(ctx); !diags.HasErrors() && m.Type() == cty.String && m.IsKnown() && !m.IsNull() {
-			msg = m.AsString()
+			msg = l.unmark(m).AsString() // masked with the other diagnostics
 		}
 		l.errorf(v.valRange, "Invalid value for variable",
 			"%s\n\nThis was checked by the validation rule at %s.", msg, posString(rule.rng))

@@ -26,6 +26,11 @@ func Apply(ctx context.Context, sb sandbox.Sandbox, root string, steps []spec.Cu
 type Environment struct {
 	Sandbox     sandbox.Sandbox
 	BuilderRoot string
+	// ScriptDir is where the script file is written (in a directory of
+	// its own, 0700, the file 0600, removed after the step): an inline
+	// script may hold secrets, so callers pass a private directory that
+	// is swept after a crash. "" means os.TempDir().
+	ScriptDir string
 }
 
 // ApplyIn is Apply with the environment chosen per step, e.g. an OCI

@@ -27,14 +27,11 @@ const defaultPath = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 // runScript runs the step's script with /bin/sh -e in sb.
 func runScript(ctx context.Context, e Environment, root string, st spec.Customize, env []string, log io.Writer) error {
-	dir, err := os.MkdirTemp("", "imsbuild-script-")
+	dir, err := os.MkdirTemp(e.ScriptDir, "imsbuild-script-") // 0700
 	if err != nil {
 		return fmt.Errorf("script dir: %w", err)
 	}
 	defer os.RemoveAll(dir)
-	if err := os.Chmod(dir, 0o755); err != nil {
-		return fmt.Errorf("script dir: %w", err)
-	}
 	name, err := writeScript(dir, st)
 	if err != nil {
 		return err
@@ -75,7 +72,7 @@ func writeScript(dir string, st spec.Customize) (string, error) {
 	if st.Script != "" {
 		name = filepath.Base(st.Script)
 	}
-	dst, err := os.OpenFile(filepath.Join(dir, name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	dst, err := os.OpenFile(filepath.Join(dir, name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return "", fmt.Errorf("script: %w", err)
 	}

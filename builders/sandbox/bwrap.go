@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -47,6 +48,21 @@ func (b *Bwrap) Run(ctx context.Context, s Spec) (err error) {
 		return fmt.Errorf("sandbox bwrap: %w", err)
 	}
 	defer statusR.Close()
+	// The environment reaches bwrap as --setenv arguments read from a
+	// pipe (--args 4), not its command line: any local user can read a
+	// process's command line, and a script's environment may hold secrets.
+	// (bwrap's own environment is no way: it would apply to bwrap, so
+	// LD_PRELOAD from a build file would run on the host.)
+	env, err := envArgs(s.Env)
+	if err != nil {
+		return err
+	}
+	envR, envW, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("sandbox bwrap: %w", err)
+	}
+	defer envR.Close()
+	defer envW.Close()
 
 	tail := &tailWriter{}
 	cmd := exec.Command(b.path, bwrapArgs(p, s)...)
@@ -57,7 +73,7 @@ func (b *Bwrap) Run(ctx context.Context, s Spec) (err error) {
 	if s.Stderr != nil {
 		cmd.Stderr = io.MultiWriter(s.Stderr, tail)
 	}
-	cmd.ExtraFiles = []*os.File{statusW}
+	cmd.ExtraFiles = []*os.File{statusW, envR} // fds 3 and 4
 	cmd.SysProcAttr = procAttr(s)
 	cmd.WaitDelay = waitDelay
 
@@ -66,9 +82,16 @@ func (b *Bwrap) Run(ctx context.Context, s Spec) (err error) {
 	defer runtime.UnlockOSThread()
 	err = cmd.Start()
 	statusW.Close()
+	envR.Close()
 	if err != nil {
 		return fmt.Errorf("sandbox bwrap: %w", err)
 	}
+	// bwrap reads the arguments before it starts anything; a write error
+	// means it died, which Wait reports.
+	go func() {
+		_, _ = envW.Write(env)
+		envW.Close()
+	}()
 	st := &bwrapStatus{pidfd: -1, done: make(chan struct{})}
 	go st.read(statusR)
 	waitErr, killErr := supervise(ctx, s.Timeout, cmd, func() {
@@ -142,13 +165,27 @@ func bwrapArgs(p *plan, s Spec) []string {
 	if !withTTY(s) {
 		a = append(a, "--new-session")
 	}
-	a = append(a, "--hostname", Hostname, "--clearenv")
-	for _, kv := range cleanEnv(s.Env) {
-		k, v, _ := strings.Cut(kv, "=")
-		a = append(a, "--setenv", k, v)
-	}
+	a = append(a, "--hostname", Hostname, "--clearenv", "--args", "4") // envArgs
 	a = append(a, "--chdir", workDir(s), "--json-status-fd", "3", "--")
 	return append(a, s.Args...)
+}
+
+// envArgs returns the --setenv arguments of env, NUL-separated for --args.
+// A NUL inside a variable would smuggle in arguments of its own, so it is
+// refused (exec refuses it in an environment too).
+func envArgs(env []string) ([]byte, error) {
+	var b bytes.Buffer
+	for _, kv := range cleanEnv(env) {
+		if strings.IndexByte(kv, 0) >= 0 {
+			return nil, fmt.Errorf("sandbox bwrap: environment variable %q contains a NUL byte", strings.SplitN(kv, "=", 2)[0])
+		}
+		k, v, _ := strings.Cut(kv, "=")
+		for _, arg := range []string{"--setenv", k, v} {
+			b.WriteString(arg)
+			b.WriteByte(0)
+		}
+	}
+	return b.Bytes(), nil
 }
 
 // bwrapStatus follows bwrap's --json-status-fd reports: the PID of the

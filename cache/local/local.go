@@ -2,6 +2,7 @@ package local
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -25,19 +26,78 @@ var (
 	_ cache.ActionCache = (*Actions)(nil)
 )
 
-// Open opens (creating) the cache at dir.
+// Open opens (creating) the cache at dir. The directory is its owner's
+// only (0700, also when an older imsbuild made it 0755): key preimages,
+// step logs and images may hold secrets of the build.
 func Open(dir string) (*Cache, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("open cache %s: %w", dir, err)
 	}
 	c := &Cache{dir: abs}
+	if err := os.MkdirAll(abs, 0o700); err != nil {
+		return nil, fmt.Errorf("open cache %w", err)
+	}
+	if err := os.Chmod(abs, 0o700); err != nil {
+		return nil, fmt.Errorf("open cache %w", err)
+	}
 	for _, d := range []string{c.blobsDir(), c.actionsDir(), c.stepsDir(), c.locksDir(), c.tmpDir()} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
+		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("open cache %w", err)
 		}
 	}
 	return c, nil
+}
+
+// hmacKeyName is the file of the cache's HMAC key, in the cache directory
+// where no remote cache reads it.
+const hmacKeyName = "hmac.key"
+
+// HMACKey returns the cache's secret key for HMACs of sensitive values in
+// key preimages (see engine), creating it (32 random bytes, mode 0600) on
+// first use. Concurrent first uses agree: the file is linked into place,
+// never replaced.
+func (c *Cache) HMACKey() ([]byte, error) {
+	path := filepath.Join(c.dir, hmacKeyName)
+	for range 2 {
+		key, err := os.ReadFile(path)
+		if err == nil {
+			if len(key) < 32 {
+				return nil, fmt.Errorf("hmac key %s: %d bytes, want 32 or more", path, len(key))
+			}
+			return key, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("hmac key: %w", err)
+		}
+		key = make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return nil, fmt.Errorf("hmac key: %w", err)
+		}
+		f, err := os.CreateTemp(c.tmpDir(), "hmac-*")
+		if err != nil {
+			return nil, fmt.Errorf("hmac key: %w", err)
+		}
+		_, err = f.Write(key)
+		if err == nil {
+			err = f.Sync()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			err = os.Link(f.Name(), path)
+		}
+		os.Remove(f.Name())
+		if err == nil {
+			return key, nil
+		}
+		if !errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("hmac key: %w", err)
+		}
+		// Another process made it first: read theirs.
+	}
+	return nil, fmt.Errorf("hmac key %s: cannot create or read it", path)
 }
 
 // Dir returns the absolute cache directory.
@@ -134,7 +194,7 @@ func stillLinked(l *flock.Flock, path string) (bool, error) {
 // writeFile atomically replaces path (inside the cache) with data, through a
 // temp file in tmp/ so that Prune can clean up after a crash.
 func (c *Cache) writeFile(path string, data []byte) error {
-	f, err := atomicfile.CreateTemp(c.tmpDir(), path, 0o644)
+	f, err := atomicfile.CreateTemp(c.tmpDir(), path, 0o600)
 	if err != nil {
 		return err
 	}

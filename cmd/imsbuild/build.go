@@ -61,13 +61,22 @@ recorded for it in this cache (a script, a file, a parent image's output, an att
 			}
 			defer c.close()
 			store, actions := c.stores()
-			e, err := engine.New(cfg, store, actions, engine.Options{Environ: os.Environ(), StatCache: c.stat, StateDir: c.Dir(), TrackRepos: trackRepos})
+			hmacKey, err := hmacKeyFor(cfg, c)
+			if err != nil {
+				return err
+			}
+			e, err := engine.New(cfg, store, actions, engine.Options{Environ: os.Environ(), StatCache: c.stat, StateDir: c.Dir(), TrackRepos: trackRepos, HMACKey: hmacKey})
 			if err != nil {
 				return usageError{err}
 			}
 			plan, err := e.Plan(cmd.Context(), targets, explain)
 			if err != nil {
-				return targetError(err)
+				return targetError(errors.New(e.Redact(err.Error())))
+			}
+			for _, p := range plan {
+				for i, r := range p.Reasons {
+					p.Reasons[i] = e.Redact(r)
+				}
 			}
 			out := cmd.OutOrStdout()
 			if g.json {
@@ -162,7 +171,12 @@ one event per line (step, status, key, duration_ms, bytes, error).`,
 				}
 			}
 			store, actions := c.stores()
+			hmacKey, err := hmacKeyFor(cfg, c)
+			if err != nil {
+				return err
+			}
 			e, err := engine.New(cfg, store, actions, engine.Options{
+				HMACKey:           hmacKey,
 				Interactive:       interactive,
 				DebugOnFailure:    debug,
 				PublicKeys:        keys,
@@ -182,6 +196,7 @@ one event per line (step, status, key, duration_ms, bytes, error).`,
 			if err != nil {
 				return usageError{err}
 			}
+			out.SetRedact(e.Redact)
 			err = e.Build(cmd.Context(), targets)
 			out.Summary(err)
 			if c.tiered != nil && !g.json {
@@ -201,7 +216,7 @@ one event per line (step, status, key, duration_ms, bytes, error).`,
 			if errors.As(err, &se) || out.Failed() {
 				return reportedError{exitFailed}
 			}
-			return err
+			return errors.New(e.Redact(err.Error()))
 		},
 	}
 	cmd.Flags().BoolVar(&keepGoing, "keep-going", false, "after a failure, keep building steps that do not depend on it")
@@ -280,6 +295,15 @@ func newFmtCmd() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&check, "check", false, "only list files that are not formatted; exit 1 if any")
 	return cmd
+}
+
+// hmacKeyFor returns the local cache's HMAC key when the build has
+// sensitive values (only then is the key file made).
+func hmacKeyFor(cfg *spec.Config, c *openedCache) ([]byte, error) {
+	if len(cfg.Sensitive) == 0 {
+		return nil, nil
+	}
+	return c.HMACKey()
 }
 
 // loadBuild loads the build of args (DIR and targets) and opens its caches.

@@ -32,6 +32,7 @@ type printer struct {
 	published int
 	stop      chan struct{}
 	done      chan struct{}
+	redact    func(string) string // masks sensitive values in errors
 }
 
 type runningStep struct {
@@ -40,7 +41,8 @@ type runningStep struct {
 }
 
 func newPrinter(stdout io.Writer, _ io.Writer, asJSON bool) *printer {
-	p := &printer{w: stdout, start: time.Now(), counts: map[engine.Status]int{}, running: map[string]runningStep{}}
+	p := &printer{w: stdout, start: time.Now(), counts: map[engine.Status]int{}, running: map[string]runningStep{},
+		redact: func(s string) string { return s }}
 	if asJSON {
 		p.json = json.NewEncoder(stdout)
 		return p
@@ -196,6 +198,14 @@ func (p *printer) Failed() bool {
 	return p.failed
 }
 
+// SetRedact sets how Summary masks sensitive values in step errors
+// (events come masked from the engine).
+func (p *printer) SetRedact(redact func(string) string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.redact = redact
+}
+
 // Summary prints the outcome of a build, with the log tail of failed steps.
 func (p *printer) Summary(err error) {
 	p.mu.Lock()
@@ -206,7 +216,7 @@ func (p *printer) Summary(err error) {
 	p.clearStatus()
 	for _, se := range stepErrors(err) {
 		// The log tail below shows what a multi-line error (kiwi's) repeats.
-		fmt.Fprintf(p.w, "\n--- %s failed: %s\n", se.Step, firstLine(se.Err.Error()))
+		fmt.Fprintf(p.w, "\n--- %s failed: %s\n", se.Step, firstLine(p.redact(se.Err.Error())))
 		if se.LogTail != "" {
 			fmt.Fprintf(p.w, "--- last lines of %s:\n%s\n", se.LogPath, se.LogTail)
 		}
