@@ -82,23 +82,43 @@ func (e *localEval) visit(name string, stack []string) {
 		}
 		return
 	}
+	// The local sees only the locals it refers to: an object of all locals
+	// evaluated so far would be rebuilt for every local, which is quadratic.
 	ctx := e.l.ctx.NewChild()
-	ctx.Variables = map[string]cty.Value{"local": cty.ObjectVal(e.vals)}
+	ctx.Variables = map[string]cty.Value{"local": cty.ObjectVal(e.deps(attr.Expr))}
 	v, _ := e.l.eval(attr.Expr, ctx, false)
 	e.vals[name] = v
 	e.state[name] = done
 }
 
-// localRef returns the name and range of a local.<name> reference.
+// deps returns the values of the locals expr refers to.
+func (e *localEval) deps(expr hcl.Expression) map[string]cty.Value {
+	m := map[string]cty.Value{}
+	for _, tr := range expr.Variables() {
+		if dep, _, ok := localRef(tr); ok {
+			if v, ok := e.vals[dep]; ok {
+				m[dep] = v
+			}
+		}
+	}
+	return m
+}
+
+// localRef returns the name and range of a local.<name> (or local["name"])
+// reference.
 func localRef(tr hcl.Traversal) (string, hcl.Range, bool) {
 	if tr.RootName() != "local" || len(tr) < 2 {
 		return "", hcl.Range{}, false
 	}
-	a, ok := tr[1].(hcl.TraverseAttr)
-	if !ok {
-		return "", hcl.Range{}, false
+	switch t := tr[1].(type) {
+	case hcl.TraverseAttr:
+		return t.Name, hcl.RangeOver(tr[0].SourceRange(), t.SrcRange), true
+	case hcl.TraverseIndex:
+		if t.Key.Type() == cty.String && t.Key.IsKnown() && !t.Key.IsNull() {
+			return t.Key.AsString(), hcl.RangeOver(tr[0].SourceRange(), t.SrcRange), true
+		}
 	}
-	return a.Name, hcl.RangeOver(tr[0].SourceRange(), a.SrcRange), true
+	return "", hcl.Range{}, false
 }
 
 func indexOf(ss []string, s string) int {
