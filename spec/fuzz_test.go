@@ -3,6 +3,7 @@ package spec
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/rogpeppe/go-internal/txtar"
@@ -28,6 +29,9 @@ func FuzzLoad(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(good)
+	// Deep nesting overflowed the parser's stack before the nesting limit.
+	f.Add([]byte("locals {\n  x = " + strings.Repeat("(", 100_000) + "1" + strings.Repeat(")", 100_000) + "\n}\n"))
+	f.Add([]byte("locals {\n  x = " + strings.Repeat("!-", 300) + "1\n}\n"))
 	f.Fuzz(func(t *testing.T, src []byte) {
 		dir := t.TempDir()
 		if err := os.WriteFile(filepath.Join(dir, "build.ims.hcl"), src, 0o644); err != nil {

@@ -24,6 +24,9 @@ func (l *loader) evalLocals() {
 	}
 	e := &localEval{l: l, vals: map[string]cty.Value{}, state: map[string]int{}}
 	for _, name := range keys(l.localAttrs) {
+		if l.runCtx.Err() != nil {
+			break // load reports it after this phase
+		}
 		e.visit(name, nil)
 	}
 	l.ctx.Variables["local"] = cty.ObjectVal(e.vals)

@@ -1,7 +1,6 @@
 package spec
 
 import (
-	"os"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
@@ -191,15 +190,9 @@ func (l *loader) varFlag(arg string) {
 
 // varFile applies a -var-file: an HCL file of name = value attributes.
 func (l *loader) varFile(path string) {
-	src, err := os.ReadFile(path)
-	if err != nil {
-		l.errorf(hcl.Range{Filename: path, Start: hcl.InitialPos, End: hcl.InitialPos},
-			"Cannot read variable file", "%v.", err)
-		return
-	}
-	f, diags := l.parser.ParseHCL(src, path)
-	l.diags = append(l.diags, diags...)
-	if f == nil || diags.HasErrors() {
+	n := len(l.diags)
+	f := l.parseFile(path, "Cannot read variable file")
+	if f == nil || l.diags[n:].HasErrors() {
 		return
 	}
 	attrs, diags := f.Body.JustAttributes()

@@ -1,0 +1,169 @@
+package spec
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"syscall"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+)
+
+// Limits on what a build may make imsbuild read and parse. Build files are
+// hostile input: without them a device file, a huge file or a deeply
+// nested expression hangs imsbuild, exhausts memory or overflows the stack
+// of the recursive-descent HCL parser (a fatal error, not a panic).
+const (
+	// maxBuildFileSize caps a build file or a -var-file.
+	maxBuildFileSize = 16 << 20
+	// maxReadFileSize caps what file and templatefile read into memory.
+	maxReadFileSize = 64 << 20
+	// maxNesting caps how deeply expressions, blocks and templates nest.
+	maxNesting = 256
+)
+
+// errNotRegular is returned for devices, FIFOs, sockets and directories.
+var errNotRegular = errors.New("not a regular file")
+
+// openRegular opens path for reading if it is a regular file (following
+// symlinks). It never blocks on a FIFO, and it checks the file it opened
+// (fstat), not the path, so the file cannot be swapped in between.
+func openRegular(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w (%s)", path, errNotRegular, fileKind(fi.Mode()))
+	}
+	return f, nil
+}
+
+func fileKind(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	case m&os.ModeCharDevice != 0:
+		return "a character device"
+	case m&os.ModeDevice != 0:
+		return "a block device"
+	}
+	return "a special file"
+}
+
+// readRegular reads the regular file at path, refusing one larger than max
+// bytes without reading more than max+1 of them.
+func readRegular(ctx context.Context, path string, max int64) ([]byte, error) {
+	f, err := openRegular(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(ctxReader{ctx, f}, max+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("%s is larger than %d MiB", path, max>>20)
+	}
+	return b, nil
+}
+
+// ctxReader stops reading once ctx is done, so that hashing a large file
+// ends on Ctrl-C.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (r ctxReader) Read(p []byte) (int, error) {
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return r.r.Read(p)
+}
+
+// checkNesting reports the first place where tokens nest deeper than
+// maxNesting. Besides brackets, braces, quotes and template sequences, the
+// parser recurses on each unary operator and each conditional of a chain,
+// so those count too until a comma or a newline ends the expression.
+func checkNesting(tokens hclsyntax.Tokens) *hcl.Diagnostic {
+	type level struct {
+		open hclsyntax.TokenType
+		ops  int
+	}
+	stack := []level{{}}
+	depth := 0 // len(stack)-1 plus the ops of every level
+	for _, tok := range tokens {
+		top := &stack[len(stack)-1]
+		switch tok.Type {
+		case hclsyntax.TokenOBrace, hclsyntax.TokenOBrack, hclsyntax.TokenOParen,
+			hclsyntax.TokenTemplateInterp, hclsyntax.TokenTemplateControl,
+			hclsyntax.TokenOQuote, hclsyntax.TokenOHeredoc:
+			stack = append(stack, level{open: tok.Type})
+			depth++
+		case hclsyntax.TokenCBrace, hclsyntax.TokenCBrack, hclsyntax.TokenCParen,
+			hclsyntax.TokenTemplateSeqEnd, hclsyntax.TokenCQuote, hclsyntax.TokenCHeredoc:
+			if len(stack) > 1 { // unbalanced closers are the parser's to report
+				depth -= 1 + top.ops
+				stack = stack[:len(stack)-1]
+			}
+		case hclsyntax.TokenBang, hclsyntax.TokenMinus, hclsyntax.TokenQuestion:
+			top.ops++
+			depth++
+		case hclsyntax.TokenComma:
+			depth -= top.ops
+			top.ops = 0
+		case hclsyntax.TokenNewline:
+			// Newlines end an expression except inside () and [].
+			if top.open != hclsyntax.TokenOParen && top.open != hclsyntax.TokenOBrack {
+				depth -= top.ops
+				top.ops = 0
+			}
+		}
+		if depth > maxNesting {
+			return &hcl.Diagnostic{
+				Severity: hcl.DiagError,
+				Summary:  "Nesting too deep",
+				Detail: fmt.Sprintf("Blocks, brackets, templates, unary operators and conditionals nest more than %d levels deep here. "+
+					"Split the expression, for example with locals.", maxNesting),
+				Subject: tok.Range.Ptr(),
+			}
+		}
+	}
+	return nil
+}
+
+// parseFile parses the build or variables file name, refusing files over
+// maxBuildFileSize, and nesting over maxNesting before the parser sees it.
+// summary titles the diagnostic of a file that cannot be read.
+func (l *loader) parseFile(name, summary string) *hcl.File {
+	start := hcl.Range{Filename: name, Start: hcl.InitialPos, End: hcl.InitialPos}
+	src, err := readRegular(l.runCtx, name, maxBuildFileSize)
+	if err != nil {
+		l.errorf(start, summary, "%v.", err)
+		return nil
+	}
+	// Lexing is linear and iterative; its errors are left to the parser.
+	tokens, _ := hclsyntax.LexConfig(src, name, hcl.InitialPos)
+	if d := checkNesting(tokens); d != nil {
+		l.addDiag(d)
+		return nil
+	}
+	f, diags := l.parser.ParseHCL(src, name)
+	l.diags = append(l.diags, diags...)
+	return f
+}
