@@ -113,6 +113,8 @@ func (p *printer) line(ev engine.Event) string {
 		return s
 	case engine.StatusSkipped:
 		return fmt.Sprintf("%s %-24s skipped  (%s)", ts, ev.Step, ev.Reason)
+	case engine.StatusCancelled:
+		return fmt.Sprintf("%s %-24s cancelled", ts, ev.Step)
 	case engine.StatusWaiting:
 		if i := ev.SSH; i != nil {
 			what := "interactive"
@@ -155,7 +157,7 @@ func (p *printer) redraw() {
 	if !p.tty {
 		return
 	}
-	finished := p.published + p.counts[engine.StatusDone] + p.counts[engine.StatusCached] + p.counts[engine.StatusFailed] + p.counts[engine.StatusSkipped]
+	finished := p.published + p.counts[engine.StatusDone] + p.counts[engine.StatusCached] + p.counts[engine.StatusFailed] + p.counts[engine.StatusSkipped] + p.counts[engine.StatusCancelled]
 	ids := make([]string, 0, len(p.running))
 	for id := range p.running {
 		ids = append(ids, id)
@@ -212,8 +214,12 @@ func (p *printer) Summary(err error) {
 		}
 	}
 	c := p.counts
-	fmt.Fprintf(p.w, "%d built, %d cached, %d published, %d failed, %d skipped in %s\n",
-		c[engine.StatusDone], c[engine.StatusCached], p.published, c[engine.StatusFailed], c[engine.StatusSkipped],
+	cancelled := ""
+	if n := c[engine.StatusCancelled]; n > 0 {
+		cancelled = fmt.Sprintf(", %d cancelled", n)
+	}
+	fmt.Fprintf(p.w, "%d built, %d cached, %d published, %d failed, %d skipped%s in %s\n",
+		c[engine.StatusDone], c[engine.StatusCached], p.published, c[engine.StatusFailed], c[engine.StatusSkipped], cancelled,
 		time.Since(p.start).Round(time.Millisecond))
 }
 
