@@ -185,14 +185,15 @@ func TestBuildFileLimits(t *testing.T) {
 		src  string
 		want string // "" for no error
 	}{
+		// The audit's case; the others are smaller to keep the test fast.
 		{"1M parentheses", deep("(", ")", 1<<20), "build.ims.hcl:2:262: Nesting too deep"},
-		{"1M brackets", deep("[", "]", 1<<20), "build.ims.hcl:2:262: Nesting too deep"},
-		{"1M templates", deep(`"${`, `}"`, 1<<20), "Nesting too deep"},
-		{"1M unary minus", deep("-", "", 1<<20), "build.ims.hcl:2:262: Nesting too deep"},
-		{"1M negations", "locals {\n  x = " + strings.Repeat("!", 1<<20) + "true\n}\n", "Nesting too deep"},
-		{"1M conditionals", "locals {\n  x = " + strings.Repeat("true ? 1 : ", 1<<20) + "1\n}\n", "Nesting too deep"},
-		{"1M nested blocks", strings.Repeat("b {\n", 1<<20) + strings.Repeat("}\n", 1<<20), "Nesting too deep"},
-		{"1M for expressions", "locals {\n  x = " + strings.Repeat("[for x in ", 1<<20) + "[]" + strings.Repeat(": x]", 1<<20) + "\n}\n", "Nesting too deep"},
+		{"256k brackets", deep("[", "]", 1<<18), "build.ims.hcl:2:262: Nesting too deep"},
+		{"256k templates", deep(`"${`, `}"`, 1<<18), "Nesting too deep"},
+		{"256k unary minus", deep("-", "", 1<<18), "build.ims.hcl:2:262: Nesting too deep"},
+		{"256k negations", "locals {\n  x = " + strings.Repeat("!", 1<<18) + "true\n}\n", "Nesting too deep"},
+		{"256k conditionals", "locals {\n  x = " + strings.Repeat("true ? 1 : ", 1<<18) + "1\n}\n", "Nesting too deep"},
+		{"256k nested blocks", strings.Repeat("b {\n", 1<<18) + strings.Repeat("}\n", 1<<18), "Nesting too deep"},
+		{"256k for expressions", "locals {\n  x = " + strings.Repeat("[for x in ", 1<<18) + "[]" + strings.Repeat(": x]", 1<<18) + "\n}\n", "Nesting too deep"},
 		{"200 parentheses are fine", deep("(", ")", 200), ""},
 		{"many sequential brackets are fine", "locals {\n  x = [" + strings.Repeat("[1], -1, !true, true ? 1 : 2, ", 20_000) + "]\n}\n", ""},
 		{"many minus lines are fine", "locals {\n" + strings.Repeat("  a = -1\n  b = 1 - 2 - 3 - 4\n", 1) + "  c = [\n" + strings.Repeat("    -1,\n", 1000) + "  ]\n}\n", ""},
@@ -251,7 +252,7 @@ func TestBuildFileLimits(t *testing.T) {
 	})
 	t.Run("templatefile nesting", func(t *testing.T) {
 		dir := writeBuild(t, "locals {\n  x = templatefile(\"t.tmpl\", {})\n}\n")
-		tmpl := strings.Repeat("${(", 1<<20) + "1" + strings.Repeat(")}", 1<<20)
+		tmpl := strings.Repeat("${(", 1<<18) + "1" + strings.Repeat(")}", 1<<18)
 		if err := os.WriteFile(filepath.Join(dir, "t.tmpl"), []byte(tmpl), 0o644); err != nil {
 			t.Fatal(err)
 		}
