@@ -3,11 +3,15 @@ package main
 import (
 	"bytes"
 	"errors"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/creack/pty"
 
 	"github.com/imsbuild/imsbuild/engine"
 )
@@ -87,5 +91,37 @@ func TestScriptEscapesOnConsole(t *testing.T) {
 	r = imsbuild(t, dir, "build", "--json", ".")
 	if strings.ContainsAny(r.stdout, "\x1b\x07") || !strings.Contains(r.stdout, `title \u001b]0;pwned\u0007 clear \u001b[2J done`) {
 		t.Errorf("--json output:\n%s\nwant JSON escapes", r.stdout)
+	}
+}
+
+// On a terminal (the live display) too, a script's escape sequences are
+// shown escaped, in the status line and in the printed lines.
+func TestScriptEscapesOnTerminal(t *testing.T) {
+	dir := example(t)
+	script := "#!/bin/sh\nprintf 'title \\033]0;pwned\\007 clear \\033[2J done\\n'\nsleep 1\nexit 3\n"
+	if err := os.WriteFile(filepath.Join(dir, "scripts/compute.sh"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(t.Context(), binary, "build", ".")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "TERM=xterm")
+	tty, err := pty.Start(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tty.Close()
+	var out bytes.Buffer
+	io.Copy(&out, tty) // ends with EIO when the process exits
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitFailed {
+		t.Fatalf("exit = %v, want 1\n%q", err, out.String())
+	}
+	got := out.String()
+	if strings.Contains(got, "\x1b]0;pwned") || strings.Contains(got, "\x1b[2J") || strings.Contains(got, "\x07") {
+		t.Errorf("terminal output has the script's raw escape sequences:\n%q", got)
+	}
+	if !strings.Contains(got, `title \x1b]0;pwned\x07 clear \x1b[2J done`) {
+		t.Errorf("terminal output:\n%q\nwant the script's line with visible escapes", got)
 	}
 }
