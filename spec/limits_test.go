@@ -293,3 +293,16 @@ func TestLoadCancelled(t *testing.T) {
 		t.Errorf("Load() errors:\n%s\nwant context deadline exceeded", got)
 	}
 }
+
+// A cycle among locals is reported at the reference that closes it, with
+// the chain and the other site, also when the locals are many.
+func TestLocalCycleSites(t *testing.T) {
+	src := manyLocals(1000) + "locals {\n  a = \"${local.b}-x\"\n  b = local.c\n  c = local.a\n}\n"
+	dir := writeBuild(t, src)
+	got := errorText(loadWithin(t, t.Context(), 60*time.Second, dir, Options{}))
+	want := fmt.Sprintf("build.ims.hcl:%d:7: Circular reference between local values: The local values refer to each other in a cycle: "+
+		"local.a → local.b → local.c → local.a. local.a is defined at %s:%d.\n", 1006, filepath.Join(dir, "build.ims.hcl"), 1004)
+	if got != want {
+		t.Errorf("Load() errors:\n%s\nwant\n%s", got, want)
+	}
+}

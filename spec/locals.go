@@ -114,7 +114,8 @@ func (e *localEval) cycle(d localDep) {
 		chain = append(chain, "local."+n)
 	}
 	e.l.errorf(d.rng, "Circular reference between local values",
-		"The local values refer to each other in a cycle: %s.", strings.Join(chain, " → "))
+		"The local values refer to each other in a cycle: %s. local.%s is defined at %s.",
+		strings.Join(chain, " → "), d.name, posString(e.l.localAttrs[d.name].Range))
 	for _, n := range members {
 		e.cyclic[n] = true
 	}
