@@ -99,16 +99,30 @@ func (r ctxReader) Read(p []byte) (int, error) {
 // checkNesting reports the first place where tokens nest deeper than
 // maxNesting. Besides brackets, braces, quotes and template sequences, the
 // parser recurses on each unary operator and each conditional of a chain,
-// so those count too until a comma or a newline ends the expression.
+// so those count too until a comma or a newline ends the expression, and
+// on each template %{if} and %{for} until its %{endif} or %{endfor}.
 func checkNesting(tokens hclsyntax.Tokens) *hcl.Diagnostic {
 	type level struct {
 		open hclsyntax.TokenType
 		ops  int
 	}
 	stack := []level{{}}
-	depth := 0 // len(stack)-1 plus the ops of every level
-	for _, tok := range tokens {
+	depth := 0      // len(stack)-1, the ops of every level and directives
+	directives := 0 // open %{if} and %{for} template directives
+	for i, tok := range tokens {
 		top := &stack[len(stack)-1]
+		if tok.Type == hclsyntax.TokenIdent && i > 0 && tokens[i-1].Type == hclsyntax.TokenTemplateControl {
+			switch string(tok.Bytes) {
+			case "if", "for":
+				directives++
+				depth++
+			case "endif", "endfor":
+				if directives > 0 {
+					directives--
+					depth--
+				}
+			}
+		}
 		switch tok.Type {
 		case hclsyntax.TokenOBrace, hclsyntax.TokenOBrack, hclsyntax.TokenOParen,
 			hclsyntax.TokenTemplateInterp, hclsyntax.TokenTemplateControl,
@@ -138,7 +152,7 @@ func checkNesting(tokens hclsyntax.Tokens) *hcl.Diagnostic {
 			return &hcl.Diagnostic{
 				Severity: hcl.DiagError,
 				Summary:  "Nesting too deep",
-				Detail: fmt.Sprintf("Blocks, brackets, templates, unary operators and conditionals nest more than %d levels deep here. "+
+				Detail: fmt.Sprintf("Blocks, brackets, templates, template directives, unary operators and conditionals nest more than %d levels deep here. "+
 					"Split the expression, for example with locals.", maxNesting),
 				Subject: tok.Range.Ptr(),
 			}
