@@ -98,7 +98,7 @@ func (r ctxReader) Read(p []byte) (int, error) {
 
 // checkNesting reports the first place where tokens nest deeper than
 // maxNesting. Besides brackets, braces, quotes and template sequences, the
-// parser recurses on each unary operator and each conditional of a chain,
+// parser recurses on each unary operator, splat and conditional of a chain,
 // so those count too until a comma or a newline ends the expression, and
 // on each template %{if} and %{for} until its %{endif} or %{endfor}.
 func checkNesting(tokens hclsyntax.Tokens) *hcl.Diagnostic {
@@ -134,10 +134,19 @@ func checkNesting(tokens hclsyntax.Tokens) *hcl.Diagnostic {
 			if len(stack) > 1 { // unbalanced closers are the parser's to report
 				depth -= 1 + top.ops
 				stack = stack[:len(stack)-1]
+				if tok.Type == hclsyntax.TokenCBrack && i >= 2 && tokens[i-1].Type == hclsyntax.TokenStar && tokens[i-2].Type == hclsyntax.TokenOBrack {
+					stack[len(stack)-1].ops++ // a [*] splat recurses like an operator
+					depth++
+				}
 			}
 		case hclsyntax.TokenBang, hclsyntax.TokenMinus, hclsyntax.TokenQuestion:
 			top.ops++
 			depth++
+		case hclsyntax.TokenStar:
+			if i > 0 && tokens[i-1].Type == hclsyntax.TokenDot { // a .* splat
+				top.ops++
+				depth++
+			}
 		case hclsyntax.TokenComma:
 			depth -= top.ops
 			top.ops = 0
@@ -152,7 +161,7 @@ func checkNesting(tokens hclsyntax.Tokens) *hcl.Diagnostic {
 			return &hcl.Diagnostic{
 				Severity: hcl.DiagError,
 				Summary:  "Nesting too deep",
-				Detail: fmt.Sprintf("Blocks, brackets, templates, template directives, unary operators and conditionals nest more than %d levels deep here. "+
+				Detail: fmt.Sprintf("Blocks, brackets, templates, template directives, unary operators, splats and conditionals nest more than %d levels deep here. "+
 					"Split the expression, for example with locals.", maxNesting),
 				Subject: tok.Range.Ptr(),
 			}
