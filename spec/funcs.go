@@ -39,7 +39,7 @@ func functions(ctx context.Context, r resolver, env map[string]string) map[strin
 		"formatlist":    stdlib.FormatListFunc,
 		"indent":        stdlib.IndentFunc,
 		"join":          stdlib.JoinFunc,
-		"jsondecode":    stdlib.JSONDecodeFunc,
+		"jsondecode":    jsonDecodeFunc,
 		"jsonencode":    stdlib.JSONEncodeFunc,
 		"keys":          stdlib.KeysFunc,
 		"length":        stdlib.LengthFunc,

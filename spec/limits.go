@@ -10,6 +10,9 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/function"
+	"github.com/zclconf/go-cty/cty/function/stdlib"
 )
 
 // Limits on what a build may make imsbuild read and parse. Build files are
@@ -189,4 +192,49 @@ func (l *loader) parseFile(name, summary string) *hcl.File {
 	f, diags := l.parser.ParseHCL(src, name)
 	l.diags = append(l.diags, diags...)
 	return f
+}
+
+// jsonDecodeFunc is stdlib's jsondecode refusing JSON nested deeper than
+// maxNesting: cty decodes JSON recursively, and a few MiB of brackets
+// overflowed its stack.
+var jsonDecodeFunc = function.New(&function.Spec{
+	Params: stdlib.JSONDecodeFunc.Params(),
+	Type: func(args []cty.Value) (cty.Type, error) {
+		if args[0].IsKnown() && !args[0].IsNull() {
+			if err := checkJSONNesting(args[0].AsString()); err != nil {
+				return cty.NilType, function.NewArgError(0, err)
+			}
+		}
+		return stdlib.JSONDecodeFunc.ReturnTypeForValues(args)
+	},
+	Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+		return stdlib.JSONDecodeFunc.Call(args)
+	},
+})
+
+// checkJSONNesting fails if arrays and objects in s nest deeper than
+// maxNesting. Brackets inside strings do not count.
+func checkJSONNesting(s string) error {
+	depth, inString, escaped := 0, false, false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case inString && escaped:
+			escaped = false
+		case inString && c == '\\':
+			escaped = true
+		case inString && c == '"':
+			inString = false
+		case inString:
+		case c == '"':
+			inString = true
+		case c == '[' || c == '{':
+			if depth++; depth > maxNesting {
+				return fmt.Errorf("the JSON nests more than %d levels deep at byte %d", maxNesting, i)
+			}
+		case c == ']' || c == '}':
+			depth--
+		}
+	}
+	return nil
 }

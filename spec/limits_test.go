@@ -256,6 +256,16 @@ func TestBuildFileLimits(t *testing.T) {
 			t.Errorf("Load() errors:\n%s\nwant %q", got, want)
 		}
 	})
+	t.Run("jsondecode nesting", func(t *testing.T) {
+		dir := writeBuild(t, "locals {\n  x = jsondecode(file(\"d.json\"))\n  y = jsondecode(\"{\\\"a\\\": [[\\\"[[[\\\"]]}\")\n}\n")
+		if err := os.WriteFile(filepath.Join(dir, "d.json"), []byte(strings.Repeat("[", 4<<20)+strings.Repeat("]", 4<<20)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		got := errorText(loadWithin(t, t.Context(), 60*time.Second, dir, Options{}))
+		if want := "build.ims.hcl:2:18: Invalid function argument: Invalid value for \"str\" parameter: the JSON nests more than 256 levels deep at byte 256.\n"; got != want {
+			t.Errorf("Load() errors:\n%s\nwant\n%s", got, want)
+		}
+	})
 	t.Run("templatefile nesting", func(t *testing.T) {
 		dir := writeBuild(t, "locals {\n  x = templatefile(\"t.tmpl\", {})\n}\n")
 		tmpl := strings.Repeat("${(", 1<<18) + "1" + strings.Repeat(")}", 1<<18)
