@@ -256,6 +256,16 @@ func TestBuildFileLimits(t *testing.T) {
 			t.Errorf("Load() errors:\n%s\nwant %q", got, want)
 		}
 	})
+	t.Run("-var nesting", func(t *testing.T) {
+		dir := writeBuild(t, "variable \"n\" {\n  type = number\n}\n")
+		deep := strings.Repeat("(", 1<<20) + "1" + strings.Repeat(")", 1<<20)
+		for _, opts := range []Options{{Vars: []string{"n=" + deep}}, {Environ: []string{"IMSBUILD_VAR_n=" + deep}}} {
+			got := errorText(loadWithin(t, t.Context(), 60*time.Second, dir, opts))
+			if want := "Nesting too deep"; !strings.Contains(got, want) {
+				t.Errorf("Load() errors:\n%s\nwant %q", got, want)
+			}
+		}
+	})
 	t.Run("jsondecode nesting", func(t *testing.T) {
 		dir := writeBuild(t, "locals {\n  x = jsondecode(file(\"d.json\"))\n  y = jsondecode(\"{\\\"a\\\": [[\\\"[[[\\\"]]}\")\n}\n")
 		if err := os.WriteFile(filepath.Join(dir, "d.json"), []byte(strings.Repeat("[", 4<<20)+strings.Repeat("]", 4<<20)), 0o644); err != nil {

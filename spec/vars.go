@@ -141,6 +141,12 @@ func (l *loader) setRaw(v *variable, file, raw string, start hcl.Pos) {
 		l.assign(v, cty.StringVal(raw), rng, "value")
 		return
 	}
+	tokens, _ := hclsyntax.LexExpression([]byte(raw), file, start)
+	if d := checkNesting(tokens); d != nil {
+		l.addDiag(d)
+		v.set, v.value, v.valRange = true, cty.DynamicVal, rng
+		return
+	}
 	expr, diags := hclsyntax.ParseExpression([]byte(raw), file, start)
 	l.diags = append(l.diags, diags...)
 	if diags.HasErrors() {
