@@ -48,8 +48,21 @@ func openRegular(path string) (*os.File, error) {
 		f.Close()
 		return nil, fmt.Errorf("%s: %w (%s)", path, errNotRegular, fileKind(fi.Mode()))
 	}
+	// procfs and sysfs files look regular but are not: /proc/kmsg blocks
+	// forever, others never end or change on every read.
+	var st syscall.Statfs_t
+	if err := syscall.Fstatfs(int(f.Fd()), &st); err == nil && (st.Type == procMagic || st.Type == sysfsMagic) {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w (a kernel interface file)", path, errNotRegular)
+	}
 	return f, nil
 }
+
+// Filesystem magic numbers (statfs(2)).
+const (
+	procMagic  = 0x9fa0
+	sysfsMagic = 0x62656572
+)
 
 func fileKind(m os.FileMode) string {
 	switch {
