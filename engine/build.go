@@ -81,6 +81,9 @@ func (e *Engine) Build(ctx context.Context, targets []string) error {
 				}
 				markBad(s, err)
 				ev.Status, ev.Error = StatusFailed, err.Error()
+				if ctx.Err() != nil { // killed by the cancellation, whatever err says
+					ev.Status = StatusCancelled
+				}
 				var se *StepError
 				if errors.As(err, &se) {
 					ev.LogPath = se.LogPath

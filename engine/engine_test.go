@@ -239,6 +239,9 @@ func TestCancelLeavesNothing(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("Build() = %v, want context.Canceled", err)
 	}
+	if got := rec.statuses()["image.compute"]; got != StatusCancelled {
+		t.Errorf("image.compute status = %q, want %q", got, StatusCancelled)
+	}
 	if d := time.Since(start); d > 30*time.Second {
 		t.Fatalf("cancel took %v", d)
 	}

@@ -14,6 +14,9 @@ const (
 	StatusFailed  Status = "failed"
 	StatusSkipped Status = "skipped"
 	StatusLog     Status = "log"
+	// StatusCancelled ends a step that was running when the build was
+	// cancelled (Ctrl-C, SIGTERM): its error is the cancellation, not a fault.
+	StatusCancelled Status = "cancelled"
 )
 
 // Event is one entry of the typed event stream that feeds the progress

@@ -1,6 +1,7 @@
 package spec
 
 import (
+	"context"
 	"slices"
 
 	"github.com/hashicorp/hcl/v2"
@@ -334,5 +335,5 @@ func BlockDocs() []BlockDoc {
 // FunctionNames returns the names of the functions build files may call,
 // sorted, for the functions reference page.
 func FunctionNames() []string {
-	return keys(functions(resolver{}, nil))
+	return keys(functions(context.Background(), resolver{}, nil))
 }

@@ -2,6 +2,7 @@ package spec
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -15,18 +16,20 @@ import (
 // Format rewrites every *.ims.hcl file of dir in canonical form
 // (hclwrite.Format). With check it writes nothing. It returns the files that
 // changed (or would change), as dir joined with the file name. A file with
-// syntax errors is left alone and reported in err.
+// syntax errors is left alone and reported in err as a *SyntaxError, after
+// the other files are formatted.
 func Format(dir string, check bool) (changed []string, err error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("format %s: %w", dir, err)
 	}
+	syntax := &SyntaxError{Files: map[string]*hcl.File{}}
 	for _, e := range entries {
 		if e.IsDir() || !strings.HasSuffix(e.Name(), buildFileSuffix) {
 			continue
 		}
 		name := filepath.Join(dir, e.Name())
-		ok, err := formatFile(name, check)
+		ok, err := formatFile(name, check, syntax)
 		if err != nil {
 			return changed, err
 		}
@@ -34,16 +37,35 @@ func Format(dir string, check bool) (changed []string, err error) {
 			changed = append(changed, name)
 		}
 	}
+	if syntax.Diags.HasErrors() {
+		return changed, syntax
+	}
 	return changed, nil
 }
 
-func formatFile(name string, check bool) (bool, error) {
-	src, err := os.ReadFile(name)
+// SyntaxError lists the syntax errors of the files Format left alone;
+// Files holds their source for the diagnostics' snippets.
+type SyntaxError struct {
+	Files map[string]*hcl.File
+	Diags hcl.Diagnostics
+}
+
+func (e *SyntaxError) Error() string { return e.Diags.Error() }
+
+func formatFile(name string, check bool, syntax *SyntaxError) (bool, error) {
+	src, err := readRegular(context.Background(), name, maxBuildFileSize)
 	if err != nil {
 		return false, fmt.Errorf("format %s: %w", name, err)
 	}
-	if _, diags := hclsyntax.ParseConfig(src, name, hcl.InitialPos); diags.HasErrors() {
-		return false, fmt.Errorf("format %s: %w", name, diags)
+	tokens, _ := hclsyntax.LexConfig(src, name, hcl.InitialPos)
+	if d := checkNesting(tokens); d != nil {
+		syntax.Diags = append(syntax.Diags, d)
+		return false, nil
+	}
+	if f, diags := hclsyntax.ParseConfig(src, name, hcl.InitialPos); diags.HasErrors() {
+		syntax.Files[name] = f
+		syntax.Diags = append(syntax.Diags, diags...)
+		return false, nil
 	}
 	out := hclwrite.Format(src)
 	if bytes.Equal(src, out) {

@@ -1,6 +1,7 @@
 package spec
 
 import (
+	"context"
 	"crypto/md5"
 	"crypto/sha256"
 	"encoding/base64"
@@ -21,7 +22,7 @@ import (
 
 // functions returns the functions build files may call. The I/O functions
 // read files relative to the build directory; env reads Options.Environ only.
-func functions(r resolver, env map[string]string) map[string]function.Function {
+func functions(ctx context.Context, r resolver, env map[string]string) map[string]function.Function {
 	fs := map[string]function.Function{
 		"abs":           stdlib.AbsoluteFunc,
 		"base64decode":  base64DecodeFunc,
@@ -38,7 +39,7 @@ func functions(r resolver, env map[string]string) map[string]function.Function {
 		"formatlist":    stdlib.FormatListFunc,
 		"indent":        stdlib.IndentFunc,
 		"join":          stdlib.JoinFunc,
-		"jsondecode":    stdlib.JSONDecodeFunc,
+		"jsondecode":    jsonDecodeFunc,
 		"jsonencode":    stdlib.JSONEncodeFunc,
 		"keys":          stdlib.KeysFunc,
 		"length":        stdlib.LengthFunc,
@@ -71,10 +72,10 @@ func functions(r resolver, env map[string]string) map[string]function.Function {
 
 		"abspath":    abspathFunc(r),
 		"env":        envFunc(env),
-		"file":       fileFunc(r),
+		"file":       fileFunc(ctx, r),
 		"fileexists": fileExistsFunc(r),
-		"filesha256": fileHashFunc(r, sha256.New),
-		"filemd5":    fileHashFunc(r, md5.New),
+		"filesha256": fileHashFunc(ctx, r, sha256.New),
+		"filemd5":    fileHashFunc(ctx, r, md5.New),
 	}
 	// templatefile gets every function but itself, as in Terraform, so a
 	// template cannot recurse.
@@ -82,7 +83,7 @@ func functions(r resolver, env map[string]string) map[string]function.Function {
 	for k, v := range fs {
 		inner[k] = v
 	}
-	fs["templatefile"] = templateFileFunc(r, inner)
+	fs["templatefile"] = templateFileFunc(ctx, r, inner)
 	return fs
 }
 
@@ -137,8 +138,9 @@ func envFunc(env map[string]string) function.Function {
 	})
 }
 
-func readText(r resolver, p string) (string, error) {
-	b, err := os.ReadFile(r.abs(p))
+// readText reads a UTF-8 regular file of at most maxReadFileSize bytes.
+func readText(ctx context.Context, r resolver, p string) (string, error) {
+	b, err := readRegular(ctx, r.abs(p), maxReadFileSize)
 	if err != nil {
 		return "", err
 	}
@@ -148,21 +150,23 @@ func readText(r resolver, p string) (string, error) {
 	return string(b), nil
 }
 
-func fileFunc(r resolver) function.Function {
+func fileFunc(ctx context.Context, r resolver) function.Function {
 	return stringFunc(pathParam, func(args []cty.Value) (string, error) {
-		return readText(r, args[0].AsString())
+		return readText(ctx, r, args[0].AsString())
 	})
 }
 
-func fileHashFunc(r resolver, h func() hash.Hash) function.Function {
+// fileHashFunc hashes a regular file of any size: it streams, and stops
+// when ctx is done.
+func fileHashFunc(ctx context.Context, r resolver, h func() hash.Hash) function.Function {
 	return stringFunc(pathParam, func(args []cty.Value) (string, error) {
-		f, err := os.Open(r.abs(args[0].AsString()))
+		f, err := openRegular(r.abs(args[0].AsString()))
 		if err != nil {
 			return "", err
 		}
 		defer f.Close()
 		w := h()
-		if _, err := io.Copy(w, f); err != nil {
+		if _, err := io.Copy(w, ctxReader{ctx, f}); err != nil {
 			return "", fmt.Errorf("read %s: %w", f.Name(), err)
 		}
 		return hex.EncodeToString(w.Sum(nil)), nil
@@ -180,7 +184,7 @@ func fileExistsFunc(r resolver) function.Function {
 				return cty.False, nil
 			case err != nil:
 				return cty.UnknownVal(cty.Bool), err
-			case fi.IsDir():
+			case !fi.Mode().IsRegular(): // what file() refuses does not exist for it
 				return cty.False, nil
 			}
 			return cty.True, nil
@@ -188,7 +192,7 @@ func fileExistsFunc(r resolver) function.Function {
 	})
 }
 
-func templateFileFunc(r resolver, fs map[string]function.Function) function.Function {
+func templateFileFunc(ctx context.Context, r resolver, fs map[string]function.Function) function.Function {
 	return function.New(&function.Spec{
 		Params: []function.Parameter{
 			{Name: "path", Type: cty.String},
@@ -201,9 +205,13 @@ func templateFileFunc(r resolver, fs map[string]function.Function) function.Func
 			if vars.IsNull() || !vars.IsWhollyKnown() || !(vars.Type().IsObjectType() || vars.Type().IsMapType()) {
 				return cty.UnknownVal(cty.String), errors.New("vars must be an object or a map")
 			}
-			src, err := readText(r, p)
+			src, err := readText(ctx, r, p)
 			if err != nil {
 				return cty.UnknownVal(cty.String), err
+			}
+			tokens, _ := hclsyntax.LexTemplate([]byte(src), p, hcl.InitialPos)
+			if d := checkNesting(tokens); d != nil {
+				return cty.UnknownVal(cty.String), hcl.Diagnostics{d}
 			}
 			expr, diags := hclsyntax.ParseTemplate([]byte(src), p, hcl.InitialPos)
 			if diags.HasErrors() {

@@ -4,6 +4,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/rogpeppe/go-internal/txtar"
@@ -50,6 +51,9 @@ image "a" {
   }
 }
 `))
+	// Deep nesting overflowed the parser's stack before the nesting limit.
+	f.Add([]byte("locals {\n  x = " + strings.Repeat("(", 100_000) + "1" + strings.Repeat(")", 100_000) + "\n}\n"))
+	f.Add([]byte("locals {\n  x = " + strings.Repeat("!-", 300) + "1\n}\n"))
 	f.Fuzz(func(t *testing.T, src []byte) {
 		dir := t.TempDir()
 		if err := os.WriteFile(filepath.Join(dir, "build.ims.hcl"), src, 0o644); err != nil {

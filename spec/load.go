@@ -1,6 +1,7 @@
 package spec
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -20,12 +21,14 @@ const buildFileSuffix = ".ims.hcl"
 // loader holds the state of one Load call. Decoding runs in phases: parse,
 // variables, locals, block names, references, then every block's body.
 type loader struct {
-	dir   string // the directory as the caller passed it
-	opts  Options
-	cfg   *Config
-	r     resolver
-	env   map[string]string
-	diags hcl.Diagnostics
+	// runCtx cancels loading; it lives only as long as one Load call.
+	runCtx context.Context
+	dir    string // the directory as the caller passed it
+	opts   Options
+	cfg    *Config
+	r      resolver
+	env    map[string]string
+	diags  hcl.Diagnostics
 
 	parser *hclparse.Parser
 	ctx    *hcl.EvalContext // grows as phases complete
@@ -50,6 +53,12 @@ type loader struct {
 // diagnostics at once, sorted by position. File names in ranges and in Files
 // are dir joined with the file name, as the caller spelled dir.
 func Load(dir string, opts Options) (*Config, hcl.Diagnostics) {
+	return LoadContext(context.Background(), dir, opts)
+}
+
+// LoadContext is Load that stops early when ctx is done, with an error
+// diagnostic; the caller should check ctx.Err() before printing them.
+func LoadContext(ctx context.Context, dir string, opts Options) (*Config, hcl.Diagnostics) {
 	cfg := &Config{
 		Files:        map[string]*hcl.File{},
 		Repositories: map[string]*Repository{},
@@ -63,6 +72,7 @@ func Load(dir string, opts Options) (*Config, hcl.Diagnostics) {
 	cfg.Dir = abs
 	env := environ(opts.Environ)
 	l := &loader{
+		runCtx:     ctx,
 		dir:        dir,
 		opts:       opts,
 		cfg:        cfg,
@@ -79,7 +89,7 @@ func Load(dir string, opts Options) (*Config, hcl.Diagnostics) {
 	}
 	l.ctx = &hcl.EvalContext{
 		Variables: map[string]cty.Value{},
-		Functions: functions(l.r, env),
+		Functions: functions(ctx, l.r, env),
 	}
 	l.load()
 	buildFiles := map[string]bool{}
@@ -101,14 +111,27 @@ func (l *loader) load() {
 	for _, body := range bodies {
 		l.collect(body)
 	}
-	l.decodeVariables()
-	l.evalLocals()
-	l.decodeSettings()
-	l.declareNames()
-	l.decodeRepositories()
-	l.decodeRecipes()
-	l.decodeImages()
-	l.decodePublishes()
+	for _, phase := range []func(){
+		l.decodeVariables,
+		l.evalLocals,
+		l.decodeSettings,
+		l.declareNames,
+		l.decodeRepositories,
+		l.decodeRecipes,
+		l.decodeImages,
+		l.decodePublishes,
+	} {
+		if err := l.runCtx.Err(); err != nil {
+			l.cancelled(err)
+			return
+		}
+		phase()
+	}
+}
+
+// cancelled reports that loading stopped because its context is done.
+func (l *loader) cancelled(err error) {
+	l.errorf(hcl.Range{Filename: l.dir, Start: hcl.InitialPos, End: hcl.InitialPos}, "Loading cancelled", "%v.", err)
 }
 
 func (l *loader) addDiag(d *hcl.Diagnostic) { l.diags = append(l.diags, d) }
@@ -136,14 +159,11 @@ func (l *loader) parse() []hcl.Body {
 			continue
 		}
 		name := filepath.Join(l.dir, e.Name())
-		src, err := os.ReadFile(name)
-		if err != nil {
-			l.errorf(hcl.Range{Filename: name, Start: hcl.InitialPos, End: hcl.InitialPos}, "Cannot read build file", "%v.", err)
-			continue
+		if err := l.runCtx.Err(); err != nil {
+			l.cancelled(err)
+			return nil
 		}
-		f, diags := l.parser.ParseHCL(src, name)
-		l.diags = append(l.diags, diags...)
-		if f != nil {
+		if f := l.parseFile(name, "Cannot read build file"); f != nil {
 			bodies = append(bodies, f.Body)
 		}
 	}

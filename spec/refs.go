@@ -38,6 +38,23 @@ func (l *loader) declared(root string) []string {
 	return nil
 }
 
+// isDeclared reports whether root.name is declared, in constant time.
+func (l *loader) isDeclared(root, name string) bool {
+	switch root {
+	case "var":
+		return l.varDecls[name] != nil
+	case "local":
+		return l.localAttrs[name] != nil
+	case "image":
+		return l.imgBlocks[name] != nil
+	case "recipe":
+		return l.recBlocks[name] != nil
+	case "repository":
+		return l.repoBlocks[name] != nil
+	}
+	return false
+}
+
 // checkRefs reports every reference of expr to an undeclared variable,
 // local, image, recipe or repository. It returns false if there was one, so
 // the caller skips evaluating expr rather than reporting it twice. self
@@ -54,11 +71,11 @@ func (l *loader) checkRefs(expr hcl.Expression, self bool) bool {
 		if !isAttr {
 			continue // var["x"] and friends: evaluation reports them
 		}
-		names := l.declared(root)
-		if slices.Contains(names, attr.Name) || self && root == "image" && slices.Contains(selfAttrs, attr.Name) {
+		if l.isDeclared(root, attr.Name) || self && root == "image" && slices.Contains(selfAttrs, attr.Name) {
 			continue
 		}
 		ok = false
+		names := l.declared(root) // sorted anew only for the message: a build may have 100k locals
 		l.errorf(hcl.RangeOver(tr[0].SourceRange(), attr.SrcRange), "Reference to undeclared "+noun,
 			"There is no %s named %q in this build.%s", noun, attr.Name, didYouMean(attr.Name, names))
 	}
@@ -91,8 +108,8 @@ func (l *loader) ref(expr hcl.Expression, kind, attr string) (string, bool) {
 			"The %s argument must refer to %s block, like %s, but %s.%s is %s.", attr, article(kind), example, root, name.Name, what)
 		return "", false
 	}
-	names := l.declared(kind)
-	if !slices.Contains(names, name.Name) {
+	if !l.isDeclared(kind, name.Name) {
+		names := l.declared(kind)
 		l.errorf(tr.SourceRange(), "Reference to undeclared "+refNouns[kind],
 			"There is no %s named %q in this build.%s", kind, name.Name, didYouMean(name.Name, names))
 		return "", false

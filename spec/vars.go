@@ -1,7 +1,6 @@
 package spec
 
 import (
-	"os"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
@@ -153,6 +152,12 @@ func (l *loader) setRaw(v *variable, file, raw string, start hcl.Pos) {
 		l.assign(v, cty.StringVal(raw), rng, "value")
 		return
 	}
+	tokens, _ := hclsyntax.LexExpression([]byte(raw), file, start)
+	if d := checkNesting(tokens); d != nil {
+		l.addDiag(d)
+		v.set, v.value, v.valRange = true, cty.DynamicVal, rng
+		return
+	}
 	expr, diags := hclsyntax.ParseExpression([]byte(raw), file, start)
 	l.diags = append(l.diags, diags...)
 	if diags.HasErrors() {
@@ -207,15 +212,9 @@ func (l *loader) varFlag(arg string) {
 
 // varFile applies a -var-file: an HCL file of name = value attributes.
 func (l *loader) varFile(path string) {
-	src, err := os.ReadFile(path)
-	if err != nil {
-		l.errorf(hcl.Range{Filename: path, Start: hcl.InitialPos, End: hcl.InitialPos},
-			"Cannot read variable file", "%v.", err)
-		return
-	}
-	f, diags := l.parser.ParseHCL(src, path)
-	l.diags = append(l.diags, diags...)
-	if f == nil || diags.HasErrors() {
+	n := len(l.diags)
+	f := l.parseFile(path, "Cannot read variable file")
+	if f == nil || l.diags[n:].HasErrors() {
 		return
 	}
 	attrs, diags := f.Body.JustAttributes()

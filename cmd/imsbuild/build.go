@@ -28,7 +28,7 @@ cycles, bad architectures, sizes and durations. Errors print as file:line:col wi
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir, _ := splitDirArgs(args)
-			cfg, err := load(g, dir)
+			cfg, err := load(cmd.Context(), g, dir)
 			if err != nil {
 				return err
 			}
@@ -258,7 +258,7 @@ func newGraphCmd(g *globalFlags) *cobra.Command {
 		Args:    cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir, _ := splitDirArgs(args)
-			cfg, err := load(g, dir)
+			cfg, err := load(cmd.Context(), g, dir)
 			if err != nil {
 				return err
 			}
@@ -281,11 +281,18 @@ func newFmtCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir, _ := splitDirArgs(args)
 			changed, err := spec.Format(dir, check)
-			if err != nil {
-				return err
-			}
 			for _, f := range changed {
 				fmt.Fprintln(cmd.OutOrStdout(), f)
+			}
+			var syntax *spec.SyntaxError
+			if errors.As(err, &syntax) {
+				if err := writeDiagnostics(syntax.Files, syntax.Diags); err != nil {
+					return err
+				}
+				return reportedError{exitUsage}
+			}
+			if err != nil {
+				return usageError{err}
 			}
 			if check && len(changed) > 0 {
 				return reportedError{exitFailed}
@@ -309,7 +316,7 @@ func hmacKeyFor(cfg *spec.Config, c *openedCache) ([]byte, error) {
 // loadBuild loads the build of args (DIR and targets) and opens its caches.
 func loadBuild(ctx context.Context, g *globalFlags, args []string) (*spec.Config, *openedCache, []string, error) {
 	dir, targets := splitDirArgs(args)
-	cfg, err := load(g, dir)
+	cfg, err := load(ctx, g, dir)
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"path/filepath"
@@ -17,7 +18,7 @@ import (
 
 // cacheFor opens the cache of the build in args[0] (default "."): --cache-dir,
 // else the build's imsbuild.cache.dir, else ./.imsbuild/cache.
-func cacheFor(g *globalFlags, args []string) (*openedCache, error) {
+func cacheFor(ctx context.Context, g *globalFlags, args []string) (*openedCache, error) {
 	if g.cacheDir != "" {
 		abs, err := filepath.Abs(g.cacheDir)
 		if err != nil {
@@ -33,7 +34,7 @@ func cacheFor(g *globalFlags, args []string) (*openedCache, error) {
 		}
 		return openCacheDir(abs)
 	}
-	cfg, err := load(g, dir)
+	cfg, err := load(ctx, g, dir)
 	if err != nil {
 		return nil, err
 	}
@@ -61,7 +62,7 @@ func newCacheLsCmd(g *globalFlags) *cobra.Command {
 package cache are summed up in one line; --packages lists each (--json always does).`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cacheFor(g, args)
+			c, err := cacheFor(cmd.Context(), g, args)
 			if err != nil {
 				return err
 			}
@@ -117,7 +118,7 @@ func newCacheVerifyCmd(g *globalFlags) *cobra.Command {
 		Short: "Re-hash every blob and check every result; exit 1 on corruption",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cacheFor(g, args)
+			c, err := cacheFor(cmd.Context(), g, args)
 			if err != nil {
 				return err
 			}
@@ -161,7 +162,7 @@ func newCachePruneCmd(g *globalFlags) *cobra.Command {
 				}
 				opts.MaxSize = n
 			}
-			c, err := cacheFor(g, args)
+			c, err := cacheFor(cmd.Context(), g, args)
 			if err != nil {
 				return err
 			}

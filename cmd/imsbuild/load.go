@@ -1,11 +1,15 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
+	"github.com/hashicorp/hcl/v2"
 	"golang.org/x/term"
 
 	"github.com/imsbuild/imsbuild/cache"
@@ -29,20 +33,30 @@ func splitDirArgs(args []string) (dir string, targets []string) {
 	return ".", args
 }
 
-// load decodes the build in dir, printing diagnostics. Errors exit 2.
-func load(g *globalFlags, dir string) (*spec.Config, error) {
-	cfg, diags := spec.Load(dir, spec.Options{Vars: g.vars, VarFiles: g.varFiles, Environ: os.Environ()})
-	if len(diags) > 0 {
-		color := term.IsTerminal(int(os.Stderr.Fd())) && os.Getenv("NO_COLOR") == ""
-		var files = cfg.Files
-		if err := spec.WriteDiagnostics(os.Stderr, files, diags, color); err != nil {
-			return nil, err
-		}
+// load decodes the build in dir, printing diagnostics. Errors exit 2; a
+// cancelled load returns ctx's error (exit 130) and prints nothing.
+func load(ctx context.Context, g *globalFlags, dir string) (*spec.Config, error) {
+	cfg, diags := spec.LoadContext(ctx, dir, spec.Options{Vars: g.vars, VarFiles: g.varFiles, Environ: os.Environ()})
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := writeDiagnostics(cfg.Files, diags); err != nil {
+		return nil, err
 	}
 	if diags.HasErrors() {
 		return nil, reportedError{exitUsage}
 	}
 	return cfg, nil
+}
+
+// writeDiagnostics prints diags to stderr with source snippets, in color on
+// a terminal.
+func writeDiagnostics(files map[string]*hcl.File, diags hcl.Diagnostics) error {
+	if len(diags) == 0 {
+		return nil
+	}
+	color := term.IsTerminal(int(os.Stderr.Fd())) && os.Getenv("NO_COLOR") == ""
+	return spec.WriteDiagnostics(os.Stderr, files, diags, color)
 }
 
 // openedCache is the local cache with its stat cache, and the remote
@@ -74,6 +88,10 @@ func openCache(g *globalFlags, cfg *spec.Config) (*openedCache, error) {
 }
 
 func openCacheDir(dir string) (*openedCache, error) {
+	// A file where the cache should be is a configuration error (exit 2).
+	if fi, err := os.Stat(dir); (err == nil && !fi.IsDir()) || errors.Is(err, syscall.ENOTDIR) {
+		return nil, usageError{fmt.Errorf("cache directory %s: not a directory", dir)}
+	}
 	c, err := local.Open(dir)
 	if err != nil {
 		return nil, fmt.Errorf("open cache: %w", err)

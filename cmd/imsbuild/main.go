@@ -59,7 +59,7 @@ func run(args []string) int {
 		fmt.Fprintln(os.Stderr, "imsbuild: cancelled")
 		return exitCancelled
 	}
-	fmt.Fprintln(os.Stderr, "imsbuild:", err)
+	fmt.Fprintln(os.Stderr, "imsbuild:", printable(err.Error()))
 	var ue usageError
 	if errors.As(err, &ue) || isCobraUsage(err) {
 		return exitUsage

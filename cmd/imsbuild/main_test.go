@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -175,21 +176,28 @@ func TestExitCodes(t *testing.T) {
 }
 
 // startBuild runs a build whose compute step sleeps, and returns once that step runs.
-func startBuild(t *testing.T, dir string) (*exec.Cmd, *bytes.Buffer) {
+func startBuild(t *testing.T, dir string) (*exec.Cmd, *testutil.SyncBuffer) {
+	t.Helper()
+	return startBuildArgs(t, dir, `"line":"sleeping"`, "build", "--json", ".")
+}
+
+// startBuildArgs is startBuild with the arguments, and the output that
+// shows the compute step sleeping.
+func startBuildArgs(t *testing.T, dir, sleeping string, args ...string) (*exec.Cmd, *testutil.SyncBuffer) {
 	t.Helper()
 	if err := os.WriteFile(filepath.Join(dir, "scripts/compute.sh"), []byte("#!/bin/sh\necho sleeping\nsleep 3022\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(binary, "build", "--json", ".")
+	cmd := exec.Command(binary, args...)
 	cmd.Dir = dir
-	var out bytes.Buffer
+	var out testutil.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill() })
 	deadline := time.Now().Add(60 * time.Second)
-	for !strings.Contains(out.String(), `"line":"sleeping"`) {
+	for !strings.Contains(out.String(), sleeping) {
 		if time.Now().After(deadline) {
 			t.Fatalf("compute step never started:\n%s", out.String())
 		}
@@ -207,12 +215,34 @@ func TestSIGINTExits130AndLeavesNothing(t *testing.T) {
 	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
 		t.Fatalf("exit = %v, want 130\n%s", err, out)
 	}
+	if got := events(t, out.String())["image.compute"]; got != "cancelled" {
+		t.Errorf("image.compute status = %q, want cancelled\n%s", got, out)
+	}
 	if p := testutil.ProcessesMatching(t, "sleep 3022"); len(p) > 0 {
 		t.Fatalf("processes left: %v", p)
 	}
 	work, _ := os.ReadDir(filepath.Join(dir, ".imsbuild/cache/work"))
 	if len(work) != 0 {
 		t.Fatalf("work dir left: %v", work)
+	}
+}
+
+// A step that SIGTERM cancels says so in the plain output, not "FAILED …
+// context canceled".
+func TestSIGTERMPlainOutputSaysCancelled(t *testing.T) {
+	dir := example(t)
+	cmd, out := startBuildArgs(t, dir, "| sleeping", "build", ".")
+	cmd.Process.Signal(syscall.SIGTERM)
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
+		t.Fatalf("exit = %v, want 130\n%s", err, out)
+	}
+	if !regexp.MustCompile(`(?m)^\S+ image\.compute +cancelled$`).MatchString(out.String()) || strings.Contains(out.String(), "FAILED") {
+		t.Errorf("output:\n%s\nwant image.compute cancelled and no FAILED", out)
+	}
+	if !strings.Contains(out.String(), ", 1 cancelled in ") {
+		t.Errorf("output:\n%s\nwant a summary with 1 cancelled", out)
 	}
 }
 

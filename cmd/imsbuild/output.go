@@ -75,7 +75,8 @@ func (p *printer) Event(ev engine.Event) {
 	case engine.StatusWaiting:
 	case engine.StatusLog:
 		if r, ok := p.running[ev.Step]; ok && p.tty {
-			r.last = ev.Line
+			// The status line is one line: newlines and tabs would break it too.
+			r.last = strings.NewReplacer("\n", " ", "\t", " ").Replace(printable(ev.Line))
 			p.running[ev.Step] = r
 			p.redraw()
 			return
@@ -97,7 +98,7 @@ func (p *printer) line(ev engine.Event) string {
 	ts := ev.Time.Format("15:04:05")
 	switch ev.Status {
 	case engine.StatusLog:
-		return fmt.Sprintf("%s %-24s | %s", ts, ev.Step, ev.Line)
+		return fmt.Sprintf("%s %-24s | %s", ts, ev.Step, printable(ev.Line))
 	case engine.StatusStarted:
 		if ev.Key == "" {
 			return fmt.Sprintf("%s %-24s started", ts, ev.Step)
@@ -108,13 +109,15 @@ func (p *printer) line(ev engine.Event) string {
 	case engine.StatusDone:
 		return fmt.Sprintf("%s %-24s done     %s %s", ts, ev.Step, time.Duration(ev.DurationMS)*time.Millisecond, bytesize.Format(ev.Bytes))
 	case engine.StatusFailed:
-		s := fmt.Sprintf("%s %-24s FAILED   %s", ts, ev.Step, firstLine(ev.Error))
+		s := fmt.Sprintf("%s %-24s FAILED   %s", ts, ev.Step, printable(firstLine(ev.Error)))
 		if ev.LogPath != "" {
-			s += "\n         full log: " + ev.LogPath
+			s += "\n         full log: " + printable(ev.LogPath)
 		}
 		return s
 	case engine.StatusSkipped:
-		return fmt.Sprintf("%s %-24s skipped  (%s)", ts, ev.Step, ev.Reason)
+		return fmt.Sprintf("%s %-24s skipped  (%s)", ts, ev.Step, printable(ev.Reason))
+	case engine.StatusCancelled:
+		return fmt.Sprintf("%s %-24s cancelled", ts, ev.Step)
 	case engine.StatusWaiting:
 		if i := ev.SSH; i != nil {
 			what := "interactive"
@@ -157,7 +160,7 @@ func (p *printer) redraw() {
 	if !p.tty {
 		return
 	}
-	finished := p.published + p.counts[engine.StatusDone] + p.counts[engine.StatusCached] + p.counts[engine.StatusFailed] + p.counts[engine.StatusSkipped]
+	finished := p.published + p.counts[engine.StatusDone] + p.counts[engine.StatusCached] + p.counts[engine.StatusFailed] + p.counts[engine.StatusSkipped] + p.counts[engine.StatusCancelled]
 	ids := make([]string, 0, len(p.running))
 	for id := range p.running {
 		ids = append(ids, id)
@@ -216,14 +219,18 @@ func (p *printer) Summary(err error) {
 	p.clearStatus()
 	for _, se := range stepErrors(err) {
 		// The log tail below shows what a multi-line error (kiwi's) repeats.
-		fmt.Fprintf(p.w, "\n--- %s failed: %s\n", se.Step, firstLine(p.redact(se.Err.Error())))
+		fmt.Fprintf(p.w, "\n--- %s failed: %s\n", se.Step, printable(firstLine(p.redact(se.Err.Error()))))
 		if se.LogTail != "" {
-			fmt.Fprintf(p.w, "--- last lines of %s:\n%s\n", se.LogPath, se.LogTail)
+			fmt.Fprintf(p.w, "--- last lines of %s:\n%s\n", printable(se.LogPath), printable(se.LogTail))
 		}
 	}
 	c := p.counts
-	fmt.Fprintf(p.w, "%d built, %d cached, %d published, %d failed, %d skipped in %s\n",
-		c[engine.StatusDone], c[engine.StatusCached], p.published, c[engine.StatusFailed], c[engine.StatusSkipped],
+	cancelled := ""
+	if n := c[engine.StatusCancelled]; n > 0 {
+		cancelled = fmt.Sprintf(", %d cancelled", n)
+	}
+	fmt.Fprintf(p.w, "%d built, %d cached, %d published, %d failed, %d skipped%s in %s\n",
+		c[engine.StatusDone], c[engine.StatusCached], p.published, c[engine.StatusFailed], c[engine.StatusSkipped], cancelled,
 		time.Since(p.start).Round(time.Millisecond))
 }
 

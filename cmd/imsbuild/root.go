@@ -39,6 +39,12 @@ Exit codes: 0 ok, 1 build failed, 2 usage or configuration error, 130 cancelled.
   imsbuild build examples/busybox           # build everything, publish to the declared outputs
   imsbuild build examples/busybox image.compute -var motd="hello"
   imsbuild build --json -j 2 .              # one JSON event per line, two steps at a time`,
+		PersistentPreRunE: func(*cobra.Command, []string) error {
+			if g.jobs < 1 {
+				return usageError{fmt.Errorf("-j %d: the number of parallel steps must be at least 1", g.jobs)}
+			}
+			return nil
+		},
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       version,

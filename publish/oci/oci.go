@@ -26,8 +26,9 @@ type Config struct {
 	Repository string
 	// Tags are the tags each image gets; default ["latest"].
 	Tags []string
-	// Insecure talks plain HTTP (local registries). Loopback registries
-	// always use plain HTTP.
+	// Insecure allows plain HTTP (local registries without TLS). Without it
+	// only loopback registries (127.0.0.0/8, ::1, localhost) may use plain
+	// HTTP; any other registry, private addresses included, gets HTTPS.
 	Insecure bool
 	// Source and Revision become the org.opencontainers.image.source and
 	// .revision annotations when set.
@@ -76,8 +77,9 @@ func newOptions(opts []Option) (*options, error) {
 	return o, nil
 }
 
-// remote returns the ggcr options for one operation bound to ctx.
-func (o *options) remote(ctx context.Context) []remote.Option {
+// remote returns the ggcr options for one operation on registry bound to
+// ctx; insecure allows plain HTTP to it.
+func (o *options) remote(ctx context.Context, registry name.Registry, insecure bool) []remote.Option {
 	ro := []remote.Option{
 		remote.WithContext(ctx),
 		remote.WithAuthFromKeychain(o.keychain),
@@ -86,10 +88,7 @@ func (o *options) remote(ctx context.Context) []remote.Option {
 		// fails one request in four; back off longer, as the S3 client does.
 		remote.WithRetryBackoff(remote.Backoff{Duration: 500 * time.Millisecond, Factor: 2, Jitter: 0.1, Steps: 7, Cap: 10 * time.Second}),
 	}
-	if o.transport != nil {
-		ro = append(ro, remote.WithTransport(o.transport))
-	}
-	return ro
+	return append(ro, remote.WithTransport(transportFor(o.transport, registry.RegistryStr(), insecure)))
 }
 
 // Publisher pushes images to one repository.
@@ -170,7 +169,7 @@ func (p *Publisher) PushImage(ctx context.Context, store cache.Store, img publis
 	// One pusher per call: it uploads each blob once for all tags and skips
 	// tags that already name this manifest, yet remembers nothing between
 	// calls, so a registry that lost a blob gets it again.
-	pusher, err := remote.NewPusher(p.opts.remote(ctx)...)
+	pusher, err := remote.NewPusher(p.opts.remote(ctx, p.repo.Registry, p.cfg.Insecure)...)
 	if err != nil {
 		return "", fmt.Errorf("push %s: %w", first, err)
 	}

@@ -45,7 +45,7 @@ func Pull(ctx context.Context, ref, dst string, insecure bool, opts ...Option) (
 	if err != nil {
 		return nil, fmt.Errorf("pull %s: %w", ref, err)
 	}
-	ro := o.remote(ctx)
+	ro := o.remote(ctx, r.Context().Registry, insecure)
 	desc, err := remote.Get(r, ro...)
 	if err != nil {
 		return nil, fmt.Errorf("pull %s: %w", r, err)
@@ -171,7 +171,7 @@ func Digest(ctx context.Context, ref string, insecure bool, opts ...Option) (str
 	if err != nil {
 		return "", fmt.Errorf("resolve %s: %w", ref, err)
 	}
-	desc, err := remote.Head(r, o.remote(ctx)...)
+	desc, err := remote.Head(r, o.remote(ctx, r.Context().Registry, insecure)...)
 	if err != nil {
 		return "", fmt.Errorf("resolve %s: %w", r, err)
 	}
