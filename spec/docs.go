@@ -242,7 +242,7 @@ var attrDocs = map[string][]AttrDoc{
 		{Name: "tags", Type: "list(string)", Default: `["latest"]`, Example: `["bookworm", "2026-12"]`,
 			Description: "The tags each image gets."},
 		{Name: "insecure", Type: "bool", Default: "`false`", Example: `true`,
-			Description: "Talk plain HTTP to the registry."},
+			Description: "Allow plain HTTP to the registry. Without it only loopback registries (127.0.0.1, ::1, localhost) may answer over plain HTTP; any other, private addresses included, must speak HTTPS. Imports from `oci://` follow the same rule."},
 	},
 	"publish.ims": {
 		{Name: "images", Type: "list(reference)", Example: `[image.compute]`,
