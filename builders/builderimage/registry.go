@@ -10,6 +10,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/imsbuild/imsbuild/internal/httpsonly"
 )
 
 // registrySource is an image in a registry.
@@ -33,13 +35,12 @@ func (s *registrySource) remoteOptions(ctx context.Context, want v1.Platform) []
 		remote.WithAuthFromKeychain(s.opts.keychain()),
 		remote.WithPlatform(want),
 	}
-	switch {
-	case s.opts.Transport != nil:
-		o = append(o, remote.WithTransport(s.opts.Transport))
-	case s.opts.Insecure:
-		o = append(o, remote.WithTransport(insecureTransport()))
+	rt := s.opts.Transport
+	if rt == nil && s.opts.Insecure {
+		rt = insecureTransport()
 	}
-	return o
+	// Plain HTTP only on loopback or when asked for (see httpsonly).
+	return append(o, remote.WithTransport(httpsonly.Transport(rt, s.ref.Context().RegistryStr(), s.opts.Insecure)))
 }
 
 // image fetches the manifest (and the indexes on the way to it); layers

@@ -9,12 +9,12 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/cache/internal/keylock"
 	"github.com/imsbuild/imsbuild/cache/internal/remoteblob"
+	"github.com/imsbuild/imsbuild/internal/httpsonly"
 )
 
 // Media and artifact types of the manifests the cache writes.
@@ -90,9 +90,8 @@ func Open(ctx context.Context, url string, opts Options) (*Cache, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open cache %w", err)
 	}
-	if opts.Transport == nil {
-		opts.Transport = remote.DefaultTransport
-	}
+	// Plain HTTP only on loopback or when asked for (see httpsonly).
+	opts.Transport = httpsonly.Transport(opts.Transport, repo.RegistryStr(), opts.Insecure)
 	if opts.Keychain == nil {
 		opts.Keychain = authn.DefaultKeychain
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/imsbuild/imsbuild/cache"
+	"github.com/imsbuild/imsbuild/internal/httpsonly"
 	"github.com/imsbuild/imsbuild/publish"
 )
 
@@ -88,7 +89,7 @@ func (o *options) remote(ctx context.Context, registry name.Registry, insecure b
 		// fails one request in four; back off longer, as the S3 client does.
 		remote.WithRetryBackoff(remote.Backoff{Duration: 500 * time.Millisecond, Factor: 2, Jitter: 0.1, Steps: 7, Cap: 10 * time.Second}),
 	}
-	return append(ro, remote.WithTransport(transportFor(o.transport, registry.RegistryStr(), insecure)))
+	return append(ro, remote.WithTransport(httpsonly.Transport(o.transport, registry.RegistryStr(), insecure)))
 }
 
 // Publisher pushes images to one repository.

@@ -1,4 +1,4 @@
-package oci
+package httpsonly
 
 import "testing"
 
@@ -18,8 +18,8 @@ func TestPlainHTTPAllowed(t *testing.T) {
 		"localhost.evil.test": false,
 		"[fd00::1]:5000":      false,
 	} {
-		if got := plainHTTPAllowed(reg); got != want {
-			t.Errorf("plainHTTPAllowed(%q) = %t, want %t", reg, got, want)
+		if got := PlainHTTPAllowed(reg); got != want {
+			t.Errorf("PlainHTTPAllowed(%q) = %t, want %t", reg, got, want)
 		}
 	}
 }
