@@ -59,6 +59,7 @@ Exit codes: 0 ok, 1 build failed, 2 usage or configuration error, 130 cancelled.
 		newFmtCmd(),
 		newCacheCmd(g),
 		newVersionCmd(),
+		newServeCmd(),
 	)
 	return root
 }
