@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -180,3 +182,5 @@ func keysOf(m map[string]any) []string {
 	}
 	return ks
 }
+
+func readFile(dir, name string) ([]byte, error) { return os.ReadFile(filepath.Join(dir, name)) }
