@@ -6,6 +6,7 @@ import (
 	"crypto/md5"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -184,3 +185,12 @@ func keysOf(m map[string]any) []string {
 }
 
 func readFile(dir, name string) ([]byte, error) { return os.ReadFile(filepath.Join(dir, name)) }
+
+// imageRecord is a synthetic image record for filling a store.
+func imageRecord(i int) store.Image {
+	return store.Image{
+		ID: fmt.Sprintf("00000000-0000-4000-8000-%012d", i), Created: "2026-11-25T04:22:46.783381",
+		Name: fmt.Sprintf("image-%d", i), Arch: "x86_64", Metadata: map[string]string{"site": "x"},
+		Link: &store.Link{Path: fmt.Sprintf("s3://boot-images/%012d/manifest.json", i), Etag: "0123456789abcdef0123456789abcdef", Type: "s3"},
+	}
+}
