@@ -14,7 +14,7 @@ import (
 // imsFiles is a data directory as a real IMS writes it (SPEC §2.7): each
 // file a JSON array of dumped records, Python's json.dump formatting.
 var imsFiles = map[string]string{
-	FileRecipes: `[{"id": "470ec686-2485-4b76-8f62-55f8ff178179", "created": "2026-11-25T04:22:46.786396", "name": "r2", "recipe_type": "kiwi-ng", "linux_distribution": "sles15", "link": {"path": "s3://ims/recipes/470ec686-2485-4b76-8f62-55f8ff178179/recipe.tar.gz", "etag": "abc", "type": "s3"}, "arch": "aarch64", "require_dkms": false, "template_dictionary": [{"key": "A", "value": "1"}]}]`,
+	FileRecipes:        `[{"id": "470ec686-2485-4b76-8f62-55f8ff178179", "created": "2026-11-25T04:22:46.786396", "name": "r2", "recipe_type": "kiwi-ng", "linux_distribution": "sles15", "link": {"path": "s3://ims/recipes/470ec686-2485-4b76-8f62-55f8ff178179/recipe.tar.gz", "etag": "abc", "type": "s3"}, "arch": "aarch64", "require_dkms": false, "template_dictionary": [{"key": "A", "value": "1"}]}]`,
 	FileDeletedRecipes: `[]`,
 	FileImages: `[{"id": "cda5eaf9-1111-4a4a-8b8b-000000000001", "created": "2026-11-25T04:22:46.787814", "name": "i1", "link": null, "arch": "aarch64", "metadata": {"a": "b"}}, ` +
 		`{"id": "cda5eaf9-1111-4a4a-8b8b-000000000002", "created": "2026-11-25T04:22:47", "name": "i2", "link": {"path": "s3://boot-images/cda5eaf9-1111-4a4a-8b8b-000000000002/manifest.json", "etag": "e", "type": "s3"}, "arch": "x86_64", "metadata": {}}]`,
