@@ -48,7 +48,12 @@ func newEnv(t testing.TB, opts ...func(*Config)) *env {
 
 func newEnvWithS3(t testing.TB, s3s *s3test.Server, opts ...func(*Config)) *env {
 	t.Helper()
-	dir := t.TempDir()
+	return newEnvAt(t, s3s, t.TempDir(), opts...)
+}
+
+// newEnvAt serves the data directory dir.
+func newEnvAt(t testing.TB, s3s *s3test.Server, dir string, opts ...func(*Config)) *env {
+	t.Helper()
 	st, err := store.Open(dir)
 	if err != nil {
 		t.Fatal(err)
