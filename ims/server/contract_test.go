@@ -157,6 +157,9 @@ func TestContract(t *testing.T) {
 				t.Errorf("metadata (-want +got):\n%s", diff)
 			}
 			got = e.must(200, "PATCH", v3+"/images/"+iid, map[string]any{"metadata": map[string]any{"operation": "set", "key": "c", "value": "d"}})
+			if diff := cmp.Diff(map[string]any{"a": "b", "c": "d"}, got["metadata"]); diff != "" {
+				t.Errorf("metadata after set (-want +got):\n%s", diff)
+			}
 			got = e.must(200, "PATCH", v3+"/images/"+iid, map[string]any{"metadata": map[string]any{"operation": "remove", "key": "a"}})
 			if diff := cmp.Diff(map[string]any{"c": "d"}, got["metadata"]); diff != "" {
 				t.Errorf("patched metadata (-want +got):\n%s", diff)

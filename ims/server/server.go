@@ -63,7 +63,6 @@ type Server struct {
 	// moveMu serializes soft deletes, undeletes and hard deletes, which
 	// touch S3 and two collections.
 	moveMu sync.Mutex
-	ready  bool
 }
 
 // New returns the API server of cfg.
