@@ -125,17 +125,19 @@ type Collection[T Record] struct {
 
 	mu      sync.RWMutex
 	recs    map[string]*entry[T]
-	order   []string // keys in insertion order, with holes ("") after removals
+	order   []*entry[T] // insertion order, with holes (nil) after removals
 	holes   int
 	version uint64 // bumped by every change
 	list    []byte // the encoded collection at listVer
 	listVer uint64
 
+	encMu   sync.Mutex // one encoder of the list at a time
 	flushMu sync.Mutex // one writer at a time; later waiters ride along
 	flushed uint64     // the version on disk
 }
 
 type entry[T Record] struct {
+	key string
 	rec T
 	raw []byte
 	pos int // index in order
@@ -196,9 +198,9 @@ func (c *Collection[T]) All() []T {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	out := make([]T, 0, len(c.recs))
-	for _, k := range c.order {
-		if k != "" {
-			out = append(out, c.recs[k].rec)
+	for _, e := range c.order {
+		if e != nil {
+			out = append(out, e.rec)
 		}
 	}
 	return out
@@ -209,8 +211,8 @@ func (c *Collection[T]) All() []T {
 func (c *Collection[T]) Each(fn func(T) bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	for _, k := range c.order {
-		if k != "" && !fn(c.recs[k].rec) {
+	for _, e := range c.order {
+		if e != nil && !fn(e.rec) {
 			return
 		}
 	}
@@ -226,50 +228,62 @@ func (c *Collection[T]) JSON() []byte {
 		return b
 	}
 	c.mu.RUnlock()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.encodeLocked()
-}
-
-func (c *Collection[T]) encodeLocked() []byte {
-	if c.listVer == c.version && c.list != nil {
-		return c.list
-	}
-	if c.holes > len(c.order)/2 {
-		c.compactLocked()
-	}
-	n := 4
-	for _, e := range c.recs {
-		n += len(e.raw) + 2
-	}
-	b := make([]byte, 0, n)
-	b = append(b, '[')
-	first := true
-	for _, k := range c.order {
-		if k == "" {
-			continue
-		}
-		if !first {
-			b = append(b, ',')
-		}
-		first = false
-		b = append(b, '\n')
-		b = append(b, c.recs[k].raw...)
-	}
-	if !first {
-		b = append(b, '\n')
-	}
-	b = append(b, ']', '\n')
-	c.list, c.listVer = b, c.version
+	b, _ := c.encode()
 	return b
 }
 
+// encode returns the collection's JSON and the version it shows. It holds
+// the read lock only to take the records' encodings, and builds the array
+// after, so that a 10,000-record list does not stall readers and writers;
+// one encoder runs at a time and the others take its result.
+func (c *Collection[T]) encode() ([]byte, uint64) {
+	c.encMu.Lock()
+	defer c.encMu.Unlock()
+	c.mu.RLock()
+	if c.listVer == c.version && c.list != nil {
+		b, v := c.list, c.listVer
+		c.mu.RUnlock()
+		return b, v
+	}
+	v := c.version
+	raws := make([][]byte, 0, len(c.recs))
+	n := 4
+	for _, e := range c.order {
+		if e != nil {
+			raws = append(raws, e.raw)
+			n += len(e.raw) + 2
+		}
+	}
+	c.mu.RUnlock()
+
+	b := make([]byte, 0, n)
+	b = append(b, '[')
+	for i, r := range raws {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '\n')
+		b = append(b, r...)
+	}
+	if len(raws) > 0 {
+		b = append(b, '\n')
+	}
+	b = append(b, ']', '\n')
+
+	c.mu.Lock()
+	if c.version == v {
+		c.list, c.listVer = b, v
+	}
+	c.mu.Unlock()
+	return b, v
+}
+
 func (c *Collection[T]) compactLocked() {
-	order := make([]string, 0, len(c.recs))
-	for _, k := range c.order {
-		if k != "" {
-			c.recs[k].pos = len(order)
-			order = append(order, k)
+	order := make([]*entry[T], 0, len(c.recs))
+	for _, e := range c.order {
+		if e != nil {
+			e.pos = len(order)
+			order = append(order, e)
 		}
 	}
 	c.order, c.holes = order, 0
@@ -284,8 +298,9 @@ func (c *Collection[T]) putLocked(rec T) error {
 	if e, ok := c.recs[k]; ok {
 		e.rec, e.raw = rec, raw
 	} else {
-		c.recs[k] = &entry[T]{rec: rec, raw: raw, pos: len(c.order)}
-		c.order = append(c.order, k)
+		e := &entry[T]{key: k, rec: rec, raw: raw, pos: len(c.order)}
+		c.recs[k] = e
+		c.order = append(c.order, e)
 	}
 	c.version++
 	return nil
@@ -296,10 +311,13 @@ func (c *Collection[T]) removeLocked(key string) bool {
 	if !ok {
 		return false
 	}
-	c.order[e.pos] = ""
+	c.order[e.pos] = nil
 	c.holes++
 	delete(c.recs, key)
 	c.version++
+	if c.holes > 64 && c.holes > len(c.order)/2 {
+		c.compactLocked()
+	}
 	return true
 }
 
@@ -318,8 +336,8 @@ func (tx Tx[T]) Get(key string) (T, bool) {
 
 // Each calls fn for each record in insertion order until fn returns false.
 func (tx Tx[T]) Each(fn func(T) bool) {
-	for _, k := range tx.c.order {
-		if k != "" && !fn(tx.c.recs[k].rec) {
+	for _, e := range tx.c.order {
+		if e != nil && !fn(e.rec) {
 			return
 		}
 	}
@@ -375,10 +393,7 @@ func (c *Collection[T]) sync(v uint64) error {
 	if c.flushed >= v {
 		return nil
 	}
-	c.mu.Lock()
-	data := c.encodeLocked()
-	cur := c.version
-	c.mu.Unlock()
+	data, cur := c.encode()
 	if err := atomicfile.WriteFile(c.path, data, 0o644); err != nil {
 		return fmt.Errorf("write %s: %w", filepath.Base(c.path), err)
 	}

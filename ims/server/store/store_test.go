@@ -3,6 +3,7 @@ package store
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -195,5 +196,46 @@ func TestConcurrentPuts(t *testing.T) {
 	}
 	if n := len(parse(t, data)); n != 1000 {
 		t.Errorf("%d records on disk, want 1000", n)
+	}
+}
+
+// TestOrderAfterRemovals: removals (and the compaction they trigger) keep
+// insertion order in lists and files.
+func TestOrderAfterRemovals(t *testing.T) {
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	err = s.PublicKeys.Update(func(tx Tx[PublicKey]) error {
+		for i := range 300 {
+			tx.Put(PublicKey{ID: fmt.Sprintf("k%03d", i)})
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doomed, want []string
+	for i := range 300 {
+		if i%3 == 0 {
+			want = append(want, fmt.Sprintf("k%03d", i))
+		} else {
+			doomed = append(doomed, fmt.Sprintf("k%03d", i))
+		}
+	}
+	if err := s.PublicKeys.Remove(doomed...); err != nil {
+		t.Fatal(err)
+	}
+	s.PublicKeys.Put(PublicKey{ID: "k000", Name: "replaced"}) // stays first
+	var got []string
+	for _, r := range parse(t, s.PublicKeys.JSON()) {
+		got = append(got, r["id"].(string))
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("order (-want +got):\n%s", diff)
+	}
+	if k, _ := s.PublicKeys.Get("k000"); k.Name != "replaced" {
+		t.Errorf("k000 = %+v", k)
 	}
 }
