@@ -338,6 +338,8 @@ func (s *Server) createImage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) patchImage(w http.ResponseWriter, r *http.Request, id string) {
+	s.moveMu.RLock()
+	defer s.moveMu.RUnlock()
 	cur, ok := s.st.Images.Get(id)
 	if !ok {
 		writeProblem(w, http.StatusNotFound, detailNotFound)

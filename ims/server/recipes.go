@@ -166,6 +166,8 @@ func (s *Server) writeLinkOrStore(w http.ResponseWriter, r *http.Request, err er
 }
 
 func (s *Server) patchRecipe(w http.ResponseWriter, r *http.Request, id string) {
+	s.moveMu.RLock()
+	defer s.moveMu.RUnlock()
 	cur, ok := s.st.Recipes.Get(id)
 	if !ok {
 		writeProblem(w, http.StatusNotFound, detailNotFound)

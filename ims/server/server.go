@@ -61,8 +61,9 @@ type Server struct {
 	runner  Runner
 	now     func() time.Time
 	// moveMu serializes soft deletes, undeletes and hard deletes, which
-	// touch S3 and two collections.
-	moveMu sync.Mutex
+	// touch S3 and two collections; a PATCH holds it shared, so that it
+	// lands before a delete takes the record or answers 404 after.
+	moveMu sync.RWMutex
 }
 
 // New returns the API server of cfg.
