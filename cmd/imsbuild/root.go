@@ -66,6 +66,7 @@ Exit codes: 0 ok, 1 build failed, 2 usage or configuration error, 130 cancelled.
 		newCacheCmd(g),
 		newVersionCmd(),
 		newDocsCmd(),
+		newServeCmd(),
 	)
 	return root
 }

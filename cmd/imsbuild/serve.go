@@ -1,0 +1,278 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/spf13/cobra"
+
+	"github.com/imsbuild/imsbuild/ims/server"
+	"github.com/imsbuild/imsbuild/ims/server/blob"
+	"github.com/imsbuild/imsbuild/ims/server/store"
+	"github.com/imsbuild/imsbuild/internal/s3client"
+)
+
+// serveFlags are imsbuild serve's flags. The job ones (ssh, max jobs,
+// cache, CA certificates) are parsed and kept for the job runner.
+type serveFlags struct {
+	listen         string
+	dataDir        string
+	s3Endpoint     string
+	s3Region       string
+	s3PathStyle    bool
+	s3CABundle     string
+	imageBucket    string
+	recipeBucket   string
+	sshHost        string
+	sshPortRange   string
+	maxJobs        int
+	cacheDir       string
+	caCerts        []string
+	tokenFile      string
+	tlsCert        string
+	tlsKey         string
+	insecureNoAuth bool
+}
+
+func newServeCmd() *cobra.Command {
+	f := &serveFlags{}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve the IMS REST API (records in IMS's data files, artifacts in S3)",
+		Long: `serve runs an IMS-compatible REST service: IMS v3 at /v3, v2 at /v2 and at the
+unversioned root, all also under /apis/ims (so craycli and the IMS job tooling can talk to
+it), plus /version, /healthz/ready, /healthz/live and /metrics (Prometheus).
+
+Records live in IMS's own data files in --data-dir (v2.1_images.json, v2.2_recipes.json, …),
+so a real IMS data directory can be copied in and back. Each change is written atomically
+(fsync) before it is answered. One server per data directory.
+
+Artifacts live in S3: --s3-endpoint (credentials from the AWS SDK chain), or, without it, an
+embedded versitygw that serves <data-dir>/s3/data on a free 127.0.0.1 port with generated
+credentials in <data-dir>/s3/credentials.json (mode 0600). Buckets: boot-images and ims.
+
+Jobs: the records and IMS's POST validation are served; running jobs comes next, so a valid
+POST /jobs answers 500 as IMS does when it cannot start a job.
+
+Security: with --token-file every route but /healthz/* needs "Authorization: Bearer <token>".
+A listen address other than loopback needs --token-file (or --insecure-no-auth).`,
+		Example: `  imsbuild serve --data-dir /var/lib/imsbuild/ims
+  imsbuild serve --listen 0.0.0.0:9000 --data-dir /srv/ims --token-file /etc/imsbuild/token \
+      --tls-cert /etc/imsbuild/tls.crt --tls-key /etc/imsbuild/tls.key \
+      --s3-endpoint https://rgw.example:8080 --s3-path-style`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runServe(cmd, f) },
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.listen, "listen", "127.0.0.1:9000", "address to listen on")
+	fl.StringVar(&f.dataDir, "data-dir", "", "directory of IMS's data files (required)")
+	fl.StringVar(&f.s3Endpoint, "s3-endpoint", "", "S3 endpoint URL (default: an embedded versitygw under --data-dir)")
+	fl.StringVar(&f.s3Region, "s3-region", "us-east-1", "S3 region")
+	fl.BoolVar(&f.s3PathStyle, "s3-path-style", false, "address S3 buckets by path, not by host name")
+	fl.StringVar(&f.s3CABundle, "s3-ca-bundle", "", "PEM file of CAs for the S3 endpoint's TLS")
+	fl.StringVar(&f.imageBucket, "s3-image-bucket", "boot-images", "bucket of image artifacts")
+	fl.StringVar(&f.recipeBucket, "s3-recipe-bucket", "ims", "bucket of recipe archives")
+	fl.StringVar(&f.sshHost, "ssh-host", "", "host name job SSH shells are reached at (jobs)")
+	fl.StringVar(&f.sshPortRange, "ssh-port-range", "2222-2299", "ports for job SSH shells, A-B (jobs)")
+	fl.IntVar(&f.maxJobs, "max-jobs", 2, "jobs run at a time (jobs)")
+	fl.StringVar(&f.cacheDir, "cache-dir", "", "imsbuild cache of the jobs (default <data-dir>/cache)")
+	fl.StringArrayVar(&f.caCerts, "ca-cert", nil, "CA certificate (PEM) jobs add to images, as IMS's build-ca-rpm (repeatable)")
+	fl.StringVar(&f.tokenFile, "token-file", "", "file holding the bearer token clients must send")
+	fl.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate (PEM); with --tls-key, serve HTTPS")
+	fl.StringVar(&f.tlsKey, "tls-key", "", "TLS private key (PEM)")
+	fl.BoolVar(&f.insecureNoAuth, "insecure-no-auth", false, "allow a non-loopback --listen without --token-file")
+	return cmd
+}
+
+// check validates the flags together; every problem is a usage error.
+func (f *serveFlags) check() error {
+	var errs []error
+	if f.dataDir == "" {
+		errs = append(errs, errors.New("--data-dir is required"))
+	}
+	host, _, err := net.SplitHostPort(f.listen)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("--listen %q: %w", f.listen, err))
+	} else if !isLoopback(host) && f.tokenFile == "" && !f.insecureNoAuth {
+		errs = append(errs, fmt.Errorf("--listen %s is reachable from other hosts: give --token-file, or --insecure-no-auth to serve without authentication", f.listen))
+	}
+	if (f.tlsCert == "") != (f.tlsKey == "") {
+		errs = append(errs, errors.New("--tls-cert and --tls-key go together"))
+	}
+	if _, _, err := parsePortRange(f.sshPortRange); err != nil {
+		errs = append(errs, err)
+	}
+	if f.maxJobs < 1 {
+		errs = append(errs, fmt.Errorf("--max-jobs %d: must be at least 1", f.maxJobs))
+	}
+	if f.imageBucket == "" || f.recipeBucket == "" {
+		errs = append(errs, errors.New("bucket names must not be empty"))
+	}
+	return errors.Join(errs...)
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func parsePortRange(s string) (int, int, error) {
+	a, b, ok := strings.Cut(s, "-")
+	lo, err1 := strconv.Atoi(a)
+	hi, err2 := strconv.Atoi(b)
+	if !ok || err1 != nil || err2 != nil || lo < 1 || hi > 65535 || lo > hi {
+		return 0, 0, fmt.Errorf("--ssh-port-range %q: want A-B with 1 <= A <= B <= 65535", s)
+	}
+	return lo, hi, nil
+}
+
+func readToken(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("token file: %w", err)
+	}
+	tok := strings.TrimSpace(string(data))
+	if tok == "" || strings.ContainsAny(tok, " \t\r\n") {
+		return "", fmt.Errorf("token file %s: want one token on one line", path)
+	}
+	return tok, nil
+}
+
+func runServe(cmd *cobra.Command, f *serveFlags) error {
+	if err := f.check(); err != nil {
+		return usageError{err}
+	}
+	ctx := cmd.Context()
+	out := cmd.OutOrStdout()
+	log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	var token string
+	if f.tokenFile != "" {
+		var err error
+		if token, err = readToken(f.tokenFile); err != nil {
+			return usageError{err}
+		}
+	}
+	st, err := store.Open(f.dataDir)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	blobs, stopS3, err := openS3(ctx, f, out)
+	if err != nil {
+		return err
+	}
+	defer stopS3()
+
+	srv, err := server.New(server.Config{Store: st, Blobs: blobs, Version: version, Token: token, Logger: log})
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{
+		Handler:           srv,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute,
+		WriteTimeout:      5 * time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	scheme := "http"
+	if f.tlsCert != "" {
+		cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
+		if err != nil {
+			return usageError{fmt.Errorf("tls: %w", err)}
+		}
+		hs.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		scheme = "https"
+	}
+	l, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	if hs.TLSConfig != nil {
+		l = tls.NewListener(l, hs.TLSConfig)
+	}
+	auth := "none (loopback only)"
+	switch {
+	case token != "":
+		auth = "bearer token from " + f.tokenFile
+	case f.insecureNoAuth:
+		auth = "none (--insecure-no-auth)"
+	}
+	fmt.Fprintf(out, "imsbuild serve: listening on %s://%s (IMS API at /apis/ims/v3 and /v3; data in %s; auth: %s)\n",
+		scheme, l.Addr(), st.Dir(), auth)
+	log.Info("jobs are not run by this version: POST /jobs answers 500", "max_jobs", f.maxJobs, "ssh_host", f.sshHost, "ssh_port_range", f.sshPortRange)
+
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(l) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	// SIGTERM or SIGINT: finish the requests in flight, then stop.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	fmt.Fprintln(out, "imsbuild serve: stopped")
+	return nil
+}
+
+// openS3 connects to --s3-endpoint, or starts the embedded versitygw, and
+// makes sure the buckets exist.
+func openS3(ctx context.Context, f *serveFlags, out io.Writer) (*blob.Store, func(), error) {
+	cfg := s3client.Config{
+		Endpoint: f.s3Endpoint, Region: f.s3Region, PathStyle: f.s3PathStyle, CABundle: f.s3CABundle,
+		PartSize: s3client.MinPartSize, MaxAttempts: 3, MaxBackoff: time.Second,
+	}
+	stop := func() {}
+	embedded := f.s3Endpoint == ""
+	if embedded {
+		e, err := blob.StartEmbedded(ctx, filepath.Join(f.dataDir, "s3"))
+		if err != nil {
+			return nil, nil, err
+		}
+		stop = e.Stop
+		cfg.Endpoint, cfg.Region, cfg.PathStyle = e.Endpoint, e.Credentials.Region, true
+		cfg.Credentials = credentials.NewStaticCredentialsProvider(e.Credentials.AccessKey, e.Credentials.SecretKey, "")
+		fmt.Fprintf(out, "imsbuild serve: embedded S3 (versitygw) at %s, credentials in %s\n", e.Endpoint, e.CredentialsFile)
+	}
+	client, err := s3client.NewClient(ctx, cfg)
+	if err != nil {
+		stop()
+		return nil, nil, err
+	}
+	blobs := blob.New(client)
+	for _, b := range []string{f.imageBucket, f.recipeBucket} {
+		bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := blobs.EnsureBucket(bctx, b)
+		cancel()
+		if err != nil {
+			if embedded {
+				stop()
+				return nil, nil, err
+			}
+			// An external endpoint may not let us create buckets; the
+			// operator may have made them already.
+			fmt.Fprintf(out, "imsbuild serve: warning: bucket %s: %v\n", b, err)
+		}
+	}
+	return blobs, stop, nil
+}

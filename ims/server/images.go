@@ -1,0 +1,407 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/google/uuid"
+
+	"github.com/imsbuild/imsbuild/ims/server/blob"
+	"github.com/imsbuild/imsbuild/ims/server/store"
+)
+
+const (
+	mediaRootfs           = "application/vnd.cray.image.rootfs.squashfs"
+	mediaManifest         = "application/vnd.cray.image.manifest"
+	deletedManifestName   = "deleted_manifest.json"
+	manifestVersion       = "1.0"
+	manifestCreatedLayout = "2006-01-02 15:04:05"
+)
+
+var imageFields = []field{
+	{name: "name", required: true, check: notBlank("name")},
+	{name: "link", nullable: true, check: linkField},
+	{name: "arch", check: archField},
+	{name: "metadata", check: imageMetadata},
+}
+
+var imagePatchFields = []field{
+	{name: "link", check: linkField},
+	{name: "arch", check: archField},
+	{name: "metadata", check: metadataPatch},
+}
+
+// manifest is an image manifest.json as IMS reads it: loosely, keeping
+// what it does not look at.
+type manifest struct {
+	Version   string             `json:"version"`
+	Created   string             `json:"created"`
+	Artifacts []manifestArtifact `json:"artifacts"`
+}
+
+type manifestArtifact struct {
+	Link *store.Link `json:"link"`
+	MD5  string      `json:"md5"`
+	Type string      `json:"type"`
+}
+
+func (s *Server) imageKind() *kind {
+	c, d := s.st.Images, s.st.DeletedImages
+	return &kind{
+		list: listOf(c), get: getOf(c), listDeleted: listOf(d), getDeleted: getOf(d),
+		ids: idsOf(c), deletedIDs: idsOf(d),
+		create: s.createImage, patch: s.patchImage,
+		softDelete: func(ctx context.Context, id string) (bool, error) {
+			rec, ok := c.Get(id)
+			if !ok {
+				return false, nil
+			}
+			link, err := s.softDeleteImageArtifacts(ctx, id, rec.Link)
+			if err != nil {
+				return true, err
+			}
+			rec.Link, rec.Deleted = link, timestamp(s.now())
+			if err := d.Put(rec); err != nil {
+				return true, storeErr(err)
+			}
+			return true, storeErr(c.Remove(id))
+		},
+		undelete: func(ctx context.Context, id string) (bool, error) {
+			rec, ok := d.Get(id)
+			if !ok {
+				return false, nil
+			}
+			link, err := s.undeleteImageArtifacts(ctx, rec.Link)
+			if err != nil {
+				return true, err
+			}
+			rec.Link, rec.Deleted = link, ""
+			if err := c.Put(rec); err != nil {
+				return true, storeErr(err)
+			}
+			return true, storeErr(d.Remove(id))
+		},
+		hardDelete: func(ctx context.Context, id string, cascade bool) (bool, error) {
+			rec, ok := c.Get(id)
+			if !ok {
+				return false, nil
+			}
+			if cascade {
+				if err := s.deleteImageArtifacts(ctx, rec.Link); err != nil {
+					return true, err
+				}
+			}
+			return true, storeErr(c.Remove(id))
+		},
+		purge: func(ctx context.Context, id string) (bool, error) {
+			rec, ok := d.Get(id)
+			if !ok {
+				return false, nil
+			}
+			if err := s.deleteImageArtifacts(ctx, rec.Link); err != nil {
+				return true, err
+			}
+			return true, storeErr(d.Remove(id))
+		},
+	}
+}
+
+// readManifest reads the manifest a link points at; a missing one is nil.
+func (s *Server) readManifest(ctx context.Context, l *store.Link) (*manifest, string, string, error) {
+	if l == nil {
+		return nil, "", "", nil
+	}
+	bucket, key, err := blob.ParseURL(l.Path)
+	if err != nil {
+		return nil, "", "", nil
+	}
+	data, err := s.blobs.Read(ctx, bucket, key, manifestMaxSize)
+	if errors.Is(err, blob.ErrNotFound) {
+		return nil, bucket, key, nil
+	}
+	if err != nil {
+		return nil, "", "", err
+	}
+	var m manifest
+	if err := json.Unmarshal(data, &m); err != nil {
+		// Not a manifest: its artifacts are unknown; the object itself is
+		// still moved or deleted.
+		return &manifest{}, bucket, key, nil
+	}
+	return &m, bucket, key, nil
+}
+
+// softDeleteImageArtifacts moves an image's artifacts and manifest under
+// deleted/ and writes deleted/<id>/deleted_manifest.json listing them
+// (plus the manifest itself); it returns the deleted record's link to it.
+func (s *Server) softDeleteImageArtifacts(ctx context.Context, id string, l *store.Link) (*store.Link, error) {
+	m, bucket, key, err := s.readManifest(ctx, l)
+	if err != nil || m == nil {
+		return l, err
+	}
+	dm := manifest{Version: manifestVersion, Created: s.now().UTC().Format(manifestCreatedLayout)}
+	var moved []*store.Link
+	rollback := func() {
+		for _, ml := range moved {
+			if _, err := s.moveLink(context.WithoutCancel(ctx), ml, true); err != nil {
+				s.log.Error("soft delete rollback", "path", ml.Path, "err", err)
+			}
+		}
+	}
+	for _, a := range m.Artifacts {
+		if a.Link == nil {
+			continue
+		}
+		nl, err := s.moveLink(ctx, a.Link, false)
+		if err != nil {
+			rollback()
+			return nil, err
+		}
+		moved = append(moved, nl)
+		dm.Artifacts = append(dm.Artifacts, manifestArtifact{Link: nl, MD5: a.MD5, Type: a.Type})
+	}
+	ml, err := s.moveLink(ctx, l, false)
+	if err != nil {
+		rollback()
+		return nil, err
+	}
+	moved = append(moved, ml)
+	dm.Artifacts = append(dm.Artifacts, manifestArtifact{Link: ml, Type: mediaManifest})
+	data, _ := json.MarshalIndent(dm, "", "    ")
+	dkey := "deleted/" + id + "/" + deletedManifestName
+	if err := s.blobs.Put(ctx, bucket, dkey, data, contentJSON); err != nil {
+		rollback()
+		return nil, err
+	}
+	_ = key
+	return &store.Link{Path: blob.URL(bucket, dkey), Etag: "", Type: "s3"}, nil
+}
+
+// isDeletedManifest reports whether a link is a deleted_manifest.json.
+func isDeletedManifest(l *store.Link) bool {
+	return l != nil && strings.HasSuffix(l.Path, "/"+deletedManifestName)
+}
+
+// undeleteImageArtifacts moves back what softDeleteImageArtifacts moved
+// and returns the image's original manifest link.
+func (s *Server) undeleteImageArtifacts(ctx context.Context, l *store.Link) (*store.Link, error) {
+	if !isDeletedManifest(l) {
+		return l, nil
+	}
+	m, bucket, key, err := s.readManifest(ctx, l)
+	if err != nil || m == nil {
+		return l, err
+	}
+	var restored *store.Link
+	for _, a := range m.Artifacts {
+		if a.Link == nil {
+			continue
+		}
+		nl, err := s.moveLink(ctx, a.Link, true)
+		if err != nil {
+			return nil, err
+		}
+		if a.Type == mediaManifest {
+			restored = nl
+		}
+	}
+	if err := s.blobs.Delete(ctx, bucket, key); err != nil {
+		return nil, err
+	}
+	if restored == nil {
+		return nil, nil
+	}
+	return restored, nil
+}
+
+// deleteImageArtifacts removes an image's artifacts and its manifest (or
+// deleted manifest).
+func (s *Server) deleteImageArtifacts(ctx context.Context, l *store.Link) error {
+	m, _, _, err := s.readManifest(ctx, l)
+	if err != nil || m == nil {
+		return err
+	}
+	for _, a := range m.Artifacts {
+		if err := s.deleteLink(ctx, a.Link); err != nil {
+			return err
+		}
+	}
+	return s.deleteLink(ctx, l)
+}
+
+// checkImageLink is IMS's validate_image_manifest: the path is no other
+// image's (422); S3 has the manifest (422); it is under 1 MiB (400), of
+// version 1.0 (422); S3 has every artifact (422); exactly one is a rootfs
+// (400).
+func (s *Server) checkImageLink(ctx context.Context, l *store.Link, self string) error {
+	if err := uniqueImageLink(s.st.Images.Each, l, self); err != nil {
+		return err
+	}
+	info, err := s.headLink(ctx, l)
+	if err != nil {
+		return err
+	}
+	if info.Size >= manifestMaxSize {
+		return &linkProblem{http.StatusBadRequest, fmt.Sprintf("The manifest %s is %d bytes; IMS reads manifests under 1 MiB.", l.Path, info.Size)}
+	}
+	bucket, key, _ := blob.ParseURL(l.Path)
+	data, err := s.blobs.Read(ctx, bucket, key, manifestMaxSize)
+	var ce *blob.ClientError
+	switch {
+	case errors.Is(err, blob.ErrTooLarge):
+		return &linkProblem{http.StatusBadRequest, "The manifest " + l.Path + " is larger than 1 MiB."}
+	case errors.Is(err, blob.ErrNotFound), errors.As(err, &ce):
+		return &linkProblem{http.StatusUnprocessableEntity, "The manifest " + l.Path + " cannot be read."}
+	case err != nil:
+		return err
+	}
+	var m manifest
+	if err := json.Unmarshal(data, &m); err != nil {
+		return &linkProblem{http.StatusUnprocessableEntity, "The manifest " + l.Path + " is not JSON."}
+	}
+	if m.Version != manifestVersion {
+		return &linkProblem{http.StatusUnprocessableEntity, fmt.Sprintf("The manifest version %q is not supported; IMS reads version %q.", m.Version, manifestVersion)}
+	}
+	rootfs := 0
+	for i, a := range m.Artifacts {
+		if a.Link == nil || a.Link.Type != "s3" || a.Link.Path == "" {
+			return &linkProblem{http.StatusUnprocessableEntity, fmt.Sprintf("Manifest artifact %d has no s3 link.", i)}
+		}
+		if _, err := s.headLink(ctx, a.Link); err != nil {
+			return err
+		}
+		if strings.HasPrefix(a.Type, mediaRootfs) {
+			rootfs++
+		}
+	}
+	if rootfs != 1 {
+		return &linkProblem{http.StatusBadRequest, fmt.Sprintf("The manifest lists %d rootfs artifacts (%s); IMS needs exactly one.", rootfs, mediaRootfs)}
+	}
+	return nil
+}
+
+func uniqueImageLink(each func(func(store.Image) bool), l *store.Link, self string) error {
+	var err error
+	each(func(r store.Image) bool {
+		if r.ID != self && r.Link != nil && r.Link.Path == l.Path {
+			err = &linkProblem{http.StatusUnprocessableEntity, "Image record " + r.ID + " already has the link path " + l.Path + "."}
+		}
+		return err == nil
+	})
+	return err
+}
+
+func (s *Server) createImage(w http.ResponseWriter, r *http.Request) {
+	obj, _, ok := readBody(w, r)
+	if !ok {
+		return
+	}
+	vals, errs := validate(obj, imageFields)
+	if errs != nil {
+		writeInvalid(w, errs)
+		return
+	}
+	rec := store.Image{
+		ID: uuid.NewString(), Created: timestamp(s.now()), Name: vals["name"].(string),
+		Arch: "x86_64", Metadata: map[string]string{},
+	}
+	if v, ok := vals["arch"]; ok {
+		rec.Arch = v.(string)
+	}
+	if v, ok := vals["metadata"]; ok {
+		rec.Metadata = v.(map[string]string)
+	}
+	rec.Link = toLink(vals["link"])
+	if rec.Link != nil {
+		if err := s.checkImageLink(r.Context(), rec.Link, ""); err != nil {
+			s.writeLinkProblem(w, r, err)
+			return
+		}
+	}
+	err := s.st.Images.Update(func(tx store.Tx[store.Image]) error {
+		if rec.Link != nil {
+			if err := uniqueImageLink(tx.Each, rec.Link, ""); err != nil {
+				return err
+			}
+		}
+		return tx.Put(rec)
+	})
+	if err != nil {
+		s.writeLinkOrStore(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, contentJSON, rec)
+}
+
+func (s *Server) patchImage(w http.ResponseWriter, r *http.Request, id string) {
+	s.moveMu.RLock()
+	defer s.moveMu.RUnlock()
+	cur, ok := s.st.Images.Get(id)
+	if !ok {
+		writeProblem(w, http.StatusNotFound, detailNotFound)
+		return
+	}
+	obj, _, ok := readBody(w, r)
+	if !ok {
+		return
+	}
+	vals, errs := validate(obj, imagePatchFields)
+	if errs != nil {
+		writeInvalid(w, errs)
+		return
+	}
+	link := toLink(vals["link"])
+	if link != nil && !sameLink(link, cur.Link) {
+		if cur.Link != nil {
+			writeProblem(w, http.StatusConflict, detailConflict)
+			return
+		}
+		if err := s.checkImageLink(r.Context(), link, id); err != nil {
+			s.writeLinkProblem(w, r, err)
+			return
+		}
+	}
+	var out store.Image
+	found := true
+	err := s.st.Images.Update(func(tx store.Tx[store.Image]) error {
+		rec, ok := tx.Get(id)
+		if !ok {
+			found = false
+			return nil
+		}
+		if link != nil && !sameLink(link, rec.Link) {
+			if rec.Link != nil {
+				return errConflict
+			}
+			if err := uniqueImageLink(tx.Each, link, id); err != nil {
+				return err
+			}
+			rec.Link = link
+		}
+		if v, ok := vals["arch"]; ok {
+			rec.Arch = v.(string)
+		}
+		if v, ok := vals["metadata"]; ok {
+			op := v.(map[string]any)
+			md := make(map[string]string, len(rec.Metadata)+1)
+			for k, v := range rec.Metadata {
+				md[k] = v
+			}
+			key := op["key"].(string)
+			if op["operation"] == "set" {
+				val, _ := op["value"].(string)
+				md[key] = val
+			} else {
+				delete(md, key)
+			}
+			rec.Metadata = md
+		}
+		out = rec
+		return tx.Put(rec)
+	})
+	s.writePatched(w, r, found, err, out)
+}

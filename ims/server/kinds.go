@@ -1,0 +1,326 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/imsbuild/imsbuild/ims/server/blob"
+	"github.com/imsbuild/imsbuild/ims/server/store"
+)
+
+// kind is one of the record kinds with live and deleted collections:
+// recipes, images, public keys.
+type kind struct {
+	list, create, listDeleted http.HandlerFunc
+	get, patch, getDeleted    func(w http.ResponseWriter, r *http.Request, id string)
+
+	ids, deletedIDs func() []string
+	// softDelete moves a live record and its artifacts to deleted;
+	// hardDelete removes a live record (and its artifacts when cascade);
+	// purge removes a deleted one and its artifacts; undelete restores.
+	// Each reports whether the record was there.
+	softDelete, purge, undelete func(ctx context.Context, id string) (bool, error)
+	hardDelete                  func(ctx context.Context, id string, cascade bool) (bool, error)
+}
+
+func (s *Server) kind(name string) *kind {
+	switch name {
+	case "recipes":
+		return s.recipeKind()
+	case "images":
+		return s.imageKind()
+	}
+	return s.publicKeyKind()
+}
+
+func listOf[T store.Record](c *store.Collection[T]) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		writeRaw(w, http.StatusOK, contentJSON, c.JSON())
+	}
+}
+
+func getOf[T store.Record](c *store.Collection[T]) func(http.ResponseWriter, *http.Request, string) {
+	return func(w http.ResponseWriter, _ *http.Request, id string) {
+		rec, ok := c.Get(id)
+		if !ok {
+			writeProblem(w, http.StatusNotFound, detailNotFound)
+			return
+		}
+		writeJSON(w, http.StatusOK, contentJSON, rec)
+	}
+}
+
+func idsOf[T store.Record](c *store.Collection[T]) func() []string {
+	return func() []string {
+		all := c.All()
+		ids := make([]string, len(all))
+		for i, r := range all {
+			ids[i] = r.Key()
+		}
+		return ids
+	}
+}
+
+// s3Failure answers an S3 error that is no validation failure: IMS lets
+// the SDK's exception through, which is a 500.
+func (s *Server) s3Failure(w http.ResponseWriter, r *http.Request, err error) {
+	s.log.Error("s3", "method", r.Method, "path", r.URL.Path, "err", err)
+	writeProblem(w, http.StatusInternalServerError, detailInternal)
+}
+
+// storeFailure answers a failed write of a data file.
+func (s *Server) storeFailure(w http.ResponseWriter, r *http.Request, err error) {
+	s.log.Error("store", "method", r.Method, "path", r.URL.Path, "err", err)
+	writeProblem(w, http.StatusInternalServerError, detailInternal)
+}
+
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var se *storeError
+	if errors.As(err, &se) {
+		s.storeFailure(w, r, err)
+		return
+	}
+	s.s3Failure(w, r, err)
+}
+
+// storeError marks a data file write failure apart from an S3 one.
+type storeError struct{ err error }
+
+func (e *storeError) Error() string { return e.err.Error() }
+func (e *storeError) Unwrap() error { return e.err }
+
+func storeErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &storeError{err}
+}
+
+func (s *Server) deleteOne(w http.ResponseWriter, r *http.Request, k *kind, id string, soft bool) {
+	var cascade bool
+	if !soft {
+		var ok bool
+		if cascade, ok = cascadeParam(w, r); !ok {
+			return
+		}
+	}
+	s.moveMu.Lock()
+	defer s.moveMu.Unlock()
+	var found bool
+	var err error
+	if soft {
+		found, err = k.softDelete(r.Context(), id)
+	} else {
+		found, err = k.hardDelete(r.Context(), id, cascade)
+	}
+	switch {
+	case err != nil:
+		s.fail(w, r, err)
+	case !found:
+		writeProblem(w, http.StatusNotFound, detailNotFound)
+	default:
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+func (s *Server) deleteAll(w http.ResponseWriter, r *http.Request, k *kind, soft bool) {
+	var cascade bool
+	if !soft {
+		var ok bool
+		if cascade, ok = cascadeParam(w, r); !ok {
+			return
+		}
+	}
+	s.moveMu.Lock()
+	defer s.moveMu.Unlock()
+	for _, id := range k.ids() {
+		var err error
+		if soft {
+			_, err = k.softDelete(r.Context(), id)
+		} else {
+			_, err = k.hardDelete(r.Context(), id, cascade)
+		}
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// cascadeParam reads v2's ?cascade (default true), as Flask-RESTful's
+// inputs.boolean does.
+func cascadeParam(w http.ResponseWriter, r *http.Request) (bool, bool) {
+	v, ok := r.URL.Query()["cascade"]
+	if !ok || len(v) == 0 {
+		return true, true
+	}
+	switch strings.ToLower(v[0]) {
+	case "true", "1", "yes", "on", "t", "y":
+		return true, true
+	case "false", "0", "no", "off", "f", "n":
+		return false, true
+	}
+	writeProblem(w, http.StatusBadRequest, "Invalid literal for boolean(): "+strconv.Quote(v[0]))
+	return false, false
+}
+
+func (s *Server) purgeOne(w http.ResponseWriter, r *http.Request, k *kind, id string) {
+	s.moveMu.Lock()
+	defer s.moveMu.Unlock()
+	found, err := k.purge(r.Context(), id)
+	switch {
+	case err != nil:
+		s.fail(w, r, err)
+	case !found:
+		writeProblem(w, http.StatusNotFound, detailNotFound)
+	default:
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+func (s *Server) purgeAll(w http.ResponseWriter, r *http.Request, k *kind) {
+	s.moveMu.Lock()
+	defer s.moveMu.Unlock()
+	for _, id := range k.deletedIDs() {
+		if _, err := k.purge(r.Context(), id); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// readUndelete reads the body of an undelete PATCH: {"operation":"undelete"}.
+func readUndelete(w http.ResponseWriter, r *http.Request) bool {
+	obj, _, ok := readBody(w, r)
+	if !ok {
+		return false
+	}
+	if _, errs := validate(obj, []field{{name: "operation", required: true, check: oneOf("undelete")}}); errs != nil {
+		writeInvalid(w, errs)
+		return false
+	}
+	return true
+}
+
+func (s *Server) undeleteOne(w http.ResponseWriter, r *http.Request, k *kind, id string) {
+	if !readUndelete(w, r) {
+		return
+	}
+	s.moveMu.Lock()
+	defer s.moveMu.Unlock()
+	found, err := k.undelete(r.Context(), id)
+	switch {
+	case err != nil:
+		s.fail(w, r, err)
+	case !found:
+		writeProblem(w, http.StatusNotFound, detailNotFound)
+	default:
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+func (s *Server) undeleteAll(w http.ResponseWriter, r *http.Request, k *kind) {
+	if !readUndelete(w, r) {
+		return
+	}
+	s.moveMu.Lock()
+	defer s.moveMu.Unlock()
+	for _, id := range k.deletedIDs() {
+		if _, err := k.undelete(r.Context(), id); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// linkProblem is a link that failed IMS's validation: its status, detail
+// and the errors of a 422.
+type linkProblem struct {
+	status int
+	detail string
+}
+
+func (p *linkProblem) Error() string { return p.detail }
+
+func (s *Server) writeLinkProblem(w http.ResponseWriter, r *http.Request, err error) {
+	var lp *linkProblem
+	if !errors.As(err, &lp) {
+		s.s3Failure(w, r, err)
+		return
+	}
+	if lp.status == http.StatusUnprocessableEntity {
+		writeInvalid(w, map[string]any{"link": []string{lp.detail}})
+		return
+	}
+	writeProblem(w, lp.status, lp.detail)
+}
+
+// headLink checks that a link's object exists, as IMS's S3 HEAD does: an
+// error S3 answered is a 422, no answer at all is a 500 (err).
+func (s *Server) headLink(ctx context.Context, l *store.Link) (blob.Info, error) {
+	bucket, key, err := blob.ParseURL(l.Path)
+	if err != nil {
+		return blob.Info{}, &linkProblem{http.StatusUnprocessableEntity, err.Error()}
+	}
+	info, err := s.blobs.Head(ctx, bucket, key)
+	var ce *blob.ClientError
+	if errors.Is(err, blob.ErrNotFound) || errors.As(err, &ce) {
+		return info, &linkProblem{http.StatusUnprocessableEntity, "The artifact " + l.Path + " is not in S3 or cannot be read."}
+	}
+	return info, err
+}
+
+func sameLink(a, b *store.Link) bool {
+	return a != nil && b != nil && *a == *b
+}
+
+// deletedKey is where soft delete moves an object: deleted/<key>.
+func deletedKey(key string) string { return "deleted/" + key }
+
+// moveLink moves the object of an s3 link to deleted/ (or back when
+// restore) and returns the link to its new place. A link that is no
+// s3:// URL, or whose object is gone, stays as it is.
+func (s *Server) moveLink(ctx context.Context, l *store.Link, restore bool) (*store.Link, error) {
+	if l == nil {
+		return nil, nil
+	}
+	bucket, key, err := blob.ParseURL(l.Path)
+	if err != nil {
+		return l, nil
+	}
+	var dst string
+	if restore {
+		var ok bool
+		if dst, ok = strings.CutPrefix(key, "deleted/"); !ok || dst == "" {
+			return l, nil
+		}
+	} else {
+		dst = deletedKey(key)
+	}
+	if err := s.blobs.Move(ctx, bucket, key, dst); err != nil {
+		if errors.Is(err, blob.ErrNotFound) {
+			s.log.Warn("soft delete: artifact is gone", "path", l.Path)
+			return &store.Link{Path: blob.URL(bucket, dst), Etag: l.Etag, Type: l.Type}, nil
+		}
+		return nil, err
+	}
+	return &store.Link{Path: blob.URL(bucket, dst), Etag: l.Etag, Type: l.Type}, nil
+}
+
+// deleteLink removes the object of an s3 link, if any.
+func (s *Server) deleteLink(ctx context.Context, l *store.Link) error {
+	if l == nil {
+		return nil
+	}
+	bucket, key, err := blob.ParseURL(l.Path)
+	if err != nil {
+		return nil
+	}
+	return s.blobs.Delete(ctx, bucket, key)
+}

@@ -1,0 +1,96 @@
+package server
+
+import (
+	"net/http"
+)
+
+type handlers = map[string]http.HandlerFunc
+
+// resolveV3 maps the segments after /v3.
+func (s *Server) resolveV3(segs []string) (endpoint, bool) {
+	if len(segs) == 0 {
+		return endpoint{}, false
+	}
+	p := "/v3/" + segs[0]
+	switch segs[0] {
+	case "recipes", "images", "public-keys":
+		k := s.kind(segs[0])
+		switch len(segs) {
+		case 1:
+			return endpoint{pattern: p, handlers: handlers{
+				http.MethodGet: k.list, http.MethodPost: k.create, http.MethodDelete: func(w http.ResponseWriter, r *http.Request) { s.deleteAll(w, r, k, true) },
+			}}, true
+		case 2:
+			id := segs[1]
+			h := handlers{
+				http.MethodGet:    func(w http.ResponseWriter, r *http.Request) { k.get(w, r, id) },
+				http.MethodDelete: func(w http.ResponseWriter, r *http.Request) { s.deleteOne(w, r, k, id, true) },
+			}
+			if k.patch != nil {
+				h[http.MethodPatch] = func(w http.ResponseWriter, r *http.Request) { k.patch(w, r, id) }
+			}
+			return endpoint{pattern: p + "/{id}", handlers: h}, true
+		}
+	case "jobs":
+		return s.jobRoutes(p, segs[1:])
+	case "deleted":
+		if len(segs) < 2 || len(segs) > 3 {
+			return endpoint{}, false
+		}
+		switch segs[1] {
+		case "recipes", "images", "public-keys":
+		default:
+			return endpoint{}, false
+		}
+		k := s.kind(segs[1])
+		p += "/" + segs[1]
+		if len(segs) == 2 {
+			return endpoint{pattern: p, handlers: handlers{
+				http.MethodGet:    k.listDeleted,
+				http.MethodDelete: func(w http.ResponseWriter, r *http.Request) { s.purgeAll(w, r, k) },
+				http.MethodPatch:  func(w http.ResponseWriter, r *http.Request) { s.undeleteAll(w, r, k) },
+			}}, true
+		}
+		id := segs[2]
+		return endpoint{pattern: p + "/{id}", handlers: handlers{
+			http.MethodGet:    func(w http.ResponseWriter, r *http.Request) { k.getDeleted(w, r, id) },
+			http.MethodDelete: func(w http.ResponseWriter, r *http.Request) { s.purgeOne(w, r, k, id) },
+			http.MethodPatch:  func(w http.ResponseWriter, r *http.Request) { s.undeleteOne(w, r, k, id) },
+		}}, true
+	case "remote-build-nodes":
+		return s.nodeRoutes(p, segs[1:])
+	}
+	return endpoint{}, false
+}
+
+// resolveV2 maps the segments after /v2, or of an unversioned path: the
+// v2 handlers, whose DELETE is a hard delete.
+func (s *Server) resolveV2(prefix string, segs []string) (endpoint, bool) {
+	if len(segs) == 0 {
+		return endpoint{}, false
+	}
+	p := prefix + "/" + segs[0]
+	switch segs[0] {
+	case "recipes", "images", "public-keys":
+		k := s.kind(segs[0])
+		switch len(segs) {
+		case 1:
+			return endpoint{pattern: p, handlers: handlers{
+				http.MethodGet: k.list, http.MethodPost: k.create, http.MethodDelete: func(w http.ResponseWriter, r *http.Request) { s.deleteAll(w, r, k, false) },
+			}}, true
+		case 2:
+			id := segs[1]
+			h := handlers{
+				http.MethodGet:    func(w http.ResponseWriter, r *http.Request) { k.get(w, r, id) },
+				http.MethodDelete: func(w http.ResponseWriter, r *http.Request) { s.deleteOne(w, r, k, id, false) },
+			}
+			if k.patch != nil {
+				h[http.MethodPatch] = func(w http.ResponseWriter, r *http.Request) { k.patch(w, r, id) }
+			}
+			return endpoint{pattern: p + "/{id}", handlers: h}, true
+		}
+	case "jobs":
+		return s.jobRoutes(p, segs[1:])
+	}
+	return endpoint{}, false
+}

@@ -1,0 +1,182 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"testing"
+
+	"github.com/imsbuild/imsbuild/ims/server/store"
+)
+
+// TestSoftDeleteMovesArtifacts follows an image and a recipe through v3
+// soft delete, undelete and hard delete, and a v2 cascade delete, looking
+// at the objects in S3 (SPEC §4).
+func TestSoftDeleteMovesArtifacts(t *testing.T) {
+	e := newEnv(t)
+	link := e.putImageArtifacts("sd")
+	img := e.must(201, "POST", "/v3/images", map[string]any{"name": "i", "link": link})
+	id := img["id"].(string)
+	objects := []string{"sd/rootfs", "sd/kernel", "sd/initrd", "sd/manifest.json"}
+
+	e.must(204, "DELETE", "/v3/images/"+id, nil)
+	for _, k := range objects {
+		if e.exists("boot-images", k) {
+			t.Errorf("%s still there after soft delete", k)
+		}
+		if !e.exists("boot-images", "deleted/"+k) {
+			t.Errorf("deleted/%s missing after soft delete", k)
+		}
+	}
+	d := e.must(200, "GET", "/v3/deleted/images/"+id, nil)
+	wantLink := map[string]any{"path": "s3://boot-images/deleted/" + id + "/deleted_manifest.json", "etag": "", "type": "s3"}
+	if got, _ := json.Marshal(d["link"]); string(got) != mustJSON(t, wantLink) {
+		t.Errorf("deleted image link = %s, want %s", got, mustJSON(t, wantLink))
+	}
+	ctx := context.Background()
+	dm, err := e.blobs.Read(ctx, "boot-images", "deleted/"+id+"/deleted_manifest.json", 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m manifest
+	if err := json.Unmarshal(dm, &m); err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Artifacts) != 4 || m.Artifacts[3].Type != mediaManifest || m.Artifacts[3].Link.Path != "s3://boot-images/deleted/sd/manifest.json" {
+		t.Errorf("deleted manifest = %s", dm)
+	}
+
+	e.must(204, "PATCH", "/v3/deleted/images/"+id, map[string]any{"operation": "undelete"})
+	for _, k := range objects {
+		if !e.exists("boot-images", k) || e.exists("boot-images", "deleted/"+k) {
+			t.Errorf("%s not moved back by undelete", k)
+		}
+	}
+	if e.exists("boot-images", "deleted/"+id+"/deleted_manifest.json") {
+		t.Error("deleted_manifest.json kept after undelete")
+	}
+	back := e.must(200, "GET", "/v3/images/"+id, nil)
+	if back["link"].(map[string]any)["path"] != link["path"] || back["created"] != img["created"] {
+		t.Errorf("undeleted image = %v, want link %v and created %v", back, link["path"], img["created"])
+	}
+
+	e.must(204, "DELETE", "/v3/images/"+id, nil)
+	e.must(204, "DELETE", "/v3/deleted/images/"+id, nil)
+	for _, k := range objects {
+		if e.exists("boot-images", k) || e.exists("boot-images", "deleted/"+k) {
+			t.Errorf("%s left after hard delete", k)
+		}
+	}
+
+	// v2: DELETE is hard and cascades by default.
+	link2 := e.putImageArtifacts("v2")
+	img2 := e.must(201, "POST", "/v2/images", map[string]any{"name": "i2", "link": link2})
+	e.must(204, "DELETE", "/images/"+img2["id"].(string), nil)
+	for _, k := range []string{"v2/rootfs", "v2/manifest.json"} {
+		if e.exists("boot-images", k) {
+			t.Errorf("%s left after a v2 cascade delete", k)
+		}
+	}
+	e.must(404, "GET", "/v3/deleted/images/"+img2["id"].(string), nil)
+
+	// Recipes: the tarball moves and the link follows.
+	e.putObject("ims", "recipes/r/recipe.tgz", []byte("tgz"))
+	rec := e.must(201, "POST", "/v3/recipes", map[string]any{"name": "r", "recipe_type": "kiwi-ng", "linux_distribution": "sles15",
+		"link": map[string]any{"path": "s3://ims/recipes/r/recipe.tgz", "type": "s3"}})
+	rid := rec["id"].(string)
+	e.must(204, "DELETE", "/v3/recipes/"+rid, nil)
+	if e.exists("ims", "recipes/r/recipe.tgz") || !e.exists("ims", "deleted/recipes/r/recipe.tgz") {
+		t.Error("recipe tarball not moved under deleted/")
+	}
+	dr := e.must(200, "GET", "/v3/deleted/recipes/"+rid, nil)
+	if p := dr["link"].(map[string]any)["path"]; p != "s3://ims/deleted/recipes/r/recipe.tgz" {
+		t.Errorf("deleted recipe link path = %v", p)
+	}
+	e.must(204, "PATCH", "/v3/deleted/recipes", map[string]any{"operation": "undelete"})
+	if !e.exists("ims", "recipes/r/recipe.tgz") {
+		t.Error("recipe tarball not moved back")
+	}
+	e.must(204, "DELETE", "/recipes/"+rid+"?cascade=true", nil)
+	if e.exists("ims", "recipes/r/recipe.tgz") {
+		t.Error("recipe tarball left after v2 cascade delete")
+	}
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestImageLinkValidation checks IMS's manifest checks and their codes.
+func TestImageLinkValidation(t *testing.T) {
+	e := newEnv(t)
+	good := e.putImageArtifacts("good")
+	put := func(key string, m any) map[string]any {
+		data, _ := json.Marshal(m)
+		e.putObject("boot-images", key, data)
+		return map[string]any{"path": "s3://boot-images/" + key, "type": "s3"}
+	}
+	art := func(path, typ string) map[string]any {
+		return map[string]any{"link": map[string]any{"path": path, "type": "s3"}, "type": typ, "md5": ""}
+	}
+	big := make([]byte, 1<<20)
+	e.putObject("boot-images", "big/manifest.json", big)
+	tests := []struct {
+		name   string
+		link   map[string]any
+		status int
+	}{
+		{"missing manifest", map[string]any{"path": "s3://boot-images/none/manifest.json", "type": "s3"}, 422},
+		{"too large", map[string]any{"path": "s3://boot-images/big/manifest.json", "type": "s3"}, 400},
+		{"version", put("v/manifest.json", map[string]any{"version": "2.0", "artifacts": []any{art("s3://boot-images/good/rootfs", mediaRootfs)}}), 422},
+		{"missing artifact", put("a/manifest.json", map[string]any{"version": "1.0", "artifacts": []any{art("s3://boot-images/none/rootfs", mediaRootfs)}}), 422},
+		{"no rootfs", put("n/manifest.json", map[string]any{"version": "1.0", "artifacts": []any{art("s3://boot-images/good/kernel", "application/vnd.cray.image.kernel")}}), 400},
+		{"two rootfs", put("2/manifest.json", map[string]any{"version": "1.0", "artifacts": []any{art("s3://boot-images/good/rootfs", mediaRootfs), art("s3://boot-images/good/kernel", mediaRootfs)}}), 400},
+		{"not s3", map[string]any{"path": "s3://boot-images/good/manifest.json", "type": "http"}, 422},
+		{"good", good, 201},
+		{"duplicate", good, 422},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e.t = t
+			before := e.st.Images.Len()
+			e.must(tc.status, "POST", "/v3/images", map[string]any{"name": "x", "link": tc.link})
+			if want := before + map[bool]int{true: 1}[tc.status == 201]; e.st.Images.Len() != want {
+				t.Errorf("%d images after the POST, want %d", e.st.Images.Len(), want)
+			}
+		})
+	}
+}
+
+// TestS3Down: with S3 gone, a link check and a soft delete answer 500 as
+// IMS does (the SDK's error is no ClientError) and change no record.
+func TestS3Down(t *testing.T) {
+	e := newEnv(t)
+	link := e.putImageArtifacts("down")
+	img := e.must(201, "POST", "/v3/images", map[string]any{"name": "i", "link": link})
+	e.putImageArtifacts("down2")
+	before, err := readFile(e.dir, store.FileImages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.s3.Stop()
+	e.must(http.StatusInternalServerError, "POST", "/v3/images", map[string]any{"name": "j", "link": map[string]any{"path": "s3://boot-images/down2/manifest.json", "type": "s3"}})
+	e.must(http.StatusInternalServerError, "DELETE", "/v3/images/"+img["id"].(string), nil)
+	e.must(http.StatusInternalServerError, "DELETE", "/images/"+img["id"].(string), nil)
+	after, err := readFile(e.dir, store.FileImages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(before) != string(after) {
+		t.Errorf("images file changed while S3 was down:\nbefore %s\nafter %s", before, after)
+	}
+	if e.st.DeletedImages.Len() != 0 || e.st.Images.Len() != 1 {
+		t.Errorf("%d images, %d deleted images; want 1, 0", e.st.Images.Len(), e.st.DeletedImages.Len())
+	}
+	// Records that need no S3 still work.
+	e.must(201, "POST", "/v3/images", map[string]any{"name": "no link"})
+}
