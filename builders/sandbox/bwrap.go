@@ -8,7 +8,8 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"runtime"
+	"path"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -47,6 +48,16 @@ func (b *Bwrap) Run(ctx context.Context, s Spec) (err error) {
 		return fmt.Errorf("sandbox bwrap: %w", err)
 	}
 	defer statusR.Close()
+	filter, err := filterPipe()
+	if err != nil {
+		return err
+	}
+	defer filter.Close()
+	cg, err := newPidsCgroup(s.pidsLimit())
+	defer func() { err = withCleanup(err, cg.remove()) }()
+	if err != nil {
+		return err
+	}
 
 	tail := &tailWriter{}
 	cmd := exec.Command(b.path, bwrapArgs(p, s)...)
@@ -57,15 +68,15 @@ func (b *Bwrap) Run(ctx context.Context, s Spec) (err error) {
 	if s.Stderr != nil {
 		cmd.Stderr = io.MultiWriter(s.Stderr, tail)
 	}
-	cmd.ExtraFiles = []*os.File{statusW}
+	cmd.ExtraFiles = []*os.File{statusW, filter} // fds 3 and 4
 	cmd.SysProcAttr = procAttr(s)
 	cmd.WaitDelay = waitDelay
 
-	// Pdeathsig fires when the thread that started the process exits.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	err = cmd.Start()
+	started := make(chan struct{})
+	defer close(started)
+	err = startConfined(cmd, cg, started)
 	statusW.Close()
+	filter.Close()
 	if err != nil {
 		return fmt.Errorf("sandbox bwrap: %w", err)
 	}
@@ -119,11 +130,20 @@ func bwrapArgs(p *plan, s Spec) []string {
 		switch m.Kind {
 		case kindProc:
 			a = append(a, "--proc", m.Dest)
+			// The host-wide knobs a root without CAP_SYS_ADMIN could still
+			// write, bound read-only from the host's /proc (same kernel).
+			for _, name := range procReadOnlyPaths {
+				p := path.Join(m.Dest, name)
+				a = append(a, "--ro-bind-try", path.Join("/proc", name), p)
+			}
 		case kindDev:
 			a = append(a, "--dev", m.Dest)
 		case kindTmpfs:
 			if m.Mode != "" {
 				a = append(a, "--perms", m.Mode)
+			}
+			if m.Size > 0 {
+				a = append(a, "--size", strconv.FormatInt(m.Size, 10))
 			}
 			a = append(a, "--tmpfs", m.Dest)
 		case kindBind:
@@ -138,7 +158,14 @@ func bwrapArgs(p *plan, s Spec) []string {
 	if !s.Network {
 		a = append(a, "--unshare-net")
 	}
-	a = append(a, "--die-with-parent")
+	a = append(a, "--die-with-parent", "--cap-drop", "ALL")
+	for _, c := range confinedCapNames() {
+		a = append(a, "--cap-add", c)
+	}
+	// bwrap loads the filter and sets no_new_privs right before it
+	// executes the command. Run as root it leaves the bounding set alone;
+	// with no_new_privs no exec can regain what --cap-drop took.
+	a = append(a, "--seccomp", "4")
 	if !withTTY(s) {
 		a = append(a, "--new-session")
 	}
@@ -149,6 +176,28 @@ func bwrapArgs(p *plan, s Spec) []string {
 	}
 	a = append(a, "--chdir", workDir(s), "--json-status-fd", "3", "--")
 	return append(a, s.Args...)
+}
+
+// filterPipe returns a pipe holding the seccomp filter for bwrap --seccomp,
+// its write end closed (a filter is far smaller than the pipe buffer).
+func filterPipe() (*os.File, error) {
+	raw, err := seccompFilter()
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+	_, err = w.Write(sockFilterBytes(raw))
+	if cerr := w.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		r.Close()
+		return nil, fmt.Errorf("sandbox seccomp filter: %w", err)
+	}
+	return r, nil
 }
 
 // bwrapStatus follows bwrap's --json-status-fd reports: the PID of the
