@@ -15,8 +15,8 @@ import (
 
 // TestNothingOutlivesRun starts a background process (marked by a unique
 // argument) in the sandbox and checks that after Run returns, whatever the
-// outcome, no process of the sandbox remains and the host's mount table is
-// as before.
+// outcome, no process or cgroup of the sandbox remains and the host's mount
+// table is as before.
 func TestNothingOutlivesRun(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, sb sandbox.Sandbox) {
 		tests := []struct {
@@ -39,6 +39,7 @@ func TestNothingOutlivesRun(t *testing.T) {
 				root := bareRoot(t)
 				before := tree(t, root)
 				mounts := mountinfo(t)
+				cgroups := sandboxCgroups(t)
 				marker := fmt.Sprintf("imsbuild-marker-%d", time.Now().UnixNano())
 				ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
 				defer cancel()
@@ -66,6 +67,9 @@ func TestNothingOutlivesRun(t *testing.T) {
 				}
 				if d := diff(before, tree(t, root)); d != "" {
 					t.Errorf("image root changed:\n%s", d)
+				}
+				if got := sandboxCgroups(t); len(got) != len(cgroups) {
+					t.Errorf("cgroups left behind: before %v, after %v", cgroups, got)
 				}
 			})
 		}
