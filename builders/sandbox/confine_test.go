@@ -280,3 +280,28 @@ func buildDeb(t *testing.T) string {
 	}
 	return out
 }
+
+// TestTmpSize fills /tmp beyond Spec.TmpSize: the write fails for want of
+// space, and the default size is DefaultTmpSize.
+func TestTmpSize(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, sb sandbox.Sandbox) {
+		tests := []struct {
+			name   string
+			size   int64
+			script string
+			want   string
+		}{
+			{name: "limit", size: 1 << 20, script: `dd if=/dev/zero of=/tmp/fill bs=64k count=32 2>/dev/null && echo fitted || echo full`, want: "full\n"},
+			{name: "default", script: `df -k /tmp | awk 'NR==2 { print $2 }'`, want: strconv.Itoa(sandbox.DefaultTmpSize/1024) + "\n"},
+		}
+		for _, tc := range tests {
+			t.Run(tc.name, func(t *testing.T) {
+				root := testutil.BusyboxRoot(t, false)
+				got, stderr, err := shell(t, sb, sandbox.Spec{Root: root, Jail: true, TmpSize: tc.size}, tc.script)
+				if err != nil || got != tc.want {
+					t.Errorf("Run() = %q, %v; want %q (stderr %q)", got, err, tc.want, stderr)
+				}
+			})
+		}
+	})
+}
