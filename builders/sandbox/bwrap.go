@@ -133,8 +133,7 @@ func bwrapArgs(p *plan, s Spec) []string {
 			// The host-wide knobs a root without CAP_SYS_ADMIN could still
 			// write, bound read-only from the host's /proc (same kernel).
 			for _, name := range procReadOnlyPaths {
-				p := path.Join(m.Dest, name)
-				a = append(a, "--ro-bind-try", path.Join("/proc", name), p)
+				a = append(a, "--ro-bind-try", path.Join("/proc", name), path.Join(m.Dest, name))
 			}
 		case kindDev:
 			a = append(a, "--dev", m.Dest)
