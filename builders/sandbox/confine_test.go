@@ -136,9 +136,8 @@ func copyFile(t *testing.T, src, dst string) {
 // limit and counts how many the sandbox sees: never more than the limit.
 // Afterwards neither the processes nor the cgroup remain.
 func TestForkBombBounded(t *testing.T) {
-	const limit = 48
+	const limit = 48 // no other test uses it: see cgroupsLimitedTo
 	forEachBackend(t, func(t *testing.T, sb sandbox.Sandbox) {
-		before := sandboxCgroups(t)
 		root := testutil.BusyboxRoot(t, false)
 		// The fork failures end the subshell; counting needs no fork.
 		script := `( i=0; while [ $i -lt 300 ]; do sleep 4242 & i=$((i+1)); done ) 2>/dev/null
@@ -157,24 +156,28 @@ n=0; for p in /proc/[0-9]*; do n=$((n+1)); done; echo $n`
 		if pids := testutil.ProcessesMatching(t, "sleep 4242"); len(pids) > 0 {
 			t.Errorf("processes outlived Run: %v", pids)
 		}
-		if after := sandboxCgroups(t); len(after) != len(before) {
-			t.Errorf("cgroups left behind: before %v, after %v", before, after)
+		if left := cgroupsLimitedTo(t, limit); len(left) > 0 {
+			t.Errorf("cgroups left behind: %v", left)
 		}
 	})
 }
 
-// sandboxCgroups lists the cgroups of sandboxes (bwrap and native name them
-// imsbuild-sandbox-…, runc after the container imsbuild-…) in the pids
-// hierarchy (v1) or the unified one.
-func sandboxCgroups(t *testing.T) []string {
+// cgroupsLimitedTo lists the pids cgroups (v1 hierarchy or unified) whose
+// pids.max is limit: a limit no other test uses tells a test's own
+// sandboxes from those of tests running at the same time.
+func cgroupsLimitedTo(t *testing.T, limit int) []string {
 	t.Helper()
 	var out []string
-	for _, pattern := range []string{"/sys/fs/cgroup/pids/imsbuild-*", "/sys/fs/cgroup/pids/*/imsbuild-*", "/sys/fs/cgroup/imsbuild-*"} {
+	for _, pattern := range []string{"/sys/fs/cgroup/pids/*/pids.max", "/sys/fs/cgroup/pids/*/*/pids.max", "/sys/fs/cgroup/*/pids.max"} {
 		m, err := filepath.Glob(pattern)
 		if err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, m...)
+		for _, f := range m {
+			if b, err := os.ReadFile(f); err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(limit) {
+				out = append(out, filepath.Dir(f))
+			}
+		}
 	}
 	return out
 }
