@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -314,5 +315,31 @@ func TestApplyNetwork(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestApplyUmask customizes from an imsbuild with umask 027: the files a
+// script writes must get the modes they get on any builder.
+func TestApplyUmask(t *testing.T) {
+	for _, sb := range backends(t) {
+		t.Run(sb.Name(), func(t *testing.T) {
+			root := testutil.BusyboxRoot(t, false)
+			old := syscall.Umask(0o027)
+			defer syscall.Umask(old)
+			var log bytes.Buffer
+			steps := []spec.Customize{{Jail: true, Inline: "echo compute > /etc/hostname\nmkdir /etc/compute.d\n"}}
+			if err := customize.Apply(t.Context(), sb, root, steps, nil, &log); err != nil {
+				t.Fatalf("Apply() = %v (log %q)", err, log.String())
+			}
+			for name, want := range map[string]os.FileMode{"etc/hostname": 0o644, "etc/compute.d": os.ModeDir | 0o755} {
+				fi, err := os.Stat(filepath.Join(root, name))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if fi.Mode() != want {
+					t.Errorf("%s mode = %v, want %v", name, fi.Mode(), want)
+				}
+			}
+		})
 	}
 }

@@ -196,9 +196,12 @@ func (r *prepareRun) runHost(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// kiwi runs with umask 022 whatever imsbuild's is: it creates the
+	// image root and /dev, whose modes must not depend on the builder.
 	args := []string{
 		"--mount", "--pid", "--uts", "--ipc", "--fork", "--kill-child",
-		"--mount-proc", "--propagation", "private", kiwi,
+		"--mount-proc", "--propagation", "private",
+		"/bin/sh", "-c", `umask 022 && exec "$0" "$@"`, kiwi,
 	}
 	args = append(args, kiwiArgs(r.opts, r.logFile)...)
 	cmd := exec.CommandContext(ctx, unshare, args...)

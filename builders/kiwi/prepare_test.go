@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -225,6 +227,35 @@ func TestPrepareRejectsSharedCacheBelowTmp(t *testing.T) {
 		err := Prepare(t.Context(), PrepareOptions{Description: t.TempDir(), Root: filepath.Join(t.TempDir(), "r"), SharedCacheDir: dir})
 		if err == nil || !strings.Contains(err.Error(), "shared cache dir") {
 			t.Errorf("Prepare(SharedCacheDir %s) = %v, want a shared cache dir error", dir, err)
+		}
+	}
+}
+
+func TestPrepareUmask(t *testing.T) { forEachSandbox(t, testPrepareUmask) }
+
+// testPrepareUmask runs kiwi from a process with umask 021: the image root,
+// its /dev and a file kiwi writes must still get the usual modes.
+func testPrepareUmask(t *testing.T, builder bool) {
+	marker := fmt.Sprintf("imsbuild-test-umask-%d", time.Now().UnixNano())
+	builderRoot := fakeKiwi(t, builder, marker, `mkdir "$root/dev"; echo x > "$root/etc-file"`)
+	root := filepath.Join(t.TempDir(), "root")
+	old := syscall.Umask(0o021)
+	defer syscall.Umask(old)
+	err := Prepare(t.Context(), PrepareOptions{
+		Description: t.TempDir(), Root: root, Log: io.Discard, KiwiLog: filepath.Join(t.TempDir(), "kiwi.log"), BuilderRoot: builderRoot,
+	})
+	syscall.Umask(old)
+	if err != nil {
+		t.Fatalf("Prepare() = %v", err)
+	}
+	waitGone(t, marker)
+	for name, want := range map[string]os.FileMode{".": os.ModeDir | 0o755, "dev": os.ModeDir | 0o755, "etc-file": 0o644} {
+		fi, err := os.Stat(filepath.Join(root, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode() != want {
+			t.Errorf("%s mode = %v, want %v", name, fi.Mode(), want)
 		}
 	}
 }

@@ -9,7 +9,8 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"runtime"
+	"path"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -63,6 +64,16 @@ func (b *Bwrap) Run(ctx context.Context, s Spec) (err error) {
 	}
 	defer envR.Close()
 	defer envW.Close()
+	filter, err := filterPipe()
+	if err != nil {
+		return err
+	}
+	defer filter.Close()
+	cg, err := newPidsCgroup(s.pidsLimit())
+	defer func() { err = withCleanup(err, cg.remove()) }()
+	if err != nil {
+		return err
+	}
 
 	tail := &tailWriter{}
 	cmd := exec.Command(b.path, bwrapArgs(p, s)...)
@@ -73,16 +84,16 @@ func (b *Bwrap) Run(ctx context.Context, s Spec) (err error) {
 	if s.Stderr != nil {
 		cmd.Stderr = io.MultiWriter(s.Stderr, tail)
 	}
-	cmd.ExtraFiles = []*os.File{statusW, envR} // fds 3 and 4
+	cmd.ExtraFiles = []*os.File{statusW, envR, filter} // fds 3, 4 and 5
 	cmd.SysProcAttr = procAttr(s)
 	cmd.WaitDelay = waitDelay
 
-	// Pdeathsig fires when the thread that started the process exits.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	err = cmd.Start()
+	started := make(chan struct{})
+	defer close(started)
+	err = startConfined(cmd, cg, started)
 	statusW.Close()
 	envR.Close()
+	filter.Close()
 	if err != nil {
 		return fmt.Errorf("sandbox bwrap: %w", err)
 	}
@@ -142,11 +153,19 @@ func bwrapArgs(p *plan, s Spec) []string {
 		switch m.Kind {
 		case kindProc:
 			a = append(a, "--proc", m.Dest)
+			// The host-wide knobs a root without CAP_SYS_ADMIN could still
+			// write, bound read-only from the host's /proc (same kernel).
+			for _, name := range procReadOnlyPaths {
+				a = append(a, "--ro-bind-try", path.Join("/proc", name), path.Join(m.Dest, name))
+			}
 		case kindDev:
 			a = append(a, "--dev", m.Dest)
 		case kindTmpfs:
 			if m.Mode != "" {
 				a = append(a, "--perms", m.Mode)
+			}
+			if m.Size > 0 {
+				a = append(a, "--size", strconv.FormatInt(m.Size, 10))
 			}
 			a = append(a, "--tmpfs", m.Dest)
 		case kindBind:
@@ -161,7 +180,14 @@ func bwrapArgs(p *plan, s Spec) []string {
 	if !s.Network {
 		a = append(a, "--unshare-net")
 	}
-	a = append(a, "--die-with-parent")
+	a = append(a, "--die-with-parent", "--cap-drop", "ALL")
+	for _, c := range confinedCapNames() {
+		a = append(a, "--cap-add", c)
+	}
+	// bwrap loads the filter and sets no_new_privs right before it
+	// executes the command. Run as root it leaves the bounding set alone;
+	// with no_new_privs no exec can regain what --cap-drop took.
+	a = append(a, "--seccomp", "5")
 	if !withTTY(s) {
 		a = append(a, "--new-session")
 	}
@@ -186,6 +212,28 @@ func envArgs(env []string) ([]byte, error) {
 		}
 	}
 	return b.Bytes(), nil
+}
+
+// filterPipe returns a pipe holding the seccomp filter for bwrap --seccomp,
+// its write end closed (a filter is far smaller than the pipe buffer).
+func filterPipe() (*os.File, error) {
+	raw, err := seccompFilter()
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+	_, err = w.Write(sockFilterBytes(raw))
+	if cerr := w.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		r.Close()
+		return nil, fmt.Errorf("sandbox seccomp filter: %w", err)
+	}
+	return r, nil
 }
 
 // bwrapStatus follows bwrap's --json-status-fd reports: the PID of the

@@ -25,10 +25,21 @@
 // gives the command a pty of its own (process.terminal) and relays it to
 // that terminal, which it puts in raw mode and follows on SIGWINCH.
 //
+// Every run that is not [Spec.Privileged] is confined, whatever the backend
+// (see docs/security.md): the command runs as root but with only
+// CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID, SETPCAP,
+// NET_BIND_SERVICE, SYS_CHROOT, AUDIT_WRITE and SETFCAP, with no_new_privs,
+// a seccomp filter refusing mounts, file handles, modules, kexec, BPF,
+// ptrace, keyrings, new namespaces and other ABIs (i386, x32), umask 022,
+// a pids cgroup of Spec.PidsLimit tasks (removed after the run), a /tmp
+// tmpfs of Spec.TmpSize bytes, and /proc/sys, /proc/sysrq-trigger and
+// friends read-only. It stays root in the initial user namespace: image
+// roots are host directories owned by the image's real uids.
+//
 // Under runc the command is its PID namespace's init (as in "docker run"
 // without --init), runc adds HOME to an environment without it, a /tmp
-// tmpfs takes the mode of the directory it covers, the command has Docker's
-// default capabilities and at most 1024 open files.
+// tmpfs takes the mode of the directory it covers, and the command has at
+// most 1024 open files.
 //
 // Mountpoints missing in the image root are created before the run and
 // removed afterwards, so nothing of the sandbox is left in the image (or in

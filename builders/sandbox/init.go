@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -42,6 +44,10 @@ func MaybeRunInit() {
 // runInit runs inside the new namespaces as the PID namespace's init. It
 // returns only on error.
 func runInit(js string) error {
+	// The command inherits the credentials, bounding set and seccomp
+	// filter of the thread that forks it, all per-thread: one thread does
+	// everything. It is never unlocked; init exits from it.
+	runtime.LockOSThread()
 	var is initSpec
 	if err := json.Unmarshal([]byte(js), &is); err != nil {
 		return fmt.Errorf("read spec: %w", err)
@@ -91,6 +97,9 @@ func runInit(js string) error {
 	}
 	prog, err := lookPath(is.Args[0], is.Env)
 	if err != nil {
+		return err
+	}
+	if err := confineThread(); err != nil {
 		return err
 	}
 	unix.CloseOnExec(statusFD)
@@ -155,13 +164,20 @@ func mountOne(newroot string, m mount) error {
 	var err error
 	switch m.Kind {
 	case kindProc:
-		err = unix.Mount("proc", target, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
+		if err := unix.Mount("proc", target, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+			return fmt.Errorf("mount proc %s: %w", m.Dest, err)
+		}
+		return procReadOnly(target)
 	case kindTmpfs:
 		mode := m.Mode
 		if mode == "" {
 			mode = "0755"
 		}
-		err = unix.Mount("tmpfs", target, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode="+mode)
+		opts := "mode=" + mode
+		if m.Size > 0 {
+			opts += ",size=" + strconv.FormatInt(m.Size, 10)
+		}
+		err = unix.Mount("tmpfs", target, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts)
 	case kindDev:
 		return mountDev(target)
 	case kindBind:
@@ -174,6 +190,29 @@ func mountOne(newroot string, m mount) error {
 	}
 	if err != nil {
 		return fmt.Errorf("mount %s %s: %w", m.Kind, m.Dest, err)
+	}
+	return nil
+}
+
+// procReadOnlyPaths are the host-wide knobs of /proc a root without
+// CAP_SYS_ADMIN could still write (kernel.core_pattern runs a program on the
+// host; sysrq-trigger reboots it); they are bound read-only over themselves,
+// as runc and bwrap do.
+var procReadOnlyPaths = []string{"bus", "fs", "irq", "sys", "sysrq-trigger"}
+
+// procReadOnly makes procReadOnlyPaths of the procfs at target read-only.
+func procReadOnly(target string) error {
+	for _, name := range procReadOnlyPaths {
+		p := filepath.Join(target, name)
+		if _, err := os.Lstat(p); err != nil {
+			continue // not in this kernel
+		}
+		if err := unix.Mount(p, p, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("bind %s: %w", p, err)
+		}
+		if err := readOnly(p); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -206,7 +245,7 @@ func ensureTarget(target string, file bool) error {
 // character devices bound in, a terminal on stdin as console, the
 // /proc/self/fd links and a /dev/shm tmpfs.
 func mountDev(target string) error {
-	if err := unix.Mount("tmpfs", target, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=0755"); err != nil {
+	if err := unix.Mount("tmpfs", target, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=0755,size=65536k"); err != nil {
 		return fmt.Errorf("mount dev %s: %w", target, err)
 	}
 	for _, name := range []string{"null", "zero", "full", "random", "urandom", "tty"} {
@@ -233,7 +272,7 @@ func mountDev(target string) error {
 	if err := os.Mkdir(shm, 0o755); err != nil {
 		return fmt.Errorf("dev: %w", err)
 	}
-	if err := unix.Mount("tmpfs", shm, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777"); err != nil {
+	if err := unix.Mount("tmpfs", shm, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777,size=65536k"); err != nil {
 		return fmt.Errorf("mount %s: %w", shm, err)
 	}
 	return nil

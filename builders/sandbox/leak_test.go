@@ -15,8 +15,8 @@ import (
 
 // TestNothingOutlivesRun starts a background process (marked by a unique
 // argument) in the sandbox and checks that after Run returns, whatever the
-// outcome, no process of the sandbox remains and the host's mount table is
-// as before.
+// outcome, no process or cgroup of the sandbox remains and the host's mount
+// table is as before.
 func TestNothingOutlivesRun(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, sb sandbox.Sandbox) {
 		tests := []struct {
@@ -45,8 +45,9 @@ func TestNothingOutlivesRun(t *testing.T) {
 				s := sandbox.Spec{
 					Root: root, Jail: tc.jail, Timeout: tc.timeout,
 					// The background shell keeps the marker in its command line.
-					Args: []string{"/bin/sh", "-c", "sh -c 'sleep 1000; :' " + marker + " & " + tc.script},
-					Env:  []string{"PATH=/bin:/usr/bin"},
+					Args:      []string{"/bin/sh", "-c", "sh -c 'sleep 1000; :' " + marker + " & " + tc.script},
+					Env:       []string{"PATH=/bin:/usr/bin"},
+					PidsLimit: leakPidsLimit,
 				}
 				if tc.cancel {
 					go func() {
@@ -67,10 +68,17 @@ func TestNothingOutlivesRun(t *testing.T) {
 				if d := diff(before, tree(t, root)); d != "" {
 					t.Errorf("image root changed:\n%s", d)
 				}
+				if left := cgroupsLimitedTo(t, leakPidsLimit); len(left) > 0 {
+					t.Errorf("cgroups left behind: %v", left)
+				}
 			})
 		}
 	})
 }
+
+// leakPidsLimit is the pids limit of TestNothingOutlivesRun's sandboxes,
+// which no other test uses: see cgroupsLimitedTo.
+const leakPidsLimit = 1023
 
 // waitFor polls until a process with marker in its command line runs, other
 // than the one (bwrap) that has the whole script in its arguments.

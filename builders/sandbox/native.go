@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"syscall"
 )
@@ -75,6 +74,11 @@ func (n *Native) Run(ctx context.Context, s Spec) (err error) {
 		return fmt.Errorf("sandbox native: %w", err)
 	}
 	defer statusR.Close()
+	cg, err := newPidsCgroup(s.pidsLimit())
+	defer func() { err = withCleanup(err, cg.remove()) }()
+	if err != nil {
+		return err
+	}
 
 	cmd := exec.Command(n.exe, InitArg)
 	cmd.Env = []string{specEnv + "=" + string(js)}
@@ -88,10 +92,9 @@ func (n *Native) Run(ctx context.Context, s Spec) (err error) {
 	cmd.SysProcAttr.Cloneflags = uintptr(flags)
 	cmd.WaitDelay = waitDelay
 
-	// Pdeathsig fires when the thread that started the process exits.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	err = cmd.Start()
+	started := make(chan struct{})
+	defer close(started)
+	err = startConfined(cmd, cg, started)
 	statusW.Close()
 	if err != nil {
 		return fmt.Errorf("sandbox native: %w", err)

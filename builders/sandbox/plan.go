@@ -37,7 +37,11 @@ type mount struct {
 	ReadOnly bool      `json:"ro,omitempty"`
 	File     bool      `json:"file,omitempty"` // the mountpoint is a file (bind of a non-directory)
 	Mode     string    `json:"mode,omitempty"` // tmpfs mode, octal
+	Size     int64     `json:"size,omitempty"` // tmpfs size in bytes; 0: the kernel's default (half the RAM)
 }
+
+// mountDirSize is the size of the tmpfs holding the /mnt/image mountpoint.
+const mountDirSize = 1 << 20
 
 // plan is the mount layout of one run, shared by every backend. Building it
 // creates the mountpoints missing in host directories (the image root, bind
@@ -66,7 +70,11 @@ func newPlan(s Spec) (*plan, error) {
 			return nil, err
 		}
 	}
-	tmp := mount{Kind: kindTmpfs, Dest: "/tmp", Mode: "1777"}
+	tmpSize := s.TmpSize
+	if tmpSize <= 0 {
+		tmpSize = DefaultTmpSize
+	}
+	tmp := mount{Kind: kindTmpfs, Dest: "/tmp", Mode: "1777", Size: tmpSize}
 	if s.TmpDir != "" {
 		tmp = mount{Kind: kindBind, Source: s.TmpDir, Dest: "/tmp"}
 	}
@@ -75,7 +83,7 @@ func newPlan(s Spec) (*plan, error) {
 	} else {
 		p.mounts = append(p.mounts, mount{Kind: kindDev, Dest: "/dev"}, mount{Kind: kindProc, Dest: "/proc"}, tmp)
 		if !p.baseHasDir(ImageDir) {
-			p.mounts = append(p.mounts, mount{Kind: kindTmpfs, Dest: path.Dir(ImageDir), Mode: "0755"})
+			p.mounts = append(p.mounts, mount{Kind: kindTmpfs, Dest: path.Dir(ImageDir), Mode: "0755", Size: mountDirSize})
 		}
 		p.mounts = append(p.mounts, mount{Kind: kindBind, Source: s.Root, Dest: ImageDir})
 	}

@@ -6,6 +6,8 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
+	"strconv"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -35,17 +37,6 @@ func (b runcBundle) write(p *plan, s Spec) error {
 		return fmt.Errorf("sandbox runc: %w", err)
 	}
 	return nil
-}
-
-// runcCaps returns the capabilities of the command: the default set of
-// Docker and containerd, enough to install packages (chown, setuid, chroot,
-// mknod) in an image root but not to administer the host.
-func runcCaps() []string {
-	return []string{
-		"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
-		"CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
-		"CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
-	}
 }
 
 // runcAllCaps returns the capabilities of a privileged run: every one in
@@ -81,17 +72,19 @@ func capNames() []string {
 // run's root is the image root itself; a non-jailed one starts from the
 // empty rootfs with the builder root (or the host root) bound read-only,
 // recursively, over it. The mounts follow the plan, /dev being runc's
-// default tmpfs with devpts, shm and mqueue. No run has a seccomp filter.
+// default tmpfs with devpts, shm and mqueue. A confined run has the
+// seccomp filter of [seccompPolicy], no_new_privs and a pids limit.
 //
 // A privileged run (Spec.Privileged) gets every capability and device, the
 // host's /dev bound recursively, a read-write /sys, and no masked or
 // read-only paths. runc makes the root's propagation rslave, so the mounts
 // made inside never reach the host.
 func runcSpec(p *plan, s Spec, rootfs string) *specs.Spec {
-	caps := runcCaps()
+	caps := confinedCapNames()
 	if s.Privileged {
 		caps = runcAllCaps()
 	}
+	umask := uint32(sandboxUmask)
 	sp := &specs.Spec{
 		Version:  specs.Version,
 		Hostname: Hostname,
@@ -102,7 +95,9 @@ func runcSpec(p *plan, s Spec, rootfs string) *specs.Spec {
 			Capabilities: &specs.LinuxCapabilities{
 				Bounding: caps, Effective: caps, Permitted: caps,
 			},
-			Rlimits: []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1024, Soft: 1024}},
+			User:            specs.User{Umask: &umask},
+			NoNewPrivileges: !s.Privileged,
+			Rlimits:         []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1024, Soft: 1024}},
 			// runc makes a pty for the command and relays it to its own
 			// stdin (raw) and stdout, resizing it on SIGWINCH.
 			Terminal: withTTY(s),
@@ -128,6 +123,10 @@ func runcSpec(p *plan, s Spec, rootfs string) *specs.Spec {
 	if s.Privileged {
 		sp.Linux.Resources.Devices = []specs.LinuxDeviceCgroup{{Allow: true, Access: "rwm"}}
 		sp.Linux.MaskedPaths, sp.Linux.ReadonlyPaths = nil, nil
+	} else {
+		limit := int64(s.pidsLimit())
+		sp.Linux.Resources.Pids = &specs.LinuxPids{Limit: &limit}
+		sp.Linux.Seccomp = runcSeccomp()
 	}
 	if !s.Network {
 		sp.Linux.Namespaces = append(sp.Linux.Namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace})
@@ -147,6 +146,42 @@ func runcSpec(p *plan, s Spec, rootfs string) *specs.Spec {
 		sp.Mounts = append(sp.Mounts, runcMounts(m, s.Privileged)...)
 	}
 	return sp
+}
+
+// runcSeccomp is the seccomp filter of [seccompPolicy] for runc (which
+// compiles it with libseccomp). libseccomp kills a process making system
+// calls of an ABI the filter does not name, so it names the compat ABIs
+// (i386, x32; arm) too and filters them alike, as Docker's profile does.
+func runcSeccomp() *specs.LinuxSeccomp {
+	errno := uint(unix.EPERM)
+	enosys := uint(unix.ENOSYS)
+	sc := &specs.LinuxSeccomp{
+		DefaultAction: specs.ActAllow,
+		Architectures: runcArch(),
+		Syscalls: []specs.LinuxSyscall{
+			{Names: deniedSyscalls, Action: specs.ActErrno, ErrnoRet: &errno},
+			{Names: []string{"clone3"}, Action: specs.ActErrno, ErrnoRet: &enosys},
+		},
+	}
+	// libseccomp has no "any of these bits" test: one rule per flag.
+	for bit := uint64(1); bit != 0; bit <<= 1 {
+		if newNamespaceFlags&bit != 0 {
+			sc.Syscalls = append(sc.Syscalls, specs.LinuxSyscall{Names: []string{"clone"}, Action: specs.ActErrno,
+				ErrnoRet: &errno, Args: []specs.LinuxSeccompArg{{Index: 0, Value: bit, ValueTwo: bit, Op: specs.OpMaskedEqual}}})
+		}
+	}
+	return sc
+}
+
+// runcArch returns the seccomp architectures of the machine.
+func runcArch() []specs.Arch {
+	switch runtime.GOARCH {
+	case "amd64":
+		return []specs.Arch{specs.ArchX86_64, specs.ArchX86, specs.ArchX32}
+	case "arm64":
+		return []specs.Arch{specs.ArchAARCH64, specs.ArchARM}
+	}
+	return nil // libseccomp's native architecture
 }
 
 // runcMounts translates one mount of a plan. A privileged run gets the
@@ -181,8 +216,11 @@ func runcMounts(m mount, privileged bool) []specs.Mount {
 		if mode == "" {
 			mode = "0755"
 		}
-		return []specs.Mount{{Destination: m.Dest, Type: "tmpfs", Source: "tmpfs",
-			Options: []string{"nosuid", "nodev", "mode=" + mode}}}
+		opts := []string{"nosuid", "nodev", "mode=" + mode}
+		if m.Size > 0 {
+			opts = append(opts, "size="+strconv.FormatInt(m.Size, 10))
+		}
+		return []specs.Mount{{Destination: m.Dest, Type: "tmpfs", Source: "tmpfs", Options: opts}}
 	case kindBind:
 		opts := []string{"rbind"}
 		if m.ReadOnly {

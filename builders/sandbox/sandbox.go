@@ -48,6 +48,20 @@ type Spec struct {
 	// supports it; the others return [ErrPrivileged].
 	Privileged bool
 	Timeout    time.Duration // 0: none
+	// PidsLimit is how many processes and threads the sandbox may have at
+	// once (its pids cgroup); 0 means [DefaultPidsLimit].
+	PidsLimit int
+	// TmpSize is the size in bytes of the private /tmp tmpfs; 0 means
+	// [DefaultTmpSize]. Unused with TmpDir.
+	TmpSize int64
+}
+
+// pidsLimit returns the pids limit of s.
+func (s Spec) pidsLimit() int {
+	if s.PidsLimit > 0 {
+		return s.PidsLimit
+	}
+	return DefaultPidsLimit
 }
 
 // ErrPrivileged is returned by the backends that cannot run a

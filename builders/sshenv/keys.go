@@ -112,11 +112,19 @@ func newAuthorizedKeys(keys []ssh.PublicKey) authorizedKeys {
 	return a
 }
 
+// User is the only user name the environment lets in: sessions run as root
+// in the sandbox, and a client asking for another user would be misled.
+const User = "root"
+
 // callback is the ssh.ServerConfig.PublicKeyCallback letting in only a's
-// keys, under any user name.
+// keys, as [User].
 func (a authorizedKeys) callback(log *slog.Logger) func(ssh.ConnMetadata, ssh.PublicKey) (*ssh.Permissions, error) {
 	return func(md ssh.ConnMetadata, k ssh.PublicKey) (*ssh.Permissions, error) {
 		fp := ssh.FingerprintSHA256(k)
+		if md.User() != User {
+			log.Info("user refused", "user", md.User(), "remote", md.RemoteAddr().String(), "key", fp)
+			return nil, fmt.Errorf("sshenv: user %q not allowed: log in as %s", md.User(), User)
+		}
 		if _, ok := a[string(k.Marshal())]; !ok {
 			log.Info("key refused", "user", md.User(), "remote", md.RemoteAddr().String(), "key", fp)
 			return nil, fmt.Errorf("sshenv: key %s not authorized", fp)

@@ -229,7 +229,7 @@ func (s *server) info(addr net.Addr) (Info, error) {
 	return Info{
 		Host:               host,
 		Port:               p,
-		User:               "root",
+		User:               User,
 		HostKeyFingerprint: ssh.FingerprintSHA256(s.signer.PublicKey()),
 		Jail:               s.cfg.Jail,
 		CompleteFile:       complete,
