@@ -105,14 +105,37 @@ func (c *Cache) commitBlob(f *atomicfile.File, d cache.Digest) error {
 	return nil
 }
 
-// Open returns the blob d; reading it to EOF verifies its digest.
+// Open returns the blob d; reading it to EOF verifies its digest, and a
+// corrupt blob is dropped (see dropCorrupt) as it is reported.
 func (c *Cache) Open(ctx context.Context, d cache.Digest) (io.ReadCloser, error) {
 	f, err := c.openBlob(d)
 	if err != nil {
 		return nil, err
 	}
-	return verify.ReadCloser{Reader: verify.NewOp("read blob", f, d, -1), Closer: f}, nil
+	return &blobReader{Reader: verify.NewOp("read blob", f, d, -1), c: c, ctx: ctx, d: d, f: f}, nil
 }
+
+// blobReader reads an open blob file through verify, dropping the blob on
+// a mismatch. It holds the ctx of Open for that, as io.Reader takes none.
+type blobReader struct {
+	*verify.Reader
+	c       *Cache
+	ctx     context.Context
+	d       cache.Digest
+	f       *os.File
+	dropped bool
+}
+
+func (r *blobReader) Read(p []byte) (int, error) {
+	n, err := r.Reader.Read(p)
+	if err != nil && !r.dropped && errors.Is(err, cache.ErrCorrupt) {
+		r.dropped = true
+		r.c.dropCorrupt(r.ctx, r.d, r.f)
+	}
+	return n, err
+}
+
+func (r *blobReader) Close() error { return r.f.Close() }
 
 func (c *Cache) openBlob(d cache.Digest) (*os.File, error) {
 	if !d.Valid() {
@@ -146,7 +169,9 @@ func (c *Cache) Stat(ctx context.Context, d cache.Digest) (int64, error) {
 // Materialize puts blob d at dst atomically, creating dst's directory: a
 // reflink when the filesystem supports it; else, when readOnly, a hard link
 // (mode 0444, which must then never be modified); else a verified streaming
-// copy. dst gets mode 0644, or 0444 when readOnly.
+// copy. dst gets mode 0644, or 0444 when readOnly. Every way verifies the
+// blob; a corrupt one is dropped (see Check) and the error wraps
+// cache.ErrCorrupt.
 func (c *Cache) Materialize(ctx context.Context, d cache.Digest, dst string, readOnly bool) error {
 	src, err := c.openBlob(d)
 	if err != nil {
@@ -165,10 +190,20 @@ func (c *Cache) Materialize(ctx context.Context, d cache.Digest, dst string, rea
 		return fmt.Errorf("materialize %s: %w", d, err)
 	}
 	defer f.Abort()
+	// A reflink or a hard link is not read, so the blob is checked first
+	// (at once when a verified record says it is unchanged since it was
+	// last hashed): consumers such as unsquashfs must never see a corrupt
+	// blob, or what they build would be cached under a fresh valid digest.
 	if reflink(f.OSFile(), src) == nil {
+		if err := c.checkOpen(ctx, d, src); err != nil {
+			return fmt.Errorf("materialize %s: %w", d, err)
+		}
 		return f.Commit()
 	}
 	if readOnly {
+		if err := c.checkOpen(ctx, d, src); err != nil {
+			return fmt.Errorf("materialize %s: %w", d, err)
+		}
 		if err := link(src.Name(), f.Name(), dst); err == nil {
 			f.Abort() // already renamed away or removed
 			return nil
@@ -180,6 +215,9 @@ func (c *Cache) Materialize(ctx context.Context, d cache.Digest, dst string, rea
 		defer f.Abort()
 	}
 	if _, err := verify.Copy(ctx, f, verify.NewOp("read blob", src, d, -1)); err != nil {
+		if errors.Is(err, cache.ErrCorrupt) {
+			c.dropCorrupt(ctx, d, src)
+		}
 		return fmt.Errorf("materialize %s to %s: %w", d, dst, err)
 	}
 	return f.Commit()
