@@ -55,14 +55,19 @@ func (c *Cache) Open(ctx context.Context, d cache.Digest) (io.ReadCloser, error)
 }
 
 // Materialize puts blob d at dst from the local cache, downloading it first
-// when only a remote has it.
+// when only a remote has it, or when the local copy was corrupt (the local
+// cache dropped it): a good remote copy replaces it.
 func (c *Cache) Materialize(ctx context.Context, d cache.Digest, dst string, readOnly bool) error {
 	err := c.local.Materialize(ctx, d, dst, readOnly)
-	if err == nil || !errors.Is(err, cache.ErrNotFound) || !d.Valid() {
+	corrupt := errors.Is(err, cache.ErrCorrupt)
+	if err == nil || !(errors.Is(err, cache.ErrNotFound) || corrupt) || !d.Valid() {
 		return err
 	}
-	if err := c.fetch(ctx, d); err != nil {
-		return err
+	if ferr := c.fetch(ctx, d); ferr != nil {
+		if corrupt && errors.Is(ferr, cache.ErrNotFound) {
+			return err // no remote has it: the local corruption is the news
+		}
+		return ferr
 	}
 	return c.local.Materialize(ctx, d, dst, readOnly)
 }

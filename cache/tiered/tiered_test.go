@@ -358,3 +358,60 @@ func TestConformance(t *testing.T) {
 		})
 	}
 }
+
+// A blob damaged in the local cache is dropped there and fetched again from
+// a remote that has a good copy, by Get and by Materialize alike.
+func TestLocalCorruptionRefetched(t *testing.T) {
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			if testing.Short() {
+				t.Skip("real-server test skipped in -short mode")
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+			defer cancel()
+			b := be.start(t)
+			lc := openLocal(t)
+			c := New(lc, []Remote{b.remote}, b.remote)
+			rootfs := put(t, ctx, c, "rootfs of base")
+			key := strings.Repeat("6f", 32)
+			res := &cache.ActionResult{Step: "image.base", Created: time.Unix(1, 0).UTC(), Outputs: map[string]cache.Output{"rootfs": rootfs}}
+			if err := c.Actions().Put(ctx, key, []byte(`{}`), res); err != nil {
+				t.Fatal(err)
+			}
+			damageLocal := func() {
+				p := lc.BlobPath(rootfs.Digest)
+				if err := os.Chmod(p, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(p, bytes.Repeat([]byte{'X'}, int(rootfs.Size)), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+
+			damageLocal()
+			if _, err := c.Actions().Get(ctx, key); err != nil {
+				t.Errorf("Get() with a corrupt local blob = %v, want the remote's hit", err)
+			}
+			dst := filepath.Join(t.TempDir(), "rootfs")
+			if err := c.Materialize(ctx, rootfs.Digest, dst, true); err != nil {
+				t.Fatalf("Materialize() = %v", err)
+			}
+			if got, _ := os.ReadFile(dst); string(got) != "rootfs of base" {
+				t.Errorf("materialized %q, want the good copy", got)
+			}
+
+			// Damaged again after it was fetched: Materialize fetches again.
+			damageLocal()
+			dst = filepath.Join(t.TempDir(), "rootfs")
+			if err := c.Materialize(ctx, rootfs.Digest, dst, true); err != nil {
+				t.Fatalf("Materialize() of a corrupt local copy = %v", err)
+			}
+			if got, _ := os.ReadFile(dst); string(got) != "rootfs of base" {
+				t.Errorf("materialized %q, want the good copy", got)
+			}
+			if st := c.Stats(); st.BlobsDownloaded != 2 {
+				t.Errorf("Stats() = %+v, want 2 downloads", st)
+			}
+		})
+	}
+}
