@@ -182,6 +182,10 @@ func (e *Engine) runCached(ctx context.Context, id string, pre *Preimage, logNam
 		_ = e.ac.SetLastKey(ctx, id, key, canon)
 		e.emit(Event{Step: id, Status: StatusCached, Key: key})
 		return true, nil
+	} else if errors.Is(err, cache.ErrCorrupt) {
+		// The cache dropped the corrupt blob and every result built on it;
+		// the step is built again, which is worth saying.
+		e.emit(Event{Step: id, Status: StatusLog, Line: fmt.Sprintf("cached result dropped, building again: %v", err)})
 	} else if err != nil && !errors.Is(err, cache.ErrNotFound) {
 		return false, fmt.Errorf("action cache: %w", err)
 	}
@@ -403,7 +407,12 @@ func (e *Engine) builderEnv(ctx context.Context, ref string) (customize.Environm
 // unpack restores a squashfs blob into the empty directory root.
 func (e *Engine) unpack(ctx context.Context, d cache.Digest, work, root string) error {
 	sq := filepath.Join(work, "unpack.squashfs")
+	// Materialize verifies the blob before it hard-links it: unsquashfs
+	// must never read corrupt bytes into a root that gets cached.
 	if err := e.store.Materialize(ctx, d, sq, true); err != nil {
+		if errors.Is(err, cache.ErrCorrupt) {
+			return fmt.Errorf("restore %s: %w (dropped with the results built on it: the next build makes it again)", d, err)
+		}
 		return fmt.Errorf("restore %s: %w", d, err)
 	}
 	defer os.Remove(sq)
