@@ -78,7 +78,19 @@ func (c *Cache) remember(ctx context.Context, d cache.Digest, st stamp, taken ti
 		}
 		defer unlock()
 	}
-	_ = c.writeFile(c.verifiedPath(d), fmt.Appendf(nil, recordFormat, st.Dev, st.Ino, st.Size, st.Mtime, st.Ctime, taken.UnixNano()))
+	// Not synced: a record lost in a crash only costs a hash, and a torn
+	// one does not parse.
+	f, err := os.CreateTemp(c.tmpDir(), "verified-*")
+	if err != nil {
+		return
+	}
+	_, err = fmt.Fprintf(f, recordFormat, st.Dev, st.Ino, st.Size, st.Mtime, st.Ctime, taken.UnixNano())
+	if cerr := f.Close(); err == nil && cerr == nil {
+		err = os.Rename(f.Name(), c.verifiedPath(d))
+	}
+	if err != nil {
+		_ = os.Remove(f.Name())
+	}
 }
 
 // checkOpen makes sure that f, the open blob file of d, holds d: at once
