@@ -43,7 +43,7 @@ func (c *Cache) Put(ctx context.Context, r io.Reader, want cache.Digest) (cache.
 	if want != "" && d != want {
 		return "", 0, fmt.Errorf("put blob %s: content is %s: %w", want, d, cache.ErrCorrupt)
 	}
-	if err := c.commitBlob(f, d); err != nil {
+	if err := c.commitBlob(ctx, f, d); err != nil {
 		return "", 0, err
 	}
 	return d, n, nil
@@ -84,17 +84,18 @@ func (c *Cache) PutFile(ctx context.Context, path string) (cache.Digest, int64, 
 	if err != nil {
 		return "", 0, fmt.Errorf("put %s: %w", path, err)
 	}
-	if err := c.commitBlob(f, d); err != nil {
+	if err := c.commitBlob(ctx, f, d); err != nil {
 		return "", 0, fmt.Errorf("put %s: %w", path, err)
 	}
 	return d, n, nil
 }
 
-// commitBlob renames the complete temp file f to the blob path of d. A blob
-// already there is replaced: the rename is cheap once the bytes are written,
-// it heals a damaged blob, and the fresh mtime gives the new reference
-// Prune's grace period.
-func (c *Cache) commitBlob(f *atomicfile.File, d cache.Digest) error {
+// commitBlob renames the complete temp file f to the blob path of d and
+// records it as verified. A blob already there is replaced: the rename is
+// cheap once the bytes are written, it heals a damaged blob, and the fresh
+// mtime gives the new reference Prune's grace period. The caller holds the
+// cache-wide lock shared.
+func (c *Cache) commitBlob(ctx context.Context, f *atomicfile.File, d cache.Digest) error {
 	p := c.BlobPath(d)
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return fmt.Errorf("put blob %s: %w", d, err)
@@ -102,6 +103,7 @@ func (c *Cache) commitBlob(f *atomicfile.File, d cache.Digest) error {
 	if err := f.CommitAs(p); err != nil {
 		return fmt.Errorf("put blob %s: %w", d, err)
 	}
+	c.rememberWritten(ctx, d, p)
 	return nil
 }
 

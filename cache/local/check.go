@@ -44,8 +44,16 @@ func (c *Cache) verifiedPath(d cache.Digest) string {
 	return filepath.Join(c.verifiedDir(), d.Hex())
 }
 
-// The record is one line: "v1 dev ino size mtime ctime taken".
+// The record is one line: "v1 dev ino size mtime ctime taken", where taken
+// is when the stat was taken (Unix nanoseconds), or written for a blob
+// whose stat was taken right after this cache wrote it.
 const recordFormat = "v1 %d %d %d %d %d %d\n"
+
+// written marks the record of a blob stat'ed right after it was committed.
+// Its stat is as recent as the blob, yet the racy rule is not needed: the
+// cache has just written the bytes it hashed, to a file only it knew of,
+// so only a write in the very timestamp tick of the commit could hide.
+const written = -1
 
 // trusted reports whether blob d, in the state st, was verified before and
 // not changed since.
@@ -59,18 +67,36 @@ func (c *Cache) trusted(d cache.Digest, st stamp) bool {
 	if n, err := fmt.Sscanf(string(data), recordFormat, &r.Dev, &r.Ino, &r.Size, &r.Mtime, &r.Ctime, &taken); err != nil || n != 6 {
 		return false
 	}
-	return r == st && taken-max(st.Mtime, st.Ctime) >= int64(racyWindow)
+	return r == st && (taken == written || taken-max(st.Mtime, st.Ctime) >= int64(racyWindow))
 }
 
 // remember records that blob d was intact in state st, stat'ed at taken,
 // unless that is too close to its last change to be trusted later. It is
-// best effort: without a record the blob is only hashed again. Like every
-// write through tmp/ it holds the cache-wide lock shared, unless the caller
-// holds it (locked).
+// best effort: without a record the blob is only hashed again.
 func (c *Cache) remember(ctx context.Context, d cache.Digest, st stamp, taken time.Time, locked bool) {
 	if taken.UnixNano()-max(st.Mtime, st.Ctime) < int64(racyWindow) {
 		return
 	}
+	c.writeRecord(ctx, d, st, taken.UnixNano(), locked)
+}
+
+// rememberWritten records the blob d that the cache has just committed at
+// path, so that the builds that use it next need not hash it again. The
+// caller holds the cache-wide lock.
+func (c *Cache) rememberWritten(ctx context.Context, d cache.Digest, path string) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return
+	}
+	if st, ok := stampOf(fi); ok {
+		c.writeRecord(ctx, d, st, written, true)
+	}
+}
+
+// writeRecord writes the verified record of d. Like every write through
+// tmp/ it holds the cache-wide lock shared, unless the caller holds it
+// (locked).
+func (c *Cache) writeRecord(ctx context.Context, d cache.Digest, st stamp, taken int64, locked bool) {
 	if !locked {
 		unlock, err := c.gcShared(ctx)
 		if err != nil {
@@ -84,7 +110,7 @@ func (c *Cache) remember(ctx context.Context, d cache.Digest, st stamp, taken ti
 	if err != nil {
 		return
 	}
-	_, err = fmt.Fprintf(f, recordFormat, st.Dev, st.Ino, st.Size, st.Mtime, st.Ctime, taken.UnixNano())
+	_, err = fmt.Fprintf(f, recordFormat, st.Dev, st.Ino, st.Size, st.Mtime, st.Ctime, taken)
 	if cerr := f.Close(); err == nil && cerr == nil {
 		err = os.Rename(f.Name(), c.verifiedPath(d))
 	}
