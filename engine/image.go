@@ -404,19 +404,28 @@ func (e *Engine) builderEnv(ctx context.Context, ref string) (customize.Environm
 	return customize.Environment{Sandbox: sb, BuilderRoot: rootfs}, nil
 }
 
-// unpack restores a squashfs blob into the empty directory root.
+// unpack restores a squashfs blob into the empty directory root. The store
+// verifies the blob first: unsquashfs must never read corrupt bytes into a
+// root that gets cached. A store whose blobs are files lets unsquashfs read
+// the blob in place.
 func (e *Engine) unpack(ctx context.Context, d cache.Digest, work, root string) error {
-	sq := filepath.Join(work, "unpack.squashfs")
-	// Materialize verifies the blob before it hard-links it: unsquashfs
-	// must never read corrupt bytes into a root that gets cached.
-	if err := e.store.Materialize(ctx, d, sq, true); err != nil {
-		if errors.Is(err, cache.ErrCorrupt) {
-			return fmt.Errorf("restore %s: %w (dropped with the results built on it: the next build makes it again)", d, err)
+	var err error
+	if fu, ok := e.store.(cache.FileUser); ok {
+		err = fu.UseFile(ctx, d, func(p string) error { return importer.Import(ctx, p, root) })
+	} else {
+		sq := filepath.Join(work, "unpack.squashfs")
+		defer os.Remove(sq)
+		if err = e.store.Materialize(ctx, d, sq, true); err == nil {
+			err = importer.Import(ctx, sq, root)
 		}
+	}
+	if errors.Is(err, cache.ErrCorrupt) {
+		return fmt.Errorf("restore %s: %w (dropped with the results built on it: the next build makes it again)", d, err)
+	}
+	if err != nil {
 		return fmt.Errorf("restore %s: %w", d, err)
 	}
-	defer os.Remove(sq)
-	return importer.Import(ctx, sq, root)
+	return nil
 }
 
 // caCertificatesStep returns a jailed customize step that adds PEM

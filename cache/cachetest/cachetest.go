@@ -308,15 +308,32 @@ func testCorruptOnRead(t *testing.T, open Open) {
 		{"Materialize read-only", func(s cache.Store, d cache.Digest, dst string) error {
 			return s.Materialize(t.Context(), d, dst, true)
 		}},
+		// Neither is a file used in place.
+		{"UseFile", func(s cache.Store, d cache.Digest, dst string) error {
+			return s.(cache.FileUser).UseFile(t.Context(), d, func(p string) error {
+				b, err := os.ReadFile(p)
+				if err != nil {
+					return err
+				}
+				return os.WriteFile(dst, b, 0o644)
+			})
+		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			s, _ := open(t)
+			if _, ok := s.(cache.FileUser); !ok && tc.name == "UseFile" {
+				t.Skip("not a cache.FileUser")
+			}
 			d := put(t, s, content)
 			// Used once intact first: a backend remembering that must still
 			// notice the change.
-			if err := tc.use(s, d, filepath.Join(t.TempDir(), "intact")); err != nil {
+			intact := filepath.Join(t.TempDir(), "intact")
+			if err := tc.use(s, d, intact); err != nil {
 				t.Fatalf("%s(intact) = %v", tc.name, err)
+			}
+			if got, err := os.ReadFile(intact); tc.name != "Open" && string(got) != content {
+				t.Fatalf("%s(intact) gave %q, %v; want %q", tc.name, got, err, content)
 			}
 			corrupt(t, s, d)
 			dst := filepath.Join(t.TempDir(), "out")

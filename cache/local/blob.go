@@ -225,6 +225,28 @@ func (c *Cache) Materialize(ctx context.Context, d cache.Digest, dst string, rea
 	return f.Commit()
 }
 
+// UseFile verifies blob d (at once when a verified record says it is
+// unchanged, see Check) and calls fn with the path of its file, holding the
+// cache-wide lock shared so that Prune cannot remove the blob meanwhile.
+// Unlike a hard link this leaves the blob's ctime alone, so its verified
+// record stays good for the next build.
+func (c *Cache) UseFile(ctx context.Context, d cache.Digest, fn func(path string) error) error {
+	f, err := c.openBlob(d)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	unlock, err := c.gcShared(ctx)
+	if err != nil {
+		return fmt.Errorf("use blob %s: %w", d, err)
+	}
+	defer unlock()
+	if err := c.checkOpen(ctx, d, f); err != nil {
+		return fmt.Errorf("use blob %s: %w", d, err)
+	}
+	return fn(c.BlobPath(d))
+}
+
 // link replaces dst with a hard link to blob, made at the free temp name tmp.
 func link(blob, tmp, dst string) error {
 	_ = os.Remove(tmp)

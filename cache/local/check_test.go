@@ -77,6 +77,16 @@ func TestVerifiedRecords(t *testing.T) {
 	}
 	get(1)
 	get(1)
+	// Using the file in place changes nothing.
+	var used string
+	if err := c.UseFile(t.Context(), d, func(p string) error {
+		b, err := os.ReadFile(p)
+		used = string(b)
+		return err
+	}); err != nil || used != "parent rootfs" {
+		t.Fatalf("UseFile() = %v, read %q", err, used)
+	}
+	get(1)
 
 	// A same-size in-place rewrite with the mtime put back is still seen.
 	rewrite(t, c, d)

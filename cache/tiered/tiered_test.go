@@ -409,8 +409,25 @@ func TestLocalCorruptionRefetched(t *testing.T) {
 			if got, _ := os.ReadFile(dst); string(got) != "rootfs of base" {
 				t.Errorf("materialized %q, want the good copy", got)
 			}
-			if st := c.Stats(); st.BlobsDownloaded != 2 {
-				t.Errorf("Stats() = %+v, want 2 downloads", st)
+			// And UseFile, whose own errors are never taken for a miss.
+			damageLocal()
+			var got string
+			if err := c.UseFile(ctx, rootfs.Digest, func(p string) error {
+				b, err := os.ReadFile(p)
+				got = string(b)
+				return err
+			}); err != nil || got != "rootfs of base" {
+				t.Errorf("UseFile() of a corrupt local copy = %v, read %q; want the good copy", err, got)
+			}
+			calls := 0
+			if err := c.UseFile(ctx, rootfs.Digest, func(string) error {
+				calls++
+				return fmt.Errorf("unsquashfs: %w", cache.ErrNotFound)
+			}); !errors.Is(err, cache.ErrNotFound) || calls != 1 {
+				t.Errorf("UseFile() whose fn fails = %v after %d calls, want fn's error after 1", err, calls)
+			}
+			if st := c.Stats(); st.BlobsDownloaded != 3 {
+				t.Errorf("Stats() = %+v, want 3 downloads", st)
 			}
 		})
 	}
