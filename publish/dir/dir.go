@@ -193,7 +193,17 @@ func (p *Publisher) writeImage(ctx context.Context, store cache.Store, final str
 	if err := swap(tmp, final); err != nil {
 		return err
 	}
-	return syncDir(filepath.Dir(final))
+	if err := syncDir(filepath.Dir(final)); err != nil {
+		return err
+	}
+	// The copies were verified as they were made: the next publish need
+	// not read them to know they are up to date.
+	for _, name := range artifactOrder() {
+		if o, ok := outs[name]; ok {
+			_ = p.StatCache.RecordWritten(filepath.Join(final, name), string(o.Digest))
+		}
+	}
+	return nil
 }
 
 // swap moves the directory tmp to final. If final exists it is exchanged
