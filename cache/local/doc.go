@@ -19,10 +19,11 @@
 // of keys that have no action, and stale temporary files.
 //
 // Blobs are verified before anything uses them, also where a consumer gets
-// no stream to check (a hard link or reflink by Materialize) and for every
-// hit of Get: a blob is hashed unless its verified/ record matches its
+// no stream to check (a hard link or reflink by Materialize, a file read in
+// place through UseFile) and for every hit of Get: a blob is hashed unless its verified/ record matches its
 // current (device, inode, size, mtime, ctime), which any write changes, so
-// a warm build hashes nothing. A corrupt blob is removed together with the
+// a warm build hashes nothing (a blob this cache committed is recorded as it
+// is written). A corrupt blob is removed together with the
 // actions that refer to it, as outputs or in their preimage.
 //
 // *Cache is the cache.Store; (*Cache).Actions is the cache.ActionCache
