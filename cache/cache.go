@@ -60,6 +60,15 @@ type Store interface {
 	Materialize(ctx context.Context, d Digest, dst string, readOnly bool) error
 }
 
+// FileUser is a Store whose blobs are files that a tool may read in place
+// (unsquashfs), saving the hard link or copy Materialize makes.
+type FileUser interface {
+	// UseFile verifies blob d like Materialize does and calls fn with the
+	// path of its file, which fn must only read; the blob stays while fn
+	// runs. A corrupt blob is an error wrapping ErrCorrupt, fn not called.
+	UseFile(ctx context.Context, d Digest, fn func(path string) error) error
+}
+
 // Output is one named output of a step, stored as a blob.
 type Output struct {
 	Digest    Digest `json:"digest"`

@@ -186,6 +186,10 @@ func (e *Engine) runCached(ctx context.Context, id string, pre *Preimage, logNam
 		_ = e.ac.SetLastKey(ctx, id, key, canon)
 		e.emit(Event{Step: id, Status: StatusCached, Key: key})
 		return true, nil
+	} else if errors.Is(err, cache.ErrCorrupt) {
+		// The cache dropped the corrupt blob and every result built on it;
+		// the step is built again, which is worth saying.
+		e.emit(Event{Step: id, Status: StatusLog, Line: fmt.Sprintf("cached result dropped, building again: %v", err)})
 	} else if err != nil && !errors.Is(err, cache.ErrNotFound) {
 		return false, fmt.Errorf("action cache: %w", err)
 	}
@@ -412,14 +416,28 @@ func (e *Engine) builderEnv(ctx context.Context, ref, work string) (customize.En
 	return customize.Environment{}, fmt.Errorf("builder image %s: %w", ref, err)
 }
 
-// unpack restores a squashfs blob into the empty directory root.
+// unpack restores a squashfs blob into the empty directory root. The store
+// verifies the blob first: unsquashfs must never read corrupt bytes into a
+// root that gets cached. A store whose blobs are files lets unsquashfs read
+// the blob in place.
 func (e *Engine) unpack(ctx context.Context, d cache.Digest, work, root string) error {
-	sq := filepath.Join(work, "unpack.squashfs")
-	if err := e.store.Materialize(ctx, d, sq, true); err != nil {
+	var err error
+	if fu, ok := e.store.(cache.FileUser); ok {
+		err = fu.UseFile(ctx, d, func(p string) error { return importer.Import(ctx, p, root) })
+	} else {
+		sq := filepath.Join(work, "unpack.squashfs")
+		defer os.Remove(sq)
+		if err = e.store.Materialize(ctx, d, sq, true); err == nil {
+			err = importer.Import(ctx, sq, root)
+		}
+	}
+	if errors.Is(err, cache.ErrCorrupt) {
+		return fmt.Errorf("restore %s: %w (dropped with the results built on it: the next build makes it again)", d, err)
+	}
+	if err != nil {
 		return fmt.Errorf("restore %s: %w", d, err)
 	}
-	defer os.Remove(sq)
-	return importer.Import(ctx, sq, root)
+	return nil
 }
 
 // caCertificatesStep returns a jailed customize step that adds PEM

@@ -96,7 +96,9 @@ func (e *Engine) runPublish(ctx context.Context, s *Step) error {
 func (e *Engine) publisher(ctx context.Context, p *spec.Publish, images []publish.Image) (publish.Publisher, error) {
 	switch p.Kind {
 	case "dir":
-		return dir.New(p.Path), nil
+		pub := dir.New(p.Path)
+		pub.StatCache = e.opts.StatCache // an unchanged published image is not read again
+		return pub, nil
 	case "s3":
 		return s3.New(ctx, s3Config(p))
 	case "oci":

@@ -540,19 +540,19 @@ func TestBrokenBlobRefetched(t *testing.T) {
 		name string
 		// damage breaks the blob file at path.
 		damage func(t *testing.T, path string)
-		// aborted: the first request after the damage fails (found at EOF).
-		aborted bool
 	}{
 		{"deleted", func(t *testing.T, path string) {
 			if err := os.Remove(path); err != nil {
 				t.Fatal(err)
 			}
-		}, false},
+		}},
 		{"truncated", func(t *testing.T, path string) {
 			if err := os.Truncate(path, 1000); err != nil {
 				t.Fatal(err)
 			}
-		}, false},
+		}},
+		// The cache checks a hit's blob before it is served (the write
+		// changed its ctime), so the client gets the mirror's copy at once.
 		{"flipped", func(t *testing.T, path string) {
 			f, err := os.OpenFile(path, os.O_RDWR, 0)
 			if err != nil {
@@ -562,7 +562,7 @@ func TestBrokenBlobRefetched(t *testing.T) {
 			if _, err := f.WriteAt([]byte("corrupt"), 5000); err != nil {
 				t.Fatal(err)
 			}
-		}, true},
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := newMirror(t)
@@ -582,18 +582,6 @@ func TestBrokenBlobRefetched(t *testing.T) {
 			tc.damage(t, blob)
 
 			upstream := 2
-			if tc.aborted {
-				resp, body, err := get(t, client, http.MethodGet, m.url(debPath))
-				if err == nil {
-					t.Fatalf("corrupt blob served: status %d, %d bytes, no error", resp.StatusCode, len(body))
-				}
-				if len(body) >= len(want) {
-					t.Fatalf("corrupt blob served complete (%d bytes)", len(body))
-				}
-				if n := m.count(debPath); n != 1 {
-					t.Fatalf("upstream requests = %d, want 1 (served from the cache)", n)
-				}
-			}
 			_, body := mustGet(t, client, http.MethodGet, m.url(debPath), http.StatusOK)
 			if !bytes.Equal(body, want) {
 				t.Fatalf("after damage: %d bytes differing from the mirror's %d", len(body), len(want))
@@ -607,6 +595,64 @@ func TestBrokenBlobRefetched(t *testing.T) {
 				t.Errorf("after heal: %d bytes, %d upstream requests; want a correct hit", len(body), m.count(debPath))
 			}
 		})
+	}
+}
+
+// damageOnOpen damages a blob between the lookup (which checks it) and the
+// read: the proxy must still never serve it complete.
+type damageOnOpen struct {
+	*local.Cache
+	once   sync.Once
+	damage func(d cache.Digest)
+}
+
+func (s *damageOnOpen) Open(ctx context.Context, d cache.Digest) (io.ReadCloser, error) {
+	s.once.Do(func() { s.damage(d) })
+	return s.Cache.Open(ctx, d)
+}
+
+func TestBlobDamagedAfterLookupAborted(t *testing.T) {
+	m := newMirror(t)
+	c := newCache(t)
+	client0 := proxyClient(t, startProxy(t, c))
+	want := m.files[debPath]
+	mustGet(t, client0, http.MethodGet, m.url(debPath), http.StatusOK)
+	armed := false
+	s := &damageOnOpen{Cache: c}
+	s.damage = func(d cache.Digest) {
+		if !armed {
+			return
+		}
+		blob := c.BlobPath(d)
+		if err := os.Chmod(blob, 0o644); err != nil {
+			t.Error(err)
+		}
+		f, err := os.OpenFile(blob, os.O_RDWR, 0)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer f.Close()
+		if _, err := f.WriteAt([]byte("corrupt"), 5000); err != nil {
+			t.Error(err)
+		}
+	}
+	p := startProxyOpts(t, Options{Store: s, Actions: c.Actions()})
+	client := proxyClient(t, p)
+	armed = true
+	resp, body, err := get(t, client, http.MethodGet, m.url(debPath))
+	if err == nil {
+		t.Fatalf("corrupt blob served: status %d, %d bytes, no error", resp.StatusCode, len(body))
+	}
+	if len(body) >= len(want) {
+		t.Fatalf("corrupt blob served complete (%d bytes)", len(body))
+	}
+	if n := m.count(debPath); n != 1 {
+		t.Fatalf("upstream requests = %d, want 1 (served from the cache)", n)
+	}
+	_, body = mustGet(t, client, http.MethodGet, m.url(debPath), http.StatusOK)
+	if !bytes.Equal(body, want) || m.count(debPath) != 2 {
+		t.Errorf("after the abort: %d bytes, %d upstream requests; want the mirror's copy fetched again", len(body), m.count(debPath))
 	}
 }
 

@@ -40,6 +40,7 @@ func Run(t *testing.T, open func(t *testing.T) (cache.Store, cache.ActionCache))
 		{"Materialize", testMaterialize},
 		{"ActionPutGet", testActionPutGet},
 		{"ActionMissingBlob", testActionMissingBlob},
+		{"ActionCorruptBlob", testActionCorruptBlob},
 		{"LastKey", testLastKey},
 		{"Lock", testLock},
 	}
@@ -294,29 +295,99 @@ func corrupt(t *testing.T, s cache.Store, d cache.Digest) {
 }
 
 func testCorruptOnRead(t *testing.T, open Open) {
-	s, _ := open(t)
-	d := put(t, s, "squashfs image")
-	corrupt(t, s, d)
-	if _, err := read(t, s, d); !errors.Is(err, cache.ErrCorrupt) {
-		t.Errorf("reading a corrupt blob = %v, want ErrCorrupt", err)
+	const content = "squashfs image"
+	tests := []struct {
+		name string
+		use  func(s cache.Store, d cache.Digest, dst string) error
+	}{
+		{"Open", func(s cache.Store, d cache.Digest, _ string) error { _, err := read(t, s, d); return err }},
+		{"Materialize", func(s cache.Store, d cache.Digest, dst string) error {
+			return s.Materialize(t.Context(), d, dst, false)
+		}},
+		// A hard link or reflink is not read: it must be checked all the same.
+		{"Materialize read-only", func(s cache.Store, d cache.Digest, dst string) error {
+			return s.Materialize(t.Context(), d, dst, true)
+		}},
+		// Neither is a file used in place.
+		{"UseFile", func(s cache.Store, d cache.Digest, dst string) error {
+			return s.(cache.FileUser).UseFile(t.Context(), d, func(p string) error {
+				b, err := os.ReadFile(p)
+				if err != nil {
+					return err
+				}
+				return os.WriteFile(dst, b, 0o644)
+			})
+		}},
 	}
-	dst := filepath.Join(t.TempDir(), "out")
-	err := s.Materialize(t.Context(), d, dst, false)
-	if err == nil {
-		// Reflinks are not read; whatever was made must be the stored bytes.
-		got, _ := os.ReadFile(dst)
-		if string(got) == "squashfs image" {
-			t.Errorf("Materialize() of a corrupt blob produced the original content")
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, _ := open(t)
+			if _, ok := s.(cache.FileUser); !ok && tc.name == "UseFile" {
+				t.Skip("not a cache.FileUser")
+			}
+			d := put(t, s, content)
+			// Used once intact first: a backend remembering that must still
+			// notice the change.
+			intact := filepath.Join(t.TempDir(), "intact")
+			if err := tc.use(s, d, intact); err != nil {
+				t.Fatalf("%s(intact) = %v", tc.name, err)
+			}
+			if got, err := os.ReadFile(intact); tc.name != "Open" && string(got) != content {
+				t.Fatalf("%s(intact) gave %q, %v; want %q", tc.name, got, err, content)
+			}
+			corrupt(t, s, d)
+			dst := filepath.Join(t.TempDir(), "out")
+			if err := tc.use(s, d, dst); !errors.Is(err, cache.ErrCorrupt) {
+				t.Errorf("%s(corrupt) = %v, want ErrCorrupt", tc.name, err)
+			}
+			if _, err := os.Lstat(dst); !os.IsNotExist(err) {
+				t.Errorf("%s(corrupt) left %s", tc.name, dst)
+			}
+			// The corrupt blob is never served again: gone, or still refused.
+			if got, err := read(t, s, d); !errors.Is(err, cache.ErrNotFound) && !errors.Is(err, cache.ErrCorrupt) {
+				t.Errorf("read after %s(corrupt) = %q, %v; want ErrNotFound or ErrCorrupt", tc.name, got, err)
+			}
+			// Putting the real content again heals the blob.
+			put(t, s, content)
+			if got, err := read(t, s, d); err != nil || string(got) != content {
+				t.Errorf("read after re-put = %q, %v; want the original", got, err)
+			}
+		})
+	}
+}
+
+// testActionCorruptBlob: a result whose blob was damaged in place is a miss
+// (so the step is built again), and so is a result whose preimage names the
+// damaged blob: it may have been built from the corrupt bytes.
+func testActionCorruptBlob(t *testing.T, open Open) {
+	s, ac := open(t)
+	parent, other := put(t, s, "parent rootfs"), put(t, s, "child rootfs")
+	log := put(t, s, "log")
+	parentKey, childKey, otherKey := fmt.Sprintf("%064x", 1), fmt.Sprintf("%064x", 2), fmt.Sprintf("%064x", 3)
+	if err := ac.Put(t.Context(), parentKey, []byte(`{"step":"parent"}`), result(map[string]cache.Digest{"rootfs": parent}, log)); err != nil {
+		t.Fatal(err)
+	}
+	childPre := fmt.Appendf(nil, `{"step":"child","parent":{"rootfs":%q}}`, parent)
+	if err := ac.Put(t.Context(), childKey, childPre, result(map[string]cache.Digest{"rootfs": other}, log)); err != nil {
+		t.Fatal(err)
+	}
+	if err := ac.Put(t.Context(), otherKey, []byte(`{"step":"other"}`), result(map[string]cache.Digest{"rootfs": other}, log)); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{parentKey, childKey, otherKey} {
+		if _, err := ac.Get(t.Context(), k); err != nil {
+			t.Fatalf("Get(%s) before the damage = %v", k[62:], err)
 		}
-	} else if !errors.Is(err, cache.ErrCorrupt) {
-		t.Errorf("Materialize(corrupt) = %v, want ErrCorrupt", err)
-	} else if _, err := os.Lstat(dst); !os.IsNotExist(err) {
-		t.Errorf("Materialize(corrupt) left %s", dst)
 	}
-	// Putting the real content again heals the blob.
-	put(t, s, "squashfs image")
-	if got, err := read(t, s, d); err != nil || string(got) != "squashfs image" {
-		t.Errorf("read after re-put = %q, %v; want the original", got, err)
+	corrupt(t, s, parent)
+	if _, err := ac.Get(t.Context(), parentKey); !errors.Is(err, cache.ErrNotFound) {
+		t.Errorf("Get(parent) with a corrupt output = %v, want ErrNotFound", err)
+	}
+	if _, err := ac.Get(t.Context(), childKey); !errors.Is(err, cache.ErrNotFound) {
+		t.Errorf("Get(child) built on a corrupt blob = %v, want ErrNotFound", err)
+	}
+	if _, err := ac.Get(t.Context(), otherKey); err != nil {
+		t.Errorf("Get(unrelated) = %v, want a hit", err)
 	}
 }
 

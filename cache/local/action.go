@@ -26,7 +26,11 @@ func (a *Actions) path(key string) string {
 
 // Get returns the result for key, or ErrNotFound when there is none, when it
 // cannot be decoded (the file is removed) or when one of its blobs is
-// missing. A hit marks the action as recently used for Prune.
+// missing or corrupt. Each blob is checked (see Check): hashed unless a
+// verified record says it is unchanged since it was last hashed, so a
+// corrupt blob is found before any step builds on it; it is removed with
+// every action that refers to it, and the error wraps both ErrNotFound and
+// ErrCorrupt. A hit marks the action as recently used for Prune.
 func (a *Actions) Get(ctx context.Context, key string) (*cache.ActionResult, error) {
 	if err := record.CheckKey(key); err != nil {
 		return nil, fmt.Errorf("get action: %w", err)
@@ -40,7 +44,11 @@ func (a *Actions) Get(ctx context.Context, key string) (*cache.ActionResult, err
 	if err != nil {
 		return nil, fmt.Errorf("get action %s: %w", key, err)
 	}
-	if err := a.c.checkBlobs(ctx, &rec.Result); err != nil {
+	if err := a.c.checkRefs(ctx, &rec.Result); err != nil {
+		if errors.Is(err, cache.ErrCorrupt) {
+			// Dropped with its blob: a miss, so the step is built again.
+			return nil, fmt.Errorf("get action %s: %w: %w", key, err, cache.ErrNotFound)
+		}
 		return nil, fmt.Errorf("get action %s: %w", key, err)
 	}
 	now := time.Now()
@@ -157,6 +165,17 @@ func readAction(p string) (*record.Action, error) {
 		return nil, err
 	}
 	return record.DecodeAction(data)
+}
+
+// checkRefs checks every blob of res (see Check) and reports the first one
+// that is missing or corrupt.
+func (c *Cache) checkRefs(ctx context.Context, res *cache.ActionResult) error {
+	for _, d := range record.Refs(res) {
+		if err := c.Check(ctx, d); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // checkBlobs reports the first blob of res that is not in the store.

@@ -43,7 +43,7 @@ func (c *Cache) Put(ctx context.Context, r io.Reader, want cache.Digest) (cache.
 	if want != "" && d != want {
 		return "", 0, fmt.Errorf("put blob %s: content is %s: %w", want, d, cache.ErrCorrupt)
 	}
-	if err := c.commitBlob(f, d); err != nil {
+	if err := c.commitBlob(ctx, f, d); err != nil {
 		return "", 0, err
 	}
 	return d, n, nil
@@ -84,17 +84,18 @@ func (c *Cache) PutFile(ctx context.Context, path string) (cache.Digest, int64, 
 	if err != nil {
 		return "", 0, fmt.Errorf("put %s: %w", path, err)
 	}
-	if err := c.commitBlob(f, d); err != nil {
+	if err := c.commitBlob(ctx, f, d); err != nil {
 		return "", 0, fmt.Errorf("put %s: %w", path, err)
 	}
 	return d, n, nil
 }
 
-// commitBlob renames the complete temp file f to the blob path of d. A blob
-// already there is replaced: the rename is cheap once the bytes are written,
-// it heals a damaged blob, and the fresh mtime gives the new reference
-// Prune's grace period.
-func (c *Cache) commitBlob(f *atomicfile.File, d cache.Digest) error {
+// commitBlob renames the complete temp file f to the blob path of d and
+// records it as verified. A blob already there is replaced: the rename is
+// cheap once the bytes are written, it heals a damaged blob, and the fresh
+// mtime gives the new reference Prune's grace period. The caller holds the
+// cache-wide lock shared.
+func (c *Cache) commitBlob(ctx context.Context, f *atomicfile.File, d cache.Digest) error {
 	p := c.BlobPath(d)
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return fmt.Errorf("put blob %s: %w", d, err)
@@ -102,17 +103,41 @@ func (c *Cache) commitBlob(f *atomicfile.File, d cache.Digest) error {
 	if err := f.CommitAs(p); err != nil {
 		return fmt.Errorf("put blob %s: %w", d, err)
 	}
+	c.rememberWritten(ctx, d, p)
 	return nil
 }
 
-// Open returns the blob d; reading it to EOF verifies its digest.
+// Open returns the blob d; reading it to EOF verifies its digest, and a
+// corrupt blob is dropped (see dropCorrupt) as it is reported.
 func (c *Cache) Open(ctx context.Context, d cache.Digest) (io.ReadCloser, error) {
 	f, err := c.openBlob(d)
 	if err != nil {
 		return nil, err
 	}
-	return verify.ReadCloser{Reader: verify.NewOp("read blob", f, d, -1), Closer: f}, nil
+	return &blobReader{Reader: verify.NewOp("read blob", f, d, -1), c: c, ctx: ctx, d: d, f: f}, nil
 }
+
+// blobReader reads an open blob file through verify, dropping the blob on
+// a mismatch. It holds the ctx of Open for that, as io.Reader takes none.
+type blobReader struct {
+	*verify.Reader
+	c       *Cache
+	ctx     context.Context
+	d       cache.Digest
+	f       *os.File
+	dropped bool
+}
+
+func (r *blobReader) Read(p []byte) (int, error) {
+	n, err := r.Reader.Read(p)
+	if err != nil && !r.dropped && errors.Is(err, cache.ErrCorrupt) {
+		r.dropped = true
+		r.c.dropCorrupt(r.ctx, r.d, r.f)
+	}
+	return n, err
+}
+
+func (r *blobReader) Close() error { return r.f.Close() }
 
 func (c *Cache) openBlob(d cache.Digest) (*os.File, error) {
 	if !d.Valid() {
@@ -146,7 +171,9 @@ func (c *Cache) Stat(ctx context.Context, d cache.Digest) (int64, error) {
 // Materialize puts blob d at dst atomically, creating dst's directory: a
 // reflink when the filesystem supports it; else, when readOnly, a hard link
 // (mode 0444, which must then never be modified); else a verified streaming
-// copy. dst gets mode 0644, or 0444 when readOnly.
+// copy. dst gets mode 0644, or 0444 when readOnly. Every way verifies the
+// blob; a corrupt one is dropped (see Check) and the error wraps
+// cache.ErrCorrupt.
 func (c *Cache) Materialize(ctx context.Context, d cache.Digest, dst string, readOnly bool) error {
 	src, err := c.openBlob(d)
 	if err != nil {
@@ -165,10 +192,20 @@ func (c *Cache) Materialize(ctx context.Context, d cache.Digest, dst string, rea
 		return fmt.Errorf("materialize %s: %w", d, err)
 	}
 	defer f.Abort()
+	// A reflink or a hard link is not read, so the blob is checked first
+	// (at once when a verified record says it is unchanged since it was
+	// last hashed): consumers such as unsquashfs must never see a corrupt
+	// blob, or what they build would be cached under a fresh valid digest.
 	if reflink(f.OSFile(), src) == nil {
+		if err := c.checkOpen(ctx, d, src); err != nil {
+			return fmt.Errorf("materialize %s: %w", d, err)
+		}
 		return f.Commit()
 	}
 	if readOnly {
+		if err := c.checkOpen(ctx, d, src); err != nil {
+			return fmt.Errorf("materialize %s: %w", d, err)
+		}
 		if err := link(src.Name(), f.Name(), dst); err == nil {
 			f.Abort() // already renamed away or removed
 			return nil
@@ -180,9 +217,34 @@ func (c *Cache) Materialize(ctx context.Context, d cache.Digest, dst string, rea
 		defer f.Abort()
 	}
 	if _, err := verify.Copy(ctx, f, verify.NewOp("read blob", src, d, -1)); err != nil {
+		if errors.Is(err, cache.ErrCorrupt) {
+			c.dropCorrupt(ctx, d, src)
+		}
 		return fmt.Errorf("materialize %s to %s: %w", d, dst, err)
 	}
 	return f.Commit()
+}
+
+// UseFile verifies blob d (at once when a verified record says it is
+// unchanged, see Check) and calls fn with the path of its file, holding the
+// cache-wide lock shared so that Prune cannot remove the blob meanwhile.
+// Unlike a hard link this leaves the blob's ctime alone, so its verified
+// record stays good for the next build.
+func (c *Cache) UseFile(ctx context.Context, d cache.Digest, fn func(path string) error) error {
+	f, err := c.openBlob(d)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	unlock, err := c.gcShared(ctx)
+	if err != nil {
+		return fmt.Errorf("use blob %s: %w", d, err)
+	}
+	defer unlock()
+	if err := c.checkOpen(ctx, d, f); err != nil {
+		return fmt.Errorf("use blob %s: %w", d, err)
+	}
+	return fn(c.BlobPath(d))
 }
 
 // link replaces dst with a hard link to blob, made at the free temp name tmp.

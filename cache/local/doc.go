@@ -6,6 +6,7 @@
 //	steps/<step>-<hash>.json       the last key and preimage per step, for explain
 //	locks/<key>.lock               per-key flock(2) locks; locks/.gc is the cache-wide lock
 //	tmp/                           temporary files, renamed into place when complete
+//	verified/<64 hex>              the stat of a blob when it was last hashed intact
 //	statcache                      the treehash stat cache (StatCachePath)
 //
 // Every file appears atomically (temp file in tmp/ or beside it, fsync,
@@ -16,6 +17,14 @@
 // shared, so it never deletes the blobs of an action being recorded nor a
 // temporary file still being written. Prune also removes free lock files
 // of keys that have no action, and stale temporary files.
+//
+// Blobs are verified before anything uses them, also where a consumer gets
+// no stream to check (a hard link or reflink by Materialize, a file read in
+// place through UseFile) and for every hit of Get: a blob is hashed unless its verified/ record matches its
+// current (device, inode, size, mtime, ctime), which any write changes, so
+// a warm build hashes nothing (a blob this cache committed is recorded as it
+// is written). A corrupt blob is removed together with the
+// actions that refer to it, as outputs or in their preimage.
 //
 // *Cache is the cache.Store; (*Cache).Actions is the cache.ActionCache
 // (both interfaces have a Put method, so one type cannot be both).

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/gofrs/flock"
@@ -17,9 +18,13 @@ import (
 )
 
 // Cache is a local CAS and action cache rooted at a directory. It holds no
-// state besides its path, so any number of Cache values (in one process or
-// several) may share a directory.
-type Cache struct{ dir string }
+// state besides its path (and a clock and counter for tests), so any
+// number of Cache values (in one process or several) may share a directory.
+type Cache struct {
+	dir    string
+	now    func() time.Time // the clock of verified records; tests move it
+	hashed atomic.Int64     // blobs checked by hashing; tests count them
+}
 
 var (
 	_ cache.Store       = (*Cache)(nil)
@@ -34,14 +39,14 @@ func Open(dir string) (*Cache, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open cache %s: %w", dir, err)
 	}
-	c := &Cache{dir: abs}
+	c := &Cache{dir: abs, now: time.Now}
 	if err := os.MkdirAll(abs, 0o700); err != nil {
 		return nil, fmt.Errorf("open cache %w", err)
 	}
 	if err := os.Chmod(abs, 0o700); err != nil {
 		return nil, fmt.Errorf("open cache %w", err)
 	}
-	for _, d := range []string{c.blobsDir(), c.actionsDir(), c.stepsDir(), c.locksDir(), c.tmpDir()} {
+	for _, d := range []string{c.blobsDir(), c.actionsDir(), c.stepsDir(), c.locksDir(), c.tmpDir(), c.verifiedDir()} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("open cache %w", err)
 		}
@@ -115,12 +120,13 @@ func (c *Cache) BlobPath(d cache.Digest) string {
 	return filepath.Join(c.blobsDir(), h[:2], h)
 }
 
-func (c *Cache) blobsDir() string   { return filepath.Join(c.dir, "blobs", "sha256") }
-func (c *Cache) actionsDir() string { return filepath.Join(c.dir, "actions") }
-func (c *Cache) stepsDir() string   { return filepath.Join(c.dir, "steps") }
-func (c *Cache) locksDir() string   { return filepath.Join(c.dir, "locks") }
-func (c *Cache) tmpDir() string     { return filepath.Join(c.dir, "tmp") }
-func (c *Cache) gcLockPath() string { return filepath.Join(c.locksDir(), ".gc") }
+func (c *Cache) blobsDir() string    { return filepath.Join(c.dir, "blobs", "sha256") }
+func (c *Cache) actionsDir() string  { return filepath.Join(c.dir, "actions") }
+func (c *Cache) stepsDir() string    { return filepath.Join(c.dir, "steps") }
+func (c *Cache) locksDir() string    { return filepath.Join(c.dir, "locks") }
+func (c *Cache) tmpDir() string      { return filepath.Join(c.dir, "tmp") }
+func (c *Cache) verifiedDir() string { return filepath.Join(c.dir, "verified") }
+func (c *Cache) gcLockPath() string  { return filepath.Join(c.locksDir(), ".gc") }
 
 // gcShared takes the cache-wide lock shared, for writes Prune must not
 // interleave with.

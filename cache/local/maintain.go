@@ -185,10 +185,12 @@ func (b BrokenAction) String() string { return b.Key + ": " + b.Reason }
 // OK reports whether nothing is wrong.
 func (r VerifyReport) OK() bool { return len(r.CorruptBlobs) == 0 && len(r.BrokenActions) == 0 }
 
-// Verify rehashes every blob and checks that every action decodes and that
-// its blobs exist and are intact. With opts.Repair it removes the corrupt
-// blobs and the broken actions, holding the cache-wide lock so no build
-// writes meanwhile.
+// Verify rehashes every blob and checks that every action decodes, that
+// its blobs exist and are intact and that its preimage names no corrupt
+// blob (a step built on a corrupt parent). With opts.Repair it removes the
+// corrupt blobs and the broken actions, holding the cache-wide lock so no
+// build writes meanwhile. Intact blobs are recorded as verified, so builds
+// need not hash them again (see Check).
 func (c *Cache) Verify(ctx context.Context, opts VerifyOptions) (VerifyReport, error) {
 	var rep VerifyReport
 	repair := opts.Repair
@@ -209,7 +211,7 @@ func (c *Cache) Verify(ctx context.Context, opts VerifyOptions) (VerifyReport, e
 	g.SetLimit(runtime.GOMAXPROCS(0))
 	for _, b := range blobs {
 		g.Go(func() error {
-			ok, n, err := c.verifyBlob(gctx, b)
+			ok, n, err := c.verifyBlob(gctx, b, repair)
 			if err != nil {
 				return err
 			}
@@ -254,12 +256,18 @@ func (c *Cache) Verify(ctx context.Context, opts VerifyOptions) (VerifyReport, e
 			return rep, fmt.Errorf("verify: repair: %w", err)
 		}
 	}
+	if _, err := c.cleanVerified(ctx); err != nil {
+		return rep, fmt.Errorf("verify: repair: %w", err)
+	}
 	rep.Repaired = true
 	return rep, nil
 }
 
-// verifyBlob rehashes b; a blob removed meanwhile counts as intact.
-func (c *Cache) verifyBlob(ctx context.Context, b blob) (ok bool, n int64, err error) {
+// verifyBlob rehashes b, recording an intact one as verified (see Check);
+// a blob removed meanwhile counts as intact. locked says the caller holds
+// the cache-wide lock.
+func (c *Cache) verifyBlob(ctx context.Context, b blob, locked bool) (ok bool, n int64, err error) {
+	taken := c.now()
 	f, err := os.Open(b.path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return true, 0, nil
@@ -268,11 +276,21 @@ func (c *Cache) verifyBlob(ctx context.Context, b blob) (ok bool, n int64, err e
 		return false, 0, err
 	}
 	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return false, 0, fmt.Errorf("%s: %w", b.path, err)
+	}
 	d, n, err := verify.HashCopy(ctx, nil, f)
 	if err != nil {
 		return false, n, fmt.Errorf("%s: %w", b.path, err)
 	}
-	return d == b.digest, n, nil
+	if d != b.digest {
+		return false, n, nil
+	}
+	if st, ok := stampOf(fi); ok {
+		c.remember(ctx, d, st, taken, locked)
+	}
+	return true, n, nil
 }
 
 // brokenReason says why a can never be a hit, or "" when it can.
@@ -287,6 +305,11 @@ func (c *Cache) brokenReason(ctx context.Context, a action, bad map[cache.Digest
 		if _, err := c.Stat(ctx, d); err != nil {
 			return fmt.Sprintf("blob %s is missing", d)
 		}
+	}
+	// A step keyed by a corrupt parent output may have been built from the
+	// corrupt bytes: its own outputs hash fine but cannot be trusted.
+	if d := refersTo(a.rec, bad); d != "" {
+		return fmt.Sprintf("built from corrupt blob %s", d)
 	}
 	return ""
 }

@@ -162,6 +162,9 @@ func (c *Cache) Prune(ctx context.Context, opts PruneOptions) (PruneReport, erro
 	if rep.RemovedLocks, err = c.cleanLocks(ctx); err != nil {
 		return rep, fmt.Errorf("prune: %w", err)
 	}
+	if _, err = c.cleanVerified(ctx); err != nil {
+		return rep, fmt.Errorf("prune: %w", err)
+	}
 	return rep, nil
 }
 

@@ -55,16 +55,41 @@ func (c *Cache) Open(ctx context.Context, d cache.Digest) (io.ReadCloser, error)
 }
 
 // Materialize puts blob d at dst from the local cache, downloading it first
-// when only a remote has it.
+// when only a remote has it, or when the local copy was corrupt (the local
+// cache dropped it): a good remote copy replaces it.
 func (c *Cache) Materialize(ctx context.Context, d cache.Digest, dst string, readOnly bool) error {
-	err := c.local.Materialize(ctx, d, dst, readOnly)
-	if err == nil || !errors.Is(err, cache.ErrNotFound) || !d.Valid() {
+	return c.withFetch(ctx, d, func() (bool, error) { return false, c.local.Materialize(ctx, d, dst, readOnly) })
+}
+
+// UseFile calls fn with the path of blob d in the local cache (see
+// local.Cache.UseFile), downloading it first like Materialize. An error of
+// fn is returned as it is, never taken for a missing blob.
+func (c *Cache) UseFile(ctx context.Context, d cache.Digest, fn func(path string) error) error {
+	return c.withFetch(ctx, d, func() (bool, error) {
+		ran := false
+		err := c.local.UseFile(ctx, d, func(p string) error { ran = true; return fn(p) })
+		return ran, err
+	})
+}
+
+// withFetch runs use, which reads blob d from the local cache; when the
+// local cache lacks d or found it corrupt (and dropped it), it downloads d
+// from a remote and runs use again. use reports whether its error is final
+// whatever it wraps.
+func (c *Cache) withFetch(ctx context.Context, d cache.Digest, use func() (final bool, err error)) error {
+	final, err := use()
+	corrupt := errors.Is(err, cache.ErrCorrupt)
+	if err == nil || final || !(errors.Is(err, cache.ErrNotFound) || corrupt) || !d.Valid() {
 		return err
 	}
-	if err := c.fetch(ctx, d); err != nil {
-		return err
+	if ferr := c.fetch(ctx, d); ferr != nil {
+		if corrupt && errors.Is(ferr, cache.ErrNotFound) {
+			return err // no remote has it: the local corruption is the news
+		}
+		return ferr
 	}
-	return c.local.Materialize(ctx, d, dst, readOnly)
+	_, err = use()
+	return err
 }
 
 // fetch downloads d into the local cache from the first remote that has a

@@ -358,3 +358,77 @@ func TestConformance(t *testing.T) {
 		})
 	}
 }
+
+// A blob damaged in the local cache is dropped there and fetched again from
+// a remote that has a good copy, by Get and by Materialize alike.
+func TestLocalCorruptionRefetched(t *testing.T) {
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			if testing.Short() {
+				t.Skip("real-server test skipped in -short mode")
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+			defer cancel()
+			b := be.start(t)
+			lc := openLocal(t)
+			c := New(lc, []Remote{b.remote}, b.remote)
+			rootfs := put(t, ctx, c, "rootfs of base")
+			key := strings.Repeat("6f", 32)
+			res := &cache.ActionResult{Step: "image.base", Created: time.Unix(1, 0).UTC(), Outputs: map[string]cache.Output{"rootfs": rootfs}}
+			if err := c.Actions().Put(ctx, key, []byte(`{}`), res); err != nil {
+				t.Fatal(err)
+			}
+			damageLocal := func() {
+				p := lc.BlobPath(rootfs.Digest)
+				if err := os.Chmod(p, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(p, bytes.Repeat([]byte{'X'}, int(rootfs.Size)), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+
+			damageLocal()
+			if _, err := c.Actions().Get(ctx, key); err != nil {
+				t.Errorf("Get() with a corrupt local blob = %v, want the remote's hit", err)
+			}
+			dst := filepath.Join(t.TempDir(), "rootfs")
+			if err := c.Materialize(ctx, rootfs.Digest, dst, true); err != nil {
+				t.Fatalf("Materialize() = %v", err)
+			}
+			if got, _ := os.ReadFile(dst); string(got) != "rootfs of base" {
+				t.Errorf("materialized %q, want the good copy", got)
+			}
+
+			// Damaged again after it was fetched: Materialize fetches again.
+			damageLocal()
+			dst = filepath.Join(t.TempDir(), "rootfs")
+			if err := c.Materialize(ctx, rootfs.Digest, dst, true); err != nil {
+				t.Fatalf("Materialize() of a corrupt local copy = %v", err)
+			}
+			if got, _ := os.ReadFile(dst); string(got) != "rootfs of base" {
+				t.Errorf("materialized %q, want the good copy", got)
+			}
+			// And UseFile, whose own errors are never taken for a miss.
+			damageLocal()
+			var got string
+			if err := c.UseFile(ctx, rootfs.Digest, func(p string) error {
+				b, err := os.ReadFile(p)
+				got = string(b)
+				return err
+			}); err != nil || got != "rootfs of base" {
+				t.Errorf("UseFile() of a corrupt local copy = %v, read %q; want the good copy", err, got)
+			}
+			calls := 0
+			if err := c.UseFile(ctx, rootfs.Digest, func(string) error {
+				calls++
+				return fmt.Errorf("unsquashfs: %w", cache.ErrNotFound)
+			}); !errors.Is(err, cache.ErrNotFound) || calls != 1 {
+				t.Errorf("UseFile() whose fn fails = %v after %d calls, want fn's error after 1", err, calls)
+			}
+			if st := c.Stats(); st.BlobsDownloaded != 3 {
+				t.Errorf("Stats() = %+v, want 3 downloads", st)
+			}
+		})
+	}
+}

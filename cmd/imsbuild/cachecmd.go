@@ -141,7 +141,7 @@ func newCacheVerifyCmd(g *globalFlags) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&repair, "repair", false, "remove corrupt blobs and the results that refer to them")
+	cmd.Flags().BoolVar(&repair, "repair", false, "remove corrupt blobs and the results that refer to them, as outputs or as inputs (built from them)")
 	return cmd
 }
 

@@ -3,10 +3,13 @@ package treehash
 import (
 	"bytes"
 	"encoding/gob"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -216,4 +219,37 @@ func entryOf(fi fs.FileInfo) (statEntry, bool) {
 		Ino:   uint64(st.Ino),
 		Dev:   uint64(st.Dev),
 	}, true
+}
+
+// RecordWritten remembers digest ("sha256:…") as the content of the file at
+// path, which the caller has just written itself (a copy it verified). File
+// trusts the entry at once, although the file changed within the racy
+// window: the caller knows the bytes, and only a write by someone else in
+// the very timestamp tick of its own last change could hide. It saves the
+// next build from reading a file it just wrote.
+func (c *StatCache) RecordWritten(path, digest string) error {
+	if c == nil {
+		return nil
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return fmt.Errorf("record %s: %w", path, err)
+	}
+	hexSum, ok := strings.CutPrefix(digest, "sha256:")
+	raw, err := hex.DecodeString(hexSum)
+	if !ok || err != nil || len(raw) != 32 {
+		return fmt.Errorf("record %s: invalid digest %q", path, digest)
+	}
+	fi, err := os.Stat(abs)
+	if err != nil {
+		return fmt.Errorf("record %w", err)
+	}
+	var sum [32]byte
+	copy(sum[:], raw)
+	e, ok := entryOf(fi)
+	if !ok {
+		return nil
+	}
+	c.record(abs, fi, sum, time.Unix(0, max(e.Mtime, e.Ctime)+int64(racyWindow)))
+	return nil
 }

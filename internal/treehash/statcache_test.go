@@ -1,6 +1,8 @@
 package treehash
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"path/filepath"
 	"slices"
@@ -282,3 +284,30 @@ func TestNilStatCache(t *testing.T) {
 		t.Errorf("Dir(nil stat cache) = %v", err)
 	}
 }
+
+func TestStatCacheRecordWritten(t *testing.T) {
+	sc := newTestStatCache(t, time.Now()) // the file changed just now: racy
+	p := filepath.Join(t.TempDir(), "rootfs")
+	must(t, os.WriteFile(p, []byte("published rootfs"), 0o644))
+	want := "sha256:" + hex.EncodeToString(sha256Sum([]byte("published rootfs")))
+	must(t, sc.RecordWritten(p, want))
+	got, err := File(t.Context(), p, sc)
+	if err != nil || got != want || sc.hashed.Load() != 0 {
+		t.Errorf("File() after RecordWritten = %s, %v with %d reads; want %s without reading", got, err, sc.hashed.Load(), want)
+	}
+	// Any later write is seen, even a same-size one.
+	must(t, os.WriteFile(p, []byte("published XXXXfs"), 0o644))
+	got, err = File(t.Context(), p, sc)
+	if want2 := "sha256:" + hex.EncodeToString(sha256Sum([]byte("published XXXXfs"))); err != nil || got != want2 {
+		t.Errorf("File() after a rewrite = %s, %v; want %s", got, err, want2)
+	}
+	if err := sc.RecordWritten(p, "sha256:beef"); err == nil {
+		t.Error("RecordWritten(invalid digest) = nil, want an error")
+	}
+	var nilCache *StatCache
+	if err := nilCache.RecordWritten(p, want); err != nil {
+		t.Errorf("nil RecordWritten() = %v", err)
+	}
+}
+
+func sha256Sum(b []byte) []byte { s := sha256.Sum256(b); return s[:] }

@@ -16,6 +16,14 @@ import (
 // ErrFormat reports a file that is not a tar, tar.gz or tar.zst archive.
 var ErrFormat = errors.New("not a tar, gzip or zstd archive")
 
+// MaxZstdWindow is the largest zstd window accepted: 2 GiB, what
+// `zstd --long=31` (the CLI's largest long mode) writes; the decoder's
+// default of 512 MiB refuses those archives. Decoding keeps up to one
+// window of output in memory, as the zstd CLI does, so this is also the
+// bound of the decoder's memory; a frame that asks for more is refused
+// ("window size exceeded") before anything is allocated.
+const MaxZstdWindow = 1 << 31
+
 var (
 	gzipMagic = []byte{0x1f, 0x8b}
 	zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
@@ -57,7 +65,7 @@ func newReader(r io.Reader) (io.ReadCloser, error) {
 		}
 		return &stack{Reader: zr, closers: []io.Closer{zr, closerOf(r)}}, nil
 	case bytes.HasPrefix(head, zstdMagic):
-		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1))
+		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(MaxZstdWindow))
 		if err != nil {
 			return nil, fmt.Errorf("zstd: %w", err)
 		}

@@ -5,11 +5,15 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/imsbuild/imsbuild/internal/testutil"
 )
 
 func TestOpen(t *testing.T) {
@@ -64,5 +68,35 @@ func TestOpen(t *testing.T) {
 				t.Errorf("Close() = %v", err)
 			}
 		})
+	}
+}
+
+// An archive made by the zstd CLI in its largest long mode (a 2 GiB
+// window, as the frame header says when the input size is unknown) opens.
+func TestOpenZstdLong31(t *testing.T) {
+	zstdBin := testutil.RequireTool(t, "zstd")
+	plain := archive(t, file("etc/hostname", "node\n", 0o644), file("usr/lib/big", strings.Repeat("abcdefgh", 1<<14), 0o644))
+	cmd := exec.CommandContext(t.Context(), zstdBin, "--long=31", "-q", "-c")
+	cmd.Stdin = bytes.NewReader(plain) // a pipe: the CLI keeps the full window
+	zst, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("zstd --long=31: %v", err)
+	}
+	var fh zstd.Header
+	if err := fh.Decode(zst); err != nil || fh.WindowSize != 1<<31 {
+		t.Fatalf("zstd --long=31 wrote a window of %d (%v), want 2 GiB", fh.WindowSize, err)
+	}
+	p := filepath.Join(t.TempDir(), "root.tar.zst")
+	if err := os.WriteFile(p, zst, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := Open(p)
+	if err != nil {
+		t.Fatalf("Open() = %v", err)
+	}
+	defer rc.Close()
+	got, err := io.ReadAll(rc)
+	if err != nil || !bytes.Equal(got, plain) {
+		t.Fatalf("Open() read %d bytes, %v; want the plain tar (%d bytes)", len(got), err, len(plain))
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/ims"
+	"github.com/imsbuild/imsbuild/internal/treehash"
 	"github.com/imsbuild/imsbuild/publish"
 )
 
@@ -23,13 +24,18 @@ import (
 const Bucket = "boot-images"
 
 // Publisher writes to a directory.
-type Publisher struct{ Path string }
+type Publisher struct {
+	Path string
+	// StatCache, when set, remembers the digests of published files by
+	// their stat, so that checking an unchanged image reads nothing.
+	StatCache *treehash.StatCache
+}
 
 // New returns a dir publisher writing under path.
 func New(path string) *Publisher { return &Publisher{Path: path} }
 
 // Publish writes each image atomically (temp dir + rename); an image already
-// present with the same manifest is left as it is.
+// present with the same manifest and artifact contents is left as it is.
 func (p *Publisher) Publish(ctx context.Context, store cache.Store, images []publish.Image) error {
 	for _, img := range images {
 		if err := ctx.Err(); err != nil {
@@ -60,7 +66,11 @@ func (p *Publisher) publish(ctx context.Context, store cache.Store, img publish.
 		return err
 	}
 	final := filepath.Join(p.Path, Bucket, img.ID)
-	if !upToDate(final, manifest, outs) {
+	ok, err := p.upToDate(ctx, final, manifest, outs)
+	if err != nil {
+		return err
+	}
+	if !ok {
 		if err := p.writeImage(ctx, store, final, manifest, outs); err != nil {
 			return err
 		}
@@ -111,23 +121,37 @@ func blobMD5(ctx context.Context, store cache.Store, d cache.Digest) (string, er
 }
 
 // upToDate reports whether dir already holds exactly this manifest and
-// artifacts of the expected sizes.
-func upToDate(dir string, manifest []byte, outs map[string]cache.Output) bool {
+// artifacts: regular files with the content of their blobs. The content is
+// compared, not only the size, so a same-size corruption of a published
+// file is repaired by the next publish; the stat cache keeps an unchanged
+// file from being read again.
+func (p *Publisher) upToDate(ctx context.Context, dir string, manifest []byte, outs map[string]cache.Output) (bool, error) {
 	cur, err := os.ReadFile(filepath.Join(dir, ims.ManifestFile))
 	if err != nil || !bytes.Equal(cur, manifest) {
-		return false
+		return false, nil
 	}
 	for _, name := range artifactOrder() {
 		o, ok := outs[name]
 		if !ok {
 			continue
 		}
-		fi, err := os.Stat(filepath.Join(dir, name))
+		path := filepath.Join(dir, name)
+		fi, err := os.Lstat(path)
 		if err != nil || !fi.Mode().IsRegular() || fi.Size() != o.Size {
-			return false
+			return false, nil
+		}
+		d, err := treehash.File(ctx, path, p.StatCache)
+		if err != nil {
+			if ctx.Err() != nil {
+				return false, err
+			}
+			return false, nil // unreadable: write it again
+		}
+		if cache.Digest(d) != o.Digest {
+			return false, nil
 		}
 	}
-	return true
+	return true, nil
 }
 
 // writeImage materializes the artifacts and the manifest (last) into a temp
@@ -169,7 +193,17 @@ func (p *Publisher) writeImage(ctx context.Context, store cache.Store, final str
 	if err := swap(tmp, final); err != nil {
 		return err
 	}
-	return syncDir(filepath.Dir(final))
+	if err := syncDir(filepath.Dir(final)); err != nil {
+		return err
+	}
+	// The copies were verified as they were made: the next publish need
+	// not read them to know they are up to date.
+	for _, name := range artifactOrder() {
+		if o, ok := outs[name]; ok {
+			_ = p.StatCache.RecordWritten(filepath.Join(final, name), string(o.Digest))
+		}
+	}
+	return nil
 }
 
 // swap moves the directory tmp to final. If final exists it is exchanged

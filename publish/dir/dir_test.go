@@ -21,6 +21,7 @@ import (
 
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/ims"
+	"github.com/imsbuild/imsbuild/internal/treehash"
 	"github.com/imsbuild/imsbuild/publish"
 )
 
@@ -376,5 +377,74 @@ func TestManifestFor(t *testing.T) {
 	}
 	if got, want := m.Artifacts[1].Link.Path, "s3://site-bucket/"+testID+"/kernel"; got != want {
 		t.Errorf("kernel link = %q, want %q", got, want)
+	}
+}
+
+// A published artifact changed in place, same size and mtime, is written
+// again by the next publish: the up-to-date check compares content.
+func TestPublishRepairsSameSizeCorruption(t *testing.T) {
+	for _, withStatCache := range []bool{false, true} {
+		t.Run(fmt.Sprintf("statcache=%t", withStatCache), func(t *testing.T) {
+			s := newMemStore()
+			img := testImage(s)
+			out := t.TempDir()
+			p := New(out)
+			if withStatCache {
+				sc, err := treehash.OpenStatCache(filepath.Join(t.TempDir(), "statcache"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				p.StatCache = sc
+			}
+			for range 2 { // the second publish checks
+				if err := p.Publish(t.Context(), s, []publish.Image{img}); err != nil {
+					t.Fatalf("Publish() = %v", err)
+				}
+			}
+			// What it wrote, the publish remembers by stat.
+			if n := p.StatCache.Len(); withStatCache && n != 4 {
+				t.Errorf("stat cache holds %d files after a publish, want the 4 artifacts", n)
+			}
+			rootfs := filepath.Join(out, "boot-images", testID, "rootfs")
+			want, err := os.ReadFile(rootfs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fi, err := os.Stat(rootfs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			bad := bytes.Clone(want)
+			copy(bad[4:], "XXXX")
+			if err := os.WriteFile(rootfs, bad, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chtimes(rootfs, fi.ModTime(), fi.ModTime()); err != nil {
+				t.Fatal(err)
+			}
+			if err := p.Publish(t.Context(), s, []publish.Image{img}); err != nil {
+				t.Fatalf("Publish() after the damage = %v", err)
+			}
+			if got, _ := os.ReadFile(rootfs); !bytes.Equal(got, want) {
+				t.Errorf("rootfs = %q after republish, want %q", got, want)
+			}
+			// A symlink in place of an artifact is replaced too.
+			if err := os.Remove(rootfs); err != nil {
+				t.Fatal(err)
+			}
+			other := filepath.Join(t.TempDir(), "elsewhere")
+			if err := os.WriteFile(other, want, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(other, rootfs); err != nil {
+				t.Fatal(err)
+			}
+			if err := p.Publish(t.Context(), s, []publish.Image{img}); err != nil {
+				t.Fatalf("Publish() over a symlink = %v", err)
+			}
+			if fi, err := os.Lstat(rootfs); err != nil || !fi.Mode().IsRegular() {
+				t.Errorf("rootfs after republish over a symlink: %v, %v; want a regular file", fi, err)
+			}
+		})
 	}
 }

@@ -332,6 +332,10 @@ func TestPublishCorruptCacheBlob(t *testing.T) {
 	if err := p.Publish(t.Context(), store, []publish.Image{img}); !errors.Is(err, cache.ErrCorrupt) {
 		t.Fatalf("Publish() of a corrupt blob = %v, want errors.Is ErrCorrupt", err)
 	}
+	// Found corrupt, it is dropped from the cache, so the next build makes it again.
+	if _, err := store.Stat(t.Context(), img.Outputs["rootfs"].Digest); !errors.Is(err, cache.ErrNotFound) {
+		t.Errorf("Stat() of the corrupt blob after the push = %v, want ErrNotFound (dropped)", err)
+	}
 	r, _ := name.ParseReference(host + "/corrupt:latest")
 	if _, err := remote.Head(r, remote.WithContext(t.Context())); err == nil {
 		t.Error("manifest was pushed although a layer was corrupt")
