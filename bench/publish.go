@@ -43,6 +43,7 @@ import (
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/cache/local"
 	"github.com/imsbuild/imsbuild/ims"
+	"github.com/imsbuild/imsbuild/internal/threadpin"
 	"github.com/imsbuild/imsbuild/publish"
 	"github.com/imsbuild/imsbuild/publish/oci"
 	s3pub "github.com/imsbuild/imsbuild/publish/s3"
@@ -546,10 +547,11 @@ func tryStart(ctx context.Context, dir, bin string, args func(addr, data string)
 	}
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := s.cmd.Start(); err != nil {
+	release, err := threadpin.Start(s.cmd) // see threadpin: Pdeathsig is per thread
+	if err != nil {
 		return nil, err
 	}
-	go func() { _ = s.cmd.Wait(); close(s.done) }()
+	go func() { _ = s.cmd.Wait(); release(); close(s.done) }()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	client := &http.Client{Timeout: time.Second}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/imsbuild/imsbuild/internal/tail"
+	"github.com/imsbuild/imsbuild/internal/threadpin"
 )
 
 // PrepareOptions configure Prepare.
@@ -228,7 +229,7 @@ func (r *prepareRun) runHost(ctx context.Context) error {
 		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	}
 	cmd.WaitDelay = 10 * time.Second
-	return cmd.Run()
+	return threadpin.Run(cmd) // see threadpin: Pdeathsig is per thread
 }
 
 // kiwiArgs returns the kiwi-ng command line after the program name.

@@ -142,7 +142,8 @@ func (cg *pidsCgroup) remove() error {
 // Pdeathsig fires when the thread that started the process exits. The
 // thread gets a private umask (unshare CLONE_FS) so that imsbuild's own
 // umask is untouched; it never returns to the scheduler, the goroutine ends
-// locked and Go ends the thread with it.
+// locked and Go ends the thread with it; every other child with a
+// parent-death signal is started through internal/threadpin for that reason.
 func startConfined(cmd *exec.Cmd, cg *pidsCgroup, done <-chan struct{}) error {
 	if cg.v2 {
 		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, cg.fd

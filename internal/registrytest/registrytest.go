@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/imsbuild/imsbuild/internal/testutil"
+	"github.com/imsbuild/imsbuild/internal/threadpin"
 )
 
 // Tool is the binary Start runs, as named to testutil.RequireTool.
@@ -75,11 +76,12 @@ func start(t testing.TB, bin string) (*Registry, error) {
 	cmd.Env = environ()
 	cmd.Stdout, cmd.Stderr = logs, logs
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	release, err := threadpin.Start(cmd) // see threadpin: Pdeathsig is per thread
+	if err != nil {
 		return nil, err
 	}
 	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	go func() { err := cmd.Wait(); release(); exited <- err }()
 	stop := func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {

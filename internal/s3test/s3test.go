@@ -20,6 +20,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/imsbuild/imsbuild/internal/testutil"
+	"github.com/imsbuild/imsbuild/internal/threadpin"
 )
 
 // Tool is the name of the server binary, as IMSBUILD_TEST_REQUIRE names it.
@@ -124,11 +125,12 @@ func (s *Server) start() error {
 		"posix", s.data)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	release, err := threadpin.Start(cmd) // see threadpin: Pdeathsig is per thread
+	if err != nil {
 		return fmt.Errorf("start %s: %w", s.bin, err)
 	}
 	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
+	go func() { _ = cmd.Wait(); release(); close(done) }()
 	s.cmd, s.done = cmd, done
 
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)

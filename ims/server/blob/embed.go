@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/imsbuild/imsbuild/internal/atomicfile"
+	"github.com/imsbuild/imsbuild/internal/threadpin"
 )
 
 // Gateway is the S3 server Embedded runs.
@@ -131,11 +132,12 @@ func (e *Embedded) start(ctx context.Context, bin, dir string) error {
 		"VGW_REGION="+e.Credentials.Region)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	release, err := threadpin.Start(cmd) // see threadpin: Pdeathsig is per thread
+	if err != nil {
 		return fmt.Errorf("embedded s3: start %s: %w", bin, err)
 	}
 	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
+	go func() { _ = cmd.Wait(); release(); close(done) }()
 	e.cmd, e.done, e.Endpoint = cmd, done, "http://"+addr
 
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
