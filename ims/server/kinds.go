@@ -99,23 +99,41 @@ func storeErr(err error) error {
 	return &storeError{err}
 }
 
-func (s *Server) deleteOne(w http.ResponseWriter, r *http.Request, k *kind, id string, soft bool) {
-	var cascade bool
-	if !soft {
-		var ok bool
-		if cascade, ok = cascadeParam(w, r); !ok {
-			return
-		}
+// recordOp is one of kind's delete, purge or undelete: it reports whether
+// the record was there.
+type recordOp = func(ctx context.Context, id string) (bool, error)
+
+// deleteOp is what a DELETE runs: v3's soft delete, or v2's hard delete
+// with its ?cascade (false and an answer written when that is bad).
+func deleteOp(w http.ResponseWriter, r *http.Request, k *kind, soft bool) (recordOp, bool) {
+	if soft {
+		return k.softDelete, true
 	}
+	cascade, ok := cascadeParam(w, r)
+	if !ok {
+		return nil, false
+	}
+	return func(ctx context.Context, id string) (bool, error) { return k.hardDelete(ctx, id, cascade) }, true
+}
+
+func (s *Server) deleteOne(w http.ResponseWriter, r *http.Request, k *kind, id string, soft bool) {
+	if op, ok := deleteOp(w, r, k, soft); ok {
+		s.applyOne(w, r, id, op)
+	}
+}
+
+func (s *Server) deleteAll(w http.ResponseWriter, r *http.Request, k *kind, soft bool) {
+	if op, ok := deleteOp(w, r, k, soft); ok {
+		s.applyAll(w, r, k.ids, op)
+	}
+}
+
+// applyOne runs op on one record under moveMu and answers 204, 404 or
+// the failure.
+func (s *Server) applyOne(w http.ResponseWriter, r *http.Request, id string, op recordOp) {
 	s.moveMu.Lock()
 	defer s.moveMu.Unlock()
-	var found bool
-	var err error
-	if soft {
-		found, err = k.softDelete(r.Context(), id)
-	} else {
-		found, err = k.hardDelete(r.Context(), id, cascade)
-	}
+	found, err := op(r.Context(), id)
 	switch {
 	case err != nil:
 		s.fail(w, r, err)
@@ -126,24 +144,13 @@ func (s *Server) deleteOne(w http.ResponseWriter, r *http.Request, k *kind, id s
 	}
 }
 
-func (s *Server) deleteAll(w http.ResponseWriter, r *http.Request, k *kind, soft bool) {
-	var cascade bool
-	if !soft {
-		var ok bool
-		if cascade, ok = cascadeParam(w, r); !ok {
-			return
-		}
-	}
+// applyAll runs op on every record ids lists, stopping at the first
+// failure. The ids are read under moveMu, so none is moved meanwhile.
+func (s *Server) applyAll(w http.ResponseWriter, r *http.Request, ids func() []string, op recordOp) {
 	s.moveMu.Lock()
 	defer s.moveMu.Unlock()
-	for _, id := range k.ids() {
-		var err error
-		if soft {
-			_, err = k.softDelete(r.Context(), id)
-		} else {
-			_, err = k.hardDelete(r.Context(), id, cascade)
-		}
-		if err != nil {
+	for _, id := range ids() {
+		if _, err := op(r.Context(), id); err != nil {
 			s.fail(w, r, err)
 			return
 		}
@@ -168,32 +175,6 @@ func cascadeParam(w http.ResponseWriter, r *http.Request) (bool, bool) {
 	return false, false
 }
 
-func (s *Server) purgeOne(w http.ResponseWriter, r *http.Request, k *kind, id string) {
-	s.moveMu.Lock()
-	defer s.moveMu.Unlock()
-	found, err := k.purge(r.Context(), id)
-	switch {
-	case err != nil:
-		s.fail(w, r, err)
-	case !found:
-		writeProblem(w, http.StatusNotFound, detailNotFound)
-	default:
-		w.WriteHeader(http.StatusNoContent)
-	}
-}
-
-func (s *Server) purgeAll(w http.ResponseWriter, r *http.Request, k *kind) {
-	s.moveMu.Lock()
-	defer s.moveMu.Unlock()
-	for _, id := range k.deletedIDs() {
-		if _, err := k.purge(r.Context(), id); err != nil {
-			s.fail(w, r, err)
-			return
-		}
-	}
-	w.WriteHeader(http.StatusNoContent)
-}
-
 // readUndelete reads the body of an undelete PATCH: {"operation":"undelete"}.
 func readUndelete(w http.ResponseWriter, r *http.Request) bool {
 	obj, _, ok := readBody(w, r)
@@ -208,35 +189,15 @@ func readUndelete(w http.ResponseWriter, r *http.Request) bool {
 }
 
 func (s *Server) undeleteOne(w http.ResponseWriter, r *http.Request, k *kind, id string) {
-	if !readUndelete(w, r) {
-		return
-	}
-	s.moveMu.Lock()
-	defer s.moveMu.Unlock()
-	found, err := k.undelete(r.Context(), id)
-	switch {
-	case err != nil:
-		s.fail(w, r, err)
-	case !found:
-		writeProblem(w, http.StatusNotFound, detailNotFound)
-	default:
-		w.WriteHeader(http.StatusNoContent)
+	if readUndelete(w, r) {
+		s.applyOne(w, r, id, k.undelete)
 	}
 }
 
 func (s *Server) undeleteAll(w http.ResponseWriter, r *http.Request, k *kind) {
-	if !readUndelete(w, r) {
-		return
+	if readUndelete(w, r) {
+		s.applyAll(w, r, k.deletedIDs, k.undelete)
 	}
-	s.moveMu.Lock()
-	defer s.moveMu.Unlock()
-	for _, id := range k.deletedIDs() {
-		if _, err := k.undelete(r.Context(), id); err != nil {
-			s.fail(w, r, err)
-			return
-		}
-	}
-	w.WriteHeader(http.StatusNoContent)
 }
 
 // linkProblem is a link that failed IMS's validation: its status, detail

@@ -47,14 +47,14 @@ func (s *Server) resolveV3(segs []string) (endpoint, bool) {
 		if len(segs) == 2 {
 			return endpoint{pattern: p, handlers: handlers{
 				http.MethodGet:    k.listDeleted,
-				http.MethodDelete: func(w http.ResponseWriter, r *http.Request) { s.purgeAll(w, r, k) },
+				http.MethodDelete: func(w http.ResponseWriter, r *http.Request) { s.applyAll(w, r, k.deletedIDs, k.purge) },
 				http.MethodPatch:  func(w http.ResponseWriter, r *http.Request) { s.undeleteAll(w, r, k) },
 			}}, true
 		}
 		id := segs[2]
 		return endpoint{pattern: p + "/{id}", handlers: handlers{
 			http.MethodGet:    func(w http.ResponseWriter, r *http.Request) { k.getDeleted(w, r, id) },
-			http.MethodDelete: func(w http.ResponseWriter, r *http.Request) { s.purgeOne(w, r, k, id) },
+			http.MethodDelete: func(w http.ResponseWriter, r *http.Request) { s.applyOne(w, r, id, k.purge) },
 			http.MethodPatch:  func(w http.ResponseWriter, r *http.Request) { s.undeleteOne(w, r, k, id) },
 		}}, true
 	case "remote-build-nodes":
