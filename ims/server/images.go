@@ -50,64 +50,14 @@ type manifestArtifact struct {
 }
 
 func (s *Server) imageKind() *kind {
-	c, d := s.st.Images, s.st.DeletedImages
-	return &kind{
-		list: listOf(c), get: getOf(c), listDeleted: listOf(d), getDeleted: getOf(d),
-		ids: idsOf(c), deletedIDs: idsOf(d),
-		create: s.createImage, patch: s.patchImage,
-		softDelete: func(ctx context.Context, id string) (bool, error) {
-			rec, ok := c.Get(id)
-			if !ok {
-				return false, nil
-			}
-			link, err := s.softDeleteImageArtifacts(ctx, id, rec.Link)
-			if err != nil {
-				return true, err
-			}
-			rec.Link, rec.Deleted = link, timestamp(s.now())
-			if err := d.Put(rec); err != nil {
-				return true, storeErr(err)
-			}
-			return true, storeErr(c.Remove(id))
-		},
-		undelete: func(ctx context.Context, id string) (bool, error) {
-			rec, ok := d.Get(id)
-			if !ok {
-				return false, nil
-			}
-			link, err := s.undeleteImageArtifacts(ctx, rec.Link)
-			if err != nil {
-				return true, err
-			}
-			rec.Link, rec.Deleted = link, ""
-			if err := c.Put(rec); err != nil {
-				return true, storeErr(err)
-			}
-			return true, storeErr(d.Remove(id))
-		},
-		hardDelete: func(ctx context.Context, id string, cascade bool) (bool, error) {
-			rec, ok := c.Get(id)
-			if !ok {
-				return false, nil
-			}
-			if cascade {
-				if err := s.deleteImageArtifacts(ctx, rec.Link); err != nil {
-					return true, err
-				}
-			}
-			return true, storeErr(c.Remove(id))
-		},
-		purge: func(ctx context.Context, id string) (bool, error) {
-			rec, ok := d.Get(id)
-			if !ok {
-				return false, nil
-			}
-			if err := s.deleteImageArtifacts(ctx, rec.Link); err != nil {
-				return true, err
-			}
-			return true, storeErr(d.Remove(id))
-		},
-	}
+	return kindOf(s, records[store.Image]{
+		live: s.st.Images, deleted: s.st.DeletedImages,
+		deletedAt: func(r *store.Image) *string { return &r.Deleted },
+		link:      func(r *store.Image) **store.Link { return &r.Link },
+		hide:      s.softDeleteImageArtifacts,
+		restore:   s.undeleteImageArtifacts,
+		drop:      s.deleteImageArtifacts,
+	}, s.createImage, s.patchImage)
 }
 
 // readManifest reads the manifest a link points at; a missing one is nil.

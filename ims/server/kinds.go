@@ -36,6 +36,83 @@ func (s *Server) kind(name string) *kind {
 	return s.publicKeyKind()
 }
 
+// records is what the delete, undelete and purge of one record type
+// differ in; the moves themselves are the same for all three kinds.
+type records[T store.Record] struct {
+	live, deleted *store.Collection[T]
+	// deletedAt is the record's Deleted field.
+	deletedAt func(*T) *string
+	// link is the record's artifact link; nil for public keys, which have
+	// no objects in S3.
+	link func(*T) **store.Link
+	// hide moves the objects of a link under deleted/ and returns the
+	// deleted record's link; restore moves them back and returns the live
+	// record's; drop deletes them.
+	hide    func(ctx context.Context, id string, l *store.Link) (*store.Link, error)
+	restore func(ctx context.Context, l *store.Link) (*store.Link, error)
+	drop    func(ctx context.Context, l *store.Link) error
+}
+
+// kindOf builds the kind of a record type from its records and its
+// create and patch handlers (patch may be nil).
+func kindOf[T store.Record](s *Server, rs records[T], create http.HandlerFunc, patch func(http.ResponseWriter, *http.Request, string)) *kind {
+	c, d := rs.live, rs.deleted
+	return &kind{
+		list: listOf(c), get: getOf(c), listDeleted: listOf(d), getDeleted: getOf(d),
+		ids: idsOf(c), deletedIDs: idsOf(d),
+		create: create, patch: patch,
+		softDelete: func(ctx context.Context, id string) (bool, error) {
+			return rs.move(ctx, c, d, id, func(l *store.Link) (*store.Link, error) { return rs.hide(ctx, id, l) }, func() string { return timestamp(s.now()) })
+		},
+		undelete: func(ctx context.Context, id string) (bool, error) {
+			return rs.move(ctx, d, c, id, func(l *store.Link) (*store.Link, error) { return rs.restore(ctx, l) }, func() string { return "" })
+		},
+		hardDelete: func(ctx context.Context, id string, cascade bool) (bool, error) {
+			return rs.remove(ctx, c, id, cascade)
+		},
+		purge: func(ctx context.Context, id string) (bool, error) {
+			return rs.remove(ctx, d, id, true)
+		},
+	}
+}
+
+// move takes a record from one collection to the other with its objects,
+// moved by moveLink, and sets its Deleted field to deleted(). The record is written to
+// its new collection before it leaves the old one: a crash between leaves
+// it in both, which Open heals, never in neither.
+func (rs records[T]) move(ctx context.Context, from, to *store.Collection[T], id string, moveLink func(*store.Link) (*store.Link, error), deleted func() string) (bool, error) {
+	rec, ok := from.Get(id)
+	if !ok {
+		return false, nil
+	}
+	if rs.link != nil {
+		l, err := moveLink(*rs.link(&rec))
+		if err != nil {
+			return true, err
+		}
+		*rs.link(&rec) = l
+	}
+	*rs.deletedAt(&rec) = deleted()
+	if err := to.Put(rec); err != nil {
+		return true, storeErr(err)
+	}
+	return true, storeErr(from.Remove(id))
+}
+
+// remove deletes a record from c, and its objects first when withObjects.
+func (rs records[T]) remove(ctx context.Context, c *store.Collection[T], id string, withObjects bool) (bool, error) {
+	rec, ok := c.Get(id)
+	if !ok {
+		return false, nil
+	}
+	if withObjects && rs.link != nil {
+		if err := rs.drop(ctx, *rs.link(&rec)); err != nil {
+			return true, err
+		}
+	}
+	return true, storeErr(c.Remove(id))
+}
+
 func listOf[T store.Record](c *store.Collection[T]) http.HandlerFunc {
 	return func(w http.ResponseWriter, _ *http.Request) {
 		writeRaw(w, http.StatusOK, contentJSON, c.JSON())

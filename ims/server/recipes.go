@@ -27,64 +27,16 @@ var recipePatchFields = []field{
 }
 
 func (s *Server) recipeKind() *kind {
-	c, d := s.st.Recipes, s.st.DeletedRecipes
-	return &kind{
-		list: listOf(c), get: getOf(c), listDeleted: listOf(d), getDeleted: getOf(d),
-		ids: idsOf(c), deletedIDs: idsOf(d),
-		create: s.createRecipe, patch: s.patchRecipe,
-		softDelete: func(ctx context.Context, id string) (bool, error) {
-			rec, ok := c.Get(id)
-			if !ok {
-				return false, nil
-			}
-			link, err := s.moveLink(ctx, rec.Link, false)
-			if err != nil {
-				return true, err
-			}
-			rec.Link, rec.Deleted = link, timestamp(s.now())
-			if err := d.Put(rec); err != nil {
-				return true, storeErr(err)
-			}
-			return true, storeErr(c.Remove(id))
+	return kindOf(s, records[store.Recipe]{
+		live: s.st.Recipes, deleted: s.st.DeletedRecipes,
+		deletedAt: func(r *store.Recipe) *string { return &r.Deleted },
+		link:      func(r *store.Recipe) **store.Link { return &r.Link },
+		hide: func(ctx context.Context, _ string, l *store.Link) (*store.Link, error) {
+			return s.moveLink(ctx, l, false)
 		},
-		undelete: func(ctx context.Context, id string) (bool, error) {
-			rec, ok := d.Get(id)
-			if !ok {
-				return false, nil
-			}
-			link, err := s.moveLink(ctx, rec.Link, true)
-			if err != nil {
-				return true, err
-			}
-			rec.Link, rec.Deleted = link, ""
-			if err := c.Put(rec); err != nil {
-				return true, storeErr(err)
-			}
-			return true, storeErr(d.Remove(id))
-		},
-		hardDelete: func(ctx context.Context, id string, cascade bool) (bool, error) {
-			rec, ok := c.Get(id)
-			if !ok {
-				return false, nil
-			}
-			if cascade {
-				if err := s.deleteLink(ctx, rec.Link); err != nil {
-					return true, err
-				}
-			}
-			return true, storeErr(c.Remove(id))
-		},
-		purge: func(ctx context.Context, id string) (bool, error) {
-			rec, ok := d.Get(id)
-			if !ok {
-				return false, nil
-			}
-			if err := s.deleteLink(ctx, rec.Link); err != nil {
-				return true, err
-			}
-			return true, storeErr(d.Remove(id))
-		},
-	}
+		restore: func(ctx context.Context, l *store.Link) (*store.Link, error) { return s.moveLink(ctx, l, true) },
+		drop:    s.deleteLink,
+	}, s.createRecipe, s.patchRecipe)
 }
 
 // checkRecipeLink is IMS's recipe link validation: the path is no other
