@@ -36,8 +36,9 @@ func (s *Server) kind(name string) *kind {
 	return s.publicKeyKind()
 }
 
-// records is what the delete, undelete and purge of one record type
-// differ in; the moves themselves are the same for all three kinds.
+// records is what the handlers of one record type differ in: the delete,
+// undelete and purge of the three kinds, and the create and patch of
+// recipes and images (linked.go), are the same given these.
 type records[T store.Record] struct {
 	live, deleted *store.Collection[T]
 	// deletedAt is the record's Deleted field.
@@ -51,6 +52,10 @@ type records[T store.Record] struct {
 	hide    func(ctx context.Context, id string, l *store.Link) (*store.Link, error)
 	restore func(ctx context.Context, l *store.Link) (*store.Link, error)
 	drop    func(ctx context.Context, l *store.Link) error
+	// noun names the record type in the answer to a duplicate link.
+	noun string
+	// check is IMS's S3 validation of a new link, past its uniqueness.
+	check func(ctx context.Context, l *store.Link) error
 }
 
 // kindOf builds the kind of a record type from its records and its
