@@ -21,13 +21,8 @@ func (s *Server) publicKeyKind() *kind {
 }
 
 func (s *Server) createPublicKey(w http.ResponseWriter, r *http.Request) {
-	obj, _, ok := readBody(w, r)
+	vals, ok := readValid(w, r, publicKeyFields)
 	if !ok {
-		return
-	}
-	vals, errs := validate(obj, publicKeyFields)
-	if errs != nil {
-		writeInvalid(w, errs)
 		return
 	}
 	rec := store.PublicKey{

@@ -259,15 +259,8 @@ func cascadeParam(w http.ResponseWriter, r *http.Request) (bool, bool) {
 
 // readUndelete reads the body of an undelete PATCH: {"operation":"undelete"}.
 func readUndelete(w http.ResponseWriter, r *http.Request) bool {
-	obj, _, ok := readBody(w, r)
-	if !ok {
-		return false
-	}
-	if _, errs := validate(obj, []field{{name: "operation", required: true, check: oneOf("undelete")}}); errs != nil {
-		writeInvalid(w, errs)
-		return false
-	}
-	return true
+	_, ok := readValid(w, r, []field{{name: "operation", required: true, check: oneOf("undelete")}})
+	return ok
 }
 
 func (s *Server) undeleteOne(w http.ResponseWriter, r *http.Request, k *kind, id string) {

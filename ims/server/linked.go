@@ -36,13 +36,8 @@ func (rs records[T]) checkLink(ctx context.Context, l *store.Link, self string) 
 // createLinked is the POST of a record with a link: newRec builds it from
 // the valid body, fields; its link is checked in S3 before the lock.
 func createLinked[T store.Record](s *Server, rs records[T], w http.ResponseWriter, r *http.Request, fields []field, newRec func(vals map[string]any) T) {
-	obj, _, ok := readBody(w, r)
+	vals, ok := readValid(w, r, fields)
 	if !ok {
-		return
-	}
-	vals, errs := validate(obj, fields)
-	if errs != nil {
-		writeInvalid(w, errs)
 		return
 	}
 	rec := newRec(vals)
@@ -82,13 +77,8 @@ func patchLinked[T store.Record](s *Server, rs records[T], w http.ResponseWriter
 		writeProblem(w, http.StatusNotFound, detailNotFound)
 		return
 	}
-	obj, _, ok := readBody(w, r)
+	vals, ok := readValid(w, r, fields)
 	if !ok {
-		return
-	}
-	vals, errs := validate(obj, fields)
-	if errs != nil {
-		writeInvalid(w, errs)
 		return
 	}
 	link := toLink(vals["link"])
