@@ -116,3 +116,31 @@ func patchLinked[T store.Record](s *Server, rs records[T], w http.ResponseWriter
 	})
 	s.writePatched(w, r, found, err, out)
 }
+
+// writeLinkOrStore answers a failed Update: a link check made under the
+// lock, or the write of the data file.
+func (s *Server) writeLinkOrStore(w http.ResponseWriter, r *http.Request, err error) {
+	if _, ok := err.(*linkProblem); ok {
+		s.writeLinkProblem(w, r, err)
+		return
+	}
+	s.storeFailure(w, r, err)
+}
+
+// errConflict is a link another PATCH set while S3 answered this one.
+var errConflict = &linkProblem{http.StatusConflict, detailConflict}
+
+// writePatched answers the Update of a PATCH (of jobs too): the record
+// may have gone meanwhile.
+func (s *Server) writePatched(w http.ResponseWriter, r *http.Request, found bool, err error, rec any) {
+	switch {
+	case !found:
+		writeProblem(w, http.StatusNotFound, detailNotFound)
+	case err == errConflict:
+		writeProblem(w, http.StatusConflict, detailConflict)
+	case err != nil:
+		s.writeLinkOrStore(w, r, err)
+	default:
+		writeJSON(w, http.StatusOK, contentJSON, rec)
+	}
+}

@@ -78,26 +78,3 @@ func setRecipeFields(rec *store.Recipe, vals map[string]any) {
 		rec.TemplateDictionary = toTemplate(v)
 	}
 }
-
-func (s *Server) writeLinkOrStore(w http.ResponseWriter, r *http.Request, err error) {
-	if _, ok := err.(*linkProblem); ok {
-		s.writeLinkProblem(w, r, err)
-		return
-	}
-	s.storeFailure(w, r, err)
-}
-
-var errConflict = &linkProblem{http.StatusConflict, detailConflict}
-
-func (s *Server) writePatched(w http.ResponseWriter, r *http.Request, found bool, err error, rec any) {
-	switch {
-	case !found:
-		writeProblem(w, http.StatusNotFound, detailNotFound)
-	case err == errConflict:
-		writeProblem(w, http.StatusConflict, detailConflict)
-	case err != nil:
-		s.writeLinkOrStore(w, r, err)
-	default:
-		writeJSON(w, http.StatusOK, contentJSON, rec)
-	}
-}
