@@ -49,65 +49,21 @@ type manifestArtifact struct {
 	Type string      `json:"type"`
 }
 
-func (s *Server) imageKind() *kind {
-	c, d := s.st.Images, s.st.DeletedImages
-	return &kind{
-		list: listOf(c), get: getOf(c), listDeleted: listOf(d), getDeleted: getOf(d),
-		ids: idsOf(c), deletedIDs: idsOf(d),
-		create: s.createImage, patch: s.patchImage,
-		softDelete: func(ctx context.Context, id string) (bool, error) {
-			rec, ok := c.Get(id)
-			if !ok {
-				return false, nil
-			}
-			link, err := s.softDeleteImageArtifacts(ctx, id, rec.Link)
-			if err != nil {
-				return true, err
-			}
-			rec.Link, rec.Deleted = link, timestamp(s.now())
-			if err := d.Put(rec); err != nil {
-				return true, storeErr(err)
-			}
-			return true, storeErr(c.Remove(id))
-		},
-		undelete: func(ctx context.Context, id string) (bool, error) {
-			rec, ok := d.Get(id)
-			if !ok {
-				return false, nil
-			}
-			link, err := s.undeleteImageArtifacts(ctx, rec.Link)
-			if err != nil {
-				return true, err
-			}
-			rec.Link, rec.Deleted = link, ""
-			if err := c.Put(rec); err != nil {
-				return true, storeErr(err)
-			}
-			return true, storeErr(d.Remove(id))
-		},
-		hardDelete: func(ctx context.Context, id string, cascade bool) (bool, error) {
-			rec, ok := c.Get(id)
-			if !ok {
-				return false, nil
-			}
-			if cascade {
-				if err := s.deleteImageArtifacts(ctx, rec.Link); err != nil {
-					return true, err
-				}
-			}
-			return true, storeErr(c.Remove(id))
-		},
-		purge: func(ctx context.Context, id string) (bool, error) {
-			rec, ok := d.Get(id)
-			if !ok {
-				return false, nil
-			}
-			if err := s.deleteImageArtifacts(ctx, rec.Link); err != nil {
-				return true, err
-			}
-			return true, storeErr(d.Remove(id))
-		},
+func (s *Server) images() records[store.Image] {
+	return records[store.Image]{
+		live: s.st.Images, deleted: s.st.DeletedImages,
+		deletedAt: func(r *store.Image) *string { return &r.Deleted },
+		link:      func(r *store.Image) **store.Link { return &r.Link },
+		hide:      s.softDeleteImageArtifacts,
+		restore:   s.undeleteImageArtifacts,
+		drop:      s.deleteImageArtifacts,
+		noun:      "Image",
+		check:     s.checkManifest,
 	}
+}
+
+func (s *Server) imageKind() *kind {
+	return kindOf(s, s.images(), s.createImage, s.patchImage)
 }
 
 // readManifest reads the manifest a link points at; a missing one is nil.
@@ -233,14 +189,11 @@ func (s *Server) deleteImageArtifacts(ctx context.Context, l *store.Link) error 
 	return s.deleteLink(ctx, l)
 }
 
-// checkImageLink is IMS's validate_image_manifest: the path is no other
-// image's (422); S3 has the manifest (422); it is under 1 MiB (400), of
+// checkManifest is IMS's validate_image_manifest past the uniqueness of
+// the path: S3 has the manifest (422); it is under 1 MiB (400), of
 // version 1.0 (422); S3 has every artifact (422); exactly one is a rootfs
 // (400).
-func (s *Server) checkImageLink(ctx context.Context, l *store.Link, self string) error {
-	if err := uniqueImageLink(s.st.Images.Each, l, self); err != nil {
-		return err
-	}
+func (s *Server) checkManifest(ctx context.Context, l *store.Link) error {
 	info, err := s.headLink(ctx, l)
 	if err != nil {
 		return err
@@ -284,108 +237,30 @@ func (s *Server) checkImageLink(ctx context.Context, l *store.Link, self string)
 	return nil
 }
 
-func uniqueImageLink(each func(func(store.Image) bool), l *store.Link, self string) error {
-	var err error
-	each(func(r store.Image) bool {
-		if r.ID != self && r.Link != nil && r.Link.Path == l.Path {
-			err = &linkProblem{http.StatusUnprocessableEntity, "Image record " + r.ID + " already has the link path " + l.Path + "."}
-		}
-		return err == nil
-	})
-	return err
-}
-
 func (s *Server) createImage(w http.ResponseWriter, r *http.Request) {
-	obj, _, ok := readBody(w, r)
-	if !ok {
-		return
-	}
-	vals, errs := validate(obj, imageFields)
-	if errs != nil {
-		writeInvalid(w, errs)
-		return
-	}
-	rec := store.Image{
-		ID: uuid.NewString(), Created: timestamp(s.now()), Name: vals["name"].(string),
-		Arch: "x86_64", Metadata: map[string]string{},
-	}
-	if v, ok := vals["arch"]; ok {
-		rec.Arch = v.(string)
-	}
-	if v, ok := vals["metadata"]; ok {
-		rec.Metadata = v.(map[string]string)
-	}
-	rec.Link = toLink(vals["link"])
-	if rec.Link != nil {
-		if err := s.checkImageLink(r.Context(), rec.Link, ""); err != nil {
-			s.writeLinkProblem(w, r, err)
-			return
-		}
-	}
-	err := s.st.Images.Update(func(tx store.Tx[store.Image]) error {
-		if rec.Link != nil {
-			if err := uniqueImageLink(tx.Each, rec.Link, ""); err != nil {
-				return err
-			}
-		}
-		return tx.Put(rec)
-	})
-	if err != nil {
-		s.writeLinkOrStore(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusCreated, contentJSON, rec)
-}
-
-func (s *Server) patchImage(w http.ResponseWriter, r *http.Request, id string) {
-	s.moveMu.RLock()
-	defer s.moveMu.RUnlock()
-	cur, ok := s.st.Images.Get(id)
-	if !ok {
-		writeProblem(w, http.StatusNotFound, detailNotFound)
-		return
-	}
-	obj, _, ok := readBody(w, r)
-	if !ok {
-		return
-	}
-	vals, errs := validate(obj, imagePatchFields)
-	if errs != nil {
-		writeInvalid(w, errs)
-		return
-	}
-	link := toLink(vals["link"])
-	if link != nil && !sameLink(link, cur.Link) {
-		if cur.Link != nil {
-			writeProblem(w, http.StatusConflict, detailConflict)
-			return
-		}
-		if err := s.checkImageLink(r.Context(), link, id); err != nil {
-			s.writeLinkProblem(w, r, err)
-			return
-		}
-	}
-	var out store.Image
-	found := true
-	err := s.st.Images.Update(func(tx store.Tx[store.Image]) error {
-		rec, ok := tx.Get(id)
-		if !ok {
-			found = false
-			return nil
-		}
-		if link != nil && !sameLink(link, rec.Link) {
-			if rec.Link != nil {
-				return errConflict
-			}
-			if err := uniqueImageLink(tx.Each, link, id); err != nil {
-				return err
-			}
-			rec.Link = link
+	createLinked(s, s.images(), w, r, imageFields, func(vals map[string]any) store.Image {
+		rec := store.Image{
+			ID: uuid.NewString(), Created: timestamp(s.now()), Name: vals["name"].(string),
+			Arch: "x86_64", Metadata: map[string]string{},
 		}
 		if v, ok := vals["arch"]; ok {
 			rec.Arch = v.(string)
 		}
 		if v, ok := vals["metadata"]; ok {
+			rec.Metadata = v.(map[string]string)
+		}
+		return rec
+	})
+}
+
+func (s *Server) patchImage(w http.ResponseWriter, r *http.Request, id string) {
+	patchLinked(s, s.images(), w, r, id, imagePatchFields, func(rec *store.Image, vals map[string]any) {
+		if v, ok := vals["arch"]; ok {
+			rec.Arch = v.(string)
+		}
+		if v, ok := vals["metadata"]; ok {
+			// A PATCH sets or removes one key; the map is copied, as the
+			// record read from the store shares it.
 			op := v.(map[string]any)
 			md := make(map[string]string, len(rec.Metadata)+1)
 			for k, v := range rec.Metadata {
@@ -400,8 +275,5 @@ func (s *Server) patchImage(w http.ResponseWriter, r *http.Request, id string) {
 			}
 			rec.Metadata = md
 		}
-		out = rec
-		return tx.Put(rec)
 	})
-	s.writePatched(w, r, found, err, out)
 }

@@ -71,13 +71,8 @@ func (s *Server) jobRoutes(p string, segs []string) (endpoint, bool) {
 }
 
 func (s *Server) createJob(w http.ResponseWriter, r *http.Request) {
-	obj, _, ok := readBody(w, r)
+	vals, ok := readValid(w, r, jobFields)
 	if !ok {
-		return
-	}
-	vals, errs := validate(obj, jobFields)
-	if errs != nil {
-		writeInvalid(w, errs)
 		return
 	}
 	job, status, detail, err := s.newJob(r.Context(), vals)
@@ -236,13 +231,8 @@ func (s *Server) patchJob(w http.ResponseWriter, r *http.Request, id string) {
 		writeProblem(w, http.StatusNotFound, detailNotFound)
 		return
 	}
-	obj, _, ok := readBody(w, r)
+	vals, ok := readValid(w, r, jobPatchFields)
 	if !ok {
-		return
-	}
-	vals, errs := validate(obj, jobPatchFields)
-	if errs != nil {
-		writeInvalid(w, errs)
 		return
 	}
 	var out store.Job

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"net/http"
 
 	"github.com/google/uuid"
@@ -15,47 +14,15 @@ var publicKeyFields = []field{
 }
 
 func (s *Server) publicKeyKind() *kind {
-	c, d := s.st.PublicKeys, s.st.DeletedPublicKeys
-	move := func(from, to *store.Collection[store.PublicKey], deleted func() string) func(context.Context, string) (bool, error) {
-		return func(_ context.Context, id string) (bool, error) {
-			rec, ok := from.Get(id)
-			if !ok {
-				return false, nil
-			}
-			rec.Deleted = deleted()
-			if err := to.Put(rec); err != nil {
-				return true, storeErr(err)
-			}
-			return true, storeErr(from.Remove(id))
-		}
-	}
-	remove := func(from *store.Collection[store.PublicKey]) func(context.Context, string) (bool, error) {
-		return func(_ context.Context, id string) (bool, error) {
-			if _, ok := from.Get(id); !ok {
-				return false, nil
-			}
-			return true, storeErr(from.Remove(id))
-		}
-	}
-	return &kind{
-		list: listOf(c), get: getOf(c), listDeleted: listOf(d), getDeleted: getOf(d),
-		ids: idsOf(c), deletedIDs: idsOf(d),
-		create:     s.createPublicKey,
-		softDelete: move(c, d, func() string { return timestamp(s.now()) }),
-		undelete:   move(d, c, func() string { return "" }),
-		hardDelete: func(ctx context.Context, id string, _ bool) (bool, error) { return remove(c)(ctx, id) },
-		purge:      remove(d),
-	}
+	return kindOf(s, records[store.PublicKey]{
+		live: s.st.PublicKeys, deleted: s.st.DeletedPublicKeys,
+		deletedAt: func(r *store.PublicKey) *string { return &r.Deleted },
+	}, s.createPublicKey, nil)
 }
 
 func (s *Server) createPublicKey(w http.ResponseWriter, r *http.Request) {
-	obj, _, ok := readBody(w, r)
+	vals, ok := readValid(w, r, publicKeyFields)
 	if !ok {
-		return
-	}
-	vals, errs := validate(obj, publicKeyFields)
-	if errs != nil {
-		writeInvalid(w, errs)
 		return
 	}
 	rec := store.PublicKey{

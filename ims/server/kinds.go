@@ -36,6 +36,88 @@ func (s *Server) kind(name string) *kind {
 	return s.publicKeyKind()
 }
 
+// records is what the handlers of one record type differ in: the delete,
+// undelete and purge of the three kinds, and the create and patch of
+// recipes and images (linked.go), are the same given these.
+type records[T store.Record] struct {
+	live, deleted *store.Collection[T]
+	// deletedAt is the record's Deleted field.
+	deletedAt func(*T) *string
+	// link is the record's artifact link; nil for public keys, which have
+	// no objects in S3.
+	link func(*T) **store.Link
+	// hide moves the objects of a link under deleted/ and returns the
+	// deleted record's link; restore moves them back and returns the live
+	// record's; drop deletes them.
+	hide    func(ctx context.Context, id string, l *store.Link) (*store.Link, error)
+	restore func(ctx context.Context, l *store.Link) (*store.Link, error)
+	drop    func(ctx context.Context, l *store.Link) error
+	// noun names the record type in the answer to a duplicate link.
+	noun string
+	// check is IMS's S3 validation of a new link, past its uniqueness.
+	check func(ctx context.Context, l *store.Link) error
+}
+
+// kindOf builds the kind of a record type from its records and its
+// create and patch handlers (patch may be nil).
+func kindOf[T store.Record](s *Server, rs records[T], create http.HandlerFunc, patch func(http.ResponseWriter, *http.Request, string)) *kind {
+	c, d := rs.live, rs.deleted
+	return &kind{
+		list: listOf(c), get: getOf(c), listDeleted: listOf(d), getDeleted: getOf(d),
+		ids: idsOf(c), deletedIDs: idsOf(d),
+		create: create, patch: patch,
+		softDelete: func(ctx context.Context, id string) (bool, error) {
+			return rs.move(ctx, c, d, id, func(l *store.Link) (*store.Link, error) { return rs.hide(ctx, id, l) }, func() string { return timestamp(s.now()) })
+		},
+		undelete: func(ctx context.Context, id string) (bool, error) {
+			return rs.move(ctx, d, c, id, func(l *store.Link) (*store.Link, error) { return rs.restore(ctx, l) }, func() string { return "" })
+		},
+		hardDelete: func(ctx context.Context, id string, cascade bool) (bool, error) {
+			return rs.remove(ctx, c, id, cascade)
+		},
+		purge: func(ctx context.Context, id string) (bool, error) {
+			return rs.remove(ctx, d, id, true)
+		},
+	}
+}
+
+// move takes a record from one collection to the other with its objects,
+// moved by moveLink, and sets its Deleted field to deleted(). The record is written to
+// its new collection before it leaves the old one: a crash between leaves
+// it in both, which Open heals, never in neither.
+func (rs records[T]) move(ctx context.Context, from, to *store.Collection[T], id string, moveLink func(*store.Link) (*store.Link, error), deleted func() string) (bool, error) {
+	rec, ok := from.Get(id)
+	if !ok {
+		return false, nil
+	}
+	if rs.link != nil {
+		l, err := moveLink(*rs.link(&rec))
+		if err != nil {
+			return true, err
+		}
+		*rs.link(&rec) = l
+	}
+	*rs.deletedAt(&rec) = deleted()
+	if err := to.Put(rec); err != nil {
+		return true, storeErr(err)
+	}
+	return true, storeErr(from.Remove(id))
+}
+
+// remove deletes a record from c, and its objects first when withObjects.
+func (rs records[T]) remove(ctx context.Context, c *store.Collection[T], id string, withObjects bool) (bool, error) {
+	rec, ok := c.Get(id)
+	if !ok {
+		return false, nil
+	}
+	if withObjects && rs.link != nil {
+		if err := rs.drop(ctx, *rs.link(&rec)); err != nil {
+			return true, err
+		}
+	}
+	return true, storeErr(c.Remove(id))
+}
+
 func listOf[T store.Record](c *store.Collection[T]) http.HandlerFunc {
 	return func(w http.ResponseWriter, _ *http.Request) {
 		writeRaw(w, http.StatusOK, contentJSON, c.JSON())
@@ -99,23 +181,41 @@ func storeErr(err error) error {
 	return &storeError{err}
 }
 
-func (s *Server) deleteOne(w http.ResponseWriter, r *http.Request, k *kind, id string, soft bool) {
-	var cascade bool
-	if !soft {
-		var ok bool
-		if cascade, ok = cascadeParam(w, r); !ok {
-			return
-		}
+// recordOp is one of kind's delete, purge or undelete: it reports whether
+// the record was there.
+type recordOp = func(ctx context.Context, id string) (bool, error)
+
+// deleteOp is what a DELETE runs: v3's soft delete, or v2's hard delete
+// with its ?cascade (false and an answer written when that is bad).
+func deleteOp(w http.ResponseWriter, r *http.Request, k *kind, soft bool) (recordOp, bool) {
+	if soft {
+		return k.softDelete, true
 	}
+	cascade, ok := cascadeParam(w, r)
+	if !ok {
+		return nil, false
+	}
+	return func(ctx context.Context, id string) (bool, error) { return k.hardDelete(ctx, id, cascade) }, true
+}
+
+func (s *Server) deleteOne(w http.ResponseWriter, r *http.Request, k *kind, id string, soft bool) {
+	if op, ok := deleteOp(w, r, k, soft); ok {
+		s.applyOne(w, r, id, op)
+	}
+}
+
+func (s *Server) deleteAll(w http.ResponseWriter, r *http.Request, k *kind, soft bool) {
+	if op, ok := deleteOp(w, r, k, soft); ok {
+		s.applyAll(w, r, k.ids, op)
+	}
+}
+
+// applyOne runs op on one record under moveMu and answers 204, 404 or
+// the failure.
+func (s *Server) applyOne(w http.ResponseWriter, r *http.Request, id string, op recordOp) {
 	s.moveMu.Lock()
 	defer s.moveMu.Unlock()
-	var found bool
-	var err error
-	if soft {
-		found, err = k.softDelete(r.Context(), id)
-	} else {
-		found, err = k.hardDelete(r.Context(), id, cascade)
-	}
+	found, err := op(r.Context(), id)
 	switch {
 	case err != nil:
 		s.fail(w, r, err)
@@ -126,24 +226,13 @@ func (s *Server) deleteOne(w http.ResponseWriter, r *http.Request, k *kind, id s
 	}
 }
 
-func (s *Server) deleteAll(w http.ResponseWriter, r *http.Request, k *kind, soft bool) {
-	var cascade bool
-	if !soft {
-		var ok bool
-		if cascade, ok = cascadeParam(w, r); !ok {
-			return
-		}
-	}
+// applyAll runs op on every record ids lists, stopping at the first
+// failure. The ids are read under moveMu, so none is moved meanwhile.
+func (s *Server) applyAll(w http.ResponseWriter, r *http.Request, ids func() []string, op recordOp) {
 	s.moveMu.Lock()
 	defer s.moveMu.Unlock()
-	for _, id := range k.ids() {
-		var err error
-		if soft {
-			_, err = k.softDelete(r.Context(), id)
-		} else {
-			_, err = k.hardDelete(r.Context(), id, cascade)
-		}
-		if err != nil {
+	for _, id := range ids() {
+		if _, err := op(r.Context(), id); err != nil {
 			s.fail(w, r, err)
 			return
 		}
@@ -168,75 +257,22 @@ func cascadeParam(w http.ResponseWriter, r *http.Request) (bool, bool) {
 	return false, false
 }
 
-func (s *Server) purgeOne(w http.ResponseWriter, r *http.Request, k *kind, id string) {
-	s.moveMu.Lock()
-	defer s.moveMu.Unlock()
-	found, err := k.purge(r.Context(), id)
-	switch {
-	case err != nil:
-		s.fail(w, r, err)
-	case !found:
-		writeProblem(w, http.StatusNotFound, detailNotFound)
-	default:
-		w.WriteHeader(http.StatusNoContent)
-	}
-}
-
-func (s *Server) purgeAll(w http.ResponseWriter, r *http.Request, k *kind) {
-	s.moveMu.Lock()
-	defer s.moveMu.Unlock()
-	for _, id := range k.deletedIDs() {
-		if _, err := k.purge(r.Context(), id); err != nil {
-			s.fail(w, r, err)
-			return
-		}
-	}
-	w.WriteHeader(http.StatusNoContent)
-}
-
 // readUndelete reads the body of an undelete PATCH: {"operation":"undelete"}.
 func readUndelete(w http.ResponseWriter, r *http.Request) bool {
-	obj, _, ok := readBody(w, r)
-	if !ok {
-		return false
-	}
-	if _, errs := validate(obj, []field{{name: "operation", required: true, check: oneOf("undelete")}}); errs != nil {
-		writeInvalid(w, errs)
-		return false
-	}
-	return true
+	_, ok := readValid(w, r, []field{{name: "operation", required: true, check: oneOf("undelete")}})
+	return ok
 }
 
 func (s *Server) undeleteOne(w http.ResponseWriter, r *http.Request, k *kind, id string) {
-	if !readUndelete(w, r) {
-		return
-	}
-	s.moveMu.Lock()
-	defer s.moveMu.Unlock()
-	found, err := k.undelete(r.Context(), id)
-	switch {
-	case err != nil:
-		s.fail(w, r, err)
-	case !found:
-		writeProblem(w, http.StatusNotFound, detailNotFound)
-	default:
-		w.WriteHeader(http.StatusNoContent)
+	if readUndelete(w, r) {
+		s.applyOne(w, r, id, k.undelete)
 	}
 }
 
 func (s *Server) undeleteAll(w http.ResponseWriter, r *http.Request, k *kind) {
-	if !readUndelete(w, r) {
-		return
+	if readUndelete(w, r) {
+		s.applyAll(w, r, k.deletedIDs, k.undelete)
 	}
-	s.moveMu.Lock()
-	defer s.moveMu.Unlock()
-	for _, id := range k.deletedIDs() {
-		if _, err := k.undelete(r.Context(), id); err != nil {
-			s.fail(w, r, err)
-			return
-		}
-	}
-	w.WriteHeader(http.StatusNoContent)
 }
 
 // linkProblem is a link that failed IMS's validation: its status, detail

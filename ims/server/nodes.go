@@ -100,13 +100,8 @@ func (s *Server) nodeRoutes(p string, segs []string) (endpoint, bool) {
 }
 
 func (s *Server) createNode(w http.ResponseWriter, r *http.Request) {
-	obj, _, ok := readBody(w, r)
+	vals, ok := readValid(w, r, nodeFields)
 	if !ok {
-		return
-	}
-	vals, errs := validate(obj, nodeFields)
-	if errs != nil {
-		writeInvalid(w, errs)
 		return
 	}
 	n := store.RemoteBuildNode{XName: vals["xname"].(string)}

@@ -14,23 +14,7 @@ func (s *Server) resolveV3(segs []string) (endpoint, bool) {
 	p := "/v3/" + segs[0]
 	switch segs[0] {
 	case "recipes", "images", "public-keys":
-		k := s.kind(segs[0])
-		switch len(segs) {
-		case 1:
-			return endpoint{pattern: p, handlers: handlers{
-				http.MethodGet: k.list, http.MethodPost: k.create, http.MethodDelete: func(w http.ResponseWriter, r *http.Request) { s.deleteAll(w, r, k, true) },
-			}}, true
-		case 2:
-			id := segs[1]
-			h := handlers{
-				http.MethodGet:    func(w http.ResponseWriter, r *http.Request) { k.get(w, r, id) },
-				http.MethodDelete: func(w http.ResponseWriter, r *http.Request) { s.deleteOne(w, r, k, id, true) },
-			}
-			if k.patch != nil {
-				h[http.MethodPatch] = func(w http.ResponseWriter, r *http.Request) { k.patch(w, r, id) }
-			}
-			return endpoint{pattern: p + "/{id}", handlers: h}, true
-		}
+		return s.kindRoutes(p, s.kind(segs[0]), segs[1:], true)
 	case "jobs":
 		return s.jobRoutes(p, segs[1:])
 	case "deleted":
@@ -47,14 +31,14 @@ func (s *Server) resolveV3(segs []string) (endpoint, bool) {
 		if len(segs) == 2 {
 			return endpoint{pattern: p, handlers: handlers{
 				http.MethodGet:    k.listDeleted,
-				http.MethodDelete: func(w http.ResponseWriter, r *http.Request) { s.purgeAll(w, r, k) },
+				http.MethodDelete: func(w http.ResponseWriter, r *http.Request) { s.applyAll(w, r, k.deletedIDs, k.purge) },
 				http.MethodPatch:  func(w http.ResponseWriter, r *http.Request) { s.undeleteAll(w, r, k) },
 			}}, true
 		}
 		id := segs[2]
 		return endpoint{pattern: p + "/{id}", handlers: handlers{
 			http.MethodGet:    func(w http.ResponseWriter, r *http.Request) { k.getDeleted(w, r, id) },
-			http.MethodDelete: func(w http.ResponseWriter, r *http.Request) { s.purgeOne(w, r, k, id) },
+			http.MethodDelete: func(w http.ResponseWriter, r *http.Request) { s.applyOne(w, r, id, k.purge) },
 			http.MethodPatch:  func(w http.ResponseWriter, r *http.Request) { s.undeleteOne(w, r, k, id) },
 		}}, true
 	case "remote-build-nodes":
@@ -72,25 +56,31 @@ func (s *Server) resolveV2(prefix string, segs []string) (endpoint, bool) {
 	p := prefix + "/" + segs[0]
 	switch segs[0] {
 	case "recipes", "images", "public-keys":
-		k := s.kind(segs[0])
-		switch len(segs) {
-		case 1:
-			return endpoint{pattern: p, handlers: handlers{
-				http.MethodGet: k.list, http.MethodPost: k.create, http.MethodDelete: func(w http.ResponseWriter, r *http.Request) { s.deleteAll(w, r, k, false) },
-			}}, true
-		case 2:
-			id := segs[1]
-			h := handlers{
-				http.MethodGet:    func(w http.ResponseWriter, r *http.Request) { k.get(w, r, id) },
-				http.MethodDelete: func(w http.ResponseWriter, r *http.Request) { s.deleteOne(w, r, k, id, false) },
-			}
-			if k.patch != nil {
-				h[http.MethodPatch] = func(w http.ResponseWriter, r *http.Request) { k.patch(w, r, id) }
-			}
-			return endpoint{pattern: p + "/{id}", handlers: h}, true
-		}
+		return s.kindRoutes(p, s.kind(segs[0]), segs[1:], false)
 	case "jobs":
 		return s.jobRoutes(p, segs[1:])
+	}
+	return endpoint{}, false
+}
+
+// kindRoutes maps the segments after p, the path of k's records. v2 and
+// v3 differ only in DELETE: v3's soft deletes, v2's deletes for good.
+func (s *Server) kindRoutes(p string, k *kind, segs []string, softDelete bool) (endpoint, bool) {
+	switch len(segs) {
+	case 0:
+		return endpoint{pattern: p, handlers: handlers{
+			http.MethodGet: k.list, http.MethodPost: k.create, http.MethodDelete: func(w http.ResponseWriter, r *http.Request) { s.deleteAll(w, r, k, softDelete) },
+		}}, true
+	case 1:
+		id := segs[0]
+		h := handlers{
+			http.MethodGet:    func(w http.ResponseWriter, r *http.Request) { k.get(w, r, id) },
+			http.MethodDelete: func(w http.ResponseWriter, r *http.Request) { s.deleteOne(w, r, k, id, softDelete) },
+		}
+		if k.patch != nil {
+			h[http.MethodPatch] = func(w http.ResponseWriter, r *http.Request) { k.patch(w, r, id) }
+		}
+		return endpoint{pattern: p + "/{id}", handlers: h}, true
 	}
 	return endpoint{}, false
 }

@@ -108,6 +108,22 @@ func asObject(raw json.RawMessage) (map[string]json.RawMessage, any) {
 	return obj, nil
 }
 
+// readValid reads a body with readBody and checks it against fields,
+// answering a 422 with validate's errors. It returns the values, or false
+// when it has answered.
+func readValid(w http.ResponseWriter, r *http.Request, fields []field) (map[string]any, bool) {
+	obj, _, ok := readBody(w, r)
+	if !ok {
+		return nil, false
+	}
+	vals, errs := validate(obj, fields)
+	if errs != nil {
+		writeInvalid(w, errs)
+		return nil, false
+	}
+	return vals, true
+}
+
 // validate checks obj against fields and returns the values of the fields
 // present, or the errors map of a 422 (unknown fields included).
 func validate(obj map[string]json.RawMessage, fields []field) (map[string]any, map[string]any) {
