@@ -91,9 +91,13 @@ func Import(ctx context.Context, src, dst string) error {
 	return nil
 }
 
-// emptyDir makes sure dst is an empty directory.
+// emptyDir makes sure dst is an empty directory of mode 0755, whatever
+// imsbuild's umask is (a source that has a mode for its root sets it).
 func emptyDir(dst string) error {
 	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return err
+	}
+	if err := os.Chmod(dst, 0o755); err != nil {
 		return err
 	}
 	f, err := os.Open(dst)

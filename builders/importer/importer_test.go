@@ -325,3 +325,39 @@ func TestSourceDigest(t *testing.T) {
 		t.Errorf("SourceDigest(tar) = %q, %v; want %q", fd, err, want)
 	}
 }
+
+// The image root and the directories an archive implies without listing
+// them are 0755 whatever the builder's umask: images must not depend on it.
+func TestImportIgnoresUmask(t *testing.T) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, h := range []tar.Header{
+		{Typeflag: tar.TypeReg, Name: "etc/hostname", Mode: 0o644},
+		{Typeflag: tar.TypeDir, Name: "var/", Mode: 0o700},
+	} {
+		if err := tw.WriteHeader(&h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tw.Close()
+	src := filepath.Join(t.TempDir(), "root.tar")
+	if err := os.WriteFile(src, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(t.TempDir(), "dst")
+	old := unix.Umask(0o027)
+	err := Import(t.Context(), src, dst)
+	unix.Umask(old)
+	if err != nil {
+		t.Fatalf("Import() = %v", err)
+	}
+	for path, want := range map[string]fs.FileMode{"": 0o755, "etc": 0o755, "var": 0o700, "etc/hostname": 0o644} {
+		fi, err := os.Lstat(filepath.Join(dst, path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fi.Mode().Perm(); got != want {
+			t.Errorf("mode of /%s = %v, want %v", path, got, want)
+		}
+	}
+}

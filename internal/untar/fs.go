@@ -41,7 +41,13 @@ func (e *extractor) openDir(dir string, create bool) (int, func(), error) {
 	}
 	for _, comp := range strings.Split(dir, "/") {
 		if create {
-			if err := unix.Mkdirat(cur, comp, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
+			err := unix.Mkdirat(cur, comp, 0o755)
+			if err == nil {
+				// A directory the archive does not list gets 0755 whatever
+				// imsbuild's umask is: images must not depend on it.
+				err = unix.Fchmodat(cur, comp, 0o755, 0)
+			}
+			if err != nil && !errors.Is(err, unix.EEXIST) {
 				closeCur()
 				return -1, nil, dirError(dir, err)
 			}
