@@ -113,6 +113,13 @@ func New(local *local.Cache, from []Remote, to Remote, opts ...Option) *Cache {
 // Local returns the local cache.
 func (c *Cache) Local() *local.Cache { return c.local }
 
+// BlobPath returns the path blob d has in the local cache (which need not
+// exist: a blob only a remote holds is not there until Open fetches it). It
+// keeps the local cache's plain files visible through the tiered cache, so
+// an OCI push sends a local blob file as it is (zero-copy) instead of
+// reading it through a verifying reader.
+func (c *Cache) BlobPath(d cache.Digest) string { return c.local.BlobPath(d) }
+
 // warn reports an error that does not fail the build.
 func (c *Cache) warn(err error) {
 	if c.opts.onWarning != nil {
