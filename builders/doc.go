@@ -1,5 +1,6 @@
 // Package builders holds the step implementations of imsbuild: importer
 // (existing root → tree), pack (tree → squashfs rootfs, kernel, initrd),
-// sandbox (isolated command execution), customize (image → image) and, later,
-// kiwi (recipe → image) and sshenv (interactive SSH environment).
+// sandbox (isolated command execution), customize (image → image), kiwi
+// (recipe → image), sshenv (interactive SSH environment) and builderimage
+// (the OCI image a sandbox runs in).
 package builders

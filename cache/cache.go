@@ -1,7 +1,8 @@
 // Package cache defines the content-addressed store (CAS) and the action
 // cache that make imsbuild skip work: blobs are named by their sha256 and
 // action results by the sha256 of a canonical key preimage. Backends live in
-// subpackages (local, later s3 and oci); cachetest is their conformance suite.
+// subpackages (local, s3 and oci; tiered puts remote ones behind the local
+// one); cachetest is their conformance suite.
 package cache
 
 import (

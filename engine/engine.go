@@ -134,9 +134,6 @@ func New(cfg *spec.Config, store cache.Store, ac cache.ActionCache, opts Options
 	}, nil
 }
 
-// Graph returns the build graph.
-func (e *Engine) Graph() *Graph { return e.graph }
-
 func (e *Engine) emit(ev Event) {
 	if e.opts.Events == nil {
 		return

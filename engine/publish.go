@@ -120,7 +120,8 @@ func (e *Engine) publisher(ctx context.Context, p *spec.Publish, images []publis
 		}
 		return imsapi.NewPublisher(client, e.manifestLink), nil
 	}
-	return nil, fmt.Errorf("publish %q is not implemented yet", p.Kind)
+	// spec rejects any other kind, so this is a bug.
+	return nil, fmt.Errorf("publish %q: unknown kind", p.Kind)
 }
 
 // manifestLink finds where this build published img's manifest: the first

@@ -1,6 +1,7 @@
 // Package publish defines what publishers receive: built images whose
 // artifacts are blobs in the cache. Backends: dir (the offline IMS S3
-// layout), later s3, oci and ims.
+// layout), s3, oci and imsapi (registration with the IMS API); recipe
+// publishes kiwi recipe archives.
 package publish
 
 import (

@@ -297,9 +297,6 @@ func TestSourceDigest(t *testing.T) {
 	testutil.RequireTool(t, "cp")
 	src := root(t)
 	d1, err := SourceDigest(t.Context(), src, nil)
-	if err != nil && strings.Contains(err.Error(), "not implemented") {
-		t.Skip("treehash not implemented yet")
-	}
 	if err != nil {
 		t.Fatalf("SourceDigest(dir) = %v", err)
 	}

@@ -111,7 +111,7 @@ func (c *Cache) missing(ctx context.Context, r Remote, ds []cache.Digest) ([]cac
 	var mu sync.Mutex
 	var out []cache.Digest
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(c.opts.concurrency)
+	g.SetLimit(concurrency)
 	for _, d := range ds {
 		g.Go(func() error {
 			_, err := r.Stat(gctx, d)

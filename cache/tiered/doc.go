@@ -15,7 +15,9 @@
 //     a publish needs their bytes, and an all-hit build moves none. A corrupt
 //     remote blob is cache.ErrCorrupt and nothing of it is kept. Stat of a
 //     remote blob answers from the remote (a HEAD) without downloading it.
-//   - Store writes, Lock, LastKey and SetLastKey are the local cache's.
+//   - Store writes, Lock, LastKey and SetLastKey are the local cache's, and
+//     so is BlobPath: a publisher that sends a local blob file as it is
+//     (publish/oci, zero-copy) still can through the tiered cache.
 //   - ActionCache.Put records locally, then writes through to the to remote:
 //     the result's blobs that the remote lacks (checked in parallel) are
 //     uploaded, and the action record goes last. A failed write-through does

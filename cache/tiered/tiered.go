@@ -21,8 +21,8 @@ type Remote interface {
 	Name() string
 }
 
-// DefaultConcurrency bounds the parallel existence checks of a write-through.
-const DefaultConcurrency = 8
+// concurrency bounds the parallel existence checks of a write-through.
+const concurrency = 8
 
 // uploadConcurrency bounds the parallel blob uploads of a write-through
 // (each upload is itself parallel in parts).
@@ -32,9 +32,8 @@ const uploadConcurrency = 2
 type Option func(*options)
 
 type options struct {
-	logger      *slog.Logger
-	onWarning   func(error)
-	concurrency int
+	logger    *slog.Logger
+	onWarning func(error)
 }
 
 // WithLogger logs cache decisions (remote hits and misses) to l at debug
@@ -53,16 +52,6 @@ func WithOnWarning(f func(error)) Option {
 	return func(o *options) {
 		if f != nil {
 			o.onWarning = f
-		}
-	}
-}
-
-// WithConcurrency bounds the parallel existence checks against the to
-// remote (default 8).
-func WithConcurrency(n int) Option {
-	return func(o *options) {
-		if n > 0 {
-			o.concurrency = n
 		}
 	}
 }
@@ -94,7 +83,7 @@ func New(local *local.Cache, from []Remote, to Remote, opts ...Option) *Cache {
 		local:   local,
 		to:      to,
 		holders: map[cache.Digest]Remote{},
-		opts:    options{logger: slog.Default(), concurrency: DefaultConcurrency},
+		opts:    options{logger: slog.Default()},
 	}
 	for _, o := range opts {
 		o(&c.opts)
@@ -112,6 +101,13 @@ func New(local *local.Cache, from []Remote, to Remote, opts ...Option) *Cache {
 
 // Local returns the local cache.
 func (c *Cache) Local() *local.Cache { return c.local }
+
+// BlobPath returns the path blob d has in the local cache (which need not
+// exist: a blob only a remote holds is not there until Open fetches it). It
+// keeps the local cache's plain files visible through the tiered cache, so
+// an OCI push sends a local blob file as it is (zero-copy) instead of
+// reading it through a verifying reader.
+func (c *Cache) BlobPath(d cache.Digest) string { return c.local.BlobPath(d) }
 
 // warn reports an error that does not fail the build.
 func (c *Cache) warn(err error) {
