@@ -16,6 +16,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/imsbuild/imsbuild/cache"
+	"github.com/imsbuild/imsbuild/internal/ctxio"
 )
 
 // PulledArtifact is one layer Pull wrote.
@@ -124,7 +125,7 @@ func writeVerified(ctx context.Context, r io.Reader, a PulledArtifact) (rerr err
 	}()
 	h := sha256.New()
 	// Read one byte past the size so a longer blob is caught.
-	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(ctxReader{ctx, r}, a.Size+1))
+	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(ctxio.Reader(ctx, r), a.Size+1))
 	if err != nil {
 		return err
 	}
@@ -141,19 +142,6 @@ func writeVerified(ctx context.Context, r io.Reader, a PulledArtifact) (rerr err
 		return err
 	}
 	return os.Rename(f.Name(), a.Path)
-}
-
-// ctxReader stops reading once ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 // Digest returns the manifest digest ref resolves to, with one HEAD request

@@ -16,6 +16,7 @@ import (
 
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/ims"
+	"github.com/imsbuild/imsbuild/internal/ctxio"
 )
 
 // MaxManifestSize bounds the manifest.json Fetch and ManifestDigest read.
@@ -245,7 +246,7 @@ func (p *Publisher) download(ctx context.Context, bucket, key, path, wantMD5 str
 	w := io.MultiWriter(f, mh, sh)
 	var n int64
 	for attempt := 1; ; attempt++ {
-		c, err := io.Copy(w, ctxReader{ctx, out.Body})
+		c, err := io.Copy(w, ctxio.Reader(ctx, out.Body))
 		n += c
 		if err == nil || n >= obj.size {
 			break
@@ -285,17 +286,4 @@ func (p *Publisher) download(ctx context.Context, bucket, key, path, wantMD5 str
 		return FetchedArtifact{}, tmp, err
 	}
 	return got, tmp, nil
-}
-
-// ctxReader stops reading once ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(b []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(b)
 }
