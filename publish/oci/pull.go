@@ -3,7 +3,6 @@ package oci
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/imsbuild/imsbuild/cache"
@@ -132,7 +132,7 @@ func writeVerified(ctx context.Context, r io.Reader, a PulledArtifact) (rerr err
 	if n != a.Size {
 		return fmt.Errorf("got %d bytes, want %d: %w", n, a.Size, cache.ErrCorrupt)
 	}
-	if got := cache.Digest("sha256:" + hex.EncodeToString(h.Sum(nil))); got != a.Digest {
+	if got := cache.Digest(digest.NewDigest(digest.SHA256, h)); got != a.Digest {
 		return fmt.Errorf("content is %s, want %s: %w", got, a.Digest, cache.ErrCorrupt)
 	}
 	if err := f.Sync(); err != nil {

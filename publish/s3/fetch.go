@@ -13,6 +13,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	digest "github.com/opencontainers/go-digest"
 
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/ims"
@@ -169,8 +170,7 @@ func (p *Publisher) readManifest(ctx context.Context, bucket, key string) (*ims.
 	if err != nil {
 		return nil, "", err
 	}
-	sum := sha256.Sum256(data)
-	return m, "sha256:" + hex.EncodeToString(sum[:]), nil
+	return m, digest.FromBytes(data).String(), nil
 }
 
 // fetchItem is one artifact to fetch.
@@ -268,7 +268,7 @@ func (p *Publisher) download(ctx context.Context, bucket, key, path, wantMD5 str
 		Path:      path,
 		MediaType: aws.ToString(out.ContentType),
 		MD5:       hex.EncodeToString(mh.Sum(nil)),
-		SHA256:    "sha256:" + hex.EncodeToString(sh.Sum(nil)),
+		SHA256:    digest.NewDigest(digest.SHA256, sh).String(),
 		Size:      n,
 	}
 	switch {
