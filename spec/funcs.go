@@ -18,6 +18,8 @@ import (
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/function"
 	"github.com/zclconf/go-cty/cty/function/stdlib"
+
+	"github.com/imsbuild/imsbuild/internal/ctxio"
 )
 
 // functions returns the functions build files may call. The I/O functions
@@ -166,7 +168,7 @@ func fileHashFunc(ctx context.Context, r resolver, h func() hash.Hash) function.
 		}
 		defer f.Close()
 		w := h()
-		if _, err := io.Copy(w, ctxReader{ctx, f}); err != nil {
+		if _, err := io.Copy(w, ctxio.Reader(ctx, f)); err != nil {
 			return "", fmt.Errorf("read %s: %w", f.Name(), err)
 		}
 		return hex.EncodeToString(w.Sum(nil)), nil

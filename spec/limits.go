@@ -13,6 +13,8 @@ import (
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/function"
 	"github.com/zclconf/go-cty/cty/function/stdlib"
+
+	"github.com/imsbuild/imsbuild/internal/ctxio"
 )
 
 // Limits on what a build may make imsbuild read and parse. Build files are
@@ -88,7 +90,7 @@ func readRegular(ctx context.Context, path string, max int64) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(ctxReader{ctx, f}, max+1))
+	b, err := io.ReadAll(io.LimitReader(ctxio.Reader(ctx, f), max+1))
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
@@ -96,20 +98,6 @@ func readRegular(ctx context.Context, path string, max int64) ([]byte, error) {
 		return nil, fmt.Errorf("%s is larger than %d MiB", path, max>>20)
 	}
 	return b, nil
-}
-
-// ctxReader stops reading once ctx is done, so that hashing a large file
-// ends on Ctrl-C.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (r ctxReader) Read(p []byte) (int, error) {
-	if err := r.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return r.r.Read(p)
 }
 
 // checkNesting reports the first place where tokens nest deeper than

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/imsbuild/imsbuild/internal/ctxio"
 	"github.com/imsbuild/imsbuild/internal/untar"
 )
 
@@ -197,7 +198,7 @@ func copyFile(ctx context.Context, src, dst string, mode fs.FileMode) error {
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(out, ctxReader{ctx, in}); err != nil {
+	if _, err := io.Copy(out, ctxio.Reader(ctx, in)); err != nil {
 		out.Close()
 		return fmt.Errorf("copy %s: %w", src, err)
 	}
@@ -206,17 +207,4 @@ func copyFile(ctx context.Context, src, dst string, mode fs.FileMode) error {
 		return err
 	}
 	return out.Close()
-}
-
-// ctxReader stops a copy when ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }

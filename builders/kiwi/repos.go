@@ -3,7 +3,6 @@ package kiwi
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	digest "github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/imsbuild/imsbuild/spec"
@@ -205,5 +205,5 @@ func repoDigest(ctx context.Context, client *http.Client, r *spec.Repository) (s
 	if _, err := io.Copy(h, body); err != nil {
 		return "", fmt.Errorf("digest repository %s %s: %w", r.Name, res.url, err)
 	}
-	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
+	return digest.NewDigest(digest.SHA256, h).String(), nil
 }

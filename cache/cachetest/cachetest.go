@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	digest "github.com/opencontainers/go-digest"
 
 	"github.com/imsbuild/imsbuild/cache"
 )
@@ -51,8 +51,7 @@ func Run(t *testing.T, open func(t *testing.T) (cache.Store, cache.ActionCache))
 
 // Digest returns the digest of b.
 func Digest(b []byte) cache.Digest {
-	sum := sha256.Sum256(b)
-	return cache.Digest("sha256:" + hex.EncodeToString(sum[:]))
+	return cache.Digest(digest.FromBytes(b))
 }
 
 func put(t *testing.T, s cache.Store, content string) cache.Digest {
@@ -157,7 +156,7 @@ func testPutLarge(t *testing.T, open Open) {
 	if _, err := io.Copy(h, io.LimitReader(&pattern{}, size)); err != nil {
 		t.Fatal(err)
 	}
-	want := cache.Digest("sha256:" + hex.EncodeToString(h.Sum(nil)))
+	want := cache.Digest(digest.NewDigest(digest.SHA256, h))
 	d, n, err := s.Put(t.Context(), io.LimitReader(&pattern{}, size), want)
 	if err != nil || d != want || n != size {
 		t.Fatalf("Put(24 MiB) = %s, %d, %v; want %s, %d", d, n, err, want, size)
@@ -198,7 +197,7 @@ func testPutCancelled(t *testing.T, open Open) {
 	}
 	h := sha256.New()
 	io.Copy(h, io.LimitReader(&pattern{}, 8<<20))
-	d := cache.Digest("sha256:" + hex.EncodeToString(h.Sum(nil)))
+	d := cache.Digest(digest.NewDigest(digest.SHA256, h))
 	if _, err := s.Stat(t.Context(), d); !errors.Is(err, cache.ErrNotFound) {
 		t.Errorf("Stat() after cancelled Put = %v, want ErrNotFound", err)
 	}

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	digest "github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -68,7 +69,7 @@ func Dir(ctx context.Context, root string, sc *StatCache) (string, error) {
 	io.WriteString(d, permString(top.mode))
 	io.WriteString(d, " ")
 	io.WriteString(d, hex.EncodeToString(top.sum[:]))
-	return "sha256:" + hex.EncodeToString(d.Sum(nil)), nil
+	return digest.NewDigest(digest.SHA256, d).String(), nil
 }
 
 // File returns the sha256 digest ("sha256:…") of a file's content, following
@@ -90,7 +91,7 @@ func File(ctx context.Context, path string, sc *StatCache) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return "sha256:" + hex.EncodeToString(sum[:]), nil
+	return digest.NewDigestFromBytes(digest.SHA256, sum[:]).String(), nil
 }
 
 // hasher walks one tree; file contents are hashed by g's workers.

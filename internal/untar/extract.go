@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/imsbuild/imsbuild/internal/ctxio"
 )
 
 // ErrUnsafe reports a tar entry that would escape the destination, write
@@ -57,7 +59,7 @@ func Extract(ctx context.Context, r io.Reader, dst string, opts Options) error {
 		done:   make(map[string]bool),
 		dirIdx: make(map[string]int),
 	}
-	tr := tar.NewReader(&ctxReader{ctx: ctx, r: r})
+	tr := tar.NewReader(ctxio.Reader(ctx, r))
 	for {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("extract %s: %w", dst, err)

@@ -3,11 +3,8 @@ package dir
 import (
 	"bytes"
 	"context"
-	"crypto/md5"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +13,7 @@ import (
 
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/ims"
+	"github.com/imsbuild/imsbuild/internal/md5hex"
 	"github.com/imsbuild/imsbuild/internal/treehash"
 	"github.com/imsbuild/imsbuild/publish"
 )
@@ -113,11 +111,7 @@ func blobMD5(ctx context.Context, store cache.Store, d cache.Digest) (string, er
 		return "", err
 	}
 	defer rc.Close()
-	h := md5.New()
-	if _, err := io.Copy(h, rc); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return md5hex.OfReader(rc)
 }
 
 // upToDate reports whether dir already holds exactly this manifest and

@@ -21,6 +21,7 @@ import (
 
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/ims"
+	"github.com/imsbuild/imsbuild/internal/md5hex"
 	"github.com/imsbuild/imsbuild/internal/treehash"
 	"github.com/imsbuild/imsbuild/publish"
 )
@@ -150,7 +151,7 @@ func md5File(t *testing.T, p string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return md5Hex(b)
+	return md5hex.Of(b)
 }
 
 // leftovers lists the temp entries left in dir.
@@ -217,8 +218,8 @@ func TestPublish(t *testing.T) {
 		t.Fatal(err)
 	}
 	golden(t, "record.golden.json", rdata)
-	if !strings.Contains(string(rdata), md5Hex(mdata)) {
-		t.Errorf("record %s does not carry the manifest md5 %s", rdata, md5Hex(mdata))
+	if !strings.Contains(string(rdata), md5hex.Of(mdata)) {
+		t.Errorf("record %s does not carry the manifest md5 %s", rdata, md5hex.Of(mdata))
 	}
 	if l := leftovers(t, out); len(l) > 0 {
 		t.Errorf("leftovers after Publish: %v", l)
@@ -273,7 +274,7 @@ func TestPublishIdempotent(t *testing.T) {
 	}
 	mdata, _ := os.ReadFile(filepath.Join(dir, ims.ManifestFile))
 	rdata, _ := os.ReadFile(filepath.Join(out, "records", "images", testID+".json"))
-	if !strings.Contains(string(rdata), md5Hex(mdata)) {
+	if !strings.Contains(string(rdata), md5hex.Of(mdata)) {
 		t.Errorf("record not updated to the new manifest md5")
 	}
 	if l := leftovers(t, out); len(l) > 0 {
@@ -369,7 +370,7 @@ func TestManifestFor(t *testing.T) {
 		t.Errorf("ManifestFor() without kernel md5 = %v, want an error", err)
 	}
 	k := img.Outputs[ims.ArtifactKernel]
-	k.MD5 = md5Hex([]byte("kernel bytes"))
+	k.MD5 = md5hex.Of([]byte("kernel bytes"))
 	img.Outputs[ims.ArtifactKernel] = k
 	m, err := ManifestFor(img, "site-bucket")
 	if err != nil {

@@ -2,17 +2,10 @@ package dir
 
 import (
 	"bytes"
-	"crypto/md5"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
 )
-
-func md5Hex(b []byte) string {
-	s := md5.Sum(b)
-	return hex.EncodeToString(s[:])
-}
 
 // createFile writes data to a new file at path and syncs it.
 func createFile(path string, data []byte) error {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/imsbuild/imsbuild/ims"
+	"github.com/imsbuild/imsbuild/internal/md5hex"
 	"github.com/imsbuild/imsbuild/publish"
 )
 
@@ -54,7 +55,7 @@ func ManifestFor(img publish.Image, bucket string) (*ims.Manifest, error) {
 // RecordFor returns the IMS ImageRecord of img whose manifest.json (with
 // the bytes manifest) is stored in bucket.
 func RecordFor(img publish.Image, bucket string, manifest []byte) *ims.ImageRecord {
-	link := s3Link(bucket, img.ID+"/"+ims.ManifestFile, md5Hex(manifest))
+	link := s3Link(bucket, img.ID+"/"+ims.ManifestFile, md5hex.Of(manifest))
 	return &ims.ImageRecord{
 		ID:      img.ID,
 		Created: img.Created.UTC().Format(time.RFC3339),
@@ -81,5 +82,5 @@ func (p *Publisher) ManifestLink(imageID string) (ims.Link, error) {
 	if err != nil {
 		return ims.Link{}, fmt.Errorf("manifest of image %s: %w", imageID, err)
 	}
-	return s3Link(Bucket, imageID+"/"+ims.ManifestFile, md5Hex(data)), nil
+	return s3Link(Bucket, imageID+"/"+ims.ManifestFile, md5hex.Of(data)), nil
 }

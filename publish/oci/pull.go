@@ -3,7 +3,6 @@ package oci
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,9 +12,11 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/imsbuild/imsbuild/cache"
+	"github.com/imsbuild/imsbuild/internal/ctxio"
 )
 
 // PulledArtifact is one layer Pull wrote.
@@ -124,14 +125,14 @@ func writeVerified(ctx context.Context, r io.Reader, a PulledArtifact) (rerr err
 	}()
 	h := sha256.New()
 	// Read one byte past the size so a longer blob is caught.
-	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(ctxReader{ctx, r}, a.Size+1))
+	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(ctxio.Reader(ctx, r), a.Size+1))
 	if err != nil {
 		return err
 	}
 	if n != a.Size {
 		return fmt.Errorf("got %d bytes, want %d: %w", n, a.Size, cache.ErrCorrupt)
 	}
-	if got := cache.Digest("sha256:" + hex.EncodeToString(h.Sum(nil))); got != a.Digest {
+	if got := cache.Digest(digest.NewDigest(digest.SHA256, h)); got != a.Digest {
 		return fmt.Errorf("content is %s, want %s: %w", got, a.Digest, cache.ErrCorrupt)
 	}
 	if err := f.Sync(); err != nil {
@@ -141,19 +142,6 @@ func writeVerified(ctx context.Context, r io.Reader, a PulledArtifact) (rerr err
 		return err
 	}
 	return os.Rename(f.Name(), a.Path)
-}
-
-// ctxReader stops reading once ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 // Digest returns the manifest digest ref resolves to, with one HEAD request

@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/imsbuild/imsbuild/internal/ctxio"
 )
 
 // Option configures Archive.
@@ -139,7 +141,7 @@ func writeFile(ctx context.Context, tw *tar.Writer, p string, hdr *tar.Header) e
 	if err := tw.WriteHeader(hdr); err != nil {
 		return err
 	}
-	n, err := io.Copy(tw, io.LimitReader(ctxReader{ctx, f}, hdr.Size))
+	n, err := io.Copy(tw, io.LimitReader(ctxio.Reader(ctx, f), hdr.Size))
 	if err != nil {
 		return err
 	}
@@ -163,17 +165,4 @@ func tarMode(m fs.FileMode) int64 {
 		mode |= 0o1000
 	}
 	return mode
-}
-
-// ctxReader stops reading once ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(b []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(b)
 }

@@ -13,9 +13,11 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	digest "github.com/opencontainers/go-digest"
 
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/ims"
+	"github.com/imsbuild/imsbuild/internal/ctxio"
 )
 
 // MaxManifestSize bounds the manifest.json Fetch and ManifestDigest read.
@@ -168,8 +170,7 @@ func (p *Publisher) readManifest(ctx context.Context, bucket, key string) (*ims.
 	if err != nil {
 		return nil, "", err
 	}
-	sum := sha256.Sum256(data)
-	return m, "sha256:" + hex.EncodeToString(sum[:]), nil
+	return m, digest.FromBytes(data).String(), nil
 }
 
 // fetchItem is one artifact to fetch.
@@ -245,7 +246,7 @@ func (p *Publisher) download(ctx context.Context, bucket, key, path, wantMD5 str
 	w := io.MultiWriter(f, mh, sh)
 	var n int64
 	for attempt := 1; ; attempt++ {
-		c, err := io.Copy(w, ctxReader{ctx, out.Body})
+		c, err := io.Copy(w, ctxio.Reader(ctx, out.Body))
 		n += c
 		if err == nil || n >= obj.size {
 			break
@@ -267,7 +268,7 @@ func (p *Publisher) download(ctx context.Context, bucket, key, path, wantMD5 str
 		Path:      path,
 		MediaType: aws.ToString(out.ContentType),
 		MD5:       hex.EncodeToString(mh.Sum(nil)),
-		SHA256:    "sha256:" + hex.EncodeToString(sh.Sum(nil)),
+		SHA256:    digest.NewDigest(digest.SHA256, sh).String(),
 		Size:      n,
 	}
 	switch {
@@ -285,17 +286,4 @@ func (p *Publisher) download(ctx context.Context, bucket, key, path, wantMD5 str
 		return FetchedArtifact{}, tmp, err
 	}
 	return got, tmp, nil
-}
-
-// ctxReader stops reading once ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(b []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(b)
 }

@@ -24,6 +24,7 @@ import (
 
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/ims"
+	"github.com/imsbuild/imsbuild/internal/md5hex"
 	"github.com/imsbuild/imsbuild/internal/s3test"
 	"github.com/imsbuild/imsbuild/internal/testutil"
 	"github.com/imsbuild/imsbuild/publish"
@@ -331,7 +332,7 @@ func TestFetchErrors(t *testing.T) {
 	putObject(t, c, "boot-images", "not-json/manifest.json", []byte("{"), nil)
 	// The object's md5sum metadata disagrees with the manifest (and the
 	// content): the object was replaced after the manifest was written.
-	putObject(t, c, "boot-images", "meta/kernel", []byte("other kernel\n"), map[string]string{MetaMD5: md5Hex([]byte("other kernel\n"))})
+	putObject(t, c, "boot-images", "meta/kernel", []byte("other kernel\n"), map[string]string{MetaMD5: md5hex.Of([]byte("other kernel\n"))})
 	putObject(t, c, "boot-images", "meta/manifest.json", edit(func(m *ims.Manifest) {
 		m.Artifacts[1].Link.Path = "s3://boot-images/meta/kernel"
 	}), nil)
@@ -351,9 +352,9 @@ func TestFetchErrors(t *testing.T) {
 		{"md5 mismatch", "s3://boot-images/bad-md5/manifest.json", cache.ErrCorrupt,
 			[]string{"fetch s3://boot-images/bad-md5/manifest.json: kernel: get s3://boot-images/" + img.ID + "/kernel", "md5sum metadata is"}, true},
 		{"metadata md5 mismatch", "s3://boot-images/meta/manifest.json", cache.ErrCorrupt,
-			[]string{"s3://boot-images/meta/kernel: md5sum metadata is " + md5Hex([]byte("other kernel\n"))}, true},
+			[]string{"s3://boot-images/meta/kernel: md5sum metadata is " + md5hex.Of([]byte("other kernel\n"))}, true},
 		{"content md5 mismatch", "s3://boot-images/nometa/manifest.json", cache.ErrCorrupt,
-			[]string{"s3://boot-images/nometa/kernel: content md5 is " + md5Hex([]byte("other kernel\n"))}, true},
+			[]string{"s3://boot-images/nometa/kernel: content md5 is " + md5hex.Of([]byte("other kernel\n"))}, true},
 		{"missing artifact", "s3://boot-images/missing/manifest.json", ErrNotFound,
 			[]string{"fetch s3://boot-images/missing/manifest.json: initrd: get s3://boot-images/missing/initrd"}, true},
 		{"missing manifest", "s3://boot-images/nothing/manifest.json", ErrNotFound,
@@ -405,7 +406,7 @@ func TestDownload(t *testing.T) {
 	srv.CreateBucket(t, "ims")
 	c := srv.Client(t)
 	data := []byte("recipe bytes\n")
-	putObject(t, c, "ims", "recipes/r/recipe.tgz", data, map[string]string{MetaMD5: md5Hex(data)})
+	putObject(t, c, "ims", "recipes/r/recipe.tgz", data, map[string]string{MetaMD5: md5hex.Of(data)})
 	dst := filepath.Join(t.TempDir(), "recipe.tgz")
 	url := "s3://ims/recipes/r/recipe.tgz"
 	a, err := Download(ctx, testConfig(srv), url, dst, "")
@@ -414,7 +415,7 @@ func TestDownload(t *testing.T) {
 	}
 	sum := sha256.Sum256(data)
 	want := FetchedArtifact{Name: "recipe.tgz", Path: dst, MediaType: "application/octet-stream",
-		MD5: md5Hex(data), SHA256: "sha256:" + hex.EncodeToString(sum[:]), Size: int64(len(data))}
+		MD5: md5hex.Of(data), SHA256: "sha256:" + hex.EncodeToString(sum[:]), Size: int64(len(data))}
 	if diff := cmp.Diff(want, a); diff != "" {
 		t.Errorf("Download() mismatch (-want +got):\n%s", diff)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/ims"
+	"github.com/imsbuild/imsbuild/internal/md5hex"
 	"github.com/imsbuild/imsbuild/internal/s3client"
 )
 
@@ -169,14 +170,5 @@ func blobMD5(ctx context.Context, store cache.Store, d cache.Digest) (string, er
 		return "", err
 	}
 	defer rc.Close()
-	h := md5.New()
-	if _, err := io.Copy(h, rc); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-func md5Hex(b []byte) string {
-	s := md5.Sum(b)
-	return hex.EncodeToString(s[:])
+	return md5hex.OfReader(rc)
 }

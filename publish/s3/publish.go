@@ -13,6 +13,7 @@ import (
 
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/ims"
+	"github.com/imsbuild/imsbuild/internal/md5hex"
 	"github.com/imsbuild/imsbuild/publish"
 )
 
@@ -97,7 +98,7 @@ func (p *Publisher) publishImage(ctx context.Context, store cache.Store, img pub
 // putManifest writes data unless the object already holds it.
 func (p *Publisher) putManifest(ctx context.Context, key string, data []byte) error {
 	sum := sha256.Sum256(data)
-	want := remoteObject{size: int64(len(data)), sha256: hex.EncodeToString(sum[:]), md5: md5Hex(data)}
+	want := remoteObject{size: int64(len(data)), sha256: hex.EncodeToString(sum[:]), md5: md5hex.Of(data)}
 	if have, err := p.head(ctx, key); err != nil {
 		return err
 	} else if have != nil && have.matches(want) {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/imsbuild/imsbuild/ims"
+	"github.com/imsbuild/imsbuild/internal/ctxio"
 	"github.com/imsbuild/imsbuild/publish/recipe"
 )
 
@@ -93,7 +94,7 @@ func hashFile(ctx context.Context, name string) (remoteObject, error) {
 	}
 	defer f.Close()
 	mh, sh := md5.New(), sha256.New()
-	n, err := io.Copy(io.MultiWriter(mh, sh), ctxReader{ctx, f})
+	n, err := io.Copy(io.MultiWriter(mh, sh), ctxio.Reader(ctx, f))
 	if err != nil {
 		return remoteObject{}, fmt.Errorf("read %s: %w", name, err)
 	}

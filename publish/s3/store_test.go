@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/imsbuild/imsbuild/cache"
+	"github.com/imsbuild/imsbuild/internal/md5hex"
 )
 
 // fileStore is a minimal cache.Store over a directory, verifying digests on
@@ -129,5 +130,5 @@ func putBytes(t testing.TB, s cache.Store, b []byte) cache.Output {
 	if err != nil {
 		t.Fatalf("Put() error: %v", err)
 	}
-	return cache.Output{Digest: d, Size: n, MD5: md5Hex(b)}
+	return cache.Output{Digest: d, Size: n, MD5: md5hex.Of(b)}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/cache/internal/verify"
 	"github.com/imsbuild/imsbuild/internal/atomicfile"
+	"github.com/imsbuild/imsbuild/internal/ctxio"
 )
 
 // Remote is one remote's blob operations. Their errors name the remote.
@@ -112,7 +113,7 @@ func (s *Store) putSpooled(ctx context.Context, r io.Reader) (cache.Digest, int6
 // PutVerified uploads r as blob want, which must be valid; size is its
 // length when known, else -1. It returns the length of r.
 func (s *Store) PutVerified(ctx context.Context, r io.Reader, want cache.Digest, size int64) (int64, error) {
-	v := verify.New(verify.WithContext(ctx, r), want, size)
+	v := verify.New(ctxio.Reader(ctx, r), want, size)
 	have, trusted, err := s.remote.Head(ctx, want)
 	if err != nil && !errors.Is(err, cache.ErrNotFound) {
 		return 0, fmt.Errorf("put blob %s: %w", want, err)

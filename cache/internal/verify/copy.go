@@ -6,31 +6,16 @@ import (
 	"io"
 
 	"github.com/imsbuild/imsbuild/cache"
+	"github.com/imsbuild/imsbuild/internal/ctxio"
 )
 
 // BufSize is the buffer of streaming copies.
 const BufSize = 256 << 10
 
-// ctxReader stops a copy when ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (r ctxReader) Read(p []byte) (int, error) {
-	if err := r.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return r.r.Read(p)
-}
-
-// WithContext returns r, stopping with ctx's error once ctx is done.
-func WithContext(ctx context.Context, r io.Reader) io.Reader { return ctxReader{ctx, r} }
-
 // Copy copies r to w with a BufSize buffer, stopping with ctx's error when
 // ctx is done.
 func Copy(ctx context.Context, w io.Writer, r io.Reader) (int64, error) {
-	return io.CopyBuffer(w, ctxReader{ctx, r}, make([]byte, BufSize))
+	return io.CopyBuffer(w, ctxio.Reader(ctx, r), make([]byte, BufSize))
 }
 
 // HashCopy is Copy that also returns the digest of what was copied; w may

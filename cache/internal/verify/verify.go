@@ -2,10 +2,11 @@ package verify
 
 import (
 	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"hash"
 	"io"
+
+	digest "github.com/opencontainers/go-digest"
 
 	"github.com/imsbuild/imsbuild/cache"
 )
@@ -78,5 +79,5 @@ type ReadCloser struct {
 
 // Sum returns the sha256 digest h holds.
 func Sum(h hash.Hash) cache.Digest {
-	return cache.Digest("sha256:" + hex.EncodeToString(h.Sum(nil)))
+	return cache.Digest(digest.NewDigest(digest.SHA256, h))
 }
