@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/gofrs/flock"
 
@@ -133,6 +134,7 @@ func (e *Engine) httpClient() *http.Client {
 // from the cache or by running kiwi.
 func (e *Engine) runPrepare(ctx context.Context, s *Step) error {
 	id := prepareID(s)
+	start := time.Now()
 	pre, err := e.preparePreimage(ctx, s)
 	if err != nil {
 		return err
@@ -148,7 +150,7 @@ func (e *Engine) runPrepare(ctx context.Context, s *Step) error {
 	for _, o := range e.result(id).Outputs {
 		size += o.Size
 	}
-	e.emit(Event{Step: id, Status: StatusDone, Key: e.key(id), Bytes: size})
+	e.emit(Event{Step: id, Status: StatusDone, Key: e.key(id), Bytes: size, DurationMS: time.Since(start).Milliseconds()})
 	return nil
 }
 
