@@ -332,6 +332,7 @@ func (e *Engine) buildImage(ctx context.Context, s *Step, log io.Writer) (*cache
 		InitrdFileName:   img.InitrdFileName,
 		KernelParameters: img.KernelParameters,
 		RequireBoot:      s.Kind == KindKiwi, // a recipe image is a boot image
+		Env:              envList(e.allowedEnv()),
 		Log:              log,
 	})
 	if err != nil {

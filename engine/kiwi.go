@@ -241,7 +241,7 @@ func (e *Engine) prepare(ctx context.Context, s *Step, log io.Writer) (*cache.Ac
 	}
 	// The prepared root is kept with fast compression: it is unpacked again
 	// by the image step, never published.
-	arts, err := pack.Pack(ctx, root, out, pack.Options{Compression: "zstd", Level: 1, Log: io.Discard})
+	arts, err := pack.Pack(ctx, root, out, pack.Options{Compression: "zstd", Level: 1, Env: envList(e.allowedEnv()), Log: io.Discard})
 	if err != nil {
 		return nil, fmt.Errorf("store prepared root: %w", err)
 	}

@@ -82,7 +82,7 @@ func mksquashfsArgs(o Options) ([]string, error) {
 
 // mksquashfs runs the tool; its output goes to log, and the tail of its
 // stderr into the error.
-func mksquashfs(ctx context.Context, root, out string, args []string, log io.Writer) error {
+func mksquashfs(ctx context.Context, root, out string, args, env []string, log io.Writer) error {
 	if log == nil {
 		log = io.Discard
 	}
@@ -91,7 +91,7 @@ func mksquashfs(ctx context.Context, root, out string, args []string, log io.Wri
 	}
 	stderr := tail.New(30)
 	cmd := exec.CommandContext(ctx, "mksquashfs", append([]string{root, out}, args...)...)
-	cmd.Env = withoutSourceDateEpoch(os.Environ())
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, withoutSourceDateEpoch(env)...)
 	cmd.Stdout = log
 	cmd.Stderr = io.MultiWriter(log, stderr)
 	if err := cmd.Run(); err != nil {
