@@ -385,3 +385,40 @@ func TestFileModeAndOwnerInKey(t *testing.T) {
 		t.Fatal("mode or owner of a file does not enter the key")
 	}
 }
+
+// TestSourceDateEpochInvalid: a SOURCE_DATE_EPOCH that is not a
+// non-negative integer is an error, never ignored or half-parsed.
+func TestSourceDateEpochInvalid(t *testing.T) {
+	f := newFixture(t)
+	for _, tc := range []struct {
+		value string
+		want  int64
+		set   bool
+		ok    bool
+	}{
+		{"1700000000", 1700000000, true, true},
+		{"0", 0, true, true},
+		{"", 0, false, true},
+		{"12abc", 0, false, false},
+		{"-1", 0, false, false},
+		{"1.5", 0, false, false},
+		{" 12", 0, false, false},
+		{"99999999999999999999", 0, false, false},
+	} {
+		t.Run(tc.value, func(t *testing.T) {
+			e, err := New(f.cfg, f.cache, f.cache.Actions(), Options{Environ: []string{"SOURCE_DATE_EPOCH=" + tc.value}})
+			if !tc.ok {
+				if err == nil || !strings.Contains(err.Error(), "SOURCE_DATE_EPOCH") {
+					t.Fatalf("New(SOURCE_DATE_EPOCH=%q) = %v, want an error naming it", tc.value, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("New(SOURCE_DATE_EPOCH=%q) = %v", tc.value, err)
+			}
+			if n, set := e.sourceDateEpoch(); n != tc.want || set != tc.set {
+				t.Fatalf("sourceDateEpoch() = %d, %t, want %d, %t", n, set, tc.want, tc.set)
+			}
+		})
+	}
+}
