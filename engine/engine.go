@@ -283,9 +283,11 @@ func parseSourceDateEpoch(environ []string) (int64, bool, error) {
 	return 0, false, nil
 }
 
-func removeAll(path string) {
+// removeAll removes path; a failure is logged, as the caller has nothing
+// better to do with it (a busy mount point makes RemoveAll fail; say so,
+// never hide it).
+func removeAll(log *slog.Logger, path string) {
 	if err := os.RemoveAll(path); err != nil {
-		// A busy mount point would make RemoveAll fail; say so, never hide it.
-		fmt.Fprintf(os.Stderr, "imsbuild: cleanup %s: %v\n", path, err)
+		log.Warn("cleanup", "path", path, "err", err)
 	}
 }

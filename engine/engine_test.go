@@ -1,8 +1,10 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -420,5 +422,20 @@ func TestSourceDateEpochInvalid(t *testing.T) {
 				t.Fatalf("sourceDateEpoch() = %d, %t, want %d, %t", n, set, tc.want, tc.set)
 			}
 		})
+	}
+}
+
+// TestCleanupFailureLogged: a failed cleanup goes to Options.Logger, not to
+// the process's stderr behind the caller's back.
+func TestCleanupFailureLogged(t *testing.T) {
+	var buf bytes.Buffer
+	e, err := New(newFixture(t).cfg, nil, nil, Options{Logger: slog.New(slog.NewTextHandler(&buf, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	removeAll(e.opts.Logger, dir+"/.") // RemoveAll refuses a path ending in "."
+	if !strings.Contains(buf.String(), "cleanup") || !strings.Contains(buf.String(), dir) {
+		t.Fatalf("logger got %q, want the cleanup failure of %s", buf.String(), dir)
 	}
 }

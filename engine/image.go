@@ -233,7 +233,7 @@ func (e *Engine) buildImage(ctx context.Context, s *Step, log io.Writer) (*cache
 	if err != nil {
 		return nil, err
 	}
-	defer removeAll(work)
+	defer removeAll(e.opts.Logger, work)
 	root := filepath.Join(work, "root")
 	out := filepath.Join(work, "out")
 	for _, d := range []string{root, out} {

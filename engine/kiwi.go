@@ -166,7 +166,7 @@ func (e *Engine) prepare(ctx context.Context, s *Step, log io.Writer) (*cache.Ac
 	if err != nil {
 		return nil, err
 	}
-	defer removeAll(work)
+	defer removeAll(e.opts.Logger, work)
 	desc := filepath.Join(work, "description")
 	fmt.Fprintf(log, "fetching recipe %s from %s\n", r.Name, r.Source)
 	src, err := e.recipeSource(ctx, r)
@@ -265,7 +265,7 @@ func (e *Engine) handOver(id, root string) {
 		return
 	}
 	if err := os.Rename(root, filepath.Join(dir, "root")); err != nil {
-		removeAll(dir)
+		removeAll(e.opts.Logger, dir)
 		return
 	}
 	e.mu.Lock()
@@ -280,7 +280,7 @@ func (e *Engine) takeHandover(id, root string) bool {
 	if dir == "" {
 		return false
 	}
-	defer removeAll(dir)
+	defer removeAll(e.opts.Logger, dir)
 	if os.Remove(root) != nil {
 		return false
 	}
@@ -294,7 +294,7 @@ func (e *Engine) takeHandover(id, root string) bool {
 // dropHandover removes a root handed over by prepare id and not taken.
 func (e *Engine) dropHandover(id string) {
 	if dir := e.popHandover(id); dir != "" {
-		removeAll(dir)
+		removeAll(e.opts.Logger, dir)
 	}
 }
 

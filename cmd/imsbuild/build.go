@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -157,7 +158,7 @@ one event per line (step, status, key, duration_ms, bytes, error).`,
 				return err
 			}
 			defer c.close()
-			work, release, err := engine.AcquireWorkDir(filepath.Join(c.Dir(), "work"))
+			work, release, err := engine.AcquireWorkDir(filepath.Join(c.Dir(), "work"), slog.Default())
 			if err != nil {
 				return err
 			}
