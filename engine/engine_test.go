@@ -217,7 +217,7 @@ func TestTargets(t *testing.T) {
 	if !mapsEqual(got, map[string]Status{"image.base": StatusDone}) {
 		t.Fatalf("statuses = %v, want only image.base", got)
 	}
-	if _, err := f.build(t, t.Context(), Options{}, "image.nope"); err == nil || !strings.Contains(err.Error(), "unknown target") {
+	if _, err := f.build(t, t.Context(), Options{}, "image.nope"); !errors.As(err, new(*UnknownTargetError)) || !strings.Contains(err.Error(), `"image.nope"`) {
 		t.Fatalf("Build(image.nope) = %v, want unknown target", err)
 	}
 }
