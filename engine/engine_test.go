@@ -439,3 +439,28 @@ func TestCleanupFailureLogged(t *testing.T) {
 		t.Fatalf("logger got %q, want the cleanup failure of %s", buf.String(), dir)
 	}
 }
+
+// failingLastKey is an action cache whose SetLastKey always fails.
+type failingLastKey struct{ cache.ActionCache }
+
+func (failingLastKey) SetLastKey(context.Context, string, string, []byte) error {
+	return errors.New("disk full")
+}
+
+// TestSetLastKeyFailureLogged: a failure to record the last key does not
+// fail the build (it only feeds plan --explain) but is logged, not dropped.
+func TestSetLastKeyFailureLogged(t *testing.T) {
+	f := newFixture(t)
+	var buf bytes.Buffer
+	e, err := New(f.cfg, f.cache, failingLastKey{f.cache.Actions()}, Options{
+		Logger: slog.New(slog.NewTextHandler(&buf, nil)), WorkDir: filepath.Join(f.cache.Dir(), "work", "t")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Build(t.Context(), []string{"image.base"}); err != nil {
+		t.Fatalf("Build() = %v", err)
+	}
+	if log := buf.String(); !strings.Contains(log, "record last key") || !strings.Contains(log, "step=image.base") || !strings.Contains(log, "disk full") {
+		t.Fatalf("logger got %q, want the SetLastKey failure of image.base", log)
+	}
+}

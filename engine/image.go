@@ -183,7 +183,7 @@ func (e *Engine) runCached(ctx context.Context, id string, pre *Preimage, logNam
 	defer unlock()
 	if r, err := e.ac.Get(ctx, key); err == nil && cacheable {
 		e.setResult(id, key, r)
-		_ = e.ac.SetLastKey(ctx, id, key, canon)
+		e.setLastKey(ctx, id, key, canon)
 		e.emit(Event{Step: id, Status: StatusCached, Key: key})
 		return true, nil
 	} else if errors.Is(err, cache.ErrCorrupt) {
@@ -217,7 +217,7 @@ func (e *Engine) runCached(ctx context.Context, id string, pre *Preimage, logNam
 		if err := e.ac.Put(ctx, key, canon, res); err != nil {
 			return false, fmt.Errorf("record result: %w", err)
 		}
-		_ = e.ac.SetLastKey(ctx, id, key, canon)
+		e.setLastKey(ctx, id, key, canon)
 	}
 	e.setResult(id, key, res)
 	return false, nil
@@ -478,4 +478,13 @@ func envList(m map[string]string) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// setLastKey records key as id's last key for plan --explain. A failure
+// costs only the explanation of the next change, so the build goes on, but
+// it is logged.
+func (e *Engine) setLastKey(ctx context.Context, id, key string, preimage []byte) {
+	if err := e.ac.SetLastKey(ctx, id, key, preimage); err != nil {
+		e.opts.Logger.Warn("record last key", "step", id, "key", key, "err", err)
+	}
 }
