@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imsbuild/imsbuild/builders/sandbox"
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/cache/local"
 	"github.com/imsbuild/imsbuild/internal/testutil"
@@ -462,5 +463,21 @@ func TestSetLastKeyFailureLogged(t *testing.T) {
 	}
 	if log := buf.String(); !strings.Contains(log, "record last key") || !strings.Contains(log, "step=image.base") || !strings.Contains(log, "disk full") {
 		t.Fatalf("logger got %q, want the SetLastKey failure of image.base", log)
+	}
+}
+
+// TestSandboxErrorNotDoubled: a sandbox that cannot be opened fails the
+// step with the sandbox package's own message, not "sandbox: sandbox: …".
+func TestSandboxErrorNotDoubled(t *testing.T) {
+	f := newFixture(t)
+	rec := &recorder{}
+	e, err := New(f.cfg, f.cache, f.cache.Actions(), Options{Events: rec.add, WorkDir: filepath.Join(f.cache.Dir(), "work", "t"),
+		NewSandbox: func() (sandbox.Sandbox, error) { return sandbox.Open("nope") }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = e.Build(t.Context(), []string{"image.compute"})
+	if err == nil || !strings.Contains(err.Error(), `unknown backend "nope"`) || strings.Contains(err.Error(), "sandbox: sandbox") {
+		t.Fatalf("Build() = %v, want the sandbox's error once", err)
 	}
 }

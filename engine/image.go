@@ -290,7 +290,7 @@ func (e *Engine) buildImage(ctx context.Context, s *Step, log io.Writer) (*cache
 	if len(img.Customize) > 0 || len(caCerts) > 0 {
 		sb, err := e.sandbox()
 		if err != nil {
-			return nil, fmt.Errorf("sandbox: %w", err)
+			return nil, err // the sandbox package's errors say "sandbox" already
 		}
 		steps := img.Customize
 		if len(caCerts) > 0 {
