@@ -80,7 +80,7 @@ func (l *stepLog) line(s string, newline bool) {
 	if _, err := l.f.WriteString(text); err != nil && l.err == nil {
 		l.err = err
 	}
-	s = strings.TrimRight(s, "\r")
+	s = finalState(strings.TrimRight(s, "\r"))
 	l.tail = append(l.tail, s)
 	if len(l.tail) > tailLines {
 		l.tail = l.tail[len(l.tail)-tailLines:]
@@ -88,6 +88,23 @@ func (l *stepLog) line(s string, newline bool) {
 	if l.onLine != nil {
 		l.onLine(s)
 	}
+}
+
+// finalState returns what a terminal shows of a line rewritten with
+// carriage returns (a progress bar such as kiwi's "Processing: [###  ] 33%"
+// drawn a hundred times): its last non-blank part. The log file keeps the
+// line as written; events and the tail get this.
+func finalState(s string) string {
+	if !strings.Contains(s, "\r") {
+		return s
+	}
+	parts := strings.Split(s, "\r")
+	for i := len(parts) - 1; i >= 0; i-- {
+		if strings.TrimSpace(parts[i]) != "" {
+			return parts[i]
+		}
+	}
+	return ""
 }
 
 // Close writes a last partial line and closes the file.
