@@ -334,6 +334,7 @@ func (e *Engine) buildImage(ctx context.Context, s *Step, log io.Writer) (*cache
 		RequireBoot:      s.Kind == KindKiwi, // a recipe image is a boot image
 		Env:              envList(e.allowedEnv()),
 		Log:              log,
+		Verbose:          quiet(log),
 	})
 	if err != nil {
 		return nil, err
@@ -487,4 +488,13 @@ func (e *Engine) setLastKey(ctx context.Context, id, key string, preimage []byte
 	if err := e.ac.SetLastKey(ctx, id, key, preimage); err != nil {
 		e.opts.Logger.Warn("record last key", "step", id, "key", key, "err", err)
 	}
+}
+
+// quiet returns the writer of log for output too verbose for the console
+// (see stepLog.Quiet), or nil when log has none.
+func quiet(log io.Writer) io.Writer {
+	if q, ok := log.(interface{ Quiet() io.Writer }); ok {
+		return q.Quiet()
+	}
+	return nil
 }

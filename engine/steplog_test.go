@@ -39,3 +39,40 @@ func TestStepLogProgressBars(t *testing.T) {
 		t.Errorf("log file = %q, want the raw output %q", got, raw)
 	}
 }
+
+// TestPackStatsOnlySummarizedInEvents: a build's events carry one line for
+// mksquashfs' statistics while the step's log file keeps them all.
+func TestPackStatsOnlySummarizedInEvents(t *testing.T) {
+	f := newFixture(t)
+	rec := &recorder{}
+	logDir := t.TempDir()
+	e, err := New(f.cfg, f.cache, f.cache.Actions(), Options{Events: rec.add, LogDir: logDir, WorkDir: filepath.Join(f.cache.Dir(), "work", "t")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Build(t.Context(), []string{"image.base"}); err != nil {
+		t.Fatalf("Build() = %v", err)
+	}
+	var summaries int
+	for _, ev := range rec.events {
+		if ev.Step != "image.base" || ev.Status != StatusLog {
+			continue
+		}
+		if strings.HasPrefix(ev.Line, "Number of") || strings.HasPrefix(ev.Line, "Exportable Squashfs") {
+			t.Errorf("event line %q: mksquashfs' statistics reached the console", ev.Line)
+		}
+		if strings.HasPrefix(ev.Line, "mksquashfs: zstd compressed, ") {
+			summaries++
+		}
+	}
+	if summaries != 1 {
+		t.Errorf("%d summary lines in the events, want 1", summaries)
+	}
+	log, err := os.ReadFile(filepath.Join(logDir, "image.base.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(log), "Exportable Squashfs") || !strings.Contains(string(log), "Number of inodes") {
+		t.Errorf("log file lacks mksquashfs' statistics:\n%s", log)
+	}
+}

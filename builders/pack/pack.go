@@ -26,6 +26,9 @@ type Options struct {
 	// rest of the host environment is not passed (as for every other tool).
 	Env []string
 	Log io.Writer
+	// Verbose gets mksquashfs' statistics in full, and Log a one-line
+	// summary of them; nil: Log gets both.
+	Verbose io.Writer
 }
 
 // Artifact is one packed file in the output dir.
@@ -73,7 +76,7 @@ func Pack(ctx context.Context, root, outDir string, opts Options) ([]Artifact, e
 	}
 
 	rootfs := filepath.Join(outDir, ims.ArtifactRootfs)
-	if err := mksquashfs(ctx, root, rootfs, args, opts.Env, opts.Log); err != nil {
+	if err := mksquashfs(ctx, root, rootfs, args, opts.Env, opts.Log, opts.Verbose); err != nil {
 		os.Remove(rootfs)
 		return nil, fmt.Errorf("pack %s: %w", root, err)
 	}

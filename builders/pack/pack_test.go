@@ -374,3 +374,23 @@ func TestPackEnvironment(t *testing.T) {
 		t.Errorf("mksquashfs environment lacks PATH or an allowlisted variable:\n%s", env)
 	}
 }
+
+// TestPackStatsSummary: with Verbose set, mksquashfs' statistics go there in
+// full and Log gets one line summing them up.
+func TestPackStatsSummary(t *testing.T) {
+	testutil.RequireTool(t, "mksquashfs")
+	root := t.TempDir()
+	write(t, root, map[string]string{"etc/hostname": "node\n", "etc/motd": "hello\n"})
+	var log, verbose bytes.Buffer
+	if _, err := Pack(t.Context(), root, t.TempDir(), Options{Log: &log, Verbose: &verbose}); err != nil {
+		t.Fatalf("Pack() = %v", err)
+	}
+	if !strings.Contains(verbose.String(), "Number of inodes") {
+		t.Errorf("verbose = %q, want mksquashfs' statistics", verbose.String())
+	}
+	lines := strings.Split(strings.TrimSpace(log.String()), "\n")
+	if len(lines) != 1 || !strings.HasPrefix(lines[0], "mksquashfs: zstd compressed, ") ||
+		!strings.Contains(lines[0], "% of uncompressed filesystem size") || !strings.Contains(lines[0], ", 2 files, 2 directories") {
+		t.Errorf("log = %q, want one summary line", log.String())
+	}
+}
