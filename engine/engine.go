@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -70,6 +71,9 @@ type Engine struct {
 	emitMu sync.Mutex
 	redact func(string) string // masks the build's sensitive values
 
+	epoch    int64 // SOURCE_DATE_EPOCH, parsed once by New
+	epochSet bool
+
 	toolsOnce sync.Once
 	tools     map[string]string
 	toolsErr  error
@@ -101,6 +105,10 @@ func New(cfg *spec.Config, store cache.Store, ac cache.ActionCache, opts Options
 	if len(cfg.Sensitive) > 0 && len(opts.HMACKey) == 0 {
 		return nil, errors.New("the build has sensitive values but no HMAC key to keep them out of cache keys")
 	}
+	epoch, epochSet, err := parseSourceDateEpoch(opts.Environ)
+	if err != nil {
+		return nil, err
+	}
 	if opts.Jobs < 1 {
 		opts.Jobs = 1
 	}
@@ -131,6 +139,8 @@ func New(cfg *spec.Config, store cache.Store, ac cache.ActionCache, opts Options
 		recipeLinks: map[string]ims.Link{},
 		handovers:   map[string]string{},
 		keys:        map[string]string{},
+		epoch:       epoch,
+		epochSet:    epochSet,
 	}, nil
 }
 
@@ -245,22 +255,36 @@ func (e *StepError) Unwrap() error { return e.Err }
 // ErrUpstreamFailed marks steps skipped because a dependency failed.
 var ErrUpstreamFailed = errors.New("a dependency failed")
 
-// sourceDateEpoch returns SOURCE_DATE_EPOCH from the environment, or 0.
-func (e *Engine) sourceDateEpoch() (int64, bool) {
-	for _, kv := range e.opts.Environ {
-		if v, ok := strings.CutPrefix(kv, "SOURCE_DATE_EPOCH="); ok {
-			var n int64
-			if _, err := fmt.Sscan(v, &n); err == nil && n >= 0 {
-				return n, true
-			}
+// sourceDateEpoch returns SOURCE_DATE_EPOCH, and whether it is set.
+func (e *Engine) sourceDateEpoch() (int64, bool) { return e.epoch, e.epochSet }
+
+// parseSourceDateEpoch reads SOURCE_DATE_EPOCH from environ (the first, as
+// os.Getenv). An empty value counts as unset; anything but a non-negative
+// decimal integer is an error: ignoring it would build with another time
+// than the one asked for.
+func parseSourceDateEpoch(environ []string) (int64, bool, error) {
+	for _, kv := range environ {
+		v, ok := strings.CutPrefix(kv, "SOURCE_DATE_EPOCH=")
+		if !ok {
+			continue
 		}
+		if v == "" {
+			return 0, false, nil
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return 0, false, fmt.Errorf("SOURCE_DATE_EPOCH %q: want a non-negative integer of seconds since 1970", v)
+		}
+		return n, true, nil
 	}
-	return 0, false
+	return 0, false, nil
 }
 
-func removeAll(path string) {
+// removeAll removes path; a failure is logged, as the caller has nothing
+// better to do with it (a busy mount point makes RemoveAll fail; say so,
+// never hide it).
+func removeAll(log *slog.Logger, path string) {
 	if err := os.RemoveAll(path); err != nil {
-		// A busy mount point would make RemoveAll fail; say so, never hide it.
-		fmt.Fprintf(os.Stderr, "imsbuild: cleanup %s: %v\n", path, err)
+		log.Warn("cleanup", "path", path, "err", err)
 	}
 }

@@ -1,8 +1,10 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imsbuild/imsbuild/builders/sandbox"
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/cache/local"
 	"github.com/imsbuild/imsbuild/internal/testutil"
@@ -215,7 +218,7 @@ func TestTargets(t *testing.T) {
 	if !mapsEqual(got, map[string]Status{"image.base": StatusDone}) {
 		t.Fatalf("statuses = %v, want only image.base", got)
 	}
-	if _, err := f.build(t, t.Context(), Options{}, "image.nope"); err == nil || !strings.Contains(err.Error(), "unknown target") {
+	if _, err := f.build(t, t.Context(), Options{}, "image.nope"); !errors.As(err, new(*UnknownTargetError)) || !strings.Contains(err.Error(), `"image.nope"`) {
 		t.Fatalf("Build(image.nope) = %v, want unknown target", err)
 	}
 }
@@ -383,5 +386,98 @@ func TestFileModeAndOwnerInKey(t *testing.T) {
 	plain := keyWith(spec.FileCopy{})
 	if plain == keyWith(spec.FileCopy{Mode: 0o600, HasMode: true}) || plain == keyWith(spec.FileCopy{Owner: "1000:1000"}) {
 		t.Fatal("mode or owner of a file does not enter the key")
+	}
+}
+
+// TestSourceDateEpochInvalid: a SOURCE_DATE_EPOCH that is not a
+// non-negative integer is an error, never ignored or half-parsed.
+func TestSourceDateEpochInvalid(t *testing.T) {
+	f := newFixture(t)
+	for _, tc := range []struct {
+		value string
+		want  int64
+		set   bool
+		ok    bool
+	}{
+		{"1700000000", 1700000000, true, true},
+		{"0", 0, true, true},
+		{"", 0, false, true},
+		{"12abc", 0, false, false},
+		{"-1", 0, false, false},
+		{"1.5", 0, false, false},
+		{" 12", 0, false, false},
+		{"99999999999999999999", 0, false, false},
+	} {
+		t.Run(tc.value, func(t *testing.T) {
+			e, err := New(f.cfg, f.cache, f.cache.Actions(), Options{Environ: []string{"SOURCE_DATE_EPOCH=" + tc.value}})
+			if !tc.ok {
+				if err == nil || !strings.Contains(err.Error(), "SOURCE_DATE_EPOCH") {
+					t.Fatalf("New(SOURCE_DATE_EPOCH=%q) = %v, want an error naming it", tc.value, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("New(SOURCE_DATE_EPOCH=%q) = %v", tc.value, err)
+			}
+			if n, set := e.sourceDateEpoch(); n != tc.want || set != tc.set {
+				t.Fatalf("sourceDateEpoch() = %d, %t, want %d, %t", n, set, tc.want, tc.set)
+			}
+		})
+	}
+}
+
+// TestCleanupFailureLogged: a failed cleanup goes to Options.Logger, not to
+// the process's stderr behind the caller's back.
+func TestCleanupFailureLogged(t *testing.T) {
+	var buf bytes.Buffer
+	e, err := New(newFixture(t).cfg, nil, nil, Options{Logger: slog.New(slog.NewTextHandler(&buf, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	removeAll(e.opts.Logger, dir+"/.") // RemoveAll refuses a path ending in "."
+	if !strings.Contains(buf.String(), "cleanup") || !strings.Contains(buf.String(), dir) {
+		t.Fatalf("logger got %q, want the cleanup failure of %s", buf.String(), dir)
+	}
+}
+
+// failingLastKey is an action cache whose SetLastKey always fails.
+type failingLastKey struct{ cache.ActionCache }
+
+func (failingLastKey) SetLastKey(context.Context, string, string, []byte) error {
+	return errors.New("disk full")
+}
+
+// TestSetLastKeyFailureLogged: a failure to record the last key does not
+// fail the build (it only feeds plan --explain) but is logged, not dropped.
+func TestSetLastKeyFailureLogged(t *testing.T) {
+	f := newFixture(t)
+	var buf bytes.Buffer
+	e, err := New(f.cfg, f.cache, failingLastKey{f.cache.Actions()}, Options{
+		Logger: slog.New(slog.NewTextHandler(&buf, nil)), WorkDir: filepath.Join(f.cache.Dir(), "work", "t")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Build(t.Context(), []string{"image.base"}); err != nil {
+		t.Fatalf("Build() = %v", err)
+	}
+	if log := buf.String(); !strings.Contains(log, "record last key") || !strings.Contains(log, "step=image.base") || !strings.Contains(log, "disk full") {
+		t.Fatalf("logger got %q, want the SetLastKey failure of image.base", log)
+	}
+}
+
+// TestSandboxErrorNotDoubled: a sandbox that cannot be opened fails the
+// step with the sandbox package's own message, not "sandbox: sandbox: …".
+func TestSandboxErrorNotDoubled(t *testing.T) {
+	f := newFixture(t)
+	rec := &recorder{}
+	e, err := New(f.cfg, f.cache, f.cache.Actions(), Options{Events: rec.add, WorkDir: filepath.Join(f.cache.Dir(), "work", "t"),
+		NewSandbox: func() (sandbox.Sandbox, error) { return sandbox.Open("nope") }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = e.Build(t.Context(), []string{"image.compute"})
+	if err == nil || !strings.Contains(err.Error(), `unknown backend "nope"`) || strings.Contains(err.Error(), "sandbox: sandbox") {
+		t.Fatalf("Build() = %v, want the sandbox's error once", err)
 	}
 }

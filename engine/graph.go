@@ -160,7 +160,7 @@ func (g *Graph) Select(targets []string) ([]*Step, error) {
 			s = g.byID["image."+t]
 		}
 		if s == nil {
-			return nil, fmt.Errorf("unknown target %q (want one of: %s)", t, strings.Join(g.ids(), ", "))
+			return nil, &UnknownTargetError{Target: t, Known: g.ids()}
 		}
 		add(s)
 	}
@@ -197,4 +197,15 @@ func (g *Graph) WriteDOT(w io.Writer) error {
 	b.WriteString("}\n")
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// UnknownTargetError is a target that names no step; the CLI reports it as
+// a usage error.
+type UnknownTargetError struct {
+	Target string
+	Known  []string // the step IDs there are
+}
+
+func (e *UnknownTargetError) Error() string {
+	return fmt.Sprintf("unknown target %q (want one of: %s)", e.Target, strings.Join(e.Known, ", "))
 }

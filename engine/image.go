@@ -183,7 +183,7 @@ func (e *Engine) runCached(ctx context.Context, id string, pre *Preimage, logNam
 	defer unlock()
 	if r, err := e.ac.Get(ctx, key); err == nil && cacheable {
 		e.setResult(id, key, r)
-		_ = e.ac.SetLastKey(ctx, id, key, canon)
+		e.setLastKey(ctx, id, key, canon)
 		e.emit(Event{Step: id, Status: StatusCached, Key: key})
 		return true, nil
 	} else if errors.Is(err, cache.ErrCorrupt) {
@@ -217,7 +217,7 @@ func (e *Engine) runCached(ctx context.Context, id string, pre *Preimage, logNam
 		if err := e.ac.Put(ctx, key, canon, res); err != nil {
 			return false, fmt.Errorf("record result: %w", err)
 		}
-		_ = e.ac.SetLastKey(ctx, id, key, canon)
+		e.setLastKey(ctx, id, key, canon)
 	}
 	e.setResult(id, key, res)
 	return false, nil
@@ -233,7 +233,7 @@ func (e *Engine) buildImage(ctx context.Context, s *Step, log io.Writer) (*cache
 	if err != nil {
 		return nil, err
 	}
-	defer removeAll(work)
+	defer removeAll(e.opts.Logger, work)
 	root := filepath.Join(work, "root")
 	out := filepath.Join(work, "out")
 	for _, d := range []string{root, out} {
@@ -290,7 +290,7 @@ func (e *Engine) buildImage(ctx context.Context, s *Step, log io.Writer) (*cache
 	if len(img.Customize) > 0 || len(caCerts) > 0 {
 		sb, err := e.sandbox()
 		if err != nil {
-			return nil, fmt.Errorf("sandbox: %w", err)
+			return nil, err // the sandbox package's errors say "sandbox" already
 		}
 		steps := img.Customize
 		if len(caCerts) > 0 {
@@ -332,7 +332,9 @@ func (e *Engine) buildImage(ctx context.Context, s *Step, log io.Writer) (*cache
 		InitrdFileName:   img.InitrdFileName,
 		KernelParameters: img.KernelParameters,
 		RequireBoot:      s.Kind == KindKiwi, // a recipe image is a boot image
+		Env:              envList(e.allowedEnv()),
 		Log:              log,
+		Verbose:          quiet(log),
 	})
 	if err != nil {
 		return nil, err
@@ -477,4 +479,22 @@ func envList(m map[string]string) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// setLastKey records key as id's last key for plan --explain. A failure
+// costs only the explanation of the next change, so the build goes on, but
+// it is logged.
+func (e *Engine) setLastKey(ctx context.Context, id, key string, preimage []byte) {
+	if err := e.ac.SetLastKey(ctx, id, key, preimage); err != nil {
+		e.opts.Logger.Warn("record last key", "step", id, "key", key, "err", err)
+	}
+}
+
+// quiet returns the writer of log for output too verbose for the console
+// (see stepLog.Quiet), or nil when log has none.
+func quiet(log io.Writer) io.Writer {
+	if q, ok := log.(interface{ Quiet() io.Writer }); ok {
+		return q.Quiet()
+	}
+	return nil
 }

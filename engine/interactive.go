@@ -71,7 +71,7 @@ func (e *Engine) sshEnvAt(ctx context.Context, s *Step, root string, jail, debug
 	cfg.AuthorizedKeys = keys
 	sb, err := e.sandbox()
 	if err != nil {
-		return fmt.Errorf("sandbox: %w", err)
+		return err // the sandbox package's errors say "sandbox" already
 	}
 	cfg.Sandbox = sb
 	cfg.Env = envList(e.allowedEnv())

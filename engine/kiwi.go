@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/gofrs/flock"
 
@@ -133,6 +134,7 @@ func (e *Engine) httpClient() *http.Client {
 // from the cache or by running kiwi.
 func (e *Engine) runPrepare(ctx context.Context, s *Step) error {
 	id := prepareID(s)
+	start := time.Now()
 	pre, err := e.preparePreimage(ctx, s)
 	if err != nil {
 		return err
@@ -148,7 +150,7 @@ func (e *Engine) runPrepare(ctx context.Context, s *Step) error {
 	for _, o := range e.result(id).Outputs {
 		size += o.Size
 	}
-	e.emit(Event{Step: id, Status: StatusDone, Key: e.key(id), Bytes: size})
+	e.emit(Event{Step: id, Status: StatusDone, Key: e.key(id), Bytes: size, DurationMS: time.Since(start).Milliseconds()})
 	return nil
 }
 
@@ -164,7 +166,7 @@ func (e *Engine) prepare(ctx context.Context, s *Step, log io.Writer) (*cache.Ac
 	if err != nil {
 		return nil, err
 	}
-	defer removeAll(work)
+	defer removeAll(e.opts.Logger, work)
 	desc := filepath.Join(work, "description")
 	fmt.Fprintf(log, "fetching recipe %s from %s\n", r.Name, r.Source)
 	src, err := e.recipeSource(ctx, r)
@@ -239,7 +241,7 @@ func (e *Engine) prepare(ctx context.Context, s *Step, log io.Writer) (*cache.Ac
 	}
 	// The prepared root is kept with fast compression: it is unpacked again
 	// by the image step, never published.
-	arts, err := pack.Pack(ctx, root, out, pack.Options{Compression: "zstd", Level: 1, Log: io.Discard})
+	arts, err := pack.Pack(ctx, root, out, pack.Options{Compression: "zstd", Level: 1, Env: envList(e.allowedEnv()), Log: io.Discard})
 	if err != nil {
 		return nil, fmt.Errorf("store prepared root: %w", err)
 	}
@@ -263,7 +265,7 @@ func (e *Engine) handOver(id, root string) {
 		return
 	}
 	if err := os.Rename(root, filepath.Join(dir, "root")); err != nil {
-		removeAll(dir)
+		removeAll(e.opts.Logger, dir)
 		return
 	}
 	e.mu.Lock()
@@ -278,7 +280,7 @@ func (e *Engine) takeHandover(id, root string) bool {
 	if dir == "" {
 		return false
 	}
-	defer removeAll(dir)
+	defer removeAll(e.opts.Logger, dir)
 	if os.Remove(root) != nil {
 		return false
 	}
@@ -292,7 +294,7 @@ func (e *Engine) takeHandover(id, root string) bool {
 // dropHandover removes a root handed over by prepare id and not taken.
 func (e *Engine) dropHandover(id string) {
 	if dir := e.popHandover(id); dir != "" {
-		removeAll(dir)
+		removeAll(e.opts.Logger, dir)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -151,6 +152,41 @@ func TestKiwiSubStepsAndCaching(t *testing.T) {
 	if _, err := f.build(t, t.Context(), Options{TrackRepos: true}); err != nil || runs() != before+1 {
 		t.Fatalf("tracked repository change: err %v, kiwi runs %d, want %d", err, runs(), before+1)
 	}
+}
+
+// TestKiwiPrepareDuration: the prepare sub-step's done event carries the time
+// kiwi took, not 0s (issue 11).
+func TestKiwiPrepareDuration(t *testing.T) {
+	fakeKiwi(t)
+	inner, err := exec.LookPath("kiwi-ng")
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow := t.TempDir()
+	script := "#!/bin/sh\n[ \"$1\" = --version ] || sleep 1\nexec " + inner + " \"$@\"\n"
+	if err := os.WriteFile(filepath.Join(slow, "kiwi-ng"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", slow+":"+os.Getenv("PATH"))
+	srv, _ := repoServer(t)
+	f := kiwiFixture(t, srv.URL+"/debian")
+	rec := &recorder{}
+	e, err := New(f.cfg, f.cache, f.cache.Actions(), Options{Events: rec.add, WorkDir: filepath.Join(f.cache.Dir(), "work", "t")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Build(t.Context(), []string{"image.base"}); err != nil {
+		t.Fatalf("Build() = %v", err)
+	}
+	for _, ev := range rec.events {
+		if ev.Step == "image.base/prepare" && ev.Status == StatusDone {
+			if ev.DurationMS < 1000 {
+				t.Fatalf("prepare done after %dms, want at least the 1s kiwi slept", ev.DurationMS)
+			}
+			return
+		}
+	}
+	t.Fatalf("no done event for image.base/prepare in %v", rec.events)
 }
 
 func TestKiwiFailureAndRepoWait(t *testing.T) {

@@ -33,7 +33,7 @@ func (e *Engine) publishRecipesS3(ctx context.Context, p *spec.Publish) error {
 	if err != nil {
 		return err
 	}
-	defer removeAll(work)
+	defer removeAll(e.opts.Logger, work)
 	for _, name := range p.Recipes {
 		r := e.cfg.Recipes[name]
 		tgz, err := recipeArchive(ctx, r, work)

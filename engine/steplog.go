@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -46,7 +47,18 @@ func newStepLog(path string, redact func(string) string, onLine func(string)) (*
 	return &stepLog{f: f, redact: redact, onLine: onLine}, nil
 }
 
-func (l *stepLog) Write(p []byte) (int, error) {
+func (l *stepLog) Write(p []byte) (int, error) { return l.write(p, false) }
+
+// Quiet returns a writer to the same log whose lines go to the file and the
+// tail but not to events: output too verbose for the console (mksquashfs'
+// statistics), summarized there by its writer instead.
+func (l *stepLog) Quiet() io.Writer { return quietLog{l} }
+
+type quietLog struct{ l *stepLog }
+
+func (q quietLog) Write(p []byte) (int, error) { return q.l.write(p, true) }
+
+func (l *stepLog) write(p []byte, quiet bool) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.err != nil {
@@ -61,7 +73,7 @@ func (l *stepLog) Write(p []byte) (int, error) {
 		if i < 0 {
 			break
 		}
-		l.line(string(l.buf[:i]), true)
+		l.line(string(l.buf[:i]), true, quiet)
 		l.buf = l.buf[min(i+1, len(l.buf)):]
 	}
 	if l.err != nil {
@@ -71,7 +83,7 @@ func (l *stepLog) Write(p []byte) (int, error) {
 }
 
 // line writes one line (redacted) to the file and reports it.
-func (l *stepLog) line(s string, newline bool) {
+func (l *stepLog) line(s string, newline, quiet bool) {
 	s = l.redact(s)
 	text := s
 	if newline {
@@ -80,14 +92,31 @@ func (l *stepLog) line(s string, newline bool) {
 	if _, err := l.f.WriteString(text); err != nil && l.err == nil {
 		l.err = err
 	}
-	s = strings.TrimRight(s, "\r")
+	s = finalState(strings.TrimRight(s, "\r"))
 	l.tail = append(l.tail, s)
 	if len(l.tail) > tailLines {
 		l.tail = l.tail[len(l.tail)-tailLines:]
 	}
-	if l.onLine != nil {
+	if l.onLine != nil && !quiet {
 		l.onLine(s)
 	}
+}
+
+// finalState returns what a terminal shows of a line rewritten with
+// carriage returns (a progress bar such as kiwi's "Processing: [###  ] 33%"
+// drawn a hundred times): its last non-blank part. The log file keeps the
+// line as written; events and the tail get this.
+func finalState(s string) string {
+	if !strings.Contains(s, "\r") {
+		return s
+	}
+	parts := strings.Split(s, "\r")
+	for i := len(parts) - 1; i >= 0; i-- {
+		if strings.TrimSpace(parts[i]) != "" {
+			return parts[i]
+		}
+	}
+	return ""
 }
 
 // Close writes a last partial line and closes the file.
@@ -95,7 +124,7 @@ func (l *stepLog) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if len(l.buf) > 0 {
-		l.line(string(l.buf), false)
+		l.line(string(l.buf), false, false)
 		l.buf = nil
 	}
 	err := l.f.Close()

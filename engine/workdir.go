@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,11 +13,12 @@ import (
 // AcquireWorkDir makes a scratch directory for this process under base and
 // removes the scratch directories of earlier processes that died (kill -9)
 // without cleaning up: each directory is held by a lock file while in use.
-func AcquireWorkDir(base string) (dir string, release func(), err error) {
+// Cleanup failures go to log.
+func AcquireWorkDir(base string, log *slog.Logger) (dir string, release func(), err error) {
 	if err := os.MkdirAll(base, 0o755); err != nil {
 		return "", nil, fmt.Errorf("work dir: %w", err)
 	}
-	reapStale(base)
+	reapStale(base, log)
 	// The lock exists and is held before the directory does, so a reaper
 	// never sees our directory unlocked.
 	f, err := os.CreateTemp(base, "run-*.lock")
@@ -36,14 +38,14 @@ func AcquireWorkDir(base string) (dir string, release func(), err error) {
 		return "", nil, fmt.Errorf("work dir: %w", err)
 	}
 	return dir, func() {
-		removeAll(dir)
+		removeAll(log, dir)
 		os.Remove(lock.Path())
 		lock.Unlock()
 	}, nil
 }
 
 // reapStale removes run-* directories whose lock no live process holds.
-func reapStale(base string) {
+func reapStale(base string, log *slog.Logger) {
 	entries, _ := os.ReadDir(base)
 	for _, ent := range entries {
 		name := ent.Name()
@@ -56,7 +58,7 @@ func reapStale(base string) {
 		if err != nil || !ok {
 			continue
 		}
-		removeAll(dir)
+		removeAll(log, dir)
 		os.Remove(lock.Path())
 		lock.Unlock()
 	}

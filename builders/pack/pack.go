@@ -22,7 +22,13 @@ type Options struct {
 	InitrdFileName   string   // name hint; default "initrd"
 	KernelParameters string   // when not empty, written as the boot_parameters artifact
 	RequireBoot      bool     // error when no kernel or initrd is found
-	Log              io.Writer
+	// Env holds the allowlisted "NAME=value" variables for mksquashfs; the
+	// rest of the host environment is not passed (as for every other tool).
+	Env []string
+	Log io.Writer
+	// Verbose gets mksquashfs' statistics in full, and Log a one-line
+	// summary of them; nil: Log gets both.
+	Verbose io.Writer
 }
 
 // Artifact is one packed file in the output dir.
@@ -70,7 +76,7 @@ func Pack(ctx context.Context, root, outDir string, opts Options) ([]Artifact, e
 	}
 
 	rootfs := filepath.Join(outDir, ims.ArtifactRootfs)
-	if err := mksquashfs(ctx, root, rootfs, args, opts.Log); err != nil {
+	if err := mksquashfs(ctx, root, rootfs, args, opts.Env, opts.Log, opts.Verbose); err != nil {
 		os.Remove(rootfs)
 		return nil, fmt.Errorf("pack %s: %w", root, err)
 	}

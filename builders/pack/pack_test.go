@@ -339,3 +339,58 @@ func TestToolVersion(t *testing.T) {
 		t.Fatalf("ToolVersion() = %q, %v; want mksquashfs version …", v, err)
 	}
 }
+
+// TestPackEnvironment: mksquashfs gets PATH and the allowlisted variables
+// only, like every other tool, never the rest of the host environment.
+func TestPackEnvironment(t *testing.T) {
+	testutil.RequireTool(t, "mksquashfs")
+	real, err := exec.LookPath("mksquashfs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := t.TempDir()
+	dump := filepath.Join(bin, "env")
+	script := "#!/bin/sh\nenv > " + dump + "\nexec " + real + " \"$@\"\n"
+	if err := os.WriteFile(filepath.Join(bin, "mksquashfs"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+	t.Setenv("IMSBUILD_TEST_HOST_SECRET", "leaked")
+	root := t.TempDir()
+	write(t, root, map[string]string{"etc/hostname": "node\n"})
+	opts := Options{Env: []string{"HTTP_PROXY=http://proxy:3128", "SOURCE_DATE_EPOCH=5"}, SourceDateEpoch: 5}
+	if _, err := Pack(t.Context(), root, t.TempDir(), opts); err != nil {
+		t.Fatalf("Pack() = %v", err)
+	}
+	b, err := os.ReadFile(dump)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := string(b)
+	if strings.Contains(env, "IMSBUILD_TEST_HOST_SECRET") || strings.Contains(env, "SOURCE_DATE_EPOCH") {
+		t.Errorf("mksquashfs environment has host or refused variables:\n%s", env)
+	}
+	if !strings.Contains(env, "HTTP_PROXY=http://proxy:3128\n") || !strings.Contains(env, "PATH=") {
+		t.Errorf("mksquashfs environment lacks PATH or an allowlisted variable:\n%s", env)
+	}
+}
+
+// TestPackStatsSummary: with Verbose set, mksquashfs' statistics go there in
+// full and Log gets one line summing them up.
+func TestPackStatsSummary(t *testing.T) {
+	testutil.RequireTool(t, "mksquashfs")
+	root := t.TempDir()
+	write(t, root, map[string]string{"etc/hostname": "node\n", "etc/motd": "hello\n"})
+	var log, verbose bytes.Buffer
+	if _, err := Pack(t.Context(), root, t.TempDir(), Options{Log: &log, Verbose: &verbose}); err != nil {
+		t.Fatalf("Pack() = %v", err)
+	}
+	if !strings.Contains(verbose.String(), "Number of inodes") {
+		t.Errorf("verbose = %q, want mksquashfs' statistics", verbose.String())
+	}
+	lines := strings.Split(strings.TrimSpace(log.String()), "\n")
+	if len(lines) != 1 || !strings.HasPrefix(lines[0], "mksquashfs: zstd compressed, ") ||
+		!strings.Contains(lines[0], "% of uncompressed filesystem size") || !strings.Contains(lines[0], ", 2 files, 2 directories") {
+		t.Errorf("log = %q, want one summary line", log.String())
+	}
+}

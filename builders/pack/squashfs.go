@@ -80,19 +80,24 @@ func mksquashfsArgs(o Options) ([]string, error) {
 	return args, nil
 }
 
-// mksquashfs runs the tool; its output goes to log, and the tail of its
-// stderr into the error.
-func mksquashfs(ctx context.Context, root, out string, args []string, log io.Writer) error {
+// mksquashfs runs the tool; its statistics go to verbose (nil: log) and a
+// summary line of them to log, and the tail of its stderr into the error.
+func mksquashfs(ctx context.Context, root, out string, args, env []string, log, verbose io.Writer) error {
 	if log == nil {
 		log = io.Discard
+	}
+	summarize := verbose != nil
+	if !summarize {
+		verbose = log
 	}
 	if err := os.Remove(out); err != nil && !os.IsNotExist(err) {
 		return err
 	}
 	stderr := tail.New(30)
+	stats := tail.New(64) // the statistics are some 30 lines
 	cmd := exec.CommandContext(ctx, "mksquashfs", append([]string{root, out}, args...)...)
-	cmd.Env = withoutSourceDateEpoch(os.Environ())
-	cmd.Stdout = log
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, withoutSourceDateEpoch(env)...)
+	cmd.Stdout = io.MultiWriter(verbose, stats)
 	cmd.Stderr = io.MultiWriter(log, stderr)
 	if err := cmd.Run(); err != nil {
 		if ctx.Err() != nil {
@@ -103,7 +108,46 @@ func mksquashfs(ctx context.Context, root, out string, args []string, log io.Wri
 		}
 		return fmt.Errorf("mksquashfs: %w", err)
 	}
+	if summarize {
+		if s := statsSummary(stats.Lines()); s != "" {
+			fmt.Fprintln(log, s)
+		}
+	}
 	return nil
+}
+
+// statsSummary condenses mksquashfs' statistics block into one line:
+// "mksquashfs: zstd compressed, 1.21 Mbytes, 45.12% of uncompressed
+// filesystem size (2.68 Mbytes), 123 files, 45 directories".
+func statsSummary(stats []string) string {
+	var parts []string
+	for _, line := range stats {
+		line = strings.TrimSpace(line)
+		switch {
+		case strings.HasPrefix(line, "Exportable Squashfs"):
+			for _, f := range strings.Split(line, ", ") {
+				if strings.HasSuffix(f, " compressed") {
+					parts = append(parts, f)
+				}
+			}
+		case strings.HasPrefix(line, "Filesystem size "):
+			size := strings.TrimPrefix(line, "Filesystem size ")
+			if _, mb, ok := strings.Cut(size, "("); ok {
+				size = strings.TrimSuffix(mb, ")")
+			}
+			parts = append(parts, size)
+		case strings.Contains(line, "% of uncompressed filesystem size"):
+			parts = append(parts, line)
+		case strings.HasPrefix(line, "Number of files "):
+			parts = append(parts, strings.TrimPrefix(line, "Number of files ")+" files")
+		case strings.HasPrefix(line, "Number of directories "):
+			parts = append(parts, strings.TrimPrefix(line, "Number of directories ")+" directories")
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "mksquashfs: " + strings.Join(parts, ", ")
 }
 
 // withoutSourceDateEpoch drops SOURCE_DATE_EPOCH: mksquashfs refuses it

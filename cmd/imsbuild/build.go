@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -71,7 +72,7 @@ recorded for it in this cache (a script, a file, a parent image's output, an att
 			}
 			plan, err := e.Plan(cmd.Context(), targets, explain)
 			if err != nil {
-				return targetError(errors.New(e.Redact(err.Error())))
+				return targetError(err, e.Redact)
 			}
 			for _, p := range plan {
 				for i, r := range p.Reasons {
@@ -106,12 +107,14 @@ recorded for it in this cache (a script, a file, a parent image's output, an att
 	return cmd
 }
 
-// targetError classifies an unknown target as a usage error.
-func targetError(err error) error {
-	if strings.HasPrefix(err.Error(), "unknown target") {
-		return usageError{err}
+// targetError redacts err and classifies an unknown target, however
+// wrapped, as a usage error.
+func targetError(err error, redact func(string) string) error {
+	red := errors.New(redact(err.Error()))
+	if _, ok := errors.AsType[*engine.UnknownTargetError](err); ok {
+		return usageError{red}
 	}
-	return err
+	return red
 }
 
 func newBuildCmd(g *globalFlags) *cobra.Command {
@@ -157,7 +160,7 @@ one event per line (step, status, key, duration_ms, bytes, error).`,
 				return err
 			}
 			defer c.close()
-			work, release, err := engine.AcquireWorkDir(filepath.Join(c.Dir(), "work"))
+			work, release, err := engine.AcquireWorkDir(filepath.Join(c.Dir(), "work"), slog.Default())
 			if err != nil {
 				return err
 			}
@@ -209,7 +212,8 @@ one event per line (step, status, key, duration_ms, bytes, error).`,
 				return nil
 			case cmd.Context().Err() != nil:
 				return reportedError{exitCancelled}
-			case strings.HasPrefix(err.Error(), "unknown target"):
+			}
+			if _, ok := errors.AsType[*engine.UnknownTargetError](err); ok {
 				return usageError{err}
 			}
 			var se *engine.StepError
