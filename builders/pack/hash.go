@@ -10,6 +10,7 @@ import (
 	"os"
 
 	"github.com/imsbuild/imsbuild/ims"
+	"github.com/imsbuild/imsbuild/internal/ctxio"
 )
 
 // copyArtifact streams r into a new file at dst, hashing while copying.
@@ -18,7 +19,7 @@ func copyArtifact(ctx context.Context, name, dst string, r io.Reader) (Artifact,
 	if err != nil {
 		return Artifact{}, err
 	}
-	a, err := hashArtifact(name, dst, &ctxReader{ctx, r}, f)
+	a, err := hashArtifact(name, dst, ctxio.Reader(ctx, r), f)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -36,7 +37,7 @@ func Checksums(ctx context.Context, path string) (sha256Hex, md5Hex string, err 
 		return "", "", err
 	}
 	defer f.Close()
-	a, err := hashArtifact("", path, &ctxReader{ctx, f}, nil)
+	a, err := hashArtifact("", path, ctxio.Reader(ctx, f), nil)
 	return a.SHA256, a.MD5, err
 }
 
@@ -80,17 +81,4 @@ func concurrentWriter(h hash.Hash) (*io.PipeWriter, <-chan struct{}) {
 		pr.CloseWithError(err)
 	}()
 	return pw, done
-}
-
-// ctxReader stops reading once ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c *ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
