@@ -60,7 +60,7 @@ func hostileCases() []hostileCase {
 // backend, jailed and not: each must fail.
 func TestHostileScript(t *testing.T) {
 	testutil.RequireRoot(t)
-	probe := buildProbe(t)
+	probe := testutil.BuildStatic(t, "./testdata/probe")
 	hostOK := probesOnHost(t, probe)
 	forEachBackend(t, func(t *testing.T, sb sandbox.Sandbox) {
 		for _, jail := range []bool{true, false} {
@@ -71,7 +71,7 @@ func TestHostileScript(t *testing.T) {
 							t.Skipf("probe %s fails on the host already", tc.probe)
 						}
 						root := testutil.BusyboxRoot(t, false)
-						copyFile(t, probe, filepath.Join(root, "probe"))
+						testutil.CopyExecutable(t, probe, filepath.Join(root, "probe"))
 						image := ""
 						if !jail {
 							image = sandbox.ImageDir
@@ -91,19 +91,6 @@ func TestHostileScript(t *testing.T) {
 	})
 }
 
-// buildProbe builds testdata/probe as a static binary.
-func buildProbe(t *testing.T) string {
-	t.Helper()
-	gobin := testutil.RequireTool(t, "go")
-	out := filepath.Join(t.TempDir(), "probe")
-	cmd := exec.Command(gobin, "build", "-o", out, "./testdata/probe")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build probe: %v\n%s", err, b)
-	}
-	return out
-}
-
 // probesOnHost runs every probe of hostileCases on the host and reports
 // which work there. None changes anything on the host.
 func probesOnHost(t *testing.T, probe string) map[string]bool {
@@ -119,17 +106,6 @@ func probesOnHost(t *testing.T, probe string) map[string]bool {
 		}
 	}
 	return ok
-}
-
-func copyFile(t *testing.T, src, dst string) {
-	t.Helper()
-	b, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(dst, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // TestForkBombBounded starts far more processes than the sandbox's pids
@@ -244,7 +220,7 @@ func TestConfinedInstalls(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			copyFile(t, deb, filepath.Join(root, "tmp/probe.deb"))
+			testutil.CopyExecutable(t, deb, filepath.Join(root, "tmp/probe.deb"))
 			script := `set -e
 useradd --root /mnt/image -u 1500 -U -M -s /bin/sh alice
 dpkg --root=/mnt/image --force-not-root --force-script-chrootless --log=/dev/null -i /mnt/image/tmp/probe.deb >/dev/null

@@ -1,7 +1,6 @@
 package sshenv_test
 
 import (
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -16,7 +15,7 @@ import (
 // customize script, jailed and not: each must fail as it does in a script
 // (see the sandbox package's TestHostileScript).
 func TestHostileSession(t *testing.T) {
-	probe := buildProbe(t)
+	probe := testutil.BuildStatic(t, "../sandbox/testdata/probe")
 	tests := []struct {
 		name, command, want string
 	}{
@@ -35,7 +34,7 @@ n=0; for p in /proc/[0-9]*; do n=$((n+1)); done; [ $n -le 1024 ] && [ $n -ge 900
 		}
 		t.Run(tg.name, func(t *testing.T) {
 			sb, root := tg.setup(t)
-			copyProbe(t, probe, filepath.Join(root, "probe"))
+			testutil.CopyExecutable(t, probe, filepath.Join(root, "probe"))
 			key := newClientKey(t)
 			e := start(t, sshenv.Config{Sandbox: sb, Root: root, Jail: tg.jail, AuthorizedKeys: []string{key.authorized}})
 			image := strings.TrimSuffix(tg.image, "/")
@@ -68,29 +67,5 @@ func TestOnlyRoot(t *testing.T) {
 		if want := user == "root"; got != want {
 			t.Errorf("ssh as %s: logged in %v (%v: %s), want %v", user, got, err, out, want)
 		}
-	}
-}
-
-// buildProbe builds the sandbox package's probe program as a static binary.
-func buildProbe(t *testing.T) string {
-	t.Helper()
-	gobin := testutil.RequireTool(t, "go")
-	out := filepath.Join(t.TempDir(), "probe")
-	cmd := exec.Command(gobin, "build", "-o", out, "../sandbox/testdata/probe")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build probe: %v\n%s", err, b)
-	}
-	return out
-}
-
-func copyProbe(t *testing.T, src, dst string) {
-	t.Helper()
-	b, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(dst, b, 0o755); err != nil {
-		t.Fatal(err)
 	}
 }
