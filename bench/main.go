@@ -1,7 +1,12 @@
 // Command bench measures imsbuild against the raw tools on the same data in
 // the same run and prints ratios (imsbuild time / raw tool time):
 //
-//	go run ./bench -imsbuild bin/imsbuild [-size 400] [-files 11000]
+//	go run ./bench -imsbuild bin/imsbuild [-size 400] [-files 11000] [-pairs 3]
+//
+// Every comparison runs the two sides alternately, -pairs pairs (A B, B A,
+// …), and prints the median of the pairs' ratios with their min–max and the
+// load average: on a shared machine one run swings by a third, and the
+// spread says how far the figure can be trusted.
 //
 // - treehash: cold tree digest vs `find | xargs sha256sum`; warm (stat cache) absolute.
 // - pack: builders/pack.Pack vs the same mksquashfs command by hand.
@@ -33,7 +38,11 @@ func main() {
 	files := flag.Int("files", 11000, "number of files in the generated tree")
 	keep := flag.Bool("keep", false, "keep the scratch directory")
 	only := flag.String("only", "treehash,pack,noop,customize", "comma-separated benchmarks to run")
+	flag.IntVar(&pairRuns, "pairs", pairRuns, "A/B pairs per comparison (at least 3 for a figure worth quoting)")
 	flag.Parse()
+	if pairRuns < 1 {
+		check(fmt.Errorf("-pairs %d: want at least 1", pairRuns))
+	}
 	ctx := context.Background()
 	scratch, err := os.MkdirTemp("", "imsbuild-bench-")
 	check(err)
@@ -68,12 +77,11 @@ func main() {
 }
 
 func benchTreehash(ctx context.Context, scratch, tree string) {
-	raw := median(3, func() {
-		run("sh", "-c", "cd "+tree+" && find . -type f -print0 | xargs -0 -P2 -n64 sha256sum >/dev/null")
-	})
-	cold := median(3, func() {
+	cold := pairs(pairRuns, func() {
 		_, err := treehash.Dir(ctx, tree, nil)
 		check(err)
+	}, func() {
+		run("sh", "-c", "cd "+tree+" && find . -type f -print0 | xargs -0 -P2 -n64 sha256sum >/dev/null")
 	})
 	sc, err := treehash.OpenStatCache(filepath.Join(scratch, "statcache"))
 	check(err)
@@ -86,33 +94,33 @@ func benchTreehash(ctx context.Context, scratch, tree string) {
 		_, err := treehash.Dir(ctx, tree, sc)
 		check(err)
 	})
-	fmt.Printf("treehash cold: imsbuild %v, find|xargs sha256sum %v, ratio %.2f (goal ≤ 1.5)\n", cold, raw, ratio(cold, raw))
+	fmt.Printf("treehash cold: imsbuild %v, find|xargs sha256sum %v, ratio %.2f (%s; goal ≤ 1.5)\n",
+		cold.oursMedian(), cold.rawMedian(), cold.ratio(), cold.spread(false))
 	fmt.Printf("treehash warm (stat cache): %v (goal < 50ms)\n", warm)
 }
 
 func benchPack(ctx context.Context, scratch, tree string) {
 	out := filepath.Join(scratch, "pack")
 	check(os.MkdirAll(out, 0o755))
-	ours := median(3, func() {
+	squash := func(dst string) string {
+		return "mksquashfs " + tree + " " + dst + " -noappend -reproducible -mkfs-time 0 -all-time 0" +
+			" -comp zstd -Xcompression-level 3 -b 1M -no-progress -quiet"
+	}
+	raw := filepath.Join(scratch, "raw.squashfs")
+	c := pairs(pairRuns, func() {
 		_, err := pack.Pack(ctx, tree, out, pack.Options{})
 		check(err)
-	})
-	raw := median(3, func() {
-		run("mksquashfs", tree, filepath.Join(scratch, "raw.squashfs"), "-noappend", "-reproducible",
-			"-mkfs-time", "0", "-all-time", "0", "-comp", "zstd", "-Xcompression-level", "3", "-b", "1M",
-			"-no-progress", "-quiet")
-	})
-	rawSums := median(3, func() {
-		run("sh", "-c", "mksquashfs "+tree+" "+filepath.Join(scratch, "raw.squashfs")+" -noappend -reproducible -mkfs-time 0 -all-time 0 -comp zstd -Xcompression-level 3 -b 1M -no-progress -quiet && md5sum "+filepath.Join(scratch, "raw.squashfs")+" >/dev/null && sha256sum "+filepath.Join(scratch, "raw.squashfs")+" >/dev/null")
-	})
-	fmt.Printf("pack: imsbuild %v, mksquashfs by hand %v, ratio %.3f (goal ≤ 1.05)\n", ours, raw, ratio(ours, raw))
-	oursSums := median(3, func() {
+	}, func() { run("sh", "-c", squash(raw)) })
+	fmt.Printf("pack: imsbuild %v, mksquashfs by hand %v, ratio %.3f (%s; goal ≤ 1.05)\n",
+		c.oursMedian(), c.rawMedian(), c.ratio(), c.spread(false))
+	sums := pairs(pairRuns, func() {
 		arts, err := pack.Pack(ctx, tree, out, pack.Options{})
 		check(err)
 		_, _, err = pack.Checksums(ctx, arts[0].Path)
 		check(err)
-	})
-	fmt.Printf("pack incl. md5+sha256: imsbuild %v, mksquashfs+md5sum+sha256sum by hand %v, ratio %.3f\n", oursSums, rawSums, ratio(oursSums, rawSums))
+	}, func() { run("sh", "-c", squash(raw)+" && md5sum "+raw+" >/dev/null && sha256sum "+raw+" >/dev/null") })
+	fmt.Printf("pack incl. md5+sha256: imsbuild %v, mksquashfs+md5sum+sha256sum by hand %v, ratio %.3f (%s)\n",
+		sums.oursMedian(), sums.rawMedian(), sums.ratio(), sums.spread(false))
 }
 
 // benchNoop times an all-cached build of a 10-image graph.
@@ -136,21 +144,22 @@ func benchNoop(ctx context.Context, scratch, bin string) {
 	run(bin, "build", dir)
 	time.Sleep(2100 * time.Millisecond) // past the racy-mtime window of the stat cache
 	run(bin, "build", dir)
-	noop := median(5, func() { run(bin, "build", dir) })
-	version := median(5, func() { run(bin, "version") })
 	sc, err := treehash.OpenStatCache(filepath.Join(scratch, "noop-statcache"))
 	check(err)
 	_, _ = treehash.Dir(ctx, root, sc)
 	check(sc.Save())
 	time.Sleep(2100 * time.Millisecond)
-	hash := median(5, func() {
+	// The floor: starting the binary, plus hashing the inputs with a warm
+	// stat cache.
+	c := pairs(max(pairRuns, 5), func() { run(bin, "build", dir) }, func() {
+		run(bin, "version")
 		sc, err := treehash.OpenStatCache(filepath.Join(scratch, "noop-statcache"))
 		check(err)
 		_, err = treehash.Dir(ctx, root, sc)
 		check(err)
 	})
-	base := version + hash
-	fmt.Printf("no-op build of 10 images: %v (goal < 150ms); version+hash %v; ratio %.2f (goal < 2)\n", noop, base, ratio(noop, base))
+	fmt.Printf("no-op build of 10 images: %v (goal < 150ms); version+hash %v; ratio %.2f (%s; goal < 2)\n",
+		c.oursMedian(), c.rawMedian(), c.ratio(), c.spread(false))
 }
 
 // benchCustomize times an image → image customization with a one-line
@@ -181,15 +190,14 @@ image "custom" {
 	check(os.WriteFile(filepath.Join(dir, "build.ims.hcl"), []byte(hcl), 0o644))
 	run(bin, "build", dir) // cold: import + pack the 400 MB base once
 	i := 0
-	ours := median(3, func() {
-		i++
-		run(bin, "build", dir, "-var", "n="+strconv.Itoa(i)) // base cached, custom rebuilt
-	})
 	base := filepath.Join(scratch, "base.squashfs")
 	run("mksquashfs", tree, base, "-noappend", "-reproducible", "-mkfs-time", "0", "-all-time", "0",
 		"-comp", "zstd", "-Xcompression-level", "3", "-b", "1M", "-no-progress", "-quiet")
 	work := filepath.Join(scratch, "by-hand")
-	raw := median(3, func() {
+	c := pairs(pairRuns, func() {
+		i++
+		run(bin, "build", dir, "-var", "n="+strconv.Itoa(i)) // base cached, custom rebuilt
+	}, func() {
 		os.RemoveAll(work)
 		run("unsquashfs", "-q", "-no-progress", "-d", work, base)
 		run("chroot", work, "/bin/sh", "-c", "echo run > /etc/customized")
@@ -198,7 +206,8 @@ image "custom" {
 		run("sh", "-c", "md5sum "+filepath.Join(scratch, "custom.squashfs")+" >/dev/null")
 	})
 	os.RemoveAll(work)
-	fmt.Printf("customize 400 MB image, one-line script: imsbuild %v (goal < 8s), unsquashfs+chroot+mksquashfs+md5sum by hand %v, ratio %.2f (goal ≤ 1.3)\n", ours, raw, ratio(ours, raw))
+	fmt.Printf("customize 400 MB image, one-line script: imsbuild %v (goal < 8s), unsquashfs+chroot+mksquashfs+md5sum by hand %v, ratio %.2f (%s; goal ≤ 1.3)\n",
+		c.oursMedian(), c.rawMedian(), c.ratio(), c.spread(false))
 }
 
 func genTree(root string, size int64, files int) error {
@@ -243,8 +252,6 @@ func median(n int, f func()) time.Duration {
 	}
 	return ds[n/2]
 }
-
-func ratio(a, b time.Duration) float64 { return float64(a) / float64(b) }
 
 func run(name string, args ...string) {
 	cmd := exec.Command(name, args...)
