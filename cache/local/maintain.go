@@ -58,7 +58,7 @@ func (c *Cache) scanActions(ctx context.Context) ([]action, error) {
 			return nil, fmt.Errorf("scan actions: %w", err)
 		}
 		a.used = fi.ModTime()
-		a.rec, a.err = readAction(a.path)
+		a.rec, a.err = readAction(a.path, a.key)
 		if errors.Is(a.err, cache.ErrNotFound) {
 			continue
 		}
