@@ -84,7 +84,8 @@ func TestConformance(t *testing.T) {
 	cachetest.Run(t, func(t *testing.T) (cache.Store, cache.ActionCache) {
 		c := openCache(t, srv, testOptions(srv))
 		return undamageable{c, t}, c.Actions()
-	}) // A remote cache locks nothing (see cache.Locker) and must not claim to.
+	})
+	// A remote cache locks nothing (see cache.Locker) and must not claim to.
 	if l, ok := openCache(t, srv, testOptions(srv)).Actions().(cache.Locker); ok {
 		t.Errorf("Actions() is a cache.Locker (%T), but remote caches hold no lock across runners", l)
 	}
