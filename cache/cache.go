@@ -2,7 +2,9 @@
 // cache that make imsbuild skip work: blobs are named by their sha256 and
 // action results by the sha256 of a canonical key preimage. Backends live in
 // subpackages (local, s3 and oci; tiered puts remote ones behind the local
-// one); cachetest is their conformance suite.
+// one), which share one ActionCache implementation over their record
+// storage (cache/internal/actions); only local and tiered lock (Locker).
+// cachetest is their conformance suite.
 package cache
 
 import (
@@ -95,17 +97,40 @@ type Entry struct {
 }
 
 // ActionCache maps a key (hex sha256 of a preimage) to an ActionResult.
+// It does not lock: see Locker.
 type ActionCache interface {
 	// Get returns the result for key, or ErrNotFound. A result whose output
 	// blobs are missing is reported as ErrNotFound.
 	Get(ctx context.Context, key string) (*ActionResult, error)
 	// Put records res for key together with its preimage, atomically and last.
 	Put(ctx context.Context, key string, preimage []byte, res *ActionResult) error
-	// Lock takes an exclusive per-key lock shared between processes.
-	Lock(ctx context.Context, key string) (unlock func(), err error)
 	// LastKey returns the key and preimage last recorded for step (for explain),
 	// or ErrNotFound.
 	LastKey(ctx context.Context, step string) (key string, preimage []byte, err error)
 	// SetLastKey records key as the newest key seen for step.
 	SetLastKey(ctx context.Context, step, key string, preimage []byte) error
+}
+
+// Locker serialises the work on a key, so that two builds of one key do
+// the work once: the second waits, then finds the first one's result.
+//
+// The lock is an flock(2) on a file of the local cache directory: it
+// excludes every holder of the key in any process on the machine that uses
+// the same directory, and nothing on other machines. The remote caches
+// (s3, oci) implement no Locker: S3 and registries have no lock that
+// survives a crashed holder without a lease, and none is needed for
+// correctness, since blobs are content-addressed and an action record is
+// written whole and last, so runners racing on one key only duplicate the
+// work and write equal results. cache/tiered locks its local cache.
+type Locker interface {
+	// Lock takes the exclusive lock of key, waiting until it is free or ctx
+	// is done (the error then wraps ctx's cause). unlock releases it.
+	Lock(ctx context.Context, key string) (unlock func(), err error)
+}
+
+// LockingActionCache is what a build runs on: an ActionCache whose keys a
+// Locker locks (cache/local's and cache/tiered's).
+type LockingActionCache interface {
+	ActionCache
+	Locker
 }

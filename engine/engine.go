@@ -65,7 +65,7 @@ type Engine struct {
 	cfg   *spec.Config
 	graph *Graph
 	store cache.Store
-	ac    cache.ActionCache
+	ac    cache.LockingActionCache
 	opts  Options
 
 	emitMu sync.Mutex
@@ -96,8 +96,9 @@ type Engine struct {
 	proxy   *pkgproxy.Proxy // the package cache proxy, once a prepare needs it
 }
 
-// New returns an engine for cfg using store and ac.
-func New(cfg *spec.Config, store cache.Store, ac cache.ActionCache, opts Options) (*Engine, error) {
+// New returns an engine for cfg using store and ac, whose Lock keeps two
+// builds of one key from doing the work twice.
+func New(cfg *spec.Config, store cache.Store, ac cache.LockingActionCache, opts Options) (*Engine, error) {
 	g, err := NewGraph(cfg)
 	if err != nil {
 		return nil, err

@@ -442,7 +442,7 @@ func TestCleanupFailureLogged(t *testing.T) {
 }
 
 // failingLastKey is an action cache whose SetLastKey always fails.
-type failingLastKey struct{ cache.ActionCache }
+type failingLastKey struct{ cache.LockingActionCache }
 
 func (failingLastKey) SetLastKey(context.Context, string, string, []byte) error {
 	return errors.New("disk full")

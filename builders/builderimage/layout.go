@@ -144,7 +144,7 @@ func (s *layoutSource) openBlob(h v1.Hash, size int64) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newVerifyReader(f, h, size)
+	return newVerifyReader(f, h, size), nil
 }
 
 // readBlob reads the small blob h whole, verified.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/imsbuild/imsbuild/builders/builderimage"
 	"github.com/imsbuild/imsbuild/internal/registrytest"
+	"github.com/imsbuild/imsbuild/internal/verify"
 )
 
 // checkRootfs asserts the flattened busyboxImage: the whiteout removed
@@ -306,8 +307,8 @@ func TestUnpackDigestMismatch(t *testing.T) {
 		}
 		cacheDir := t.TempDir()
 		_, _, err = builderimage.Unpack(t.Context(), dir+":v1", cacheDir, builderimage.Options{})
-		if err == nil || !strings.Contains(err.Error(), "digest") {
-			t.Fatalf("Unpack() of a corrupt layout blob = %v, want a digest error", err)
+		if !errors.Is(err, verify.ErrMismatch) || !strings.Contains(err.Error(), "blob "+layer.String()+": content is sha256:") {
+			t.Fatalf("Unpack() of a corrupt layout blob = %v, want verify.ErrMismatch naming %s and the content's digest", err, layer)
 		}
 		requireNoEntry(t, cacheDir)
 	})

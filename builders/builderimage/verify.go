@@ -1,65 +1,21 @@
 package builderimage
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"hash"
 	"io"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	digest "github.com/opencontainers/go-digest"
+
+	"github.com/imsbuild/imsbuild/internal/verify"
 )
 
-// verifyReader hashes what it reads and, at EOF, fails unless the content
-// has the expected size and sha256 digest.
-type verifyReader struct {
-	r    io.ReadCloser
-	h    hash.Hash
-	want v1.Hash
-	size int64 // -1: unknown
-	n    int64
-	err  error // sticky
+// newVerifyReader returns r read through internal/verify: at EOF it fails
+// unless the content has the expected size and sha256 digest, and content
+// longer than size fails as soon as it overruns.
+func newVerifyReader(r io.ReadCloser, want v1.Hash, size int64) io.ReadCloser {
+	return verify.ReadCloser{Reader: verify.New("blob", r, digest.Digest(want.String()), size), Closer: r}
 }
-
-func newVerifyReader(r io.ReadCloser, want v1.Hash, size int64) (*verifyReader, error) {
-	if want.Algorithm != "sha256" {
-		return nil, fmt.Errorf("%s: unsupported digest algorithm", want)
-	}
-	return &verifyReader{r: r, h: sha256.New(), want: want, size: size}, nil
-}
-
-func (v *verifyReader) Read(p []byte) (int, error) {
-	if v.err != nil {
-		return 0, v.err
-	}
-	n, err := v.r.Read(p)
-	v.h.Write(p[:n])
-	v.n += int64(n)
-	if v.size >= 0 && v.n > v.size {
-		v.err = fmt.Errorf("blob %s: more than its %d bytes", v.want, v.size)
-		return 0, v.err
-	}
-	if err == io.EOF {
-		v.err = v.check()
-		if v.err == nil {
-			v.err = io.EOF
-		}
-		return n, v.err
-	}
-	return n, err
-}
-
-func (v *verifyReader) check() error {
-	if v.size >= 0 && v.n != v.size {
-		return fmt.Errorf("blob %s: %d bytes, want %d", v.want, v.n, v.size)
-	}
-	if got := hex.EncodeToString(v.h.Sum(nil)); got != v.want.Hex {
-		return fmt.Errorf("blob %s: content has digest sha256:%s", v.want, got)
-	}
-	return nil
-}
-
-func (v *verifyReader) Close() error { return v.r.Close() }
 
 // readVerified reads a small blob (a manifest, an index or a config) whole,
 // at most limit bytes, and checks it against want.
@@ -68,11 +24,7 @@ func readVerified(r io.ReadCloser, want v1.Hash, size, limit int64) ([]byte, err
 	if size > limit {
 		return nil, fmt.Errorf("blob %s: %d bytes is more than the %d allowed", want, size, limit)
 	}
-	vr, err := newVerifyReader(r, want, size)
-	if err != nil {
-		return nil, err
-	}
-	b, err := io.ReadAll(io.LimitReader(vr, limit+1))
+	b, err := io.ReadAll(io.LimitReader(newVerifyReader(r, want, size), limit+1))
 	if err != nil {
 		return nil, err
 	}

@@ -41,8 +41,9 @@ func Run(t *testing.T, open func(t *testing.T) (cache.Store, cache.ActionCache))
 		{"ActionPutGet", testActionPutGet},
 		{"ActionMissingBlob", testActionMissingBlob},
 		{"ActionCorruptBlob", testActionCorruptBlob},
+		{"ActionKeys", testActionKeys},
+		{"ActionLongKeys", testActionLongKeys},
 		{"LastKey", testLastKey},
-		{"Lock", testLock},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
@@ -507,12 +508,11 @@ func testActionMissingBlob(t *testing.T, open Open) {
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			key := fmt.Sprintf("%064x", i+1)
-			// A backend may refuse to record it; if it does record it, it is a miss.
-			if err := ac.Put(t.Context(), key, []byte(`{}`), tc.res); err != nil {
-				return
+			if err := ac.Put(t.Context(), key, []byte(`{}`), tc.res); !errors.Is(err, cache.ErrNotFound) || !strings.Contains(err.Error(), string(absent)) {
+				t.Errorf("Put() with a missing blob = %v, want ErrNotFound naming %s", err, absent)
 			}
 			if _, err := ac.Get(t.Context(), key); !errors.Is(err, cache.ErrNotFound) {
-				t.Errorf("Get() with a missing blob = %v, want ErrNotFound", err)
+				t.Errorf("Get() after a refused Put = %v, want ErrNotFound", err)
 			}
 		})
 	}
@@ -543,11 +543,82 @@ func testLastKey(t *testing.T, open Open) {
 		if err != nil || key != wantKey || string(pre) != wantPre {
 			t.Errorf("LastKey(%q) = %s, %s, %v; want %s, %s", step, key, pre, err, wantKey, wantPre)
 		}
+	} // Setting the same record again is fine (a backend may skip the
+	// write); a changed preimage under the same key is not skipped.
+	step, key := steps[0], fmt.Sprintf("%063x1", 0)
+	for _, pre := range []string{`{"step":"again"}`, `{"step":"again"}`, `{"step":"changed"}`} {
+		if err := ac.SetLastKey(ctx, step, key, []byte(pre)); err != nil {
+			t.Fatalf("SetLastKey(%q, %s) = %v", step, pre, err)
+		}
+		if k, got, err := ac.LastKey(ctx, step); err != nil || k != key || string(got) != pre {
+			t.Errorf("LastKey(%q) = %s, %s, %v; want %s, %s", step, k, got, err, key, pre)
+		}
 	}
 }
 
-func testLock(t *testing.T, open Open) {
-	_, ac := open(t)
+// testActionKeys: keys that are not plain names never reach a backend's
+// naming (a path, an object key, a tag), and a nil result is refused.
+func testActionKeys(t *testing.T, open Open) {
+	s, ac := open(t)
+	ctx := t.Context()
+	res := result(map[string]cache.Digest{"rootfs": put(t, s, "r")}, "")
+	for _, key := range []string{"", "../" + strings.Repeat("a", 64), ".hidden", "a/b", "a b", strings.Repeat("a", 201)} {
+		if err := ac.Put(ctx, key, []byte(`{}`), res); err == nil {
+			t.Errorf("Put(%q) = nil, want an invalid key error", key)
+		}
+		if r, err := ac.Get(ctx, key); err == nil {
+			t.Errorf("Get(%q) = %+v, want an error", key, r)
+		}
+		if err := ac.SetLastKey(ctx, "step", key, []byte(`{}`)); err == nil {
+			t.Errorf("SetLastKey(key %q) = nil, want an invalid key error", key)
+		}
+	}
+	if err := ac.Put(ctx, strings.Repeat("a", 64), []byte(`{}`), nil); err == nil {
+		t.Errorf("Put(nil result) = nil, want an error")
+	}
+	if _, _, err := ac.LastKey(ctx, ""); err == nil || errors.Is(err, cache.ErrNotFound) {
+		t.Errorf("LastKey(\"\") = %v, want an error other than ErrNotFound", err)
+	}
+}
+
+// testActionLongKeys: keys longer than a sha256 (up to 200 characters) that
+// share a long prefix never return each other's result (OCI tags hold only
+// the first 64 characters; a backend may then miss the older key, never
+// answer it with the newer one's result).
+func testActionLongKeys(t *testing.T, open Open) {
+	s, ac := open(t)
+	ctx := t.Context()
+	prefix := strings.Repeat("0123456789abcdef", 4)
+	k1, k2 := prefix+strings.Repeat("1", 136), prefix+strings.Repeat("2", 136)
+	r1 := result(map[string]cache.Digest{"rootfs": put(t, s, "one")}, "")
+	r2 := result(map[string]cache.Digest{"rootfs": put(t, s, "two")}, "")
+	if err := ac.Put(ctx, k1, []byte(`{"k":1}`), r1); err != nil {
+		t.Fatalf("Put(k1) = %v", err)
+	}
+	if got, err := ac.Get(ctx, k1); err != nil || !cmp.Equal(r1, got) {
+		t.Fatalf("Get(k1) = %+v, %v; want %+v", got, err, r1)
+	}
+	if got, err := ac.Get(ctx, prefix); !errors.Is(err, cache.ErrNotFound) {
+		t.Errorf("Get(k1's prefix) = %+v, %v; want ErrNotFound", got, err)
+	}
+	if err := ac.Put(ctx, k2, []byte(`{"k":2}`), r2); err != nil {
+		t.Fatalf("Put(k2) = %v", err)
+	}
+	if got, err := ac.Get(ctx, k2); err != nil || !cmp.Equal(r2, got) {
+		t.Errorf("Get(k2) = %+v, %v; want %+v", got, err, r2)
+	}
+	if got, err := ac.Get(ctx, k1); err == nil && !cmp.Equal(r1, got) || err != nil && !errors.Is(err, cache.ErrNotFound) {
+		t.Errorf("Get(k1) after Put(k2) = %+v, %v; want k1's result or ErrNotFound", got, err)
+	}
+}
+
+// RunLocker runs the conformance suite of cache.Locker against the locker
+// made by open (local and tiered caches; remote ones have none).
+func RunLocker(t *testing.T, open func(t *testing.T) cache.Locker) {
+	t.Run("Lock", func(t *testing.T) { testLock(t, open(t)) })
+}
+
+func testLock(t *testing.T, ac cache.Locker) {
 	ctx := t.Context()
 	key, other := strings.Repeat("a", 64), strings.Repeat("b", 64)
 	unlock, err := ac.Lock(ctx, key)

@@ -9,35 +9,13 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/cache/internal/record"
 	"github.com/imsbuild/imsbuild/cache/internal/verify"
+	"github.com/imsbuild/imsbuild/internal/stamp"
 )
-
-// racyWindow is how long after a blob's last change a verified record must
-// have been taken to be trusted: a write in the same timestamp tick as the
-// stat would leave the stat unchanged (git's racy-index rule, widened for
-// filesystems with coarse timestamps, as in treehash).
-const racyWindow = 2 * time.Second
-
-// stamp identifies one state of a blob file: any write changes mtime and
-// ctime (and a same-size rewrite cannot hide it, as ctime cannot be set),
-// a replacement changes the inode.
-type stamp struct {
-	Dev, Ino           uint64
-	Size, Mtime, Ctime int64 // times in Unix nanoseconds
-}
-
-func stampOf(fi fs.FileInfo) (stamp, bool) {
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return stamp{}, false
-	}
-	return stamp{Dev: uint64(st.Dev), Ino: uint64(st.Ino), Size: fi.Size(), Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano()}, true
-}
 
 // verifiedPath is the record of the last verification of blob d.
 func (c *Cache) verifiedPath(d cache.Digest) string {
@@ -56,25 +34,26 @@ const recordFormat = "v1 %d %d %d %d %d %d\n"
 const written = -1
 
 // trusted reports whether blob d, in the state st, was verified before and
-// not changed since.
-func (c *Cache) trusted(d cache.Digest, st stamp) bool {
+// not changed since (internal/stamp's rule, shared with treehash's stat
+// cache).
+func (c *Cache) trusted(d cache.Digest, st stamp.Stamp) bool {
 	data, err := os.ReadFile(c.verifiedPath(d))
 	if err != nil || len(data) > 256 {
 		return false
 	}
-	var r stamp
+	var r stamp.Stamp
 	var taken int64
 	if n, err := fmt.Sscanf(string(data), recordFormat, &r.Dev, &r.Ino, &r.Size, &r.Mtime, &r.Ctime, &taken); err != nil || n != 6 {
 		return false
 	}
-	return r == st && (taken == written || taken-max(st.Mtime, st.Ctime) >= int64(racyWindow))
+	return r == st && (taken == written || st.Settled(taken))
 }
 
 // remember records that blob d was intact in state st, stat'ed at taken,
 // unless that is too close to its last change to be trusted later. It is
 // best effort: without a record the blob is only hashed again.
-func (c *Cache) remember(ctx context.Context, d cache.Digest, st stamp, taken time.Time, locked bool) {
-	if taken.UnixNano()-max(st.Mtime, st.Ctime) < int64(racyWindow) {
+func (c *Cache) remember(ctx context.Context, d cache.Digest, st stamp.Stamp, taken time.Time, locked bool) {
+	if !st.Settled(taken.UnixNano()) {
 		return
 	}
 	c.writeRecord(ctx, d, st, taken.UnixNano(), locked)
@@ -88,7 +67,7 @@ func (c *Cache) rememberWritten(ctx context.Context, d cache.Digest, path string
 	if err != nil {
 		return
 	}
-	if st, ok := stampOf(fi); ok {
+	if st, ok := stamp.Of(fi); ok {
 		c.writeRecord(ctx, d, st, written, true)
 	}
 }
@@ -96,7 +75,7 @@ func (c *Cache) rememberWritten(ctx context.Context, d cache.Digest, path string
 // writeRecord writes the verified record of d. Like every write through
 // tmp/ it holds the cache-wide lock shared, unless the caller holds it
 // (locked).
-func (c *Cache) writeRecord(ctx context.Context, d cache.Digest, st stamp, taken int64, locked bool) {
+func (c *Cache) writeRecord(ctx context.Context, d cache.Digest, st stamp.Stamp, taken int64, locked bool) {
 	if !locked {
 		unlock, err := c.gcShared(ctx)
 		if err != nil {
@@ -129,7 +108,7 @@ func (c *Cache) checkOpen(ctx context.Context, d cache.Digest, f *os.File) error
 	if err != nil {
 		return fmt.Errorf("check blob %s: %w", d, err)
 	}
-	st, ok := stampOf(fi)
+	st, ok := stamp.Of(fi)
 	if ok && c.trusted(d, st) {
 		return nil
 	}

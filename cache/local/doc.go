@@ -27,5 +27,6 @@
 // actions that refer to it, as outputs or in their preimage.
 //
 // *Cache is the cache.Store; (*Cache).Actions is the cache.ActionCache
-// (both interfaces have a Put method, so one type cannot be both).
+// (cache/internal/actions over these files) and the cache.Locker (both
+// interfaces have a Put method, so one type cannot be both).
 package local

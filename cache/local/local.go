@@ -27,8 +27,8 @@ type Cache struct {
 }
 
 var (
-	_ cache.Store       = (*Cache)(nil)
-	_ cache.ActionCache = (*Actions)(nil)
+	_ cache.Store              = (*Cache)(nil)
+	_ cache.LockingActionCache = (*Actions)(nil)
 )
 
 // Open opens (creating) the cache at dir. The directory is its owner's

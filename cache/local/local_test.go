@@ -19,6 +19,7 @@ func TestConformance(t *testing.T) {
 		c := newCache(t)
 		return c, c.Actions()
 	})
+	cachetest.RunLocker(t, func(t *testing.T) cache.Locker { return newCache(t).Actions() })
 }
 
 func newCache(t testing.TB) *Cache {

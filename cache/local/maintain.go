@@ -19,6 +19,7 @@ import (
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/cache/internal/record"
 	"github.com/imsbuild/imsbuild/cache/internal/verify"
+	"github.com/imsbuild/imsbuild/internal/stamp"
 )
 
 // DefaultGrace is how long Prune keeps unreferenced blobs and temporary
@@ -58,7 +59,7 @@ func (c *Cache) scanActions(ctx context.Context) ([]action, error) {
 			return nil, fmt.Errorf("scan actions: %w", err)
 		}
 		a.used = fi.ModTime()
-		a.rec, a.err = readAction(a.path)
+		a.rec, a.err = readAction(a.path, a.key)
 		if errors.Is(a.err, cache.ErrNotFound) {
 			continue
 		}
@@ -287,7 +288,7 @@ func (c *Cache) verifyBlob(ctx context.Context, b blob, locked bool) (ok bool, n
 	if d != b.digest {
 		return false, n, nil
 	}
-	if st, ok := stampOf(fi); ok {
+	if st, ok := stamp.Of(fi); ok {
 		c.remember(ctx, d, st, taken, locked)
 	}
 	return true, n, nil

@@ -206,7 +206,7 @@ func (c *Cache) cleanLocks(ctx context.Context) (int, error) {
 		if !ok || !e.Type().IsRegular() || record.CheckKey(key) != nil {
 			continue // .gc, or not ours
 		}
-		if _, err := os.Lstat(c.Actions().path(key)); !errors.Is(err, fs.ErrNotExist) {
+		if _, err := os.Lstat(c.actionPath(key)); !errors.Is(err, fs.ErrNotExist) {
 			continue // cached (or unknown): the lock stays
 		}
 		if err := ctx.Err(); err != nil {

@@ -13,59 +13,70 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/imsbuild/imsbuild/cache"
+	"github.com/imsbuild/imsbuild/cache/internal/actions"
 	"github.com/imsbuild/imsbuild/cache/internal/record"
 )
 
 const manifestMediaType = ocispec.MediaTypeImageManifest
 
-// Actions is the action cache of a Cache.
-type Actions struct{ c *Cache }
-
-// Actions returns the action cache of c's repository. It returns the
-// interface so that *Cache satisfies tiered.Remote.
-func (c *Cache) Actions() cache.ActionCache { return &Actions{c: c} }
-
-// Get returns the result for key from the manifest tagged key-<key>. A
-// missing or undecodable manifest or config, or a result whose blobs are not
-// all in the repository, is cache.ErrNotFound.
-func (a *Actions) Get(ctx context.Context, key string) (*cache.ActionResult, error) {
-	if err := record.CheckKey(key); err != nil {
-		return nil, fmt.Errorf("get action: %w", err)
-	}
-	data, err := a.c.getRecord(ctx, keyTag(key), ActionArtifactType, ActionConfigMediaType)
-	if err != nil {
-		return nil, fmt.Errorf("get action %s from %s: %w", key, a.c.repo, err)
-	}
-	rec, err := decodeAction(data, key)
-	if err != nil {
-		return nil, fmt.Errorf("get action %s from %s: %w: %w", key, a.c.repo, err, cache.ErrNotFound)
-	}
-	if _, err := a.c.StatAll(ctx, record.Refs(&rec.Result)); err != nil {
-		return nil, fmt.Errorf("get action %s from %s: %w", key, a.c.repo, err)
-	}
-	return &rec.Result, nil
+// Actions returns the action cache of c's repository
+// (cache/internal/actions over the manifests tagged key-<key> and
+// step-<hash>; see the package doc). It returns the interface so that
+// *Cache satisfies tiered.Remote; it has no Lock (see cache.Locker).
+func (c *Cache) Actions() cache.ActionCache {
+	return actions.New(records{c}, actions.WithKeyInRecord()) // tags hold only 64 characters of a key
 }
 
-// Put records res for key as a manifest tagged key-<key> whose layers are
-// the result's blobs, after checking (in parallel) that they all exist.
-func (a *Actions) Put(ctx context.Context, key string, preimage []byte, res *cache.ActionResult) error {
-	if err := record.CheckKey(key); err != nil {
-		return fmt.Errorf("put action: %w", err)
+// records is the actions.Backend of a Cache: one tagged manifest per
+// record, whose config blob is the record.
+type records struct{ c *Cache }
+
+// types returns the tag and the artifact and config media types of a record.
+func (r records) types(kind actions.Kind, name string) (tag, artifactType, configType string, err error) {
+	if kind == actions.Action {
+		return keyTag(name), ActionArtifactType, ActionConfigMediaType, nil
 	}
-	if res == nil {
-		return fmt.Errorf("put action %s: nil result", key)
-	}
-	rec := actionRecord{Key: key, Action: record.NewAction(res, preimage)}
-	data, err := record.Marshal(rec)
+	tag, err = stepTag(name)
+	return tag, StepArtifactType, StepConfigMediaType, err
+}
+
+func (r records) Get(ctx context.Context, kind actions.Kind, name string) ([]byte, error) {
+	tag, at, ct, err := r.types(kind, name)
 	if err != nil {
-		return fmt.Errorf("put action %s: %w", key, err)
+		return nil, err
 	}
-	sizes, err := a.c.StatAll(ctx, record.Refs(&rec.Result))
+	data, err := r.c.getRecord(ctx, tag, at, ct)
 	if err != nil {
-		return fmt.Errorf("put action %s to %s: %w", key, a.c.repo, err)
+		return nil, fmt.Errorf("%s: %w", r.c.repo, err)
 	}
-	if err := a.c.putRecord(ctx, keyTag(key), ActionArtifactType, ActionConfigMediaType, data, layers(&rec.Result, sizes)); err != nil {
-		return fmt.Errorf("put action %s to %s: %w", key, a.c.repo, err)
+	return data, nil
+}
+
+// Put uploads the record as the config of a manifest whose layers are the
+// blobs of res, after checking (in parallel) that they all exist.
+func (r records) Put(ctx context.Context, kind actions.Kind, name string, data []byte, res *cache.ActionResult) error {
+	tag, at, ct, err := r.types(kind, name)
+	if err != nil {
+		return err
+	}
+	var ls []ocispec.Descriptor
+	if res != nil {
+		sizes, err := r.c.StatAll(ctx, record.Refs(res))
+		if err != nil {
+			return fmt.Errorf("%s: %w", r.c.repo, err)
+		}
+		ls = layers(res, sizes)
+	}
+	if err := r.c.putRecord(ctx, tag, at, ct, data, ls); err != nil {
+		return fmt.Errorf("%s: %w", r.c.repo, err)
+	}
+	return nil
+}
+
+// Check HEADs every blob, in parallel.
+func (r records) Check(ctx context.Context, refs []cache.Digest) error {
+	if _, err := r.c.StatAll(ctx, refs); err != nil {
+		return fmt.Errorf("%s: %w", r.c.repo, err)
 	}
 	return nil
 }
@@ -101,51 +112,6 @@ func layers(res *cache.ActionResult, sizes map[cache.Digest]int64) []ocispec.Des
 		})
 	}
 	return ls
-}
-
-// Lock takes key's lock within this process (see the package doc).
-func (a *Actions) Lock(ctx context.Context, key string) (func(), error) {
-	if err := record.CheckKey(key); err != nil {
-		return nil, fmt.Errorf("lock action: %w", err)
-	}
-	return a.c.locks.Lock(ctx, key)
-}
-
-// LastKey returns the key and preimage last recorded for step, or
-// cache.ErrNotFound.
-func (a *Actions) LastKey(ctx context.Context, step string) (string, []byte, error) {
-	tag, err := stepTag(step)
-	if err != nil {
-		return "", nil, err
-	}
-	data, err := a.c.getRecord(ctx, tag, StepArtifactType, StepConfigMediaType)
-	if err != nil {
-		return "", nil, fmt.Errorf("last key of %s: %w", step, err)
-	}
-	key, preimage, err := record.DecodeStep(data, step)
-	if err != nil {
-		return "", nil, fmt.Errorf("last key of %s: %w: %w", step, err, cache.ErrNotFound)
-	}
-	return key, preimage, nil
-}
-
-// SetLastKey records key and its preimage as the newest seen for step.
-func (a *Actions) SetLastKey(ctx context.Context, step, key string, preimage []byte) error {
-	tag, err := stepTag(step)
-	if err != nil {
-		return err
-	}
-	if err := record.CheckKey(key); err != nil {
-		return fmt.Errorf("set last key of %s: %w", step, err)
-	}
-	data, err := record.Marshal(record.NewStep(step, key, preimage))
-	if err != nil {
-		return fmt.Errorf("set last key of %s: %w", step, err)
-	}
-	if err := a.c.putRecord(ctx, tag, StepArtifactType, StepConfigMediaType, data, nil); err != nil {
-		return fmt.Errorf("set last key of %s in %s: %w", step, a.c.repo, err)
-	}
-	return nil
 }
 
 // putRecord uploads data as the config blob of a manifest with the given

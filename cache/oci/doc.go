@@ -28,8 +28,10 @@
 //
 // A registry never replaces a blob it already has, so a damaged blob stays
 // damaged (reads report cache.ErrCorrupt) until it is deleted from the
-// registry. Lock serialises a key within one process only (registries have
-// no locks; content addressing makes racing writers harmless).
+// registry. Records are read and written through cache/internal/actions,
+// the one action cache of all backends. There is no Lock (see
+// cache.Locker): registries have no locks, and content addressing makes
+// racing writers harmless.
 //
 // *Cache is the cache.Store; (*Cache).Actions is the cache.ActionCache.
 package oci

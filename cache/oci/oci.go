@@ -12,7 +12,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/imsbuild/imsbuild/cache"
-	"github.com/imsbuild/imsbuild/cache/internal/keylock"
 	"github.com/imsbuild/imsbuild/cache/internal/remoteblob"
 	"github.com/imsbuild/imsbuild/internal/httpsonly"
 )
@@ -54,17 +53,13 @@ type Cache struct {
 	repo  name.Repository
 	base  string // scheme://registry/v2/<repo>
 	opts  Options
-	locks *keylock.Map
 
 	mu   sync.Mutex
 	pull http.RoundTripper // authorised for pull; made on first use
 	push http.RoundTripper // authorised for push and pull
 }
 
-var (
-	_ cache.Store       = (*Cache)(nil)
-	_ cache.ActionCache = (*Actions)(nil)
-)
+var _ cache.Store = (*Cache)(nil)
 
 // ParseURL returns the repository of "oci://registry/repo".
 func ParseURL(raw string, insecure bool) (name.Repository, error) {
@@ -96,10 +91,9 @@ func Open(ctx context.Context, url string, opts Options) (*Cache, error) {
 		opts.Keychain = authn.DefaultKeychain
 	}
 	c := &Cache{
-		repo:  repo,
-		base:  repo.Registry.Scheme() + "://" + repo.RegistryStr() + "/v2/" + repo.RepositoryStr(),
-		opts:  opts,
-		locks: keylock.New(),
+		repo: repo,
+		base: repo.Registry.Scheme() + "://" + repo.RegistryStr() + "/v2/" + repo.RepositoryStr(),
+		opts: opts,
 	}
 	c.blobs = remoteblob.New(remoteblob.Remote{Head: c.headBlob, Upload: c.uploadBlob, Get: c.getBlob},
 		opts.TempDir, "imsbuild-oci-put-*")

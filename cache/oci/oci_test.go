@@ -20,6 +20,7 @@ import (
 
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/cache/cachetest"
+	"github.com/imsbuild/imsbuild/cache/internal/record"
 	"github.com/imsbuild/imsbuild/internal/registrytest"
 )
 
@@ -77,6 +78,10 @@ func TestConformance(t *testing.T) {
 		c := openCache(t, reg, Options{})
 		return unhealable{c, t}, c.Actions()
 	})
+	// A remote cache locks nothing (see cache.Locker) and must not claim to.
+	if l, ok := openCache(t, reg, Options{}).Actions().(cache.Locker); ok {
+		t.Errorf("Actions() is a cache.Locker (%T), but remote caches hold no lock across runners", l)
+	}
 }
 
 func TestParseURL(t *testing.T) {
@@ -201,7 +206,7 @@ func TestManifestLayout(t *testing.T) {
 	if m.Layers[2].Size != ln {
 		t.Errorf("log layer size %d, want %d", m.Layers[2].Size, ln)
 	}
-	var rec actionRecord
+	var rec record.Action
 	data := readAll(t, c, cache.Digest(m.Config.Digest))
 	if err := json.Unmarshal(data, &rec); err != nil || rec.Key != key || string(rec.Preimage) != string(pre) {
 		t.Errorf("config = %s, %v; want key %s and the preimage", data, err, key)
@@ -243,8 +248,17 @@ func TestGetMisses(t *testing.T) {
 		}
 		return r
 	}
-	keyDeleted, keyOther := strings.Repeat("d", 64), strings.Repeat("e", 64)
+	keyDeleted, keyOther, keyless := strings.Repeat("d", 64), strings.Repeat("e", 64), strings.Repeat("a", 64)
 	if err := c.Actions().Put(ctx, keyDeleted, nil, res(d, gone)); err != nil {
+		t.Fatal(err)
+	}
+	// A local/S3 action record (no key in it) under an action tag: the tag
+	// alone does not say which key it was for.
+	data, err := record.Marshal(record.NewAction(res(d), nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.putRecord(ctx, keyTag(keyless), ActionArtifactType, ActionConfigMediaType, data, nil); err != nil {
 		t.Fatal(err)
 	}
 	// A manifest of another kind under an action tag.
@@ -252,7 +266,7 @@ func TestGetMisses(t *testing.T) {
 		t.Fatal(err)
 	}
 	deleteBlob(t, c, gone)
-	for _, key := range []string{keyDeleted, keyOther, strings.Repeat("f", 64)} {
+	for _, key := range []string{keyDeleted, keyOther, keyless, strings.Repeat("f", 64)} {
 		if _, err := c.Actions().Get(ctx, key); !errors.Is(err, cache.ErrNotFound) {
 			t.Errorf("Get(%s) = %v, want ErrNotFound", key[:1], err)
 		}

@@ -1,6 +1,7 @@
 package oci
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -39,19 +40,21 @@ func TestRecordGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := record.Marshal(actionRecord{Key: "k1", Action: record.NewAction(res, []byte(tc.preimage))})
+			rec := record.NewAction(res, []byte(tc.preimage))
+			rec.Key = "k1"
+			got, err := record.Marshal(rec)
 			if err != nil || string(got) != string(want) {
 				t.Errorf("Marshal() = %s, %v; want %s", got, err, want)
 			}
-			rec, err := decodeAction(want, "k1")
+			dec, err := record.DecodeAction(want, "k1")
 			if err != nil {
-				t.Fatalf("decodeAction() = %v", err)
+				t.Fatalf("DecodeAction() = %v", err)
 			}
-			if diff := cmp.Diff(res, &rec.Result); diff != "" || string(rec.Bytes()) != tc.preimage {
-				t.Errorf("decodeAction() = %+v, preimage %q; want %+v, %q", rec.Result, rec.Bytes(), res, tc.preimage)
+			if diff := cmp.Diff(res, &dec.Result); diff != "" || string(dec.Bytes()) != tc.preimage || dec.Key != "k1" {
+				t.Errorf("DecodeAction() = %+v, key %q, preimage %q; want %+v, k1, %q", dec.Result, dec.Key, dec.Bytes(), res, tc.preimage)
 			}
-			if _, err := decodeAction(want, "k2"); err == nil {
-				t.Errorf("decodeAction(key k2) of k1's record = nil error")
+			if _, err := record.DecodeAction(want, "k2"); !errors.Is(err, record.ErrUndecodable) {
+				t.Errorf("DecodeAction(key k2) of k1's record = %v, want ErrUndecodable", err)
 			}
 		})
 	}

@@ -17,10 +17,12 @@
 // Get treats a missing or undecodable action record, and one whose blobs
 // are not all present (checked with parallel HEADs), as cache.ErrNotFound.
 //
-// Lock serialises a key within one process only: S3 has no lock primitive,
-// and none is needed because blobs are content-addressed and an action
-// record is written last, in one PUT, so racing writers write the same
-// bytes. Use cache/tiered, which locks the local cache, for builds.
+// Records are read and written through cache/internal/actions, the one
+// action cache of all backends. There is no Lock (see cache.Locker): S3
+// has no lock that survives a crashed holder without a lease, and none is
+// needed because blobs are content-addressed and an action record is
+// written last, in one PUT, so racing writers write equal results.
+// cache/tiered locks the local cache for builds.
 //
 // *Cache is the cache.Store; (*Cache).Actions is the cache.ActionCache.
 package s3

@@ -12,7 +12,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/imsbuild/imsbuild/cache"
-	"github.com/imsbuild/imsbuild/cache/internal/keylock"
 	"github.com/imsbuild/imsbuild/cache/internal/remoteblob"
 	"github.com/imsbuild/imsbuild/internal/s3client"
 )
@@ -93,13 +92,9 @@ type Cache struct {
 	opts   Options
 	client *s3.Client
 	tm     *transfermanager.Client
-	locks  *keylock.Map
 }
 
-var (
-	_ cache.Store       = (*Cache)(nil)
-	_ cache.ActionCache = (*Actions)(nil)
-)
+var _ cache.Store = (*Cache)(nil)
 
 // ParseURL splits "s3://bucket/prefix" into the bucket and the prefix
 // (without leading or trailing slashes; "" when there is none).
@@ -137,7 +132,7 @@ func Open(ctx context.Context, url string, opts Options) (*Cache, error) {
 	if prefix != "" {
 		prefix += "/"
 	}
-	c := &Cache{bucket: bucket, prefix: prefix, opts: opts, client: client, tm: tm, locks: keylock.New()}
+	c := &Cache{bucket: bucket, prefix: prefix, opts: opts, client: client, tm: tm}
 	c.blobs = remoteblob.New(remoteblob.Remote{Head: c.headBlob, Upload: c.uploadBlob, Get: c.getBlob},
 		opts.TempDir, "imsbuild-s3-put-*")
 	return c, nil

@@ -85,6 +85,10 @@ func TestConformance(t *testing.T) {
 		c := openCache(t, srv, testOptions(srv))
 		return undamageable{c, t}, c.Actions()
 	})
+	// A remote cache locks nothing (see cache.Locker) and must not claim to.
+	if l, ok := openCache(t, srv, testOptions(srv)).Actions().(cache.Locker); ok {
+		t.Errorf("Actions() is a cache.Locker (%T), but remote caches hold no lock across runners", l)
+	}
 }
 
 func TestParseURL(t *testing.T) {

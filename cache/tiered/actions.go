@@ -131,7 +131,9 @@ func (c *Cache) missing(ctx context.Context, r Remote, ds []cache.Digest) ([]cac
 	return out, nil
 }
 
-// Lock takes the local cache's lock of key.
+// Lock takes the local cache's lock of key: it excludes other processes on
+// this machine, not other runners sharing the remote caches (see
+// cache.Locker).
 func (a *Actions) Lock(ctx context.Context, key string) (func(), error) {
 	return a.c.local.Actions().Lock(ctx, key)
 }

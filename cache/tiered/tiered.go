@@ -72,8 +72,8 @@ type Cache struct {
 }
 
 var (
-	_ cache.Store       = (*Cache)(nil)
-	_ cache.ActionCache = (*Actions)(nil)
+	_ cache.Store              = (*Cache)(nil)
+	_ cache.LockingActionCache = (*Actions)(nil)
 )
 
 // New returns the cache that reads local, then from (in order) and to, and

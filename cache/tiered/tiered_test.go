@@ -43,6 +43,7 @@ type backend struct {
 	delete  func(t *testing.T, d cache.Digest)          // remove blob d
 	corrupt func(t *testing.T, d cache.Digest, n int64) // overwrite blob d with n other bytes
 	broken  Remote                                      // a remote that cannot be written
+	fresh   func() Remote                               // a new, empty remote on the same server
 }
 
 var seq atomic.Int64
@@ -81,6 +82,7 @@ func s3Backend(t *testing.T) backend {
 		},
 		corrupt: func(t *testing.T, d cache.Digest, n int64) { put(t, d, bytes.Repeat([]byte{'X'}, int(n))) },
 		broken:  open("s3://no-such-bucket/imsbuild"),
+		fresh:   func() Remote { return open(fmt.Sprintf("s3://ci-cache/imsbuild%d", seq.Add(1))) },
 	}
 }
 
@@ -118,6 +120,7 @@ func ociBackend(t *testing.T) backend {
 		},
 		// Port 1 on loopback refuses connections.
 		broken: open("oci://127.0.0.1:1/ci/cache"),
+		fresh:  func() Remote { return open("oci://" + reg.Ref(fmt.Sprintf("ci/cache%d", seq.Add(1)))) },
 	}
 }
 
@@ -357,6 +360,7 @@ func TestConformance(t *testing.T) {
 			c := New(openLocal(t), nil, nil)
 			return c, c.Actions()
 		})
+		cachetest.RunLocker(t, func(t *testing.T) cache.Locker { return New(openLocal(t), nil, nil).Actions() })
 	})
 	for _, be := range backends {
 		t.Run(be.name, func(t *testing.T) {
@@ -365,7 +369,8 @@ func TestConformance(t *testing.T) {
 			}
 			b := be.start(t)
 			cachetest.Run(t, func(t *testing.T) (cache.Store, cache.ActionCache) {
-				c := New(openLocal(t), []Remote{b.remote}, b.remote)
+				r := b.fresh() // the suite wants an empty cache each time
+				c := New(openLocal(t), []Remote{r}, r)
 				return healing{c, t}, c.Actions()
 			})
 		})

@@ -68,7 +68,7 @@ type openedCache struct {
 }
 
 // stores returns what the engine reads and writes through.
-func (c *openedCache) stores() (cache.Store, cache.ActionCache) {
+func (c *openedCache) stores() (cache.Store, cache.LockingActionCache) {
 	if c.tiered != nil {
 		return c.tiered, c.tiered.Actions()
 	}

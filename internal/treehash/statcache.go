@@ -16,12 +16,8 @@ import (
 	"time"
 
 	"github.com/imsbuild/imsbuild/internal/atomicfile"
+	"github.com/imsbuild/imsbuild/internal/stamp"
 )
-
-// racyWindow is how long after a file's last change an entry must have
-// been recorded before it is trusted (git's racy-index rule, widened for
-// filesystems with coarse timestamps).
-const racyWindow = 2 * time.Second
 
 // statCacheVersion is bumped when the file format or the meaning of an
 // entry changes; a file with another version is ignored.
@@ -165,7 +161,7 @@ func (c *StatCache) lookup(p string, fi fs.FileInfo) ([32]byte, bool) {
 	if c == nil {
 		return [32]byte{}, false
 	}
-	want, ok := entryOf(fi)
+	want, ok := stamp.Of(fi)
 	if !ok {
 		return [32]byte{}, false
 	}
@@ -175,11 +171,7 @@ func (c *StatCache) lookup(p string, fi fs.FileInfo) ([32]byte, bool) {
 		c.touched[p] = true
 	}
 	c.mu.Unlock()
-	if !ok || e.Size != want.Size || e.Mtime != want.Mtime || e.Ctime != want.Ctime ||
-		e.Ino != want.Ino || e.Dev != want.Dev {
-		return [32]byte{}, false
-	}
-	if e.Recorded-max(e.Mtime, e.Ctime) < int64(racyWindow) {
+	if !ok || e.stamp() != want || !want.Settled(e.Recorded) {
 		return [32]byte{}, false
 	}
 	return e.Sum, true
@@ -191,10 +183,11 @@ func (c *StatCache) record(p string, fi fs.FileInfo, sum [32]byte, recorded time
 	if c == nil {
 		return
 	}
-	e, ok := entryOf(fi)
+	st, ok := stamp.Of(fi)
 	if !ok {
 		return
 	}
+	e := entryOf(st)
 	e.Sum = sum
 	e.Recorded = recorded.UnixNano()
 	c.mu.Lock()
@@ -207,18 +200,13 @@ func (c *StatCache) record(p string, fi fs.FileInfo, sum [32]byte, recorded time
 	c.dirty = true
 }
 
-func entryOf(fi fs.FileInfo) (statEntry, bool) {
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return statEntry{}, false
-	}
-	return statEntry{
-		Size:  fi.Size(),
-		Mtime: st.Mtim.Nano(),
-		Ctime: st.Ctim.Nano(),
-		Ino:   uint64(st.Ino),
-		Dev:   uint64(st.Dev),
-	}, true
+func entryOf(st stamp.Stamp) statEntry {
+	return statEntry{Size: st.Size, Mtime: st.Mtime, Ctime: st.Ctime, Ino: st.Ino, Dev: st.Dev}
+}
+
+// stamp returns the file state e was recorded for.
+func (e statEntry) stamp() stamp.Stamp {
+	return stamp.Stamp{Dev: e.Dev, Ino: e.Ino, Size: e.Size, Mtime: e.Mtime, Ctime: e.Ctime}
 }
 
 // RecordWritten remembers digest ("sha256:…") as the content of the file at
@@ -246,10 +234,10 @@ func (c *StatCache) RecordWritten(path, digest string) error {
 	}
 	var sum [32]byte
 	copy(sum[:], raw)
-	e, ok := entryOf(fi)
+	st, ok := stamp.Of(fi)
 	if !ok {
 		return nil
 	}
-	c.record(abs, fi, sum, time.Unix(0, max(e.Mtime, e.Ctime)+int64(racyWindow)))
+	c.record(abs, fi, sum, time.Unix(0, st.SettledAt()))
 	return nil
 }

@@ -15,8 +15,15 @@ import (
 // a miss.
 var ErrUndecodable = errors.New("undecodable cache record")
 
+// MaxSize bounds a record read into memory; a backend reports a larger one
+// as ErrUndecodable.
+const MaxSize = 16 << 20
+
 // Action is an action record: the result of a key and the key's preimage.
+// Key is set only where a record's name does not hold the whole key
+// (cache/oci tags); local and S3 records leave it out.
 type Action struct {
+	Key    string             `json:"key,omitempty"`
 	Result cache.ActionResult `json:"result"`
 	preimage
 }
@@ -88,14 +95,18 @@ func Unmarshal(data []byte, v any) error {
 	return nil
 }
 
-// DecodeAction decodes and checks an action record.
-func DecodeAction(data []byte) (*Action, error) {
+// DecodeAction decodes and checks the action record of key. A record that
+// names another key is ErrUndecodable.
+func DecodeAction(data []byte, key string) (*Action, error) {
 	var a Action
 	if err := Unmarshal(data, &a); err != nil {
 		return nil, err
 	}
 	if err := a.Check(); err != nil {
 		return nil, err
+	}
+	if a.Key != "" && a.Key != key {
+		return nil, fmt.Errorf("%w: the record holds key %q", ErrUndecodable, a.Key)
 	}
 	return &a, nil
 }

@@ -48,7 +48,7 @@ func TestGolden(t *testing.T) {
 			if err != nil || string(got) != wantAction {
 				t.Errorf("Marshal(NewAction()) = %s, %v; want %s", got, err, wantAction)
 			}
-			a, err := DecodeAction([]byte(wantAction))
+			a, err := DecodeAction([]byte(wantAction), "k1")
 			if err != nil {
 				t.Fatalf("DecodeAction() = %v", err)
 			}
@@ -109,10 +109,11 @@ func TestDecodeUndecodable(t *testing.T) {
 		{"not json", "\x00\x01"},
 		{"bad output digest", `{"result":{"outputs":{"rootfs":{"digest":"sha256:zz"}}}}`},
 		{"bad log digest", `{"result":{"outputs":{},"log":"md5:00"}}`},
+		{"another key", `{"key":"k2","result":{"outputs":{}}}`},
 	}
 	for _, tc := range actions {
 		t.Run("action/"+tc.name, func(t *testing.T) {
-			if a, err := DecodeAction([]byte(tc.data)); !errors.Is(err, ErrUndecodable) {
+			if a, err := DecodeAction([]byte(tc.data), "k1"); !errors.Is(err, ErrUndecodable) {
 				t.Errorf("DecodeAction(%q) = %v, %v; want ErrUndecodable", tc.data, a, err)
 			}
 		})

@@ -1,5 +1,6 @@
-// Package verify streams blobs while hashing them: a Reader that checks a
-// blob's sha256 (and length) at EOF and reports a mismatch as an error
-// wrapping cache.ErrCorrupt instead of io.EOF, and copies that stop when
-// their context ends. It is shared by the cache backends.
+// Package verify streams blobs while hashing them for the cache backends:
+// internal/verify's Reader bound to cache.Digest and cache.ErrCorrupt (a
+// blob that is not its digest, or not its length, reads as an error
+// wrapping cache.ErrCorrupt instead of io.EOF), and copies that hash and
+// stop when their context ends.
 package verify
