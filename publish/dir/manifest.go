@@ -14,7 +14,7 @@ import (
 
 // artifactOrder is the order of artifacts in a manifest.
 func artifactOrder() []string {
-	return []string{ims.ArtifactRootfs, ims.ArtifactKernel, ims.ArtifactInitrd, ims.ArtifactBootParameters}
+	return ims.ArtifactNames()
 }
 
 // s3Link is the link of key in bucket, with etag.
