@@ -130,7 +130,7 @@ var attrDocs = map[string][]AttrDoc{
 			Description: "The initrd in the image's `/boot` (a file name, no directory).",
 			Key:         "the image key"},
 		{Name: "kernel_parameters", Type: "string", Example: `"console=ttyS0"`,
-			Description: "When set, published as the image's `boot_parameters` artifact.",
+			Description: "The image's `boot_parameters` artifact. Without it, the image's own `/boot/kernel-parameters` is packed, as IMS does, else its parent's `boot_parameters`. Set, it wins over that file, and images made `from` this one inherit it unless they set their own.",
 			Key:         "the image key"},
 		{Name: "ca_certificates", Type: "list(string)", Default: "`[]`", Example: `[file("certs/site-ca.pem")]`,
 			Description: "PEM certificates added to the image's trust store. For recipe images they are trusted while packages install too (the IMS build-ca-rpm step).",

@@ -63,3 +63,48 @@ image "explicit" {
 		})
 	}
 }
+
+// An image made from a parent takes the parent's kernel_parameters unless
+// it sets its own (an empty string included).
+func TestKernelParametersInherit(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{"build.ims.hcl": `
+image "base" {
+  import            = "root.tar"
+  kernel_parameters = "console=ttyS0"
+}
+image "grandchild" {
+  from = image.child
+}
+image "child" {
+  from = image.base
+}
+image "own" {
+  from              = image.base
+  kernel_parameters = "quiet"
+}
+image "cleared" {
+  from              = image.base
+  kernel_parameters = ""
+}
+image "below_cleared" {
+  from = image.cleared
+}
+image "plain" {
+  import = "root.tar"
+}
+`})
+	cfg, diags := Load(dir, Options{})
+	if diags.HasErrors() {
+		t.Fatalf("Load() diagnostics: %v", diags)
+	}
+	got := map[string]string{}
+	for label, img := range cfg.Images {
+		got[label] = img.KernelParameters
+	}
+	want := map[string]string{"base": "console=ttyS0", "child": "console=ttyS0", "grandchild": "console=ttyS0",
+		"own": "quiet", "cleared": "", "below_cleared": "", "plain": ""}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("kernel_parameters mismatch (-want +got):\n%s", diff)
+	}
+}
