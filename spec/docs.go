@@ -100,6 +100,8 @@ var attrDocs = map[string][]AttrDoc{
 		{Name: "linux_distribution", Type: "string", Example: `"sles15"`,
 			Description: "The IMS `linux_distribution` of the recipe record (publish `s3`/`ims`).",
 			Key:         "the prepare key"},
+		{Name: "require_dkms", Type: "bool", Default: "`true`", Example: `false`,
+			Description: "The IMS `require_dkms` of the recipe record (publish `s3`/`ims`), true by default as in IMS: IMS create jobs of the recipe take it. Nothing imsbuild builds depends on it."},
 		{Name: "template", Type: "map(string)", Default: "`{}`", Example: `{ release = "bookworm" }`,
 			Description: "The IMS `template_dictionary`: each `{{ key }}` in the description's `config.xml` is replaced by its value before kiwi runs.",
 			Key:         "the prepare key"},

@@ -108,3 +108,25 @@ image "plain" {
 		t.Errorf("kernel_parameters mismatch (-want +got):\n%s", diff)
 	}
 }
+
+// require_dkms of a recipe is true unless it says otherwise, as in IMS.
+func TestRecipeRequireDKMS(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{"build.ims.hcl": `
+recipe "plain" {
+  source = "s3://ims/recipes/1/recipe.tgz"
+}
+recipe "nodkms" {
+  source       = "s3://ims/recipes/2/recipe.tgz"
+  require_dkms = false
+}
+`})
+	cfg, diags := Load(dir, Options{})
+	if diags.HasErrors() {
+		t.Fatalf("Load() diagnostics: %v", diags)
+	}
+	if !cfg.Recipes["plain"].RequireDKMS || cfg.Recipes["nodkms"].RequireDKMS {
+		t.Errorf("require_dkms = %t, %t; want true by default and false when set so",
+			cfg.Recipes["plain"].RequireDKMS, cfg.Recipes["nodkms"].RequireDKMS)
+	}
+}
