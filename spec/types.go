@@ -82,7 +82,7 @@ type Image struct {
 	Import           string   // absolute path of a dir, .tar[.gz|.zst] or squashfs file; or a URL
 	KernelFileName   string   // default "vmlinuz"
 	InitrdFileName   string   // default "initrd"
-	KernelParameters string   // becomes the boot_parameters artifact when set
+	KernelParameters string   // the boot_parameters artifact when set; a from child without its own gets its parent's
 	CACertificates   []string // PEM texts
 	Squashfs         Squashfs
 	DebugOnFailure   bool
