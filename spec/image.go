@@ -14,7 +14,7 @@ type imageDecl struct {
 	nameOK   bool           // Name evaluated without error
 	archOK   bool           // Arch known
 	archSet  bool           // arch given explicitly
-	kpSet    bool           // kernel_parameters given explicitly (decoded or inherited)
+	kpSet    bool           // kernel_parameters not empty (given or inherited)
 	fromAttr *hcl.Attribute // the from argument, for cycle diagnostics
 }
 

@@ -65,7 +65,7 @@ image "explicit" {
 }
 
 // An image made from a parent takes the parent's kernel_parameters unless
-// it sets its own (an empty string included).
+// it sets its own; an empty string is none of its own.
 func TestKernelParametersInherit(t *testing.T) {
 	dir := t.TempDir()
 	writeFiles(t, dir, map[string]string{"build.ims.hcl": `
@@ -83,12 +83,12 @@ image "own" {
   from              = image.base
   kernel_parameters = "quiet"
 }
-image "cleared" {
+image "empty" {
   from              = image.base
   kernel_parameters = ""
 }
-image "below_cleared" {
-  from = image.cleared
+image "below_empty" {
+  from = image.empty
 }
 image "plain" {
   import = "root.tar"
@@ -103,7 +103,7 @@ image "plain" {
 		got[label] = img.KernelParameters
 	}
 	want := map[string]string{"base": "console=ttyS0", "child": "console=ttyS0", "grandchild": "console=ttyS0",
-		"own": "quiet", "cleared": "", "below_cleared": "", "plain": ""}
+		"own": "quiet", "empty": "console=ttyS0", "below_empty": "console=ttyS0", "plain": ""}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("kernel_parameters mismatch (-want +got):\n%s", diff)
 	}
