@@ -5,9 +5,12 @@ import (
 	"encoding/hex"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/imsbuild/imsbuild/cache"
+	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/spec"
 )
 
@@ -111,5 +114,69 @@ func TestCACertificatesInTrustStore(t *testing.T) {
 	}
 	if !strings.Contains(files["etc/ssl/certs/ca-certificates.crt"], "MIIBtest") {
 		t.Fatalf("certificate not in the trust bundle; files: %d", len(files))
+	}
+}
+
+// TestKernelParametersInherited: boot_parameters comes from kernel_parameters,
+// else from the root's /boot/kernel-parameters (as IMS packs it), else from
+// the parent; a customized child keeps its parent's.
+func TestKernelParametersInherited(t *testing.T) {
+	read := func(t *testing.T, f *fixture, outs map[string]cache.Output) string {
+		t.Helper()
+		o, ok := outs[ims.ArtifactBootParameters]
+		if !ok {
+			return "<none>"
+		}
+		rc, err := f.cache.Open(t.Context(), o.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rc.Close()
+		b, err := io.ReadAll(rc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	tests := []struct {
+		name             string
+		rootFile         string // /boot/kernel-parameters of base's root; "" = none
+		parent, child    string // kernel_parameters attributes
+		script           string // compute's customize script
+		wantBase, wantCh string
+	}{
+		{name: "explicit parent", parent: "console=ttyS0 parent", wantBase: "console=ttyS0 parent", wantCh: "console=ttyS0 parent"},
+		{name: "root file", rootFile: "console=tty0 rd.shell\n", wantBase: "console=tty0 rd.shell\n", wantCh: "console=tty0 rd.shell\n"},
+		{name: "child edits the root file", rootFile: "old\n", script: "echo new > /boot/kernel-parameters\n", wantBase: "old\n", wantCh: "new\n"},
+		{name: "explicit child wins", rootFile: "root\n", parent: "parent", child: "child", wantBase: "parent", wantCh: "child"},
+		{name: "none", wantBase: "<none>", wantCh: "<none>"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			if tc.rootFile != "" {
+				if err := os.WriteFile(filepath.Join(f.cfg.Images["base"].Import, "boot", ims.KernelParametersFile), []byte(tc.rootFile), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			f.cfg.Images["base"].KernelParameters = tc.parent
+			f.cfg.Images["compute"].KernelParameters = tc.child
+			if tc.script != "" {
+				f.cfg.Images["compute"].Customize[0].Inline = tc.script
+			}
+			e, err := New(f.cfg, f.cache, f.cache.Actions(), Options{WorkDir: t.TempDir()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := e.Build(t.Context(), []string{"image.compute"}); err != nil {
+				t.Fatal(err)
+			}
+			if got := read(t, f, e.result("image.base").Outputs); got != tc.wantBase {
+				t.Errorf("base boot_parameters = %q, want %q", got, tc.wantBase)
+			}
+			if got := read(t, f, e.result("image.compute").Outputs); got != tc.wantCh {
+				t.Errorf("compute boot_parameters = %q, want %q", got, tc.wantCh)
+			}
+		})
 	}
 }

@@ -33,7 +33,9 @@ var errParentPending = errors.New("parent not built yet")
 func (e *Engine) imagePreimage(ctx context.Context, s *Step) (*Preimage, error) {
 	img := s.Image
 	p := &Preimage{
-		Type:    "imsbuild/" + s.Kind + "/v1",
+		// v2: boot_parameters also comes from /boot/kernel-parameters and
+		// from the parent, so a v1 result of the same inputs may lack it.
+		Type:    "imsbuild/" + s.Kind + "/v2",
 		Builder: BuilderVersion,
 		Salt:    e.cfg.Settings.Cache.Salt,
 		Attrs: map[string]any{
@@ -242,6 +244,9 @@ func (e *Engine) buildImage(ctx context.Context, s *Step, log io.Writer) (*cache
 		}
 	}
 	img := s.Image
+	// inherited is the boot_parameters of the image this one is made from,
+	// packed again when the root has no /boot/kernel-parameters to pack.
+	inherited := ""
 	switch s.Kind {
 	case KindImport:
 		fmt.Fprintf(log, "importing %s\n", img.Import)
@@ -256,6 +261,7 @@ func (e *Engine) buildImage(ctx context.Context, s *Step, log io.Writer) (*cache
 			if err := importer.Import(ctx, arts[ims.ArtifactRootfs], root); err != nil {
 				return nil, err
 			}
+			inherited = arts[ims.ArtifactBootParameters]
 			break
 		}
 		if err := importer.Import(ctx, img.Import, root); err != nil {
@@ -270,6 +276,12 @@ func (e *Engine) buildImage(ctx context.Context, s *Step, log io.Writer) (*cache
 		fmt.Fprintf(log, "unpacking %s rootfs %s\n", s.Deps[0].ID, rootfs.Digest)
 		if err := e.unpack(ctx, rootfs.Digest, work, root); err != nil {
 			return nil, err
+		}
+		if o, ok := parent.Outputs[ims.ArtifactBootParameters]; ok {
+			inherited = filepath.Join(work, "parent-"+ims.ArtifactBootParameters)
+			if err := e.store.Materialize(ctx, o.Digest, inherited, true); err != nil {
+				return nil, fmt.Errorf("restore %s of %s: %w", ims.ArtifactBootParameters, s.Deps[0].ID, err)
+			}
 		}
 	case KindKiwi:
 		prepared := e.result(prepareID(s)).Outputs[preparedOutput]
@@ -323,18 +335,19 @@ func (e *Engine) buildImage(ctx context.Context, s *Step, log io.Writer) (*cache
 	}
 	epoch, _ := e.sourceDateEpoch()
 	arts, err := pack.Pack(ctx, root, out, pack.Options{
-		Compression:      img.Squashfs.Compression,
-		Level:            img.Squashfs.Level,
-		BlockSize:        img.Squashfs.BlockSize,
-		Exclude:          img.Squashfs.Exclude,
-		SourceDateEpoch:  epoch,
-		KernelFileName:   img.KernelFileName,
-		InitrdFileName:   img.InitrdFileName,
-		KernelParameters: img.KernelParameters,
-		RequireBoot:      s.Kind == KindKiwi, // a recipe image is a boot image
-		Env:              envList(e.allowedEnv()),
-		Log:              log,
-		Verbose:          quiet(log),
+		Compression:         img.Squashfs.Compression,
+		Level:               img.Squashfs.Level,
+		BlockSize:           img.Squashfs.BlockSize,
+		Exclude:             img.Squashfs.Exclude,
+		SourceDateEpoch:     epoch,
+		KernelFileName:      img.KernelFileName,
+		InitrdFileName:      img.InitrdFileName,
+		KernelParameters:    img.KernelParameters,
+		InheritedParameters: inherited,
+		RequireBoot:         s.Kind == KindKiwi, // a recipe image is a boot image
+		Env:                 envList(e.allowedEnv()),
+		Log:                 log,
+		Verbose:             quiet(log),
 	})
 	if err != nil {
 		return nil, err

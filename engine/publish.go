@@ -17,7 +17,7 @@ import (
 )
 
 // artifactOrder fixes the order of artifacts wherever it matters (ids, manifests).
-var artifactOrder = []string{ims.ArtifactRootfs, ims.ArtifactKernel, ims.ArtifactInitrd, ims.ArtifactBootParameters}
+var artifactOrder = ims.ArtifactNames()
 
 // publishImage describes the built image of step id for publishers.
 func (e *Engine) publishImage(id string) (publish.Image, error) {

@@ -34,7 +34,7 @@ func TestPublishS3AndOCI(t *testing.T) {
 	srv.CreateBucket(t, "ims")
 	recipeDir := t.TempDir()
 	os.WriteFile(filepath.Join(recipeDir, "config.xml"), []byte("<image name=\"node\"/>\n"), 0o644)
-	f.cfg.Recipes = map[string]*spec.Recipe{"node": {Name: "node", Source: recipeDir, Type: "kiwi-ng", Arch: "x86_64", LinuxDistribution: "sles15"}}
+	f.cfg.Recipes = map[string]*spec.Recipe{"node": {Name: "node", Source: recipeDir, Type: "kiwi-ng", Arch: "x86_64", LinuxDistribution: "sles15", RequireDKMS: true}}
 	reg := registrytest.Start(t)
 	var records []ims.ImageRecord
 	var recipes []ims.RecipeRecord
@@ -121,6 +121,9 @@ func TestPublishS3AndOCI(t *testing.T) {
 	}
 	if len(recipes) != 1 || !strings.HasPrefix(recipes[0].Link.Path, "s3://ims/recipes/") || !strings.HasSuffix(recipes[0].Link.Path, "/recipe.tgz") {
 		t.Fatalf("IMS recipes = %+v, want node linked to s3://ims/recipes/<id>/recipe.tgz", recipes)
+	}
+	if !recipes[0].RequireDKMS || recipes[0].LinuxDistribution != "sles15" {
+		t.Errorf("IMS recipe require_dkms = %t, linux_distribution = %q; want the recipe's true and sles15", recipes[0].RequireDKMS, recipes[0].LinuxDistribution)
 	}
 	if _, err := client.HeadObject(t.Context(), &awss3.HeadObjectInput{Bucket: aws.String("ims"), Key: aws.String(strings.TrimPrefix(recipes[0].Link.Path, "s3://ims/"))}); err != nil {
 		t.Fatalf("recipe.tgz not in the ims bucket: %v", err)

@@ -15,7 +15,7 @@ import (
 // recipeUpload describes recipe r for publishing, its archive at tgz.
 func recipeUpload(r *spec.Recipe, tgz string) s3.RecipeUpload {
 	return s3.RecipeUpload{Name: r.Name, Arch: r.Arch, LinuxDistribution: r.LinuxDistribution,
-		RecipeType: r.Type, Template: r.Template, TGZPath: tgz}
+		RequireDKMS: r.RequireDKMS, RecipeType: r.Type, Template: r.Template, TGZPath: tgz}
 }
 
 // publishRecipesS3 uploads the recipes of publish block p as IMS recipe.tgz

@@ -17,6 +17,7 @@ const (
 	MediaTypeKernel         = "application/vnd.cray.image.kernel"
 	MediaTypeInitrd         = "application/vnd.cray.image.initrd"
 	MediaTypeBootParameters = "application/vnd.cray.image.parameters.boot"
+	MediaTypeDebugKernel    = "application/vnd.cray.image.debug.kernel" // optional; IMS jobs never write it
 	MediaTypeRecipe         = "application/vnd.cray.recipe.tgz"
 	MediaTypeManifest       = "application/json"
 )
@@ -27,8 +28,23 @@ const (
 	ArtifactKernel         = "kernel"
 	ArtifactInitrd         = "initrd"
 	ArtifactBootParameters = "boot_parameters"
+	ArtifactDebugKernel    = "debug_kernel"
 	ManifestFile           = "manifest.json"
 )
+
+// ArtifactNames are the image artifacts in the order IMS writes them into a
+// manifest (rootfs, kernel, initrd, [debug_kernel], [boot_parameters]).
+func ArtifactNames() []string {
+	return []string{ArtifactRootfs, ArtifactKernel, ArtifactInitrd, ArtifactDebugKernel, ArtifactBootParameters}
+}
+
+// KernelParametersFile is the file in an image's /boot that IMS packs as the
+// boot_parameters artifact (the job's default kernel_parameters_file_name).
+const KernelParametersFile = "kernel-parameters"
+
+// LinuxDistributions are the linux_distribution values IMS accepts for a
+// recipe record.
+func LinuxDistributions() []string { return []string{"sles12", "sles15", "centos7"} }
 
 // ManifestVersion is the only image manifest version IMS knows.
 const ManifestVersion = "1.0"
@@ -68,6 +84,23 @@ func MediaTypeOf(name string) string {
 		return MediaTypeInitrd
 	case ArtifactBootParameters:
 		return MediaTypeBootParameters
+	case ArtifactDebugKernel:
+		return MediaTypeDebugKernel
+	}
+	return ""
+}
+
+// ArtifactOf returns the artifact name of an IMS media type, or "" for a
+// type IMS does not define. A rootfs type may carry a suffix, as IMS finds
+// the rootfs by prefix.
+func ArtifactOf(mediaType string) string {
+	if strings.HasPrefix(mediaType, MediaTypeRootfs) {
+		return ArtifactRootfs
+	}
+	for _, name := range ArtifactNames() {
+		if MediaTypeOf(name) == mediaType {
+			return name
+		}
 	}
 	return ""
 }

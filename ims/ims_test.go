@@ -112,3 +112,22 @@ func FuzzParseManifest(f *testing.F) {
 		}
 	})
 }
+
+func TestArtifactOf(t *testing.T) {
+	for _, name := range ArtifactNames() {
+		if got := ArtifactOf(MediaTypeOf(name)); got != name {
+			t.Errorf("ArtifactOf(MediaTypeOf(%q)) = %q, want %q", name, got, name)
+		}
+	}
+	tests := []struct{ mediaType, want string }{
+		{"application/vnd.cray.image.debug.kernel", ArtifactDebugKernel},
+		{MediaTypeRootfs + ".v2", ArtifactRootfs}, // IMS finds the rootfs by prefix
+		{"application/vnd.cray.image.other", ""},
+		{"", ""},
+	}
+	for _, tc := range tests {
+		if got := ArtifactOf(tc.mediaType); got != tc.want {
+			t.Errorf("ArtifactOf(%q) = %q, want %q", tc.mediaType, got, tc.want)
+		}
+	}
+}

@@ -14,6 +14,7 @@ type imageDecl struct {
 	nameOK   bool           // Name evaluated without error
 	archOK   bool           // Arch known
 	archSet  bool           // arch given explicitly
+	kpSet    bool           // kernel_parameters not empty (given or inherited)
 	fromAttr *hcl.Attribute // the from argument, for cycle diagnostics
 }
 
@@ -34,6 +35,24 @@ func (l *loader) decodeImages() {
 		l.decodeImageBody(l.images[label])
 		l.cfg.Images[label] = l.images[label].img
 	}
+	for _, label := range labels {
+		l.inheritKernelParameters(l.images[label], 0)
+	}
+}
+
+// inheritKernelParameters gives an image made from a parent without
+// kernel_parameters of its own the parent's (itself maybe inherited): they
+// win over the child's /boot/kernel-parameters as they did for the parent.
+func (l *loader) inheritKernelParameters(d *imageDecl, depth int) {
+	if d.kpSet || d.img.From == "" || depth > len(l.images) {
+		return
+	}
+	p := l.images[d.img.From]
+	if p == nil {
+		return
+	}
+	l.inheritKernelParameters(p, depth+1)
+	d.img.KernelParameters, d.kpSet = p.img.KernelParameters, p.kpSet
 }
 
 // declareImage decodes what other blocks may refer to: name, arch and the

@@ -18,7 +18,9 @@ func (l *loader) decodeImageBody(d *imageDecl) {
 	a := l.attrs(c.Attributes, l.ctx)
 	l.fileName(a, "kernel_file_name", &img.KernelFileName)
 	l.fileName(a, "initrd_file_name", &img.InitrdFileName)
-	a.str("kernel_parameters", &img.KernelParameters)
+	// An empty value is none of its own: the root's file or the parent's
+	// boot_parameters are packed then (see pack.Options.KernelParameters).
+	d.kpSet = a.str("kernel_parameters", &img.KernelParameters) != nil && img.KernelParameters != ""
 	if attr := a.strs("ca_certificates", &img.CACertificates); attr != nil {
 		for i, pem := range img.CACertificates {
 			if !strings.Contains(pem, "-----BEGIN CERTIFICATE-----") {

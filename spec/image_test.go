@@ -63,3 +63,70 @@ image "explicit" {
 		})
 	}
 }
+
+// An image made from a parent takes the parent's kernel_parameters unless
+// it sets its own; an empty string is none of its own.
+func TestKernelParametersInherit(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{"build.ims.hcl": `
+image "base" {
+  import            = "root.tar"
+  kernel_parameters = "console=ttyS0"
+}
+image "grandchild" {
+  from = image.child
+}
+image "child" {
+  from = image.base
+}
+image "own" {
+  from              = image.base
+  kernel_parameters = "quiet"
+}
+image "empty" {
+  from              = image.base
+  kernel_parameters = ""
+}
+image "below_empty" {
+  from = image.empty
+}
+image "plain" {
+  import = "root.tar"
+}
+`})
+	cfg, diags := Load(dir, Options{})
+	if diags.HasErrors() {
+		t.Fatalf("Load() diagnostics: %v", diags)
+	}
+	got := map[string]string{}
+	for label, img := range cfg.Images {
+		got[label] = img.KernelParameters
+	}
+	want := map[string]string{"base": "console=ttyS0", "child": "console=ttyS0", "grandchild": "console=ttyS0",
+		"own": "quiet", "empty": "console=ttyS0", "below_empty": "console=ttyS0", "plain": ""}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("kernel_parameters mismatch (-want +got):\n%s", diff)
+	}
+}
+
+// require_dkms of a recipe is true unless it says otherwise, as in IMS.
+func TestRecipeRequireDKMS(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{"build.ims.hcl": `
+recipe "plain" {
+  source = "s3://ims/recipes/1/recipe.tgz"
+}
+recipe "nodkms" {
+  source       = "s3://ims/recipes/2/recipe.tgz"
+  require_dkms = false
+}
+`})
+	cfg, diags := Load(dir, Options{})
+	if diags.HasErrors() {
+		t.Fatalf("Load() diagnostics: %v", diags)
+	}
+	if !cfg.Recipes["plain"].RequireDKMS || cfg.Recipes["nodkms"].RequireDKMS {
+		t.Errorf("require_dkms = %t, %t; want true by default and false when set so",
+			cfg.Recipes["plain"].RequireDKMS, cfg.Recipes["nodkms"].RequireDKMS)
+	}
+}

@@ -45,6 +45,9 @@ type loader struct {
 	sensitive  map[string]bool // texts of sensitive values (see unmark)
 	localAttrs map[string]*hcl.Attribute
 	images     map[string]*imageDecl
+	// recDists are the linux_distribution arguments of recipes, nil when
+	// the argument did not evaluate (its diagnostic is out already).
+	recDists map[string]*hcl.Attribute
 }
 
 // Load parses every *.ims.hcl file of dir (sorted by name) into one build.
@@ -85,6 +88,7 @@ func LoadContext(ctx context.Context, dir string, opts Options) (*Config, hcl.Di
 		varDecls:   map[string]*variable{},
 		localAttrs: map[string]*hcl.Attribute{},
 		images:     map[string]*imageDecl{},
+		recDists:   map[string]*hcl.Attribute{},
 		sensitive:  map[string]bool{},
 	}
 	l.ctx = &hcl.EvalContext{

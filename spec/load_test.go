@@ -59,7 +59,7 @@ func TestLoadGood(t *testing.T) {
 		Recipes: map[string]*Recipe{
 			"node": {
 				Name: "node", Source: filepath.Join(full, "recipes/node"), Type: "kiwi-ng", Arch: "x86_64",
-				Profiles: []string{"KIS"}, LinuxDistribution: "debian",
+				Profiles: []string{"KIS"}, LinuxDistribution: "debian", RequireDKMS: true,
 				Template: map[string]string{"release": "trixie"}, Repositories: []string{"debian"},
 			},
 		},

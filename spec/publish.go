@@ -3,10 +3,13 @@ package spec
 import (
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/zclconf/go-cty/cty"
+
+	"github.com/imsbuild/imsbuild/ims"
 )
 
 // checkIMSLinks reports images and recipes an ims publish registers that no
@@ -40,6 +43,41 @@ func (l *loader) checkIMSLinks() {
 			if !recipes[r] {
 				l.errorf(p.DeclRange, "Recipe not published for IMS",
 					"publish \"ims\" %q registers recipe.%s, but no publish \"s3\" of this build uploads it; add recipes = [recipe.%s] to one.", p.Name, r, r)
+			}
+		}
+	}
+	l.checkIMSDistributions()
+}
+
+// checkIMSDistributions reports recipes an ims publish registers whose
+// linux_distribution IMS would refuse (its RecipeRecord takes only a few
+// values, and requires one). Recipes only built, or only uploaded, may say
+// anything, such as "debian".
+func (l *loader) checkIMSDistributions() {
+	allowed := ims.LinuxDistributions()
+	checked := map[string]bool{}
+	for _, p := range l.cfg.Publishes {
+		if p.Kind != "ims" {
+			continue
+		}
+		for _, name := range p.Recipes {
+			r := l.cfg.Recipes[name]
+			if r == nil || checked[name] {
+				continue
+			}
+			checked[name] = true
+			attr, given := l.recDists[name]
+			switch {
+			case slices.Contains(allowed, r.LinuxDistribution):
+			case given && attr == nil: // did not evaluate; reported already
+			case given:
+				l.errorf(attr.Expr.Range(), "Invalid linux_distribution for IMS",
+					"%q is not a linux_distribution IMS accepts, and publish \"ims\" %q (%s) registers recipe.%s with IMS; use one of %s.%s",
+					r.LinuxDistribution, p.Name, posString(p.DeclRange), name, quoteList(allowed), didYouMean(r.LinuxDistribution, allowed))
+			default:
+				l.errorf(r.DeclRange, "Missing linux_distribution",
+					"publish \"ims\" %q (%s) registers recipe.%s with IMS, which requires a linux_distribution; add linux_distribution = one of %s.",
+					p.Name, posString(p.DeclRange), name, quoteList(allowed))
 			}
 		}
 	}

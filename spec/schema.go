@@ -61,6 +61,7 @@ var recipeSchema = &hcl.BodySchema{
 		{Name: "profiles"},
 		{Name: "builder_image"},
 		{Name: "linux_distribution"},
+		{Name: "require_dkms"},
 		{Name: "template"},
 		{Name: "repositories"},
 	},

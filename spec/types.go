@@ -61,8 +61,11 @@ type Recipe struct {
 	Arch              string // x86_64 | aarch64
 	Profiles          []string
 	LinuxDistribution string
-	Template          map[string]string
-	Repositories      []string // names of repository blocks
+	// RequireDKMS is the IMS record's require_dkms (default true, as IMS):
+	// create jobs of the recipe take it unless they say otherwise.
+	RequireDKMS  bool
+	Template     map[string]string
+	Repositories []string // names of repository blocks
 	// BuilderImage runs kiwi-ng in this OCI image (registry reference or OCI
 	// layout) with runc, as IMS pins its builder container; "" = host kiwi-ng.
 	BuilderImage string
@@ -79,7 +82,7 @@ type Image struct {
 	Import           string   // absolute path of a dir, .tar[.gz|.zst] or squashfs file; or a URL
 	KernelFileName   string   // default "vmlinuz"
 	InitrdFileName   string   // default "initrd"
-	KernelParameters string   // becomes the boot_parameters artifact when set
+	KernelParameters string   // the boot_parameters artifact when set; a from child without its own gets its parent's
 	CACertificates   []string // PEM texts
 	Squashfs         Squashfs
 	DebugOnFailure   bool

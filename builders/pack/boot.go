@@ -8,14 +8,16 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/imsbuild/imsbuild/ims"
 )
 
-// bootFiles are the kernel and initrd found in a root, open for reading
-// (nil when absent).
-type bootFiles struct{ kernel, initrd *os.File }
+// bootFiles are the kernel, initrd and kernel parameters found in a root,
+// open for reading (nil when absent).
+type bootFiles struct{ kernel, initrd, params *os.File }
 
 func (b *bootFiles) close() {
-	for _, f := range []*os.File{b.kernel, b.initrd} {
+	for _, f := range []*os.File{b.kernel, b.initrd, b.params} {
 		if f != nil {
 			f.Close()
 		}
@@ -38,10 +40,16 @@ func findBoot(root string, opts Options) (*bootFiles, error) {
 	if err != nil {
 		return nil, err
 	}
+	// IMS packs <root>/boot/kernel-parameters when it is a file (test -f,
+	// which follows symlinks) as the boot_parameters artifact.
+	if b.params, err = openInRoot(rootfd, "boot/"+ims.KernelParametersFile); err != nil {
+		return nil, err
+	}
 
 	kernelVersion := ""
 	kname := hintPath(hint(opts.KernelFileName, "vmlinuz"))
 	if b.kernel, err = openInRoot(rootfd, kname); err != nil {
+		b.close()
 		return nil, err
 	}
 	if b.kernel != nil {

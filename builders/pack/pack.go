@@ -13,15 +13,20 @@ import (
 
 // Options configure Pack.
 type Options struct {
-	Compression      string   // zstd (default) | xz | gzip | lz4 | lzo
-	Level            int      // 0: compressor default (zstd 3)
-	BlockSize        int64    // bytes; 0: 1 MiB
-	Exclude          []string // extra -e patterns relative to the root
-	SourceDateEpoch  int64    // -mkfs-time / -all-time; 0: 0 (the epoch)
-	KernelFileName   string   // name hint; default "vmlinuz"
-	InitrdFileName   string   // name hint; default "initrd"
-	KernelParameters string   // when not empty, written as the boot_parameters artifact
-	RequireBoot      bool     // error when no kernel or initrd is found
+	Compression     string   // zstd (default) | xz | gzip | lz4 | lzo
+	Level           int      // 0: compressor default (zstd 3)
+	BlockSize       int64    // bytes; 0: 1 MiB
+	Exclude         []string // extra -e patterns relative to the root
+	SourceDateEpoch int64    // -mkfs-time / -all-time; 0: 0 (the epoch)
+	KernelFileName  string   // name hint; default "vmlinuz"
+	InitrdFileName  string   // name hint; default "initrd"
+	// KernelParameters, when not empty, is the boot_parameters artifact,
+	// whatever the root holds. Otherwise the root's /boot/kernel-parameters
+	// is, as IMS packs it; and when the root has none, the file at the host
+	// path InheritedParameters (a parent image's boot_parameters) when set.
+	KernelParameters    string
+	InheritedParameters string
+	RequireBoot         bool // error when no kernel or initrd is found
 	// Env holds the allowlisted "NAME=value" variables for mksquashfs; the
 	// rest of the host environment is not passed (as for every other tool).
 	Env []string
@@ -43,7 +48,7 @@ type Artifact struct {
 
 // Pack writes the artifacts of root into outDir (which must exist) and
 // returns them, rootfs first, then kernel, initrd and boot_parameters when
-// present. The kernel is KernelFileName in /boot (a name with a slash is
+// present (see Options.KernelParameters for where that comes from). The kernel is KernelFileName in /boot (a name with a slash is
 // relative to the root) or else the newest vmlinuz-* or Image-*; the
 // initrd is InitrdFileName or else the initrd.img-*, initrd-* or
 // initramfs-*.img of the kernel's version, else the newest.
@@ -102,10 +107,26 @@ func Pack(ctx context.Context, root, outDir string, opts Options) ([]Artifact, e
 		}
 		arts = append(arts, a)
 	}
-	if opts.KernelParameters != "" {
-		a, err := copyArtifact(ctx, ims.ArtifactBootParameters, filepath.Join(outDir, ims.ArtifactBootParameters), strings.NewReader(opts.KernelParameters))
+	// The boot_parameters artifact, in the order of precedence that
+	// Options.KernelParameters documents.
+	var params io.Reader
+	switch {
+	case opts.KernelParameters != "":
+		params = strings.NewReader(opts.KernelParameters)
+	case boot.params != nil:
+		params = boot.params
+	case opts.InheritedParameters != "":
+		f, err := os.Open(opts.InheritedParameters)
 		if err != nil {
-			return nil, fmt.Errorf("pack %s: %w", root, err)
+			return nil, fmt.Errorf("pack %s: inherited kernel parameters: %w", root, err)
+		}
+		defer f.Close()
+		params = f
+	}
+	if params != nil {
+		a, err := copyArtifact(ctx, ims.ArtifactBootParameters, filepath.Join(outDir, ims.ArtifactBootParameters), params)
+		if err != nil {
+			return nil, fmt.Errorf("pack %s: %s: %w", root, ims.ArtifactBootParameters, err)
 		}
 		arts = append(arts, a)
 	}

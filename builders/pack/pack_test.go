@@ -228,6 +228,69 @@ func TestPackBoot(t *testing.T) {
 	}
 }
 
+// TestPackKernelParameters: the boot_parameters artifact is the explicit
+// KernelParameters, else the root's /boot/kernel-parameters (as IMS packs
+// it), else the inherited file, else absent.
+func TestPackKernelParameters(t *testing.T) {
+	testutil.RequireTool(t, "mksquashfs")
+	host := t.TempDir()
+	inherited := filepath.Join(host, "parent-boot_parameters")
+	if err := os.WriteFile(inherited, []byte("console=parent\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hostParams := filepath.Join(host, "kernel-parameters")
+	if err := os.WriteFile(hostParams, []byte("HOST PARAMETERS"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name  string
+		files map[string]string
+		opts  Options
+		want  string // "" = no boot_parameters artifact
+	}{
+		{"root file", map[string]string{"boot/kernel-parameters": "console=ttyS0 ip=dhcp\n"}, Options{}, "console=ttyS0 ip=dhcp\n"},
+		{"root file through a symlink", map[string]string{"boot/kernel-parameters": "->/etc/params", "etc/params": "quiet"}, Options{}, "quiet"},
+		{"explicit wins over the root file", map[string]string{"boot/kernel-parameters": "from root"}, Options{KernelParameters: "explicit"}, "explicit"},
+		{"root file wins over the inherited one", map[string]string{"boot/kernel-parameters": "from root"}, Options{InheritedParameters: inherited}, "from root"},
+		{"inherited when the root has none", map[string]string{"etc/motd": "x"}, Options{InheritedParameters: inherited}, "console=parent\n"},
+		{"none", map[string]string{"etc/motd": "x"}, Options{}, ""},
+		{"symlink out of the root is not followed", map[string]string{"boot/kernel-parameters": "->" + hostParams}, Options{}, ""},
+		{"a directory is no file", map[string]string{"boot/kernel-parameters/x": "x"}, Options{InheritedParameters: inherited}, "console=parent\n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			write(t, root, tc.files)
+			arts, err := Pack(t.Context(), root, t.TempDir(), tc.opts)
+			if err != nil {
+				t.Fatalf("Pack() = %v", err)
+			}
+			a, ok := byName(arts)[ims.ArtifactBootParameters]
+			switch {
+			case tc.want == "" && ok:
+				b, _ := os.ReadFile(a.Path)
+				t.Fatalf("boot_parameters = %q, want none", b)
+			case tc.want != "" && !ok:
+				t.Fatalf("no boot_parameters, want %q", tc.want)
+			case ok:
+				b, _ := os.ReadFile(a.Path)
+				sha, md, size := sums(t, a.Path)
+				if string(b) != tc.want || a.SHA256 != sha || a.MD5 != md || a.Size != size || a.MediaType != ims.MediaTypeBootParameters {
+					t.Errorf("boot_parameters = %q %+v, want %q with its sums and media type", b, a, tc.want)
+				}
+				if arts[len(arts)-1].Name != ims.ArtifactBootParameters {
+					t.Errorf("boot_parameters is not the last artifact: %+v", arts)
+				}
+			}
+		})
+	}
+	root := t.TempDir()
+	write(t, root, map[string]string{"etc/motd": "x"})
+	if _, err := Pack(t.Context(), root, t.TempDir(), Options{InheritedParameters: filepath.Join(host, "missing")}); err == nil || !strings.Contains(err.Error(), "inherited kernel parameters") {
+		t.Errorf("Pack() with a missing inherited file = %v, want an inherited kernel parameters error", err)
+	}
+}
+
 func TestPackExcludes(t *testing.T) {
 	testutil.RequireTool(t, "mksquashfs")
 	testutil.RequireTool(t, "unsquashfs")

@@ -14,7 +14,7 @@ import (
 
 // artifactOrder is the order of artifacts in a manifest.
 func artifactOrder() []string {
-	return []string{ims.ArtifactRootfs, ims.ArtifactKernel, ims.ArtifactInitrd, ims.ArtifactBootParameters}
+	return ims.ArtifactNames()
 }
 
 // s3Link is the link of key in bucket, with etag.
@@ -23,8 +23,8 @@ func s3Link(bucket, key, etag string) ims.Link {
 }
 
 // ManifestFor returns the IMS manifest of img as stored in bucket: the
-// artifacts rootfs, kernel, initrd and boot_parameters that img has, in that
-// order, linked as s3://<bucket>/<id>/<name> with their md5 as etag. Every
+// artifacts rootfs, kernel, initrd, debug_kernel and boot_parameters that
+// img has, in that order (IMS's), linked as s3://<bucket>/<id>/<name> with their md5 as etag. Every
 // artifact output needs its MD5; the manifest is validated.
 func ManifestFor(img publish.Image, bucket string) (*ims.Manifest, error) {
 	m := &ims.Manifest{

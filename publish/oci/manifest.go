@@ -32,7 +32,7 @@ const (
 const IMSBucket = "boot-images"
 
 // artifactOrder is the layer order; other outputs are not published.
-var artifactOrder = [...]string{ims.ArtifactRootfs, ims.ArtifactKernel, ims.ArtifactInitrd, ims.ArtifactBootParameters}
+var artifactOrder = ims.ArtifactNames()
 
 // artifact is one output to publish as a layer.
 type artifact struct {

@@ -25,7 +25,7 @@ const MaxManifestSize = 1 << 20
 
 // FetchedArtifact is one file Fetch or Download wrote.
 type FetchedArtifact struct {
-	Name      string // rootfs, kernel, initrd or boot_parameters (Fetch); the file name (Download)
+	Name      string // rootfs, kernel, initrd, debug_kernel or boot_parameters (Fetch); the file name (Download)
 	Path      string // where it is now
 	MediaType string // the manifest's type (Fetch); the object's Content-Type (Download)
 	MD5       string // hex, verified
@@ -37,7 +37,7 @@ type FetchedArtifact struct {
 // ("s3://bucket/key/manifest.json", optionally with the query parameters of
 // ParseURL, which override cfg's) into dst/<artifact name>, one file per
 // manifest artifact, named by media type: rootfs, kernel, initrd,
-// boot_parameters. cfg's Bucket and Prefix are not used: the manifest's URL
+// debug_kernel, boot_parameters. cfg's Bucket and Prefix are not used: the manifest's URL
 // and its artifacts' link paths (any bucket of the same endpoint) say where
 // the objects are.
 //
@@ -184,7 +184,7 @@ func planFetch(m *ims.Manifest) ([]fetchItem, error) {
 	var plan []fetchItem
 	seen := map[string]int{}
 	for i, a := range m.Artifacts {
-		name := artifactName(a.Type)
+		name := ims.ArtifactOf(a.Type)
 		if name == "" {
 			return nil, fmt.Errorf("artifact %d: unknown media type %q", i, a.Type)
 		}
@@ -202,19 +202,6 @@ func planFetch(m *ims.Manifest) ([]fetchItem, error) {
 		plan = append(plan, fetchItem{name: name, mediaType: a.Type, bucket: bucket, key: key, md5: strings.ToLower(a.MD5)})
 	}
 	return plan, nil
-}
-
-// artifactName returns the artifact name of an IMS media type, or "".
-func artifactName(mediaType string) string {
-	if strings.HasPrefix(mediaType, ims.MediaTypeRootfs) {
-		return ims.ArtifactRootfs
-	}
-	for _, name := range artifactNames {
-		if ims.MediaTypeOf(name) == mediaType {
-			return name
-		}
-	}
-	return ""
 }
 
 // download streams bucket/key into a temp file beside path and verifies it.

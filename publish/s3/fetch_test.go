@@ -211,6 +211,54 @@ func TestFetchLinksToOtherBucket(t *testing.T) {
 	checkFetched(t, arts, dst, img)
 }
 
+// A manifest may list a debug_kernel (IMS defines it; its jobs never write
+// one): Fetch takes it beside the others instead of failing on its type.
+func TestFetchDebugKernel(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	defer cancel()
+	srv := s3test.Start(t)
+	srv.CreateBucket(t, DefaultBucket)
+	store := newFileStore(t)
+	img := testImages(t, store)[0]
+	p := newPublisher(t, testConfig(srv))
+	if err := p.Publish(ctx, store, []publish.Image{img}); err != nil {
+		t.Fatalf("Publish() error: %v", err)
+	}
+	c := srv.Client(t)
+	m := readManifestObject(t, c, DefaultBucket, img.ID+"/"+ims.ManifestFile)
+	debug := []byte("debug kernel\n")
+	putObject(t, c, DefaultBucket, "debug/debug_kernel", debug, map[string]string{MetaMD5: md5hex.Of(debug)})
+	// IMS's order: rootfs, kernel, initrd, debug_kernel, [boot_parameters].
+	m.Artifacts = append(m.Artifacts[:3:3], append([]ims.Artifact{{
+		Link: ims.Link{Path: "s3://" + DefaultBucket + "/debug/debug_kernel", Type: "s3"},
+		Type: ims.MediaTypeDebugKernel, MD5: md5hex.Of(debug),
+	}}, m.Artifacts[3:]...)...)
+	putObject(t, c, DefaultBucket, "debug/"+ims.ManifestFile, mustJSON(t, m), nil)
+
+	url := "s3://" + DefaultBucket + "/debug/" + ims.ManifestFile
+	if _, err := ManifestDigest(ctx, testConfig(srv), url); err != nil {
+		t.Fatalf("ManifestDigest() error: %v", err)
+	}
+	dst := t.TempDir()
+	arts, _, err := Fetch(ctx, testConfig(srv), url, dst)
+	if err != nil {
+		t.Fatalf("Fetch() error: %v", err)
+	}
+	got, ok := arts[ims.ArtifactDebugKernel]
+	if !ok {
+		t.Fatalf("Fetch() artifacts = %v, want a %s", arts, ims.ArtifactDebugKernel)
+	}
+	if got.MediaType != ims.MediaTypeDebugKernel || got.Path != filepath.Join(dst, ims.ArtifactDebugKernel) {
+		t.Errorf("Fetch() %s = %+v, want media type %s at %s", ims.ArtifactDebugKernel, got, ims.MediaTypeDebugKernel, filepath.Join(dst, ims.ArtifactDebugKernel))
+	}
+	if data, err := os.ReadFile(got.Path); err != nil || !bytes.Equal(data, debug) {
+		t.Errorf("fetched %s = %q, %v; want %q", ims.ArtifactDebugKernel, data, err, debug)
+	}
+	delete(arts, ims.ArtifactDebugKernel)
+	os.Remove(got.Path)
+	checkFetched(t, arts, dst, img)
+}
+
 // A read cut in the middle of the rootfs resumes with a range request.
 func TestFetchResumes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)

@@ -18,7 +18,7 @@ import (
 )
 
 // artifactNames lists the image outputs published, in manifest order.
-var artifactNames = [...]string{ims.ArtifactRootfs, ims.ArtifactKernel, ims.ArtifactInitrd, ims.ArtifactBootParameters}
+var artifactNames = ims.ArtifactNames()
 
 // User metadata keys of published objects.
 const (

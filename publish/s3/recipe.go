@@ -26,6 +26,7 @@ type RecipeUpload struct {
 	Name              string
 	Arch              string            // x86_64 | aarch64
 	LinuxDistribution string            // IMS linux_distribution
+	RequireDKMS       bool              // IMS require_dkms
 	RecipeType        string            // kiwi-ng | packer
 	Template          map[string]string // IMS template_dictionary
 	TGZPath           string            // the recipe.tgz (recipe.Archive writes one)
@@ -77,6 +78,7 @@ func (r RecipeUpload) Record(link ims.Link, created time.Time) ims.RecipeRecord 
 		Name:              r.Name,
 		RecipeType:        r.RecipeType,
 		LinuxDistribution: r.LinuxDistribution,
+		RequireDKMS:       r.RequireDKMS,
 		Link:              &link,
 		Arch:              r.Arch,
 	}

@@ -58,7 +58,7 @@ func TestPublishRecipeRoundTrip(t *testing.T) {
 	cfg := testConfig(srv)
 	cfg.HTTPClient = &http.Client{Transport: &ct}
 	p := newPublisher(t, cfg)
-	rec := RecipeUpload{Name: "node", Arch: "x86_64", LinuxDistribution: "debian", RecipeType: "kiwi-ng",
+	rec := RecipeUpload{Name: "node", Arch: "x86_64", LinuxDistribution: "debian", RequireDKMS: true, RecipeType: "kiwi-ng",
 		Template: map[string]string{"release": "bookworm", "arch": "amd64"}, TGZPath: tgz}
 
 	link, err := p.PublishRecipe(ctx, rec)
@@ -106,7 +106,7 @@ func TestPublishRecipeRoundTrip(t *testing.T) {
 	created := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 	want := ims.RecipeRecord{
 		ID: id, Created: "2025-01-02T03:04:05Z", Name: "node", RecipeType: "kiwi-ng", LinuxDistribution: "debian",
-		Link: &link, Arch: "x86_64",
+		Link: &link, Arch: "x86_64", RequireDKMS: true,
 		TemplateDictionary: []ims.TemplateEntry{{Key: "arch", Value: "amd64"}, {Key: "release", Value: "bookworm"}},
 	}
 	if diff := cmp.Diff(want, rec.Record(link, created)); diff != "" {

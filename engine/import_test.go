@@ -1,0 +1,118 @@
+package engine
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/imsbuild/imsbuild/ims"
+	"github.com/imsbuild/imsbuild/internal/md5hex"
+	"github.com/imsbuild/imsbuild/internal/s3test"
+	"github.com/imsbuild/imsbuild/spec"
+)
+
+// TestImportDebugKernel imports an IMS image from S3 whose manifest lists a
+// debug_kernel (IMS defines one; its jobs never write it): the import keeps
+// it, and a dir publish writes it back in IMS's artifact order. A
+// customized import repacks the root, which has no /boot/kernel-parameters:
+// it keeps the imported boot_parameters.
+func TestImportDebugKernel(t *testing.T) {
+	f := newFixture(t)
+	sq := filepath.Join(t.TempDir(), "rootfs")
+	if out, err := exec.CommandContext(t.Context(), "mksquashfs", f.cfg.Images["base"].Import, sq, "-no-progress", "-quiet").CombinedOutput(); err != nil {
+		t.Fatalf("mksquashfs: %v\n%s", err, out)
+	}
+	rootfs, err := os.ReadFile(sq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := s3test.Start(t)
+	srv.CreateBucket(t, "boot-images")
+	t.Setenv("AWS_ACCESS_KEY_ID", srv.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", srv.SecretKey)
+	client := srv.Client(t)
+	objects := map[string][]byte{
+		ims.ArtifactRootfs:         rootfs,
+		ims.ArtifactKernel:         []byte("kernel\n"),
+		ims.ArtifactInitrd:         []byte("initrd\n"),
+		ims.ArtifactDebugKernel:    []byte("debug kernel\n"),
+		ims.ArtifactBootParameters: []byte("console=ttyS0\n"),
+	}
+	m := ims.Manifest{Version: ims.ManifestVersion, Created: "2026-01-02 03:04:05"}
+	for _, name := range ims.ArtifactNames() {
+		data := objects[name]
+		key := "ims-built/" + name
+		if _, err := client.PutObject(t.Context(), &awss3.PutObjectInput{Bucket: aws.String("boot-images"), Key: aws.String(key),
+			Body: bytes.NewReader(data), Metadata: map[string]string{"md5sum": md5hex.Of(data)}}); err != nil {
+			t.Fatal(err)
+		}
+		m.Artifacts = append(m.Artifacts, ims.Artifact{Link: ims.Link{Path: "s3://boot-images/" + key, Type: "s3"}, Type: ims.MediaTypeOf(name), MD5: md5hex.Of(data)})
+	}
+	data, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.PutObject(t.Context(), &awss3.PutObjectInput{Bucket: aws.String("boot-images"), Key: aws.String("ims-built/manifest.json"), Body: bytes.NewReader(data)}); err != nil {
+		t.Fatal(err)
+	}
+
+	url := "s3://boot-images/ims-built/manifest.json?endpoint=" + srv.Endpoint + "&path_style=true&region=" + srv.Region
+	squashfs := spec.Squashfs{Compression: "zstd", BlockSize: 1 << 20}
+	f.cfg.Images = map[string]*spec.Image{
+		"imported": {Label: "imported", Name: "imported", Arch: "x86_64", Import: url, Squashfs: squashfs},
+		"custom": {Label: "custom", Name: "custom", Arch: "x86_64", Import: url, Squashfs: squashfs,
+			KernelFileName: "vmlinuz", InitrdFileName: "initrd",
+			Customize: []spec.Customize{{Jail: true, Inline: "echo custom > /etc/role\n"}}},
+	}
+	f.cfg.Publishes[0].Images = []string{"imported"}
+	e, err := New(f.cfg, f.cache, f.cache.Actions(), Options{WorkDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Build(t.Context(), nil); err != nil {
+		t.Fatalf("Build() = %v", err)
+	}
+	outs := e.result("image.imported").Outputs
+	for name, data := range objects {
+		if o, ok := outs[name]; !ok || o.MD5 != md5hex.Of(data) {
+			t.Errorf("imported %s = %+v (present %t), want md5 %s", name, o, ok, md5hex.Of(data))
+		}
+	}
+	custom := e.result("image.custom").Outputs
+	if o := custom[ims.ArtifactBootParameters]; o.MD5 != md5hex.Of(objects[ims.ArtifactBootParameters]) {
+		t.Errorf("customized import boot_parameters = %+v, want the imported one", o)
+	}
+	if custom[ims.ArtifactRootfs].Digest == outs[ims.ArtifactRootfs].Digest {
+		t.Error("customized import has the imported rootfs, want it repacked")
+	}
+	img, err := e.publishImage("image.imported")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join(f.out, "boot-images", img.ID, ims.ManifestFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pm, err := ims.ParseManifest(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for _, a := range pm.Artifacts {
+		types = append(types, a.Type)
+	}
+	want := []string{ims.MediaTypeRootfs, ims.MediaTypeKernel, ims.MediaTypeInitrd, ims.MediaTypeDebugKernel, ims.MediaTypeBootParameters}
+	if !slices.Equal(types, want) {
+		t.Errorf("published manifest types = %q, want %q", types, want)
+	}
+	if got, err := os.ReadFile(filepath.Join(f.out, "boot-images", img.ID, ims.ArtifactDebugKernel)); err != nil || string(got) != "debug kernel\n" {
+		t.Errorf("published debug_kernel = %q, %v; want the imported one", got, err)
+	}
+}
