@@ -32,34 +32,23 @@ var errParentPending = errors.New("parent not built yet")
 // have results already (else errParentPending).
 func (e *Engine) imagePreimage(ctx context.Context, s *Step) (*Preimage, error) {
 	img := s.Image
+	attrs, err := attrsOf(imageAttrs(img, s.Kind, e.interactive(s), isRemoteImport(img.Import)))
+	if err != nil {
+		return nil, err
+	}
 	p := &Preimage{
 		Type:    "imsbuild/" + s.Kind + "/v1",
 		Builder: BuilderVersion,
 		Salt:    e.cfg.Settings.Cache.Salt,
-		Attrs: map[string]any{
-			"name":              img.Name,
-			"arch":              img.Arch,
-			"kernel_file_name":  img.KernelFileName,
-			"initrd_file_name":  img.InitrdFileName,
-			"kernel_parameters": img.KernelParameters,
-			"squashfs": map[string]any{
-				"compression": img.Squashfs.Compression,
-				"level":       img.Squashfs.Level,
-				"block_size":  img.Squashfs.BlockSize,
-				"exclude":     img.Squashfs.Exclude,
-			},
-		},
-		Inputs: map[string]string{},
-		Env:    e.allowedEnv(),
+		Attrs:   attrs,
+		Inputs:  map[string]string{},
+		Env:     e.allowedEnv(),
 	}
 	tools, err := e.toolVersions(ctx)
 	if err != nil {
 		return nil, err
 	}
 	p.Tools = tools
-	if e.interactive(s) {
-		p.Attrs["interactive"] = true
-	}
 	for i, pem := range img.CACertificates {
 		p.Inputs[fmt.Sprintf("ca_certificates[%d]", i)] = e.textDigest(pem)
 	}
@@ -70,9 +59,6 @@ func (e *Engine) imagePreimage(ctx context.Context, s *Step) (*Preimage, error) 
 			return nil, fmt.Errorf("digest of import %s: %w", img.Import, err)
 		}
 		p.Inputs["import"] = d
-		if isRemoteImport(img.Import) {
-			p.Attrs["import_remote"] = true // artifacts are taken as published, not repacked
-		}
 	case KindCustomize:
 		parent := s.Deps[0]
 		r := e.result(parent.ID)
@@ -88,7 +74,6 @@ func (e *Engine) imagePreimage(ctx context.Context, s *Step) (*Preimage, error) 
 		if r == nil {
 			return nil, errPreparePending
 		}
-		p.Attrs["recipe"] = img.Recipe
 		p.Inputs["prepared"] = string(r.Outputs[preparedOutput].Digest)
 	}
 	for _, c := range img.Customize {

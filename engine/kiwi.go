@@ -59,20 +59,19 @@ func (e *Engine) preparePreimage(ctx context.Context, s *Step) (*Preimage, error
 		}
 		tools["kiwi-ng"] = kv
 	}
+	repos := e.recipeRepos(s)
+	attrs, err := attrsOf(recipeAttrs(r, repos))
+	if err != nil {
+		return nil, err
+	}
 	p := &Preimage{
 		Type:    "imsbuild/kiwi-prepare/v1",
 		Builder: BuilderVersion,
 		Salt:    e.cfg.Settings.Cache.Salt,
-		Attrs: map[string]any{
-			"recipe":             r.Name,
-			"arch":               r.Arch,
-			"profiles":           r.Profiles,
-			"linux_distribution": r.LinuxDistribution,
-			"template":           r.Template,
-		},
-		Inputs: map[string]string{},
-		Tools:  tools,
-		Env:    e.allowedEnv(),
+		Attrs:   attrs,
+		Inputs:  map[string]string{},
+		Tools:   tools,
+		Env:     e.allowedEnv(),
 	}
 	src, err := e.recipeSource(ctx, r)
 	if err != nil {
@@ -91,10 +90,8 @@ func (e *Engine) preparePreimage(ctx context.Context, s *Step) (*Preimage, error
 	for i, pem := range s.Image.CACertificates {
 		p.Inputs[fmt.Sprintf("ca_certificates[%d]", i)] = e.textDigest(pem)
 	}
-	repos := e.recipeRepos(s)
 	tracked := repos[:0:0]
 	for _, rp := range repos {
-		p.Attrs["repository."+rp.Name] = rp.Type + " " + rp.Distribution
 		if rp.TrackRepos || e.opts.TrackRepos {
 			tracked = append(tracked, rp)
 		}
