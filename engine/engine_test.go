@@ -369,26 +369,6 @@ func TestEnvAllowlistAndSalt(t *testing.T) {
 
 func asStepError(err error, target **StepError) bool { return errors.As(err, target) }
 
-func TestFileModeAndOwnerInKey(t *testing.T) {
-	src := filepath.Join(t.TempDir(), "motd")
-	if err := os.WriteFile(src, []byte("hi\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	keyWith := func(fc spec.FileCopy) string {
-		t.Helper()
-		fc.Dest, fc.Source = "/etc/motd", src
-		pre, err := customizeKeyOf(t.Context(), spec.Customize{Jail: true, Files: []spec.FileCopy{fc}}, nil, digestOf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return pre.Files["/etc/motd"]
-	}
-	plain := keyWith(spec.FileCopy{})
-	if plain == keyWith(spec.FileCopy{Mode: 0o600, HasMode: true}) || plain == keyWith(spec.FileCopy{Owner: "1000:1000"}) {
-		t.Fatal("mode or owner of a file does not enter the key")
-	}
-}
-
 // TestSourceDateEpochInvalid: a SOURCE_DATE_EPOCH that is not a
 // non-negative integer is an error, never ignored or half-parsed.
 func TestSourceDateEpochInvalid(t *testing.T) {

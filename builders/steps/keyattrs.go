@@ -1,9 +1,8 @@
-package engine
+package steps
 
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 
 	"github.com/imsbuild/imsbuild/spec"
 )
@@ -17,12 +16,12 @@ import (
 // silently reuse an old result.
 //
 // The JSON of these structs is what the keys of earlier versions held as
-// maps: attrsOf turns them into the same sorted map, so existing caches
-// still hit. A field that would change existing keys needs a new
+// maps (the engine sorts the attributes' keys), so existing caches still
+// hit. A field that would change existing keys needs a new
 // BuilderVersion.
 
 // imageKeyAttrs are the attributes of an image step (import, customize,
-// kiwi). Fields are in the order of their JSON names, as attrsOf sorts
+// kiwi). Fields are in the order of their JSON names, as the engine sorts
 // them anyway.
 type imageKeyAttrs struct {
 	Arch string `json:"arch" spec:"Image.Arch"`
@@ -88,7 +87,7 @@ type recipeKeyAttrs struct {
 // attributes, as the keys of earlier versions did.
 func (a recipeKeyAttrs) MarshalJSON() ([]byte, error) {
 	type plain recipeKeyAttrs // without this method
-	m, err := attrsOfJSON(plain(a))
+	m, err := plainMap(plain(a))
 	if err != nil {
 		return nil, err
 	}
@@ -115,17 +114,8 @@ func recipeAttrs(r *spec.Recipe, repos []*spec.Repository) recipeKeyAttrs {
 	return a
 }
 
-// attrsOf returns the attributes v (a key struct) as the map a Preimage
-// holds: sorted keys, canonical, and open to seal.
-func attrsOf(v any) (map[string]any, error) {
-	m, err := attrsOfJSON(v)
-	if err != nil {
-		return nil, fmt.Errorf("encode key attributes: %w", err)
-	}
-	return m, nil
-}
-
-func attrsOfJSON(v any) (map[string]any, error) {
+// plainMap returns v's JSON as a map, whose encoding sorts the keys.
+func plainMap(v any) (map[string]any, error) {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return nil, err

@@ -1,4 +1,4 @@
-package engine
+package steps
 
 import (
 	"encoding/json"
@@ -38,11 +38,10 @@ func TestKeyAttrsJSONUnchanged(t *testing.T) {
 			`{"arch":"x86_64","linux_distribution":"","profiles":null,"recipe":"node","template":null}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			m, err := attrsOf(tc.attrs)
+			got, err := json.Marshal(tc.attrs)
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, _ := json.Marshal(m)
 			if string(got) != tc.want {
 				t.Errorf("attrs = %s\nwant    %s", got, tc.want)
 			}
@@ -97,7 +96,7 @@ func TestEverySpecFieldHasAKeyDecision(t *testing.T) {
 			switch {
 			case n == 0:
 				t.Errorf("spec field %s has no key decision: if it can change what a step builds, add it to a key "+
-					"struct in engine/keyattrs.go (a `spec:%q` tag; omitempty keeps existing keys when the field is unset, else bump BuilderVersion) "+
+					"struct in builders/steps/keyattrs.go (a `spec:%q` tag; omitempty keeps existing keys when the field is unset, else bump engine.BuilderVersion) "+
 					"or to keyedElsewhere with where the key holds it; if it cannot, add it to notKeyed with the reason", name, name)
 			case n > 1:
 				t.Errorf("spec field %s has more than one key decision (tag %v, keyedElsewhere %v, notKeyed %v): keep one", name, tagged, elsewhere, unkeyed)
@@ -129,11 +128,10 @@ func TestKeyedFieldsChangeTheAttrs(t *testing.T) {
 			[]*spec.Repository{{Name: "debian", Type: "apt", Distribution: "bookworm"}, {Name: "changed", Type: "rpm-md"}}
 	}
 	encode := func(v any) string {
-		m, err := attrsOf(v)
+		b, err := json.Marshal(v)
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, _ := json.Marshal(m)
 		return string(b)
 	}
 	imageKey := func(img *spec.Image) string {
