@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/imsbuild/imsbuild/builders/sandbox"
+	"github.com/imsbuild/imsbuild/builders/steps"
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/cache/local"
 	"github.com/imsbuild/imsbuild/internal/testutil"
@@ -372,7 +373,7 @@ func asStepError(err error, target **StepError) bool { return errors.As(err, tar
 // TestSourceDateEpochInvalid: a SOURCE_DATE_EPOCH that is not a
 // non-negative integer is an error, never ignored or half-parsed.
 func TestSourceDateEpochInvalid(t *testing.T) {
-	f := newFixture(t)
+	f := newFakeBuild(t, "base")
 	for _, tc := range []struct {
 		value string
 		want  int64
@@ -410,7 +411,7 @@ func TestSourceDateEpochInvalid(t *testing.T) {
 // the process's stderr behind the caller's back.
 func TestCleanupFailureLogged(t *testing.T) {
 	var buf bytes.Buffer
-	e, err := New(newFixture(t).cfg, nil, nil, Options{Logger: slog.New(slog.NewTextHandler(&buf, nil))})
+	e, err := New(newFakeBuild(t, "base").cfg, nil, nil, Options{Logger: slog.New(slog.NewTextHandler(&buf, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -431,13 +432,13 @@ func (failingLastKey) SetLastKey(context.Context, string, string, []byte) error 
 // TestSetLastKeyFailureLogged: a failure to record the last key does not
 // fail the build (it only feeds plan --explain) but is logged, not dropped.
 func TestSetLastKeyFailureLogged(t *testing.T) {
-	f := newFixture(t)
+	f := newFakeBuild(t, "base")
 	var buf bytes.Buffer
-	e, err := New(f.cfg, f.cache, failingLastKey{f.cache.Actions()}, Options{
-		Logger: slog.New(slog.NewTextHandler(&buf, nil)), WorkDir: filepath.Join(f.cache.Dir(), "work", "t")})
+	e, err := New(f.cfg, f.cache, failingLastKey{f.cache.Actions()}, Options{Logger: slog.New(slog.NewTextHandler(&buf, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.newOp = func(s *Step) steps.Op { return &fakeOp{f: f.steps, s: s} }
 	if err := e.Build(t.Context(), []string{"image.base"}); err != nil {
 		t.Fatalf("Build() = %v", err)
 	}
