@@ -22,6 +22,8 @@ import (
 
 func prepareID(s *Step) string { return s.ID + "/prepare" }
 
+// recipeRepos returns the repositories the recipe of kiwi image s names,
+// sorted by name.
 func (e *Engine) recipeRepos(s *Step) []*spec.Repository {
 	r := e.cfg.Recipes[s.Image.Recipe]
 	var out []*spec.Repository
