@@ -2,9 +2,19 @@
 // cache keys, plans (cached or build, and why) and runs them in topological
 // order with bounded parallelism, reporting typed events.
 //
-// Steps are "image.<label>" (import, customize or kiwi) and
-// "publish.<kind>.<name>". An image step's key hashes its resolved
-// attributes and the content digests of its inputs, including its parent
-// image's output digests (not its key), so a parent rebuilt byte-identical
-// keeps its children cached.
+// Steps are "image.<label>" (import, customize or kiwi, the last with a
+// cached "image.<label>/prepare" sub-step) and "publish.<kind>.<name>".
+// An image step is a builders/steps.Op: the op describes what decides its
+// result (typed attributes, content digests of its inputs, tool versions)
+// and builds it in an environment the engine gives it (a private work
+// directory, the step's log, the blob store, the sandbox, the results it
+// builds on). The engine keeps the rest: the graph, the key (the op's
+// description plus builder version, cache salt and allowlisted
+// environment, sensitive values sealed; canonical JSON kept for explain),
+// the per-key lock, the action cache lookup and record (runCached),
+// scheduling (-j, --keep-going, cancellation), SSH sessions, publishing and
+// events.
+//
+// An image step's key holds its parent image's output digests (not its
+// key), so a parent rebuilt byte-identical keeps its children cached.
 package engine

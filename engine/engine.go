@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,10 +12,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/imsbuild/imsbuild/builders/importer"
-	"github.com/imsbuild/imsbuild/builders/pack"
 	"github.com/imsbuild/imsbuild/builders/pkgproxy"
 	"github.com/imsbuild/imsbuild/builders/sandbox"
+	"github.com/imsbuild/imsbuild/builders/steps"
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/internal/treehash"
@@ -74,13 +72,10 @@ type Engine struct {
 	epoch    int64 // SOURCE_DATE_EPOCH, parsed once by New
 	epochSet bool
 
-	toolsOnce sync.Once
-	tools     map[string]string
-	toolsErr  error
 	toolCache toolCache
 
 	digestMu sync.Mutex
-	digests  map[string]*onceValue // import digests and recipe downloads, once per build
+	digests  map[string]*onceValue // import digests, tool versions and recipe downloads, once per build
 
 	sbOnce sync.Once
 	sb     sandbox.Sandbox
@@ -90,7 +85,9 @@ type Engine struct {
 	results     map[string]*cache.ActionResult // image step id → result
 	keys        map[string]string              // step id → key
 	recipeLinks map[string]ims.Link            // recipe name → its published recipe.tgz
-	handovers   map[string]string              // prepare step id → dir holding the root it just made
+
+	// newOp, when set, makes the op of every image step (tests' fake steps).
+	newOp func(*Step) steps.Op
 
 	proxyMu sync.Mutex
 	proxy   *pkgproxy.Proxy // the package cache proxy, once a prepare needs it
@@ -138,7 +135,6 @@ func New(cfg *spec.Config, store cache.Store, ac cache.LockingActionCache, opts 
 		digests:     map[string]*onceValue{},
 		results:     map[string]*cache.ActionResult{},
 		recipeLinks: map[string]ims.Link{},
-		handovers:   map[string]string{},
 		keys:        map[string]string{},
 		epoch:       epoch,
 		epochSet:    epochSet,
@@ -160,19 +156,6 @@ func (e *Engine) emit(ev Event) {
 	e.opts.Events(ev)
 }
 
-// toolVersions returns the versions of tools whose output enters images.
-func (e *Engine) toolVersions(ctx context.Context) (map[string]string, error) {
-	e.toolsOnce.Do(func() {
-		v, err := e.toolCache.version(ctx, "mksquashfs", pack.ToolVersion)
-		if err != nil {
-			e.toolsErr = fmt.Errorf("mksquashfs version: %w", err)
-			return
-		}
-		e.tools = map[string]string{"mksquashfs": v}
-	})
-	return e.tools, e.toolsErr
-}
-
 func (e *Engine) sandbox() (sandbox.Sandbox, error) {
 	e.sbOnce.Do(func() { e.sb, e.sbErr = e.opts.NewSandbox() })
 	return e.sb, e.sbErr
@@ -183,26 +166,6 @@ type onceValue struct {
 	once  sync.Once
 	value string
 	err   error
-}
-
-// importDigest returns the content digest of an import source, computing
-// it once per build however many images import it.
-func (e *Engine) importDigest(ctx context.Context, src string) (string, error) {
-	e.digestMu.Lock()
-	d, ok := e.digests[src]
-	if !ok {
-		d = &onceValue{}
-		e.digests[src] = d
-	}
-	e.digestMu.Unlock()
-	d.once.Do(func() {
-		if isRemoteImport(src) {
-			d.value, d.err = remoteDigest(ctx, src)
-			return
-		}
-		d.value, d.err = importer.SourceDigest(ctx, src, e.opts.StatCache)
-	})
-	return d.value, d.err
 }
 
 // allowedEnv returns the allowlisted environment variables that are set.

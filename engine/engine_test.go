@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/imsbuild/imsbuild/builders/sandbox"
+	"github.com/imsbuild/imsbuild/builders/steps"
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/cache/local"
 	"github.com/imsbuild/imsbuild/internal/testutil"
@@ -369,30 +370,10 @@ func TestEnvAllowlistAndSalt(t *testing.T) {
 
 func asStepError(err error, target **StepError) bool { return errors.As(err, target) }
 
-func TestFileModeAndOwnerInKey(t *testing.T) {
-	src := filepath.Join(t.TempDir(), "motd")
-	if err := os.WriteFile(src, []byte("hi\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	keyWith := func(fc spec.FileCopy) string {
-		t.Helper()
-		fc.Dest, fc.Source = "/etc/motd", src
-		pre, err := customizeKeyOf(t.Context(), spec.Customize{Jail: true, Files: []spec.FileCopy{fc}}, nil, digestOf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return pre.Files["/etc/motd"]
-	}
-	plain := keyWith(spec.FileCopy{})
-	if plain == keyWith(spec.FileCopy{Mode: 0o600, HasMode: true}) || plain == keyWith(spec.FileCopy{Owner: "1000:1000"}) {
-		t.Fatal("mode or owner of a file does not enter the key")
-	}
-}
-
 // TestSourceDateEpochInvalid: a SOURCE_DATE_EPOCH that is not a
 // non-negative integer is an error, never ignored or half-parsed.
 func TestSourceDateEpochInvalid(t *testing.T) {
-	f := newFixture(t)
+	f := newFakeBuild(t, "base")
 	for _, tc := range []struct {
 		value string
 		want  int64
@@ -430,7 +411,7 @@ func TestSourceDateEpochInvalid(t *testing.T) {
 // the process's stderr behind the caller's back.
 func TestCleanupFailureLogged(t *testing.T) {
 	var buf bytes.Buffer
-	e, err := New(newFixture(t).cfg, nil, nil, Options{Logger: slog.New(slog.NewTextHandler(&buf, nil))})
+	e, err := New(newFakeBuild(t, "base").cfg, nil, nil, Options{Logger: slog.New(slog.NewTextHandler(&buf, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -451,13 +432,13 @@ func (failingLastKey) SetLastKey(context.Context, string, string, []byte) error 
 // TestSetLastKeyFailureLogged: a failure to record the last key does not
 // fail the build (it only feeds plan --explain) but is logged, not dropped.
 func TestSetLastKeyFailureLogged(t *testing.T) {
-	f := newFixture(t)
+	f := newFakeBuild(t, "base")
 	var buf bytes.Buffer
-	e, err := New(f.cfg, f.cache, failingLastKey{f.cache.Actions()}, Options{
-		Logger: slog.New(slog.NewTextHandler(&buf, nil)), WorkDir: filepath.Join(f.cache.Dir(), "work", "t")})
+	e, err := New(f.cfg, f.cache, failingLastKey{f.cache.Actions()}, Options{Logger: slog.New(slog.NewTextHandler(&buf, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.newOp = func(s *Step) steps.Op { return &fakeOp{f: f.steps, s: s} }
 	if err := e.Build(t.Context(), []string{"image.base"}); err != nil {
 		t.Fatalf("Build() = %v", err)
 	}

@@ -7,14 +7,15 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/imsbuild/imsbuild/builders/steps"
 	"github.com/imsbuild/imsbuild/spec"
 )
 
 // Kinds of steps.
 const (
-	KindImport    = "import"
-	KindCustomize = "customize"
-	KindKiwi      = "kiwi"
+	KindImport    = steps.KindImport
+	KindCustomize = steps.KindCustomize
+	KindKiwi      = steps.KindKiwi
 	KindPublish   = "publish"
 )
 

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -8,6 +9,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/imsbuild/imsbuild/builders/steps"
 )
 
 // BuilderVersion changes when a builder's output for the same inputs would
@@ -17,25 +20,31 @@ const BuilderVersion = "1"
 // Preimage is the canonical description of a step that its key hashes. It is
 // stored beside the result so that explain can say what changed.
 type Preimage struct {
-	Type      string            `json:"type"` // imsbuild/<kind>/v1
-	Builder   string            `json:"builder"`
-	Salt      string            `json:"salt,omitempty"`
-	Attrs     map[string]any    `json:"attrs"`
-	Inputs    map[string]string `json:"inputs"` // name → content digest
-	Tools     map[string]string `json:"tools,omitempty"`
-	Env       map[string]string `json:"env,omitempty"`
-	Parent    string            `json:"parent,omitempty"` // parent step id, for explain only
-	Customize []customizeKey    `json:"customize,omitempty"`
+	Type      string               `json:"type"` // imsbuild/<kind>/v1
+	Builder   string               `json:"builder"`
+	Salt      string               `json:"salt,omitempty"`
+	Attrs     map[string]any       `json:"attrs"`  // attrsOf(the op's key struct)
+	Inputs    map[string]string    `json:"inputs"` // name → content digest
+	Tools     map[string]string    `json:"tools,omitempty"`
+	Env       map[string]string    `json:"env,omitempty"`
+	Parent    string               `json:"parent,omitempty"` // parent step id, for explain only
+	Customize []steps.CustomizeKey `json:"customize,omitempty"`
 }
 
-type customizeKey struct {
-	Script  string            `json:"script,omitempty"` // digest
-	Files   map[string]string `json:"files,omitempty"`  // dest → digest
-	Env     map[string]string `json:"env,omitempty"`
-	Jail    bool              `json:"jail"`
-	Network bool              `json:"network"`
-	Timeout string            `json:"timeout,omitempty"`
-	Builder string            `json:"builder_image,omitempty"` // manifest digest
+// attrsOf returns the attributes v (an op's key struct) as the map a
+// Preimage holds: its JSON has sorted keys, and seal can walk it.
+func attrsOf(v any) (map[string]any, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("encode key attributes: %w", err)
+	}
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.UseNumber() // a block size stays the integer it was
+	var m map[string]any
+	if err := d.Decode(&m); err != nil {
+		return nil, fmt.Errorf("encode key attributes: %w", err)
+	}
+	return m, nil
 }
 
 // Key returns the canonical JSON of p and its sha256 hex. encoding/json

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/imsbuild/imsbuild/builders/steps"
 	"github.com/imsbuild/imsbuild/cache"
 )
 
@@ -28,12 +29,12 @@ type PlanEntry struct {
 // explain, a step to build says which inputs differ from the last key
 // recorded for it.
 func (e *Engine) Plan(ctx context.Context, targets []string, explain bool) ([]PlanEntry, error) {
-	steps, err := e.graph.Select(targets)
+	sel, err := e.graph.Select(targets)
 	if err != nil {
 		return nil, err
 	}
 	var plan []PlanEntry
-	for _, s := range steps {
+	for _, s := range sel {
 		pe := PlanEntry{Step: s.ID, Kind: s.Kind}
 		for _, d := range s.Deps {
 			pe.Deps = append(pe.Deps, d.ID)
@@ -43,17 +44,24 @@ func (e *Engine) Plan(ctx context.Context, targets []string, explain bool) ([]Pl
 			plan = append(plan, pe)
 			continue
 		}
-		if s.Kind == KindKiwi {
-			if reasons, ok := e.planPrepare(ctx, s, explain); !ok {
+		ops, err := e.opsOf(s, false)
+		if err != nil {
+			pe.Action = ActionBuild
+			pe.Reasons = []string{err.Error()}
+			plan = append(plan, pe)
+			continue
+		}
+		if ops.prepare != nil {
+			if reasons, ok := e.planPrepare(ctx, s, ops.prepare, explain); !ok {
 				pe.Action = ActionBuild
 				pe.Reasons = reasons
 				plan = append(plan, pe)
 				continue
 			}
 		}
-		pre, err := e.imagePreimage(ctx, s)
+		pre, err := e.preimage(ctx, ops.image)
 		switch {
-		case errors.Is(err, errParentPending):
+		case errors.Is(err, steps.ErrParentPending) && len(s.Deps) > 0:
 			pe.Action = ActionBuild
 			pe.Reasons = []string{"parent " + s.Deps[0].ID + " is built first; the key depends on its output"}
 			plan = append(plan, pe)
@@ -113,8 +121,8 @@ func (e *Engine) explain(ctx context.Context, step, key string, canon []byte) []
 
 // planPrepare looks up the kiwi prepare of s; ok means it is cached (and
 // its result is known for the image key), else reasons say why kiwi runs.
-func (e *Engine) planPrepare(ctx context.Context, s *Step, explain bool) (reasons []string, ok bool) {
-	pre, err := e.preparePreimage(ctx, s)
+func (e *Engine) planPrepare(ctx context.Context, s *Step, op steps.Op, explain bool) (reasons []string, ok bool) {
+	pre, err := e.preimage(ctx, op)
 	if err != nil {
 		return []string{"kiwi prepare: " + err.Error()}, false
 	}

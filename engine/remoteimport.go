@@ -9,12 +9,6 @@ import (
 	"github.com/imsbuild/imsbuild/publish/s3"
 )
 
-// isRemoteImport reports an import of published artifacts (oci://, s3://)
-// rather than a root tree on disk.
-func isRemoteImport(src string) bool {
-	return strings.HasPrefix(src, "oci://") || strings.HasPrefix(src, "s3://")
-}
-
 // remoteDigest identifies the published image an import names: the OCI
 // manifest digest, or the sha256 of the IMS manifest.json in S3.
 func remoteDigest(ctx context.Context, src string) (string, error) {
@@ -29,7 +23,7 @@ func remoteDigest(ctx context.Context, src string) (string, error) {
 
 // fetchRemote downloads the artifacts of a published image into dst and
 // returns their paths by artifact name.
-func (e *Engine) fetchRemote(ctx context.Context, src, dst string) (map[string]string, error) {
+func fetchRemote(ctx context.Context, src, dst string) (map[string]string, error) {
 	switch {
 	case strings.HasPrefix(src, "oci://"):
 		arts, err := oci.Pull(ctx, strings.TrimPrefix(src, "oci://"), dst, false)

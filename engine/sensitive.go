@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"strings"
 
+	"github.com/imsbuild/imsbuild/builders/steps"
 	"github.com/imsbuild/imsbuild/spec"
 )
 
@@ -77,7 +78,7 @@ func (e *Engine) seal(p *Preimage) {
 	p.Tools = e.sealMap(p.Tools)
 	p.Env = e.sealMap(p.Env)
 	p.Parent = e.sealText(p.Parent)
-	cs := make([]customizeKey, len(p.Customize))
+	cs := make([]steps.CustomizeKey, len(p.Customize))
 	for i, c := range p.Customize {
 		c.Script = e.sealText(c.Script)
 		c.Files = e.sealMap(c.Files)

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/imsbuild/imsbuild/builders/sandbox"
+	"github.com/imsbuild/imsbuild/builders/steps"
 	"github.com/imsbuild/imsbuild/spec"
 )
 
@@ -59,7 +60,7 @@ func TestSealPreimage(t *testing.T) {
 				"name":              "n7",
 				"arch":              "7",
 			},
-			Customize: []customizeKey{{Env: env, Script: e.textDigest("echo " + secret)}},
+			Customize: []steps.CustomizeKey{{Env: env, Script: e.textDigest("echo " + secret)}},
 		}
 		e.seal(p)
 		_, canon, err := p.Key()

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -26,23 +27,63 @@ var forbidden = map[string][]string{
 	"ims/server": {"cmd"},
 }
 
-func TestDependencyDirection(t *testing.T) {
+// engineBuilders are the only builders the engine imports: the step
+// implementations it registers (builders/steps), the sandbox type of
+// Options.NewSandbox, the SSH environment whose sessions report events, and
+// the package cache proxy (to move out of builders, issue 11 item 4). The
+// builders proper (importer, customize, kiwi, pack, builderimage) are
+// reached through builders/steps only.
+var engineBuilders = []string{"builders/steps", "builders/sandbox", "builders/sshenv", "builders/pkgproxy"}
+
+type goPackage struct {
+	ImportPath string
+	Imports    []string
+}
+
+func listPackages(t *testing.T) []goPackage {
+	t.Helper()
 	out, err := exec.Command("go", "list", "-json", "../../...").Output()
 	if err != nil {
 		t.Fatalf("go list: %v", err)
 	}
+	var pkgs []goPackage
 	dec := json.NewDecoder(strings.NewReader(string(out)))
-	checked := 0
 	for {
-		var p struct {
-			ImportPath string
-			Imports    []string
-		}
+		var p goPackage
 		if err := dec.Decode(&p); err == io.EOF {
 			break
 		} else if err != nil {
 			t.Fatal(err)
 		}
+		pkgs = append(pkgs, p)
+	}
+	return pkgs
+}
+
+// TestEngineBuilders pins the step seam: the engine imports builders only
+// through engineBuilders, and no builder imports builders/steps, which
+// composes them.
+func TestEngineBuilders(t *testing.T) {
+	for _, p := range listPackages(t) {
+		rel := strings.TrimPrefix(p.ImportPath, module)
+		for _, imp := range p.Imports {
+			ir, ok := strings.CutPrefix(imp, module)
+			if !ok || !strings.HasPrefix(ir, "builders/") {
+				continue
+			}
+			if (rel == "engine" || strings.HasPrefix(rel, "engine/")) && !slices.Contains(engineBuilders, ir) {
+				t.Errorf("%s imports %s; the engine reaches builders through builders/steps (allowed: %v)", rel, ir, engineBuilders)
+			}
+			if ir == "builders/steps" && strings.HasPrefix(rel, "builders/") && rel != "builders/steps" {
+				t.Errorf("%s imports builders/steps, which composes the builders: a builder must not depend on it", rel)
+			}
+		}
+	}
+}
+
+func TestDependencyDirection(t *testing.T) {
+	checked := 0
+	for _, p := range listPackages(t) {
 		rel := strings.TrimPrefix(p.ImportPath, module)
 		for from, bans := range forbidden {
 			if rel != from && !strings.HasPrefix(rel, from+"/") {

@@ -1,0 +1,251 @@
+package steps
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/imsbuild/imsbuild/builders/customize"
+	"github.com/imsbuild/imsbuild/builders/importer"
+	"github.com/imsbuild/imsbuild/builders/pack"
+	"github.com/imsbuild/imsbuild/cache"
+	"github.com/imsbuild/imsbuild/ims"
+	"github.com/imsbuild/imsbuild/spec"
+)
+
+// PreparedOutput names the prepared root in a Prepare step's outputs.
+const PreparedOutput = "prepared-root"
+
+// Image is an image step: import, customize (of a parent image) or kiwi
+// (of a recipe, after its Prepare).
+type Image struct {
+	Kind  string // KindImport, KindCustomize or KindKiwi
+	Image *spec.Image
+	// Parent is the step the image builds on: the parent image
+	// (customize) or the kiwi prepare (kiwi).
+	Parent string
+	// Interactive opens an SSH session on the root after the customize
+	// blocks (Shell); the person's work is part of the result.
+	Interactive bool
+	// DebugOnFailure opens a debug session (Shell) when customize fails.
+	DebugOnFailure  bool
+	SourceDateEpoch int64
+	StateDir        string // builder images are unpacked under it
+
+	// RemoteDigest identifies the published image (oci://, s3://) an
+	// import names.
+	RemoteDigest func(ctx context.Context, src string) (string, error)
+	// FetchRemote downloads the artifacts of a published image (oci://,
+	// s3://) into dst, by artifact name.
+	FetchRemote func(ctx context.Context, src, dst string) (map[string]string, error)
+	// Shell serves the SSH environment on root until the person is done;
+	// debug marks one opened because a step failed.
+	Shell func(ctx context.Context, root string, debug bool, log io.Writer) error
+	// Handover holds the root a kiwi prepare just made, if any.
+	Handover *Handover
+}
+
+// IsRemoteImport reports an import of published artifacts (oci://, s3://)
+// rather than a root tree on disk.
+func IsRemoteImport(src string) bool {
+	return strings.HasPrefix(src, "oci://") || strings.HasPrefix(src, "s3://")
+}
+
+// Key describes the image: its attributes, its source (import digest,
+// parent outputs or prepared root), CA certificates, customize blocks and
+// the mksquashfs version.
+func (o *Image) Key(ctx context.Context, k KeyEnv) (*Key, error) {
+	img := o.Image
+	key := &Key{
+		// v2: boot_parameters also comes from /boot/kernel-parameters and
+		// from the parent, so a v1 result of the same inputs may lack it.
+		Type:   "imsbuild/" + o.Kind + "/v2",
+		Attrs:  imageAttrs(img, o.Kind, o.Interactive, IsRemoteImport(img.Import)),
+		Inputs: map[string]string{},
+	}
+	v, err := k.ToolVersion(ctx, "mksquashfs", pack.ToolVersion)
+	if err != nil {
+		return nil, fmt.Errorf("mksquashfs version: %w", err)
+	}
+	key.Tools = map[string]string{"mksquashfs": v}
+	for i, pem := range img.CACertificates {
+		key.Inputs[fmt.Sprintf("ca_certificates[%d]", i)] = k.TextDigest(pem)
+	}
+	switch o.Kind {
+	case KindImport:
+		d, err := k.Once("import:"+img.Import, func() (string, error) {
+			if IsRemoteImport(img.Import) {
+				return o.RemoteDigest(ctx, img.Import)
+			}
+			return importer.SourceDigest(ctx, img.Import, k.StatCache)
+		})
+		if err != nil {
+			return nil, fmt.Errorf("digest of import %s: %w", img.Import, err)
+		}
+		key.Inputs["import"] = d
+	case KindCustomize:
+		r := k.Result(o.Parent)
+		if r == nil {
+			return nil, ErrParentPending
+		}
+		key.Parent = o.Parent
+		for name, out := range r.Outputs {
+			key.Inputs["parent."+name] = string(out.Digest)
+		}
+	case KindKiwi:
+		r := k.Result(o.Parent)
+		if r == nil {
+			return nil, ErrParentPending
+		}
+		key.Inputs["prepared"] = string(r.Outputs[PreparedOutput].Digest)
+	default:
+		return nil, fmt.Errorf("image step of unknown kind %q", o.Kind)
+	}
+	for _, c := range img.Customize {
+		ck, err := customizeKeyOf(ctx, c, k)
+		if err != nil {
+			return nil, err
+		}
+		key.Customize = append(key.Customize, ck)
+	}
+	return key, nil
+}
+
+// Build makes the image root, customizes and packs it, and stores the
+// artifacts.
+func (o *Image) Build(ctx context.Context, env Env) (*cache.ActionResult, error) {
+	root := filepath.Join(env.Work, "root")
+	out := filepath.Join(env.Work, "out")
+	for _, d := range []string{root, out} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	img := o.Image
+	// inherited is the boot_parameters of the image this one is made from,
+	// packed again when the root has no /boot/kernel-parameters to pack.
+	inherited := ""
+	switch o.Kind {
+	case KindImport:
+		fmt.Fprintf(env.Log, "importing %s\n", img.Import)
+		if IsRemoteImport(img.Import) {
+			arts, err := o.FetchRemote(ctx, img.Import, filepath.Join(env.Work, "fetched"))
+			if err != nil {
+				return nil, err
+			}
+			if len(img.Customize) == 0 && len(img.CACertificates) == 0 && !o.Interactive {
+				return storeArtifacts(ctx, env.Store, arts, env.Log) // as published: nothing to repack
+			}
+			if err := importer.Import(ctx, arts[ims.ArtifactRootfs], root); err != nil {
+				return nil, err
+			}
+			inherited = arts[ims.ArtifactBootParameters]
+			break
+		}
+		if err := importer.Import(ctx, img.Import, root); err != nil {
+			return nil, err
+		}
+	case KindCustomize:
+		parent := env.Result(o.Parent)
+		rootfs, ok := parent.Outputs[ims.ArtifactRootfs]
+		if !ok {
+			return nil, fmt.Errorf("parent %s has no rootfs", o.Parent)
+		}
+		fmt.Fprintf(env.Log, "unpacking %s rootfs %s\n", o.Parent, rootfs.Digest)
+		if err := unpack(ctx, env.Store, rootfs.Digest, env.Work, root); err != nil {
+			return nil, err
+		}
+		if bp, ok := parent.Outputs[ims.ArtifactBootParameters]; ok {
+			inherited = filepath.Join(env.Work, "parent-"+ims.ArtifactBootParameters)
+			if err := env.Store.Materialize(ctx, bp.Digest, inherited, true); err != nil {
+				return nil, fmt.Errorf("restore %s of %s: %w", ims.ArtifactBootParameters, o.Parent, err)
+			}
+		}
+	case KindKiwi:
+		prepared := env.Result(o.Parent).Outputs[PreparedOutput]
+		if o.Handover.take(root) {
+			fmt.Fprintf(env.Log, "using the root kiwi just prepared (%s)\n", prepared.Digest)
+			break
+		}
+		fmt.Fprintf(env.Log, "unpacking the prepared root %s\n", prepared.Digest)
+		if err := unpack(ctx, env.Store, prepared.Digest, env.Work, root); err != nil {
+			return nil, err
+		}
+	}
+	if err := o.customize(ctx, env, root); err != nil {
+		return nil, err
+	}
+	if o.Interactive {
+		if err := o.Shell(ctx, root, false, env.Log); err != nil {
+			return nil, err
+		}
+	}
+	arts, err := pack.Pack(ctx, root, out, pack.Options{
+		Compression:         img.Squashfs.Compression,
+		Level:               img.Squashfs.Level,
+		BlockSize:           img.Squashfs.BlockSize,
+		Exclude:             img.Squashfs.Exclude,
+		SourceDateEpoch:     o.SourceDateEpoch,
+		KernelFileName:      img.KernelFileName,
+		InitrdFileName:      img.InitrdFileName,
+		KernelParameters:    img.KernelParameters,
+		InheritedParameters: inherited,
+		RequireBoot:         o.Kind == KindKiwi, // a recipe image is a boot image
+		Env:                 env.Environ,
+		Log:                 env.Log,
+		Verbose:             quiet(env.Log),
+	})
+	if err != nil {
+		return nil, err
+	}
+	files := map[string]string{}
+	for _, a := range arts {
+		files[a.Name] = a.Path
+	}
+	return storeArtifacts(ctx, env.Store, files, env.Log)
+}
+
+// customize adds the CA certificates (a kiwi image's went in during
+// prepare) and runs the customize blocks, in the sandbox or a builder
+// image; a failure opens the debug session first when asked.
+func (o *Image) customize(ctx context.Context, env Env, root string) error {
+	img := o.Image
+	caCerts := img.CACertificates
+	if o.Kind == KindKiwi {
+		caCerts = nil
+	}
+	if len(img.Customize) == 0 && len(caCerts) == 0 {
+		return nil
+	}
+	sb, err := env.Sandbox()
+	if err != nil {
+		return err // the sandbox package's errors say "sandbox" already
+	}
+	blocks := img.Customize
+	if len(caCerts) > 0 {
+		caStep, err := caCertificatesStep(env.Work, caCerts)
+		if err != nil {
+			return err
+		}
+		blocks = append(append([]spec.Customize(nil), blocks...), caStep)
+	}
+	envFor := func(ctx context.Context, c spec.Customize) (customize.Environment, error) {
+		if c.BuilderImage == "" {
+			return customize.Environment{Sandbox: sb, ScriptDir: env.Work}, nil
+		}
+		return builderEnv(ctx, c.BuilderImage, o.StateDir, env.Work)
+	}
+	if err := customize.ApplyIn(ctx, envFor, root, blocks, env.Environ, env.Log); err != nil {
+		if o.DebugOnFailure && ctx.Err() == nil {
+			fmt.Fprintf(env.Log, "customize failed: %v; opening the debug environment\n", err)
+			if derr := o.Shell(ctx, root, true, env.Log); derr != nil {
+				fmt.Fprintf(env.Log, "debug environment: %v\n", derr)
+			}
+		}
+		return err // the step fails even after a debug session
+	}
+	return nil
+}

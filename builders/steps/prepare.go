@@ -1,0 +1,242 @@
+package steps
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+
+	"github.com/gofrs/flock"
+
+	"github.com/imsbuild/imsbuild/builders/builderimage"
+	"github.com/imsbuild/imsbuild/builders/kiwi"
+	"github.com/imsbuild/imsbuild/builders/pack"
+	"github.com/imsbuild/imsbuild/cache"
+	"github.com/imsbuild/imsbuild/internal/treehash"
+	"github.com/imsbuild/imsbuild/spec"
+)
+
+// DefaultKiwiCacheDir holds kiwi's shared caches (repository metadata and
+// downloaded packages), kept across builds so a second recipe downloads only
+// what is new. It must not be below /tmp: kiwi recreates its parents inside
+// the image root.
+const DefaultKiwiCacheDir = "/var/cache/imsbuild/kiwi"
+
+// Prepare is the kiwi prepare sub-step of a recipe image: kiwi-ng system
+// prepare of the recipe; its output is the prepared root as a squashfs
+// (PreparedOutput). The image step is keyed by that root's digest, so a
+// squashfs option or customize change never reinstalls packages.
+type Prepare struct {
+	Recipe         *spec.Recipe
+	Repositories   []*spec.Repository // the recipe's, sorted by name
+	CACertificates []string           // PEM texts, injected into the description
+	// TrackRepos puts every repository's metadata digest into the key,
+	// not only those of repositories that ask for it.
+	TrackRepos bool
+	HTTPClient *http.Client // repository probes
+
+	KiwiCacheDir      string // "" means DefaultKiwiCacheDir
+	BootstrapCacheDir string // kiwi.PrepareOptions.BootstrapCache
+	StateDir          string // builder images are unpacked under it
+
+	// RecipeSource returns a local path of the recipe's source (an
+	// s3:// source downloaded once per build).
+	RecipeSource func(ctx context.Context, r *spec.Recipe) (string, error)
+	// PackageProxy returns the URL of the package cache proxy ("" for
+	// none) and a function that logs what it served since.
+	PackageProxy func(ctx context.Context) (url string, report func(io.Writer), err error)
+	// DebugShell, when set, serves a debug SSH session on the failed
+	// build root (non-jailed, the root at /mnt/image, as IMS does).
+	DebugShell func(ctx context.Context, root string, log io.Writer) error
+	// Handover receives the prepared root for the image step.
+	Handover *Handover
+}
+
+// Key describes the prepare: the recipe tree, rendered template, CA
+// certificates, kiwi version (or builder image digest) and, when tracked,
+// the digests of the repositories' metadata.
+func (o *Prepare) Key(ctx context.Context, k KeyEnv) (*Key, error) {
+	r := o.Recipe
+	// The kiwi that builds: the host's, or the builder image by digest.
+	tools := map[string]string{}
+	if r.BuilderImage != "" {
+		d, err := builderimage.Resolve(ctx, r.BuilderImage, builderimage.Options{})
+		if err != nil {
+			return nil, fmt.Errorf("builder image %s: %w", r.BuilderImage, err)
+		}
+		tools["builder_image"] = d
+	} else {
+		kv, err := k.ToolVersion(ctx, "kiwi-ng", kiwi.ToolVersion)
+		if err != nil {
+			return nil, fmt.Errorf("kiwi-ng version: %w", err)
+		}
+		tools["kiwi-ng"] = kv
+	}
+	key := &Key{
+		Type:   "imsbuild/kiwi-prepare/v1",
+		Attrs:  recipeAttrs(r, o.Repositories),
+		Inputs: map[string]string{},
+		Tools:  tools,
+	}
+	src, err := o.RecipeSource(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	var d string
+	if st, err := os.Stat(src); err == nil && st.IsDir() {
+		d, err = treehash.Dir(ctx, src, k.StatCache)
+		if err != nil {
+			return nil, fmt.Errorf("digest of recipe %s: %w", r.Name, err)
+		}
+	} else if d, err = treehash.File(ctx, src, k.StatCache); err != nil {
+		return nil, fmt.Errorf("digest of recipe %s: %w", r.Name, err)
+	}
+	key.Inputs["recipe"] = d
+	for i, pem := range o.CACertificates {
+		key.Inputs[fmt.Sprintf("ca_certificates[%d]", i)] = k.TextDigest(pem)
+	}
+	var tracked []*spec.Repository
+	for _, rp := range o.Repositories {
+		if rp.TrackRepos || o.TrackRepos {
+			tracked = append(tracked, rp)
+		}
+	}
+	if len(tracked) > 0 {
+		digests, err := kiwi.RepoDigests(ctx, o.httpClient(), tracked)
+		if err != nil {
+			return nil, err
+		}
+		for name, d := range digests {
+			key.Inputs["repository."+name+".metadata"] = d
+		}
+	}
+	return key, nil
+}
+
+func (o *Prepare) httpClient() *http.Client {
+	if o.HTTPClient != nil {
+		return o.HTTPClient
+	}
+	return http.DefaultClient
+}
+
+// Build fetches and renders the recipe, injects CA certificates, waits for
+// the repositories and runs kiwi-ng system prepare; the prepared root is
+// stored as a squashfs and handed over to the image step.
+func (o *Prepare) Build(ctx context.Context, env Env) (*cache.ActionResult, error) {
+	r := o.Recipe
+	log := env.Log
+	desc := filepath.Join(env.Work, "description")
+	fmt.Fprintf(log, "fetching recipe %s from %s\n", r.Name, r.Source)
+	src, err := o.RecipeSource(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	if err := kiwi.FetchRecipe(ctx, src, desc); err != nil {
+		return nil, err
+	}
+	if err := kiwi.Render(desc, r.Template); err != nil {
+		return nil, err
+	}
+	if len(o.CACertificates) > 0 {
+		if err := kiwi.InjectCACerts(desc, o.CACertificates); err != nil {
+			return nil, err
+		}
+	}
+	if len(o.Repositories) > 0 {
+		fmt.Fprintf(log, "waiting for %d repositories\n", len(o.Repositories))
+		if err := kiwi.WaitForRepos(ctx, o.httpClient(), o.Repositories, log); err != nil {
+			return nil, err
+		}
+	}
+	shared, release, err := kiwiSharedCache(o.KiwiCacheDir)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	var builderRoot string
+	if r.BuilderImage != "" {
+		fmt.Fprintf(log, "unpacking builder image %s\n", r.BuilderImage)
+		if builderRoot, _, err = builderimage.Unpack(ctx, r.BuilderImage, filepath.Join(o.StateDir, "builders"), builderimage.Options{}); err != nil {
+			return nil, fmt.Errorf("builder image %s: %w", r.BuilderImage, err)
+		}
+	}
+	kenv := env.Environ
+	report := func(io.Writer) {}
+	if o.PackageProxy != nil {
+		proxy, rep, err := o.PackageProxy(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if proxy != "" {
+			// debootstrap's wget and apt-get in the root honour
+			// http_proxy; https repositories stay direct.
+			kenv = append(append([]string(nil), kenv...), "http_proxy="+proxy)
+			report = rep
+		}
+	}
+	root := filepath.Join(env.Work, "root")
+	err = kiwi.Prepare(ctx, kiwi.PrepareOptions{
+		BuilderRoot:    builderRoot,
+		BootstrapCache: o.BootstrapCacheDir,
+		Description:    desc,
+		Root:           root,
+		Profiles:       r.Profiles,
+		SharedCacheDir: shared,
+		Env:            kenv,
+		Log:            log,
+		KiwiLog:        filepath.Join(env.Work, "kiwi.log"),
+	})
+	report(log)
+	if err != nil {
+		if o.DebugShell != nil && ctx.Err() == nil {
+			fmt.Fprintf(log, "kiwi failed; opening the debug environment on the build root\n")
+			if derr := o.DebugShell(ctx, root, log); derr != nil {
+				fmt.Fprintf(log, "debug environment: %v\n", derr)
+			}
+		}
+		return nil, fmt.Errorf("recipe %s: %w", r.Name, err)
+	}
+	out := filepath.Join(env.Work, "out")
+	if err := os.Mkdir(out, 0o755); err != nil {
+		return nil, err
+	}
+	// The prepared root is kept with fast compression: it is unpacked again
+	// by the image step, never published.
+	arts, err := pack.Pack(ctx, root, out, pack.Options{Compression: "zstd", Level: 1, Env: env.Environ, Log: io.Discard})
+	if err != nil {
+		return nil, fmt.Errorf("store prepared root: %w", err)
+	}
+	d, size, err := env.Store.PutFile(ctx, arts[0].Path)
+	if err != nil {
+		return nil, err
+	}
+	o.Handover.give(root)
+	return &cache.ActionResult{Outputs: map[string]cache.Output{
+		PreparedOutput: {Digest: d, Size: size, MediaType: "application/vnd.imsbuild.prepared-root.squashfs"},
+	}}, nil
+}
+
+// kiwiSharedCache takes the first unused shared cache under base (one per
+// concurrent kiwi run, each held by a lock file).
+func kiwiSharedCache(base string) (string, func(), error) {
+	if base == "" {
+		base = DefaultKiwiCacheDir
+	}
+	for i := 0; ; i++ {
+		dir := filepath.Join(base, fmt.Sprintf("cache-%d", i))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return "", nil, fmt.Errorf("kiwi shared cache: %w", err)
+		}
+		lock := flock.New(dir + ".lock")
+		ok, err := lock.TryLock()
+		if err != nil {
+			return "", nil, fmt.Errorf("kiwi shared cache: %w", err)
+		}
+		if ok {
+			return dir, func() { lock.Unlock() }, nil
+		}
+	}
+}

@@ -1,0 +1,93 @@
+package steps
+
+import (
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/imsbuild/imsbuild/builders/importer"
+	"github.com/imsbuild/imsbuild/cache"
+	"github.com/imsbuild/imsbuild/ims"
+)
+
+// artifactOrder is the order artifacts are stored and logged in.
+var artifactOrder = ims.ArtifactNames()
+
+// storeArtifacts puts artifact files (name → path) into the store with
+// their md5 (IMS manifests need it) and returns them as a step result.
+func storeArtifacts(ctx context.Context, store cache.Store, files map[string]string, log io.Writer) (*cache.ActionResult, error) {
+	res := &cache.ActionResult{Outputs: map[string]cache.Output{}}
+	for _, name := range artifactOrder {
+		path, ok := files[name]
+		if !ok {
+			continue
+		}
+		out, err := storeWithMD5(ctx, store, path)
+		if err != nil {
+			return nil, fmt.Errorf("store %s: %w", name, err)
+		}
+		out.MediaType = ims.MediaTypeOf(name)
+		res.Outputs[name] = out
+		fmt.Fprintf(log, "%s %s %d bytes\n", name, out.Digest, out.Size)
+	}
+	if _, ok := res.Outputs[ims.ArtifactRootfs]; !ok {
+		return nil, errors.New("no rootfs artifact")
+	}
+	return res, nil
+}
+
+// storeWithMD5 copies a file into the store in one read pass: the store
+// hashes sha256 while writing, md5 is computed beside it on another core.
+func storeWithMD5(ctx context.Context, store cache.Store, path string) (cache.Output, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return cache.Output{}, err
+	}
+	defer f.Close()
+	pr, pw := io.Pipe()
+	h := md5.New()
+	done := make(chan error, 1)
+	go func() {
+		_, err := io.CopyBuffer(h, pr, make([]byte, 1<<20))
+		pr.CloseWithError(err)
+		done <- err
+	}()
+	d, size, err := store.Put(ctx, io.TeeReader(f, pw), "")
+	pw.CloseWithError(err)
+	if herr := <-done; err == nil && herr != nil && herr != io.ErrClosedPipe {
+		err = herr
+	}
+	if err != nil {
+		return cache.Output{}, err
+	}
+	return cache.Output{Digest: d, Size: size, MD5: hex.EncodeToString(h.Sum(nil))}, nil
+}
+
+// unpack restores a squashfs blob into the empty directory root. The store
+// verifies the blob first: unsquashfs must never read corrupt bytes into a
+// root that gets cached. A store whose blobs are files lets unsquashfs read
+// the blob in place.
+func unpack(ctx context.Context, store cache.Store, d cache.Digest, work, root string) error {
+	var err error
+	if fu, ok := store.(cache.FileUser); ok {
+		err = fu.UseFile(ctx, d, func(p string) error { return importer.Import(ctx, p, root) })
+	} else {
+		sq := filepath.Join(work, "unpack.squashfs")
+		defer os.Remove(sq)
+		if err = store.Materialize(ctx, d, sq, true); err == nil {
+			err = importer.Import(ctx, sq, root)
+		}
+	}
+	if errors.Is(err, cache.ErrCorrupt) {
+		return fmt.Errorf("restore %s: %w (dropped with the results built on it: the next build makes it again)", d, err)
+	}
+	if err != nil {
+		return fmt.Errorf("restore %s: %w", d, err)
+	}
+	return nil
+}

@@ -1,0 +1,141 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/imsbuild/imsbuild/builders/steps"
+)
+
+// The engine runs every image step through a steps.Op: the op describes
+// what decides its result (steps.Key) and builds it in a steps.Env; the
+// engine completes and hashes the key (preimage), locks, looks up and
+// records it (runCached), and schedules and reports the steps (Build).
+
+// stepOps are the ops of one image step.
+type stepOps struct {
+	prepare  steps.Op        // kiwi: the prepare sub-step; nil for other kinds
+	image    steps.Op        // the image step itself
+	handover *steps.Handover // kiwi: prepare's root for the image; nil-safe
+}
+
+// opsOf returns the ops of image step s. forBuild gives a kiwi image a
+// handover for the root its prepare makes (a plan builds nothing).
+func (e *Engine) opsOf(s *Step, forBuild bool) (stepOps, error) {
+	if e.newOp != nil {
+		return stepOps{image: e.newOp(s)}, nil
+	}
+	img := s.Image
+	op := &steps.Image{
+		Kind:            s.Kind,
+		Image:           img,
+		Interactive:     e.interactive(s),
+		DebugOnFailure:  e.debugOnFailure(s),
+		SourceDateEpoch: e.epoch,
+		StateDir:        e.opts.StateDir,
+		RemoteDigest:    remoteDigest,
+		FetchRemote:     fetchRemote,
+		Shell: func(ctx context.Context, root string, debug bool, log io.Writer) error {
+			return e.sshEnv(ctx, s, root, debug, log)
+		},
+	}
+	ops := stepOps{image: op}
+	switch s.Kind {
+	case KindCustomize:
+		op.Parent = s.Deps[0].ID
+	case KindKiwi:
+		r := e.cfg.Recipes[img.Recipe]
+		if r == nil {
+			return stepOps{}, fmt.Errorf("recipe %s not declared", img.Recipe)
+		}
+		op.Parent = prepareID(s)
+		if forBuild {
+			ops.handover = steps.NewHandover(e.opts.WorkDir, e.opts.Logger)
+			op.Handover = ops.handover
+		}
+		prep := &steps.Prepare{
+			Recipe:            r,
+			Repositories:      e.recipeRepos(s),
+			CACertificates:    img.CACertificates,
+			TrackRepos:        e.opts.TrackRepos,
+			HTTPClient:        e.opts.HTTPClient,
+			KiwiCacheDir:      e.opts.KiwiCacheDir,
+			BootstrapCacheDir: e.opts.BootstrapCacheDir,
+			StateDir:          e.opts.StateDir,
+			RecipeSource:      e.recipeSource,
+			PackageProxy:      e.packageProxyFor,
+			Handover:          ops.handover,
+		}
+		if e.debugOnFailure(s) {
+			prep.DebugShell = func(ctx context.Context, root string, log io.Writer) error {
+				return e.sshEnvAt(ctx, s, root, false, true, log)
+			}
+		}
+		ops.prepare = prep
+	}
+	return ops, nil
+}
+
+// preimage asks op for its key and completes it with what every key holds:
+// the builder version, the cache salt and the allowlisted environment.
+func (e *Engine) preimage(ctx context.Context, op steps.Op) (*Preimage, error) {
+	k, err := op.Key(ctx, steps.KeyEnv{
+		StatCache:   e.opts.StatCache,
+		TextDigest:  e.textDigest,
+		ToolVersion: e.toolVersion,
+		Once:        e.once,
+		Result:      e.result,
+	})
+	if err != nil {
+		return nil, err
+	}
+	attrs, err := attrsOf(k.Attrs)
+	if err != nil {
+		return nil, err
+	}
+	return &Preimage{
+		Type:      k.Type,
+		Builder:   BuilderVersion,
+		Salt:      e.cfg.Settings.Cache.Salt,
+		Attrs:     attrs,
+		Inputs:    k.Inputs,
+		Tools:     k.Tools,
+		Env:       e.allowedEnv(),
+		Parent:    k.Parent,
+		Customize: k.Customize,
+	}, nil
+}
+
+// once returns the value of f for name, computed once per build however
+// many steps ask (an import's digest, a tool's version).
+func (e *Engine) once(name string, f func() (string, error)) (string, error) {
+	e.digestMu.Lock()
+	d, ok := e.digests[name]
+	if !ok {
+		d = &onceValue{}
+		e.digests[name] = d
+	}
+	e.digestMu.Unlock()
+	d.once.Do(func() { d.value, d.err = f() })
+	return d.value, d.err
+}
+
+// toolVersion returns the version of tool name: once per build, and
+// across builds while the binary stays the same (toolCache).
+func (e *Engine) toolVersion(ctx context.Context, name string, probe func(context.Context) (string, error)) (string, error) {
+	return e.once("tool:"+name, func() (string, error) {
+		return e.toolCache.version(ctx, name, probe)
+	})
+}
+
+// packageProxyFor gives a kiwi prepare the package cache proxy and a
+// report of what it served during the prepare.
+func (e *Engine) packageProxyFor(ctx context.Context) (string, func(io.Writer), error) {
+	url, err := e.packageProxy(ctx)
+	if err != nil || url == "" {
+		return url, nil, err
+	}
+	before := e.packageStats()
+	return url, func(w io.Writer) { e.logPackageStats(w, before) }, nil
+}
