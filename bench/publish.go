@@ -43,6 +43,7 @@ import (
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/cache/local"
 	"github.com/imsbuild/imsbuild/ims"
+	"github.com/imsbuild/imsbuild/internal/s3client"
 	"github.com/imsbuild/imsbuild/internal/threadpin"
 	"github.com/imsbuild/imsbuild/publish"
 	"github.com/imsbuild/imsbuild/publish/oci"
@@ -249,11 +250,11 @@ func benchImage(a artifact, id string) publish.Image {
 }
 
 func (c s3Child) config() s3pub.Config {
-	return s3pub.Config{
-		Endpoint: c.Endpoint, Region: s3Region, Bucket: s3Bucket, PathStyle: true,
+	return s3pub.Config{Bucket: s3Bucket, Config: s3client.Config{
+		Endpoint: c.Endpoint, Region: s3Region, PathStyle: true,
 		PartSize: c.PartSize, Concurrency: c.Concurrency,
 		Credentials: credentials.NewStaticCredentialsProvider(s3Access, s3Secret, ""),
-	}
+	}}
 }
 
 // publishS3 publishes img as the CLI would: a new publisher, one Publish.

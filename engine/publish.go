@@ -8,6 +8,7 @@ import (
 
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/ims"
+	"github.com/imsbuild/imsbuild/internal/s3client"
 	"github.com/imsbuild/imsbuild/publish"
 	"github.com/imsbuild/imsbuild/publish/dir"
 	"github.com/imsbuild/imsbuild/publish/imsapi"
@@ -188,5 +189,8 @@ func imsClient(p *spec.Publish) (*imsapi.Client, error) {
 }
 
 func s3Config(p *spec.Publish) s3.Config {
-	return s3.Config{Endpoint: p.Endpoint, Region: p.Region, Bucket: p.Bucket, Prefix: p.Prefix, PathStyle: p.PathStyle, CABundle: p.CABundle}
+	return s3.Config{
+		Config: s3client.Config{Endpoint: p.Endpoint, Region: p.Region, PathStyle: p.PathStyle, CABundle: p.CABundle},
+		Bucket: p.Bucket, Prefix: p.Prefix,
+	}
 }

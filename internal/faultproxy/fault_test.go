@@ -24,6 +24,7 @@ import (
 	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/internal/faultproxy"
 	"github.com/imsbuild/imsbuild/internal/registrytest"
+	"github.com/imsbuild/imsbuild/internal/s3client"
 	"github.com/imsbuild/imsbuild/internal/s3test"
 	"github.com/imsbuild/imsbuild/publish"
 	"github.com/imsbuild/imsbuild/publish/oci"
@@ -81,7 +82,7 @@ func hostOf(t *testing.T, endpoint string) string {
 // s3Publisher publishes to bucket boot-images through the proxy.
 func s3Publisher(t *testing.T, srv *s3test.Server, px *faultproxy.Proxy) *s3.Publisher {
 	t.Helper()
-	p, err := s3.New(t.Context(), s3.Config{
+	p, err := s3.New(t.Context(), s3.Config{Config: s3client.Config{
 		Endpoint:    px.URL(),
 		Region:      srv.Region,
 		PathStyle:   true,
@@ -90,7 +91,7 @@ func s3Publisher(t *testing.T, srv *s3test.Server, px *faultproxy.Proxy) *s3.Pub
 		MaxAttempts: 8, // concurrent requests can land on several faulty counts in a row
 		MaxBackoff:  50 * time.Millisecond,
 		Credentials: credentials.NewStaticCredentialsProvider(srv.AccessKey, srv.SecretKey, ""),
-	})
+	}})
 	if err != nil {
 		t.Fatalf("s3.New() error: %v", err)
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/internal/md5hex"
+	"github.com/imsbuild/imsbuild/internal/s3client"
 	"github.com/imsbuild/imsbuild/internal/s3test"
 	"github.com/imsbuild/imsbuild/internal/testutil"
 	"github.com/imsbuild/imsbuild/publish"
@@ -120,7 +121,7 @@ func TestFetchRoundTrip(t *testing.T) {
 			url  string
 		}{
 			// Bucket and Prefix of the config do not matter.
-			{"config", Config{Endpoint: srv.Endpoint, Region: srv.Region, PathStyle: true, Credentials: cfg.Credentials, Bucket: "x", Prefix: "y"}, plain},
+			{"config", Config{Config: s3client.Config{Endpoint: srv.Endpoint, Region: srv.Region, PathStyle: true, Credentials: cfg.Credentials}, Bucket: "x", Prefix: "y"}, plain},
 			{"url query", Config{}, plain + "?endpoint=" + srv.Endpoint + "&path_style=true&region=" + srv.Region},
 		}
 		for _, tc := range tests {
@@ -441,8 +442,8 @@ func TestParseURL(t *testing.T) {
 		{raw: "s3://boot-images/id/manifest.json", url: "s3://boot-images/id/manifest.json"},
 		{raw: "s3://b", url: "s3://b/"},
 		{raw: "s3://b/k?endpoint=http://127.0.0.1:7070&path_style=true&region=eu&ca_bundle=/ca.pem",
-			cfg: Config{Endpoint: "http://127.0.0.1:7070", PathStyle: true, Region: "eu", CABundle: "/ca.pem"}, url: "s3://b/k"},
-		{raw: "s3://b/k?path_style=1", cfg: Config{PathStyle: true}, url: "s3://b/k"},
+			cfg: Config{Config: s3client.Config{Endpoint: "http://127.0.0.1:7070", PathStyle: true, Region: "eu", CABundle: "/ca.pem"}}, url: "s3://b/k"},
+		{raw: "s3://b/k?path_style=1", cfg: Config{Config: s3client.Config{PathStyle: true}}, url: "s3://b/k"},
 		{raw: "s3://b/k?path_style=yes", wantErr: `path_style="yes" is not true or false`},
 		{raw: "s3://b/k?bucket=x", wantErr: `unknown parameter "bucket"`},
 		{raw: "s3://b/k?region=a&region=b", wantErr: "parameter region given 2 times"},

@@ -55,7 +55,7 @@ func (c *countingTransport) reset() {
 }
 
 func testConfig(srv *s3test.Server) Config {
-	return Config{
+	return Config{Config: s3client.Config{
 		Endpoint:    srv.Endpoint,
 		Region:      srv.Region,
 		PathStyle:   true,
@@ -63,7 +63,7 @@ func testConfig(srv *s3test.Server) Config {
 		Concurrency: 2,
 		MaxBackoff:  100 * time.Millisecond,
 		Credentials: credentials.NewStaticCredentialsProvider(srv.AccessKey, srv.SecretKey, ""),
-	}
+	}}
 }
 
 func newPublisher(t testing.TB, cfg Config) *Publisher {
@@ -378,9 +378,9 @@ func TestNewConfigErrors(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{"small part", Config{PartSize: 1 << 20}, "below the S3 minimum"},
-		{"missing ca bundle", Config{CABundle: "/nonexistent/ca.pem"}, "ca bundle"},
-		{"ca bundle and client", Config{CABundle: "x.pem", HTTPClient: http.DefaultClient}, "set TLS on the given HTTP client"},
+		{"small part", Config{Config: s3client.Config{PartSize: 1 << 20}}, "below the S3 minimum"},
+		{"missing ca bundle", Config{Config: s3client.Config{CABundle: "/nonexistent/ca.pem"}}, "ca bundle"},
+		{"ca bundle and client", Config{Config: s3client.Config{CABundle: "x.pem", HTTPClient: http.DefaultClient}}, "set TLS on the given HTTP client"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -401,7 +401,7 @@ func TestKeyAndLink(t *testing.T) {
 		{"/a/", "a/id/rootfs", "s3://boot-images/a/id/rootfs"},
 	}
 	for _, tc := range tests {
-		p := newPublisher(t, Config{Prefix: tc.prefix, Credentials: credentials.NewStaticCredentialsProvider("a", "b", "")})
+		p := newPublisher(t, Config{Prefix: tc.prefix, Config: s3client.Config{Credentials: credentials.NewStaticCredentialsProvider("a", "b", "")}})
 		if got := p.Key("id", "rootfs"); got != tc.key {
 			t.Errorf("Key() with prefix %q = %q, want %q", tc.prefix, got, tc.key)
 		}
