@@ -42,6 +42,7 @@ import (
 
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/cache/local"
+	"github.com/imsbuild/imsbuild/engine"
 	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/internal/s3client"
 	"github.com/imsbuild/imsbuild/internal/threadpin"
@@ -194,7 +195,7 @@ func benchOCI(ctx context.Context, scratch string) {
 				if err != nil {
 					return err
 				}
-				return p.Publish(ctx, store, []publish.Image{img})
+				return p.Publish(ctx, engine.PublishBlobs(store), []publish.Image{img})
 			})
 			check(err)
 			return s
@@ -245,7 +246,7 @@ func benchImage(a artifact, id string) publish.Image {
 		Label: "bench", Name: "bench", Arch: "x86_64", ID: id,
 		Key:     strings.Repeat("0", 64),
 		Created: time.Unix(0, 0),
-		Outputs: map[string]cache.Output{ims.ArtifactRootfs: a.Output},
+		Outputs: engine.PublishArtifacts(map[string]cache.Output{ims.ArtifactRootfs: a.Output}),
 	}
 }
 
@@ -263,7 +264,7 @@ func publishS3(ctx context.Context, store cache.Store, cfg s3pub.Config, img pub
 	if err != nil {
 		return err
 	}
-	return p.Publish(ctx, store, []publish.Image{img})
+	return p.Publish(ctx, engine.PublishBlobs(store), []publish.Image{img})
 }
 
 func objectKey(cfg s3pub.Config, id, name string) string { return cfg.Prefix + id + "/" + name }

@@ -2,9 +2,15 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
+	"os"
 	"slices"
 	"time"
+
+	digest "github.com/opencontainers/go-digest"
 
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/ims"
@@ -44,7 +50,7 @@ func (e *Engine) publishImage(id string) (publish.Image, error) {
 		ID:      ims.ImageID(s.Image.Name, digests...),
 		Key:     e.key(id),
 		Created: created,
-		Outputs: r.Outputs,
+		Outputs: PublishArtifacts(r.Outputs),
 	}, nil
 }
 
@@ -67,7 +73,7 @@ func (e *Engine) runPublish(ctx context.Context, s *Step) error {
 		if err != nil {
 			return err
 		}
-		if err := pub.Publish(ctx, e.store, images); err != nil {
+		if err := pub.Publish(ctx, PublishBlobs(e.store), images); err != nil {
 			return err
 		}
 	}
@@ -171,11 +177,11 @@ type labeled struct {
 // multiPublisher sends each image to the publisher made for it.
 type multiPublisher []labeled
 
-func (m multiPublisher) Publish(ctx context.Context, store cache.Store, images []publish.Image) error {
+func (m multiPublisher) Publish(ctx context.Context, blobs publish.Blobs, images []publish.Image) error {
 	for _, img := range images {
 		for _, l := range m {
 			if l.label == img.Label {
-				if err := l.pub.Publish(ctx, store, []publish.Image{img}); err != nil {
+				if err := l.pub.Publish(ctx, blobs, []publish.Image{img}); err != nil {
 					return err
 				}
 			}
@@ -194,3 +200,82 @@ func s3Config(p *spec.Publish) s3.Config {
 		Bucket: p.Bucket, Prefix: p.Prefix,
 	}
 }
+
+// PublishBlobs adapts a cache store to what publishers read: its errors
+// match publish.ErrNotFound and publish.ErrCorrupt as well as the cache's,
+// and Path finds the local blob file of a store that has one (cache/local,
+// and cache/tiered for a blob downloaded already), so an OCI push sends it
+// without a copy through user space.
+func PublishBlobs(store cache.Store) publish.Blobs { return storeBlobs{store} }
+
+// PublishArtifacts converts step outputs to publish artifacts.
+func PublishArtifacts(outs map[string]cache.Output) map[string]publish.Artifact {
+	res := make(map[string]publish.Artifact, len(outs))
+	for name, o := range outs {
+		res[name] = publish.Artifact{Digest: digest.Digest(o.Digest), Size: o.Size, MediaType: o.MediaType, MD5: o.MD5}
+	}
+	return res
+}
+
+type storeBlobs struct{ store cache.Store }
+
+// blobFiler is a store whose blobs are plain files: cache/local, and
+// cache/tiered for the blobs of its local cache.
+type blobFiler interface {
+	BlobPath(cache.Digest) string
+}
+
+func (b storeBlobs) Open(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
+	rc, err := b.store.Open(ctx, cache.Digest(d))
+	if err != nil {
+		return nil, publishError(err)
+	}
+	return blobReader{rc}, nil
+}
+
+func (b storeBlobs) Stat(ctx context.Context, d digest.Digest) (int64, error) {
+	n, err := b.store.Stat(ctx, cache.Digest(d))
+	return n, publishError(err)
+}
+
+func (b storeBlobs) Path(ctx context.Context, d digest.Digest) (string, bool) {
+	f, ok := b.store.(blobFiler)
+	if !ok || !cache.Digest(d).Valid() {
+		return "", false
+	}
+	p := f.BlobPath(cache.Digest(d))
+	if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() {
+		return "", false
+	}
+	return p, true
+}
+
+// blobReader translates the error of a blob found corrupt at EOF.
+type blobReader struct{ io.ReadCloser }
+
+func (r blobReader) Read(p []byte) (int, error) {
+	n, err := r.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		err = publishError(err)
+	}
+	return n, err
+}
+
+// publishError makes a cache error match the publish error of its kind too,
+// keeping its message.
+func publishError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, cache.ErrCorrupt):
+		return kindError{err, publish.ErrCorrupt}
+	case errors.Is(err, cache.ErrNotFound), errors.Is(err, fs.ErrNotExist):
+		return kindError{err, publish.ErrNotFound}
+	}
+	return err
+}
+
+type kindError struct{ err, kind error }
+
+func (e kindError) Error() string   { return e.err.Error() }
+func (e kindError) Unwrap() []error { return []error{e.err, e.kind} }

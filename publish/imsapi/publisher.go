@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/publish"
 )
@@ -33,7 +32,7 @@ func NewPublisher(client *Client, linkFor LinkFunc) *Publisher {
 
 // Publish registers each image; store is not used (IMS only gets records).
 // The first error stops it.
-func (p *Publisher) Publish(ctx context.Context, _ cache.Store, images []publish.Image) error {
+func (p *Publisher) Publish(ctx context.Context, _ publish.Blobs, images []publish.Image) error {
 	_, err := p.Register(ctx, images)
 	return err
 }

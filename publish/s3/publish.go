@@ -11,7 +11,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
-	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/internal/md5hex"
 	"github.com/imsbuild/imsbuild/publish"
@@ -31,7 +30,7 @@ var _ publish.Publisher = (*Publisher)(nil)
 // Publish uploads each image's artifacts and then its manifest.json. Images
 // are published one after another; the first error stops it. An image whose
 // upload failed has no new manifest.
-func (p *Publisher) Publish(ctx context.Context, store cache.Store, images []publish.Image) error {
+func (p *Publisher) Publish(ctx context.Context, blobs publish.Blobs, images []publish.Image) error {
 	for _, img := range images {
 		if err := checkImage(img); err != nil {
 			return err
@@ -41,7 +40,7 @@ func (p *Publisher) Publish(ctx context.Context, store cache.Store, images []pub
 		return fmt.Errorf("publish s3: %w", p.wrap("head bucket", "", err))
 	}
 	for _, img := range images {
-		if err := p.publishImage(ctx, store, img); err != nil {
+		if err := p.publishImage(ctx, blobs, img); err != nil {
 			return fmt.Errorf("publish s3 image %s (%s): %w", img.Label, img.ID, err)
 		}
 	}
@@ -57,14 +56,16 @@ func checkImage(img publish.Image) error {
 		return fmt.Errorf("publish s3 image %s (%s): no rootfs output", img.Label, img.ID)
 	}
 	for _, name := range artifactNames {
-		if o, ok := img.Outputs[name]; ok && !o.Digest.Valid() {
-			return fmt.Errorf("publish s3 image %s (%s): %s: invalid digest %q", img.Label, img.ID, name, o.Digest)
+		if o, ok := img.Outputs[name]; ok {
+			if err := publish.CheckDigest(o.Digest); err != nil {
+				return fmt.Errorf("publish s3 image %s (%s): %s: %w", img.Label, img.ID, name, err)
+			}
 		}
 	}
 	return nil
 }
 
-func (p *Publisher) publishImage(ctx context.Context, store cache.Store, img publish.Image) error {
+func (p *Publisher) publishImage(ctx context.Context, blobs publish.Blobs, img publish.Image) error {
 	m := ims.Manifest{
 		Version: ims.ManifestVersion,
 		Created: img.Created.UTC().Format(ims.ManifestTimeLayout),
@@ -75,7 +76,7 @@ func (p *Publisher) publishImage(ctx context.Context, store cache.Store, img pub
 			continue
 		}
 		key := p.Key(img.ID, name)
-		obj, err := p.putArtifact(ctx, store, key, name, out)
+		obj, err := p.putArtifact(ctx, blobs, key, name, out)
 		if err != nil {
 			return err
 		}

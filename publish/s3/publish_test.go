@@ -17,11 +17,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
-	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/internal/s3client"
 	"github.com/imsbuild/imsbuild/internal/s3test"
 	"github.com/imsbuild/imsbuild/publish"
+	"github.com/imsbuild/imsbuild/publish/publishtest"
 )
 
 const testTimeout = 3 * time.Minute
@@ -75,13 +75,13 @@ func newPublisher(t testing.TB, cfg Config) *Publisher {
 	return p
 }
 
-func testImages(t testing.TB, store cache.Store) []publish.Image {
+func testImages(t testing.TB, store *publishtest.Blobs) []publish.Image {
 	t.Helper()
 	created := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 	return []publish.Image{{
 		Label: "base", Name: "node-bookworm", Arch: "x86_64", ID: "11111111-2222-3333-4444-555555555555",
 		Created: created,
-		Outputs: map[string]cache.Output{
+		Outputs: map[string]publish.Artifact{
 			ims.ArtifactRootfs:         putBlob(t, store, 1, 12<<20+12345), // 3 parts of 5 MiB
 			ims.ArtifactKernel:         putBytes(t, store, []byte("fake kernel\n")),
 			ims.ArtifactInitrd:         putBlob(t, store, 2, 1<<20),
@@ -91,7 +91,7 @@ func testImages(t testing.TB, store cache.Store) []publish.Image {
 	}, {
 		Label: "compute", Name: "node-compute", Arch: "x86_64", ID: "66666666-7777-8888-9999-000000000000",
 		Created: created,
-		Outputs: map[string]cache.Output{
+		Outputs: map[string]publish.Artifact{
 			ims.ArtifactRootfs: putBlob(t, store, 3, 3<<20), // single PUT
 			ims.ArtifactKernel: putBytes(t, store, []byte("fake kernel\n")),
 			ims.ArtifactInitrd: putBytes(t, store, []byte("fake initrd\n")),
@@ -263,7 +263,7 @@ func TestPublishBadMD5(t *testing.T) {
 		img.Outputs[ims.ArtifactRootfs] = rootfs
 
 		err := newPublisher(t, testConfig(srv)).Publish(ctx, store, []publish.Image{img})
-		if !errors.Is(err, cache.ErrCorrupt) {
+		if !errors.Is(err, publish.ErrCorrupt) {
 			t.Fatalf("Publish(image %d) error = %v, want ErrCorrupt", i, err)
 		}
 		if want := "put s3://boot-images/" + img.ID + "/rootfs"; !strings.Contains(err.Error(), want) {
@@ -283,7 +283,7 @@ func TestPublishComputesMissingMD5(t *testing.T) {
 	srv.CreateBucket(t, DefaultBucket)
 	store := newFileStore(t)
 	images := testImages(t, store)[1:]
-	noMD5 := map[string]cache.Output{}
+	noMD5 := map[string]publish.Artifact{}
 	for name, o := range images[0].Outputs {
 		o.MD5 = ""
 		noMD5[name] = o
@@ -330,7 +330,7 @@ func TestPublishErrors(t *testing.T) {
 		want: []string{"s3://boot-images", "connection refused by " + down.Endpoint},
 	}, {
 		name:   "no rootfs",
-		images: []publish.Image{{Label: "x", ID: "id-x", Outputs: map[string]cache.Output{"kernel": images[0].Outputs["kernel"]}}},
+		images: []publish.Image{{Label: "x", ID: "id-x", Outputs: map[string]publish.Artifact{"kernel": images[0].Outputs["kernel"]}}},
 		want:   []string{"publish s3 image x (id-x): no rootfs output"},
 	}, {
 		name:   "no id",
