@@ -42,6 +42,9 @@ type Image struct {
 	Key     string              // the cache key of the step that built it
 	Created time.Time           // from SOURCE_DATE_EPOCH or the action result
 	Outputs map[string]Artifact // rootfs, kernel, initrd, boot_parameters (others are not published)
+	// JobID is the IMS job that built the image ("" outside a job); S3
+	// publishers set it as x-shasta-ims-job-id, as IMS's job helper does.
+	JobID string
 }
 
 // Blobs is where publishers read artifacts from. Open and Stat are all a

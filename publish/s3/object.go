@@ -27,10 +27,32 @@ type remoteObject struct {
 	etag   string // without quotes
 	md5    string // metadata md5sum
 	sha256 string // metadata sha256
+	// image holds the x-shasta-ims-* metadata of an artifact (image name,
+	// id and job id), nil for other objects.
+	image map[string]string
 }
 
+// matches reports whether o holds what want describes: the same content
+// and, for an artifact, the same IMS image metadata.
 func (o *remoteObject) matches(want remoteObject) bool {
-	return o.size == want.size && o.sha256 == want.sha256 && strings.EqualFold(o.md5, want.md5)
+	if o.size != want.size || o.sha256 != want.sha256 || !strings.EqualFold(o.md5, want.md5) {
+		return false
+	}
+	for k, v := range want.image {
+		if o.image[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// metadata is the user metadata to upload with o.
+func (o *remoteObject) metadata() map[string]string {
+	m := map[string]string{MetaMD5: o.md5, MetaSHA256: o.sha256}
+	for k, v := range o.image {
+		m[k] = v
+	}
+	return m
 }
 
 // head returns the object at key, or nil when there is none.
@@ -59,23 +81,31 @@ func objectOf(size int64, etag string, meta map[string]string) *remoteObject {
 			o.md5 = v
 		case MetaSHA256:
 			o.sha256 = v
+		case MetaImageName, MetaImageID, MetaJobID:
+			if o.image == nil {
+				o.image = map[string]string{}
+			}
+			o.image[strings.ToLower(k)] = v
 		}
 	}
 	return o
 }
 
-// putArtifact uploads a blob to key unless the object already holds it, then
-// checks it with a HEAD, and returns what HEAD says.
-func (p *Publisher) putArtifact(ctx context.Context, blobs publish.Blobs, key, name string, out publish.Artifact) (*remoteObject, error) {
-	want := remoteObject{size: out.Size, sha256: out.Digest.Encoded(), md5: strings.ToLower(out.MD5)}
+// putArtifact uploads a blob of img to key unless the object already holds
+// it (with img's metadata), then checks it with a HEAD, and returns what
+// HEAD says.
+func (p *Publisher) putArtifact(ctx context.Context, blobs publish.Blobs, img publish.Image, key, name string, out publish.Artifact) (*remoteObject, error) {
+	want := remoteObject{size: out.Size, sha256: out.Digest.Encoded(), md5: strings.ToLower(out.MD5), image: imageMetadata(img)}
 	have, err := p.head(ctx, key)
 	if err != nil {
 		return nil, err
 	}
 	if want.md5 == "" {
 		// Only an upload computes it cheaply; a present object has it.
-		if have != nil && have.size == want.size && have.sha256 == want.sha256 && len(have.md5) == 32 {
-			return have, nil
+		if have != nil && len(have.md5) == 32 {
+			if want.md5 = have.md5; have.matches(want) {
+				return have, nil
+			}
 		}
 		if want.md5, err = blobMD5(ctx, blobs, out.Digest); err != nil {
 			return nil, p.wrap("put", key, fmt.Errorf("md5 of %s: %w", out.Digest, err))
@@ -129,7 +159,7 @@ func (p *Publisher) upload(ctx context.Context, bucket, key, contentType string,
 		Body:          body,
 		ContentLength: aws.Int64(want.size),
 		ContentType:   aws.String(contentType),
-		Metadata:      map[string]string{MetaMD5: want.md5, MetaSHA256: want.sha256},
+		Metadata:      want.metadata(),
 	})
 	if err != nil {
 		return p.wrapIn("put", bucket, key, err)

@@ -19,11 +19,29 @@ import (
 // artifactNames lists the image outputs published, in manifest order.
 var artifactNames = [...]string{ims.ArtifactRootfs, ims.ArtifactKernel, ims.ArtifactInitrd, ims.ArtifactBootParameters}
 
-// User metadata keys of published objects.
+// User metadata keys of published objects. Every object has MetaMD5 (IMS
+// reads it) and MetaSHA256; artifacts also have the x-shasta-ims-* keys of
+// IMS's job helper: the image name and id, and the job id when a job built
+// the image.
 const (
-	MetaMD5    = "md5sum"
-	MetaSHA256 = "sha256"
+	MetaMD5       = "md5sum"
+	MetaSHA256    = "sha256"
+	MetaImageName = "x-shasta-ims-image-name"
+	MetaImageID   = "x-shasta-ims-image-id"
+	MetaJobID     = "x-shasta-ims-job-id"
 )
+
+// imageMetadata returns the x-shasta-ims-* metadata of img's artifacts;
+// like IMS's helper, it leaves out the keys whose value is empty.
+func imageMetadata(img publish.Image) map[string]string {
+	m := map[string]string{}
+	for k, v := range map[string]string{MetaImageName: img.Name, MetaImageID: img.ID, MetaJobID: img.JobID} {
+		if v != "" {
+			m[k] = v
+		}
+	}
+	return m
+}
 
 var _ publish.Publisher = (*Publisher)(nil)
 
@@ -76,7 +94,7 @@ func (p *Publisher) publishImage(ctx context.Context, blobs publish.Blobs, img p
 			continue
 		}
 		key := p.Key(img.ID, name)
-		obj, err := p.putArtifact(ctx, blobs, key, name, out)
+		obj, err := p.putArtifact(ctx, blobs, img, key, name, out)
 		if err != nil {
 			return err
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/internal/s3client"
@@ -90,7 +91,7 @@ func testImages(t testing.TB, store *publishtest.Blobs) []publish.Image {
 		},
 	}, {
 		Label: "compute", Name: "node-compute", Arch: "x86_64", ID: "66666666-7777-8888-9999-000000000000",
-		Created: created,
+		Created: created, JobID: "0d1f2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b",
 		Outputs: map[string]publish.Artifact{
 			ims.ArtifactRootfs: putBlob(t, store, 3, 3<<20), // single PUT
 			ims.ArtifactKernel: putBytes(t, store, []byte("fake kernel\n")),
@@ -173,6 +174,12 @@ func checkPublished(t *testing.T, c *s3.Client, bucket, prefix string, images []
 			if o.meta[MetaMD5] != out.MD5 || o.meta[MetaSHA256] != out.Digest.Hex() {
 				t.Errorf("%s: metadata %v, want md5sum=%s sha256=%s", key, o.meta, out.MD5, out.Digest.Hex())
 			}
+			// IMS's job helper tags every artifact with its image (and job).
+			jobID, hasJob := o.meta[MetaJobID]
+			if o.meta[MetaImageName] != img.Name || o.meta[MetaImageID] != img.ID || jobID != img.JobID || hasJob != (img.JobID != "") {
+				t.Errorf("%s: metadata %v, want %s=%s %s=%s and %s=%q (absent when empty)", key, o.meta,
+					MetaImageName, img.Name, MetaImageID, img.ID, MetaJobID, img.JobID)
+			}
 			want = append(want, ims.Artifact{
 				Link: ims.Link{Path: "s3://" + bucket + "/" + key, Etag: o.etag, Type: "s3"},
 				Type: ims.MediaTypeOf(name), MD5: out.MD5,
@@ -185,6 +192,9 @@ func checkPublished(t *testing.T, c *s3.Client, bucket, prefix string, images []
 			t.Fatalf("GetObject(%s) error: %v", key, err)
 		}
 		objs[key] = o
+		if _, ok := o.meta[MetaImageID]; ok {
+			t.Errorf("%s: metadata %v; the manifest carries only the checksums, as IMS writes it", key, o.meta)
+		}
 		m, err := ims.ParseManifest(o.data)
 		if err != nil {
 			t.Fatalf("ParseManifest(%s) error: %v\n%s", key, err, o.data)
@@ -289,7 +299,9 @@ func TestPublishComputesMissingMD5(t *testing.T) {
 		noMD5[name] = o
 	}
 	p := newPublisher(t, testConfig(srv))
-	if err := p.Publish(ctx, store, []publish.Image{{ID: images[0].ID, Created: images[0].Created, Outputs: noMD5}}); err != nil {
+	img := images[0]
+	img.Outputs = noMD5
+	if err := p.Publish(ctx, store, []publish.Image{img}); err != nil {
 		t.Fatalf("Publish() error: %v", err)
 	}
 	checkPublished(t, srv.Client(t), DefaultBucket, "", images)
@@ -436,4 +448,37 @@ func TestPublishReplacesChangedArtifact(t *testing.T) {
 		t.Errorf("republish sent %d PUT and %d POST requests, want 2 PUT (kernel, manifest.json)", n, m)
 	}
 	checkPublished(t, srv.Client(t), DefaultBucket, "", images)
+}
+
+// An artifact published without the x-shasta-ims-* metadata (by imsbuild
+// before it set them, or by a plain copy) gets them on the next publish.
+func TestPublishAddsImageMetadata(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	defer cancel()
+	srv := s3test.Start(t)
+	srv.CreateBucket(t, DefaultBucket)
+	store := newFileStore(t)
+	images := testImages(t, store)[1:]
+	p := newPublisher(t, testConfig(srv))
+	if err := p.Publish(ctx, store, images); err != nil {
+		t.Fatalf("Publish() error: %v", err)
+	}
+	c := srv.Client(t)
+	key := p.Key(images[0].ID, ims.ArtifactKernel)
+	out := images[0].Outputs[ims.ArtifactKernel]
+	_, err := c.CopyObject(ctx, &s3.CopyObjectInput{
+		Bucket: aws.String(DefaultBucket), Key: aws.String(key), CopySource: aws.String(DefaultBucket + "/" + key),
+		MetadataDirective: types.MetadataDirectiveReplace,
+		Metadata:          map[string]string{MetaMD5: out.MD5, MetaSHA256: out.Digest.Encoded()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o, _ := getObject(t, c, DefaultBucket, key); o.meta[MetaImageID] != "" {
+		t.Fatalf("metadata %v after the copy, want no %s", o.meta, MetaImageID)
+	}
+	if err := p.Publish(ctx, store, images); err != nil {
+		t.Fatalf("Publish() again error: %v", err)
+	}
+	checkPublished(t, c, DefaultBucket, "", images)
 }
