@@ -125,32 +125,35 @@ func (e *Engine) publisher(ctx context.Context, p *spec.Publish, images []publis
 		if err != nil {
 			return nil, err
 		}
-		return imsapi.NewPublisher(client, e.manifestLink), nil
+		return imsapi.NewPublisher(client, e.imsStore), nil
 	}
 	// spec rejects any other kind, so this is a bug.
 	return nil, fmt.Errorf("publish %q: unknown kind", p.Kind)
 }
 
-// manifestLink finds where this build published img's manifest: the first
-// s3 publish of the image, else the first dir publish (whose layout
-// mirrors the boot-images bucket).
-func (e *Engine) manifestLink(ctx context.Context, img publish.Image) (ims.Link, error) {
+// imsStore is where publish "ims" puts img for IMS, under the id of its
+// IMS record: the bucket of the first s3 publish of the image in this build,
+// else the folder of the first dir publish (which IMS can read only where an
+// S3 endpoint serves it as the bucket).
+func (e *Engine) imsStore(ctx context.Context, img publish.Image) (imsapi.Store, error) {
 	for _, kind := range []string{"s3", "dir"} {
 		for _, p := range e.cfg.Publishes {
 			if p.Kind != kind || !slices.Contains(p.Images, img.Label) {
 				continue
 			}
 			if kind == "dir" {
-				return dir.New(p.Path).ManifestLink(img.ID)
+				pub := dir.New(p.Path)
+				pub.StatCache = e.opts.StatCache
+				return imsapi.DirStore(pub), nil
 			}
 			pub, err := s3.New(ctx, s3Config(p))
 			if err != nil {
-				return ims.Link{}, err
+				return nil, err
 			}
-			return pub.ManifestLink(ctx, img.ID)
+			return imsapi.S3Store(pub), nil
 		}
 	}
-	return ims.Link{}, fmt.Errorf("image %s is not published to s3 or a dir by this build, so IMS has no manifest to link", img.Label)
+	return nil, fmt.Errorf("image %s is not published to s3 or a dir by this build, so IMS has no bucket to read it from", img.Label)
 }
 
 // destination names where a publish block puts an image, for messages.

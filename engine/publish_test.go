@@ -66,8 +66,9 @@ func TestPublishS3AndOCI(t *testing.T) {
 			w.WriteHeader(http.StatusCreated)
 			json.NewEncoder(w).Encode(rec)
 		case r.Method == http.MethodPost && r.URL.Path == "/v3/images":
+			// As IMS's job helper does: a record first, the link later.
 			var rec ims.ImageRecord
-			if err := json.NewDecoder(r.Body).Decode(&rec); err != nil || rec.Name == "" || rec.Link == nil || rec.Link.Type != "s3" {
+			if err := json.NewDecoder(r.Body).Decode(&rec); err != nil || rec.Name == "" || rec.Link != nil {
 				http.Error(w, "bad record", http.StatusBadRequest)
 				return
 			}
@@ -75,6 +76,21 @@ func TestPublishS3AndOCI(t *testing.T) {
 			records = append(records, rec)
 			w.WriteHeader(http.StatusCreated)
 			json.NewEncoder(w).Encode(rec)
+		case r.Method == http.MethodPatch && strings.HasPrefix(r.URL.Path, "/v3/images/"):
+			var patch struct{ Link *ims.Link }
+			id := strings.TrimPrefix(r.URL.Path, "/v3/images/")
+			if err := json.NewDecoder(r.Body).Decode(&patch); err != nil || patch.Link == nil || patch.Link.Type != "s3" {
+				http.Error(w, "bad patch", http.StatusBadRequest)
+				return
+			}
+			for i := range records {
+				if records[i].ID == id {
+					records[i].Link = patch.Link
+					json.NewEncoder(w).Encode(records[i])
+					return
+				}
+			}
+			http.NotFound(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -123,8 +139,12 @@ func TestPublishS3AndOCI(t *testing.T) {
 	if m.Artifacts[0].MD5 != img.Outputs["rootfs"].MD5 || !strings.HasSuffix(m.Artifacts[0].Link.Path, img.ID+"/rootfs") {
 		t.Fatalf("S3 manifest rootfs = %+v, want md5 %s", m.Artifacts[0], img.Outputs["rootfs"].MD5)
 	}
-	if len(records) != 1 || records[0].Name != "compute" || records[0].Link.Path != "s3://boot-images/"+img.ID+"/manifest.json" || records[0].Link.Etag == "" {
-		t.Fatalf("IMS records = %+v, want compute linked to its S3 manifest", records)
+	if len(records) != 1 || records[0].Name != "compute" || records[0].Link == nil ||
+		records[0].Link.Path != "s3://boot-images/"+records[0].ID+"/manifest.json" || records[0].Link.Etag == "" {
+		t.Fatalf("IMS records = %+v, want compute linked to the S3 manifest under its record id", records)
+	}
+	if _, err := client.HeadObject(t.Context(), &awss3.HeadObjectInput{Bucket: aws.String("boot-images"), Key: aws.String(records[0].ID + "/rootfs")}); err != nil {
+		t.Fatalf("rootfs not under the IMS record id %s: %v", records[0].ID, err)
 	}
 	if len(recipes) != 1 || !strings.HasPrefix(recipes[0].Link.Path, "s3://ims/recipes/") || !strings.HasSuffix(recipes[0].Link.Path, "/recipe.tgz") {
 		t.Fatalf("IMS recipes = %+v, want node linked to s3://ims/recipes/<id>/recipe.tgz", recipes)

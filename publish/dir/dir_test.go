@@ -364,3 +364,22 @@ func TestPublishRepairsSameSizeCorruption(t *testing.T) {
 		})
 	}
 }
+
+func TestManifest(t *testing.T) {
+	s := publishtest.New(t)
+	img := testImage(t, s)
+	p := New(t.TempDir())
+	if err := p.Publish(t.Context(), s, []publish.Image{img}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := p.Manifest(testID)
+	if err != nil || m == nil || len(m.Artifacts) != 4 || m.Artifacts[0].MD5 != img.Outputs[ims.ArtifactRootfs].MD5 {
+		t.Errorf("Manifest(%s) = %+v, %v; want the published manifest", testID, m, err)
+	}
+	if m, err := p.Manifest("00000000-0000-4000-8000-000000000000"); m != nil || err != nil {
+		t.Errorf("Manifest(unpublished) = %+v, %v; want nil, nil", m, err)
+	}
+	if _, err := p.Manifest("../" + testID); err == nil {
+		t.Error("Manifest(../id) = nil error, want the id refused")
+	}
+}

@@ -2,7 +2,9 @@ package dir
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -87,4 +89,20 @@ func (p *Publisher) ManifestLink(imageID string) (ims.Link, error) {
 		return ims.Link{}, fmt.Errorf("manifest of image %s: %w", imageID, err)
 	}
 	return s3Link(Bucket, imageID+"/"+ims.ManifestFile, md5hex.Of(data)), nil
+}
+
+// Manifest returns the manifest.json published for image id, or nil when
+// there is none.
+func (p *Publisher) Manifest(imageID string) (*ims.Manifest, error) {
+	if err := checkID(imageID); err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(filepath.Join(p.Path, Bucket, imageID, ims.ManifestFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return ims.ParseManifest(data)
 }

@@ -2,6 +2,7 @@ package s3
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -116,4 +117,14 @@ func (p *Publisher) ManifestLink(ctx context.Context, imageID string) (ims.Link,
 		return ims.Link{}, fmt.Errorf("s3://%s/%s: not published", p.cfg.Bucket, key)
 	}
 	return ims.Link{Path: p.Link(imageID, ims.ManifestFile), Etag: o.etag, Type: "s3"}, nil
+}
+
+// Manifest returns the manifest.json published for image id, or nil when
+// there is none.
+func (p *Publisher) Manifest(ctx context.Context, imageID string) (*ims.Manifest, error) {
+	m, _, err := p.readManifest(ctx, p.cfg.Bucket, p.Key(imageID, ims.ManifestFile))
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	return m, err
 }
