@@ -94,7 +94,11 @@ func (e *Engine) runPublish(ctx context.Context, s *Step) error {
 		}
 	}
 	for _, img := range images {
-		e.emit(Event{Step: s.ID, Status: StatusLog, Line: fmt.Sprintf("%s → %s (id %s)", img.Label, destination(p, img.Label), img.ID)})
+		line := fmt.Sprintf("%s → %s (id %s)", img.Label, destination(p, img.Label), img.ID)
+		if p.Kind == "ims" {
+			line = fmt.Sprintf("%s → %s", img.Label, destination(p, img.Label)) // IMS assigns the id
+		}
+		e.emit(Event{Step: s.ID, Status: StatusLog, Line: line})
 	}
 	return nil
 }
