@@ -42,7 +42,9 @@ import (
 
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/cache/local"
+	"github.com/imsbuild/imsbuild/engine"
 	"github.com/imsbuild/imsbuild/ims"
+	"github.com/imsbuild/imsbuild/internal/s3client"
 	"github.com/imsbuild/imsbuild/internal/threadpin"
 	"github.com/imsbuild/imsbuild/publish"
 	"github.com/imsbuild/imsbuild/publish/oci"
@@ -193,7 +195,7 @@ func benchOCI(ctx context.Context, scratch string) {
 				if err != nil {
 					return err
 				}
-				return p.Publish(ctx, store, []publish.Image{img})
+				return p.Publish(ctx, engine.PublishBlobs(store), []publish.Image{img})
 			})
 			check(err)
 			return s
@@ -246,16 +248,16 @@ func benchImage(a artifact, id string) publish.Image {
 		Label: "bench", Name: "bench", Arch: "x86_64", ID: id,
 		Key:     strings.Repeat("0", 64),
 		Created: time.Unix(0, 0),
-		Outputs: map[string]cache.Output{ims.ArtifactRootfs: a.Output},
+		Outputs: engine.PublishArtifacts(map[string]cache.Output{ims.ArtifactRootfs: a.Output}),
 	}
 }
 
 func (c s3Child) config() s3pub.Config {
-	return s3pub.Config{
-		Endpoint: c.Endpoint, Region: s3Region, Bucket: s3Bucket, PathStyle: true,
+	return s3pub.Config{Bucket: s3Bucket, Config: s3client.Config{
+		Endpoint: c.Endpoint, Region: s3Region, PathStyle: true,
 		PartSize: c.PartSize, Concurrency: c.Concurrency,
 		Credentials: credentials.NewStaticCredentialsProvider(s3Access, s3Secret, ""),
-	}
+	}}
 }
 
 // publishS3 publishes img as the CLI would: a new publisher, one Publish.
@@ -264,7 +266,7 @@ func publishS3(ctx context.Context, store cache.Store, cfg s3pub.Config, img pub
 	if err != nil {
 		return err
 	}
-	return p.Publish(ctx, store, []publish.Image{img})
+	return p.Publish(ctx, engine.PublishBlobs(store), []publish.Image{img})
 }
 
 func objectKey(cfg s3pub.Config, id, name string) string { return cfg.Prefix + id + "/" + name }

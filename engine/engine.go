@@ -12,10 +12,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/imsbuild/imsbuild/builders/pkgproxy"
 	"github.com/imsbuild/imsbuild/builders/sandbox"
 	"github.com/imsbuild/imsbuild/builders/steps"
 	"github.com/imsbuild/imsbuild/cache"
+	"github.com/imsbuild/imsbuild/cache/pkgproxy"
 	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/internal/treehash"
 	"github.com/imsbuild/imsbuild/spec"
@@ -47,7 +47,7 @@ type Options struct {
 	// must call kiwi.MaybeRunBootstrapShim); "" always runs debootstrap.
 	BootstrapCacheDir string
 	// PackageStore and PackageActions hold the package download cache:
-	// kiwi prepares fetch packages through a proxy (builders/pkgproxy)
+	// kiwi prepares fetch packages through a proxy (cache/pkgproxy)
 	// that keeps every .deb and .rpm here and serves it to later builds.
 	// The local cache, not a remote one. nil: kiwi downloads directly.
 	PackageStore   cache.Store

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/imsbuild/imsbuild/builders/pkgproxy"
+	"github.com/imsbuild/imsbuild/cache/pkgproxy"
 	"github.com/imsbuild/imsbuild/internal/bytesize"
 )
 

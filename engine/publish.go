@@ -2,12 +2,19 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
+	"os"
 	"slices"
 	"time"
 
+	digest "github.com/opencontainers/go-digest"
+
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/ims"
+	"github.com/imsbuild/imsbuild/internal/s3client"
 	"github.com/imsbuild/imsbuild/publish"
 	"github.com/imsbuild/imsbuild/publish/dir"
 	"github.com/imsbuild/imsbuild/publish/imsapi"
@@ -43,7 +50,7 @@ func (e *Engine) publishImage(id string) (publish.Image, error) {
 		ID:      ims.ImageID(s.Image.Name, digests...),
 		Key:     e.key(id),
 		Created: created,
-		Outputs: r.Outputs,
+		Outputs: PublishArtifacts(r.Outputs),
 	}, nil
 }
 
@@ -66,7 +73,7 @@ func (e *Engine) runPublish(ctx context.Context, s *Step) error {
 		if err != nil {
 			return err
 		}
-		if err := pub.Publish(ctx, e.store, images); err != nil {
+		if err := pub.Publish(ctx, PublishBlobs(e.store), images); err != nil {
 			return err
 		}
 	}
@@ -87,7 +94,11 @@ func (e *Engine) runPublish(ctx context.Context, s *Step) error {
 		}
 	}
 	for _, img := range images {
-		e.emit(Event{Step: s.ID, Status: StatusLog, Line: fmt.Sprintf("%s → %s (id %s)", img.Label, destination(p, img.Label), img.ID)})
+		line := fmt.Sprintf("%s → %s (id %s)", img.Label, destination(p, img.Label), img.ID)
+		if p.Kind == "ims" {
+			line = fmt.Sprintf("%s → %s", img.Label, destination(p, img.Label)) // IMS assigns the id
+		}
+		e.emit(Event{Step: s.ID, Status: StatusLog, Line: line})
 	}
 	return nil
 }
@@ -118,32 +129,35 @@ func (e *Engine) publisher(ctx context.Context, p *spec.Publish, images []publis
 		if err != nil {
 			return nil, err
 		}
-		return imsapi.NewPublisher(client, e.manifestLink), nil
+		return imsapi.NewPublisher(client, e.imsStore), nil
 	}
 	// spec rejects any other kind, so this is a bug.
 	return nil, fmt.Errorf("publish %q: unknown kind", p.Kind)
 }
 
-// manifestLink finds where this build published img's manifest: the first
-// s3 publish of the image, else the first dir publish (whose layout
-// mirrors the boot-images bucket).
-func (e *Engine) manifestLink(ctx context.Context, img publish.Image) (ims.Link, error) {
+// imsStore is where publish "ims" puts img for IMS, under the id of its
+// IMS record: the bucket of the first s3 publish of the image in this build,
+// else the folder of the first dir publish (which IMS can read only where an
+// S3 endpoint serves it as the bucket).
+func (e *Engine) imsStore(ctx context.Context, img publish.Image) (imsapi.Store, error) {
 	for _, kind := range []string{"s3", "dir"} {
 		for _, p := range e.cfg.Publishes {
 			if p.Kind != kind || !slices.Contains(p.Images, img.Label) {
 				continue
 			}
 			if kind == "dir" {
-				return dir.New(p.Path).ManifestLink(img.ID)
+				pub := dir.New(p.Path)
+				pub.StatCache = e.opts.StatCache
+				return imsapi.DirStore(pub), nil
 			}
 			pub, err := s3.New(ctx, s3Config(p))
 			if err != nil {
-				return ims.Link{}, err
+				return nil, err
 			}
-			return pub.ManifestLink(ctx, img.ID)
+			return imsapi.S3Store(pub), nil
 		}
 	}
-	return ims.Link{}, fmt.Errorf("image %s is not published to s3 or a dir by this build, so IMS has no manifest to link", img.Label)
+	return nil, fmt.Errorf("image %s is not published to s3 or a dir by this build, so IMS has no bucket to read it from", img.Label)
 }
 
 // destination names where a publish block puts an image, for messages.
@@ -170,11 +184,11 @@ type labeled struct {
 // multiPublisher sends each image to the publisher made for it.
 type multiPublisher []labeled
 
-func (m multiPublisher) Publish(ctx context.Context, store cache.Store, images []publish.Image) error {
+func (m multiPublisher) Publish(ctx context.Context, blobs publish.Blobs, images []publish.Image) error {
 	for _, img := range images {
 		for _, l := range m {
 			if l.label == img.Label {
-				if err := l.pub.Publish(ctx, store, []publish.Image{img}); err != nil {
+				if err := l.pub.Publish(ctx, blobs, []publish.Image{img}); err != nil {
 					return err
 				}
 			}
@@ -188,5 +202,87 @@ func imsClient(p *spec.Publish) (*imsapi.Client, error) {
 }
 
 func s3Config(p *spec.Publish) s3.Config {
-	return s3.Config{Endpoint: p.Endpoint, Region: p.Region, Bucket: p.Bucket, Prefix: p.Prefix, PathStyle: p.PathStyle, CABundle: p.CABundle}
+	return s3.Config{
+		Config: s3client.Config{Endpoint: p.Endpoint, Region: p.Region, PathStyle: p.PathStyle, CABundle: p.CABundle},
+		Bucket: p.Bucket, Prefix: p.Prefix,
+	}
 }
+
+// PublishBlobs adapts a cache store to what publishers read: its errors
+// match publish.ErrNotFound and publish.ErrCorrupt as well as the cache's,
+// and Path finds the local blob file of a store that has one (cache/local,
+// and cache/tiered for a blob downloaded already), so an OCI push sends it
+// without a copy through user space.
+func PublishBlobs(store cache.Store) publish.Blobs { return storeBlobs{store} }
+
+// PublishArtifacts converts step outputs to publish artifacts.
+func PublishArtifacts(outs map[string]cache.Output) map[string]publish.Artifact {
+	res := make(map[string]publish.Artifact, len(outs))
+	for name, o := range outs {
+		res[name] = publish.Artifact{Digest: digest.Digest(o.Digest), Size: o.Size, MediaType: o.MediaType, MD5: o.MD5}
+	}
+	return res
+}
+
+type storeBlobs struct{ store cache.Store }
+
+// blobFiler is a store whose blobs are plain files: cache/local, and
+// cache/tiered for the blobs of its local cache.
+type blobFiler interface {
+	BlobPath(cache.Digest) string
+}
+
+func (b storeBlobs) Open(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
+	rc, err := b.store.Open(ctx, cache.Digest(d))
+	if err != nil {
+		return nil, publishError(err)
+	}
+	return blobReader{rc}, nil
+}
+
+func (b storeBlobs) Stat(ctx context.Context, d digest.Digest) (int64, error) {
+	n, err := b.store.Stat(ctx, cache.Digest(d))
+	return n, publishError(err)
+}
+
+func (b storeBlobs) Path(ctx context.Context, d digest.Digest) (string, bool) {
+	f, ok := b.store.(blobFiler)
+	if !ok || !cache.Digest(d).Valid() {
+		return "", false
+	}
+	p := f.BlobPath(cache.Digest(d))
+	if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() {
+		return "", false
+	}
+	return p, true
+}
+
+// blobReader translates the error of a blob found corrupt at EOF.
+type blobReader struct{ io.ReadCloser }
+
+func (r blobReader) Read(p []byte) (int, error) {
+	n, err := r.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		err = publishError(err)
+	}
+	return n, err
+}
+
+// publishError makes a cache error match the publish error of its kind too,
+// keeping its message.
+func publishError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, cache.ErrCorrupt):
+		return kindError{err, publish.ErrCorrupt}
+	case errors.Is(err, cache.ErrNotFound), errors.Is(err, fs.ErrNotExist):
+		return kindError{err, publish.ErrNotFound}
+	}
+	return err
+}
+
+type kindError struct{ err, kind error }
+
+func (e kindError) Error() string   { return e.err.Error() }
+func (e kindError) Unwrap() []error { return []error{e.err, e.kind} }

@@ -1,7 +1,9 @@
 package engine
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,11 +16,16 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
+	digest "github.com/opencontainers/go-digest"
 
+	"github.com/imsbuild/imsbuild/cache"
+	"github.com/imsbuild/imsbuild/cache/local"
+	"github.com/imsbuild/imsbuild/cache/tiered"
 	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/internal/registrytest"
 	"github.com/imsbuild/imsbuild/internal/s3test"
 	"github.com/imsbuild/imsbuild/internal/testutil"
+	"github.com/imsbuild/imsbuild/publish"
 	"github.com/imsbuild/imsbuild/spec"
 )
 
@@ -59,8 +66,9 @@ func TestPublishS3AndOCI(t *testing.T) {
 			w.WriteHeader(http.StatusCreated)
 			json.NewEncoder(w).Encode(rec)
 		case r.Method == http.MethodPost && r.URL.Path == "/v3/images":
+			// As IMS's job helper does: a record first, the link later.
 			var rec ims.ImageRecord
-			if err := json.NewDecoder(r.Body).Decode(&rec); err != nil || rec.Name == "" || rec.Link == nil || rec.Link.Type != "s3" {
+			if err := json.NewDecoder(r.Body).Decode(&rec); err != nil || rec.Name == "" || rec.Link != nil {
 				http.Error(w, "bad record", http.StatusBadRequest)
 				return
 			}
@@ -68,6 +76,21 @@ func TestPublishS3AndOCI(t *testing.T) {
 			records = append(records, rec)
 			w.WriteHeader(http.StatusCreated)
 			json.NewEncoder(w).Encode(rec)
+		case r.Method == http.MethodPatch && strings.HasPrefix(r.URL.Path, "/v3/images/"):
+			var patch struct{ Link *ims.Link }
+			id := strings.TrimPrefix(r.URL.Path, "/v3/images/")
+			if err := json.NewDecoder(r.Body).Decode(&patch); err != nil || patch.Link == nil || patch.Link.Type != "s3" {
+				http.Error(w, "bad patch", http.StatusBadRequest)
+				return
+			}
+			for i := range records {
+				if records[i].ID == id {
+					records[i].Link = patch.Link
+					json.NewEncoder(w).Encode(records[i])
+					return
+				}
+			}
+			http.NotFound(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -116,8 +139,12 @@ func TestPublishS3AndOCI(t *testing.T) {
 	if m.Artifacts[0].MD5 != img.Outputs["rootfs"].MD5 || !strings.HasSuffix(m.Artifacts[0].Link.Path, img.ID+"/rootfs") {
 		t.Fatalf("S3 manifest rootfs = %+v, want md5 %s", m.Artifacts[0], img.Outputs["rootfs"].MD5)
 	}
-	if len(records) != 1 || records[0].Name != "compute" || records[0].Link.Path != "s3://boot-images/"+img.ID+"/manifest.json" || records[0].Link.Etag == "" {
-		t.Fatalf("IMS records = %+v, want compute linked to its S3 manifest", records)
+	if len(records) != 1 || records[0].Name != "compute" || records[0].Link == nil ||
+		records[0].Link.Path != "s3://boot-images/"+records[0].ID+"/manifest.json" || records[0].Link.Etag == "" {
+		t.Fatalf("IMS records = %+v, want compute linked to the S3 manifest under its record id", records)
+	}
+	if _, err := client.HeadObject(t.Context(), &awss3.HeadObjectInput{Bucket: aws.String("boot-images"), Key: aws.String(records[0].ID + "/rootfs")}); err != nil {
+		t.Fatalf("rootfs not under the IMS record id %s: %v", records[0].ID, err)
 	}
 	if len(recipes) != 1 || !strings.HasPrefix(recipes[0].Link.Path, "s3://ims/recipes/") || !strings.HasSuffix(recipes[0].Link.Path, "/recipe.tgz") {
 		t.Fatalf("IMS recipes = %+v, want node linked to s3://ims/recipes/<id>/recipe.tgz", recipes)
@@ -161,5 +188,62 @@ func TestPublishS3AndOCI(t *testing.T) {
 				t.Errorf("%s %s = %s, want the published %s", id, name, restored[name].Digest, published[name].Digest)
 			}
 		}
+	}
+}
+
+// PublishBlobs finds the local file of a blob through cache/local and
+// through cache/tiered (--cache-from/--cache-to), so an OCI push keeps its
+// zero-copy path (publish/oci's TestPublishZeroCopy checks the push side);
+// a corrupt blob reads as publish.ErrCorrupt and cache.ErrCorrupt both.
+func TestPublishBlobs(t *testing.T) {
+	lc, err := local.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := []byte("rootfs bytes")
+	d, _, err := lc.Put(t.Context(), bytes.NewReader(data), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	missing := digest.Digest("sha256:" + strings.Repeat("0", 64))
+	for _, tc := range []struct {
+		name  string
+		store cache.Store
+	}{
+		{"local", lc},
+		{"tiered", tiered.New(lc, nil, nil)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := PublishBlobs(tc.store)
+			p, ok := b.Path(t.Context(), digest.Digest(d))
+			if !ok {
+				t.Fatalf("Path(%s) = false, want the local blob file", d)
+			}
+			if got, err := os.ReadFile(p); err != nil || !bytes.Equal(got, data) {
+				t.Errorf("Path(%s) = %s holding %q, %v; want %q", d, p, got, err, data)
+			}
+			if p, ok := b.Path(t.Context(), missing); ok {
+				t.Errorf("Path(missing) = %s, true; want false", p)
+			}
+			if _, err := b.Stat(t.Context(), missing); !errors.Is(err, publish.ErrNotFound) || !errors.Is(err, cache.ErrNotFound) {
+				t.Errorf("Stat(missing) = %v, want publish.ErrNotFound and cache.ErrNotFound", err)
+			}
+		})
+	}
+	// Corrupt the blob in place: reading it to the end says so.
+	p := lc.BlobPath(d)
+	if err := os.Chmod(p, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte("tampered by."), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := PublishBlobs(lc).Open(t.Context(), digest.Digest(d))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	if _, err := io.Copy(io.Discard, rc); !errors.Is(err, publish.ErrCorrupt) || !errors.Is(err, cache.ErrCorrupt) {
+		t.Errorf("reading a corrupt blob = %v, want publish.ErrCorrupt and cache.ErrCorrupt", err)
 	}
 }

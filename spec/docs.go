@@ -248,7 +248,7 @@ var attrDocs = map[string][]AttrDoc{
 	},
 	"publish.ims": {
 		{Name: "images", Type: "list(reference)", Example: `[image.compute]`,
-			Description: "Images to register; each must also be published by an `s3` or `dir` block of the build, whose manifest the record links to."},
+			Description: "Images to register; each must also be published by an `s3` (or `dir`) block of the build: its bucket gets the image again under the IMS record id."},
 		{Name: "recipes", Type: "list(reference)", Example: `[recipe.node]`,
 			Description: "Recipes to register; each must also be in the `recipes` of an `s3` publish."},
 		{Name: "endpoint", Type: "string (URL)", Example: `"https://api-gw.example/apis/ims"`,

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
@@ -25,7 +24,7 @@ const (
 	MinPartSize        = s3client.MinPartSize // the S3 minimum for all parts but the last
 )
 
-// maxBackoff is the longest wait between attempts of a request.
+// maxBackoff is the default longest wait between attempts of a request.
 const maxBackoff = 5 * time.Second
 
 // blobs provides the blob methods of Cache: Put, PutFile, Stat, Open,
@@ -35,18 +34,11 @@ type blobs = *remoteblob.Store
 // Options says how to reach the bucket. The zero value uses AWS S3 with the
 // SDK's default credential chain.
 type Options struct {
-	Endpoint  string // "" = AWS default
-	Region    string // default "us-east-1"
-	PathStyle bool
-	CABundle  string // PEM file for the endpoint's TLS
-	// HTTPClient replaces the SDK's HTTP client when not nil (CABundle must
-	// then be empty: configure TLS on the client instead).
-	HTTPClient aws.HTTPClient
-	// Credentials overrides the SDK default chain when not nil.
-	Credentials aws.CredentialsProvider
-	PartSize    int64 // multipart part size, default 8 MiB, at least 5 MiB
-	Concurrency int   // parts uploaded in parallel per blob, default 4
-	MaxAttempts int   // attempts per request, default 5
+	// Config is the client: Endpoint ("" = AWS), Region (default
+	// "us-east-1"), PathStyle, CABundle, HTTPClient, Credentials, PartSize
+	// (default 8 MiB, at least 5 MiB), Concurrency (parts in parallel per
+	// blob, default 4), MaxAttempts (default 5) and MaxBackoff (default 5 s).
+	s3client.Config
 	// TempDir holds the spool files of Put without a digest; default os.TempDir().
 	TempDir string
 }
@@ -64,23 +56,10 @@ func (o *Options) setDefaults() error {
 	if o.MaxAttempts == 0 {
 		o.MaxAttempts = DefaultMaxAttempts
 	}
-	return o.client().Check()
-}
-
-// client returns the SDK client settings of o.
-func (o *Options) client() s3client.Config {
-	return s3client.Config{
-		Endpoint:    o.Endpoint,
-		Region:      o.Region,
-		PathStyle:   o.PathStyle,
-		CABundle:    o.CABundle,
-		HTTPClient:  o.HTTPClient,
-		Credentials: o.Credentials,
-		PartSize:    o.PartSize,
-		Concurrency: o.Concurrency,
-		MaxAttempts: o.MaxAttempts,
-		MaxBackoff:  maxBackoff,
+	if o.MaxBackoff == 0 {
+		o.MaxBackoff = maxBackoff
 	}
+	return o.Check()
 }
 
 // Cache is a remote cache in one bucket under one prefix. It is safe for
@@ -124,11 +103,11 @@ func Open(ctx context.Context, url string, opts Options) (*Cache, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, fmt.Errorf("open cache %s: %w", url, err)
 	}
-	client, err := s3client.NewClient(ctx, opts.client())
+	client, err := s3client.NewClient(ctx, opts.Config)
 	if err != nil {
 		return nil, fmt.Errorf("open cache %s: %w", url, err)
 	}
-	tm := s3client.NewUploader(client, opts.client())
+	tm := s3client.NewUploader(client, opts.Config)
 	if prefix != "" {
 		prefix += "/"
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/cache/cachetest"
 	"github.com/imsbuild/imsbuild/cache/local"
+	"github.com/imsbuild/imsbuild/internal/s3client"
 	"github.com/imsbuild/imsbuild/internal/s3test"
 )
 
@@ -44,14 +45,14 @@ func startServer(t *testing.T) *s3test.Server {
 }
 
 func testOptions(srv *s3test.Server) Options {
-	return Options{
+	return Options{Config: s3client.Config{
 		Endpoint:    srv.Endpoint,
 		Region:      srv.Region,
 		PathStyle:   true,
 		PartSize:    MinPartSize,
 		Concurrency: 2,
 		Credentials: credentials.NewStaticCredentialsProvider(srv.AccessKey, srv.SecretKey, ""),
-	}
+	}}
 }
 
 var prefixes atomic.Int64
@@ -117,7 +118,7 @@ func TestParseURL(t *testing.T) {
 }
 
 func TestNameAndKeys(t *testing.T) {
-	c, err := Open(t.Context(), "s3://ci-cache/imsbuild/", Options{Credentials: credentials.NewStaticCredentialsProvider("a", "b", "")})
+	c, err := Open(t.Context(), "s3://ci-cache/imsbuild/", Options{Config: s3client.Config{Credentials: credentials.NewStaticCredentialsProvider("a", "b", "")}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +132,7 @@ func TestNameAndKeys(t *testing.T) {
 			t.Errorf("got %q, want %q", tc.got, tc.want)
 		}
 	}
-	if _, err := Open(t.Context(), "s3://b/p", Options{PartSize: 1 << 20}); err == nil {
+	if _, err := Open(t.Context(), "s3://b/p", Options{Config: s3client.Config{PartSize: 1 << 20}}); err == nil {
 		t.Errorf("Open(part size 1 MiB) = nil error")
 	}
 }

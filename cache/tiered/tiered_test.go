@@ -27,6 +27,7 @@ import (
 	"github.com/imsbuild/imsbuild/cache/oci"
 	"github.com/imsbuild/imsbuild/cache/s3"
 	"github.com/imsbuild/imsbuild/internal/registrytest"
+	"github.com/imsbuild/imsbuild/internal/s3client"
 	"github.com/imsbuild/imsbuild/internal/s3test"
 )
 
@@ -51,11 +52,11 @@ var seq atomic.Int64
 func s3Backend(t *testing.T) backend {
 	srv := s3test.Start(t)
 	srv.CreateBucket(t, "ci-cache")
-	opts := s3.Options{
+	opts := s3.Options{Config: s3client.Config{
 		Endpoint: srv.Endpoint, Region: srv.Region, PathStyle: true,
 		Credentials: credentials.NewStaticCredentialsProvider(srv.AccessKey, srv.SecretKey, ""),
 		MaxAttempts: 1,
-	}
+	}}
 	open := func(url string) *s3.Cache {
 		c, err := s3.Open(t.Context(), url, opts)
 		if err != nil {

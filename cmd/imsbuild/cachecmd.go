@@ -10,8 +10,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/imsbuild/imsbuild/builders/pkgproxy"
 	"github.com/imsbuild/imsbuild/cache/local"
+	"github.com/imsbuild/imsbuild/cache/pkgproxy"
 	"github.com/imsbuild/imsbuild/internal/bytesize"
 	"github.com/imsbuild/imsbuild/spec"
 )

@@ -148,7 +148,8 @@ func publishedImage(t *testing.T, dir, name string) string {
 		if r.Name != name {
 			continue
 		}
-		img := filepath.Join(dir, "out/boot-images", r.ID)
+		// The record is the body of an IMS create; the file's name is the id.
+		img := filepath.Join(dir, "out/boot-images", strings.TrimSuffix(filepath.Base(rec), ".json"))
 		data, err = os.ReadFile(filepath.Join(img, "manifest.json"))
 		if err != nil {
 			t.Fatal(err)

@@ -15,9 +15,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imsbuild/imsbuild/builders/pkgproxy"
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/cache/local"
+	"github.com/imsbuild/imsbuild/cache/pkgproxy"
 	"github.com/imsbuild/imsbuild/internal/testutil"
 )
 

@@ -10,6 +10,7 @@ import (
 	"github.com/imsbuild/imsbuild/cache/oci"
 	"github.com/imsbuild/imsbuild/cache/s3"
 	"github.com/imsbuild/imsbuild/cache/tiered"
+	"github.com/imsbuild/imsbuild/internal/s3client"
 )
 
 // openRemote opens a remote cache from its URL:
@@ -41,9 +42,9 @@ func openRemote(ctx context.Context, raw string) (tiered.Remote, error) {
 		if err != nil {
 			return nil, err
 		}
-		return s3.Open(ctx, u.String(), s3.Options{
+		return s3.Open(ctx, u.String(), s3.Options{Config: s3client.Config{
 			Endpoint: q.Get("endpoint"), Region: q.Get("region"), PathStyle: pathStyle, CABundle: q.Get("ca_bundle"),
-		})
+		}})
 	case "oci":
 		insecure, err := flag("insecure")
 		if err != nil {

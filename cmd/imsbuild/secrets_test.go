@@ -86,6 +86,19 @@ func fakeIMS(t *testing.T) (*httptest.Server, func() []byte) {
 			records = append(records, rec)
 			w.WriteHeader(http.StatusCreated)
 			json.NewEncoder(w).Encode(rec)
+		case r.Method == http.MethodPatch && strings.HasPrefix(r.URL.Path, "/v3/images/"):
+			// publish "ims" links the record it created once the image is uploaded.
+			for i := range records {
+				if "/v3/images/"+records[i].ID == r.URL.Path {
+					if err := json.Unmarshal(body, &records[i]); err != nil {
+						http.Error(w, err.Error(), http.StatusBadRequest)
+						return
+					}
+					json.NewEncoder(w).Encode(records[i])
+					return
+				}
+			}
+			http.NotFound(w, r)
 		default:
 			http.NotFound(w, r)
 		}

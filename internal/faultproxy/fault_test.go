@@ -2,7 +2,6 @@ package faultproxy_test
 
 import (
 	"context"
-	"crypto/md5"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -19,14 +18,14 @@ import (
 	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/google/go-containerregistry/pkg/authn"
 
-	"github.com/imsbuild/imsbuild/cache"
-	"github.com/imsbuild/imsbuild/cache/local"
 	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/internal/faultproxy"
 	"github.com/imsbuild/imsbuild/internal/registrytest"
+	"github.com/imsbuild/imsbuild/internal/s3client"
 	"github.com/imsbuild/imsbuild/internal/s3test"
 	"github.com/imsbuild/imsbuild/publish"
 	"github.com/imsbuild/imsbuild/publish/oci"
+	"github.com/imsbuild/imsbuild/publish/publishtest"
 	"github.com/imsbuild/imsbuild/publish/s3"
 )
 
@@ -35,18 +34,15 @@ const testTimeout = 60 * time.Second
 
 // testImage stores a 12 MiB rootfs (three 5 MiB parts), a kernel and an
 // initrd and returns an image of them.
-func testImage(t *testing.T) (cache.Store, publish.Image) {
+func testImage(t *testing.T) (publish.Blobs, publish.Image) {
 	t.Helper()
-	store, err := local.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := publishtest.New(t)
 	img := publish.Image{
 		Label: "compute", Name: "compute-bookworm", Arch: "x86_64",
 		ID:      "0fa17e57-0000-4000-8000-000000000001",
 		Key:     strings.Repeat("ab", 32),
 		Created: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC),
-		Outputs: map[string]cache.Output{
+		Outputs: map[string]publish.Artifact{
 			ims.ArtifactRootfs: put(t, store, ims.ArtifactRootfs, 1, 12<<20+4321),
 			ims.ArtifactKernel: put(t, store, ims.ArtifactKernel, 2, 64<<10),
 			ims.ArtifactInitrd: put(t, store, ims.ArtifactInitrd, 3, 300<<10),
@@ -56,17 +52,11 @@ func testImage(t *testing.T) (cache.Store, publish.Image) {
 }
 
 // put stores size pseudo-random bytes and returns their output with md5.
-func put(t *testing.T, store cache.Store, name string, seed uint64, size int64) cache.Output {
+func put(t *testing.T, store *publishtest.Blobs, name string, seed uint64, size int64) publish.Artifact {
 	t.Helper()
 	var key [32]byte
 	key[0] = byte(seed)
-	m := md5.New()
-	r := io.TeeReader(io.LimitReader(rand.NewChaCha8(key), size), m)
-	d, n, err := store.Put(t.Context(), r, "")
-	if err != nil {
-		t.Fatalf("Put() error: %v", err)
-	}
-	return cache.Output{Digest: d, Size: n, MediaType: ims.MediaTypeOf(name), MD5: hex.EncodeToString(m.Sum(nil))}
+	return store.AddReader(t, name, io.LimitReader(rand.NewChaCha8(key), size))
 }
 
 func hostOf(t *testing.T, endpoint string) string {
@@ -81,7 +71,7 @@ func hostOf(t *testing.T, endpoint string) string {
 // s3Publisher publishes to bucket boot-images through the proxy.
 func s3Publisher(t *testing.T, srv *s3test.Server, px *faultproxy.Proxy) *s3.Publisher {
 	t.Helper()
-	p, err := s3.New(t.Context(), s3.Config{
+	p, err := s3.New(t.Context(), s3.Config{Config: s3client.Config{
 		Endpoint:    px.URL(),
 		Region:      srv.Region,
 		PathStyle:   true,
@@ -90,7 +80,7 @@ func s3Publisher(t *testing.T, srv *s3test.Server, px *faultproxy.Proxy) *s3.Pub
 		MaxAttempts: 8, // concurrent requests can land on several faulty counts in a row
 		MaxBackoff:  50 * time.Millisecond,
 		Credentials: credentials.NewStaticCredentialsProvider(srv.AccessKey, srv.SecretKey, ""),
-	})
+	}})
 	if err != nil {
 		t.Fatalf("s3.New() error: %v", err)
 	}

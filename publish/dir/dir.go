@@ -9,9 +9,9 @@ import (
 	"path/filepath"
 	"strings"
 
+	digest "github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
-	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/internal/md5hex"
 	"github.com/imsbuild/imsbuild/internal/treehash"
@@ -34,23 +34,23 @@ func New(path string) *Publisher { return &Publisher{Path: path} }
 
 // Publish writes each image atomically (temp dir + rename); an image already
 // present with the same manifest and artifact contents is left as it is.
-func (p *Publisher) Publish(ctx context.Context, store cache.Store, images []publish.Image) error {
+func (p *Publisher) Publish(ctx context.Context, blobs publish.Blobs, images []publish.Image) error {
 	for _, img := range images {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("publish dir %s: %w", p.Path, err)
 		}
-		if err := p.publish(ctx, store, img); err != nil {
+		if err := p.publish(ctx, blobs, img); err != nil {
 			return fmt.Errorf("publish dir %s: image %s (%s): %w", p.Path, img.Label, img.ID, err)
 		}
 	}
 	return nil
 }
 
-func (p *Publisher) publish(ctx context.Context, store cache.Store, img publish.Image) error {
+func (p *Publisher) publish(ctx context.Context, blobs publish.Blobs, img publish.Image) error {
 	if err := checkID(img.ID); err != nil {
 		return err
 	}
-	outs, err := withMD5(ctx, store, img.Outputs)
+	outs, err := withMD5(ctx, blobs, img.Outputs)
 	if err != nil {
 		return err
 	}
@@ -69,7 +69,7 @@ func (p *Publisher) publish(ctx context.Context, store cache.Store, img publish.
 		return err
 	}
 	if !ok {
-		if err := p.writeImage(ctx, store, final, manifest, outs); err != nil {
+		if err := p.writeImage(ctx, blobs, final, manifest, outs); err != nil {
 			return err
 		}
 	}
@@ -89,12 +89,12 @@ func checkID(id string) error {
 }
 
 // withMD5 returns a copy of outs where every missing md5 is computed by
-// streaming the blob from the store (which verifies its digest at EOF).
-func withMD5(ctx context.Context, store cache.Store, outs map[string]cache.Output) (map[string]cache.Output, error) {
-	res := make(map[string]cache.Output, len(outs))
+// streaming the blob (Blobs.Open verifies its digest at EOF).
+func withMD5(ctx context.Context, blobs publish.Blobs, outs map[string]publish.Artifact) (map[string]publish.Artifact, error) {
+	res := make(map[string]publish.Artifact, len(outs))
 	for name, o := range outs {
 		if o.MD5 == "" && ims.MediaTypeOf(name) != "" {
-			sum, err := blobMD5(ctx, store, o.Digest)
+			sum, err := blobMD5(ctx, blobs, o.Digest)
 			if err != nil {
 				return nil, fmt.Errorf("md5 of %s %s: %w", name, o.Digest, err)
 			}
@@ -105,8 +105,8 @@ func withMD5(ctx context.Context, store cache.Store, outs map[string]cache.Outpu
 	return res, nil
 }
 
-func blobMD5(ctx context.Context, store cache.Store, d cache.Digest) (string, error) {
-	rc, err := store.Open(ctx, d)
+func blobMD5(ctx context.Context, blobs publish.Blobs, d digest.Digest) (string, error) {
+	rc, err := blobs.Open(ctx, d)
 	if err != nil {
 		return "", err
 	}
@@ -119,7 +119,7 @@ func blobMD5(ctx context.Context, store cache.Store, d cache.Digest) (string, er
 // compared, not only the size, so a same-size corruption of a published
 // file is repaired by the next publish; the stat cache keeps an unchanged
 // file from being read again.
-func (p *Publisher) upToDate(ctx context.Context, dir string, manifest []byte, outs map[string]cache.Output) (bool, error) {
+func (p *Publisher) upToDate(ctx context.Context, dir string, manifest []byte, outs map[string]publish.Artifact) (bool, error) {
 	cur, err := os.ReadFile(filepath.Join(dir, ims.ManifestFile))
 	if err != nil || !bytes.Equal(cur, manifest) {
 		return false, nil
@@ -141,7 +141,7 @@ func (p *Publisher) upToDate(ctx context.Context, dir string, manifest []byte, o
 			}
 			return false, nil // unreadable: write it again
 		}
-		if cache.Digest(d) != o.Digest {
+		if digest.Digest(d) != o.Digest {
 			return false, nil
 		}
 	}
@@ -150,7 +150,7 @@ func (p *Publisher) upToDate(ctx context.Context, dir string, manifest []byte, o
 
 // writeImage materializes the artifacts and the manifest (last) into a temp
 // dir under p.Path and moves it to final, swapping out an older version.
-func (p *Publisher) writeImage(ctx context.Context, store cache.Store, final string, manifest []byte, outs map[string]cache.Output) error {
+func (p *Publisher) writeImage(ctx context.Context, blobs publish.Blobs, final string, manifest []byte, outs map[string]publish.Artifact) error {
 	if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
 		return err
 	}
@@ -168,7 +168,7 @@ func (p *Publisher) writeImage(ctx context.Context, store cache.Store, final str
 			continue
 		}
 		dst := filepath.Join(tmp, name)
-		if err := store.Materialize(ctx, o.Digest, dst, false); err != nil {
+		if err := copyBlob(ctx, blobs, o.Digest, dst); err != nil {
 			return fmt.Errorf("materialize %s %s: %w", name, o.Digest, err)
 		}
 		if err := syncFile(dst, o.Size); err != nil {

@@ -2,128 +2,43 @@ package dir
 
 import (
 	"bytes"
-	"context"
-	"crypto/md5"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	digest "github.com/opencontainers/go-digest"
 
-	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/internal/md5hex"
 	"github.com/imsbuild/imsbuild/internal/treehash"
 	"github.com/imsbuild/imsbuild/publish"
+	"github.com/imsbuild/imsbuild/publish/publishtest"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata golden files")
-
-// memStore is an in-memory cache.Store; Materialize fails for digest fail.
-type memStore struct {
-	mu    sync.Mutex
-	blobs map[cache.Digest][]byte
-	fail  cache.Digest
-	opens int
-}
-
-func newMemStore() *memStore { return &memStore{blobs: map[cache.Digest][]byte{}} }
-
-func (s *memStore) add(content string) cache.Output {
-	sum := sha256.Sum256([]byte(content))
-	d := cache.Digest("sha256:" + hex.EncodeToString(sum[:]))
-	s.mu.Lock()
-	s.blobs[d] = []byte(content)
-	s.mu.Unlock()
-	m := md5.Sum([]byte(content))
-	return cache.Output{Digest: d, Size: int64(len(content)), MD5: hex.EncodeToString(m[:])}
-}
-
-func (s *memStore) Put(ctx context.Context, r io.Reader, want cache.Digest) (cache.Digest, int64, error) {
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return "", 0, err
-	}
-	o := s.add(string(b))
-	if want != "" && want != o.Digest {
-		return "", 0, cache.ErrCorrupt
-	}
-	return o.Digest, o.Size, nil
-}
-
-func (s *memStore) PutFile(ctx context.Context, path string) (cache.Digest, int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", 0, err
-	}
-	defer f.Close()
-	return s.Put(ctx, f, "")
-}
-
-func (s *memStore) get(d cache.Digest) ([]byte, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	b, ok := s.blobs[d]
-	if !ok {
-		return nil, fmt.Errorf("blob %s: %w", d, cache.ErrNotFound)
-	}
-	return b, nil
-}
-
-func (s *memStore) Open(ctx context.Context, d cache.Digest) (io.ReadCloser, error) {
-	b, err := s.get(d)
-	if err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	s.opens++
-	s.mu.Unlock()
-	return io.NopCloser(bytes.NewReader(b)), nil
-}
-
-func (s *memStore) Stat(ctx context.Context, d cache.Digest) (int64, error) {
-	b, err := s.get(d)
-	return int64(len(b)), err
-}
-
-func (s *memStore) Materialize(ctx context.Context, d cache.Digest, dst string, readOnly bool) error {
-	if d == s.fail {
-		// Leave a partial file behind, as a real failing copy might.
-		os.WriteFile(dst, []byte("partial"), 0o644)
-		return fmt.Errorf("materialize %s: disk on fire", d)
-	}
-	b, err := s.get(d)
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(dst, b, 0o644)
-}
 
 const testID = "3f5b9c2e-1d2a-4b7c-9e8f-0a1b2c3d4e5f"
 
 var created = time.Date(2024, 3, 1, 12, 30, 45, 0, time.FixedZone("CET", 3600))
 
-func testImage(s *memStore) publish.Image {
-	kernel := s.add("kernel bytes")
+func testImage(t *testing.T, s *publishtest.Blobs) publish.Image {
+	kernel := s.Add(t, ims.ArtifactKernel, []byte("kernel bytes"))
 	kernel.MD5 = "" // computed by streaming the blob
 	return publish.Image{
 		Label: "compute", Name: "compute-bookworm", Arch: "x86_64", ID: testID, Key: "k",
 		Created: created,
-		Outputs: map[string]cache.Output{
-			ims.ArtifactRootfs:         s.add("hsqs rootfs bytes"),
+		Outputs: map[string]publish.Artifact{
+			ims.ArtifactRootfs:         s.Add(t, ims.ArtifactRootfs, []byte("hsqs rootfs bytes")),
 			ims.ArtifactKernel:         kernel,
-			ims.ArtifactInitrd:         s.add("initrd bytes"),
-			ims.ArtifactBootParameters: s.add("console=ttyS0"),
-			"log":                      s.add("build log, not an artifact"),
+			ims.ArtifactInitrd:         s.Add(t, ims.ArtifactInitrd, []byte("initrd bytes")),
+			ims.ArtifactBootParameters: s.Add(t, ims.ArtifactBootParameters, []byte("console=ttyS0")),
+			"log":                      s.Add(t, "log", []byte("build log, not an artifact")),
 		},
 	}
 }
@@ -168,15 +83,15 @@ func leftovers(t *testing.T, dir string) []string {
 }
 
 func TestPublish(t *testing.T) {
-	s := newMemStore()
-	img := testImage(s)
+	s := publishtest.New(t)
+	img := testImage(t, s)
 	out := t.TempDir()
 	if err := New(out).Publish(t.Context(), s, []publish.Image{img}); err != nil {
 		t.Fatalf("Publish() = %v", err)
 	}
 	dir := filepath.Join(out, "boot-images", testID)
 	for _, name := range []string{"rootfs", "kernel", "initrd", "boot_parameters"} {
-		want, _ := s.get(img.Outputs[name].Digest)
+		want := s.Bytes(t, img.Outputs[name].Digest)
 		got, err := os.ReadFile(filepath.Join(dir, name))
 		if err != nil || !bytes.Equal(got, want) {
 			t.Errorf("%s = %q, %v; want %q", name, got, err, want)
@@ -227,8 +142,8 @@ func TestPublish(t *testing.T) {
 }
 
 func TestPublishIdempotent(t *testing.T) {
-	s := newMemStore()
-	img := testImage(s)
+	s := publishtest.New(t)
+	img := testImage(t, s)
 	out := t.TempDir()
 	p := New(out)
 	if err := p.Publish(t.Context(), s, []publish.Image{img}); err != nil {
@@ -260,7 +175,7 @@ func TestPublishIdempotent(t *testing.T) {
 	}
 
 	// New content under the same id replaces the old version atomically.
-	img.Outputs[ims.ArtifactInitrd] = s.add("initrd v2")
+	img.Outputs[ims.ArtifactInitrd] = s.Add(t, ims.ArtifactInitrd, []byte("initrd v2"))
 	delete(img.Outputs, ims.ArtifactBootParameters)
 	if err := p.Publish(t.Context(), s, []publish.Image{img}); err != nil {
 		t.Fatalf("Publish() changed = %v", err)
@@ -282,15 +197,15 @@ func TestPublishIdempotent(t *testing.T) {
 	}
 }
 
-func TestPublishMaterializeFails(t *testing.T) {
+func TestPublishCopyFails(t *testing.T) {
 	tests := []struct {
 		name     string
 		existing bool // a good version is already published
 	}{{"fresh", false}, {"replacing", true}}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			s := newMemStore()
-			img := testImage(s)
+			s := publishtest.New(t)
+			img := testImage(t, s)
 			out := t.TempDir()
 			p := New(out)
 			var before []byte
@@ -299,12 +214,12 @@ func TestPublishMaterializeFails(t *testing.T) {
 					t.Fatal(err)
 				}
 				before, _ = os.ReadFile(filepath.Join(out, "boot-images", testID, ims.ManifestFile))
-				img.Outputs[ims.ArtifactKernel] = s.add("kernel v2")
+				img.Outputs[ims.ArtifactKernel] = s.Add(t, ims.ArtifactKernel, []byte("kernel v2"))
 			}
-			s.fail = img.Outputs[ims.ArtifactKernel].Digest
+			s.Corrupt(t, img.Outputs[ims.ArtifactKernel].Digest)
 			err := p.Publish(t.Context(), s, []publish.Image{img})
-			if err == nil || !strings.Contains(err.Error(), "disk on fire") || !strings.Contains(err.Error(), testID) {
-				t.Fatalf("Publish() = %v, want the materialize error naming the image", err)
+			if !errors.Is(err, publish.ErrCorrupt) || !strings.Contains(err.Error(), testID) {
+				t.Fatalf("Publish() = %v, want ErrCorrupt naming the image", err)
 			}
 			if l := leftovers(t, out); len(l) > 0 {
 				t.Errorf("leftovers after a failed publish: %v", l)
@@ -331,7 +246,7 @@ func TestPublishMaterializeFails(t *testing.T) {
 }
 
 func TestPublishErrors(t *testing.T) {
-	s := newMemStore()
+	s := publishtest.New(t)
 	tests := []struct {
 		name string
 		edit func(*publish.Image)
@@ -341,12 +256,12 @@ func TestPublishErrors(t *testing.T) {
 		{"bad id", func(i *publish.Image) { i.ID = "../escape" }, "not a plain name"},
 		{"empty id", func(i *publish.Image) { i.ID = "" }, "not a plain name"},
 		{"missing blob", func(i *publish.Image) {
-			i.Outputs[ims.ArtifactKernel] = cache.Output{Digest: cache.Digest("sha256:" + strings.Repeat("0", 64)), Size: 1}
-		}, "not found in cache"},
+			i.Outputs[ims.ArtifactKernel] = publish.Artifact{Digest: digest.Digest("sha256:" + strings.Repeat("0", 64)), Size: 1}
+		}, "artifact not found"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			img := testImage(s)
+			img := testImage(t, s)
 			tc.edit(&img)
 			out := t.TempDir()
 			err := New(out).Publish(t.Context(), s, []publish.Image{img})
@@ -364,8 +279,8 @@ func TestPublishErrors(t *testing.T) {
 }
 
 func TestManifestFor(t *testing.T) {
-	s := newMemStore()
-	img := testImage(s)
+	s := publishtest.New(t)
+	img := testImage(t, s)
 	if _, err := ManifestFor(img, Bucket); err == nil || !strings.Contains(err.Error(), "kernel has no md5") {
 		t.Errorf("ManifestFor() without kernel md5 = %v, want an error", err)
 	}
@@ -386,8 +301,8 @@ func TestManifestFor(t *testing.T) {
 func TestPublishRepairsSameSizeCorruption(t *testing.T) {
 	for _, withStatCache := range []bool{false, true} {
 		t.Run(fmt.Sprintf("statcache=%t", withStatCache), func(t *testing.T) {
-			s := newMemStore()
-			img := testImage(s)
+			s := publishtest.New(t)
+			img := testImage(t, s)
 			out := t.TempDir()
 			p := New(out)
 			if withStatCache {
@@ -447,5 +362,24 @@ func TestPublishRepairsSameSizeCorruption(t *testing.T) {
 				t.Errorf("rootfs after republish over a symlink: %v, %v; want a regular file", fi, err)
 			}
 		})
+	}
+}
+
+func TestManifest(t *testing.T) {
+	s := publishtest.New(t)
+	img := testImage(t, s)
+	p := New(t.TempDir())
+	if err := p.Publish(t.Context(), s, []publish.Image{img}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := p.Manifest(testID)
+	if err != nil || m == nil || len(m.Artifacts) != 4 || m.Artifacts[0].MD5 != img.Outputs[ims.ArtifactRootfs].MD5 {
+		t.Errorf("Manifest(%s) = %+v, %v; want the published manifest", testID, m, err)
+	}
+	if m, err := p.Manifest("00000000-0000-4000-8000-000000000000"); m != nil || err != nil {
+		t.Errorf("Manifest(unpublished) = %+v, %v; want nil, nil", m, err)
+	}
+	if _, err := p.Manifest("../" + testID); err == nil {
+		t.Error("Manifest(../id) = nil error, want the id refused")
 	}
 }

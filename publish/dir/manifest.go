@@ -2,10 +2,11 @@ package dir
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/internal/md5hex"
@@ -52,17 +53,22 @@ func ManifestFor(img publish.Image, bucket string) (*ims.Manifest, error) {
 	return m, nil
 }
 
-// RecordFor returns the IMS ImageRecord of img whose manifest.json (with
-// the bytes manifest) is stored in bucket.
-func RecordFor(img publish.Image, bucket string, manifest []byte) *ims.ImageRecord {
+// Record is what publish "dir" writes to records/images/<id>.json: the body
+// of the IMS image create (POST /images) that registers the published image
+// once its folder is in the bucket. IMS assigns id and created itself and
+// answers 422 to a POST that has them, so the record has neither; the file's
+// name is the image's S3 prefix.
+type Record struct {
+	Name string    `json:"name"`
+	Arch string    `json:"arch,omitempty"`
+	Link *ims.Link `json:"link"`
+}
+
+// RecordFor returns the Record of img whose manifest.json (with the bytes
+// manifest) is stored in bucket.
+func RecordFor(img publish.Image, bucket string, manifest []byte) *Record {
 	link := s3Link(bucket, img.ID+"/"+ims.ManifestFile, md5hex.Of(manifest))
-	return &ims.ImageRecord{
-		ID:      img.ID,
-		Created: img.Created.UTC().Format(time.RFC3339),
-		Name:    img.Name,
-		Arch:    img.Arch,
-		Link:    &link,
-	}
+	return &Record{Name: img.Name, Arch: img.Arch, Link: &link}
 }
 
 // marshal is the canonical JSON of manifests and records: indented, with a
@@ -83,4 +89,20 @@ func (p *Publisher) ManifestLink(imageID string) (ims.Link, error) {
 		return ims.Link{}, fmt.Errorf("manifest of image %s: %w", imageID, err)
 	}
 	return s3Link(Bucket, imageID+"/"+ims.ManifestFile, md5hex.Of(data)), nil
+}
+
+// Manifest returns the manifest.json published for image id, or nil when
+// there is none.
+func (p *Publisher) Manifest(imageID string) (*ims.Manifest, error) {
+	if err := checkID(imageID); err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(filepath.Join(p.Path, Bucket, imageID, ims.ManifestFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return ims.ParseManifest(data)
 }

@@ -2,6 +2,7 @@ package imsapi
 
 import (
 	"context"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"net"
@@ -428,6 +429,23 @@ func TestCABundle(t *testing.T) {
 	} {
 		if _, err := New(cfg); err == nil {
 			t.Errorf("New(%+v) = nil error, want one", cfg)
+		}
+	}
+}
+
+// The id IMS assigns becomes an S3 prefix and a URL path: anything but a
+// UUID is refused before it is used.
+func TestCreateImageRefusesBadID(t *testing.T) {
+	for _, id := range []string{"../../ims/recipes", "", "3F5B9C2E-1D2A-4B7C-9E8F-0A1B2C3D4E5F", "3f5b9c2e-1d2a-4b7c-9e8f-0a1b2c3d4e5f/x"} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusCreated)
+			json.NewEncoder(w).Encode(ims.ImageRecord{ID: id, Name: "compute"})
+		}))
+		_, err := newClient(t, srv.URL).CreateImage(testContext(t), "compute", "x86_64")
+		srv.Close()
+		if err == nil || !strings.Contains(err.Error(), "not a UUID") {
+			t.Errorf("CreateImage() with IMS answering id %q = %v, want an error", id, err)
 		}
 	}
 }

@@ -1,9 +1,6 @@
 package oci_test
 
 import (
-	"bytes"
-	"crypto/md5"
-	"encoding/hex"
 	"io"
 	"log"
 	"net"
@@ -16,10 +13,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/registry"
 
-	"github.com/imsbuild/imsbuild/cache"
-	"github.com/imsbuild/imsbuild/cache/local"
-	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/publish"
+	"github.com/imsbuild/imsbuild/publish/publishtest"
 )
 
 // created is the fixed build time of test images.
@@ -33,28 +28,10 @@ func newRegistry(t *testing.T) string {
 	return strings.TrimPrefix(srv.URL, "http://")
 }
 
-func newStore(t *testing.T) *local.Cache {
-	t.Helper()
-	c, err := local.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-// put stores data and returns its output (with md5, as pack records it).
-func put(t *testing.T, store cache.Store, name string, data []byte) cache.Output {
-	t.Helper()
-	d, n, err := store.Put(t.Context(), bytes.NewReader(data), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := md5.Sum(data)
-	return cache.Output{Digest: d, Size: n, MediaType: ims.MediaTypeOf(name), MD5: hex.EncodeToString(sum[:])}
-}
+func newStore(t *testing.T) *publishtest.Blobs { return publishtest.New(t) }
 
 // testImage stores the artifacts and returns an image of them.
-func testImage(t *testing.T, store cache.Store, arts map[string][]byte) publish.Image {
+func testImage(t *testing.T, store *publishtest.Blobs, arts map[string][]byte) publish.Image {
 	t.Helper()
 	img := publish.Image{
 		Label:   "compute",
@@ -63,10 +40,10 @@ func testImage(t *testing.T, store cache.Store, arts map[string][]byte) publish.
 		ID:      "3fa85f64-5717-4562-b3fc-2c963f66afa6",
 		Key:     strings.Repeat("ab", 32),
 		Created: created,
-		Outputs: map[string]cache.Output{},
+		Outputs: map[string]publish.Artifact{},
 	}
 	for n, data := range arts {
-		img.Outputs[n] = put(t, store, n, data)
+		img.Outputs[n] = store.Add(t, n, data)
 	}
 	return img
 }

@@ -12,17 +12,17 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/imsbuild/imsbuild/cache"
+	"github.com/imsbuild/imsbuild/publish"
 )
 
-// casLayer is a v1.Layer whose bytes stream from the cache. Blobs are stored
+// casLayer is a v1.Layer whose bytes stream from the blobs. Blobs are stored
 // as-is, so the compressed and uncompressed forms are the same bytes.
 //
 // ggcr's Layer methods take no context, so the layer holds the one of the
 // push it belongs to; it lives no longer than that push.
 type casLayer struct {
 	ctx   context.Context
-	store cache.Store
+	blobs publish.Blobs
 	a     artifact
 	hash  v1.Hash
 }
@@ -37,22 +37,17 @@ func (l *casLayer) MediaType() (types.MediaType, error) {
 	return types.MediaType(l.a.mediaType()), nil
 }
 
-// blobFiler is a store whose blobs are plain files (cache/local).
-type blobFiler interface {
-	BlobPath(cache.Digest) string
-}
-
-// Compressed opens the blob. A local blob file is sent as it is, so the
-// kernel can copy it to the socket: the registry checks the digest of every
-// blob it receives, which makes our own read-time check redundant. Other
-// stores verify the digest at EOF.
+// Compressed opens the blob. A local blob file (Blobs.Path) is sent as it
+// is, so the kernel can copy it to the socket: the registry checks the
+// digest of every blob it receives, which makes our own read-time check
+// redundant. Other blobs are verified at EOF by Blobs.Open.
 func (l *casLayer) Compressed() (io.ReadCloser, error) {
-	if f, ok := l.store.(blobFiler); ok {
-		if fh, err := os.Open(f.BlobPath(l.a.out.Digest)); err == nil {
+	if p, ok := l.blobs.Path(l.ctx, l.a.out.Digest); ok {
+		if fh, err := os.Open(p); err == nil {
 			return fh, nil
 		}
 	}
-	rc, err := l.store.Open(l.ctx, l.a.out.Digest)
+	rc, err := l.blobs.Open(l.ctx, l.a.out.Digest)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", l.a.name, err)
 	}
@@ -72,7 +67,7 @@ const emptyConfig = "{}"
 
 // newArtifactImage returns the v1.Image whose manifest is raw and whose layers
 // are arts.
-func newArtifactImage(ctx context.Context, store cache.Store, raw []byte, arts []artifact) (v1.Image, error) {
+func newArtifactImage(ctx context.Context, blobs publish.Blobs, raw []byte, arts []artifact) (v1.Image, error) {
 	ai := &artifactImage{raw: raw, layers: map[v1.Hash]*casLayer{}}
 	for _, a := range arts {
 		h, err := v1.NewHash(string(a.out.Digest))
@@ -80,7 +75,7 @@ func newArtifactImage(ctx context.Context, store cache.Store, raw []byte, arts [
 			return nil, fmt.Errorf("%s: %w", a.name, err)
 		}
 		if _, dup := ai.layers[h]; !dup {
-			ai.layers[h] = &casLayer{ctx: ctx, store: store, a: a, hash: h}
+			ai.layers[h] = &casLayer{ctx: ctx, blobs: blobs, a: a, hash: h}
 		}
 	}
 	return partial.CompressedToImage(ai)

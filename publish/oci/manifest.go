@@ -7,11 +7,9 @@ import (
 	"fmt"
 	"time"
 
-	digest "github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/publish"
 )
@@ -37,7 +35,7 @@ var artifactOrder = ims.ArtifactNames()
 // artifact is one output to publish as a layer.
 type artifact struct {
 	name string
-	out  cache.Output
+	out  publish.Artifact
 }
 
 func (a artifact) mediaType() string {
@@ -48,8 +46,8 @@ func (a artifact) mediaType() string {
 }
 
 // artifacts returns img's publishable outputs in layer order, after checking
-// that each one is in store with the recorded size.
-func artifacts(ctx context.Context, store cache.Store, img publish.Image) ([]artifact, error) {
+// that each one is in blobs with the recorded size.
+func artifacts(ctx context.Context, blobs publish.Blobs, img publish.Image) ([]artifact, error) {
 	if _, ok := img.Outputs[ims.ArtifactRootfs]; !ok {
 		return nil, errors.New("no rootfs output")
 	}
@@ -59,15 +57,15 @@ func artifacts(ctx context.Context, store cache.Store, img publish.Image) ([]art
 		if !ok {
 			continue
 		}
-		if !out.Digest.Valid() {
-			return nil, fmt.Errorf("%s: invalid digest %q", n, out.Digest)
+		if err := publish.CheckDigest(out.Digest); err != nil {
+			return nil, fmt.Errorf("%s: %w", n, err)
 		}
-		size, err := store.Stat(ctx, out.Digest)
+		size, err := blobs.Stat(ctx, out.Digest)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", n, err)
 		}
 		if size != out.Size {
-			return nil, fmt.Errorf("%s %s: size %d in cache, output says %d: %w", n, out.Digest, size, out.Size, cache.ErrCorrupt)
+			return nil, fmt.Errorf("%s %s: size %d in the blobs, output says %d: %w", n, out.Digest, size, out.Size, publish.ErrCorrupt)
 		}
 		arts = append(arts, artifact{name: n, out: out})
 	}
@@ -114,7 +112,7 @@ func manifestJSON(img publish.Image, arts []artifact, source, revision string) (
 	for _, a := range arts {
 		m.Layers = append(m.Layers, ocispec.Descriptor{
 			MediaType:   a.mediaType(),
-			Digest:      digest.Digest(a.out.Digest),
+			Digest:      a.out.Digest,
 			Size:        a.out.Size,
 			Annotations: map[string]string{ocispec.AnnotationTitle: a.name},
 		})

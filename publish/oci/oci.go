@@ -13,7 +13,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
-	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/internal/httpsonly"
 	"github.com/imsbuild/imsbuild/publish"
 )
@@ -138,12 +137,12 @@ func New(cfg Config, opts ...Option) (*Publisher, error) {
 // Publish pushes each image to the repository under every tag. All images
 // share the repository and tags, so more than one image is refused: interpolate
 // the image name into the repository and use one Publisher per image.
-func (p *Publisher) Publish(ctx context.Context, store cache.Store, images []publish.Image) error {
+func (p *Publisher) Publish(ctx context.Context, blobs publish.Blobs, images []publish.Image) error {
 	if len(images) > 1 {
 		return fmt.Errorf("publish oci %s: %d images would share the tags %v; put the image name in the repository", p.repo, len(images), p.cfg.Tags)
 	}
 	for _, img := range images {
-		if _, err := p.PushImage(ctx, store, img); err != nil {
+		if _, err := p.PushImage(ctx, blobs, img); err != nil {
 			return err
 		}
 	}
@@ -152,10 +151,10 @@ func (p *Publisher) Publish(ctx context.Context, store cache.Store, images []pub
 
 // PushImage pushes img under every tag and returns its manifest reference
 // ("registry/repo@sha256:…"). Nothing is pushed unless every artifact is in
-// store with the digest and size its Output records.
-func (p *Publisher) PushImage(ctx context.Context, store cache.Store, img publish.Image) (string, error) {
+// blobs with the digest and size its Artifact records.
+func (p *Publisher) PushImage(ctx context.Context, blobs publish.Blobs, img publish.Image) (string, error) {
 	first := p.tags[0]
-	arts, err := artifacts(ctx, store, img)
+	arts, err := artifacts(ctx, blobs, img)
 	if err != nil {
 		return "", fmt.Errorf("push %s: image %s: %w", first, img.Label, err)
 	}
@@ -163,7 +162,7 @@ func (p *Publisher) PushImage(ctx context.Context, store cache.Store, img publis
 	if err != nil {
 		return "", fmt.Errorf("push %s: image %s: %w", first, img.Label, err)
 	}
-	ai, err := newArtifactImage(ctx, store, raw, arts)
+	ai, err := newArtifactImage(ctx, blobs, raw, arts)
 	if err != nil {
 		return "", fmt.Errorf("push %s: image %s: %w", first, img.Label, err)
 	}
@@ -176,7 +175,7 @@ func (p *Publisher) PushImage(ctx context.Context, store cache.Store, img publis
 	}
 	for _, tag := range p.tags {
 		if err := pusher.Push(ctx, tag, ai); err != nil {
-			if cerr := corruptBlob(ctx, store, arts, err); cerr != nil {
+			if cerr := corruptBlob(ctx, blobs, arts, err); cerr != nil {
 				return "", fmt.Errorf("push %s: %w", tag, cerr)
 			}
 			return "", fmt.Errorf("push %s: %w", tag, err)
@@ -189,21 +188,21 @@ func (p *Publisher) PushImage(ctx context.Context, store cache.Store, img publis
 	return p.repo.Digest(d.String()).String(), nil
 }
 
-// corruptBlob tells a registry's digest rejection caused by a corrupt cache
-// blob (local blobs are sent unverified; the registry checks every digest)
-// by reading the blobs again through the verifying store.
-func corruptBlob(ctx context.Context, store cache.Store, arts []artifact, pushErr error) error {
+// corruptBlob tells a registry's digest rejection caused by a corrupt blob
+// (local blob files are sent unverified; the registry checks every digest)
+// by reading the blobs again through the verifying Blobs.Open.
+func corruptBlob(ctx context.Context, blobs publish.Blobs, arts []artifact, pushErr error) error {
 	if !strings.Contains(pushErr.Error(), "DIGEST_INVALID") {
 		return nil
 	}
 	for _, a := range arts {
-		rc, err := store.Open(ctx, a.out.Digest)
+		rc, err := blobs.Open(ctx, a.out.Digest)
 		if err != nil {
 			return fmt.Errorf("%s: %w", a.name, err)
 		}
 		_, err = io.Copy(io.Discard, rc)
 		rc.Close()
-		if errors.Is(err, cache.ErrCorrupt) {
+		if errors.Is(err, publish.ErrCorrupt) {
 			return fmt.Errorf("%s: %w", a.name, err)
 		}
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +16,6 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/publish"
 	"github.com/imsbuild/imsbuild/publish/oci"
@@ -237,7 +235,7 @@ func TestPublishErrors(t *testing.T) {
 	good := testImage(t, store, map[string][]byte{"rootfs": []byte("rootfs"), "kernel": []byte("kernel")})
 	with := func(f func(img *publish.Image)) []publish.Image {
 		img := good
-		img.Outputs = map[string]cache.Output{}
+		img.Outputs = map[string]publish.Artifact{}
 		for k, v := range good.Outputs {
 			img.Outputs[k] = v
 		}
@@ -252,21 +250,21 @@ func TestPublishErrors(t *testing.T) {
 		wantSub []string
 	}{
 		{
-			name: "blob not in cache",
+			name: "blob not in the blobs",
 			images: with(func(img *publish.Image) {
-				img.Outputs["kernel"] = cache.Output{Digest: cache.Digest("sha256:" + strings.Repeat("0", 64)), Size: 3}
+				img.Outputs["kernel"] = publish.Artifact{Digest: digest.Digest("sha256:" + strings.Repeat("0", 64)), Size: 3}
 			}),
-			wantIs:  cache.ErrNotFound,
+			wantIs:  publish.ErrNotFound,
 			wantSub: []string{"push " + host + "/errs:latest", "image compute", "kernel"},
 		},
 		{
-			name: "size differs from the cache",
+			name: "size differs from the blob's",
 			images: with(func(img *publish.Image) {
 				o := img.Outputs["rootfs"]
 				o.Size++
 				img.Outputs["rootfs"] = o
 			}),
-			wantIs:  cache.ErrCorrupt,
+			wantIs:  publish.ErrCorrupt,
 			wantSub: []string{"rootfs", "size 6"},
 		},
 		{
@@ -276,7 +274,7 @@ func TestPublishErrors(t *testing.T) {
 		},
 		{
 			name:    "invalid digest",
-			images:  with(func(img *publish.Image) { img.Outputs["initrd"] = cache.Output{Digest: "md5:abc"} }),
+			images:  with(func(img *publish.Image) { img.Outputs["initrd"] = publish.Artifact{Digest: "md5:abc"} }),
 			wantSub: []string{"initrd", "invalid digest"},
 		},
 		{
@@ -314,27 +312,22 @@ func TestPublishErrors(t *testing.T) {
 	}
 }
 
-func TestPublishCorruptCacheBlob(t *testing.T) {
+// A corrupt local blob file is sent as it is; the registry rejects its
+// digest, and reading it again through Blobs.Open tells why.
+func TestPublishCorruptBlob(t *testing.T) {
 	host := newRegistry(t)
 	store := newStore(t)
 	img := testImage(t, store, map[string][]byte{"rootfs": []byte("original rootfs")})
-	path := store.BlobPath(img.Outputs["rootfs"].Digest)
-	if err := os.Chmod(path, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, []byte("tampered rootfs"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	store.Corrupt(t, img.Outputs["rootfs"].Digest)
 	p, err := oci.New(oci.Config{Repository: host + "/corrupt"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Publish(t.Context(), store, []publish.Image{img}); !errors.Is(err, cache.ErrCorrupt) {
+	if err := p.Publish(t.Context(), store, []publish.Image{img}); !errors.Is(err, publish.ErrCorrupt) {
 		t.Fatalf("Publish() of a corrupt blob = %v, want errors.Is ErrCorrupt", err)
 	}
-	// Found corrupt, it is dropped from the cache, so the next build makes it again.
-	if _, err := store.Stat(t.Context(), img.Outputs["rootfs"].Digest); !errors.Is(err, cache.ErrNotFound) {
-		t.Errorf("Stat() of the corrupt blob after the push = %v, want ErrNotFound (dropped)", err)
+	if store.Opens(img.Outputs["rootfs"].Digest) == 0 {
+		t.Error("the corrupt blob was not read through Blobs.Open to tell the registry's rejection")
 	}
 	r, _ := name.ParseReference(host + "/corrupt:latest")
 	if _, err := remote.Head(r, remote.WithContext(t.Context())); err == nil {

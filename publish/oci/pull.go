@@ -15,15 +15,15 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/internal/ctxio"
+	"github.com/imsbuild/imsbuild/publish"
 )
 
 // PulledArtifact is one layer Pull wrote.
 type PulledArtifact struct {
 	Name      string // the layer's org.opencontainers.image.title
 	Path      string // dst/<Name>
-	Digest    cache.Digest
+	Digest    digest.Digest
 	Size      int64
 	MediaType string
 }
@@ -61,7 +61,7 @@ func Pull(ctx context.Context, ref, dst string, insecure bool, opts ...Option) (
 	out := make(map[string]PulledArtifact, len(m.Layers))
 	for _, l := range m.Layers {
 		title := l.Annotations[ocispec.AnnotationTitle]
-		a := PulledArtifact{Name: title, Path: filepath.Join(dst, title), Digest: cache.Digest(l.Digest), Size: l.Size, MediaType: l.MediaType}
+		a := PulledArtifact{Name: title, Path: filepath.Join(dst, title), Digest: l.Digest, Size: l.Size, MediaType: l.MediaType}
 		layer, err := remote.Layer(r.Context().Digest(l.Digest.String()), ro...)
 		if err != nil {
 			return nil, fmt.Errorf("pull %s: layer %s: %w", r, title, err)
@@ -100,7 +100,7 @@ func parseManifest(mt string, raw []byte) (*ocispec.Manifest, error) {
 			return nil, fmt.Errorf("layer %d: title %q is not a plain file name", i, title)
 		case seen[title]:
 			return nil, fmt.Errorf("layer %d: duplicate title %q", i, title)
-		case !cache.Digest(l.Digest).Valid():
+		case publish.CheckDigest(l.Digest) != nil:
 			return nil, fmt.Errorf("layer %d: digest %q is not sha256", i, l.Digest)
 		case l.Size < 0:
 			return nil, fmt.Errorf("layer %d: negative size %d", i, l.Size)
@@ -130,10 +130,10 @@ func writeVerified(ctx context.Context, r io.Reader, a PulledArtifact) (rerr err
 		return err
 	}
 	if n != a.Size {
-		return fmt.Errorf("got %d bytes, want %d: %w", n, a.Size, cache.ErrCorrupt)
+		return fmt.Errorf("got %d bytes, want %d: %w", n, a.Size, publish.ErrCorrupt)
 	}
-	if got := cache.Digest(digest.NewDigest(digest.SHA256, h)); got != a.Digest {
-		return fmt.Errorf("content is %s, want %s: %w", got, a.Digest, cache.ErrCorrupt)
+	if got := digest.NewDigest(digest.SHA256, h); got != a.Digest {
+		return fmt.Errorf("content is %s, want %s: %w", got, a.Digest, publish.ErrCorrupt)
 	}
 	if err := f.Sync(); err != nil {
 		return err

@@ -7,8 +7,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/imsbuild/imsbuild/cache"
-	"github.com/imsbuild/imsbuild/cache/tiered"
 	"github.com/imsbuild/imsbuild/publish"
 	"github.com/imsbuild/imsbuild/publish/oci"
 )
@@ -35,19 +33,22 @@ func (f *fileBodies) RoundTrip(req *http.Request) (*http.Response, error) {
 	return http.DefaultTransport.RoundTrip(req)
 }
 
-// A push through the tiered cache (--cache-from/--cache-to) sends a local
-// blob as its file, like a push from the plain local cache.
+// A blob that is a local file (Blobs.Path) is sent as that file, which
+// net/http can sendfile to the socket; one that is not goes through
+// Blobs.Open. engine's TestPublishBlobsPath checks that the cache adapter
+// finds the file of a local blob through the tiered cache too.
 func TestPublishZeroCopy(t *testing.T) {
 	for _, tc := range []struct {
-		name  string
-		store func(t *testing.T) cache.Store
+		name    string
+		noPaths bool
 	}{
-		{"local", func(t *testing.T) cache.Store { return newStore(t) }},
-		{"tiered", func(t *testing.T) cache.Store { return tiered.New(newStore(t), nil, nil) }},
+		{"local files", false},
+		{"no local files", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			host := newRegistry(t)
-			store := tc.store(t)
+			store := newStore(t)
+			store.NoPaths = tc.noPaths
 			img := testImage(t, store, map[string][]byte{
 				"rootfs": []byte("rootfs bytes"),
 				"kernel": []byte("kernel bytes"),
@@ -60,10 +61,19 @@ func TestPublishZeroCopy(t *testing.T) {
 			if err := p.Publish(t.Context(), store, []publish.Image{img}); err != nil {
 				t.Fatalf("Publish() = %v", err)
 			}
-			// The one reader is the empty config blob "{}".
-			if rt.files != len(img.Outputs) || rt.others != 1 {
-				t.Errorf("blob uploads: %d sent as files, %d through readers; want %d files, 1 reader",
-					rt.files, rt.others, len(img.Outputs))
+			// The empty config blob "{}" always goes through a reader.
+			wantFiles, wantOthers := len(img.Outputs), 1
+			if tc.noPaths {
+				wantFiles, wantOthers = 0, len(img.Outputs)+1
+			}
+			if rt.files != wantFiles || rt.others != wantOthers {
+				t.Errorf("blob uploads: %d sent as files, %d through readers; want %d files, %d readers",
+					rt.files, rt.others, wantFiles, wantOthers)
+			}
+			for name, a := range img.Outputs {
+				if got := store.Opens(a.Digest); tc.noPaths != (got > 0) {
+					t.Errorf("%s opened %d times through Blobs.Open with NoPaths=%t", name, got, tc.noPaths)
+				}
 			}
 		})
 	}

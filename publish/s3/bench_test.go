@@ -12,7 +12,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
-	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/internal/s3test"
 	"github.com/imsbuild/imsbuild/publish"
@@ -42,7 +41,7 @@ func BenchmarkPublish1GiB(b *testing.B) {
 		i++
 		img := publish.Image{
 			Label: "bench", ID: fmt.Sprintf("bench-%d", i), Created: time.Unix(0, 0),
-			Outputs: map[string]cache.Output{ims.ArtifactRootfs: rootfs},
+			Outputs: map[string]publish.Artifact{ims.ArtifactRootfs: rootfs},
 		}
 		if err := p.Publish(b.Context(), store, []publish.Image{img}); err != nil {
 			b.Fatalf("Publish() error: %v", err)

@@ -2,11 +2,10 @@ package s3
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
-	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
@@ -27,26 +26,17 @@ const (
 
 // Config says where and how to publish.
 type Config struct {
-	Endpoint string // "" = AWS default
-	Region   string // default "us-east-1"
-	Bucket   string // default "boot-images"
-	Prefix   string // key prefix ("" = none); a "/" is appended when missing
+	// Config is the client: Endpoint ("" = AWS), Region (default
+	// "us-east-1"), PathStyle, CABundle, HTTPClient, Credentials, PartSize
+	// (default 16 MiB, at least 5 MiB), Concurrency (parts uploaded in
+	// parallel, default 4), MaxAttempts (default 5) and MaxBackoff (default
+	// the SDK's, 20 s).
+	s3client.Config
+	Bucket string // default "boot-images"
+	Prefix string // key prefix ("" = none); a "/" is appended when missing
 	// RecipeBucket is where PublishRecipe puts recipe archives, under
 	// recipes/<id>/recipe.tgz (Prefix does not apply); default "ims".
 	RecipeBucket string
-	PathStyle    bool
-	CABundle     string // PEM file for the endpoint's TLS
-	PartSize     int64  // default 16 MiB, at least 5 MiB
-	Concurrency  int    // parts uploaded in parallel, default 4
-
-	MaxAttempts int           // attempts per request, default 5
-	MaxBackoff  time.Duration // longest wait between attempts, default the SDK's (20s)
-
-	// Credentials overrides the SDK default chain when not nil.
-	Credentials aws.CredentialsProvider
-	// HTTPClient replaces the SDK's HTTP client when not nil (CABundle must
-	// then be empty: configure TLS on the client instead).
-	HTTPClient aws.HTTPClient
 }
 
 func (c *Config) setDefaults() error {
@@ -72,23 +62,7 @@ func (c *Config) setDefaults() error {
 	if c.MaxAttempts == 0 {
 		c.MaxAttempts = DefaultMaxAttempts
 	}
-	return c.client().Check()
-}
-
-// client returns the SDK client settings of c.
-func (c *Config) client() s3client.Config {
-	return s3client.Config{
-		Endpoint:    c.Endpoint,
-		Region:      c.Region,
-		PathStyle:   c.PathStyle,
-		CABundle:    c.CABundle,
-		HTTPClient:  c.HTTPClient,
-		Credentials: c.Credentials,
-		PartSize:    c.PartSize,
-		Concurrency: c.Concurrency,
-		MaxAttempts: c.MaxAttempts,
-		MaxBackoff:  c.MaxBackoff,
-	}
+	return c.Check()
 }
 
 // Publisher publishes images to one bucket. It is safe for concurrent use.
@@ -108,13 +82,13 @@ func New(ctx context.Context, cfg Config) (*Publisher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("s3 publisher: %w", err)
 	}
-	tm := s3client.NewUploader(client, cfg.client())
+	tm := s3client.NewUploader(client, cfg.Config)
 	return &Publisher{cfg: cfg, client: client, tm: tm}, nil
 }
 
 // newClient returns an S3 client for cfg, whose defaults are set.
 func newClient(ctx context.Context, cfg Config) (*s3.Client, error) {
-	return s3client.NewClient(ctx, cfg.client())
+	return s3client.NewClient(ctx, cfg.Config)
 }
 
 // Bucket returns the bucket p publishes to.
@@ -143,4 +117,14 @@ func (p *Publisher) ManifestLink(ctx context.Context, imageID string) (ims.Link,
 		return ims.Link{}, fmt.Errorf("s3://%s/%s: not published", p.cfg.Bucket, key)
 	}
 	return ims.Link{Path: p.Link(imageID, ims.ManifestFile), Etag: o.etag, Type: "s3"}, nil
+}
+
+// Manifest returns the manifest.json published for image id, or nil when
+// there is none.
+func (p *Publisher) Manifest(ctx context.Context, imageID string) (*ims.Manifest, error) {
+	m, _, err := p.readManifest(ctx, p.cfg.Bucket, p.Key(imageID, ims.ManifestFile))
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	return m, err
 }

@@ -5,7 +5,9 @@
 // Artifacts are streamed from the cache (multipart uploads with memory
 // bounded by about PartSize × (Concurrency+2)); each object carries its md5 as
 // user metadata "md5sum" (IMS reads it: multipart ETags are not MD5s) and its
-// sha256 as "sha256". The manifest is written last, only after every artifact
+// sha256 as "sha256", and each artifact the x-shasta-ims-image-name,
+// -image-id and (for an image a job built) -job-id that IMS's job helper
+// sets. The manifest is written last, only after every artifact
 // of the image was uploaded and its size and metadata were checked with a
 // HEAD, so a reader never sees a manifest pointing at missing or partial
 // objects. Objects already present with the same sha256 and size are not

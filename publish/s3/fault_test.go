@@ -12,7 +12,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
-	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/internal/s3test"
 	"github.com/imsbuild/imsbuild/publish"
@@ -47,14 +46,14 @@ func TestPublishServerStopsMidUpload(t *testing.T) {
 	img := publish.Image{
 		Label: "big", ID: "abcdef00-0000-0000-0000-000000000064",
 		Created: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC),
-		Outputs: map[string]cache.Output{
+		Outputs: map[string]publish.Artifact{
 			ims.ArtifactRootfs: putBlob(t, store, 64, 64<<20),
 			ims.ArtifactKernel: putBytes(t, store, []byte("fake kernel\n")),
 		},
 	}
 	reached := make(chan struct{})
 	var once sync.Once
-	store.onOpen = func(r io.Reader) io.Reader {
+	store.OnOpen = func(r io.Reader) io.Reader {
 		return &signalReader{r: r, n: 20 << 20, once: &once, reached: reached}
 	}
 	cfg := testConfig(srv) // 5 MiB parts, 2 at a time, 5 attempts 100ms apart at most
@@ -89,7 +88,7 @@ func TestPublishServerStopsMidUpload(t *testing.T) {
 	headNotFound(t, c, DefaultBucket, img.ID+"/"+ims.ManifestFile)
 	headNotFound(t, c, DefaultBucket, img.ID+"/"+ims.ArtifactRootfs)
 
-	store.onOpen = nil
+	store.OnOpen = nil
 	if err := p.Publish(ctx, store, []publish.Image{img}); err != nil {
 		t.Fatalf("Publish() after restart error: %v", err)
 	}
@@ -115,11 +114,11 @@ func TestPublishCancelled(t *testing.T) {
 	store := newFileStore(t)
 	img := publish.Image{
 		Label: "big", ID: "abcdef00-0000-0000-0000-000000000032",
-		Outputs: map[string]cache.Output{ims.ArtifactRootfs: putBlob(t, store, 32, 32<<20)},
+		Outputs: map[string]publish.Artifact{ims.ArtifactRootfs: putBlob(t, store, 32, 32<<20)},
 	}
 	reached := make(chan struct{})
 	var once sync.Once
-	store.onOpen = func(r io.Reader) io.Reader {
+	store.OnOpen = func(r io.Reader) io.Reader {
 		return &signalReader{r: r, n: 12 << 20, once: &once, reached: reached}
 	}
 	pubCtx, pubCancel := context.WithCancel(ctx)

@@ -15,9 +15,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	digest "github.com/opencontainers/go-digest"
 
-	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/internal/ctxio"
+	"github.com/imsbuild/imsbuild/publish"
 )
 
 // MaxManifestSize bounds the manifest.json Fetch and ManifestDigest read.
@@ -29,7 +29,7 @@ type FetchedArtifact struct {
 	Path      string // where it is now
 	MediaType string // the manifest's type (Fetch); the object's Content-Type (Download)
 	MD5       string // hex, verified
-	SHA256    string // "sha256:<hex>", a cache.Digest of the content
+	SHA256    string // "sha256:<hex>", the digest of the content
 	Size      int64
 }
 
@@ -217,7 +217,7 @@ func (p *Publisher) download(ctx context.Context, bucket, key, path, wantMD5 str
 	url := "s3://" + bucket + "/" + key
 	wantMD5 = strings.ToLower(wantMD5)
 	if obj.md5 != "" && wantMD5 != "" && !strings.EqualFold(obj.md5, wantMD5) {
-		return FetchedArtifact{}, "", fmt.Errorf("get %s: md5sum metadata is %s, want %s: %w", url, obj.md5, wantMD5, cache.ErrCorrupt)
+		return FetchedArtifact{}, "", fmt.Errorf("get %s: md5sum metadata is %s, want %s: %w", url, obj.md5, wantMD5, publish.ErrCorrupt)
 	}
 	if wantMD5 == "" {
 		wantMD5 = strings.ToLower(obj.md5)
@@ -260,11 +260,11 @@ func (p *Publisher) download(ctx context.Context, bucket, key, path, wantMD5 str
 	}
 	switch {
 	case n != obj.size:
-		return FetchedArtifact{}, tmp, fmt.Errorf("get %s: got %d bytes, want %d: %w", url, n, obj.size, cache.ErrCorrupt)
+		return FetchedArtifact{}, tmp, fmt.Errorf("get %s: got %d bytes, want %d: %w", url, n, obj.size, publish.ErrCorrupt)
 	case wantMD5 != "" && got.MD5 != wantMD5:
-		return FetchedArtifact{}, tmp, fmt.Errorf("get %s: content md5 is %s, want %s: %w", url, got.MD5, wantMD5, cache.ErrCorrupt)
+		return FetchedArtifact{}, tmp, fmt.Errorf("get %s: content md5 is %s, want %s: %w", url, got.MD5, wantMD5, publish.ErrCorrupt)
 	case obj.sha256 != "" && "sha256:"+strings.ToLower(obj.sha256) != got.SHA256:
-		return FetchedArtifact{}, tmp, fmt.Errorf("get %s: content is %s, sha256 metadata says %s: %w", url, got.SHA256, obj.sha256, cache.ErrCorrupt)
+		return FetchedArtifact{}, tmp, fmt.Errorf("get %s: content is %s, sha256 metadata says %s: %w", url, got.SHA256, obj.sha256, publish.ErrCorrupt)
 	}
 	if err := f.Sync(); err != nil {
 		return FetchedArtifact{}, tmp, err

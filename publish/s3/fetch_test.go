@@ -22,9 +22,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/internal/md5hex"
+	"github.com/imsbuild/imsbuild/internal/s3client"
 	"github.com/imsbuild/imsbuild/internal/s3test"
 	"github.com/imsbuild/imsbuild/internal/testutil"
 	"github.com/imsbuild/imsbuild/publish"
@@ -120,7 +120,7 @@ func TestFetchRoundTrip(t *testing.T) {
 			url  string
 		}{
 			// Bucket and Prefix of the config do not matter.
-			{"config", Config{Endpoint: srv.Endpoint, Region: srv.Region, PathStyle: true, Credentials: cfg.Credentials, Bucket: "x", Prefix: "y"}, plain},
+			{"config", Config{Config: s3client.Config{Endpoint: srv.Endpoint, Region: srv.Region, PathStyle: true, Credentials: cfg.Credentials}, Bucket: "x", Prefix: "y"}, plain},
 			{"url query", Config{}, plain + "?endpoint=" + srv.Endpoint + "&path_style=true&region=" + srv.Region},
 		}
 		for _, tc := range tests {
@@ -155,21 +155,12 @@ func TestFetchSquashfs(t *testing.T) {
 	sqfs := filepath.Join(t.TempDir(), "rootfs")
 	run(t, mksquashfs, root, sqfs, "-noappend", "-reproducible", "-mkfs-time", "0", "-all-time", "0", "-comp", "zstd", "-quiet")
 	store := newFileStore(t)
-	d, n, err := store.PutFile(ctx, sqfs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, sum, _ := fileSums(t, sqfs)
-	kernel := filepath.Join(root, "boot/vmlinuz-6.1.0-test")
-	kd, kn, err := store.PutFile(ctx, kernel)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, ksum, _ := fileSums(t, kernel)
+	rootfs := putFile(t, store, sqfs)
+	kernel := putFile(t, store, filepath.Join(root, "boot/vmlinuz-6.1.0-test"))
 	img := publish.Image{Label: "bb", ID: "bbbbbbbb-0000-0000-0000-000000000001", Created: testImages(t, store)[0].Created,
-		Outputs: map[string]cache.Output{
-			ims.ArtifactRootfs: {Digest: d, Size: n, MD5: sum},
-			ims.ArtifactKernel: {Digest: kd, Size: kn, MD5: ksum},
+		Outputs: map[string]publish.Artifact{
+			ims.ArtifactRootfs: rootfs,
+			ims.ArtifactKernel: kernel,
 		}}
 	p := newPublisher(t, testConfig(srv))
 	if err := p.Publish(ctx, store, []publish.Image{img}); err != nil {
@@ -397,11 +388,11 @@ func TestFetchErrors(t *testing.T) {
 		want       []string
 		manifestOK bool // only an artifact is wrong
 	}{
-		{"md5 mismatch", "s3://boot-images/bad-md5/manifest.json", cache.ErrCorrupt,
+		{"md5 mismatch", "s3://boot-images/bad-md5/manifest.json", publish.ErrCorrupt,
 			[]string{"fetch s3://boot-images/bad-md5/manifest.json: kernel: get s3://boot-images/" + img.ID + "/kernel", "md5sum metadata is"}, true},
-		{"metadata md5 mismatch", "s3://boot-images/meta/manifest.json", cache.ErrCorrupt,
+		{"metadata md5 mismatch", "s3://boot-images/meta/manifest.json", publish.ErrCorrupt,
 			[]string{"s3://boot-images/meta/kernel: md5sum metadata is " + md5hex.Of([]byte("other kernel\n"))}, true},
-		{"content md5 mismatch", "s3://boot-images/nometa/manifest.json", cache.ErrCorrupt,
+		{"content md5 mismatch", "s3://boot-images/nometa/manifest.json", publish.ErrCorrupt,
 			[]string{"s3://boot-images/nometa/kernel: content md5 is " + md5hex.Of([]byte("other kernel\n"))}, true},
 		{"missing artifact", "s3://boot-images/missing/manifest.json", ErrNotFound,
 			[]string{"fetch s3://boot-images/missing/manifest.json: initrd: get s3://boot-images/missing/initrd"}, true},
@@ -471,7 +462,7 @@ func TestDownload(t *testing.T) {
 		t.Errorf("downloaded %q, want %q", got, data)
 	}
 	other := filepath.Join(filepath.Dir(dst), "other.tgz")
-	if _, err := Download(ctx, testConfig(srv), url, other, strings.Repeat("a", 32)); !errors.Is(err, cache.ErrCorrupt) {
+	if _, err := Download(ctx, testConfig(srv), url, other, strings.Repeat("a", 32)); !errors.Is(err, publish.ErrCorrupt) {
 		t.Errorf("Download(wrong md5) error = %v, want ErrCorrupt", err)
 	}
 	if entries, _ := os.ReadDir(filepath.Dir(dst)); len(entries) != 1 {
@@ -489,8 +480,8 @@ func TestParseURL(t *testing.T) {
 		{raw: "s3://boot-images/id/manifest.json", url: "s3://boot-images/id/manifest.json"},
 		{raw: "s3://b", url: "s3://b/"},
 		{raw: "s3://b/k?endpoint=http://127.0.0.1:7070&path_style=true&region=eu&ca_bundle=/ca.pem",
-			cfg: Config{Endpoint: "http://127.0.0.1:7070", PathStyle: true, Region: "eu", CABundle: "/ca.pem"}, url: "s3://b/k"},
-		{raw: "s3://b/k?path_style=1", cfg: Config{PathStyle: true}, url: "s3://b/k"},
+			cfg: Config{Config: s3client.Config{Endpoint: "http://127.0.0.1:7070", PathStyle: true, Region: "eu", CABundle: "/ca.pem"}}, url: "s3://b/k"},
+		{raw: "s3://b/k?path_style=1", cfg: Config{Config: s3client.Config{PathStyle: true}}, url: "s3://b/k"},
 		{raw: "s3://b/k?path_style=yes", wantErr: `path_style="yes" is not true or false`},
 		{raw: "s3://b/k?bucket=x", wantErr: `unknown parameter "bucket"`},
 		{raw: "s3://b/k?region=a&region=b", wantErr: "parameter region given 2 times"},

@@ -13,11 +13,12 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	digest "github.com/opencontainers/go-digest"
 
-	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/internal/md5hex"
 	"github.com/imsbuild/imsbuild/internal/s3client"
+	"github.com/imsbuild/imsbuild/publish"
 )
 
 // remoteObject is what HEAD says about an object.
@@ -26,10 +27,32 @@ type remoteObject struct {
 	etag   string // without quotes
 	md5    string // metadata md5sum
 	sha256 string // metadata sha256
+	// image holds the x-shasta-ims-* metadata of an artifact (image name,
+	// id and job id), nil for other objects.
+	image map[string]string
 }
 
+// matches reports whether o holds what want describes: the same content
+// and, for an artifact, the same IMS image metadata.
 func (o *remoteObject) matches(want remoteObject) bool {
-	return o.size == want.size && o.sha256 == want.sha256 && strings.EqualFold(o.md5, want.md5)
+	if o.size != want.size || o.sha256 != want.sha256 || !strings.EqualFold(o.md5, want.md5) {
+		return false
+	}
+	for k, v := range want.image {
+		if o.image[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// metadata is the user metadata to upload with o.
+func (o *remoteObject) metadata() map[string]string {
+	m := map[string]string{MetaMD5: o.md5, MetaSHA256: o.sha256}
+	for k, v := range o.image {
+		m[k] = v
+	}
+	return m
 }
 
 // head returns the object at key, or nil when there is none.
@@ -58,25 +81,33 @@ func objectOf(size int64, etag string, meta map[string]string) *remoteObject {
 			o.md5 = v
 		case MetaSHA256:
 			o.sha256 = v
+		case MetaImageName, MetaImageID, MetaJobID:
+			if o.image == nil {
+				o.image = map[string]string{}
+			}
+			o.image[strings.ToLower(k)] = v
 		}
 	}
 	return o
 }
 
-// putArtifact uploads a blob to key unless the object already holds it, then
-// checks it with a HEAD, and returns what HEAD says.
-func (p *Publisher) putArtifact(ctx context.Context, store cache.Store, key, name string, out cache.Output) (*remoteObject, error) {
-	want := remoteObject{size: out.Size, sha256: out.Digest.Hex(), md5: strings.ToLower(out.MD5)}
+// putArtifact uploads a blob of img to key unless the object already holds
+// it (with img's metadata), then checks it with a HEAD, and returns what
+// HEAD says.
+func (p *Publisher) putArtifact(ctx context.Context, blobs publish.Blobs, img publish.Image, key, name string, out publish.Artifact) (*remoteObject, error) {
+	want := remoteObject{size: out.Size, sha256: out.Digest.Encoded(), md5: strings.ToLower(out.MD5), image: imageMetadata(img)}
 	have, err := p.head(ctx, key)
 	if err != nil {
 		return nil, err
 	}
 	if want.md5 == "" {
 		// Only an upload computes it cheaply; a present object has it.
-		if have != nil && have.size == want.size && have.sha256 == want.sha256 && len(have.md5) == 32 {
-			return have, nil
+		if have != nil && len(have.md5) == 32 {
+			if want.md5 = have.md5; have.matches(want) {
+				return have, nil
+			}
 		}
-		if want.md5, err = blobMD5(ctx, store, out.Digest); err != nil {
+		if want.md5, err = blobMD5(ctx, blobs, out.Digest); err != nil {
 			return nil, p.wrap("put", key, fmt.Errorf("md5 of %s: %w", out.Digest, err))
 		}
 	}
@@ -84,7 +115,7 @@ func (p *Publisher) putArtifact(ctx context.Context, store cache.Store, key, nam
 		return have, nil
 	}
 	open := func(ctx context.Context) (io.ReadCloser, error) {
-		rc, err := store.Open(ctx, out.Digest)
+		rc, err := blobs.Open(ctx, out.Digest)
 		if err != nil {
 			return nil, fmt.Errorf("open %s: %w", out.Digest, err)
 		}
@@ -113,8 +144,8 @@ func (p *Publisher) putFrom(ctx context.Context, bucket, key, contentType string
 }
 
 // upload streams the content to bucket/key; the md5 and size are checked
-// while reading (a cache store checks the sha256), so bad content aborts
-// the upload.
+// while reading (Blobs.Open checks the sha256), so bad content aborts the
+// upload.
 func (p *Publisher) upload(ctx context.Context, bucket, key, contentType string, want remoteObject, open func(context.Context) (io.ReadCloser, error)) error {
 	rc, err := open(ctx)
 	if err != nil {
@@ -128,7 +159,7 @@ func (p *Publisher) upload(ctx context.Context, bucket, key, contentType string,
 		Body:          body,
 		ContentLength: aws.Int64(want.size),
 		ContentType:   aws.String(contentType),
-		Metadata:      map[string]string{MetaMD5: want.md5, MetaSHA256: want.sha256},
+		Metadata:      want.metadata(),
 	})
 	if err != nil {
 		return p.wrapIn("put", bucket, key, err)
@@ -158,14 +189,14 @@ func (c *checkReader) Read(b []byte) (int, error) {
 			return n, fmt.Errorf("blob has %d bytes, its recorded size is %d", c.n, c.size)
 		}
 		if got := hex.EncodeToString(c.h.Sum(nil)); got != c.md5 {
-			return n, fmt.Errorf("blob md5 is %s, its recorded md5 is %s: %w", got, c.md5, cache.ErrCorrupt)
+			return n, fmt.Errorf("blob md5 is %s, its recorded md5 is %s: %w", got, c.md5, publish.ErrCorrupt)
 		}
 	}
 	return n, err
 }
 
-func blobMD5(ctx context.Context, store cache.Store, d cache.Digest) (string, error) {
-	rc, err := store.Open(ctx, d)
+func blobMD5(ctx context.Context, blobs publish.Blobs, d digest.Digest) (string, error) {
+	rc, err := blobs.Open(ctx, d)
 	if err != nil {
 		return "", err
 	}

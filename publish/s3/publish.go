@@ -11,7 +11,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
-	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/internal/md5hex"
 	"github.com/imsbuild/imsbuild/publish"
@@ -20,18 +19,36 @@ import (
 // artifactNames lists the image outputs published, in manifest order.
 var artifactNames = ims.ArtifactNames()
 
-// User metadata keys of published objects.
+// User metadata keys of published objects. Every object has MetaMD5 (IMS
+// reads it) and MetaSHA256; artifacts also have the x-shasta-ims-* keys of
+// IMS's job helper: the image name and id, and the job id when a job built
+// the image.
 const (
-	MetaMD5    = "md5sum"
-	MetaSHA256 = "sha256"
+	MetaMD5       = "md5sum"
+	MetaSHA256    = "sha256"
+	MetaImageName = "x-shasta-ims-image-name"
+	MetaImageID   = "x-shasta-ims-image-id"
+	MetaJobID     = "x-shasta-ims-job-id"
 )
+
+// imageMetadata returns the x-shasta-ims-* metadata of img's artifacts;
+// like IMS's helper, it leaves out the keys whose value is empty.
+func imageMetadata(img publish.Image) map[string]string {
+	m := map[string]string{}
+	for k, v := range map[string]string{MetaImageName: img.Name, MetaImageID: img.ID, MetaJobID: img.JobID} {
+		if v != "" {
+			m[k] = v
+		}
+	}
+	return m
+}
 
 var _ publish.Publisher = (*Publisher)(nil)
 
 // Publish uploads each image's artifacts and then its manifest.json. Images
 // are published one after another; the first error stops it. An image whose
 // upload failed has no new manifest.
-func (p *Publisher) Publish(ctx context.Context, store cache.Store, images []publish.Image) error {
+func (p *Publisher) Publish(ctx context.Context, blobs publish.Blobs, images []publish.Image) error {
 	for _, img := range images {
 		if err := checkImage(img); err != nil {
 			return err
@@ -41,7 +58,7 @@ func (p *Publisher) Publish(ctx context.Context, store cache.Store, images []pub
 		return fmt.Errorf("publish s3: %w", p.wrap("head bucket", "", err))
 	}
 	for _, img := range images {
-		if err := p.publishImage(ctx, store, img); err != nil {
+		if err := p.publishImage(ctx, blobs, img); err != nil {
 			return fmt.Errorf("publish s3 image %s (%s): %w", img.Label, img.ID, err)
 		}
 	}
@@ -57,14 +74,16 @@ func checkImage(img publish.Image) error {
 		return fmt.Errorf("publish s3 image %s (%s): no rootfs output", img.Label, img.ID)
 	}
 	for _, name := range artifactNames {
-		if o, ok := img.Outputs[name]; ok && !o.Digest.Valid() {
-			return fmt.Errorf("publish s3 image %s (%s): %s: invalid digest %q", img.Label, img.ID, name, o.Digest)
+		if o, ok := img.Outputs[name]; ok {
+			if err := publish.CheckDigest(o.Digest); err != nil {
+				return fmt.Errorf("publish s3 image %s (%s): %s: %w", img.Label, img.ID, name, err)
+			}
 		}
 	}
 	return nil
 }
 
-func (p *Publisher) publishImage(ctx context.Context, store cache.Store, img publish.Image) error {
+func (p *Publisher) publishImage(ctx context.Context, blobs publish.Blobs, img publish.Image) error {
 	m := ims.Manifest{
 		Version: ims.ManifestVersion,
 		Created: img.Created.UTC().Format(ims.ManifestTimeLayout),
@@ -75,7 +94,7 @@ func (p *Publisher) publishImage(ctx context.Context, store cache.Store, img pub
 			continue
 		}
 		key := p.Key(img.ID, name)
-		obj, err := p.putArtifact(ctx, store, key, name, out)
+		obj, err := p.putArtifact(ctx, blobs, img, key, name, out)
 		if err != nil {
 			return err
 		}

@@ -16,12 +16,13 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
-	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/internal/s3client"
 	"github.com/imsbuild/imsbuild/internal/s3test"
 	"github.com/imsbuild/imsbuild/publish"
+	"github.com/imsbuild/imsbuild/publish/publishtest"
 )
 
 const testTimeout = 3 * time.Minute
@@ -55,7 +56,7 @@ func (c *countingTransport) reset() {
 }
 
 func testConfig(srv *s3test.Server) Config {
-	return Config{
+	return Config{Config: s3client.Config{
 		Endpoint:    srv.Endpoint,
 		Region:      srv.Region,
 		PathStyle:   true,
@@ -63,7 +64,7 @@ func testConfig(srv *s3test.Server) Config {
 		Concurrency: 2,
 		MaxBackoff:  100 * time.Millisecond,
 		Credentials: credentials.NewStaticCredentialsProvider(srv.AccessKey, srv.SecretKey, ""),
-	}
+	}}
 }
 
 func newPublisher(t testing.TB, cfg Config) *Publisher {
@@ -75,13 +76,13 @@ func newPublisher(t testing.TB, cfg Config) *Publisher {
 	return p
 }
 
-func testImages(t testing.TB, store cache.Store) []publish.Image {
+func testImages(t testing.TB, store *publishtest.Blobs) []publish.Image {
 	t.Helper()
 	created := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 	return []publish.Image{{
 		Label: "base", Name: "node-bookworm", Arch: "x86_64", ID: "11111111-2222-3333-4444-555555555555",
 		Created: created,
-		Outputs: map[string]cache.Output{
+		Outputs: map[string]publish.Artifact{
 			ims.ArtifactRootfs:         putBlob(t, store, 1, 12<<20+12345), // 3 parts of 5 MiB
 			ims.ArtifactKernel:         putBytes(t, store, []byte("fake kernel\n")),
 			ims.ArtifactInitrd:         putBlob(t, store, 2, 1<<20),
@@ -90,8 +91,8 @@ func testImages(t testing.TB, store cache.Store) []publish.Image {
 		},
 	}, {
 		Label: "compute", Name: "node-compute", Arch: "x86_64", ID: "66666666-7777-8888-9999-000000000000",
-		Created: created,
-		Outputs: map[string]cache.Output{
+		Created: created, JobID: "0d1f2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b",
+		Outputs: map[string]publish.Artifact{
 			ims.ArtifactRootfs: putBlob(t, store, 3, 3<<20), // single PUT
 			ims.ArtifactKernel: putBytes(t, store, []byte("fake kernel\n")),
 			ims.ArtifactInitrd: putBytes(t, store, []byte("fake initrd\n")),
@@ -173,6 +174,12 @@ func checkPublished(t *testing.T, c *s3.Client, bucket, prefix string, images []
 			if o.meta[MetaMD5] != out.MD5 || o.meta[MetaSHA256] != out.Digest.Hex() {
 				t.Errorf("%s: metadata %v, want md5sum=%s sha256=%s", key, o.meta, out.MD5, out.Digest.Hex())
 			}
+			// IMS's job helper tags every artifact with its image (and job).
+			jobID, hasJob := o.meta[MetaJobID]
+			if o.meta[MetaImageName] != img.Name || o.meta[MetaImageID] != img.ID || jobID != img.JobID || hasJob != (img.JobID != "") {
+				t.Errorf("%s: metadata %v, want %s=%s %s=%s and %s=%q (absent when empty)", key, o.meta,
+					MetaImageName, img.Name, MetaImageID, img.ID, MetaJobID, img.JobID)
+			}
 			want = append(want, ims.Artifact{
 				Link: ims.Link{Path: "s3://" + bucket + "/" + key, Etag: o.etag, Type: "s3"},
 				Type: ims.MediaTypeOf(name), MD5: out.MD5,
@@ -185,6 +192,9 @@ func checkPublished(t *testing.T, c *s3.Client, bucket, prefix string, images []
 			t.Fatalf("GetObject(%s) error: %v", key, err)
 		}
 		objs[key] = o
+		if _, ok := o.meta[MetaImageID]; ok {
+			t.Errorf("%s: metadata %v; the manifest carries only the checksums, as IMS writes it", key, o.meta)
+		}
 		m, err := ims.ParseManifest(o.data)
 		if err != nil {
 			t.Fatalf("ParseManifest(%s) error: %v\n%s", key, err, o.data)
@@ -263,7 +273,7 @@ func TestPublishBadMD5(t *testing.T) {
 		img.Outputs[ims.ArtifactRootfs] = rootfs
 
 		err := newPublisher(t, testConfig(srv)).Publish(ctx, store, []publish.Image{img})
-		if !errors.Is(err, cache.ErrCorrupt) {
+		if !errors.Is(err, publish.ErrCorrupt) {
 			t.Fatalf("Publish(image %d) error = %v, want ErrCorrupt", i, err)
 		}
 		if want := "put s3://boot-images/" + img.ID + "/rootfs"; !strings.Contains(err.Error(), want) {
@@ -283,13 +293,15 @@ func TestPublishComputesMissingMD5(t *testing.T) {
 	srv.CreateBucket(t, DefaultBucket)
 	store := newFileStore(t)
 	images := testImages(t, store)[1:]
-	noMD5 := map[string]cache.Output{}
+	noMD5 := map[string]publish.Artifact{}
 	for name, o := range images[0].Outputs {
 		o.MD5 = ""
 		noMD5[name] = o
 	}
 	p := newPublisher(t, testConfig(srv))
-	if err := p.Publish(ctx, store, []publish.Image{{ID: images[0].ID, Created: images[0].Created, Outputs: noMD5}}); err != nil {
+	img := images[0]
+	img.Outputs = noMD5
+	if err := p.Publish(ctx, store, []publish.Image{img}); err != nil {
 		t.Fatalf("Publish() error: %v", err)
 	}
 	checkPublished(t, srv.Client(t), DefaultBucket, "", images)
@@ -330,7 +342,7 @@ func TestPublishErrors(t *testing.T) {
 		want: []string{"s3://boot-images", "connection refused by " + down.Endpoint},
 	}, {
 		name:   "no rootfs",
-		images: []publish.Image{{Label: "x", ID: "id-x", Outputs: map[string]cache.Output{"kernel": images[0].Outputs["kernel"]}}},
+		images: []publish.Image{{Label: "x", ID: "id-x", Outputs: map[string]publish.Artifact{"kernel": images[0].Outputs["kernel"]}}},
 		want:   []string{"publish s3 image x (id-x): no rootfs output"},
 	}, {
 		name:   "no id",
@@ -378,9 +390,9 @@ func TestNewConfigErrors(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{"small part", Config{PartSize: 1 << 20}, "below the S3 minimum"},
-		{"missing ca bundle", Config{CABundle: "/nonexistent/ca.pem"}, "ca bundle"},
-		{"ca bundle and client", Config{CABundle: "x.pem", HTTPClient: http.DefaultClient}, "set TLS on the given HTTP client"},
+		{"small part", Config{Config: s3client.Config{PartSize: 1 << 20}}, "below the S3 minimum"},
+		{"missing ca bundle", Config{Config: s3client.Config{CABundle: "/nonexistent/ca.pem"}}, "ca bundle"},
+		{"ca bundle and client", Config{Config: s3client.Config{CABundle: "x.pem", HTTPClient: http.DefaultClient}}, "set TLS on the given HTTP client"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -401,7 +413,7 @@ func TestKeyAndLink(t *testing.T) {
 		{"/a/", "a/id/rootfs", "s3://boot-images/a/id/rootfs"},
 	}
 	for _, tc := range tests {
-		p := newPublisher(t, Config{Prefix: tc.prefix, Credentials: credentials.NewStaticCredentialsProvider("a", "b", "")})
+		p := newPublisher(t, Config{Prefix: tc.prefix, Config: s3client.Config{Credentials: credentials.NewStaticCredentialsProvider("a", "b", "")}})
 		if got := p.Key("id", "rootfs"); got != tc.key {
 			t.Errorf("Key() with prefix %q = %q, want %q", tc.prefix, got, tc.key)
 		}
@@ -436,4 +448,37 @@ func TestPublishReplacesChangedArtifact(t *testing.T) {
 		t.Errorf("republish sent %d PUT and %d POST requests, want 2 PUT (kernel, manifest.json)", n, m)
 	}
 	checkPublished(t, srv.Client(t), DefaultBucket, "", images)
+}
+
+// An artifact published without the x-shasta-ims-* metadata (by imsbuild
+// before it set them, or by a plain copy) gets them on the next publish.
+func TestPublishAddsImageMetadata(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	defer cancel()
+	srv := s3test.Start(t)
+	srv.CreateBucket(t, DefaultBucket)
+	store := newFileStore(t)
+	images := testImages(t, store)[1:]
+	p := newPublisher(t, testConfig(srv))
+	if err := p.Publish(ctx, store, images); err != nil {
+		t.Fatalf("Publish() error: %v", err)
+	}
+	c := srv.Client(t)
+	key := p.Key(images[0].ID, ims.ArtifactKernel)
+	out := images[0].Outputs[ims.ArtifactKernel]
+	_, err := c.CopyObject(ctx, &s3.CopyObjectInput{
+		Bucket: aws.String(DefaultBucket), Key: aws.String(key), CopySource: aws.String(DefaultBucket + "/" + key),
+		MetadataDirective: types.MetadataDirectiveReplace,
+		Metadata:          map[string]string{MetaMD5: out.MD5, MetaSHA256: out.Digest.Encoded()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o, _ := getObject(t, c, DefaultBucket, key); o.meta[MetaImageID] != "" {
+		t.Fatalf("metadata %v after the copy, want no %s", o.meta, MetaImageID)
+	}
+	if err := p.Publish(ctx, store, images); err != nil {
+		t.Fatalf("Publish() again error: %v", err)
+	}
+	checkPublished(t, c, DefaultBucket, "", images)
 }

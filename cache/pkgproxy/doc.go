@@ -6,6 +6,12 @@
 // later builds, so a second recipe that shares most packages downloads only
 // what is new.
 //
+// It lives under cache, not builders: it builds nothing and is no step of
+// the graph, but a cache of package files over cache.Store and
+// cache.ActionCache, whose entries `imsbuild cache ls --packages`, verify
+// and prune treat like every other cache entry. The engine runs it for kiwi
+// prepares; nothing in it knows kiwi.
+//
 // # What is cached
 //
 // Only package files, which repositories never change once published under
