@@ -41,6 +41,11 @@ type Options struct {
 	DebugOnFailure bool          // open a debug SSH environment in every failed image build
 	PublicKeys     []string      // SSH keys for environments opened by flags (authorized_keys lines)
 	SSHTimeout     time.Duration // overrides the environments' timeout when > 0
+	// IMSLayout lays non-jailed SSH environments out as IMS's customize
+	// jobs do (sshenv.Config.IMSLayout): the image at /mnt/image/image-root,
+	// the flag files in /mnt/image. imsbuild serve sets it; HCL builds keep
+	// the image at /mnt/image.
+	IMSLayout bool
 
 	TrackRepos   bool   // every repository's metadata digest joins the kiwi prepare keys
 	KiwiCacheDir string // kiwi's shared package caches; default DefaultKiwiCacheDir

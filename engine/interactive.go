@@ -22,7 +22,9 @@ type SSHInfo struct {
 	User         string `json:"user"`
 	HostKey      string `json:"host_key_fingerprint"`
 	Jail         bool   `json:"jail"`
+	ImageRoot    string `json:"image_root"`
 	CompleteFile string `json:"complete_file"`
+	FailedFile   string `json:"failed_file"`
 	Debug        bool   `json:"debug,omitempty"`
 }
 
@@ -56,7 +58,8 @@ func (e *Engine) sshEnv(ctx context.Context, s *Step, root string, debug bool, l
 // sshEnvAt is sshEnv with the jail mode given: a failed kiwi root is
 // debugged non-jailed (the root at /mnt/image), as IMS does.
 func (e *Engine) sshEnvAt(ctx context.Context, s *Step, root string, jail, debug bool, log io.Writer) error {
-	cfg := sshenv.Config{Root: root, Jail: jail, Listen: sshenv.DefaultListen, Timeout: defaultInteractiveTimeout, Log: log}
+	cfg := sshenv.Config{Root: root, Jail: jail, IMSLayout: e.opts.IMSLayout, Listen: sshenv.DefaultListen,
+		Timeout: defaultInteractiveTimeout, Log: log}
 	keys := e.opts.PublicKeys
 	if in := s.Image.Interactive; in != nil {
 		keys = append(slices.Clone(in.PublicKeys), keys...)
@@ -80,11 +83,12 @@ func (e *Engine) sshEnvAt(ctx context.Context, s *Step, root string, jail, debug
 		if debug {
 			what = "debug"
 		}
-		fmt.Fprintf(log, "%s environment: ssh -p %d %s@%s (host key %s); touch %s to finish\n",
-			what, info.Port, info.User, info.Host, info.HostKeyFingerprint, info.CompleteFile)
+		fmt.Fprintf(log, "%s environment: ssh -p %d %s@%s (host key %s); the image is at %s; touch %s to finish, %s to fail\n",
+			what, info.Port, info.User, info.Host, info.HostKeyFingerprint, info.ImageRoot, info.CompleteFile, info.FailedFile)
 		e.emit(Event{Step: s.ID, Status: StatusWaiting, SSH: &SSHInfo{
 			Host: info.Host, Port: info.Port, User: info.User, HostKey: info.HostKeyFingerprint,
-			Jail: info.Jail, CompleteFile: info.CompleteFile, Debug: debug,
+			Jail: info.Jail, ImageRoot: info.ImageRoot, CompleteFile: info.CompleteFile,
+			FailedFile: info.FailedFile, Debug: debug,
 		}})
 	})
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imsbuild/imsbuild/builders/sshenv"
 	"github.com/imsbuild/imsbuild/internal/testutil"
 	"github.com/imsbuild/imsbuild/spec"
 )
@@ -96,6 +97,71 @@ func TestInteractiveSSH(t *testing.T) {
 		if en.Result.Step == "image.compute" {
 			t.Fatal("interactive result was written to the action cache without cache_interactive")
 		}
+	}
+}
+
+// TestInteractiveIMSLayout opens a non-jailed environment in IMS's layout:
+// the image at /mnt/image/image-root, the completion file outside it.
+func TestInteractiveIMSLayout(t *testing.T) {
+	testutil.RequireTool(t, "ssh")
+	f := newFixture(t)
+	key, pub := sshKey(t)
+	f.cfg.Images["compute"].Interactive = &spec.Interactive{PublicKeys: []string{pub}, Listen: "127.0.0.1:0", Timeout: time.Minute}
+	r := &sshRunner{t: t, key: key, ran: make(chan struct{}),
+		command: "cat /mnt/image/image-root/etc/role && echo by-ims > /mnt/image/image-root/etc/from-ssh && touch /mnt/image/complete"}
+	e, err := New(f.cfg, f.cache, f.cache.Actions(), Options{WorkDir: filepath.Join(f.cache.Dir(), "work", "i"),
+		IMSLayout: true, Events: r.event})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Build(t.Context(), []string{"image.compute"}); err != nil {
+		t.Fatalf("Build() = %v", err)
+	}
+	<-r.ran
+	if r.err != nil || !strings.Contains(r.out, "compute") {
+		t.Fatalf("ssh = %v, output %q; want the customized /etc/role", r.err, r.out)
+	}
+	want := SSHInfo{Host: "127.0.0.1", Port: r.info.Port, User: "root", HostKey: r.info.HostKey,
+		ImageRoot: "/mnt/image/image-root", CompleteFile: "/mnt/image/complete", FailedFile: "/mnt/image/failed"}
+	if *r.info != want {
+		t.Fatalf("SSH info = %+v, want %+v", *r.info, want)
+	}
+	files := unsquash(t, f, e, "image.compute")
+	if got := files["etc/from-ssh"]; got != "by-ims\n" {
+		t.Fatalf("/etc/from-ssh in the new image = %q, want the file written over ssh", got)
+	}
+	for _, name := range []string{"complete", "image-root"} {
+		if _, ok := files[name]; ok {
+			t.Errorf("%s was packed into the image", name)
+		}
+	}
+}
+
+// TestInteractiveFailedFile fails the step when the person touches the
+// failed file, and packs nothing.
+func TestInteractiveFailedFile(t *testing.T) {
+	testutil.RequireTool(t, "ssh")
+	for _, jail := range []bool{true, false} {
+		t.Run("jail="+strconv.FormatBool(jail), func(t *testing.T) {
+			f := newFixture(t)
+			key, pub := sshKey(t)
+			f.cfg.Images["compute"].Interactive = &spec.Interactive{PublicKeys: []string{pub}, Listen: "127.0.0.1:0", Timeout: time.Minute, Jail: jail}
+			failed := map[bool]string{true: "/tmp/failed", false: "/mnt/image/failed"}[jail]
+			r := &sshRunner{t: t, key: key, ran: make(chan struct{}), command: "touch " + failed}
+			e, err := New(f.cfg, f.cache, f.cache.Actions(), Options{WorkDir: filepath.Join(f.cache.Dir(), "work", "f"),
+				IMSLayout: true, Events: r.event})
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = e.Build(t.Context(), []string{"image.compute"})
+			<-r.ran
+			if !errors.Is(err, sshenv.ErrFailed) {
+				t.Fatalf("Build() = %v, want sshenv.ErrFailed", err)
+			}
+			if r := e.result("image.compute"); r != nil && len(r.Outputs) > 0 {
+				t.Fatalf("image.compute has outputs %v after failed", r.Outputs)
+			}
+		})
 	}
 }
 
