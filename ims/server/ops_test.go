@@ -120,7 +120,7 @@ func TestToken(t *testing.T) {
 // TestJobRecords: job records as IMS keeps them (24 keys), PATCH by the job
 // tooling, and DELETE with filters.
 func TestJobRecords(t *testing.T) {
-	e := newEnv(t, func(c *Config) { c.Runner = acceptRunner{} })
+	e := newEnv(t, func(c *Config) { c.Runner = acceptRunner{c.Store} })
 	key := e.must(201, "POST", "/v3/public-keys", map[string]any{"name": "k", "public_key": "p"})["id"].(string)
 	img := e.must(201, "POST", "/v3/images", map[string]any{"name": "i", "arch": "aarch64", "link": e.putImageArtifacts("job")})["id"].(string)
 	e.putObject("ims", "r/recipe.tgz", []byte("x"))
