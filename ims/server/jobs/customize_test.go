@@ -1,0 +1,460 @@
+package jobs
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/imsbuild/imsbuild/ims"
+	"github.com/imsbuild/imsbuild/ims/server"
+	"github.com/imsbuild/imsbuild/ims/server/blob"
+	"github.com/imsbuild/imsbuild/ims/server/store"
+	"github.com/imsbuild/imsbuild/internal/s3test"
+	"github.com/imsbuild/imsbuild/internal/testutil"
+)
+
+// custEnv is imsbuild serve over HTTP with a job runner, a real S3
+// (versitygw) and a registered image and public key to customize.
+type custEnv struct {
+	t      *testing.T
+	url    string
+	st     *store.Store
+	blobs  *blob.Store
+	s3     *s3.Client
+	runner *Runner
+	key    string // the client's private key file
+	keyID  string // its public-keys record
+	parent string // the image record to customize
+	// parentObjects are the md5s of the parent's objects, by key.
+	parentObjects map[string]string
+}
+
+func newCustEnv(t *testing.T) *custEnv {
+	t.Helper()
+	testutil.RequireRoot(t)
+	for _, tool := range []string{"mksquashfs", "unsquashfs", "bwrap", "ssh", "ssh-keygen", "busybox"} {
+		testutil.RequireTool(t, tool)
+	}
+	s3s := s3test.Start(t)
+	s3s.CreateBucket(t, "boot-images")
+	s3s.CreateBucket(t, "ims")
+	client := s3.New(s3.Options{
+		BaseEndpoint: aws.String(s3s.Endpoint), Region: s3s.Region, UsePathStyle: true,
+		Credentials: s3s.Client(t).Options().Credentials, Retryer: aws.NopRetryer{},
+	})
+	blobs := blob.New(client)
+	dir := t.TempDir()
+	st, err := store.Open(filepath.Join(dir, "data"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	lo := freePortRange(t, 4)
+	r, err := New(Config{
+		Store: st, Blobs: blobs, CacheDir: filepath.Join(dir, "cache"), MaxJobs: 2,
+		SSHHost: "127.0.0.1", SSHPortFirst: lo, SSHPortLast: lo + 3, Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	srv, err := server.New(server.Config{Store: st, Blobs: blobs, Runner: r, Version: "test", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv)
+	t.Cleanup(ts.Close)
+	e := &custEnv{t: t, url: ts.URL, st: st, blobs: blobs, s3: client, runner: r}
+	e.putParent()
+	e.putKey()
+	return e
+}
+
+// call sends a JSON request and decodes a JSON object answer.
+func (e *custEnv) call(want int, method, path string, body any) map[string]any {
+	e.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		data, err := json.Marshal(body)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		rd = bytes.NewReader(data)
+	}
+	req, err := http.NewRequestWithContext(e.t.Context(), method, e.url+path, rd)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != want {
+		e.t.Fatalf("%s %s = %d %s, want %d", method, path, resp.StatusCode, data, want)
+	}
+	var m map[string]any
+	if len(data) > 0 && data[0] == '{' {
+		if err := json.Unmarshal(data, &m); err != nil {
+			e.t.Fatalf("%s %s: %v", method, path, err)
+		}
+	}
+	return m
+}
+
+// putParent packs a busybox root (with a kernel and initrd in /boot),
+// uploads it as IMS's upload_artifacts would and registers the image.
+func (e *custEnv) putParent() {
+	t := e.t
+	root := testutil.BusyboxRoot(t, true)
+	if err := os.WriteFile(filepath.Join(root, "etc/motd"), []byte("parent\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sq := filepath.Join(t.TempDir(), "rootfs")
+	if out, err := exec.Command("mksquashfs", root, sq, "-noappend", "-no-progress", "-quiet").CombinedOutput(); err != nil {
+		t.Fatalf("mksquashfs: %v\n%s", err, out)
+	}
+	prefix := "parent-" + strconv.Itoa(os.Getpid())
+	e.parentObjects = map[string]string{}
+	var arts []map[string]any
+	for _, a := range []struct{ name, src string }{{"rootfs", sq}, {"kernel", filepath.Join(root, "boot/vmlinuz")}, {"initrd", filepath.Join(root, "boot/initrd.img")}} {
+		data, err := os.ReadFile(a.src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := md5.Sum(data)
+		md := hex.EncodeToString(sum[:])
+		key := prefix + "/" + a.name
+		if err := e.blobs.Upload(t.Context(), "boot-images", key, bytes.NewReader(data), int64(len(data)), ims.MediaTypeOf(a.name), map[string]string{"md5sum": md}); err != nil {
+			t.Fatal(err)
+		}
+		e.parentObjects[key] = md
+		arts = append(arts, map[string]any{"link": map[string]any{"path": "s3://boot-images/" + key, "etag": md, "type": "s3"}, "md5": md, "type": ims.MediaTypeOf(a.name)})
+	}
+	m, _ := json.MarshalIndent(map[string]any{"version": "1.0", "created": "2026-01-02 03:04:05", "artifacts": arts}, "", "    ")
+	if err := e.blobs.Put(t.Context(), "boot-images", prefix+"/manifest.json", m, "application/json"); err != nil {
+		t.Fatal(err)
+	}
+	sum := md5.Sum(m)
+	e.parentObjects[prefix+"/manifest.json"] = hex.EncodeToString(sum[:])
+	rec := e.call(http.StatusCreated, http.MethodPost, "/v3/images", map[string]any{
+		"name": "parent", "link": map[string]any{"path": "s3://boot-images/" + prefix + "/manifest.json", "etag": "", "type": "s3"},
+	})
+	e.parent = rec["id"].(string)
+}
+
+// putKey makes the client's key pair and registers its public key.
+func (e *custEnv) putKey() {
+	e.key = filepath.Join(e.t.TempDir(), "id_ed25519")
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", e.key).CombinedOutput(); err != nil {
+		e.t.Fatalf("ssh-keygen: %v\n%s", err, out)
+	}
+	pub, err := os.ReadFile(e.key + ".pub")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	rec := e.call(http.StatusCreated, http.MethodPost, "/v3/public-keys", map[string]any{"name": "admin", "public_key": string(pub)})
+	e.keyID = rec["id"].(string)
+}
+
+// postJob starts a customize job of the parent image.
+func (e *custEnv) postJob(jail bool, name string) (id, host string, port int) {
+	e.t.Helper()
+	rec := e.call(http.StatusCreated, http.MethodPost, "/v3/jobs", map[string]any{
+		"job_type": "customize", "artifact_id": e.parent, "public_key_id": e.keyID,
+		"image_root_archive_name": name, "ssh_containers": []map[string]any{{"name": "customize", "jail": jail}},
+	})
+	ci := rec["ssh_containers"].([]any)[0].(map[string]any)["connection_info"].(map[string]any)["customer_access"].(map[string]any)
+	return rec["id"].(string), ci["host"].(string), int(ci["port"].(float64))
+}
+
+// waitJob polls job id until its status is want, failing on another final
+// status.
+func (e *custEnv) waitJob(id, want string) map[string]any {
+	e.t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		rec := e.call(http.StatusOK, http.MethodGet, "/v3/jobs/"+id, nil)
+		st := rec["status"].(string)
+		if st == want {
+			return rec
+		}
+		if terminal(st) || time.Now().After(deadline) {
+			e.t.Fatalf("job %s: status %s, want %s; log:\n%s", id, st, want, e.jobLog(id))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (e *custEnv) jobLog(id string) string {
+	rc, err := e.runner.Log(id)
+	if err != nil {
+		return err.Error()
+	}
+	defer rc.Close()
+	b, _ := io.ReadAll(rc)
+	return string(b)
+}
+
+// checkStatuses fails unless the job's log shows it set want, in order.
+func (e *custEnv) checkStatuses(id string, want ...string) {
+	e.t.Helper()
+	var got []string
+	for line := range strings.Lines(e.jobLog(id)) {
+		if _, st, ok := strings.Cut(strings.TrimSpace(line), "imsbuild serve: status "); ok {
+			got = append(got, st)
+		}
+	}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		e.t.Errorf("job %s went through %v, want %v", id, got, want)
+	}
+}
+
+// ssh runs command as root on host:port with the client's key.
+func (e *custEnv) ssh(host string, port int, command string) (string, error) {
+	cmd := exec.CommandContext(e.t.Context(), "ssh", "-i", e.key, "-p", strconv.Itoa(port),
+		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
+		"-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR", "root@"+host, command)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		err = fmt.Errorf("%w: %s", err, stderr.String())
+	}
+	return string(out), err
+}
+
+// checkParent fails unless the parent's objects are unchanged and its
+// record still links them.
+func (e *custEnv) checkParent() {
+	e.t.Helper()
+	for key, want := range e.parentObjects {
+		body, _, err := e.blobs.Get(e.t.Context(), "boot-images", key)
+		if err != nil {
+			e.t.Fatalf("parent object %s: %v", key, err)
+		}
+		h := md5.New()
+		_, err = io.Copy(h, body)
+		body.Close()
+		if got := hex.EncodeToString(h.Sum(nil)); err != nil || got != want {
+			e.t.Errorf("parent object %s: md5 %s (%v), want %s", key, got, err, want)
+		}
+	}
+	rec := e.call(http.StatusOK, http.MethodGet, "/v3/images/"+e.parent, nil)
+	if p := rec["link"].(map[string]any)["path"].(string); !strings.HasSuffix(p, "/manifest.json") || !strings.Contains(p, "parent-") {
+		e.t.Errorf("parent link = %s", p)
+	}
+}
+
+// images returns the ids of the image records.
+func (e *custEnv) images() []string {
+	var ids []string
+	for _, im := range e.st.Images.All() {
+		ids = append(ids, im.ID)
+	}
+	return ids
+}
+
+// unsquashRootfs downloads the rootfs of image id and unpacks it.
+func (e *custEnv) unsquashRootfs(id string) string {
+	e.t.Helper()
+	dir := e.t.TempDir()
+	sq := filepath.Join(dir, "rootfs")
+	body, _, err := e.blobs.Get(e.t.Context(), "boot-images", id+"/rootfs")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	f, err := os.Create(sq)
+	if err == nil {
+		_, err = io.Copy(f, body)
+		f.Close()
+	}
+	body.Close()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	root := filepath.Join(dir, "root")
+	if out, err := exec.Command("unsquashfs", "-no-progress", "-d", root, sq).CombinedOutput(); err != nil {
+		e.t.Fatalf("unsquashfs: %v\n%s", err, out)
+	}
+	return root
+}
+
+// TestCustomizeJob: a real ssh client logs in to the job's
+// connection_info, changes the image and touches complete; the job ends
+// in success with a new image record whose artifacts are under its id in
+// S3 and whose rootfs has the change; the parent is unchanged.
+func TestCustomizeJob(t *testing.T) {
+	e := newCustEnv(t)
+	tests := []struct {
+		name     string
+		jail     bool
+		image    string // the image root inside the session
+		complete string
+	}{
+		{name: "non-jailed", image: "/mnt/image/image-root", complete: "/mnt/image/complete"},
+		{name: "jailed", jail: true, image: "", complete: "/tmp/complete"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e.t = t
+			id, host, port := e.postJob(tc.jail, "custom-"+tc.name)
+			if host != "127.0.0.1" || port == 0 {
+				t.Fatalf("connection_info = %s:%d", host, port)
+			}
+			e.waitJob(id, "waiting_on_user")
+			out, err := e.ssh(host, port, "cat "+tc.image+"/etc/motd && echo "+tc.name+" > "+tc.image+"/etc/motd && touch "+tc.complete)
+			if err != nil || out != "parent\n" {
+				t.Fatalf("ssh = %q, %v; want the parent's motd", out, err)
+			}
+			rec := e.waitJob(id, "success")
+			e.checkStatuses(id, "fetching_image", "waiting_on_user", "packaging_artifacts")
+			newID, _ := rec["resultant_image_id"].(string)
+			img := e.call(http.StatusOK, http.MethodGet, "/v3/images/"+newID, nil)
+			if img["name"] != "custom-"+tc.name || img["link"].(map[string]any)["path"] != "s3://boot-images/"+newID+"/manifest.json" {
+				t.Fatalf("new image record = %v", img)
+			}
+			data, err := e.blobs.Read(t.Context(), "boot-images", newID+"/manifest.json", 1<<20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := ims.ParseManifest(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, a := range m.Artifacts {
+				info, err := e.blobs.Head(t.Context(), "boot-images", strings.TrimPrefix(a.Link.Path, "s3://boot-images/"))
+				if err != nil || !strings.HasPrefix(a.Link.Path, "s3://boot-images/"+newID+"/") ||
+					info.Metadata["md5sum"] != a.MD5 || info.Metadata["x-shasta-ims-image-id"] != newID || info.Metadata["x-shasta-ims-job-id"] != id {
+					t.Errorf("artifact %s: head %+v, %v", a.Link.Path, info, err)
+				}
+			}
+			if len(m.Artifacts) != 3 {
+				t.Errorf("manifest has %d artifacts, want rootfs, kernel and initrd", len(m.Artifacts))
+			}
+			root := e.unsquashRootfs(newID)
+			if b, err := os.ReadFile(filepath.Join(root, "etc/motd")); err != nil || string(b) != tc.name+"\n" {
+				t.Errorf("etc/motd in the new image = %q, %v; want %q", b, err, tc.name+"\n")
+			}
+			for _, leak := range []string{"complete", "image-root", "tmp/complete", "mnt/image"} {
+				if _, err := os.Lstat(filepath.Join(root, leak)); err == nil {
+					t.Errorf("%s was packed into the new image", leak)
+				}
+			}
+			e.checkParent()
+		})
+	}
+}
+
+// TestCustomizeJobFailed: touching failed ends the job in error with no new
+// image record or object.
+func TestCustomizeJobFailed(t *testing.T) {
+	e := newCustEnv(t)
+	for _, jail := range []bool{false, true} {
+		t.Run(fmt.Sprintf("jail=%v", jail), func(t *testing.T) {
+			e.t = t
+			before := e.images()
+			id, host, port := e.postJob(jail, "doomed")
+			e.waitJob(id, "waiting_on_user")
+			failed := map[bool]string{false: "/mnt/image/failed", true: "/tmp/failed"}[jail]
+			if out, err := e.ssh(host, port, "echo x > /etc/junk; touch "+failed); err != nil {
+				t.Fatalf("ssh = %q, %v", out, err)
+			}
+			rec := e.waitJob(id, "error")
+			if rec["resultant_image_id"] != nil {
+				t.Errorf("resultant_image_id = %v, want null", rec["resultant_image_id"])
+			}
+			if after := e.images(); len(after) != len(before) {
+				t.Errorf("image records %v after a failed job, want %v", after, before)
+			}
+			objs, err := listKeys(t.Context(), e, "boot-images")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range objs {
+				if _, ok := e.parentObjects[k]; !ok {
+					t.Errorf("object %s left after a failed job", k)
+				}
+			}
+			e.checkParent()
+		})
+	}
+}
+
+// TestCustomizeJobDelete: DELETE of a job waiting on its user closes the
+// SSH listener and leaves no session process and no work directory.
+func TestCustomizeJobDelete(t *testing.T) {
+	e := newCustEnv(t)
+	id, host, port := e.postJob(false, "deleted")
+	e.waitJob(id, "waiting_on_user")
+	marker := "sleep 7" + strconv.Itoa(os.Getpid()%1000) + ".25"
+	cmd := exec.CommandContext(t.Context(), "ssh", "-i", e.key, "-p", strconv.Itoa(port),
+		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
+		"root@"+host, "exec sleep 7''"+strings.TrimPrefix(marker, "sleep 7"))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Wait() }()
+	deadline := time.Now().Add(30 * time.Second)
+	for len(testutil.ProcessesMatching(t, marker)) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the session's process never started")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	workGlob := filepath.Join(e.runner.cfg.CacheDir, "work", "run-*")
+	if work, _ := filepath.Glob(workGlob); len(work) == 0 {
+		t.Fatalf("no work directory %s while the job waits", workGlob)
+	}
+	e.call(http.StatusNoContent, http.MethodDelete, "/v3/jobs/"+id, nil)
+	if c, err := net.DialTimeout("tcp", net.JoinHostPort(host, strconv.Itoa(port)), time.Second); err == nil {
+		c.Close()
+		t.Error("the SSH port still answers after DELETE")
+	}
+	if ps := testutil.ProcessesMatching(t, marker); len(ps) > 0 {
+		t.Errorf("session processes left after DELETE: %v", ps)
+	}
+	if work, _ := filepath.Glob(workGlob); len(work) > 0 {
+		t.Errorf("work directories left after DELETE: %v", work)
+	}
+	if len(e.images()) != 1 {
+		t.Errorf("image records %v after DELETE, want only the parent", e.images())
+	}
+	e.checkParent()
+}
+
+// listKeys lists every object key of bucket.
+func listKeys(ctx context.Context, e *custEnv, bucket string) ([]string, error) {
+	var keys []string
+	p := s3.NewListObjectsV2Paginator(e.s3, &s3.ListObjectsV2Input{Bucket: aws.String(bucket)})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, o := range page.Contents {
+			keys = append(keys, aws.ToString(o.Key))
+		}
+	}
+	return keys, nil
+}
