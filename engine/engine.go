@@ -46,6 +46,10 @@ type Options struct {
 	// the flag files in /mnt/image. imsbuild serve sets it; HCL builds keep
 	// the image at /mnt/image.
 	IMSLayout bool
+	// SSHEnv is added to the environment of every SSH session ("K=V"):
+	// imsbuild serve sets what IMS's sshd does (IMS_JOB_ID, IMS_ARCH,
+	// IMS_DKMS_ENABLED).
+	SSHEnv []string
 
 	TrackRepos   bool   // every repository's metadata digest joins the kiwi prepare keys
 	KiwiCacheDir string // kiwi's shared package caches; default DefaultKiwiCacheDir

@@ -77,7 +77,7 @@ func (e *Engine) sshEnvAt(ctx context.Context, s *Step, root string, jail, debug
 		return err // the sandbox package's errors say "sandbox" already
 	}
 	cfg.Sandbox = sb
-	cfg.Env = envList(e.allowedEnv())
+	cfg.Env = append(envList(e.allowedEnv()), e.opts.SSHEnv...)
 	err = sshenv.Serve(ctx, cfg, func(info sshenv.Info) {
 		what := "interactive"
 		if debug {

@@ -108,9 +108,9 @@ func TestInteractiveIMSLayout(t *testing.T) {
 	key, pub := sshKey(t)
 	f.cfg.Images["compute"].Interactive = &spec.Interactive{PublicKeys: []string{pub}, Listen: "127.0.0.1:0", Timeout: time.Minute}
 	r := &sshRunner{t: t, key: key, ran: make(chan struct{}),
-		command: "cat /mnt/image/image-root/etc/role && echo by-ims > /mnt/image/image-root/etc/from-ssh && touch /mnt/image/complete"}
+		command: "cat /mnt/image/image-root/etc/role && echo $IMS_JOB_ID && echo by-ims > /mnt/image/image-root/etc/from-ssh && touch /mnt/image/complete"}
 	e, err := New(f.cfg, f.cache, f.cache.Actions(), Options{WorkDir: filepath.Join(f.cache.Dir(), "work", "i"),
-		IMSLayout: true, Events: r.event})
+		IMSLayout: true, SSHEnv: []string{"IMS_JOB_ID=job-1"}, Events: r.event})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,8 +118,8 @@ func TestInteractiveIMSLayout(t *testing.T) {
 		t.Fatalf("Build() = %v", err)
 	}
 	<-r.ran
-	if r.err != nil || !strings.Contains(r.out, "compute") {
-		t.Fatalf("ssh = %v, output %q; want the customized /etc/role", r.err, r.out)
+	if r.err != nil || !strings.Contains(r.out, "compute\njob-1\n") {
+		t.Fatalf("ssh = %v, output %q; want the customized /etc/role and IMS_JOB_ID", r.err, r.out)
 	}
 	want := SSHInfo{Host: "127.0.0.1", Port: r.info.Port, User: "root", HostKey: r.info.HostKey,
 		ImageRoot: "/mnt/image/image-root", CompleteFile: "/mnt/image/complete", FailedFile: "/mnt/image/failed"}

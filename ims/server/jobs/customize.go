@@ -83,7 +83,10 @@ func runCustomize(ctx context.Context, j *jobRun) error {
 	out := filepath.Join(work, "out")
 	cfg := customizeConfig(j, parent, rootfs, key.PublicKey, work, out)
 	st := &customizeStatus{j: j}
-	eng, err := j.newEngine(cfg, work, st.event, func(o *engine.Options) { o.IMSLayout = true })
+	eng, err := j.newEngine(cfg, work, st.event, func(o *engine.Options) {
+		o.IMSLayout = true
+		o.SSHEnv = sshEnv(j.job, cfg.Images[customizeLabel].Arch)
+	})
 	if err != nil {
 		return fmt.Errorf("customize job: %w", err)
 	}
@@ -145,6 +148,17 @@ func customizeConfig(j *jobRun, parent store.Image, rootfs, publicKey, work, out
 	}
 	cfg.Settings.Cache.Dir = j.r.cfg.CacheDir
 	return cfg
+}
+
+// sshEnv is what IMS's sshd adds to every session (SetEnv): the job id,
+// the arch, whether DKMS is on (Python's bool text, as IMS's job template
+// renders it) and the remote build node (none).
+func sshEnv(job store.Job, arch string) []string {
+	dkms := "False"
+	if job.RequireDKMS {
+		dkms = "True"
+	}
+	return []string{"IMS_JOB_ID=" + job.ID, "IMS_ARCH=" + arch, "IMS_DKMS_ENABLED=" + dkms, "REMOTE_BUILD_NODE="}
 }
 
 // customizeStatus follows the engine's events into IMS statuses: the SSH

@@ -323,9 +323,9 @@ func TestCustomizeJob(t *testing.T) {
 				t.Fatalf("connection_info = %s:%d", host, port)
 			}
 			e.waitJob(id, "waiting_on_user")
-			out, err := e.ssh(host, port, "cat "+tc.image+"/etc/motd && echo "+tc.name+" > "+tc.image+"/etc/motd && touch "+tc.complete)
-			if err != nil || out != "parent\n" {
-				t.Fatalf("ssh = %q, %v; want the parent's motd", out, err)
+			out, err := e.ssh(host, port, "cat "+tc.image+"/etc/motd && echo $IMS_JOB_ID $IMS_ARCH && echo "+tc.name+" > "+tc.image+"/etc/motd && touch "+tc.complete)
+			if want := "parent\n" + id + " x86_64\n"; err != nil || out != want {
+				t.Fatalf("ssh = %q, %v; want %q (the parent's motd, IMS's session environment)", out, err, want)
 			}
 			rec := e.waitJob(id, "success")
 			e.checkStatuses(id, "fetching_image", "waiting_on_user", "packaging_artifacts")
