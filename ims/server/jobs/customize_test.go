@@ -458,3 +458,35 @@ func listKeys(ctx context.Context, e *custEnv, bucket string) ([]string, error) 
 	}
 	return keys, nil
 }
+
+// TestCustomizeJobBadMD5: a rootfs whose content does not match its md5
+// (the object's md5sum metadata and the manifest) fails the job in
+// fetching_image: no SSH environment, no image.
+func TestCustomizeJobBadMD5(t *testing.T) {
+	e := newCustEnv(t)
+	var rootfsKey string
+	for k := range e.parentObjects {
+		if strings.HasSuffix(k, "/rootfs") {
+			rootfsKey = k
+		}
+	}
+	// Same md5sum metadata, other bytes: what a corrupted or swapped object looks like.
+	junk := []byte("not the rootfs the manifest names")
+	if err := e.blobs.Upload(t.Context(), "boot-images", rootfsKey, bytes.NewReader(junk), int64(len(junk)),
+		ims.MediaTypeRootfs, map[string]string{"md5sum": e.parentObjects[rootfsKey]}); err != nil {
+		t.Fatal(err)
+	}
+	id, host, port := e.postJob(false, "bad")
+	rec := e.waitJob(id, "error")
+	if rec["resultant_image_id"] != nil || len(e.images()) != 1 {
+		t.Errorf("resultant_image_id %v, image records %v; want none but the parent", rec["resultant_image_id"], e.images())
+	}
+	e.checkStatuses(id, "fetching_image")
+	if log := e.jobLog(id); !strings.Contains(log, "md5") {
+		t.Errorf("job log does not name the md5 mismatch:\n%s", log)
+	}
+	if c, err := net.DialTimeout("tcp", net.JoinHostPort(host, strconv.Itoa(port)), time.Second); err == nil {
+		c.Close()
+		t.Error("an SSH environment opened on a rootfs that failed its md5 check")
+	}
+}
