@@ -136,4 +136,3 @@ func createConfig(job store.Job, rec store.Recipe, recipeDir, out, cacheDir stri
 		Publishes: []*spec.Publish{{Kind: "dir", Name: createPublish, Images: []string{createImage}, Path: out}},
 	}
 }
-

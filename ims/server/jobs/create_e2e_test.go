@@ -338,4 +338,3 @@ func checkImage(t *testing.T, e *serveEnv, job map[string]any, jobID string) str
 	}
 	return imgID
 }
-
