@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/md5"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,23 +13,18 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
-
-	"github.com/google/uuid"
 
 	"github.com/imsbuild/imsbuild/builders/sshenv"
 	"github.com/imsbuild/imsbuild/engine"
 	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/ims/server/blob"
 	"github.com/imsbuild/imsbuild/ims/server/store"
+	"github.com/imsbuild/imsbuild/publish/dir"
 	"github.com/imsbuild/imsbuild/spec"
 )
 
 // maxManifestSize bounds the manifest a job reads (IMS's link check: < 1 MiB).
 const maxManifestSize = 1 << 20
-
-// cleanupTimeout bounds the removal of a half-published image.
-const cleanupTimeout = 30 * time.Second
 
 // customizeLabel is the label of the image a customize job builds; the
 // image's IMS name is the job's image_root_archive_name.
@@ -47,8 +41,8 @@ const customizeLabel = "customize"
 //     /mnt/image/complete and /mnt/image/failed; jailed: /tmp/complete and
 //     /tmp/failed), letting in only the job's public key as root;
 //   - packaging_artifacts: once complete, the engine packs its own copy of
-//     the root; the new ImageRecord is created first and the artifacts are
-//     uploaded under <its id>/, then resultant_image_id is set.
+//     the root; publishImage creates the new ImageRecord first, uploads the
+//     artifacts under <its id>/ and sets resultant_image_id.
 //
 // The failed file, a cancelled ctx (DELETE) or any error ends the job
 // without an image record or objects; the parent image and its objects
@@ -94,21 +88,18 @@ func runCustomize(ctx context.Context, j *jobRun) error {
 		if errors.Is(err, sshenv.ErrFailed) {
 			return errors.New("customize job: the failed file was touched; no image")
 		}
-		return fmt.Errorf("customize job: %w", err)
+		return fmt.Errorf("customize job: %w", err) // no sensitive values in this build
 	}
 	if err := st.packaging(); err != nil {
 		return err
 	}
-	dir, err := builtImageDir(out)
-	if err != nil {
-		return fmt.Errorf("customize job: %w", err)
+	manifests, _ := filepath.Glob(filepath.Join(out, dir.Bucket, "*", ims.ManifestFile))
+	if len(manifests) != 1 {
+		return fmt.Errorf("customize job: the build published %d images, want 1", len(manifests))
 	}
-	id, err := uploadImage(ctx, j, dir, j.job.ImageRootArchiveName, parent.Arch)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(j.log, "image %s published under s3://%s/%s/\n", id, j.imageBucket(), id)
-	return j.update(func(rec *store.Job) { rec.ResultantImageID = &id })
+	// The record first, the artifacts under its id, resultant_image_id.
+	_, err = j.publishImage(ctx, filepath.Dir(manifests[0]), j.job.ImageRootArchiveName, cfg.Images[customizeLabel].Arch)
+	return err
 }
 
 // customizeConfig is the build of a customize job: one image importing
@@ -124,7 +115,10 @@ func customizeConfig(j *jobRun, parent store.Image, rootfs, publicKey, work, out
 	if initrd == "" {
 		initrd = "initrd"
 	}
-	arch := parent.Arch
+	arch := j.job.Arch // copied from the image record at POST
+	if arch == "" {
+		arch = parent.Arch
+	}
 	if arch == "" {
 		arch = "x86_64"
 	}
@@ -257,150 +251,4 @@ func fetchRootfs(ctx context.Context, blobs *blob.Store, manifestURL, path strin
 		}
 	}
 	return nil
-}
-
-// builtImageDir is the one image directory a dir publish wrote under out.
-func builtImageDir(out string) (string, error) {
-	base := filepath.Join(out, "boot-images")
-	ents, err := os.ReadDir(base)
-	if err != nil {
-		return "", fmt.Errorf("built image: %w", err)
-	}
-	var dirs []string
-	for _, e := range ents {
-		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
-			dirs = append(dirs, e.Name())
-		}
-	}
-	if len(dirs) != 1 {
-		return "", fmt.Errorf("built image: %d image directories in %s, want 1", len(dirs), base)
-	}
-	return filepath.Join(base, dirs[0]), nil
-}
-
-// artifactOrder is the order IMS's upload_artifacts writes artifacts in.
-var artifactOrder = []string{ims.ArtifactRootfs, ims.ArtifactKernel, ims.ArtifactInitrd, ims.ArtifactBootParameters}
-
-// uploadImage publishes the artifacts in dir as a new IMS image the way
-// IMS's upload_artifacts does: the ImageRecord first, then each artifact
-// under <id>/ with its md5sum and x-shasta-ims-* metadata, then
-// manifest.json, then the record's link. On failure the record and every
-// object it wrote are removed again. It returns the new image's id.
-func uploadImage(ctx context.Context, j *jobRun, dir, name, arch string) (id string, err error) {
-	id = uuid.NewString()
-	rec := store.Image{ID: id, Created: imsTimestamp(j.now()), Name: name, Arch: arch, Metadata: map[string]string{}}
-	if err := j.store().Images.Put(rec); err != nil {
-		return "", fmt.Errorf("create image record: %w", err)
-	}
-	bucket := j.imageBucket()
-	var written []string
-	defer func() {
-		if err == nil {
-			return
-		}
-		// Undo with a context of its own: ctx may be what ended it.
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-		defer cancel()
-		for _, k := range written {
-			if derr := j.blobs().Delete(cctx, bucket, k); derr != nil {
-				fmt.Fprintf(j.log, "remove s3://%s/%s: %v\n", bucket, k, derr)
-			}
-		}
-		if derr := j.store().Images.Remove(id); derr != nil {
-			fmt.Fprintf(j.log, "remove image record %s: %v\n", id, derr)
-		}
-	}()
-	meta := map[string]string{"x-shasta-ims-image-name": name, "x-shasta-ims-image-id": id, "x-shasta-ims-job-id": j.job.ID}
-	var arts []map[string]any
-	for _, a := range artifactOrder {
-		p := filepath.Join(dir, a)
-		if _, serr := os.Stat(p); errors.Is(serr, os.ErrNotExist) {
-			continue
-		}
-		k := id + "/" + a
-		written = append(written, k)
-		sum, etag, err := uploadFile(ctx, j.blobs(), bucket, k, p, ims.MediaTypeOf(a), meta)
-		if err != nil {
-			return "", err
-		}
-		arts = append(arts, map[string]any{
-			"link": map[string]any{"path": blob.URL(bucket, k), "etag": etag, "type": "s3"},
-			"md5":  sum, "type": ims.MediaTypeOf(a),
-		})
-	}
-	// json.dump(sort_keys=True, indent=4), created as str(datetime.now()).
-	manifest, err := json.MarshalIndent(map[string]any{
-		"artifacts": arts, "created": j.now().UTC().Format("2006-01-02 15:04:05.000000"), "version": ims.ManifestVersion,
-	}, "", "    ")
-	if err != nil {
-		return "", err
-	}
-	if _, err := ims.ParseManifest(manifest); err != nil {
-		return "", fmt.Errorf("image %s: %w", id, err)
-	}
-	mk := id + "/" + ims.ManifestFile
-	written = append(written, mk)
-	sum := md5.Sum(manifest)
-	if err := j.blobs().Upload(ctx, bucket, mk, strings.NewReader(string(manifest)), int64(len(manifest)),
-		ims.MediaTypeManifest, map[string]string{"md5sum": hex.EncodeToString(sum[:])}); err != nil {
-		return "", err
-	}
-	info, err := j.blobs().Head(ctx, bucket, mk)
-	if err != nil {
-		return "", err
-	}
-	err = j.store().Images.Update(func(tx store.Tx[store.Image]) error {
-		r, ok := tx.Get(id)
-		if !ok {
-			return fmt.Errorf("image record %s was deleted during the upload", id)
-		}
-		r.Link = &store.Link{Path: blob.URL(bucket, mk), Etag: info.ETag, Type: "s3"}
-		return tx.Put(r)
-	})
-	if err != nil {
-		return "", fmt.Errorf("link image record: %w", err)
-	}
-	return id, nil
-}
-
-// uploadFile uploads the file at path with its md5 as md5sum metadata and
-// returns the md5 and the object's ETag. The md5 is computed first (a
-// read of the file), because S3 metadata is sent before the body.
-func uploadFile(ctx context.Context, blobs *blob.Store, bucket, key, path, contentType string, meta map[string]string) (sum, etag string, err error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", "", err
-	}
-	defer f.Close()
-	h := md5.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		return "", "", fmt.Errorf("md5 %s: %w", path, err)
-	}
-	sum = hex.EncodeToString(h.Sum(nil))
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return "", "", err
-	}
-	m := map[string]string{"md5sum": sum}
-	for k, v := range meta {
-		m[k] = v
-	}
-	if err := blobs.Upload(ctx, bucket, key, f, n, contentType, m); err != nil {
-		return "", "", err
-	}
-	info, err := blobs.Head(ctx, bucket, key)
-	if err != nil {
-		return "", "", err
-	}
-	return sum, info.ETag, nil
-}
-
-// imsTimestamp formats t as IMS's records do: naive ISO 8601, microseconds
-// left out when zero (Python's datetime.isoformat).
-func imsTimestamp(t time.Time) string {
-	t = t.UTC()
-	if t.Nanosecond()/1000 == 0 {
-		return t.Format("2006-01-02T15:04:05")
-	}
-	return t.Format("2006-01-02T15:04:05.000000")
 }

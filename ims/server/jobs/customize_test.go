@@ -145,7 +145,7 @@ func (e *custEnv) putParent() {
 		sum := md5.Sum(data)
 		md := hex.EncodeToString(sum[:])
 		key := prefix + "/" + a.name
-		if err := e.blobs.Upload(t.Context(), "boot-images", key, bytes.NewReader(data), int64(len(data)), ims.MediaTypeOf(a.name), map[string]string{"md5sum": md}); err != nil {
+		if _, err := e.blobs.Upload(t.Context(), "boot-images", key, bytes.NewReader(data), int64(len(data)), ims.MediaTypeOf(a.name), map[string]string{"md5sum": md}); err != nil {
 			t.Fatal(err)
 		}
 		e.parentObjects[key] = md
@@ -472,7 +472,7 @@ func TestCustomizeJobBadMD5(t *testing.T) {
 	}
 	// Same md5sum metadata, other bytes: what a corrupted or swapped object looks like.
 	junk := []byte("not the rootfs the manifest names")
-	if err := e.blobs.Upload(t.Context(), "boot-images", rootfsKey, bytes.NewReader(junk), int64(len(junk)),
+	if _, err := e.blobs.Upload(t.Context(), "boot-images", rootfsKey, bytes.NewReader(junk), int64(len(junk)),
 		ims.MediaTypeRootfs, map[string]string{"md5sum": e.parentObjects[rootfsKey]}); err != nil {
 		t.Fatal(err)
 	}
