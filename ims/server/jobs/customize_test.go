@@ -423,7 +423,8 @@ func TestCustomizeJobDelete(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	workGlob := filepath.Join(e.runner.cfg.CacheDir, "work", "run-*")
-	if work, _ := filepath.Glob(workGlob); len(work) == 0 {
+	work, _ := filepath.Glob(workGlob)
+	if len(work) == 0 {
 		t.Fatalf("no work directory %s while the job waits", workGlob)
 	}
 	e.call(http.StatusNoContent, http.MethodDelete, "/v3/jobs/"+id, nil)
@@ -434,8 +435,17 @@ func TestCustomizeJobDelete(t *testing.T) {
 	if ps := testutil.ProcessesMatching(t, marker); len(ps) > 0 {
 		t.Errorf("session processes left after DELETE: %v", ps)
 	}
-	if work, _ := filepath.Glob(workGlob); len(work) > 0 {
-		t.Errorf("work directories left after DELETE: %v", work)
+	if left, _ := filepath.Glob(workGlob); len(left) > 0 {
+		t.Errorf("work directories left after DELETE: %v", left)
+	}
+	mounts, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(mounts)) {
+		if strings.Contains(line, work[0]) {
+			t.Errorf("mount left after DELETE: %s", line)
+		}
 	}
 	if len(e.images()) != 1 {
 		t.Errorf("image records %v after DELETE, want only the parent", e.images())
