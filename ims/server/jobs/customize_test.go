@@ -318,16 +318,20 @@ func TestCustomizeJob(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			e.t = t
+			posted := time.Now()
 			id, host, port := e.postJob(tc.jail, "custom-"+tc.name)
 			if host != "127.0.0.1" || port == 0 {
 				t.Fatalf("connection_info = %s:%d", host, port)
 			}
 			e.waitJob(id, "waiting_on_user")
+			t.Logf("POST to waiting_on_user: %v", time.Since(posted).Round(time.Millisecond))
 			out, err := e.ssh(host, port, "cat "+tc.image+"/etc/motd && echo $IMS_JOB_ID $IMS_ARCH && echo "+tc.name+" > "+tc.image+"/etc/motd && touch "+tc.complete)
 			if want := "parent\n" + id + " x86_64\n"; err != nil || out != want {
 				t.Fatalf("ssh = %q, %v; want %q (the parent's motd, IMS's session environment)", out, err, want)
 			}
+			completed := time.Now()
 			rec := e.waitJob(id, "success")
+			t.Logf("complete to success: %v", time.Since(completed).Round(time.Millisecond))
 			e.checkStatuses(id, "fetching_image", "waiting_on_user", "packaging_artifacts")
 			newID, _ := rec["resultant_image_id"].(string)
 			img := e.call(http.StatusOK, http.MethodGet, "/v3/images/"+newID, nil)
