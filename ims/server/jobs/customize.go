@@ -76,6 +76,9 @@ func runCustomize(ctx context.Context, j *jobRun) error {
 
 	out := filepath.Join(work, "out")
 	cfg := customizeConfig(j, parent, rootfs, key.PublicKey, work, out)
+	if err := addCA(cfg.Images[customizeLabel], j.caCerts(), work); err != nil {
+		return fmt.Errorf("customize job: %w", err)
+	}
 	st := &customizeStatus{j: j}
 	eng, err := j.newEngine(cfg, work, st.event, func(o *engine.Options) {
 		o.IMSLayout = true
@@ -142,6 +145,32 @@ func customizeConfig(j *jobRun, parent store.Image, rootfs, publicKey, work, out
 	}
 	cfg.Settings.Cache.Dir = j.r.cfg.CacheDir
 	return cfg
+}
+
+// caFile is where IMS's customize sidecar copies the CA (/etc/cray/ca)
+// into the image.
+const caFile = "/etc/cray/ca/certificate_authority.crt"
+
+// addCA copies the --ca-cert certificates into the image at caFile before
+// the SSH environment opens, as IMS's sidecar does; unlike a create job's,
+// they are not added to the image's trust store.
+func addCA(img *spec.Image, pems []string, work string) error {
+	if len(pems) == 0 {
+		return nil
+	}
+	src := filepath.Join(work, "certificate_authority.crt")
+	var all strings.Builder
+	for _, p := range pems {
+		all.WriteString(strings.TrimRight(p, "\n") + "\n")
+	}
+	if err := os.WriteFile(src, []byte(all.String()), 0o644); err != nil {
+		return err
+	}
+	img.Customize = append(img.Customize, spec.Customize{
+		Jail: true, Inline: ":", // the copy is the whole step
+		Files: []spec.FileCopy{{Dest: caFile, Source: src, Mode: 0o644, HasMode: true}},
+	})
+	return nil
 }
 
 // sshEnv is what IMS's sshd adds to every session (SetEnv): the job id,

@@ -31,6 +31,9 @@ import (
 	"github.com/imsbuild/imsbuild/internal/testutil"
 )
 
+// testCA stands in for a --ca-cert PEM: customize jobs only copy it.
+const testCA = "-----BEGIN CERTIFICATE-----\nTUlJQ2Zha2U=\n-----END CERTIFICATE-----\n"
+
 // custEnv is imsbuild serve over HTTP with a job runner, a real S3
 // (versitygw) and a registered image and public key to customize.
 type custEnv struct {
@@ -71,6 +74,7 @@ func newCustEnv(t *testing.T) *custEnv {
 	r, err := New(Config{
 		Store: st, Blobs: blobs, CacheDir: filepath.Join(dir, "cache"), MaxJobs: 2,
 		SSHHost: "127.0.0.1", SSHPortFirst: lo, SSHPortLast: lo + 3, Logger: slog.New(slog.DiscardHandler),
+		CACerts: []string{testCA},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -359,6 +363,9 @@ func TestCustomizeJob(t *testing.T) {
 			root := e.unsquashRootfs(newID)
 			if b, err := os.ReadFile(filepath.Join(root, "etc/motd")); err != nil || string(b) != tc.name+"\n" {
 				t.Errorf("etc/motd in the new image = %q, %v; want %q", b, err, tc.name+"\n")
+			}
+			if b, err := os.ReadFile(filepath.Join(root, "etc/cray/ca/certificate_authority.crt")); err != nil || string(b) != testCA {
+				t.Errorf("/etc/cray/ca/certificate_authority.crt in the new image = %q, %v; want the --ca-cert PEM", b, err)
 			}
 			for _, leak := range []string{"complete", "image-root", "tmp/complete", "mnt/image"} {
 				if _, err := os.Lstat(filepath.Join(root, leak)); err == nil {
