@@ -15,6 +15,12 @@ import (
 // (IMS job status waiting_on_user); the event carries the connection info.
 const StatusWaiting Status = "waiting"
 
+// StatusResumed is reported when the person completed the SSH environment
+// and the step goes on (packs the image): IMS's packaging_artifacts. A
+// failed, timed-out or cancelled environment is reported as the step's
+// failure instead.
+const StatusResumed Status = "resumed"
+
 // SSHInfo tells a person how to reach an interactive or debug environment.
 type SSHInfo struct {
 	Host         string `json:"host"`
@@ -94,6 +100,7 @@ func (e *Engine) sshEnvAt(ctx context.Context, s *Step, root string, jail, debug
 	if err != nil {
 		return fmt.Errorf("ssh environment: %w", err)
 	}
+	e.emit(Event{Step: s.ID, Status: StatusResumed})
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -109,8 +110,9 @@ func TestInteractiveIMSLayout(t *testing.T) {
 	f.cfg.Images["compute"].Interactive = &spec.Interactive{PublicKeys: []string{pub}, Listen: "127.0.0.1:0", Timeout: time.Minute}
 	r := &sshRunner{t: t, key: key, ran: make(chan struct{}),
 		command: "cat /mnt/image/image-root/etc/role && echo $IMS_JOB_ID && echo by-ims > /mnt/image/image-root/etc/from-ssh && touch /mnt/image/complete"}
+	rec := &recorder{}
 	e, err := New(f.cfg, f.cache, f.cache.Actions(), Options{WorkDir: filepath.Join(f.cache.Dir(), "work", "i"),
-		IMSLayout: true, SSHEnv: []string{"IMS_JOB_ID=job-1"}, Events: r.event})
+		IMSLayout: true, SSHEnv: []string{"IMS_JOB_ID=job-1"}, Events: func(ev Event) { rec.add(ev); r.event(ev) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,6 +137,9 @@ func TestInteractiveIMSLayout(t *testing.T) {
 			t.Errorf("%s was packed into the image", name)
 		}
 	}
+	if got, want := rec.sequence("image.compute"), []Status{StatusStarted, StatusWaiting, StatusResumed, StatusDone}; !slices.Equal(got, want) {
+		t.Errorf("image.compute events = %v, want %v", got, want)
+	}
 }
 
 // TestInteractiveFailedFile fails the step when the person touches the
@@ -148,8 +153,9 @@ func TestInteractiveFailedFile(t *testing.T) {
 			f.cfg.Images["compute"].Interactive = &spec.Interactive{PublicKeys: []string{pub}, Listen: "127.0.0.1:0", Timeout: time.Minute, Jail: jail}
 			failed := map[bool]string{true: "/tmp/failed", false: "/mnt/image/failed"}[jail]
 			r := &sshRunner{t: t, key: key, ran: make(chan struct{}), command: "touch " + failed}
+			rec := &recorder{}
 			e, err := New(f.cfg, f.cache, f.cache.Actions(), Options{WorkDir: filepath.Join(f.cache.Dir(), "work", "f"),
-				IMSLayout: true, Events: r.event})
+				IMSLayout: true, Events: func(ev Event) { rec.add(ev); r.event(ev) }})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -157,6 +163,9 @@ func TestInteractiveFailedFile(t *testing.T) {
 			<-r.ran
 			if !errors.Is(err, sshenv.ErrFailed) {
 				t.Fatalf("Build() = %v, want sshenv.ErrFailed", err)
+			}
+			if got, want := rec.sequence("image.compute"), []Status{StatusStarted, StatusWaiting, StatusFailed}; !slices.Equal(got, want) {
+				t.Errorf("image.compute events = %v, want %v", got, want)
 			}
 			if r := e.result("image.compute"); r != nil && len(r.Outputs) > 0 {
 				t.Fatalf("image.compute has outputs %v after failed", r.Outputs)
@@ -195,6 +204,20 @@ func TestDebugOnFailureStillFails(t *testing.T) {
 	if r.err != nil || !strings.Contains(r.out, "half-done") || !r.info.Debug {
 		t.Fatalf("debug ssh = %v, output %q, info %+v; want the failed root", r.err, r.out, r.info)
 	}
+}
+
+// sequence returns the statuses of step's events but planned and log ones,
+// in order.
+func (r *recorder) sequence(step string) []Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []Status
+	for _, ev := range r.events {
+		if ev.Step == step && ev.Status != StatusLog && ev.Status != StatusPlanned {
+			out = append(out, ev.Status)
+		}
+	}
+	return out
 }
 
 // unsquash lists the files of an image's rootfs (path → content for small

@@ -93,7 +93,7 @@ func runCustomize(ctx context.Context, j *jobRun) error {
 		}
 		return fmt.Errorf("customize job: %w", err) // no sensitive values in this build
 	}
-	if err := st.packaging(); err != nil {
+	if err := st.err(); err != nil {
 		return err
 	}
 	manifests, _ := filepath.Glob(filepath.Join(out, dir.Bucket, "*", ims.ManifestFile))
@@ -185,8 +185,8 @@ func sshEnv(job store.Job, arch string) []string {
 }
 
 // customizeStatus follows the engine's events into IMS statuses: the SSH
-// environment listening is waiting_on_user; the image step's next event
-// (packing) is packaging_artifacts.
+// environment listening is waiting_on_user; its completion (the step goes
+// on to pack) is packaging_artifacts.
 type customizeStatus struct {
 	j *jobRun
 
@@ -206,21 +206,16 @@ func (c *customizeStatus) event(ev engine.Event) {
 	case ev.Status == engine.StatusWaiting && !c.waiting:
 		c.waiting = true
 		c.set("waiting_on_user")
-	case c.waiting && !c.packing && ev.Status != engine.StatusWaiting && ev.Status != engine.StatusFailed:
+	case ev.Status == engine.StatusResumed && c.waiting && !c.packing:
 		c.packing = true
 		c.set("packaging_artifacts")
 	}
 }
 
-// packaging sets packaging_artifacts unless an event did already, and
-// returns the first status update that failed.
-func (c *customizeStatus) packaging() error {
+// err returns the first status update that failed.
+func (c *customizeStatus) err() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.packing {
-		c.packing = true
-		c.set("packaging_artifacts")
-	}
 	return c.firstErr
 }
 

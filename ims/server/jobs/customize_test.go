@@ -392,6 +392,7 @@ func TestCustomizeJobFailed(t *testing.T) {
 				t.Fatalf("ssh = %q, %v", out, err)
 			}
 			rec := e.waitJob(id, "error")
+			e.checkStatuses(id, "fetching_image", "waiting_on_user")
 			if rec["resultant_image_id"] != nil {
 				t.Errorf("resultant_image_id = %v, want null", rec["resultant_image_id"])
 			}
@@ -510,4 +511,34 @@ func TestCustomizeJobBadMD5(t *testing.T) {
 		c.Close()
 		t.Error("an SSH environment opened on a rootfs that failed its md5 check")
 	}
+}
+
+// TestCustomizeJobOnlyItsKey: the environment lets in the job's public key
+// only, not another registered key, and only as root.
+func TestCustomizeJobOnlyItsKey(t *testing.T) {
+	e := newCustEnv(t)
+	jobKey, jobKeyID := e.key, e.keyID
+	e.putKey() // a second registered key, not the job's
+	otherKey := e.key
+	e.key, e.keyID = jobKey, jobKeyID
+	id, host, port := e.postJob(false, "keys")
+	e.waitJob(id, "waiting_on_user")
+	e.key = otherKey
+	if out, err := e.ssh(host, port, "touch /mnt/image/complete"); err == nil || !strings.Contains(err.Error(), "Permission denied") {
+		t.Errorf("ssh with another registered key = %q, %v; want Permission denied", out, err)
+	}
+	e.key = jobKey
+	cmd := exec.CommandContext(t.Context(), "ssh", "-i", e.key, "-p", strconv.Itoa(port),
+		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
+		"-o", "LogLevel=ERROR", "admin@"+host, "touch /mnt/image/complete")
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "Permission denied") {
+		t.Errorf("ssh as admin = %q, %v; want Permission denied", out, err)
+	}
+	if j, _ := e.st.Jobs.Get(id); j.Status != "waiting_on_user" {
+		t.Fatalf("job status %s after refused logins, want waiting_on_user", j.Status)
+	}
+	if out, err := e.ssh(host, port, "touch /mnt/image/failed"); err != nil {
+		t.Fatalf("ssh with the job's key = %q, %v", out, err)
+	}
+	e.waitJob(id, "error")
 }
