@@ -3,8 +3,10 @@ package jobs
 import (
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/imsbuild/imsbuild/engine"
@@ -40,6 +42,13 @@ type jobRun struct {
 	sshPort int
 
 	r *Runner
+}
+
+// sshListen is the address the job's SSH environment listens on: sshPort
+// on sshHost when that is an address of this machine, else on every
+// address (a DNS name may resolve to any of them).
+func (j *jobRun) sshListen() string {
+	return net.JoinHostPort(listenHost(j.sshHost), strconv.Itoa(j.sshPort))
 }
 
 // setStatus moves the job to status (one of server.JobStatuses, not
