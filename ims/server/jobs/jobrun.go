@@ -67,12 +67,11 @@ func (j *jobRun) update(fn func(*store.Job)) error {
 	return j.r.setStatus(j.job.ID, "", fn)
 }
 
-// blobs is the server's S3; imageBucket and recipeBucket its buckets.
+// blobs is the server's S3; imageBucket the bucket of image artifacts.
+// (Recipe archives and a customize job's source image are read from
+// wherever their record's link points.)
 func (j *jobRun) blobs() *blob.Store  { return j.r.cfg.Blobs }
 func (j *jobRun) imageBucket() string { return j.r.cfg.ImageBucket }
-func (j *jobRun) recipeBucket() string {
-	return j.r.cfg.RecipeBucket
-}
 
 // caCerts are the PEM certificates of --ca-cert: trusted while packages
 // install and added to the image.
