@@ -277,7 +277,7 @@ func newJobRunner(f *serveFlags, st *store.Store, blobs *blob.Store, reg *promet
 		host = sshHostOf(f.listen)
 	}
 	return jobs.New(jobs.Config{
-		Store: st, Blobs: blobs, CacheDir: cacheDir, ImageBucket: f.imageBucket, RecipeBucket: f.recipeBucket,
+		Store: st, Blobs: blobs, CacheDir: cacheDir, ImageBucket: f.imageBucket,
 		MaxJobs: f.maxJobs, SSHHost: host, SSHPortFirst: lo, SSHPortLast: hi, CACerts: certs,
 		Environ: os.Environ(), Registry: reg, Logger: log,
 	})

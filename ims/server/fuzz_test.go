@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/imsbuild/imsbuild/ims/server/store"
@@ -19,8 +20,13 @@ type acceptRunner struct{ st *store.Store }
 func (a acceptRunner) Start(_ context.Context, j store.Job) (store.Job, error) {
 	return j, a.st.Jobs.Put(j)
 }
-func (acceptRunner) Cancel(string)                     {}
-func (acceptRunner) Log(string) (io.ReadCloser, error) { return nil, fs.ErrNotExist }
+func (acceptRunner) Cancel(string) {}
+func (a acceptRunner) Log(id string) (io.ReadCloser, error) {
+	if j, ok := a.st.Jobs.Get(id); ok && j.JobType == "customize" {
+		return io.NopCloser(strings.NewReader("log of " + id + "\n")), nil
+	}
+	return nil, fs.ErrNotExist
+}
 
 // fuzzRoutes are the POST and PATCH routes; "{id}" is replaced by the
 // fuzzed id, or by a real record's id when the fuzzed one is empty.

@@ -148,6 +148,14 @@ func TestJobRecords(t *testing.T) {
 		t.Errorf("create job = %v", crj)
 	}
 	e.must(400, "POST", "/v3/jobs", map[string]any{"job_type": "create", "artifact_id": rec, "public_key_id": img, "image_root_archive_name": "n"})
+	// The job log (an imsbuild route): the runner's, 404 when it has none.
+	if code, body := e.call("GET", "/apis/ims/v3/jobs/"+id+"/log", nil); code != 200 || string(body) != "log of "+id+"\n" {
+		t.Errorf("GET job log = %d %q", code, body)
+	}
+	e.must(404, "GET", "/v3/jobs/"+crj["id"].(string)+"/log", nil)
+	e.must(404, "GET", "/v3/jobs/nope/log", nil)
+	e.must(404, "GET", "/v3/jobs/"+id+"/logs", nil)
+	e.must(405, "DELETE", "/v3/jobs/"+id+"/log", nil)
 	got := e.must(200, "PATCH", "/jobs/"+id, map[string]any{"status": "packaging_artifacts", "resultant_image_id": img})
 	if got["status"] != "packaging_artifacts" || got["resultant_image_id"] != img {
 		t.Errorf("patched job = %v", got)

@@ -3,8 +3,10 @@ package jobs
 import (
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/imsbuild/imsbuild/engine"
@@ -42,6 +44,13 @@ type jobRun struct {
 	r *Runner
 }
 
+// sshListen is the address the job's SSH environment listens on: sshPort
+// on sshHost when that is an address of this machine, else on every
+// address (a DNS name may resolve to any of them).
+func (j *jobRun) sshListen() string {
+	return net.JoinHostPort(listenHost(j.sshHost), strconv.Itoa(j.sshPort))
+}
+
 // setStatus moves the job to status (one of server.JobStatuses, not
 // success or error: the runner sets those). A deleted job stays deleted.
 func (j *jobRun) setStatus(status string) error {
@@ -58,12 +67,11 @@ func (j *jobRun) update(fn func(*store.Job)) error {
 	return j.r.setStatus(j.job.ID, "", fn)
 }
 
-// blobs is the server's S3; imageBucket and recipeBucket its buckets.
+// blobs is the server's S3; imageBucket the bucket of image artifacts.
+// (Recipe archives and a customize job's source image are read from
+// wherever their record's link points.)
 func (j *jobRun) blobs() *blob.Store  { return j.r.cfg.Blobs }
 func (j *jobRun) imageBucket() string { return j.r.cfg.ImageBucket }
-func (j *jobRun) recipeBucket() string {
-	return j.r.cfg.RecipeBucket
-}
 
 // caCerts are the PEM certificates of --ca-cert: trusted while packages
 // install and added to the image.

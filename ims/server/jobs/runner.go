@@ -29,10 +29,9 @@ type Config struct {
 	// CacheDir is the imsbuild cache every job builds through, so that a
 	// second job of an unchanged recipe is a cache hit.
 	CacheDir string
-	// ImageBucket and RecipeBucket are the S3 buckets of image artifacts
-	// (default boot-images) and recipe archives (default ims).
-	ImageBucket  string
-	RecipeBucket string
+	// ImageBucket is the S3 bucket jobs upload images to (default
+	// boot-images).
+	ImageBucket string
 	// MaxJobs jobs run at once; the others wait in status creating
 	// (default 1).
 	MaxJobs int
@@ -97,9 +96,6 @@ func New(cfg Config) (*Runner, error) {
 	}
 	if cfg.ImageBucket == "" {
 		cfg.ImageBucket = "boot-images"
-	}
-	if cfg.RecipeBucket == "" {
-		cfg.RecipeBucket = "ims"
 	}
 	if cfg.MaxJobs < 1 {
 		cfg.MaxJobs = 1

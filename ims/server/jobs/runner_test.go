@@ -251,6 +251,12 @@ func TestSSHPorts(t *testing.T) {
 	if pa.Host != "127.0.0.1" || pa.Port == pb.Port || pa.Port < lo || pa.Port > lo+1 || pb.Port < lo || pb.Port > lo+1 {
 		t.Errorf("connection_info %v and %v, want distinct ports of %d-%d on 127.0.0.1", pa, pb, lo, lo+1)
 	}
+	if got, want := (&jobRun{sshHost: "127.0.0.1", sshPort: pa.Port}).sshListen(), "127.0.0.1:"+strconv.Itoa(pa.Port); got != want {
+		t.Errorf("sshListen = %s, want %s", got, want)
+	}
+	if got := (&jobRun{sshHost: "ims.example.com", sshPort: 2222}).sshListen(); got != ":2222" {
+		t.Errorf("sshListen of a host name = %s, want :2222", got)
+	}
 	if stored, _ := st.Jobs.Get(a.ID); stored.SSHContainers[0].ConnectionInfo["customer_access"] != pa {
 		t.Errorf("stored connection_info = %v, want %v", stored.SSHContainers[0].ConnectionInfo, pa)
 	}
