@@ -7,10 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 
@@ -135,7 +133,7 @@ func customizeConfig(j *jobRun, parent store.Image, rootfs, publicKey, work, out
 			Squashfs: spec.Squashfs{Compression: "gzip", BlockSize: 128 << 10},
 			Interactive: &spec.Interactive{
 				PublicKeys: []string{strings.TrimSpace(publicKey)},
-				Listen:     net.JoinHostPort(listenHost(j.sshHost), strconv.Itoa(j.sshPort)),
+				Listen:     j.sshListen(),
 				Jail:       j.job.SSHContainers[0].Jail,
 				Network:    true, // an IMS job pod has the network
 				// Timeout 0: IMS waits for the user without a limit.
