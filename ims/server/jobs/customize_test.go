@@ -542,3 +542,40 @@ func TestCustomizeJobOnlyItsKey(t *testing.T) {
 	}
 	e.waitJob(id, "error")
 }
+
+// TestCustomizeJobsAtOnce: two customize jobs wait on their users at the
+// same time, on their own ports, and each new image has only its own
+// change.
+func TestCustomizeJobsAtOnce(t *testing.T) {
+	e := newCustEnv(t)
+	type job struct {
+		id, host string
+		port     int
+		path     string // the image's /etc inside the session
+		complete string
+	}
+	a, b := job{path: "/mnt/image/image-root/etc", complete: "/mnt/image/complete"}, job{path: "/etc", complete: "/tmp/complete"}
+	a.id, a.host, a.port = e.postJob(false, "a")
+	b.id, b.host, b.port = e.postJob(true, "b")
+	if a.port == b.port {
+		t.Fatalf("both jobs got port %d", a.port)
+	}
+	e.waitJob(a.id, "waiting_on_user")
+	e.waitJob(b.id, "waiting_on_user")
+	for _, j := range []job{a, b} {
+		if out, err := e.ssh(j.host, j.port, "echo "+j.id+" > "+j.path+"/who"); err != nil {
+			t.Fatalf("ssh to job %s = %q, %v", j.id, out, err)
+		}
+	}
+	for _, j := range []job{b, a} {
+		if out, err := e.ssh(j.host, j.port, "touch "+j.complete); err != nil {
+			t.Fatalf("ssh to job %s = %q, %v", j.id, out, err)
+		}
+		rec := e.waitJob(j.id, "success")
+		root := e.unsquashRootfs(rec["resultant_image_id"].(string))
+		if got, err := os.ReadFile(filepath.Join(root, "etc/who")); err != nil || string(got) != j.id+"\n" {
+			t.Errorf("etc/who in job %s's image = %q, %v; want its own id", j.id, got, err)
+		}
+	}
+	e.checkParent()
+}
