@@ -6,6 +6,7 @@ import (
 	"crypto/md5"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -234,6 +235,18 @@ func (e *custEnv) checkStatuses(id string, want ...string) {
 	}
 }
 
+// sshEnd runs a command that ends the environment: the server may close
+// the connection before the client has the exit status (ssh's 255, "closed
+// by remote host"), which is then no error.
+func (e *custEnv) sshEnd(host string, port int, command string) (string, error) {
+	out, err := e.ssh(host, port, command)
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.ExitCode() == 255 && strings.Contains(err.Error(), "closed by remote host") {
+		err = nil
+	}
+	return out, err
+}
+
 // ssh runs command as root on host:port with the client's key.
 func (e *custEnv) ssh(host string, port int, command string) (string, error) {
 	cmd := exec.CommandContext(e.t.Context(), "ssh", "-i", e.key, "-p", strconv.Itoa(port),
@@ -329,7 +342,7 @@ func TestCustomizeJob(t *testing.T) {
 			}
 			e.waitJob(id, "waiting_on_user")
 			t.Logf("POST to waiting_on_user: %v", time.Since(posted).Round(time.Millisecond))
-			out, err := e.ssh(host, port, "cat "+tc.image+"/etc/motd && echo $IMS_JOB_ID $IMS_ARCH && echo "+tc.name+" > "+tc.image+"/etc/motd && touch "+tc.complete)
+			out, err := e.sshEnd(host, port, "cat "+tc.image+"/etc/motd && echo $IMS_JOB_ID $IMS_ARCH && echo "+tc.name+" > "+tc.image+"/etc/motd && touch "+tc.complete)
 			if want := "parent\n" + id + " x86_64\n"; err != nil || out != want {
 				t.Fatalf("ssh = %q, %v; want %q (the parent's motd, IMS's session environment)", out, err, want)
 			}
@@ -388,7 +401,7 @@ func TestCustomizeJobFailed(t *testing.T) {
 			id, host, port := e.postJob(jail, "doomed")
 			e.waitJob(id, "waiting_on_user")
 			failed := map[bool]string{false: "/mnt/image/failed", true: "/tmp/failed"}[jail]
-			if out, err := e.ssh(host, port, "echo x > /etc/junk; touch "+failed); err != nil {
+			if out, err := e.sshEnd(host, port, "echo x > /etc/junk; touch "+failed); err != nil {
 				t.Fatalf("ssh = %q, %v", out, err)
 			}
 			rec := e.waitJob(id, "error")
@@ -537,7 +550,7 @@ func TestCustomizeJobOnlyItsKey(t *testing.T) {
 	if j, _ := e.st.Jobs.Get(id); j.Status != "waiting_on_user" {
 		t.Fatalf("job status %s after refused logins, want waiting_on_user", j.Status)
 	}
-	if out, err := e.ssh(host, port, "touch /mnt/image/failed"); err != nil {
+	if out, err := e.sshEnd(host, port, "touch /mnt/image/failed"); err != nil {
 		t.Fatalf("ssh with the job's key = %q, %v", out, err)
 	}
 	e.waitJob(id, "error")
@@ -568,7 +581,7 @@ func TestCustomizeJobsAtOnce(t *testing.T) {
 		}
 	}
 	for _, j := range []job{b, a} {
-		if out, err := e.ssh(j.host, j.port, "touch "+j.complete); err != nil {
+		if out, err := e.sshEnd(j.host, j.port, "touch "+j.complete); err != nil {
 			t.Fatalf("ssh to job %s = %q, %v", j.id, out, err)
 		}
 		rec := e.waitJob(j.id, "success")
