@@ -120,7 +120,10 @@ func TestInteractiveIMSLayout(t *testing.T) {
 		t.Fatalf("Build() = %v", err)
 	}
 	<-r.ran
-	if r.err != nil || !strings.Contains(r.out, "compute\njob-1\n") {
+	// The environment may close the connection before the exit status of
+	// the command that touched complete gets out: ssh's 255.
+	var ee *exec.ExitError
+	if r.err != nil && !(errors.As(r.err, &ee) && ee.ExitCode() == 255) || !strings.Contains(r.out, "compute\njob-1\n") {
 		t.Fatalf("ssh = %v, output %q; want the customized /etc/role and IMS_JOB_ID", r.err, r.out)
 	}
 	want := SSHInfo{Host: "127.0.0.1", Port: r.info.Port, User: "root", HostKey: r.info.HostKey,
