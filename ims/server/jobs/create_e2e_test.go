@@ -246,23 +246,30 @@ func TestCreateJobEndToEnd(t *testing.T) {
 	post["artifact_id"] = rec3
 	id3 := e.call(201, "POST", "/v3/jobs", post)["id"].(string)
 	e.waitJob(id3, 5*time.Minute, "building_image", "error", "success")
-	// Let kiwi get going: its log shows the prepare step started.
+	// Let kiwi get going: a process runs in the job's scratch directory.
+	work := filepath.Join(e.cache, "work")
 	deadline := time.Now().Add(2 * time.Minute)
-	for !bytes.Contains(e.get("/v3/jobs/"+id3+"/log"), []byte("image.image/prepare started")) && time.Now().Before(deadline) {
-		time.Sleep(200 * time.Millisecond)
+	for len(testutil.ProcessesMatching(t, work)) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no kiwi process of the third job after 2m\nlog:\n%s", e.get("/v3/jobs/"+id3+"/log"))
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	time.Sleep(3 * time.Second)
+	if len(testutil.ProcessesMatching(t, work)) == 0 {
+		t.Fatalf("the third job's processes ended on their own\nlog:\n%s", e.get("/v3/jobs/"+id3+"/log"))
+	}
 	start = time.Now()
 	e.call(204, "DELETE", "/v3/jobs/"+id3, nil)
 	t.Logf("DELETE of a running job: %v", time.Since(start))
 	e.call(404, "GET", "/v3/jobs/"+id3, nil)
-	if p := testutil.ProcessesMatching(t, filepath.Join(e.cache, "work")); len(p) > 0 {
+	if p := testutil.ProcessesMatching(t, work); len(p) > 0 {
 		t.Errorf("processes of the deleted job left: %v", p)
 	}
 	if after, _ := os.ReadFile("/proc/mounts"); string(after) != string(mounts) {
 		t.Errorf("mounts changed by the deleted job:\n%s", after)
 	}
-	if runs, _ := filepath.Glob(filepath.Join(e.cache, "work", "run-*")); len(runs) > 0 {
+	if runs, _ := filepath.Glob(filepath.Join(work, "run-*")); len(runs) > 0 {
 		t.Errorf("work dirs left: %v", runs)
 	}
 	if n := len(e.st.Images.All()); n != 2 {
