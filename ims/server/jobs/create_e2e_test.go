@@ -56,8 +56,9 @@ func newServeEnv(t *testing.T, maxJobs int) *serveEnv {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cache := filepath.Join(dir, "cache")
 	reg := prometheus.NewRegistry()
+	ports := freePortRange(t, 4)
 	r, err := New(Config{Store: st, Blobs: blobs, CacheDir: cache, MaxJobs: maxJobs, SSHHost: "127.0.0.1",
-		Environ: os.Environ(), Logger: log, Registry: reg})
+		SSHPortFirst: ports, SSHPortLast: ports + 3, Environ: os.Environ(), Logger: log, Registry: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
