@@ -225,8 +225,11 @@ func TestCreateJobEndToEnd(t *testing.T) {
 	if !bytes.Contains(log2, []byte("image.image cached")) || bytes.Contains(log2, []byte("image.image/prepare started")) || bytes.Contains(log2, []byte("image.image started")) {
 		t.Errorf("second job: not a cache hit\n%s", log2)
 	}
-	if warm > 5*time.Second {
-		t.Errorf("second create job took %v from POST to success, want < 5s", warm)
+	// The goal is < 5 s (bench serve-create-warm measures it); the bound
+	// here leaves room for a machine busy with other tests, and still
+	// fails a job that runs kiwi or packs again (minutes).
+	if warm > 15*time.Second {
+		t.Errorf("second create job took %v from POST to success, want a few seconds", warm)
 	}
 	if img2 := checkImage(t, e, job2, id2); img2 == imgID {
 		t.Errorf("the second job reused image record %s; IMS makes a new one", imgID)
