@@ -56,8 +56,9 @@ func newServeEnv(t *testing.T, maxJobs int) *serveEnv {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cache := filepath.Join(dir, "cache")
 	reg := prometheus.NewRegistry()
+	ports := freePortRange(t, 4)
 	r, err := New(Config{Store: st, Blobs: blobs, CacheDir: cache, MaxJobs: maxJobs, SSHHost: "127.0.0.1",
-		Environ: os.Environ(), Logger: log, Registry: reg})
+		SSHPortFirst: ports, SSHPortLast: ports + 3, Environ: os.Environ(), Logger: log, Registry: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,8 +225,11 @@ func TestCreateJobEndToEnd(t *testing.T) {
 	if !bytes.Contains(log2, []byte("image.image cached")) || bytes.Contains(log2, []byte("image.image/prepare started")) || bytes.Contains(log2, []byte("image.image started")) {
 		t.Errorf("second job: not a cache hit\n%s", log2)
 	}
-	if warm > 5*time.Second {
-		t.Errorf("second create job took %v from POST to success, want < 5s", warm)
+	// The goal is < 5 s (bench serve-create-warm measures it); the bound
+	// here leaves room for a machine busy with other tests, and still
+	// fails a job that runs kiwi or packs again (minutes).
+	if warm > 15*time.Second {
+		t.Errorf("second create job took %v from POST to success, want a few seconds", warm)
 	}
 	if img2 := checkImage(t, e, job2, id2); img2 == imgID {
 		t.Errorf("the second job reused image record %s; IMS makes a new one", imgID)
@@ -246,23 +250,30 @@ func TestCreateJobEndToEnd(t *testing.T) {
 	post["artifact_id"] = rec3
 	id3 := e.call(201, "POST", "/v3/jobs", post)["id"].(string)
 	e.waitJob(id3, 5*time.Minute, "building_image", "error", "success")
-	// Let kiwi get going: its log shows the prepare step started.
+	// Let kiwi get going: a process runs in the job's scratch directory.
+	work := filepath.Join(e.cache, "work")
 	deadline := time.Now().Add(2 * time.Minute)
-	for !bytes.Contains(e.get("/v3/jobs/"+id3+"/log"), []byte("image.image/prepare started")) && time.Now().Before(deadline) {
-		time.Sleep(200 * time.Millisecond)
+	for len(testutil.ProcessesMatching(t, work)) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no kiwi process of the third job after 2m\nlog:\n%s", e.get("/v3/jobs/"+id3+"/log"))
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	time.Sleep(3 * time.Second)
+	if len(testutil.ProcessesMatching(t, work)) == 0 {
+		t.Fatalf("the third job's processes ended on their own\nlog:\n%s", e.get("/v3/jobs/"+id3+"/log"))
+	}
 	start = time.Now()
 	e.call(204, "DELETE", "/v3/jobs/"+id3, nil)
 	t.Logf("DELETE of a running job: %v", time.Since(start))
 	e.call(404, "GET", "/v3/jobs/"+id3, nil)
-	if p := testutil.ProcessesMatching(t, filepath.Join(e.cache, "work")); len(p) > 0 {
+	if p := testutil.ProcessesMatching(t, work); len(p) > 0 {
 		t.Errorf("processes of the deleted job left: %v", p)
 	}
 	if after, _ := os.ReadFile("/proc/mounts"); string(after) != string(mounts) {
 		t.Errorf("mounts changed by the deleted job:\n%s", after)
 	}
-	if runs, _ := filepath.Glob(filepath.Join(e.cache, "work", "run-*")); len(runs) > 0 {
+	if runs, _ := filepath.Glob(filepath.Join(work, "run-*")); len(runs) > 0 {
 		t.Errorf("work dirs left: %v", runs)
 	}
 	if n := len(e.st.Images.All()); n != 2 {

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/imsbuild/imsbuild/cache/local"
+	"github.com/imsbuild/imsbuild/engine"
 	"github.com/imsbuild/imsbuild/ims/server/blob"
 	"github.com/imsbuild/imsbuild/ims/server/store"
 	"github.com/imsbuild/imsbuild/internal/treehash"
@@ -132,6 +133,10 @@ func New(cfg Config) (*Runner, error) {
 		return nil, fmt.Errorf("open stat cache: %w", err)
 	}
 	r.cache, r.stat = c, sc
+	// Remove the scratch directories of jobs a killed server left behind.
+	if _, release, err := engine.AcquireWorkDir(filepath.Join(cfg.CacheDir, "work"), r.log); err == nil {
+		release()
+	}
 	r.base, r.stopJobs = context.WithCancel(context.Background())
 	return r, nil
 }
