@@ -14,6 +14,8 @@
 // - customize: a one-line script on a 400 MB image vs unsquashfs+chroot+mksquashfs by hand.
 // - kiwi (-only kiwi; minutes): recipe builds vs `kiwi-ng system build`.
 // - s3, oci: publishing 1 GiB vs aws s3 cp and crane push.
+// - serve-create-warm (-only serve-create-warm; minutes, real kiwi): a second IMS create job
+//   of an unchanged recipe through imsbuild serve, POST to success.
 package main
 
 import (
@@ -70,6 +72,8 @@ func main() {
 			benchKiwi(scratch, *bin)
 		case "s3", "oci":
 			benchPublish(ctx, scratch, name)
+		case "serve-create-warm":
+			benchServeCreateWarm(ctx, scratch, *bin)
 		default:
 			check(fmt.Errorf("unknown benchmark %q", name))
 		}

@@ -39,6 +39,15 @@ type Options struct {
 	DebugOnFailure bool          // open a debug SSH environment in every failed image build
 	PublicKeys     []string      // SSH keys for environments opened by flags (authorized_keys lines)
 	SSHTimeout     time.Duration // overrides the environments' timeout when > 0
+	// IMSLayout lays non-jailed SSH environments out as IMS's customize
+	// jobs do (sshenv.Config.IMSLayout): the image at /mnt/image/image-root,
+	// the flag files in /mnt/image. imsbuild serve sets it; HCL builds keep
+	// the image at /mnt/image.
+	IMSLayout bool
+	// SSHEnv is added to the environment of every SSH session ("K=V"):
+	// imsbuild serve sets what IMS's sshd does (IMS_JOB_ID, IMS_ARCH,
+	// IMS_DKMS_ENABLED).
+	SSHEnv []string
 
 	TrackRepos   bool   // every repository's metadata digest joins the kiwi prepare keys
 	KiwiCacheDir string // kiwi's shared package caches; default DefaultKiwiCacheDir

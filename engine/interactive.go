@@ -15,6 +15,12 @@ import (
 // (IMS job status waiting_on_user); the event carries the connection info.
 const StatusWaiting Status = "waiting"
 
+// StatusResumed is reported when the person completed the SSH environment
+// and the step goes on (packs the image): IMS's packaging_artifacts. A
+// failed, timed-out or cancelled environment is reported as the step's
+// failure instead.
+const StatusResumed Status = "resumed"
+
 // SSHInfo tells a person how to reach an interactive or debug environment.
 type SSHInfo struct {
 	Host         string `json:"host"`
@@ -22,7 +28,9 @@ type SSHInfo struct {
 	User         string `json:"user"`
 	HostKey      string `json:"host_key_fingerprint"`
 	Jail         bool   `json:"jail"`
+	ImageRoot    string `json:"image_root"`
 	CompleteFile string `json:"complete_file"`
+	FailedFile   string `json:"failed_file"`
 	Debug        bool   `json:"debug,omitempty"`
 }
 
@@ -56,7 +64,8 @@ func (e *Engine) sshEnv(ctx context.Context, s *Step, root string, debug bool, l
 // sshEnvAt is sshEnv with the jail mode given: a failed kiwi root is
 // debugged non-jailed (the root at /mnt/image), as IMS does.
 func (e *Engine) sshEnvAt(ctx context.Context, s *Step, root string, jail, debug bool, log io.Writer) error {
-	cfg := sshenv.Config{Root: root, Jail: jail, Listen: sshenv.DefaultListen, Timeout: defaultInteractiveTimeout, Log: log}
+	cfg := sshenv.Config{Root: root, Jail: jail, IMSLayout: e.opts.IMSLayout, Listen: sshenv.DefaultListen,
+		Timeout: defaultInteractiveTimeout, Log: log}
 	keys := e.opts.PublicKeys
 	if in := s.Image.Interactive; in != nil {
 		keys = append(slices.Clone(in.PublicKeys), keys...)
@@ -74,22 +83,24 @@ func (e *Engine) sshEnvAt(ctx context.Context, s *Step, root string, jail, debug
 		return err // the sandbox package's errors say "sandbox" already
 	}
 	cfg.Sandbox = sb
-	cfg.Env = envList(e.allowedEnv())
+	cfg.Env = append(envList(e.allowedEnv()), e.opts.SSHEnv...)
 	err = sshenv.Serve(ctx, cfg, func(info sshenv.Info) {
 		what := "interactive"
 		if debug {
 			what = "debug"
 		}
-		fmt.Fprintf(log, "%s environment: ssh -p %d %s@%s (host key %s); touch %s to finish\n",
-			what, info.Port, info.User, info.Host, info.HostKeyFingerprint, info.CompleteFile)
+		fmt.Fprintf(log, "%s environment: ssh -p %d %s@%s (host key %s); the image is at %s; touch %s to finish, %s to fail\n",
+			what, info.Port, info.User, info.Host, info.HostKeyFingerprint, info.ImageRoot, info.CompleteFile, info.FailedFile)
 		e.emit(Event{Step: s.ID, Status: StatusWaiting, SSH: &SSHInfo{
 			Host: info.Host, Port: info.Port, User: info.User, HostKey: info.HostKeyFingerprint,
-			Jail: info.Jail, CompleteFile: info.CompleteFile, Debug: debug,
+			Jail: info.Jail, ImageRoot: info.ImageRoot, CompleteFile: info.CompleteFile,
+			FailedFile: info.FailedFile, Debug: debug,
 		}})
 	})
 	if err != nil {
 		return fmt.Errorf("ssh environment: %w", err)
 	}
+	e.emit(Event{Step: s.ID, Status: StatusResumed})
 	return nil
 }
 

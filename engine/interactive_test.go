@@ -5,12 +5,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/imsbuild/imsbuild/builders/sshenv"
 	"github.com/imsbuild/imsbuild/internal/testutil"
 	"github.com/imsbuild/imsbuild/spec"
 )
@@ -99,6 +101,82 @@ func TestInteractiveSSH(t *testing.T) {
 	}
 }
 
+// TestInteractiveIMSLayout opens a non-jailed environment in IMS's layout:
+// the image at /mnt/image/image-root, the completion file outside it.
+func TestInteractiveIMSLayout(t *testing.T) {
+	testutil.RequireTool(t, "ssh")
+	f := newFixture(t)
+	key, pub := sshKey(t)
+	f.cfg.Images["compute"].Interactive = &spec.Interactive{PublicKeys: []string{pub}, Listen: "127.0.0.1:0", Timeout: time.Minute}
+	r := &sshRunner{t: t, key: key, ran: make(chan struct{}),
+		command: "cat /mnt/image/image-root/etc/role && echo $IMS_JOB_ID && echo by-ims > /mnt/image/image-root/etc/from-ssh && touch /mnt/image/complete"}
+	rec := &recorder{}
+	e, err := New(f.cfg, f.cache, f.cache.Actions(), Options{WorkDir: filepath.Join(f.cache.Dir(), "work", "i"),
+		IMSLayout: true, SSHEnv: []string{"IMS_JOB_ID=job-1"}, Events: func(ev Event) { rec.add(ev); r.event(ev) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Build(t.Context(), []string{"image.compute"}); err != nil {
+		t.Fatalf("Build() = %v", err)
+	}
+	<-r.ran
+	// The environment may close the connection before the exit status of
+	// the command that touched complete gets out: ssh's 255.
+	var ee *exec.ExitError
+	if r.err != nil && !(errors.As(r.err, &ee) && ee.ExitCode() == 255) || !strings.Contains(r.out, "compute\njob-1\n") {
+		t.Fatalf("ssh = %v, output %q; want the customized /etc/role and IMS_JOB_ID", r.err, r.out)
+	}
+	want := SSHInfo{Host: "127.0.0.1", Port: r.info.Port, User: "root", HostKey: r.info.HostKey,
+		ImageRoot: "/mnt/image/image-root", CompleteFile: "/mnt/image/complete", FailedFile: "/mnt/image/failed"}
+	if *r.info != want {
+		t.Fatalf("SSH info = %+v, want %+v", *r.info, want)
+	}
+	files := unsquash(t, f, e, "image.compute")
+	if got := files["etc/from-ssh"]; got != "by-ims\n" {
+		t.Fatalf("/etc/from-ssh in the new image = %q, want the file written over ssh", got)
+	}
+	for _, name := range []string{"complete", "image-root"} {
+		if _, ok := files[name]; ok {
+			t.Errorf("%s was packed into the image", name)
+		}
+	}
+	if got, want := rec.sequence("image.compute"), []Status{StatusStarted, StatusWaiting, StatusResumed, StatusDone}; !slices.Equal(got, want) {
+		t.Errorf("image.compute events = %v, want %v", got, want)
+	}
+}
+
+// TestInteractiveFailedFile fails the step when the person touches the
+// failed file, and packs nothing.
+func TestInteractiveFailedFile(t *testing.T) {
+	testutil.RequireTool(t, "ssh")
+	for _, jail := range []bool{true, false} {
+		t.Run("jail="+strconv.FormatBool(jail), func(t *testing.T) {
+			f := newFixture(t)
+			key, pub := sshKey(t)
+			f.cfg.Images["compute"].Interactive = &spec.Interactive{PublicKeys: []string{pub}, Listen: "127.0.0.1:0", Timeout: time.Minute, Jail: jail}
+			failed := map[bool]string{true: "/tmp/failed", false: "/mnt/image/failed"}[jail]
+			r := &sshRunner{t: t, key: key, ran: make(chan struct{}), command: "touch " + failed}
+			rec := &recorder{}
+			e, err := New(f.cfg, f.cache, f.cache.Actions(), Options{WorkDir: filepath.Join(f.cache.Dir(), "work", "f"),
+				IMSLayout: true, Events: func(ev Event) { rec.add(ev); r.event(ev) }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = e.Build(t.Context(), []string{"image.compute"})
+			<-r.ran
+			if !errors.Is(err, sshenv.ErrFailed) {
+				t.Fatalf("Build() = %v, want sshenv.ErrFailed", err)
+			}
+			if got, want := rec.sequence("image.compute"), []Status{StatusStarted, StatusWaiting, StatusFailed}; !slices.Equal(got, want) {
+				t.Errorf("image.compute events = %v, want %v", got, want)
+			}
+			if r := e.result("image.compute"); r != nil && len(r.Outputs) > 0 {
+				t.Fatalf("image.compute has outputs %v after failed", r.Outputs)
+			}
+		})
+	}
+}
+
 func TestInteractiveTimeoutFails(t *testing.T) {
 	f := newFixture(t)
 	_, pub := sshKey(t)
@@ -129,6 +207,20 @@ func TestDebugOnFailureStillFails(t *testing.T) {
 	if r.err != nil || !strings.Contains(r.out, "half-done") || !r.info.Debug {
 		t.Fatalf("debug ssh = %v, output %q, info %+v; want the failed root", r.err, r.out, r.info)
 	}
+}
+
+// sequence returns the statuses of step's events but planned and log ones,
+// in order.
+func (r *recorder) sequence(step string) []Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []Status
+	for _, ev := range r.events {
+		if ev.Step == step && ev.Status != StatusLog && ev.Status != StatusPlanned {
+			out = append(out, ev.Status)
+		}
+	}
+	return out
 }
 
 // unsquash lists the files of an image's rootfs (path → content for small

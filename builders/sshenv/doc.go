@@ -17,10 +17,13 @@
 //
 // A jailed environment runs each session in the image root with one host
 // directory shared by all sessions at /tmp; a non-jailed one runs in the
-// builder environment with the image at /mnt/image. The environment ends
-// successfully when the completion file appears (IMS semantics:
-// /tmp/complete when jailed, /mnt/image/complete otherwise), which Serve
-// removes; it fails with [ErrTimeout] when Config.Timeout passes. Either
-// way, and on cancellation, every session's sandbox is killed and the
-// listener closed before Serve returns.
+// builder environment with the image at /mnt/image, or, in IMS's customize
+// layout (Config.IMSLayout), with /mnt/image a directory of the environment
+// and the image at /mnt/image/image-root. The environment ends successfully
+// when the completion file appears and fails with [ErrFailed] when the
+// failed file does (IMS semantics: /tmp/complete and /tmp/failed when
+// jailed, /mnt/image/complete and /mnt/image/failed otherwise); Serve
+// removes both. It fails with [ErrTimeout] when Config.Timeout passes.
+// Either way, and on cancellation, every session's sandbox is killed and
+// the listener closed before Serve returns.
 package sshenv

@@ -221,8 +221,11 @@ func (s *session) environ() []string {
 }
 
 // workDir is the starting directory: /root of a jailed image when it has
-// one, the image for a non-jailed environment.
+// one, the image root for a non-jailed environment.
 func (s *session) workDir() string {
+	if s.srv.cfg.IMSLayout && !s.srv.cfg.Jail {
+		return IMSImageRoot
+	}
 	if !s.srv.cfg.Jail {
 		return sandbox.ImageDir
 	}
@@ -239,6 +242,12 @@ func (s *session) runSandbox(ctx context.Context, args []string) int {
 	spec := sandbox.Spec{
 		Root: cfg.Root, Jail: cfg.Jail, Network: cfg.Network,
 		Args: args, Env: s.environ(), Dir: s.workDir(), TmpDir: s.srv.tmpDir, TTY: s.pty != nil,
+	}
+	if s.srv.mntDir != "" {
+		// IMS layout: the environment's own directory at /mnt/image, the
+		// image inside it.
+		spec.Root = s.srv.mntDir
+		spec.Binds = []sandbox.Bind{{Source: cfg.Root, Dest: IMSImageRoot}}
 	}
 	var err error
 	if s.pty != nil {

@@ -18,7 +18,12 @@ import (
 // or ctx is done.
 func (s *session) runSFTP(ctx context.Context) int {
 	mount, start := "/", "/"
-	if !s.srv.cfg.Jail {
+	switch {
+	case s.srv.cfg.Jail:
+	case s.srv.cfg.IMSLayout:
+		// Only the image: the flag files are touched from a shell.
+		mount, start = IMSImageRoot, IMSImageRoot
+	default:
 		mount, start = sandbox.ImageDir, sandbox.ImageDir
 	}
 	rfs, err := openRootFS(s.srv.cfg.Root, mount)

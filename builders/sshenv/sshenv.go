@@ -36,10 +36,17 @@ type Config struct {
 	Sandbox sandbox.Sandbox
 	// Root is the image root on the host.
 	Root string
-	// Jail runs sessions jailed in Root (completion file /tmp/complete);
-	// false runs them in the builder environment with the image at
-	// /mnt/image (completion file /mnt/image/complete).
+	// Jail runs sessions jailed in Root (flag files /tmp/complete and
+	// /tmp/failed); false runs them in the builder environment with the
+	// image at /mnt/image (flag files /mnt/image/complete and
+	// /mnt/image/failed, inside the image).
 	Jail bool
+	// IMSLayout lays a non-jailed environment out as IMS's customize job
+	// does: /mnt/image is a directory of the environment holding the flag
+	// files (/mnt/image/complete, /mnt/image/failed) and the image root at
+	// /mnt/image/image-root, so the flags never touch the image. Jailed
+	// environments are the same in both layouts.
+	IMSLayout bool
 	// Network gives sessions the host network.
 	Network bool
 	// Env is added to every session's environment ("K=V").
@@ -57,17 +64,29 @@ type Info struct {
 	User               string
 	HostKeyFingerprint string // "SHA256:…", as ssh-keygen -l prints it
 	Jail               bool
+	ImageRoot          string // where the image root is inside the environment
 	CompleteFile       string // path inside the environment
+	FailedFile         string // path inside the environment
 }
 
 // ErrTimeout is wrapped by the error of Serve when Config.Timeout passed
 // before the completion file appeared.
 var ErrTimeout = errors.New("sshenv: timeout")
 
-// Paths of the completion file inside the environment (IMS semantics).
+// ErrFailed is wrapped by the error of Serve when the person touched the
+// failed file: the environment ends without a result (IMS job status
+// error, no image).
+var ErrFailed = errors.New("sshenv: marked failed")
+
+// Paths of the flag files inside the environment (IMS semantics).
 const (
 	JailCompleteFile = "/tmp/complete"
+	JailFailedFile   = "/tmp/failed"
 	HostCompleteFile = sandbox.ImageDir + "/complete"
+	HostFailedFile   = sandbox.ImageDir + "/failed"
+	// IMSImageRoot is the image root of a non-jailed environment in the
+	// IMS layout.
+	IMSImageRoot = sandbox.ImageDir + "/image-root"
 )
 
 // DefaultListen is the listen address when Config.Listen is empty.
@@ -78,35 +97,34 @@ const pollInterval = 200 * time.Millisecond
 
 // Serve listens, calls ready once it is listening, and serves sessions until
 // the completion file appears (it then removes the file and returns nil),
-// until cfg.Timeout passes (an error wrapping [ErrTimeout]) or until ctx is
-// done (ctx.Err()). When it returns, every session's sandbox is killed and
-// the listener is closed.
+// until the failed file appears (an error wrapping [ErrFailed]), until
+// cfg.Timeout passes (an error wrapping [ErrTimeout]) or until ctx is done
+// (ctx.Err()). When it returns, every session's sandbox is killed, the
+// listener is closed and neither flag file is left.
 func Serve(ctx context.Context, cfg Config, ready func(Info)) (err error) {
 	s, err := newServer(cfg)
 	if err != nil {
 		return err
 	}
-	tmp, err := os.MkdirTemp("", "imsbuild-sshenv-")
+	base, err := os.MkdirTemp("", "imsbuild-sshenv-")
 	if err != nil {
 		return fmt.Errorf("sshenv: %w", err)
 	}
 	defer func() {
-		if rerr := os.RemoveAll(tmp); rerr != nil && err == nil {
+		// Only empty mountpoints are left in base/mnt: the image is bound
+		// there inside the sandboxes, never on the host.
+		if rerr := os.RemoveAll(base); rerr != nil && err == nil {
 			err = fmt.Errorf("sshenv: %w", rerr)
 		}
 	}()
-	// /tmp of the environment: writable by every user, sticky.
-	if err := os.Chmod(tmp, 0o1777); err != nil {
-		return fmt.Errorf("sshenv: %w", err)
-	}
-	s.tmpDir = tmp
-	s.watch = filepath.Join(cfg.Root, "complete")
-	if cfg.Jail {
-		s.watch = filepath.Join(tmp, "complete")
-	}
-	// A leftover completion file would end the environment at once.
-	if err := removeIfExists(s.watch); err != nil {
+	if err := s.layout(base); err != nil {
 		return err
+	}
+	// A leftover flag file would end the environment at once.
+	for _, f := range []string{s.complete, s.failed} {
+		if err := removeIfExists(f); err != nil {
+			return err
+		}
 	}
 
 	addr := cfg.Listen
@@ -130,13 +148,15 @@ func Serve(ctx context.Context, cfg Config, ready func(Info)) (err error) {
 		cancel()
 		s.closeConns()
 		wg.Wait()
-		// The file must not stay in the image, whatever ended the environment.
-		if rerr := removeIfExists(s.watch); rerr != nil && err == nil {
-			err = rerr
+		// The files must not stay in the image, whatever ended the environment.
+		for _, f := range []string{s.complete, s.failed} {
+			if rerr := removeIfExists(f); rerr != nil && err == nil {
+				err = rerr
+			}
 		}
 	}()
-	s.log.Info("listening", "addr", ln.Addr().String(), "jail", cfg.Jail,
-		"complete", info.CompleteFile, "host_key", info.HostKeyFingerprint)
+	s.log.Info("listening", "addr", ln.Addr().String(), "jail", cfg.Jail, "ims_layout", cfg.IMSLayout,
+		"complete", info.CompleteFile, "failed", info.FailedFile, "host_key", info.HostKeyFingerprint)
 	if ready != nil {
 		ready(info)
 	}
@@ -145,7 +165,7 @@ func Serve(ctx context.Context, cfg Config, ready func(Info)) (err error) {
 		defer wg.Done()
 		s.accept(sctx, ln, &wg)
 	}()
-	err = s.wait(ctx, info.CompleteFile)
+	err = s.wait(ctx, info)
 	if err == nil {
 		s.log.Info("complete", "file", info.CompleteFile)
 	} else {
@@ -156,12 +176,14 @@ func Serve(ctx context.Context, cfg Config, ready func(Info)) (err error) {
 
 // server is the state of one Serve call.
 type server struct {
-	cfg    Config
-	ssh    *ssh.ServerConfig
-	signer ssh.Signer
-	log    *slog.Logger
-	tmpDir string // host dir at /tmp in every session
-	watch  string // the completion file on the host
+	cfg      Config
+	ssh      *ssh.ServerConfig
+	signer   ssh.Signer
+	log      *slog.Logger
+	tmpDir   string // host dir at /tmp in every session
+	mntDir   string // host dir at /mnt/image in the IMS layout; "" otherwise
+	complete string // the completion file on the host
+	failed   string // the failed file on the host
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
@@ -222,23 +244,60 @@ func (s *server) info(addr net.Addr) (Info, error) {
 	if err != nil {
 		return Info{}, fmt.Errorf("sshenv: port %q: %w", port, err)
 	}
-	complete := HostCompleteFile
-	if s.cfg.Jail {
-		complete = JailCompleteFile
-	}
-	return Info{
+	info := Info{
 		Host:               host,
 		Port:               p,
 		User:               User,
 		HostKeyFingerprint: ssh.FingerprintSHA256(s.signer.PublicKey()),
 		Jail:               s.cfg.Jail,
-		CompleteFile:       complete,
-	}, nil
+		ImageRoot:          sandbox.ImageDir,
+		CompleteFile:       HostCompleteFile,
+		FailedFile:         HostFailedFile,
+	}
+	switch {
+	case s.cfg.Jail:
+		info.ImageRoot, info.CompleteFile, info.FailedFile = "/", JailCompleteFile, JailFailedFile
+	case s.cfg.IMSLayout:
+		info.ImageRoot = IMSImageRoot
+	}
+	return info, nil
+}
+
+// layout creates the host directories of the environment under base and
+// sets where the flag files appear on the host: in the shared /tmp when
+// jailed, in the image root in imsbuild's non-jailed layout, and in the
+// environment's own /mnt/image in IMS's.
+func (s *server) layout(base string) error {
+	s.tmpDir = filepath.Join(base, "tmp")
+	// /tmp of the environment: writable by every user, sticky.
+	if err := os.Mkdir(s.tmpDir, 0o755); err != nil {
+		return fmt.Errorf("sshenv: %w", err)
+	}
+	if err := os.Chmod(s.tmpDir, 0o1777); err != nil {
+		return fmt.Errorf("sshenv: %w", err)
+	}
+	flags := s.cfg.Root
+	switch {
+	case s.cfg.Jail:
+		flags = s.tmpDir
+	case s.cfg.IMSLayout:
+		s.mntDir = filepath.Join(base, "mnt")
+		if err := os.Mkdir(s.mntDir, 0o755); err != nil {
+			return fmt.Errorf("sshenv: %w", err)
+		}
+		if err := os.Mkdir(filepath.Join(s.mntDir, "image-root"), 0o755); err != nil {
+			return fmt.Errorf("sshenv: %w", err)
+		}
+		flags = s.mntDir
+	}
+	s.complete, s.failed = filepath.Join(flags, "complete"), filepath.Join(flags, "failed")
+	return nil
 }
 
 // wait returns nil when the completion file appears, an error wrapping
-// ErrTimeout when the timeout passes, or ctx.Err().
-func (s *server) wait(ctx context.Context, complete string) error {
+// ErrFailed when the failed file appears (it wins when both do), an error
+// wrapping ErrTimeout when the timeout passes, or ctx.Err().
+func (s *server) wait(ctx context.Context, info Info) error {
 	var expired <-chan time.Time
 	if s.cfg.Timeout > 0 {
 		t := time.NewTimer(s.cfg.Timeout)
@@ -248,14 +307,17 @@ func (s *server) wait(ctx context.Context, complete string) error {
 	tick := time.NewTicker(pollInterval)
 	defer tick.Stop()
 	for {
-		if _, err := os.Lstat(s.watch); err == nil {
+		if _, err := os.Lstat(s.failed); err == nil {
+			return fmt.Errorf("sshenv: %s touched: %w", info.FailedFile, ErrFailed)
+		}
+		if _, err := os.Lstat(s.complete); err == nil {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-expired:
-			return fmt.Errorf("sshenv: %s did not appear within %s: %w", complete, s.cfg.Timeout, ErrTimeout)
+			return fmt.Errorf("sshenv: %s did not appear within %s: %w", info.CompleteFile, s.cfg.Timeout, ErrTimeout)
 		case <-tick.C:
 		}
 	}

@@ -21,10 +21,12 @@ import (
 type target struct {
 	name string
 	jail bool
+	ims  bool // Config.IMSLayout
 	// setup returns the sandbox and the image root, or skips.
 	setup func(t *testing.T) (sandbox.Sandbox, string)
-	// complete is the command ending the environment.
-	complete string
+	// complete is the command ending the environment; failed the one
+	// failing it.
+	complete, failed string
 	// tmp is a shared directory of the sessions, as a shell expression.
 	tmp string
 	// image is the image root as seen from a session.
@@ -33,14 +35,23 @@ type target struct {
 
 func targets() []target {
 	return []target{
-		{name: "fake", jail: true, complete: `touch "$SSHENV_TMP/complete"`, tmp: `"$SSHENV_TMP"`, image: ".",
+		{name: "fake", jail: true, complete: `touch "$SSHENV_TMP/complete"`, failed: `touch "$SSHENV_TMP/failed"`,
+			tmp: `"$SSHENV_TMP"`, image: ".",
 			setup: func(t *testing.T) (sandbox.Sandbox, string) { return hostSandbox{}, t.TempDir() }},
-		{name: "bwrap-jail", jail: true, complete: "touch /tmp/complete", tmp: "/tmp", image: "/",
+		{name: "bwrap-jail", jail: true, complete: "touch /tmp/complete", failed: "touch /tmp/failed", tmp: "/tmp", image: "/",
 			setup: func(t *testing.T) (sandbox.Sandbox, string) {
 				sb := realSandbox(t)
 				return sb, testutil.BusyboxRoot(t, false)
 			}},
-		{name: "bwrap-host", jail: false, complete: "touch /mnt/image/complete", tmp: "/tmp", image: "/mnt/image",
+		{name: "bwrap-host", jail: false, complete: "touch /mnt/image/complete", failed: "touch /mnt/image/failed",
+			tmp: "/tmp", image: "/mnt/image",
+			setup: func(t *testing.T) (sandbox.Sandbox, string) {
+				sb := realSandbox(t)
+				return sb, testutil.BusyboxRoot(t, false)
+			}},
+		// IMS's customize layout: the jailed one is the same as bwrap-jail.
+		{name: "bwrap-ims-host", jail: false, ims: true, complete: "touch /mnt/image/complete", failed: "touch /mnt/image/failed",
+			tmp: "/tmp", image: "/mnt/image/image-root",
 			setup: func(t *testing.T) (sandbox.Sandbox, string) {
 				sb := realSandbox(t)
 				return sb, testutil.BusyboxRoot(t, false)
@@ -56,7 +67,7 @@ func forEachTarget(t *testing.T, cfg sshenv.Config, f func(t *testing.T, tg targ
 			sb, root := tg.setup(t)
 			key := newClientKey(t)
 			c := cfg
-			c.Sandbox, c.Root, c.Jail = sb, root, tg.jail
+			c.Sandbox, c.Root, c.Jail, c.IMSLayout = sb, root, tg.jail, tg.ims
 			c.AuthorizedKeys = append([]string{key.authorized}, cfg.AuthorizedKeys...)
 			f(t, tg, start(t, c), key, root)
 		})
@@ -121,16 +132,75 @@ func TestComplete(t *testing.T) {
 	})
 }
 
+// TestChangeKept changes a file of the image in a session and ends the
+// environment: the change is in the image root on the host, and neither
+// flag file is.
+func TestChangeKept(t *testing.T) {
+	forEachTarget(t, sshenv.Config{}, func(t *testing.T, tg target, e *env, key clientKey, root string) {
+		if tg.name == "fake" {
+			return // it runs on the host: it proves nothing about layouts
+		}
+		if _, errOut, status := e.run(t, key, "mkdir -p "+tg.image+"/etc && echo changed > "+tg.image+"/etc/motd"); status != 0 {
+			t.Fatalf("ssh write: status %d, stderr %q", status, errOut)
+		}
+		if _, errOut, status := e.run(t, key, tg.complete); status != 0 && status != 255 {
+			t.Fatalf("ssh %q: status %d, stderr %q", tg.complete, status, errOut)
+		}
+		if err := e.wait(t); err != nil {
+			t.Fatalf("Serve() = %v, want nil", err)
+		}
+		if got, err := os.ReadFile(filepath.Join(root, "etc/motd")); err != nil || string(got) != "changed\n" {
+			t.Errorf("etc/motd in the image = (%q, %v), want \"changed\\n\"", got, err)
+		}
+		for _, name := range []string{"complete", "failed", "image-root", "tmp/complete"} {
+			if _, err := os.Lstat(filepath.Join(root, name)); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("%s in the image root (Lstat: %v), want none", name, err)
+			}
+		}
+	})
+}
+
+// TestFailed ends the environment with the failed file: Serve fails with
+// ErrFailed and leaves no flag file.
+func TestFailed(t *testing.T) {
+	forEachTarget(t, sshenv.Config{}, func(t *testing.T, tg target, e *env, key clientKey, root string) {
+		if _, errOut, status := e.run(t, key, tg.failed); status != 0 && status != 255 {
+			t.Fatalf("ssh %q: status %d, stderr %q", tg.failed, status, errOut)
+		}
+		err := e.wait(t)
+		if !errors.Is(err, sshenv.ErrFailed) || !strings.Contains(err.Error(), e.info.FailedFile) {
+			t.Fatalf("Serve() = %v, want ErrFailed naming %s", err, e.info.FailedFile)
+		}
+		for _, name := range []string{"failed", "tmp/failed"} {
+			if _, err := os.Lstat(filepath.Join(root, name)); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("%s left in the image root (Lstat: %v)", name, err)
+			}
+		}
+		if _, err := e.dial0(); err == nil {
+			t.Error("still listening after Serve returned")
+		}
+	})
+}
+
 func TestInfo(t *testing.T) {
 	signer := newClientKey(t).signer // any key does as a host key
 	key := newClientKey(t)
 	root := t.TempDir()
-	for _, jail := range []bool{true, false} {
+	tests := []struct {
+		jail, ims                           bool
+		imageRoot, completeFile, failedFile string
+	}{
+		{jail: true, imageRoot: "/", completeFile: "/tmp/complete", failedFile: "/tmp/failed"},
+		{jail: true, ims: true, imageRoot: "/", completeFile: "/tmp/complete", failedFile: "/tmp/failed"},
+		{imageRoot: "/mnt/image", completeFile: "/mnt/image/complete", failedFile: "/mnt/image/failed"},
+		{ims: true, imageRoot: "/mnt/image/image-root", completeFile: "/mnt/image/complete", failedFile: "/mnt/image/failed"},
+	}
+	for _, tc := range tests {
 		e := start(t, sshenv.Config{AuthorizedKeys: []string{key.authorized}, Sandbox: hostSandbox{},
-			Root: root, Jail: jail, HostKey: signer})
+			Root: root, Jail: tc.jail, IMSLayout: tc.ims, HostKey: signer})
 		want := sshenv.Info{Host: "127.0.0.1", Port: e.info.Port, User: "root",
-			HostKeyFingerprint: ssh.FingerprintSHA256(signer.PublicKey()), Jail: jail,
-			CompleteFile: map[bool]string{true: "/tmp/complete", false: "/mnt/image/complete"}[jail]}
+			HostKeyFingerprint: ssh.FingerprintSHA256(signer.PublicKey()), Jail: tc.jail,
+			ImageRoot: tc.imageRoot, CompleteFile: tc.completeFile, FailedFile: tc.failedFile}
 		if e.info != want || e.info.Port == 0 {
 			t.Errorf("Info = %+v, want %+v", e.info, want)
 		}
@@ -242,7 +312,7 @@ func TestSCP(t *testing.T) {
 		}
 		dir := "/"
 		if !tg.jail {
-			dir = "/mnt/image/"
+			dir = tg.image + "/"
 		}
 		args := append(append([]string{"-s"}, e.sshArgs(key)...), "-P", strconv.Itoa(e.info.Port),
 			src, "root@"+e.info.Host+":"+dir+"etc/motd")

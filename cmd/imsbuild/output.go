@@ -72,7 +72,7 @@ func (p *printer) Event(ev engine.Event) {
 		return
 	case engine.StatusStarted:
 		p.running[ev.Step] = runningStep{since: ev.Time}
-	case engine.StatusWaiting:
+	case engine.StatusWaiting, engine.StatusResumed:
 	case engine.StatusLog:
 		if r, ok := p.running[ev.Step]; ok && p.tty {
 			// The status line is one line: newlines and tabs would break it too.
@@ -118,6 +118,8 @@ func (p *printer) line(ev engine.Event) string {
 		return fmt.Sprintf("%s %-24s skipped  (%s)", ts, ev.Step, printable(ev.Reason))
 	case engine.StatusCancelled:
 		return fmt.Sprintf("%s %-24s cancelled", ts, ev.Step)
+	case engine.StatusResumed:
+		return fmt.Sprintf("%s %-24s resumed  the SSH environment was completed", ts, ev.Step)
 	case engine.StatusWaiting:
 		if i := ev.SSH; i != nil {
 			what := "interactive"

@@ -16,16 +16,17 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/imsbuild/imsbuild/ims/server"
 	"github.com/imsbuild/imsbuild/ims/server/blob"
+	"github.com/imsbuild/imsbuild/ims/server/jobs"
 	"github.com/imsbuild/imsbuild/ims/server/store"
 	"github.com/imsbuild/imsbuild/internal/s3client"
 )
 
-// serveFlags are imsbuild serve's flags. The job ones (ssh, max jobs,
-// cache, CA certificates) are parsed and kept for the job runner.
+// serveFlags are imsbuild serve's flags.
 type serveFlags struct {
 	listen         string
 	dataDir        string
@@ -63,8 +64,13 @@ Artifacts live in S3: --s3-endpoint (credentials from the AWS SDK chain), or, wi
 embedded versitygw that serves <data-dir>/s3/data on a free 127.0.0.1 port with generated
 credentials in <data-dir>/s3/credentials.json (mode 0600). Buckets: boot-images and ims.
 
-Jobs: the records and IMS's POST validation are served; running jobs comes next, so a valid
-POST /jobs answers 500 as IMS does when it cannot start a job.
+Jobs run on the build engine over the cache in --cache-dir (default <data-dir>/cache), so a
+second create job of an unchanged recipe is a cache hit: at most --max-jobs at once, the
+others wait in status creating. A job's SSH environment (customize, or a failed create with
+enable_debug) listens on a port of --ssh-port-range; connection_info names it with --ssh-host
+(default: the listen host). GET /v3/jobs/{id}/log serves a job's log. DELETE of a job stops
+it and removes what it made; a job that was running when the server stopped is error after
+the next start. --ca-cert certificates are trusted while packages install and added to images.
 
 Security: with --token-file every route but /healthz/* needs "Authorization: Bearer <token>".
 A listen address other than loopback needs --token-file (or --insecure-no-auth).`,
@@ -179,7 +185,19 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 	}
 	defer stopS3()
 
-	srv, err := server.New(server.Config{Store: st, Blobs: blobs, Version: version, Token: token, Logger: log})
+	reg := prometheus.NewRegistry()
+	runner, err := newJobRunner(f, st, blobs, reg, log)
+	if err != nil {
+		return err
+	}
+	// After the HTTP server stopped: the jobs still running end in error.
+	defer func() {
+		if err := runner.Close(); err != nil {
+			log.Error("stop jobs", "err", err)
+		}
+	}()
+	srv, err := server.New(server.Config{Store: st, Blobs: blobs, Version: version, Token: token, Logger: log,
+		Registry: reg, Runner: runner})
 	if err != nil {
 		return err
 	}
@@ -216,7 +234,7 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 	}
 	fmt.Fprintf(out, "imsbuild serve: listening on %s://%s (IMS API at /apis/ims/v3 and /v3; data in %s; auth: %s)\n",
 		scheme, l.Addr(), st.Dir(), auth)
-	log.Info("jobs are not run by this version: POST /jobs answers 500", "max_jobs", f.maxJobs, "ssh_host", f.sshHost, "ssh_port_range", f.sshPortRange)
+	log.Info("jobs", "max_jobs", f.maxJobs, "ssh_host", runner.SSHHost(), "ssh_port_range", f.sshPortRange, "cache_dir", f.cacheDir)
 
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(l) }()
@@ -233,6 +251,48 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 	}
 	fmt.Fprintln(out, "imsbuild serve: stopped")
 	return nil
+}
+
+// newJobRunner returns the runner of the jobs, over the build cache of
+// --cache-dir (default <data-dir>/cache).
+func newJobRunner(f *serveFlags, st *store.Store, blobs *blob.Store, reg *prometheus.Registry, log *slog.Logger) (*jobs.Runner, error) {
+	if f.cacheDir == "" {
+		f.cacheDir = filepath.Join(f.dataDir, "cache")
+	}
+	cacheDir, err := filepath.Abs(f.cacheDir)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	var certs []string
+	for _, file := range f.caCerts {
+		pem, err := os.ReadFile(file)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("--ca-cert: %w", err)}
+		}
+		certs = append(certs, string(pem))
+	}
+	lo, hi, _ := parsePortRange(f.sshPortRange) // checked by check
+	host := f.sshHost
+	if host == "" {
+		host = sshHostOf(f.listen)
+	}
+	return jobs.New(jobs.Config{
+		Store: st, Blobs: blobs, CacheDir: cacheDir, ImageBucket: f.imageBucket,
+		MaxJobs: f.maxJobs, SSHHost: host, SSHPortFirst: lo, SSHPortLast: hi, CACerts: certs,
+		Environ: os.Environ(), Registry: reg, Logger: log,
+	})
+}
+
+// sshHostOf is the default --ssh-host: the listen host, or this machine's
+// name when the server listens on every address.
+func sshHostOf(listen string) string {
+	host, _, _ := net.SplitHostPort(listen)
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		if name, err := os.Hostname(); err == nil {
+			return name
+		}
+	}
+	return host
 }
 
 // openS3 connects to --s3-endpoint, or starts the embedded versitygw, and

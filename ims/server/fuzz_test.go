@@ -4,17 +4,29 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/imsbuild/imsbuild/ims/server/store"
 )
 
-// acceptRunner takes every job, so a valid job POST is a 201 under fuzzing.
-type acceptRunner struct{}
+// acceptRunner takes every job and runs none, so a valid job POST is a
+// 201 under fuzzing.
+type acceptRunner struct{ st *store.Store }
 
-func (acceptRunner) Start(context.Context, store.Job) error { return nil }
+func (a acceptRunner) Start(_ context.Context, j store.Job) (store.Job, error) {
+	return j, a.st.Jobs.Put(j)
+}
+func (acceptRunner) Cancel(string) {}
+func (a acceptRunner) Log(id string) (io.ReadCloser, error) {
+	if j, ok := a.st.Jobs.Get(id); ok && j.JobType == "customize" {
+		return io.NopCloser(strings.NewReader("log of " + id + "\n")), nil
+	}
+	return nil, fs.ErrNotExist
+}
 
 // fuzzRoutes are the POST and PATCH routes; "{id}" is replaced by the
 // fuzzed id, or by a real record's id when the fuzzed one is empty.
@@ -52,7 +64,7 @@ func FuzzRequests(f *testing.F) {
 	f.Add(uint8(15), "%2e%2e", []byte(nil))
 	f.Add(uint8(17), "x3000c0s1b0n0/..", []byte(nil))
 
-	e := newEnv(f, func(c *Config) { c.Runner = acceptRunner{} })
+	e := newEnv(f, func(c *Config) { c.Runner = acceptRunner{c.Store} })
 	key := e.must(201, "POST", "/v3/public-keys", map[string]any{"name": "k", "public_key": "ssh-ed25519 AAAA"})["id"].(string)
 	img := e.must(201, "POST", "/v3/images", map[string]any{"name": "i", "link": e.putImageArtifacts("fz")})["id"].(string)
 	e.putObject("ims", "r/recipe.tgz", []byte("x"))

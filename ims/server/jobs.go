@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"net/http"
 	"regexp"
 	"slices"
@@ -66,6 +68,14 @@ func (s *Server) jobRoutes(p string, segs []string) (endpoint, bool) {
 			http.MethodPatch:  func(w http.ResponseWriter, r *http.Request) { s.patchJob(w, r, id) },
 			http.MethodDelete: func(w http.ResponseWriter, r *http.Request) { s.deleteJob(w, r, id) },
 		}}, true
+	case 2:
+		if segs[1] != "log" {
+			return endpoint{}, false
+		}
+		id := segs[0]
+		return endpoint{pattern: p + "/{id}/log", handlers: handlers{
+			http.MethodGet: func(w http.ResponseWriter, r *http.Request) { s.getJobLog(w, r, id) },
+		}}, true
 	}
 	return endpoint{}, false
 }
@@ -88,14 +98,11 @@ func (s *Server) createJob(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusInternalServerError, detailNoRunner)
 		return
 	}
-	// Stored before it starts, so the runner's PATCHes find it.
-	if err := s.st.Jobs.Put(job); err != nil {
-		s.storeFailure(w, r, err)
-		return
-	}
-	if err := s.runner.Start(r.Context(), job); err != nil {
+	// The runner stores the record before it runs anything, so that the
+	// job's status updates find it.
+	job, err = s.runner.Start(r.Context(), job)
+	if err != nil {
 		s.log.Error("start job", "job", job.ID, "err", err)
-		_ = s.st.Jobs.Remove(job.ID)
 		writeProblem(w, http.StatusInternalServerError, "The job could not be started: "+err.Error())
 		return
 	}
@@ -261,11 +268,36 @@ func (s *Server) deleteJob(w http.ResponseWriter, r *http.Request, id string) {
 		writeProblem(w, http.StatusNotFound, detailNotFound)
 		return
 	}
+	// IMS deletes the job's Kubernetes job with its record: the job stops.
+	if s.runner != nil {
+		s.runner.Cancel(id)
+	}
 	if err := s.st.Jobs.Remove(id); err != nil {
 		s.storeFailure(w, r, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// getJobLog serves a job's log as plain text (an imsbuild addition: IMS
+// keeps job logs in Kubernetes).
+func (s *Server) getJobLog(w http.ResponseWriter, _ *http.Request, id string) {
+	if _, ok := s.st.Jobs.Get(id); !ok || s.runner == nil {
+		writeProblem(w, http.StatusNotFound, detailNotFound)
+		return
+	}
+	rc, err := s.runner.Log(id)
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			s.log.Error("open job log", "job", id, "err", err)
+		}
+		writeProblem(w, http.StatusNotFound, detailNotFound)
+		return
+	}
+	defer rc.Close()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusOK)
+	_, _ = io.Copy(w, rc)
 }
 
 // ageRE is one term of an age filter: a number and a unit (w, d, h, m).
@@ -316,8 +348,8 @@ func (s *Server) deleteJobs(w http.ResponseWriter, r *http.Request) {
 		}
 		cutoff = s.now().UTC().Add(-d)
 	}
+	var doomed []string
 	err := s.st.Jobs.Update(func(tx store.Tx[store.Job]) error {
-		var doomed []string
 		tx.Each(func(j store.Job) bool {
 			if len(statuses) > 0 && !slices.Contains(statuses, j.Status) {
 				return true
@@ -342,6 +374,13 @@ func (s *Server) deleteJobs(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.storeFailure(w, r, err)
 		return
+	}
+	// The records are gone, so the jobs' last status updates find nothing
+	// to write; cancel them as IMS deletes their Kubernetes jobs.
+	if s.runner != nil {
+		for _, id := range doomed {
+			s.runner.Cancel(id)
+		}
 	}
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -120,7 +120,7 @@ func TestToken(t *testing.T) {
 // TestJobRecords: job records as IMS keeps them (24 keys), PATCH by the job
 // tooling, and DELETE with filters.
 func TestJobRecords(t *testing.T) {
-	e := newEnv(t, func(c *Config) { c.Runner = acceptRunner{} })
+	e := newEnv(t, func(c *Config) { c.Runner = acceptRunner{c.Store} })
 	key := e.must(201, "POST", "/v3/public-keys", map[string]any{"name": "k", "public_key": "p"})["id"].(string)
 	img := e.must(201, "POST", "/v3/images", map[string]any{"name": "i", "arch": "aarch64", "link": e.putImageArtifacts("job")})["id"].(string)
 	e.putObject("ims", "r/recipe.tgz", []byte("x"))
@@ -148,6 +148,14 @@ func TestJobRecords(t *testing.T) {
 		t.Errorf("create job = %v", crj)
 	}
 	e.must(400, "POST", "/v3/jobs", map[string]any{"job_type": "create", "artifact_id": rec, "public_key_id": img, "image_root_archive_name": "n"})
+	// The job log (an imsbuild route): the runner's, 404 when it has none.
+	if code, body := e.call("GET", "/apis/ims/v3/jobs/"+id+"/log", nil); code != 200 || string(body) != "log of "+id+"\n" {
+		t.Errorf("GET job log = %d %q", code, body)
+	}
+	e.must(404, "GET", "/v3/jobs/"+crj["id"].(string)+"/log", nil)
+	e.must(404, "GET", "/v3/jobs/nope/log", nil)
+	e.must(404, "GET", "/v3/jobs/"+id+"/logs", nil)
+	e.must(405, "DELETE", "/v3/jobs/"+id+"/log", nil)
 	got := e.must(200, "PATCH", "/jobs/"+id, map[string]any{"status": "packaging_artifacts", "resultant_image_id": img})
 	if got["status"] != "packaging_artifacts" || got["resultant_image_id"] != img {
 		t.Errorf("patched job = %v", got)

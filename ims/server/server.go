@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -20,11 +21,22 @@ import (
 	"github.com/imsbuild/imsbuild/ims/server/store"
 )
 
-// Runner starts IMS jobs. Without one, POST /jobs validates the request as
+// Runner runs IMS jobs. Without one, POST /jobs validates the request as
 // IMS does and then answers 500, as IMS does when it cannot create a job's
 // Kubernetes objects.
 type Runner interface {
-	Start(ctx context.Context, job store.Job) error
+	// Start admits a new, validated job: it may fill in the record (the
+	// SSH containers' connection_info), stores it, queues it, and returns
+	// the record as stored, which the POST answers. On error nothing is
+	// stored and nothing runs.
+	Start(ctx context.Context, job store.Job) (store.Job, error)
+	// Cancel stops job id if it is queued or running and returns once its
+	// work is undone (sandbox killed, mounts and scratch space gone); the
+	// server then removes the record. An unknown id is no error.
+	Cancel(id string)
+	// Log opens the log of job id; it reports fs.ErrNotExist when the job
+	// has none.
+	Log(id string) (io.ReadCloser, error)
 }
 
 // Config is what New needs. Store and Blobs are required.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
@@ -117,6 +118,39 @@ func (s *Store) Read(ctx context.Context, bucket, key string, max int64) ([]byte
 		return nil, fmt.Errorf("get s3://%s/%s: %w (limit %d bytes)", bucket, key, ErrTooLarge, max)
 	}
 	return data, nil
+}
+
+// Get returns an object's content as a stream, with what a HEAD would
+// tell. The caller closes it.
+func (s *Store) Get(ctx context.Context, bucket, key string) (io.ReadCloser, Info, error) {
+	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &bucket, Key: &key})
+	if err != nil {
+		return nil, Info{}, classify("get", bucket, key, err)
+	}
+	return out.Body, Info{
+		Size:     aws.ToInt64(out.ContentLength),
+		ETag:     strings.Trim(aws.ToString(out.ETag), `"`),
+		Metadata: out.Metadata,
+	}, nil
+}
+
+// Upload writes an object of size bytes from r with metadata, in parts
+// above s3client.MinPartSize (so any size works), and returns its ETag.
+func (s *Store) Upload(ctx context.Context, bucket, key string, r io.Reader, size int64, contentType string, metadata map[string]string) (string, error) {
+	tm := s3client.NewUploader(s.client, s3client.Config{PartSize: 64 << 20, Concurrency: 4})
+	_, err := tm.UploadObject(ctx, &transfermanager.UploadObjectInput{
+		Bucket: aws.String(bucket), Key: aws.String(key), Body: r, ContentLength: aws.Int64(size),
+		ContentType: aws.String(contentType), Metadata: metadata,
+	})
+	if err != nil {
+		return "", classify("upload", bucket, key, err)
+	}
+	// IMS takes the ETag from a HEAD after the upload.
+	info, err := s.Head(ctx, bucket, key)
+	if err != nil {
+		return "", err
+	}
+	return info.ETag, nil
 }
 
 // Put writes an object.

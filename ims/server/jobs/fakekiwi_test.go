@@ -1,0 +1,134 @@
+package jobs
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/imsbuild/imsbuild/internal/testutil"
+)
+
+// fakeKiwi puts a kiwi-ng on PATH that "prepares" a copy of a busybox root
+// with a kernel and initrd, and fails half way when the description says
+// FAIL (as the engine's tests do). The real kiwi-ng is exercised by
+// TestCreateJobEndToEnd.
+func fakeKiwi(t *testing.T) {
+	t.Helper()
+	testutil.RequireTool(t, "unshare")
+	root := testutil.BusyboxRoot(t, true)
+	bin := t.TempDir()
+	script := fmt.Sprintf(`#!/bin/sh
+if [ "$1" = "--version" ]; then echo "KIWI (next generation) version 9.99.0"; exit 0; fi
+while [ $# -gt 0 ]; do
+  case "$1" in --root) root=$2; shift;; --description) desc=$2; shift;; esac
+  shift
+done
+mkdir -p "$root" && cp -a %[1]s/. "$root/"
+if grep -q FAIL "$desc/config.xml"; then
+  echo half-installed > "$root/etc/half"
+  echo "fake kiwi: package broken-pkg not found" >&2; exit 1
+fi
+cp "$desc/config.xml" "$root/etc/recipe.xml"
+echo "prepared $root"
+`, root)
+	if err := os.WriteFile(filepath.Join(bin, "kiwi-ng"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+}
+
+// fakeRecipe is a recipe archive whose description names an rpm-md
+// repository served by a test server, its config.xml an IMS template.
+func fakeRecipe(t *testing.T, extra string) []byte {
+	t.Helper()
+	repo := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/repo/repodata/repomd.xml" {
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(repo.Close)
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		templateListFile: "template_files: [config.xml]\n",
+		"config.xml": `<image schemaversion="7.5" name="fake"><!-- ` + extra + ` --><preferences><version>1.0.0</version></preferences>` +
+			`<repository type="rpm-md" alias="{{ release }}"><source path="` + repo.URL + `/repo"/></repository></image>` + "\n",
+	})
+	out, err := exec.Command("tar", "-C", dir, "-czf", "-", ".").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestCreateJobFakeKiwi runs create jobs over HTTP with a fake kiwi: one
+// that succeeds has its image; one whose kiwi fails ends in error with no
+// image record; with enable_debug the failure opens the debug shell,
+// which connection_info names, and a person ends it over real ssh.
+func TestCreateJobFakeKiwi(t *testing.T) {
+	testutil.RequireRoot(t)
+	sshBin := testutil.RequireTool(t, "ssh")
+	keygen := testutil.RequireTool(t, "ssh-keygen")
+	fakeKiwi(t)
+	e := newServeEnv(t, 2)
+	keyFile := filepath.Join(t.TempDir(), "id_ed25519")
+	if out, err := exec.Command(keygen, "-q", "-t", "ed25519", "-N", "", "-f", keyFile).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v\n%s", err, out)
+	}
+	pub, _ := os.ReadFile(keyFile + ".pub")
+	key := e.call(201, "POST", "/v3/public-keys", map[string]any{"name": "k", "public_key": string(pub)})["id"].(string)
+
+	good := e.registerRecipe("good", fakeRecipe(t, "ok"))
+	id := e.call(201, "POST", "/v3/jobs", map[string]any{"job_type": "create", "artifact_id": good, "public_key_id": key, "image_root_archive_name": "debian-node"})["id"].(string)
+	job, seen := e.waitJob(id, 2*time.Minute, "success", "error")
+	if job["status"] != "success" {
+		t.Fatalf("create job: %v (%v)\n%s", job["status"], seen, e.get("/v3/jobs/"+id+"/log"))
+	}
+	checkImage(t, e, job, id)
+
+	bad := e.registerRecipe("bad", fakeRecipe(t, "FAIL"))
+	id = e.call(201, "POST", "/v3/jobs", map[string]any{"job_type": "create", "artifact_id": bad, "public_key_id": key, "image_root_archive_name": "bad"})["id"].(string)
+	job, _ = e.waitJob(id, 2*time.Minute, "success", "error")
+	log := e.get("/v3/jobs/" + id + "/log")
+	if job["status"] != "error" || job["resultant_image_id"] != nil || !strings.Contains(string(log), "broken-pkg") {
+		t.Errorf("failed create job: %v\n%s", job, log)
+	}
+	if n := e.st.Images.Len(); n != 1 {
+		t.Errorf("%d image records after a failed job, want 1", n)
+	}
+
+	// enable_debug: the failed root is open over SSH until a person is done.
+	job = e.call(201, "POST", "/v3/jobs", map[string]any{"job_type": "create", "artifact_id": bad, "public_key_id": key, "image_root_archive_name": "bad", "enable_debug": true})
+	id = job["id"].(string)
+	sc := job["ssh_containers"].([]any)[0].(map[string]any)
+	if sc["name"] != "debug" || sc["connection_info"] == nil {
+		t.Errorf("debug job's ssh container in the POST answer = %v", sc)
+	}
+	job, _ = e.waitJob(id, 2*time.Minute, "waiting_on_user", "error", "success")
+	if job["status"] != "waiting_on_user" {
+		t.Fatalf("debug job: %v\n%s", job["status"], e.get("/v3/jobs/"+id+"/log"))
+	}
+	ci := job["ssh_containers"].([]any)[0].(map[string]any)["connection_info"].(map[string]any)["customer_access"].(map[string]any)
+	port := int(ci["port"].(float64))
+	m := regexp.MustCompile(`ssh -p (\d+) (\S+)@`).FindSubmatch(e.get("/v3/jobs/" + id + "/log"))
+	if m == nil || string(m[1]) != strconv.Itoa(port) {
+		t.Fatalf("connection_info port %d, the log says %q", port, m)
+	}
+	out, err := exec.Command(sshBin, "-i", keyFile, "-p", strconv.Itoa(port), "-o", "StrictHostKeyChecking=no",
+		"-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
+		string(m[2])+"@"+ci["host"].(string), "cat /mnt/image/etc/half && touch /mnt/image/complete").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "half-installed") {
+		t.Fatalf("debug ssh: %v\n%s", err, out)
+	}
+	job, _ = e.waitJob(id, time.Minute, "error", "success")
+	if job["status"] != "error" || job["resultant_image_id"] != nil {
+		t.Errorf("debug job after the shell: %v", job)
+	}
+}

@@ -1,0 +1,146 @@
+package jobs
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/imsbuild/imsbuild/engine"
+	"github.com/imsbuild/imsbuild/ims/server/blob"
+	"github.com/imsbuild/imsbuild/ims/server/store"
+	"github.com/imsbuild/imsbuild/spec"
+)
+
+// jobRun is one running job: what runCreate and runCustomize get, and all
+// they should need of the runner.
+//
+// The job function owns the job between its start and its return. It
+// moves the record through IMS's statuses with setStatus (fetching_recipe,
+// waiting_for_repos, building_image, packaging_artifacts for a create;
+// fetching_image, waiting_on_user, packaging_artifacts for a customize;
+// SPEC §2.6) and, on success, sets resultant_image_id with update before it
+// returns nil. The runner then sets success, or error when it returned an
+// error; the job function never sets either itself. When ctx ends (DELETE
+// of the job, or the server stopping) it must stop, undo what it made
+// (sandboxes, mounts, scratch space, half-published objects) and return.
+type jobRun struct {
+	// job is the record as admitted: Start filled in the SSH containers'
+	// connection_info. It is a copy; the stored record changes only
+	// through setStatus and update.
+	job store.Job
+	// log is the job's log file (GET /v3/jobs/{id}/log). Safe for use from
+	// many goroutines; the engine's events go here through engineOptions.
+	log io.Writer
+	// sshHost and sshPort are where the job's SSH environment must listen
+	// and what connection_info says; sshPort is 0 for a job without SSH
+	// containers (a create job without enable_debug).
+	sshHost string
+	sshPort int
+
+	r *Runner
+}
+
+// sshListen is the address the job's SSH environment listens on: sshPort
+// on sshHost when that is an address of this machine, else on every
+// address (a DNS name may resolve to any of them).
+func (j *jobRun) sshListen() string {
+	return net.JoinHostPort(listenHost(j.sshHost), strconv.Itoa(j.sshPort))
+}
+
+// setStatus moves the job to status (one of server.JobStatuses, not
+// success or error: the runner sets those). A deleted job stays deleted.
+func (j *jobRun) setStatus(status string) error {
+	if terminal(status) {
+		return fmt.Errorf("set job status %s: the runner sets final statuses", status)
+	}
+	fmt.Fprintf(j.log, "%s imsbuild serve: status %s\n", j.r.cfg.Now().UTC().Format(time.RFC3339), status)
+	return j.r.setStatus(j.job.ID, status, nil)
+}
+
+// update changes the stored record with fn (resultant_image_id, the SSH
+// containers' status), keeping its status.
+func (j *jobRun) update(fn func(*store.Job)) error {
+	return j.r.setStatus(j.job.ID, "", fn)
+}
+
+// blobs is the server's S3; imageBucket the bucket of image artifacts.
+// (Recipe archives and a customize job's source image are read from
+// wherever their record's link points.)
+func (j *jobRun) blobs() *blob.Store  { return j.r.cfg.Blobs }
+func (j *jobRun) imageBucket() string { return j.r.cfg.ImageBucket }
+
+// caCerts are the PEM certificates of --ca-cert: trusted while packages
+// install and added to the image.
+func (j *jobRun) caCerts() []string { return j.r.cfg.CACerts }
+
+// store is the server's record store: a job creates its image record here.
+func (j *jobRun) store() *store.Store { return j.r.cfg.Store }
+
+// now is the server's clock.
+func (j *jobRun) now() time.Time { return j.r.cfg.Now() }
+
+// workDir makes the job's scratch directory on the cache's filesystem
+// (so the engine can rename into the cache). release removes it; a
+// directory a killed server left behind is removed by the next
+// workDir call.
+func (j *jobRun) workDir() (dir string, release func(), err error) {
+	return engine.AcquireWorkDir(filepath.Join(j.r.cfg.CacheDir, "work"), j.r.log)
+}
+
+// newEngine returns an engine for cfg over the server's cache, with its
+// scratch space under work (from workDir), step logs under work/logs, and
+// its events written to the job's log; events, when not nil, sees every
+// event too (to follow the build into IMS statuses). tune changes the
+// options further (DebugOnFailure, PublicKeys, Interactive, …).
+func (j *jobRun) newEngine(cfg *spec.Config, work string, events func(engine.Event), tune func(*engine.Options)) (*engine.Engine, error) {
+	for _, d := range []string{"engine", "logs"} {
+		if err := os.MkdirAll(filepath.Join(work, d), 0o755); err != nil {
+			return nil, fmt.Errorf("engine work dir: %w", err)
+		}
+	}
+	opts := engine.Options{
+		Environ:           j.r.cfg.Environ,
+		StateDir:          j.r.cfg.CacheDir,
+		WorkDir:           filepath.Join(work, "engine"),
+		LogDir:            filepath.Join(work, "logs"),
+		StatCache:         j.r.stat,
+		Logger:            j.r.log.With("job", j.job.ID),
+		BootstrapCacheDir: engine.DefaultBootstrapCacheDir,
+		PackageStore:      j.r.cache,
+		PackageActions:    j.r.cache.Actions(),
+		Events: func(ev engine.Event) {
+			writeEvent(j.log, ev)
+			if events != nil {
+				events(ev)
+			}
+		},
+	}
+	if tune != nil {
+		tune(&opts)
+	}
+	return engine.New(cfg, j.r.cache, j.r.cache.Actions(), opts)
+}
+
+// writeEvent writes one engine event to a job log as a plain line.
+func writeEvent(w io.Writer, ev engine.Event) {
+	line := ev.Time.UTC().Format(time.RFC3339) + " " + ev.Step + " " + string(ev.Status)
+	switch {
+	case ev.Line != "":
+		line += ": " + ev.Line
+	case ev.Error != "":
+		line += ": " + ev.Error
+	case ev.Reason != "":
+		line += " (" + ev.Reason + ")"
+	}
+	if ev.DurationMS > 0 {
+		line += fmt.Sprintf(" in %.1fs", float64(ev.DurationMS)/1000)
+	}
+	if ev.SSH != nil {
+		line += fmt.Sprintf(": ssh -p %d %s@%s", ev.SSH.Port, ev.SSH.User, ev.SSH.Host)
+	}
+	fmt.Fprintln(w, line)
+}
