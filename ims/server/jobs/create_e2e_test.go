@@ -2,11 +2,18 @@ package jobs
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/md5"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"io"
 	"log/slog"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -40,7 +47,7 @@ type serveEnv struct {
 	cache  string
 }
 
-func newServeEnv(t *testing.T, maxJobs int) *serveEnv {
+func newServeEnv(t *testing.T, maxJobs int, caCerts ...string) *serveEnv {
 	t.Helper()
 	s3s := s3test.Start(t)
 	s3s.CreateBucket(t, "boot-images")
@@ -58,7 +65,7 @@ func newServeEnv(t *testing.T, maxJobs int) *serveEnv {
 	reg := prometheus.NewRegistry()
 	ports := freePortRange(t, 4)
 	r, err := New(Config{Store: st, Blobs: blobs, CacheDir: cache, MaxJobs: maxJobs, SSHHost: "127.0.0.1",
-		SSHPortFirst: ports, SSHPortLast: ports + 3, Environ: os.Environ(), Logger: log, Registry: reg})
+		SSHPortFirst: ports, SSHPortLast: ports + 3, CACerts: caCerts, Environ: os.Environ(), Logger: log, Registry: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +196,8 @@ func TestCreateJobEndToEnd(t *testing.T) {
 	for _, tool := range []string{"kiwi-ng", "debootstrap", "mksquashfs", "unsquashfs", "bwrap"} {
 		testutil.RequireTool(t, tool)
 	}
-	e := newServeEnv(t, 2)
+	ca := selfSignedCA(t)
+	e := newServeEnv(t, 2, ca)
 	rec := e.registerRecipe("debian-node", recipeArchive(t, nil))
 	key := e.call(201, "POST", "/v3/public-keys", map[string]any{"name": "admin", "public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ5Ys3HbWA7VHWRj2n7L3sc0x1Dg9D6FqJkvNrU/rFhm admin"})["id"].(string)
 	post := map[string]any{"job_type": "create", "artifact_id": rec, "public_key_id": key, "image_root_archive_name": "debian-node"}
@@ -207,6 +215,10 @@ func TestCreateJobEndToEnd(t *testing.T) {
 		t.Errorf("statuses in the job log: %s, want IMS's %s", got, want)
 	}
 	imgID := checkImage(t, e, job, id)
+	// --ca-cert: the site CA is in the image's trust store.
+	if got := catRootfs(t, e, imgID, "usr/local/share/ca-certificates/imsbuild-1.crt"); got != ca {
+		t.Errorf("the --ca-cert certificate in the image = %q, want %q", got, ca)
+	}
 	if !bytes.Contains(log, []byte("md5")) || !bytes.Contains(log, []byte("checked")) {
 		t.Errorf("the job log does not say the recipe's md5 was checked:\n%s", log)
 	}
@@ -279,6 +291,47 @@ func TestCreateJobEndToEnd(t *testing.T) {
 	if n := len(e.st.Images.All()); n != 2 {
 		t.Errorf("%d image records, want the 2 of the finished jobs", n)
 	}
+}
+
+// selfSignedCA returns a PEM CA certificate.
+func selfSignedCA(t *testing.T) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "imsbuild test site CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+}
+
+// catRootfs returns a file of an image's rootfs in S3.
+func catRootfs(t *testing.T, e *serveEnv, imgID, name string) string {
+	t.Helper()
+	body, _, err := e.blobs.Get(t.Context(), "boot-images", imgID+"/rootfs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer body.Close()
+	f := filepath.Join(t.TempDir(), "rootfs")
+	out, err := os.Create(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, body); err != nil {
+		t.Fatal(err)
+	}
+	out.Close()
+	b, err := exec.Command("unsquashfs", "-cat", f, name).Output()
+	if err != nil {
+		t.Errorf("unsquashfs -cat %s: %v", name, err)
+	}
+	return string(b)
 }
 
 // logStatuses returns the statuses a job log records, in order.

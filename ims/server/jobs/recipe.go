@@ -201,7 +201,8 @@ func renderFile(root *os.Root, name string, values map[string]any) error {
 	if err := tpl.Execute(&out, exec.NewContext(values)); err != nil {
 		return fmt.Errorf("render: %w", err)
 	}
-	// Jinja2's render drops the template's final newline (keep_trailing_newline off).
+	// As with Jinja2 (keep_trailing_newline off), a final newline of the
+	// template is dropped.
 	rendered := out.Bytes()
 	f, err := root.OpenFile(name, os.O_WRONLY|os.O_TRUNC, 0)
 	if err != nil {

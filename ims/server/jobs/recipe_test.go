@@ -69,7 +69,7 @@ func TestRenderRecipe(t *testing.T) {
 		"other.xml":      "{{ release }}\n",
 	} {
 		b, _ := os.ReadFile(filepath.Join(dir, name))
-		if strings.TrimRight(string(b), "\n") != strings.TrimRight(want, "\n") {
+		if string(b) != want {
 			t.Errorf("%s = %q, want %q", name, b, want)
 		}
 	}
