@@ -1,0 +1,216 @@
+package sbom
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/rpmpack"
+
+	"github.com/imsbuild/imsbuild/internal/testutil"
+)
+
+// nevra is what both the SBOM and the package manager's own query report.
+func nevras(pkgs []Package, typ string) []string {
+	var out []string
+	for _, p := range pkgs {
+		if p.Type == typ {
+			out = append(out, p.Name+" "+p.FullVersion()+" "+p.Arch)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(t.Context(), name, args...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, stderr.String())
+	}
+	return stdout.String()
+}
+
+// TestScanDpkgHost reads the host's own dpkg database (read-only: a real
+// Debian root) and compares the package set with dpkg-query's.
+func TestScanDpkgHost(t *testing.T) {
+	testutil.RequireTool(t, "dpkg-query")
+	if _, err := os.Stat("/var/lib/dpkg/status"); err != nil {
+		t.Skipf("host has no dpkg database: %v", err)
+	}
+	start := time.Now()
+	inv, err := Scan(t.Context(), "/")
+	if err != nil {
+		t.Fatalf("Scan(/) = %v", err)
+	}
+	t.Logf("Scan(/) of %d packages took %v", len(inv.Packages), time.Since(start))
+
+	out := run(t, "dpkg-query", "--admindir=/var/lib/dpkg", "-W",
+		"-f=${Package} ${Version} ${Architecture} ${db:Status-Status}\n")
+	var want []string
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(l)
+		if len(f) != 4 {
+			t.Fatalf("dpkg-query line %q", l)
+		}
+		// config-files packages are removed: only conffiles remain, so
+		// they are not in the image's SBOM.
+		if f[3] != "config-files" {
+			want = append(want, strings.Join(f[:3], " "))
+		}
+	}
+	slices.Sort(want)
+	if len(want) < 50 {
+		t.Fatalf("dpkg-query listed only %d packages", len(want))
+	}
+	if diff := cmp.Diff(want, nevras(inv.Packages, TypeDeb)); diff != "" {
+		t.Errorf("Scan(/) debs differ from dpkg-query (-want +got):\n%s", diff)
+	}
+	// bash's copyright is machine-readable and all GPL-3+; its license is
+	// found. (It is a required package: every Debian root has it.)
+	for _, p := range inv.Packages {
+		if p.Name == "bash" && p.License == "" {
+			t.Errorf("bash: no license found in its copyright file")
+		}
+	}
+}
+
+func writeFile(t *testing.T, path, data string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestScanConfined: symlinks in a hostile image must not make Scan read the
+// host's files.
+func TestScanConfined(t *testing.T) {
+	t.Run("status symlink", func(t *testing.T) {
+		root := t.TempDir()
+		if err := os.MkdirAll(filepath.Join(root, "var/lib"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink("/var/lib/dpkg", filepath.Join(root, "var/lib/dpkg")); err != nil {
+			t.Fatal(err)
+		}
+		inv, err := Scan(t.Context(), root)
+		if err == nil {
+			t.Fatalf("Scan() = %d packages through a symlink out of the root, want an error", len(inv.Packages))
+		}
+		if !strings.Contains(err.Error(), "var/lib/dpkg/status") {
+			t.Errorf("Scan() = %v, want it to name var/lib/dpkg/status", err)
+		}
+	})
+	t.Run("copyright symlink", func(t *testing.T) {
+		root := t.TempDir()
+		writeFile(t, filepath.Join(root, dpkgStatus), "Package: bash\nStatus: install ok installed\nVersion: 5\nArchitecture: amd64\n")
+		if err := os.MkdirAll(filepath.Join(root, "usr/share/doc/bash"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		// An absolute link and a relative one climbing out of the root.
+		if err := os.Symlink("/usr/share/doc/bash/copyright", filepath.Join(root, "usr/share/doc/bash/copyright")); err != nil {
+			t.Fatal(err)
+		}
+		inv, err := Scan(t.Context(), root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(inv.Packages) != 1 || inv.Packages[0].License != "" {
+			t.Errorf("Scan() = %+v, want bash without a license (its copyright is outside the root)", inv.Packages)
+		}
+	})
+}
+
+func TestScanEmptyRoot(t *testing.T) {
+	inv, err := Scan(t.Context(), t.TempDir())
+	if err != nil || len(inv.Packages) != 0 {
+		t.Fatalf("Scan(empty) = %+v, %v; want no packages and no error", inv, err)
+	}
+	if _, err := Scan(t.Context(), filepath.Join(t.TempDir(), "missing")); err == nil {
+		t.Error("Scan(missing) = nil error")
+	}
+}
+
+// testRPM builds a small rpm with rpmpack.
+func testRPM(t *testing.T, dir, name, version, release string, epoch uint32, licence string) string {
+	t.Helper()
+	r, err := rpmpack.NewRPM(rpmpack.RPMMetaData{
+		Name: name, Version: version, Release: release, Epoch: epoch, Arch: "noarch",
+		Summary: "test", Description: "test", Licence: licence, Vendor: "imsbuild tests", URL: "https://example.org/" + name,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.AddFile(rpmpack.RPMFile{Name: "/usr/share/" + name + "/README", Body: []byte(name + "\n"), Mode: 0o100644, Owner: "root", Group: "root"})
+	p := filepath.Join(dir, name+".rpm")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := r.Write(f); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestScanRPM installs rpms into a root with the real rpm (its sqlite
+// database, rpm ≥ 4.16) and compares the package set with rpm -qa.
+func TestScanRPM(t *testing.T) {
+	testutil.RequireTool(t, "rpm")
+	root, dir := t.TempDir(), t.TempDir()
+	writeFile(t, filepath.Join(root, "etc/os-release"), "ID=\"sles\"\nVERSION_ID=\"15.6\"\n")
+	// Debian's rpm keeps its database in ~/.rpmdb; the image layout is
+	// the distributions' /usr/lib/sysimage/rpm.
+	db := []string{"--root", root, "--dbpath", "/usr/lib/sysimage/rpm"}
+	run(t, "rpm", append(db, "--initdb")...)
+	run(t, "rpm", append(db, "-i", "--nodeps", "--noscripts",
+		testRPM(t, dir, "alpha", "1.2", "3.1", 0, "MIT"),
+		testRPM(t, dir, "beta", "2.0", "1", 2, "GPLv2+"),
+		testRPM(t, dir, "gamma", "0.9", "7", 0, "GPL-2.0-or-later AND BSD-3-Clause"))...)
+
+	inv, err := Scan(t.Context(), root)
+	if err != nil {
+		t.Fatalf("Scan() = %v", err)
+	}
+	// rpm -qa includes no gpg-pubkey here (no keys were imported), and an
+	// epoch of 0 is no epoch.
+	out := run(t, "rpm", append(db, "-qa", "--qf", "%{NAME} %{EPOCHNUM}:%{VERSION}-%{RELEASE} %{ARCH}\n")...)
+	want := strings.Split(strings.ReplaceAll(strings.TrimSpace(out), " 0:", " "), "\n")
+	slices.Sort(want)
+	if diff := cmp.Diff(want, nevras(inv.Packages, TypeRPM)); diff != "" {
+		t.Errorf("Scan() rpms differ from rpm -qa (-want +got):\n%s", diff)
+	}
+	if inv.Distro != (Distro{ID: "sles", VersionID: "15.6"}) {
+		t.Errorf("Distro = %+v", inv.Distro)
+	}
+
+	doc, err := inv.SPDX(Document{Name: "rpm-image", Tool: "imsbuild-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string][2]string{}
+	for _, p := range doc.Packages[1:] {
+		got[p.PackageName] = [2]string{p.PackageLicenseDeclared, p.PackageExternalReferences[0].Locator}
+	}
+	wantSPDX := map[string][2]string{
+		"alpha": {"MIT", "pkg:rpm/sles/alpha@1.2-3.1?arch=noarch&distro=sles-15.6"},
+		// Free-text licenses are not SPDX expressions.
+		"beta":  {"NOASSERTION", "pkg:rpm/sles/beta@2.0-1?arch=noarch&distro=sles-15.6&epoch=2"},
+		"gamma": {"GPL-2.0-or-later AND BSD-3-Clause", "pkg:rpm/sles/gamma@0.9-7?arch=noarch&distro=sles-15.6"},
+	}
+	if diff := cmp.Diff(wantSPDX, got); diff != "" {
+		t.Errorf("SPDX packages (-want +got):\n%s", diff)
+	}
+}
