@@ -119,4 +119,3 @@ func TestStatementRejects(t *testing.T) {
 		})
 	}
 }
-
