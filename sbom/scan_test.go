@@ -214,3 +214,81 @@ func TestScanRPM(t *testing.T) {
 		t.Errorf("SPDX packages (-want +got):\n%s", diff)
 	}
 }
+
+// rpmdbFixture copies a database from go-rpmdb's own test data (in the
+// module cache, downloaded with the module) into a new image root at path.
+func rpmdbFixture(t *testing.T, fixture, path string) string {
+	t.Helper()
+	out := run(t, "go", "list", "-m", "-f", "{{.Dir}}", "github.com/anchore/go-rpmdb")
+	data, err := os.ReadFile(filepath.Join(strings.TrimSpace(out), "pkg/testdata", fixture))
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	writeFile(t, filepath.Join(root, path), string(data))
+	return root
+}
+
+// TestScanRPMBerkeleyDB reads a CentOS 5 Berkeley DB database and compares
+// it with the real rpm's read-only bdb backend.
+func TestScanRPMBerkeleyDB(t *testing.T) {
+	testutil.RequireTool(t, "rpm")
+	root := rpmdbFixture(t, "centos5-plain/Packages", "var/lib/rpm/Packages")
+	inv, err := Scan(t.Context(), root)
+	if err != nil {
+		t.Fatalf("Scan() = %v", err)
+	}
+	out := run(t, "rpm", "--define", "_db_backend bdb_ro", "--root", root, "--dbpath", "/var/lib/rpm", "-qa",
+		"--qf", "%{NAME} %{EPOCHNUM}:%{VERSION}-%{RELEASE} %{ARCH}\n")
+	var want []string
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		if !strings.HasPrefix(l, "gpg-pubkey ") {
+			want = append(want, strings.Replace(l, " 0:", " ", 1))
+		}
+	}
+	slices.Sort(want)
+	if len(want) < 50 {
+		t.Fatalf("rpm -qa listed %d packages", len(want))
+	}
+	if diff := cmp.Diff(want, nevras(inv.Packages, TypeRPM)); diff != "" {
+		t.Errorf("Scan() differs from rpm -qa (-want +got):\n%s", diff)
+	}
+}
+
+// TestScanRPMNDB reads SUSE's ndb format (Debian's rpm cannot read it, so
+// the check is that the well-known packages are there).
+func TestScanRPMNDB(t *testing.T) {
+	root := rpmdbFixture(t, "sle15-bci/Packages.db", "usr/lib/sysimage/rpm/Packages.db")
+	inv, err := Scan(t.Context(), root)
+	if err != nil {
+		t.Fatalf("Scan() = %v", err)
+	}
+	names := map[string]bool{}
+	for _, p := range inv.Packages {
+		names[p.Name] = p.Type == TypeRPM && p.Version != "" && p.Arch != ""
+	}
+	for _, n := range []string{"bash", "glibc", "filesystem", "libzstd1"} {
+		if !names[n] {
+			t.Errorf("Scan() of the SLE 15 ndb database has no complete %s among %d packages", n, len(inv.Packages))
+		}
+	}
+}
+
+// TestScanRPMMalformed: a damaged database is an error, not a crash.
+func TestScanRPMMalformed(t *testing.T) {
+	for _, tc := range []struct{ name, path, data string }{
+		{"sqlite header only", "usr/lib/sysimage/rpm/rpmdb.sqlite", "SQLite format 3\x00" + strings.Repeat("\xff", 200)},
+		{"ndb garbage", "usr/lib/sysimage/rpm/Packages.db", "RpmP" + strings.Repeat("\x01", 300)},
+		{"bdb garbage", "var/lib/rpm/Packages", strings.Repeat("\x00\x61\x15\x06", 1024)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			writeFile(t, filepath.Join(root, tc.path), tc.data)
+			if inv, err := Scan(t.Context(), root); err == nil {
+				t.Errorf("Scan() = %d packages, want an error", len(inv.Packages))
+			} else if !strings.Contains(err.Error(), tc.path) {
+				t.Errorf("Scan() = %v, want it to name %s", err, tc.path)
+			}
+		})
+	}
+}
