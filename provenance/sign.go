@@ -41,7 +41,10 @@ var (
 
 // Sign signs statement (Statement's output) with key, an ed25519 or ECDSA
 // P-256 private key, and returns the DSSE envelope as one line of JSON: the
-// form of an .intoto.jsonl file and of cosign's --signature file.
+// form of an .intoto.jsonl file and of cosign's --signature file. An
+// ed25519 envelope is deterministic; an ECDSA signature is randomized, so
+// its envelope differs between two signings of the same statement (both
+// verify).
 func Sign(ctx context.Context, statement []byte, key crypto.Signer) ([]byte, error) {
 	sv, err := newSignerVerifier(key)
 	if err != nil {

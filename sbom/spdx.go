@@ -1,6 +1,7 @@
 package sbom
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -85,9 +86,12 @@ func (inv *Inventory) SPDX(d Document) (*spdx.Document, error) {
 	})
 	seen := map[common.ElementID]bool{}
 	refs := map[string]bool{}
+	// Validating an expression is slow (the library compiles regexps per
+	// call); spdxLicense caches it per term.
+	licenses := map[string]bool{}
 	h := sha256.New()
 	for _, p := range inv.Packages {
-		sp, err := inv.spdxPackage(p)
+		sp, err := inv.spdxPackage(p, licenses)
 		if err != nil {
 			return nil, err
 		}
@@ -124,7 +128,8 @@ func (inv *Inventory) SPDX(d Document) (*spdx.Document, error) {
 	return doc, nil
 }
 
-func (inv *Inventory) spdxPackage(p Package) (*spdx.Package, error) {
+func (inv *Inventory) spdxPackage(p Package, licenses map[string]bool) (*spdx.Package, error) {
+	declared := spdxLicense(p.License, licenses)
 	sp := &spdx.Package{
 		PackageName:               p.Name,
 		PackageSPDXIdentifier:     packageID(p),
@@ -133,7 +138,7 @@ func (inv *Inventory) spdxPackage(p Package) (*spdx.Package, error) {
 		FilesAnalyzed:             false,
 		IsFilesAnalyzedTagPresent: true,
 		PackageLicenseConcluded:   noAssertion,
-		PackageLicenseDeclared:    spdxLicense(p.License),
+		PackageLicenseDeclared:    declared,
 		PackageCopyrightText:      noAssertion,
 	}
 	if p.Source != "" {
@@ -220,27 +225,55 @@ var licenseRefRE = regexp.MustCompile(regexp.QuoteMeta(licenseRefPrefix) + `[A-Z
 // spdxLicense keeps a declared license only when it is a valid SPDX
 // expression of listed licenses and of this package's Debian LicenseRefs;
 // anything else (free text such as an older rpm's "GPLv2+", a LicenseRef
-// whose text the document cannot give) is NOASSERTION.
-func spdxLicense(s string) string {
+// whose text the document cannot give) is NOASSERTION. An AND of valid
+// expressions is valid, so each top-level AND term is validated on its own,
+// with the results cached in valid: an image's packages share few terms.
+func spdxLicense(s string, valid map[string]bool) string {
 	if s == "" {
 		return noAssertion
 	}
-	ok, _ := spdxexp.ValidateLicensesWithOptions([]string{s}, spdxexp.ValidateLicensesOptions{FailAllDocumentRefs: true})
-	if !ok {
-		return noAssertion
-	}
-	if strings.Count(s, "LicenseRef-") != len(licenseRefRE.FindAllString(s, -1)) {
-		return noAssertion
+	for _, term := range splitAND(s) {
+		ok, seen := valid[term]
+		if !seen {
+			ok, _ = spdxexp.ValidateLicensesWithOptions([]string{term}, spdxexp.ValidateLicensesOptions{FailAllDocumentRefs: true})
+			ok = ok && strings.Count(term, "LicenseRef-") == len(licenseRefRE.FindAllString(term, -1))
+			valid[term] = ok
+		}
+		if !ok {
+			return noAssertion
+		}
 	}
 	return s
 }
 
-// EncodeSPDX writes doc as SPDX 2.3 JSON, indented, with a final newline.
+// splitAND splits an expression at its AND operators outside parentheses.
+// A malformed expression gives a malformed (so invalid) term.
+func splitAND(s string) []string {
+	var terms []string
+	depth, start := 0, 0
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '(':
+			depth++
+		case ')':
+			depth--
+		case ' ':
+			if depth == 0 && strings.HasPrefix(s[i:], " AND ") {
+				terms = append(terms, s[start:i])
+				start = i + len(" AND ")
+				i += len(" AND ") - 1
+			}
+		}
+	}
+	return append(terms, s[start:])
+}
+
+// EncodeSPDX writes doc as compact SPDX 2.3 JSON with a final newline
+// (indenting doubles the encoding time; jq reads it either way).
 // encoding/json emits struct fields in declaration order and the document has
 // no maps, so equal documents give equal bytes.
 func EncodeSPDX(w io.Writer, doc *spdx.Document) error {
 	enc := json.NewEncoder(w)
-	enc.SetIndent("", " ")
 	// "<" stays "<": tools-golang's Supplier reader does not decode
 	// \u003c, so HTML escaping would not survive its round trip (and the
 	// document is not embedded in HTML).
@@ -249,4 +282,18 @@ func EncodeSPDX(w io.Writer, doc *spdx.Document) error {
 		return fmt.Errorf("sbom: encode spdx: %w", err)
 	}
 	return nil
+}
+
+// Generate scans root and writes its SPDX document to w: the one call an
+// image step needs.
+func Generate(ctx context.Context, root string, d Document, w io.Writer, opts ...ScanOption) error {
+	inv, err := Scan(ctx, root, opts...)
+	if err != nil {
+		return err
+	}
+	doc, err := inv.SPDX(d)
+	if err != nil {
+		return err
+	}
+	return EncodeSPDX(w, doc)
 }
