@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 )
 
@@ -24,13 +25,14 @@ func ParseDpkgStatus(r io.Reader) ([]Package, error) {
 	sc.Buffer(make([]byte, 0, 64<<10), maxLine)
 	var (
 		pkgs   []Package
-		fields = map[string]string{}
-		start  int    // line of the paragraph's first field
-		last   string // field a continuation line belongs to
+		seen   []string              // the paragraph's field names, lowercase
+		fields = map[string]string{} // its kept fields
+		start  int                   // line of the paragraph's first field
+		last   string                // field a continuation line belongs to
 		line   int
 	)
 	flush := func() error {
-		if len(fields) == 0 {
+		if len(seen) == 0 {
 			return nil
 		}
 		p, keep, err := dpkgPackage(fields)
@@ -41,7 +43,7 @@ func ParseDpkgStatus(r io.Reader) ([]Package, error) {
 			pkgs = append(pkgs, p)
 		}
 		clear(fields)
-		last = ""
+		seen, last = seen[:0], ""
 		return nil
 	}
 	for sc.Scan() {
@@ -57,9 +59,10 @@ func ParseDpkgStatus(r io.Reader) ([]Package, error) {
 			if last == "" {
 				return nil, fmt.Errorf("line %d: continuation line outside a field", line)
 			}
-			// Only the fields kept below are single-line in practice; a
-			// continuation of one of them is appended so that nothing is lost.
-			if _, ok := fields[last]; ok {
+			// The kept fields are single-line in practice; a continuation of
+			// one is appended so that nothing is lost (and oneLine drops it
+			// later). Others (Description, Conffiles) are not stored.
+			if dpkgKept[last] {
 				fields[last] += "\n" + strings.TrimSpace(string(b))
 			}
 			continue
@@ -68,21 +71,21 @@ func ParseDpkgStatus(r io.Reader) ([]Package, error) {
 		if !ok || len(name) == 0 || bytes.ContainsAny(name, " \t") {
 			return nil, fmt.Errorf("line %d: not a field: %.40q", line, b)
 		}
-		key := strings.ToLower(string(name))
-		if len(fields) == 0 {
+		key, ok := dpkgFieldNames[string(name)] // no allocation for known names
+		if !ok {
+			key = strings.ToLower(string(name))
+		}
+		if len(seen) == 0 {
 			start = line
 		}
-		if _, dup := fields[key]; dup {
+		if slices.Contains(seen, key) {
 			return nil, fmt.Errorf("line %d: duplicate field %s", line, name)
 		}
+		seen = append(seen, key)
 		last = key
-		if !dpkgKept[key] {
-			// Remember that the field was seen (duplicates) without keeping
-			// long values such as Description or Conffiles.
-			fields[key] = ""
-			continue
+		if dpkgKept[key] {
+			fields[key] = string(bytes.TrimSpace(value))
 		}
-		fields[key] = string(bytes.TrimSpace(value))
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("line %d: %w", line+1, err)
@@ -92,6 +95,21 @@ func ParseDpkgStatus(r io.Reader) ([]Package, error) {
 	}
 	return pkgs, nil
 }
+
+// dpkgFieldNames maps the usual spelling of dpkg status fields to their
+// lowercase key, so that the parser does not allocate a lowercase copy of
+// every field name.
+var dpkgFieldNames = func() map[string]string {
+	m := map[string]string{}
+	for _, n := range []string{"Package", "Status", "Priority", "Section", "Installed-Size", "Maintainer",
+		"Architecture", "Multi-Arch", "Source", "Version", "Replaces", "Provides", "Depends", "Pre-Depends",
+		"Recommends", "Suggests", "Breaks", "Conflicts", "Enhances", "Conffiles", "Description", "Homepage",
+		"Built-Using", "Essential", "Protected", "Important", "Config-Version", "Description-md5", "Tag",
+		"Static-Built-Using", "Triggers-Pending", "Triggers-Awaited", "Original-Maintainer"} {
+		m[n] = strings.ToLower(n)
+	}
+	return m
+}()
 
 // dpkgKept are the fields an SBOM entry uses (lowercase: deb822 field names
 // are case-insensitive).
