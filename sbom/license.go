@@ -19,8 +19,9 @@ var copyrightFormat = []byte("Format:")
 
 // debLicense returns the SPDX expression of a machine-readable
 // <name>/copyright file in doc (the image's usr/share/doc), or "" when there
-// is none or it is not machine-readable. buf is reused between calls.
-func debLicense(doc *os.Root, name string, buf *[]byte) string {
+// is none or it is not machine-readable. buf and memo (License values to
+// expressions) are reused between calls.
+func debLicense(doc *os.Root, name string, buf *[]byte, memo map[string]string) string {
 	f, err := doc.Open(name + "/copyright")
 	if err != nil {
 		return ""
@@ -44,12 +45,12 @@ func debLicense(doc *os.Root, name string, buf *[]byte) string {
 		}
 	}
 	*buf = b
-	return parseCopyright(b)
+	return parseCopyright(b, memo)
 }
 
 // parseCopyright returns the SPDX expression for the License fields of a
 // DEP-5 copyright file: the AND of their distinct expressions, sorted.
-func parseCopyright(b []byte) string {
+func parseCopyright(b []byte, memo map[string]string) string {
 	if !bytes.HasPrefix(b, copyrightFormat) {
 		return ""
 	}
@@ -64,7 +65,12 @@ func parseCopyright(b []byte) string {
 		if j := bytes.IndexByte(b, '\n'); j >= 0 {
 			line = b[:j]
 		}
-		expr := spdxOf(string(bytes.TrimSpace(line)))
+		v := bytes.TrimSpace(line)
+		expr, ok := memo[string(v)] // no allocation on a hit
+		if !ok {
+			expr = spdxOf(string(v))
+			memo[string(v)] = expr
+		}
 		if expr != "" && !slices.Contains(terms, expr) {
 			terms = append(terms, expr)
 		}

@@ -146,14 +146,14 @@ func scanDpkg(ctx context.Context, r *os.Root, o scanOptions) ([]Package, error)
 		return pkgs, nil // no documentation: no licenses
 	}
 	defer doc.Close()
-	buf := make([]byte, 0, 64<<10)
+	buf, memo := make([]byte, 0, 64<<10), map[string]string{}
 	for i := range pkgs {
 		if i%64 == 0 {
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
 		}
-		pkgs[i].License = debLicense(doc, pkgs[i].Name, &buf)
+		pkgs[i].License = debLicense(doc, pkgs[i].Name, &buf, memo)
 	}
 	return pkgs, nil
 }

@@ -182,7 +182,7 @@ func TestParseCopyright(t *testing.T) {
 		{"no license", head + "Files: *\nCopyright: me\n", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := parseCopyright([]byte(tc.in)); got != tc.want {
+			if got := parseCopyright([]byte(tc.in), map[string]string{}); got != tc.want {
 				t.Errorf("parseCopyright() = %q, want %q", got, tc.want)
 			}
 			if tc.want != "" && spdxLicense(tc.want, map[string]bool{}) != tc.want {
@@ -231,7 +231,7 @@ func FuzzParseCopyright(f *testing.F) {
 	f.Add(head + "License: GPL-3+ with Bison exception\nLicense: (weird) ü\n")
 	f.Add(head + "License: or and or\nLicense:   \n")
 	f.Fuzz(func(t *testing.T, in string) {
-		got := parseCopyright([]byte(in))
+		got := parseCopyright([]byte(in), map[string]string{})
 		if got != "" && spdxLicense(got, map[string]bool{}) != got {
 			t.Errorf("parseCopyright() = %q, not a valid SPDX expression", got)
 		}
