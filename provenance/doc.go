@@ -25,9 +25,10 @@
 // (else ErrSignature: a wrong key or a changed payload), that the statement
 // is an in-toto v1 SLSA v1 provenance, and that every given artifact is a
 // subject with the artifact's sha256 digest (else ErrSubject: a changed or
-// unknown artifact). It returns the statement so that callers can apply a
-// policy to the builder and inputs. Envelopes are bounded in size and
-// signature count.
+// unknown artifact). It returns the statement, which Verified.Check holds
+// against a Policy: the accepted builder ids and the expected digests of
+// resolved dependencies (every violation reported at once, ErrPolicy).
+// Envelopes are bounded in size and signature count.
 //
 // The package knows nothing of the engine: it works on digests, files and
 // keys, so any step or publisher can call it.
