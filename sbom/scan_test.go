@@ -39,21 +39,36 @@ func run(t *testing.T, name string, args ...string) string {
 	return stdout.String()
 }
 
-// TestScanDpkgHost reads the host's own dpkg database (read-only: a real
-// Debian root) and compares the package set with dpkg-query's.
+// TestScanDpkgHost compares Scan with dpkg-query on a snapshot of the
+// host's own dpkg database (a real Debian one; the snapshot, because other
+// processes may install packages meanwhile).
 func TestScanDpkgHost(t *testing.T) {
 	testutil.RequireTool(t, "dpkg-query")
-	if _, err := os.Stat("/var/lib/dpkg/status"); err != nil {
-		t.Skipf("host has no dpkg database: %v", err)
-	}
-	start := time.Now()
-	inv, err := Scan(t.Context(), "/")
+	status, err := os.ReadFile("/var/lib/dpkg/status")
 	if err != nil {
-		t.Fatalf("Scan(/) = %v", err)
+		t.Fatalf("dpkg-query is installed but the dpkg database is not readable: %v", err)
 	}
-	t.Logf("Scan(/) of %d packages took %v", len(inv.Packages), time.Since(start))
+	root := t.TempDir()
+	writeFile(t, filepath.Join(root, dpkgStatus), string(status))
+	if err := os.MkdirAll(filepath.Join(root, "var/lib/dpkg/updates"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// bash (required: every Debian root has it) has a machine-readable
+	// copyright file whose License fields include GPL-3+.
+	bashCopyright, err := os.ReadFile("/usr/share/doc/bash/copyright")
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(root, "usr/share/doc/bash/copyright"), string(bashCopyright))
 
-	out := run(t, "dpkg-query", "--admindir=/var/lib/dpkg", "-W",
+	start := time.Now()
+	inv, err := Scan(t.Context(), root)
+	if err != nil {
+		t.Fatalf("Scan() = %v", err)
+	}
+	t.Logf("Scan() of %d packages took %v", len(inv.Packages), time.Since(start))
+
+	out := run(t, "dpkg-query", "--admindir="+filepath.Join(root, "var/lib/dpkg"), "-W",
 		"-f=${Package} ${Version} ${Architecture} ${db:Status-Status}\n")
 	var want []string
 	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
@@ -72,13 +87,11 @@ func TestScanDpkgHost(t *testing.T) {
 		t.Fatalf("dpkg-query listed only %d packages", len(want))
 	}
 	if diff := cmp.Diff(want, nevras(inv.Packages, TypeDeb)); diff != "" {
-		t.Errorf("Scan(/) debs differ from dpkg-query (-want +got):\n%s", diff)
+		t.Errorf("Scan() debs differ from dpkg-query (-want +got):\n%s", diff)
 	}
-	// bash's copyright is machine-readable and all GPL-3+; its license is
-	// found. (It is a required package: every Debian root has it.)
 	for _, p := range inv.Packages {
-		if p.Name == "bash" && p.License == "" {
-			t.Errorf("bash: no license found in its copyright file")
+		if p.Name == "bash" && !strings.Contains(p.License, "GPL-3.0-or-later") {
+			t.Errorf("bash: license %q, want it to include GPL-3.0-or-later", p.License)
 		}
 	}
 }
