@@ -22,14 +22,11 @@ var copyrightFormat = []byte("Format:")
 // is none or it is not machine-readable. buf and memo (License values to
 // expressions) are reused between calls.
 func debLicense(doc *os.Root, name string, buf *[]byte, memo map[string]string) string {
-	f, err := doc.Open(name + "/copyright")
+	f, err := openRegular(doc, name+"/copyright")
 	if err != nil {
 		return ""
 	}
 	defer f.Close()
-	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
-		return ""
-	}
 	b := (*buf)[:0]
 	for len(b) < maxCopyright {
 		if len(b) == cap(b) {

@@ -30,21 +30,12 @@ var rpmDBs = []string{
 // pointing the reader at a host file.
 func findRPMDB(root *os.Root) (*os.File, string, error) {
 	for _, p := range rpmDBs {
-		f, err := root.Open(p)
+		f, err := openRegular(root, p)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
 		if err != nil {
 			return nil, "", fmt.Errorf("open %s: %w", p, err)
-		}
-		st, err := f.Stat()
-		if err != nil {
-			f.Close()
-			return nil, "", fmt.Errorf("stat %s: %w", p, err)
-		}
-		if !st.Mode().IsRegular() {
-			f.Close()
-			continue
 		}
 		return f, p, nil
 	}

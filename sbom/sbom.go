@@ -124,7 +124,7 @@ func Scan(ctx context.Context, root string, opts ...ScanOption) (*Inventory, err
 const dpkgStatus = "var/lib/dpkg/status"
 
 func scanDpkg(ctx context.Context, r *os.Root, o scanOptions) ([]Package, error) {
-	f, err := r.Open(dpkgStatus)
+	f, err := openRegular(r, dpkgStatus)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -162,7 +162,7 @@ func scanDpkg(ctx context.Context, r *os.Root, o scanOptions) ([]Package, error)
 // usr/lib fallback); an image without one has a zero Distro.
 func readOSRelease(r *os.Root) Distro {
 	for _, p := range []string{"etc/os-release", "usr/lib/os-release"} {
-		f, err := r.Open(p)
+		f, err := openRegular(r, p)
 		if err != nil {
 			continue
 		}

@@ -2,11 +2,14 @@ package sbom
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -303,5 +306,72 @@ func TestScanRPMMalformed(t *testing.T) {
 				t.Errorf("Scan() = %v, want it to name %s", err, tc.path)
 			}
 		})
+	}
+}
+
+// TestScanSpecialFiles: FIFOs where files are expected must not hang the
+// scan (a plain open of a FIFO waits for a writer forever).
+func TestScanSpecialFiles(t *testing.T) {
+	mkfifo := func(t *testing.T, path string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Mkfifo(path, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	scan := func(t *testing.T, root string) (*Inventory, error) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		type result struct {
+			inv *Inventory
+			err error
+		}
+		done := make(chan result, 1)
+		go func() {
+			inv, err := Scan(ctx, root)
+			done <- result{inv, err}
+		}()
+		select {
+		case r := <-done:
+			return r.inv, r.err
+		case <-ctx.Done():
+			t.Fatal("Scan() hangs on a FIFO")
+			return nil, nil
+		}
+	}
+	t.Run("status", func(t *testing.T) {
+		root := t.TempDir()
+		mkfifo(t, filepath.Join(root, dpkgStatus))
+		if _, err := scan(t, root); err == nil || !strings.Contains(err.Error(), "var/lib/dpkg/status: not a regular file") {
+			t.Errorf("Scan() = %v, want a not a regular file error", err)
+		}
+	})
+	t.Run("rpmdb", func(t *testing.T) {
+		root := t.TempDir()
+		mkfifo(t, filepath.Join(root, "var/lib/rpm/rpmdb.sqlite"))
+		if _, err := scan(t, root); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Errorf("Scan() = %v, want a not a regular file error", err)
+		}
+	})
+	t.Run("copyright and os-release", func(t *testing.T) {
+		root := t.TempDir()
+		writeFile(t, filepath.Join(root, dpkgStatus), "Package: bash\nStatus: install ok installed\nVersion: 5\nArchitecture: amd64\n")
+		mkfifo(t, filepath.Join(root, "usr/share/doc/bash/copyright"))
+		mkfifo(t, filepath.Join(root, "etc/os-release"))
+		inv, err := scan(t, root)
+		if err != nil || len(inv.Packages) != 1 || inv.Packages[0].License != "" || inv.Distro != (Distro{}) {
+			t.Errorf("Scan() = %+v, %v; want bash without license or distro", inv, err)
+		}
+	})
+}
+
+func TestScanCancelled(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if _, err := Scan(ctx, "/"); !errors.Is(err, context.Canceled) {
+		t.Errorf("Scan(cancelled) = %v, want context.Canceled", err)
 	}
 }
