@@ -14,6 +14,7 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"syscall"
 
 	slsa "github.com/in-toto/attestation/go/predicates/provenance/v1"
 	intoto "github.com/in-toto/attestation/go/v1"
@@ -164,12 +165,19 @@ func verifyEnvelope(ctx context.Context, envelope []byte, pub crypto.PublicKey) 
 	return &Verified{Statement: st, Provenance: prov}, nil
 }
 
+// fileDigest hashes a regular file. Artifacts may come from a downloaded,
+// untrusted directory: a FIFO opened without O_NONBLOCK would wait forever.
 func fileDigest(path string) (digest.Digest, error) {
-	f, err := os.Open(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
+	if st, err := f.Stat(); err != nil {
+		return "", err
+	} else if !st.Mode().IsRegular() {
+		return "", fmt.Errorf("%s is not a regular file", path)
+	}
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
 		return "", err

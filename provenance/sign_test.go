@@ -155,6 +155,10 @@ func TestVerifyTampered(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name      string
 		env       []byte
@@ -170,6 +174,8 @@ func TestVerifyTampered(t *testing.T) {
 		{"not json", []byte("{"), files, nil, "envelope: unexpected end of JSON input"},
 		{"no signature", []byte(`{"payloadType":"application/vnd.in-toto+json","payload":"e30=","signatures":[]}`), files, nil, "no signature"},
 		{"missing file", env, map[string]string{"rootfs": filepath.Join(t.TempDir(), "gone")}, nil, "artifact rootfs: open"},
+		{"fifo", env, map[string]string{"rootfs": fifo}, nil, "artifact rootfs: " + fifo + " is not a regular file"},
+		{"directory", env, map[string]string{"rootfs": t.TempDir()}, nil, "is not a regular file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Verify(t.Context(), tc.env, pub, tc.artifacts)
