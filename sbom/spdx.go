@@ -113,11 +113,14 @@ func (inv *Inventory) SPDX(d Document) (*spdx.Document, error) {
 	// Every LicenseRef used must be declared with its text; the image holds
 	// only the name, so the text says where the license is.
 	for _, ref := range slices.Sorted(maps.Keys(refs)) {
+		name, debian := strings.CutPrefix(ref, licenseRefPrefix)
+		text := "A license named " + name + " in the copyright files (usr/share/doc/<package>/copyright) of the packages declaring it; it has no SPDX License List identifier."
+		if !debian {
+			name = strings.TrimPrefix(ref, "LicenseRef-")
+			text = "A license named " + ref + " by the package metadata (the rpm License tag) of the packages declaring it; the image's package database does not hold its text."
+		}
 		doc.OtherLicenses = append(doc.OtherLicenses, &spdx.OtherLicense{
-			LicenseIdentifier: ref,
-			LicenseName:       strings.TrimPrefix(ref, licenseRefPrefix),
-			ExtractedText: "A license named " + strings.TrimPrefix(ref, licenseRefPrefix) +
-				" in the copyright files (usr/share/doc/<package>/copyright) of the packages declaring it; it has no SPDX License List identifier.",
+			LicenseIdentifier: ref, LicenseName: name, ExtractedText: text,
 		})
 	}
 	if doc.DocumentNamespace == "" {
@@ -219,13 +222,15 @@ func (inv *Inventory) purl(p Package) string {
 	return packageurl.NewPackageURL(p.Type, ns, p.Name, version, q, "").ToString()
 }
 
-// licenseRefRE finds the LicenseRefs this package makes (licenseRef).
-var licenseRefRE = regexp.MustCompile(regexp.QuoteMeta(licenseRefPrefix) + `[A-Za-z0-9.-]+`)
+// licenseRefRE finds the LicenseRefs of an expression: Debian's made by
+// licenseRef, or a package's own (Fedora's License tags name
+// LicenseRef-Fedora-Public-Domain and the like).
+var licenseRefRE = regexp.MustCompile(`LicenseRef-[A-Za-z0-9.-]+`)
 
 // spdxLicense keeps a declared license only when it is a valid SPDX
-// expression of listed licenses and of this package's Debian LicenseRefs;
-// anything else (free text such as an older rpm's "GPLv2+", a LicenseRef
-// whose text the document cannot give) is NOASSERTION. An AND of valid
+// expression of listed licenses and LicenseRefs (each declared in the
+// document's hasExtractedLicensingInfos); anything else (free text such as
+// an older rpm's "GPLv2+", a DocumentRef) is NOASSERTION. An AND of valid
 // expressions is valid, so each top-level AND term is validated on its own,
 // with the results cached in valid: an image's packages share few terms.
 func spdxLicense(s string, valid map[string]bool) string {
@@ -236,7 +241,6 @@ func spdxLicense(s string, valid map[string]bool) string {
 		ok, seen := valid[term]
 		if !seen {
 			ok, _ = spdxexp.ValidateLicensesWithOptions([]string{term}, spdxexp.ValidateLicensesOptions{FailAllDocumentRefs: true})
-			ok = ok && strings.Count(term, "LicenseRef-") == len(licenseRefRE.FindAllString(term, -1))
 			valid[term] = ok
 		}
 		if !ok {

@@ -23,6 +23,7 @@ var testInventory = &Inventory{
 		{Type: TypeDeb, Name: "libc6", Version: "2.36-9+deb12u4", Arch: "i386", Homepage: "javascript:alert(1)"},
 		{Type: TypeDeb, Name: "perl", Version: "1:5.36.0-7", Arch: "amd64", License: "Artistic-1.0-Perl OR GPL-1.0-or-later"},
 		{Type: TypeRPM, Name: "bash", Epoch: "1", Version: "5.2", Release: "2.fc40", Arch: "x86_64", Supplier: "Fedora Project", License: "GPLv3+"},
+		{Type: TypeRPM, Name: "tzdata", Version: "2024a", Release: "5.fc40", Arch: "noarch", License: "LicenseRef-Fedora-Public-Domain AND BSD-3-Clause"},
 	},
 }
 
@@ -55,8 +56,8 @@ func TestSPDX(t *testing.T) {
 	if back.CreationInfo.Created != "2026-01-02T03:04:05Z" {
 		t.Errorf("created = %q", back.CreationInfo.Created)
 	}
-	if len(back.Packages) != 5 || len(back.Relationships) != 5 {
-		t.Fatalf("%d packages and %d relationships, want 5 and 5", len(back.Packages), len(back.Relationships))
+	if len(back.Packages) != 6 || len(back.Relationships) != 6 {
+		t.Fatalf("%d packages and %d relationships, want 6 and 6", len(back.Packages), len(back.Relationships))
 	}
 	type row struct{ Name, Version, License, PURL, Homepage, Checksum string }
 	var got []row
@@ -84,12 +85,20 @@ func TestSPDX(t *testing.T) {
 		{"libc6", "2.36-9+deb12u4", "NOASSERTION", "pkg:deb/debian/libc6@2.36-9%2Bdeb12u4?arch=i386&distro=debian-12", "", ""},
 		{"perl", "1:5.36.0-7", "Artistic-1.0-Perl OR GPL-1.0-or-later", "pkg:deb/debian/perl@1:5.36.0-7?arch=amd64&distro=debian-12", "", ""},
 		{"bash", "1:5.2-2.fc40", "NOASSERTION", "pkg:rpm/debian/bash@5.2-2.fc40?arch=x86_64&distro=debian-12&epoch=1", "", ""},
+		{"tzdata", "2024a-5.fc40", "LicenseRef-Fedora-Public-Domain AND BSD-3-Clause", "pkg:rpm/debian/tzdata@2024a-5.fc40?arch=noarch&distro=debian-12", "", ""},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("packages (-want +got):\n%s", diff)
 	}
-	if len(back.OtherLicenses) != 1 || back.OtherLicenses[0].LicenseIdentifier != "LicenseRef-Debian-permissive" {
-		t.Errorf("hasExtractedLicensingInfos = %+v, want the one LicenseRef used", back.OtherLicenses)
+	var refs []string
+	for _, l := range back.OtherLicenses {
+		if l.ExtractedText == "" || l.LicenseName == "" {
+			t.Errorf("%s has no text or name", l.LicenseIdentifier)
+		}
+		refs = append(refs, l.LicenseIdentifier)
+	}
+	if diff := cmp.Diff([]string{"LicenseRef-Debian-permissive", "LicenseRef-Fedora-Public-Domain"}, refs); diff != "" {
+		t.Errorf("hasExtractedLicensingInfos: want the LicenseRefs used (-want +got):\n%s", diff)
 	}
 
 	// Re-encoding the parsed document gives the same bytes: nothing is lost
@@ -213,7 +222,7 @@ func TestSPDXLicense(t *testing.T) {
 		{"MIT AND", "NOASSERTION"},
 		{"(MIT AND BSD-3-Clause", "NOASSERTION"},
 		{"MIT) AND (BSD-3-Clause", "NOASSERTION"},
-		{"LicenseRef-Other-x", "NOASSERTION"},
+		{"LicenseRef-Fedora-Public-Domain", "LicenseRef-Fedora-Public-Domain"},
 		{"DocumentRef-x:LicenseRef-y", "NOASSERTION"},
 		{"", "NOASSERTION"},
 	} {
