@@ -1,5 +1,6 @@
 // Package sbom lists the packages installed in an image root and writes
-// them as an SPDX 2.3 JSON software bill of materials.
+// them as an SPDX 2.3 JSON (or CycloneDX 1.6 JSON) software bill of
+// materials.
 //
 // Scan reads the image's own package databases, never the host's: dpkg's
 // var/lib/dpkg/status (parsed here, strictly, with bounded lines) and the
@@ -23,6 +24,10 @@
 // creation time given by the caller (the build's SOURCE_DATE_EPOCH) and the
 // namespace derived from the content, so a rebuild of the same image gives
 // the same bytes.
+//
+// Inventory.CycloneDX makes the same content as a CycloneDX 1.6 BOM (with
+// github.com/CycloneDX/cyclonedx-go), with a serial number derived from the
+// content, for scanners that prefer it.
 //
 // The package knows nothing of the engine: it works on a root directory, so
 // any image step can call it on its output.
