@@ -2,12 +2,15 @@ package sbom
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	cdx "github.com/CycloneDX/cyclonedx-go"
 	"github.com/google/go-cmp/cmp"
+	"github.com/santhosh-tekuri/jsonschema/v6"
 )
 
 func TestCycloneDX(t *testing.T) {
@@ -27,6 +30,7 @@ func TestCycloneDX(t *testing.T) {
 	if again := encode(testInventory); again != out {
 		t.Fatal("CycloneDX() is not deterministic")
 	}
+	validateCycloneDX(t, out)
 	var bom cdx.BOM
 	if err := cdx.NewBOMDecoder(strings.NewReader(out), cdx.BOMFileFormatJSON).Decode(&bom); err != nil {
 		t.Fatalf("decode: %v\n%s", err, out)
@@ -60,6 +64,13 @@ func TestCycloneDX(t *testing.T) {
 		t.Errorf("libc6 hashes %v supplier %v", c.Hashes, c.Supplier)
 	}
 
+	// The host's real packages (names, versions, licenses) validate too.
+	host, err := Scan(t.Context(), "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	validateCycloneDX(t, encode(host))
+
 	// Another package set, another serial number.
 	other := &Inventory{Distro: testInventory.Distro, Packages: testInventory.Packages[1:]}
 	var ob cdx.BOM
@@ -68,5 +79,43 @@ func TestCycloneDX(t *testing.T) {
 	}
 	if ob.SerialNumber == bom.SerialNumber {
 		t.Error("different package sets have the same serial number")
+	}
+}
+
+// validateCycloneDX validates a BOM against the official CycloneDX 1.6 JSON
+// schema that cyclonedx-go ships (in the module cache with the module).
+func validateCycloneDX(t *testing.T, bom string) {
+	t.Helper()
+	dir := strings.TrimSpace(run(t, "go", "list", "-m", "-f", "{{.Dir}}", "github.com/CycloneDX/cyclonedx-go"))
+	c := jsonschema.NewCompiler()
+	c.AssertFormat()
+	// The schema refers to its companions by their ids; they are local.
+	for url, file := range map[string]string{
+		"http://cyclonedx.org/schema/jsf-0.82.schema.json": "jsf-0.82.schemax.json",
+		"http://cyclonedx.org/schema/spdx.schema.json":     "spdx.schema.json",
+	} {
+		f, err := os.Open(filepath.Join(dir, "schema", file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		doc, err := jsonschema.UnmarshalJSON(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.AddResource(url, doc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sch, err := c.Compile(filepath.Join(dir, "schema/bom-1.6.schema.json"))
+	if err != nil {
+		t.Fatalf("compile the CycloneDX schema: %v", err)
+	}
+	v, err := jsonschema.UnmarshalJSON(strings.NewReader(bom))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sch.Validate(v); err != nil {
+		t.Errorf("the BOM is not valid CycloneDX 1.6: %v", err)
 	}
 }
