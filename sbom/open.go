@@ -1,14 +1,14 @@
 package sbom
 
 import (
-	"fmt"
+	"errors"
 	"os"
 	"syscall"
 )
 
 // errNotRegular is returned by openRegular for a FIFO, device, socket or
 // directory.
-var errNotRegular = fmt.Errorf("not a regular file")
+var errNotRegular = errors.New("not a regular file")
 
 // openRegular opens name in root for reading only if it is a regular file.
 // O_NONBLOCK makes opening a FIFO return at once (a plain open would wait
@@ -27,7 +27,7 @@ func openRegular(root *os.Root, name string) (*os.File, error) {
 	}
 	if !st.Mode().IsRegular() {
 		f.Close()
-		return nil, fmt.Errorf("%s: %w", name, errNotRegular)
+		return nil, errNotRegular // the caller names the file
 	}
 	return f, nil
 }
