@@ -21,6 +21,8 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
 	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/imsbuild/imsbuild/internal/ctxio"
 )
 
 // Limits on what Verify reads: an envelope is hostile input until its
@@ -73,29 +75,50 @@ type Verified struct {
 }
 
 // Verify checks the DSSE envelope against pub and then that every artifact
-// (name → file path) is a subject of the statement with the file's sha256
-// digest. It returns the verified statement for policy checks (builder,
-// inputs) by the caller. Nothing in the payload is trusted before the
-// signature verifies.
+// (name → file path; at least one) is a subject of the statement with the
+// file's sha256 digest. The files are hashed only after the signature
+// verifies. It returns the verified statement for policy checks (Check).
+// Nothing in the payload is trusted before the signature verifies.
 func Verify(ctx context.Context, envelope []byte, pub crypto.PublicKey, artifacts map[string]string) (*Verified, error) {
+	if len(artifacts) == 0 {
+		return nil, fmt.Errorf("verify provenance: no artifacts to check")
+	}
+	v, err := verifyEnvelope(ctx, envelope, pub)
+	if err != nil {
+		return nil, fmt.Errorf("verify provenance: %w", err)
+	}
 	digests := make(map[string]digest.Digest, len(artifacts))
 	for _, name := range slices.Sorted(maps.Keys(artifacts)) {
-		d, err := fileDigest(artifacts[name])
+		d, err := fileDigest(ctx, artifacts[name])
 		if err != nil {
 			return nil, fmt.Errorf("verify provenance: artifact %s: %w", name, err)
 		}
 		digests[name] = d
 	}
-	return VerifyDigests(ctx, envelope, pub, digests)
+	if err := v.matchSubjects(digests); err != nil {
+		return nil, err
+	}
+	return v, nil
 }
 
 // VerifyDigests is Verify for artifacts whose digests the caller knows (a
 // content-addressed store verifies them as it reads).
 func VerifyDigests(ctx context.Context, envelope []byte, pub crypto.PublicKey, artifacts map[string]digest.Digest) (*Verified, error) {
+	if len(artifacts) == 0 {
+		return nil, fmt.Errorf("verify provenance: no artifacts to check")
+	}
 	v, err := verifyEnvelope(ctx, envelope, pub)
 	if err != nil {
 		return nil, fmt.Errorf("verify provenance: %w", err)
 	}
+	if err := v.matchSubjects(artifacts); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// matchSubjects checks that every artifact is a subject with its digest.
+func (v *Verified) matchSubjects(artifacts map[string]digest.Digest) error {
 	subjects := map[string]string{}
 	for _, s := range v.Statement.GetSubject() {
 		subjects[s.GetName()] = s.GetDigest()["sha256"]
@@ -105,14 +128,14 @@ func VerifyDigests(ctx context.Context, envelope []byte, pub crypto.PublicKey, a
 		want, ok := subjects[name]
 		switch {
 		case !ok:
-			return nil, fmt.Errorf("verify provenance: artifact %s: %w: it is not a subject (subjects: %v)", name, ErrSubject, slices.Sorted(maps.Keys(subjects)))
+			return fmt.Errorf("verify provenance: artifact %s: %w: it is not a subject (subjects: %v)", name, ErrSubject, slices.Sorted(maps.Keys(subjects)))
 		case d.Algorithm() != digest.SHA256:
-			return nil, fmt.Errorf("verify provenance: artifact %s: digest %s is not sha256", name, d)
+			return fmt.Errorf("verify provenance: artifact %s: digest %s is not sha256", name, d)
 		case want != d.Encoded():
-			return nil, fmt.Errorf("verify provenance: artifact %s: %w: its digest is %s, the signed subject's sha256:%s", name, ErrSubject, d, want)
+			return fmt.Errorf("verify provenance: artifact %s: %w: its digest is %s, the signed subject's sha256:%s", name, ErrSubject, d, want)
 		}
 	}
-	return v, nil
+	return nil
 }
 
 func verifyEnvelope(ctx context.Context, envelope []byte, pub crypto.PublicKey) (*Verified, error) {
@@ -167,7 +190,7 @@ func verifyEnvelope(ctx context.Context, envelope []byte, pub crypto.PublicKey) 
 
 // fileDigest hashes a regular file. Artifacts may come from a downloaded,
 // untrusted directory: a FIFO opened without O_NONBLOCK would wait forever.
-func fileDigest(path string) (digest.Digest, error) {
+func fileDigest(ctx context.Context, path string) (digest.Digest, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return "", err
@@ -179,7 +202,8 @@ func fileDigest(path string) (digest.Digest, error) {
 		return "", fmt.Errorf("%s is not a regular file", path)
 	}
 	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
+	// A rootfs is gigabytes: stop on cancellation between reads.
+	if _, err := io.Copy(h, ctxio.Reader(ctx, f)); err != nil {
 		return "", err
 	}
 	return digest.NewDigest(digest.SHA256, h), nil

@@ -1,6 +1,7 @@
 package provenance
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -183,6 +184,20 @@ func TestVerifyTampered(t *testing.T) {
 				t.Errorf("Verify() = %v, want an error containing %q (is %v)", err, tc.want, tc.is)
 			}
 		})
+	}
+	if _, err := Verify(t.Context(), env, pub, nil); err == nil || !strings.Contains(err.Error(), "no artifacts to check") {
+		t.Errorf("Verify(no artifacts) = %v, want an error: a signature alone proves nothing about a file", err)
+	}
+	// The signature is checked before any file is read: a wrong key is
+	// reported as such even when the artifact does not exist.
+	_, other, _ := ed25519.GenerateKey(rand.Reader)
+	if _, err := Verify(t.Context(), env, other.Public(), map[string]string{"rootfs": filepath.Join(t.TempDir(), "gone")}); !errors.Is(err, ErrSignature) {
+		t.Errorf("Verify(wrong key, missing file) = %v, want ErrSignature", err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if _, err := Verify(ctx, env, pub, files); !errors.Is(err, context.Canceled) {
+		t.Errorf("Verify(cancelled) = %v, want context.Canceled", err)
 	}
 	// A subset of the subjects verifies: a caller may check only the rootfs.
 	if _, err := Verify(t.Context(), env, pub, map[string]string{"rootfs": files["rootfs"]}); err != nil {
