@@ -23,9 +23,9 @@
 // Verify checks, in this order and trusting nothing in the payload before
 // the first check passes: that a signature verifies with the public key
 // (else ErrSignature: a wrong key or a changed payload), that the statement
-// is an in-toto v1 SLSA v1 provenance, and that every given artifact is a
-// subject with the artifact's sha256 digest (else ErrSubject: a changed or
-// unknown artifact). It returns the statement, which Verified.Check holds
+// is an in-toto v1 SLSA v1 provenance, and only then that every given
+// artifact (at least one) is a subject with the artifact's sha256 digest
+// (else ErrSubject: a changed or unknown artifact). It returns the statement, which Verified.Check holds
 // against a Policy: the accepted builder ids and the expected digests of
 // resolved dependencies (every violation reported at once, ErrPolicy).
 // Envelopes are bounded in size and signature count.
