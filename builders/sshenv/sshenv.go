@@ -171,7 +171,42 @@ func Serve(ctx context.Context, cfg Config, ready func(Info)) (err error) {
 	} else {
 		s.log.Info("end", "err", err)
 	}
+	if err == nil || errors.Is(err, ErrFailed) {
+		// The session that touched the flag is usually still running
+		// (`ssh … touch /tmp/complete` waits for its exit status): let
+		// it end before the connections are cut, or its client sees
+		// "connection closed" and exits 255.
+		ln.Close()
+		s.drain(ctx, closeGrace)
+	}
 	return err
+}
+
+// closeGrace bounds how long a completed environment waits for its open
+// connections to end by themselves.
+const closeGrace = 3 * time.Second
+
+// drain waits until no connection is open, grace passes or ctx ends.
+func (s *server) drain(ctx context.Context, grace time.Duration) {
+	deadline := time.NewTimer(grace)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		s.mu.Lock()
+		open := len(s.conns)
+		s.mu.Unlock()
+		if open == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-deadline.C:
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // server is the state of one Serve call.
