@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 
@@ -237,5 +238,44 @@ func TestOrderAfterRemovals(t *testing.T) {
 	}
 	if k, _ := s.PublicKeys.Get("k000"); k.Name != "replaced" {
 		t.Errorf("k000 = %+v", k)
+	}
+}
+
+func TestRecentManifests(t *testing.T) {
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	img := func(id, name string, linked bool) Image {
+		im := Image{ID: id, Name: name, Metadata: map[string]string{}}
+		if linked {
+			im.Link = &Link{Path: "s3://b/" + id + "/manifest.json", Type: "s3"}
+		}
+		return im
+	}
+	for _, im := range []Image{img("1", "a", true), img("2", "b", true), img("3", "a", true), img("4", "a", false), img("5", "c", true), img("6", "a", true)} {
+		if err := s.Images.Put(im); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		n    int
+		want []string
+	}{
+		{"a", 2, []string{"6", "3"}},
+		{"a", 5, []string{"6", "3", "1", "5", "2"}},
+		{"b", 2, []string{"2", "6"}},
+		{"z", 8, []string{"6", "5", "3", "2", "1"}},
+	} {
+		got := RecentManifests(s.Images, tc.name, tc.n)
+		var want []string
+		for _, id := range tc.want {
+			want = append(want, "s3://b/"+id+"/manifest.json")
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("RecentManifests(%q, %d) = %v, want %v", tc.name, tc.n, got, want)
+		}
 	}
 }
