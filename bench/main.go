@@ -16,6 +16,8 @@
 // - s3, oci: publishing 1 GiB vs aws s3 cp and crane push.
 // - serve-create-warm (-only serve-create-warm; minutes, real kiwi): a second IMS create job
 //   of an unchanged recipe through imsbuild serve, POST to success.
+// - serve-api (-only serve-api; a minute): imsbuild serve with 10,000 images and 50
+//   concurrent clients: list (gzip and plain) and POST p50/p99 by round, the server's peak RSS.
 package main
 
 import (
@@ -74,6 +76,8 @@ func main() {
 			benchPublish(ctx, scratch, name)
 		case "serve-create-warm":
 			benchServeCreateWarm(ctx, scratch, *bin)
+		case "serve-api":
+			benchServeAPI(ctx, scratch, *bin)
 		default:
 			check(fmt.Errorf("unknown benchmark %q", name))
 		}
