@@ -1,9 +1,12 @@
 package store
 
 import (
+	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -277,5 +280,55 @@ func TestRecentManifests(t *testing.T) {
 		if !slices.Equal(got, want) {
 			t.Errorf("RecentManifests(%q, %d) = %v, want %v", tc.name, tc.n, got, want)
 		}
+	}
+}
+
+// TestGzipFollowsWrites: while writers add records, every compressed list
+// is a whole list showing at least the records there were when it was
+// asked for, and after the writes it is the plain list, byte for byte.
+func TestGzipFollowsWrites(t *testing.T) {
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := range 25 {
+				if err := s.PublicKeys.Put(PublicKey{ID: fmt.Sprintf("%d-%d", w, i), Name: "n", PublicKey: "p"}); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	for range 4 {
+		wg.Go(func() {
+			for range 25 {
+				before := s.PublicKeys.Len()
+				zr, err := gzip.NewReader(bytes.NewReader(s.PublicKeys.Gzip()))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				data, err := io.ReadAll(zr)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if n := len(parse(t, data)); n < before {
+					t.Errorf("a compressed list asked for at %d records has %d", before, n)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	zr, err := gzip.NewReader(bytes.NewReader(s.PublicKeys.Gzip()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := io.ReadAll(zr)
+	if !bytes.Equal(data, s.PublicKeys.JSON()) || len(parse(t, data)) != 100 {
+		t.Errorf("compressed list after the writes differs from the plain one:\n%s", data)
 	}
 }
