@@ -8,14 +8,16 @@
 // load average: on a shared machine one run swings by a third, and the
 // spread says how far the figure can be trusted.
 //
-// - treehash: cold tree digest vs `find | xargs sha256sum`; warm (stat cache) absolute.
-// - pack: builders/pack.Pack vs the same mksquashfs command by hand.
-// - noop: `imsbuild build` of a 10-image graph, all cached, vs `imsbuild version` + hashing the inputs.
-// - customize: a one-line script on a 400 MB image vs unsquashfs+chroot+mksquashfs by hand.
-// - kiwi (-only kiwi; minutes): recipe builds vs `kiwi-ng system build`.
-// - s3, oci: publishing 1 GiB vs aws s3 cp and crane push.
-// - serve-create-warm (-only serve-create-warm; minutes, real kiwi): a second IMS create job
-//   of an unchanged recipe through imsbuild serve, POST to success.
+//   - treehash: cold tree digest vs `find | xargs sha256sum`; warm (stat cache) absolute.
+//   - pack: builders/pack.Pack vs the same mksquashfs command by hand.
+//   - noop: `imsbuild build` of a 10-image graph, all cached, vs `imsbuild version` + hashing the inputs.
+//   - customize: a one-line script on a 400 MB image vs unsquashfs+chroot+mksquashfs by hand.
+//   - kiwi (-only kiwi; minutes): recipe builds vs `kiwi-ng system build`.
+//   - s3, oci: publishing 1 GiB vs aws s3 cp and crane push.
+//   - serve-create-warm (-only serve-create-warm; minutes, real kiwi): a second IMS create job
+//     of an unchanged recipe through imsbuild serve, POST to success.
+//   - serve-api (-only serve-api; a minute): imsbuild serve with 10,000 images and 50
+//     concurrent clients: list (gzip and plain) and POST p50/p99 by round, the server's peak RSS.
 package main
 
 import (
@@ -74,6 +76,8 @@ func main() {
 			benchPublish(ctx, scratch, name)
 		case "serve-create-warm":
 			benchServeCreateWarm(ctx, scratch, *bin)
+		case "serve-api":
+			benchServeAPI(ctx, scratch, *bin)
 		default:
 			check(fmt.Errorf("unknown benchmark %q", name))
 		}

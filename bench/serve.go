@@ -84,7 +84,7 @@ func benchServeCreateWarm(ctx context.Context, scratch, bin string) {
 	check(err)
 	base := "http://" + addr + "/apis/ims/v3"
 	rec := imsCall(base+"/recipes", "POST", map[string]any{"name": "bench", "recipe_type": "kiwi-ng", "linux_distribution": "sles15",
-		"link": map[string]any{"path": "s3://ims/recipes/bench/recipe.tar.gz", "etag": "", "type": "s3"},
+		"link":                map[string]any{"path": "s3://ims/recipes/bench/recipe.tar.gz", "etag": "", "type": "s3"},
 		"template_dictionary": []map[string]string{{"key": "release", "value": "bookworm"}}})["id"]
 	key := imsCall(base+"/public-keys", "POST", map[string]any{"name": "bench", "public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ5Ys3HbWA7VHWRj2n7L3sc0x1Dg9D6FqJkvNrU/rFhm bench"})["id"]
 	job := map[string]any{"job_type": "create", "artifact_id": rec, "public_key_id": key, "image_root_archive_name": "bench"}

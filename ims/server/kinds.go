@@ -119,9 +119,35 @@ func (rs records[T]) remove(ctx context.Context, c *store.Collection[T], id stri
 }
 
 func listOf[T store.Record](c *store.Collection[T]) http.HandlerFunc {
-	return func(w http.ResponseWriter, _ *http.Request) {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Vary", "Accept-Encoding")
+		if acceptsGzip(r) {
+			w.Header().Set("Content-Encoding", "gzip")
+			writeRaw(w, http.StatusOK, contentJSON, c.Gzip())
+			return
+		}
 		writeRaw(w, http.StatusOK, contentJSON, c.JSON())
 	}
+}
+
+// acceptsGzip reports whether the request's Accept-Encoding takes gzip
+// (as Go's and Python's HTTP clients send it by default), not with q=0.
+func acceptsGzip(r *http.Request) bool {
+	for _, h := range r.Header.Values("Accept-Encoding") {
+		for _, part := range strings.Split(h, ",") {
+			name, params, _ := strings.Cut(part, ";")
+			if !strings.EqualFold(strings.TrimSpace(name), "gzip") {
+				continue
+			}
+			q, ok := strings.CutPrefix(strings.ReplaceAll(params, " ", ""), "q=")
+			if !ok {
+				return true
+			}
+			f, err := strconv.ParseFloat(q, 64)
+			return err == nil && f > 0
+		}
+	}
+	return false
 }
 
 func getOf[T store.Record](c *store.Collection[T]) func(http.ResponseWriter, *http.Request, string) {

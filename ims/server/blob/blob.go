@@ -53,11 +53,14 @@ type Store struct {
 	// lower them.
 	CopyThreshold int64
 	CopyPartSize  int64
+	// UploadPartSize is the part size of Upload, which uploads in one
+	// part below it (default 64 MiB; tests lower it).
+	UploadPartSize int64
 }
 
 // New returns a Store of client.
 func New(client *s3.Client) *Store {
-	return &Store{client: client, CopyThreshold: MaxCopySize, CopyPartSize: MaxCopySize}
+	return &Store{client: client, CopyThreshold: MaxCopySize, CopyPartSize: MaxCopySize, UploadPartSize: 64 << 20}
 }
 
 // ParseURL splits "s3://bucket/key" into bucket and key.
@@ -137,7 +140,7 @@ func (s *Store) Get(ctx context.Context, bucket, key string) (io.ReadCloser, Inf
 // Upload writes an object of size bytes from r with metadata, in parts
 // above s3client.MinPartSize (so any size works), and returns its ETag.
 func (s *Store) Upload(ctx context.Context, bucket, key string, r io.Reader, size int64, contentType string, metadata map[string]string) (string, error) {
-	tm := s3client.NewUploader(s.client, s3client.Config{PartSize: 64 << 20, Concurrency: 4})
+	tm := s3client.NewUploader(s.client, s3client.Config{PartSize: s.UploadPartSize, Concurrency: 4})
 	_, err := tm.UploadObject(ctx, &transfermanager.UploadObjectInput{
 		Bucket: aws.String(bucket), Key: aws.String(key), Body: r, ContentLength: aws.Int64(size),
 		ContentType: aws.String(contentType), Metadata: metadata,
@@ -191,18 +194,40 @@ func (s *Store) Move(ctx context.Context, bucket, src, dst string) error {
 	if err != nil {
 		return err
 	}
-	if info.Size > s.CopyThreshold {
-		err = s.copyParts(ctx, bucket, src, dst, info.Size)
-	} else {
-		_, err = s.client.CopyObject(ctx, &s3.CopyObjectInput{
-			Bucket: &bucket, Key: &dst, CopySource: aws.String(copySource(bucket, src)),
-		})
-		err = classify("copy to "+dst+" from", bucket, src, err)
-	}
-	if err != nil {
+	if _, err := s.copyObject(ctx, bucket, src, dst, info.Size, nil); err != nil {
 		return err
 	}
 	return s.Delete(ctx, bucket, src)
+}
+
+// newMeta is the content type and metadata a copy gets instead of its
+// source's.
+type newMeta struct {
+	contentType string
+	metadata    map[string]string
+}
+
+// copyObject copies bucket/src of size bytes to bucket/dst on the S3
+// side, in parts above CopyThreshold, and returns the copy's ETag. With
+// meta nil the copy keeps the source's content type and metadata.
+func (s *Store) copyObject(ctx context.Context, bucket, src, dst string, size int64, meta *newMeta) (string, error) {
+	if size > s.CopyThreshold {
+		return s.copyParts(ctx, bucket, src, dst, size, meta)
+	}
+	in := &s3.CopyObjectInput{Bucket: &bucket, Key: &dst, CopySource: aws.String(copySource(bucket, src))}
+	if meta != nil {
+		in.MetadataDirective = types.MetadataDirectiveReplace
+		in.ContentType, in.Metadata = aws.String(meta.contentType), meta.metadata
+	}
+	out, err := s.client.CopyObject(ctx, in)
+	if err != nil {
+		return "", classify("copy to "+dst+" from", bucket, src, err)
+	}
+	if out.CopyObjectResult != nil && out.CopyObjectResult.ETag != nil {
+		return strings.Trim(*out.CopyObjectResult.ETag, `"`), nil
+	}
+	info, err := s.Head(ctx, bucket, dst)
+	return info.ETag, err
 }
 
 func copySource(bucket, key string) string {
@@ -211,16 +236,19 @@ func copySource(bucket, key string) string {
 
 // copyParts copies an object larger than one CopyObject allows with
 // UploadPartCopy, aborting the upload on failure.
-func (s *Store) copyParts(ctx context.Context, bucket, src, dst string, size int64) (err error) {
-	head, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &bucket, Key: &src})
-	if err != nil {
-		return classify("head", bucket, src, err)
+func (s *Store) copyParts(ctx context.Context, bucket, src, dst string, size int64, meta *newMeta) (etag string, err error) {
+	if meta == nil {
+		head, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &bucket, Key: &src})
+		if err != nil {
+			return "", classify("head", bucket, src, err)
+		}
+		meta = &newMeta{contentType: aws.ToString(head.ContentType), metadata: head.Metadata}
 	}
 	up, err := s.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{
-		Bucket: &bucket, Key: &dst, Metadata: head.Metadata, ContentType: head.ContentType,
+		Bucket: &bucket, Key: &dst, Metadata: meta.metadata, ContentType: aws.String(meta.contentType),
 	})
 	if err != nil {
-		return classify("start multipart copy to", bucket, dst, err)
+		return "", classify("start multipart copy to", bucket, dst, err)
 	}
 	defer func() {
 		if err != nil {
@@ -238,13 +266,16 @@ func (s *Store) copyParts(ctx context.Context, bucket, src, dst string, size int
 			CopySourceRange: aws.String(fmt.Sprintf("bytes=%d-%d", off, end)),
 		})
 		if err != nil {
-			return classify(fmt.Sprintf("copy part %d to %s from", n, dst), bucket, src, err)
+			return "", classify(fmt.Sprintf("copy part %d to %s from", n, dst), bucket, src, err)
 		}
 		parts = append(parts, types.CompletedPart{ETag: out.CopyPartResult.ETag, PartNumber: aws.Int32(n)})
 	}
-	_, err = s.client.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
+	out, err := s.client.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
 		Bucket: &bucket, Key: &dst, UploadId: up.UploadId,
 		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
 	})
-	return classify("complete multipart copy to", bucket, dst, err)
+	if err != nil {
+		return "", classify("complete multipart copy to", bucket, dst, err)
+	}
+	return strings.Trim(aws.ToString(out.ETag), `"`), nil
 }

@@ -93,10 +93,23 @@ func TestCreateJobFakeKiwi(t *testing.T) {
 	}
 	checkImage(t, e, job, id)
 
+	// The same recipe again: its artifacts are copied in S3 from the
+	// first image, not uploaded, and the image checks out as the first.
+	id = e.call(201, "POST", "/v3/jobs", map[string]any{"job_type": "create", "artifact_id": good, "public_key_id": key, "image_root_archive_name": "debian-node"})["id"].(string)
+	job, _ = e.waitJob(id, 2*time.Minute, "success", "error")
+	log := e.get("/v3/jobs/" + id + "/log")
+	if job["status"] != "success" || strings.Count(string(log), "copied in S3 from an earlier image") < 3 || strings.Contains(string(log), "uploaded s3") {
+		t.Fatalf("second create job: %v; want every artifact copied in S3\n%s", job["status"], log)
+	}
+	checkImage(t, e, job, id)
+	if err := e.st.Images.Remove(job["resultant_image_id"].(string)); err != nil {
+		t.Fatal(err)
+	}
+
 	bad := e.registerRecipe("bad", fakeRecipe(t, "FAIL"))
 	id = e.call(201, "POST", "/v3/jobs", map[string]any{"job_type": "create", "artifact_id": bad, "public_key_id": key, "image_root_archive_name": "bad"})["id"].(string)
 	job, _ = e.waitJob(id, 2*time.Minute, "success", "error")
-	log := e.get("/v3/jobs/" + id + "/log")
+	log = e.get("/v3/jobs/" + id + "/log")
 	if job["status"] != "error" || job["resultant_image_id"] != nil || !strings.Contains(string(log), "broken-pkg") {
 		t.Errorf("failed create job: %v\n%s", job, log)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/imsbuild/imsbuild/ims"
+	"github.com/imsbuild/imsbuild/ims/server/blob"
 	"github.com/imsbuild/imsbuild/ims/server/store"
 	"github.com/imsbuild/imsbuild/internal/md5hex"
 )
@@ -65,16 +66,17 @@ func (j *jobRun) publishImage(ctx context.Context, dir, name, arch string) (id s
 		}
 	}()
 	meta := map[string]string{metaImageName: name, metaImageID: id, metaJobID: j.job.ID}
+	// Artifacts an earlier image already has are copied in S3, not uploaded.
+	from := j.blobs().ArtifactSources(ctx, store.RecentManifests(j.store().Images, name, 8))
 	var artifacts []map[string]any
 	for _, a := range built.Artifacts {
 		base := filepath.Base(a.Link.Path)
 		key := id + "/" + base
-		etag, err := j.uploadFile(ctx, filepath.Join(dir, base), bucket, key, a.Type, a.MD5, meta)
+		etag, err := j.uploadFile(ctx, filepath.Join(dir, base), bucket, key, a.Type, a.MD5, meta, from)
 		if err != nil {
 			return id, err
 		}
 		uploaded = append(uploaded, key)
-		fmt.Fprintf(j.log, "uploaded s3://%s/%s (md5 %s)\n", bucket, key, a.MD5)
 		artifacts = append(artifacts, map[string]any{
 			"link": map[string]any{"etag": etag, "path": "s3://" + bucket + "/" + key, "type": "s3"},
 			"md5":  a.MD5, "type": a.Type,
@@ -117,7 +119,7 @@ func (j *jobRun) publishImage(ctx context.Context, dir, name, arch string) (id s
 
 // uploadFile uploads path to bucket/key, checking on the way that its md5
 // is the one the manifest says.
-func (j *jobRun) uploadFile(ctx context.Context, path, bucket, key, contentType, md5 string, meta map[string]string) (string, error) {
+func (j *jobRun) uploadFile(ctx context.Context, path, bucket, key, contentType, md5 string, meta map[string]string, from blob.Sources) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", fmt.Errorf("publish image: %w", err)
@@ -131,10 +133,15 @@ func (j *jobRun) uploadFile(ctx context.Context, path, bucket, key, contentType,
 	for k, v := range meta {
 		m[k] = v
 	}
-	etag, err := j.blobs().Upload(ctx, bucket, key, f, fi.Size(), contentType, m)
+	etag, copied, err := j.blobs().UploadFile(ctx, bucket, key, f, fi.Size(), md5, from, contentType, m)
 	if err != nil {
 		return "", fmt.Errorf("publish image: %w", err)
 	}
+	how := "uploaded"
+	if copied {
+		how = "copied in S3 from an earlier image:"
+	}
+	fmt.Fprintf(j.log, "%s s3://%s/%s (md5 %s)\n", how, bucket, key, md5)
 	return etag, nil
 }
 

@@ -103,3 +103,24 @@ func (r Image) Key() string           { return r.ID }
 func (r PublicKey) Key() string       { return r.ID }
 func (r Job) Key() string             { return r.ID }
 func (r RemoteBuildNode) Key() string { return r.XName }
+
+// RecentManifests returns the manifest links of at most n images, the
+// newest first, those named name before the others: where an image
+// about to be published most likely finds its artifacts already in S3.
+func RecentManifests(images *Collection[Image], name string, n int) []string {
+	var same, other []string
+	images.mu.RLock()
+	defer images.mu.RUnlock()
+	for i := len(images.order) - 1; i >= 0 && len(same) < n; i-- {
+		e := images.order[i]
+		if e == nil || e.rec.Link == nil || e.rec.Link.Path == "" {
+			continue
+		}
+		if e.rec.Name == name {
+			same = append(same, e.rec.Link.Path)
+		} else if len(other) < n {
+			other = append(other, e.rec.Link.Path)
+		}
+	}
+	return append(same, other...)[:min(n, len(same)+len(other))]
+}

@@ -1,11 +1,15 @@
 package store
 
 import (
+	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 
@@ -237,5 +241,94 @@ func TestOrderAfterRemovals(t *testing.T) {
 	}
 	if k, _ := s.PublicKeys.Get("k000"); k.Name != "replaced" {
 		t.Errorf("k000 = %+v", k)
+	}
+}
+
+func TestRecentManifests(t *testing.T) {
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	img := func(id, name string, linked bool) Image {
+		im := Image{ID: id, Name: name, Metadata: map[string]string{}}
+		if linked {
+			im.Link = &Link{Path: "s3://b/" + id + "/manifest.json", Type: "s3"}
+		}
+		return im
+	}
+	for _, im := range []Image{img("1", "a", true), img("2", "b", true), img("3", "a", true), img("4", "a", false), img("5", "c", true), img("6", "a", true)} {
+		if err := s.Images.Put(im); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		n    int
+		want []string
+	}{
+		{"a", 2, []string{"6", "3"}},
+		{"a", 5, []string{"6", "3", "1", "5", "2"}},
+		{"b", 2, []string{"2", "6"}},
+		{"z", 8, []string{"6", "5", "3", "2", "1"}},
+	} {
+		got := RecentManifests(s.Images, tc.name, tc.n)
+		var want []string
+		for _, id := range tc.want {
+			want = append(want, "s3://b/"+id+"/manifest.json")
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("RecentManifests(%q, %d) = %v, want %v", tc.name, tc.n, got, want)
+		}
+	}
+}
+
+// TestGzipFollowsWrites: while writers add records, every compressed list
+// is a whole list showing at least the records there were when it was
+// asked for, and after the writes it is the plain list, byte for byte.
+func TestGzipFollowsWrites(t *testing.T) {
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := range 25 {
+				if err := s.PublicKeys.Put(PublicKey{ID: fmt.Sprintf("%d-%d", w, i), Name: "n", PublicKey: "p"}); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	for range 4 {
+		wg.Go(func() {
+			for range 25 {
+				before := s.PublicKeys.Len()
+				zr, err := gzip.NewReader(bytes.NewReader(s.PublicKeys.Gzip()))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				data, err := io.ReadAll(zr)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if n := len(parse(t, data)); n < before {
+					t.Errorf("a compressed list asked for at %d records has %d", before, n)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	zr, err := gzip.NewReader(bytes.NewReader(s.PublicKeys.Gzip()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := io.ReadAll(zr)
+	if !bytes.Equal(data, s.PublicKeys.JSON()) || len(parse(t, data)) != 100 {
+		t.Errorf("compressed list after the writes differs from the plain one:\n%s", data)
 	}
 }
