@@ -72,21 +72,17 @@ func runCreate(ctx context.Context, j *jobRun) error {
 			packaging = true
 			_ = j.setStatus("packaging_artifacts")
 		case ev.Status == engine.StatusWaiting && ev.SSH != nil:
-			// The debug shell of a failed build (enable_debug).
-			_ = j.update(func(job *store.Job) {
-				job.Status = "waiting_on_user"
-				for i := range job.SSHContainers {
-					job.SSHContainers[i].Status = "running"
-					info := store.ConnectionInfo{Host: j.sshHost, Port: ev.SSH.Port}
-					job.SSHContainers[i].ConnectionInfo = map[string]store.ConnectionInfo{"customer_access": info, "cluster.local": info}
-				}
-			})
+			// The debug shell of a failed build (enable_debug), on the
+			// port connection_info named since the POST. The container's
+			// status stays pending, as in IMS (SPEC §2.5).
+			_ = j.setStatus("waiting_on_user")
 		}
 	}
 	e, err := j.newEngine(cfg, work, events, func(o *engine.Options) {
 		if j.job.EnableDebug {
 			o.DebugOnFailure = true
 			o.PublicKeys = []string{key.PublicKey}
+			o.SSHListen = j.sshListen()
 		}
 	})
 	if err != nil {
