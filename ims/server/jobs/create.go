@@ -62,6 +62,11 @@ func runCreate(ctx context.Context, j *jobRun) error {
 	}
 	out := filepath.Join(work, "out")
 	cfg := createConfig(j.job, rec, recipeDir, out, j.r.cfg.CacheDir, j.caCerts())
+	// The sidecar copies the CA to /etc/cray/ca before packing (SPEC §5),
+	// besides the trust store that CACertificates fills during prepare.
+	if err := addCA(cfg.Images[createImage], j.caCerts(), work); err != nil {
+		return fmt.Errorf("create job: %w", err)
+	}
 	var mu sync.Mutex
 	packaging := false
 	events := func(ev engine.Event) {
