@@ -39,6 +39,11 @@ type Options struct {
 	DebugOnFailure bool          // open a debug SSH environment in every failed image build
 	PublicKeys     []string      // SSH keys for environments opened by flags (authorized_keys lines)
 	SSHTimeout     time.Duration // overrides the environments' timeout when > 0
+	// SSHListen is where environments opened by DebugOnFailure or
+	// Interactive listen ("host:port"); "" is a free loopback port
+	// (sshenv.DefaultListen). An interactive block's listen wins.
+	// imsbuild serve sets the port its POST answered in connection_info.
+	SSHListen string
 	// IMSLayout lays non-jailed SSH environments out as IMS's customize
 	// jobs do (sshenv.Config.IMSLayout): the image at /mnt/image/image-root,
 	// the flag files in /mnt/image. imsbuild serve sets it; HCL builds keep

@@ -66,10 +66,16 @@ func (e *Engine) sshEnv(ctx context.Context, s *Step, root string, debug bool, l
 func (e *Engine) sshEnvAt(ctx context.Context, s *Step, root string, jail, debug bool, log io.Writer) error {
 	cfg := sshenv.Config{Root: root, Jail: jail, IMSLayout: e.opts.IMSLayout, Listen: sshenv.DefaultListen,
 		Timeout: defaultInteractiveTimeout, Log: log}
+	if e.opts.SSHListen != "" {
+		cfg.Listen = e.opts.SSHListen
+	}
 	keys := e.opts.PublicKeys
 	if in := s.Image.Interactive; in != nil {
 		keys = append(slices.Clone(in.PublicKeys), keys...)
-		cfg.Listen, cfg.Timeout, cfg.Network = in.Listen, in.Timeout, in.Network
+		cfg.Timeout, cfg.Network = in.Timeout, in.Network
+		if in.Listen != "" {
+			cfg.Listen = in.Listen
+		}
 	}
 	if e.opts.SSHTimeout > 0 {
 		cfg.Timeout = e.opts.SSHTimeout

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -193,8 +194,16 @@ func TestDebugOnFailureStillFails(t *testing.T) {
 	key, pub := sshKey(t)
 	f.cfg.Images["compute"].Customize[0].Inline = "echo half-done > /etc/half\nexit 4\n"
 	r := &sshRunner{t: t, key: key, ran: make(chan struct{}), command: "cat /etc/half && touch /tmp/complete"}
+	// SSHListen: the shell listens where the caller said (imsbuild serve
+	// answered the port in the job's connection_info already).
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := ln.Addr().String()
+	ln.Close()
 	e, err := New(f.cfg, f.cache, f.cache.Actions(), Options{WorkDir: filepath.Join(f.cache.Dir(), "work", "d"),
-		DebugOnFailure: true, PublicKeys: []string{pub}, SSHTimeout: time.Minute, Events: r.event})
+		DebugOnFailure: true, PublicKeys: []string{pub}, SSHTimeout: time.Minute, Events: r.event, SSHListen: listen})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,6 +215,9 @@ func TestDebugOnFailureStillFails(t *testing.T) {
 	<-r.ran
 	if r.err != nil || !strings.Contains(r.out, "half-done") || !r.info.Debug {
 		t.Fatalf("debug ssh = %v, output %q, info %+v; want the failed root", r.err, r.out, r.info)
+	}
+	if got := net.JoinHostPort(r.info.Host, strconv.Itoa(r.info.Port)); got != listen {
+		t.Errorf("debug shell at %s, want Options.SSHListen %s", got, listen)
 	}
 }
 

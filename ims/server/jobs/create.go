@@ -62,6 +62,11 @@ func runCreate(ctx context.Context, j *jobRun) error {
 	}
 	out := filepath.Join(work, "out")
 	cfg := createConfig(j.job, rec, recipeDir, out, j.r.cfg.CacheDir, j.caCerts())
+	// The sidecar copies the CA to /etc/cray/ca before packing (SPEC §5),
+	// besides the trust store that CACertificates fills during prepare.
+	if err := addCA(cfg.Images[createImage], j.caCerts(), work); err != nil {
+		return fmt.Errorf("create job: %w", err)
+	}
 	var mu sync.Mutex
 	packaging := false
 	events := func(ev engine.Event) {
@@ -72,21 +77,17 @@ func runCreate(ctx context.Context, j *jobRun) error {
 			packaging = true
 			_ = j.setStatus("packaging_artifacts")
 		case ev.Status == engine.StatusWaiting && ev.SSH != nil:
-			// The debug shell of a failed build (enable_debug).
-			_ = j.update(func(job *store.Job) {
-				job.Status = "waiting_on_user"
-				for i := range job.SSHContainers {
-					job.SSHContainers[i].Status = "running"
-					info := store.ConnectionInfo{Host: j.sshHost, Port: ev.SSH.Port}
-					job.SSHContainers[i].ConnectionInfo = map[string]store.ConnectionInfo{"customer_access": info, "cluster.local": info}
-				}
-			})
+			// The debug shell of a failed build (enable_debug), on the
+			// port connection_info named since the POST. The container's
+			// status stays pending, as in IMS (SPEC §2.5).
+			_ = j.setStatus("waiting_on_user")
 		}
 	}
 	e, err := j.newEngine(cfg, work, events, func(o *engine.Options) {
 		if j.job.EnableDebug {
 			o.DebugOnFailure = true
 			o.PublicKeys = []string{key.PublicKey}
+			o.SSHListen = j.sshListen()
 		}
 	})
 	if err != nil {

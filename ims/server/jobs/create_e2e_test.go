@@ -219,6 +219,10 @@ func TestCreateJobEndToEnd(t *testing.T) {
 	if got := catRootfs(t, e, imgID, "usr/local/share/ca-certificates/imsbuild-1.crt"); got != ca {
 		t.Errorf("the --ca-cert certificate in the image = %q, want %q", got, ca)
 	}
+	// … and where IMS's create sidecar copies it.
+	if got := catRootfs(t, e, imgID, caFile[1:]); got != ca {
+		t.Errorf("%s in the image = %q, want %q", caFile, got, ca)
+	}
 	if !bytes.Contains(log, []byte("md5")) || !bytes.Contains(log, []byte("checked")) {
 		t.Errorf("the job log does not say the recipe's md5 was checked:\n%s", log)
 	}

@@ -145,13 +145,14 @@ func customizeConfig(j *jobRun, parent store.Image, rootfs, publicKey, work, out
 	return cfg
 }
 
-// caFile is where IMS's customize sidecar copies the CA (/etc/cray/ca)
-// into the image.
+// caFile is where IMS's sidecars (create and customize) copy the CA
+// (/etc/cray/ca) into the image.
 const caFile = "/etc/cray/ca/certificate_authority.crt"
 
-// addCA copies the --ca-cert certificates into the image at caFile before
-// the SSH environment opens, as IMS's sidecar does; unlike a create job's,
-// they are not added to the image's trust store.
+// addCA copies the --ca-cert certificates into the image at caFile, as
+// IMS's sidecar does: for a customize job before the SSH environment
+// opens, and not into the trust store (a create job's also go there,
+// through the image's CACertificates).
 func addCA(img *spec.Image, pems []string, work string) error {
 	if len(pems) == 0 {
 		return nil

@@ -340,8 +340,13 @@ func TestCustomizeJob(t *testing.T) {
 			if host != "127.0.0.1" || port == 0 {
 				t.Fatalf("connection_info = %s:%d", host, port)
 			}
-			e.waitJob(id, "waiting_on_user")
+			waiting := e.waitJob(id, "waiting_on_user")
 			t.Logf("POST to waiting_on_user: %v", time.Since(posted).Round(time.Millisecond))
+			// IMS sets an SSH container's status to pending and never
+			// changes it; the job's status says where it is.
+			if st := waiting["ssh_containers"].([]any)[0].(map[string]any)["status"]; st != "pending" {
+				t.Errorf("ssh container status while waiting_on_user = %v, want pending", st)
+			}
 			out, err := e.sshEnd(host, port, "cat "+tc.image+"/etc/motd && echo $IMS_JOB_ID $IMS_ARCH && echo "+tc.name+" > "+tc.image+"/etc/motd && touch "+tc.complete)
 			if want := "parent\n" + id + " x86_64\n"; err != nil || out != want {
 				t.Fatalf("ssh = %q, %v; want %q (the parent's motd, IMS's session environment)", out, err, want)
@@ -349,6 +354,9 @@ func TestCustomizeJob(t *testing.T) {
 			completed := time.Now()
 			rec := e.waitJob(id, "success")
 			t.Logf("complete to success: %v", time.Since(completed).Round(time.Millisecond))
+			if st := rec["ssh_containers"].([]any)[0].(map[string]any)["status"]; st != "pending" {
+				t.Errorf("ssh container status after success = %v, want pending", st)
+			}
 			e.checkStatuses(id, "fetching_image", "waiting_on_user", "packaging_artifacts")
 			newID, _ := rec["resultant_image_id"].(string)
 			img := e.call(http.StatusOK, http.MethodGet, "/v3/images/"+newID, nil)

@@ -160,10 +160,7 @@ func (r *Runner) failOrphans() error {
 			return true
 		})
 		for _, j := range orphans {
-			j.Status = "error"
-			for i := range j.SSHContainers {
-				j.SSHContainers[i].Status = "error"
-			}
+			j.Status = "error" // the SSH containers stay pending, as in IMS
 			ids = append(ids, j.ID)
 			if err := tx.Put(j); err != nil {
 				return err

@@ -213,6 +213,11 @@ func TestRestart(t *testing.T) {
 		if j.Status != status {
 			t.Errorf("job %s after restart: status %s, want %s", id, j.Status, status)
 		}
+		for _, c := range j.SSHContainers { // IMS never changes it
+			if c.Status != "pending" {
+				t.Errorf("job %s after restart: ssh container status %s, want pending", id, c.Status)
+			}
+		}
 		rc, err := r.Log(id)
 		if status == "error" && err == nil {
 			b, _ := io.ReadAll(rc)
