@@ -119,4 +119,20 @@ func TestImageSBOM(t *testing.T) {
 	if debs := got["compute"]; !slices.Equal(debs, wantDebs) {
 		t.Errorf("compute SBOM packages = %q, want dpkg-query's %q", debs, wantDebs)
 	}
+
+	// A cold rebuild (another cache, another root directory) gives the same
+	// SBOM bytes: the document enters the cache like any output.
+	f2 := newFixture(t)
+	f2.cfg.Images["compute"].Customize[0].Inline = f.cfg.Images["compute"].Customize[0].Inline
+	if _, err := f2.build(t, t.Context(), Options{Environ: []string{"SOURCE_DATE_EPOCH=1700000000"}}); err != nil {
+		t.Fatalf("second Build() = %v", err)
+	}
+	for _, p := range docs {
+		rel, _ := filepath.Rel(f.out, p)
+		a, _ := os.ReadFile(p)
+		b, err := os.ReadFile(filepath.Join(f2.out, rel))
+		if err != nil || !bytes.Equal(a, b) {
+			t.Errorf("cold rebuild: %s differs (%v)", rel, err)
+		}
+	}
 }
