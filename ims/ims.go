@@ -32,6 +32,16 @@ const (
 	ManifestFile           = "manifest.json"
 )
 
+// SBOMFile is the image's SPDX 2.3 JSON software bill of materials: an
+// output of every image step, published beside the artifacts under this
+// name (<id>/sbom.spdx.json) but never listed in the IMS manifest, whose
+// artifact types IMS validates strictly. MediaTypeSPDX is its media type
+// and its OCI artifactType.
+const (
+	SBOMFile      = "sbom.spdx.json"
+	MediaTypeSPDX = "application/spdx+json"
+)
+
 // ArtifactNames are the image artifacts in the order IMS writes them into a
 // manifest (rootfs, kernel, initrd, [debug_kernel], [boot_parameters]).
 func ArtifactNames() []string {

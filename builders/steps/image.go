@@ -1,18 +1,21 @@
 package steps
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/imsbuild/imsbuild/builders/customize"
 	"github.com/imsbuild/imsbuild/builders/importer"
 	"github.com/imsbuild/imsbuild/builders/pack"
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/ims"
+	"github.com/imsbuild/imsbuild/sbom"
 	"github.com/imsbuild/imsbuild/spec"
 )
 
@@ -62,7 +65,8 @@ func (o *Image) Key(ctx context.Context, k KeyEnv) (*Key, error) {
 	key := &Key{
 		// v2: boot_parameters also comes from /boot/kernel-parameters and
 		// from the parent, so a v1 result of the same inputs may lack it.
-		Type:   "imsbuild/" + o.Kind + "/v2",
+		// v3: every result has an SBOM output (ims.SBOMFile).
+		Type:   "imsbuild/" + o.Kind + "/v3",
 		Attrs:  imageAttrs(img, o.Kind, o.Interactive, IsRemoteImport(img.Import)),
 		Inputs: map[string]string{},
 	}
@@ -93,6 +97,9 @@ func (o *Image) Key(ctx context.Context, k KeyEnv) (*Key, error) {
 		}
 		key.Parent = o.Parent
 		for name, out := range r.Outputs {
+			if name == ims.SBOMFile {
+				continue // derived from the parent's rootfs, which is keyed
+			}
 			key.Inputs["parent."+name] = string(out.Digest)
 		}
 	case KindKiwi:
@@ -183,6 +190,10 @@ func (o *Image) Build(ctx context.Context, env Env) (*cache.ActionResult, error)
 			return nil, err
 		}
 	}
+	sbomPath := filepath.Join(env.Work, ims.SBOMFile)
+	if err := o.writeSBOM(ctx, root, sbomPath, env.Log); err != nil {
+		return nil, err
+	}
 	arts, err := pack.Pack(ctx, root, out, pack.Options{
 		Compression:         img.Squashfs.Compression,
 		Level:               img.Squashfs.Level,
@@ -205,7 +216,39 @@ func (o *Image) Build(ctx context.Context, env Env) (*cache.ActionResult, error)
 	for _, a := range arts {
 		files[a.Name] = a.Path
 	}
+	files[ims.SBOMFile] = sbomPath
 	return storeArtifacts(ctx, env.Store, files, env.Log)
+}
+
+// sbomTool names the SBOM's creator without a version: the document is part
+// of a cached result whose key does not hold imsbuild's version, so a
+// rebuild by another release must give the same bytes.
+const sbomTool = "imsbuild"
+
+// writeSBOM writes the SPDX document of the finished root (after customize,
+// before pack) to path. It is dated SOURCE_DATE_EPOCH like the rootfs, so a
+// rebuild gives the same bytes; a root without a package database (busybox)
+// gets a document without packages.
+func (o *Image) writeSBOM(ctx context.Context, root, path string, log io.Writer) error {
+	start := time.Now()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return fmt.Errorf("sbom: %w", err)
+	}
+	w := bufio.NewWriterSize(f, 1<<16)
+	doc := sbom.Document{Name: o.Image.Name, Created: time.Unix(o.SourceDateEpoch, 0).UTC(), Tool: sbomTool}
+	err = sbom.Generate(ctx, root, doc, w)
+	if err == nil {
+		err = w.Flush()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err // sbom's errors say "sbom" and the root
+	}
+	fmt.Fprintf(log, "sbom: scanned the root in %v\n", time.Since(start).Round(time.Millisecond))
+	return nil
 }
 
 // customize adds the CA certificates (a kiwi image's went in during

@@ -35,7 +35,7 @@ func TestImageKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if k.Type != "imsbuild/import/v2" || k.Inputs["import"] == "" || k.Inputs["ca_certificates[0]"] != "text:PEM" || k.Tools["mksquashfs"] != "mksquashfs 1.0" {
+	if k.Type != "imsbuild/import/v3" || k.Inputs["import"] == "" || k.Inputs["ca_certificates[0]"] != "text:PEM" || k.Tools["mksquashfs"] != "mksquashfs 1.0" {
 		t.Fatalf("import Key() = %+v, want the import digest, the CA certificate and mksquashfs", k)
 	}
 
@@ -43,13 +43,16 @@ func TestImageKey(t *testing.T) {
 	if _, err := child.Key(t.Context(), keyEnv(nil)); !errors.Is(err, ErrParentPending) {
 		t.Fatalf("Key() before the parent = %v, want ErrParentPending", err)
 	}
-	parent := &cache.ActionResult{Outputs: map[string]cache.Output{ims.ArtifactRootfs: {Digest: "sha256:aa"}}}
+	parent := &cache.ActionResult{Outputs: map[string]cache.Output{ims.ArtifactRootfs: {Digest: "sha256:aa"}, ims.SBOMFile: {Digest: "sha256:bb"}}}
 	k, err = child.Key(t.Context(), keyEnv(map[string]*cache.ActionResult{"image.base": parent}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if k.Parent != "image.base" || k.Inputs["parent."+ims.ArtifactRootfs] != "sha256:aa" {
 		t.Fatalf("customize Key() = %+v, want the parent's rootfs digest", k)
+	}
+	if _, ok := k.Inputs["parent."+ims.SBOMFile]; ok {
+		t.Fatalf("customize Key() = %+v, want no parent SBOM (it is derived from the keyed rootfs)", k)
 	}
 }
 

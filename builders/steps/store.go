@@ -35,6 +35,16 @@ func storeArtifacts(ctx context.Context, store cache.Store, files map[string]str
 		res.Outputs[name] = out
 		fmt.Fprintf(log, "%s %s %d bytes\n", name, out.Digest, out.Size)
 	}
+	if path, ok := files[ims.SBOMFile]; ok {
+		// Not an IMS artifact: its own media type keeps it out of manifests.
+		out, err := storeWithMD5(ctx, store, path)
+		if err != nil {
+			return nil, fmt.Errorf("store %s: %w", ims.SBOMFile, err)
+		}
+		out.MediaType = ims.MediaTypeSPDX
+		res.Outputs[ims.SBOMFile] = out
+		fmt.Fprintf(log, "%s %s %d bytes\n", ims.SBOMFile, out.Digest, out.Size)
+	}
 	if _, ok := res.Outputs[ims.ArtifactRootfs]; !ok {
 		return nil, errors.New("no rootfs artifact")
 	}

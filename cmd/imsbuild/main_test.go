@@ -146,6 +146,13 @@ func TestExampleBuildCachedAndExplain(t *testing.T) {
 	if len(manifests) < 2 || len(records) < 2 {
 		t.Fatalf("published manifests %v records %v", manifests, records)
 	}
+	// Every published image has its SBOM beside it (busybox: no packages).
+	for _, m := range manifests {
+		b, err := os.ReadFile(filepath.Join(filepath.Dir(m), "sbom.spdx.json"))
+		if err != nil || !strings.Contains(string(b), `"spdxVersion":"SPDX-2.3"`) {
+			t.Errorf("SBOM beside %s: %.200s, %v; want an SPDX 2.3 document", m, b, err)
+		}
+	}
 }
 
 func TestExitCodes(t *testing.T) {

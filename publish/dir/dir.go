@@ -114,8 +114,8 @@ func blobMD5(ctx context.Context, blobs publish.Blobs, d digest.Digest) (string,
 	return md5hex.OfReader(rc)
 }
 
-// upToDate reports whether dir already holds exactly this manifest and
-// artifacts: regular files with the content of their blobs. The content is
+// upToDate reports whether dir already holds exactly this manifest,
+// artifacts and SBOM: regular files with the content of their blobs. The content is
 // compared, not only the size, so a same-size corruption of a published
 // file is repaired by the next publish; the stat cache keeps an unchanged
 // file from being read again.
@@ -124,7 +124,7 @@ func (p *Publisher) upToDate(ctx context.Context, dir string, manifest []byte, o
 	if err != nil || !bytes.Equal(cur, manifest) {
 		return false, nil
 	}
-	for _, name := range artifactOrder() {
+	for _, name := range fileOrder() {
 		o, ok := outs[name]
 		if !ok {
 			continue
@@ -148,7 +148,7 @@ func (p *Publisher) upToDate(ctx context.Context, dir string, manifest []byte, o
 	return true, nil
 }
 
-// writeImage materializes the artifacts and the manifest (last) into a temp
+// writeImage materializes the artifacts, the SBOM and the manifest (last) into a temp
 // dir under p.Path and moves it to final, swapping out an older version.
 func (p *Publisher) writeImage(ctx context.Context, blobs publish.Blobs, final string, manifest []byte, outs map[string]publish.Artifact) error {
 	if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
@@ -162,7 +162,7 @@ func (p *Publisher) writeImage(ctx context.Context, blobs publish.Blobs, final s
 	if err := os.Chmod(tmp, 0o755); err != nil {
 		return err
 	}
-	for _, name := range artifactOrder() {
+	for _, name := range fileOrder() {
 		o, ok := outs[name]
 		if !ok {
 			continue
@@ -192,7 +192,7 @@ func (p *Publisher) writeImage(ctx context.Context, blobs publish.Blobs, final s
 	}
 	// The copies were verified as they were made: the next publish need
 	// not read them to know they are up to date.
-	for _, name := range artifactOrder() {
+	for _, name := range fileOrder() {
 		if o, ok := outs[name]; ok {
 			_ = p.StatCache.RecordWritten(filepath.Join(final, name), string(o.Digest))
 		}

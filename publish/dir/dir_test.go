@@ -39,8 +39,15 @@ func testImage(t *testing.T, s *publishtest.Blobs) publish.Image {
 			ims.ArtifactInitrd:         s.Add(t, ims.ArtifactInitrd, []byte("initrd bytes")),
 			ims.ArtifactBootParameters: s.Add(t, ims.ArtifactBootParameters, []byte("console=ttyS0")),
 			"log":                      s.Add(t, "log", []byte("build log, not an artifact")),
+			ims.SBOMFile:               sbomArtifact(t, s, `{"spdxVersion":"SPDX-2.3"}`),
 		},
 	}
+}
+
+func sbomArtifact(t *testing.T, s *publishtest.Blobs, doc string) publish.Artifact {
+	a := s.Add(t, ims.SBOMFile, []byte(doc+"\n"))
+	a.MediaType = ims.MediaTypeSPDX
+	return a
 }
 
 func golden(t *testing.T, name string, got []byte) {
@@ -99,6 +106,11 @@ func TestPublish(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "log")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("log output published: Stat() = %v, want not exist", err)
+	}
+	// The SBOM is beside the artifacts, and the manifest (golden) does not
+	// list it.
+	if got, err := os.ReadFile(filepath.Join(dir, ims.SBOMFile)); err != nil || !bytes.Equal(got, s.Bytes(t, img.Outputs[ims.SBOMFile].Digest)) {
+		t.Errorf("%s = %q, %v; want the SBOM output", ims.SBOMFile, got, err)
 	}
 	mdata, err := os.ReadFile(filepath.Join(dir, ims.ManifestFile))
 	if err != nil {
@@ -172,6 +184,15 @@ func TestPublishIdempotent(t *testing.T) {
 		if !fi.ModTime().Equal(old) {
 			t.Errorf("%s: mtime %v after republish, want unchanged %v", path, fi.ModTime(), old)
 		}
+	}
+
+	// A new SBOM alone (same artifacts, same manifest) is published too.
+	img.Outputs[ims.SBOMFile] = sbomArtifact(t, s, `{"spdxVersion":"SPDX-2.3","name":"v2"}`)
+	if err := p.Publish(t.Context(), s, []publish.Image{img}); err != nil {
+		t.Fatalf("Publish() new SBOM = %v", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(out, "boot-images", testID, ims.SBOMFile)); !strings.Contains(string(b), "v2") {
+		t.Errorf("%s = %q after republish, want the new SBOM", ims.SBOMFile, b)
 	}
 
 	// New content under the same id replaces the old version atomically.
@@ -318,8 +339,8 @@ func TestPublishRepairsSameSizeCorruption(t *testing.T) {
 				}
 			}
 			// What it wrote, the publish remembers by stat.
-			if n := p.StatCache.Len(); withStatCache && n != 4 {
-				t.Errorf("stat cache holds %d files after a publish, want the 4 artifacts", n)
+			if n := p.StatCache.Len(); withStatCache && n != 5 {
+				t.Errorf("stat cache holds %d files after a publish, want the 4 artifacts and the SBOM", n)
 			}
 			rootfs := filepath.Join(out, "boot-images", testID, "rootfs")
 			want, err := os.ReadFile(rootfs)

@@ -18,6 +18,13 @@ func artifactOrder() []string {
 	return ims.ArtifactNames()
 }
 
+// fileOrder is the order files of an image are written in: the
+// artifacts, then the SBOM, which the manifest does not list (the manifest
+// is written last, after all of them).
+func fileOrder() []string {
+	return append(ims.ArtifactNames(), ims.SBOMFile)
+}
+
 // s3Link is the link of key in bucket, with etag.
 func s3Link(bucket, key, etag string) ims.Link {
 	return ims.Link{Path: "s3://" + bucket + "/" + key, Etag: etag, Type: "s3"}

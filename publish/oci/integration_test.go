@@ -195,3 +195,82 @@ func TestDockerRegistry(t *testing.T) {
 		}
 	})
 }
+
+// The SBOM output is pushed as a referrer of the image manifest: the real
+// oras CLI finds it on docker-registry, which has no referrers API, through
+// the referrers tag schema, and its one layer is the document.
+func TestSBOMReferrerOrasDiscover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs docker-registry and oras")
+	}
+	orasBin := testutil.RequireTool(t, "oras")
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	reg := registrytest.Start(t)
+	doc := []byte(`{"spdxVersion":"SPDX-2.3","name":"compute-bookworm"}` + "\n")
+	store := newStore(t)
+	img := testImage(t, store, map[string][]byte{"rootfs": []byte("hsqs rootfs"), ims.SBOMFile: doc})
+	repo := reg.Ref("hpc/compute")
+	c := newCounter()
+	p, err := oci.New(oci.Config{Repository: repo, Insecure: true}, oci.WithTransport(c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := p.PushImage(ctx, store, img)
+	if err != nil {
+		t.Fatalf("PushImage() = %v", err)
+	}
+	// The image manifest itself is unchanged: the SBOM is no layer of it.
+	var m ocispec.Manifest
+	if err := json.Unmarshal(crane(ctx, t, "manifest", ref), &m); err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Layers) != 1 || m.Layers[0].Annotations[ocispec.AnnotationTitle] != "rootfs" {
+		t.Errorf("image manifest layers %+v, want the rootfs only", m.Layers)
+	}
+
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, orasBin, "discover", "--plain-http", "--format", "json", ref)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("oras discover %s: %v\n%s", ref, err, stderr.Bytes())
+	}
+	var got struct {
+		Referrers []struct {
+			Reference    string `json:"reference"`
+			Digest       string `json:"digest"`
+			ArtifactType string `json:"artifactType"`
+		} `json:"referrers"`
+	}
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("oras discover output: %v\n%s", err, out)
+	}
+	if len(got.Referrers) != 1 || got.Referrers[0].ArtifactType != ims.MediaTypeSPDX {
+		t.Fatalf("oras discover = %s, want one %s referrer", out, ims.MediaTypeSPDX)
+	}
+	var sm ocispec.Manifest
+	if err := json.Unmarshal(crane(ctx, t, "manifest", repo+"@"+got.Referrers[0].Digest), &sm); err != nil {
+		t.Fatal(err)
+	}
+	if sm.Subject == nil || !strings.HasSuffix(ref, "@"+sm.Subject.Digest.String()) || len(sm.Layers) != 1 ||
+		sm.Layers[0].MediaType != ims.MediaTypeSPDX || sm.Layers[0].Annotations[ocispec.AnnotationTitle] != ims.SBOMFile {
+		t.Fatalf("SBOM manifest = %+v, want subject %s and one %s layer", sm, ref, ims.MediaTypeSPDX)
+	}
+	if b := crane(ctx, t, "blob", repo+"@"+sm.Layers[0].Digest.String()); !bytes.Equal(b, doc) {
+		t.Errorf("SBOM blob = %q, want %q", b, doc)
+	}
+
+	// A republish pushes nothing and leaves one referrer.
+	c.reset()
+	if _, err := p.PushImage(ctx, store, img); err != nil {
+		t.Fatalf("PushImage() again = %v", err)
+	}
+	if n := c.get("PUT manifest") + c.get("POST upload"); n != 0 {
+		t.Errorf("republish: %d manifest PUTs and uploads, want 0", n)
+	}
+	cmd = exec.CommandContext(ctx, orasBin, "discover", "--plain-http", "--format", "json", ref)
+	if out, err = cmd.Output(); err != nil || strings.Count(string(out), `"artifactType"`) != 1 {
+		t.Errorf("oras discover after republish = %s, %v; want one referrer", out, err)
+	}
+}

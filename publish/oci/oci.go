@@ -149,12 +149,17 @@ func (p *Publisher) Publish(ctx context.Context, blobs publish.Blobs, images []p
 	return nil
 }
 
-// PushImage pushes img under every tag and returns its manifest reference
+// PushImage pushes img under every tag, then its SBOM as a referrer of the
+// image manifest (pushSBOM), and returns the image manifest reference
 // ("registry/repo@sha256:…"). Nothing is pushed unless every artifact is in
 // blobs with the digest and size its Artifact records.
 func (p *Publisher) PushImage(ctx context.Context, blobs publish.Blobs, img publish.Image) (string, error) {
 	first := p.tags[0]
 	arts, err := artifacts(ctx, blobs, img)
+	if err != nil {
+		return "", fmt.Errorf("push %s: image %s: %w", first, img.Label, err)
+	}
+	sb, hasSBOM, err := sbomArtifact(ctx, blobs, img)
 	if err != nil {
 		return "", fmt.Errorf("push %s: image %s: %w", first, img.Label, err)
 	}
@@ -184,6 +189,11 @@ func (p *Publisher) PushImage(ctx context.Context, blobs publish.Blobs, img publ
 	d, err := ai.Digest()
 	if err != nil {
 		return "", fmt.Errorf("push %s: %w", first, err)
+	}
+	if hasSBOM {
+		if err := p.pushSBOM(ctx, pusher, blobs, img, sb, subjectOf(raw, d)); err != nil {
+			return "", fmt.Errorf("push %s: image %s: sbom: %w", first, img.Label, err)
+		}
 	}
 	return p.repo.Digest(d.String()).String(), nil
 }

@@ -121,7 +121,11 @@ func (p *Publisher) putArtifact(ctx context.Context, blobs publish.Blobs, img pu
 		}
 		return rc, nil
 	}
-	return p.putFrom(ctx, p.cfg.Bucket, key, ims.MediaTypeOf(name), want, open)
+	contentType := out.MediaType
+	if contentType == "" {
+		contentType = ims.MediaTypeOf(name)
+	}
+	return p.putFrom(ctx, p.cfg.Bucket, key, contentType, want, open)
 }
 
 // putFrom uploads the content open returns to bucket/key, unconditionally,

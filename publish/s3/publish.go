@@ -16,8 +16,13 @@ import (
 	"github.com/imsbuild/imsbuild/publish"
 )
 
-// artifactNames lists the image outputs published, in manifest order.
+// artifactNames lists the image outputs the manifest lists, in its order.
 var artifactNames = ims.ArtifactNames()
+
+// uploadOrder is the order outputs are uploaded in: the artifacts, then the
+// SBOM, which the manifest does not list; the manifest comes last, so a
+// reader that finds it finds the SBOM too.
+var uploadOrder = append(ims.ArtifactNames(), ims.SBOMFile)
 
 // User metadata keys of published objects. Every object has MetaMD5 (IMS
 // reads it) and MetaSHA256; artifacts also have the x-shasta-ims-* keys of
@@ -45,7 +50,8 @@ func imageMetadata(img publish.Image) map[string]string {
 
 var _ publish.Publisher = (*Publisher)(nil)
 
-// Publish uploads each image's artifacts and then its manifest.json. Images
+// Publish uploads each image's artifacts, its SBOM (<id>/sbom.spdx.json)
+// and then its manifest.json. Images
 // are published one after another; the first error stops it. An image whose
 // upload failed has no new manifest.
 func (p *Publisher) Publish(ctx context.Context, blobs publish.Blobs, images []publish.Image) error {
@@ -73,7 +79,7 @@ func checkImage(img publish.Image) error {
 	if _, ok := img.Outputs[ims.ArtifactRootfs]; !ok {
 		return fmt.Errorf("publish s3 image %s (%s): no rootfs output", img.Label, img.ID)
 	}
-	for _, name := range artifactNames {
+	for _, name := range uploadOrder {
 		if o, ok := img.Outputs[name]; ok {
 			if err := publish.CheckDigest(o.Digest); err != nil {
 				return fmt.Errorf("publish s3 image %s (%s): %s: %w", img.Label, img.ID, name, err)
@@ -88,7 +94,7 @@ func (p *Publisher) publishImage(ctx context.Context, blobs publish.Blobs, img p
 		Version: ims.ManifestVersion,
 		Created: img.Created.UTC().Format(ims.ManifestTimeLayout),
 	}
-	for _, name := range artifactNames {
+	for _, name := range uploadOrder {
 		out, ok := img.Outputs[name]
 		if !ok {
 			continue
@@ -97,6 +103,9 @@ func (p *Publisher) publishImage(ctx context.Context, blobs publish.Blobs, img p
 		obj, err := p.putArtifact(ctx, blobs, img, key, name, out)
 		if err != nil {
 			return err
+		}
+		if name == ims.SBOMFile {
+			continue // beside the image, not an IMS artifact
 		}
 		m.Artifacts = append(m.Artifacts, ims.Artifact{
 			Link: ims.Link{Path: p.Link(img.ID, name), Etag: obj.etag, Type: "s3"},
