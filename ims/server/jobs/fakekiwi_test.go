@@ -102,6 +102,11 @@ func TestCreateJobFakeKiwi(t *testing.T) {
 		t.Fatalf("second create job: %v; want every artifact copied in S3\n%s", job["status"], log)
 	}
 	checkImage(t, e, job, id)
+	// Every step of the second job was a cache hit, and /metrics says so.
+	metrics := string(e.get("/metrics"))
+	if m := regexp.MustCompile(`imsbuild_serve_job_steps_total\{result="cached"\} (\d+)`).FindStringSubmatch(metrics); m == nil || m[1] == "0" {
+		t.Errorf("/metrics has no cached steps after a second job of one recipe:\n%s", metrics)
+	}
 	if err := e.st.Images.Remove(job["resultant_image_id"].(string)); err != nil {
 		t.Fatal(err)
 	}

@@ -114,6 +114,7 @@ func (j *jobRun) newEngine(cfg *spec.Config, work string, events func(engine.Eve
 		PackageActions:    j.r.cache.Actions(),
 		Events: func(ev engine.Event) {
 			writeEvent(j.log, ev)
+			j.r.countStep(ev)
 			if events != nil {
 				events(ev)
 			}

@@ -3,6 +3,7 @@ package jobs
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/imsbuild/imsbuild/engine"
 	"github.com/imsbuild/imsbuild/ims/server/store"
 )
 
@@ -17,6 +18,16 @@ func (r *Runner) registerMetrics() error {
 		Buckets: []float64{1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200},
 	}, []string{"job_type", "status"})
 	if err := r.cfg.Registry.Register(r.duration); err != nil {
+		return err
+	}
+	r.steps = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "imsbuild_serve_job_steps_total",
+		Help: "Engine steps of IMS jobs by result: cached (a cache hit), built, failed.",
+	}, []string{"result"})
+	for _, res := range []string{"cached", "built", "failed"} {
+		r.steps.WithLabelValues(res) // present at 0 before the first job
+	}
+	if err := r.cfg.Registry.Register(r.steps); err != nil {
 		return err
 	}
 	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -42,4 +53,17 @@ func (c jobsCollector) Collect(ch chan<- prometheus.Metric) {
 		c.g.WithLabelValues(s).Set(float64(n[s]))
 	}
 	c.g.Collect(ch)
+}
+
+// countStep counts the engine steps that end: a cache hit, a build or a
+// failure.
+func (r *Runner) countStep(ev engine.Event) {
+	switch ev.Status {
+	case engine.StatusCached:
+		r.steps.WithLabelValues("cached").Inc()
+	case engine.StatusDone:
+		r.steps.WithLabelValues("built").Inc()
+	case engine.StatusFailed:
+		r.steps.WithLabelValues("failed").Inc()
+	}
 }

@@ -78,6 +78,7 @@ type Runner struct {
 	closed  bool
 
 	duration *prometheus.HistogramVec
+	steps    *prometheus.CounterVec // engine steps by result (cache hits)
 }
 
 // task is one admitted job.
