@@ -147,12 +147,18 @@ func TestCreateJobFakeKiwi(t *testing.T) {
 		t.Fatalf("the POST answered port %d, the log says %q", port, m)
 	}
 	out, err := exec.Command(sshBin, "-i", keyFile, "-p", strconv.Itoa(port), "-o", "StrictHostKeyChecking=no",
-		"-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
-		string(m[2])+"@"+ci["host"].(string), "cat /mnt/image/etc/half && touch /mnt/image/complete").CombinedOutput()
+		"-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
+		string(m[2])+"@"+ci["host"].(string), "cat /mnt/image/build/image-root/etc/half && pwd && touch /mnt/image/complete").CombinedOutput()
 	// Touching complete ends the environment once this session has ended:
 	// ssh gets the exit status.
-	if err != nil || !strings.Contains(string(out), "half-installed") {
+	// IMS's layout (SPEC §6): the failed root at
+	// /mnt/image/build/image-root, where the session starts, and the flag
+	// in /mnt/image, outside the image.
+	if err != nil || string(out) != "half-installed\n/mnt/image/build/image-root\n" {
 		t.Fatalf("debug ssh: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(e.get("/v3/jobs/"+id+"/log")), "the image is at /mnt/image/build/image-root") {
+		t.Errorf("the job log does not say where the image is:\n%s", e.get("/v3/jobs/"+id+"/log"))
 	}
 	job, _ = e.waitJob(id, time.Minute, "error", "success")
 	if job["status"] != "error" || job["resultant_image_id"] != nil {
