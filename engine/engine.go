@@ -49,6 +49,11 @@ type Options struct {
 	// the flag files in /mnt/image. imsbuild serve sets it; HCL builds keep
 	// the image at /mnt/image.
 	IMSLayout bool
+	// IMSDebugLayout lays the debug shell of a failed build out as IMS's
+	// create job does (sshenv.Config.IMSBuildLayout): non-jailed, the root
+	// at /mnt/image/build/image-root, the flag files in /mnt/image.
+	// imsbuild serve sets it for create jobs.
+	IMSDebugLayout bool
 	// SSHEnv is added to the environment of every SSH session ("K=V"):
 	// imsbuild serve sets what IMS's sshd does (IMS_JOB_ID, IMS_ARCH,
 	// IMS_DKMS_ENABLED).

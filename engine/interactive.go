@@ -62,10 +62,11 @@ func (e *Engine) sshEnv(ctx context.Context, s *Step, root string, debug bool, l
 }
 
 // sshEnvAt is sshEnv with the jail mode given: a failed kiwi root is
-// debugged non-jailed (the root at /mnt/image), as IMS does.
+// debugged non-jailed (the root at /mnt/image, or where IMS has it with
+// Options.IMSDebugLayout), as IMS does.
 func (e *Engine) sshEnvAt(ctx context.Context, s *Step, root string, jail, debug bool, log io.Writer) error {
 	cfg := sshenv.Config{Root: root, Jail: jail, IMSLayout: e.opts.IMSLayout, Listen: sshenv.DefaultListen,
-		Timeout: defaultInteractiveTimeout, Log: log}
+		IMSBuildLayout: debug && e.opts.IMSDebugLayout, Timeout: defaultInteractiveTimeout, Log: log}
 	if e.opts.SSHListen != "" {
 		cfg.Listen = e.opts.SSHListen
 	}

@@ -36,7 +36,7 @@ n=0; for p in /proc/[0-9]*; do n=$((n+1)); done; [ $n -le 1024 ] && [ $n -ge 900
 			sb, root := tg.setup(t)
 			testutil.CopyExecutable(t, probe, filepath.Join(root, "probe"))
 			key := newClientKey(t)
-			e := start(t, sshenv.Config{Sandbox: sb, Root: root, Jail: tg.jail, IMSLayout: tg.ims, AuthorizedKeys: []string{key.authorized}})
+			e := start(t, sshenv.Config{Sandbox: sb, Root: root, Jail: tg.jail, IMSLayout: tg.ims, IMSBuildLayout: tg.imsBuild, AuthorizedKeys: []string{key.authorized}})
 			image := strings.TrimSuffix(tg.image, "/")
 			for _, tc := range tests {
 				t.Run(tc.name, func(t *testing.T) {

@@ -19,7 +19,9 @@
 // directory shared by all sessions at /tmp; a non-jailed one runs in the
 // builder environment with the image at /mnt/image, or, in IMS's customize
 // layout (Config.IMSLayout), with /mnt/image a directory of the environment
-// and the image at /mnt/image/image-root. The environment ends successfully
+// and the image at /mnt/image/image-root, or at /mnt/image/build/image-root
+// in the layout of IMS's create job debug shell (Config.IMSBuildLayout).
+// The environment ends successfully
 // when the completion file appears and fails with [ErrFailed] when the
 // failed file does (IMS semantics: /tmp/complete and /tmp/failed when
 // jailed, /mnt/image/complete and /mnt/image/failed otherwise); Serve

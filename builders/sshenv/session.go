@@ -223,8 +223,8 @@ func (s *session) environ() []string {
 // workDir is the starting directory: /root of a jailed image when it has
 // one, the image root for a non-jailed environment.
 func (s *session) workDir() string {
-	if s.srv.cfg.IMSLayout && !s.srv.cfg.Jail {
-		return IMSImageRoot
+	if r := s.srv.cfg.imsRoot(); r != "" && !s.srv.cfg.Jail {
+		return r
 	}
 	if !s.srv.cfg.Jail {
 		return sandbox.ImageDir
@@ -247,7 +247,7 @@ func (s *session) runSandbox(ctx context.Context, args []string) int {
 		// IMS layout: the environment's own directory at /mnt/image, the
 		// image inside it.
 		spec.Root = s.srv.mntDir
-		spec.Binds = []sandbox.Bind{{Source: cfg.Root, Dest: IMSImageRoot}}
+		spec.Binds = []sandbox.Bind{{Source: cfg.Root, Dest: cfg.imsRoot()}}
 	}
 	var err error
 	if s.pty != nil {

@@ -20,9 +20,9 @@ func (s *session) runSFTP(ctx context.Context) int {
 	mount, start := "/", "/"
 	switch {
 	case s.srv.cfg.Jail:
-	case s.srv.cfg.IMSLayout:
+	case s.srv.cfg.imsRoot() != "":
 		// Only the image: the flag files are touched from a shell.
-		mount, start = IMSImageRoot, IMSImageRoot
+		mount, start = s.srv.cfg.imsRoot(), s.srv.cfg.imsRoot()
 	default:
 		mount, start = sandbox.ImageDir, sandbox.ImageDir
 	}

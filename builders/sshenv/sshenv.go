@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -47,6 +48,11 @@ type Config struct {
 	// /mnt/image/image-root, so the flags never touch the image. Jailed
 	// environments are the same in both layouts.
 	IMSLayout bool
+	// IMSBuildLayout is IMSLayout with the image root at
+	// /mnt/image/build/image-root, where kiwi (--target /mnt/image) leaves
+	// it and IMS's create job opens its debug shell on a failed build. It
+	// implies IMSLayout for non-jailed environments.
+	IMSBuildLayout bool
 	// Network gives sessions the host network.
 	Network bool
 	// Env is added to every session's environment ("K=V").
@@ -87,7 +93,22 @@ const (
 	// IMSImageRoot is the image root of a non-jailed environment in the
 	// IMS layout.
 	IMSImageRoot = sandbox.ImageDir + "/image-root"
+	// IMSBuildImageRoot is the image root of a non-jailed environment in
+	// the IMS create job's layout (Config.IMSBuildLayout).
+	IMSBuildImageRoot = sandbox.ImageDir + "/build/image-root"
 )
+
+// imsRoot is where the image root is inside a non-jailed environment in
+// one of IMS's layouts, "" when the environment is in imsbuild's.
+func (c *Config) imsRoot() string {
+	switch {
+	case c.IMSBuildLayout:
+		return IMSBuildImageRoot
+	case c.IMSLayout:
+		return IMSImageRoot
+	}
+	return ""
+}
 
 // DefaultListen is the listen address when Config.Listen is empty.
 const DefaultListen = "127.0.0.1:0"
@@ -155,7 +176,7 @@ func Serve(ctx context.Context, cfg Config, ready func(Info)) (err error) {
 			}
 		}
 	}()
-	s.log.Info("listening", "addr", ln.Addr().String(), "jail", cfg.Jail, "ims_layout", cfg.IMSLayout,
+	s.log.Info("listening", "addr", ln.Addr().String(), "jail", cfg.Jail, "ims_root", cfg.imsRoot(),
 		"complete", info.CompleteFile, "failed", info.FailedFile, "host_key", info.HostKeyFingerprint)
 	if ready != nil {
 		ready(info)
@@ -292,8 +313,8 @@ func (s *server) info(addr net.Addr) (Info, error) {
 	switch {
 	case s.cfg.Jail:
 		info.ImageRoot, info.CompleteFile, info.FailedFile = "/", JailCompleteFile, JailFailedFile
-	case s.cfg.IMSLayout:
-		info.ImageRoot = IMSImageRoot
+	case s.cfg.imsRoot() != "":
+		info.ImageRoot = s.cfg.imsRoot()
 	}
 	return info, nil
 }
@@ -315,12 +336,14 @@ func (s *server) layout(base string) error {
 	switch {
 	case s.cfg.Jail:
 		flags = s.tmpDir
-	case s.cfg.IMSLayout:
+	case s.cfg.imsRoot() != "":
 		s.mntDir = filepath.Join(base, "mnt")
 		if err := os.Mkdir(s.mntDir, 0o755); err != nil {
 			return fmt.Errorf("sshenv: %w", err)
 		}
-		if err := os.Mkdir(filepath.Join(s.mntDir, "image-root"), 0o755); err != nil {
+		// The mount point of the image root.
+		rel := strings.TrimPrefix(s.cfg.imsRoot(), sandbox.ImageDir+"/")
+		if err := os.MkdirAll(filepath.Join(s.mntDir, filepath.FromSlash(rel)), 0o755); err != nil {
 			return fmt.Errorf("sshenv: %w", err)
 		}
 		flags = s.mntDir

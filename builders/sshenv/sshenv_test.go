@@ -22,6 +22,8 @@ type target struct {
 	name string
 	jail bool
 	ims  bool // Config.IMSLayout
+	// imsBuild is Config.IMSBuildLayout (IMS's create job debug shell).
+	imsBuild bool
 	// setup returns the sandbox and the image root, or skips.
 	setup func(t *testing.T) (sandbox.Sandbox, string)
 	// complete is the command ending the environment; failed the one
@@ -56,6 +58,13 @@ func targets() []target {
 				sb := realSandbox(t)
 				return sb, testutil.BusyboxRoot(t, false)
 			}},
+		// IMS's create job debug shell: the root where kiwi left it.
+		{name: "bwrap-ims-build-host", jail: false, imsBuild: true, complete: "touch /mnt/image/complete", failed: "touch /mnt/image/failed",
+			tmp: "/tmp", image: "/mnt/image/build/image-root",
+			setup: func(t *testing.T) (sandbox.Sandbox, string) {
+				sb := realSandbox(t)
+				return sb, testutil.BusyboxRoot(t, false)
+			}},
 	}
 }
 
@@ -67,7 +76,7 @@ func forEachTarget(t *testing.T, cfg sshenv.Config, f func(t *testing.T, tg targ
 			sb, root := tg.setup(t)
 			key := newClientKey(t)
 			c := cfg
-			c.Sandbox, c.Root, c.Jail, c.IMSLayout = sb, root, tg.jail, tg.ims
+			c.Sandbox, c.Root, c.Jail, c.IMSLayout, c.IMSBuildLayout = sb, root, tg.jail, tg.ims, tg.imsBuild
 			c.AuthorizedKeys = append([]string{key.authorized}, cfg.AuthorizedKeys...)
 			f(t, tg, start(t, c), key, root)
 		})
@@ -188,17 +197,20 @@ func TestInfo(t *testing.T) {
 	key := newClientKey(t)
 	root := t.TempDir()
 	tests := []struct {
-		jail, ims                           bool
+		jail, ims, imsBuild                 bool
 		imageRoot, completeFile, failedFile string
 	}{
 		{jail: true, imageRoot: "/", completeFile: "/tmp/complete", failedFile: "/tmp/failed"},
 		{jail: true, ims: true, imageRoot: "/", completeFile: "/tmp/complete", failedFile: "/tmp/failed"},
 		{imageRoot: "/mnt/image", completeFile: "/mnt/image/complete", failedFile: "/mnt/image/failed"},
 		{ims: true, imageRoot: "/mnt/image/image-root", completeFile: "/mnt/image/complete", failedFile: "/mnt/image/failed"},
+		{imsBuild: true, imageRoot: "/mnt/image/build/image-root", completeFile: "/mnt/image/complete", failedFile: "/mnt/image/failed"},
+		{ims: true, imsBuild: true, imageRoot: "/mnt/image/build/image-root", completeFile: "/mnt/image/complete", failedFile: "/mnt/image/failed"},
+		{jail: true, imsBuild: true, imageRoot: "/", completeFile: "/tmp/complete", failedFile: "/tmp/failed"},
 	}
 	for _, tc := range tests {
 		e := start(t, sshenv.Config{AuthorizedKeys: []string{key.authorized}, Sandbox: hostSandbox{},
-			Root: root, Jail: tc.jail, IMSLayout: tc.ims, HostKey: signer})
+			Root: root, Jail: tc.jail, IMSLayout: tc.ims, IMSBuildLayout: tc.imsBuild, HostKey: signer})
 		want := sshenv.Info{Host: "127.0.0.1", Port: e.info.Port, User: "root",
 			HostKeyFingerprint: ssh.FingerprintSHA256(signer.PublicKey()), Jail: tc.jail,
 			ImageRoot: tc.imageRoot, CompleteFile: tc.completeFile, FailedFile: tc.failedFile}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/ims/server/blob"
 	"github.com/imsbuild/imsbuild/ims/server/store"
 )
@@ -91,9 +92,45 @@ func (s *Server) readManifest(ctx context.Context, l *store.Link) (*manifest, st
 	return &m, bucket, key, nil
 }
 
-// softDeleteImageArtifacts moves an image's artifacts and manifest under
-// deleted/ and writes deleted/<id>/deleted_manifest.json listing them
-// (plus the manifest itself); it returns the deleted record's link to it.
+// sbomKey is where the SBOM of the image whose manifest is at manifestKey
+// is: sbom.spdx.json beside a manifest.json, as imsbuild publishes it (the
+// manifest does not list it). Other manifests have none (ok false): images
+// registered by other tools need not keep their prefix to themselves. The
+// key is not cleaned: S3 keys are literal.
+func sbomKey(manifestKey string) (string, bool) {
+	dir, ok := strings.CutSuffix(manifestKey, "/"+ims.ManifestFile)
+	if !ok || dir == "" {
+		return "", false
+	}
+	return dir + "/" + ims.SBOMFile, true
+}
+
+// moveSBOM moves the SBOM beside the manifest at bucket/manifestKey under
+// deleted/ (or, when restore and manifestKey is the deleted manifest,
+// back) and reports whether there was one to move.
+func (s *Server) moveSBOM(ctx context.Context, bucket, manifestKey string, restore bool) (bool, error) {
+	src, ok := sbomKey(manifestKey)
+	if !ok {
+		return false, nil
+	}
+	dst := deletedKey(src)
+	if restore {
+		if dst, ok = strings.CutPrefix(src, "deleted/"); !ok {
+			return false, nil
+		}
+	}
+	err := s.blobs.Move(ctx, bucket, src, dst)
+	if errors.Is(err, blob.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// softDeleteImageArtifacts moves an image's artifacts, its SBOM and its
+// manifest under deleted/ and writes deleted/<id>/deleted_manifest.json
+// listing them (plus the manifest itself; the SBOM, as in the manifest,
+// is not listed but found beside the deleted manifest); it returns the
+// deleted record's link to it.
 func (s *Server) softDeleteImageArtifacts(ctx context.Context, id string, l *store.Link) (*store.Link, error) {
 	m, bucket, key, err := s.readManifest(ctx, l)
 	if err != nil || m == nil {
@@ -120,6 +157,15 @@ func (s *Server) softDeleteImageArtifacts(ctx context.Context, id string, l *sto
 		moved = append(moved, nl)
 		dm.Artifacts = append(dm.Artifacts, manifestArtifact{Link: nl, MD5: a.MD5, Type: a.Type})
 	}
+	sbom, err := s.moveSBOM(ctx, bucket, key, false)
+	if err != nil {
+		rollback()
+		return nil, err
+	}
+	if sbom {
+		sk, _ := sbomKey(key)
+		moved = append(moved, &store.Link{Path: blob.URL(bucket, deletedKey(sk)), Type: "s3"})
+	}
 	ml, err := s.moveLink(ctx, l, false)
 	if err != nil {
 		rollback()
@@ -133,7 +179,6 @@ func (s *Server) softDeleteImageArtifacts(ctx context.Context, id string, l *sto
 		rollback()
 		return nil, err
 	}
-	_ = key
 	return &store.Link{Path: blob.URL(bucket, dkey), Etag: "", Type: "s3"}, nil
 }
 
@@ -151,6 +196,17 @@ func (s *Server) undeleteImageArtifacts(ctx context.Context, l *store.Link) (*st
 	m, bucket, key, err := s.readManifest(ctx, l)
 	if err != nil || m == nil {
 		return l, err
+	}
+	// The SBOM goes back first, so that the restored manifest finds it.
+	for _, a := range m.Artifacts {
+		if a.Type != mediaManifest || a.Link == nil {
+			continue
+		}
+		if mb, mk, err := blob.ParseURL(a.Link.Path); err == nil {
+			if _, err := s.moveSBOM(ctx, mb, mk, true); err != nil {
+				return nil, err
+			}
+		}
 	}
 	var restored *store.Link
 	for _, a := range m.Artifacts {
@@ -174,19 +230,43 @@ func (s *Server) undeleteImageArtifacts(ctx context.Context, l *store.Link) (*st
 	return restored, nil
 }
 
-// deleteImageArtifacts removes an image's artifacts and its manifest (or
-// deleted manifest).
+// deleteImageArtifacts removes an image's artifacts, its SBOM and its
+// manifest (or its deleted manifest, the SBOM beside the deleted
+// manifest.json that one lists), each manifest after its SBOM.
 func (s *Server) deleteImageArtifacts(ctx context.Context, l *store.Link) error {
-	m, _, _, err := s.readManifest(ctx, l)
+	m, bucket, key, err := s.readManifest(ctx, l)
 	if err != nil || m == nil {
 		return err
 	}
 	for _, a := range m.Artifacts {
+		if a.Type == mediaManifest && a.Link != nil && isDeletedManifest(l) {
+			if err := s.deleteSBOM(ctx, a.Link.Path); err != nil {
+				return err
+			}
+		}
 		if err := s.deleteLink(ctx, a.Link); err != nil {
 			return err
 		}
 	}
+	if !isDeletedManifest(l) {
+		if err := s.deleteSBOM(ctx, blob.URL(bucket, key)); err != nil {
+			return err
+		}
+	}
 	return s.deleteLink(ctx, l)
+}
+
+// deleteSBOM removes the SBOM beside the manifest at manifestURL, if any.
+func (s *Server) deleteSBOM(ctx context.Context, manifestURL string) error {
+	bucket, key, err := blob.ParseURL(manifestURL)
+	if err != nil {
+		return nil
+	}
+	sk, ok := sbomKey(key)
+	if !ok {
+		return nil
+	}
+	return s.blobs.Delete(ctx, bucket, sk)
 }
 
 // checkManifest is IMS's validate_image_manifest past the uniqueness of

@@ -180,3 +180,57 @@ func TestS3Down(t *testing.T) {
 	// Records that need no S3 still work.
 	e.must(201, "POST", "/v3/images", map[string]any{"name": "no link"})
 }
+
+// TestSoftDeleteMovesSBOM: the SBOM imsbuild publishes beside an image's
+// manifest (not listed in it) follows the image through soft delete,
+// undelete, hard delete and v2's cascade delete; a manifest not named
+// manifest.json has no SBOM, so an object of that name beside it stays.
+func TestSoftDeleteMovesSBOM(t *testing.T) {
+	e := newEnv(t)
+	sbom := []byte(`{"spdxVersion":"SPDX-2.3"}`)
+	link := e.putImageArtifacts("sb")
+	e.putObject("boot-images", "sb/sbom.spdx.json", sbom)
+	id := e.must(201, "POST", "/v3/images", map[string]any{"name": "i", "link": link})["id"].(string)
+
+	e.must(204, "DELETE", "/v3/images/"+id, nil)
+	if e.exists("boot-images", "sb/sbom.spdx.json") || !e.exists("boot-images", "deleted/sb/sbom.spdx.json") {
+		t.Error("soft delete did not move sb/sbom.spdx.json under deleted/")
+	}
+	e.must(204, "PATCH", "/v3/deleted/images/"+id, map[string]any{"operation": "undelete"})
+	if e.exists("boot-images", "deleted/sb/sbom.spdx.json") {
+		t.Error("undelete left deleted/sb/sbom.spdx.json")
+	}
+	if got, err := e.blobs.Read(t.Context(), "boot-images", "sb/sbom.spdx.json", 1<<20); err != nil || string(got) != string(sbom) {
+		t.Errorf("sb/sbom.spdx.json after undelete = %q, %v; want %q", got, err, sbom)
+	}
+	e.must(204, "DELETE", "/v3/images/"+id, nil)
+	e.must(204, "DELETE", "/v3/deleted/images/"+id, nil)
+	if e.exists("boot-images", "sb/sbom.spdx.json") || e.exists("boot-images", "deleted/sb/sbom.spdx.json") {
+		t.Error("hard delete of a deleted image left its SBOM")
+	}
+
+	link2 := e.putImageArtifacts("sb2")
+	e.putObject("boot-images", "sb2/sbom.spdx.json", sbom)
+	id2 := e.must(201, "POST", "/v2/images", map[string]any{"name": "i2", "link": link2})["id"].(string)
+	e.must(204, "DELETE", "/images/"+id2, nil)
+	if e.exists("boot-images", "sb2/sbom.spdx.json") || e.exists("boot-images", "sb2/manifest.json") {
+		t.Error("v2 cascade delete left the SBOM or the manifest")
+	}
+
+	// Another tool's manifest, named otherwise: the object beside it that
+	// happens to be called sbom.spdx.json is not the image's.
+	link3 := e.putImageArtifacts("other")
+	data, err := e.blobs.Read(t.Context(), "boot-images", "other/manifest.json", 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.putObject("boot-images", "other/img-manifest.json", data)
+	e.putObject("boot-images", "other/sbom.spdx.json", sbom)
+	link3["path"] = "s3://boot-images/other/img-manifest.json"
+	id3 := e.must(201, "POST", "/v3/images", map[string]any{"name": "i3", "link": link3})["id"].(string)
+	e.must(204, "DELETE", "/v3/images/"+id3, nil)
+	e.must(204, "DELETE", "/v3/deleted/images/"+id3, nil)
+	if !e.exists("boot-images", "other/sbom.spdx.json") || e.exists("boot-images", "other/img-manifest.json") {
+		t.Error("deleting an image whose manifest is not manifest.json removed the object beside it, or not its manifest")
+	}
+}

@@ -86,6 +86,8 @@ func runCreate(ctx context.Context, j *jobRun) error {
 	e, err := j.newEngine(cfg, work, events, func(o *engine.Options) {
 		if j.job.EnableDebug {
 			o.DebugOnFailure = true
+			// IMS's layout: the failed root at /mnt/image/build/image-root.
+			o.IMSDebugLayout = true
 			o.PublicKeys = []string{key.PublicKey}
 			o.SSHListen = j.sshListen()
 		}

@@ -411,5 +411,26 @@ func checkImage(t *testing.T, e *serveEnv, job map[string]any, jobID string) str
 			t.Errorf("manifest lacks %s:\n%s", mt, data)
 		}
 	}
+	// The engine's SBOM is beside the artifacts (not in the manifest), as
+	// every imsbuild publish puts it.
+	if types[ims.MediaTypeSPDX] {
+		t.Errorf("manifest lists the SBOM:\n%s", data)
+	}
+	sbomKey := imgID + "/" + ims.SBOMFile
+	doc, err := e.blobs.Read(ctx, "boot-images", sbomKey, 64<<20)
+	if err != nil {
+		t.Fatalf("SBOM: %v", err)
+	}
+	var spdx struct {
+		SPDXVersion string `json:"spdxVersion"`
+	}
+	if err := json.Unmarshal(doc, &spdx); err != nil || spdx.SPDXVersion != "SPDX-2.3" {
+		t.Errorf("%s is not an SPDX 2.3 document (%v):\n%.300s", sbomKey, err, doc)
+	}
+	info, err := e.blobs.Head(ctx, "boot-images", sbomKey)
+	sum := md5.Sum(doc)
+	if err != nil || info.Metadata["md5sum"] != hex.EncodeToString(sum[:]) || info.Metadata["x-shasta-ims-image-id"] != imgID {
+		t.Errorf("%s: metadata %v, %v; want md5sum %x and the image id", sbomKey, info.Metadata, err, sum)
+	}
 	return imgID
 }

@@ -375,6 +375,10 @@ func TestCustomizeJob(t *testing.T) {
 			if len(m.Artifacts) != 3 {
 				t.Errorf("manifest has %d artifacts, want rootfs, kernel and initrd", len(m.Artifacts))
 			}
+			// The customized image's SBOM is beside its artifacts.
+			if info, err := e.blobs.Head(t.Context(), "boot-images", newID+"/"+ims.SBOMFile); err != nil || info.Size == 0 || info.Metadata["x-shasta-ims-image-id"] != newID {
+				t.Errorf("%s/%s: head %+v, %v; want the SBOM", newID, ims.SBOMFile, info, err)
+			}
 			root := e.unsquashRootfs(newID)
 			if b, err := os.ReadFile(filepath.Join(root, "etc/motd")); err != nil || string(b) != tc.name+"\n" {
 				t.Errorf("etc/motd in the new image = %q, %v; want %q", b, err, tc.name+"\n")

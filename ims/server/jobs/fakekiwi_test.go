@@ -94,11 +94,13 @@ func TestCreateJobFakeKiwi(t *testing.T) {
 	checkImage(t, e, job, id)
 
 	// The same recipe again: its artifacts are copied in S3 from the
-	// first image, not uploaded, and the image checks out as the first.
+	// first image, not uploaded (only the small SBOM, which no manifest
+	// lists, is), and the image checks out as the first.
 	id = e.call(201, "POST", "/v3/jobs", map[string]any{"job_type": "create", "artifact_id": good, "public_key_id": key, "image_root_archive_name": "debian-node"})["id"].(string)
 	job, _ = e.waitJob(id, 2*time.Minute, "success", "error")
 	log := e.get("/v3/jobs/" + id + "/log")
-	if job["status"] != "success" || strings.Count(string(log), "copied in S3 from an earlier image") < 3 || strings.Contains(string(log), "uploaded s3") {
+	uploads := regexp.MustCompile(`(?m)^uploaded s3://\S+/(\S+) `).FindAllStringSubmatch(string(log), -1)
+	if job["status"] != "success" || strings.Count(string(log), "copied in S3 from an earlier image") < 3 || len(uploads) != 1 || uploads[0][1] != "sbom.spdx.json" {
 		t.Fatalf("second create job: %v; want every artifact copied in S3\n%s", job["status"], log)
 	}
 	checkImage(t, e, job, id)
@@ -150,12 +152,18 @@ func TestCreateJobFakeKiwi(t *testing.T) {
 		t.Fatalf("the POST answered port %d, the log says %q", port, m)
 	}
 	out, err := exec.Command(sshBin, "-i", keyFile, "-p", strconv.Itoa(port), "-o", "StrictHostKeyChecking=no",
-		"-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
-		string(m[2])+"@"+ci["host"].(string), "cat /mnt/image/etc/half && touch /mnt/image/complete").CombinedOutput()
+		"-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
+		string(m[2])+"@"+ci["host"].(string), "cat /mnt/image/build/image-root/etc/half && pwd && touch /mnt/image/complete").CombinedOutput()
 	// Touching complete ends the environment once this session has ended:
 	// ssh gets the exit status.
-	if err != nil || !strings.Contains(string(out), "half-installed") {
+	// IMS's layout (SPEC §6): the failed root at
+	// /mnt/image/build/image-root, where the session starts, and the flag
+	// in /mnt/image, outside the image.
+	if err != nil || string(out) != "half-installed\n/mnt/image/build/image-root\n" {
 		t.Fatalf("debug ssh: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(e.get("/v3/jobs/"+id+"/log")), "the image is at /mnt/image/build/image-root") {
+		t.Errorf("the job log does not say where the image is:\n%s", e.get("/v3/jobs/"+id+"/log"))
 	}
 	job, _ = e.waitJob(id, time.Minute, "error", "success")
 	if job["status"] != "error" || job["resultant_image_id"] != nil {

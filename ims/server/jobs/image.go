@@ -27,10 +27,11 @@ const (
 )
 
 // publishImage registers the image the engine published into dir (a
-// publish "dir" image directory: artifacts and manifest.json) the way
-// IMS's job helper does: it creates the image record first, uploads the
-// artifacts under <image id>/ in the image bucket with IMS's metadata,
-// writes the manifest, links the record to it and sets the job's
+// publish "dir" image directory: artifacts, sbom.spdx.json and
+// manifest.json) the way IMS's job helper does: it creates the image
+// record first, uploads the artifacts under <image id>/ in the image
+// bucket with IMS's metadata, then the SBOM beside them (not in the
+// manifest, as every imsbuild publish does), writes the manifest, links the record to it and sets the job's
 // resultant_image_id. On failure it removes what it made, the record
 // included, and returns the error.
 func (j *jobRun) publishImage(ctx context.Context, dir, name, arch string) (id string, err error) {
@@ -81,6 +82,21 @@ func (j *jobRun) publishImage(ctx context.Context, dir, name, arch string) (id s
 			"link": map[string]any{"etag": etag, "path": "s3://" + bucket + "/" + key, "type": "s3"},
 			"md5":  a.MD5, "type": a.Type,
 		})
+	}
+	// The SBOM before the manifest: a reader that finds the manifest
+	// finds the SBOM too. An image without one (an unchanged import) has
+	// no file.
+	sbomPath := filepath.Join(dir, ims.SBOMFile)
+	sum, err := fileMD5(sbomPath)
+	switch {
+	case err == nil:
+		key := id + "/" + ims.SBOMFile
+		if _, err := j.uploadFile(ctx, sbomPath, bucket, key, ims.MediaTypeSPDX, sum, meta, nil); err != nil {
+			return id, err
+		}
+		uploaded = append(uploaded, key)
+	case !errors.Is(err, os.ErrNotExist):
+		return id, fmt.Errorf("publish image: %w", err)
 	}
 	manifest, err := manifestJSON(artifacts, j.now())
 	if err != nil {
@@ -143,6 +159,16 @@ func (j *jobRun) uploadFile(ctx context.Context, path, bucket, key, contentType,
 	}
 	fmt.Fprintf(j.log, "%s s3://%s/%s (md5 %s)\n", how, bucket, key, md5)
 	return etag, nil
+}
+
+// fileMD5 is the md5 of the file at path, read as a stream.
+func fileMD5(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	return md5hex.OfReader(f)
 }
 
 // manifestJSON writes a manifest as IMS's helper does: json.dump with
