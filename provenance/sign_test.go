@@ -17,11 +17,12 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
 	"github.com/secure-systems-lab/go-securesystemslib/encrypted"
+
+	"github.com/imsbuild/imsbuild/internal/testutil"
 )
 
 // artifacts writes two artifact files and returns them by name with a
@@ -240,7 +241,7 @@ func BenchmarkSign(b *testing.B) {
 		key  crypto.Signer
 	}{{"ed25519", ed}, {"ecdsa-p256", ec}} {
 		b.Run(k.name, func(b *testing.B) {
-			cpu := cpuTime(b)
+			cpu := testutil.CPUTime(b)
 			for b.Loop() {
 				st, err := Statement(testBuild())
 				if err != nil {
@@ -250,7 +251,7 @@ func BenchmarkSign(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			reportCPU(b, cpu)
+			testutil.ReportCPU(b, cpu)
 		})
 	}
 }
@@ -270,27 +271,11 @@ func BenchmarkVerify(b *testing.B) {
 	for _, s := range tb.Subjects {
 		digests[s.Name] = s.Digest
 	}
-	cpu := cpuTime(b)
+	cpu := testutil.CPUTime(b)
 	for b.Loop() {
 		if _, err := VerifyDigests(b.Context(), env, ec.Public(), digests); err != nil {
 			b.Fatal(err)
 		}
 	}
-	reportCPU(b, cpu)
-}
-
-// cpuTime is the process's user plus system CPU time. Benchmarks report it
-// per operation beside the wall time: on a loaded shared machine the wall
-// time mostly measures the other processes.
-func cpuTime(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// reportCPU reports the CPU time per operation since start.
-func reportCPU(b *testing.B, start time.Duration) {
-	b.ReportMetric(float64(cpuTime(b)-start)/float64(b.N)/1e6, "cpu-ms/op")
+	testutil.ReportCPU(b, cpu)
 }

@@ -3,6 +3,7 @@ package testutil
 import (
 	"os/exec"
 	"testing"
+	"time"
 )
 
 func TestSSHEnded(t *testing.T) {
@@ -25,5 +26,14 @@ func TestSSHEnded(t *testing.T) {
 				t.Errorf("SSHEnded(%v, %q) = %v, want nil %v", tc.err, tc.output, got, tc.wantOK)
 			}
 		})
+	}
+}
+
+func TestCPUTime(t *testing.T) {
+	start := CPUTime(t)
+	for deadline := time.Now().Add(50 * time.Millisecond); time.Now().Before(deadline); {
+	}
+	if got := CPUTime(t) - start; got < 10*time.Millisecond {
+		t.Errorf("CPUTime grew by %s over 50 ms of spinning, want at least 10ms", got)
 	}
 }
