@@ -44,6 +44,23 @@ func artifacts(t *testing.T) (map[string]string, Build) {
 	return files, b
 }
 
+// signed returns the artifacts, their build and its statement signed
+// with a new ed25519 key.
+func signed(t *testing.T) (map[string]string, Build, []byte, ed25519.PrivateKey) {
+	t.Helper()
+	files, b := artifacts(t)
+	st, err := Statement(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	env, err := Sign(t.Context(), st, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files, b, env, key
+}
+
 func pkcs8PEM(t *testing.T, k crypto.Signer) []byte {
 	t.Helper()
 	der, err := x509.MarshalPKCS8PrivateKey(k)
@@ -122,16 +139,7 @@ func TestSignVerify(t *testing.T) {
 // TestVerifyTampered: each way an attacker could change what was signed
 // fails with a message that says what.
 func TestVerifyTampered(t *testing.T) {
-	files, b := artifacts(t)
-	st, err := Statement(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, key, _ := ed25519.GenerateKey(rand.Reader)
-	env, err := Sign(t.Context(), st, key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	files, _, env, key := signed(t)
 	pub := key.Public()
 
 	// The payload with another rootfs digest, the signature kept.
