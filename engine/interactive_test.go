@@ -17,22 +17,6 @@ import (
 	"github.com/imsbuild/imsbuild/spec"
 )
 
-// sshKey makes an ed25519 key pair with ssh-keygen and returns the private
-// key path and the public key line.
-func sshKey(t *testing.T) (string, string) {
-	t.Helper()
-	keygen := testutil.RequireTool(t, "ssh-keygen")
-	key := filepath.Join(t.TempDir(), "id_ed25519")
-	if out, err := exec.Command(keygen, "-q", "-t", "ed25519", "-N", "", "-f", key).CombinedOutput(); err != nil {
-		t.Fatalf("ssh-keygen: %v\n%s", err, out)
-	}
-	pub, err := os.ReadFile(key + ".pub")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key, strings.TrimSpace(string(pub))
-}
-
 // sshRunner answers the waiting event by running commands over real ssh.
 // Every command ends the environment (touches its complete or failed file),
 // so ssh's 255 for a connection closed before the exit status got out is no
@@ -69,7 +53,7 @@ func (r *sshRunner) event(ev Event) {
 func TestInteractiveSSH(t *testing.T) {
 	testutil.RequireTool(t, "ssh")
 	f := newFixture(t)
-	key, pub := sshKey(t)
+	key, pub := testutil.SSHKey(t)
 	f.cfg.Images["compute"].Interactive = &spec.Interactive{PublicKeys: []string{pub}, Listen: "127.0.0.1:0", Timeout: time.Minute, Jail: true}
 	r := &sshRunner{t: t, key: key, ran: make(chan struct{}),
 		command: "cat /etc/role && echo typed-by-hand > /etc/from-ssh && touch /tmp/complete"}
@@ -110,7 +94,7 @@ func TestInteractiveSSH(t *testing.T) {
 func TestInteractiveIMSLayout(t *testing.T) {
 	testutil.RequireTool(t, "ssh")
 	f := newFixture(t)
-	key, pub := sshKey(t)
+	key, pub := testutil.SSHKey(t)
 	f.cfg.Images["compute"].Interactive = &spec.Interactive{PublicKeys: []string{pub}, Listen: "127.0.0.1:0", Timeout: time.Minute}
 	r := &sshRunner{t: t, key: key, ran: make(chan struct{}),
 		command: "cat /mnt/image/image-root/etc/role && echo $IMS_JOB_ID && echo by-ims > /mnt/image/image-root/etc/from-ssh && touch /mnt/image/complete"}
@@ -153,7 +137,7 @@ func TestInteractiveFailedFile(t *testing.T) {
 	for _, jail := range []bool{true, false} {
 		t.Run("jail="+strconv.FormatBool(jail), func(t *testing.T) {
 			f := newFixture(t)
-			key, pub := sshKey(t)
+			key, pub := testutil.SSHKey(t)
 			f.cfg.Images["compute"].Interactive = &spec.Interactive{PublicKeys: []string{pub}, Listen: "127.0.0.1:0", Timeout: time.Minute, Jail: jail}
 			failed := map[bool]string{true: "/tmp/failed", false: "/mnt/image/failed"}[jail]
 			r := &sshRunner{t: t, key: key, ran: make(chan struct{}), command: "touch " + failed}
@@ -180,7 +164,7 @@ func TestInteractiveFailedFile(t *testing.T) {
 
 func TestInteractiveTimeoutFails(t *testing.T) {
 	f := newFixture(t)
-	_, pub := sshKey(t)
+	_, pub := testutil.SSHKey(t)
 	f.cfg.Images["compute"].Interactive = &spec.Interactive{PublicKeys: []string{pub}, Listen: "127.0.0.1:0", Timeout: 2 * time.Second, Jail: true}
 	_, err := f.build(t, t.Context(), Options{}, "image.compute")
 	if err == nil || !strings.Contains(err.Error(), "timeout") {
@@ -191,7 +175,7 @@ func TestInteractiveTimeoutFails(t *testing.T) {
 func TestDebugOnFailureStillFails(t *testing.T) {
 	testutil.RequireTool(t, "ssh")
 	f := newFixture(t)
-	key, pub := sshKey(t)
+	key, pub := testutil.SSHKey(t)
 	f.cfg.Images["compute"].Customize[0].Inline = "echo half-done > /etc/half\nexit 4\n"
 	r := &sshRunner{t: t, key: key, ran: make(chan struct{}), command: "cat /etc/half && touch /tmp/complete"}
 	e, err := New(f.cfg, f.cache, f.cache.Actions(), Options{WorkDir: filepath.Join(f.cache.Dir(), "work", "d"),

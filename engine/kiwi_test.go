@@ -224,7 +224,7 @@ func TestKiwiDebugOnFailure(t *testing.T) {
 	xml := filepath.Join(f.cfg.Recipes["node"].Source, "config.xml")
 	b, _ := os.ReadFile(xml)
 	os.WriteFile(xml, []byte(strings.Replace(string(b), "<preferences>", "<!-- FAIL --><preferences>", 1)), 0o644)
-	key, pub := sshKey(t)
+	key, pub := testutil.SSHKey(t)
 	r := &sshRunner{t: t, key: key, ran: make(chan struct{}), command: "cat /mnt/image/etc/half && touch /mnt/image/complete"}
 	e, err := New(f.cfg, f.cache, f.cache.Actions(), Options{WorkDir: t.TempDir(), DebugOnFailure: true,
 		PublicKeys: []string{pub}, SSHTimeout: time.Minute, Events: r.event})

@@ -162,3 +162,20 @@ func SSHEnded(err error, output string) error {
 	}
 	return err
 }
+
+// SSHKey makes an ed25519 key pair with ssh-keygen (no passphrase) and
+// returns the private key's path (the public key is beside it, .pub) and
+// the public key line.
+func SSHKey(t testing.TB) (string, string) {
+	t.Helper()
+	keygen := RequireTool(t, "ssh-keygen")
+	key := filepath.Join(t.TempDir(), "id_ed25519")
+	if out, err := exec.Command(keygen, "-q", "-t", "ed25519", "-N", "", "-f", key).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v\n%s", err, out)
+	}
+	pub, err := os.ReadFile(key + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key, strings.TrimSpace(string(pub))
+}

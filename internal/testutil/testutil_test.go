@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 )
@@ -35,5 +36,16 @@ func TestCPUTime(t *testing.T) {
 	}
 	if got := CPUTime(t) - start; got < 10*time.Millisecond {
 		t.Errorf("CPUTime grew by %s over 50 ms of spinning, want at least 10ms", got)
+	}
+}
+
+func TestSSHKey(t *testing.T) {
+	key, pub := SSHKey(t)
+	if !strings.HasPrefix(pub, "ssh-ed25519 ") {
+		t.Errorf("public key = %q, want an ssh-ed25519 line", pub)
+	}
+	out, err := exec.Command("ssh-keygen", "-y", "-f", key).Output()
+	if err != nil || strings.Fields(string(out))[1] != strings.Fields(pub)[1] {
+		t.Errorf("ssh-keygen -y %s = %q, %v; want the public key %q", key, out, err, pub)
 	}
 }
