@@ -1,7 +1,9 @@
 package testutil
 
 import (
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -47,5 +49,32 @@ func TestSSHKey(t *testing.T) {
 	out, err := exec.Command("ssh-keygen", "-y", "-f", key).Output()
 	if err != nil || strings.Fields(string(out))[1] != strings.Fields(pub)[1] {
 		t.Errorf("ssh-keygen -y %s = %q, %v; want the public key %q", key, out, err, pub)
+	}
+}
+
+func TestFakeKiwi(t *testing.T) {
+	runs := FakeKiwi(t)
+	desc, root := t.TempDir(), filepath.Join(t.TempDir(), "root")
+	prepare := func(xml string) ([]byte, error) {
+		if err := os.WriteFile(filepath.Join(desc, "config.xml"), []byte(xml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return exec.Command("kiwi-ng", "system", "prepare", "--description", desc, "--root", root).CombinedOutput()
+	}
+	if out, err := prepare("<image/>\n"); err != nil {
+		t.Fatalf("kiwi-ng system prepare: %v\n%s", err, out)
+	}
+	if b, err := os.ReadFile(filepath.Join(root, "etc/recipe.xml")); err != nil || string(b) != "<image/>\n" {
+		t.Errorf("etc/recipe.xml = %q, %v; want the description", b, err)
+	}
+	os.RemoveAll(root)
+	if out, err := prepare("<!-- FAIL --><image/>\n"); err == nil || !strings.Contains(string(out), "broken-pkg") {
+		t.Errorf("kiwi-ng with FAIL = %v\n%s; want its failure", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(root, "etc/half")); err != nil {
+		t.Errorf("no etc/half after the failure: %v", err)
+	}
+	if got := runs(); got != 2 {
+		t.Errorf("runs() = %d, want 2", got)
 	}
 }
