@@ -23,39 +23,6 @@ import (
 	"github.com/imsbuild/imsbuild/spec"
 )
 
-// fakeKiwi puts a kiwi-ng on PATH that "prepares" a copy of a busybox root
-// (with the rendered config.xml at /etc/recipe.xml) and counts its runs.
-// The real kiwi-ng is exercised by the debian-node end-to-end test.
-func fakeKiwi(t *testing.T) (runs func() int) {
-	t.Helper()
-	testutil.RequireTool(t, "unshare")
-	root := testutil.BusyboxRoot(t, true)
-	bin := t.TempDir()
-	counter := filepath.Join(bin, "runs")
-	script := fmt.Sprintf(`#!/bin/sh
-if [ "$1" = "--version" ]; then echo "KIWI (next generation) version 9.99.0"; exit 0; fi
-while [ $# -gt 0 ]; do
-  case "$1" in --root) root=$2; shift;; --description) desc=$2; shift;; esac
-  shift
-done
-echo run >> %[1]s
-if grep -q FAIL "$desc/config.xml"; then
-  mkdir -p "$root" && cp -a %[2]s/. "$root/" && echo half-installed > "$root/etc/half"
-  echo "fake kiwi: package broken-pkg not found" >&2; exit 1
-fi
-mkdir -p "$root" && cp -a %[2]s/. "$root/" && cp "$desc/config.xml" "$root/etc/recipe.xml"
-echo "prepared $root"
-`, counter, root)
-	if err := os.WriteFile(filepath.Join(bin, "kiwi-ng"), []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
-	return func() int {
-		b, _ := os.ReadFile(counter)
-		return strings.Count(string(b), "run")
-	}
-}
-
 func kiwiFixture(t *testing.T, repoURL string) *fixture {
 	t.Helper()
 	f := newFixture(t)
@@ -93,7 +60,7 @@ func repoServer(t *testing.T) (*httptest.Server, *atomic.Value) {
 }
 
 func TestKiwiSubStepsAndCaching(t *testing.T) {
-	runs := fakeKiwi(t)
+	runs := testutil.FakeKiwi(t)
 	srv, release := repoServer(t)
 	f := kiwiFixture(t, srv.URL+"/debian")
 
@@ -157,7 +124,7 @@ func TestKiwiSubStepsAndCaching(t *testing.T) {
 // TestKiwiPrepareDuration: the prepare sub-step's done event carries the time
 // kiwi took, not 0s (issue 11).
 func TestKiwiPrepareDuration(t *testing.T) {
-	fakeKiwi(t)
+	testutil.FakeKiwi(t)
 	inner, err := exec.LookPath("kiwi-ng")
 	if err != nil {
 		t.Fatal(err)
@@ -190,7 +157,7 @@ func TestKiwiPrepareDuration(t *testing.T) {
 }
 
 func TestKiwiFailureAndRepoWait(t *testing.T) {
-	runs := fakeKiwi(t)
+	runs := testutil.FakeKiwi(t)
 	srv, _ := repoServer(t)
 	f := kiwiFixture(t, srv.URL+"/debian")
 	xml := filepath.Join(f.cfg.Recipes["node"].Source, "config.xml")
@@ -218,13 +185,13 @@ func TestKiwiFailureAndRepoWait(t *testing.T) {
 // non-jailed on the build root (IMS enable_debug); the step still fails.
 func TestKiwiDebugOnFailure(t *testing.T) {
 	testutil.RequireTool(t, "ssh")
-	fakeKiwi(t)
+	testutil.FakeKiwi(t)
 	srv, _ := repoServer(t)
 	f := kiwiFixture(t, srv.URL+"/debian")
 	xml := filepath.Join(f.cfg.Recipes["node"].Source, "config.xml")
 	b, _ := os.ReadFile(xml)
 	os.WriteFile(xml, []byte(strings.Replace(string(b), "<preferences>", "<!-- FAIL --><preferences>", 1)), 0o644)
-	key, pub := sshKey(t)
+	key, pub := testutil.SSHKey(t)
 	r := &sshRunner{t: t, key: key, ran: make(chan struct{}), command: "cat /mnt/image/etc/half && touch /mnt/image/complete"}
 	e, err := New(f.cfg, f.cache, f.cache.Actions(), Options{WorkDir: t.TempDir(), DebugOnFailure: true,
 		PublicKeys: []string{pub}, SSHTimeout: time.Minute, Events: r.event})
@@ -251,7 +218,7 @@ func TestKiwiRecipeFromS3(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts an S3 server")
 	}
-	fakeKiwi(t)
+	testutil.FakeKiwi(t)
 	repo, _ := repoServer(t)
 	f := kiwiFixture(t, repo.URL+"/debian")
 	srv := s3test.Start(t)
@@ -329,7 +296,7 @@ cp "$desc/config.xml" "$root/etc/recipe.xml" && echo "from the builder image" > 
 // stored copy; an image of the same recipe that finds the prepare cached
 // unpacks the stored root. Both give the same rootfs bytes.
 func TestKiwiHandedOverRootMatchesStoredRoot(t *testing.T) {
-	runs := fakeKiwi(t)
+	runs := testutil.FakeKiwi(t)
 	srv, _ := repoServer(t)
 	f := kiwiFixture(t, srv.URL+"/debian")
 	twin := *f.cfg.Images["base"]

@@ -23,9 +23,6 @@ import (
 	"github.com/imsbuild/imsbuild/spec"
 )
 
-// artifactOrder fixes the order of artifacts wherever it matters (ids, manifests).
-var artifactOrder = ims.ArtifactNames()
-
 // publishImage describes the built image of step id for publishers.
 func (e *Engine) publishImage(id string) (publish.Image, error) {
 	s := e.graph.Step(id)
@@ -33,8 +30,8 @@ func (e *Engine) publishImage(id string) (publish.Image, error) {
 	if s == nil || r == nil {
 		return publish.Image{}, fmt.Errorf("%s has not been built", id)
 	}
-	digests := make([]string, 0, len(artifactOrder))
-	for _, name := range artifactOrder {
+	var digests []string
+	for _, name := range ims.ArtifactNames() { // IMS's order: the id depends on it
 		if o, ok := r.Outputs[name]; ok {
 			digests = append(digests, name+"="+string(o.Digest))
 		}

@@ -1,8 +1,6 @@
 package provenance
 
 import (
-	"crypto/ed25519"
-	"crypto/rand"
 	"errors"
 	"strings"
 	"testing"
@@ -11,16 +9,7 @@ import (
 )
 
 func TestPolicy(t *testing.T) {
-	files, b := artifacts(t)
-	st, err := Statement(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, key, _ := ed25519.GenerateKey(rand.Reader)
-	env, err := Sign(t.Context(), st, key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	files, b, env, key := signed(t)
 	v, err := Verify(t.Context(), env, key.Public(), files)
 	if err != nil {
 		t.Fatal(err)

@@ -17,11 +17,12 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
 	"github.com/secure-systems-lab/go-securesystemslib/encrypted"
+
+	"github.com/imsbuild/imsbuild/internal/testutil"
 )
 
 // artifacts writes two artifact files and returns them by name with a
@@ -41,6 +42,23 @@ func artifacts(t *testing.T) (map[string]string, Build) {
 		b.Subjects = append(b.Subjects, Artifact{Name: name, Digest: digest.FromString(data)})
 	}
 	return files, b
+}
+
+// signed returns the artifacts, their build and its statement signed
+// with a new ed25519 key.
+func signed(t *testing.T) (map[string]string, Build, []byte, ed25519.PrivateKey) {
+	t.Helper()
+	files, b := artifacts(t)
+	st, err := Statement(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	env, err := Sign(t.Context(), st, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files, b, env, key
 }
 
 func pkcs8PEM(t *testing.T, k crypto.Signer) []byte {
@@ -121,16 +139,7 @@ func TestSignVerify(t *testing.T) {
 // TestVerifyTampered: each way an attacker could change what was signed
 // fails with a message that says what.
 func TestVerifyTampered(t *testing.T) {
-	files, b := artifacts(t)
-	st, err := Statement(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, key, _ := ed25519.GenerateKey(rand.Reader)
-	env, err := Sign(t.Context(), st, key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	files, _, env, key := signed(t)
 	pub := key.Public()
 
 	// The payload with another rootfs digest, the signature kept.
@@ -240,7 +249,7 @@ func BenchmarkSign(b *testing.B) {
 		key  crypto.Signer
 	}{{"ed25519", ed}, {"ecdsa-p256", ec}} {
 		b.Run(k.name, func(b *testing.B) {
-			cpu := cpuTime(b)
+			cpu := testutil.CPUTime(b)
 			for b.Loop() {
 				st, err := Statement(testBuild())
 				if err != nil {
@@ -250,7 +259,7 @@ func BenchmarkSign(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			reportCPU(b, cpu)
+			testutil.ReportCPU(b, cpu)
 		})
 	}
 }
@@ -270,27 +279,11 @@ func BenchmarkVerify(b *testing.B) {
 	for _, s := range tb.Subjects {
 		digests[s.Name] = s.Digest
 	}
-	cpu := cpuTime(b)
+	cpu := testutil.CPUTime(b)
 	for b.Loop() {
 		if _, err := VerifyDigests(b.Context(), env, ec.Public(), digests); err != nil {
 			b.Fatal(err)
 		}
 	}
-	reportCPU(b, cpu)
-}
-
-// cpuTime is the process's user plus system CPU time. Benchmarks report it
-// per operation beside the wall time: on a loaded shared machine the wall
-// time mostly measures the other processes.
-func cpuTime(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// reportCPU reports the CPU time per operation since start.
-func reportCPU(b *testing.B, start time.Duration) {
-	b.ReportMetric(float64(cpuTime(b)-start)/float64(b.N)/1e6, "cpu-ms/op")
+	testutil.ReportCPU(b, cpu)
 }

@@ -3,9 +3,9 @@ package sbom
 import (
 	"io"
 	"os"
-	"syscall"
 	"testing"
-	"time"
+
+	"github.com/imsbuild/imsbuild/internal/testutil"
 )
 
 // BenchmarkScanHost measures Scan of the host's dpkg database, with and
@@ -19,13 +19,13 @@ func BenchmarkScanHost(b *testing.B) {
 		opts []ScanOption
 	}{{"licenses", nil}, {"status-only", []ScanOption{WithoutLicenses()}}} {
 		b.Run(bc.name, func(b *testing.B) {
-			cpu := cpuTime(b)
+			cpu := testutil.CPUTime(b)
 			for b.Loop() {
 				if _, err := Scan(b.Context(), "/", bc.opts...); err != nil {
 					b.Fatal(err)
 				}
 			}
-			reportCPU(b, cpu)
+			testutil.ReportCPU(b, cpu)
 		})
 	}
 }
@@ -38,7 +38,7 @@ func BenchmarkSPDXHost(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.ReportMetric(float64(len(inv.Packages)), "packages")
-	cpu := cpuTime(b)
+	cpu := testutil.CPUTime(b)
 	for b.Loop() {
 		doc, err := inv.SPDX(Document{Name: "host", Tool: "imsbuild-bench"})
 		if err != nil {
@@ -48,21 +48,5 @@ func BenchmarkSPDXHost(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	reportCPU(b, cpu)
-}
-
-// cpuTime is the process's user plus system CPU time. Benchmarks report it
-// per operation beside the wall time: on a loaded shared machine the wall
-// time mostly measures the other processes.
-func cpuTime(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// reportCPU reports the CPU time per operation since start.
-func reportCPU(b *testing.B, start time.Duration) {
-	b.ReportMetric(float64(cpuTime(b)-start)/float64(b.N)/1e6, "cpu-ms/op")
+	testutil.ReportCPU(b, cpu)
 }

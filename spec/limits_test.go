@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
+
+	"github.com/imsbuild/imsbuild/internal/testutil"
 )
 
 // writeBuild writes src as the only build file of a new directory.
@@ -52,11 +54,11 @@ func TestLoadManyLocals(t *testing.T) {
 		t.Fatalf("generated %d bytes, want ≥ 10 MiB", len(src))
 	}
 	dir := writeBuild(t, src)
-	cpu0 := cpuTime(t)
+	cpu0 := testutil.CPUTime(t)
 	start := time.Now()
 	cfg, diags := Load(dir, Options{})
 	took := time.Since(start)
-	t.Logf("Load of %d bytes, 88000 locals: %s (%s CPU)", len(src), took, cpuTime(t)-cpu0)
+	t.Logf("Load of %d bytes, 88000 locals: %s (%s CPU)", len(src), took, testutil.CPUTime(t)-cpu0)
 	for _, d := range diags {
 		if d.Severity == hcl.DiagError {
 			t.Errorf("diagnostic: %s", d.Error())
@@ -335,13 +337,4 @@ func TestLocalCycleSites(t *testing.T) {
 	if got != want {
 		t.Errorf("Load() errors:\n%s\nwant\n%s", got, want)
 	}
-}
-
-// cpuTime is the CPU time this process used so far (all threads, GC included).
-func cpuTime(t *testing.T) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		t.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -206,7 +206,7 @@ type bootstrapPreimage struct {
 // key returns the hex sha256 that names c's result and its preimage.
 func (c debootstrapCall) key(ctx context.Context, real string) (string, []byte, error) {
 	p := bootstrapPreimage{
-		Type: "imsbuild/debootstrap/v1", Options: c.options, Suite: c.suite,
+		Type: "imsbuild/debootstrap/v2", Options: keyedOptions(c.options), Suite: c.suite,
 		Mirror: c.mirror, Script: c.script, Arch: runtime.GOARCH, Files: map[string]string{},
 	}
 	script := c.script
@@ -246,6 +246,21 @@ func (c debootstrapCall) key(ctx context.Context, real string) (string, []byte, 
 	}
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:]), b, nil
+}
+
+// keyedOptions is options without the keyring's path: kiwi passes a
+// keyring inside its shared cache slot (cache-0, cache-1, … whichever was
+// free), and the keyring's content is keyed in Files anyway. Keying the path
+// made a build that got another slot miss the cache.
+func keyedOptions(options []string) []string {
+	out := make([]string, len(options))
+	for i, o := range options {
+		if strings.HasPrefix(o, "--keyring=") {
+			o = "--keyring"
+		}
+		out[i] = o
+	}
+	return out
 }
 
 // treeListing digests the names, types, modes and owners of the tree at

@@ -326,3 +326,46 @@ func TestBootstrapShimConcurrentSameKey(t *testing.T) {
 		t.Errorf("want exactly one restore:\n%s\n%s", outs[0], outs[1])
 	}
 }
+
+// TestBootstrapKeyIgnoresCacheSlot: kiwi passes a keyring inside whichever
+// shared cache slot was free; the same bootstrap from slot 0 and slot 1 must
+// have one key, and a keyring with other keys must not.
+func TestBootstrapKeyIgnoresCacheSlot(t *testing.T) {
+	real := testutil.RequireTool(t, "debootstrap") // key() hashes its scripts
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("Suite: bookworm\n"))
+	}))
+	t.Cleanup(srv.Close)
+	dir := t.TempDir()
+	keyOf := func(slot, keys string) string {
+		t.Helper()
+		keyring := filepath.Join(dir, slot, "keyring.gpg")
+		target := filepath.Join(dir, slot, "root")
+		if err := os.MkdirAll(target, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(keyring, []byte(keys), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		c, ok := parseDebootstrap([]string{"--keyring=" + keyring, "--variant=minbase", "--components=main",
+			"bookworm", target, srv.URL + "/debian"})
+		if !ok {
+			t.Fatalf("parseDebootstrap: not keyable")
+		}
+		key, preimage, err := c.key(t.Context(), real)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(preimage), slot) {
+			t.Errorf("preimage names the slot %s:\n%s", slot, preimage)
+		}
+		return key
+	}
+	k0, k1 := keyOf("cache-0", "keys"), keyOf("cache-1", "keys")
+	if k0 != k1 {
+		t.Errorf("key in cache-0 = %s, in cache-1 = %s, want equal", k0, k1)
+	}
+	if k2 := keyOf("cache-2", "other keys"); k2 == k0 {
+		t.Errorf("key with another keyring = %s, want it to differ from %s", k2, k0)
+	}
+}

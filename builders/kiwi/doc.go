@@ -1,5 +1,6 @@
 // Package kiwi is the recipe → image builder: it runs an IMS "create" job
-// the way IMS does, split into building blocks the engine caches separately.
+// the way IMS does, split into building blocks that builders/steps composes
+// into the steps the engine caches separately.
 //
 //   - FetchRecipe puts a recipe (a kiwi-ng description) into a work dir, from
 //     a directory or an IMS recipe archive (.tgz), refusing entries that
@@ -12,8 +13,10 @@
 //     build-ca-rpm).
 //   - Prepare runs `kiwi-ng system prepare` in private mount, pid, ipc and
 //     uts namespaces, so that no mount or process of kiwi outlives the step,
-//     even when it is cancelled. The engine packs the prepared root itself
-//     (see builders/pack) instead of running `kiwi-ng system build`.
+//     even when it is cancelled. builders/steps packs the prepared root
+//     (with builders/pack) instead of running `kiwi-ng system build`. With
+//     Options.BootstrapCache, a debootstrap shim keeps and restores the
+//     bootstrap root of apt recipes (see bootstrap.go).
 //
 // ToolVersion reports the kiwi-ng version, part of the prepare cache key.
 package kiwi

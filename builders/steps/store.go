@@ -15,14 +15,11 @@ import (
 	"github.com/imsbuild/imsbuild/ims"
 )
 
-// artifactOrder is the order artifacts are stored and logged in.
-var artifactOrder = ims.ArtifactNames()
-
 // storeArtifacts puts artifact files (name → path) into the store with
 // their md5 (IMS manifests need it) and returns them as a step result.
 func storeArtifacts(ctx context.Context, store cache.Store, files map[string]string, log io.Writer) (*cache.ActionResult, error) {
 	res := &cache.ActionResult{Outputs: map[string]cache.Output{}}
-	for _, name := range artifactOrder {
+	for _, name := range ims.ArtifactNames() { // stored and logged in IMS's order
 		path, ok := files[name]
 		if !ok {
 			continue

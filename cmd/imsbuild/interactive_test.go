@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -18,10 +17,7 @@ import (
 func TestInteractiveFlag(t *testing.T) {
 	dir := example(t)
 	testutil.RequireTool(t, "ssh")
-	key := filepath.Join(t.TempDir(), "id_ed25519")
-	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key).CombinedOutput(); err != nil {
-		t.Fatalf("ssh-keygen: %v\n%s", err, out)
-	}
+	key, _ := testutil.SSHKey(t)
 	cmd := exec.CommandContext(t.Context(), binary, "build", "--json", "--interactive", "image.compute", "--ssh-public-key", key+".pub", "--ssh-timeout", "60s", ".")
 	cmd.Dir = dir
 	stdout, err := cmd.StdoutPipe()
@@ -56,7 +52,9 @@ func TestInteractiveFlag(t *testing.T) {
 		sshOut, err = exec.Command("ssh", "-i", key, "-p", strconv.Itoa(ev.SSH.Port), "-o", "StrictHostKeyChecking=no",
 			"-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", ev.SSH.User+"@"+ev.SSH.Host,
 			"cat /etc/imsbuild/role; touch /tmp/complete").CombinedOutput()
-		if err != nil {
+		// Touching complete ends the environment, which may close the
+		// connection before the exit status gets out.
+		if err := testutil.SSHEnded(err, string(sshOut)); err != nil {
 			t.Fatalf("ssh: %v\n%s", err, sshOut)
 		}
 	}

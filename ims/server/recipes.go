@@ -6,13 +6,14 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/ims/server/store"
 )
 
 var recipeFields = []field{
 	{name: "name", required: true, check: notBlank("name")},
 	{name: "recipe_type", required: true, check: oneOf("kiwi-ng", "packer")},
-	{name: "linux_distribution", required: true, check: oneOf("sles12", "sles15", "centos7")},
+	{name: "linux_distribution", required: true, check: oneOf(ims.LinuxDistributions()...)},
 	{name: "link", nullable: true, check: linkField},
 	{name: "template_dictionary", nullable: true, check: list(templateEntry)},
 	{name: "require_dkms", check: boolean},
