@@ -3,7 +3,6 @@ package testutil
 
 import (
 	"bytes"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -148,19 +147,6 @@ func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
-}
-
-// SSHEnded is err of an ssh client whose command ended the environment
-// (touched the complete or failed file), or nil when that is only the race
-// such a command has: the server closes the connection before the client
-// has the exit status, and ssh exits 255 with "closed by remote host" in
-// output (its stderr).
-func SSHEnded(err error, output string) error {
-	var ee *exec.ExitError
-	if errors.As(err, &ee) && ee.ExitCode() == 255 && strings.Contains(output, "closed by remote host") {
-		return nil
-	}
-	return err
 }
 
 // SSHKey makes an ed25519 key pair with ssh-keygen (no passphrase) and

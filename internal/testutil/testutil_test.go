@@ -9,29 +9,6 @@ import (
 	"time"
 )
 
-func TestSSHEnded(t *testing.T) {
-	exit := func(code string) error { return exec.Command("sh", "-c", "exit "+code).Run() }
-	closed := "Connection to 127.0.0.1 closed by remote host.\r\n"
-	tests := []struct {
-		name   string
-		err    error
-		output string
-		wantOK bool
-	}{
-		{"no error", nil, "", true},
-		{"closed before the exit status", exit("255"), closed, true},
-		{"255 for another reason", exit("255"), "root@127.0.0.1: Permission denied (publickey).\r\n", false},
-		{"the command failed", exit("1"), closed, false},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := SSHEnded(tc.err, tc.output); (got == nil) != tc.wantOK {
-				t.Errorf("SSHEnded(%v, %q) = %v, want nil %v", tc.err, tc.output, got, tc.wantOK)
-			}
-		})
-	}
-}
-
 func TestCPUTime(t *testing.T) {
 	start := CPUTime(t)
 	for deadline := time.Now().Add(50 * time.Millisecond); time.Now().Before(deadline); {
