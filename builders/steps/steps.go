@@ -34,7 +34,7 @@ var ErrParentPending = errors.New("parent not built yet")
 // version, the cache salt and the allowlisted environment, seals sensitive
 // values and hashes it; the JSON names are the key preimage's.
 type Key struct {
-	Type      string            // imsbuild/<kind>/v1
+	Type      string            // imsbuild/<kind>/v<N>: N changes when the same inputs would build something else
 	Attrs     any               // the kind's key struct (keyattrs.go)
 	Inputs    map[string]string // name → content digest
 	Tools     map[string]string // tool → version, for tools whose output enters the result
