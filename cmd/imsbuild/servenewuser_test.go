@@ -32,6 +32,7 @@ import (
 	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/imsbuild/imsbuild/ims"
+	"github.com/imsbuild/imsbuild/ims/server/servertest"
 	"github.com/imsbuild/imsbuild/internal/testutil"
 )
 
@@ -64,7 +65,7 @@ func TestServeNewUser(t *testing.T) {
 	p := startServe(t, client, "--data-dir", filepath.Join(tmp, "d"), "--ca-cert", caFile,
 		"--ssh-port-range", fmt.Sprintf("%d-%d", lo, lo+3))
 	s3c := embeddedS3(t, p)
-	u := &imsClient{t: t, c: client, url: p.url + "/apis/ims/v3"}
+	u := &servertest.Client{T: t, HTTP: client, Base: p.url + "/apis/ims/v3"}
 
 	// The recipe archive, as the README says: config.xml at its root, a
 	// template list, uploaded without metadata (aws s3 cp).
@@ -83,7 +84,7 @@ func TestServeNewUser(t *testing.T) {
 		Key: aws.String("recipes/node/recipe.tar.gz"), Body: bytes.NewReader(archive)}); err != nil {
 		t.Fatal(err)
 	}
-	rec := u.call(201, "POST", "/recipes", map[string]any{
+	rec := u.Call(201, "POST", "/recipes", map[string]any{
 		"name": "node", "recipe_type": "kiwi-ng", "linux_distribution": "sles15",
 		"link":                map[string]any{"path": "s3://ims/recipes/node/recipe.tar.gz", "etag": "", "type": "s3"},
 		"template_dictionary": []map[string]string{{"key": "release", "value": "bookworm"}},
@@ -96,19 +97,19 @@ func TestServeNewUser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keyID := u.call(201, "POST", "/public-keys", map[string]any{"name": "admin", "public_key": string(pub)})["id"].(string)
+	keyID := u.Call(201, "POST", "/public-keys", map[string]any{"name": "admin", "public_key": string(pub)})["id"].(string)
 
 	// create
 	start := time.Now()
-	job := u.call(201, "POST", "/jobs", map[string]any{"job_type": "create", "artifact_id": rec,
+	job := u.Call(201, "POST", "/jobs", map[string]any{"job_type": "create", "artifact_id": rec,
 		"public_key_id": keyID, "image_root_archive_name": "node"})
-	job, seen := u.waitJob(job["id"].(string), 20*time.Minute, "success", "error")
+	job, seen := u.WaitJob(job["id"].(string), 20*time.Minute, "success", "error")
 	if job["status"] != "success" {
-		t.Fatalf("create job: %v (statuses %v)\nlog:\n%s", job["status"], seen, u.log(job["id"].(string)))
+		t.Fatalf("create job: %v (statuses %v)\nlog:\n%s", job["status"], seen, u.Log(job["id"].(string)))
 	}
 	t.Logf("create job: POST to success in %v, statuses %v", time.Since(start).Round(time.Second), seen)
 	parentID := job["resultant_image_id"].(string)
-	parent := u.call(200, "GET", "/images/"+parentID, nil)
+	parent := u.Call(200, "GET", "/images/"+parentID, nil)
 	parentArts := checkS3Image(t, s3c, parent, parentID, "node")
 	if got := rootfsFile(t, s3c, parentArts, "etc/cray/ca/certificate_authority.crt"); got != ca {
 		t.Errorf("the created image's /etc/cray/ca/certificate_authority.crt = %q, want the --ca-cert", got)
@@ -116,7 +117,7 @@ func TestServeNewUser(t *testing.T) {
 
 	// customize, without ssh_containers: IMS's default, one non-jailed.
 	start = time.Now()
-	job = u.call(201, "POST", "/jobs", map[string]any{"job_type": "customize", "artifact_id": parentID,
+	job = u.Call(201, "POST", "/jobs", map[string]any{"job_type": "customize", "artifact_id": parentID,
 		"public_key_id": keyID, "image_root_archive_name": "node-custom"})
 	id := job["id"].(string)
 	sc := job["ssh_containers"].([]any)[0].(map[string]any)
@@ -125,9 +126,9 @@ func TestServeNewUser(t *testing.T) {
 	if sc["jail"] != false || sc["status"] != "pending" || port < lo || port > lo+3 {
 		t.Fatalf("customize job's ssh container = %v", sc)
 	}
-	job, _ = u.waitJob(id, 10*time.Minute, "waiting_on_user", "error", "success")
+	job, _ = u.WaitJob(id, 10*time.Minute, "waiting_on_user", "error", "success")
 	if job["status"] != "waiting_on_user" {
-		t.Fatalf("customize job: %v\nlog:\n%s", job["status"], u.log(id))
+		t.Fatalf("customize job: %v\nlog:\n%s", job["status"], u.Log(id))
 	}
 	t.Logf("customize job: POST to waiting_on_user in %v", time.Since(start).Round(time.Second))
 	ssh := func(command string) (string, error) {
@@ -154,23 +155,23 @@ func TestServeNewUser(t *testing.T) {
 			t.Fatalf("ssh touch complete: %v", err)
 		}
 	}
-	job, seen = u.waitJob(id, 10*time.Minute, "success", "error")
+	job, seen = u.WaitJob(id, 10*time.Minute, "success", "error")
 	if job["status"] != "success" {
-		t.Fatalf("customize job: %v (statuses %v)\nlog:\n%s", job["status"], seen, u.log(id))
+		t.Fatalf("customize job: %v (statuses %v)\nlog:\n%s", job["status"], seen, u.Log(id))
 	}
 	t.Logf("customize job: POST to success in %v, statuses %v", time.Since(start).Round(time.Second), seen)
 	childID := job["resultant_image_id"].(string)
 	if childID == parentID {
 		t.Fatal("the customize job's resultant image is its parent")
 	}
-	child := u.call(200, "GET", "/images/"+childID, nil)
+	child := u.Call(200, "GET", "/images/"+childID, nil)
 	childArts := checkS3Image(t, s3c, child, childID, "node-custom")
 	if got := rootfsFile(t, s3c, childArts, "etc/motd"); got != motd {
 		t.Errorf("the customized image's /etc/motd = %q, want %q", got, motd)
 	}
 
 	// The parent: the same record, the same objects.
-	if again := u.call(200, "GET", "/images/"+parentID, nil); !equalJSON(again, parent) {
+	if again := u.Call(200, "GET", "/images/"+parentID, nil); !equalJSON(again, parent) {
 		t.Errorf("parent record changed:\n%v\nwant\n%v", again, parent)
 	}
 	for k, v := range checkS3Image(t, s3c, parent, parentID, "node") {
@@ -195,69 +196,6 @@ func TestServeNewUser(t *testing.T) {
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	if code := p.wait(t); code != 0 {
 		t.Errorf("imsbuild serve exit %d after SIGTERM\n%s", code, p.stderr)
-	}
-}
-
-// imsClient calls the IMS API as the cray CLI does.
-type imsClient struct {
-	t   *testing.T
-	c   *http.Client
-	url string
-}
-
-func (u *imsClient) call(want int, method, path string, body any) map[string]any {
-	u.t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequestWithContext(u.t.Context(), method, u.url+path, rd)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := u.c.Do(req)
-	if err != nil {
-		u.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	var m map[string]any
-	if resp.StatusCode != want || json.Unmarshal(data, &m) != nil {
-		u.t.Fatalf("%s %s = %d %s, want %d", method, path, resp.StatusCode, data, want)
-	}
-	return m
-}
-
-func (u *imsClient) log(id string) string {
-	resp, err := u.c.Get(u.url + "/jobs/" + id + "/log")
-	if err != nil {
-		return err.Error()
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
-}
-
-// waitJob polls job id until its status is one of final; it returns the
-// record and the statuses seen.
-func (u *imsClient) waitJob(id string, timeout time.Duration, final ...string) (map[string]any, []string) {
-	u.t.Helper()
-	var seen []string
-	deadline := time.Now().Add(timeout)
-	for {
-		j := u.call(200, "GET", "/jobs/"+id, nil)
-		st := j["status"].(string)
-		if len(seen) == 0 || seen[len(seen)-1] != st {
-			seen = append(seen, st)
-		}
-		for _, f := range final {
-			if st == f {
-				return j, seen
-			}
-		}
-		if time.Now().After(deadline) {
-			u.t.Fatalf("job %s: status %s after %v (seen %v)\nlog:\n%s", id, st, timeout, seen, u.log(id))
-		}
-		time.Sleep(200 * time.Millisecond)
 	}
 }
 

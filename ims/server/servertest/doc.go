@@ -5,4 +5,7 @@
 //
 // Like s3test it skips under -short and when versitygw is missing, unless
 // IMSBUILD_TEST_REQUIRE names it.
+//
+// Client is the one HTTP client of the IMS API for tests, of this server
+// or of imsbuild serve.
 package servertest
