@@ -14,7 +14,6 @@ import (
 	"io"
 	"log/slog"
 	"math/big"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -30,6 +29,7 @@ import (
 	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/ims/server"
 	"github.com/imsbuild/imsbuild/ims/server/blob"
+	"github.com/imsbuild/imsbuild/ims/server/servertest"
 	"github.com/imsbuild/imsbuild/ims/server/store"
 	"github.com/imsbuild/imsbuild/internal/s3test"
 	"github.com/imsbuild/imsbuild/internal/testutil"
@@ -38,8 +38,11 @@ import (
 // serveEnv is imsbuild serve in-process: the IMS API with a job runner on
 // a real S3 (versitygw).
 type serveEnv struct {
+	// Client calls the API root, …/v3.
+	*servertest.Client
+
 	t      *testing.T
-	url    string
+	root   string // the server's URL
 	st     *store.Store
 	blobs  *blob.Store
 	runner *Runner
@@ -76,70 +79,12 @@ func newServeEnv(t *testing.T, maxJobs int, caCerts ...string) *serveEnv {
 	}
 	ts := httptest.NewServer(srv)
 	t.Cleanup(ts.Close)
-	return &serveEnv{t: t, url: ts.URL, st: st, blobs: blobs, runner: r, s3: client, cache: cache}
+	return &serveEnv{Client: &servertest.Client{T: t, Base: ts.URL + "/v3"}, t: t, root: ts.URL, st: st, blobs: blobs, runner: r, s3: client, cache: cache}
 }
 
-// call sends a JSON request and decodes a JSON answer.
-func (e *serveEnv) call(want int, method, path string, body any) map[string]any {
-	e.t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequest(method, e.url+path, rd)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != want {
-		e.t.Fatalf("%s %s = %d %s, want %d", method, path, resp.StatusCode, data, want)
-	}
-	var m map[string]any
-	if len(data) > 0 && data[0] == '{' {
-		if err := json.Unmarshal(data, &m); err != nil {
-			e.t.Fatal(err)
-		}
-	}
-	return m
-}
-
-func (e *serveEnv) get(path string) []byte {
-	e.t.Helper()
-	resp, err := http.Get(e.url + path)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return b
-}
-
-// waitJob polls the job over HTTP until it reaches one of final, and
-// returns it with the statuses it went through.
-func (e *serveEnv) waitJob(id string, timeout time.Duration, final ...string) (map[string]any, []string) {
-	e.t.Helper()
-	var seen []string
-	deadline := time.Now().Add(timeout)
-	for {
-		j := e.call(200, "GET", "/v3/jobs/"+id, nil)
-		st := j["status"].(string)
-		if len(seen) == 0 || seen[len(seen)-1] != st {
-			seen = append(seen, st)
-		}
-		for _, f := range final {
-			if st == f {
-				return j, seen
-			}
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("job %s: status %s after %v (seen %v)\nlog:\n%s", id, st, timeout, seen, e.get("/v3/jobs/"+id+"/log"))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+// metrics returns the server's /metrics.
+func (e *serveEnv) metrics() string {
+	return string((&servertest.Client{T: e.t, Base: e.root}).Get("/metrics"))
 }
 
 // recipeArchive tars examples/debian-node's recipe as an IMS recipe: its
@@ -177,7 +122,7 @@ func (e *serveEnv) registerRecipe(name string, archive []byte) string {
 		Body: bytes.NewReader(archive), Metadata: map[string]string{"md5sum": hex.EncodeToString(sum[:])}}); err != nil {
 		e.t.Fatal(err)
 	}
-	return e.call(201, "POST", "/v3/recipes", map[string]any{
+	return e.Call(201, "POST", "/recipes", map[string]any{
 		"name": name, "recipe_type": "kiwi-ng", "linux_distribution": "sles15",
 		"link":                map[string]any{"path": "s3://ims/" + key, "etag": "", "type": "s3"},
 		"template_dictionary": []map[string]string{{"key": "release", "value": "bookworm"}},
@@ -199,14 +144,14 @@ func TestCreateJobEndToEnd(t *testing.T) {
 	ca := selfSignedCA(t)
 	e := newServeEnv(t, 2, ca)
 	rec := e.registerRecipe("debian-node", recipeArchive(t, nil))
-	key := e.call(201, "POST", "/v3/public-keys", map[string]any{"name": "admin", "public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ5Ys3HbWA7VHWRj2n7L3sc0x1Dg9D6FqJkvNrU/rFhm admin"})["id"].(string)
+	key := e.Call(201, "POST", "/public-keys", map[string]any{"name": "admin", "public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ5Ys3HbWA7VHWRj2n7L3sc0x1Dg9D6FqJkvNrU/rFhm admin"})["id"].(string)
 	post := map[string]any{"job_type": "create", "artifact_id": rec, "public_key_id": key, "image_root_archive_name": "debian-node"}
 
 	start := time.Now()
-	job := e.call(201, "POST", "/v3/jobs", post)
+	job := e.Call(201, "POST", "/jobs", post)
 	id := job["id"].(string)
-	job, seen := e.waitJob(id, 20*time.Minute, "success", "error")
-	log := e.get("/v3/jobs/" + id + "/log")
+	job, seen := e.WaitJob(id, 20*time.Minute, "success", "error")
+	log := e.Get("/jobs/" + id + "/log")
 	if job["status"] != "success" {
 		t.Fatalf("first create job: %v (statuses %v)\nlog:\n%s", job["status"], seen, log)
 	}
@@ -229,11 +174,11 @@ func TestCreateJobEndToEnd(t *testing.T) {
 
 	// The same recipe again: every step from the cache.
 	start = time.Now()
-	job2 := e.call(201, "POST", "/v3/jobs", post)
+	job2 := e.Call(201, "POST", "/jobs", post)
 	id2 := job2["id"].(string)
-	job2, seen = e.waitJob(id2, 5*time.Minute, "success", "error")
+	job2, seen = e.WaitJob(id2, 5*time.Minute, "success", "error")
 	warm := time.Since(start)
-	log2 := e.get("/v3/jobs/" + id2 + "/log")
+	log2 := e.Get("/jobs/" + id2 + "/log")
 	if job2["status"] != "success" {
 		t.Fatalf("second create job: %v\nlog:\n%s", job2["status"], log2)
 	}
@@ -251,7 +196,7 @@ func TestCreateJobEndToEnd(t *testing.T) {
 		t.Errorf("the second job reused image record %s; IMS makes a new one", imgID)
 	}
 
-	metrics := string(e.get("/metrics"))
+	metrics := e.metrics()
 	for _, want := range []string{`imsbuild_serve_jobs{status="success"} 2`, `imsbuild_serve_job_duration_seconds_count{job_type="create",status="success"} 2`} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %s", want)
@@ -264,25 +209,25 @@ func TestCreateJobEndToEnd(t *testing.T) {
 	}))
 	mounts, _ := os.ReadFile("/proc/mounts")
 	post["artifact_id"] = rec3
-	id3 := e.call(201, "POST", "/v3/jobs", post)["id"].(string)
-	e.waitJob(id3, 5*time.Minute, "building_image", "error", "success")
+	id3 := e.Call(201, "POST", "/jobs", post)["id"].(string)
+	e.WaitJob(id3, 5*time.Minute, "building_image", "error", "success")
 	// Let kiwi get going: a process runs in the job's scratch directory.
 	work := filepath.Join(e.cache, "work")
 	deadline := time.Now().Add(2 * time.Minute)
 	for len(testutil.ProcessesMatching(t, work)) == 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("no kiwi process of the third job after 2m\nlog:\n%s", e.get("/v3/jobs/"+id3+"/log"))
+			t.Fatalf("no kiwi process of the third job after 2m\nlog:\n%s", e.Get("/jobs/"+id3+"/log"))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	time.Sleep(3 * time.Second)
 	if len(testutil.ProcessesMatching(t, work)) == 0 {
-		t.Fatalf("the third job's processes ended on their own\nlog:\n%s", e.get("/v3/jobs/"+id3+"/log"))
+		t.Fatalf("the third job's processes ended on their own\nlog:\n%s", e.Get("/jobs/"+id3+"/log"))
 	}
 	start = time.Now()
-	e.call(204, "DELETE", "/v3/jobs/"+id3, nil)
+	e.Call(204, "DELETE", "/jobs/"+id3, nil)
 	t.Logf("DELETE of a running job: %v", time.Since(start))
-	e.call(404, "GET", "/v3/jobs/"+id3, nil)
+	e.Call(404, "GET", "/jobs/"+id3, nil)
 	if p := testutil.ProcessesMatching(t, work); len(p) > 0 {
 		t.Errorf("processes of the deleted job left: %v", p)
 	}
@@ -359,7 +304,7 @@ func checkImage(t *testing.T, e *serveEnv, job map[string]any, jobID string) str
 	if imgID == "" {
 		t.Fatalf("job %s has no resultant_image_id: %v", jobID, job)
 	}
-	img := e.call(200, "GET", "/v3/images/"+imgID, nil)
+	img := e.Call(200, "GET", "/images/"+imgID, nil)
 	link, _ := img["link"].(map[string]any)
 	if img["name"] != "debian-node" || link == nil || link["path"] != "s3://boot-images/"+imgID+"/manifest.json" || link["etag"] == "" {
 		t.Fatalf("image record = %v", img)

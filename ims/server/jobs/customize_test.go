@@ -26,6 +26,7 @@ import (
 	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/ims/server"
 	"github.com/imsbuild/imsbuild/ims/server/blob"
+	"github.com/imsbuild/imsbuild/ims/server/servertest"
 	"github.com/imsbuild/imsbuild/ims/server/store"
 	"github.com/imsbuild/imsbuild/internal/s3test"
 	"github.com/imsbuild/imsbuild/internal/testutil"
@@ -37,8 +38,10 @@ const testCA = "-----BEGIN CERTIFICATE-----\nTUlJQ2Zha2U=\n-----END CERTIFICATE-
 // custEnv is imsbuild serve over HTTP with a job runner, a real S3
 // (versitygw) and a registered image and public key to customize.
 type custEnv struct {
+	// Client calls the API root, …/v3.
+	*servertest.Client
+
 	t      *testing.T
-	url    string
 	st     *store.Store
 	blobs  *blob.Store
 	s3     *s3.Client
@@ -86,44 +89,10 @@ func newCustEnv(t *testing.T) *custEnv {
 	}
 	ts := httptest.NewServer(srv)
 	t.Cleanup(ts.Close)
-	e := &custEnv{t: t, url: ts.URL, st: st, blobs: blobs, s3: client, runner: r}
+	e := &custEnv{Client: &servertest.Client{T: t, Base: ts.URL + "/v3"}, t: t, st: st, blobs: blobs, s3: client, runner: r}
 	e.putParent()
 	e.putKey()
 	return e
-}
-
-// call sends a JSON request and decodes a JSON object answer.
-func (e *custEnv) call(want int, method, path string, body any) map[string]any {
-	e.t.Helper()
-	var rd io.Reader
-	if body != nil {
-		data, err := json.Marshal(body)
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		rd = bytes.NewReader(data)
-	}
-	req, err := http.NewRequestWithContext(e.t.Context(), method, e.url+path, rd)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != want {
-		e.t.Fatalf("%s %s = %d %s, want %d", method, path, resp.StatusCode, data, want)
-	}
-	var m map[string]any
-	if len(data) > 0 && data[0] == '{' {
-		if err := json.Unmarshal(data, &m); err != nil {
-			e.t.Fatalf("%s %s: %v", method, path, err)
-		}
-	}
-	return m
 }
 
 // putParent packs a busybox root (with a kernel and initrd in /boot),
@@ -161,7 +130,7 @@ func (e *custEnv) putParent() {
 	}
 	sum := md5.Sum(m)
 	e.parentObjects[prefix+"/manifest.json"] = hex.EncodeToString(sum[:])
-	rec := e.call(http.StatusCreated, http.MethodPost, "/v3/images", map[string]any{
+	rec := e.Call(http.StatusCreated, http.MethodPost, "/images", map[string]any{
 		"name": "parent", "link": map[string]any{"path": "s3://boot-images/" + prefix + "/manifest.json", "etag": "", "type": "s3"},
 	})
 	e.parent = rec["id"].(string)
@@ -177,14 +146,14 @@ func (e *custEnv) putKey() {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	rec := e.call(http.StatusCreated, http.MethodPost, "/v3/public-keys", map[string]any{"name": "admin", "public_key": string(pub)})
+	rec := e.Call(http.StatusCreated, http.MethodPost, "/public-keys", map[string]any{"name": "admin", "public_key": string(pub)})
 	e.keyID = rec["id"].(string)
 }
 
 // postJob starts a customize job of the parent image.
 func (e *custEnv) postJob(jail bool, name string) (id, host string, port int) {
 	e.t.Helper()
-	rec := e.call(http.StatusCreated, http.MethodPost, "/v3/jobs", map[string]any{
+	rec := e.Call(http.StatusCreated, http.MethodPost, "/jobs", map[string]any{
 		"job_type": "customize", "artifact_id": e.parent, "public_key_id": e.keyID,
 		"image_root_archive_name": name, "ssh_containers": []map[string]any{{"name": "customize", "jail": jail}},
 	})
@@ -196,18 +165,11 @@ func (e *custEnv) postJob(jail bool, name string) (id, host string, port int) {
 // status.
 func (e *custEnv) waitJob(id, want string) map[string]any {
 	e.t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		rec := e.call(http.StatusOK, http.MethodGet, "/v3/jobs/"+id, nil)
-		st := rec["status"].(string)
-		if st == want {
-			return rec
-		}
-		if terminal(st) || time.Now().After(deadline) {
-			e.t.Fatalf("job %s: status %s, want %s; log:\n%s", id, st, want, e.jobLog(id))
-		}
-		time.Sleep(100 * time.Millisecond)
+	rec, _ := e.WaitJob(id, 2*time.Minute, want, "success", "error")
+	if rec["status"] != want {
+		e.t.Fatalf("job %s: status %s, want %s; log:\n%s", id, rec["status"], want, e.jobLog(id))
 	}
+	return rec
 }
 
 func (e *custEnv) jobLog(id string) string {
@@ -271,7 +233,7 @@ func (e *custEnv) checkParent() {
 			e.t.Errorf("parent object %s: md5 %s (%v), want %s", key, got, err, want)
 		}
 	}
-	rec := e.call(http.StatusOK, http.MethodGet, "/v3/images/"+e.parent, nil)
+	rec := e.Call(http.StatusOK, http.MethodGet, "/images/"+e.parent, nil)
 	if p := rec["link"].(map[string]any)["path"].(string); !strings.HasSuffix(p, "/manifest.json") || !strings.Contains(p, "parent-") {
 		e.t.Errorf("parent link = %s", p)
 	}
@@ -353,7 +315,7 @@ func TestCustomizeJob(t *testing.T) {
 			}
 			e.checkStatuses(id, "fetching_image", "waiting_on_user", "packaging_artifacts")
 			newID, _ := rec["resultant_image_id"].(string)
-			img := e.call(http.StatusOK, http.MethodGet, "/v3/images/"+newID, nil)
+			img := e.Call(http.StatusOK, http.MethodGet, "/images/"+newID, nil)
 			if img["name"] != "custom-"+tc.name || img["link"].(map[string]any)["path"] != "s3://boot-images/"+newID+"/manifest.json" {
 				t.Fatalf("new image record = %v", img)
 			}
@@ -458,7 +420,7 @@ func TestCustomizeJobDelete(t *testing.T) {
 	if len(work) == 0 {
 		t.Fatalf("no work directory %s while the job waits", workGlob)
 	}
-	e.call(http.StatusNoContent, http.MethodDelete, "/v3/jobs/"+id, nil)
+	e.Call(http.StatusNoContent, http.MethodDelete, "/jobs/"+id, nil)
 	if c, err := net.DialTimeout("tcp", net.JoinHostPort(host, strconv.Itoa(port)), time.Second); err == nil {
 		c.Close()
 		t.Error("the SSH port still answers after DELETE")

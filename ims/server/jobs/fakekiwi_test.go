@@ -83,29 +83,29 @@ func TestCreateJobFakeKiwi(t *testing.T) {
 		t.Fatalf("ssh-keygen: %v\n%s", err, out)
 	}
 	pub, _ := os.ReadFile(keyFile + ".pub")
-	key := e.call(201, "POST", "/v3/public-keys", map[string]any{"name": "k", "public_key": string(pub)})["id"].(string)
+	key := e.Call(201, "POST", "/public-keys", map[string]any{"name": "k", "public_key": string(pub)})["id"].(string)
 
 	good := e.registerRecipe("good", fakeRecipe(t, "ok"))
-	id := e.call(201, "POST", "/v3/jobs", map[string]any{"job_type": "create", "artifact_id": good, "public_key_id": key, "image_root_archive_name": "debian-node"})["id"].(string)
-	job, seen := e.waitJob(id, 2*time.Minute, "success", "error")
+	id := e.Call(201, "POST", "/jobs", map[string]any{"job_type": "create", "artifact_id": good, "public_key_id": key, "image_root_archive_name": "debian-node"})["id"].(string)
+	job, seen := e.WaitJob(id, 2*time.Minute, "success", "error")
 	if job["status"] != "success" {
-		t.Fatalf("create job: %v (%v)\n%s", job["status"], seen, e.get("/v3/jobs/"+id+"/log"))
+		t.Fatalf("create job: %v (%v)\n%s", job["status"], seen, e.Get("/jobs/"+id+"/log"))
 	}
 	checkImage(t, e, job, id)
 
 	// The same recipe again: its artifacts are copied in S3 from the
 	// first image, not uploaded (only the small SBOM, which no manifest
 	// lists, is), and the image checks out as the first.
-	id = e.call(201, "POST", "/v3/jobs", map[string]any{"job_type": "create", "artifact_id": good, "public_key_id": key, "image_root_archive_name": "debian-node"})["id"].(string)
-	job, _ = e.waitJob(id, 2*time.Minute, "success", "error")
-	log := e.get("/v3/jobs/" + id + "/log")
+	id = e.Call(201, "POST", "/jobs", map[string]any{"job_type": "create", "artifact_id": good, "public_key_id": key, "image_root_archive_name": "debian-node"})["id"].(string)
+	job, _ = e.WaitJob(id, 2*time.Minute, "success", "error")
+	log := e.Get("/jobs/" + id + "/log")
 	uploads := regexp.MustCompile(`(?m)^uploaded s3://\S+/(\S+) `).FindAllStringSubmatch(string(log), -1)
 	if job["status"] != "success" || strings.Count(string(log), "copied in S3 from an earlier image") < 3 || len(uploads) != 1 || uploads[0][1] != "sbom.spdx.json" {
 		t.Fatalf("second create job: %v; want every artifact copied in S3\n%s", job["status"], log)
 	}
 	checkImage(t, e, job, id)
 	// Every step of the second job was a cache hit, and /metrics says so.
-	metrics := string(e.get("/metrics"))
+	metrics := e.metrics()
 	if m := regexp.MustCompile(`imsbuild_serve_job_steps_total\{result="cached"\} (\d+)`).FindStringSubmatch(metrics); m == nil || m[1] == "0" {
 		t.Errorf("/metrics has no cached steps after a second job of one recipe:\n%s", metrics)
 	}
@@ -114,9 +114,9 @@ func TestCreateJobFakeKiwi(t *testing.T) {
 	}
 
 	bad := e.registerRecipe("bad", fakeRecipe(t, "FAIL"))
-	id = e.call(201, "POST", "/v3/jobs", map[string]any{"job_type": "create", "artifact_id": bad, "public_key_id": key, "image_root_archive_name": "bad"})["id"].(string)
-	job, _ = e.waitJob(id, 2*time.Minute, "success", "error")
-	log = e.get("/v3/jobs/" + id + "/log")
+	id = e.Call(201, "POST", "/jobs", map[string]any{"job_type": "create", "artifact_id": bad, "public_key_id": key, "image_root_archive_name": "bad"})["id"].(string)
+	job, _ = e.WaitJob(id, 2*time.Minute, "success", "error")
+	log = e.Get("/jobs/" + id + "/log")
 	if job["status"] != "error" || job["resultant_image_id"] != nil || !strings.Contains(string(log), "broken-pkg") {
 		t.Errorf("failed create job: %v\n%s", job, log)
 	}
@@ -125,7 +125,7 @@ func TestCreateJobFakeKiwi(t *testing.T) {
 	}
 
 	// enable_debug: the failed root is open over SSH until a person is done.
-	job = e.call(201, "POST", "/v3/jobs", map[string]any{"job_type": "create", "artifact_id": bad, "public_key_id": key, "image_root_archive_name": "bad", "enable_debug": true})
+	job = e.Call(201, "POST", "/jobs", map[string]any{"job_type": "create", "artifact_id": bad, "public_key_id": key, "image_root_archive_name": "bad", "enable_debug": true})
 	id = job["id"].(string)
 	sc := job["ssh_containers"].([]any)[0].(map[string]any)
 	if sc["name"] != "debug" || sc["connection_info"] == nil {
@@ -135,9 +135,9 @@ func TestCreateJobFakeKiwi(t *testing.T) {
 	// connection_info once.
 	posted := sc["connection_info"].(map[string]any)["customer_access"].(map[string]any)
 	port := int(posted["port"].(float64))
-	job, _ = e.waitJob(id, 2*time.Minute, "waiting_on_user", "error", "success")
+	job, _ = e.WaitJob(id, 2*time.Minute, "waiting_on_user", "error", "success")
 	if job["status"] != "waiting_on_user" {
-		t.Fatalf("debug job: %v\n%s", job["status"], e.get("/v3/jobs/"+id+"/log"))
+		t.Fatalf("debug job: %v\n%s", job["status"], e.Get("/jobs/"+id+"/log"))
 	}
 	sc = job["ssh_containers"].([]any)[0].(map[string]any)
 	if sc["status"] != "pending" { // IMS never changes it
@@ -147,7 +147,7 @@ func TestCreateJobFakeKiwi(t *testing.T) {
 	if int(ci["port"].(float64)) != port || ci["host"] != posted["host"] {
 		t.Errorf("connection_info while waiting = %v, the POST answered %v", ci, posted)
 	}
-	m := regexp.MustCompile(`ssh -p (\d+) (\S+)@`).FindSubmatch(e.get("/v3/jobs/" + id + "/log"))
+	m := regexp.MustCompile(`ssh -p (\d+) (\S+)@`).FindSubmatch(e.Get("/jobs/" + id + "/log"))
 	if m == nil || string(m[1]) != strconv.Itoa(port) {
 		t.Fatalf("the POST answered port %d, the log says %q", port, m)
 	}
@@ -162,10 +162,10 @@ func TestCreateJobFakeKiwi(t *testing.T) {
 	if err != nil || string(out) != "half-installed\n/mnt/image/build/image-root\n" {
 		t.Fatalf("debug ssh: %v\n%s", err, out)
 	}
-	if !strings.Contains(string(e.get("/v3/jobs/"+id+"/log")), "the image is at /mnt/image/build/image-root") {
-		t.Errorf("the job log does not say where the image is:\n%s", e.get("/v3/jobs/"+id+"/log"))
+	if !strings.Contains(string(e.Get("/jobs/"+id+"/log")), "the image is at /mnt/image/build/image-root") {
+		t.Errorf("the job log does not say where the image is:\n%s", e.Get("/jobs/"+id+"/log"))
 	}
-	job, _ = e.waitJob(id, time.Minute, "error", "success")
+	job, _ = e.WaitJob(id, time.Minute, "error", "success")
 	if job["status"] != "error" || job["resultant_image_id"] != nil {
 		t.Errorf("debug job after the shell: %v", job)
 	}
