@@ -131,18 +131,7 @@ func TestServeNewUser(t *testing.T) {
 		t.Fatalf("customize job: %v\nlog:\n%s", job["status"], u.Log(id))
 	}
 	t.Logf("customize job: POST to waiting_on_user in %v", time.Since(start).Round(time.Second))
-	ssh := func(command string) (string, error) {
-		cmd := exec.CommandContext(t.Context(), "ssh", "-i", key, "-p", strconv.Itoa(port),
-			"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
-			"-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR", "root@"+host, command)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			err = fmt.Errorf("%w: %s", err, stderr.String())
-		}
-		return string(out), err
-	}
+	ssh := func(command string) (string, error) { return servertest.SSH(t, key, host, port, command) }
 	const motd = "customized over ssh by a new user\n"
 	if out, err := ssh("printf '" + motd + "' > /mnt/image/image-root/etc/motd && cat /mnt/image/image-root/etc/os-release"); err != nil || !strings.Contains(out, "bookworm") {
 		t.Fatalf("ssh into the customize job: %v\n%s", err, out)

@@ -205,16 +205,7 @@ func (e *custEnv) sshEnd(host string, port int, command string) (string, error) 
 
 // ssh runs command as root on host:port with the client's key.
 func (e *custEnv) ssh(host string, port int, command string) (string, error) {
-	cmd := exec.CommandContext(e.t.Context(), "ssh", "-i", e.key, "-p", strconv.Itoa(port),
-		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
-		"-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR", "root@"+host, command)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		err = fmt.Errorf("%w: %s", err, stderr.String())
-	}
-	return string(out), err
+	return servertest.SSH(e.t, e.key, host, port, command)
 }
 
 // checkParent fails unless the parent's objects are unchanged and its
