@@ -2,19 +2,12 @@ package main
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/md5"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -56,7 +49,7 @@ func TestServeNewUser(t *testing.T) {
 	}
 	tmp := t.TempDir()
 	caFile := filepath.Join(tmp, "site-ca.pem")
-	ca := selfSignedCA(t)
+	ca := servertest.SiteCA(t)
 	if err := os.WriteFile(caFile, []byte(ca), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -321,21 +314,4 @@ next:
 	}
 	t.Fatal("no free port range")
 	return 0
-}
-
-// selfSignedCA returns a PEM CA certificate (a site CA for --ca-cert).
-func selfSignedCA(t *testing.T) string {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "imsbuild test site CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
 }

@@ -2,18 +2,11 @@ package jobs
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/md5"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"io"
 	"log/slog"
-	"math/big"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -141,7 +134,7 @@ func TestCreateJobEndToEnd(t *testing.T) {
 	for _, tool := range []string{"kiwi-ng", "debootstrap", "mksquashfs", "unsquashfs", "bwrap"} {
 		testutil.RequireTool(t, tool)
 	}
-	ca := selfSignedCA(t)
+	ca := servertest.SiteCA(t)
 	e := newServeEnv(t, 2, ca)
 	rec := e.registerRecipe("debian-node", recipeArchive(t, nil))
 	key := e.Call(201, "POST", "/public-keys", map[string]any{"name": "admin", "public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ5Ys3HbWA7VHWRj2n7L3sc0x1Dg9D6FqJkvNrU/rFhm admin"})["id"].(string)
@@ -240,23 +233,6 @@ func TestCreateJobEndToEnd(t *testing.T) {
 	if n := len(e.st.Images.All()); n != 2 {
 		t.Errorf("%d image records, want the 2 of the finished jobs", n)
 	}
-}
-
-// selfSignedCA returns a PEM CA certificate.
-func selfSignedCA(t *testing.T) string {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "imsbuild test site CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
 }
 
 // catRootfs returns a file of an image's rootfs in S3.
