@@ -1,7 +1,6 @@
 package registrytest
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -71,7 +69,7 @@ func start(t testing.TB, bin string) (*Registry, error) {
 	if err := os.WriteFile(cfgPath, []byte(config(r.Host, r.Dir)), 0o644); err != nil {
 		return nil, err
 	}
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	cmd := exec.Command(bin, "serve", cfgPath)
 	cmd.Env = environ()
 	cmd.Stdout, cmd.Stderr = logs, logs
@@ -174,20 +172,3 @@ func waitReady(base string, exited <-chan error) error {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the process's two output streams.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
