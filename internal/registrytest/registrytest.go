@@ -171,4 +171,3 @@ func waitReady(base string, exited <-chan error) error {
 		}
 	}
 }
-
