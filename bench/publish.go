@@ -17,7 +17,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"go/build"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -46,6 +45,7 @@ import (
 	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/internal/s3client"
 	"github.com/imsbuild/imsbuild/internal/threadpin"
+	"github.com/imsbuild/imsbuild/internal/toolpath"
 	"github.com/imsbuild/imsbuild/publish"
 	"github.com/imsbuild/imsbuild/publish/oci"
 	s3pub "github.com/imsbuild/imsbuild/publish/s3"
@@ -455,16 +455,9 @@ func lookTool(name, preferred string) string {
 			return preferred
 		}
 	}
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	for _, gp := range filepath.SplitList(build.Default.GOPATH) {
-		if p := filepath.Join(gp, "bin", name); exec.Command(p, "--help").Run() == nil {
-			return p
-		}
-	}
-	check(fmt.Errorf("%s not found (install it: see bench/publish.go)", name))
-	return ""
+	p, err := toolpath.Look(name)
+	check(err)
+	return p
 }
 
 func toolVersion(bin string, args ...string) string {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"go/build"
 	"net"
 	"net/http"
 	"os"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/imsbuild/imsbuild/internal/testutil"
 	"github.com/imsbuild/imsbuild/internal/threadpin"
+	"github.com/imsbuild/imsbuild/internal/toolpath"
 )
 
 // Tool is the name of the server binary, as IMSBUILD_TEST_REQUIRE names it.
@@ -88,14 +88,8 @@ func Start(t testing.TB) *Server {
 // the test as testutil.RequireTool does.
 func lookBinary(t testing.TB) string {
 	t.Helper()
-	if p, err := exec.LookPath(Tool); err == nil {
+	if p, err := toolpath.Look(Tool); err == nil {
 		return p
-	}
-	for _, gp := range filepath.SplitList(build.Default.GOPATH) {
-		p := filepath.Join(gp, "bin", Tool)
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
-			return p
-		}
 	}
 	return testutil.RequireTool(t, Tool)
 }

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"go/build"
 	"net"
 	"net/http"
 	"os"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/imsbuild/imsbuild/internal/atomicfile"
 	"github.com/imsbuild/imsbuild/internal/threadpin"
+	"github.com/imsbuild/imsbuild/internal/toolpath"
 )
 
 // Gateway is the S3 server Embedded runs.
@@ -46,16 +46,11 @@ type Embedded struct {
 // LookGateway finds versitygw on PATH or in $GOPATH/bin (where
 // scripts/setup-tools.sh installs it).
 func LookGateway() (string, error) {
-	if p, err := exec.LookPath(Gateway); err == nil {
-		return p, nil
+	p, err := toolpath.Look(Gateway)
+	if err != nil {
+		return "", fmt.Errorf("%w (scripts/setup-tools.sh installs it; or pass --s3-endpoint)", err)
 	}
-	for _, gp := range filepath.SplitList(build.Default.GOPATH) {
-		p := filepath.Join(gp, "bin", Gateway)
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("%s not found on PATH or in $GOPATH/bin (scripts/setup-tools.sh installs it; or pass --s3-endpoint)", Gateway)
+	return p, nil
 }
 
 // StartEmbedded runs versitygw with its posix backend on <dir>/data,
