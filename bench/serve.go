@@ -32,34 +32,11 @@ import (
 func benchServeCreateWarm(ctx context.Context, scratch, bin string) {
 	dir := filepath.Join(scratch, "serve")
 	check(os.MkdirAll(dir, 0o755))
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	check(err)
-	addr := l.Addr().String()
-	l.Close()
-	cmd := exec.CommandContext(ctx, bin, "serve", "--listen", addr, "--data-dir", filepath.Join(dir, "data"))
-	stdout, err := cmd.StdoutPipe()
-	check(err)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	check(cmd.Start())
-	defer func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		_ = cmd.Wait()
-	}()
-	s3re := regexp.MustCompile(`embedded S3 \(versitygw\) at (\S+), credentials in (\S+)`)
-	var endpoint, credFile string
-	sc := bufio.NewScanner(stdout)
-	for sc.Scan() {
-		if m := s3re.FindStringSubmatch(sc.Text()); m != nil {
-			endpoint, credFile = m[1], m[2]
-		}
-		if strings.Contains(sc.Text(), "listening on") {
-			break
-		}
-	}
-	go func() { _, _ = io.Copy(io.Discard, stdout) }()
+	srv := startServe(ctx, bin, filepath.Join(dir, "data"))
+	defer srv.stop()
+	endpoint, credFile, addr := srv.s3Endpoint, srv.credFile, srv.addr
 	if endpoint == "" {
-		check(fmt.Errorf("imsbuild serve did not start:\n%s", stderr.String()))
+		check(fmt.Errorf("imsbuild serve did not say where its embedded S3 is:\n%s", srv.stderr.String()))
 	}
 	var cred struct {
 		AccessKey string `json:"access_key"`
@@ -132,4 +109,51 @@ func imsCall(url, method string, body any) map[string]any {
 	var m map[string]any
 	check(json.Unmarshal(data, &m))
 	return m
+}
+
+// serveChild is an `imsbuild serve` child process.
+type serveChild struct {
+	addr       string // where the API listens
+	s3Endpoint string // the embedded S3 it started, if it said so
+	credFile   string // that S3's credentials
+	cmd        *exec.Cmd
+	stderr     bytes.Buffer
+}
+
+// startServe runs `imsbuild serve` on a free loopback port with its data
+// in data, and returns once it says it listens.
+func startServe(ctx context.Context, bin, data string) *serveChild {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	check(err)
+	s := &serveChild{addr: l.Addr().String()}
+	l.Close()
+	s.cmd = exec.CommandContext(ctx, bin, "serve", "--listen", s.addr, "--data-dir", data)
+	stdout, err := s.cmd.StdoutPipe()
+	check(err)
+	s.cmd.Stderr = &s.stderr
+	check(s.cmd.Start())
+	s3re := regexp.MustCompile(`embedded S3 \(versitygw\) at (\S+), credentials in (\S+)`)
+	listening := false
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		if m := s3re.FindStringSubmatch(sc.Text()); m != nil {
+			s.s3Endpoint, s.credFile = m[1], m[2]
+		}
+		if strings.Contains(sc.Text(), "listening on") {
+			listening = true
+			break
+		}
+	}
+	go func() { _, _ = io.Copy(io.Discard, stdout) }()
+	if !listening {
+		s.stop()
+		check(fmt.Errorf("imsbuild serve did not start:\n%s", s.stderr.String()))
+	}
+	return s
+}
+
+// stop interrupts the server and waits for it.
+func (s *serveChild) stop() {
+	_ = s.cmd.Process.Signal(os.Interrupt)
+	_ = s.cmd.Wait()
 }

@@ -1,20 +1,16 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 )
@@ -44,24 +40,9 @@ func benchServeAPI(ctx context.Context, scratch, bin string) {
 	check(err)
 	check(os.WriteFile(filepath.Join(data, "v2.1_images.json"), b, 0o644))
 
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	check(err)
-	addr := l.Addr().String()
-	l.Close()
-	cmd := exec.CommandContext(ctx, bin, "serve", "--listen", addr, "--data-dir", data)
-	stdout, err := cmd.StdoutPipe()
-	check(err)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	check(cmd.Start())
-	defer func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		_ = cmd.Wait()
-	}()
-	sc := bufio.NewScanner(stdout)
-	for sc.Scan() && !strings.Contains(sc.Text(), "listening on") {
-	}
-	go func() { _, _ = io.Copy(io.Discard, stdout) }()
+	srv := startServe(ctx, bin, data)
+	defer srv.stop()
+	addr := srv.addr
 
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients, DisableCompression: true}}
 	base := "http://" + addr + "/v3/images"
@@ -84,7 +65,7 @@ func benchServeAPI(ctx context.Context, scratch, bin string) {
 		resp.Body.Close()
 		d := time.Since(start)
 		if resp.StatusCode >= 300 {
-			check(fmt.Errorf("%s %s = %d\n%s", method, base, resp.StatusCode, stderr.String()))
+			check(fmt.Errorf("%s %s = %d\n%s", method, base, resp.StatusCode, srv.stderr.String()))
 		}
 		return d
 	}
@@ -129,7 +110,7 @@ func benchServeAPI(ctx context.Context, scratch, bin string) {
 				clients*k.perClient, ms(p50), ms(p99), before, loadAvg())
 		}
 	}
-	hwm, err := readHWM("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/status")
+	hwm, err := readHWM("/proc/" + strconv.Itoa(srv.cmd.Process.Pid) + "/status")
 	check(err)
 	for _, k := range kinds {
 		fmt.Printf("serve-api %s p99 (median of rounds): %.1f ms (goal < 20 ms)\n", k.name, ms(medianDuration(p99s[k.name])))
