@@ -8,13 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -53,7 +51,7 @@ func TestServeNewUser(t *testing.T) {
 	if err := os.WriteFile(caFile, []byte(ca), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	lo := freePorts(t, 4)
+	lo := servertest.FreePorts(t, 4)
 	client := &http.Client{Timeout: 30 * time.Second}
 	p := startServe(t, client, "--data-dir", filepath.Join(tmp, "d"), "--ca-cert", caFile,
 		"--ssh-port-range", fmt.Sprintf("%d-%d", lo, lo+3))
@@ -296,22 +294,4 @@ func equalJSON(a, b any) bool {
 	x, _ := json.Marshal(a)
 	y, _ := json.Marshal(b)
 	return bytes.Equal(x, y)
-}
-
-// freePorts finds n consecutive free ports on 127.0.0.1.
-func freePorts(t *testing.T, n int) int {
-	t.Helper()
-next:
-	for lo := 20000 + os.Getpid()%20000; lo < 60000; lo += n {
-		for p := lo; p < lo+n; p++ {
-			l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
-			if err != nil {
-				continue next
-			}
-			l.Close()
-		}
-		return lo
-	}
-	t.Fatal("no free port range")
-	return 0
 }

@@ -59,7 +59,7 @@ func newServeEnv(t *testing.T, maxJobs int, caCerts ...string) *serveEnv {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cache := filepath.Join(dir, "cache")
 	reg := prometheus.NewRegistry()
-	ports := freePortRange(t, 4)
+	ports := servertest.FreePorts(t, 4)
 	r, err := New(Config{Store: st, Blobs: blobs, CacheDir: cache, MaxJobs: maxJobs, SSHHost: "127.0.0.1",
 		SSHPortFirst: ports, SSHPortLast: ports + 3, CACerts: caCerts, Environ: os.Environ(), Logger: log, Registry: reg})
 	if err != nil {

@@ -73,7 +73,7 @@ func newCustEnv(t *testing.T) *custEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
-	lo := freePortRange(t, 4)
+	lo := servertest.FreePorts(t, 4)
 	r, err := New(Config{
 		Store: st, Blobs: blobs, CacheDir: filepath.Join(dir, "cache"), MaxJobs: 2,
 		SSHHost: "127.0.0.1", SSHPortFirst: lo, SSHPortLast: lo + 3, Logger: slog.New(slog.DiscardHandler),

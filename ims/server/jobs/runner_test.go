@@ -7,8 +7,6 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"net"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -21,6 +19,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/imsbuild/imsbuild/ims/server/blob"
+	"github.com/imsbuild/imsbuild/ims/server/servertest"
 	"github.com/imsbuild/imsbuild/ims/server/store"
 )
 
@@ -241,7 +240,7 @@ func TestSSHPorts(t *testing.T) {
 		}
 		return nil
 	})
-	lo := freePortRange(t, 2)
+	lo := servertest.FreePorts(t, 2)
 	r.cfg.SSHPortFirst, r.cfg.SSHPortLast = lo, lo+1
 	a, err := r.Start(t.Context(), newJob("customize", true))
 	if err != nil {
@@ -290,18 +289,6 @@ func TestSSHPorts(t *testing.T) {
 	}
 }
 
-// freePortRange finds n consecutive free ports on 127.0.0.1.
-func freePortRange(t *testing.T, n int) int {
-	t.Helper()
-	for lo := 20000 + os.Getpid()%20000; lo < 60000; lo += n {
-		if portsFree(lo, n) {
-			return lo
-		}
-	}
-	t.Fatal("no free port range")
-	return 0
-}
-
 // TestClose: jobs still running or queued when the server stops end in
 // error.
 func TestClose(t *testing.T) {
@@ -338,16 +325,4 @@ func TestLogIDs(t *testing.T) {
 			t.Errorf("Log(%q) = %v, want not exist", id, err)
 		}
 	}
-}
-
-// portsFree reports whether n ports from lo are free on 127.0.0.1.
-func portsFree(lo, n int) bool {
-	for p := lo; p < lo+n; p++ {
-		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
-		if err != nil {
-			return false
-		}
-		l.Close()
-	}
-	return true
 }
