@@ -13,11 +13,6 @@ import (
 	"github.com/imsbuild/imsbuild/publish"
 )
 
-// artifactOrder is the order of artifacts in a manifest.
-func artifactOrder() []string {
-	return ims.ArtifactNames()
-}
-
 // fileOrder is the order files of an image are written in: the
 // artifacts, then the SBOM, which the manifest does not list (the manifest
 // is written last, after all of them).
@@ -40,7 +35,7 @@ func ManifestFor(img publish.Image, bucket string) (*ims.Manifest, error) {
 		Created:   img.Created.UTC().Format(ims.ManifestTimeLayout),
 		Artifacts: []ims.Artifact{},
 	}
-	for _, name := range artifactOrder() {
+	for _, name := range ims.ArtifactNames() { // IMS's order
 		o, ok := img.Outputs[name]
 		if !ok {
 			continue

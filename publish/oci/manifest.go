@@ -29,9 +29,6 @@ const (
 // IMSBucket is the bucket the IMS manifest annotation links artifacts to.
 const IMSBucket = "boot-images"
 
-// artifactOrder is the layer order; other outputs are not published.
-var artifactOrder = ims.ArtifactNames()
-
 // artifact is one output to publish as a layer.
 type artifact struct {
 	name string
@@ -52,7 +49,7 @@ func artifacts(ctx context.Context, blobs publish.Blobs, img publish.Image) ([]a
 		return nil, errors.New("no rootfs output")
 	}
 	var arts []artifact
-	for _, n := range artifactOrder {
+	for _, n := range ims.ArtifactNames() { // the layer order; other outputs are not layers
 		out, ok := img.Outputs[n]
 		if !ok {
 			continue
