@@ -42,6 +42,12 @@ const (
 	MediaTypeSPDX = "application/spdx+json"
 )
 
+// ProvenanceFile is the image's signed SLSA provenance, a DSSE envelope
+// of an in-toto statement on one line: an output of every image step when
+// signing is set up, published beside the artifacts under this name and,
+// like the SBOM, never listed in the IMS manifest.
+const ProvenanceFile = "provenance.intoto.jsonl"
+
 // ArtifactNames are the image artifacts in the order IMS writes them into a
 // manifest (rootfs, kernel, initrd, [debug_kernel], [boot_parameters]).
 func ArtifactNames() []string {
