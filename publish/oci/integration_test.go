@@ -174,8 +174,8 @@ func TestDockerRegistry(t *testing.T) {
 		if got := c.get("POST upload"); got != 0 {
 			t.Errorf("%d blob uploads, want 0", got)
 		}
-		if got := c.get("PUT manifest"); got != 2 {
-			t.Errorf("%d manifest PUTs, want 2 (one per tag)", got)
+		if got := c.get("PUT manifest"); got != 3 {
+			t.Errorf("%d manifest PUTs, want 3 (by digest, then one per tag)", got)
 		}
 	})
 
@@ -187,8 +187,8 @@ func TestDockerRegistry(t *testing.T) {
 		}
 		start := time.Now()
 		err = bad.Publish(ctx, store, []publish.Image{img})
-		if err == nil || !strings.Contains(err.Error(), "push "+host+"/hpc/compute:latest") {
-			t.Errorf("Publish() = %v, want an error naming %s/hpc/compute:latest", err, host)
+		if err == nil || !strings.Contains(err.Error(), "push "+host+"/hpc/compute@sha256:") {
+			t.Errorf("Publish() = %v, want an error naming %s/hpc/compute@sha256:…", err, host)
 		}
 		if d := time.Since(start); d > 20*time.Second {
 			t.Errorf("Publish() took %s to fail", d)

@@ -2,6 +2,7 @@ package oci
 
 import (
 	"context"
+	"crypto"
 	"errors"
 	"fmt"
 	"io"
@@ -41,6 +42,7 @@ type Option func(*options) error
 type options struct {
 	keychain  authn.Keychain
 	transport http.RoundTripper
+	signer    crypto.Signer // nil: no signing (WithSigner)
 }
 
 // WithKeychain resolves registry credentials with k instead of the Docker
@@ -149,10 +151,13 @@ func (p *Publisher) Publish(ctx context.Context, blobs publish.Blobs, images []p
 	return nil
 }
 
-// PushImage pushes img under every tag, then its SBOM as a referrer of the
-// image manifest (pushSBOM), and returns the image manifest reference
-// ("registry/repo@sha256:…"). Nothing is pushed unless every artifact is in
-// blobs with the digest and size its Artifact records.
+// PushImage pushes img's manifest by digest, then what is attached to it —
+// the SBOM as a referrer (pushSBOM), the provenance as cosign's attestation
+// and a referrer (attest), a cosign signature with a signer (sign) — and
+// tags it last, so that a tag never names an image without them. It
+// returns the image manifest reference ("registry/repo@sha256:…"). Nothing
+// is pushed unless every artifact is in blobs with the digest and size its
+// Artifact records.
 func (p *Publisher) PushImage(ctx context.Context, blobs publish.Blobs, img publish.Image) (string, error) {
 	first := p.tags[0]
 	arts, err := artifacts(ctx, blobs, img)
@@ -160,6 +165,10 @@ func (p *Publisher) PushImage(ctx context.Context, blobs publish.Blobs, img publ
 		return "", fmt.Errorf("push %s: image %s: %w", first, img.Label, err)
 	}
 	sb, hasSBOM, err := sbomArtifact(ctx, blobs, img)
+	if err != nil {
+		return "", fmt.Errorf("push %s: image %s: %w", first, img.Label, err)
+	}
+	env, hasProvenance, err := provenanceEnvelope(ctx, blobs, img)
 	if err != nil {
 		return "", fmt.Errorf("push %s: image %s: %w", first, img.Label, err)
 	}
@@ -171,31 +180,46 @@ func (p *Publisher) PushImage(ctx context.Context, blobs publish.Blobs, img publ
 	if err != nil {
 		return "", fmt.Errorf("push %s: image %s: %w", first, img.Label, err)
 	}
-	// One pusher per call: it uploads each blob once for all tags and skips
-	// tags that already name this manifest, yet remembers nothing between
-	// calls, so a registry that lost a blob gets it again.
-	pusher, err := remote.NewPusher(p.opts.remote(ctx, p.repo.Registry, p.cfg.Insecure)...)
-	if err != nil {
-		return "", fmt.Errorf("push %s: %w", first, err)
-	}
-	for _, tag := range p.tags {
-		if err := pusher.Push(ctx, tag, ai); err != nil {
-			if cerr := corruptBlob(ctx, blobs, arts, err); cerr != nil {
-				return "", fmt.Errorf("push %s: %w", tag, cerr)
-			}
-			return "", fmt.Errorf("push %s: %w", tag, err)
-		}
-	}
 	d, err := ai.Digest()
 	if err != nil {
 		return "", fmt.Errorf("push %s: %w", first, err)
 	}
+	ref := p.repo.Digest(d.String())
+	// One pusher per call: it uploads each blob once for all tags and skips
+	// manifests and tags the registry already has, yet remembers nothing
+	// between calls, so a registry that lost a blob gets it again.
+	pusher, err := remote.NewPusher(p.opts.remote(ctx, p.repo.Registry, p.cfg.Insecure)...)
+	if err != nil {
+		return "", fmt.Errorf("push %s: %w", first, err)
+	}
+	if err := pusher.Push(ctx, ref, ai); err != nil {
+		if cerr := corruptBlob(ctx, blobs, arts, err); cerr != nil {
+			return "", fmt.Errorf("push %s: %w", ref, cerr)
+		}
+		return "", fmt.Errorf("push %s: %w", ref, err)
+	}
+	subject := subjectOf(raw, d)
 	if hasSBOM {
-		if err := p.pushSBOM(ctx, pusher, blobs, img, sb, subjectOf(raw, d)); err != nil {
-			return "", fmt.Errorf("push %s: image %s: sbom: %w", first, img.Label, err)
+		if err := p.pushSBOM(ctx, pusher, blobs, img, sb, subject); err != nil {
+			return "", fmt.Errorf("push %s: image %s: sbom: %w", ref, img.Label, err)
 		}
 	}
-	return p.repo.Digest(d.String()).String(), nil
+	if hasProvenance {
+		if err := p.attest(ctx, pusher, img, arts, env, subject); err != nil {
+			return "", fmt.Errorf("push %s: image %s: provenance: %w", ref, img.Label, err)
+		}
+	}
+	if p.opts.signer != nil {
+		if err := p.sign(ctx, pusher, img, subject); err != nil {
+			return "", fmt.Errorf("push %s: image %s: signature: %w", ref, img.Label, err)
+		}
+	}
+	for _, tag := range p.tags {
+		if err := pusher.Push(ctx, tag, ai); err != nil {
+			return "", fmt.Errorf("push %s: %w", tag, err)
+		}
+	}
+	return ref.String(), nil
 }
 
 // corruptBlob tells a registry's digest rejection caused by a corrupt blob

@@ -212,9 +212,10 @@ func TestPublishSkipsExistingBlobs(t *testing.T) {
 		revision                   string
 		wantUploads, wantManifests int
 	}{
-		{"first push uploads rootfs, kernel and config", "", 3, 2},
+		// The manifest by digest, then one PUT per tag (tags come last).
+		{"first push uploads rootfs, kernel and config", "", 3, 3},
 		{"same image again moves nothing", "", 0, 0},
-		{"new manifest, same blobs", "abc", 0, 2},
+		{"new manifest, same blobs", "abc", 0, 3},
 	}
 	for _, tc := range tests {
 		c.reset()
@@ -348,7 +349,7 @@ func TestPublishUnreachableRegistry(t *testing.T) {
 	if err == nil {
 		t.Fatal("Publish() to a closed port = nil, want error")
 	}
-	if want := "push " + host + "/hpc/img:latest: "; !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), "connection refused") {
+	if want := "push " + host + "/hpc/img@sha256:"; !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), "connection refused") {
 		t.Errorf("Publish() = %q, want prefix %q and connection refused", err, want)
 	}
 	if d := time.Since(start); d > 20*time.Second {

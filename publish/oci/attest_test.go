@@ -1,0 +1,292 @@
+package oci_test
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	digest "github.com/opencontainers/go-digest"
+
+	"github.com/imsbuild/imsbuild/ims"
+	"github.com/imsbuild/imsbuild/internal/registrytest"
+	"github.com/imsbuild/imsbuild/internal/testutil"
+	"github.com/imsbuild/imsbuild/provenance"
+	"github.com/imsbuild/imsbuild/publish/oci"
+)
+
+// cosignCLI runs the real cosign offline in dir and returns its combined
+// output and whether it exited 0.
+func cosignCLI(ctx context.Context, t *testing.T, dir string, args ...string) (string, bool) {
+	t.Helper()
+	bin := testutil.RequireTool(t, "cosign")
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Dir = dir
+	// No state from the host: a private HOME and TUF root. cosign 2.x tries
+	// to fetch its TUF root; that fails here with a warning, and a key-based
+	// verification with --insecure-ignore-tlog goes on without it.
+	cmd.Env = []string{"HOME=" + dir, "TUF_ROOT=" + filepath.Join(dir, "tuf"), "COSIGN_PASSWORD=pw", "PATH=/usr/bin:/bin"}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	if _, ok := err.(*exec.ExitError); err != nil && !ok {
+		t.Fatalf("cosign %s: %v", strings.Join(args, " "), err)
+	}
+	return out.String(), err == nil
+}
+
+// signingKeys returns a key made by cosign generate-key-pair (ECDSA P-256,
+// read from its encrypted file) and an ed25519 key, each with the path of
+// its public key PEM in dir.
+func signingKeys(ctx context.Context, t *testing.T, dir string) map[string]struct {
+	key crypto.Signer
+	pub string
+} {
+	t.Helper()
+	if out, ok := cosignCLI(ctx, t, dir, "generate-key-pair"); !ok {
+		t.Fatalf("cosign generate-key-pair: %s", out)
+	}
+	pemKey, err := os.ReadFile(filepath.Join(dir, "cosign.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ck, err := provenance.ParsePrivateKey(pemKey, []byte("pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ek, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	epub, err := provenance.MarshalPublicKey(ek.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ed25519.pub"), epub, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return map[string]struct {
+		key crypto.Signer
+		pub string
+	}{
+		"cosign key": {ck, filepath.Join(dir, "cosign.pub")},
+		"ed25519":    {ek, filepath.Join(dir, "ed25519.pub")},
+	}
+}
+
+// provenanceFor signs a provenance statement whose subjects are arts.
+func provenanceFor(t *testing.T, key crypto.Signer, arts map[string][]byte) []byte {
+	t.Helper()
+	b := provenance.Build{
+		ExternalParameters: map[string]any{"target": "image.compute"},
+		BuilderID:          "https://ci.example/runner/1",
+		Version:            "test",
+	}
+	for n, data := range arts {
+		b.Subjects = append(b.Subjects, provenance.Artifact{Name: n, Digest: digest.FromBytes(data)})
+	}
+	st, err := provenance.Statement(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := provenance.Sign(t.Context(), st, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env
+}
+
+// manifestPuts records the references of manifest PUTs in order.
+type manifestPuts struct {
+	rt   http.RoundTripper
+	mu   sync.Mutex
+	refs []string
+}
+
+func (m *manifestPuts) RoundTrip(req *http.Request) (*http.Response, error) {
+	if _, ref, ok := strings.Cut(req.URL.Path, "/manifests/"); ok && req.Method == http.MethodPut {
+		m.mu.Lock()
+		m.refs = append(m.refs, ref)
+		m.mu.Unlock()
+	}
+	return m.rt.RoundTrip(req)
+}
+
+func (m *manifestPuts) take() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := m.refs
+	m.refs = nil
+	return out
+}
+
+func orasReferrers(ctx context.Context, t *testing.T, ref string) []string {
+	t.Helper()
+	bin := testutil.RequireTool(t, "oras")
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, bin, "discover", "--plain-http", "--format", "json", ref)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("oras discover %s: %v\n%s", ref, err, stderr.Bytes())
+	}
+	var got struct {
+		Referrers []struct {
+			ArtifactType string `json:"artifactType"`
+		} `json:"referrers"`
+	}
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("oras discover output: %v\n%s", err, out)
+	}
+	var types []string
+	for _, r := range got.Referrers {
+		types = append(types, r.ArtifactType)
+	}
+	slices.Sort(types)
+	return types
+}
+
+// An image published with a signer and a provenance output: the real
+// cosign verifies its attestation (cosign's .att layout) and its signature
+// with the public key and rejects the other key; oras discover lists the
+// SBOM and the provenance as referrers on docker-registry (no referrers
+// API: the tag schema); FetchProvenance finds the envelope and it verifies
+// against the image's layers; the tags are pushed last; a republish pushes
+// nothing and adds no referrer, even with ECDSA's randomized signatures.
+func TestAttestationCosignVerifies(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs docker-registry, cosign and oras")
+	}
+	testutil.RequireTool(t, "cosign")
+	testutil.RequireTool(t, "oras")
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	defer cancel()
+	reg := registrytest.Start(t)
+	dir := t.TempDir()
+	keys := signingKeys(ctx, t, dir)
+	arts := map[string][]byte{"rootfs": []byte("hsqs rootfs bytes"), "kernel": []byte("vmlinuz bytes")}
+	sbom := []byte(`{"spdxVersion":"SPDX-2.3"}` + "\n")
+
+	for _, tc := range []struct{ name, other string }{{"cosign key", "ed25519"}, {"ed25519", "cosign key"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			key, pub, otherPub := keys[tc.name].key, keys[tc.name].pub, keys[tc.other].pub
+			store := newStore(t)
+			img := testImage(t, store, arts)
+			img.Outputs[ims.SBOMFile] = store.Add(t, ims.SBOMFile, sbom)
+			img.Outputs[ims.ProvenanceFile] = store.Add(t, ims.ProvenanceFile, provenanceFor(t, key, arts))
+			repo := reg.Ref("hpc/" + strings.ReplaceAll(tc.name, " ", "-"))
+			puts := &manifestPuts{rt: http.DefaultTransport}
+			p, err := oci.New(oci.Config{Repository: repo, Tags: []string{"latest"}}, oci.WithSigner(key), oci.WithTransport(puts))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref, err := p.PushImage(ctx, store, img)
+			if err != nil {
+				t.Fatalf("PushImage() = %v", err)
+			}
+			d := ref[strings.LastIndex(ref, "@")+1:]
+			tagPrefix := strings.Replace(d, ":", "-", 1)
+			// The manifest by digest, the SBOM referrer (by digest), the
+			// attestation and the signature, and the tag last; the
+			// referrers tag schema's index after each referrer.
+			kind := func(ref string) string {
+				switch {
+				case ref == d:
+					return "image"
+				case strings.HasPrefix(ref, "sha256:"):
+					return "sbom"
+				case ref == tagPrefix:
+					return "referrers index"
+				case strings.HasPrefix(ref, tagPrefix):
+					return ref[len(tagPrefix):]
+				}
+				return ref
+			}
+			var got []string
+			for _, r := range puts.take() {
+				got = append(got, kind(r))
+			}
+			if want := []string{"image", "sbom", "referrers index", ".att", "referrers index", ".sig", "latest"}; !slices.Equal(got, want) {
+				t.Errorf("manifest PUTs %v, want %v", got, want)
+			}
+
+			verifyAtt := func(pub, ref string) (string, bool) {
+				return cosignCLI(ctx, t, dir, "verify-attestation", "--key", pub, "--insecure-ignore-tlog",
+					"--allow-http-registry", "--type", "slsaprovenance1", ref)
+			}
+			if out, ok := verifyAtt(pub, ref); !ok || !strings.Contains(out, "The signatures were verified against the specified public key") {
+				t.Errorf("cosign verify-attestation rejects the image:\n%s", out)
+			}
+			if out, ok := verifyAtt(otherPub, ref); ok || !strings.Contains(out, "no matching attestations") {
+				t.Errorf("cosign verify-attestation accepts the other key:\n%s", out)
+			}
+			if out, ok := verifyAtt(pub, repo+":latest"); !ok {
+				t.Errorf("cosign verify-attestation rejects the tag:\n%s", out)
+			}
+			verifySig := func(pub string) (string, bool) {
+				return cosignCLI(ctx, t, dir, "verify", "--key", pub, "--insecure-ignore-tlog", "--allow-http-registry", ref)
+			}
+			if out, ok := verifySig(pub); !ok || !strings.Contains(out, "The signatures were verified against the specified public key") {
+				t.Errorf("cosign verify rejects the signature:\n%s", out)
+			}
+			if out, ok := verifySig(otherPub); ok || !strings.Contains(out, "no matching signatures") {
+				t.Errorf("cosign verify accepts the other key:\n%s", out)
+			}
+
+			want := []string{ims.MediaTypeSPDX, oci.MediaTypeDSSE}
+			if got := orasReferrers(ctx, t, ref); !slices.Equal(got, want) {
+				t.Errorf("oras discover artifact types = %v, want %v", got, want)
+			}
+
+			prov, err := oci.FetchProvenance(ctx, repo+":latest", false)
+			if err != nil {
+				t.Fatalf("FetchProvenance() = %v", err)
+			}
+			if prov.Image != ref || len(prov.Envelopes) != 1 {
+				t.Errorf("FetchProvenance() = %s with %d envelopes, want %s with 1", prov.Image, len(prov.Envelopes), ref)
+			}
+			for n, data := range arts {
+				if prov.Artifacts[n] != digest.FromBytes(data) {
+					t.Errorf("artifact %s = %s, want %s", n, prov.Artifacts[n], digest.FromBytes(data))
+				}
+			}
+			v, err := prov.Verify(ctx, key.Public())
+			if err != nil {
+				t.Fatalf("Verify() = %v", err)
+			}
+			if got := v.Provenance.GetRunDetails().GetBuilder().GetId(); got != "https://ci.example/runner/1" {
+				t.Errorf("builder id %q", got)
+			}
+			if _, err := prov.Verify(ctx, keys[tc.other].key.Public()); !errors.Is(err, provenance.ErrSignature) {
+				t.Errorf("Verify(other key) = %v, want ErrSignature", err)
+			}
+
+			// A republish with a new Publisher finds everything in place.
+			p2, err := oci.New(oci.Config{Repository: repo, Tags: []string{"latest"}}, oci.WithSigner(key), oci.WithTransport(puts))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := p2.PushImage(ctx, store, img); err != nil {
+				t.Fatalf("PushImage() again = %v", err)
+			}
+			if got := puts.take(); len(got) != 0 {
+				t.Errorf("republish PUT manifests %v, want none", got)
+			}
+			if got := orasReferrers(ctx, t, ref); !slices.Equal(got, want) {
+				t.Errorf("oras discover after republish = %v, want %v", got, want)
+			}
+		})
+	}
+}
