@@ -103,36 +103,40 @@ func provenanceEnvelope(ctx context.Context, blobs publish.Blobs, img publish.Im
 	return b, true, nil
 }
 
+// statement returns the provenance statement to sign for the image
+// manifest subject: env's, checked with the signer's public key against
+// the image's artifacts, with the manifest added as a subject named after
+// the repository (cosign verify-attestation matches an image by it). It
+// runs before anything is pushed.
+func (p *Publisher) statement(ctx context.Context, arts []artifact, env []byte, subject digest.Digest) ([]byte, error) {
+	want := make(map[string]digest.Digest, len(arts))
+	for _, a := range arts {
+		want[a.name] = a.out.Digest
+	}
+	v, err := provenance.VerifyDigests(ctx, env, p.opts.signer.Public(), want)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", ims.ProvenanceFile, err)
+	}
+	return v.WithSubject(p.repo.Name(), subject)
+}
+
 // attest pushes the provenance envelope env of the image manifest subject
 // as one manifest that is both cosign's attestation (tag sha256-<hex>.att,
 // one DSSE layer) and an image-spec 1.1 referrer of the image (its subject;
 // ggcr maintains the referrers tag schema on registries without the API).
-// With a signer the statement gets the image manifest as a subject first
-// and is signed again (reusing the pushed envelope when it already holds
-// the same statement: an ECDSA signature differs each time, and a new one
-// would add a referrer on every publish).
-func (p *Publisher) attest(ctx context.Context, pusher *remote.Pusher, img publish.Image, arts []artifact, env []byte, subject ocispec.Descriptor) error {
+// With a signer, env is replaced by statement st signed again, or by the
+// pushed envelope when that already holds st and verifies: an ECDSA
+// signature differs each time, and a new one would add a referrer on every
+// publish.
+func (p *Publisher) attest(ctx context.Context, pusher *remote.Pusher, img publish.Image, env, st []byte, subject ocispec.Descriptor) error {
 	tag := cosignTag(p.repo, subject.Digest, suffixAttestation)
 	if p.opts.signer != nil {
-		want := make(map[string]digest.Digest, len(arts))
-		for _, a := range arts {
-			want[a.name] = a.out.Digest
-		}
-		pub := p.opts.signer.Public()
-		v, err := provenance.VerifyDigests(ctx, env, pub, want)
-		if err != nil {
-			return fmt.Errorf("%s: %w", ims.ProvenanceFile, err)
-		}
-		st, err := v.WithSubject(p.repo.Name(), subject.Digest)
-		if err != nil {
-			return err
-		}
 		reuse := func(layer []byte) bool {
 			var e struct{ Payload []byte }
 			if json.Unmarshal(layer, &e) != nil || !bytes.Equal(e.Payload, st) {
 				return false
 			}
-			_, err := provenance.VerifyDigests(ctx, layer, pub, map[string]digest.Digest{p.repo.Name(): subject.Digest})
+			_, err := provenance.VerifyDigests(ctx, layer, p.opts.signer.Public(), map[string]digest.Digest{p.repo.Name(): subject.Digest})
 			return err == nil
 		}
 		old, err := p.pushedLayer(ctx, tag, MediaTypeDSSE, reuse)

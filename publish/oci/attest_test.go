@@ -290,3 +290,106 @@ func TestAttestationCosignVerifies(t *testing.T) {
 		})
 	}
 }
+
+// A rootfs changed after its provenance was signed: a Publisher with the
+// signer refuses to push it (nothing reaches the registry); one without
+// pushes the envelope as it is, and both FetchProvenance+Verify and the
+// real cosign reject the image, also when the valid attestation of the
+// original image is copied onto it.
+func TestAttestationTamperedImage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs docker-registry, cosign and crane")
+	}
+	testutil.RequireTool(t, "cosign")
+	testutil.RequireTool(t, "crane")
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	reg := registrytest.Start(t)
+	dir := t.TempDir()
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubPEM, err := provenance.MarshalPublicKey(key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := filepath.Join(dir, "key.pub")
+	if err := os.WriteFile(pub, pubPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	arts := map[string][]byte{"rootfs": []byte("hsqs rootfs bytes"), "kernel": []byte("vmlinuz bytes")}
+	env := provenanceFor(t, key, arts)
+	repo := reg.Ref("hpc/compute")
+	store := newStore(t)
+	good := testImage(t, store, arts)
+	good.Outputs[ims.ProvenanceFile] = store.Add(t, ims.ProvenanceFile, env)
+	signer, err := oci.New(oci.Config{Repository: repo, Tags: []string{"good"}}, oci.WithSigner(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	goodRef, err := signer.PushImage(ctx, store, good)
+	if err != nil {
+		t.Fatalf("PushImage(good) = %v", err)
+	}
+
+	tampered := testImage(t, store, map[string][]byte{"rootfs": []byte("hsqs rootfs bytez"), "kernel": arts["kernel"]})
+	tampered.Outputs[ims.ProvenanceFile] = good.Outputs[ims.ProvenanceFile]
+	puts := &manifestPuts{rt: http.DefaultTransport}
+	signer, err = oci.New(oci.Config{Repository: repo, Tags: []string{"tampered"}}, oci.WithSigner(key), oci.WithTransport(puts))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := signer.PushImage(ctx, store, tampered); !errors.Is(err, provenance.ErrSubject) || !strings.Contains(err.Error(), "rootfs") {
+		t.Errorf("PushImage(tampered) with the signer = %v, want ErrSubject naming the rootfs", err)
+	}
+	if got := puts.take(); len(got) != 0 {
+		t.Errorf("PushImage(tampered) with the signer PUT manifests %v, want none", got)
+	}
+
+	plain, err := oci.New(oci.Config{Repository: repo, Tags: []string{"tampered"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	badRef, err := plain.PushImage(ctx, store, tampered)
+	if err != nil {
+		t.Fatalf("PushImage(tampered) without a signer = %v", err)
+	}
+	verifyAtt := func() (string, bool) {
+		return cosignCLI(ctx, t, dir, "verify-attestation", "--key", pub, "--insecure-ignore-tlog",
+			"--allow-http-registry", "--type", "slsaprovenance1", badRef)
+	}
+	verify := func() error {
+		t.Helper()
+		prov, err := oci.FetchProvenance(ctx, badRef, false)
+		if err != nil {
+			t.Fatalf("FetchProvenance(tampered) = %v", err)
+		}
+		_, err = prov.Verify(ctx, key.Public())
+		return err
+	}
+	if err := verify(); !errors.Is(err, provenance.ErrSubject) {
+		t.Errorf("Verify(tampered) = %v, want ErrSubject", err)
+	}
+	if out, ok := verifyAtt(); ok {
+		t.Errorf("cosign verify-attestation accepts the tampered image:\n%s", out)
+	}
+
+	// The original's valid attestation, moved onto the tampered image.
+	att := func(ref string) string { return repo + ":" + strings.Replace(ref[strings.LastIndex(ref, "@")+1:], ":", "-", 1) + ".att" }
+	crane(ctx, t, "copy", att(goodRef), att(badRef))
+	if err := verify(); !errors.Is(err, provenance.ErrSubject) {
+		t.Errorf("Verify(tampered with the original's attestation) = %v, want ErrSubject", err)
+	}
+	if out, ok := verifyAtt(); ok || !strings.Contains(out, "no matching attestations") {
+		t.Errorf("cosign verify-attestation of the tampered image with the original's attestation:\n%s", out)
+	}
+	// The original still verifies.
+	prov, err := oci.FetchProvenance(ctx, repo+":good", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := prov.Verify(ctx, key.Public()); err != nil {
+		t.Errorf("Verify(good) = %v", err)
+	}
+}

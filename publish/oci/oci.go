@@ -185,6 +185,13 @@ func (p *Publisher) PushImage(ctx context.Context, blobs publish.Blobs, img publ
 		return "", fmt.Errorf("push %s: %w", first, err)
 	}
 	ref := p.repo.Digest(d.String())
+	subject := subjectOf(raw, d)
+	var statement []byte
+	if hasProvenance && p.opts.signer != nil {
+		if statement, err = p.statement(ctx, arts, env, subject.Digest); err != nil {
+			return "", fmt.Errorf("push %s: image %s: %w", ref, img.Label, err)
+		}
+	}
 	// One pusher per call: it uploads each blob once for all tags and skips
 	// manifests and tags the registry already has, yet remembers nothing
 	// between calls, so a registry that lost a blob gets it again.
@@ -198,14 +205,13 @@ func (p *Publisher) PushImage(ctx context.Context, blobs publish.Blobs, img publ
 		}
 		return "", fmt.Errorf("push %s: %w", ref, err)
 	}
-	subject := subjectOf(raw, d)
 	if hasSBOM {
 		if err := p.pushSBOM(ctx, pusher, blobs, img, sb, subject); err != nil {
 			return "", fmt.Errorf("push %s: image %s: sbom: %w", ref, img.Label, err)
 		}
 	}
 	if hasProvenance {
-		if err := p.attest(ctx, pusher, img, arts, env, subject); err != nil {
+		if err := p.attest(ctx, pusher, img, env, statement, subject); err != nil {
 			return "", fmt.Errorf("push %s: image %s: provenance: %w", ref, img.Label, err)
 		}
 	}
