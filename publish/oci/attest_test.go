@@ -376,7 +376,9 @@ func TestAttestationTamperedImage(t *testing.T) {
 	}
 
 	// The original's valid attestation, moved onto the tampered image.
-	att := func(ref string) string { return repo + ":" + strings.Replace(ref[strings.LastIndex(ref, "@")+1:], ":", "-", 1) + ".att" }
+	att := func(ref string) string {
+		return repo + ":" + strings.Replace(ref[strings.LastIndex(ref, "@")+1:], ":", "-", 1) + ".att"
+	}
 	crane(ctx, t, "copy", att(goodRef), att(badRef))
 	if err := verify(); !errors.Is(err, provenance.ErrSubject) {
 		t.Errorf("Verify(tampered with the original's attestation) = %v, want ErrSubject", err)
