@@ -124,14 +124,15 @@ func (p *Publisher) statement(ctx context.Context, arts []artifact, env []byte, 
 // as one manifest that is both cosign's attestation (tag sha256-<hex>.att,
 // one DSSE layer) and an image-spec 1.1 referrer of the image (its subject;
 // ggcr maintains the referrers tag schema on registries without the API).
-// With a signer, env is replaced by statement st signed again, or by the
-// pushed envelope when that already holds st and verifies: an ECDSA
-// signature differs each time, and a new one would add a referrer on every
-// publish.
+// With a signer, env is replaced by statement st signed again. Nothing is
+// pushed when the tag already holds env, or with a signer an envelope of st
+// that verifies: an ECDSA signature differs each time, and a new one would
+// add a referrer on every publish.
 func (p *Publisher) attest(ctx context.Context, pusher *remote.Pusher, img publish.Image, env, st []byte, subject ocispec.Descriptor) error {
 	tag := cosignTag(p.repo, subject.Digest, suffixAttestation)
+	attached := func(layer []byte) bool { return bytes.Equal(layer, env) }
 	if p.opts.signer != nil {
-		reuse := func(layer []byte) bool {
+		attached = func(layer []byte) bool {
 			var e struct{ Payload []byte }
 			if json.Unmarshal(layer, &e) != nil || !bytes.Equal(e.Payload, st) {
 				return false
@@ -139,14 +140,16 @@ func (p *Publisher) attest(ctx context.Context, pusher *remote.Pusher, img publi
 			_, err := provenance.VerifyDigests(ctx, layer, p.opts.signer.Public(), map[string]digest.Digest{p.repo.Name(): subject.Digest})
 			return err == nil
 		}
-		old, err := p.pushedLayer(ctx, tag, MediaTypeDSSE, reuse)
-		if err != nil {
+	}
+	// Already attached, perhaps among attestations cosign appended to the
+	// tag since: pushing ours again would drop theirs.
+	if old, err := p.pushedLayer(ctx, tag, MediaTypeDSSE, attached); err != nil || old != nil {
+		return err
+	}
+	if p.opts.signer != nil {
+		var err error
+		if env, err = provenance.Sign(ctx, st, p.opts.signer); err != nil {
 			return err
-		}
-		if env = old; env == nil {
-			if env, err = provenance.Sign(ctx, st, p.opts.signer); err != nil {
-				return err
-			}
 		}
 	}
 	layer := ocispec.Descriptor{
@@ -183,7 +186,7 @@ type simpleSigning struct {
 
 // sign pushes a cosign signature of the image manifest subject (tag
 // sha256-<hex>.sig, one simple signing layer whose signature is an
-// annotation), reusing a pushed one of the same payload that verifies.
+// annotation), unless the tag holds one of the same payload that verifies.
 func (p *Publisher) sign(ctx context.Context, pusher *remote.Pusher, img publish.Image, subject ocispec.Descriptor) error {
 	var ss simpleSigning
 	ss.Critical.Identity.DockerReference = p.repo.Name()
@@ -194,28 +197,19 @@ func (p *Publisher) sign(ctx context.Context, pusher *remote.Pusher, img publish
 		return err
 	}
 	tag := cosignTag(p.repo, subject.Digest, suffixSignature)
-	var sig string
-	reuse := func(layer []byte, ann map[string]string) bool {
-		if !bytes.Equal(layer, payload) {
-			return false
-		}
+	attached := func(layer []byte, ann map[string]string) bool {
 		b, err := base64.StdEncoding.DecodeString(ann[AnnotationSignature])
-		if err != nil || verifySignature(p.opts.signer.Public(), payload, b) != nil {
-			return false
-		}
-		sig = ann[AnnotationSignature]
-		return true
+		return err == nil && bytes.Equal(layer, payload) && verifySignature(p.opts.signer.Public(), payload, b) == nil
 	}
-	if _, err := p.pushedLayerAnn(ctx, tag, MediaTypeSimpleSigning, reuse); err != nil {
+	// Already signed, perhaps among signatures cosign appended since.
+	if old, err := p.pushedLayerAnn(ctx, tag, MediaTypeSimpleSigning, attached); err != nil || old != nil {
 		return err
 	}
-	if sig == "" {
-		b, err := signPayload(p.opts.signer, payload)
-		if err != nil {
-			return fmt.Errorf("sign: %w", err)
-		}
-		sig = base64.StdEncoding.EncodeToString(b)
+	b, err := signPayload(p.opts.signer, payload)
+	if err != nil {
+		return fmt.Errorf("sign: %w", err)
 	}
+	sig := base64.StdEncoding.EncodeToString(b)
 	layer := ocispec.Descriptor{
 		MediaType:   MediaTypeSimpleSigning,
 		Digest:      digest.FromBytes(payload),

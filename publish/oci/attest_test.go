@@ -395,3 +395,68 @@ func TestAttestationTamperedImage(t *testing.T) {
 		t.Errorf("Verify(good) = %v", err)
 	}
 }
+
+// cosign appends its own attestations and signatures to the .att and .sig
+// tags; a republish of the image keeps them (and pushes nothing).
+func TestRepublishKeepsCosignAttachments(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs docker-registry and cosign")
+	}
+	testutil.RequireTool(t, "cosign")
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	reg := registrytest.Start(t)
+	dir := t.TempDir()
+	k := signingKeys(ctx, t, dir)["cosign key"]
+	arts := map[string][]byte{"rootfs": []byte("hsqs rootfs bytes")}
+	store := newStore(t)
+	img := testImage(t, store, arts)
+	img.Outputs[ims.ProvenanceFile] = store.Add(t, ims.ProvenanceFile, provenanceFor(t, k.key, arts))
+	repo := reg.Ref("hpc/compute")
+	publish := func(puts *manifestPuts) string {
+		t.Helper()
+		p, err := oci.New(oci.Config{Repository: repo}, oci.WithSigner(k.key), oci.WithTransport(puts))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ref, err := p.PushImage(ctx, store, img)
+		if err != nil {
+			t.Fatalf("PushImage() = %v", err)
+		}
+		return ref
+	}
+	ref := publish(&manifestPuts{rt: http.DefaultTransport})
+
+	pred := filepath.Join(dir, "scan.json")
+	if err := os.WriteFile(pred, []byte(`{"result":"clean"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const scanType = "https://scanner.example/v1"
+	for _, args := range [][]string{
+		{"attest", "--key", "cosign.key", "--tlog-upload=false", "--allow-http-registry", "-y", "--type", scanType, "--predicate", pred, ref},
+		{"sign", "--key", "cosign.key", "--tlog-upload=false", "--allow-http-registry", "-y", "-a", "by=cosign", ref},
+	} {
+		if out, ok := cosignCLI(ctx, t, dir, args...); !ok {
+			t.Fatalf("cosign %s: %s", args[0], out)
+		}
+	}
+
+	puts := &manifestPuts{rt: http.DefaultTransport}
+	publish(puts)
+	if got := puts.take(); len(got) != 0 {
+		t.Errorf("republish PUT manifests %v, want none", got)
+	}
+	for _, typ := range []string{scanType, "slsaprovenance1"} {
+		if out, ok := cosignCLI(ctx, t, dir, "verify-attestation", "--key", k.pub, "--insecure-ignore-tlog",
+			"--allow-http-registry", "--type", typ, ref); !ok {
+			t.Errorf("cosign verify-attestation --type %s after the republish:\n%s", typ, out)
+		}
+	}
+	// Both signatures verify; only cosign's has the annotation.
+	if out, ok := cosignCLI(ctx, t, dir, "verify", "--key", k.pub, "--insecure-ignore-tlog", "--allow-http-registry", "-a", "by=cosign", ref); !ok {
+		t.Errorf("cosign verify of cosign's own signature after the republish:\n%s", out)
+	}
+	if out, ok := cosignCLI(ctx, t, dir, "verify", "--key", k.pub, "--insecure-ignore-tlog", "--allow-http-registry", "--output", "json", ref); !ok || strings.Count(out, `"docker-manifest-digest"`) != 2 {
+		t.Errorf("cosign verify after the republish, want 2 signatures:\n%s", out)
+	}
+}
