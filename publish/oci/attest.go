@@ -128,7 +128,7 @@ func (p *Publisher) statement(ctx context.Context, arts []artifact, env []byte, 
 // pushed when the tag already holds env, or with a signer an envelope of st
 // that verifies: an ECDSA signature differs each time, and a new one would
 // add a referrer on every publish.
-func (p *Publisher) attest(ctx context.Context, pusher *remote.Pusher, img publish.Image, env, st []byte, subject ocispec.Descriptor) error {
+func (p *Publisher) attest(ctx context.Context, pusher *remote.Pusher, read []remote.Option, img publish.Image, env, st []byte, subject ocispec.Descriptor) error {
 	tag := cosignTag(p.repo, subject.Digest, suffixAttestation)
 	attached := func(layer []byte) bool { return bytes.Equal(layer, env) }
 	if p.opts.signer != nil {
@@ -143,7 +143,7 @@ func (p *Publisher) attest(ctx context.Context, pusher *remote.Pusher, img publi
 	}
 	// Already attached, perhaps among attestations cosign appended to the
 	// tag since: pushing ours again would drop theirs.
-	if old, err := p.pushedLayer(ctx, tag, MediaTypeDSSE, attached); err != nil || old != nil {
+	if old, err := pushedLayer(p.repo, tag, MediaTypeDSSE, read, attached); err != nil || old != nil {
 		return err
 	}
 	if p.opts.signer != nil {
@@ -187,7 +187,7 @@ type simpleSigning struct {
 // sign pushes a cosign signature of the image manifest subject (tag
 // sha256-<hex>.sig, one simple signing layer whose signature is an
 // annotation), unless the tag holds one of the same payload that verifies.
-func (p *Publisher) sign(ctx context.Context, pusher *remote.Pusher, img publish.Image, subject ocispec.Descriptor) error {
+func (p *Publisher) sign(ctx context.Context, pusher *remote.Pusher, read []remote.Option, img publish.Image, subject ocispec.Descriptor) error {
 	var ss simpleSigning
 	ss.Critical.Identity.DockerReference = p.repo.Name()
 	ss.Critical.Image.DockerManifestDigest = subject.Digest.String()
@@ -202,7 +202,7 @@ func (p *Publisher) sign(ctx context.Context, pusher *remote.Pusher, img publish
 		return err == nil && bytes.Equal(layer, payload) && verifySignature(p.opts.signer.Public(), payload, b) == nil
 	}
 	// Already signed, perhaps among signatures cosign appended since.
-	if old, err := p.pushedLayerAnn(ctx, tag, MediaTypeSimpleSigning, attached); err != nil || old != nil {
+	if old, err := pushedLayerAnn(p.repo, tag, MediaTypeSimpleSigning, read, attached); err != nil || old != nil {
 		return err
 	}
 	b, err := signPayload(p.opts.signer, payload)
@@ -290,19 +290,19 @@ func (p *Publisher) pushAttached(ctx context.Context, pusher *remote.Pusher, tag
 
 // pushedLayer returns the first layer of mediaType in the manifest at tag
 // for which ok says true, or nil when there is none (no tag yet, or only
-// other content).
-func (p *Publisher) pushedLayer(ctx context.Context, tag name.Tag, mediaType string, ok func([]byte) bool) ([]byte, error) {
-	return p.pushedLayerAnn(ctx, tag, mediaType, func(b []byte, _ map[string]string) bool { return ok(b) })
+// other content). ro are the options of reads.
+func pushedLayer(repo name.Repository, tag name.Tag, mediaType string, ro []remote.Option, ok func([]byte) bool) ([]byte, error) {
+	return pushedLayerAnn(repo, tag, mediaType, ro, func(b []byte, _ map[string]string) bool { return ok(b) })
 }
 
-func (p *Publisher) pushedLayerAnn(ctx context.Context, tag name.Tag, mediaType string, ok func([]byte, map[string]string) bool) ([]byte, error) {
-	ro := p.opts.remote(ctx, p.repo.Registry, p.cfg.Insecure)
+// pushedLayerAnn is pushedLayer whose ok also sees the layer's annotations.
+func pushedLayerAnn(repo name.Repository, tag name.Tag, mediaType string, ro []remote.Option, ok func([]byte, map[string]string) bool) ([]byte, error) {
 	layers, err := attachedLayers(tag, mediaType, ro)
 	if err != nil {
 		return nil, err
 	}
 	for _, l := range layers {
-		b, err := readLayer(p.repo, l, ro)
+		b, err := readLayer(repo, l, ro)
 		if err != nil {
 			return nil, err
 		}

@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -53,6 +54,12 @@ func FetchProvenance(ctx context.Context, ref string, insecure bool, opts ...Opt
 		return nil, fmt.Errorf("fetch provenance %s: %w", ref, err)
 	}
 	ro := o.remote(ctx, r.Context().Registry, insecure)
+	// One puller for all reads: one auth handshake.
+	puller, err := remote.NewPuller(ro...)
+	if err != nil {
+		return nil, fmt.Errorf("fetch provenance %s: %w", r, err)
+	}
+	ro = append(slices.Clip(ro), remote.Reuse(puller))
 	desc, err := remote.Get(r, ro...)
 	if err != nil {
 		return nil, fmt.Errorf("fetch provenance %s: %w", r, err)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -195,10 +196,17 @@ func (p *Publisher) PushImage(ctx context.Context, blobs publish.Blobs, img publ
 	// One pusher per call: it uploads each blob once for all tags and skips
 	// manifests and tags the registry already has, yet remembers nothing
 	// between calls, so a registry that lost a blob gets it again.
-	pusher, err := remote.NewPusher(p.opts.remote(ctx, p.repo.Registry, p.cfg.Insecure)...)
+	ro := p.opts.remote(ctx, p.repo.Registry, p.cfg.Insecure)
+	pusher, err := remote.NewPusher(ro...)
 	if err != nil {
 		return "", fmt.Errorf("push %s: %w", first, err)
 	}
+	// Reads of what is attached share one puller: one auth handshake.
+	puller, err := remote.NewPuller(ro...)
+	if err != nil {
+		return "", fmt.Errorf("push %s: %w", first, err)
+	}
+	read := append(slices.Clip(ro), remote.Reuse(puller))
 	if err := pusher.Push(ctx, ref, ai); err != nil {
 		if cerr := corruptBlob(ctx, blobs, arts, err); cerr != nil {
 			return "", fmt.Errorf("push %s: %w", ref, cerr)
@@ -211,12 +219,12 @@ func (p *Publisher) PushImage(ctx context.Context, blobs publish.Blobs, img publ
 		}
 	}
 	if hasProvenance {
-		if err := p.attest(ctx, pusher, img, env, statement, subject); err != nil {
+		if err := p.attest(ctx, pusher, read, img, env, statement, subject); err != nil {
 			return "", fmt.Errorf("push %s: image %s: provenance: %w", ref, img.Label, err)
 		}
 	}
 	if p.opts.signer != nil {
-		if err := p.sign(ctx, pusher, img, subject); err != nil {
+		if err := p.sign(ctx, pusher, read, img, subject); err != nil {
 			return "", fmt.Errorf("push %s: image %s: signature: %w", ref, img.Label, err)
 		}
 	}
