@@ -23,7 +23,8 @@ var ErrNoProvenance = errors.New("no provenance attached to the image")
 // Nothing in it is verified yet: Verify checks it against a public key.
 type Provenance struct {
 	// Image is the image manifest the reference resolved to,
-	// "registry/repo@sha256:…".
+	// "registry/repo@sha256:…". Pull this, not the tag, to get the
+	// artifacts that Verify checked: a tag can move in between.
 	Image string
 	// Envelopes are the distinct DSSE envelopes attached to the image:
 	// those of cosign's attestation tag first, then those of referrers.
