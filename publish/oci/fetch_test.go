@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -97,16 +98,35 @@ func TestFetchProvenance(t *testing.T) {
 				t.Errorf("%s exists without a signer", sig)
 			}
 
+			// A signer and no provenance: a signature, no attestation.
 			bare := testImage(t, store, map[string][]byte{"rootfs": []byte("other")})
-			pb, err := oci.New(oci.Config{Repository: host + "/hpc/bare"})
+			pb, err := oci.New(oci.Config{Repository: host + "/hpc/bare"}, oci.WithSigner(key))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := pb.PushImage(t.Context(), store, bare); err != nil {
+			bareRef, err := pb.PushImage(t.Context(), store, bare)
+			if err != nil {
 				t.Fatal(err)
 			}
 			if _, err := oci.FetchProvenance(t.Context(), host+"/hpc/bare:latest", false); !errors.Is(err, oci.ErrNoProvenance) {
 				t.Errorf("FetchProvenance(no provenance) = %v, want ErrNoProvenance", err)
+			}
+			sigRef, _ := name.ParseReference(host + "/hpc/bare:" + strings.Replace(bareRef[strings.LastIndex(bareRef, "@")+1:], ":", "-", 1) + ".sig")
+			sigImg, err := remote.Image(sigRef)
+			if err != nil {
+				t.Fatalf("no signature: %v", err)
+			}
+			sm, _ := sigImg.Manifest()
+			if len(sm.Layers) != 1 || sm.Layers[0].MediaType != oci.MediaTypeSimpleSigning {
+				t.Fatalf("signature manifest layers %+v, want one %s", sm.Layers, oci.MediaTypeSimpleSigning)
+			}
+			l, _ := sigImg.LayerByDigest(sm.Layers[0].Digest)
+			rc, _ := l.Compressed()
+			payload, _ := io.ReadAll(rc)
+			rc.Close()
+			sigBytes, _ := base64.StdEncoding.DecodeString(sm.Layers[0].Annotations[oci.AnnotationSignature])
+			if !ed25519.Verify(key.Public().(ed25519.PublicKey), payload, sigBytes) || !strings.Contains(string(payload), bareRef[strings.LastIndex(bareRef, "@")+1:]) {
+				t.Errorf("signature %q does not verify over %s, or names another manifest", sigBytes, payload)
 			}
 		})
 	}
