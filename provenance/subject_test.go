@@ -11,7 +11,7 @@ import (
 // and the predicate, is deterministic and refuses a duplicate name.
 func TestWithSubject(t *testing.T) {
 	_, b, env, key := signed(t)
-	v, err := VerifyDigests(t.Context(), env, key.Public(), map[string]digest.Digest{"rootfs": b.Subjects[0].Digest})
+	v, err := VerifyDigests(t.Context(), env, key.Public(), map[string]digest.Digest{"rootfs": b.Subjects[subjectIndex(b, "rootfs")].Digest})
 	if err != nil {
 		t.Fatal(err)
 	}
