@@ -128,3 +128,32 @@ func withoutEpoch(v string) string {
 	}
 	return v
 }
+
+// Carry returns got with what old knew of its unchanged packages: a
+// package of the same name, arch and version whose file this resolution
+// did not see (taken from a package cache: no digest or path) or saw with
+// the same digest keeps old's digest and path. So re-resolving an
+// unchanged recipe does not churn the lock file with what the caches
+// happened to hold.
+func Carry(old, got *Recipe) *Recipe {
+	if old == nil {
+		return got
+	}
+	prev := map[string]Package{}
+	for _, p := range old.Packages {
+		prev[p.ID()] = p
+	}
+	out := &Recipe{Repositories: got.Repositories, Packages: make([]Package, len(got.Packages))}
+	for i, p := range got.Packages {
+		if o, ok := prev[p.ID()]; ok && o.Version == p.Version && (p.SHA256 == "" || p.SHA256 == o.SHA256) {
+			if p.SHA256 == "" {
+				p.SHA256 = o.SHA256
+			}
+			if p.Path == "" {
+				p.Path = o.Path
+			}
+		}
+		out.Packages[i] = p
+	}
+	return out
+}

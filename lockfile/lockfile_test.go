@@ -217,3 +217,29 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestCarry(t *testing.T) {
+	old := &Recipe{Packages: []Package{
+		{Name: "a", Version: "1", Arch: "all", SHA256: sumA, Path: "/p/a_1_all.deb"},
+		{Name: "b", Version: "1", Arch: "all", SHA256: sumA, Path: "/p/b_1_all.deb"},
+		{Name: "c", Version: "1", Arch: "all", SHA256: sumA, Path: "/p/c_1_all.deb"},
+	}}
+	got := &Recipe{Repositories: map[string]string{"r": "sha256:" + sumB}, Packages: []Package{
+		{Name: "a", Version: "1", Arch: "all", SHA256: sumA}, // from the package cache: same digest, no path
+		{Name: "b", Version: "2", Arch: "all"},               // another version: nothing carried
+		{Name: "c", Version: "1", Arch: "all", SHA256: sumB}, // another digest: nothing carried
+		{Name: "d", Version: "1", Arch: "all"},
+	}}
+	want := &Recipe{Repositories: got.Repositories, Packages: []Package{
+		{Name: "a", Version: "1", Arch: "all", SHA256: sumA, Path: "/p/a_1_all.deb"},
+		{Name: "b", Version: "2", Arch: "all"},
+		{Name: "c", Version: "1", Arch: "all", SHA256: sumB},
+		{Name: "d", Version: "1", Arch: "all"},
+	}}
+	if d := cmp.Diff(want, Carry(old, got)); d != "" {
+		t.Errorf("Carry() (-want +got):\n%s", d)
+	}
+	if Carry(nil, got) != got {
+		t.Error("Carry(nil, got) != got")
+	}
+}

@@ -64,10 +64,14 @@ package that differs; see imsbuild build --help.`,
 				names[i] = strings.TrimPrefix(n, "recipe.")
 			}
 			out := cmd.OutOrStdout()
+			msg := out // what changed; --json prints only events
+			if g.json {
+				msg = io.Discard
+			}
 			for name := range lf.Recipes {
 				if cfg.Recipes[name] == nil {
 					delete(lf.Recipes, name)
-					fmt.Fprintf(out, "recipe %s: removed (no longer declared)\n", name)
+					fmt.Fprintf(msg, "recipe %s: removed (no longer declared)\n", name)
 				}
 			}
 			var todo []string
@@ -129,19 +133,19 @@ package that differs; see imsbuild build --help.`,
 					return targetError(err, e.Redact)
 				}
 				for _, name := range slices.Sorted(maps.Keys(got)) {
-					reportLockChange(out, name, lf.Recipes[name], got[name])
-					lf.Recipes[name] = got[name]
+					reportLockChange(msg, name, lf.Recipes[name], got[name])
+					lf.Recipes[name] = lockfile.Carry(lf.Recipes[name], got[name])
 				}
 			}
 			data := lf.Encode()
 			if old != nil && string(old.Encode()) == string(data) {
-				fmt.Fprintf(out, "%s is up to date\n", lockfile.Name)
+				fmt.Fprintf(msg, "%s is up to date\n", lockfile.Name)
 				return nil
 			}
 			if err := atomicfile.WriteFile(filepath.Join(dir, lockfile.Name), data, 0o644); err != nil {
 				return fmt.Errorf("write lock: %w", err)
 			}
-			fmt.Fprintf(out, "wrote %s (%d recipes)\n", filepath.Join(dir, lockfile.Name), len(lf.Recipes))
+			fmt.Fprintf(msg, "wrote %s (%d recipes)\n", filepath.Join(dir, lockfile.Name), len(lf.Recipes))
 			return nil
 		},
 	}
