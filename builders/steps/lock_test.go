@@ -1,6 +1,7 @@
 package steps
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -14,6 +15,7 @@ import (
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/cache/local"
 	"github.com/imsbuild/imsbuild/lockfile"
+	"github.com/imsbuild/imsbuild/spec"
 )
 
 func hexSum(b []byte) string {
@@ -145,5 +147,49 @@ func TestPackageRecorderCheck(t *testing.T) {
 	err := &LockMismatchError{Recipe: "node", Lines: rec.refusals()}
 	if !errors.Is(err, ErrLockMismatch) || !strings.Contains(err.Error(), "recipe node: the packages differ from the lock (imsbuild lock --update refreshes the lock):\n  package foo: locked 1.0-1") {
 		t.Errorf("LockMismatchError = %q", err)
+	}
+}
+
+// Locked, the recipe's lock entry enters the prepare key, and a change of
+// it changes the key; a recipe the lock lacks cannot be keyed.
+func TestPrepareKeyLocked(t *testing.T) {
+	src := t.TempDir()
+	writeFile(t, filepath.Join(src, "config.xml"), "<image/>")
+	lock := &lockfile.Recipe{Packages: []lockfile.Package{{Name: "foo", Version: "1.0", Arch: "all"}}}
+	op := func(l *lockfile.Recipe, locked bool) *Prepare {
+		return &Prepare{
+			Recipe:       &spec.Recipe{Name: "node", Source: src},
+			RecipeSource: func(context.Context, *spec.Recipe) (string, error) { return src, nil },
+			Lock:         l,
+			Locked:       locked,
+		}
+	}
+	env := KeyEnv{
+		TextDigest: func(s string) string { return s },
+		ToolVersion: func(context.Context, string, func(context.Context) (string, error)) (string, error) {
+			return "kiwi-ng 10", nil
+		},
+	}
+	key := func(o *Prepare) *Key {
+		t.Helper()
+		k, err := o.Key(t.Context(), env)
+		if err != nil {
+			t.Fatalf("Key() = %v", err)
+		}
+		return k
+	}
+	if k := key(op(lock, false)); k.Inputs["lock"] != "" {
+		t.Errorf("unlocked key has a lock input %q", k.Inputs["lock"])
+	}
+	k := key(op(lock, true))
+	if k.Inputs["lock"] != lock.Digest() {
+		t.Errorf("locked key's lock input = %q, want %q", k.Inputs["lock"], lock.Digest())
+	}
+	newer := &lockfile.Recipe{Packages: []lockfile.Package{{Name: "foo", Version: "1.1", Arch: "all"}}}
+	if key(op(newer, true)).Inputs["lock"] == k.Inputs["lock"] {
+		t.Error("another lock entry gives the same key input")
+	}
+	if _, err := op(nil, true).Key(t.Context(), env); err == nil || !strings.Contains(err.Error(), "recipe node is not in the lock file") {
+		t.Errorf("Key() of a locked recipe without entry = %v", err)
 	}
 }
