@@ -49,6 +49,14 @@ func (e *LockMismatchError) Error() string {
 
 func (e *LockMismatchError) Unwrap() error { return ErrLockMismatch }
 
+// lockMismatch returns the LockMismatchError of recipe, written to log
+// too: the console shows a failure's first line and its log's tail.
+func lockMismatch(log io.Writer, recipe string, lines []string) error {
+	err := &LockMismatchError{Recipe: recipe, Lines: lines}
+	fmt.Fprintln(log, err)
+	return err
+}
+
 // fileRecord is a package file a prepare got: its URL path and sha256.
 type fileRecord struct {
 	path, sha256 string

@@ -222,7 +222,7 @@ func (o *Prepare) Build(ctx context.Context, env Env) (*cache.ActionResult, erro
 	if refused := rec.refusals(); len(refused) > 0 {
 		// The proxy refused what the lock does not hold; kiwi's own
 		// error says only that a download failed.
-		return nil, &LockMismatchError{Recipe: r.Name, Lines: refused}
+		return nil, lockMismatch(log, r.Name, refused)
 	}
 	if err != nil {
 		if o.DebugShell != nil && ctx.Err() == nil {
@@ -240,7 +240,7 @@ func (o *Prepare) Build(ctx context.Context, env Env) (*cache.ActionResult, erro
 	if o.Lock != nil {
 		if diff := lockfile.Diff(o.Lock, pkgs); len(diff) > 0 {
 			if o.Locked {
-				return nil, &LockMismatchError{Recipe: r.Name, Lines: diff}
+				return nil, lockMismatch(log, r.Name, diff)
 			}
 			fmt.Fprintf(log, "warning: recipe %s resolves other packages than %s (imsbuild lock --update refreshes it):\n  %s\n", r.Name, lockfile.Name, strings.Join(diff, "\n  "))
 		}
