@@ -114,7 +114,7 @@ func (r *Recipe) Validate() error {
 		return fmt.Errorf("%d packages, more than %d", len(r.Packages), MaxPackages)
 	}
 	for i, p := range r.Packages {
-		if err := p.validate(); err != nil {
+		if err := p.Validate(); err != nil {
 			return fmt.Errorf("package %d: %w", i+1, err)
 		}
 		if i > 0 {
@@ -129,7 +129,8 @@ func (r *Recipe) Validate() error {
 	return nil
 }
 
-func (p Package) validate() error {
+// Validate checks one package's fields.
+func (p Package) Validate() error {
 	switch {
 	case !validToken(p.Name, maxName, nameChars) || !isAlnum(p.Name[0]):
 		return fmt.Errorf("name %q: want letters, digits and +.-_~ (at most %d)", p.Name, maxName)

@@ -12,9 +12,11 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
+	"github.com/imsbuild/imsbuild/builders/kiwi"
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/cache/pkgproxy"
 	"github.com/imsbuild/imsbuild/lockfile"
@@ -146,15 +148,37 @@ func urlPath(rawURL string) string {
 	return u.EscapedPath()
 }
 
+// indexFunc returns the index entries (kiwi.AptIndex) of the packages
+// want accepts, for the arches the root has.
+type indexFunc func(ctx context.Context, arches []string, want func(key string) bool) map[string]kiwi.IndexEntry
+
 // resolvePackages lists the packages installed in root (dpkg status, rpm
-// database) with the sha256 and URL path of each one's package file: one
-// the proxy session served, else a .deb apt kept in kiwi's shared cache
-// (sharedCache/apt-get/archives, hashed here). A package restored from the
-// debootstrap cache has neither and is locked by version only.
-func resolvePackages(ctx context.Context, root, sharedCache string, rec *packageRecorder, repos map[string]string) (*lockfile.Recipe, error) {
+// database) with the sha256 and URL path of each one's package file: the
+// file the proxy session served, else the one the repositories' indexes
+// list for that version (index, nil for none), else a .deb apt kept in
+// kiwi's shared cache (sharedCache/apt-get/archives, hashed here; no
+// path). A package found in none of them is locked by version only.
+func resolvePackages(ctx context.Context, root, sharedCache string, rec *packageRecorder, repos map[string]string, index indexFunc) (*lockfile.Recipe, error) {
 	inv, err := sbom.Scan(ctx, root, sbom.WithoutLicenses())
 	if err != nil {
 		return nil, fmt.Errorf("list packages: %w", err)
+	}
+	var entries map[string]kiwi.IndexEntry
+	if index != nil {
+		installed := map[string]bool{}
+		var arches []string
+		for _, p := range inv.Packages {
+			if p.Type != sbom.TypeDeb {
+				continue
+			}
+			installed[kiwi.IndexKey(p.Name, p.Version, p.Arch)] = true
+			if p.Arch != "all" && !slices.Contains(arches, p.Arch) {
+				arches = append(arches, p.Arch)
+			}
+		}
+		if len(installed) > 0 {
+			entries = index(ctx, arches, func(k string) bool { return installed[k] })
+		}
 	}
 	archives := filepath.Join(sharedCache, "apt-get", "archives")
 	out := &lockfile.Recipe{Repositories: repos, Packages: []lockfile.Package{}}
@@ -168,6 +192,8 @@ func resolvePackages(ctx context.Context, root, sharedCache string, rec *package
 		}
 		if f, ok := rec.file(lp.Name, lp.Version, lp.Arch); ok {
 			lp.SHA256, lp.Path = f.sha256, f.path
+		} else if e, ok := entries[kiwi.IndexKey(p.Name, p.Version, p.Arch)]; ok && p.Type == sbom.TypeDeb && withFile(lp, e).Validate() == nil {
+			lp = withFile(lp, e) // an index entry the lock cannot hold is ignored
 		} else if p.Type == sbom.TypeDeb && sharedCache != "" {
 			// apt names its archives name_version_arch.deb, ":" as %3a.
 			name := p.Name + "_" + strings.ReplaceAll(p.Version, ":", "%3a") + "_" + p.Arch + ".deb"
@@ -186,6 +212,11 @@ func resolvePackages(ctx context.Context, root, sharedCache string, rec *package
 		return nil, fmt.Errorf("list packages of the prepared root: %w", err)
 	}
 	return out, nil
+}
+
+func withFile(p lockfile.Package, e kiwi.IndexEntry) lockfile.Package {
+	p.SHA256, p.Path = e.SHA256, e.Path
+	return p
 }
 
 func fileSHA256(path string) (string, error) {

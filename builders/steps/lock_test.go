@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/imsbuild/imsbuild/builders/kiwi"
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/cache/local"
 	"github.com/imsbuild/imsbuild/lockfile"
@@ -73,17 +74,44 @@ func TestResolvePackages(t *testing.T) {
 	h.Served("http://mirror.example/debian/pool/main/o/other/other_1_amd64.deb", servedSum, 10) // served, not installed
 	repos := map[string]string{"debian": "sha256:" + strings.Repeat("cd", 32)}
 
-	got, err := resolvePackages(t.Context(), root, shared, rec, repos)
+	indexSum := strings.Repeat("ef", 32)
+	var asked []string
+	index := func(_ context.Context, arches []string, want func(string) bool) map[string]kiwi.IndexEntry {
+		asked = arches
+		out := map[string]kiwi.IndexEntry{}
+		for _, k := range []string{kiwi.IndexKey("bootstrapped", "5", "amd64"), kiwi.IndexKey("bootstrapped", "6", "amd64"), kiwi.IndexKey("served", "1.0-1", "amd64")} {
+			if want(k) {
+				out[k] = kiwi.IndexEntry{Path: "/debian/pool/" + strings.ReplaceAll(k, " ", "_"), SHA256: indexSum}
+			}
+		}
+		return out
+	}
+	got, err := resolvePackages(t.Context(), root, shared, rec, repos, index)
 	if err != nil {
 		t.Fatalf("resolvePackages() = %v", err)
 	}
 	want := &lockfile.Recipe{Repositories: repos, Packages: []lockfile.Package{
-		{Name: "bootstrapped", Version: "5", Arch: "amd64"},
+		{Name: "bootstrapped", Version: "5", Arch: "amd64", SHA256: indexSum, Path: "/debian/pool/bootstrapped_5_amd64"},
 		{Name: "kept", Version: "2:3.1-4", Arch: "all", SHA256: hexSum([]byte(kept))},
 		{Name: "served", Version: "1.0-1", Arch: "amd64", SHA256: servedSum.Hex(), Path: "/debian/pool/main/s/served/served_1.0-1_amd64.deb"},
 	}}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("resolvePackages() (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff([]string{"amd64"}, asked); d != "" {
+		t.Errorf("index asked for arches (-want +got):\n%s", d)
+	}
+	// An index entry the lock cannot hold is ignored, not fatal.
+	odd, err := resolvePackages(t.Context(), root, shared, rec, repos, func(context.Context, []string, func(string) bool) map[string]kiwi.IndexEntry {
+		return map[string]kiwi.IndexEntry{kiwi.IndexKey("bootstrapped", "5", "amd64"): {Path: "/a b", SHA256: indexSum}}
+	})
+	if err != nil || odd.Packages[0] != (lockfile.Package{Name: "bootstrapped", Version: "5", Arch: "amd64"}) {
+		t.Errorf("resolvePackages() with an odd index entry = %v, %v", odd, err)
+	}
+	// Without an index, a package only debootstrap installed has no file.
+	bare, err := resolvePackages(t.Context(), root, shared, rec, repos, nil)
+	if err != nil || bare.Packages[0] != (lockfile.Package{Name: "bootstrapped", Version: "5", Arch: "amd64"}) {
+		t.Errorf("resolvePackages() without index = %v, %v", bare, err)
 	}
 
 	// What it stores reads back as the same lock entry.

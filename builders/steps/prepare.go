@@ -233,7 +233,7 @@ func (o *Prepare) Build(ctx context.Context, env Env) (*cache.ActionResult, erro
 		}
 		return nil, fmt.Errorf("recipe %s: %w", r.Name, err)
 	}
-	pkgs, err := resolvePackages(ctx, root, shared, rec, repoDigests)
+	pkgs, err := resolvePackages(ctx, root, shared, rec, repoDigests, o.index(log))
 	if err != nil {
 		return nil, err
 	}
@@ -269,6 +269,30 @@ func (o *Prepare) Build(ctx context.Context, env Env) (*cache.ActionResult, erro
 		PreparedOutput: {Digest: d, Size: size, MediaType: "application/vnd.imsbuild.prepared-root.squashfs"},
 		PackagesOutput: pkgOut,
 	}}, nil
+}
+
+// index returns the indexFunc of the prepare's repositories: the entries
+// of each apt repository's index, the first repository by name winning. A
+// repository whose index cannot be read is skipped with a warning: its
+// packages are then locked without a file digest, unless the proxy saw
+// them.
+func (o *Prepare) index(log io.Writer) indexFunc {
+	return func(ctx context.Context, arches []string, want func(string) bool) map[string]kiwi.IndexEntry {
+		out := map[string]kiwi.IndexEntry{}
+		for _, rp := range o.Repositories {
+			got, err := kiwi.AptIndex(ctx, o.httpClient(), rp, arches, want)
+			if err != nil {
+				fmt.Fprintf(log, "warning: package lock: %v\n", err)
+				continue
+			}
+			for k, e := range got {
+				if _, ok := out[k]; !ok {
+					out[k] = e
+				}
+			}
+		}
+		return out
+	}
 }
 
 // kiwiSharedCache takes the first unused shared cache under base (one per
