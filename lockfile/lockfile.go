@@ -34,10 +34,11 @@ type Recipe struct {
 	Packages []Package `json:"packages"`
 }
 
-// Package is one resolved package. SHA256 and Path are those of the package
-// file the prepare downloaded or found in kiwi's package cache; they are
-// empty for a package whose file the prepare never saw (one restored from
-// the debootstrap cache), which is then locked by version only.
+// Package is one resolved package. SHA256 and Path are those of its package
+// file: the one the prepare's proxy served, or the one its repository's
+// index lists for that version. Either may be empty when neither knew it
+// (a package of an undeclared repository), which is then locked by what
+// is known, at worst its version.
 type Package struct {
 	Name    string `json:"name"`
 	Version string `json:"version"` // a deb's epoch included ("1:2.36-9"); an rpm's [epoch:]version-release
