@@ -276,3 +276,44 @@ publish "dir" "local" {
 		t.Errorf("the image's %s version = %q, %v; want 2.0", pkg, out, err)
 	}
 }
+
+// The lock command's bookkeeping, without kiwi: a lock entry of a recipe
+// the build no longer declares is removed; a hostile lock file is a usage
+// error; --locked without a lock file is one too.
+func TestLockCommandWithoutKiwi(t *testing.T) {
+	dir := buildDir(t, "locals { x = 1 }\n")
+	lockPath := filepath.Join(dir, lockfile.Name)
+	stale := `{"version": 1, "recipes": {"gone": {"repositories": {}, "packages": [{"name": "foo", "version": "1", "arch": "all"}]}}}`
+	if err := os.WriteFile(lockPath, []byte(stale), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := imsbuild(t, dir, "lock", ".")
+	if r.code != 0 || !strings.Contains(r.stdout, "recipe gone: removed (no longer declared)") {
+		t.Fatalf("lock with a stale entry: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	b, _ := os.ReadFile(lockPath)
+	if want := "{\n  \"version\": 1,\n  \"recipes\": {}\n}\n"; string(b) != want {
+		t.Errorf("lock file = %q, want %q", b, want)
+	}
+	if r = imsbuild(t, dir, "lock", "."); r.code != 0 || !strings.Contains(r.stdout, "is up to date") {
+		t.Errorf("second lock: exit %d, want up to date\n%s", r.code, r.stdout)
+	}
+	if r = imsbuild(t, dir, "lock", ".", "nope"); r.code != 2 || !strings.Contains(r.stderr, `unknown target "nope"`) {
+		t.Errorf("lock of an unknown recipe: exit %d, want 2\n%s%s", r.code, r.stdout, r.stderr)
+	}
+
+	hostile := `{"version": 1, "recipes": {"node": {"repositories": {}, "packages": [{"name": "foo\u001b[2J", "version": "1", "arch": "all"}]}}}`
+	if err := os.WriteFile(lockPath, []byte(hostile), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"lock", "."}, {"build", "--locked", "."}, {"plan", "."}} {
+		r = imsbuild(t, dir, args...)
+		if r.code != 2 || !strings.Contains(r.stderr, "imsbuild.lock.json: lock file: recipe node: package 1: name") || strings.Contains(r.stderr, "\x1b") {
+			t.Errorf("%v with a hostile lock: exit %d, want 2 naming the package, escaped\n%q", args, r.code, r.stderr)
+		}
+	}
+	os.Remove(lockPath)
+	if r = imsbuild(t, dir, "build", "--locked", "."); r.code != 2 || !strings.Contains(r.stderr, "--locked: no imsbuild.lock.json in .") {
+		t.Errorf("build --locked without a lock: exit %d, want 2\n%s", r.code, r.stderr)
+	}
+}
