@@ -163,16 +163,20 @@ func resolvePackages(ctx context.Context, root, sharedCache string, rec *package
 	if err != nil {
 		return nil, fmt.Errorf("list packages: %w", err)
 	}
+	pkgs := make([]lockfile.Package, len(inv.Packages))
+	for i, p := range inv.Packages {
+		pkgs[i] = lockfile.Package{Name: p.Name, Version: p.Version, Arch: p.Arch}
+		if p.Type == sbom.TypeRPM {
+			pkgs[i].Version = kiwi.RPMVersion(p.Epoch, p.Version, p.Release)
+		}
+	}
 	var entries map[string]kiwi.IndexEntry
 	if index != nil {
 		installed := map[string]bool{}
-		var arches []string
-		for _, p := range inv.Packages {
-			if p.Type != sbom.TypeDeb {
-				continue
-			}
-			installed[kiwi.IndexKey(p.Name, p.Version, p.Arch)] = true
-			if p.Arch != "all" && !slices.Contains(arches, p.Arch) {
+		var arches []string // of dpkg, for apt indexes
+		for i, p := range inv.Packages {
+			installed[kiwi.IndexKey(pkgs[i].Name, pkgs[i].Version, pkgs[i].Arch)] = true
+			if p.Type == sbom.TypeDeb && p.Arch != "all" && !slices.Contains(arches, p.Arch) {
 				arches = append(arches, p.Arch)
 			}
 		}
@@ -182,17 +186,11 @@ func resolvePackages(ctx context.Context, root, sharedCache string, rec *package
 	}
 	archives := filepath.Join(sharedCache, "apt-get", "archives")
 	out := &lockfile.Recipe{Repositories: repos, Packages: []lockfile.Package{}}
-	for _, p := range inv.Packages {
-		lp := lockfile.Package{Name: p.Name, Version: p.Version, Arch: p.Arch}
-		if p.Type == sbom.TypeRPM {
-			lp.Version = p.Version + "-" + p.Release
-			if p.Epoch != "" && p.Epoch != "0" {
-				lp.Version = p.Epoch + ":" + lp.Version
-			}
-		}
+	for i, p := range inv.Packages {
+		lp := pkgs[i]
 		if f, ok := rec.file(lp.Name, lp.Version, lp.Arch); ok {
 			lp.SHA256, lp.Path = f.sha256, f.path
-		} else if e, ok := entries[kiwi.IndexKey(p.Name, p.Version, p.Arch)]; ok && p.Type == sbom.TypeDeb && withFile(lp, e).Validate() == nil {
+		} else if e, ok := entries[kiwi.IndexKey(lp.Name, lp.Version, lp.Arch)]; ok && withFile(lp, e).Validate() == nil {
 			lp = withFile(lp, e) // an index entry the lock cannot hold is ignored
 		} else if p.Type == sbom.TypeDeb && sharedCache != "" {
 			// apt names its archives name_version_arch.deb, ":" as %3a.

@@ -272,7 +272,8 @@ func (o *Prepare) Build(ctx context.Context, env Env) (*cache.ActionResult, erro
 }
 
 // index returns the indexFunc of the prepare's repositories: the entries
-// of each apt repository's index, the first repository by name winning. A
+// of each repository's index (apt Packages, rpm-md primary), the first
+// repository by name winning. A
 // repository whose index cannot be read is skipped with a warning: its
 // packages are then locked without a file digest, unless the proxy saw
 // them.
@@ -280,7 +281,7 @@ func (o *Prepare) index(log io.Writer) indexFunc {
 	return func(ctx context.Context, arches []string, want func(string) bool) map[string]kiwi.IndexEntry {
 		out := map[string]kiwi.IndexEntry{}
 		for _, rp := range o.Repositories {
-			got, err := kiwi.AptIndex(ctx, o.httpClient(), rp, arches, want)
+			got, err := kiwi.Index(ctx, o.httpClient(), rp, arches, want)
 			if err != nil {
 				fmt.Fprintf(log, "warning: package lock: %v\n", err)
 				continue
