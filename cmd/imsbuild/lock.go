@@ -80,6 +80,13 @@ package that differs; see imsbuild build --help.`,
 				if len(todo) == 0 {
 					todo = recipesWithImages(cfg.Images)
 				}
+				for _, n := range todo {
+					if r := cfg.Recipes[n]; r != nil && len(r.Repositories) == 0 {
+						// Nothing of the repositories is in its key: a
+						// cached prepare is what it resolved last.
+						fmt.Fprintf(msg, "warning: recipe %s declares no repositories; --update resolves it again only when its recipe changes\n", n)
+					}
+				}
 			} else {
 				want := names
 				if len(want) == 0 {
