@@ -18,6 +18,7 @@ import (
 	"github.com/imsbuild/imsbuild/cache/pkgproxy"
 	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/internal/treehash"
+	"github.com/imsbuild/imsbuild/lockfile"
 	"github.com/imsbuild/imsbuild/spec"
 )
 
@@ -72,6 +73,16 @@ type Options struct {
 	PackageStore   cache.Store
 	PackageActions cache.ActionCache
 	HTTPClient     *http.Client // for repository probes; default http.DefaultClient
+	// Lock is the build's package lock (imsbuild.lock.json), nil for
+	// none. Each kiwi prepare compares what it resolves with its
+	// recipe's entry: a difference is a warning in its log, unless
+	// Locked.
+	Lock *lockfile.File
+	// Locked builds every recipe exactly as locked: its lock entry enters
+	// its prepare's key, the package proxy serves only the locked files,
+	// and a prepare that resolves anything else fails with the
+	// difference. A recipe without an entry fails.
+	Locked bool
 	// HMACKey stands in keys for the sensitive values of the build
 	// (spec.Config.Sensitive); see sensitive.go. Required when there are any.
 	HMACKey []byte

@@ -65,6 +65,8 @@ func (e *Engine) opsOf(s *Step, forBuild bool) (stepOps, error) {
 			StateDir:          e.opts.StateDir,
 			RecipeSource:      e.recipeSource,
 			PackageProxy:      e.packageProxyFor,
+			Lock:              e.lockOf(r.Name),
+			Locked:            e.opts.Locked,
 			Handover:          ops.handover,
 		}
 		if e.debugOnFailure(s) {
@@ -127,15 +129,4 @@ func (e *Engine) toolVersion(ctx context.Context, name string, probe func(contex
 	return e.once("tool:"+name, func() (string, error) {
 		return e.toolCache.version(ctx, name, probe)
 	})
-}
-
-// packageProxyFor gives a kiwi prepare the package cache proxy and a
-// report of what it served during the prepare.
-func (e *Engine) packageProxyFor(ctx context.Context) (string, func(io.Writer), error) {
-	url, err := e.packageProxy(ctx)
-	if err != nil || url == "" {
-		return url, nil, err
-	}
-	before := e.packageStats()
-	return url, func(w io.Writer) { e.logPackageStats(w, before) }, nil
 }

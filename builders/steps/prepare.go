@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/gofrs/flock"
 
@@ -14,7 +15,9 @@ import (
 	"github.com/imsbuild/imsbuild/builders/kiwi"
 	"github.com/imsbuild/imsbuild/builders/pack"
 	"github.com/imsbuild/imsbuild/cache"
+	"github.com/imsbuild/imsbuild/cache/pkgproxy"
 	"github.com/imsbuild/imsbuild/internal/treehash"
+	"github.com/imsbuild/imsbuild/lockfile"
 	"github.com/imsbuild/imsbuild/spec"
 )
 
@@ -44,9 +47,17 @@ type Prepare struct {
 	// RecipeSource returns a local path of the recipe's source (an
 	// s3:// source downloaded once per build).
 	RecipeSource func(ctx context.Context, r *spec.Recipe) (string, error)
-	// PackageProxy returns the URL of the package cache proxy ("" for
-	// none) and a function that logs what it served since.
-	PackageProxy func(ctx context.Context) (url string, report func(io.Writer), err error)
+	// PackageProxy returns the URL of a session of the package cache
+	// proxy ("" for none) whose package requests go through hooks, and a
+	// function that ends the session, logging what it served.
+	PackageProxy func(ctx context.Context, hooks pkgproxy.Hooks) (url string, done func(io.Writer), err error)
+	// Lock is the recipe's entry of the package lock, nil for none. With
+	// Locked it enters the key, the package proxy serves only the locked
+	// package files, and a prepare that resolves other packages fails
+	// (LockMismatchError) before anything is stored; without, a prepare
+	// that differs from it only says so in its log.
+	Lock   *lockfile.Recipe
+	Locked bool
 	// DebugShell, when set, serves a debug SSH session on the failed
 	// build root (non-jailed, the root at /mnt/image, as IMS does).
 	DebugShell func(ctx context.Context, root string, log io.Writer) error
@@ -75,7 +86,7 @@ func (o *Prepare) Key(ctx context.Context, k KeyEnv) (*Key, error) {
 		tools["kiwi-ng"] = kv
 	}
 	key := &Key{
-		Type:   "imsbuild/kiwi-prepare/v1",
+		Type:   "imsbuild/kiwi-prepare/v2", // v2: the package list output
 		Attrs:  recipeAttrs(r, o.Repositories),
 		Inputs: map[string]string{},
 		Tools:  tools,
@@ -94,6 +105,12 @@ func (o *Prepare) Key(ctx context.Context, k KeyEnv) (*Key, error) {
 		return nil, fmt.Errorf("digest of recipe %s: %w", r.Name, err)
 	}
 	key.Inputs["recipe"] = d
+	if o.Locked {
+		if o.Lock == nil {
+			return nil, fmt.Errorf("recipe %s is not in the lock file (--locked); imsbuild lock adds it", r.Name)
+		}
+		key.Inputs["lock"] = o.Lock.Digest()
+	}
 	for i, pem := range o.CACertificates {
 		key.Inputs[fmt.Sprintf("ca_certificates[%d]", i)] = k.TextDigest(pem)
 	}
@@ -145,9 +162,14 @@ func (o *Prepare) Build(ctx context.Context, env Env) (*cache.ActionResult, erro
 			return nil, err
 		}
 	}
+	repoDigests := map[string]string{}
 	if len(o.Repositories) > 0 {
 		fmt.Fprintf(log, "waiting for %d repositories\n", len(o.Repositories))
 		if err := kiwi.WaitForRepos(ctx, o.httpClient(), o.Repositories, log); err != nil {
+			return nil, err
+		}
+		// What the resolution sees, for the lock.
+		if repoDigests, err = kiwi.RepoDigests(ctx, o.httpClient(), o.Repositories); err != nil {
 			return nil, err
 		}
 	}
@@ -165,8 +187,13 @@ func (o *Prepare) Build(ctx context.Context, env Env) (*cache.ActionResult, erro
 	}
 	kenv := env.Environ
 	report := func(io.Writer) {}
+	var locked *lockfile.Recipe
+	if o.Locked {
+		locked = o.Lock
+	}
+	rec := newPackageRecorder(locked)
 	if o.PackageProxy != nil {
-		proxy, rep, err := o.PackageProxy(ctx)
+		proxy, done, err := o.PackageProxy(ctx, rec.hooks())
 		if err != nil {
 			return nil, err
 		}
@@ -174,7 +201,9 @@ func (o *Prepare) Build(ctx context.Context, env Env) (*cache.ActionResult, erro
 			// debootstrap's wget and apt-get in the root honour
 			// http_proxy; https repositories stay direct.
 			kenv = append(append([]string(nil), kenv...), "http_proxy="+proxy)
-			report = rep
+		}
+		if done != nil {
+			report = done
 		}
 	}
 	root := filepath.Join(env.Work, "root")
@@ -190,6 +219,11 @@ func (o *Prepare) Build(ctx context.Context, env Env) (*cache.ActionResult, erro
 		KiwiLog:        filepath.Join(env.Work, "kiwi.log"),
 	})
 	report(log)
+	if refused := rec.refusals(); len(refused) > 0 {
+		// The proxy refused what the lock does not hold; kiwi's own
+		// error says only that a download failed.
+		return nil, lockMismatch(log, r.Name, refused)
+	}
 	if err != nil {
 		if o.DebugShell != nil && ctx.Err() == nil {
 			fmt.Fprintf(log, "kiwi failed; opening the debug environment on the build root\n")
@@ -198,6 +232,23 @@ func (o *Prepare) Build(ctx context.Context, env Env) (*cache.ActionResult, erro
 			}
 		}
 		return nil, fmt.Errorf("recipe %s: %w", r.Name, err)
+	}
+	pkgs, err := resolvePackages(ctx, root, shared, rec, repoDigests, o.index(log))
+	if err != nil {
+		return nil, err
+	}
+	if o.Lock != nil {
+		if diff := lockfile.Diff(o.Lock, pkgs); len(diff) > 0 {
+			if o.Locked {
+				return nil, lockMismatch(log, r.Name, diff)
+			}
+			fmt.Fprintf(log, "warning: recipe %s resolves other packages than %s (imsbuild lock --update refreshes it):\n  %s\n", r.Name, lockfile.Name, strings.Join(diff, "\n  "))
+		}
+	}
+	fmt.Fprintf(log, "%d packages resolved\n", len(pkgs.Packages))
+	pkgOut, err := storePackages(ctx, env.Store, pkgs)
+	if err != nil {
+		return nil, err
 	}
 	out := filepath.Join(env.Work, "out")
 	if err := os.Mkdir(out, 0o755); err != nil {
@@ -216,7 +267,33 @@ func (o *Prepare) Build(ctx context.Context, env Env) (*cache.ActionResult, erro
 	o.Handover.give(root)
 	return &cache.ActionResult{Outputs: map[string]cache.Output{
 		PreparedOutput: {Digest: d, Size: size, MediaType: "application/vnd.imsbuild.prepared-root.squashfs"},
+		PackagesOutput: pkgOut,
 	}}, nil
+}
+
+// index returns the indexFunc of the prepare's repositories: the entries
+// of each repository's index (apt Packages, rpm-md primary), the first
+// repository by name winning. A
+// repository whose index cannot be read is skipped with a warning: its
+// packages are then locked without a file digest, unless the proxy saw
+// them.
+func (o *Prepare) index(log io.Writer) indexFunc {
+	return func(ctx context.Context, arches []string, want func(string) bool) map[string]kiwi.IndexEntry {
+		out := map[string]kiwi.IndexEntry{}
+		for _, rp := range o.Repositories {
+			got, err := kiwi.Index(ctx, o.httpClient(), rp, arches, want)
+			if err != nil {
+				fmt.Fprintf(log, "warning: package lock: %v\n", err)
+				continue
+			}
+			for k, e := range got {
+				if _, ok := out[k]; !ok {
+					out[k] = e
+				}
+			}
+		}
+		return out
+	}
 }
 
 // kiwiSharedCache takes the first unused shared cache under base (one per

@@ -79,9 +79,22 @@
 // chained. A request that is not an absolute-URI proxy request (a plain
 // "GET /path") is answered 400.
 //
+// # Sessions
+//
+// Proxy.Session serves the same cache on a port of its own and passes its
+// package requests through hooks: Served sees the URL and digest of every
+// package file the session served whole (a kiwi prepare records what it
+// downloaded), Check may refuse a package by its URL before any byte and
+// by its digest once known (a build under a package lock serves only the
+// locked files). A refused package is answered 403 with the reason, or,
+// when its download from upstream already started, aborted before the
+// last byte, so the client never has it; the download is still cached, as
+// any package of the repository.
+//
 // # Lifetime
 //
-// Start listens on a free port of 127.0.0.1. Close stops listening, closes
+// Start listens on a free port of 127.0.0.1 (as does each session). Close
+// stops listening, ends the sessions, closes
 // CONNECT tunnels, waits a bounded time for requests in flight and then
 // aborts them; cancelling Start's context aborts at once. Neither leaves a
 // goroutine or connection behind.

@@ -118,11 +118,12 @@ type Proxy struct {
 	quit    chan struct{} // closed by Close: ends CONNECT tunnels
 	unwatch func() bool   // stops the watch of Start's context
 
-	mu     sync.Mutex
-	closed bool
-	active int             // handlers running
-	wg     sync.WaitGroup  // handlers running
-	bad    map[string]bool // keys whose blob proved corrupt: fetched again
+	mu       sync.Mutex
+	closed   bool
+	sessions map[*Session]bool // open sessions, closed with the proxy
+	active   int               // handlers running
+	wg       sync.WaitGroup    // handlers running
+	bad      map[string]bool   // keys whose blob proved corrupt: fetched again
 
 	closeOnce sync.Once
 	closeErr  error
@@ -141,13 +142,14 @@ func Start(ctx context.Context, opts Options) (*Proxy, error) {
 		return nil, fmt.Errorf("start pkgproxy: %w", err)
 	}
 	p := &Proxy{
-		store:   opts.Store,
-		actions: opts.Actions,
-		log:     opts.Logger,
-		grace:   opts.grace,
-		served:  make(chan struct{}),
-		quit:    make(chan struct{}),
-		bad:     make(map[string]bool),
+		store:    opts.Store,
+		actions:  opts.Actions,
+		log:      opts.Logger,
+		grace:    opts.grace,
+		served:   make(chan struct{}),
+		quit:     make(chan struct{}),
+		bad:      make(map[string]bool),
+		sessions: make(map[*Session]bool),
 	}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
@@ -236,7 +238,13 @@ func (p *Proxy) shutdown(graceful bool) error {
 	p.abort()
 	p.mu.Lock()
 	p.closed = true
+	sessions := p.sessions
+	p.sessions = nil
 	p.mu.Unlock()
+	for s := range sessions {
+		s.srv.Close()
+		<-s.served
+	}
 	p.wg.Wait()
 	<-p.served
 	p.client.CloseIdleConnections()
@@ -272,7 +280,10 @@ func (p *Proxy) inFlight() int {
 	return p.active
 }
 
-func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
+func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) { p.serveWith(w, r, nil) }
+
+// serveWith serves r for the session whose hooks are h (nil for none).
+func (p *Proxy) serveWith(w http.ResponseWriter, r *http.Request, h *Hooks) {
 	if !p.enter() {
 		http.Error(w, "pkgproxy: closed", http.StatusServiceUnavailable)
 		return
@@ -294,8 +305,20 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		p.forward(w, r)
 		return
 	}
+	if h.checks() {
+		if err := h.Check(canon, ""); err != nil {
+			refuse(w, err)
+			return
+		}
+		// A checked package is always sent whole, so that its digest
+		// can be checked.
+		r.Header = r.Header.Clone()
+		for _, k := range conditionalHeaders {
+			r.Header.Del(k)
+		}
+	}
 	key, preimage := indexKey(canon)
-	if p.serveCached(w, r, key) {
+	if p.serveCached(w, r, key, canon, h) {
 		return
 	}
 	p.misses.Add(1)
@@ -305,13 +328,13 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.log.Debug("pkgproxy miss", "url", canon, "key", key)
-	p.fetch(w, r, key, preimage)
+	p.fetch(w, r, key, preimage, canon, h)
 }
 
 // serveCached answers r from the cache and reports whether it did. It does
 // not answer (false) when the package is not in the cache or its blob is
 // missing or of the wrong size.
-func (p *Proxy) serveCached(w http.ResponseWriter, r *http.Request, key string) bool {
+func (p *Proxy) serveCached(w http.ResponseWriter, r *http.Request, key, canon string, hooks *Hooks) bool {
 	ctx := r.Context()
 	if p.isBad(key) {
 		return false
@@ -340,6 +363,15 @@ func (p *Proxy) serveCached(w http.ResponseWriter, r *http.Request, key string) 
 		}
 		defer rc.Close()
 	}
+	if hooks.checks() {
+		if err := hooks.Check(canon, out.Digest); err != nil {
+			if rc != nil {
+				rc.Close()
+			}
+			refuse(w, err)
+			return true
+		}
+	}
 	p.hits.Add(1)
 	p.log.Debug("pkgproxy hit", "method", r.Method, "url", r.URL.String(), "digest", out.Digest)
 	h := w.Header()
@@ -367,12 +399,13 @@ func (p *Proxy) serveCached(w http.ResponseWriter, r *http.Request, key string) 
 		}
 		panic(http.ErrAbortHandler)
 	}
+	hooks.served(canon, out.Digest, size)
 	return true
 }
 
 // fetch gets a package from upstream, streaming it to the client and into
 // the store, and records it in the index once complete.
-func (p *Proxy) fetch(w http.ResponseWriter, r *http.Request, key string, preimage []byte) {
+func (p *Proxy) fetch(w http.ResponseWriter, r *http.Request, key string, preimage []byte, canon string, hooks *Hooks) {
 	// A client that leaves once it has the whole package must not cancel
 	// storing it; one that leaves before stops the copy, and with it Put.
 	ctx := p.life
@@ -405,7 +438,8 @@ func (p *Proxy) fetch(w http.ResponseWriter, r *http.Request, key string, preima
 	hw := &holdLast{w: w}
 	copyHeader(w.Header(), resp.Header)
 	w.WriteHeader(http.StatusOK)
-	n, err := io.Copy(io.MultiWriter(hw, sw), resp.Body)
+	sum := sha256.New() // the session's digest, whether or not the store keeps the package
+	n, err := io.Copy(io.MultiWriter(hw, sw, sum), resp.Body)
 	p.fromUpstream.Add(n)
 	if err == nil && resp.ContentLength >= 0 && n != resp.ContentLength {
 		err = fmt.Errorf("got %d of %d bytes", n, resp.ContentLength)
@@ -431,9 +465,17 @@ func (p *Proxy) fetch(w http.ResponseWriter, r *http.Request, key string, preima
 	} else {
 		p.index(ctx, key, preimage, put.d, put.n)
 	}
+	d := cache.Digest("sha256:" + hex.EncodeToString(sum.Sum(nil)))
+	if hooks.checks() {
+		if err := hooks.Check(canon, d); err != nil {
+			p.log.Debug("pkgproxy: package refused", "url", canon, "err", err)
+			panic(http.ErrAbortHandler) // the client never gets the last byte
+		}
+	}
 	if err := hw.flush(); err != nil {
 		panic(http.ErrAbortHandler)
 	}
+	hooks.served(canon, d, n)
 }
 
 // index records the package blob d, n bytes, under key.

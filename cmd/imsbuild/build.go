@@ -46,7 +46,7 @@ cycles, bad architectures, sizes and durations. Errors print as file:line:col wi
 }
 
 func newPlanCmd(g *globalFlags) *cobra.Command {
-	var explain, trackRepos bool
+	var explain, trackRepos, locked bool
 	cmd := &cobra.Command{
 		Use:   "plan [DIR] [TARGET...]",
 		Short: "Show which steps are cached and which would build, and why",
@@ -61,12 +61,16 @@ recorded for it in this cache (a script, a file, a parent image's output, an att
 				return err
 			}
 			defer c.close()
+			lock, err := buildLock(dirOf(args), locked)
+			if err != nil {
+				return err
+			}
 			store, actions := c.stores()
 			hmacKey, err := hmacKeyFor(cfg, c)
 			if err != nil {
 				return err
 			}
-			e, err := engine.New(cfg, store, actions, engine.Options{Environ: os.Environ(), StatCache: c.stat, StateDir: c.Dir(), TrackRepos: trackRepos, HMACKey: hmacKey})
+			e, err := engine.New(cfg, store, actions, engine.Options{Environ: os.Environ(), StatCache: c.stat, StateDir: c.Dir(), TrackRepos: trackRepos, HMACKey: hmacKey, Lock: lock, Locked: locked})
 			if err != nil {
 				return usageError{err}
 			}
@@ -104,6 +108,7 @@ recorded for it in this cache (a script, a file, a parent image's output, an att
 	}
 	cmd.Flags().BoolVar(&explain, "explain", false, "say which inputs changed for each step that would build")
 	cmd.Flags().BoolVar(&trackRepos, "track-repos", false, "a change of any package repository's metadata rebuilds the recipes using it")
+	cmd.Flags().BoolVar(&locked, "locked", false, "plan the build of imsbuild build --locked (the lock in the recipes' keys)")
 	return cmd
 }
 
@@ -125,6 +130,7 @@ func newBuildCmd(g *globalFlags) *cobra.Command {
 		keyFiles    []string
 		sshTimeout  time.Duration
 		trackRepos  bool
+		locked      bool
 	)
 	cmd := &cobra.Command{
 		Use:   "build [DIR] [TARGET...]",
@@ -148,11 +154,19 @@ builds on one host, debootstrap results are kept in /var/cache/imsbuild/kiwi/boo
 every downloaded .deb/.rpm in the local cache (a package proxy on 127.0.0.1 that kiwi uses
 through http_proxy), so a new recipe that shares packages with earlier ones builds faster.
 
+--locked builds each recipe exactly as the package lock (imsbuild.lock.json, written by
+imsbuild lock) says: the recipe's lock entry enters its prepare's cache key, the package proxy
+serves only the locked package files, and a prepare that would install anything else fails
+(exit 1, nothing cached or published) naming each package, its locked and its new version.
+Without --locked a lock file is only compared: a recipe that now resolves other packages
+builds, with a warning in its prepare log.
+
 On a terminal, progress is a live display; otherwise plain timestamped lines; --json prints
 one event per line (step, status, key, duration_ms, bytes, error).`,
 		Example: `  imsbuild build examples/busybox
   imsbuild build . image.compute -var release=bookworm
   imsbuild build --json -j 4 --keep-going .
+  imsbuild build --locked .
   imsbuild build --interactive image.compute --ssh-public-key ~/.ssh/id_ed25519.pub .`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, c, targets, err := loadBuild(cmd.Context(), g, args)
@@ -160,6 +174,10 @@ one event per line (step, status, key, duration_ms, bytes, error).`,
 				return err
 			}
 			defer c.close()
+			lock, err := buildLock(dirOf(args), locked)
+			if err != nil {
+				return err
+			}
 			work, release, err := engine.AcquireWorkDir(filepath.Join(c.Dir(), "work"), slog.Default())
 			if err != nil {
 				return err
@@ -185,6 +203,8 @@ one event per line (step, status, key, duration_ms, bytes, error).`,
 				PublicKeys:        keys,
 				SSHTimeout:        sshTimeout,
 				TrackRepos:        trackRepos,
+				Lock:              lock,
+				Locked:            locked,
 				Jobs:              g.jobs,
 				BootstrapCacheDir: engine.DefaultBootstrapCacheDir,
 				PackageStore:      c.Cache,
@@ -228,6 +248,7 @@ one event per line (step, status, key, duration_ms, bytes, error).`,
 	cmd.Flags().BoolVar(&debug, "debug-on-failure", false, "open an SSH environment in the build root of a failed image")
 	cmd.Flags().StringArrayVar(&keyFiles, "ssh-public-key", nil, "public key file allowed into SSH environments (default: ~/.ssh/id_*.pub)")
 	cmd.Flags().BoolVar(&trackRepos, "track-repos", false, "a change of any package repository's metadata rebuilds the recipes using it (nightly builds)")
+	cmd.Flags().BoolVar(&locked, "locked", false, "build every recipe exactly as imsbuild.lock.json says; fail if any package would differ")
 	cmd.Flags().DurationVar(&sshTimeout, "ssh-timeout", 0, "fail an SSH environment nobody completes within this time (default: the block's timeout, else 2h)")
 	return cmd
 }
@@ -315,6 +336,12 @@ func hmacKeyFor(cfg *spec.Config, c *openedCache) ([]byte, error) {
 		return nil, nil
 	}
 	return c.HMACKey()
+}
+
+// dirOf is the build directory of args (DIR and targets).
+func dirOf(args []string) string {
+	dir, _ := splitDirArgs(args)
+	return dir
 }
 
 // loadBuild loads the build of args (DIR and targets) and opens its caches.
