@@ -23,8 +23,11 @@ import (
 
 // Options configure an Engine. The CLI fills them from flags.
 type Options struct {
-	Jobs       int      // parallel steps; <1 means 1
-	KeepGoing  bool     // after a failure, keep running steps that do not depend on it
+	Jobs      int  // parallel steps; <1 means 1
+	KeepGoing bool // after a failure, keep running steps that do not depend on it
+	// Check builds the targeted steps again and compares them with their
+	// cached results instead of building what is missing (check.go).
+	Check      bool
 	Environ    []string // process environment; only allowlisted names reach steps and keys
 	StateDir   string   // small state files (tool versions); default the cache dir
 	WorkDir    string   // scratch space for steps, on the cache's filesystem
@@ -104,6 +107,9 @@ type Engine struct {
 	results     map[string]*cache.ActionResult // image step id → result
 	keys        map[string]string              // step id → key
 	recipeLinks map[string]ims.Link            // recipe name → its published recipe.tgz
+
+	checked map[string]bool // check mode: the (sub-)step ids checked
+	needed  map[string]bool // check mode: the step ids another selected step needs
 
 	// newOp, when set, makes the op of every image step (tests' fake steps).
 	newOp func(*Step) steps.Op

@@ -1,0 +1,204 @@
+package engine
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/imsbuild/imsbuild/ims"
+)
+
+// The check-mode tests run fake steps (sched_test.go) under -short.
+
+// snapshot lists every file below dir with its content digest, so a test
+// can tell that the cache stayed as it was. Step logs (logs/, beside the
+// cache in a test) are not the cache: a check keeps its own there.
+func snapshot(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	m := map[string]string{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		if strings.HasPrefix(p, filepath.Join(dir, "logs")+"/") {
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		m[strings.TrimPrefix(p, dir)] = fmt.Sprintf("%x", sha256.Sum256(b))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func (b *fakeBuild) check(t *testing.T, targets ...string) (*recorder, error) {
+	t.Helper()
+	e, rec := b.engine(t, Options{Jobs: 2, Check: true})
+	return rec, e.Build(t.Context(), targets)
+}
+
+// TestFakeCheckIdentical: a check rebuilds every image step (parents taken
+// from the cache, never rebuilt twice) and reports them identical; the
+// cache is untouched.
+func TestFakeCheckIdentical(t *testing.T) {
+	b := newFakeBuild(t, "base", "compute<base", "other")
+	if _, err := b.build(t, t.Context(), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	before := snapshot(t, b.cache.Dir())
+	rec, err := b.check(t)
+	if err != nil {
+		t.Fatalf("check of an unchanged build = %v, want nil", err)
+	}
+	want := map[string]Status{"image.base": StatusIdentical, "image.compute": StatusIdentical, "image.other": StatusIdentical}
+	if got := rec.statuses(); !mapsEqual(got, want) {
+		t.Fatalf("statuses = %v, want %v", got, want)
+	}
+	for id, n := range b.steps.builds {
+		if n != 2 {
+			t.Errorf("%s built %d times, want twice (build, check)", id, n)
+		}
+	}
+	checking := 0
+	for _, ev := range rec.events {
+		if ev.Status == StatusChecking {
+			checking++
+		}
+	}
+	if checking != 3 {
+		t.Errorf("%d checking events, want 3", checking)
+	}
+	if diff := cmp.Diff(before, snapshot(t, b.cache.Dir())); diff != "" {
+		t.Errorf("check changed the cache (-before +after):\n%s", diff)
+	}
+}
+
+// TestFakeCheckDiffers: a step whose rebuild gives other bytes is reported
+// with both digests; its child is checked against the cached parent (and
+// so is identical); the cache keeps the old result.
+func TestFakeCheckDiffers(t *testing.T) {
+	b := newFakeBuild(t, "base", "compute<base")
+	b.steps.output["base"] = ims.ArtifactKernel // not a squashfs: compared by digest
+	if _, err := b.build(t, t.Context(), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	before := snapshot(t, b.cache.Dir())
+	b.steps.content["base"] = "not reproducible"
+	rec, err := b.check(t)
+	de, ok := errors.AsType[*DiffError](err)
+	if !ok || de.Step != "image.base" {
+		t.Fatalf("check = %v, want the DiffError of image.base", err)
+	}
+	want := map[string]Status{"image.base": StatusDiffers, "image.compute": StatusIdentical}
+	if got := rec.statuses(); !mapsEqual(got, want) {
+		t.Fatalf("statuses = %v, want %v", got, want)
+	}
+	var ev *Event
+	for i := range rec.events {
+		if rec.events[i].Step == "image.base" && rec.events[i].Status == StatusDiffers {
+			ev = &rec.events[i]
+		}
+	}
+	if ev == nil || ev.Check == nil || len(ev.Check.Outputs) != 1 {
+		t.Fatalf("differs event = %+v, want one output difference", ev)
+	}
+	d := ev.Check.Outputs[0]
+	if d.Name != ims.ArtifactKernel || d.Diff != DiffContent || d.Old == nil || d.New == nil ||
+		d.Old.Size != int64(len("base")) || d.New.Size != int64(len("not reproducible")) || d.Old.Digest == d.New.Digest {
+		t.Errorf("difference = %+v, want the kernel's old and new digest and size", d)
+	}
+	if diff := cmp.Diff(before, snapshot(t, b.cache.Dir())); diff != "" {
+		t.Errorf("check changed the cache (-before +after):\n%s", diff)
+	}
+	// A normal build still finds everything cached: the check recorded nothing.
+	got, err := b.build(t, t.Context(), Options{})
+	if err != nil || !mapsEqual(got, map[string]Status{"image.base": StatusCached, "image.compute": StatusCached}) {
+		t.Fatalf("build after check = %v, %v; want all cached", got, err)
+	}
+}
+
+// TestFakeCheckMissingOutput: an output the rebuild no longer makes is
+// "missing", a new one "extra".
+func TestFakeCheckMissingOutput(t *testing.T) {
+	b := newFakeBuild(t, "base")
+	b.steps.output["base"] = ims.ArtifactKernel
+	if _, err := b.build(t, t.Context(), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	b.steps.output["base"] = ims.ArtifactInitrd
+	_, err := b.check(t)
+	de, ok := errors.AsType[*DiffError](err)
+	if !ok {
+		t.Fatalf("check = %v, want a DiffError", err)
+	}
+	got := []string{}
+	for _, o := range de.Report.Outputs {
+		got = append(got, o.Name+" "+o.Diff)
+	}
+	if want := []string{"initrd extra", "kernel missing"}; !cmp.Equal(got, want) {
+		t.Errorf("differences = %v, want %v", got, want)
+	}
+}
+
+// TestFakeCheckNotBuilt: with nothing cached a check builds nothing and
+// says so for every step; a child of an unbuilt parent is skipped.
+func TestFakeCheckNotBuilt(t *testing.T) {
+	b := newFakeBuild(t, "base", "compute<base", "other")
+	before := snapshot(t, b.cache.Dir())
+	rec, err := b.check(t)
+	nb, ok := errors.AsType[*NotBuiltError](err)
+	if !ok || !strings.Contains(nb.Error(), "not yet built") {
+		t.Fatalf("check = %v, want a NotBuiltError", err)
+	}
+	want := map[string]Status{"image.base": StatusFailed, "image.compute": StatusSkipped, "image.other": StatusFailed}
+	if got := rec.statuses(); !mapsEqual(got, want) {
+		t.Fatalf("statuses = %v, want %v (a not-built step does not stop the others)", got, want)
+	}
+	if len(b.steps.builds) != 0 {
+		t.Errorf("a check of nothing cached built %v", b.steps.builds)
+	}
+	if diff := cmp.Diff(before, snapshot(t, b.cache.Dir())); diff != "" {
+		t.Errorf("check changed the cache (-before +after):\n%s", diff)
+	}
+}
+
+// TestFakeCheckTargets: a target is checked alone, its parent taken from
+// the cache (not rebuilt); a publish or a /prepare of an image without one
+// is a CheckTargetError.
+func TestFakeCheckTargets(t *testing.T) {
+	b := newFakeBuild(t, "base", "compute<base", "other")
+	if _, err := b.build(t, t.Context(), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := b.check(t, "compute")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := rec.statuses(), (map[string]Status{"image.base": StatusCached, "image.compute": StatusIdentical}); !mapsEqual(got, want) {
+		t.Fatalf("statuses = %v, want %v", got, want)
+	}
+	if n := b.steps.builds["image.base"]; n != 1 {
+		t.Errorf("the parent of the checked step was built %d times, want once (the first build)", n)
+	}
+	for _, target := range []string{"image.base/prepare"} {
+		_, err := b.check(t, target)
+		if _, ok := errors.AsType[*CheckTargetError](err); !ok {
+			t.Errorf("check %s = %v, want a CheckTargetError", target, err)
+		}
+	}
+	if _, err := b.check(t, "image.nope"); err == nil {
+		t.Errorf("check of an unknown target succeeded")
+	}
+}
