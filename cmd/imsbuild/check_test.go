@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/imsbuild/imsbuild/engine"
+	"github.com/imsbuild/imsbuild/internal/registrytest"
+	"github.com/imsbuild/imsbuild/internal/s3test"
 )
 
 // cacheFiles lists the action records and blobs of the example's cache
@@ -143,6 +145,48 @@ done
 	r = imsbuild(t, dir, "plan", ".")
 	if r.code != 0 || !strings.Contains(r.stdout, "cached   image.compute") {
 		t.Errorf("plan after check: exit %d, want image.compute still cached\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// TestBuildCheckRemoteCache: a fresh runner checks what another one built
+// against the remote cache it shared (S3 and OCI): the parent and the
+// cached outputs come from the remote, an unchanged base is identical and
+// a customize step that writes the time differs, naming the file.
+func TestBuildCheckRemoteCache(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts S3 and registry servers")
+	}
+	srv := s3test.Start(t)
+	srv.CreateBucket(t, "ci-cache")
+	reg := registrytest.Start(t)
+	env := []string{"AWS_ACCESS_KEY_ID=" + srv.AccessKey, "AWS_SECRET_ACCESS_KEY=" + srv.SecretKey}
+	for _, remote := range []string{
+		"s3://ci-cache/check?endpoint=" + srv.Endpoint + "&path_style=true&region=" + srv.Region,
+		"oci://" + reg.Host + "/ci/check-cache",
+	} {
+		t.Run(strings.SplitN(remote, ":", 2)[0], func(t *testing.T) {
+			stamp := []byte("#!/bin/sh\ndate +%s%N > /etc/stamp\n")
+			a := example(t)
+			if err := os.WriteFile(filepath.Join(a, "scripts/compute.sh"), stamp, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			r := imsbuildEnv(t, a, env, "build", "--cache-to", remote, ".")
+			if r.code != 0 {
+				t.Fatalf("runner A exit %d:\n%s\n%s", r.code, r.stdout, r.stderr)
+			}
+			for built := time.Now().Unix(); time.Now().Unix() == built; { // busybox's date has no %N
+				time.Sleep(10 * time.Millisecond)
+			}
+			b := example(t)
+			if err := os.WriteFile(filepath.Join(b, "scripts/compute.sh"), stamp, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			r = imsbuildEnv(t, b, env, "build", "--check", "--cache-from", remote, ".")
+			if r.code != 1 || !strings.Contains(r.stdout, "image.base               identical") ||
+				!strings.Contains(r.stdout, "/etc/stamp: content differs") || strings.Contains(r.stdout, " 0 blobs downloaded") {
+				t.Fatalf("runner B check exit %d, want 1 with base identical, /etc/stamp named and blobs from the remote\n%s\n%s", r.code, r.stdout, r.stderr)
+			}
+		})
 	}
 }
 
