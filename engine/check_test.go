@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/imsbuild/imsbuild/ims"
+	"github.com/imsbuild/imsbuild/internal/testutil"
 )
 
 // The check-mode tests run fake steps (sched_test.go) under -short.
@@ -200,5 +202,59 @@ func TestFakeCheckTargets(t *testing.T) {
 	}
 	if _, err := b.check(t, "image.nope"); err == nil {
 		t.Errorf("check of an unknown target succeeded")
+	}
+}
+
+// TestKiwiCheck: a check of a recipe image rebuilds the image step from
+// the cached prepared root (kiwi does not run); image.x/prepare runs kiwi
+// again and compares the prepared roots, the image step not run; a kiwi
+// that writes the time into the root makes the prepare differ.
+func TestKiwiCheck(t *testing.T) {
+	runs := testutil.FakeKiwi(t)
+	inner, err := exec.LookPath("kiwi-ng")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, _ := repoServer(t)
+	f := kiwiFixture(t, srv.URL+"/debian")
+	if _, err := f.build(t, t.Context(), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := f.build(t, t.Context(), Options{Check: true})
+	want := map[string]Status{"image.base/prepare": StatusCached, "image.base": StatusIdentical, "image.compute": StatusIdentical}
+	if err != nil || !mapsEqual(got, want) || runs() != 1 {
+		t.Fatalf("check = %v, %v with %d kiwi runs; want %v and 1 run", got, err, runs(), want)
+	}
+	checkPrepare := func() (map[string]Status, error) {
+		t.Helper()
+		rec := &recorder{}
+		e, err := New(f.cfg, f.cache, f.cache.Actions(), Options{Check: true, Events: rec.add, WorkDir: filepath.Join(f.cache.Dir(), "work", "t")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = e.Build(t.Context(), []string{"image.base/prepare"})
+		return rec.statuses(), err
+	}
+	got, err = checkPrepare()
+	if want := (map[string]Status{"image.base/prepare": StatusIdentical}); err != nil || !mapsEqual(got, want) || runs() != 2 {
+		t.Fatalf("check of the prepare = %v, %v with %d kiwi runs in all; want %v, 2 runs", got, err, runs(), want)
+	}
+
+	// A kiwi that leaves the time in the root.
+	wrap := t.TempDir()
+	script := "#!/bin/sh\n" + inner + " \"$@\" || exit $?\n" +
+		"while [ $# -gt 0 ]; do [ \"$1\" = --root ] && date +%s%N > \"$2/etc/prepared-at\"; shift; done\n"
+	if err := os.WriteFile(filepath.Join(wrap, "kiwi-ng"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", wrap+":"+os.Getenv("PATH"))
+	got, err = checkPrepare()
+	de, ok := errors.AsType[*DiffError](err)
+	if want := (map[string]Status{"image.base/prepare": StatusDiffers}); !ok || !mapsEqual(got, want) {
+		t.Fatalf("check of a prepare that writes the time = %v, %v; want %v", got, err, want)
+	}
+	if o := de.Report.Outputs; len(o) != 1 || o[0].Name != "prepared-root" || len(o[0].Changes) == 0 ||
+		o[0].Changes[len(o[0].Changes)-1].Path != "/etc/prepared-at" || o[0].Changes[len(o[0].Changes)-1].What != "extra" {
+		t.Fatalf("differences = %+v, want /etc/prepared-at extra in the prepared root", o)
 	}
 }
