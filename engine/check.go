@@ -278,9 +278,21 @@ func (e *Engine) checkCached(ctx context.Context, id string, pre *Preimage, logN
 		e.emit(ev)
 		return nil
 	}
+	redactChanges(rep, e.redact)
 	ev.Status, ev.Check = StatusDiffers, rep
 	e.emit(ev)
 	return &DiffError{Step: id, Report: rep}
+}
+
+// redactChanges masks sensitive values in the changes of rep: paths, link
+// targets and xattr values come from the image, where a script may have
+// put one.
+func redactChanges(rep *CheckReport, redact func(string) string) {
+	for i := range rep.Outputs {
+		for j, c := range rep.Outputs[i].Changes {
+			rep.Outputs[i].Changes[j] = treediff.Change{Path: redact(c.Path), What: c.What, Old: redact(c.Old), New: redact(c.New)}
+		}
+	}
 }
 
 // isTree says which outputs are squashfs trees, compared path by path.

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -15,6 +16,8 @@ import (
 
 	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/internal/testutil"
+	"github.com/imsbuild/imsbuild/internal/treediff"
+	"github.com/imsbuild/imsbuild/spec"
 )
 
 // The check-mode tests run fake steps (sched_test.go) under -short.
@@ -256,5 +259,24 @@ func TestKiwiCheck(t *testing.T) {
 	if o := de.Report.Outputs; len(o) != 1 || o[0].Name != "prepared-root" || len(o[0].Changes) == 0 ||
 		o[0].Changes[len(o[0].Changes)-1].Path != "/etc/prepared-at" || o[0].Changes[len(o[0].Changes)-1].What != "extra" {
 		t.Fatalf("differences = %+v, want /etc/prepared-at extra in the prepared root", o)
+	}
+}
+
+// TestRedactChanges: a sensitive value in a path, link target or xattr of
+// the image never reaches a check's report.
+func TestRedactChanges(t *testing.T) {
+	const secret = "hunter2-very-secret"
+	rep := &CheckReport{Outputs: []OutputDiff{{Name: "rootfs", Changes: []treediff.Change{
+		{Path: "/etc/" + secret, What: treediff.Extra},
+		{Path: "/etc/link", What: treediff.Symlink, Old: "/a", New: "/" + secret},
+		{Path: "/bin/sh", What: treediff.Xattr, Old: `user.k="` + secret + `"`},
+	}}}}
+	redactChanges(rep, spec.NewRedactor([]string{secret}))
+	b, err := json.Marshal(rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), secret) || !strings.Contains(string(b), spec.Redacted) {
+		t.Fatalf("redacted report = %s, want the secret masked", b)
 	}
 }
