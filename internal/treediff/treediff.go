@@ -282,9 +282,9 @@ func (d *differ) xattrs(rel, op, np string) error {
 func readXattrs(p string) (map[string]string, error) {
 	buf := make([]byte, 4096)
 	n, err := unix.Llistxattr(p, buf)
-	if errors.Is(err, unix.ERANGE) {
-		sz, err := unix.Llistxattr(p, nil)
-		if err != nil {
+	if errors.Is(err, unix.ERANGE) { // a long list: ask its size
+		var sz int
+		if sz, err = unix.Llistxattr(p, nil); err != nil {
 			return nil, fmt.Errorf("xattrs of %s: %w", p, err)
 		}
 		buf = make([]byte, sz)

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -103,6 +104,17 @@ func TestDirs(t *testing.T) {
 				t.Fatalf("setxattr (the test tree's filesystem must support user xattrs): %v", err)
 			}
 		}, want: []Change{{Path: "/bin/sh", What: Xattr, New: `user.imsbuild="v1"`}}},
+		{name: "long xattr value", change: func(t *testing.T, r string) {
+			// Longer than the first read buffer: the value is read again at its size.
+			if err := unix.Lsetxattr(filepath.Join(r, "bin/sh"), "user.long", []byte(strings.Repeat("b", 1000)), 0); err != nil {
+				t.Fatal(err)
+			}
+		}, want: []Change{{Path: "/bin/sh", What: Xattr, New: `user.long="` + strings.Repeat("b", 1000) + `"`}}},
+		{name: "binary xattr value", change: func(t *testing.T, r string) {
+			if err := unix.Lsetxattr(filepath.Join(r, "bin/sh"), "user.bin", []byte{1, 0, 2}, 0); err != nil {
+				t.Fatal(err)
+			}
+		}, want: []Change{{Path: "/bin/sh", What: Xattr, New: `user.bin=(3 bytes)`}}},
 		{name: "owner", root: true, change: func(t *testing.T, r string) {
 			if err := os.Lchown(filepath.Join(r, "etc/passwd"), 1000, 100); err != nil {
 				t.Fatal(err)
