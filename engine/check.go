@@ -266,7 +266,7 @@ func (e *Engine) checkCached(ctx context.Context, id string, pre *Preimage, logN
 	if buildErr != nil {
 		return &StepError{Step: id, LogPath: logPath, LogTail: lw.Tail(), Err: buildErr}
 	}
-	rep, err := e.compare(ctx, old, res, st, scratch)
+	rep, err := e.compare(ctx, id, old, res, st, scratch)
 	if err != nil {
 		return fmt.Errorf("%s: compare with the cached result: %w", id, err)
 	}
@@ -302,7 +302,7 @@ func isTree(name string) bool {
 
 // compare lists the outputs of the rebuild (in newStore) that differ from
 // the cached result.
-func (e *Engine) compare(ctx context.Context, old, rebuilt *cache.ActionResult, newStore *local.Cache, scratch string) (*CheckReport, error) {
+func (e *Engine) compare(ctx context.Context, id string, old, rebuilt *cache.ActionResult, newStore *local.Cache, scratch string) (*CheckReport, error) {
 	names := make([]string, 0, len(old.Outputs)+len(rebuilt.Outputs))
 	for n := range old.Outputs {
 		names = append(names, n)
@@ -328,6 +328,8 @@ func (e *Engine) compare(ctx context.Context, old, rebuilt *cache.ActionResult, 
 		default:
 			d.Diff, d.Old, d.New = DiffContent, &o, &r
 			if isTree(n) {
+				// Unpacking both takes a while on a large root: say why.
+				e.emit(Event{Step: id, Status: StatusLog, Line: fmt.Sprintf("%s differs (%s → %s): unpacking both to compare their trees", n, o.Digest, r.Digest)})
 				tr, err := e.compareTrees(ctx, o.Digest, r.Digest, newStore, scratch)
 				if err != nil {
 					return nil, fmt.Errorf("%s: %w", n, err)

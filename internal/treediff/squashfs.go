@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"path/filepath"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/imsbuild/imsbuild/internal/tail"
 )
 
@@ -21,10 +23,12 @@ func Squashfs(ctx context.Context, oldFile, newFile, scratch string, max int) (*
 	}
 	defer os.RemoveAll(dir)
 	oldDir, newDir := filepath.Join(dir, "old"), filepath.Join(dir, "new")
-	if err := unsquash(ctx, oldFile, oldDir); err != nil {
-		return nil, err
-	}
-	if err := unsquash(ctx, newFile, newDir); err != nil {
+	// Both at once: each unsquashfs waits on its reads and writes as much
+	// as on its decompression.
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return unsquash(gctx, oldFile, oldDir) })
+	g.Go(func() error { return unsquash(gctx, newFile, newDir) })
+	if err := g.Wait(); err != nil {
 		return nil, err
 	}
 	return Dirs(ctx, oldDir, newDir, max)
