@@ -35,7 +35,8 @@ import (
 //     check has nothing to compare with, and a build would change the cache.
 //   - The cache stays as it was: a rebuild's outputs go to a scratch store
 //     that is removed after the comparison, its log to <step>.check.log.
-//   - Publishes do not run.
+//   - Publishes do not run; interactive images (never cached) are skipped
+//     unless named, when they are not yet built.
 //
 // A differing output is summarised: a squashfs (rootfs, prepared root) as
 // the first treediff.DefaultMax changes of its tree and their count; any
@@ -143,7 +144,7 @@ func (e *Engine) selectCheck(targets []string) ([]*Step, error) {
 		if s.Kind == KindPublish {
 			continue
 		}
-		if len(targets) == 0 {
+		if len(targets) == 0 && e.cacheable(s) {
 			e.checked[s.ID] = true
 		}
 		for _, d := range s.Deps {
@@ -158,6 +159,12 @@ func (e *Engine) selectCheck(targets []string) ([]*Step, error) {
 // others from the cache. It reports its own events; a difference comes
 // back as a *DiffError (joined when prepare and image both differ).
 func (e *Engine) checkStep(ctx context.Context, s *Step) error {
+	if !e.checked[s.ID] && !e.checked[prepareID(s)] && !e.needed[s.ID] {
+		// Only an interactive image, with no target given: a person's
+		// work is never cached, so there is nothing to check against.
+		e.emit(Event{Step: s.ID, Status: StatusSkipped, Reason: "an interactive image is never cached: nothing to check"})
+		return nil
+	}
 	ops, err := e.opsOf(s, false) // no handover: the image step unpacks the cached prepared root
 	if err != nil {
 		return err

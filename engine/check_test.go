@@ -179,6 +179,26 @@ func TestFakeCheckNotBuilt(t *testing.T) {
 	}
 }
 
+// TestFakeCheckInteractive: with no target, an interactive image (never
+// cached) is skipped and the others are checked; named, it is not built.
+func TestFakeCheckInteractive(t *testing.T) {
+	b := newFakeBuild(t, "base", "other")
+	if _, err := b.build(t, t.Context(), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	e, rec := b.engine(t, Options{Check: true, Interactive: []string{"other"}})
+	if err := e.Build(t.Context(), nil); err != nil {
+		t.Fatalf("check = %v, want nil", err)
+	}
+	if got, want := rec.statuses(), (map[string]Status{"image.base": StatusIdentical, "image.other": StatusSkipped}); !mapsEqual(got, want) {
+		t.Fatalf("statuses = %v, want %v", got, want)
+	}
+	e, _ = b.engine(t, Options{Check: true, Interactive: []string{"other"}})
+	if _, ok := errors.AsType[*NotBuiltError](e.Build(t.Context(), []string{"other"})); !ok {
+		t.Errorf("check of a named interactive image: want a NotBuiltError")
+	}
+}
+
 // TestFakeCheckTargets: a target is checked alone, its parent taken from
 // the cache (not rebuilt); a publish or a /prepare of an image without one
 // is a CheckTargetError.

@@ -158,7 +158,8 @@ is given; image.x checks that image step (a recipe image's from its cached prepa
 image.x/prepare checks a recipe's kiwi prepare (only when named: it takes minutes). Parents and
 prepares that are not checked come from the cache, so only the checked steps run; a remote
 cache (--cache-from) serves them and the cached outputs. The cache is left as it was: the
-rebuild goes to scratch space, its log to <step>.check.log. Nothing is published. A step
+rebuild goes to scratch space, its log to <step>.check.log. Nothing is published; interactive
+images, never cached, are skipped. A step
 reports "identical" or "DIFFERS" with the outputs that differ: a squashfs (rootfs, prepared
 root) as the paths whose content, mode, owner, mtime, xattr, symlink target or type differ, or
 that are missing or extra (the first 20 and a count); other outputs by digest and size. With
