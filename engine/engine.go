@@ -23,11 +23,8 @@ import (
 
 // Options configure an Engine. The CLI fills them from flags.
 type Options struct {
-	Jobs      int  // parallel steps; <1 means 1
-	KeepGoing bool // after a failure, keep running steps that do not depend on it
-	// Check builds the targeted steps again and compares them with their
-	// cached results instead of building what is missing (check.go).
-	Check      bool
+	Jobs       int      // parallel steps; <1 means 1
+	KeepGoing  bool     // after a failure, keep running steps that do not depend on it
 	Environ    []string // process environment; only allowlisted names reach steps and keys
 	StateDir   string   // small state files (tool versions); default the cache dir
 	WorkDir    string   // scratch space for steps, on the cache's filesystem
@@ -78,6 +75,10 @@ type Options struct {
 	// HMACKey stands in keys for the sensitive values of the build
 	// (spec.Config.Sensitive); see sensitive.go. Required when there are any.
 	HMACKey []byte
+
+	// Check builds the targeted steps again and compares them with their
+	// cached results instead of building what is missing (check.go).
+	Check bool
 }
 
 // Engine plans and runs the steps of one build.
