@@ -70,6 +70,9 @@ type OutputDiff struct {
 	// order; TotalChanges counts them all.
 	Changes      []treediff.Change `json:"changes,omitempty"`
 	TotalChanges int               `json:"total_changes,omitempty"`
+	// Note says what the digests alone do not: a squashfs whose trees are
+	// equal differs in its layout or compression only.
+	Note string `json:"note,omitempty"`
 }
 
 // DiffError is a checked step whose rebuild differs from its cached result.
@@ -342,6 +345,9 @@ func (e *Engine) compare(ctx context.Context, id string, old, rebuilt *cache.Act
 					return nil, fmt.Errorf("%s: %w", n, err)
 				}
 				d.Changes, d.TotalChanges = tr.Changes, tr.Total
+				if tr.Total == 0 {
+					d.Note = "the trees are equal: the squashfs files differ in layout or compression only"
+				}
 			}
 		}
 		rep.Outputs = append(rep.Outputs, d)

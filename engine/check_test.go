@@ -300,3 +300,55 @@ func TestRedactChanges(t *testing.T) {
 		t.Fatalf("redacted report = %s, want the secret masked", b)
 	}
 }
+
+// TestFakeCheckSquashfsTrees: a differing rootfs is unpacked (the real
+// unsquashfs) and its tree compared: a changed file is named; equal trees
+// in squashfs files that differ in compression only are said to be so.
+func TestFakeCheckSquashfsTrees(t *testing.T) {
+	mk := testutil.RequireTool(t, "mksquashfs")
+	testutil.RequireTool(t, "unsquashfs")
+	squash := func(motd, comp string) string {
+		t.Helper()
+		root := t.TempDir()
+		if err := os.MkdirAll(filepath.Join(root, "etc"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, "etc/motd"), []byte(motd), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out := filepath.Join(t.TempDir(), "rootfs")
+		if b, err := exec.Command(mk, root, out, "-noappend", "-no-progress", "-quiet", "-all-root", "-all-time", "1", "-mkfs-time", "1", "-comp", comp).CombinedOutput(); err != nil {
+			t.Fatalf("mksquashfs: %v\n%s", err, b)
+		}
+		b, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	for _, tc := range []struct {
+		name, motd, comp string
+		want             func(OutputDiff) bool
+	}{
+		{"changed file", "other\n", "gzip", func(d OutputDiff) bool {
+			return d.TotalChanges == 1 && d.Changes[0].Path == "/etc/motd" && d.Changes[0].What == treediff.Content && d.Note == ""
+		}},
+		{"compression only", "hello\n", "xz", func(d OutputDiff) bool {
+			return d.TotalChanges == 0 && strings.Contains(d.Note, "trees are equal")
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newFakeBuild(t, "base")
+			b.steps.content["base"] = squash("hello\n", "gzip")
+			if _, err := b.build(t, t.Context(), Options{}); err != nil {
+				t.Fatal(err)
+			}
+			b.steps.content["base"] = squash(tc.motd, tc.comp)
+			_, err := b.check(t)
+			de, ok := errors.AsType[*DiffError](err)
+			if !ok || len(de.Report.Outputs) != 1 || de.Report.Outputs[0].Name != ims.ArtifactRootfs || !tc.want(de.Report.Outputs[0]) {
+				t.Fatalf("check = %v (%+v)", err, de)
+			}
+		})
+	}
+}

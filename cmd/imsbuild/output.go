@@ -303,6 +303,9 @@ func checkDetail(r *engine.CheckReport) string {
 		if o.TotalChanges > 0 {
 			fmt.Fprintf(&b, ", %d changes", o.TotalChanges)
 		}
+		if o.Note != "" {
+			fmt.Fprintf(&b, "; %s", o.Note)
+		}
 		b.WriteString("\n")
 		for _, c := range o.Changes {
 			fmt.Fprintf(&b, "             %s\n", printable(c.String()))
