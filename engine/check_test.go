@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
@@ -350,5 +351,41 @@ func TestFakeCheckSquashfsTrees(t *testing.T) {
 				t.Fatalf("check = %v (%+v)", err, de)
 			}
 		})
+	}
+}
+
+// TestFakeCheckCancel: a cancelled check stops the rebuild, leaves no
+// scratch space and the cache as it was.
+func TestFakeCheckCancel(t *testing.T) {
+	b := newFakeBuild(t, "slow")
+	if _, err := b.build(t, t.Context(), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	before := snapshot(t, b.cache.Dir())
+	b.steps.wait["slow"] = func(ctx context.Context) error {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	workDir := filepath.Join(t.TempDir(), "work")
+	rec := &recorder{}
+	e, _ := b.engine(t, Options{Check: true, WorkDir: workDir, Events: func(ev Event) {
+		rec.add(ev)
+		if ev.Line == "building image.slow" {
+			cancel()
+		}
+	}})
+	if err := e.Build(ctx, nil); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Build() = %v, want context.Canceled", err)
+	}
+	if got, want := rec.statuses(), (map[string]Status{"image.slow": StatusCancelled}); !mapsEqual(got, want) {
+		t.Fatalf("statuses = %v, want %v", got, want)
+	}
+	if left, _ := os.ReadDir(workDir); len(left) != 0 {
+		t.Errorf("work dir not cleaned: %v", left)
+	}
+	if diff := cmp.Diff(before, snapshot(t, b.cache.Dir())); diff != "" {
+		t.Errorf("a cancelled check changed the cache (-before +after):\n%s", diff)
 	}
 }
