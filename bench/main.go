@@ -12,6 +12,7 @@
 //   - pack: builders/pack.Pack vs the same mksquashfs command by hand.
 //   - noop: `imsbuild build` of a 10-image graph, all cached, vs `imsbuild version` + hashing the inputs.
 //   - customize: a one-line script on a 400 MB image vs unsquashfs+chroot+mksquashfs by hand.
+//   - check: `imsbuild build --check` of a pack-only step vs mksquashfs by hand and vs a build of it.
 //   - kiwi (-only kiwi; minutes): recipe builds vs `kiwi-ng system build`.
 //   - s3, oci: publishing 1 GiB vs aws s3 cp and crane push.
 //   - serve-create-warm (-only serve-create-warm; minutes, real kiwi): a second IMS create job
@@ -41,7 +42,7 @@ func main() {
 	sizeMB := flag.Int("size", 400, "size of the generated tree in MB")
 	files := flag.Int("files", 11000, "number of files in the generated tree")
 	keep := flag.Bool("keep", false, "keep the scratch directory")
-	only := flag.String("only", "treehash,pack,noop,customize", "comma-separated benchmarks to run")
+	only := flag.String("only", "treehash,pack,noop,customize,check", "comma-separated benchmarks to run")
 	flag.IntVar(&pairRuns, "pairs", pairRuns, "A/B pairs per comparison (at least 3 for a figure worth quoting)")
 	flag.Parse()
 	if pairRuns < 1 {
@@ -54,7 +55,7 @@ func main() {
 		defer os.RemoveAll(scratch)
 	}
 	tree := filepath.Join(scratch, "tree")
-	if strings.Contains(*only, "treehash") || strings.Contains(*only, "pack") || strings.Contains(*only, "customize") {
+	if strings.Contains(*only, "treehash") || strings.Contains(*only, "pack") || strings.Contains(*only, "customize") || strings.Contains(*only, "check") {
 		fmt.Printf("generating %d MB in %d files...\n", *sizeMB, *files)
 		check(genTree(tree, int64(*sizeMB)<<20, *files))
 		dropCaches()
@@ -70,6 +71,8 @@ func main() {
 			benchNoop(ctx, scratch, *bin)
 		case "customize":
 			benchCustomize(scratch, tree, *bin)
+		case "check":
+			benchCheck(scratch, tree, *bin)
 		case "kiwi":
 			benchKiwi(scratch, *bin)
 		case "s3", "oci":

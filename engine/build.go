@@ -19,6 +19,9 @@ import (
 func (e *Engine) Build(ctx context.Context, targets []string) error {
 	defer e.closePackageProxy()
 	steps, err := e.graph.Select(targets)
+	if e.opts.Check {
+		steps, err = e.selectCheck(targets)
+	}
 	if err != nil {
 		return err
 	}
@@ -75,8 +78,16 @@ func (e *Engine) Build(ctx context.Context, targets []string) error {
 			start := time.Now()
 			cached, bytes, err := e.runStep(ctx, s)
 			ev := Event{Step: s.ID, Key: e.key(s.ID), DurationMS: time.Since(start).Milliseconds(), Bytes: bytes}
+			if err != nil && onlyDiffs(err) {
+				// Reported by the check; not a failure: dependents are
+				// checked against the cached result.
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+				return nil
+			}
 			if err != nil {
-				if !e.opts.KeepGoing {
+				if _, notBuilt := errors.AsType[*NotBuiltError](err); !e.opts.KeepGoing && !notBuilt {
 					stop.Store(true)
 				}
 				markBad(s, err)
@@ -105,9 +116,12 @@ func (e *Engine) Build(ctx context.Context, targets []string) error {
 	return errors.Join(errs...)
 }
 
-// runStep runs one step and reports whether it came from the cache and how
-// many bytes it produced.
+// runStep runs one step and reports whether it came from the cache (or
+// reported its own outcome, as a check does) and how many bytes it produced.
 func (e *Engine) runStep(ctx context.Context, s *Step) (cached bool, bytes int64, err error) {
+	if e.opts.Check {
+		return true, 0, e.checkStep(ctx, s)
+	}
 	if s.Kind == KindPublish {
 		return false, 0, e.runPublish(ctx, s)
 	}
@@ -119,4 +133,18 @@ func (e *Engine) runStep(ctx context.Context, s *Step) (cached bool, bytes int64
 		bytes += o.Size
 	}
 	return cached, bytes, nil
+}
+
+// onlyDiffs reports an error made of *DiffErrors only (a check's findings).
+func onlyDiffs(err error) bool {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			if !onlyDiffs(e) {
+				return false
+			}
+		}
+		return true
+	}
+	_, ok := err.(*DiffError)
+	return ok
 }

@@ -86,6 +86,10 @@ type Options struct {
 	// HMACKey stands in keys for the sensitive values of the build
 	// (spec.Config.Sensitive); see sensitive.go. Required when there are any.
 	HMACKey []byte
+
+	// Check builds the targeted steps again and compares them with their
+	// cached results instead of building what is missing (check.go).
+	Check bool
 }
 
 // Engine plans and runs the steps of one build.
@@ -115,6 +119,9 @@ type Engine struct {
 	results     map[string]*cache.ActionResult // image step id → result
 	keys        map[string]string              // step id → key
 	recipeLinks map[string]ims.Link            // recipe name → its published recipe.tgz
+
+	checked map[string]bool // check mode: the (sub-)step ids checked
+	needed  map[string]bool // check mode: the step ids another selected step needs
 
 	// newOp, when set, makes the op of every image step (tests' fake steps).
 	newOp func(*Step) steps.Op

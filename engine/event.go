@@ -17,6 +17,12 @@ const (
 	// StatusCancelled ends a step that was running when the build was
 	// cancelled (Ctrl-C, SIGTERM): its error is the cancellation, not a fault.
 	StatusCancelled Status = "cancelled"
+
+	// Check mode (Options.Check): a checked step starts "checking" and
+	// ends "identical" or "differs" (with Event.Check), or "failed".
+	StatusChecking  Status = "checking"
+	StatusIdentical Status = "identical"
+	StatusDiffers   Status = "differs"
 )
 
 // Event is one entry of the typed event stream that feeds the progress
@@ -33,4 +39,7 @@ type Event struct {
 	Error      string    `json:"error,omitempty"`
 	LogPath    string    `json:"log_path,omitempty"`
 	SSH        *SSHInfo  `json:"ssh,omitempty"` // status waiting
+
+	// Check says what differs from the cached result (status differs).
+	Check *CheckReport `json:"check,omitempty"`
 }

@@ -104,6 +104,11 @@ func (e *Engine) runCached(ctx context.Context, id string, pre *Preimage, logNam
 
 // build runs op in a private scratch directory, removed whatever happens.
 func (e *Engine) build(ctx context.Context, id string, op steps.Op, log io.Writer) (*cache.ActionResult, error) {
+	return e.buildIn(ctx, id, op, log, e.store)
+}
+
+// buildIn is build with the outputs going to store.
+func (e *Engine) buildIn(ctx context.Context, id string, op steps.Op, log io.Writer, store cache.Store) (*cache.ActionResult, error) {
 	if err := os.MkdirAll(e.opts.WorkDir, 0o755); err != nil {
 		return nil, err
 	}
@@ -115,7 +120,7 @@ func (e *Engine) build(ctx context.Context, id string, op steps.Op, log io.Write
 	return op.Build(ctx, steps.Env{
 		Work:    work,
 		Log:     log,
-		Store:   e.store,
+		Store:   store,
 		Environ: envList(e.allowedEnv()),
 		Sandbox: e.sandbox,
 		Result:  e.result,

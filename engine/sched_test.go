@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -30,6 +31,7 @@ type fakeSteps struct {
 	version map[string]string // image label → a key attribute (changing it changes the key)
 	content map[string]string // image label → its rootfs bytes (default: the label)
 	fail    map[string]bool   // image labels whose build fails
+	output  map[string]string // image label → its output's name (default rootfs)
 	// wait, when set for a label, runs in its build before it ends (a
 	// barrier or a block until cancelled).
 	wait             map[string]func(ctx context.Context) error
@@ -38,7 +40,7 @@ type fakeSteps struct {
 
 func newFakeSteps() *fakeSteps {
 	return &fakeSteps{builds: map[string]int{}, version: map[string]string{}, content: map[string]string{},
-		fail: map[string]bool{}, wait: map[string]func(context.Context) error{}}
+		fail: map[string]bool{}, output: map[string]string{}, wait: map[string]func(context.Context) error{}}
 }
 
 type fakeOp struct {
@@ -82,6 +84,7 @@ func (o *fakeOp) Build(ctx context.Context, env steps.Env) (*cache.ActionResult,
 	if !ok {
 		content = label
 	}
+	outName := cmp.Or(f.output[label], ims.ArtifactRootfs)
 	f.mu.Unlock()
 	defer func() {
 		f.mu.Lock()
@@ -111,7 +114,7 @@ func (o *fakeOp) Build(ctx context.Context, env steps.Env) (*cache.ActionResult,
 	if err != nil {
 		return nil, err
 	}
-	return &cache.ActionResult{Outputs: map[string]cache.Output{ims.ArtifactRootfs: {Digest: d, Size: size}}}, nil
+	return &cache.ActionResult{Outputs: map[string]cache.Output{outName: {Digest: d, Size: size}}}, nil
 }
 
 // fakeBuild is a build graph of fake steps: images named by label, each

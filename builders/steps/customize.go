@@ -51,6 +51,14 @@ func customizeKeyOf(ctx context.Context, c spec.Customize, k KeyEnv) (CustomizeK
 			}
 			if f.HasMode {
 				d += " mode=" + spec.FormatMode(f.Mode)
+			} else {
+				// The copy keeps the source's mode (customize.Files), so
+				// that mode decides the image as much as the content does.
+				fi, err := os.Stat(f.Source)
+				if err != nil {
+					return ck, fmt.Errorf("mode of file %s: %w", f.Source, err)
+				}
+				d += " source_mode=" + spec.FormatMode(fi.Mode())
 			}
 			if f.Owner != "" {
 				d += " owner=" + f.Owner

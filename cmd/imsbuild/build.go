@@ -131,6 +131,7 @@ func newBuildCmd(g *globalFlags) *cobra.Command {
 		sshTimeout  time.Duration
 		trackRepos  bool
 		locked      bool
+		check       bool
 	)
 	cmd := &cobra.Command{
 		Use:   "build [DIR] [TARGET...]",
@@ -162,12 +163,28 @@ Without --locked a lock file is only compared: a recipe that now resolves other 
 builds, with a warning in its prepare log.
 
 On a terminal, progress is a live display; otherwise plain timestamped lines; --json prints
-one event per line (step, status, key, duration_ms, bytes, error).`,
+one event per line (step, status, key, duration_ms, bytes, error).
+
+--check builds the checked steps again without reading their cached results and compares
+the new outputs with the cached ones, as Nix's --check does: every image step when no TARGET
+is given; image.x checks that image step (a recipe image's from its cached prepared root);
+image.x/prepare checks a recipe's kiwi prepare (only when named: it takes minutes). Parents and
+prepares that are not checked come from the cache, so only the checked steps run; a remote
+cache (--cache-from) serves them and the cached outputs. The cache is left as it was: the
+rebuild goes to scratch space, its log to <step>.check.log. Nothing is published; interactive
+images, never cached, are skipped. A step
+reports "identical" or "DIFFERS" with the outputs that differ: a squashfs (rootfs, prepared
+root) as the paths whose content, mode, owner, mtime, xattr, symlink target or type differ, or
+that are missing or extra (the first 20 and a count); other outputs by digest and size. With
+--json the "differs" event holds them ("check"). Exit status: 0 all identical, 1 a difference
+or a failed rebuild, 2 a checked step (or its parent) not yet built, as nothing can be
+compared (build it first).`,
 		Example: `  imsbuild build examples/busybox
   imsbuild build . image.compute -var release=bookworm
   imsbuild build --json -j 4 --keep-going .
   imsbuild build --locked .
-  imsbuild build --interactive image.compute --ssh-public-key ~/.ssh/id_ed25519.pub .`,
+  imsbuild build --interactive image.compute --ssh-public-key ~/.ssh/id_ed25519.pub .
+  imsbuild build --check examples/busybox`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, c, targets, err := loadBuild(cmd.Context(), g, args)
 			if err != nil {
@@ -184,7 +201,11 @@ one event per line (step, status, key, duration_ms, bytes, error).`,
 			}
 			defer release()
 			out := newPrinter(cmd.OutOrStdout(), os.Stderr, g.json)
+			out.check = check
 			defer out.Close()
+			if check && (len(interactive) > 0 || debug) {
+				return usageError{errors.New("--check rebuilds unattended: it does not take --interactive or --debug-on-failure")}
+			}
 			var keys []string
 			if len(interactive) > 0 || debug {
 				if keys, err = readPublicKeys(keyFiles); err != nil {
@@ -210,6 +231,7 @@ one event per line (step, status, key, duration_ms, bytes, error).`,
 				PackageStore:      c.Cache,
 				PackageActions:    c.Actions(),
 				KeepGoing:         keepGoing,
+				Check:             check,
 				Environ:           os.Environ(),
 				StateDir:          c.Dir(),
 				WorkDir:           work,
@@ -236,6 +258,12 @@ one event per line (step, status, key, duration_ms, bytes, error).`,
 			if _, ok := errors.AsType[*engine.UnknownTargetError](err); ok {
 				return usageError{err}
 			}
+			if _, ok := errors.AsType[*engine.CheckTargetError](err); ok {
+				return usageError{err}
+			}
+			if check {
+				return checkExit(err)
+			}
 			var se *engine.StepError
 			if errors.As(err, &se) || out.Failed() {
 				return reportedError{exitFailed}
@@ -243,6 +271,7 @@ one event per line (step, status, key, duration_ms, bytes, error).`,
 			return errors.New(e.Redact(err.Error()))
 		},
 	}
+	cmd.Flags().BoolVar(&check, "check", false, "build the checked steps again and compare them with the cache; exit 1 if they differ (nothing is cached or published)")
 	cmd.Flags().BoolVar(&keepGoing, "keep-going", false, "after a failure, keep building steps that do not depend on it")
 	cmd.Flags().StringArrayVar(&interactive, "interactive", nil, "open an SSH environment in this image after its customize blocks (repeatable)")
 	cmd.Flags().BoolVar(&debug, "debug-on-failure", false, "open an SSH environment in the build root of a failed image")
@@ -251,6 +280,32 @@ one event per line (step, status, key, duration_ms, bytes, error).`,
 	cmd.Flags().BoolVar(&locked, "locked", false, "build every recipe exactly as imsbuild.lock.json says; fail if any package would differ")
 	cmd.Flags().DurationVar(&sshTimeout, "ssh-timeout", 0, "fail an SSH environment nobody completes within this time (default: the block's timeout, else 2h)")
 	return cmd
+}
+
+// checkExit classifies the outcome of build --check: 1 for a difference or
+// a failed rebuild, else 2 when a step had nothing cached to compare with.
+// The events have said which.
+func checkExit(err error) error {
+	var fails, notBuilt bool
+	var walk func(error)
+	walk = func(err error) {
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			for _, e := range j.Unwrap() {
+				walk(e)
+			}
+			return
+		}
+		if _, ok := errors.AsType[*engine.NotBuiltError](err); ok {
+			notBuilt = true
+		} else {
+			fails = true
+		}
+	}
+	walk(err)
+	if notBuilt && !fails {
+		return reportedError{exitUsage}
+	}
+	return reportedError{exitFailed}
 }
 
 // readPublicKeys reads authorized_keys lines from files, by default the

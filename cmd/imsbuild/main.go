@@ -1,8 +1,9 @@
 // Command imsbuild builds HPE Cray IMS-compatible boot images from
 // declarative HCL build files, skipping every step whose result is cached.
 //
-// Exit codes: 0 success, 1 build failure, 2 usage or configuration error,
-// 130 cancelled (SIGINT/SIGTERM).
+// Exit codes: 0 success, 1 build failure (build --check: a difference), 2
+// usage or configuration error (build --check: a step not yet built), 130
+// cancelled (SIGINT/SIGTERM).
 package main
 
 import (

@@ -33,6 +33,7 @@ type printer struct {
 	stop      chan struct{}
 	done      chan struct{}
 	redact    func(string) string // masks sensitive values in errors
+	check     bool                // build --check: the summary counts identical and differing steps
 }
 
 type runningStep struct {
@@ -70,7 +71,7 @@ func (p *printer) Event(ev engine.Event) {
 	case engine.StatusPlanned:
 		p.total++
 		return
-	case engine.StatusStarted:
+	case engine.StatusStarted, engine.StatusChecking:
 		p.running[ev.Step] = runningStep{since: ev.Time}
 	case engine.StatusWaiting, engine.StatusResumed:
 	case engine.StatusLog:
@@ -116,6 +117,12 @@ func (p *printer) line(ev engine.Event) string {
 		return s
 	case engine.StatusSkipped:
 		return fmt.Sprintf("%s %-24s skipped  (%s)", ts, ev.Step, printable(ev.Reason))
+	case engine.StatusChecking:
+		return fmt.Sprintf("%s %-24s checking key %s", ts, ev.Step, shortKey(ev.Key))
+	case engine.StatusIdentical:
+		return fmt.Sprintf("%s %-24s identical %s %s", ts, ev.Step, time.Duration(ev.DurationMS)*time.Millisecond, bytesize.Format(ev.Bytes))
+	case engine.StatusDiffers:
+		return fmt.Sprintf("%s %-24s DIFFERS  from the cached result in %s\n%s", ts, ev.Step, time.Duration(ev.DurationMS)*time.Millisecond, checkDetail(ev.Check))
 	case engine.StatusCancelled:
 		return fmt.Sprintf("%s %-24s cancelled", ts, ev.Step)
 	case engine.StatusResumed:
@@ -162,7 +169,7 @@ func (p *printer) redraw() {
 	if !p.tty {
 		return
 	}
-	finished := p.published + p.counts[engine.StatusDone] + p.counts[engine.StatusCached] + p.counts[engine.StatusFailed] + p.counts[engine.StatusSkipped] + p.counts[engine.StatusCancelled]
+	finished := p.published + p.counts[engine.StatusIdentical] + p.counts[engine.StatusDiffers] + p.counts[engine.StatusDone] + p.counts[engine.StatusCached] + p.counts[engine.StatusFailed] + p.counts[engine.StatusSkipped] + p.counts[engine.StatusCancelled]
 	ids := make([]string, 0, len(p.running))
 	for id := range p.running {
 		ids = append(ids, id)
@@ -227,6 +234,12 @@ func (p *printer) Summary(err error) {
 		}
 	}
 	c := p.counts
+	if p.check {
+		fmt.Fprintf(p.w, "check: %d identical, %d differ, %d cached (not checked), %d failed, %d skipped in %s\n",
+			c[engine.StatusIdentical], c[engine.StatusDiffers], c[engine.StatusCached], c[engine.StatusFailed], c[engine.StatusSkipped],
+			time.Since(p.start).Round(time.Millisecond))
+		return
+	}
 	cancelled := ""
 	if n := c[engine.StatusCancelled]; n > 0 {
 		cancelled = fmt.Sprintf(", %d cancelled", n)
@@ -267,4 +280,39 @@ func stepErrors(err error) []*engine.StepError {
 func firstLine(s string) string {
 	line, _, _ := strings.Cut(s, "\n")
 	return line
+}
+
+// checkDetail lists what differs in a checked step, one output and one
+// change a line, indented under the step's line.
+func checkDetail(r *engine.CheckReport) string {
+	if r == nil {
+		return ""
+	}
+	var b strings.Builder
+	for _, o := range r.Outputs {
+		fmt.Fprintf(&b, "           %s: ", printable(o.Name))
+		switch o.Diff {
+		case engine.DiffMissing:
+			fmt.Fprintf(&b, "missing from the rebuild (cached %s, %s)\n", o.Old.Digest, bytesize.Format(o.Old.Size))
+			continue
+		case engine.DiffExtra:
+			fmt.Fprintf(&b, "only in the rebuild (%s, %s)\n", o.New.Digest, bytesize.Format(o.New.Size))
+			continue
+		}
+		fmt.Fprintf(&b, "%s %s → %s %s", o.Old.Digest, bytesize.Format(o.Old.Size), o.New.Digest, bytesize.Format(o.New.Size))
+		if o.TotalChanges > 0 {
+			fmt.Fprintf(&b, ", %d changes", o.TotalChanges)
+		}
+		if o.Note != "" {
+			fmt.Fprintf(&b, "; %s", o.Note)
+		}
+		b.WriteString("\n")
+		for _, c := range o.Changes {
+			fmt.Fprintf(&b, "             %s\n", printable(c.String()))
+		}
+		if n := o.TotalChanges - len(o.Changes); n > 0 {
+			fmt.Fprintf(&b, "             … and %d more\n", n)
+		}
+	}
+	return strings.TrimSuffix(b.String(), "\n")
 }

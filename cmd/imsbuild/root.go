@@ -33,7 +33,8 @@ A build is every *.ims.hcl file of a directory. imsbuild hashes every input of e
 already in the cache. Results are published as squashfs rootfs + kernel + initrd with IMS
 manifests and records: to a local directory (the IMS S3 layout), S3, OCI registries or IMS.
 
-Exit codes: 0 ok, 1 build failed, 2 usage or configuration error, 130 cancelled.`,
+Exit codes: 0 ok, 1 build failed (or build --check found a difference), 2 usage or
+configuration error (or build --check of a step not yet built), 130 cancelled.`,
 		Example: `  imsbuild validate examples/busybox        # check the build files, print diagnostics
   imsbuild plan --explain examples/busybox  # what would be built, and why
   imsbuild build examples/busybox           # build everything, publish to the declared outputs
