@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"crypto"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -75,6 +76,11 @@ type Options struct {
 	// HMACKey stands in keys for the sensitive values of the build
 	// (spec.Config.Sensitive); see sensitive.go. Required when there are any.
 	HMACKey []byte
+	// Signer signs the provenance of every image (imsbuild.signing,
+	// --signing-key): an ed25519 or ECDSA P-256 key. nil: no provenance.
+	Signer crypto.Signer
+	// Version is imsbuild's version, recorded in provenances.
+	Version string
 }
 
 // Engine plans and runs the steps of one build.
@@ -102,6 +108,9 @@ type Engine struct {
 
 	mu          sync.Mutex
 	results     map[string]*cache.ActionResult // image step id → result
+	preimages   map[string]stepPreimage        // step id → its key preimage, for provenance
+	provenances map[string]cache.Output        // image step id → its signed provenance
+	extState
 	keys        map[string]string              // step id → key
 	recipeLinks map[string]ims.Link            // recipe name → its published recipe.tgz
 
@@ -153,6 +162,8 @@ func New(cfg *spec.Config, store cache.Store, ac cache.LockingActionCache, opts 
 		toolCache:   toolCache{path: filepath.Join(opts.StateDir, "tools.json")},
 		digests:     map[string]*onceValue{},
 		results:     map[string]*cache.ActionResult{},
+		preimages:   map[string]stepPreimage{},
+		provenances: map[string]cache.Output{},
 		recipeLinks: map[string]ims.Link{},
 		keys:        map[string]string{},
 		epoch:       epoch,

@@ -61,6 +61,7 @@ Exit codes: 0 ok, 1 build failed, 2 usage or configuration error, 130 cancelled.
 		newValidateCmd(g),
 		newPlanCmd(g),
 		newBuildCmd(g),
+		newVerifyCmd(g),
 		newGraphCmd(g),
 		newFmtCmd(),
 		newCacheCmd(g),
