@@ -111,8 +111,8 @@ type Engine struct {
 	preimages   map[string]stepPreimage        // step id → its key preimage, for provenance
 	provenances map[string]cache.Output        // image step id → its signed provenance
 	extState
-	keys        map[string]string              // step id → key
-	recipeLinks map[string]ims.Link            // recipe name → its published recipe.tgz
+	keys        map[string]string   // step id → key
+	recipeLinks map[string]ims.Link // recipe name → its published recipe.tgz
 
 	// newOp, when set, makes the op of every image step (tests' fake steps).
 	newOp func(*Step) steps.Op
