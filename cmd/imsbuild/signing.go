@@ -75,7 +75,7 @@ func readSigner(path string, environ []string) (crypto.Signer, string, string) {
 	case err != nil && strings.Contains(string(pem), "PUBLIC KEY-----"):
 		return nil, "Unsupported signing key", fmt.Sprintf("%s is a public key; signing needs the private key (verify takes the public one).", path)
 	case err != nil:
-		return nil, "Unsupported signing key", fmt.Sprintf("%s: %v; want an ed25519 or ECDSA P-256 private key in PEM (PKCS#8 or SEC 1) or a cosign key.", path, err)
+		return nil, "Unsupported signing key", fmt.Sprintf("%s: %v. imsbuild signs with an ed25519 or ECDSA P-256 private key in PEM (PKCS#8 or SEC 1), or a key made by cosign generate-key-pair.", path, err)
 	}
 	return signer, "", ""
 }
