@@ -34,8 +34,8 @@ func newVerifyCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "verify --key PUBLIC_KEY [--policy FILE] DIR | s3://BUCKET/PREFIX/ID | [BUILD_DIR] IMAGE",
 		Short: "Check an image's signed provenance: signature, artifact digests, builder and inputs",
-		Long: `verify checks the signed SLSA provenance (provenance.intoto.jsonl) that imsbuild builds with
-a signing key write beside every image:
+		Long: `verify checks the signed SLSA provenance (provenance.intoto.jsonl) that a build with a
+signing key writes beside every image:
 
   1. a signature of the DSSE envelope verifies with the public key --key (PEM, as
      cosign.pub; ed25519 or ECDSA P-256) — nothing in it is trusted before that;
