@@ -144,10 +144,10 @@ func writeProvenanceIndex(path string, idx provenanceIndex) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	return atomicfile.WriteFile(path, append(b, '\n'), 0o644)
+	return atomicfile.WriteFile(path, append(b, '\n'), 0o600) // owner-only, as the cache's records
 }
 
 // ErrNoProvenance: the image has no signed provenance in this cache (the

@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -22,6 +24,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/secure-systems-lab/go-securesystemslib/encrypted"
 
 	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/internal/s3test"
@@ -52,6 +55,25 @@ func cosignKeys(t *testing.T, dir string) {
 	}
 	writeFile(t, filepath.Join(dir, "ed25519.pem"), string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})))
 	writeFile(t, filepath.Join(dir, "ed25519.pub"), string(pubPEM))
+}
+
+// encryptedKey writes dir/cosign.key, an ECDSA P-256 key in cosign's
+// encrypted format under signingPassword, without cosign.
+func encryptedKey(t *testing.T, dir string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, err := encrypted.Encrypt(der, []byte(signingPassword))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "cosign.key"), string(pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED SIGSTORE PRIVATE KEY", Bytes: enc})))
 }
 
 // runCosign runs the real cosign offline in dir; it reports whether it
