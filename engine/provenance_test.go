@@ -18,6 +18,8 @@ import (
 
 	"github.com/imsbuild/imsbuild/cache/local"
 	"github.com/imsbuild/imsbuild/ims"
+	"github.com/imsbuild/imsbuild/internal/testutil"
+	"github.com/imsbuild/imsbuild/internal/treehash"
 	"github.com/imsbuild/imsbuild/provenance"
 	"github.com/imsbuild/imsbuild/spec"
 )
@@ -211,4 +213,33 @@ func mustJSON(t *testing.T, v any) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestKiwiProvenance: a recipe image's provenance names the recipe tree and
+// the tracked repository's metadata by digest, and holds the kiwi
+// prepare's key preimage beside the image's.
+func TestKiwiProvenance(t *testing.T) {
+	testutil.FakeKiwi(t)
+	srv, _ := repoServer(t)
+	f := kiwiFixture(t, srv.URL+"/debian")
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	if _, err := f.build(t, t.Context(), Options{Signer: key, TrackRepos: true}); err != nil {
+		t.Fatalf("Build() = %v", err)
+	}
+	env, _ := publishedProvenance(t, f.out, "base")
+	def := payloadOf(t, env)["predicate"].(map[string]any)["buildDefinition"].(map[string]any)
+	recipeDigest, err := treehash.Dir(t.Context(), f.cfg.Recipes["node"].Source, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := digest.FromString("Suite: bookworm\nDate: 1\n")
+	want := `[{"digest":{"sha256":"` + strings.TrimPrefix(recipeDigest, "sha256:") + `"},"name":"recipe.node"},` +
+		`{"digest":{"sha256":"` + release.Encoded() + `"},"name":"repository.debian","uri":"` + srv.URL + `/debian"}]`
+	if got := mustJSON(t, def["resolvedDependencies"]); got != want {
+		t.Errorf("resolvedDependencies =\n%s\nwant\n%s", got, want)
+	}
+	internal := def["internalParameters"].(map[string]any)
+	if p, ok := internal["prepare_preimage"].(map[string]any); !ok || p["type"] != "imsbuild/kiwi-prepare/v1" {
+		t.Errorf("internalParameters.prepare_preimage = %v, want the prepare's preimage", internal["prepare_preimage"])
+	}
 }
