@@ -167,7 +167,7 @@ one event per line (step, status, key, duration_ms, bytes, error).`,
 				return err
 			}
 			defer c.close()
-			signer, err := loadSigner(cfg, signingKey, os.Environ())
+			signer, err := loadSigner(cfg, signingKey, os.Environ(), c.Dir())
 			if err != nil {
 				return err
 			}

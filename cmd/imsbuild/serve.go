@@ -171,7 +171,7 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 	}
 	if f.signingKey != "" {
 		var summary, detail string
-		if f.signer, summary, detail = readSigner(f.signingKey, os.Environ()); summary != "" {
+		if f.signer, summary, detail = readSigner(f.signingKey, os.Environ(), ""); summary != "" {
 			return usageError{fmt.Errorf("--signing-key %s: %s: %s", f.signingKey, strings.ToLower(summary), detail)}
 		}
 	}

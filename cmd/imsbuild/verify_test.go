@@ -288,7 +288,32 @@ func TestSignedProvenanceVerify(t *testing.T) {
 		t.Errorf("a no-op build signed again (an ECDSA signature differs each time)")
 	}
 
-	assertNoSecrets(t, keys, signingPassword, build.stdout+build.stderr, dir)
+	// Later builds decrypt the key only to sign something new (a no-op
+	// build needs only its remembered public key): a changed build file
+	// changes the statement, and then a wrong password fails the build and
+	// the right one signs.
+	f, err := os.OpenFile(filepath.Join(dir, "signing.ims.hcl"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintln(f, "# a changed build file")
+	f.Close()
+	wrong := imsbuildEnv(t, dir, []string{"COSIGN_PASSWORD=not-" + signingPassword}, "build", ".")
+	if wrong.code != 1 || !strings.Contains(wrong.stdout+wrong.stderr, "wrong or missing password for the encrypted private key (COSIGN_PASSWORD)") {
+		t.Errorf("build with a wrong password exit %d, want 1 saying so:\n%s\n%s", wrong.code, wrong.stdout, wrong.stderr)
+	}
+	resigned := imsbuildEnv(t, dir, env, "build", ".")
+	if resigned.code != 0 {
+		t.Fatalf("build after the change exit %d:\n%s\n%s", resigned.code, resigned.stdout, resigned.stderr)
+	}
+	if after, _ := os.ReadFile(filepath.Join(compute, ims.ProvenanceFile)); bytes.Equal(before, after) {
+		t.Error("a changed build file did not change the provenance")
+	}
+	if r := imsbuild(t, dir, "verify", "--key", pub, compute); r.code != 0 {
+		t.Errorf("verify after re-signing exit %d:\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+
+	assertNoSecrets(t, keys, signingPassword, build.stdout+build.stderr+wrong.stdout+wrong.stderr+resigned.stdout+resigned.stderr, dir)
 }
 
 // assertNoSecrets fails when the password or any form of the private key
