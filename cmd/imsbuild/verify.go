@@ -126,11 +126,11 @@ func openTarget(ctx context.Context, g *globalFlags, args []string) (verifySourc
 		if len(args) > 1 {
 			return nil, usageError{fmt.Errorf("verify %s: a remote image takes no build directory", target)}
 		}
-		fetch, err := remoteFetcher(scheme)
+		src, err := remoteImage(scheme, target)
 		if err != nil {
 			return nil, usageError{err}
 		}
-		return remoteSource{url: target, fetch: fetch}, nil
+		return src, nil
 	}
 	if len(args) == 1 {
 		if fi, err := os.Stat(target); err == nil && fi.IsDir() {
@@ -148,11 +148,14 @@ func openTarget(ctx context.Context, g *globalFlags, args []string) (verifySourc
 // sha256 digests of its artifacts by name, computed from their bytes.
 type fetchFunc func(ctx context.Context, url string) (envelope []byte, artifacts map[string]digest.Digest, err error)
 
-// remoteFetcher returns the fetcher of a URL scheme.
-func remoteFetcher(scheme string) (fetchFunc, error) {
+// remoteImage returns the published image at url, by its scheme. An
+// oci:// image joins as a verifySource whose verify fetches the image's
+// attached provenance (publish/oci FetchProvenance) and checks it
+// (Provenance.Verify).
+func remoteImage(scheme, url string) (verifySource, error) {
 	switch scheme {
 	case "s3":
-		return fetchS3, nil
+		return remoteSource{url: url, fetch: fetchS3}, nil
 	case "oci":
 		return nil, errors.New("verify oci://: not supported by this imsbuild; verify the image with cosign verify-attestation --type slsaprovenance1, or its published directory or S3 copy")
 	}
