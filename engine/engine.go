@@ -77,7 +77,9 @@ type Options struct {
 	// (spec.Config.Sensitive); see sensitive.go. Required when there are any.
 	HMACKey []byte
 	// Signer signs the provenance of every image (imsbuild.signing,
-	// --signing-key): an ed25519 or ECDSA P-256 key. nil: no provenance.
+	// --signing-key): any crypto.Signer whose public key is ed25519 or
+	// ECDSA P-256 (the CLI's encrypted keys decrypt at their first
+	// signature). nil: no provenance.
 	Signer crypto.Signer
 	// Version is imsbuild's version, recorded in provenances.
 	Version string
