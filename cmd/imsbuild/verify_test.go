@@ -263,6 +263,17 @@ func TestSignedProvenanceVerify(t *testing.T) {
 			}
 		})
 	}
+	// --json says so too, on stdout.
+	bad := copyDir(t, compute)
+	os.Remove(filepath.Join(bad, ims.SBOMFile))
+	r = imsbuild(t, dir, "verify", "--json", "--key", pub, bad)
+	var failed struct {
+		Verified bool
+		Error    string
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &failed); r.code != 1 || err != nil || failed.Verified || !strings.Contains(failed.Error, "subject sbom.spdx.json is missing") {
+		t.Errorf("verify --json of a dir without its SBOM exit %d (%v):\n%s\n%s", r.code, err, r.stdout, r.stderr)
+	}
 	if out, ok := runCosign(t, keys, "verify-blob-attestation", "--key", filepath.Join(keys, "ed25519.pub"), "--insecure-ignore-tlog", "--type", "slsaprovenance1",
 		"--signature", filepath.Join(compute, ims.ProvenanceFile), filepath.Join(compute, ims.ArtifactRootfs)); ok {
 		t.Errorf("cosign accepts the provenance with the wrong key:\n%s", out)
@@ -273,6 +284,7 @@ func TestSignedProvenanceVerify(t *testing.T) {
 		{"verify", "--key", filepath.Join(keys, "cosign.key"), compute},
 		{"verify", "--key", pub, "--policy", pub, compute}, // not a policy
 		{"verify", "--key", pub, "oci://registry.example/hpc/compute:1"},
+		{"verify", "--key", pub, ".", "image.nope"}, // no such image in the build
 	} {
 		if r := imsbuild(t, dir, args...); r.code != 2 {
 			t.Errorf("imsbuild %s exit %d, want 2:\n%s\n%s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
