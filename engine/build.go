@@ -129,6 +129,11 @@ func (e *Engine) runStep(ctx context.Context, s *Step) (cached bool, bytes int64
 	if err != nil {
 		return false, 0, err
 	}
+	if e.opts.Signer != nil {
+		if err := e.signProvenance(ctx, s); err != nil {
+			return false, 0, err
+		}
+	}
 	for _, o := range e.result(s.ID).Outputs {
 		bytes += o.Size
 	}

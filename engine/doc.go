@@ -17,4 +17,13 @@
 //
 // An image step's key holds its parent image's output digests (not its
 // key), so a parent rebuilt byte-identical keeps its children cached.
+//
+// With Options.Signer, every image step, built or cached, then gets a
+// signed SLSA provenance (provenance.go): its artifacts and SBOM as
+// subjects, the build files and variables (sensitive ones redacted), its
+// key preimage, and its resolved inputs by digest. The envelope is a blob
+// of the store that publishers get as ims.ProvenanceFile; it is no part of
+// the step's result, so the key changes no cache key, and a no-op build
+// reuses the envelope it signed before. Cached finds it again for
+// `imsbuild verify IMAGE`.
 package engine

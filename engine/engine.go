@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"crypto"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -90,6 +91,13 @@ type Options struct {
 	// Check builds the targeted steps again and compares them with their
 	// cached results instead of building what is missing (check.go).
 	Check bool
+	// Signer signs the provenance of every image (imsbuild.signing,
+	// --signing-key): any crypto.Signer whose public key is ed25519 or
+	// ECDSA P-256 (the CLI's encrypted keys decrypt at their first
+	// signature). nil: no provenance.
+	Signer crypto.Signer
+	// Version is imsbuild's version, recorded in provenances.
+	Version string
 }
 
 // Engine plans and runs the steps of one build.
@@ -117,8 +125,11 @@ type Engine struct {
 
 	mu          sync.Mutex
 	results     map[string]*cache.ActionResult // image step id → result
-	keys        map[string]string              // step id → key
-	recipeLinks map[string]ims.Link            // recipe name → its published recipe.tgz
+	preimages   map[string]stepPreimage        // step id → its key preimage, for provenance
+	provenances map[string]cache.Output        // image step id → its signed provenance
+	extState
+	keys        map[string]string   // step id → key
+	recipeLinks map[string]ims.Link // recipe name → its published recipe.tgz
 
 	checked map[string]bool // check mode: the (sub-)step ids checked
 	needed  map[string]bool // check mode: the step ids another selected step needs
@@ -171,6 +182,8 @@ func New(cfg *spec.Config, store cache.Store, ac cache.LockingActionCache, opts 
 		toolCache:   toolCache{path: filepath.Join(opts.StateDir, "tools.json")},
 		digests:     map[string]*onceValue{},
 		results:     map[string]*cache.ActionResult{},
+		preimages:   map[string]stepPreimage{},
+		provenances: map[string]cache.Output{},
 		recipeLinks: map[string]ims.Link{},
 		keys:        map[string]string{},
 		epoch:       epoch,

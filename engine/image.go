@@ -55,6 +55,7 @@ func (e *Engine) runCached(ctx context.Context, id string, pre *Preimage, logNam
 	if err != nil {
 		return false, err
 	}
+	e.setPreimage(id, pre, canon)
 	unlock, err := e.ac.Lock(ctx, key)
 	if err != nil {
 		return false, fmt.Errorf("lock key %s: %w", key[:12], err)

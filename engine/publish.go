@@ -40,6 +40,10 @@ func (e *Engine) publishImage(id string) (publish.Image, error) {
 	if epoch, ok := e.sourceDateEpoch(); ok {
 		created = time.Unix(epoch, 0).UTC()
 	}
+	outs := PublishArtifacts(r.Outputs)
+	if p, ok := e.provenanceOf(id); ok {
+		outs[ims.ProvenanceFile] = PublishArtifacts(map[string]cache.Output{ims.ProvenanceFile: p})[ims.ProvenanceFile]
+	}
 	return publish.Image{
 		Label:   s.Image.Label,
 		Name:    s.Image.Name,
@@ -47,7 +51,7 @@ func (e *Engine) publishImage(id string) (publish.Image, error) {
 		ID:      ims.ImageID(s.Image.Name, digests...),
 		Key:     e.key(id),
 		Created: created,
-		Outputs: PublishArtifacts(r.Outputs),
+		Outputs: outs,
 	}, nil
 }
 

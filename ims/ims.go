@@ -42,11 +42,16 @@ const (
 	MediaTypeSPDX = "application/spdx+json"
 )
 
-// ProvenanceFile is the image's signed SLSA provenance, a DSSE envelope
-// of an in-toto statement on one line: an output of every image step when
-// signing is set up, published beside the artifacts under this name and,
-// like the SBOM, never listed in the IMS manifest.
-const ProvenanceFile = "provenance.intoto.jsonl"
+// ProvenanceFile is the image's signed SLSA provenance: a DSSE envelope of
+// an in-toto statement, one line of JSON (package provenance). The engine
+// makes it when the build has a signing key; it is published beside the
+// artifacts like the SBOM (<id>/provenance.intoto.jsonl), never listed in
+// the IMS manifest, and is no part of a cached step result.
+// MediaTypeDSSE is its media type (the DSSE envelope's, as cosign's).
+const (
+	ProvenanceFile = "provenance.intoto.jsonl"
+	MediaTypeDSSE  = "application/vnd.dsse.envelope.v1+json"
+)
 
 // ArtifactNames are the image artifacts in the order IMS writes them into a
 // manifest (rootfs, kernel, initrd, [debug_kernel], [boot_parameters]).

@@ -43,7 +43,7 @@ var (
 )
 
 // Sign signs statement (Statement's output) with key, an ed25519 or ECDSA
-// P-256 private key, and returns the DSSE envelope as one line of JSON: the
+// P-256 private key (any crypto.Signer of such a public key), and returns the DSSE envelope as one line of JSON: the
 // form of an .intoto.jsonl file and of cosign's --signature file. An
 // ed25519 envelope is deterministic; an ECDSA signature is randomized, so
 // its envelope differs between two signings of the same statement (both
@@ -211,7 +211,9 @@ func fileDigest(ctx context.Context, path string) (digest.Digest, error) {
 
 // signerVerifier adapts a key to dsse's Signer and Verifier with the
 // signature encodings cosign and sigstore use: ed25519 over the PAE
-// message, ECDSA P-256 ASN.1 over its SHA-256.
+// message, ECDSA P-256 ASN.1 over its SHA-256. The private key is any
+// crypto.Signer of such a public key (a key decrypted only when a
+// signature is needed, a hardware key).
 type signerVerifier struct {
 	priv crypto.Signer // nil for a verifier
 	pub  crypto.PublicKey
@@ -221,22 +223,22 @@ func newSignerVerifier(key crypto.Signer) (*signerVerifier, error) {
 	if key == nil {
 		return nil, fmt.Errorf("no key")
 	}
-	k, err := checkSigner(key)
+	pub, err := checkPublic(key.Public())
 	if err != nil {
 		return nil, err
 	}
-	return &signerVerifier{priv: k, pub: k.Public()}, nil
+	return &signerVerifier{priv: key, pub: pub}, nil
 }
 
 func (s *signerVerifier) Sign(_ context.Context, data []byte) ([]byte, error) {
-	switch k := s.priv.(type) {
-	case ed25519.PrivateKey:
-		return ed25519.Sign(k, data), nil
-	case *ecdsa.PrivateKey:
+	switch s.pub.(type) {
+	case ed25519.PublicKey:
+		return s.priv.Sign(nil, data, crypto.Hash(0))
+	case *ecdsa.PublicKey:
 		sum := sha256.Sum256(data)
-		return ecdsa.SignASN1(rand.Reader, k, sum[:])
+		return s.priv.Sign(rand.Reader, sum[:], crypto.SHA256) // ASN.1, as ecdsa.SignASN1
 	}
-	return nil, fmt.Errorf("unsupported key %T", s.priv)
+	return nil, fmt.Errorf("unsupported key %T", s.pub)
 }
 
 func (s *signerVerifier) Verify(_ context.Context, data, sig []byte) error {

@@ -41,7 +41,7 @@ type Image struct {
 	ID      string              // IMS image id (uuid): the S3 key prefix
 	Key     string              // the cache key of the step that built it
 	Created time.Time           // from SOURCE_DATE_EPOCH or the action result
-	Outputs map[string]Artifact // rootfs, kernel, initrd, boot_parameters; sbom.spdx.json beside them (others are not published)
+	Outputs map[string]Artifact // rootfs, kernel, initrd, boot_parameters; sbom.spdx.json and provenance.intoto.jsonl beside them (others are not published)
 	// JobID is the IMS job that built the image ("" outside a job); S3
 	// publishers set it as x-shasta-ims-job-id, as IMS's job helper does.
 	JobID string

@@ -49,6 +49,10 @@ var attrDocs = map[string][]AttrDoc{
 			Description: "Names of the host environment variables that steps see (customize scripts, kiwi-ng, SSH sessions). Nothing else of the host environment gets in.",
 			Key:         "the names and values of the listed variables that are set, in every image and prepare key"},
 	},
+	"imsbuild.signing": {
+		{Name: "key", Type: "string (path)", Example: `"keys/cosign.key"`,
+			Description: "The private key that signs each image's provenance (`provenance.intoto.jsonl`, published beside the image): an ed25519 or ECDSA P-256 key in PEM (PKCS#8 or SEC 1), or a key made by `cosign generate-key-pair`, decrypted with the password in `$COSIGN_PASSWORD`. Relative to the build directory. `imsbuild build --signing-key` overrides it. Check an image with `imsbuild verify --key` and the public key; see [verifying images](../guides/verify.md)."},
+	},
 	"variable": {
 		{Name: "type", Type: "type constraint", Default: "any", Example: `list(string)`,
 			Description: "`string`, `number`, `bool`, `list(T)`, `map(T)`, `object({…})`, `any`. Values from `-var` and `IMSBUILD_VAR_<name>` are taken as text for `string` (and untyped) variables and parsed as HCL for the others."},
@@ -264,6 +268,7 @@ var attrDocs = map[string][]AttrDoc{
 var blockHeaders = map[string]string{
 	"imsbuild":             `imsbuild { … }`,
 	"imsbuild.cache":       `imsbuild { cache { … } }`,
+	"imsbuild.signing":     `imsbuild { signing { … } }`,
 	"variable":             `variable "<name>" { … }`,
 	"variable.validation":  `variable "<name>" { validation { … } }`,
 	"repository":           `repository "<name>" { … }`,
@@ -284,6 +289,7 @@ func blockSchemas() map[string]*hcl.BodySchema {
 	m := map[string]*hcl.BodySchema{
 		"imsbuild":             imsbuildSchema,
 		"imsbuild.cache":       cacheSchema,
+		"imsbuild.signing":     signingSchema,
 		"variable":             variableSchema,
 		"variable.validation":  validationSchema,
 		"repository":           repositorySchema,

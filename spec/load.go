@@ -67,6 +67,7 @@ func LoadContext(ctx context.Context, dir string, opts Options) (*Config, hcl.Di
 		Repositories: map[string]*Repository{},
 		Recipes:      map[string]*Recipe{},
 		Images:       map[string]*Image{},
+		Variables:    map[string]Variable{},
 	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -169,6 +170,7 @@ func (l *loader) parse() []hcl.Body {
 		}
 		if f := l.parseFile(name, "Cannot read build file"); f != nil {
 			bodies = append(bodies, f.Body)
+			l.cfg.BuildFiles = append(l.cfg.BuildFiles, name)
 		}
 	}
 	if len(bodies) == 0 && !l.diags.HasErrors() {

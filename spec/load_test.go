@@ -39,7 +39,8 @@ func TestLoadGood(t *testing.T) {
 		t.Fatal(err)
 	}
 	fullWant := &Config{
-		Dir: full,
+		Dir:        full,
+		BuildFiles: []string{"../testdata/good/full/build.ims.hcl"},
 		Settings: Settings{
 			RequiredVersion: ">= 0.1",
 			Cache: CacheSettings{
@@ -138,8 +139,11 @@ func TestLoadGood(t *testing.T) {
 				WriteDiagnostics(&b, cfg.Files, diags, false)
 				t.Fatalf("Load(%s) diagnostics:\n%s", tc.dir, b.String())
 			}
-			if diff := cmp.Diff(tc.want, cfg, ignoreRanges); diff != "" {
+			if diff := cmp.Diff(tc.want, cfg, ignoreRanges, cmpopts.IgnoreFields(Config{}, "Variables")); diff != "" {
 				t.Errorf("Load(%s) mismatch (-want +got):\n%s", tc.dir, diff)
+			}
+			if v, ok := cfg.Variables["release"]; len(cfg.Variables) != 1 || !ok || v.Sensitive || v.Value.AsString() != "trixie" {
+				t.Errorf("Load(%s).Variables = %#v, want release = trixie (the -var wins)", tc.dir, cfg.Variables)
 			}
 			if cfg.Files[filepath.Join(tc.dir, "build.ims.hcl")] == nil {
 				t.Errorf("Load(%s).Files = %v, want build.ims.hcl in it", tc.dir, keys(cfg.Files))

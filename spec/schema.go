@@ -19,7 +19,11 @@ var topSchema = &hcl.BodySchema{
 
 var imsbuildSchema = &hcl.BodySchema{
 	Attributes: []hcl.AttributeSchema{{Name: "required_version"}},
-	Blocks:     []hcl.BlockHeaderSchema{{Type: "cache"}},
+	Blocks:     []hcl.BlockHeaderSchema{{Type: "cache"}, {Type: "signing"}},
+}
+
+var signingSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "key", Required: true}},
 }
 
 var cacheSchema = &hcl.BodySchema{

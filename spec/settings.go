@@ -22,6 +22,20 @@ func (l *loader) decodeSettings() {
 	if b := l.single(c.Blocks, "cache"); b != nil {
 		l.decodeCache(b, &s.Cache)
 	}
+	if b := l.single(c.Blocks, "signing"); b != nil {
+		l.decodeSigning(b, &s.Signing)
+	}
+}
+
+// decodeSigning decodes the imsbuild.signing block. The key file is not
+// read here (no I/O beyond the build files): the CLI reads it and reports
+// its problems at KeyRange.
+func (l *loader) decodeSigning(b *hcl.Block, ss *SigningSettings) {
+	c := l.content(b.Body, signingSchema)
+	a := l.attrs(c.Attributes, l.ctx)
+	if attr := a.path("key", &ss.Key); attr != nil {
+		ss.KeyRange = attr.Expr.Range()
+	}
 }
 
 func (l *loader) checkVersion(constraint string, rng hcl.Range) {

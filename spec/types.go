@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
+	"github.com/zclconf/go-cty/cty"
 )
 
 // Config is one decoded, validated build: every *.ims.hcl file of a directory.
@@ -13,6 +14,9 @@ type Config struct {
 	Dir      string               // absolute build directory
 	Settings Settings             // the imsbuild block
 	Files    map[string]*hcl.File // parsed files by name, for diagnostics snippets
+	// BuildFiles are the names in Files of the *.ims.hcl files of Dir (not
+	// -var-file files), sorted.
+	BuildFiles []string
 
 	Repositories map[string]*Repository
 	Recipes      map[string]*Recipe
@@ -24,12 +28,31 @@ type Config struct {
 	// that interpolates it, an env value, a token), longest first. The
 	// engine keeps these out of key preimages and logs; see NewRedactor.
 	Sensitive []string
+
+	// Variables are the input variables with their values, by name; a
+	// provenance records them (the sensitive ones redacted).
+	Variables map[string]Variable
+}
+
+// Variable is an input variable's final value. Value is unmarked: check
+// Sensitive before showing it.
+type Variable struct {
+	Value     cty.Value
+	Sensitive bool
 }
 
 // Settings is the imsbuild block.
 type Settings struct {
 	RequiredVersion string
 	Cache           CacheSettings
+	Signing         SigningSettings
+}
+
+// SigningSettings is the imsbuild.signing block: the private key that signs
+// every image's provenance. Key is "" without the block.
+type SigningSettings struct {
+	Key      string    // absolute path of a PEM private key
+	KeyRange hcl.Range // where the build names it, for the key file's errors
 }
 
 // CacheSettings is the imsbuild.cache block. Paths are absolute.

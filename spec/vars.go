@@ -70,6 +70,7 @@ func (l *loader) decodeVariables() {
 		}
 		l.validate(v)
 		vals[name] = v.value
+		l.cfg.Variables[name] = Variable{Value: v.value, Sensitive: v.sensitive}
 		if v.sensitive {
 			l.addSensitive(v.value)
 			vals[name] = v.value.Mark(sensitiveMark)

@@ -132,6 +132,7 @@ func newBuildCmd(g *globalFlags) *cobra.Command {
 		trackRepos  bool
 		locked      bool
 		check       bool
+		signingKey  string
 	)
 	cmd := &cobra.Command{
 		Use:   "build [DIR] [TARGET...]",
@@ -162,6 +163,11 @@ serves only the locked package files, and a prepare that would install anything 
 Without --locked a lock file is only compared: a recipe that now resolves other packages
 builds, with a warning in its prepare log.
 
+With a signing key (an imsbuild { signing { key = … } } block, or --signing-key), every
+image gets a signed SLSA provenance, published beside it as provenance.intoto.jsonl; an
+encrypted key made by cosign generate-key-pair is decrypted with $COSIGN_PASSWORD. Check a
+published image with imsbuild verify.
+
 On a terminal, progress is a live display; otherwise plain timestamped lines; --json prints
 one event per line (step, status, key, duration_ms, bytes, error).
 
@@ -184,7 +190,8 @@ compared (build it first).`,
   imsbuild build --json -j 4 --keep-going .
   imsbuild build --locked .
   imsbuild build --interactive image.compute --ssh-public-key ~/.ssh/id_ed25519.pub .
-  imsbuild build --check examples/busybox`,
+  imsbuild build --check examples/busybox
+  COSIGN_PASSWORD=… imsbuild build --signing-key cosign.key examples/busybox`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, c, targets, err := loadBuild(cmd.Context(), g, args)
 			if err != nil {
@@ -192,6 +199,10 @@ compared (build it first).`,
 			}
 			defer c.close()
 			lock, err := buildLock(dirOf(args), locked)
+			if err != nil {
+				return err
+			}
+			signer, err := loadSigner(cfg, signingKey, os.Environ(), c.Dir())
 			if err != nil {
 				return err
 			}
@@ -237,6 +248,8 @@ compared (build it first).`,
 				WorkDir:           work,
 				StatCache:         c.stat,
 				Events:            out.Event,
+				Signer:            signer,
+				Version:           version,
 			})
 			if err != nil {
 				return usageError{err}
@@ -278,6 +291,7 @@ compared (build it first).`,
 	cmd.Flags().StringArrayVar(&keyFiles, "ssh-public-key", nil, "public key file allowed into SSH environments (default: ~/.ssh/id_*.pub)")
 	cmd.Flags().BoolVar(&trackRepos, "track-repos", false, "a change of any package repository's metadata rebuilds the recipes using it (nightly builds)")
 	cmd.Flags().BoolVar(&locked, "locked", false, "build every recipe exactly as imsbuild.lock.json says; fail if any package would differ")
+	cmd.Flags().StringVar(&signingKey, "signing-key", "", "sign every image's provenance with this private key (PEM or cosign; overrides imsbuild.signing)")
 	cmd.Flags().DurationVar(&sshTimeout, "ssh-timeout", 0, "fail an SSH environment nobody completes within this time (default: the block's timeout, else 2h)")
 	return cmd
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -131,7 +132,9 @@ func TestSensitiveValuesStaySecret(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	env := []string{"IMSBUILD_VAR_token=" + secretValue, "IMSBUILD_VAR_ims_url=" + ims.URL}
+	keys := filepath.Join(dir, "keys")
+	encryptedKey(t, keys)
+	env := []string{"IMSBUILD_VAR_token=" + secretValue, "IMSBUILD_VAR_ims_url=" + ims.URL, "COSIGN_PASSWORD=" + signingPassword}
 	var outputs []string
 	run := func(want int, args ...string) result {
 		t.Helper()
@@ -142,7 +145,7 @@ func TestSensitiveValuesStaySecret(t *testing.T) {
 		outputs = append(outputs, r.stdout, r.stderr)
 		return r
 	}
-	r := run(0, "build", "--json", ".")
+	r := run(0, "build", "--json", "--signing-key", filepath.Join(keys, "cosign.key"), ".")
 	if got := events(t, r.stdout); got["image.secret"] != "done" || got["publish.ims.csm"] != "done" {
 		t.Fatalf("build: %v, want image.secret and publish.ims.csm done\n%s", got, r.stdout)
 	}
@@ -183,6 +186,7 @@ func TestSensitiveValuesStaySecret(t *testing.T) {
 		t.Error("IMS records hold the secret")
 	}
 	cacheDir := filepath.Join(dir, ".imsbuild", "cache")
+	signed := 0
 	for _, root := range []string{cacheDir, filepath.Join(dir, "out"), filepath.Join(dir, "out-secret")} {
 		filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 			if err != nil {
@@ -198,12 +202,27 @@ func TestSensitiveValuesStaySecret(t *testing.T) {
 			if bytes.Contains(b, []byte(secretValue)) {
 				t.Errorf("%s holds the secret", p)
 			}
+			if strings.HasSuffix(p, ".jsonl") { // the provenance: its statement is base64
+				var env struct{ Payload string }
+				if err := json.Unmarshal(b, &env); err != nil {
+					t.Fatalf("%s: %v", p, err)
+				}
+				st, _ := base64.StdEncoding.DecodeString(env.Payload)
+				if bytes.Contains(st, []byte(secretValue)) || !bytes.Contains(st, []byte(`"token":"(sensitive value)"`)) {
+					t.Errorf("%s: the statement holds the secret, or not the redacted variable:\n%s", p, st)
+				}
+				signed++
+			}
 			return nil
 		})
 	}
+	if signed != 4 {
+		t.Errorf("%d published provenances, want one beside each of the 4 published image folders (base, compute, secret, and secret again under its IMS record id)", signed)
+	}
+	assertNoSecrets(t, keys, signingPassword, strings.Join(outputs, "\n"), dir)
 	// Owner-only: the cache, its records and logs.
 	modes := map[string]os.FileMode{cacheDir: 0o700 | fs.ModeDir}
-	for _, pattern := range []string{"actions/*.json", "steps/*", "logs/*.log", "hmac.key"} {
+	for _, pattern := range []string{"actions/*.json", "steps/*", "logs/*.log", "hmac.key", "provenance/*.json"} {
 		matches, _ := filepath.Glob(filepath.Join(cacheDir, pattern))
 		if len(matches) == 0 {
 			t.Errorf("no %s in the cache", pattern)

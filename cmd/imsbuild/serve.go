@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -45,6 +46,8 @@ type serveFlags struct {
 	tlsCert        string
 	tlsKey         string
 	insecureNoAuth bool
+	signingKey     string
+	signer         crypto.Signer // read from signingKey by runServe
 }
 
 func newServeCmd() *cobra.Command {
@@ -71,6 +74,8 @@ enable_debug) listens on a port of --ssh-port-range; connection_info names it wi
 (default: the listen host). GET /v3/jobs/{id}/log serves a job's log. DELETE of a job stops
 it and removes what it made; a job that was running when the server stopped is error after
 the next start. --ca-cert certificates are trusted while packages install and added to images.
+With --signing-key, every job image gets a signed SLSA provenance beside its artifacts
+(s3://boot-images/<id>/provenance.intoto.jsonl; imsbuild verify checks it).
 
 Security: with --token-file every route but /healthz/* needs "Authorization: Bearer <token>".
 A listen address other than loopback needs --token-file (or --insecure-no-auth).`,
@@ -99,6 +104,7 @@ A listen address other than loopback needs --token-file (or --insecure-no-auth).
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate (PEM); with --tls-key, serve HTTPS")
 	fl.StringVar(&f.tlsKey, "tls-key", "", "TLS private key (PEM)")
 	fl.BoolVar(&f.insecureNoAuth, "insecure-no-auth", false, "allow a non-loopback --listen without --token-file")
+	fl.StringVar(&f.signingKey, "signing-key", "", "sign each job image's provenance with this private key (PEM, or cosign's with $COSIGN_PASSWORD); uploaded beside the image")
 	return cmd
 }
 
@@ -162,6 +168,12 @@ func readToken(path string) (string, error) {
 func runServe(cmd *cobra.Command, f *serveFlags) error {
 	if err := f.check(); err != nil {
 		return usageError{err}
+	}
+	if f.signingKey != "" {
+		var summary, detail string
+		if f.signer, summary, detail = readSigner(f.signingKey, os.Environ(), ""); summary != "" {
+			return usageError{fmt.Errorf("--signing-key %s: %s: %s", f.signingKey, strings.ToLower(summary), detail)}
+		}
 	}
 	ctx := cmd.Context()
 	out := cmd.OutOrStdout()
@@ -279,7 +291,7 @@ func newJobRunner(f *serveFlags, st *store.Store, blobs *blob.Store, reg *promet
 	return jobs.New(jobs.Config{
 		Store: st, Blobs: blobs, CacheDir: cacheDir, ImageBucket: f.imageBucket,
 		MaxJobs: f.maxJobs, SSHHost: host, SSHPortFirst: lo, SSHPortLast: hi, CACerts: certs,
-		Environ: os.Environ(), Registry: reg, Logger: log,
+		Environ: os.Environ(), Registry: reg, Logger: log, Signer: f.signer, Version: version,
 	})
 }
 

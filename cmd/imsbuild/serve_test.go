@@ -42,6 +42,7 @@ func TestServeFlags(t *testing.T) {
 		{"tls half", []string{"serve", "--data-dir", dir, "--tls-cert", "c.pem"}, "--tls-cert and --tls-key go together"},
 		{"port range", []string{"serve", "--data-dir", dir, "--ssh-port-range", "9-1"}, "--ssh-port-range"},
 		{"empty token", []string{"serve", "--data-dir", dir, "--token-file", "/dev/null"}, "want one token"},
+		{"signing key", []string{"serve", "--data-dir", dir, "--signing-key", filepath.Join(dir, "nope.pem")}, "--signing-key " + filepath.Join(dir, "nope.pem") + ": cannot read signing key"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

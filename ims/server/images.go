@@ -92,42 +92,50 @@ func (s *Server) readManifest(ctx context.Context, l *store.Link) (*manifest, st
 	return &m, bucket, key, nil
 }
 
-// sbomKey is where the SBOM of the image whose manifest is at manifestKey
-// is: sbom.spdx.json beside a manifest.json, as imsbuild publishes it (the
-// manifest does not list it). Other manifests have none (ok false): images
-// registered by other tools need not keep their prefix to themselves. The
-// key is not cleaned: S3 keys are literal.
-func sbomKey(manifestKey string) (string, bool) {
+// sidecarKeys are where the SBOM and the signed provenance of the image
+// whose manifest is at manifestKey are: sbom.spdx.json and
+// provenance.intoto.jsonl beside a manifest.json, as imsbuild publishes them
+// (the manifest does not list them). Other manifests have none (ok false):
+// images registered by other tools need not keep their prefix to
+// themselves. The keys are not cleaned: S3 keys are literal.
+func sidecarKeys(manifestKey string) ([]string, bool) {
 	dir, ok := strings.CutSuffix(manifestKey, "/"+ims.ManifestFile)
 	if !ok || dir == "" {
-		return "", false
+		return nil, false
 	}
-	return dir + "/" + ims.SBOMFile, true
+	return []string{dir + "/" + ims.SBOMFile, dir + "/" + ims.ProvenanceFile}, true
 }
 
-// moveSBOM moves the SBOM beside the manifest at bucket/manifestKey under
-// deleted/ (or, when restore and manifestKey is the deleted manifest,
-// back) and reports whether there was one to move.
-func (s *Server) moveSBOM(ctx context.Context, bucket, manifestKey string, restore bool) (bool, error) {
-	src, ok := sbomKey(manifestKey)
+// moveSidecars moves the SBOM and provenance beside the manifest at
+// bucket/manifestKey under deleted/ (or, when restore and manifestKey is
+// the deleted manifest, back) and returns the keys they were moved to.
+func (s *Server) moveSidecars(ctx context.Context, bucket, manifestKey string, restore bool) ([]string, error) {
+	srcs, ok := sidecarKeys(manifestKey)
 	if !ok {
-		return false, nil
+		return nil, nil
 	}
-	dst := deletedKey(src)
-	if restore {
-		if dst, ok = strings.CutPrefix(src, "deleted/"); !ok {
-			return false, nil
+	var moved []string
+	for _, src := range srcs {
+		dst := deletedKey(src)
+		if restore {
+			if dst, ok = strings.CutPrefix(src, "deleted/"); !ok {
+				return moved, nil
+			}
 		}
+		err := s.blobs.Move(ctx, bucket, src, dst)
+		if errors.Is(err, blob.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return moved, err
+		}
+		moved = append(moved, dst)
 	}
-	err := s.blobs.Move(ctx, bucket, src, dst)
-	if errors.Is(err, blob.ErrNotFound) {
-		return false, nil
-	}
-	return err == nil, err
+	return moved, nil
 }
 
-// softDeleteImageArtifacts moves an image's artifacts, its SBOM and its
-// manifest under deleted/ and writes deleted/<id>/deleted_manifest.json
+// softDeleteImageArtifacts moves an image's artifacts, its SBOM and
+// provenance and its manifest under deleted/ and writes deleted/<id>/deleted_manifest.json
 // listing them (plus the manifest itself; the SBOM, as in the manifest,
 // is not listed but found beside the deleted manifest); it returns the
 // deleted record's link to it.
@@ -157,14 +165,13 @@ func (s *Server) softDeleteImageArtifacts(ctx context.Context, id string, l *sto
 		moved = append(moved, nl)
 		dm.Artifacts = append(dm.Artifacts, manifestArtifact{Link: nl, MD5: a.MD5, Type: a.Type})
 	}
-	sbom, err := s.moveSBOM(ctx, bucket, key, false)
+	sides, err := s.moveSidecars(ctx, bucket, key, false)
+	for _, k := range sides {
+		moved = append(moved, &store.Link{Path: blob.URL(bucket, k), Type: "s3"})
+	}
 	if err != nil {
 		rollback()
 		return nil, err
-	}
-	if sbom {
-		sk, _ := sbomKey(key)
-		moved = append(moved, &store.Link{Path: blob.URL(bucket, deletedKey(sk)), Type: "s3"})
 	}
 	ml, err := s.moveLink(ctx, l, false)
 	if err != nil {
@@ -197,13 +204,14 @@ func (s *Server) undeleteImageArtifacts(ctx context.Context, l *store.Link) (*st
 	if err != nil || m == nil {
 		return l, err
 	}
-	// The SBOM goes back first, so that the restored manifest finds it.
+	// The SBOM and provenance go back first, so that the restored
+	// manifest finds them.
 	for _, a := range m.Artifacts {
 		if a.Type != mediaManifest || a.Link == nil {
 			continue
 		}
 		if mb, mk, err := blob.ParseURL(a.Link.Path); err == nil {
-			if _, err := s.moveSBOM(ctx, mb, mk, true); err != nil {
+			if _, err := s.moveSidecars(ctx, mb, mk, true); err != nil {
 				return nil, err
 			}
 		}
@@ -240,7 +248,7 @@ func (s *Server) deleteImageArtifacts(ctx context.Context, l *store.Link) error 
 	}
 	for _, a := range m.Artifacts {
 		if a.Type == mediaManifest && a.Link != nil && isDeletedManifest(l) {
-			if err := s.deleteSBOM(ctx, a.Link.Path); err != nil {
+			if err := s.deleteSidecars(ctx, a.Link.Path); err != nil {
 				return err
 			}
 		}
@@ -249,24 +257,30 @@ func (s *Server) deleteImageArtifacts(ctx context.Context, l *store.Link) error 
 		}
 	}
 	if !isDeletedManifest(l) {
-		if err := s.deleteSBOM(ctx, blob.URL(bucket, key)); err != nil {
+		if err := s.deleteSidecars(ctx, blob.URL(bucket, key)); err != nil {
 			return err
 		}
 	}
 	return s.deleteLink(ctx, l)
 }
 
-// deleteSBOM removes the SBOM beside the manifest at manifestURL, if any.
-func (s *Server) deleteSBOM(ctx context.Context, manifestURL string) error {
+// deleteSidecars removes the SBOM and provenance beside the manifest at
+// manifestURL, if any.
+func (s *Server) deleteSidecars(ctx context.Context, manifestURL string) error {
 	bucket, key, err := blob.ParseURL(manifestURL)
 	if err != nil {
 		return nil
 	}
-	sk, ok := sbomKey(key)
+	keys, ok := sidecarKeys(key)
 	if !ok {
 		return nil
 	}
-	return s.blobs.Delete(ctx, bucket, sk)
+	for _, k := range keys {
+		if err := s.blobs.Delete(ctx, bucket, k); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // checkManifest is IMS's validate_image_manifest past the uniqueness of

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/imsbuild/imsbuild/ims/server/store"
@@ -181,56 +182,76 @@ func TestS3Down(t *testing.T) {
 	e.must(201, "POST", "/v3/images", map[string]any{"name": "no link"})
 }
 
-// TestSoftDeleteMovesSBOM: the SBOM imsbuild publishes beside an image's
-// manifest (not listed in it) follows the image through soft delete,
-// undelete, hard delete and v2's cascade delete; a manifest not named
-// manifest.json has no SBOM, so an object of that name beside it stays.
+// TestSoftDeleteMovesSBOM: the SBOM and the signed provenance imsbuild
+// publishes beside an image's manifest (not listed in it) follow the image
+// through soft delete, undelete, hard delete and v2's cascade delete; a
+// manifest not named manifest.json has none, so objects of those names
+// beside it stay.
 func TestSoftDeleteMovesSBOM(t *testing.T) {
 	e := newEnv(t)
-	sbom := []byte(`{"spdxVersion":"SPDX-2.3"}`)
+	doc := []byte(`{"spdxVersion":"SPDX-2.3"}`)
+	sides := []string{"sbom.spdx.json", "provenance.intoto.jsonl"}
+	put := func(dir string) {
+		for _, name := range sides {
+			e.putObject("boot-images", dir+"/"+name, doc)
+		}
+	}
+	// where reports which sidecars of dir exist, as "name name".
+	where := func(dir string) string {
+		var have []string
+		for _, name := range sides {
+			if e.exists("boot-images", dir+"/"+name) {
+				have = append(have, name)
+			}
+		}
+		return strings.Join(have, " ")
+	}
+	all := strings.Join(sides, " ")
 	link := e.putImageArtifacts("sb")
-	e.putObject("boot-images", "sb/sbom.spdx.json", sbom)
+	put("sb")
 	id := e.must(201, "POST", "/v3/images", map[string]any{"name": "i", "link": link})["id"].(string)
 
 	e.must(204, "DELETE", "/v3/images/"+id, nil)
-	if e.exists("boot-images", "sb/sbom.spdx.json") || !e.exists("boot-images", "deleted/sb/sbom.spdx.json") {
-		t.Error("soft delete did not move sb/sbom.spdx.json under deleted/")
+	if where("sb") != "" || where("deleted/sb") != all {
+		t.Errorf("soft delete: sb has %q, deleted/sb %q; want all moved under deleted/", where("sb"), where("deleted/sb"))
 	}
 	e.must(204, "PATCH", "/v3/deleted/images/"+id, map[string]any{"operation": "undelete"})
-	if e.exists("boot-images", "deleted/sb/sbom.spdx.json") {
-		t.Error("undelete left deleted/sb/sbom.spdx.json")
+	if where("deleted/sb") != "" || where("sb") != all {
+		t.Errorf("undelete: sb has %q, deleted/sb %q; want all back", where("sb"), where("deleted/sb"))
 	}
-	if got, err := e.blobs.Read(t.Context(), "boot-images", "sb/sbom.spdx.json", 1<<20); err != nil || string(got) != string(sbom) {
-		t.Errorf("sb/sbom.spdx.json after undelete = %q, %v; want %q", got, err, sbom)
+	for _, name := range sides {
+		if got, err := e.blobs.Read(t.Context(), "boot-images", "sb/"+name, 1<<20); err != nil || string(got) != string(doc) {
+			t.Errorf("sb/%s after undelete = %q, %v; want %q", name, got, err, doc)
+		}
 	}
 	e.must(204, "DELETE", "/v3/images/"+id, nil)
 	e.must(204, "DELETE", "/v3/deleted/images/"+id, nil)
-	if e.exists("boot-images", "sb/sbom.spdx.json") || e.exists("boot-images", "deleted/sb/sbom.spdx.json") {
-		t.Error("hard delete of a deleted image left its SBOM")
+	if where("sb") != "" || where("deleted/sb") != "" {
+		t.Error("hard delete of a deleted image left its SBOM or provenance")
 	}
 
 	link2 := e.putImageArtifacts("sb2")
-	e.putObject("boot-images", "sb2/sbom.spdx.json", sbom)
+	put("sb2")
 	id2 := e.must(201, "POST", "/v2/images", map[string]any{"name": "i2", "link": link2})["id"].(string)
 	e.must(204, "DELETE", "/images/"+id2, nil)
-	if e.exists("boot-images", "sb2/sbom.spdx.json") || e.exists("boot-images", "sb2/manifest.json") {
-		t.Error("v2 cascade delete left the SBOM or the manifest")
+	if where("sb2") != "" || e.exists("boot-images", "sb2/manifest.json") {
+		t.Error("v2 cascade delete left the SBOM, the provenance or the manifest")
 	}
 
-	// Another tool's manifest, named otherwise: the object beside it that
-	// happens to be called sbom.spdx.json is not the image's.
+	// Another tool's manifest, named otherwise: the objects beside it that
+	// happen to have those names are not the image's.
 	link3 := e.putImageArtifacts("other")
 	data, err := e.blobs.Read(t.Context(), "boot-images", "other/manifest.json", 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.putObject("boot-images", "other/img-manifest.json", data)
-	e.putObject("boot-images", "other/sbom.spdx.json", sbom)
+	put("other")
 	link3["path"] = "s3://boot-images/other/img-manifest.json"
 	id3 := e.must(201, "POST", "/v3/images", map[string]any{"name": "i3", "link": link3})["id"].(string)
 	e.must(204, "DELETE", "/v3/images/"+id3, nil)
 	e.must(204, "DELETE", "/v3/deleted/images/"+id3, nil)
-	if !e.exists("boot-images", "other/sbom.spdx.json") || e.exists("boot-images", "other/img-manifest.json") {
-		t.Error("deleting an image whose manifest is not manifest.json removed the object beside it, or not its manifest")
+	if where("other") != all || e.exists("boot-images", "other/img-manifest.json") {
+		t.Error("deleting an image whose manifest is not manifest.json removed the objects beside it, or not its manifest")
 	}
 }

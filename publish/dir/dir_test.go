@@ -40,8 +40,15 @@ func testImage(t *testing.T, s *publishtest.Blobs) publish.Image {
 			ims.ArtifactBootParameters: s.Add(t, ims.ArtifactBootParameters, []byte("console=ttyS0")),
 			"log":                      s.Add(t, "log", []byte("build log, not an artifact")),
 			ims.SBOMFile:               sbomArtifact(t, s, `{"spdxVersion":"SPDX-2.3"}`),
+			ims.ProvenanceFile:         provenanceArtifact(t, s),
 		},
 	}
+}
+
+func provenanceArtifact(t *testing.T, s *publishtest.Blobs) publish.Artifact {
+	a := s.Add(t, ims.ProvenanceFile, []byte(`{"payloadType":"application/vnd.in-toto+json","payload":"e30=","signatures":[]}`+"\n"))
+	a.MediaType = ims.MediaTypeDSSE
+	return a
 }
 
 func sbomArtifact(t *testing.T, s *publishtest.Blobs, doc string) publish.Artifact {
@@ -107,10 +114,12 @@ func TestPublish(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "log")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("log output published: Stat() = %v, want not exist", err)
 	}
-	// The SBOM is beside the artifacts, and the manifest (golden) does not
-	// list it.
-	if got, err := os.ReadFile(filepath.Join(dir, ims.SBOMFile)); err != nil || !bytes.Equal(got, s.Bytes(t, img.Outputs[ims.SBOMFile].Digest)) {
-		t.Errorf("%s = %q, %v; want the SBOM output", ims.SBOMFile, got, err)
+	// The SBOM and the provenance are beside the artifacts, and the
+	// manifest (golden) lists neither.
+	for _, name := range []string{ims.SBOMFile, ims.ProvenanceFile} {
+		if got, err := os.ReadFile(filepath.Join(dir, name)); err != nil || !bytes.Equal(got, s.Bytes(t, img.Outputs[name].Digest)) {
+			t.Errorf("%s = %q, %v; want the %s output", name, got, err, name)
+		}
 	}
 	mdata, err := os.ReadFile(filepath.Join(dir, ims.ManifestFile))
 	if err != nil {
@@ -339,8 +348,8 @@ func TestPublishRepairsSameSizeCorruption(t *testing.T) {
 				}
 			}
 			// What it wrote, the publish remembers by stat.
-			if n := p.StatCache.Len(); withStatCache && n != 5 {
-				t.Errorf("stat cache holds %d files after a publish, want the 4 artifacts and the SBOM", n)
+			if n := p.StatCache.Len(); withStatCache && n != 6 {
+				t.Errorf("stat cache holds %d files after a publish, want the 4 artifacts, the SBOM and the provenance", n)
 			}
 			rootfs := filepath.Join(out, "boot-images", testID, "rootfs")
 			want, err := os.ReadFile(rootfs)

@@ -14,10 +14,10 @@ import (
 )
 
 // fileOrder is the order files of an image are written in: the
-// artifacts, then the SBOM, which the manifest does not list (the manifest
-// is written last, after all of them).
+// artifacts, then the SBOM and the signed provenance, which the manifest
+// does not list (the manifest is written last, after all of them).
 func fileOrder() []string {
-	return append(ims.ArtifactNames(), ims.SBOMFile)
+	return append(ims.ArtifactNames(), ims.SBOMFile, ims.ProvenanceFile)
 }
 
 // s3Link is the link of key in bucket, with etag.

@@ -20,9 +20,9 @@ import (
 var artifactNames = ims.ArtifactNames()
 
 // uploadOrder is the order outputs are uploaded in: the artifacts, then the
-// SBOM, which the manifest does not list; the manifest comes last, so a
-// reader that finds it finds the SBOM too.
-var uploadOrder = append(ims.ArtifactNames(), ims.SBOMFile)
+// SBOM and the signed provenance, which the manifest does not list; the
+// manifest comes last, so a reader that finds it finds them too.
+var uploadOrder = append(ims.ArtifactNames(), ims.SBOMFile, ims.ProvenanceFile)
 
 // User metadata keys of published objects. Every object has MetaMD5 (IMS
 // reads it) and MetaSHA256; artifacts also have the x-shasta-ims-* keys of
@@ -50,8 +50,9 @@ func imageMetadata(img publish.Image) map[string]string {
 
 var _ publish.Publisher = (*Publisher)(nil)
 
-// Publish uploads each image's artifacts, its SBOM (<id>/sbom.spdx.json)
-// and then its manifest.json. Images
+// Publish uploads each image's artifacts, its SBOM (<id>/sbom.spdx.json),
+// its signed provenance (<id>/provenance.intoto.jsonl) if it has one, and
+// then its manifest.json. Images
 // are published one after another; the first error stops it. An image whose
 // upload failed has no new manifest.
 func (p *Publisher) Publish(ctx context.Context, blobs publish.Blobs, images []publish.Image) error {
@@ -104,7 +105,7 @@ func (p *Publisher) publishImage(ctx context.Context, blobs publish.Blobs, img p
 		if err != nil {
 			return err
 		}
-		if name == ims.SBOMFile {
+		if name == ims.SBOMFile || name == ims.ProvenanceFile {
 			continue // beside the image, not an IMS artifact
 		}
 		m.Artifacts = append(m.Artifacts, ims.Artifact{

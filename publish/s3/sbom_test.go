@@ -31,8 +31,10 @@ func (l *putLog) RoundTrip(r *http.Request) (*http.Response, error) {
 	return http.DefaultTransport.RoundTrip(r)
 }
 
-// The SBOM goes to <id>/sbom.spdx.json as application/spdx+json before the
-// manifest, which does not list it (IMS validates the artifact types).
+// The SBOM goes to <id>/sbom.spdx.json as application/spdx+json and the
+// signed provenance to <id>/provenance.intoto.jsonl as a DSSE envelope,
+// both before the manifest, which lists neither (IMS validates the
+// artifact types).
 func TestPublishSBOMBeforeManifest(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
 	defer cancel()
@@ -40,10 +42,16 @@ func TestPublishSBOMBeforeManifest(t *testing.T) {
 	srv.CreateBucket(t, DefaultBucket)
 	store := newFileStore(t)
 	img := testImages(t, store)[1]
-	doc := []byte(`{"spdxVersion":"SPDX-2.3","name":"node-compute"}` + "\n")
-	sb := putBytes(t, store, doc)
-	sb.MediaType = ims.MediaTypeSPDX
-	img.Outputs[ims.SBOMFile] = sb
+	docs := map[string][]byte{
+		ims.SBOMFile:       []byte(`{"spdxVersion":"SPDX-2.3","name":"node-compute"}` + "\n"),
+		ims.ProvenanceFile: []byte(`{"payloadType":"application/vnd.in-toto+json","payload":"e30=","signatures":[]}` + "\n"),
+	}
+	types := map[string]string{ims.SBOMFile: ims.MediaTypeSPDX, ims.ProvenanceFile: ims.MediaTypeDSSE}
+	for name, doc := range docs {
+		a := putBytes(t, store, doc)
+		a.MediaType = types[name]
+		img.Outputs[name] = a
+	}
 	var log putLog
 	cfg := testConfig(srv)
 	cfg.HTTPClient = &http.Client{Transport: &log}
@@ -53,25 +61,26 @@ func TestPublishSBOMBeforeManifest(t *testing.T) {
 	}
 
 	c := srv.Client(t)
-	key := img.ID + "/" + ims.SBOMFile
-	out, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(DefaultBucket), Key: aws.String(key)})
-	if err != nil {
-		t.Fatalf("GetObject(%s) error: %v", key, err)
-	}
-	out.Body.Close()
-	if ct := aws.ToString(out.ContentType); ct != ims.MediaTypeSPDX {
-		t.Errorf("%s content type = %q, want %q", key, ct, ims.MediaTypeSPDX)
-	}
-	o, err := getObject(t, c, DefaultBucket, key)
-	if err != nil || string(o.data) != string(doc) || o.meta[MetaSHA256] != sb.Digest.Encoded() {
-		t.Errorf("%s = %q meta %v, %v; want the SBOM with its sha256", key, o.data, o.meta, err)
-	}
 	// checkPublished wants exactly the IMS artifacts in the manifest.
 	checkPublished(t, c, DefaultBucket, "", []publish.Image{img})
-
-	sbomAt := slices.IndexFunc(log.paths, func(p string) bool { return strings.HasSuffix(p, "/"+key) })
 	manifestAt := slices.IndexFunc(log.paths, func(p string) bool { return strings.HasSuffix(p, "/"+img.ID+"/"+ims.ManifestFile) })
-	if sbomAt < 0 || manifestAt < 0 || sbomAt > manifestAt {
-		t.Errorf("PUTs %v: want the SBOM before the manifest", log.paths)
+	for name, doc := range docs {
+		key := img.ID + "/" + name
+		out, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(DefaultBucket), Key: aws.String(key)})
+		if err != nil {
+			t.Fatalf("GetObject(%s) error: %v", key, err)
+		}
+		out.Body.Close()
+		if ct := aws.ToString(out.ContentType); ct != types[name] {
+			t.Errorf("%s content type = %q, want %q", key, ct, types[name])
+		}
+		o, err := getObject(t, c, DefaultBucket, key)
+		if err != nil || string(o.data) != string(doc) || o.meta[MetaSHA256] != img.Outputs[name].Digest.Encoded() {
+			t.Errorf("%s = %q meta %v, %v; want the document with its sha256", key, o.data, o.meta, err)
+		}
+		at := slices.IndexFunc(log.paths, func(p string) bool { return strings.HasSuffix(p, "/"+key) })
+		if at < 0 || manifestAt < 0 || at > manifestAt {
+			t.Errorf("PUTs %v: want %s before the manifest", log.paths, name)
+		}
 	}
 }

@@ -3,7 +3,9 @@ package jobs
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/md5"
+	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -22,6 +24,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/opencontainers/go-digest"
 
 	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/ims/server"
@@ -30,6 +33,7 @@ import (
 	"github.com/imsbuild/imsbuild/ims/server/store"
 	"github.com/imsbuild/imsbuild/internal/s3test"
 	"github.com/imsbuild/imsbuild/internal/testutil"
+	"github.com/imsbuild/imsbuild/provenance"
 )
 
 // testCA stands in for a --ca-cert PEM: customize jobs only copy it.
@@ -51,6 +55,8 @@ type custEnv struct {
 	parent string // the image record to customize
 	// parentObjects are the md5s of the parent's objects, by key.
 	parentObjects map[string]string
+	// signer signs the provenance of the job images.
+	signer ed25519.PrivateKey
 }
 
 func newCustEnv(t *testing.T) *custEnv {
@@ -74,10 +80,11 @@ func newCustEnv(t *testing.T) *custEnv {
 	}
 	t.Cleanup(func() { _ = st.Close() })
 	lo := servertest.FreePorts(t, 4)
+	_, signer, _ := ed25519.GenerateKey(rand.Reader)
 	r, err := New(Config{
 		Store: st, Blobs: blobs, CacheDir: filepath.Join(dir, "cache"), MaxJobs: 2,
 		SSHHost: "127.0.0.1", SSHPortFirst: lo, SSHPortLast: lo + 3, Logger: slog.New(slog.DiscardHandler),
-		CACerts: []string{testCA},
+		CACerts: []string{testCA}, Signer: signer, Version: "test",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -89,7 +96,7 @@ func newCustEnv(t *testing.T) *custEnv {
 	}
 	ts := httptest.NewServer(srv)
 	t.Cleanup(ts.Close)
-	e := &custEnv{Client: &servertest.Client{T: t, Base: ts.URL + "/v3"}, t: t, st: st, blobs: blobs, s3: client, runner: r}
+	e := &custEnv{Client: &servertest.Client{T: t, Base: ts.URL + "/v3"}, t: t, st: st, blobs: blobs, s3: client, runner: r, signer: signer}
 	e.putParent()
 	e.putKey()
 	return e
@@ -331,6 +338,23 @@ func TestCustomizeJob(t *testing.T) {
 			// The customized image's SBOM is beside its artifacts.
 			if info, err := e.blobs.Head(t.Context(), "boot-images", newID+"/"+ims.SBOMFile); err != nil || info.Size == 0 || info.Metadata["x-shasta-ims-image-id"] != newID {
 				t.Errorf("%s/%s: head %+v, %v; want the SBOM", newID, ims.SBOMFile, info, err)
+			}
+			// And its provenance, signed with the server's key, whose
+			// subjects are the uploaded artifacts and SBOM.
+			env, err := e.blobs.Read(t.Context(), "boot-images", newID+"/"+ims.ProvenanceFile, provenance.MaxEnvelope)
+			if err != nil {
+				t.Fatalf("%s/%s: %v", newID, ims.ProvenanceFile, err)
+			}
+			digests := map[string]digest.Digest{}
+			for _, name := range []string{ims.ArtifactRootfs, ims.ArtifactKernel, ims.ArtifactInitrd, ims.SBOMFile} {
+				b, err := e.blobs.Read(t.Context(), "boot-images", newID+"/"+name, 64<<20)
+				if err != nil {
+					t.Fatal(err)
+				}
+				digests[name] = digest.FromBytes(b)
+			}
+			if _, err := provenance.VerifyDigests(t.Context(), env, e.signer.Public(), digests); err != nil {
+				t.Errorf("the job image's provenance: %v", err)
 			}
 			root := e.unsquashRootfs(newID)
 			if b, err := os.ReadFile(filepath.Join(root, "etc/motd")); err != nil || string(b) != tc.name+"\n" {

@@ -27,11 +27,12 @@ const (
 )
 
 // publishImage registers the image the engine published into dir (a
-// publish "dir" image directory: artifacts, sbom.spdx.json and
-// manifest.json) the way IMS's job helper does: it creates the image
-// record first, uploads the artifacts under <image id>/ in the image
-// bucket with IMS's metadata, then the SBOM beside them (not in the
-// manifest, as every imsbuild publish does), writes the manifest, links the record to it and sets the job's
+// publish "dir" image directory: artifacts, sbom.spdx.json, when signed
+// provenance.intoto.jsonl, and manifest.json) the way IMS's job helper
+// does: it creates the image record first, uploads the artifacts under
+// <image id>/ in the image bucket with IMS's metadata, then the SBOM and
+// the provenance beside them (not in the manifest, as every imsbuild
+// publish does), writes the manifest, links the record to it and sets the job's
 // resultant_image_id. On failure it removes what it made, the record
 // included, and returns the error.
 func (j *jobRun) publishImage(ctx context.Context, dir, name, arch string) (id string, err error) {
@@ -83,20 +84,25 @@ func (j *jobRun) publishImage(ctx context.Context, dir, name, arch string) (id s
 			"md5":  a.MD5, "type": a.Type,
 		})
 	}
-	// The SBOM before the manifest: a reader that finds the manifest
-	// finds the SBOM too. An image without one (an unchanged import) has
-	// no file.
-	sbomPath := filepath.Join(dir, ims.SBOMFile)
-	sum, err := fileMD5(sbomPath)
-	switch {
-	case err == nil:
-		key := id + "/" + ims.SBOMFile
-		if _, err := j.uploadFile(ctx, sbomPath, bucket, key, ims.MediaTypeSPDX, sum, meta, nil); err != nil {
-			return id, err
+	// The SBOM and the signed provenance before the manifest: a reader
+	// that finds the manifest finds them too. An image without an SBOM (an
+	// unchanged import), or without a signing key, has no such file.
+	for _, side := range []struct{ name, mediaType string }{
+		{ims.SBOMFile, ims.MediaTypeSPDX},
+		{ims.ProvenanceFile, ims.MediaTypeDSSE},
+	} {
+		path := filepath.Join(dir, side.name)
+		sum, err := fileMD5(path)
+		switch {
+		case err == nil:
+			key := id + "/" + side.name
+			if _, err := j.uploadFile(ctx, path, bucket, key, side.mediaType, sum, meta, nil); err != nil {
+				return id, err
+			}
+			uploaded = append(uploaded, key)
+		case !errors.Is(err, os.ErrNotExist):
+			return id, fmt.Errorf("publish image: %w", err)
 		}
-		uploaded = append(uploaded, key)
-	case !errors.Is(err, os.ErrNotExist):
-		return id, fmt.Errorf("publish image: %w", err)
 	}
 	manifest, err := manifestJSON(artifacts, j.now())
 	if err != nil {

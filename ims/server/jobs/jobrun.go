@@ -112,6 +112,8 @@ func (j *jobRun) newEngine(cfg *spec.Config, work string, events func(engine.Eve
 		BootstrapCacheDir: engine.DefaultBootstrapCacheDir,
 		PackageStore:      j.r.cache,
 		PackageActions:    j.r.cache.Actions(),
+		Signer:            j.r.cfg.Signer,
+		Version:           j.r.cfg.Version,
 		Events: func(ev engine.Event) {
 			writeEvent(j.log, ev)
 			j.r.countStep(ev)

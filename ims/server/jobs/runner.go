@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"crypto"
 	"errors"
 	"fmt"
 	"io"
@@ -48,6 +49,11 @@ type Config struct {
 	// Environ is the process environment the engine takes its allowlisted
 	// variables from (proxies, SOURCE_DATE_EPOCH).
 	Environ []string
+	// Signer, when set, signs every job image's provenance, uploaded
+	// beside its artifacts as provenance.intoto.jsonl (imsbuild serve
+	// --signing-key); Version is recorded in it.
+	Signer  crypto.Signer
+	Version string
 	// Registry receives the job metrics (the server's registry).
 	Registry *prometheus.Registry
 	Logger   *slog.Logger
