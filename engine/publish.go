@@ -118,7 +118,14 @@ func (e *Engine) publisher(ctx context.Context, p *spec.Publish, images []publis
 		// so each image gets a publisher of its own.
 		var pubs multiPublisher
 		for _, img := range images {
-			pub, err := oci.New(oci.Config{Repository: destination(p, img.Label), Tags: p.Tags, Insecure: p.Insecure})
+			var opts []oci.Option
+			if e.opts.Signer != nil {
+				// cosign wants the image manifest as a subject of the
+				// attestation, so the publisher signs it again, and signs
+				// the manifest (cosign verify).
+				opts = append(opts, oci.WithSigner(e.opts.Signer))
+			}
+			pub, err := oci.New(oci.Config{Repository: destination(p, img.Label), Tags: p.Tags, Insecure: p.Insecure}, opts...)
 			if err != nil {
 				return nil, err
 			}

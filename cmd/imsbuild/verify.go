@@ -26,13 +26,14 @@ import (
 	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/internal/ctxio"
 	"github.com/imsbuild/imsbuild/provenance"
+	"github.com/imsbuild/imsbuild/publish/oci"
 	"github.com/imsbuild/imsbuild/publish/s3"
 )
 
 func newVerifyCmd(g *globalFlags) *cobra.Command {
 	var keyFile, policyFile string
 	cmd := &cobra.Command{
-		Use:   "verify --key PUBLIC_KEY [--policy FILE] DIR | s3://BUCKET/PREFIX/ID | [BUILD_DIR] IMAGE",
+		Use:   "verify --key PUBLIC_KEY [--policy FILE] DIR | s3://BUCKET/PREFIX/ID | oci://REGISTRY/REPO:TAG | [BUILD_DIR] IMAGE",
 		Short: "Check an image's signed provenance: signature, artifact digests, builder and inputs",
 		Long: `verify checks the signed SLSA provenance (provenance.intoto.jsonl) that a build with a
 signing key writes beside every image:
@@ -52,13 +53,16 @@ signing key writes beside every image:
 The image is a directory (a published boot-images/<id>/, or any directory holding
 provenance.intoto.jsonl and the artifacts), a published S3 image s3://bucket/prefix/<id>
 (with ?endpoint=…&path_style=true as for imports; credentials from the AWS environment),
-or an image of a build (image.x, or x) taken from its cache as the build files say now.
+an image pushed by publish "oci", oci://registry/repo:tag or @sha256:… (its provenance is
+cosign's attestation or a referrer; its artifacts are the manifest's layers; plain HTTP
+only to a loopback registry unless ?insecure=true), or an image of a build (image.x, or x) taken from its cache as the build files say now.
 
 It prints what was verified: the subjects, the builder and the dependencies.
 Exit codes: 0 verified, 1 not verified (bad signature, changed artifact, policy
 violation, no provenance), 2 usage (flags, an unreadable key or policy).`,
 		Example: `  imsbuild verify --key cosign.pub examples/busybox/out/boot-images/<id>
   imsbuild verify --key cosign.pub --policy policy.json 's3://boot-images/<id>?endpoint=http://127.0.0.1:7070&path_style=true'
+  imsbuild verify --key cosign.pub oci://registry.example/hpc/busybox-compute:nightly
   imsbuild verify --key cosign.pub examples/busybox image.compute
   imsbuild verify --json --key cosign.pub out/boot-images/<id>
   cosign verify-blob-attestation --key cosign.pub --insecure-ignore-tlog \
@@ -157,7 +161,7 @@ func remoteImage(scheme, url string) (verifySource, error) {
 	case "s3":
 		return remoteSource{url: url, fetch: fetchS3}, nil
 	case "oci":
-		return nil, errors.New("verify oci://: not supported by this imsbuild; verify the image with cosign verify-attestation --type slsaprovenance1, or its published directory or S3 copy")
+		return ociSource(url), nil
 	}
 	return nil, fmt.Errorf("verify %s://: unknown scheme; want a directory, s3://, or an image of a build", scheme)
 }
@@ -185,6 +189,50 @@ func (d dirSource) verify(ctx context.Context, pub crypto.PublicKey) (*provenanc
 		return nil, err
 	}
 	return v, allSubjects(v, files, string(d))
+}
+
+// ociSource is an image in a registry, oci://registry/repo:tag or
+// @sha256:…, with ?insecure=true for plain HTTP to a registry that is not
+// on loopback. Its provenance is cosign's attestation or a referrer of the
+// image manifest; the artifacts are the manifest's layers, whose digests
+// name the bytes a pull gets (and checks).
+type ociSource string
+
+func (o ociSource) verify(ctx context.Context, pub crypto.PublicKey) (*provenance.Verified, error) {
+	ref, query, _ := strings.Cut(strings.TrimPrefix(string(o), "oci://"), "?")
+	insecure := false
+	switch query {
+	case "":
+	case "insecure=true":
+		insecure = true
+	default:
+		return nil, usageError{fmt.Errorf("verify %s: unknown query %q; want ?insecure=true or none", o, query)}
+	}
+	prov, err := oci.FetchProvenance(ctx, ref, insecure)
+	if errors.Is(err, oci.ErrNoProvenance) {
+		return nil, fmt.Errorf("%s: %w", o, engine.ErrNoProvenance)
+	}
+	if err != nil {
+		return nil, err
+	}
+	v, err := prov.Verify(ctx, pub)
+	if errors.Is(err, oci.ErrNoProvenance) {
+		return nil, fmt.Errorf("%s: %w", o, engine.ErrNoProvenance)
+	}
+	if err != nil {
+		return nil, err
+	}
+	// The SBOM is a referrer, not a layer, and a signing publisher adds
+	// the image manifest as a subject (cosign wants it): both count as
+	// present; any other subject must be a layer.
+	have := maps.Clone(prov.Artifacts)
+	_, imageDigest, _ := strings.Cut(prov.Image, "@")
+	for _, sub := range v.Statement.GetSubject() {
+		if sub.GetName() == ims.SBOMFile || "sha256:"+sub.GetDigest()["sha256"] == imageDigest {
+			have[sub.GetName()] = ""
+		}
+	}
+	return v, allSubjects(v, have, prov.Image)
 }
 
 // remoteSource is a published image fetched by URL.

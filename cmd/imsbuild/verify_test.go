@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -27,6 +28,7 @@ import (
 	"github.com/secure-systems-lab/go-securesystemslib/encrypted"
 
 	"github.com/imsbuild/imsbuild/ims"
+	"github.com/imsbuild/imsbuild/internal/registrytest"
 	"github.com/imsbuild/imsbuild/internal/s3test"
 	"github.com/imsbuild/imsbuild/internal/testutil"
 	"github.com/imsbuild/imsbuild/provenance"
@@ -282,9 +284,9 @@ func TestSignedProvenanceVerify(t *testing.T) {
 		{"verify", compute}, // no --key
 		{"verify", "--key", filepath.Join(keys, "nope.pub"), compute}, // unreadable key
 		{"verify", "--key", filepath.Join(keys, "cosign.key"), compute},
-		{"verify", "--key", pub, "--policy", pub, compute}, // not a policy
-		{"verify", "--key", pub, "oci://registry.example/hpc/compute:1"},
-		{"verify", "--key", pub, ".", "image.nope"}, // no such image in the build
+		{"verify", "--key", pub, "--policy", pub, compute},                         // not a policy
+		{"verify", "--key", pub, "oci://registry.example/hpc/compute:1?plain=yes"}, // unknown query
+		{"verify", "--key", pub, ".", "image.nope"},                                // no such image in the build
 	} {
 		if r := imsbuild(t, dir, args...); r.code != 2 {
 			t.Errorf("imsbuild %s exit %d, want 2:\n%s\n%s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
@@ -488,5 +490,71 @@ publish "s3" "site" {
 	}
 	if r := imsbuildEnv(t, dir, env, "verify", "--key", pub, url); r.code != 1 || !strings.Contains(r.stderr, "artifact sbom.spdx.json: artifact does not match") {
 		t.Errorf("verify of a replaced SBOM exit %d, want 1:\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// TestSignedProvenanceOCI: a signed build published to a registry is
+// accepted by imsbuild verify oci://… and by the real cosign's
+// verify-attestation and verify on the image; another key is refused by
+// both (exit 1), and an unknown URL query is a usage error.
+func TestSignedProvenanceOCI(t *testing.T) {
+	testutil.RequireTool(t, "cosign")
+	reg := registrytest.Start(t)
+	dir := example(t)
+	keys := filepath.Join(dir, "keys")
+	if err := os.Mkdir(keys, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cosignKeys(t, keys)
+	writeFile(t, filepath.Join(dir, "signing.ims.hcl"), fmt.Sprintf(`imsbuild {
+  signing {
+    key = "keys/ed25519.pem"
+  }
+}
+
+publish "oci" "registry" {
+  images     = [image.compute]
+  repository = "%s/hpc/${image.name}"
+  tags       = ["nightly"]
+}
+`, reg.Host))
+	if r := imsbuild(t, dir, "build", "."); r.code != 0 {
+		t.Fatalf("build exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	ref := reg.Host + "/hpc/busybox-compute:nightly"
+	pub, other := filepath.Join(keys, "ed25519.pub"), filepath.Join(keys, "cosign.pub")
+
+	r := imsbuild(t, dir, "verify", "--json", "--key", pub, "oci://"+ref)
+	var rep struct {
+		Verified bool
+		Subjects []struct{ Name, Digest string }
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &rep); r.code != 0 || err != nil || !rep.Verified {
+		t.Fatalf("verify oci://%s exit %d (%v):\n%s\n%s", ref, r.code, err, r.stdout, r.stderr)
+	}
+	var names []string
+	for _, s := range rep.Subjects {
+		names = append(names, s.Name)
+	}
+	if !slices.Contains(names, ims.ArtifactRootfs) || !slices.Contains(names, ims.SBOMFile) {
+		t.Errorf("subjects %v, want the rootfs and the SBOM among them", names)
+	}
+	for _, args := range [][]string{
+		{"verify-attestation", "--key", pub, "--insecure-ignore-tlog", "--allow-http-registry", "--type", "slsaprovenance1", ref},
+		{"verify", "--key", pub, "--insecure-ignore-tlog", "--allow-http-registry", ref},
+	} {
+		if out, ok := runCosign(t, keys, args...); !ok {
+			t.Errorf("cosign %s rejects the published image:\n%s", args[0], out)
+		}
+		args[2] = other
+		if out, ok := runCosign(t, keys, args...); ok {
+			t.Errorf("cosign %s accepts the image with another key:\n%s", args[0], out)
+		}
+	}
+	if r := imsbuild(t, dir, "verify", "--key", other, "oci://"+ref); r.code != 1 || !strings.Contains(r.stderr, "signature") {
+		t.Errorf("verify with another key exit %d, want 1 naming the signature:\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if r := imsbuild(t, dir, "verify", "--key", pub, "oci://"+ref+"?plain=yes"); r.code != 2 {
+		t.Errorf("verify with an unknown query exit %d, want 2:\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
 }

@@ -64,14 +64,19 @@ const (
 // not check.
 func WithSigner(key crypto.Signer) Option {
 	return func(o *options) error {
-		switch k := key.(type) {
-		case ed25519.PrivateKey:
-		case *ecdsa.PrivateKey:
+		if key == nil {
+			return errors.New("signer: nil, want ed25519 or ECDSA P-256")
+		}
+		// By the public key: a signer may be any crypto.Signer (the
+		// engine's decrypts an encrypted key at its first signature).
+		switch k := key.Public().(type) {
+		case ed25519.PublicKey:
+		case *ecdsa.PublicKey:
 			if k.Curve != elliptic.P256() {
 				return fmt.Errorf("signer: ECDSA curve %s, want P-256", k.Curve.Params().Name)
 			}
 		default:
-			return fmt.Errorf("signer: %T, want ed25519 or ECDSA P-256", key)
+			return fmt.Errorf("signer: %T, want ed25519 or ECDSA P-256", k)
 		}
 		o.signer = key
 		return nil

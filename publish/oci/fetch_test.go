@@ -28,6 +28,22 @@ import (
 	"github.com/imsbuild/imsbuild/publish/oci"
 )
 
+// wrappedSigner is a crypto.Signer that is no private key type, as the
+// engine's lazily decrypting signer.
+type wrappedSigner struct{ crypto.Signer }
+
+// TestWithSignerAcceptsAnySigner: the key type is judged by the public
+// key, so a signer that wraps an ed25519 or P-256 key is accepted.
+func TestWithSignerAcceptsAnySigner(t *testing.T) {
+	_, ed, _ := ed25519.GenerateKey(rand.Reader)
+	p256, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	for _, key := range []crypto.Signer{wrappedSigner{ed}, wrappedSigner{p256}} {
+		if _, err := oci.New(oci.Config{Repository: "127.0.0.1:5000/hpc/img"}, oci.WithSigner(key)); err != nil {
+			t.Errorf("New(WithSigner(%T)) = %v", key.Public(), err)
+		}
+	}
+}
+
 func TestWithSignerRejects(t *testing.T) {
 	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -43,7 +59,8 @@ func TestWithSignerRejects(t *testing.T) {
 		want string
 	}{
 		{"nil", nil, "want ed25519 or ECDSA P-256"},
-		{"RSA", rsaKey, "*rsa.PrivateKey, want ed25519 or ECDSA P-256"},
+		{"RSA", rsaKey, "*rsa.PublicKey, want ed25519 or ECDSA P-256"},
+		{"RSA wrapped", wrappedSigner{rsaKey}, "*rsa.PublicKey, want ed25519 or ECDSA P-256"},
 		{"P-384", p384, "ECDSA curve P-384, want P-256"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
