@@ -280,7 +280,8 @@ func TestOCIPushAll500(t *testing.T) {
 		t.Fatal("PushImage() with every request failing: error = nil")
 	}
 	t.Logf("PushImage() error: %v", err)
-	for _, w := range []string{"push " + px.Addr + "/hpc/compute:v1", "500"} {
+	// The image manifest goes first, by digest; the tags last.
+	for _, w := range []string{"push " + px.Addr + "/hpc/compute@sha256:", "500"} {
 		if !strings.Contains(err.Error(), w) {
 			t.Errorf("PushImage() error = %q, want it to contain %q", err, w)
 		}
