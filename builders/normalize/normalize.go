@@ -154,7 +154,13 @@ func (n *normalizer) removeFiles(ctx context.Context) error {
 			if err := n.r.Remove(name); err != nil {
 				return err
 			}
-			fmt.Fprintf(n.log, "normalize: removed /%s\n", name)
+		}
+		switch len(names) {
+		case 0:
+		case 1:
+			fmt.Fprintf(n.log, "normalize: removed /%s\n", names[0])
+		default:
+			fmt.Fprintf(n.log, "normalize: removed %d files /%s\n", len(names), g)
 		}
 	}
 	return ctx.Err()
