@@ -125,6 +125,7 @@ func newBuildCmd(g *globalFlags) *cobra.Command {
 		keyFiles    []string
 		sshTimeout  time.Duration
 		trackRepos  bool
+		bootstrap   string
 	)
 	cmd := &cobra.Command{
 		Use:   "build [DIR] [TARGET...]",
@@ -186,7 +187,7 @@ one event per line (step, status, key, duration_ms, bytes, error).`,
 				SSHTimeout:        sshTimeout,
 				TrackRepos:        trackRepos,
 				Jobs:              g.jobs,
-				BootstrapCacheDir: engine.DefaultBootstrapCacheDir,
+				BootstrapCacheDir: bootstrap,
 				PackageStore:      c.Cache,
 				PackageActions:    c.Actions(),
 				KeepGoing:         keepGoing,
@@ -229,6 +230,7 @@ one event per line (step, status, key, duration_ms, bytes, error).`,
 	cmd.Flags().StringArrayVar(&keyFiles, "ssh-public-key", nil, "public key file allowed into SSH environments (default: ~/.ssh/id_*.pub)")
 	cmd.Flags().BoolVar(&trackRepos, "track-repos", false, "a change of any package repository's metadata rebuilds the recipes using it (nightly builds)")
 	cmd.Flags().DurationVar(&sshTimeout, "ssh-timeout", 0, "fail an SSH environment nobody completes within this time (default: the block's timeout, else 2h)")
+	cmd.Flags().StringVar(&bootstrap, "bootstrap-cache", engine.DefaultBootstrapCacheDir, "directory of debootstrap results kept for apt recipes; a new one bootstraps from scratch")
 	return cmd
 }
 

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/internal/testutil"
 )
@@ -50,6 +52,7 @@ func TestDebianNodeEndToEnd(t *testing.T) {
 	if err != nil || !strings.Contains(string(osRelease), `VERSION_ID="12"`) {
 		t.Fatalf("rootfs os-release = %q, %v; want Debian 12", osRelease, err)
 	}
+	reproduce(t, dir)
 
 	start = time.Now()
 	r = imsbuild(t, dir, "build", "--json", ".")
@@ -129,6 +132,45 @@ func TestDebianNodeEndToEnd(t *testing.T) {
 	if p := testutil.ProcessesMatching(t, dir); len(p) > 0 {
 		t.Errorf("kiwi processes left: %v", p)
 	}
+}
+
+// reproduce builds examples/debian-node once more from cold, in another
+// directory with its own imsbuild cache and its own (empty) bootstrap
+// cache, under another umask, hostname and time zone, and checks that it
+// publishes the same bytes as the build in dir did: rootfs, kernel,
+// initrd, SBOMs, manifests and records, so the same image ids. kiwi's
+// shared package download cache stays shared: it holds the same .debs
+// the mirror serves and changes no output, and a second download of
+// every package would cost CI minutes for nothing.
+func reproduce(t *testing.T, dir string) {
+	t.Helper()
+	testutil.RequireTool(t, "unshare")
+	dir2 := filepath.Join(t.TempDir(), "debian-node")
+	if out, err := exec.Command("cp", "-a", "../../examples/debian-node", dir2).CombinedOutput(); err != nil {
+		t.Fatalf("copy example: %v\n%s", err, out)
+	}
+	os.RemoveAll(filepath.Join(dir2, "out"))
+	os.RemoveAll(filepath.Join(dir2, ".imsbuild"))
+	start := time.Now()
+	cmd := exec.CommandContext(t.Context(), "unshare", "--uts", "/bin/sh", "-c",
+		`hostname repro-other-host && umask 077 && exec "$0" build --bootstrap-cache "$1" .`,
+		binary, filepath.Join(t.TempDir(), "bootstrap"))
+	cmd.Dir = dir2
+	cmd.Env = append(os.Environ(), "TZ=Asia/Tokyo")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("second cold build: %v\n%s", err, tail(string(out), 40))
+	}
+	t.Logf("second cold build (own bootstrap): %v", time.Since(start))
+	if log, _ := os.ReadFile(filepath.Join(dir2, ".imsbuild/cache/logs/image.base.prepare.log")); strings.Contains(string(log), "restored from the bootstrap cache") {
+		t.Errorf("the second cold build restored its bootstrap from a cache:\n%s", tail(string(log), 40))
+	}
+	first, second := publishedTree(t, filepath.Join(dir, "out")), publishedTree(t, filepath.Join(dir2, "out"))
+	if d := cmp.Diff(first, second); d != "" {
+		t.Errorf("two cold builds published different trees (-first +second):\n%s", d)
+	}
+	// Both images, with their kernel, initrd and rootfs, are in the trees.
+	publishedImage(t, dir2, "debian-node-bookworm")
+	publishedImage(t, dir2, "debian-compute-bookworm")
 }
 
 // publishedImage finds the published image named name under dir/out and
