@@ -9,6 +9,7 @@ import (
 
 	"github.com/imsbuild/imsbuild/builders/steps"
 	"github.com/imsbuild/imsbuild/ims"
+	"github.com/imsbuild/imsbuild/internal/testutil"
 )
 
 // TestSourceDateEpoch: without SOURCE_DATE_EPOCH an image imported from a
@@ -130,4 +131,39 @@ func (f *fixture) cat(t *testing.T, e *Engine, id, name string) string {
 		t.Fatalf("unsquashfs -cat %s: %v", name, err)
 	}
 	return string(out)
+}
+
+// TestKiwiEpoch: a recipe image's epoch is the newest Date: of its
+// repositories' Release: kiwi runs with it as SOURCE_DATE_EPOCH and with
+// dracut's reproducible mode, and the image and its child are dated by it.
+func TestKiwiEpoch(t *testing.T) {
+	testutil.FakeKiwi(t)
+	fake, err := exec.LookPath("kiwi-ng")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := t.TempDir()
+	seen := filepath.Join(bin, "env")
+	wrapper := "#!/bin/sh\n[ \"$1\" = --version ] || echo \"$SOURCE_DATE_EPOCH $DRACUT_REPRODUCIBLE\" > " + seen + "\nexec " + fake + " \"$@\"\n"
+	if err := os.WriteFile(filepath.Join(bin, "kiwi-ng"), []byte(wrapper), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+	srv, release := repoServer(t)
+	release.Store("Origin: Debian\nSuite: bookworm\nDate: Sat, 11 Jul 2026 10:16:37 UTC\n")
+	f := kiwiFixture(t, srv.URL+"/debian")
+	e := f.engine(t, nil)
+	if err := e.Build(t.Context(), nil); err != nil {
+		t.Fatalf("Build() = %v", err)
+	}
+	const want = 1783764997 // 2026-07-11T10:16:37Z
+	if b, err := os.ReadFile(seen); err != nil || string(b) != "1783764997 1\n" {
+		t.Errorf("kiwi's SOURCE_DATE_EPOCH and DRACUT_REPRODUCIBLE = %q, %v; want %q", b, err, "1783764997 1\n")
+	}
+	for _, id := range []string{"image.base", "image.compute"} {
+		if got := f.epochOf(t, e, id); got != want {
+			t.Errorf("%s epoch = %d, want the repository's date %d", id, got, want)
+		}
+		f.checkCreated(t, e, id, want)
+	}
 }
