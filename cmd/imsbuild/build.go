@@ -147,7 +147,14 @@ a failed build root; the step still fails afterwards.
 Recipe images run kiwi-ng (as root) in two cached steps, image.x/prepare and image.x. Across
 builds on one host, debootstrap results are kept in /var/cache/imsbuild/kiwi/bootstrap and
 every downloaded .deb/.rpm in the local cache (a package proxy on 127.0.0.1 that kiwi uses
-through http_proxy), so a new recipe that shares packages with earlier ones builds faster.
+through http_proxy), so a new recipe that shares packages with earlier ones builds faster
+(--bootstrap-cache names another directory for the debootstrap results).
+
+Builds are reproducible: the same inputs give byte-identical artifacts and image ids. Every
+file of an image is dated by one epoch, SOURCE_DATE_EPOCH when set (it is then in every key),
+else one derived from the inputs (a recipe's newest repository Release date, a parent's
+epoch), and image roots are normalized before packing unless normalize = false
+(docs/reproducible.md).
 
 On a terminal, progress is a live display; otherwise plain timestamped lines; --json prints
 one event per line (step, status, key, duration_ms, bytes, error).`,
