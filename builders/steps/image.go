@@ -37,7 +37,7 @@ type Image struct {
 	// DebugOnFailure opens a debug session (Shell) when customize fails.
 	DebugOnFailure bool
 	// SourceDateEpoch, when EpochSet, is the build's SOURCE_DATE_EPOCH;
-	// otherwise the image's epoch comes from its source (sourceDateEpoch).
+	// otherwise the image's epoch comes from its source (see BlobEpoch).
 	SourceDateEpoch int64
 	EpochSet        bool
 	StateDir        string // builder images are unpacked under it
@@ -72,7 +72,7 @@ func (o *Image) Key(ctx context.Context, k KeyEnv) (*Key, error) {
 		// v3: every result has an SBOM output (ims.SBOMFile).
 		// v4: the root is normalized (builders/normalize) unless
 		// normalize = false, and packed at the epoch of the image's
-		// source (see sourceDateEpoch) rather than 0.
+		// source (see BlobEpoch) rather than 0.
 		Type:   "imsbuild/" + o.Kind + "/v4",
 		Attrs:  imageAttrs(img, o.Kind, o.Interactive, IsRemoteImport(img.Import)),
 		Inputs: map[string]string{},
@@ -142,7 +142,7 @@ func (o *Image) Build(ctx context.Context, env Env) (*cache.ActionResult, error)
 	// inherited is the boot_parameters of the image this one is made from,
 	// packed again when the root has no /boot/kernel-parameters to pack.
 	inherited := ""
-	// epoch is the time of the source (see sourceDateEpoch).
+	// epoch is the time of the source (see BlobEpoch).
 	var epoch int64
 	var err error
 	switch o.Kind {
@@ -259,7 +259,7 @@ func (o *Image) Build(ctx context.Context, env Env) (*cache.ActionResult, error)
 const sbomTool = "imsbuild"
 
 // writeSBOM writes the SPDX document of the finished root (after customize,
-// before pack) to path. It is dated SOURCE_DATE_EPOCH like the rootfs, so a
+// before pack) to path. It is dated by the image's epoch like the rootfs, so a
 // rebuild gives the same bytes; a root without a package database (busybox)
 // gets a document without packages.
 func (o *Image) writeSBOM(ctx context.Context, root, path string, epoch int64, log io.Writer) error {
