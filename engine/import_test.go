@@ -92,7 +92,7 @@ func TestImportDebugKernel(t *testing.T) {
 	if custom[ims.ArtifactRootfs].Digest == outs[ims.ArtifactRootfs].Digest {
 		t.Error("customized import has the imported rootfs, want it repacked")
 	}
-	img, err := e.publishImage("image.imported")
+	img, err := e.publishImage(t.Context(), "image.imported")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strconv"
 
 	"github.com/imsbuild/imsbuild/builders/steps"
 )
@@ -33,6 +34,7 @@ func (e *Engine) opsOf(s *Step, forBuild bool) (stepOps, error) {
 		Interactive:     e.interactive(s),
 		DebugOnFailure:  e.debugOnFailure(s),
 		SourceDateEpoch: e.epoch,
+		EpochSet:        e.epochSet,
 		StateDir:        e.opts.StateDir,
 		RemoteDigest:    remoteDigest,
 		FetchRemote:     fetchRemote,
@@ -68,6 +70,8 @@ func (e *Engine) opsOf(s *Step, forBuild bool) (stepOps, error) {
 			Lock:              e.lockOf(r.Name),
 			Locked:            e.opts.Locked,
 			Handover:          ops.handover,
+			SourceDateEpoch:   e.epoch,
+			EpochSet:          e.epochSet,
 		}
 		if e.debugOnFailure(s) {
 			prep.DebugShell = func(ctx context.Context, root string, log io.Writer) error {
@@ -96,6 +100,13 @@ func (e *Engine) preimage(ctx context.Context, op steps.Op) (*Preimage, error) {
 	if err != nil {
 		return nil, err
 	}
+	env := e.allowedEnv()
+	if e.epochSet {
+		// An explicit epoch is every output's time: it is in every key.
+		// Unset, each step's epoch follows from its inputs (see
+		// steps.Image and steps.Prepare) and keys stay as they were.
+		env["SOURCE_DATE_EPOCH"] = strconv.FormatInt(e.epoch, 10)
+	}
 	return &Preimage{
 		Type:      k.Type,
 		Builder:   BuilderVersion,
@@ -103,7 +114,7 @@ func (e *Engine) preimage(ctx context.Context, op steps.Op) (*Preimage, error) {
 		Attrs:     attrs,
 		Inputs:    k.Inputs,
 		Tools:     k.Tools,
-		Env:       e.allowedEnv(),
+		Env:       env,
 		Parent:    k.Parent,
 		Customize: k.Customize,
 	}, nil

@@ -12,6 +12,7 @@ import (
 
 	digest "github.com/opencontainers/go-digest"
 
+	"github.com/imsbuild/imsbuild/builders/steps"
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/internal/s3client"
@@ -24,7 +25,7 @@ import (
 )
 
 // publishImage describes the built image of step id for publishers.
-func (e *Engine) publishImage(id string) (publish.Image, error) {
+func (e *Engine) publishImage(ctx context.Context, id string) (publish.Image, error) {
 	s := e.graph.Step(id)
 	r := e.result(id)
 	if s == nil || r == nil {
@@ -36,9 +37,9 @@ func (e *Engine) publishImage(id string) (publish.Image, error) {
 			digests = append(digests, name+"="+string(o.Digest))
 		}
 	}
-	created := r.Created
-	if epoch, ok := e.sourceDateEpoch(); ok {
-		created = time.Unix(epoch, 0).UTC()
+	created, err := e.created(ctx, r)
+	if err != nil {
+		return publish.Image{}, fmt.Errorf("%s: %w", id, err)
 	}
 	outs := PublishArtifacts(r.Outputs)
 	if p, ok := e.provenanceOf(id); ok {
@@ -55,6 +56,29 @@ func (e *Engine) publishImage(id string) (publish.Image, error) {
 	}, nil
 }
 
+// created is the creation time of image result r in its manifests: its
+// epoch, as the rootfs records it (SOURCE_DATE_EPOCH, else the epoch of
+// the image's source: see steps.Image), so that two builds of the same
+// inputs publish the same manifest. A result without a rootfs (none is
+// built so) keeps the time it was built.
+func (e *Engine) created(ctx context.Context, r *cache.ActionResult) (time.Time, error) {
+	if epoch, ok := e.sourceDateEpoch(); ok {
+		return time.Unix(epoch, 0).UTC(), nil
+	}
+	out, ok := r.Outputs[ims.ArtifactRootfs]
+	if !ok {
+		return r.Created, nil
+	}
+	epoch, err := steps.BlobEpoch(ctx, e.store, out.Digest)
+	if errors.Is(err, steps.ErrNotSquashfs) {
+		return r.Created, nil // a published image imported as it is
+	}
+	if err != nil {
+		return time.Time{}, err
+	}
+	return time.Unix(epoch, 0).UTC(), nil
+}
+
 func (e *Engine) runPublish(ctx context.Context, s *Step) error {
 	p := s.Publish
 	e.emit(Event{Step: s.ID, Status: StatusStarted})
@@ -63,7 +87,7 @@ func (e *Engine) runPublish(ctx context.Context, s *Step) error {
 		if d.Kind == KindPublish {
 			continue
 		}
-		img, err := e.publishImage(d.ID)
+		img, err := e.publishImage(ctx, d.ID)
 		if err != nil {
 			return err
 		}

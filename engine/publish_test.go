@@ -121,7 +121,7 @@ func TestPublishS3AndOCI(t *testing.T) {
 	if _, err := e.Plan(t.Context(), nil, false); err != nil { // fills results from the cache
 		t.Fatal(err)
 	}
-	img, err := e.publishImage("image.compute")
+	img, err := e.publishImage(t.Context(), "image.compute")
 	if err != nil {
 		t.Fatal(err)
 	}

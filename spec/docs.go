@@ -145,6 +145,9 @@ var attrDocs = map[string][]AttrDoc{
 			Description: "When the image's step fails, open an SSH environment in the failed root (IMS `enable_debug`); the step still fails afterwards. `--debug-on-failure` does it for every image."},
 		{Name: "cache_interactive", Type: "bool", Default: "`false`", Example: `true`,
 			Description: "Cache the result of an interactive image like any other. Without it an interactive image rebuilds every time, since its result depends on a person."},
+		{Name: "normalize", Type: "bool", Default: "`true`", Example: `false`,
+			Description: "Before packing, clear what differs between two builds of the same inputs: truncate package manager logs, remove package caches, dpkg's `-old` backups, ld.so's `aux-cache`, random seeds and outdated Python bytecode, empty `/etc/machine-id`, clamp `/etc/shadow`'s last-change days to the epoch, give `/` and `/dev` mode 0755 (see [reproducible images](../reproducible.md)). `false` packs the root as the build left it.",
+			Key:         "the image key"},
 	},
 	"image.squashfs": {
 		{Name: "compression", Type: `"zstd" | "xz" | "gzip" | "lz4" | "lzo"`, Default: `"zstd"`, Example: `"xz"`,

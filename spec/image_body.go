@@ -31,6 +31,9 @@ func (l *loader) decodeImageBody(d *imageDecl) {
 	}
 	a.boolean("debug_on_failure", &img.DebugOnFailure)
 	a.boolean("cache_interactive", &img.CacheInteractive)
+	normalize := true
+	a.boolean("normalize", &normalize)
+	img.SkipNormalize = !normalize
 	if b := l.single(c.Blocks, "squashfs"); b != nil {
 		l.decodeSquashfs(b, &img.Squashfs)
 	}

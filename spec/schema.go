@@ -84,6 +84,7 @@ var imageSchema = &hcl.BodySchema{
 		{Name: "ca_certificates"},
 		{Name: "debug_on_failure"},
 		{Name: "cache_interactive"},
+		{Name: "normalize"},
 	},
 	Blocks: []hcl.BlockHeaderSchema{
 		{Type: "squashfs"},

@@ -109,6 +109,9 @@ type Image struct {
 	CACertificates   []string // PEM texts
 	Squashfs         Squashfs
 	DebugOnFailure   bool
+	// SkipNormalize is normalize = false: the root is packed as the build
+	// left it, without builders/normalize (the zero value normalizes).
+	SkipNormalize    bool
 	Customize        []Customize // in order
 	Interactive      *Interactive
 	CacheInteractive bool

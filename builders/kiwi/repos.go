@@ -6,7 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -206,4 +209,62 @@ func repoDigest(ctx context.Context, client *http.Client, r *spec.Repository) (s
 		return "", fmt.Errorf("digest repository %s %s: %w", r.Name, res.url, err)
 	}
 	return digest.NewDigest(digest.SHA256, h).String(), nil
+}
+
+// maxMetadata bounds how much of a repository's metadata file ReleaseEpoch
+// reads (Debian's InRelease is some 150 KB).
+const maxMetadata = 64 << 20
+
+// ReleaseEpoch returns the newest publication time of repos' metadata, in
+// seconds since 1970: the `Date:` of an apt InRelease or Release, the
+// newest `<timestamp>` of an rpm-md repomd.xml. It is a build's default
+// SOURCE_DATE_EPOCH: the same repository state gives the same time,
+// whatever the time of the build. A file without a date counts as 0, and
+// so does no repository. A nil client uses a default one.
+func ReleaseEpoch(ctx context.Context, client *http.Client, repos []*spec.Repository) (int64, error) {
+	client = clientOrDefault(client)
+	var newest int64
+	for _, r := range repos {
+		body, res := probe(ctx, client, r)
+		if body == nil {
+			return 0, fmt.Errorf("date of repository %s %s: %w", r.Name, res.url, res.err)
+		}
+		b, err := io.ReadAll(io.LimitReader(body, maxMetadata))
+		body.Close()
+		if err != nil {
+			return 0, fmt.Errorf("date of repository %s %s: %w", r.Name, res.url, err)
+		}
+		newest = max(newest, metadataTime(r.Type, b))
+	}
+	return newest, nil
+}
+
+// repomdTimestamp matches a data file's timestamp in repomd.xml.
+var repomdTimestamp = regexp.MustCompile(`<timestamp>\s*([0-9]+)\s*</timestamp>`)
+
+// metadataTime returns the publication time in repository metadata b of
+// type typ, 0 when it holds none.
+func metadataTime(typ string, b []byte) int64 {
+	var newest int64
+	if typ == "rpm-md" {
+		for _, m := range repomdTimestamp.FindAllSubmatch(b, -1) {
+			if t, err := strconv.ParseInt(string(m[1]), 10, 64); err == nil && t <= math.MaxUint32 {
+				newest = max(newest, t)
+			}
+		}
+		return newest
+	}
+	for line := range strings.Lines(string(b)) {
+		v, ok := strings.CutPrefix(strings.TrimRight(line, "\r\n"), "Date: ")
+		if !ok {
+			continue
+		}
+		for _, layout := range []string{time.RFC1123, time.RFC1123Z} {
+			if t, err := time.Parse(layout, strings.TrimSpace(v)); err == nil && t.Unix() > 0 && t.Unix() <= math.MaxUint32 {
+				return t.Unix()
+			}
+		}
+		return 0 // the first Date: is the Release's own
+	}
+	return 0
 }

@@ -182,3 +182,48 @@ func sha256hex(s string) string {
 	h := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(h[:])
 }
+
+func TestReleaseEpoch(t *testing.T) {
+	files := map[string]string{
+		// Debian's InRelease is clearsigned; its first Date: is the Release's.
+		"/debian/dists/bookworm/InRelease": "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\nOrigin: Debian\nDate: Sat, 11 Jul 2026 10:16:37 UTC\nValid-Until: Sat, 18 Jul 2026 10:16:37 UTC\n",
+		"/security/dists/bookworm/Release": "Origin: Debian\nDate: Mon, 02 Nov 2026 08:00:00 +0000\n",
+		"/sles/repodata/repomd.xml":        "<repomd><revision>5</revision><data type=\"primary\"><timestamp>1790000000</timestamp></data><data type=\"filelists\"><timestamp>1790000100</timestamp></data></repomd>",
+		"/nodate/dists/x/Release":          "Origin: Nobody\nDate: yesterday\n",
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if f, ok := files[r.URL.Path]; ok {
+			w.Write([]byte(f))
+			return
+		}
+		http.NotFound(w, r)
+	}))
+	defer srv.Close()
+	debian := &spec.Repository{Name: "debian", Type: "apt", URL: srv.URL + "/debian", Distribution: "bookworm"}
+	security := &spec.Repository{Name: "security", Type: "apt", URL: srv.URL + "/security", Distribution: "bookworm"}
+	sles := &spec.Repository{Name: "sles", Type: "rpm-md", URL: srv.URL + "/sles"}
+	nodate := &spec.Repository{Name: "nodate", Type: "apt", URL: srv.URL + "/nodate", Distribution: "x"}
+	tests := []struct {
+		name  string
+		repos []*spec.Repository
+		want  int64
+	}{
+		{"none", nil, 0},
+		{"InRelease", []*spec.Repository{debian}, time.Date(2026, 7, 11, 10, 16, 37, 0, time.UTC).Unix()},
+		{"the newest", []*spec.Repository{debian, security}, time.Date(2026, 11, 2, 8, 0, 0, 0, time.UTC).Unix()},
+		{"repomd", []*spec.Repository{sles}, 1790000100},
+		{"no date", []*spec.Repository{nodate}, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ReleaseEpoch(t.Context(), nil, tc.repos)
+			if err != nil || got != tc.want {
+				t.Errorf("ReleaseEpoch() = %d, %v; want %d", got, err, tc.want)
+			}
+		})
+	}
+	missing := &spec.Repository{Name: "gone", Type: "apt", URL: srv.URL + "/gone", Distribution: "x"}
+	if _, err := ReleaseEpoch(t.Context(), nil, []*spec.Repository{debian, missing}); err == nil || !strings.Contains(err.Error(), "/gone/dists/x/Release") {
+		t.Errorf("ReleaseEpoch(missing) = %v, want an error naming the URL", err)
+	}
+}

@@ -3,6 +3,8 @@ package pack
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"github.com/imsbuild/imsbuild/internal/tail"
 	"io"
@@ -173,4 +175,22 @@ func ToolVersion(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("mksquashfs -version: no output")
 	}
 	return string(bytes.TrimSpace(line)), nil
+}
+
+// ErrNotSquashfs is a file without a squashfs superblock.
+var ErrNotSquashfs = errors.New("not a squashfs")
+
+// MkfsTime returns the creation time a squashfs records in its superblock
+// (-mkfs-time): for one made by Pack, its SOURCE_DATE_EPOCH. A child image
+// takes its epoch from its parent's rootfs this way, so the epoch follows
+// from content that its key already holds.
+func MkfsTime(r io.Reader) (int64, error) {
+	var sb [12]byte // magic, inode count, mkfs_time (little endian)
+	if _, err := io.ReadFull(r, sb[:]); err != nil {
+		return 0, fmt.Errorf("squashfs superblock: %w", err)
+	}
+	if string(sb[:4]) != "hsqs" {
+		return 0, fmt.Errorf("squashfs superblock: magic %q: %w", sb[:4], ErrNotSquashfs)
+	}
+	return int64(binary.LittleEndian.Uint32(sb[8:])), nil
 }

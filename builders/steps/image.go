@@ -12,6 +12,7 @@ import (
 
 	"github.com/imsbuild/imsbuild/builders/customize"
 	"github.com/imsbuild/imsbuild/builders/importer"
+	"github.com/imsbuild/imsbuild/builders/normalize"
 	"github.com/imsbuild/imsbuild/builders/pack"
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/ims"
@@ -34,8 +35,11 @@ type Image struct {
 	// blocks (Shell); the person's work is part of the result.
 	Interactive bool
 	// DebugOnFailure opens a debug session (Shell) when customize fails.
-	DebugOnFailure  bool
+	DebugOnFailure bool
+	// SourceDateEpoch, when EpochSet, is the build's SOURCE_DATE_EPOCH;
+	// otherwise the image's epoch comes from its source (see BlobEpoch).
 	SourceDateEpoch int64
+	EpochSet        bool
 	StateDir        string // builder images are unpacked under it
 
 	// RemoteDigest identifies the published image (oci://, s3://) an
@@ -66,7 +70,10 @@ func (o *Image) Key(ctx context.Context, k KeyEnv) (*Key, error) {
 		// v2: boot_parameters also comes from /boot/kernel-parameters and
 		// from the parent, so a v1 result of the same inputs may lack it.
 		// v3: every result has an SBOM output (ims.SBOMFile).
-		Type:   "imsbuild/" + o.Kind + "/v3",
+		// v4: the root is normalized (builders/normalize) unless
+		// normalize = false, and packed at the epoch of the image's
+		// source (see BlobEpoch) rather than 0.
+		Type:   "imsbuild/" + o.Kind + "/v4",
 		Attrs:  imageAttrs(img, o.Kind, o.Interactive, IsRemoteImport(img.Import)),
 		Inputs: map[string]string{},
 	}
@@ -135,6 +142,9 @@ func (o *Image) Build(ctx context.Context, env Env) (*cache.ActionResult, error)
 	// inherited is the boot_parameters of the image this one is made from,
 	// packed again when the root has no /boot/kernel-parameters to pack.
 	inherited := ""
+	// epoch is the time of the source (see BlobEpoch).
+	var epoch int64
+	var err error
 	switch o.Kind {
 	case KindImport:
 		fmt.Fprintf(env.Log, "importing %s\n", img.Import)
@@ -149,11 +159,19 @@ func (o *Image) Build(ctx context.Context, env Env) (*cache.ActionResult, error)
 			if err := importer.Import(ctx, arts[ims.ArtifactRootfs], root); err != nil {
 				return nil, err
 			}
+			if epoch, err = fileEpoch(arts[ims.ArtifactRootfs]); err != nil {
+				return nil, err
+			}
 			inherited = arts[ims.ArtifactBootParameters]
 			break
 		}
 		if err := importer.Import(ctx, img.Import, root); err != nil {
 			return nil, err
+		}
+		if kind, err := importer.Detect(img.Import); err == nil && kind == importer.KindSquashfs {
+			if epoch, err = fileEpoch(img.Import); err != nil {
+				return nil, err
+			}
 		}
 	case KindCustomize:
 		parent := env.Result(o.Parent)
@@ -165,6 +183,9 @@ func (o *Image) Build(ctx context.Context, env Env) (*cache.ActionResult, error)
 		if err := unpack(ctx, env.Store, rootfs.Digest, env.Work, root); err != nil {
 			return nil, err
 		}
+		if epoch, err = BlobEpoch(ctx, env.Store, rootfs.Digest); err != nil {
+			return nil, err
+		}
 		if bp, ok := parent.Outputs[ims.ArtifactBootParameters]; ok {
 			inherited = filepath.Join(env.Work, "parent-"+ims.ArtifactBootParameters)
 			if err := env.Store.Materialize(ctx, bp.Digest, inherited, true); err != nil {
@@ -173,6 +194,9 @@ func (o *Image) Build(ctx context.Context, env Env) (*cache.ActionResult, error)
 		}
 	case KindKiwi:
 		prepared := env.Result(o.Parent).Outputs[PreparedOutput]
+		if epoch, err = BlobEpoch(ctx, env.Store, prepared.Digest); err != nil {
+			return nil, err
+		}
 		if o.Handover.take(root) {
 			fmt.Fprintf(env.Log, "using the root kiwi just prepared (%s)\n", prepared.Digest)
 			break
@@ -190,8 +214,17 @@ func (o *Image) Build(ctx context.Context, env Env) (*cache.ActionResult, error)
 			return nil, err
 		}
 	}
+	if o.EpochSet {
+		epoch = o.SourceDateEpoch
+	}
+	fmt.Fprintf(env.Log, "source date epoch %d (%s)\n", epoch, time.Unix(epoch, 0).UTC().Format(time.RFC3339))
+	if !img.SkipNormalize {
+		if err := normalize.Root(ctx, root, normalize.Options{Epoch: epoch, Log: env.Log}); err != nil {
+			return nil, err
+		}
+	}
 	sbomPath := filepath.Join(env.Work, ims.SBOMFile)
-	if err := o.writeSBOM(ctx, root, sbomPath, env.Log); err != nil {
+	if err := o.writeSBOM(ctx, root, sbomPath, epoch, env.Log); err != nil {
 		return nil, err
 	}
 	arts, err := pack.Pack(ctx, root, out, pack.Options{
@@ -199,7 +232,7 @@ func (o *Image) Build(ctx context.Context, env Env) (*cache.ActionResult, error)
 		Level:               img.Squashfs.Level,
 		BlockSize:           img.Squashfs.BlockSize,
 		Exclude:             img.Squashfs.Exclude,
-		SourceDateEpoch:     o.SourceDateEpoch,
+		SourceDateEpoch:     epoch,
 		KernelFileName:      img.KernelFileName,
 		InitrdFileName:      img.InitrdFileName,
 		KernelParameters:    img.KernelParameters,
@@ -226,17 +259,17 @@ func (o *Image) Build(ctx context.Context, env Env) (*cache.ActionResult, error)
 const sbomTool = "imsbuild"
 
 // writeSBOM writes the SPDX document of the finished root (after customize,
-// before pack) to path. It is dated SOURCE_DATE_EPOCH like the rootfs, so a
+// before pack) to path. It is dated by the image's epoch like the rootfs, so a
 // rebuild gives the same bytes; a root without a package database (busybox)
 // gets a document without packages.
-func (o *Image) writeSBOM(ctx context.Context, root, path string, log io.Writer) error {
+func (o *Image) writeSBOM(ctx context.Context, root, path string, epoch int64, log io.Writer) error {
 	start := time.Now()
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return fmt.Errorf("sbom: %w", err)
 	}
 	w := bufio.NewWriterSize(f, 1<<16)
-	doc := sbom.Document{Name: o.Image.Name, Created: time.Unix(o.SourceDateEpoch, 0).UTC(), Tool: sbomTool}
+	doc := sbom.Document{Name: o.Image.Name, Created: time.Unix(epoch, 0).UTC(), Tool: sbomTool}
 	err = sbom.Generate(ctx, root, doc, w)
 	if err == nil {
 		err = w.Flush()
@@ -291,4 +324,43 @@ func (o *Image) customize(ctx context.Context, env Env, root string) error {
 		return err // the step fails even after a debug session
 	}
 	return nil
+}
+
+// The epoch of an image without SOURCE_DATE_EPOCH is that of its source,
+// read from the squashfs superblock where pack recorded it (-mkfs-time):
+// a kiwi image's is its prepared root's (the newest repository date the
+// prepare saw, see Prepare), a customized image's its parent rootfs', an
+// imported squashfs or published image's its own; an imported tree or tar
+// has none and gets 0. So the epoch follows from content the key holds,
+// and two builds of the same inputs agree on it.
+
+// ErrNotSquashfs is a rootfs without a squashfs superblock.
+var ErrNotSquashfs = pack.ErrNotSquashfs
+
+// BlobEpoch returns the creation time of the squashfs blob d.
+func BlobEpoch(ctx context.Context, store cache.Store, d cache.Digest) (int64, error) {
+	rc, err := store.Open(ctx, d)
+	if err != nil {
+		return 0, fmt.Errorf("epoch of %s: %w", d, err)
+	}
+	defer rc.Close()
+	t, err := pack.MkfsTime(rc)
+	if err != nil {
+		return 0, fmt.Errorf("epoch of %s: %w", d, err)
+	}
+	return t, nil
+}
+
+// fileEpoch returns the creation time of the squashfs file path.
+func fileEpoch(path string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, fmt.Errorf("epoch: %w", err)
+	}
+	defer f.Close()
+	t, err := pack.MkfsTime(f)
+	if err != nil {
+		return 0, fmt.Errorf("epoch of %s: %w", path, err)
+	}
+	return t, nil
 }

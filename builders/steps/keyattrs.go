@@ -31,12 +31,15 @@ type imageKeyAttrs struct {
 	InitrdFileName string `json:"initrd_file_name" spec:"Image.InitrdFileName"`
 	// Interactive: an interactive block or --interactive opens an SSH
 	// environment whose session changes the root.
-	Interactive      bool             `json:"interactive,omitempty" spec:"Image.Interactive"`
-	KernelFileName   string           `json:"kernel_file_name" spec:"Image.KernelFileName"`
-	KernelParameters string           `json:"kernel_parameters" spec:"Image.KernelParameters"`
-	Name             string           `json:"name" spec:"Image.Name"`
-	Recipe           string           `json:"recipe,omitempty" spec:"Image.Recipe"` // kiwi only
-	Squashfs         squashfsKeyAttrs `json:"squashfs" spec:"Image.Squashfs"`
+	Interactive      bool   `json:"interactive,omitempty" spec:"Image.Interactive"`
+	KernelFileName   string `json:"kernel_file_name" spec:"Image.KernelFileName"`
+	KernelParameters string `json:"kernel_parameters" spec:"Image.KernelParameters"`
+	Name             string `json:"name" spec:"Image.Name"`
+	// NoNormalize is normalize = false: builders/normalize does not run
+	// on the root before pack.
+	NoNormalize bool             `json:"no_normalize,omitempty" spec:"Image.SkipNormalize"`
+	Recipe      string           `json:"recipe,omitempty" spec:"Image.Recipe"` // kiwi only
+	Squashfs    squashfsKeyAttrs `json:"squashfs" spec:"Image.Squashfs"`
 }
 
 type squashfsKeyAttrs struct {
@@ -58,6 +61,7 @@ func imageAttrs(img *spec.Image, kind string, interactive, remote bool) imageKey
 		KernelFileName:   img.KernelFileName,
 		KernelParameters: img.KernelParameters,
 		Name:             img.Name,
+		NoNormalize:      img.SkipNormalize,
 		Squashfs: squashfsKeyAttrs{
 			BlockSize:   img.Squashfs.BlockSize,
 			Compression: img.Squashfs.Compression,

@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gofrs/flock"
 
@@ -63,6 +65,11 @@ type Prepare struct {
 	DebugShell func(ctx context.Context, root string, log io.Writer) error
 	// Handover receives the prepared root for the image step.
 	Handover *Handover
+	// SourceDateEpoch, when EpochSet, is the build's SOURCE_DATE_EPOCH;
+	// otherwise the prepare's epoch is the newest date of its
+	// repositories' metadata (kiwi.ReleaseEpoch).
+	SourceDateEpoch int64
+	EpochSet        bool
 }
 
 // Key describes the prepare: the recipe tree, rendered template, CA
@@ -86,7 +93,10 @@ func (o *Prepare) Key(ctx context.Context, k KeyEnv) (*Key, error) {
 		tools["kiwi-ng"] = kv
 	}
 	key := &Key{
-		Type:   "imsbuild/kiwi-prepare/v2", // v2: the package list output
+		// v2: the package list output.
+		// v3: kiwi runs with SOURCE_DATE_EPOCH and DRACUT_REPRODUCIBLE,
+		// and the root is packed at that epoch (the image step's).
+		Type:   "imsbuild/kiwi-prepare/v3",
 		Attrs:  recipeAttrs(r, o.Repositories),
 		Inputs: map[string]string{},
 		Tools:  tools,
@@ -185,7 +195,19 @@ func (o *Prepare) Build(ctx context.Context, env Env) (*cache.ActionResult, erro
 			return nil, fmt.Errorf("builder image %s: %w", r.BuilderImage, err)
 		}
 	}
-	kenv := env.Environ
+	epoch := o.SourceDateEpoch
+	if !o.EpochSet {
+		if epoch, err = kiwi.ReleaseEpoch(ctx, o.httpClient(), o.Repositories); err != nil {
+			return nil, err
+		}
+	}
+	fmt.Fprintf(log, "source date epoch %d (%s)\n", epoch, time.Unix(epoch, 0).UTC().Format(time.RFC3339))
+	// Tools in the root that honour it (initramfs-tools, Python's
+	// py_compile) date their output by SOURCE_DATE_EPOCH; dracut (whose
+	// `reproducible` is a config setting, not a variable) reads
+	// DRACUT_REPRODUCIBLE: sorted cpio without inode numbers, mtimes clamped.
+	kenv := append(append([]string(nil), env.Environ...),
+		"SOURCE_DATE_EPOCH="+strconv.FormatInt(epoch, 10), "DRACUT_REPRODUCIBLE=1")
 	report := func(io.Writer) {}
 	var locked *lockfile.Recipe
 	if o.Locked {
@@ -200,7 +222,7 @@ func (o *Prepare) Build(ctx context.Context, env Env) (*cache.ActionResult, erro
 		if proxy != "" {
 			// debootstrap's wget and apt-get in the root honour
 			// http_proxy; https repositories stay direct.
-			kenv = append(append([]string(nil), kenv...), "http_proxy="+proxy)
+			kenv = append(kenv, "http_proxy="+proxy)
 		}
 		if done != nil {
 			report = done
@@ -256,7 +278,8 @@ func (o *Prepare) Build(ctx context.Context, env Env) (*cache.ActionResult, erro
 	}
 	// The prepared root is kept with fast compression: it is unpacked again
 	// by the image step, never published.
-	arts, err := pack.Pack(ctx, root, out, pack.Options{Compression: "zstd", Level: 1, Env: env.Environ, Log: io.Discard})
+	// It is dated by the epoch, which the image step reads back from it.
+	arts, err := pack.Pack(ctx, root, out, pack.Options{Compression: "zstd", Level: 1, SourceDateEpoch: epoch, Env: env.Environ, Log: io.Discard})
 	if err != nil {
 		return nil, fmt.Errorf("store prepared root: %w", err)
 	}

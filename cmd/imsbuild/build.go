@@ -133,6 +133,7 @@ func newBuildCmd(g *globalFlags) *cobra.Command {
 		locked      bool
 		check       bool
 		signingKey  string
+		bootstrap   string
 	)
 	cmd := &cobra.Command{
 		Use:   "build [DIR] [TARGET...]",
@@ -154,7 +155,14 @@ a failed build root; the step still fails afterwards.
 Recipe images run kiwi-ng (as root) in two cached steps, image.x/prepare and image.x. Across
 builds on one host, debootstrap results are kept in /var/cache/imsbuild/kiwi/bootstrap and
 every downloaded .deb/.rpm in the local cache (a package proxy on 127.0.0.1 that kiwi uses
-through http_proxy), so a new recipe that shares packages with earlier ones builds faster.
+through http_proxy), so a new recipe that shares packages with earlier ones builds faster
+(--bootstrap-cache names another directory for the debootstrap results).
+
+Builds are reproducible: the same inputs give byte-identical artifacts and image ids. Every
+file of an image is dated by one epoch, SOURCE_DATE_EPOCH when set (it is then in every key),
+else one derived from the inputs (a recipe's newest repository Release date, a parent's
+epoch), and image roots are normalized before packing unless normalize = false
+(docs/reproducible.md).
 
 --locked builds each recipe exactly as the package lock (imsbuild.lock.json, written by
 imsbuild lock) says: the recipe's lock entry enters its prepare's cache key, the package proxy
@@ -238,7 +246,7 @@ compared (build it first).`,
 				Lock:              lock,
 				Locked:            locked,
 				Jobs:              g.jobs,
-				BootstrapCacheDir: engine.DefaultBootstrapCacheDir,
+				BootstrapCacheDir: bootstrap,
 				PackageStore:      c.Cache,
 				PackageActions:    c.Actions(),
 				KeepGoing:         keepGoing,
@@ -293,6 +301,7 @@ compared (build it first).`,
 	cmd.Flags().BoolVar(&locked, "locked", false, "build every recipe exactly as imsbuild.lock.json says; fail if any package would differ")
 	cmd.Flags().StringVar(&signingKey, "signing-key", "", "sign every image's provenance with this private key (PEM or cosign; overrides imsbuild.signing)")
 	cmd.Flags().DurationVar(&sshTimeout, "ssh-timeout", 0, "fail an SSH environment nobody completes within this time (default: the block's timeout, else 2h)")
+	cmd.Flags().StringVar(&bootstrap, "bootstrap-cache", engine.DefaultBootstrapCacheDir, "directory of debootstrap results kept for apt recipes; a new one bootstraps from scratch")
 	return cmd
 }
 

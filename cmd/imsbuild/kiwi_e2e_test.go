@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/internal/testutil"
 )
@@ -50,6 +52,7 @@ func TestDebianNodeEndToEnd(t *testing.T) {
 	if err != nil || !strings.Contains(string(osRelease), `VERSION_ID="12"`) {
 		t.Fatalf("rootfs os-release = %q, %v; want Debian 12", osRelease, err)
 	}
+	reproduce(t, dir)
 
 	start = time.Now()
 	r = imsbuild(t, dir, "build", "--json", ".")
@@ -105,7 +108,7 @@ func TestDebianNodeEndToEnd(t *testing.T) {
 
 	// A broken recipe fails with kiwi's own message and leaves no mount
 	// and no kiwi process behind.
-	mounts, _ := os.ReadFile("/proc/mounts")
+	mounts := mountsOf(dir)
 	// An unknown package: kiwi's (apt's) own words on the error line.
 	if err := os.WriteFile(xml, []byte(strings.Replace(withLess, `"less"`, `"no-such-package-imsbuild"`, 1)), 0o644); err != nil {
 		t.Fatal(err)
@@ -122,13 +125,66 @@ func TestDebianNodeEndToEnd(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.stdout, "image.base/prepare") || !strings.Contains(strings.ToLower(r.stdout), "kiwi") {
 		t.Fatalf("broken recipe: exit %d, want 1 with kiwi's message\n%s", r.code, tail(r.stdout, 30))
 	}
-	if after, _ := os.ReadFile("/proc/mounts"); string(after) != string(mounts) {
-		t.Errorf("/proc/mounts changed by a failed kiwi build")
+	if after := mountsOf(dir); after != mounts {
+		t.Errorf("mounts of the build changed by a failed kiwi build: %q, before %q", after, mounts)
 	}
 	// Only this build's kiwi: other packages' tests may run kiwi meanwhile.
 	if p := testutil.ProcessesMatching(t, dir); len(p) > 0 {
 		t.Errorf("kiwi processes left: %v", p)
 	}
+}
+
+// reproduce builds examples/debian-node once more from cold, in another
+// directory with its own imsbuild cache and its own (empty) bootstrap
+// cache, under another umask, hostname and time zone, and checks that it
+// publishes the same bytes as the build in dir did: rootfs, kernel,
+// initrd, SBOMs, manifests and records, so the same image ids. kiwi's
+// shared package download cache stays shared: it holds the same .debs
+// the mirror serves and changes no output, and a second download of
+// every package would cost CI minutes for nothing.
+func reproduce(t *testing.T, dir string) {
+	t.Helper()
+	testutil.RequireTool(t, "unshare")
+	dir2 := filepath.Join(t.TempDir(), "debian-node")
+	if out, err := exec.Command("cp", "-a", "../../examples/debian-node", dir2).CombinedOutput(); err != nil {
+		t.Fatalf("copy example: %v\n%s", err, out)
+	}
+	os.RemoveAll(filepath.Join(dir2, "out"))
+	os.RemoveAll(filepath.Join(dir2, ".imsbuild"))
+	start := time.Now()
+	cmd := exec.CommandContext(t.Context(), "unshare", "--uts", "/bin/sh", "-c",
+		`hostname repro-other-host && umask 077 && exec "$0" build --bootstrap-cache "$1" .`,
+		binary, filepath.Join(t.TempDir(), "bootstrap"))
+	cmd.Dir = dir2
+	cmd.Env = append(os.Environ(), "TZ=Asia/Tokyo")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("second cold build: %v\n%s", err, tail(string(out), 40))
+	}
+	t.Logf("second cold build (own bootstrap): %v", time.Since(start))
+	if log, _ := os.ReadFile(filepath.Join(dir2, ".imsbuild/cache/logs/image.base.prepare.log")); strings.Contains(string(log), "restored from the bootstrap cache") {
+		t.Errorf("the second cold build restored its bootstrap from a cache:\n%s", tail(string(log), 40))
+	}
+	first, second := publishedTree(t, filepath.Join(dir, "out")), publishedTree(t, filepath.Join(dir2, "out"))
+	if d := cmp.Diff(first, second); d != "" {
+		t.Errorf("two cold builds published different trees (-first +second):\n%s", d)
+	}
+	// Both images, with their kernel, initrd and rootfs, are in the trees.
+	publishedImage(t, dir2, "debian-node-bookworm")
+	publishedImage(t, dir2, "debian-compute-bookworm")
+}
+
+// mountsOf returns the lines of /proc/mounts below dir or kiwi's shared
+// cache: the build's own. Other tests on the machine mount and unmount
+// elsewhere meanwhile.
+func mountsOf(dir string) string {
+	b, _ := os.ReadFile("/proc/mounts")
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.Contains(line, dir) || strings.Contains(line, "/var/cache/imsbuild/") {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 // publishedImage finds the published image named name under dir/out and
