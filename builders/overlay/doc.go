@@ -1,0 +1,29 @@
+// Package overlay gives a customize step a writable image root without
+// unpacking its parent: the parent's squashfs rootfs is attached to a
+// read-only loop device and mounted read-only as the lower layer of an
+// overlayfs whose upper layer is the step's scratch directory. Scripts and
+// SSH sessions change the merged view; mksquashfs packs it.
+//
+// The parent cannot change: the loop device is read-only, squashfs is a
+// read-only filesystem, and overlayfs never writes to a lower layer. The
+// merged view packs to the same bytes as the unpacked tree would:
+//
+//   - deleted files and directories are whiteouts and opaque directories in
+//     the upper layer, which the merged view hides, so mksquashfs never
+//     sees them (nor the trusted.overlay.* attributes that mark them);
+//   - index=on keeps hard links whole when one of their names is changed
+//     (without it the changed name would be copied up alone and leave the
+//     link, unlike in an unpacked tree);
+//   - redirect_dir=on lets rename(2) move a directory of the parent (without
+//     it the call fails with EXDEV, which only some tools handle);
+//   - the root directory of the merged view has the upper layer's mode,
+//     owner and extended attributes, so they are copied from the parent's
+//     root first, as unsquashfs would set them.
+//
+// Mount fails with an error wrapping [ErrUnavailable] when the host cannot
+// do this (not root, no loop devices, no overlayfs or squashfs, a kernel that
+// refuses index=on): the caller unpacks the parent instead. [Mount.Close]
+// unmounts both layers; the loop device is made with LO_FLAGS_AUTOCLEAR, so
+// the kernel frees it with the last unmount and none is ever left behind,
+// even on a failed mount.
+package overlay
