@@ -165,7 +165,10 @@ func (o *Image) Build(ctx context.Context, env Env) (*cache.ActionResult, error)
 		if !ok {
 			return nil, fmt.Errorf("parent %s has no rootfs", o.Parent)
 		}
-		mounted, err := o.mountParent(ctx, env, rootfs.Digest)
+		// Only a squashfs that imsbuild packed goes to the kernel: one
+		// imported as published (which has no SBOM) is unpacked.
+		_, packedHere := parent.Outputs[ims.SBOMFile]
+		mounted, err := o.mountParent(ctx, env, rootfs.Digest, packedHere)
 		if err != nil {
 			return nil, err
 		}

@@ -239,3 +239,20 @@ func TestCustomizeOverlayFailure(t *testing.T) {
 	}
 	assertUnmounted(t, work, e.store, parent)
 }
+
+// A parent imported as published (an oci:// or s3:// import kept as it
+// was, without the SBOM every packed image has) is unpacked, not handed to
+// the kernel's squashfs driver.
+func TestCustomizeUnpacksPublishedParent(t *testing.T) {
+	requireOverlay(t)
+	e := newOverlayEnv(t, sandbox.BackendAuto)
+	e.parent(t)
+	delete(e.results["image.base"].Outputs, ims.SBOMFile)
+	_, log, _, err := e.build(t.Context(), t, child(customizeBlocks[0]))
+	if err != nil {
+		t.Fatalf("Build() = %v\n%s", err, log)
+	}
+	if !strings.Contains(log, "imported as published") || !strings.Contains(log, "unpacking image.base rootfs") || strings.Contains(log, "under an overlay") {
+		t.Fatalf("log:\n%s\nwant the parent unpacked, not mounted", log)
+	}
+}

@@ -104,9 +104,16 @@ func unpack(ctx context.Context, store cache.Store, d cache.Digest, work, root s
 // the step's scratch directory and returns it: the root to customize and
 // pack, without unpacking (see builders/overlay). It returns nil, having
 // logged why, when the host cannot (not root, no loop devices or
-// overlayfs) or o.UnpackParent says not to: the caller unpacks instead.
-func (o *Image) mountParent(ctx context.Context, env Env, d cache.Digest) (*overlay.Root, error) {
+// overlayfs), o.UnpackParent says not to, or packedHere is false (the
+// parent's rootfs is a published image imported as it was: the kernel's
+// squashfs driver only ever reads what imsbuild's mksquashfs wrote): the
+// caller unpacks instead.
+func (o *Image) mountParent(ctx context.Context, env Env, d cache.Digest, packedHere bool) (*overlay.Root, error) {
 	if o.UnpackParent {
+		return nil, nil
+	}
+	if !packedHere {
+		fmt.Fprintf(env.Log, "%s rootfs %s was imported as published, not packed here: unpacking it instead of mounting it\n", o.Parent, d)
 		return nil, nil
 	}
 	var r *overlay.Root
