@@ -201,7 +201,7 @@ func (r *prepareRun) runHost(ctx context.Context) error {
 	// image root and /dev, whose modes must not depend on the builder.
 	args := []string{
 		"--mount", "--pid", "--uts", "--ipc", "--fork", "--kill-child",
-		"--mount-proc", "--propagation", "private",
+		"--mount-proc", "--propagation", "slave",
 		"/bin/sh", "-c", `umask 022 && exec "$0" "$@"`, kiwi,
 	}
 	args = append(args, kiwiArgs(r.opts, r.logFile)...)

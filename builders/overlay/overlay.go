@@ -82,6 +82,18 @@ func Mount(sq, dir string) (_ *Root, err error) {
 		unmount(r.path)
 		return nil, fmt.Errorf("%w: the kernel mounted the overlay without index=on (%q, %v)", ErrUnavailable, o, err)
 	}
+	// Shared, so that a namespace made meanwhile that keeps its copies as
+	// slaves (kiwi's unshare, bwrap) loses its copy when Close unmounts
+	// ours, instead of holding it and the loop device until it ends.
+	if err := unix.Mount("", r.path, "", unix.MS_SHARED, ""); err != nil {
+		unmount(r.path)
+		return nil, fmt.Errorf("overlay: make shared: %w", err)
+	}
+	// The overlay holds a private clone of its lower layer: the squashfs
+	// mount point can go at once, so nothing but the overlay ever reaches
+	// the parent, and a mount namespace made meanwhile copies one mount
+	// fewer. Close unmounts it if this fails.
+	_ = unix.Unmount(r.lower, unix.UMOUNT_NOFOLLOW|unix.MNT_DETACH)
 	return r, nil
 }
 
@@ -316,6 +328,23 @@ func Mounts(dir string) ([]string, error) {
 		}
 	}
 	return out, s.Err()
+}
+
+// Made reports whether line, a line of /proc/self/mountinfo, is one of
+// the two mounts Mount makes (an overlay at …/overlay/root, a squashfs at
+// …/overlay/lower). Tests that compare the host's mount table skip them:
+// builds and tests beside them mount parents in the same namespace.
+func Made(line string) bool {
+	fields := strings.Fields(line)
+	for i := 6; i+1 < len(fields); i++ {
+		if fields[i] != "-" {
+			continue
+		}
+		p, fstype := unescape(fields[4]), fields[i+1]
+		return fstype == "overlay" && strings.HasSuffix(p, "/overlay/root") ||
+			fstype == "squashfs" && strings.HasSuffix(p, "/overlay/lower")
+	}
+	return false
 }
 
 // unescape undoes mountinfo's octal escapes (\040 for a space).

@@ -9,9 +9,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -188,6 +190,13 @@ func assertNothingLeft(t *testing.T, dir, sq string) {
 	if m, err := Mounts(dir); err != nil || len(m) > 0 {
 		t.Errorf("mounts left under %s: %v %v", dir, m, err)
 	}
+	// A mount namespace that another test's sandbox made meanwhile holds
+	// a copy of the overlay, and so the loop device, until it has pivoted
+	// away from the host's mounts: wait for that, not longer.
+	deadline := time.Now().Add(20 * time.Second)
+	for len(loopsOf(t, sq)) > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
 	if l := loopsOf(t, sq); len(l) > 0 {
 		t.Errorf("loop devices left on %s: %v", sq, l)
 	}
@@ -272,4 +281,62 @@ func TestCloseBusy(t *testing.T) {
 		unix.Nanosleep(&unix.Timespec{Nsec: 20e6}, nil)
 	}
 	t.Fatalf("loop devices left on %s: %v", arts[0].Path, loopsOf(t, arts[0].Path))
+}
+
+func TestMade(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		want bool
+	}{
+		{"148 27 0:46 / /w/image.c-1/overlay/root rw,relatime - overlay overlay rw,lowerdir=/w/overlay/lower,index=on", true},
+		{"49 27 7:1 / /w/image.c-1/overlay/lower ro,nosuid,nodev,relatime - squashfs /dev/loop1 ro,errors=continue", true},
+		{"50 27 7:1 / /w/image.c-1/overlay/lower ro,relatime shared:5 - squashfs /dev/loop1 ro", true},
+		{"51 27 0:47 / /w/root/proc rw - proc proc rw", false},
+		{"52 27 0:48 / /w/overlay/root rw - tmpfs tmpfs rw", false},
+		{"53 27 0:49 / /w/overlay/lower\\040x rw - squashfs /dev/loop2 ro", false},
+	} {
+		if got := Made(tc.line); got != tc.want {
+			t.Errorf("Made(%q) = %v, want %v", tc.line, got, tc.want)
+		}
+	}
+}
+
+// A mount namespace made while the overlay is mounted, with its copies as
+// slaves (as kiwi's unshare makes them), loses its copy when Close
+// unmounts ours, and so frees the loop device while it still runs.
+func TestCloseReachesSlaveNamespaces(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.RequireTool(t, "mksquashfs")
+	unshare := testutil.RequireTool(t, "unshare")
+	tmp := t.TempDir()
+	tree := filepath.Join(tmp, "tree")
+	must(t, os.MkdirAll(filepath.Join(tree, "etc"), 0o755))
+	out := filepath.Join(tmp, "out")
+	must(t, os.Mkdir(out, 0o755))
+	arts, err := pack.Pack(t.Context(), tree, out, pack.Options{})
+	must(t, err)
+	r := mountOrSkip(t, arts[0].Path, filepath.Join(tmp, "ovl"))
+	cmd := exec.Command(unshare, "--mount", "--propagation", "slave", "sleep", "7312")
+	must(t, cmd.Start())
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	theirs := filepath.Join("/proc", strconv.Itoa(cmd.Process.Pid), "mountinfo")
+	inTheirs := func() bool {
+		b, err := os.ReadFile(theirs)
+		return err == nil && strings.Contains(string(b), r.Path())
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for !inTheirs() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !inTheirs() {
+		t.Fatal("the new namespace has no copy of the overlay")
+	}
+	must(t, r.Close())
+	deadline = time.Now().Add(5 * time.Second)
+	for (inTheirs() || len(loopsOf(t, arts[0].Path)) > 0) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if inTheirs() || len(loopsOf(t, arts[0].Path)) > 0 {
+		t.Fatalf("after Close the other namespace still has the overlay (%v) or the loop device is left (%v)", inTheirs(), loopsOf(t, arts[0].Path))
+	}
 }

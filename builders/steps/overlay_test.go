@@ -151,6 +151,13 @@ func assertUnmounted(t *testing.T, work string, store *local.Cache, parent cache
 	if m, err := overlay.Mounts(work); err != nil || len(m) > 0 {
 		t.Errorf("mounts left under %s: %v %v", work, m, err)
 	}
+	// A mount namespace that another test's sandbox made meanwhile holds
+	// a copy of the overlay, and so the loop device, until it has pivoted
+	// away from the host's mounts: wait for that, not longer.
+	deadline := time.Now().Add(20 * time.Second)
+	for len(loopsOn(store.BlobPath(parent))) > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
 	if l := loopsOn(store.BlobPath(parent)); len(l) > 0 {
 		t.Errorf("loop devices left on the parent: %v", l)
 	}
