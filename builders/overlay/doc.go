@@ -22,8 +22,17 @@
 //
 // Mount fails with an error wrapping [ErrUnavailable] when the host cannot
 // do this (not root, no loop devices, no overlayfs or squashfs, a kernel that
-// refuses index=on): the caller unpacks the parent instead. [Mount.Close]
-// unmounts both layers; the loop device is made with LO_FLAGS_AUTOCLEAR, so
+// refuses index=on): the caller unpacks the parent instead. [Root.Close]
+// unmounts everything; the loop device is made with LO_FLAGS_AUTOCLEAR, so
 // the kernel frees it with the last unmount and none is ever left behind,
 // even on a failed mount.
+//
+// The mounts live in the host's mount namespace, where the step's scripts,
+// mksquashfs and the SBOM scan all see them. A mount namespace made while
+// they are there copies them: the squashfs mount point is detached as soon
+// as the overlay holds it (one mount fewer to copy), and the overlay's
+// parent is the scratch directory bound onto itself and shared, so copies
+// kept as slaves (kiwi's unshare) go with our unmount. A namespace that
+// makes its copies private holds them, and the loop device, until it ends
+// or drops them (a sandbox does when it pivots into its root).
 package overlay

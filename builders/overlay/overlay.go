@@ -22,6 +22,7 @@ var ErrUnavailable = errors.New("overlay unavailable")
 // Root is a mounted overlay: the parent's squashfs below, a scratch
 // directory above.
 type Root struct {
+	dir    string // bound onto itself, shared: the parent of the mounts
 	path   string // the merged view
 	lower  string // the squashfs mount point
 	closed bool
@@ -32,8 +33,9 @@ func (r *Root) Path() string { return r.path }
 
 // Mount mounts the squashfs file sq read-only and an overlay on it, both
 // under dir (created; it must be new or empty and must not be removed
-// before Close): dir/lower, dir/upper, dir/work and the merged dir/root.
-// sq may be removed once Mount returns: the loop device holds it.
+// before Close): dir/lower, dir/upper, dir/work and the merged dir/root,
+// with dir itself bound onto itself. Name dir "overlay" for [Made]. sq
+// may be removed once Mount returns: the loop device holds it.
 func Mount(sq, dir string) (_ *Root, err error) {
 	if os.Geteuid() != 0 {
 		return nil, fmt.Errorf("%w: not root", ErrUnavailable)
@@ -51,7 +53,7 @@ func Mount(sq, dir string) (_ *Root, err error) {
 	if err := checkSuperblock(sq); err != nil {
 		return nil, err
 	}
-	r := &Root{path: filepath.Join(dir, "root"), lower: filepath.Join(dir, "lower")}
+	r := &Root{dir: dir, path: filepath.Join(dir, "root"), lower: filepath.Join(dir, "lower")}
 	upper, work := filepath.Join(dir, "upper"), filepath.Join(dir, "work")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("overlay: %w", err)
@@ -61,6 +63,24 @@ func Mount(sq, dir string) (_ *Root, err error) {
 			return nil, fmt.Errorf("overlay: %w", err)
 		}
 	}
+	// A mount namespace made while the overlay is mounted (kiwi's
+	// unshare, a sandbox until it pivots) copies it, and its copy holds
+	// the loop device until the namespace ends. An unmount reaches the
+	// copies only through a shared parent mount: dir, bound onto itself,
+	// is that parent (on a host whose / is shared already, it costs one
+	// mount more). Copies kept as slaves then go with ours.
+	if err := unix.Mount(dir, dir, "", unix.MS_BIND, ""); err != nil {
+		return nil, fmt.Errorf("%w: bind %s: %w", ErrUnavailable, dir, err)
+	}
+	if err := unix.Mount("", dir, "", unix.MS_SHARED, ""); err != nil {
+		unmount(dir)
+		return nil, fmt.Errorf("%w: make %s shared: %w", ErrUnavailable, dir, err)
+	}
+	defer func() {
+		if err != nil {
+			unmount(dir)
+		}
+	}()
 	if err := mountSquashfs(sq, r.lower); err != nil {
 		return nil, err
 	}
@@ -82,13 +102,6 @@ func Mount(sq, dir string) (_ *Root, err error) {
 		unmount(r.path)
 		return nil, fmt.Errorf("%w: the kernel mounted the overlay without index=on (%q, %v)", ErrUnavailable, o, err)
 	}
-	// Shared, so that a namespace made meanwhile that keeps its copies as
-	// slaves (kiwi's unshare, bwrap) loses its copy when Close unmounts
-	// ours, instead of holding it and the loop device until it ends.
-	if err := unix.Mount("", r.path, "", unix.MS_SHARED, ""); err != nil {
-		unmount(r.path)
-		return nil, fmt.Errorf("overlay: make shared: %w", err)
-	}
 	// The overlay holds a private clone of its lower layer: the squashfs
 	// mount point can go at once, so nothing but the overlay ever reaches
 	// the parent, and a mount namespace made meanwhile copies one mount
@@ -106,8 +119,10 @@ func (r *Root) Close() error {
 	}
 	r.closed = true
 	err := unmount(r.path)
-	if lerr := unmount(r.lower); err == nil {
-		err = lerr
+	for _, p := range []string{r.lower, r.dir} {
+		if uerr := unmount(p); err == nil {
+			err = uerr
+		}
 	}
 	return err
 }
@@ -331,8 +346,8 @@ func Mounts(dir string) ([]string, error) {
 }
 
 // Made reports whether line, a line of /proc/self/mountinfo, is one of
-// the two mounts Mount makes (an overlay at …/overlay/root, a squashfs at
-// …/overlay/lower). Tests that compare the host's mount table skip them:
+// the mounts Mount makes under a dir named "overlay" (dir bound onto
+// itself, an overlay at …/overlay/root, a squashfs at …/overlay/lower). Tests that compare the host's mount table skip them:
 // builds and tests beside them mount parents in the same namespace.
 func Made(line string) bool {
 	fields := strings.Fields(line)
@@ -342,7 +357,9 @@ func Made(line string) bool {
 		}
 		p, fstype := unescape(fields[4]), fields[i+1]
 		return fstype == "overlay" && strings.HasSuffix(p, "/overlay/root") ||
-			fstype == "squashfs" && strings.HasSuffix(p, "/overlay/lower")
+			fstype == "squashfs" && strings.HasSuffix(p, "/overlay/lower") ||
+			strings.HasSuffix(p, "/overlay") && strings.HasSuffix(unescape(fields[3]), "/overlay") // the bind
+
 	}
 	return false
 }

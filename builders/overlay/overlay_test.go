@@ -147,7 +147,7 @@ func TestMountPacksLikeUnpack(t *testing.T) {
 	must(t, err)
 
 	// The overlay path.
-	dir := filepath.Join(tmp, "ovl")
+	dir := filepath.Join(tmp, "overlay")
 	r := mountOrSkip(t, sq, dir)
 	if fi, err := os.Stat(r.Path()); err != nil || fi.Mode().Perm() != 0o750 || fi.Sys().(*syscall.Stat_t).Uid != 12 {
 		t.Fatalf("merged root = %v, %v; want the parent root's mode 0750 and owner 12", fi.Mode(), err)
@@ -229,9 +229,9 @@ func TestMountRefuses(t *testing.T) {
 	notSquashfs := filepath.Join(tmp, "tar")
 	must(t, os.WriteFile(notSquashfs, make([]byte, 4096), 0o644))
 	for _, tc := range []struct{ name, sq, dir, want string }{
-		{"no export table", noExports, filepath.Join(tmp, "a"), "export table"},
-		{"not squashfs", notSquashfs, filepath.Join(tmp, "b"), "not a squashfs"},
-		{"comma in path", noExports, filepath.Join(tmp, "c,d"), "comma"},
+		{"no export table", noExports, filepath.Join(tmp, "a/overlay"), "export table"},
+		{"not squashfs", notSquashfs, filepath.Join(tmp, "b/overlay"), "not a squashfs"},
+		{"comma in path", noExports, filepath.Join(tmp, "c,d/overlay"), "comma"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r, err := Mount(tc.sq, tc.dir)
@@ -257,7 +257,7 @@ func TestCloseBusy(t *testing.T) {
 	must(t, os.Mkdir(out, 0o755))
 	arts, err := pack.Pack(t.Context(), tree, out, pack.Options{})
 	must(t, err)
-	dir := filepath.Join(tmp, "ovl")
+	dir := filepath.Join(tmp, "overlay")
 	r := mountOrSkip(t, arts[0].Path, dir)
 	cmd := exec.Command("sleep", "7311")
 	cmd.Dir = filepath.Join(r.Path(), "etc")
@@ -274,13 +274,7 @@ func TestCloseBusy(t *testing.T) {
 	cmd.Wait()
 	// The lazily detached squashfs goes, and its loop device with it,
 	// once the process has left; poll for it.
-	for range 100 {
-		if len(loopsOf(t, arts[0].Path)) == 0 {
-			return
-		}
-		unix.Nanosleep(&unix.Timespec{Nsec: 20e6}, nil)
-	}
-	t.Fatalf("loop devices left on %s: %v", arts[0].Path, loopsOf(t, arts[0].Path))
+	assertNothingLeft(t, dir, arts[0].Path)
 }
 
 func TestMade(t *testing.T) {
@@ -294,6 +288,8 @@ func TestMade(t *testing.T) {
 		{"51 27 0:47 / /w/root/proc rw - proc proc rw", false},
 		{"52 27 0:48 / /w/overlay/root rw - tmpfs tmpfs rw", false},
 		{"53 27 0:49 / /w/overlay/lower\\040x rw - squashfs /dev/loop2 ro", false},
+		{"54 27 254:0 /w/image.c-1/overlay /w/image.c-1/overlay rw,relatime shared:1 - ext4 /dev/vda rw", true},
+		{"55 27 254:0 /srv /w/image.c-1/overlay rw,relatime - ext4 /dev/vda rw", false},
 	} {
 		if got := Made(tc.line); got != tc.want {
 			t.Errorf("Made(%q) = %v, want %v", tc.line, got, tc.want)
@@ -315,7 +311,7 @@ func TestCloseReachesSlaveNamespaces(t *testing.T) {
 	must(t, os.Mkdir(out, 0o755))
 	arts, err := pack.Pack(t.Context(), tree, out, pack.Options{})
 	must(t, err)
-	r := mountOrSkip(t, arts[0].Path, filepath.Join(tmp, "ovl"))
+	r := mountOrSkip(t, arts[0].Path, filepath.Join(tmp, "overlay"))
 	cmd := exec.Command(unshare, "--mount", "--propagation", "slave", "sleep", "7312")
 	must(t, cmd.Start())
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
@@ -337,6 +333,13 @@ func TestCloseReachesSlaveNamespaces(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	if inTheirs() || len(loopsOf(t, arts[0].Path)) > 0 {
-		t.Fatalf("after Close the other namespace still has the overlay (%v) or the loop device is left (%v)", inTheirs(), loopsOf(t, arts[0].Path))
+		b, _ := os.ReadFile(theirs)
+		var lines []string
+		for l := range strings.Lines(string(b)) {
+			if strings.Contains(l, tmp) {
+				lines = append(lines, l)
+			}
+		}
+		t.Fatalf("after Close the other namespace still has the overlay (%v) or the loop device is left (%v):\n%s", inTheirs(), loopsOf(t, arts[0].Path), lines)
 	}
 }
