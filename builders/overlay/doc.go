@@ -16,6 +16,8 @@
 //     link, unlike in an unpacked tree);
 //   - redirect_dir=on lets rename(2) move a directory of the parent (without
 //     it the call fails with EXDEV, which only some tools handle);
+//   - volatile (Linux 5.10 and later) skips the upper layer's syncs, as
+//     eatmydata would: it is thrown away after the pack;
 //   - the root directory of the merged view has the upper layer's mode,
 //     owner and extended attributes, so they are copied from the parent's
 //     root first, as unsquashfs would set them.
