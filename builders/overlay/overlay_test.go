@@ -152,7 +152,7 @@ func TestMountPacksLikeUnpack(t *testing.T) {
 	if fi, err := os.Stat(r.Path()); err != nil || fi.Mode().Perm() != 0o750 || fi.Sys().(*syscall.Stat_t).Uid != 12 {
 		t.Fatalf("merged root = %v, %v; want the parent root's mode 0750 and owner 12", fi.Mode(), err)
 	}
-	if o, err := superOptions(r.Path()); err != nil || !strings.Contains(o, ",volatile") {
+	if o, err := superOptions(r.Path()); err != nil || !strings.Contains(o, "volatile") {
 		t.Errorf("overlay options %q (%v), want volatile", o, err)
 	}
 	customize(t, r.Path())
