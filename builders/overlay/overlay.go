@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -326,6 +328,25 @@ func superOptions(target string) (string, error) {
 		return "", fmt.Errorf("%s is not a mount point", target)
 	}
 	return opts, nil
+}
+
+// UnmountUnder detaches every mount at or under dir, deepest first: what
+// Mount left in the scratch directory of a process that died (kill -9)
+// before Close, so that the directory can be removed.
+func UnmountUnder(dir string) error {
+	mounts, err := Mounts(dir)
+	if err != nil {
+		return fmt.Errorf("unmount under %s: %w", dir, err)
+	}
+	sort.Slice(mounts, func(i, j int) bool { return len(mounts[i]) > len(mounts[j]) })
+	var errs []error
+	for _, m := range slices.Compact(mounts) {
+		err := unix.Unmount(m, unix.UMOUNT_NOFOLLOW|unix.MNT_DETACH)
+		if err != nil && !errors.Is(err, unix.EINVAL) {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", m, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Mounts returns the mount points at or under dir, deepest last, from

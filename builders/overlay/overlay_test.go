@@ -346,3 +346,31 @@ func TestCloseReachesSlaveNamespaces(t *testing.T) {
 		t.Fatalf("after Close the other namespace still has the overlay (%v) or the loop device is left (%v):\n%s", inTheirs(), loopsOf(t, arts[0].Path), lines)
 	}
 }
+
+// What a process killed before Close left is unmounted by UnmountUnder,
+// and its loop device freed.
+func TestUnmountUnder(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.RequireTool(t, "mksquashfs")
+	tmp := t.TempDir()
+	tree := filepath.Join(tmp, "tree")
+	must(t, os.MkdirAll(filepath.Join(tree, "etc"), 0o755))
+	out := filepath.Join(tmp, "out")
+	must(t, os.Mkdir(out, 0o755))
+	arts, err := pack.Pack(t.Context(), tree, out, pack.Options{})
+	must(t, err)
+	work := filepath.Join(tmp, "run-1")
+	for _, step := range []string{"image.a-1", "image.b-2"} {
+		mountOrSkip(t, arts[0].Path, filepath.Join(work, step, "overlay")) // never closed
+	}
+	if m, _ := Mounts(work); len(m) != 4 {
+		t.Fatalf("Mounts() = %v, want the bind and the overlay of each", m)
+	}
+	if err := UnmountUnder(work); err != nil {
+		t.Fatalf("UnmountUnder() = %v", err)
+	}
+	assertNothingLeft(t, work, arts[0].Path)
+	if err := os.RemoveAll(work); err != nil {
+		t.Fatalf("remove after UnmountUnder: %v", err)
+	}
+}

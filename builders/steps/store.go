@@ -144,3 +144,8 @@ func (o *Image) mountParent(ctx context.Context, env Env, d cache.Digest, packed
 	fmt.Fprintf(env.Log, "mounted %s rootfs %s under an overlay\n", o.Parent, d)
 	return r, nil
 }
+
+// ReleaseMounts unmounts what the customize steps of a process that died
+// (kill -9) left mounted under its scratch directory dir (parents mounted
+// by mountParent), so that dir can be removed.
+func ReleaseMounts(dir string) error { return overlay.UnmountUnder(dir) }
