@@ -69,7 +69,13 @@ func newOverlayEnv(t *testing.T, backend string) *overlayEnv {
 // the work dir (left in place, for the checks of what is under it).
 func (e *overlayEnv) build(ctx context.Context, t *testing.T, op *Image) (*cache.ActionResult, string, string, error) {
 	t.Helper()
-	work := filepath.Join(t.TempDir(), "work")
+	return e.buildIn(ctx, t, op, "work")
+}
+
+// buildIn is build in a work dir called name.
+func (e *overlayEnv) buildIn(ctx context.Context, t *testing.T, op *Image, name string) (*cache.ActionResult, string, string, error) {
+	t.Helper()
+	work := filepath.Join(t.TempDir(), name)
 	if err := os.Mkdir(work, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -261,5 +267,28 @@ func TestCustomizeUnpacksPublishedParent(t *testing.T) {
 	}
 	if !strings.Contains(log, "imported as published") || !strings.Contains(log, "unpacking image.base rootfs") || strings.Contains(log, "under an overlay") {
 		t.Fatalf("log:\n%s\nwant the parent unpacked, not mounted", log)
+	}
+}
+
+// Where the parent cannot be mounted (here: a work dir whose name the
+// overlay's options cannot carry) the step unpacks it, says why, and
+// builds the same rootfs.
+func TestCustomizeFallsBackToUnpack(t *testing.T) {
+	requireOverlay(t)
+	e := newOverlayEnv(t, sandbox.BackendAuto)
+	e.parent(t)
+	mounted, log, _, err := e.build(t.Context(), t, child(customizeBlocks[0]))
+	if err != nil || !strings.Contains(log, "under an overlay") {
+		t.Fatalf("Build() = %v\n%s\nwant the parent mounted", err, log)
+	}
+	unpacked, log, _, err := e.buildIn(t.Context(), t, child(customizeBlocks[0]), "wo,rk")
+	if err != nil {
+		t.Fatalf("Build() = %v\n%s", err, log)
+	}
+	if !strings.Contains(log, "cannot mount image.base rootfs") || !strings.Contains(log, "comma") || !strings.Contains(log, "unpacking it instead") {
+		t.Fatalf("log:\n%s\nwant why the parent is unpacked", log)
+	}
+	if g, w := unpacked.Outputs[ims.ArtifactRootfs].Digest, mounted.Outputs[ims.ArtifactRootfs].Digest; g != w {
+		t.Fatalf("rootfs unpacked = %s, mounted = %s; want equal", g, w)
 	}
 }
