@@ -181,10 +181,20 @@ func TestCustomizeOverlayMatchesUnpack(t *testing.T) {
 		t.Run(backend, func(t *testing.T) {
 			e := newOverlayEnv(t, backend)
 			parent := e.parent(t)
-			blocks := customizeBlocks
+			blocks := append([]spec.Customize(nil), customizeBlocks...)
 			if backend == sandbox.BackendRunc {
 				blocks = blocks[:1] // a non-jailed step needs a builder image with runc
 			}
+			// Files copied over a file of the parent and into a new
+			// place, with a mode and an owner.
+			src := filepath.Join(t.TempDir(), "motd")
+			if err := os.WriteFile(src, []byte("copied\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			blocks = append(blocks, spec.Customize{Jail: true, Files: []spec.FileCopy{
+				{Dest: "/etc/passwd", Source: src, Mode: 0o600, HasMode: true},
+				{Dest: "/opt/new/motd", Source: src, Owner: "0:5"},
+			}})
 			op := child(blocks...)
 			mounted, log, work, err := e.build(t.Context(), t, op)
 			if err != nil {
