@@ -22,6 +22,10 @@
 //     owner and extended attributes, so they are copied from the parent's
 //     root first, as unsquashfs would set them.
 //
+// One difference remains: a character device 0:0 is overlayfs' whiteout,
+// so creating one in the merged view fails with EPERM, where an unpacked
+// tree would take it. No image needs one.
+//
 // Mount fails with an error wrapping [ErrUnavailable] when the host cannot
 // do this (not root, no loop devices, no overlayfs or squashfs, a kernel that
 // refuses index=on): the caller unpacks the parent instead. [Root.Close]
