@@ -26,6 +26,16 @@
 // so creating one in the merged view fails with EPERM, where an unpacked
 // tree would take it. No image needs one.
 //
+// Speed, measured on Linux 6.18 with the bench's 400 MB tree of 38 KB files
+// packed in 1 MiB blocks: no 400 MB are written per customize any more, but
+// mksquashfs reads the merged view about as slowly as unsquashfs and a
+// page-cache-warm tree together (the kernel's squashfs read path allocates
+// and frees page cache for every small file; reading the mount with tar
+// takes some 4 s of system time), and unmounting frees that page cache
+// again. Under I/O pressure, where unsquashfs' writes stall, the overlay
+// wins; on an idle host the two are close. Lower layers kept unpacked per
+// parent digest would make repeated customizes of one parent cheaper.
+//
 // Mount fails with an error wrapping [ErrUnavailable] when the host cannot
 // do this (not root, no loop devices, no overlayfs or squashfs, a kernel that
 // refuses index=on): the caller unpacks the parent instead. [Root.Close]
