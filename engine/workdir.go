@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/gofrs/flock"
+
+	"github.com/imsbuild/imsbuild/builders/steps"
 )
 
 // AcquireWorkDir makes a scratch directory for this process under base and
@@ -57,6 +59,11 @@ func reapStale(base string, log *slog.Logger) {
 		ok, err := lock.TryLock()
 		if err != nil || !ok {
 			continue
+		}
+		// A customize of the dead process may have left its parent
+		// mounted in dir: removing through the mount would fail.
+		if err := steps.ReleaseMounts(dir); err != nil {
+			log.Warn("cleanup", "path", dir, "err", err)
 		}
 		removeAll(log, dir)
 		os.Remove(lock.Path())

@@ -10,4 +10,8 @@
 // the builder's own tools and the image at /mnt/image (IMAGE_ROOT). The
 // script is bound read-only from a host temporary directory; nothing of it,
 // and nothing of the sandbox, is left in the image.
+//
+// The root is a plain directory or, for a customize of a parent image, the
+// merged view of an overlay on the parent's squashfs (builders/overlay);
+// nothing here tells them apart.
 package customize

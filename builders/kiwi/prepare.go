@@ -93,12 +93,14 @@ func (e *PrepareError) Unwrap() error { return e.Err }
 // image type's build (the engine packs the root itself).
 //
 // With no opts.BuilderRoot, the host's kiwi-ng runs under `unshare --mount
-// --pid --uts --ipc --fork --kill-child --mount-proc --propagation private`:
+// --pid --uts --ipc --fork --kill-child --mount-proc --propagation slave`:
 // its mounts (kernel filesystems and the shared cache bound into the root)
 // stay in a private mount namespace and its processes in a private pid
 // namespace, so when kiwi ends, fails or is killed because ctx is done, the
 // kernel ends every process and drops every mount it made; nothing reaches
-// the host's mount table. With opts.BuilderRoot, kiwi-ng of that root runs
+// the host's mount table. Slave, not private: the host's unmounts still
+// reach it, so a customize's overlay unmounted meanwhile is not held (with
+// its loop device) until kiwi ends. With opts.BuilderRoot, kiwi-ng of that root runs
 // in a privileged runc container instead (see PrepareOptions.BuilderRoot).
 // gpg runs with a private GNUPGHOME.
 //
@@ -201,7 +203,7 @@ func (r *prepareRun) runHost(ctx context.Context) error {
 	// image root and /dev, whose modes must not depend on the builder.
 	args := []string{
 		"--mount", "--pid", "--uts", "--ipc", "--fork", "--kill-child",
-		"--mount-proc", "--propagation", "private",
+		"--mount-proc", "--propagation", "slave",
 		"/bin/sh", "-c", `umask 022 && exec "$0" "$@"`, kiwi,
 	}
 	args = append(args, kiwiArgs(r.opts, r.logFile)...)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imsbuild/imsbuild/builders/overlay"
 	"github.com/imsbuild/imsbuild/builders/sandbox"
 	"github.com/imsbuild/imsbuild/internal/testutil"
 )
@@ -70,14 +71,22 @@ func shell(t *testing.T, sb sandbox.Sandbox, s sandbox.Spec, script string) (str
 	return stdout.String(), stderr.String(), err
 }
 
-// mountinfo returns the mount table of the test process.
+// mountinfo returns the mount table of the test process, without the
+// parent images that builds and tests running beside it mount
+// (builders/overlay).
 func mountinfo(t testing.TB) string {
 	t.Helper()
 	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(b)
+	var sb strings.Builder
+	for line := range strings.Lines(string(b)) {
+		if !overlay.Made(line) {
+			sb.WriteString(line)
+		}
+	}
+	return sb.String()
 }
 
 // procsWith returns the PIDs of the processes whose command line contains

@@ -42,9 +42,16 @@ n=0; for p in /proc/[0-9]*; do n=$((n+1)); done; [ $n -le 1024 ] && [ $n -ge 900
 				t.Run(tc.name, func(t *testing.T) {
 					cmd := `try() { "$@" >/dev/null 2>&1; s=$?; case $s in 0) echo done;; 126|127) echo missing;; *) echo blocked;; esac; }
 PROBE=` + image + "/probe\n" + tc.command
+					want := tc.want
+					if tg.jail && strings.HasSuffix(tg.name, "-overlay") && tc.name == "open_by_handle_at" {
+						// The jail's / is an overlay, which gives no file
+						// handles (nfs_export is off): the way out is shut
+						// one call earlier.
+						want = "open-by-handle: name_to_handle_at: operation not supported\n"
+					}
 					out, errOut, _ := e.run(t, key, cmd)
-					if out != tc.want {
-						t.Errorf("ssh %s = %q, want %q (stderr %q)", tc.name, out, tc.want, errOut)
+					if out != want {
+						t.Errorf("ssh %s = %q, want %q (stderr %q)", tc.name, out, want, errOut)
 					}
 				})
 			}

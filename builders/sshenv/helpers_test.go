@@ -21,6 +21,8 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/term"
 
+	"github.com/imsbuild/imsbuild/builders/overlay"
+	"github.com/imsbuild/imsbuild/builders/pack"
 	"github.com/imsbuild/imsbuild/builders/sandbox"
 	"github.com/imsbuild/imsbuild/builders/sshenv"
 	"github.com/imsbuild/imsbuild/internal/testutil"
@@ -251,6 +253,40 @@ func (hostSandbox) Run(ctx context.Context, s sandbox.Spec) error {
 }
 
 // realSandbox returns the bubblewrap sandbox, skipping without root or bwrap.
+// overlayRoot returns a busybox root packed and mounted under an overlay,
+// as a customize gets its parent; it is unmounted when the test ends, and
+// the test fails if that leaves a mount.
+func overlayRoot(t *testing.T) string {
+	t.Helper()
+	testutil.RequireRoot(t)
+	testutil.RequireTool(t, "mksquashfs")
+	out := t.TempDir()
+	arts, err := pack.Pack(t.Context(), testutil.BusyboxRoot(t, false), out, pack.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "overlay")
+	r, err := overlay.Mount(arts[0].Path, dir)
+	if errors.Is(err, overlay.ErrUnavailable) {
+		if req := os.Getenv("IMSBUILD_TEST_REQUIRE"); req == "all" || strings.Contains(req, "overlay") {
+			t.Fatalf("overlay is required (IMSBUILD_TEST_REQUIRE): %v", err)
+		}
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := r.Close(); err != nil {
+			t.Errorf("unmount the overlay root: %v", err)
+		}
+		if m, err := overlay.Mounts(dir); err != nil || len(m) > 0 {
+			t.Errorf("mounts left: %v %v", m, err)
+		}
+	})
+	return r.Path()
+}
+
 func realSandbox(t *testing.T) sandbox.Sandbox {
 	t.Helper()
 	testutil.RequireRoot(t)

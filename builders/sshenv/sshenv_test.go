@@ -58,6 +58,19 @@ func targets() []target {
 				sb := realSandbox(t)
 				return sb, testutil.BusyboxRoot(t, false)
 			}},
+		// A customize's root is a parent image mounted under an overlay
+		// (builders/overlay): jailed, and IMS's customize layout.
+		{name: "bwrap-jail-overlay", jail: true, complete: "touch /tmp/complete", failed: "touch /tmp/failed", tmp: "/tmp", image: "/",
+			setup: func(t *testing.T) (sandbox.Sandbox, string) {
+				sb := realSandbox(t)
+				return sb, overlayRoot(t)
+			}},
+		{name: "bwrap-ims-host-overlay", jail: false, ims: true, complete: "touch /mnt/image/complete", failed: "touch /mnt/image/failed",
+			tmp: "/tmp", image: "/mnt/image/image-root",
+			setup: func(t *testing.T) (sandbox.Sandbox, string) {
+				sb := realSandbox(t)
+				return sb, overlayRoot(t)
+			}},
 		// IMS's create job debug shell: the root where kiwi left it.
 		{name: "bwrap-ims-build-host", jail: false, imsBuild: true, complete: "touch /mnt/image/complete", failed: "touch /mnt/image/failed",
 			tmp: "/tmp", image: "/mnt/image/build/image-root",

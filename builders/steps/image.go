@@ -53,6 +53,10 @@ type Image struct {
 	Shell func(ctx context.Context, root string, debug bool, log io.Writer) error
 	// Handover holds the root a kiwi prepare just made, if any.
 	Handover *Handover
+	// UnpackParent makes a customize unpack its parent's rootfs even where
+	// it could mount it under an overlay (mountParent): both give the same
+	// result, and this is the way taken where mounts are not allowed.
+	UnpackParent bool
 }
 
 // IsRemoteImport reports an import of published artifacts (oci://, s3://)
@@ -179,9 +183,25 @@ func (o *Image) Build(ctx context.Context, env Env) (*cache.ActionResult, error)
 		if !ok {
 			return nil, fmt.Errorf("parent %s has no rootfs", o.Parent)
 		}
-		fmt.Fprintf(env.Log, "unpacking %s rootfs %s\n", o.Parent, rootfs.Digest)
-		if err := unpack(ctx, env.Store, rootfs.Digest, env.Work, root); err != nil {
+		// Only a squashfs that imsbuild packed goes to the kernel: one
+		// imported as published (which has no SBOM) is unpacked.
+		_, packedHere := parent.Outputs[ims.SBOMFile]
+		mounted, err := o.mountParent(ctx, env, rootfs.Digest, packedHere)
+		if err != nil {
 			return nil, err
+		}
+		if mounted != nil {
+			defer func() {
+				if err := mounted.Close(); err != nil && env.Logger != nil {
+					env.Logger.Warn("cleanup", "path", mounted.Path(), "err", err)
+				}
+			}()
+			root = mounted.Path()
+		} else {
+			fmt.Fprintf(env.Log, "unpacking %s rootfs %s\n", o.Parent, rootfs.Digest)
+			if err := unpack(ctx, env.Store, rootfs.Digest, env.Work, root); err != nil {
+				return nil, err
+			}
 		}
 		if epoch, err = BlobEpoch(ctx, env.Store, rootfs.Digest); err != nil {
 			return nil, err

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 
 	"github.com/imsbuild/imsbuild/builders/importer"
+	"github.com/imsbuild/imsbuild/builders/overlay"
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/ims"
 )
@@ -98,3 +99,53 @@ func unpack(ctx context.Context, store cache.Store, d cache.Digest, work, root s
 	}
 	return nil
 }
+
+// mountParent mounts the parent's rootfs d read-only under an overlay in
+// the step's scratch directory and returns it: the root to customize and
+// pack, without unpacking (see builders/overlay). It returns nil, having
+// logged why, when the host cannot (not root, no loop devices or
+// overlayfs), o.UnpackParent says not to, or packedHere is false (the
+// parent's rootfs is a published image imported as it was: the kernel's
+// squashfs driver only ever reads what imsbuild's mksquashfs wrote): the
+// caller unpacks instead.
+func (o *Image) mountParent(ctx context.Context, env Env, d cache.Digest, packedHere bool) (*overlay.Root, error) {
+	if o.UnpackParent {
+		return nil, nil
+	}
+	if !packedHere {
+		fmt.Fprintf(env.Log, "%s rootfs %s was imported as published, not packed here: unpacking it instead of mounting it\n", o.Parent, d)
+		return nil, nil
+	}
+	var r *overlay.Root
+	mount := func(p string) (err error) {
+		r, err = overlay.Mount(p, filepath.Join(env.Work, "overlay"))
+		return err
+	}
+	var err error
+	if fu, ok := env.Store.(cache.FileUser); ok {
+		// The cache lock that keeps the blob is held only while mounting:
+		// the loop device holds the file from then on, even if pruned.
+		err = fu.UseFile(ctx, d, mount)
+	} else {
+		sq := filepath.Join(env.Work, "parent.squashfs")
+		if err = env.Store.Materialize(ctx, d, sq, true); err == nil {
+			err = mount(sq)
+		}
+	}
+	switch {
+	case errors.Is(err, overlay.ErrUnavailable):
+		fmt.Fprintf(env.Log, "cannot mount %s rootfs %s (%v): unpacking it instead\n", o.Parent, d, err)
+		return nil, nil
+	case errors.Is(err, cache.ErrCorrupt):
+		return nil, fmt.Errorf("restore %s: %w (dropped with the results built on it: the next build makes it again)", d, err)
+	case err != nil:
+		return nil, fmt.Errorf("mount %s: %w", d, err)
+	}
+	fmt.Fprintf(env.Log, "mounted %s rootfs %s under an overlay\n", o.Parent, d)
+	return r, nil
+}
+
+// ReleaseMounts unmounts what the customize steps of a process that died
+// (kill -9) left mounted under its scratch directory dir (parents mounted
+// by mountParent), so that dir can be removed.
+func ReleaseMounts(dir string) error { return overlay.UnmountUnder(dir) }

@@ -1,0 +1,304 @@
+package steps
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/imsbuild/imsbuild/builders/overlay"
+	"github.com/imsbuild/imsbuild/builders/sandbox"
+	"github.com/imsbuild/imsbuild/cache"
+	"github.com/imsbuild/imsbuild/cache/local"
+	"github.com/imsbuild/imsbuild/ims"
+	"github.com/imsbuild/imsbuild/internal/testutil"
+	"github.com/imsbuild/imsbuild/spec"
+)
+
+// TestMain lets the native sandbox re-execute the test binary.
+func TestMain(m *testing.M) {
+	sandbox.MaybeRunInit()
+	os.Exit(m.Run())
+}
+
+// requireOverlay fails or skips (as for a missing tool, IMSBUILD_TEST_REQUIRE
+// naming "overlay" or "all") unless this host can mount a parent.
+func requireOverlay(t *testing.T) {
+	t.Helper()
+	testutil.RequireRoot(t)
+	testutil.RequireTool(t, "mksquashfs")
+	_, err := overlay.Mount("/nonexistent", filepath.Join(t.TempDir(), "probe"))
+	if err == nil || strings.Contains(err.Error(), "no such file") {
+		return // got as far as the file
+	}
+	req := os.Getenv("IMSBUILD_TEST_REQUIRE")
+	if req == "all" || slices.Contains(strings.FieldsFunc(req, func(r rune) bool { return r == ',' || r == ' ' }), "overlay") {
+		t.Fatalf("overlay is required (IMSBUILD_TEST_REQUIRE): %v", err)
+	}
+	t.Skip(err)
+}
+
+type overlayEnv struct {
+	store   *local.Cache
+	results map[string]*cache.ActionResult
+	sb      sandbox.Sandbox
+}
+
+func newOverlayEnv(t *testing.T, backend string) *overlayEnv {
+	t.Helper()
+	store, err := local.Open(filepath.Join(t.TempDir(), "cache"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err := sandbox.Open(backend)
+	if err != nil {
+		testutil.RequireTool(t, backend)
+		t.Fatal(err)
+	}
+	return &overlayEnv{store: store, results: map[string]*cache.ActionResult{}, sb: sb}
+}
+
+// build runs op in a fresh work dir and returns the result, the log and
+// the work dir (left in place, for the checks of what is under it).
+func (e *overlayEnv) build(ctx context.Context, t *testing.T, op *Image) (*cache.ActionResult, string, string, error) {
+	t.Helper()
+	return e.buildIn(ctx, t, op, "work")
+}
+
+// buildIn is build in a work dir called name.
+func (e *overlayEnv) buildIn(ctx context.Context, t *testing.T, op *Image, name string) (*cache.ActionResult, string, string, error) {
+	t.Helper()
+	work := filepath.Join(t.TempDir(), name)
+	if err := os.Mkdir(work, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var log bytes.Buffer
+	res, err := op.Build(ctx, Env{
+		Work: work, Log: &log, Store: e.store,
+		Sandbox: func() (sandbox.Sandbox, error) { return e.sb, nil },
+		Result:  func(id string) *cache.ActionResult { return e.results[id] },
+	})
+	return res, log.String(), work, err
+}
+
+// parent imports a busybox root with what a customize may delete, replace
+// or change through one name of a hard link.
+func (e *overlayEnv) parent(t *testing.T) cache.Digest {
+	t.Helper()
+	root := testutil.BusyboxRoot(t, false)
+	for name, content := range map[string]string{"etc/gone": "x", "var/lib/dir/f": "y", "opt/f2d": "z", "opt/d2f/g": "w", "etc/linked": "one\n"} {
+		p := filepath.Join(root, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Link(filepath.Join(root, "etc/linked"), filepath.Join(root, "opt/linked")); err != nil {
+		t.Fatal(err)
+	}
+	res, log, _, err := e.build(t.Context(), t, &Image{Kind: KindImport, Image: &spec.Image{Name: "base", Import: root}})
+	if err != nil {
+		t.Fatalf("import: %v\n%s", err, log)
+	}
+	e.results["image.base"] = res
+	return res.Outputs[ims.ArtifactRootfs].Digest
+}
+
+func child(blocks ...spec.Customize) *Image {
+	return &Image{Kind: KindCustomize, Parent: "image.base", Image: &spec.Image{Name: "c", From: "base", Customize: blocks}}
+}
+
+// customizeBlocks delete a file and a directory, turn a file into a
+// directory and a directory into a file, write through one name of a hard
+// link and make a setuid file: jailed, and non-jailed through IMAGE_ROOT.
+var customizeBlocks = []spec.Customize{
+	{Jail: true, Inline: `rm /etc/gone; rm -r /var/lib/dir; rm /opt/f2d; mkdir -p /opt/f2d/sub; echo d > /opt/f2d/sub/f
+rm -r /opt/d2f; echo f > /opt/d2f; echo two >> /etc/linked; echo s > /bin/suid; chmod 4755 /bin/suid`},
+	{Jail: false, Inline: `echo host > "$IMAGE_ROOT/etc/from-host"; rm "$IMAGE_ROOT/etc/os-release"`},
+}
+
+func blobSHA(t *testing.T, store *local.Cache, d cache.Digest) string {
+	t.Helper()
+	f, err := os.Open(store.BlobPath(d))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))
+}
+
+// loopsOn returns the loop devices whose backing file is p.
+func loopsOn(p string) []string {
+	files, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
+	var out []string
+	for _, f := range files {
+		if b, err := os.ReadFile(f); err == nil && strings.TrimSpace(string(b)) == p {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func assertUnmounted(t *testing.T, work string, store *local.Cache, parent cache.Digest) {
+	t.Helper()
+	if m, err := overlay.Mounts(work); err != nil || len(m) > 0 {
+		t.Errorf("mounts left under %s: %v %v", work, m, err)
+	}
+	// A mount namespace that another test's sandbox made meanwhile holds
+	// a copy of the overlay, and so the loop device, until it has pivoted
+	// away from the host's mounts: wait for that, not longer.
+	deadline := time.Now().Add(20 * time.Second)
+	for len(loopsOn(store.BlobPath(parent))) > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if l := loopsOn(store.BlobPath(parent)); len(l) > 0 {
+		t.Errorf("loop devices left on the parent: %v", l)
+	}
+	if got := blobSHA(t, store, parent); got != string(parent) {
+		t.Errorf("the parent blob changed: %s, want %s", got, parent)
+	}
+}
+
+// The same customize built on the mounted parent and on the unpacked one
+// gives the same rootfs, with every sandbox backend, and leaves the parent
+// as it was and nothing mounted.
+func TestCustomizeOverlayMatchesUnpack(t *testing.T) {
+	requireOverlay(t)
+	for _, backend := range []string{sandbox.BackendBwrap, sandbox.BackendNative, sandbox.BackendRunc} {
+		t.Run(backend, func(t *testing.T) {
+			e := newOverlayEnv(t, backend)
+			parent := e.parent(t)
+			blocks := append([]spec.Customize(nil), customizeBlocks...)
+			if backend == sandbox.BackendRunc {
+				blocks = blocks[:1] // a non-jailed step needs a builder image with runc
+			}
+			// Files copied over a file of the parent and into a new
+			// place, with a mode and an owner.
+			src := filepath.Join(t.TempDir(), "motd")
+			if err := os.WriteFile(src, []byte("copied\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			blocks = append(blocks, spec.Customize{Jail: true, Files: []spec.FileCopy{
+				{Dest: "/etc/passwd", Source: src, Mode: 0o600, HasMode: true},
+				{Dest: "/opt/new/motd", Source: src, Owner: "0:5"},
+			}})
+			op := child(blocks...)
+			mounted, log, work, err := e.build(t.Context(), t, op)
+			if err != nil {
+				t.Fatalf("customize on the overlay: %v\n%s", err, log)
+			}
+			if !strings.Contains(log, "under an overlay") {
+				t.Fatalf("log:\n%s\nwant the parent mounted", log)
+			}
+			assertUnmounted(t, work, e.store, parent)
+			op.UnpackParent = true
+			unpacked, log, _, err := e.build(t.Context(), t, op)
+			if err != nil {
+				t.Fatalf("customize on the unpacked root: %v\n%s", err, log)
+			}
+			if !strings.Contains(log, "unpacking image.base rootfs") {
+				t.Fatalf("log:\n%s\nwant the parent unpacked", log)
+			}
+			for _, name := range []string{ims.ArtifactRootfs, ims.SBOMFile} {
+				if g, w := mounted.Outputs[name].Digest, unpacked.Outputs[name].Digest; g != w {
+					t.Errorf("%s on the overlay = %s, unpacked = %s; want equal", name, g, w)
+				}
+			}
+			if mounted.Outputs[ims.ArtifactRootfs].Digest == parent {
+				t.Fatal("the child's rootfs is the parent's: customize changed nothing")
+			}
+		})
+	}
+}
+
+// Cancelling a customize whose script still runs (SIGINT cancels the
+// build's context) unmounts the overlay and frees the loop device.
+func TestCustomizeOverlayCancel(t *testing.T) {
+	requireOverlay(t)
+	e := newOverlayEnv(t, sandbox.BackendAuto)
+	parent := e.parent(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go func() {
+		for ctx.Err() == nil && len(testutil.ProcessesMatching(t, "sleep 3917")) == 0 {
+			time.Sleep(20 * time.Millisecond)
+		}
+		cancel()
+	}()
+	_, log, work, err := e.build(ctx, t, child(spec.Customize{Jail: true, Inline: "touch /etc/started; sleep 3917"}))
+	if err == nil || ctx.Err() == nil {
+		t.Fatalf("Build() = %v, want cancelled\n%s", err, log)
+	}
+	if !strings.Contains(log, "under an overlay") {
+		t.Fatalf("log:\n%s\nwant the parent mounted", log)
+	}
+	assertUnmounted(t, work, e.store, parent)
+	if p := testutil.ProcessesMatching(t, "sleep 3917"); len(p) > 0 {
+		t.Fatalf("processes left: %v", p)
+	}
+}
+
+// A failing script fails the step and still leaves nothing mounted.
+func TestCustomizeOverlayFailure(t *testing.T) {
+	requireOverlay(t)
+	e := newOverlayEnv(t, sandbox.BackendAuto)
+	parent := e.parent(t)
+	_, log, work, err := e.build(t.Context(), t, child(spec.Customize{Jail: true, Inline: "rm -rf /etc; exit 3"}))
+	if err == nil {
+		t.Fatalf("Build() = nil, want the script's failure\n%s", log)
+	}
+	assertUnmounted(t, work, e.store, parent)
+}
+
+// A parent imported as published (an oci:// or s3:// import kept as it
+// was, without the SBOM every packed image has) is unpacked, not handed to
+// the kernel's squashfs driver.
+func TestCustomizeUnpacksPublishedParent(t *testing.T) {
+	requireOverlay(t)
+	e := newOverlayEnv(t, sandbox.BackendAuto)
+	e.parent(t)
+	delete(e.results["image.base"].Outputs, ims.SBOMFile)
+	_, log, _, err := e.build(t.Context(), t, child(customizeBlocks[0]))
+	if err != nil {
+		t.Fatalf("Build() = %v\n%s", err, log)
+	}
+	if !strings.Contains(log, "imported as published") || !strings.Contains(log, "unpacking image.base rootfs") || strings.Contains(log, "under an overlay") {
+		t.Fatalf("log:\n%s\nwant the parent unpacked, not mounted", log)
+	}
+}
+
+// Where the parent cannot be mounted (here: a work dir whose name the
+// overlay's options cannot carry) the step unpacks it, says why, and
+// builds the same rootfs.
+func TestCustomizeFallsBackToUnpack(t *testing.T) {
+	requireOverlay(t)
+	e := newOverlayEnv(t, sandbox.BackendAuto)
+	e.parent(t)
+	mounted, log, _, err := e.build(t.Context(), t, child(customizeBlocks[0]))
+	if err != nil || !strings.Contains(log, "under an overlay") {
+		t.Fatalf("Build() = %v\n%s\nwant the parent mounted", err, log)
+	}
+	unpacked, log, _, err := e.buildIn(t.Context(), t, child(customizeBlocks[0]), "wo,rk")
+	if err != nil {
+		t.Fatalf("Build() = %v\n%s", err, log)
+	}
+	if !strings.Contains(log, "cannot mount image.base rootfs") || !strings.Contains(log, "comma") || !strings.Contains(log, "unpacking it instead") {
+		t.Fatalf("log:\n%s\nwant why the parent is unpacked", log)
+	}
+	if g, w := unpacked.Outputs[ims.ArtifactRootfs].Digest, mounted.Outputs[ims.ArtifactRootfs].Digest; g != w {
+		t.Fatalf("rootfs unpacked = %s, mounted = %s; want equal", g, w)
+	}
+}
