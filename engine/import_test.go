@@ -15,6 +15,7 @@ import (
 	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/internal/md5hex"
 	"github.com/imsbuild/imsbuild/internal/s3test"
+	"github.com/imsbuild/imsbuild/internal/treehash"
 	"github.com/imsbuild/imsbuild/spec"
 )
 
@@ -114,5 +115,49 @@ func TestImportDebugKernel(t *testing.T) {
 	}
 	if got, err := os.ReadFile(filepath.Join(f.out, "boot-images", img.ID, ims.ArtifactDebugKernel)); err != nil || string(got) != "debug kernel\n" {
 		t.Errorf("published debug_kernel = %q, %v; want the imported one", got, err)
+	}
+}
+
+// TestImportOwnerChangeRebuilds: a chown in an imported directory (built as
+// root, which keeps owners) rebuilds the import, and the new rootfs has the
+// new owner; the key said the same before (owners were not hashed), so the
+// cache returned the old image with the old owner.
+func TestImportOwnerChangeRebuilds(t *testing.T) {
+	f := newFixture(t)
+	sc, err := treehash.OpenStatCache(filepath.Join(t.TempDir(), "statcache"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := Options{StatCache: sc}
+	if _, err := f.build(t, t.Context(), opts, "image.base"); err != nil {
+		t.Fatalf("Build() = %v", err)
+	}
+	if err := os.Chown(filepath.Join(f.cfg.Images["base"].Import, "etc/os-release"), 1000, 1000); err != nil {
+		t.Fatal(err)
+	}
+	got, err := f.build(t, t.Context(), opts, "image.base")
+	if err != nil {
+		t.Fatalf("second Build() = %v", err)
+	}
+	if got["image.base"] != StatusDone {
+		t.Fatalf("statuses after chown = %v, want image.base rebuilt (done)", got)
+	}
+	e, err := New(f.cfg, f.cache, f.cache.Actions(), Options{StatCache: sc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Plan(t.Context(), []string{"image.base"}, false); err != nil { // fills results from the cache
+		t.Fatal(err)
+	}
+	sq := filepath.Join(t.TempDir(), "rootfs")
+	if err := f.cache.Materialize(t.Context(), e.result("image.base").Outputs[ims.ArtifactRootfs].Digest, sq, true); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.CommandContext(t.Context(), "unsquashfs", "-lln", sq, "etc/os-release").CombinedOutput()
+	if err != nil {
+		t.Fatalf("unsquashfs -lln: %v\n%s", err, out)
+	}
+	if !bytes.Contains(out, []byte(" 1000/1000 ")) {
+		t.Errorf("rootfs listing of etc/os-release:\n%s\nwant owner 1000/1000", out)
 	}
 }

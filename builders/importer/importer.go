@@ -151,16 +151,31 @@ func run(ctx context.Context, name string, args ...string) error {
 }
 
 // SourceDigest returns the content digest ("sha256:…") of src for cache keys:
-// the tree digest of a directory, the file sha256 of an archive or squashfs.
+// the tree digest of a directory, the file sha256 of an archive or squashfs
+// (whose bytes hold its owners).
+//
+// A directory imported by root keeps its owners (cp -a), and an image's
+// owners matter (files of system users), so its digest covers them
+// (treehash.DirOwners): a chown in the source gives another key. Imported
+// by another user, every file becomes that user's whatever the source
+// says, so the source's owners are left out (treehash.Dir).
 func SourceDigest(ctx context.Context, src string, sc *treehash.StatCache) (string, error) {
+	return sourceDigest(ctx, src, sc, os.Geteuid() == 0)
+}
+
+// sourceDigest is SourceDigest for an import that keeps owners or not.
+func sourceDigest(ctx context.Context, src string, sc *treehash.StatCache, keepsOwners bool) (string, error) {
 	fi, err := os.Stat(src)
 	if err != nil {
 		return "", fmt.Errorf("import digest: %w", err)
 	}
 	var d string
-	if fi.IsDir() {
+	switch {
+	case fi.IsDir() && keepsOwners:
+		d, err = treehash.DirOwners(ctx, src, sc)
+	case fi.IsDir():
 		d, err = treehash.Dir(ctx, src, sc)
-	} else {
+	default:
 		d, err = treehash.File(ctx, src, sc)
 	}
 	if err != nil {

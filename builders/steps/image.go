@@ -57,16 +57,28 @@ func IsRemoteImport(src string) bool {
 	return strings.HasPrefix(src, "oci://") || strings.HasPrefix(src, "s3://")
 }
 
+// imageKeyVersion is the version of an image step's key type by kind.
+//
+// v2: boot_parameters also comes from /boot/kernel-parameters and from the
+// parent, so a v1 result of the same inputs may lack it.
+// v3: every result has an SBOM output (ims.SBOMFile).
+// v4 (import only): the digest of a directory imported by root covers its
+// files' owners, which the import keeps (importer.SourceDigest): a v3 key
+// named one image for every owner of the source's files.
+func imageKeyVersion(kind string) string {
+	if kind == KindImport {
+		return "v4"
+	}
+	return "v3"
+}
+
 // Key describes the image: its attributes, its source (import digest,
 // parent outputs or prepared root), CA certificates, customize blocks and
 // the mksquashfs version.
 func (o *Image) Key(ctx context.Context, k KeyEnv) (*Key, error) {
 	img := o.Image
 	key := &Key{
-		// v2: boot_parameters also comes from /boot/kernel-parameters and
-		// from the parent, so a v1 result of the same inputs may lack it.
-		// v3: every result has an SBOM output (ims.SBOMFile).
-		Type:   "imsbuild/" + o.Kind + "/v3",
+		Type:   "imsbuild/" + o.Kind + "/" + imageKeyVersion(o.Kind),
 		Attrs:  imageAttrs(img, o.Kind, o.Interactive, IsRemoteImport(img.Import)),
 		Inputs: map[string]string{},
 	}
