@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 
 	"github.com/imsbuild/imsbuild/internal/treehash"
@@ -130,6 +131,28 @@ func copyDir(ctx context.Context, src, dst string) error {
 
 func unsquash(ctx context.Context, src, dst string) error {
 	return run(ctx, "unsquashfs", "-f", "-no-progress", "-d", dst, src)
+}
+
+// ExtractSquashfs extracts from the squashfs file src into the directory
+// dst (created when missing; files already there are overwritten) only the
+// entries matching patterns: shell wildcards matched per path component,
+// relative to the image root, a directory standing for everything below
+// it; a pattern that matches nothing is no error. maxDepth > 0 stops the
+// descent that many levels below the root: with 4, "usr/share/doc" gives
+// the entries of usr/share/doc, symlinks included, without their contents.
+func ExtractSquashfs(ctx context.Context, src, dst string, maxDepth int, patterns ...string) error {
+	if strings.HasPrefix(src, "-") {
+		src = "./" + src // not an option
+	}
+	args := []string{"-f", "-no-progress", "-quiet", "-d", dst}
+	if maxDepth > 0 {
+		args = append(args, "-max-depth", strconv.Itoa(maxDepth))
+	}
+	args = append(append(args, src), patterns...)
+	if err := run(ctx, "unsquashfs", args...); err != nil {
+		return fmt.Errorf("extract from %s: %w", src, err)
+	}
+	return nil
 }
 
 // run runs a tool and, on failure, returns the last lines it printed.

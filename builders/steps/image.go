@@ -64,7 +64,8 @@ func IsRemoteImport(src string) bool {
 // v3: every result has an SBOM output (ims.SBOMFile).
 // v4 (import only): the digest of a directory imported by root covers its
 // files' owners, which the import keeps (importer.SourceDigest): a v3 key
-// named one image for every owner of the source's files.
+// named one image for every owner of the source's files. And a remote
+// import reused as published has an SBOM, which v3 results lack.
 func imageKeyVersion(kind string) string {
 	if kind == KindImport {
 		return "v4"
@@ -156,7 +157,14 @@ func (o *Image) Build(ctx context.Context, env Env) (*cache.ActionResult, error)
 				return nil, err
 			}
 			if len(img.Customize) == 0 && len(img.CACertificates) == 0 && !o.Interactive {
-				return storeArtifacts(ctx, env.Store, arts, env.Log) // as published: nothing to repack
+				// As published: nothing to repack, but an SBOM like
+				// every image's, of the published rootfs.
+				sbomPath := filepath.Join(env.Work, ims.SBOMFile)
+				if err := o.writePackedSBOM(ctx, arts[ims.ArtifactRootfs], filepath.Join(env.Work, "sbom-root"), sbomPath, env.Log); err != nil {
+					return nil, err
+				}
+				arts[ims.SBOMFile] = sbomPath
+				return storeArtifacts(ctx, env.Store, arts, env.Log)
 			}
 			if err := importer.Import(ctx, arts[ims.ArtifactRootfs], root); err != nil {
 				return nil, err
@@ -261,6 +269,32 @@ func (o *Image) writeSBOM(ctx context.Context, root, path string, log io.Writer)
 	}
 	fmt.Fprintf(log, "sbom: scanned the root in %v\n", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// writePackedSBOM writes the SPDX document of the squashfs rootfs sq to
+// path, as writeSBOM does for a root tree: an image reused as published is
+// not unpacked whole, only what the scan reads (sbom.Paths) is, into the
+// new directory scratch. The entries of the doc directory come first, so
+// that a package's doc directory that is a symlink to another's resolves.
+// The document is the one a scan of the whole root gives.
+func (o *Image) writePackedSBOM(ctx context.Context, sq, scratch, path string, log io.Writer) error {
+	if sq == "" {
+		return fmt.Errorf("sbom: no %s", ims.ArtifactRootfs)
+	}
+	if err := os.Mkdir(scratch, 0o700); err != nil {
+		return fmt.Errorf("sbom: %w", err)
+	}
+	defer os.RemoveAll(scratch)
+	start := time.Now()
+	doc := sbom.DocDir()
+	if err := importer.ExtractSquashfs(ctx, sq, scratch, strings.Count(doc, "/")+2, doc); err != nil {
+		return fmt.Errorf("sbom: %w", err)
+	}
+	if err := importer.ExtractSquashfs(ctx, sq, scratch, 0, sbom.Paths()...); err != nil {
+		return fmt.Errorf("sbom: %w", err)
+	}
+	fmt.Fprintf(log, "sbom: extracted the package databases in %v\n", time.Since(start).Round(time.Millisecond))
+	return o.writeSBOM(ctx, scratch, path, log)
 }
 
 // customize adds the CA certificates (a kiwi image's went in during
