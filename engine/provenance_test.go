@@ -239,7 +239,7 @@ func TestKiwiProvenance(t *testing.T) {
 		t.Errorf("resolvedDependencies =\n%s\nwant\n%s", got, want)
 	}
 	internal := def["internalParameters"].(map[string]any)
-	if p, ok := internal["prepare_preimage"].(map[string]any); !ok || p["type"] != "imsbuild/kiwi-prepare/v1" {
+	if p, ok := internal["prepare_preimage"].(map[string]any); !ok || p["type"] != "imsbuild/kiwi-prepare/v2" {
 		t.Errorf("internalParameters.prepare_preimage = %v, want the prepare's preimage", internal["prepare_preimage"])
 	}
 }
