@@ -188,6 +188,11 @@ func TestPublishS3AndOCI(t *testing.T) {
 				t.Errorf("%s %s = %s, want the published %s", id, name, restored[name].Digest, published[name].Digest)
 			}
 		}
+		// Reused as published, yet with an SBOM like every image's
+		// (TestImportAsPublishedSBOM checks its content).
+		if o, ok := restored[ims.SBOMFile]; !ok || o.MediaType != ims.MediaTypeSPDX || o.Size == 0 {
+			t.Errorf("%s %s = %+v (present %t), want an SPDX document", id, ims.SBOMFile, o, ok)
+		}
 	}
 }
 

@@ -141,7 +141,7 @@ func scanDpkg(ctx context.Context, r *os.Root, o scanOptions) ([]Package, error)
 	}
 	// Opening the doc directory once saves four of the five confined
 	// lookups per copyright file.
-	doc, err := r.OpenRoot("usr/share/doc")
+	doc, err := r.OpenRoot(docDir)
 	if err != nil {
 		return pkgs, nil // no documentation: no licenses
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -373,5 +374,23 @@ func TestScanCancelled(t *testing.T) {
 	cancel()
 	if _, err := Scan(ctx, "/"); !errors.Is(err, context.Canceled) {
 		t.Errorf("Scan(cancelled) = %v, want context.Canceled", err)
+	}
+}
+
+// TestPathsCoverScan: every file Scan reads is under one of Paths, so a
+// root holding only those scans the same (the engine unsquashes only them
+// for an image reused as published).
+func TestPathsCoverScan(t *testing.T) {
+	reads := append([]string{dpkgStatus, docDir + "/bash/copyright", "etc/os-release", "usr/lib/os-release"}, rpmDBs...)
+	for _, r := range reads {
+		covered := false
+		for _, p := range Paths() {
+			if ok, _ := path.Match(p, r); ok || strings.HasPrefix(r, p+"/") {
+				covered = true
+			}
+		}
+		if !covered {
+			t.Errorf("Scan reads %s, which no pattern of Paths() = %q covers", r, Paths())
+		}
 	}
 }

@@ -3,5 +3,6 @@
 // (.tar, .tar.gz, .tgz, .tar.zst, detected by magic bytes and extracted
 // safely by internal/untar) or a squashfs file (extracted by unsquashfs).
 //
-// SourceDigest gives the content digest of such a source for cache keys.
+// SourceDigest gives the content digest of such a source for cache keys;
+// a directory's covers its owners when the import keeps them (as root).
 package importer

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 
 	"github.com/imsbuild/imsbuild/internal/treehash"
@@ -132,6 +133,28 @@ func unsquash(ctx context.Context, src, dst string) error {
 	return run(ctx, "unsquashfs", "-f", "-no-progress", "-d", dst, src)
 }
 
+// ExtractSquashfs extracts from the squashfs file src into the directory
+// dst (created when missing; files already there are overwritten) only the
+// entries matching patterns: shell wildcards matched per path component,
+// relative to the image root, a directory standing for everything below
+// it; a pattern that matches nothing is no error. maxDepth > 0 stops the
+// descent that many levels below the root: with 4, "usr/share/doc" gives
+// the entries of usr/share/doc, symlinks included, without their contents.
+func ExtractSquashfs(ctx context.Context, src, dst string, maxDepth int, patterns ...string) error {
+	if strings.HasPrefix(src, "-") {
+		src = "./" + src // not an option
+	}
+	args := []string{"-f", "-no-progress", "-quiet", "-d", dst}
+	if maxDepth > 0 {
+		args = append(args, "-max-depth", strconv.Itoa(maxDepth))
+	}
+	args = append(append(args, src), patterns...)
+	if err := run(ctx, "unsquashfs", args...); err != nil {
+		return fmt.Errorf("extract from %s: %w", src, err)
+	}
+	return nil
+}
+
 // run runs a tool and, on failure, returns the last lines it printed.
 func run(ctx context.Context, name string, args ...string) error {
 	out := tail.New(30)
@@ -151,16 +174,31 @@ func run(ctx context.Context, name string, args ...string) error {
 }
 
 // SourceDigest returns the content digest ("sha256:…") of src for cache keys:
-// the tree digest of a directory, the file sha256 of an archive or squashfs.
+// the tree digest of a directory, the file sha256 of an archive or squashfs
+// (whose bytes hold its owners).
+//
+// A directory imported by root keeps its owners (cp -a), and an image's
+// owners matter (files of system users), so its digest covers them
+// (treehash.DirOwners): a chown in the source gives another key. Imported
+// by another user, every file becomes that user's whatever the source
+// says, so the source's owners are left out (treehash.Dir).
 func SourceDigest(ctx context.Context, src string, sc *treehash.StatCache) (string, error) {
+	return sourceDigest(ctx, src, sc, os.Geteuid() == 0)
+}
+
+// sourceDigest is SourceDigest for an import that keeps owners or not.
+func sourceDigest(ctx context.Context, src string, sc *treehash.StatCache, keepsOwners bool) (string, error) {
 	fi, err := os.Stat(src)
 	if err != nil {
 		return "", fmt.Errorf("import digest: %w", err)
 	}
 	var d string
-	if fi.IsDir() {
+	switch {
+	case fi.IsDir() && keepsOwners:
+		d, err = treehash.DirOwners(ctx, src, sc)
+	case fi.IsDir():
 		d, err = treehash.Dir(ctx, src, sc)
-	} else {
+	default:
 		d, err = treehash.File(ctx, src, sc)
 	}
 	if err != nil {

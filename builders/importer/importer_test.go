@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/klauspost/compress/gzip"
@@ -320,6 +321,48 @@ func TestSourceDigest(t *testing.T) {
 	fd, err := SourceDigest(t.Context(), archive, nil)
 	if want := "sha256:" + fileSum(t, archive); err != nil || fd != want {
 		t.Errorf("SourceDigest(tar) = %q, %v; want %q", fd, err, want)
+	}
+}
+
+// TestSourceDigestOwners: an import by root keeps a source file's owner, so
+// a chown of it changes the digest, and the import's copy (owners and all)
+// has the source's digest; an import that keeps no owners ignores them.
+func TestSourceDigestOwners(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.RequireTool(t, "cp")
+	src := root(t)
+	before, err := SourceDigest(t.Context(), src, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := sourceDigest(t.Context(), src, nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	osRelease := filepath.Join(src, "etc/os-release")
+	if err := os.Chown(osRelease, 1000, 1000); err != nil {
+		t.Fatal(err)
+	}
+	after, err := SourceDigest(t.Context(), src, nil)
+	if err != nil || after == before {
+		t.Errorf("SourceDigest() after chown 1000:1000 = %q, %v; want other than %q", after, err, before)
+	}
+	if d, err := sourceDigest(t.Context(), src, nil, false); err != nil || d != plain {
+		t.Errorf("sourceDigest(keeps no owners) after chown = %q, %v; want %q", d, err, plain)
+	}
+	dst := filepath.Join(t.TempDir(), "root")
+	if err := Import(t.Context(), src, dst); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Lstat(filepath.Join(dst, "etc/os-release"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid != 1000 || st.Gid != 1000 {
+		t.Errorf("imported etc/os-release owner = %d:%d, want 1000:1000", st.Uid, st.Gid)
+	}
+	if d, err := SourceDigest(t.Context(), dst, nil); err != nil || d != after {
+		t.Errorf("SourceDigest(imported copy) = %q, %v; want the source's %q", d, err, after)
 	}
 }
 

@@ -65,19 +65,32 @@ func IsRemoteImport(src string) bool {
 	return strings.HasPrefix(src, "oci://") || strings.HasPrefix(src, "s3://")
 }
 
+// imageKeyVersion is the version of an image step's key type by kind.
+//
+// v2: boot_parameters also comes from /boot/kernel-parameters and from the
+// parent, so a v1 result of the same inputs may lack it.
+// v3: every result has an SBOM output (ims.SBOMFile).
+// v4: the root is normalized (builders/normalize) unless normalize =
+// false, and packed at the epoch of the image's source (see BlobEpoch)
+// rather than 0.
+// v5 (import only): the digest of a directory imported by root covers its
+// files' owners, which the import keeps (importer.SourceDigest): a v4 key
+// named one image for every owner of the source's files. And a remote
+// import reused as published has an SBOM, which v4 results lack.
+func imageKeyVersion(kind string) string {
+	if kind == KindImport {
+		return "v5"
+	}
+	return "v4"
+}
+
 // Key describes the image: its attributes, its source (import digest,
 // parent outputs or prepared root), CA certificates, customize blocks and
 // the mksquashfs version.
 func (o *Image) Key(ctx context.Context, k KeyEnv) (*Key, error) {
 	img := o.Image
 	key := &Key{
-		// v2: boot_parameters also comes from /boot/kernel-parameters and
-		// from the parent, so a v1 result of the same inputs may lack it.
-		// v3: every result has an SBOM output (ims.SBOMFile).
-		// v4: the root is normalized (builders/normalize) unless
-		// normalize = false, and packed at the epoch of the image's
-		// source (see BlobEpoch) rather than 0.
-		Type:   "imsbuild/" + o.Kind + "/v4",
+		Type:   "imsbuild/" + o.Kind + "/" + imageKeyVersion(o.Kind),
 		Attrs:  imageAttrs(img, o.Kind, o.Interactive, IsRemoteImport(img.Import)),
 		Inputs: map[string]string{},
 	}
@@ -158,7 +171,18 @@ func (o *Image) Build(ctx context.Context, env Env) (*cache.ActionResult, error)
 				return nil, err
 			}
 			if len(img.Customize) == 0 && len(img.CACertificates) == 0 && !o.Interactive {
-				return storeArtifacts(ctx, env.Store, arts, env.Log) // as published: nothing to repack
+				// As published: nothing to repack, but an SBOM like
+				// every image's, of the published rootfs.
+				// Dated as its rootfs is: the artifacts stay as they are.
+				if epoch, err = fileEpoch(arts[ims.ArtifactRootfs]); err != nil {
+					return nil, err
+				}
+				sbomPath := filepath.Join(env.Work, ims.SBOMFile)
+				if err := o.writePackedSBOM(ctx, arts[ims.ArtifactRootfs], filepath.Join(env.Work, "sbom-root"), sbomPath, epoch, env.Log); err != nil {
+					return nil, err
+				}
+				arts[ims.SBOMFile] = sbomPath
+				return storeArtifacts(ctx, env.Store, arts, env.Log)
 			}
 			if err := importer.Import(ctx, arts[ims.ArtifactRootfs], root); err != nil {
 				return nil, err
@@ -302,6 +326,32 @@ func (o *Image) writeSBOM(ctx context.Context, root, path string, epoch int64, l
 	}
 	fmt.Fprintf(log, "sbom: scanned the root in %v\n", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// writePackedSBOM writes the SPDX document of the squashfs rootfs sq to
+// path, as writeSBOM does for a root tree: an image reused as published is
+// not unpacked whole, only what the scan reads (sbom.Paths) is, into the
+// new directory scratch. The entries of the doc directory come first, so
+// that a package's doc directory that is a symlink to another's resolves.
+// The document is the one a scan of the whole root gives.
+func (o *Image) writePackedSBOM(ctx context.Context, sq, scratch, path string, epoch int64, log io.Writer) error {
+	if sq == "" {
+		return fmt.Errorf("sbom: no %s", ims.ArtifactRootfs)
+	}
+	if err := os.Mkdir(scratch, 0o700); err != nil {
+		return fmt.Errorf("sbom: %w", err)
+	}
+	defer os.RemoveAll(scratch)
+	start := time.Now()
+	doc := sbom.DocDir()
+	if err := importer.ExtractSquashfs(ctx, sq, scratch, strings.Count(doc, "/")+2, doc); err != nil {
+		return fmt.Errorf("sbom: %w", err)
+	}
+	if err := importer.ExtractSquashfs(ctx, sq, scratch, 0, sbom.Paths()...); err != nil {
+		return fmt.Errorf("sbom: %w", err)
+	}
+	fmt.Fprintf(log, "sbom: extracted the package databases in %v\n", time.Since(start).Round(time.Millisecond))
+	return o.writeSBOM(ctx, scratch, path, epoch, log)
 }
 
 // customize adds the CA certificates (a kiwi image's went in during

@@ -35,7 +35,7 @@ func TestImageKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if k.Type != "imsbuild/import/v4" || k.Inputs["import"] == "" || k.Inputs["ca_certificates[0]"] != "text:PEM" || k.Tools["mksquashfs"] != "mksquashfs 1.0" {
+	if k.Type != "imsbuild/import/v5" || k.Inputs["import"] == "" || k.Inputs["ca_certificates[0]"] != "text:PEM" || k.Tools["mksquashfs"] != "mksquashfs 1.0" {
 		t.Fatalf("import Key() = %+v, want the import digest, the CA certificate and mksquashfs", k)
 	}
 

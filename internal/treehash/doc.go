@@ -9,11 +9,16 @@
 // a regular file's content. It covers the root directory's own permission
 // bits but not the root's name or location.
 //
-// It never covers modification or access times, owners (uid/gid), extended
+// Dir never covers modification or access times, owners (uid/gid), extended
 // attributes or hard-link structure: two checkouts of one recipe by different
-// users, at different times, in different places hash the same. Callers that
-// need ownership in a key (an image root packed as root) must add it
-// themselves.
+// users, at different times, in different places hash the same. DirOwners
+// covers the numeric uid and gid of every entry and of the root as well, for
+// a tree whose owners are kept where it goes (an image root imported by
+// root, whose system users' files keep their owners in the squashfs); its
+// encoding has another header ("imsbuild-treehash-owners-v1") and puts
+// "<uid>:<gid> " before the payload, so its digests never equal Dir's.
+// Owners come from each walk's own lstat, never from the stat cache (which
+// holds content sums only), so a chown is always seen.
 //
 // The encoding is versioned ("imsbuild-treehash-v1"): per directory, children
 // are sorted bytewise by name and each is one NUL-terminated record

@@ -19,13 +19,17 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-const header = "imsbuild-treehash-v1\x00"
+const (
+	header       = "imsbuild-treehash-v1\x00"
+	ownersHeader = "imsbuild-treehash-owners-v1\x00"
+)
 
 // node is one entry of the walked tree.
 type node struct {
 	name     string
 	mode     fs.FileMode
 	payload  string // symlink target or device numbers
+	uid, gid uint32
 	sum      [32]byte
 	children []*node
 }
@@ -34,6 +38,19 @@ type node struct {
 // a symlink to a directory; symlinks below it are recorded, not followed.
 // sc may be nil.
 func Dir(ctx context.Context, root string, sc *StatCache) (string, error) {
+	return dir(ctx, root, sc, false)
+}
+
+// DirOwners is Dir with the numeric owner (uid:gid) of every entry and of
+// the root in the digest, for a tree that is copied with its owners (an
+// image root imported as root). Its digests never equal Dir's. Owners are
+// read from a fresh lstat on every walk, never from the stat cache, so a
+// chown is always seen.
+func DirOwners(ctx context.Context, root string, sc *StatCache) (string, error) {
+	return dir(ctx, root, sc, true)
+}
+
+func dir(ctx context.Context, root string, sc *StatCache, owners bool) (string, error) {
 	abs, err := filepath.Abs(root)
 	if err != nil {
 		return "", fmt.Errorf("treehash %s: %w", root, err)
@@ -48,7 +65,7 @@ func Dir(ctx context.Context, root string, sc *StatCache) (string, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	h := newHasher(ctx, sc)
-	top := &node{mode: fi.Mode()}
+	top := newNode("", fi)
 	werr := h.walk(abs, top)
 	if err := h.dirs.Wait(); werr == nil {
 		werr = err
@@ -62,12 +79,16 @@ func Dir(ctx context.Context, root string, sc *StatCache) (string, error) {
 	if werr != nil {
 		return "", werr
 	}
-	dirSum(top)
+	dirSum(top, owners)
 	d := sha256.New()
-	io.WriteString(d, header)
+	io.WriteString(d, headerOf(owners))
 	io.WriteString(d, "root ")
 	io.WriteString(d, permString(top.mode))
 	io.WriteString(d, " ")
+	if owners {
+		io.WriteString(d, ownerString(top))
+		io.WriteString(d, " ")
+	}
 	io.WriteString(d, hex.EncodeToString(top.sum[:]))
 	return digest.NewDigest(digest.SHA256, d).String(), nil
 }
@@ -134,7 +155,7 @@ func (h *hasher) walk(dir string, n *node) error {
 		if err != nil {
 			return fmt.Errorf("treehash %s: %w", p, err)
 		}
-		c := &node{name: e.Name(), mode: fi.Mode()}
+		c := newNode(e.Name(), fi)
 		n.children = append(n.children, c)
 		switch t := fi.Mode().Type(); {
 		case t == fs.ModeDir:
@@ -227,15 +248,25 @@ func (h *hasher) hashFile(p string) ([32]byte, error) {
 	return sum, nil
 }
 
-// dirSum computes the Merkle sums of n and every directory below it.
-func dirSum(n *node) {
+// newNode returns the node of an entry named name whose lstat is fi.
+func newNode(name string, fi fs.FileInfo) *node {
+	n := &node{name: name, mode: fi.Mode()}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		n.uid, n.gid = st.Uid, st.Gid
+	}
+	return n
+}
+
+// dirSum computes the Merkle sums of n and every directory below it; with
+// owners, each record has the entry's "uid:gid" after its permission bits.
+func dirSum(n *node, owners bool) {
 	d := sha256.New()
-	io.WriteString(d, header)
+	io.WriteString(d, headerOf(owners))
 	for _, c := range n.children {
 		var payload string
 		switch t := c.mode.Type(); {
 		case t == fs.ModeDir:
-			dirSum(c)
+			dirSum(c, owners)
 			payload = hex.EncodeToString(c.sum[:])
 		case t == 0:
 			payload = hex.EncodeToString(c.sum[:])
@@ -246,12 +277,27 @@ func dirSum(n *node) {
 		io.WriteString(d, " ")
 		io.WriteString(d, permString(c.mode))
 		io.WriteString(d, " ")
+		if owners {
+			io.WriteString(d, ownerString(c))
+			io.WriteString(d, " ")
+		}
 		io.WriteString(d, payload)
 		io.WriteString(d, "\x00")
 		io.WriteString(d, c.name)
 		io.WriteString(d, "\x00")
 	}
 	copy(n.sum[:], d.Sum(nil))
+}
+
+func headerOf(owners bool) string {
+	if owners {
+		return ownersHeader
+	}
+	return header
+}
+
+func ownerString(n *node) string {
+	return strconv.FormatUint(uint64(n.uid), 10) + ":" + strconv.FormatUint(uint64(n.gid), 10)
 }
 
 func typeChar(m fs.FileMode) string {

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/imsbuild/imsbuild/internal/testutil"
 )
 
 // base makes the tree every table case starts from.
@@ -232,4 +234,59 @@ func mustWrite(t testing.TB, p, content string, perm os.FileMode) {
 	must(t, os.MkdirAll(filepath.Dir(p), 0o755))
 	must(t, os.WriteFile(p, []byte(content), perm))
 	must(t, os.Chmod(p, perm))
+}
+
+// TestDirOwners: a chown (of a file, a symlink itself or the root) changes
+// DirOwners but not Dir, also with a stat cache that holds every file's
+// sum (owners are never taken from it).
+func TestDirOwners(t *testing.T) {
+	testutil.RequireRoot(t)
+	tests := []struct {
+		name string
+		path string // relative to the root; "" is the root
+	}{
+		{name: "file", path: "root/etc/motd"},
+		{name: "symlink itself", path: "root/usr/bin/alias"},
+		{name: "empty dir", path: "root/empty"},
+		{name: "root", path: ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			root := base(t)
+			sc := newTestStatCache(t, time.Now().Add(time.Minute)) // entries are settled
+			plain, err := Dir(t.Context(), root, sc)
+			must(t, err)
+			before, err := DirOwners(t.Context(), root, sc)
+			must(t, err)
+			if before == plain {
+				t.Fatalf("DirOwners() = Dir() = %s, want different encodings", plain)
+			}
+			must(t, os.Lchown(filepath.Join(root, tc.path), 1000, 1000))
+			after, err := DirOwners(t.Context(), root, sc)
+			must(t, err)
+			if after == before {
+				t.Errorf("DirOwners() = %s before and after chown 1000:1000 of %q, want a change", after, tc.path)
+			}
+			if got, err := Dir(t.Context(), root, sc); err != nil || got != plain {
+				t.Errorf("Dir() after chown = %s, %v; want %s (owners are not in Dir)", got, err, plain)
+			}
+			must(t, os.Lchown(filepath.Join(root, tc.path), 0, 0))
+			if back, err := DirOwners(t.Context(), root, sc); err != nil || back != before {
+				t.Errorf("DirOwners() after chown back = %s, %v; want %s", back, err, before)
+			}
+		})
+	}
+}
+
+// TestDirOwnersSameTreeElsewhere: two copies with the same owners hash the
+// same, wherever they are.
+func TestDirOwnersSameTreeElsewhere(t *testing.T) {
+	a, b := base(t), base(t)
+	da, err := DirOwners(t.Context(), a, nil)
+	must(t, err)
+	db, err := DirOwners(t.Context(), b, nil)
+	must(t, err)
+	if da != db {
+		t.Errorf("DirOwners(%s) = %s, DirOwners(%s) = %s; want equal", a, da, b, db)
+	}
 }
