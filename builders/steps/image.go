@@ -173,9 +173,13 @@ func (o *Image) Build(ctx context.Context, env Env) (*cache.ActionResult, error)
 			if len(img.Customize) == 0 && len(img.CACertificates) == 0 && !o.Interactive {
 				// As published: nothing to repack, but an SBOM like
 				// every image's, of the published rootfs.
-				// Dated as its rootfs is: the artifacts stay as they are.
+				// Dated as its rootfs is (the artifacts stay as they
+				// are), unless SOURCE_DATE_EPOCH says otherwise.
 				if epoch, err = fileEpoch(arts[ims.ArtifactRootfs]); err != nil {
 					return nil, err
+				}
+				if o.EpochSet {
+					epoch = o.SourceDateEpoch
 				}
 				sbomPath := filepath.Join(env.Work, ims.SBOMFile)
 				if err := o.writePackedSBOM(ctx, arts[ims.ArtifactRootfs], filepath.Join(env.Work, "sbom-root"), sbomPath, epoch, env.Log); err != nil {
