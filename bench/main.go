@@ -12,7 +12,8 @@
 //   - pack: builders/pack.Pack vs the same mksquashfs command by hand.
 //   - noop: `imsbuild build` of a 10-image graph, all cached, vs `imsbuild version` + hashing the inputs.
 //   - customize: a one-line script on a 400 MB image vs unsquashfs+chroot+mksquashfs by hand.
-//   - kiwi (-only kiwi; minutes): recipe builds vs `kiwi-ng system build`.
+//   - kiwi (-only kiwi; minutes): recipe builds vs `kiwi-ng system build`, with their
+//     phases (bootstrap, package install, config, pack, initrd); kiwi-cold: the cold builds only.
 //   - s3, oci: publishing 1 GiB vs aws s3 cp and crane push.
 //   - serve-create-warm (-only serve-create-warm; minutes, real kiwi): a second IMS create job
 //     of an unchanged recipe through imsbuild serve, POST to success.
@@ -70,8 +71,8 @@ func main() {
 			benchNoop(ctx, scratch, *bin)
 		case "customize":
 			benchCustomize(scratch, tree, *bin)
-		case "kiwi":
-			benchKiwi(scratch, *bin)
+		case "kiwi", "kiwi-cold":
+			benchKiwi(scratch, *bin, name == "kiwi-cold")
 		case "s3", "oci":
 			benchPublish(ctx, scratch, name)
 		case "serve-create-warm":
