@@ -29,6 +29,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -44,7 +45,14 @@ func main() {
 	keep := flag.Bool("keep", false, "keep the scratch directory")
 	only := flag.String("only", "treehash,pack,noop,customize", "comma-separated benchmarks to run")
 	flag.IntVar(&pairRuns, "pairs", pairRuns, "A/B pairs per comparison (at least 3 for a figure worth quoting)")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process (the in-process publishes and hashing) to `file`")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		check(err)
+		check(pprof.StartCPUProfile(f))
+		defer pprof.StopCPUProfile()
+	}
 	if pairRuns < 1 {
 		check(fmt.Errorf("-pairs %d: want at least 1", pairRuns))
 	}
