@@ -12,7 +12,11 @@ import (
 // benchKiwi compares recipe builds with the raw tool on the same
 // description (minutes; run it alone):
 //   - a cold imsbuild build of examples/debian-node (empty imsbuild and
-//     package caches) vs `kiwi-ng --type kis system build`;
+//     package caches) vs `kiwi-ng --type kis system build` (a kis type
+//     without a filesystem: kernel and initrd, no rootfs image, so the raw
+//     side packs nothing while imsbuild packs a squashfs; kiwi's squashfs
+//     would be zstd level 15 or xz, slower than imsbuild's, and would flatter
+//     the ratio);
 //   - a second recipe sharing most packages (one package added), built
 //     on the same runner with the same cache as the first (bootstrap
 //     root and packages cached), vs raw kiwi of that recipe with kiwi's
