@@ -164,3 +164,31 @@ func copyDir(src, dst string) {
 	check(os.RemoveAll(dst))
 	run("cp", "-a", "--reflink=auto", src, dst)
 }
+
+// benchKiwiAB compares the cold builds of two imsbuild binaries (-only
+// kiwi-ab -imsbuild-base OLD): a change's effect on each phase, measured
+// in alternating pairs as the other comparisons are.
+func benchKiwiAB(scratch, bin, base string) {
+	if base == "" {
+		check(fmt.Errorf("-only kiwi-ab needs -imsbuild-base"))
+	}
+	example, err := filepath.Abs("examples/debian-node")
+	check(err)
+	dir := filepath.Join(scratch, "kiwi-ab")
+	check(os.MkdirAll(dir, 0o755))
+	cold := func(bin string) phases {
+		src, kiwiCache := filepath.Join(dir, "src"), filepath.Join(dir, "kiwi-cache")
+		os.RemoveAll(src)
+		run("cp", "-a", example, src)
+		os.RemoveAll(filepath.Join(src, ".imsbuild"))
+		os.RemoveAll(filepath.Join(src, "out"))
+		emptyDir(kiwiCache)
+		p := buildPhases(kiwiCache, bin, "build", src, "image.base")
+		fmt.Printf("  %s cold: %v (load %s)\n", bin, p, loadAvg())
+		return p
+	}
+	var newPhases, basePhases []phases
+	c := pairs(pairRuns, func() { newPhases = append(newPhases, cold(bin)) }, func() { basePhases = append(basePhases, cold(base)) })
+	fmt.Printf("kiwi cold, %s vs %s: %v vs %v, ratio %.2f (%s)\n", bin, base, c.oursMedian(), c.rawMedian(), c.ratio(), c.spread(false))
+	fmt.Printf("kiwi cold phases: %s\n", strings.Replace(phaseTable(newPhases, basePhases), "imsbuild/kiwi-ng", "new/base", 1))
+}

@@ -13,7 +13,8 @@
 //   - noop: `imsbuild build` of a 10-image graph, all cached, vs `imsbuild version` + hashing the inputs.
 //   - customize: a one-line script on a 400 MB image vs unsquashfs+chroot+mksquashfs by hand.
 //   - kiwi (-only kiwi; minutes): recipe builds vs `kiwi-ng system build`, with their
-//     phases (bootstrap, package install, config, pack, initrd); kiwi-cold: the cold builds only.
+//     phases (bootstrap, package install, config, pack, initrd); kiwi-cold: the cold builds only;
+//     kiwi-ab: cold builds of -imsbuild against -imsbuild-base (a change's effect by phase).
 //   - s3, oci: publishing 1 GiB vs aws s3 cp and crane push.
 //   - serve-create-warm (-only serve-create-warm; minutes, real kiwi): a second IMS create job
 //     of an unchanged recipe through imsbuild serve, POST to success.
@@ -40,6 +41,7 @@ import (
 
 func main() {
 	bin := flag.String("imsbuild", "bin/imsbuild", "imsbuild binary to measure")
+	base := flag.String("imsbuild-base", "", "imsbuild binary to compare with (-only kiwi-ab)")
 	sizeMB := flag.Int("size", 400, "size of the generated tree in MB")
 	files := flag.Int("files", 11000, "number of files in the generated tree")
 	keep := flag.Bool("keep", false, "keep the scratch directory")
@@ -81,6 +83,8 @@ func main() {
 			benchCustomize(scratch, tree, *bin)
 		case "kiwi", "kiwi-cold":
 			benchKiwi(scratch, *bin, name == "kiwi-cold")
+		case "kiwi-ab":
+			benchKiwiAB(scratch, *bin, *base)
 		case "s3", "oci":
 			benchPublish(ctx, scratch, name)
 		case "serve-create-warm":
