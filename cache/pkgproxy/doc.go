@@ -39,22 +39,17 @@
 // # Storing
 //
 // A miss streams the upstream body to the client and, through a pipe, into
-// Store.Put at the same time; a package is never held in memory. The client
-// gets the last byte once the whole body arrived (all of the upstream's
-// Content-Length, when it sent one); Store.Put's sync and the index entry,
-// written last, finish in the background, counted as in flight: apt and
-// debootstrap fetch package after package over one connection, and waiting
-// for the disk at each one made a cold kiwi build tens of seconds slower. A
-// request for a package whose store is still running waits for it, so a
-// client that has a package finds it in the cache on its next request (to
-// this proxy; Close waits for the stores within its grace, another proxy on
-// the same cache may fetch it once more meanwhile). A truncated upstream
-// body, an upstream error, a client that disconnects and a cancelled run
-// store nothing, and a later request fetches the package again; the client
-// of a truncated download sees its connection aborted, never a clean short
-// body. A store that fails (a full disk) does not fail the download: the
-// package is served, just not cached; a store that stops reading (a local
-// cache locked by a long prune) stalls the download with it. Two concurrent requests for the same package may
+// Store.Put at the same time; a package is never held in memory. The index
+// entry is written last: once the whole body arrived (all of the upstream's
+// Content-Length, when it sent one) and the blob is stored, but before the
+// client gets the last byte, so a client that has a package finds it in the
+// cache on its next request. A truncated upstream body, an upstream error,
+// a client that disconnects and a cancelled run store nothing, and a later
+// request fetches the package again; the client of a truncated download
+// sees its connection aborted, never a clean short body. A store that fails
+// (a full disk) does not fail the download: the package is served, just not
+// cached; a store that stalls (a local cache locked by a long prune) stalls
+// the download with it. Two concurrent requests for the same package may
 // both fetch it; the store keeps one blob.
 //
 // # Serving

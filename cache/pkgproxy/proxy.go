@@ -120,13 +120,9 @@ type Proxy struct {
 
 	mu     sync.Mutex
 	closed bool
-	active int             // handlers and stores running
-	wg     sync.WaitGroup  // handlers and stores running
+	active int             // handlers running
+	wg     sync.WaitGroup  // handlers running
 	bad    map[string]bool // keys whose blob proved corrupt: fetched again
-	// pending holds the packages whose client has them while their store
-	// and index entry finish (fetch); closed when they did.
-	pending map[string]chan struct{}
-	stores  sync.WaitGroup // those stores
 
 	closeOnce sync.Once
 	closeErr  error
@@ -152,7 +148,6 @@ func Start(ctx context.Context, opts Options) (*Proxy, error) {
 		served:  make(chan struct{}),
 		quit:    make(chan struct{}),
 		bad:     make(map[string]bool),
-		pending: make(map[string]chan struct{}),
 	}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
@@ -231,16 +226,6 @@ func (p *Proxy) shutdown(graceful bool) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	err := p.srv.Shutdown(ctx)
-	if err == nil && graceful {
-		// Stores whose clients are served finish within the same grace.
-		stored := make(chan struct{})
-		go func() { p.stores.Wait(); close(stored) }()
-		select {
-		case <-stored:
-		case <-ctx.Done():
-			p.log.Warn("pkgproxy: aborting package stores in flight", "grace", grace)
-		}
-	}
 	cancel()
 	if err != nil {
 		if graceful {
@@ -310,7 +295,6 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	key, preimage := indexKey(canon)
-	p.awaitStore(r.Context(), key)
 	if p.serveCached(w, r, key) {
 		return
 	}
@@ -428,74 +412,27 @@ func (p *Proxy) fetch(w http.ResponseWriter, r *http.Request, key string, preima
 	}
 	if err != nil {
 		pw.CloseWithError(err)
-		<-putc
+	} else {
+		pw.Close()
+	}
+	put := <-putc
+	if err != nil {
 		p.log.Debug("pkgproxy: download incomplete, not stored", "url", r.URL.Redacted(), "err", err)
 		panic(http.ErrAbortHandler) // never end a short body cleanly
 	}
-	pw.Close()
-	// The whole body arrived. The client gets its last byte now; the blob's
-	// sync and the index entry finish in the background (a request for the
-	// same package waits for them), so that apt, which fetches package after
-	// package over one connection, does not wait for the disk each time.
-	done := p.startStore(key)
-	go func() {
-		defer p.endStore(key, done)
-		put := <-putc
-		if put.err == nil && sw.err != nil {
-			put.err = sw.err
-		}
-		if put.err == nil && put.n != n {
-			put.err = fmt.Errorf("stored %d of %d bytes", put.n, n)
-		}
-		if put.err != nil {
-			p.log.Warn("pkgproxy: store package", "url", r.URL.String(), "err", put.err)
-		} else {
-			p.index(ctx, key, preimage, put.d, put.n)
-		}
-	}()
+	if put.err == nil && sw.err != nil {
+		put.err = sw.err
+	}
+	if put.err == nil && put.n != n {
+		put.err = fmt.Errorf("stored %d of %d bytes", put.n, n)
+	}
+	if put.err != nil {
+		p.log.Warn("pkgproxy: store package", "url", r.URL.String(), "err", put.err)
+	} else {
+		p.index(ctx, key, preimage, put.d, put.n)
+	}
 	if err := hw.flush(); err != nil {
 		panic(http.ErrAbortHandler)
-	}
-}
-
-// startStore registers the store of key that fetch finishes in the
-// background: it counts as in flight, Close waits for it (within its
-// grace) and awaitStore for key waits for it.
-func (p *Proxy) startStore(key string) chan struct{} {
-	done := make(chan struct{})
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.active++
-	p.wg.Add(1)
-	p.stores.Add(1)
-	p.pending[key] = done
-	return done
-}
-
-func (p *Proxy) endStore(key string, done chan struct{}) {
-	p.mu.Lock()
-	if p.pending[key] == done {
-		delete(p.pending, key)
-	}
-	p.active--
-	p.mu.Unlock()
-	close(done)
-	p.stores.Done()
-	p.wg.Done()
-}
-
-// awaitStore waits until a background store of key, if any, ended, so that
-// a client that has a package finds it in the cache on its next request.
-func (p *Proxy) awaitStore(ctx context.Context, key string) {
-	p.mu.Lock()
-	done := p.pending[key]
-	p.mu.Unlock()
-	if done == nil {
-		return
-	}
-	select {
-	case <-done:
-	case <-ctx.Done():
 	}
 }
 
