@@ -12,37 +12,55 @@ import (
 // benchKiwi compares recipe builds with the raw tool on the same
 // description (minutes; run it alone):
 //   - a cold imsbuild build of examples/debian-node (empty imsbuild and
-//     package caches) vs `kiwi-ng --type kis system build`;
+//     package caches) vs `kiwi-ng --type kis system build` (a kis type
+//     without a filesystem: kernel and initrd, no rootfs image, so the raw
+//     side packs nothing while imsbuild packs a squashfs; kiwi's squashfs
+//     would be zstd level 15 or xz, slower than imsbuild's, and would flatter
+//     the ratio);
 //   - a second recipe sharing most packages (one package added), built
 //     on the same runner with the same cache as the first (bootstrap
 //     root and packages cached), vs raw kiwi of that recipe with kiwi's
 //     own package cache of the first raw run;
 //   - a warm rebuild with nothing changed, and one with only a customize
 //     script changed (no kiwi run).
-func benchKiwi(scratch, bin string) {
+//
+// The builds report their phases (kiwiphases.go). coldOnly (-only
+// kiwi-cold) stops after the cold comparison.
+func benchKiwi(scratch, bin string, coldOnly bool) {
 	example, err := filepath.Abs("examples/debian-node")
 	check(err)
 	dir := filepath.Join(scratch, "kiwi")
 	check(os.MkdirAll(dir, 0o755))
 
 	// Cold: a fresh copy of the example, empty imsbuild and kiwi package
-	// caches, on both sides of every pair.
+	// caches, on both sides of every pair. Each side's kiwi caches are its
+	// own directories here, bound over the machine's (/var/cache/imsbuild/kiwi,
+	// /var/cache/kiwi) in a private mount namespace: other builds on the
+	// machine keep theirs, and none of theirs warms a cold run.
 	ours := filepath.Join(dir, "ours")
+	oursKiwi, rawCache := filepath.Join(dir, "ours-kiwi-cache"), filepath.Join(dir, "raw-kiwi-cache")
 	n := 0
+	var oursPhases, rawPhases []phases
 	cold := pairs(pairRuns, func() {
 		os.RemoveAll(ours)
 		run("cp", "-a", example, ours)
 		os.RemoveAll(filepath.Join(ours, ".imsbuild"))
 		os.RemoveAll(filepath.Join(ours, "out"))
-		check(os.RemoveAll("/var/cache/imsbuild/kiwi"))
-		run(bin, "build", ours, "image.base")
+		emptyDir(oursKiwi)
+		oursPhases = append(oursPhases, buildPhases(oursKiwi, bin, "build", ours, "image.base"))
+		fmt.Printf("  imsbuild cold: %v (load %s)\n", oursPhases[len(oursPhases)-1], loadAvg())
 	}, func() {
 		n++
-		check(os.RemoveAll("/var/cache/kiwi"))
-		rawKiwi(dir, filepath.Join(example, "recipes/node"), fmt.Sprintf("raw%d", n))
+		emptyDir(rawCache)
+		rawPhases = append(rawPhases, rawKiwi(dir, rawCache, filepath.Join(example, "recipes/node"), fmt.Sprintf("raw%d", n)))
+		fmt.Printf("  kiwi-ng cold: %v (load %s)\n", rawPhases[len(rawPhases)-1], loadAvg())
 	})
-	fmt.Printf("kiwi cold: imsbuild %v, kiwi-ng system build (kis) %v, ratio %.2f (%s; goal ≤ 0.7)\n",
+	fmt.Printf("kiwi cold: imsbuild %v, kiwi-ng system build (kis) %v, ratio %.2f (%s; goal ≤ 0.2)\n",
 		cold.oursMedian(), cold.rawMedian(), cold.ratio(), cold.spread(false))
+	fmt.Printf("kiwi cold phases: %s\n", phaseTable(oursPhases, rawPhases))
+	if coldOnly {
+		return
+	}
 
 	run(bin, "build", ours) // the customized image and the publish, once
 	warm := timed(func() { run(bin, "build", ours) })
@@ -66,25 +84,28 @@ func benchKiwi(scratch, bin string) {
 	check(os.WriteFile(xml, []byte(strings.Replace(string(x), `<package name="iproute2"/>`, `<package name="iproute2"/>
         <package name="less"/>`, 1)), 0o644))
 	firstCache, cacheCopy := filepath.Join(ours, ".imsbuild/cache"), filepath.Join(dir, "second-cache")
-	rawCache := filepath.Join(dir, "raw-kiwi-cache")
-	run("cp", "-a", "/var/cache/kiwi", rawCache)
+	oursKiwiCopy, rawCacheCopy := filepath.Join(dir, "second-ours-kiwi-cache"), filepath.Join(dir, "second-raw-kiwi-cache")
+	oursPhases, rawPhases = nil, nil
 	secondPairs := pairs(pairRuns, func() {
-		os.RemoveAll(cacheCopy)
-		run("cp", "-a", "--reflink=auto", firstCache, cacheCopy)
-		run(bin, "--cache-dir", cacheCopy, "build", second, "image.base")
+		copyDir(firstCache, cacheCopy)
+		copyDir(oursKiwi, oursKiwiCopy)
+		oursPhases = append(oursPhases, buildPhases(oursKiwiCopy, bin, "--cache-dir", cacheCopy, "build", second, "image.base"))
+		fmt.Printf("  imsbuild second: %v (load %s)\n", oursPhases[len(oursPhases)-1], loadAvg())
 	}, func() {
 		n++
-		check(os.RemoveAll("/var/cache/kiwi"))
-		run("cp", "-a", rawCache, "/var/cache/kiwi")
-		rawKiwi(dir, filepath.Join(second, "recipes/node"), fmt.Sprintf("raw%d", n))
+		copyDir(rawCache, rawCacheCopy)
+		rawPhases = append(rawPhases, rawKiwi(dir, rawCacheCopy, filepath.Join(second, "recipes/node"), fmt.Sprintf("raw%d", n)))
+		fmt.Printf("  kiwi-ng second: %v (load %s)\n", rawPhases[len(rawPhases)-1], loadAvg())
 	})
-	fmt.Printf("kiwi second recipe sharing packages: imsbuild %v, kiwi-ng system build %v, ratio %.2f (%s; goal ≤ 0.5)\n",
+	fmt.Printf("kiwi second recipe sharing packages: imsbuild %v, kiwi-ng system build %v, ratio %.2f (%s; goal ≤ 0.1)\n",
 		secondPairs.oursMedian(), secondPairs.rawMedian(), secondPairs.ratio(), secondPairs.spread(false))
+	fmt.Printf("kiwi second recipe phases: %s\n", phaseTable(oursPhases, rawPhases))
 }
 
 // rawKiwi runs `kiwi-ng --type kis system build` of a copy of desc, with
-// the template rendered as imsbuild does.
-func rawKiwi(dir, desc, name string) {
+// the template rendered as imsbuild does and cache as its /var/cache/kiwi,
+// and returns its phases.
+func rawKiwi(dir, cache, desc, name string) phases {
 	d := filepath.Join(dir, name+"-desc")
 	os.RemoveAll(d)
 	run("cp", "-a", desc, d)
@@ -96,13 +117,21 @@ func rawKiwi(dir, desc, name string) {
 	check(os.WriteFile(xml, []byte(s), 0o644))
 	target := filepath.Join(dir, name+"-target")
 	os.RemoveAll(target)
-	cmd := exec.Command("kiwi-ng", "--type", "kis", "system", "build", "--description", d, "--target-dir", target)
+	logFile := filepath.Join(dir, name+".log")
+	os.Remove(logFile) // kiwi appends
+	cmd := privateCache(cache, "/var/cache/kiwi", "kiwi-ng", "--type", "kis", "--logfile", logFile, "system", "build", "--description", d, "--target-dir", target)
 	cmd.Env = append(os.Environ(), "GNUPGHOME="+filepath.Join(dir, name+"-gnupg"))
 	check(os.MkdirAll(filepath.Join(dir, name+"-gnupg"), 0o700))
+	start := time.Now()
 	if out, err := cmd.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "kiwi-ng system build: %v\n%s\n", err, tailLines(string(out), 30))
 		os.Exit(1)
 	}
+	end := time.Now()
+	b, err := os.ReadFile(logFile)
+	check(err)
+	// kiwi logs whole seconds: measure its phases from the second it started.
+	return rawPhases(kiwiMarks(string(b), start), start.Truncate(time.Second), end)
 }
 
 func timed(f func()) time.Duration {
@@ -117,4 +146,50 @@ func tailLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// privateCache returns the command that runs name with args where cache is
+// bound over the directory target, in a private mount namespace.
+func privateCache(cache, target, name string, args ...string) *exec.Cmd {
+	check(os.MkdirAll(target, 0o755))
+	return exec.Command("unshare", append([]string{"--mount", "--propagation", "private",
+		"sh", "-c", `mount --bind "$1" "$2" && shift 2 && exec "$@"`, "sh", cache, target, name}, args...)...)
+}
+
+func emptyDir(dir string) {
+	check(os.RemoveAll(dir))
+	check(os.MkdirAll(dir, 0o755))
+}
+
+func copyDir(src, dst string) {
+	check(os.RemoveAll(dst))
+	run("cp", "-a", "--reflink=auto", src, dst)
+}
+
+// benchKiwiAB compares the cold builds of two imsbuild binaries (-only
+// kiwi-ab -imsbuild-base OLD): a change's effect on each phase, measured
+// in alternating pairs as the other comparisons are.
+func benchKiwiAB(scratch, bin, base string) {
+	if base == "" {
+		check(fmt.Errorf("-only kiwi-ab needs -imsbuild-base"))
+	}
+	example, err := filepath.Abs("examples/debian-node")
+	check(err)
+	dir := filepath.Join(scratch, "kiwi-ab")
+	check(os.MkdirAll(dir, 0o755))
+	cold := func(bin string) phases {
+		src, kiwiCache := filepath.Join(dir, "src"), filepath.Join(dir, "kiwi-cache")
+		os.RemoveAll(src)
+		run("cp", "-a", example, src)
+		os.RemoveAll(filepath.Join(src, ".imsbuild"))
+		os.RemoveAll(filepath.Join(src, "out"))
+		emptyDir(kiwiCache)
+		p := buildPhases(kiwiCache, bin, "build", src, "image.base")
+		fmt.Printf("  %s cold: %v (load %s)\n", bin, p, loadAvg())
+		return p
+	}
+	var newPhases, basePhases []phases
+	c := pairs(pairRuns, func() { newPhases = append(newPhases, cold(bin)) }, func() { basePhases = append(basePhases, cold(base)) })
+	fmt.Printf("kiwi cold, %s vs %s: %v vs %v, ratio %.2f (%s)\n", bin, base, c.oursMedian(), c.rawMedian(), c.ratio(), c.spread(false))
+	fmt.Printf("kiwi cold phases: %s\n", strings.Replace(phaseTable(newPhases, basePhases), "imsbuild/kiwi-ng", "new/base", 1))
 }

@@ -13,7 +13,9 @@
 //   - noop: `imsbuild build` of a 10-image graph, all cached, vs `imsbuild version` + hashing the inputs.
 //   - customize: a one-line script on a 400 MB image vs unsquashfs+chroot+mksquashfs by hand.
 //   - check: `imsbuild build --check` of a pack-only step vs mksquashfs by hand and vs a build of it.
-//   - kiwi (-only kiwi; minutes): recipe builds vs `kiwi-ng system build`.
+//   - kiwi (-only kiwi; minutes): recipe builds vs `kiwi-ng system build`, with their
+//     phases (bootstrap, package install, config, pack, initrd); kiwi-cold: the cold builds only;
+//     kiwi-ab: cold builds of -imsbuild against -imsbuild-base (a change's effect by phase).
 //   - s3, oci: publishing 1 GiB vs aws s3 cp and crane push.
 //   - serve-create-warm (-only serve-create-warm; minutes, real kiwi): a second IMS create job
 //     of an unchanged recipe through imsbuild serve, POST to success.
@@ -29,6 +31,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -39,12 +42,20 @@ import (
 
 func main() {
 	bin := flag.String("imsbuild", "bin/imsbuild", "imsbuild binary to measure")
+	base := flag.String("imsbuild-base", "", "imsbuild binary to compare with (-only kiwi-ab)")
 	sizeMB := flag.Int("size", 400, "size of the generated tree in MB")
 	files := flag.Int("files", 11000, "number of files in the generated tree")
 	keep := flag.Bool("keep", false, "keep the scratch directory")
 	only := flag.String("only", "treehash,pack,noop,customize,check", "comma-separated benchmarks to run")
 	flag.IntVar(&pairRuns, "pairs", pairRuns, "A/B pairs per comparison (at least 3 for a figure worth quoting)")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process (the in-process publishes and hashing) to `file`")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		check(err)
+		check(pprof.StartCPUProfile(f))
+		defer pprof.StopCPUProfile()
+	}
 	if pairRuns < 1 {
 		check(fmt.Errorf("-pairs %d: want at least 1", pairRuns))
 	}
@@ -73,8 +84,10 @@ func main() {
 			benchCustomize(scratch, tree, *bin)
 		case "check":
 			benchCheck(scratch, tree, *bin)
-		case "kiwi":
-			benchKiwi(scratch, *bin)
+		case "kiwi", "kiwi-cold":
+			benchKiwi(scratch, *bin, name == "kiwi-cold")
+		case "kiwi-ab":
+			benchKiwiAB(scratch, *bin, *base)
 		case "s3", "oci":
 			benchPublish(ctx, scratch, name)
 		case "serve-create-warm":

@@ -16,7 +16,9 @@
 //     even when it is cancelled. builders/steps packs the prepared root
 //     (with builders/pack) instead of running `kiwi-ng system build`. With
 //     Options.BootstrapCache, a debootstrap shim keeps and restores the
-//     bootstrap root of apt recipes (see bootstrap.go).
+//     bootstrap root of apt recipes (see bootstrap.go). Every dpkg kiwi runs
+//     skips its fsyncs (DPKG_FORCE=…,unsafe-io): the root is throw-away
+//     until packed.
 //
 // ToolVersion reports the kiwi-ng version, part of the prepare cache key.
 package kiwi

@@ -254,6 +254,17 @@ func kiwiArgs(opts PrepareOptions, logFile string) []string {
 	return args
 }
 
+// dpkgForce is DPKG_FORCE for every dpkg that kiwi runs (debootstrap's in
+// the new root, apt-get's in the chroot, config.sh's): dpkg's built-in
+// defaults, which the variable replaces (security-mac, downgrade; the same
+// since dpkg 1.19.5), plus unsafe-io. The image root is throw-away until
+// packed and a failed prepare is thrown away whole, so dpkg's fsync of every
+// unpacked file before its rename only waits for the disk: with unsafe-io
+// the files are the same, written back by the kernel in its own time. rpm
+// (zypper, dnf) does not fsync by default (%_flush_io 0). The variable is in
+// the environment only, so nothing of it reaches the image.
+const dpkgForce = "security-mac,downgrade,unsafe-io"
+
 // prepareEnv is kiwi's environment: a fixed base, a private GNUPGHOME, and
 // the caller's extra variables (which win). kiwi passes it on to the
 // commands it runs in the image root, so it names no host-only path that
@@ -264,6 +275,7 @@ func prepareEnv(gnupg string, extra []string) []string {
 		"HOME=/root",
 		"LANG=C.UTF-8",
 		"GNUPGHOME=" + gnupg,
+		"DPKG_FORCE=" + dpkgForce,
 	}
 	return append(env, extra...)
 }

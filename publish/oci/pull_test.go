@@ -164,7 +164,7 @@ func TestPullErrors(t *testing.T) {
 		wantIs  error
 		wantSub string
 	}{
-		{"corrupt download", host + "/good:latest", []oci.Option{oci.WithTransport(corrupter{http.DefaultTransport})}, nil, "layer rootfs"},
+		{"corrupt download", host + "/good:latest", []oci.Option{oci.WithTransport(corrupter{http.DefaultTransport})}, publish.ErrCorrupt, "layer rootfs"},
 		{"not an imsbuild image", host + "/plain:latest", nil, nil, "not an imsbuild image"},
 		{"other artifact type", host + "/evil:other", nil, nil, "not an imsbuild image"},
 		{"title escapes dst", host + "/evil:escape", nil, nil, `title "../escape" is not a plain file name`},
