@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/imsbuild/imsbuild/builders/overlay"
 	"github.com/imsbuild/imsbuild/internal/testutil"
 )
 
@@ -97,11 +98,13 @@ func requireNamespaces(t *testing.T) {
 
 func readMounts(t *testing.T) string {
 	t.Helper()
-	b, err := os.ReadFile("/proc/mounts")
+	// Without the parents that customizes beside this test mount
+	// (builders/overlay) in the same namespace.
+	m, err := overlay.HostMounts()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(b)
+	return m
 }
 
 // waitGone polls until no process carries marker.

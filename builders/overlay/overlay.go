@@ -392,6 +392,23 @@ func Made(line string) bool {
 	return false
 }
 
+// HostMounts returns /proc/self/mountinfo without the lines Made reports:
+// the mount table a test compares before and after the code it tests,
+// which builds and tests running beside it change by mounting parents.
+func HostMounts() (string, error) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return "", err
+	}
+	var sb strings.Builder
+	for line := range strings.Lines(string(b)) {
+		if !Made(line) {
+			sb.WriteString(line)
+		}
+	}
+	return sb.String(), nil
+}
+
 // unescape undoes mountinfo's octal escapes (\040 for a space).
 func unescape(s string) string {
 	if !strings.Contains(s, `\`) {

@@ -76,17 +76,11 @@ func shell(t *testing.T, sb sandbox.Sandbox, s sandbox.Spec, script string) (str
 // (builders/overlay).
 func mountinfo(t testing.TB) string {
 	t.Helper()
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	m, err := overlay.HostMounts()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sb strings.Builder
-	for line := range strings.Lines(string(b)) {
-		if !overlay.Made(line) {
-			sb.WriteString(line)
-		}
-	}
-	return sb.String()
+	return m
 }
 
 // procsWith returns the PIDs of the processes whose command line contains

@@ -19,6 +19,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/imsbuild/imsbuild/builders/overlay"
 	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/ims/server"
 	"github.com/imsbuild/imsbuild/ims/server/blob"
@@ -200,7 +201,7 @@ func TestCreateJobEndToEnd(t *testing.T) {
 	rec3 := e.registerRecipe("debian-node-less", recipeArchive(t, func(s string) string {
 		return strings.Replace(s, `<package name="iproute2"/>`, `<package name="iproute2"/><package name="less"/>`, 1)
 	}))
-	mounts, _ := os.ReadFile("/proc/mounts")
+	mounts, _ := overlay.HostMounts()
 	post["artifact_id"] = rec3
 	id3 := e.Call(201, "POST", "/jobs", post)["id"].(string)
 	e.WaitJob(id3, 5*time.Minute, "building_image", "error", "success")
@@ -224,7 +225,7 @@ func TestCreateJobEndToEnd(t *testing.T) {
 	if p := testutil.ProcessesMatching(t, work); len(p) > 0 {
 		t.Errorf("processes of the deleted job left: %v", p)
 	}
-	if after, _ := os.ReadFile("/proc/mounts"); string(after) != string(mounts) {
+	if after, _ := overlay.HostMounts(); after != mounts {
 		t.Errorf("mounts changed by the deleted job:\n%s", after)
 	}
 	if runs, _ := filepath.Glob(filepath.Join(work, "run-*")); len(runs) > 0 {
