@@ -1,10 +1,7 @@
 package overlay
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,19 +37,6 @@ func mountOrSkip(t *testing.T, sq, dir string) *Root {
 	return r
 }
 
-func fileSHA(t *testing.T, p string) string {
-	t.Helper()
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
-}
 
 func must(t *testing.T, err error) {
 	t.Helper()
@@ -133,7 +117,7 @@ func TestMountPacksLikeUnpack(t *testing.T) {
 	arts, err := pack.Pack(ctx, parentTree(t), parentOut, pack.Options{})
 	must(t, err)
 	sq := arts[0].Path
-	before := fileSHA(t, sq)
+	before := testutil.FileSHA256(t, sq)
 
 	// The unpack path: unsquashfs, customize, pack.
 	unpacked := filepath.Join(tmp, "unpacked")
@@ -166,7 +150,7 @@ func TestMountPacksLikeUnpack(t *testing.T) {
 	if err := r.Close(); err != nil {
 		t.Fatalf("Close() = %v", err)
 	}
-	if g, w := fileSHA(t, got[0].Path), fileSHA(t, want[0].Path); g != w {
+	if g, w := testutil.FileSHA256(t, got[0].Path), testutil.FileSHA256(t, want[0].Path); g != w {
 		list := func(p string) string {
 			out, _ := exec.Command(unsquashfs, "-lln", p).CombinedOutput()
 			return string(out)
@@ -180,7 +164,7 @@ func TestMountPacksLikeUnpack(t *testing.T) {
 			t.Errorf("%s is still in the child:\n%s", gone, out)
 		}
 	}
-	if fileSHA(t, sq) != before {
+	if testutil.FileSHA256(t, sq) != before {
 		t.Fatal("the parent squashfs changed")
 	}
 	assertNothingLeft(t, dir, sq)

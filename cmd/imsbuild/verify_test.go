@@ -7,7 +7,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
@@ -126,16 +125,6 @@ func copyDir(t *testing.T, src string) string {
 	return dst
 }
 
-func fileSHA256(t *testing.T, path string) string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(b)
-	return "sha256:" + hex.EncodeToString(sum[:])
-}
-
 // TestSignedProvenanceVerify is issue 13's provenance done-when on the busybox
 // example: a build with a cosign-generated encrypted key publishes a signed
 // provenance beside each image; imsbuild verify and the real cosign accept
@@ -188,11 +177,11 @@ func TestSignedProvenanceVerify(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &rep); r.code != 0 || err != nil || !rep.Verified || rep.Image != "image.compute" {
 		t.Fatalf("verify image.compute exit %d (%v):\n%s\n%s", r.code, err, r.stdout, r.stderr)
 	}
-	baseRootfs := fileSHA256(t, filepath.Join(base, ims.ArtifactRootfs))
+	baseRootfs := "sha256:" + testutil.FileSHA256(t, filepath.Join(base, ims.ArtifactRootfs))
 	if len(rep.Dependencies) != 1 || rep.Dependencies[0].Name != "image.base" || rep.Dependencies[0].Digest != baseRootfs {
 		t.Errorf("dependencies = %+v, want image.base by its rootfs %s", rep.Dependencies, baseRootfs)
 	}
-	if len(rep.Subjects) != 2 || rep.Subjects[0].Digest != fileSHA256(t, filepath.Join(compute, ims.ArtifactRootfs)) {
+	if len(rep.Subjects) != 2 || rep.Subjects[0].Digest != "sha256:"+testutil.FileSHA256(t, filepath.Join(compute, ims.ArtifactRootfs)) {
 		t.Errorf("subjects = %+v, want the rootfs and the SBOM", rep.Subjects)
 	}
 
@@ -237,7 +226,7 @@ func TestSignedProvenanceVerify(t *testing.T) {
 				t.Fatal(err)
 			}
 			payload, _ := base64.StdEncoding.DecodeString(env.Payload)
-			rootfs := strings.TrimPrefix(fileSHA256(t, filepath.Join(d, ims.ArtifactRootfs)), "sha256:")
+			rootfs := testutil.FileSHA256(t, filepath.Join(d, ims.ArtifactRootfs))
 			changed := strings.Replace(string(payload), rootfs, strings.Repeat("0", 64), 1)
 			if changed == string(payload) {
 				t.Fatal("the rootfs digest is not in the payload")
