@@ -37,7 +37,6 @@ func mountOrSkip(t *testing.T, sq, dir string) *Root {
 	return r
 }
 
-
 func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
@@ -203,6 +202,20 @@ func loopsOf(t *testing.T, sq string) []string {
 	return out
 }
 
+// etcSquashfs packs a tree of one empty /etc under tmp, the least a mount
+// test needs, and returns the squashfs's path.
+func etcSquashfs(t *testing.T, tmp string) string {
+	t.Helper()
+	testutil.RequireTool(t, "mksquashfs")
+	tree := filepath.Join(tmp, "tree")
+	must(t, os.MkdirAll(filepath.Join(tree, "etc"), 0o755))
+	out := filepath.Join(tmp, "out")
+	must(t, os.Mkdir(out, 0o755))
+	arts, err := pack.Pack(t.Context(), tree, out, pack.Options{})
+	must(t, err)
+	return arts[0].Path
+}
+
 func TestMountRefuses(t *testing.T) {
 	testutil.RequireRoot(t)
 	mksquashfs := testutil.RequireTool(t, "mksquashfs")
@@ -236,21 +249,15 @@ func TestMountRefuses(t *testing.T) {
 // process is gone, no loop device.
 func TestCloseBusy(t *testing.T) {
 	testutil.RequireRoot(t)
-	testutil.RequireTool(t, "mksquashfs")
 	tmp := t.TempDir()
-	tree := filepath.Join(tmp, "tree")
-	must(t, os.MkdirAll(filepath.Join(tree, "etc"), 0o755))
-	out := filepath.Join(tmp, "out")
-	must(t, os.Mkdir(out, 0o755))
-	arts, err := pack.Pack(t.Context(), tree, out, pack.Options{})
-	must(t, err)
+	sq := etcSquashfs(t, tmp)
 	dir := filepath.Join(tmp, "overlay")
-	r := mountOrSkip(t, arts[0].Path, dir)
+	r := mountOrSkip(t, sq, dir)
 	cmd := exec.Command("sleep", "7311")
 	cmd.Dir = filepath.Join(r.Path(), "etc")
 	must(t, cmd.Start())
 	defer cmd.Process.Kill()
-	err = r.Close()
+	err := r.Close()
 	if err == nil || !strings.Contains(err.Error(), "lazily") {
 		t.Errorf("Close() with a process inside = %v, want a lazy detach", err)
 	}
@@ -261,7 +268,7 @@ func TestCloseBusy(t *testing.T) {
 	cmd.Wait()
 	// The lazily detached squashfs goes, and its loop device with it,
 	// once the process has left; poll for it.
-	assertNothingLeft(t, dir, arts[0].Path)
+	assertNothingLeft(t, dir, sq)
 }
 
 func TestMade(t *testing.T) {
@@ -289,16 +296,10 @@ func TestMade(t *testing.T) {
 // unmounts ours, and so frees the loop device while it still runs.
 func TestCloseReachesSlaveNamespaces(t *testing.T) {
 	testutil.RequireRoot(t)
-	testutil.RequireTool(t, "mksquashfs")
 	unshare := testutil.RequireTool(t, "unshare")
 	tmp := t.TempDir()
-	tree := filepath.Join(tmp, "tree")
-	must(t, os.MkdirAll(filepath.Join(tree, "etc"), 0o755))
-	out := filepath.Join(tmp, "out")
-	must(t, os.Mkdir(out, 0o755))
-	arts, err := pack.Pack(t.Context(), tree, out, pack.Options{})
-	must(t, err)
-	r := mountOrSkip(t, arts[0].Path, filepath.Join(tmp, "overlay"))
+	sq := etcSquashfs(t, tmp)
+	r := mountOrSkip(t, sq, filepath.Join(tmp, "overlay"))
 	cmd := exec.Command(unshare, "--mount", "--propagation", "slave", "sleep", "7312")
 	must(t, cmd.Start())
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
@@ -316,10 +317,10 @@ func TestCloseReachesSlaveNamespaces(t *testing.T) {
 	}
 	must(t, r.Close())
 	deadline = time.Now().Add(5 * time.Second)
-	for (inTheirs() || len(loopsOf(t, arts[0].Path)) > 0) && time.Now().Before(deadline) {
+	for (inTheirs() || len(loopsOf(t, sq)) > 0) && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if inTheirs() || len(loopsOf(t, arts[0].Path)) > 0 {
+	if inTheirs() || len(loopsOf(t, sq)) > 0 {
 		b, _ := os.ReadFile(theirs)
 		var lines []string
 		for l := range strings.Lines(string(b)) {
@@ -327,7 +328,7 @@ func TestCloseReachesSlaveNamespaces(t *testing.T) {
 				lines = append(lines, l)
 			}
 		}
-		t.Fatalf("after Close the other namespace still has the overlay (%v) or the loop device is left (%v):\n%s", inTheirs(), loopsOf(t, arts[0].Path), lines)
+		t.Fatalf("after Close the other namespace still has the overlay (%v) or the loop device is left (%v):\n%s", inTheirs(), loopsOf(t, sq), lines)
 	}
 }
 
@@ -335,17 +336,11 @@ func TestCloseReachesSlaveNamespaces(t *testing.T) {
 // and its loop device freed.
 func TestUnmountUnder(t *testing.T) {
 	testutil.RequireRoot(t)
-	testutil.RequireTool(t, "mksquashfs")
 	tmp := t.TempDir()
-	tree := filepath.Join(tmp, "tree")
-	must(t, os.MkdirAll(filepath.Join(tree, "etc"), 0o755))
-	out := filepath.Join(tmp, "out")
-	must(t, os.Mkdir(out, 0o755))
-	arts, err := pack.Pack(t.Context(), tree, out, pack.Options{})
-	must(t, err)
+	sq := etcSquashfs(t, tmp)
 	work := filepath.Join(tmp, "run-1")
 	for _, step := range []string{"image.a-1", "image.b-2"} {
-		mountOrSkip(t, arts[0].Path, filepath.Join(work, step, "overlay")) // never closed
+		mountOrSkip(t, sq, filepath.Join(work, step, "overlay")) // never closed
 	}
 	if m, _ := Mounts(work); len(m) != 4 {
 		t.Fatalf("Mounts() = %v, want the bind and the overlay of each", m)
@@ -353,7 +348,7 @@ func TestUnmountUnder(t *testing.T) {
 	if err := UnmountUnder(work); err != nil {
 		t.Fatalf("UnmountUnder() = %v", err)
 	}
-	assertNothingLeft(t, work, arts[0].Path)
+	assertNothingLeft(t, work, sq)
 	if err := os.RemoveAll(work); err != nil {
 		t.Fatalf("remove after UnmountUnder: %v", err)
 	}
