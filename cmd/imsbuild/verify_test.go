@@ -42,7 +42,7 @@ const signingPassword = "correct-horse-battery-7f3a9c"
 // ed25519 pair in PEM (ed25519.pem, ed25519.pub).
 func cosignKeys(t *testing.T, dir string) {
 	t.Helper()
-	if out, ok := runCosign(t, dir, "generate-key-pair"); !ok {
+	if out, ok := testutil.Cosign(t.Context(), t, dir, signingPassword, "generate-key-pair"); !ok {
 		t.Fatalf("cosign generate-key-pair: %s", out)
 	}
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
@@ -75,23 +75,6 @@ func encryptedKey(t *testing.T, dir string) {
 		t.Fatal(err)
 	}
 	writeFile(t, filepath.Join(dir, "cosign.key"), string(pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED SIGSTORE PRIVATE KEY", Bytes: enc})))
-}
-
-// runCosign runs the real cosign offline in dir; it reports whether it
-// exited 0.
-func runCosign(t *testing.T, dir string, args ...string) (string, bool) {
-	t.Helper()
-	bin := testutil.RequireTool(t, "cosign")
-	cmd := exec.CommandContext(t.Context(), bin, args...)
-	cmd.Dir = dir
-	// No state from the host; cosign's TUF fetch fails offline with a
-	// warning and a key-based verification goes on without it.
-	cmd.Env = []string{"HOME=" + dir, "TUF_ROOT=" + filepath.Join(dir, "tuf"), "COSIGN_PASSWORD=" + signingPassword, "PATH=/usr/bin:/bin"}
-	out, err := cmd.CombinedOutput()
-	if _, ok := err.(*exec.ExitError); err != nil && !ok {
-		t.Fatalf("cosign %s: %v", strings.Join(args, " "), err)
-	}
-	return string(out), err == nil
 }
 
 func writeFile(t *testing.T, path, data string) {
@@ -161,7 +144,7 @@ func TestSignedProvenanceVerify(t *testing.T) {
 	if m, err := os.ReadFile(filepath.Join(compute, ims.ManifestFile)); err != nil || bytes.Contains(m, []byte("provenance")) {
 		t.Errorf("manifest.json lists the provenance (or is unreadable: %v):\n%s", err, m)
 	}
-	if out, ok := runCosign(t, keys, "verify-blob-attestation", "--key", pub, "--insecure-ignore-tlog", "--type", "slsaprovenance1",
+	if out, ok := testutil.Cosign(t.Context(), t, keys, signingPassword, "verify-blob-attestation", "--key", pub, "--insecure-ignore-tlog", "--type", "slsaprovenance1",
 		"--signature", filepath.Join(compute, ims.ProvenanceFile), filepath.Join(compute, ims.ArtifactRootfs)); !ok || !strings.Contains(out, "Verified OK") {
 		t.Fatalf("cosign verify-blob-attestation rejects the published provenance:\n%s", out)
 	}
@@ -265,7 +248,7 @@ func TestSignedProvenanceVerify(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &failed); r.code != 1 || err != nil || failed.Verified || !strings.Contains(failed.Error, "subject sbom.spdx.json is missing") {
 		t.Errorf("verify --json of a dir without its SBOM exit %d (%v):\n%s\n%s", r.code, err, r.stdout, r.stderr)
 	}
-	if out, ok := runCosign(t, keys, "verify-blob-attestation", "--key", filepath.Join(keys, "ed25519.pub"), "--insecure-ignore-tlog", "--type", "slsaprovenance1",
+	if out, ok := testutil.Cosign(t.Context(), t, keys, signingPassword, "verify-blob-attestation", "--key", filepath.Join(keys, "ed25519.pub"), "--insecure-ignore-tlog", "--type", "slsaprovenance1",
 		"--signature", filepath.Join(compute, ims.ProvenanceFile), filepath.Join(compute, ims.ArtifactRootfs)); ok {
 		t.Errorf("cosign accepts the provenance with the wrong key:\n%s", out)
 	}
@@ -532,11 +515,11 @@ publish "oci" "registry" {
 		{"verify-attestation", "--key", pub, "--insecure-ignore-tlog", "--allow-http-registry", "--type", "slsaprovenance1", ref},
 		{"verify", "--key", pub, "--insecure-ignore-tlog", "--allow-http-registry", ref},
 	} {
-		if out, ok := runCosign(t, keys, args...); !ok {
+		if out, ok := testutil.Cosign(t.Context(), t, keys, signingPassword, args...); !ok {
 			t.Errorf("cosign %s rejects the published image:\n%s", args[0], out)
 		}
 		args[2] = other
-		if out, ok := runCosign(t, keys, args...); ok {
+		if out, ok := testutil.Cosign(t.Context(), t, keys, signingPassword, args...); ok {
 			t.Errorf("cosign %s accepts the image with another key:\n%s", args[0], out)
 		}
 	}
