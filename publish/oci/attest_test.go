@@ -112,7 +112,15 @@ func (m *manifestPuts) take() []string {
 	return out
 }
 
-func orasReferrers(ctx context.Context, t *testing.T, ref string) []string {
+// orasReferrer is an entry of oras discover's JSON output.
+type orasReferrer struct {
+	Digest       string `json:"digest"`
+	ArtifactType string `json:"artifactType"`
+}
+
+// orasDiscover returns the referrers of ref that the real oras CLI finds,
+// and its output for messages.
+func orasDiscover(ctx context.Context, t *testing.T, ref string) ([]orasReferrer, []byte) {
 	t.Helper()
 	bin := testutil.RequireTool(t, "oras")
 	var stderr bytes.Buffer
@@ -123,15 +131,20 @@ func orasReferrers(ctx context.Context, t *testing.T, ref string) []string {
 		t.Fatalf("oras discover %s: %v\n%s", ref, err, stderr.Bytes())
 	}
 	var got struct {
-		Referrers []struct {
-			ArtifactType string `json:"artifactType"`
-		} `json:"referrers"`
+		Referrers []orasReferrer `json:"referrers"`
 	}
 	if err := json.Unmarshal(out, &got); err != nil {
 		t.Fatalf("oras discover output: %v\n%s", err, out)
 	}
+	return got.Referrers, out
+}
+
+// orasReferrers returns the sorted artifact types of ref's referrers.
+func orasReferrers(ctx context.Context, t *testing.T, ref string) []string {
+	t.Helper()
+	refs, _ := orasDiscover(ctx, t, ref)
 	var types []string
-	for _, r := range got.Referrers {
+	for _, r := range refs {
 		types = append(types, r.ArtifactType)
 	}
 	slices.Sort(types)
