@@ -370,7 +370,7 @@ func TestAttestationTamperedImage(t *testing.T) {
 
 	// The original's valid attestation, moved onto the tampered image.
 	att := func(ref string) string {
-		return repo + ":" + strings.Replace(ref[strings.LastIndex(ref, "@")+1:], ":", "-", 1) + ".att"
+		return repo + ":" + cosignTag(ref, "att")
 	}
 	crane(ctx, t, "copy", att(goodRef), att(badRef))
 	if err := verify(); !errors.Is(err, provenance.ErrSubject) {
