@@ -3,6 +3,7 @@ package testutil
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"io"
 	"os"
 	"path/filepath"
@@ -38,4 +39,14 @@ func WriteFiles(t testing.TB, dir string, files map[string]string, perm os.FileM
 			t.Fatal(err)
 		}
 	}
+}
+
+// JSON returns v marshalled as JSON, failing the test if it cannot be.
+func JSON(t testing.TB, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
