@@ -50,3 +50,9 @@ func JSON(t testing.TB, v any) string {
 	}
 	return string(b)
 }
+
+// SHA256Hex returns the hex sha256 of b.
+func SHA256Hex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
