@@ -362,20 +362,7 @@ func TestFakeCheckCancel(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := snapshot(t, b.cache.Dir())
-	b.steps.wait["slow"] = func(ctx context.Context) error {
-		<-ctx.Done()
-		return ctx.Err()
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	workDir := filepath.Join(t.TempDir(), "work")
-	rec := &recorder{}
-	e, _ := b.engine(t, Options{Check: true, WorkDir: workDir, Events: func(ev Event) {
-		rec.add(ev)
-		if ev.Line == "building image.slow" {
-			cancel()
-		}
-	}})
+	e, ctx, rec, workDir := b.cancelWhenBuilding(t, "slow", Options{Check: true})
 	if err := e.Build(ctx, nil); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Build() = %v, want context.Canceled", err)
 	}

@@ -130,7 +130,7 @@ func TestImageProvenance(t *testing.T) {
 	var wantPre, gotPre any
 	_ = json.Unmarshal(pre, &wantPre)
 	gotPre = def["internalParameters"].(map[string]any)["preimage"]
-	if a, b := mustJSON(t, gotPre), mustJSON(t, wantPre); a != b {
+	if a, b := testutil.JSON(t, gotPre), testutil.JSON(t, wantPre); a != b {
 		t.Errorf("internalParameters.preimage =\n%s\nwant the recorded preimage\n%s", a, b)
 	}
 	_, baseDir := publishedProvenance(t, f.out, "base")
@@ -138,15 +138,15 @@ func TestImageProvenance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deps := mustJSON(t, def["resolvedDependencies"])
+	deps := testutil.JSON(t, def["resolvedDependencies"])
 	if want := `[{"digest":{"sha256":"` + digest.FromBytes(baseRootfs).Encoded() + `"},"name":"image.base"}]`; deps != want {
 		t.Errorf("resolvedDependencies = %s, want %s", deps, want)
 	}
 	baseEnv, _ := publishedProvenance(t, f.out, "base")
-	if deps := mustJSON(t, payloadOf(t, baseEnv)["predicate"].(map[string]any)["buildDefinition"].(map[string]any)["resolvedDependencies"]); !strings.Contains(deps, `"name":"import"`) {
+	if deps := testutil.JSON(t, payloadOf(t, baseEnv)["predicate"].(map[string]any)["buildDefinition"].(map[string]any)["resolvedDependencies"]); !strings.Contains(deps, `"name":"import"`) {
 		t.Errorf("base resolvedDependencies = %s, want the import", deps)
 	}
-	if id := mustJSON(t, pred["runDetails"]); id != `{"builder":{"id":"https://github.com/imsbuild/imsbuild@1.2.3","version":{"imsbuild":"1.2.3"}}}` {
+	if id := testutil.JSON(t, pred["runDetails"]); id != `{"builder":{"id":"https://github.com/imsbuild/imsbuild@1.2.3","version":{"imsbuild":"1.2.3"}}}` {
 		t.Errorf("runDetails = %s", id)
 	}
 
@@ -206,15 +206,6 @@ func TestImageProvenance(t *testing.T) {
 	}
 }
 
-func mustJSON(t *testing.T, v any) string {
-	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
-
 // TestKiwiProvenance: a recipe image's provenance names the recipe tree and
 // the tracked repository's metadata by digest, and holds the kiwi
 // prepare's key preimage beside the image's.
@@ -235,7 +226,7 @@ func TestKiwiProvenance(t *testing.T) {
 	release := digest.FromString("Suite: bookworm\nDate: 1\n")
 	want := `[{"digest":{"sha256":"` + strings.TrimPrefix(recipeDigest, "sha256:") + `"},"name":"recipe.node"},` +
 		`{"digest":{"sha256":"` + release.Encoded() + `"},"name":"repository.debian","uri":"` + srv.URL + `/debian"}]`
-	if got := mustJSON(t, def["resolvedDependencies"]); got != want {
+	if got := testutil.JSON(t, def["resolvedDependencies"]); got != want {
 		t.Errorf("resolvedDependencies =\n%s\nwant\n%s", got, want)
 	}
 	internal := def["internalParameters"].(map[string]any)

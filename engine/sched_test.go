@@ -283,24 +283,35 @@ func TestFakeFailureStopsOrKeepsGoing(t *testing.T) {
 	}
 }
 
-// TestFakeCancel: cancelling kills the running step (cancelled, no cache
-// entry, no scratch left) and skips those that wait.
-func TestFakeCancel(t *testing.T) {
-	b := newFakeBuild(t, "slow", "child<slow")
-	b.steps.wait["slow"] = func(ctx context.Context) error {
+// cancelWhenBuilding makes b's engine with opts, its step image.<label>
+// blocking until its ctx ends, and a ctx that is cancelled once that step
+// says it is building. It returns the events and the work dir to check
+// what the cancel left.
+func (b *fakeBuild) cancelWhenBuilding(t *testing.T, label string, opts Options) (*Engine, context.Context, *recorder, string) {
+	t.Helper()
+	b.steps.wait[label] = func(ctx context.Context) error {
 		<-ctx.Done()
 		return ctx.Err()
 	}
 	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	workDir := filepath.Join(t.TempDir(), "work")
+	t.Cleanup(cancel)
+	opts.WorkDir = filepath.Join(t.TempDir(), "work")
 	rec := &recorder{}
-	e, _ := b.engine(t, Options{WorkDir: workDir, Events: func(ev Event) {
+	opts.Events = func(ev Event) {
 		rec.add(ev)
-		if ev.Step == "image.slow" && ev.Line == "building image.slow" {
+		if ev.Step == "image."+label && ev.Line == "building image."+label {
 			cancel()
 		}
-	}})
+	}
+	e, _ := b.engine(t, opts)
+	return e, ctx, rec, opts.WorkDir
+}
+
+// TestFakeCancel: cancelling kills the running step (cancelled, no cache
+// entry, no scratch left) and skips those that wait.
+func TestFakeCancel(t *testing.T) {
+	b := newFakeBuild(t, "slow", "child<slow")
+	e, ctx, rec, workDir := b.cancelWhenBuilding(t, "slow", Options{})
 	err := e.Build(ctx, nil)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("Build() = %v, want context.Canceled", err)

@@ -8,7 +8,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,29 +18,9 @@ import (
 	"github.com/imsbuild/imsbuild/internal/testutil"
 )
 
-// cosign runs the real cosign CLI offline in dir and returns its combined
-// output and whether it exited 0.
-func cosign(t *testing.T, dir string, args ...string) (string, bool) {
-	t.Helper()
-	bin := testutil.RequireTool(t, "cosign")
-	cmd := exec.CommandContext(t.Context(), bin, args...)
-	cmd.Dir = dir
-	// No state from the host: a private HOME and TUF root. cosign 2.x still
-	// tries to fetch its TUF root (sigstore/cosign#4454); that fails here,
-	// with a warning, and a key-based verification goes on without it.
-	cmd.Env = []string{"HOME=" + dir, "TUF_ROOT=" + filepath.Join(dir, "tuf"), "COSIGN_PASSWORD=pw", "PATH=/usr/bin:/bin"}
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	if _, ok := err.(*exec.ExitError); err != nil && !ok {
-		t.Fatalf("cosign %s: %v", strings.Join(args, " "), err)
-	}
-	return out.String(), err == nil
-}
-
 func verifyBlobAttestation(t *testing.T, dir, pub, env, artifact string) (string, bool) {
 	t.Helper()
-	return cosign(t, dir, "verify-blob-attestation", "--key", pub, "--insecure-ignore-tlog",
+	return testutil.Cosign(t.Context(), t, dir, "pw", "verify-blob-attestation", "--key", pub, "--insecure-ignore-tlog",
 		"--type", "slsaprovenance1", "--signature", env, artifact)
 }
 
@@ -61,7 +40,7 @@ func subjectIndex(b Build, name string) int {
 func TestCosignVerifiesEnvelope(t *testing.T) {
 	testutil.RequireTool(t, "cosign")
 	dir := t.TempDir()
-	if out, ok := cosign(t, dir, "generate-key-pair"); !ok {
+	if out, ok := testutil.Cosign(t.Context(), t, dir, "pw", "generate-key-pair"); !ok {
 		t.Fatalf("cosign generate-key-pair: %s", out)
 	}
 	files, b := artifacts(t)

@@ -3,8 +3,6 @@ package importer
 import (
 	"archive/tar"
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"io"
 	"io/fs"
@@ -85,7 +83,7 @@ func sameTree(t *testing.T, want, got string) {
 			if ws.Mtim.Sec != gs.Mtim.Sec {
 				t.Errorf("%s: mtime %d, want %d", rel, gs.Mtim.Sec, ws.Mtim.Sec)
 			}
-			if fileSum(t, p) != fileSum(t, filepath.Join(got, rel)) {
+			if testutil.FileSHA256(t, p) != testutil.FileSHA256(t, filepath.Join(got, rel)) {
 				t.Errorf("%s: content differs", rel)
 			}
 		}
@@ -97,20 +95,6 @@ func sameTree(t *testing.T, want, got string) {
 	if n < 10 {
 		t.Fatalf("compared %d entries, want a real tree", n)
 	}
-}
-
-func fileSum(t *testing.T, p string) string {
-	t.Helper()
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
 }
 
 func tarOf(t *testing.T, r string) string {
@@ -319,7 +303,7 @@ func TestSourceDigest(t *testing.T) {
 	}
 	archive := tarOf(t, src)
 	fd, err := SourceDigest(t.Context(), archive, nil)
-	if want := "sha256:" + fileSum(t, archive); err != nil || fd != want {
+	if want := "sha256:" + testutil.FileSHA256(t, archive); err != nil || fd != want {
 		t.Errorf("SourceDigest(tar) = %q, %v; want %q", fd, err, want)
 	}
 }

@@ -3,8 +3,6 @@ package kiwi
 import (
 	"bytes"
 	"compress/gzip"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -14,13 +12,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/imsbuild/imsbuild/internal/testutil"
 	"github.com/imsbuild/imsbuild/spec"
 )
-
-func hexOf(b []byte) string {
-	s := sha256.Sum256(b)
-	return hex.EncodeToString(s[:])
-}
 
 const indexAmd64 = `Package: foo
 Version: 1:2.0-1
@@ -62,7 +56,7 @@ func indexRepo(t *testing.T, tamper bool) *httptest.Server {
 	zw.Close()
 	amd64 := gz.Bytes()
 	release := fmt.Sprintf("-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\nSuite: stable\nMD5Sum:\n 0123 1 main/binary-amd64/Packages.gz\nSHA256:\n %s %d main/binary-amd64/Packages.gz\n %s %d main/binary-all/Packages\n-----BEGIN PGP SIGNATURE-----\nxyz\n",
-		hexOf(amd64), len(amd64), hexOf([]byte(indexAll)), len(indexAll))
+		testutil.SHA256Hex(amd64), len(amd64), testutil.SHA256Hex([]byte(indexAll)), len(indexAll))
 	if tamper {
 		amd64 = append([]byte(nil), amd64...)
 		amd64[len(amd64)-5] ^= 1

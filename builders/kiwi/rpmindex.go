@@ -44,16 +44,22 @@ func RPMVersion(epoch, version, release string) string {
 	return v
 }
 
+// rpmChecksum and rpmLocation are the <checksum> and <location> elements
+// that repomd.xml's data entries and primary.xml's packages both have.
+type rpmChecksum struct {
+	Type  string `xml:"type,attr"`
+	Value string `xml:",chardata"`
+}
+
+type rpmLocation struct {
+	Href string `xml:"href,attr"`
+}
+
 type repomd struct {
 	Data []struct {
-		Type     string `xml:"type,attr"`
-		Checksum struct {
-			Type  string `xml:"type,attr"`
-			Value string `xml:",chardata"`
-		} `xml:"checksum"`
-		Location struct {
-			Href string `xml:"href,attr"`
-		} `xml:"location"`
+		Type     string      `xml:"type,attr"`
+		Checksum rpmChecksum `xml:"checksum"`
+		Location rpmLocation `xml:"location"`
 	} `xml:"data"`
 }
 
@@ -65,13 +71,8 @@ type rpmPackage struct {
 		Ver   string `xml:"ver,attr"`
 		Rel   string `xml:"rel,attr"`
 	} `xml:"version"`
-	Checksum struct {
-		Type  string `xml:"type,attr"`
-		Value string `xml:",chardata"`
-	} `xml:"checksum"`
-	Location struct {
-		Href string `xml:"href,attr"`
-	} `xml:"location"`
+	Checksum rpmChecksum `xml:"checksum"`
+	Location rpmLocation `xml:"location"`
 }
 
 // rpmIndex reads repository r's primary.xml (.gz, .zst or plain), checked

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/imsbuild/imsbuild/internal/testutil"
 )
 
 const epoch = 1700000000 // day 19675
@@ -66,15 +68,7 @@ func syntheticRoot(t *testing.T) string {
 		"usr/lib/python3/x/d.pyc":                         pyc(0, 1764770000), // not in __pycache__
 		"home/user/app.log":                               "user data",
 	}
-	for name, content := range files {
-		p := filepath.Join(root, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(content), 0o640); err != nil {
-			t.Fatal(err)
-		}
-	}
+	testutil.WriteFiles(t, root, files, 0o640)
 	if err := os.Mkdir(filepath.Join(root, "dev"), 0o777); err != nil {
 		t.Fatal(err)
 	}

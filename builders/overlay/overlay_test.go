@@ -1,10 +1,7 @@
 package overlay
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -38,20 +35,6 @@ func mountOrSkip(t *testing.T, sq, dir string) *Root {
 	}
 	t.Cleanup(func() { r.Close() })
 	return r
-}
-
-func fileSHA(t *testing.T, p string) string {
-	t.Helper()
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
 }
 
 func must(t *testing.T, err error) {
@@ -133,7 +116,7 @@ func TestMountPacksLikeUnpack(t *testing.T) {
 	arts, err := pack.Pack(ctx, parentTree(t), parentOut, pack.Options{})
 	must(t, err)
 	sq := arts[0].Path
-	before := fileSHA(t, sq)
+	before := testutil.FileSHA256(t, sq)
 
 	// The unpack path: unsquashfs, customize, pack.
 	unpacked := filepath.Join(tmp, "unpacked")
@@ -166,7 +149,7 @@ func TestMountPacksLikeUnpack(t *testing.T) {
 	if err := r.Close(); err != nil {
 		t.Fatalf("Close() = %v", err)
 	}
-	if g, w := fileSHA(t, got[0].Path), fileSHA(t, want[0].Path); g != w {
+	if g, w := testutil.FileSHA256(t, got[0].Path), testutil.FileSHA256(t, want[0].Path); g != w {
 		list := func(p string) string {
 			out, _ := exec.Command(unsquashfs, "-lln", p).CombinedOutput()
 			return string(out)
@@ -180,7 +163,7 @@ func TestMountPacksLikeUnpack(t *testing.T) {
 			t.Errorf("%s is still in the child:\n%s", gone, out)
 		}
 	}
-	if fileSHA(t, sq) != before {
+	if testutil.FileSHA256(t, sq) != before {
 		t.Fatal("the parent squashfs changed")
 	}
 	assertNothingLeft(t, dir, sq)
@@ -219,6 +202,20 @@ func loopsOf(t *testing.T, sq string) []string {
 	return out
 }
 
+// etcSquashfs packs a tree of one empty /etc under tmp, the least a mount
+// test needs, and returns the squashfs's path.
+func etcSquashfs(t *testing.T, tmp string) string {
+	t.Helper()
+	testutil.RequireTool(t, "mksquashfs")
+	tree := filepath.Join(tmp, "tree")
+	must(t, os.MkdirAll(filepath.Join(tree, "etc"), 0o755))
+	out := filepath.Join(tmp, "out")
+	must(t, os.Mkdir(out, 0o755))
+	arts, err := pack.Pack(t.Context(), tree, out, pack.Options{})
+	must(t, err)
+	return arts[0].Path
+}
+
 func TestMountRefuses(t *testing.T) {
 	testutil.RequireRoot(t)
 	mksquashfs := testutil.RequireTool(t, "mksquashfs")
@@ -252,21 +249,15 @@ func TestMountRefuses(t *testing.T) {
 // process is gone, no loop device.
 func TestCloseBusy(t *testing.T) {
 	testutil.RequireRoot(t)
-	testutil.RequireTool(t, "mksquashfs")
 	tmp := t.TempDir()
-	tree := filepath.Join(tmp, "tree")
-	must(t, os.MkdirAll(filepath.Join(tree, "etc"), 0o755))
-	out := filepath.Join(tmp, "out")
-	must(t, os.Mkdir(out, 0o755))
-	arts, err := pack.Pack(t.Context(), tree, out, pack.Options{})
-	must(t, err)
+	sq := etcSquashfs(t, tmp)
 	dir := filepath.Join(tmp, "overlay")
-	r := mountOrSkip(t, arts[0].Path, dir)
+	r := mountOrSkip(t, sq, dir)
 	cmd := exec.Command("sleep", "7311")
 	cmd.Dir = filepath.Join(r.Path(), "etc")
 	must(t, cmd.Start())
 	defer cmd.Process.Kill()
-	err = r.Close()
+	err := r.Close()
 	if err == nil || !strings.Contains(err.Error(), "lazily") {
 		t.Errorf("Close() with a process inside = %v, want a lazy detach", err)
 	}
@@ -277,7 +268,7 @@ func TestCloseBusy(t *testing.T) {
 	cmd.Wait()
 	// The lazily detached squashfs goes, and its loop device with it,
 	// once the process has left; poll for it.
-	assertNothingLeft(t, dir, arts[0].Path)
+	assertNothingLeft(t, dir, sq)
 }
 
 func TestMade(t *testing.T) {
@@ -305,16 +296,10 @@ func TestMade(t *testing.T) {
 // unmounts ours, and so frees the loop device while it still runs.
 func TestCloseReachesSlaveNamespaces(t *testing.T) {
 	testutil.RequireRoot(t)
-	testutil.RequireTool(t, "mksquashfs")
 	unshare := testutil.RequireTool(t, "unshare")
 	tmp := t.TempDir()
-	tree := filepath.Join(tmp, "tree")
-	must(t, os.MkdirAll(filepath.Join(tree, "etc"), 0o755))
-	out := filepath.Join(tmp, "out")
-	must(t, os.Mkdir(out, 0o755))
-	arts, err := pack.Pack(t.Context(), tree, out, pack.Options{})
-	must(t, err)
-	r := mountOrSkip(t, arts[0].Path, filepath.Join(tmp, "overlay"))
+	sq := etcSquashfs(t, tmp)
+	r := mountOrSkip(t, sq, filepath.Join(tmp, "overlay"))
 	cmd := exec.Command(unshare, "--mount", "--propagation", "slave", "sleep", "7312")
 	must(t, cmd.Start())
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
@@ -332,10 +317,10 @@ func TestCloseReachesSlaveNamespaces(t *testing.T) {
 	}
 	must(t, r.Close())
 	deadline = time.Now().Add(5 * time.Second)
-	for (inTheirs() || len(loopsOf(t, arts[0].Path)) > 0) && time.Now().Before(deadline) {
+	for (inTheirs() || len(loopsOf(t, sq)) > 0) && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if inTheirs() || len(loopsOf(t, arts[0].Path)) > 0 {
+	if inTheirs() || len(loopsOf(t, sq)) > 0 {
 		b, _ := os.ReadFile(theirs)
 		var lines []string
 		for l := range strings.Lines(string(b)) {
@@ -343,7 +328,7 @@ func TestCloseReachesSlaveNamespaces(t *testing.T) {
 				lines = append(lines, l)
 			}
 		}
-		t.Fatalf("after Close the other namespace still has the overlay (%v) or the loop device is left (%v):\n%s", inTheirs(), loopsOf(t, arts[0].Path), lines)
+		t.Fatalf("after Close the other namespace still has the overlay (%v) or the loop device is left (%v):\n%s", inTheirs(), loopsOf(t, sq), lines)
 	}
 }
 
@@ -351,17 +336,11 @@ func TestCloseReachesSlaveNamespaces(t *testing.T) {
 // and its loop device freed.
 func TestUnmountUnder(t *testing.T) {
 	testutil.RequireRoot(t)
-	testutil.RequireTool(t, "mksquashfs")
 	tmp := t.TempDir()
-	tree := filepath.Join(tmp, "tree")
-	must(t, os.MkdirAll(filepath.Join(tree, "etc"), 0o755))
-	out := filepath.Join(tmp, "out")
-	must(t, os.Mkdir(out, 0o755))
-	arts, err := pack.Pack(t.Context(), tree, out, pack.Options{})
-	must(t, err)
+	sq := etcSquashfs(t, tmp)
 	work := filepath.Join(tmp, "run-1")
 	for _, step := range []string{"image.a-1", "image.b-2"} {
-		mountOrSkip(t, arts[0].Path, filepath.Join(work, step, "overlay")) // never closed
+		mountOrSkip(t, sq, filepath.Join(work, step, "overlay")) // never closed
 	}
 	if m, _ := Mounts(work); len(m) != 4 {
 		t.Fatalf("Mounts() = %v, want the bind and the overlay of each", m)
@@ -369,7 +348,7 @@ func TestUnmountUnder(t *testing.T) {
 	if err := UnmountUnder(work); err != nil {
 		t.Fatalf("UnmountUnder() = %v", err)
 	}
-	assertNothingLeft(t, work, arts[0].Path)
+	assertNothingLeft(t, work, sq)
 	if err := os.RemoveAll(work); err != nil {
 		t.Fatalf("remove after UnmountUnder: %v", err)
 	}

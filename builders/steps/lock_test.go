@@ -2,8 +2,6 @@ package steps
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
@@ -15,14 +13,10 @@ import (
 	"github.com/imsbuild/imsbuild/builders/kiwi"
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/cache/local"
+	"github.com/imsbuild/imsbuild/internal/testutil"
 	"github.com/imsbuild/imsbuild/lockfile"
 	"github.com/imsbuild/imsbuild/spec"
 )
-
-func hexSum(b []byte) string {
-	s := sha256.Sum256(b)
-	return hex.EncodeToString(s[:])
-}
 
 func writeFile(t *testing.T, path, data string) {
 	t.Helper()
@@ -92,7 +86,7 @@ func TestResolvePackages(t *testing.T) {
 	}
 	want := &lockfile.Recipe{Repositories: repos, Packages: []lockfile.Package{
 		{Name: "bootstrapped", Version: "5", Arch: "amd64", SHA256: indexSum, Path: "/debian/pool/bootstrapped_5_amd64"},
-		{Name: "kept", Version: "2:3.1-4", Arch: "all", SHA256: hexSum([]byte(kept))},
+		{Name: "kept", Version: "2:3.1-4", Arch: "all", SHA256: testutil.SHA256Hex([]byte(kept))},
 		{Name: "served", Version: "1.0-1", Arch: "amd64", SHA256: servedSum.Hex(), Path: "/debian/pool/main/s/served/served_1.0-1_amd64.deb"},
 	}}
 	if d := cmp.Diff(want, got); d != "" {

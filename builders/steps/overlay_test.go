@@ -3,9 +3,6 @@ package steps
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -126,20 +123,6 @@ rm -r /opt/d2f; echo f > /opt/d2f; echo two >> /etc/linked; echo s > /bin/suid; 
 	{Jail: false, Inline: `echo host > "$IMAGE_ROOT/etc/from-host"; rm "$IMAGE_ROOT/etc/os-release"`},
 }
 
-func blobSHA(t *testing.T, store *local.Cache, d cache.Digest) string {
-	t.Helper()
-	f, err := os.Open(store.BlobPath(d))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return "sha256:" + hex.EncodeToString(h.Sum(nil))
-}
-
 // loopsOn returns the loop devices whose backing file is p.
 func loopsOn(p string) []string {
 	files, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
@@ -167,7 +150,7 @@ func assertUnmounted(t *testing.T, work string, store *local.Cache, parent cache
 	if l := loopsOn(store.BlobPath(parent)); len(l) > 0 {
 		t.Errorf("loop devices left on the parent: %v", l)
 	}
-	if got := blobSHA(t, store, parent); got != string(parent) {
+	if got := "sha256:" + testutil.FileSHA256(t, store.BlobPath(parent)); got != string(parent) {
 		t.Errorf("the parent blob changed: %s, want %s", got, parent)
 	}
 }

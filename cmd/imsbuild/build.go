@@ -65,14 +65,9 @@ recorded for it in this cache (a script, a file, a parent image's output, an att
 			if err != nil {
 				return err
 			}
-			store, actions := c.stores()
-			hmacKey, err := hmacKeyFor(cfg, c)
+			e, err := newEngine(cfg, c, engine.Options{TrackRepos: trackRepos, Lock: lock, Locked: locked})
 			if err != nil {
 				return err
-			}
-			e, err := engine.New(cfg, store, actions, engine.Options{Environ: os.Environ(), StatCache: c.stat, StateDir: c.Dir(), TrackRepos: trackRepos, HMACKey: hmacKey, Lock: lock, Locked: locked})
-			if err != nil {
-				return usageError{err}
 			}
 			plan, err := e.Plan(cmd.Context(), targets, explain)
 			if err != nil {
@@ -231,13 +226,7 @@ compared (build it first).`,
 					return usageError{err}
 				}
 			}
-			store, actions := c.stores()
-			hmacKey, err := hmacKeyFor(cfg, c)
-			if err != nil {
-				return err
-			}
-			e, err := engine.New(cfg, store, actions, engine.Options{
-				HMACKey:           hmacKey,
+			e, err := newEngine(cfg, c, engine.Options{
 				Interactive:       interactive,
 				DebugOnFailure:    debug,
 				PublicKeys:        keys,
@@ -251,16 +240,13 @@ compared (build it first).`,
 				PackageActions:    c.Actions(),
 				KeepGoing:         keepGoing,
 				Check:             check,
-				Environ:           os.Environ(),
-				StateDir:          c.Dir(),
 				WorkDir:           work,
-				StatCache:         c.stat,
 				Events:            out.Event,
 				Signer:            signer,
 				Version:           version,
 			})
 			if err != nil {
-				return usageError{err}
+				return err
 			}
 			out.SetRedact(e.Redact)
 			err = e.Build(cmd.Context(), targets)
@@ -414,6 +400,26 @@ func hmacKeyFor(cfg *spec.Config, c *openedCache) ([]byte, error) {
 		return nil, nil
 	}
 	return c.HMACKey()
+}
+
+// newEngine makes the engine of cfg on the opened caches with opts, plus
+// what every command sets alike: the HMAC key, the environment, the state
+// directory and the stat cache. An error of engine.New is a usage error.
+func newEngine(cfg *spec.Config, c *openedCache, opts engine.Options) (*engine.Engine, error) {
+	hmacKey, err := hmacKeyFor(cfg, c)
+	if err != nil {
+		return nil, err
+	}
+	opts.HMACKey = hmacKey
+	opts.Environ = os.Environ()
+	opts.StateDir = c.Dir()
+	opts.StatCache = c.stat
+	store, actions := c.stores()
+	e, err := engine.New(cfg, store, actions, opts)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return e, nil
 }
 
 // dirOf is the build directory of args (DIR and targets).

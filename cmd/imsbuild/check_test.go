@@ -13,8 +13,6 @@ import (
 	"time"
 
 	"github.com/imsbuild/imsbuild/engine"
-	"github.com/imsbuild/imsbuild/internal/registrytest"
-	"github.com/imsbuild/imsbuild/internal/s3test"
 )
 
 // cacheFiles lists the action records and blobs of the example's cache
@@ -156,14 +154,8 @@ func TestBuildCheckRemoteCache(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts S3 and registry servers")
 	}
-	srv := s3test.Start(t)
-	srv.CreateBucket(t, "ci-cache")
-	reg := registrytest.Start(t)
-	env := []string{"AWS_ACCESS_KEY_ID=" + srv.AccessKey, "AWS_SECRET_ACCESS_KEY=" + srv.SecretKey}
-	for _, remote := range []string{
-		"s3://ci-cache/check?endpoint=" + srv.Endpoint + "&path_style=true&region=" + srv.Region,
-		"oci://" + reg.Host + "/ci/check-cache",
-	} {
+	env, remotes := remoteCaches(t, "check")
+	for _, remote := range remotes {
 		t.Run(strings.SplitN(remote, ":", 2)[0], func(t *testing.T) {
 			stamp := []byte("#!/bin/sh\ndate +%s%N > /etc/stamp\n")
 			a := example(t)

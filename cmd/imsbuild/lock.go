@@ -106,26 +106,17 @@ package that differs; see imsbuild build --help.`,
 				defer release()
 				printer := newPrinter(out, os.Stderr, g.json)
 				defer printer.Close()
-				store, actions := c.stores()
-				hmacKey, err := hmacKeyFor(cfg, c)
-				if err != nil {
-					return err
-				}
-				e, err := engine.New(cfg, store, actions, engine.Options{
-					HMACKey:           hmacKey,
+				e, err := newEngine(cfg, c, engine.Options{
 					TrackRepos:        update, // a republished repository resolves again
 					Jobs:              g.jobs,
 					BootstrapCacheDir: engine.DefaultBootstrapCacheDir,
 					PackageStore:      c.Cache,
 					PackageActions:    c.Actions(),
-					Environ:           os.Environ(),
-					StateDir:          c.Dir(),
 					WorkDir:           work,
-					StatCache:         c.stat,
 					Events:            printer.Event,
 				})
 				if err != nil {
-					return usageError{err}
+					return err
 				}
 				printer.SetRedact(e.Redact)
 				got, err := e.Resolve(cmd.Context(), todo)

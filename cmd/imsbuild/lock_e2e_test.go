@@ -89,15 +89,7 @@ func buildDeb(t *testing.T, name, version string) testDeb {
 		"usr/share/" + name + "/version": version + "\n",
 		"usr/share/" + name + "/run":     fmt.Sprintf("%d\n", time.Now().UnixNano()),
 	}
-	for p, data := range files {
-		full := filepath.Join(root, p)
-		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(full, []byte(data), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	testutil.WriteFiles(t, root, files, 0o644)
 	out := root + ".deb"
 	if b, err := exec.CommandContext(t.Context(), dpkgDeb, "--root-owner-group", "-Zgzip", "--build", root, out).CombinedOutput(); err != nil {
 		t.Fatalf("dpkg-deb: %v\n%s", err, b)

@@ -8,6 +8,21 @@ import (
 	"github.com/imsbuild/imsbuild/internal/s3test"
 )
 
+// remoteCaches starts an S3 server and a registry and returns the
+// environment with the S3 credentials and a remote cache URL on each (S3,
+// then OCI), named after name.
+func remoteCaches(t *testing.T, name string) (env, remotes []string) {
+	t.Helper()
+	srv := s3test.Start(t)
+	srv.CreateBucket(t, "ci-cache")
+	reg := registrytest.Start(t)
+	env = []string{"AWS_ACCESS_KEY_ID=" + srv.AccessKey, "AWS_SECRET_ACCESS_KEY=" + srv.SecretKey}
+	return env, []string{
+		"s3://ci-cache/" + name + "?endpoint=" + srv.Endpoint + "&path_style=true&region=" + srv.Region,
+		"oci://" + reg.Host + "/ci/" + name + "-cache",
+	}
+}
+
 // TestRemoteCacheBetweenRunners: runner A builds with --cache-to, runner B
 // (its own checkout and an empty local cache) with --cache-from gets every
 // step from the remote cache, moving no blob until a publish needs one.
@@ -15,14 +30,8 @@ func TestRemoteCacheBetweenRunners(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts S3 and registry servers")
 	}
-	srv := s3test.Start(t)
-	srv.CreateBucket(t, "ci-cache")
-	reg := registrytest.Start(t)
-	env := []string{"AWS_ACCESS_KEY_ID=" + srv.AccessKey, "AWS_SECRET_ACCESS_KEY=" + srv.SecretKey}
-	for _, remote := range []string{
-		"s3://ci-cache/imsbuild?endpoint=" + srv.Endpoint + "&path_style=true&region=" + srv.Region,
-		"oci://" + reg.Host + "/ci/imsbuild-cache",
-	} {
+	env, remotes := remoteCaches(t, "imsbuild")
+	for _, remote := range remotes {
 		t.Run(strings.SplitN(remote, ":", 2)[0], func(t *testing.T) {
 			a := example(t)
 			r := imsbuildEnv(t, a, env, "build", "--cache-to", remote, ".")

@@ -307,15 +307,11 @@ func (s *imageSource) verify(ctx context.Context, pub crypto.PublicKey) (*proven
 		return nil, err
 	}
 	defer c.close()
-	store, actions := c.stores()
-	hmacKey, err := hmacKeyFor(cfg, c)
+	e, err := newEngine(cfg, c, engine.Options{})
 	if err != nil {
 		return nil, err
 	}
-	e, err := engine.New(cfg, store, actions, engine.Options{Environ: os.Environ(), StatCache: c.stat, StateDir: c.Dir(), HMACKey: hmacKey})
-	if err != nil {
-		return nil, usageError{err}
-	}
+	store, _ := c.stores()
 	img, err := e.Cached(ctx, s.image)
 	if err != nil {
 		return nil, targetError(err, e.Redact)

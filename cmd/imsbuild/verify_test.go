@@ -7,7 +7,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
@@ -43,7 +42,7 @@ const signingPassword = "correct-horse-battery-7f3a9c"
 // ed25519 pair in PEM (ed25519.pem, ed25519.pub).
 func cosignKeys(t *testing.T, dir string) {
 	t.Helper()
-	if out, ok := runCosign(t, dir, "generate-key-pair"); !ok {
+	if out, ok := testutil.Cosign(t.Context(), t, dir, signingPassword, "generate-key-pair"); !ok {
 		t.Fatalf("cosign generate-key-pair: %s", out)
 	}
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
@@ -78,23 +77,6 @@ func encryptedKey(t *testing.T, dir string) {
 	writeFile(t, filepath.Join(dir, "cosign.key"), string(pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED SIGSTORE PRIVATE KEY", Bytes: enc})))
 }
 
-// runCosign runs the real cosign offline in dir; it reports whether it
-// exited 0.
-func runCosign(t *testing.T, dir string, args ...string) (string, bool) {
-	t.Helper()
-	bin := testutil.RequireTool(t, "cosign")
-	cmd := exec.CommandContext(t.Context(), bin, args...)
-	cmd.Dir = dir
-	// No state from the host; cosign's TUF fetch fails offline with a
-	// warning and a key-based verification goes on without it.
-	cmd.Env = []string{"HOME=" + dir, "TUF_ROOT=" + filepath.Join(dir, "tuf"), "COSIGN_PASSWORD=" + signingPassword, "PATH=/usr/bin:/bin"}
-	out, err := cmd.CombinedOutput()
-	if _, ok := err.(*exec.ExitError); err != nil && !ok {
-		t.Fatalf("cosign %s: %v", strings.Join(args, " "), err)
-	}
-	return string(out), err == nil
-}
-
 func writeFile(t *testing.T, path, data string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
@@ -124,16 +106,6 @@ func copyDir(t *testing.T, src string) string {
 		t.Fatalf("cp: %v\n%s", err, out)
 	}
 	return dst
-}
-
-func fileSHA256(t *testing.T, path string) string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(b)
-	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
 // TestSignedProvenanceVerify is issue 13's provenance done-when on the busybox
@@ -172,7 +144,7 @@ func TestSignedProvenanceVerify(t *testing.T) {
 	if m, err := os.ReadFile(filepath.Join(compute, ims.ManifestFile)); err != nil || bytes.Contains(m, []byte("provenance")) {
 		t.Errorf("manifest.json lists the provenance (or is unreadable: %v):\n%s", err, m)
 	}
-	if out, ok := runCosign(t, keys, "verify-blob-attestation", "--key", pub, "--insecure-ignore-tlog", "--type", "slsaprovenance1",
+	if out, ok := testutil.Cosign(t.Context(), t, keys, signingPassword, "verify-blob-attestation", "--key", pub, "--insecure-ignore-tlog", "--type", "slsaprovenance1",
 		"--signature", filepath.Join(compute, ims.ProvenanceFile), filepath.Join(compute, ims.ArtifactRootfs)); !ok || !strings.Contains(out, "Verified OK") {
 		t.Fatalf("cosign verify-blob-attestation rejects the published provenance:\n%s", out)
 	}
@@ -188,11 +160,11 @@ func TestSignedProvenanceVerify(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &rep); r.code != 0 || err != nil || !rep.Verified || rep.Image != "image.compute" {
 		t.Fatalf("verify image.compute exit %d (%v):\n%s\n%s", r.code, err, r.stdout, r.stderr)
 	}
-	baseRootfs := fileSHA256(t, filepath.Join(base, ims.ArtifactRootfs))
+	baseRootfs := "sha256:" + testutil.FileSHA256(t, filepath.Join(base, ims.ArtifactRootfs))
 	if len(rep.Dependencies) != 1 || rep.Dependencies[0].Name != "image.base" || rep.Dependencies[0].Digest != baseRootfs {
 		t.Errorf("dependencies = %+v, want image.base by its rootfs %s", rep.Dependencies, baseRootfs)
 	}
-	if len(rep.Subjects) != 2 || rep.Subjects[0].Digest != fileSHA256(t, filepath.Join(compute, ims.ArtifactRootfs)) {
+	if len(rep.Subjects) != 2 || rep.Subjects[0].Digest != "sha256:"+testutil.FileSHA256(t, filepath.Join(compute, ims.ArtifactRootfs)) {
 		t.Errorf("subjects = %+v, want the rootfs and the SBOM", rep.Subjects)
 	}
 
@@ -237,7 +209,7 @@ func TestSignedProvenanceVerify(t *testing.T) {
 				t.Fatal(err)
 			}
 			payload, _ := base64.StdEncoding.DecodeString(env.Payload)
-			rootfs := strings.TrimPrefix(fileSHA256(t, filepath.Join(d, ims.ArtifactRootfs)), "sha256:")
+			rootfs := testutil.FileSHA256(t, filepath.Join(d, ims.ArtifactRootfs))
 			changed := strings.Replace(string(payload), rootfs, strings.Repeat("0", 64), 1)
 			if changed == string(payload) {
 				t.Fatal("the rootfs digest is not in the payload")
@@ -276,7 +248,7 @@ func TestSignedProvenanceVerify(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &failed); r.code != 1 || err != nil || failed.Verified || !strings.Contains(failed.Error, "subject sbom.spdx.json is missing") {
 		t.Errorf("verify --json of a dir without its SBOM exit %d (%v):\n%s\n%s", r.code, err, r.stdout, r.stderr)
 	}
-	if out, ok := runCosign(t, keys, "verify-blob-attestation", "--key", filepath.Join(keys, "ed25519.pub"), "--insecure-ignore-tlog", "--type", "slsaprovenance1",
+	if out, ok := testutil.Cosign(t.Context(), t, keys, signingPassword, "verify-blob-attestation", "--key", filepath.Join(keys, "ed25519.pub"), "--insecure-ignore-tlog", "--type", "slsaprovenance1",
 		"--signature", filepath.Join(compute, ims.ProvenanceFile), filepath.Join(compute, ims.ArtifactRootfs)); ok {
 		t.Errorf("cosign accepts the provenance with the wrong key:\n%s", out)
 	}
@@ -543,11 +515,11 @@ publish "oci" "registry" {
 		{"verify-attestation", "--key", pub, "--insecure-ignore-tlog", "--allow-http-registry", "--type", "slsaprovenance1", ref},
 		{"verify", "--key", pub, "--insecure-ignore-tlog", "--allow-http-registry", ref},
 	} {
-		if out, ok := runCosign(t, keys, args...); !ok {
+		if out, ok := testutil.Cosign(t.Context(), t, keys, signingPassword, args...); !ok {
 			t.Errorf("cosign %s rejects the published image:\n%s", args[0], out)
 		}
 		args[2] = other
-		if out, ok := runCosign(t, keys, args...); ok {
+		if out, ok := testutil.Cosign(t.Context(), t, keys, signingPassword, args...); ok {
 			t.Errorf("cosign %s accepts the image with another key:\n%s", args[0], out)
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/imsbuild/imsbuild/ims/server/store"
+	"github.com/imsbuild/imsbuild/internal/testutil"
 )
 
 // TestSoftDeleteMovesArtifacts follows an image and a recipe through v3
@@ -31,8 +32,8 @@ func TestSoftDeleteMovesArtifacts(t *testing.T) {
 	}
 	d := e.must(200, "GET", "/v3/deleted/images/"+id, nil)
 	wantLink := map[string]any{"path": "s3://boot-images/deleted/" + id + "/deleted_manifest.json", "etag": "", "type": "s3"}
-	if got, _ := json.Marshal(d["link"]); string(got) != mustJSON(t, wantLink) {
-		t.Errorf("deleted image link = %s, want %s", got, mustJSON(t, wantLink))
+	if got, _ := json.Marshal(d["link"]); string(got) != testutil.JSON(t, wantLink) {
+		t.Errorf("deleted image link = %s, want %s", got, testutil.JSON(t, wantLink))
 	}
 	ctx := context.Background()
 	dm, err := e.blobs.Read(ctx, "boot-images", "deleted/"+id+"/deleted_manifest.json", 1<<20)
@@ -101,15 +102,6 @@ func TestSoftDeleteMovesArtifacts(t *testing.T) {
 	if e.exists("ims", "recipes/r/recipe.tgz") {
 		t.Error("recipe tarball left after v2 cascade delete")
 	}
-}
-
-func mustJSON(t *testing.T, v any) string {
-	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
 }
 
 // TestImageLinkValidation checks IMS's manifest checks and their codes.

@@ -90,15 +90,7 @@ func BusyboxRoot(t testing.TB, withBoot bool) string {
 		files["boot/vmlinuz-6.1.0-test"] = "fake kernel\n"
 		files["boot/initrd.img-6.1.0-test"] = "fake initrd\n"
 	}
-	for name, content := range files {
-		p := filepath.Join(root, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	WriteFiles(t, root, files, 0o644)
 	if withBoot {
 		_ = os.Symlink("vmlinuz-6.1.0-test", filepath.Join(root, "boot/vmlinuz"))
 		_ = os.Symlink("initrd.img-6.1.0-test", filepath.Join(root, "boot/initrd.img"))

@@ -27,26 +27,6 @@ import (
 	"github.com/imsbuild/imsbuild/publish/oci"
 )
 
-// cosignCLI runs the real cosign offline in dir and returns its combined
-// output and whether it exited 0.
-func cosignCLI(ctx context.Context, t *testing.T, dir string, args ...string) (string, bool) {
-	t.Helper()
-	bin := testutil.RequireTool(t, "cosign")
-	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Dir = dir
-	// No state from the host: a private HOME and TUF root. cosign 2.x tries
-	// to fetch its TUF root; that fails here with a warning, and a key-based
-	// verification with --insecure-ignore-tlog goes on without it.
-	cmd.Env = []string{"HOME=" + dir, "TUF_ROOT=" + filepath.Join(dir, "tuf"), "COSIGN_PASSWORD=pw", "PATH=/usr/bin:/bin"}
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	if _, ok := err.(*exec.ExitError); err != nil && !ok {
-		t.Fatalf("cosign %s: %v", strings.Join(args, " "), err)
-	}
-	return out.String(), err == nil
-}
-
 // signingKeys returns a key made by cosign generate-key-pair (ECDSA P-256,
 // read from its encrypted file) and an ed25519 key, each with the path of
 // its public key PEM in dir.
@@ -55,7 +35,7 @@ func signingKeys(ctx context.Context, t *testing.T, dir string) map[string]struc
 	pub string
 } {
 	t.Helper()
-	if out, ok := cosignCLI(ctx, t, dir, "generate-key-pair"); !ok {
+	if out, ok := testutil.Cosign(ctx, t, dir, "pw", "generate-key-pair"); !ok {
 		t.Fatalf("cosign generate-key-pair: %s", out)
 	}
 	pemKey, err := os.ReadFile(filepath.Join(dir, "cosign.key"))
@@ -132,7 +112,15 @@ func (m *manifestPuts) take() []string {
 	return out
 }
 
-func orasReferrers(ctx context.Context, t *testing.T, ref string) []string {
+// orasReferrer is an entry of oras discover's JSON output.
+type orasReferrer struct {
+	Digest       string `json:"digest"`
+	ArtifactType string `json:"artifactType"`
+}
+
+// orasDiscover returns the referrers of ref that the real oras CLI finds,
+// and its output for messages.
+func orasDiscover(ctx context.Context, t *testing.T, ref string) ([]orasReferrer, []byte) {
 	t.Helper()
 	bin := testutil.RequireTool(t, "oras")
 	var stderr bytes.Buffer
@@ -143,15 +131,20 @@ func orasReferrers(ctx context.Context, t *testing.T, ref string) []string {
 		t.Fatalf("oras discover %s: %v\n%s", ref, err, stderr.Bytes())
 	}
 	var got struct {
-		Referrers []struct {
-			ArtifactType string `json:"artifactType"`
-		} `json:"referrers"`
+		Referrers []orasReferrer `json:"referrers"`
 	}
 	if err := json.Unmarshal(out, &got); err != nil {
 		t.Fatalf("oras discover output: %v\n%s", err, out)
 	}
+	return got.Referrers, out
+}
+
+// orasReferrers returns the sorted artifact types of ref's referrers.
+func orasReferrers(ctx context.Context, t *testing.T, ref string) []string {
+	t.Helper()
+	refs, _ := orasDiscover(ctx, t, ref)
 	var types []string
-	for _, r := range got.Referrers {
+	for _, r := range refs {
 		types = append(types, r.ArtifactType)
 	}
 	slices.Sort(types)
@@ -223,7 +216,7 @@ func TestAttestationCosignVerifies(t *testing.T) {
 			}
 
 			verifyAtt := func(pub, ref string) (string, bool) {
-				return cosignCLI(ctx, t, dir, "verify-attestation", "--key", pub, "--insecure-ignore-tlog",
+				return testutil.Cosign(ctx, t, dir, "pw", "verify-attestation", "--key", pub, "--insecure-ignore-tlog",
 					"--allow-http-registry", "--type", "slsaprovenance1", ref)
 			}
 			if out, ok := verifyAtt(pub, ref); !ok || !strings.Contains(out, "The signatures were verified against the specified public key") {
@@ -236,7 +229,7 @@ func TestAttestationCosignVerifies(t *testing.T) {
 				t.Errorf("cosign verify-attestation rejects the tag:\n%s", out)
 			}
 			verifySig := func(pub string) (string, bool) {
-				return cosignCLI(ctx, t, dir, "verify", "--key", pub, "--insecure-ignore-tlog", "--allow-http-registry", ref)
+				return testutil.Cosign(ctx, t, dir, "pw", "verify", "--key", pub, "--insecure-ignore-tlog", "--allow-http-registry", ref)
 			}
 			if out, ok := verifySig(pub); !ok || !strings.Contains(out, "The signatures were verified against the specified public key") {
 				t.Errorf("cosign verify rejects the signature:\n%s", out)
@@ -356,7 +349,7 @@ func TestAttestationTamperedImage(t *testing.T) {
 		t.Fatalf("PushImage(tampered) without a signer = %v", err)
 	}
 	verifyAtt := func() (string, bool) {
-		return cosignCLI(ctx, t, dir, "verify-attestation", "--key", pub, "--insecure-ignore-tlog",
+		return testutil.Cosign(ctx, t, dir, "pw", "verify-attestation", "--key", pub, "--insecure-ignore-tlog",
 			"--allow-http-registry", "--type", "slsaprovenance1", badRef)
 	}
 	verify := func() error {
@@ -377,7 +370,7 @@ func TestAttestationTamperedImage(t *testing.T) {
 
 	// The original's valid attestation, moved onto the tampered image.
 	att := func(ref string) string {
-		return repo + ":" + strings.Replace(ref[strings.LastIndex(ref, "@")+1:], ":", "-", 1) + ".att"
+		return repo + ":" + cosignTag(ref, "att")
 	}
 	crane(ctx, t, "copy", att(goodRef), att(badRef))
 	if err := verify(); !errors.Is(err, provenance.ErrSubject) {
@@ -436,7 +429,7 @@ func TestRepublishKeepsCosignAttachments(t *testing.T) {
 		{"attest", "--key", "cosign.key", "--tlog-upload=false", "--allow-http-registry", "-y", "--type", scanType, "--predicate", pred, ref},
 		{"sign", "--key", "cosign.key", "--tlog-upload=false", "--allow-http-registry", "-y", "-a", "by=cosign", ref},
 	} {
-		if out, ok := cosignCLI(ctx, t, dir, args...); !ok {
+		if out, ok := testutil.Cosign(ctx, t, dir, "pw", args...); !ok {
 			t.Fatalf("cosign %s: %s", args[0], out)
 		}
 	}
@@ -447,16 +440,16 @@ func TestRepublishKeepsCosignAttachments(t *testing.T) {
 		t.Errorf("republish PUT manifests %v, want none", got)
 	}
 	for _, typ := range []string{scanType, "slsaprovenance1"} {
-		if out, ok := cosignCLI(ctx, t, dir, "verify-attestation", "--key", k.pub, "--insecure-ignore-tlog",
+		if out, ok := testutil.Cosign(ctx, t, dir, "pw", "verify-attestation", "--key", k.pub, "--insecure-ignore-tlog",
 			"--allow-http-registry", "--type", typ, ref); !ok {
 			t.Errorf("cosign verify-attestation --type %s after the republish:\n%s", typ, out)
 		}
 	}
 	// Both signatures verify; only cosign's has the annotation.
-	if out, ok := cosignCLI(ctx, t, dir, "verify", "--key", k.pub, "--insecure-ignore-tlog", "--allow-http-registry", "-a", "by=cosign", ref); !ok {
+	if out, ok := testutil.Cosign(ctx, t, dir, "pw", "verify", "--key", k.pub, "--insecure-ignore-tlog", "--allow-http-registry", "-a", "by=cosign", ref); !ok {
 		t.Errorf("cosign verify of cosign's own signature after the republish:\n%s", out)
 	}
-	if out, ok := cosignCLI(ctx, t, dir, "verify", "--key", k.pub, "--insecure-ignore-tlog", "--allow-http-registry", "--output", "json", ref); !ok || strings.Count(out, `"docker-manifest-digest"`) != 2 {
+	if out, ok := testutil.Cosign(ctx, t, dir, "pw", "verify", "--key", k.pub, "--insecure-ignore-tlog", "--allow-http-registry", "--output", "json", ref); !ok || strings.Count(out, `"docker-manifest-digest"`) != 2 {
 		t.Errorf("cosign verify after the republish, want 2 signatures:\n%s", out)
 	}
 }

@@ -88,14 +88,7 @@ func TestFetchProvenance(t *testing.T) {
 			store := newStore(t)
 			img := testImage(t, store, arts)
 			img.Outputs[ims.ProvenanceFile] = store.Add(t, ims.ProvenanceFile, env)
-			p, err := oci.New(oci.Config{Repository: host + "/hpc/img"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			ref, err := p.PushImage(t.Context(), store, img)
-			if err != nil {
-				t.Fatal(err)
-			}
+			ref := push(t, store, img, oci.Config{Repository: host + "/hpc/img"})
 			prov, err := oci.FetchProvenance(t.Context(), host+"/hpc/img:latest", false)
 			if err != nil {
 				t.Fatalf("FetchProvenance() = %v", err)
@@ -110,25 +103,18 @@ func TestFetchProvenance(t *testing.T) {
 			if _, err := prov.Verify(t.Context(), key.Public()); err != nil {
 				t.Errorf("Verify() = %v", err)
 			}
-			sig, _ := name.ParseReference(host + "/hpc/img:" + strings.Replace(ref[strings.LastIndex(ref, "@")+1:], ":", "-", 1) + ".sig")
+			sig, _ := name.ParseReference(host + "/hpc/img:" + cosignTag(ref, "sig"))
 			if _, err := remote.Head(sig); err == nil {
 				t.Errorf("%s exists without a signer", sig)
 			}
 
 			// A signer and no provenance: a signature, no attestation.
 			bare := testImage(t, store, map[string][]byte{"rootfs": []byte("other")})
-			pb, err := oci.New(oci.Config{Repository: host + "/hpc/bare"}, oci.WithSigner(key))
-			if err != nil {
-				t.Fatal(err)
-			}
-			bareRef, err := pb.PushImage(t.Context(), store, bare)
-			if err != nil {
-				t.Fatal(err)
-			}
+			bareRef := push(t, store, bare, oci.Config{Repository: host + "/hpc/bare"}, oci.WithSigner(key))
 			if _, err := oci.FetchProvenance(t.Context(), host+"/hpc/bare:latest", false); !errors.Is(err, oci.ErrNoProvenance) {
 				t.Errorf("FetchProvenance(no provenance) = %v, want ErrNoProvenance", err)
 			}
-			sigRef, _ := name.ParseReference(host + "/hpc/bare:" + strings.Replace(bareRef[strings.LastIndex(bareRef, "@")+1:], ":", "-", 1) + ".sig")
+			sigRef, _ := name.ParseReference(host + "/hpc/bare:" + cosignTag(bareRef, "sig"))
 			sigImg, err := remote.Image(sigRef)
 			if err != nil {
 				t.Fatalf("no signature: %v", err)
@@ -155,14 +141,7 @@ func TestFetchProvenanceBounded(t *testing.T) {
 	host := newRegistry(t)
 	store := newStore(t)
 	img := testImage(t, store, map[string][]byte{"rootfs": []byte("rootfs")})
-	p, err := oci.New(oci.Config{Repository: host + "/hpc/img"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref, err := p.PushImage(t.Context(), store, img)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ref := push(t, store, img, oci.Config{Repository: host + "/hpc/img"})
 	config := ocispec.DescriptorEmptyJSON
 	config.Data = nil
 	m, _ := json.Marshal(ocispec.Manifest{
@@ -171,7 +150,7 @@ func TestFetchProvenanceBounded(t *testing.T) {
 		Layers:    []ocispec.Descriptor{{MediaType: oci.MediaTypeDSSE, Digest: digest.FromString("big"), Size: provenance.MaxEnvelope + 1}},
 	})
 	m = append([]byte(`{"schemaVersion":2,`), m[1:]...)
-	att, err := name.ParseReference(host + "/hpc/img:" + strings.Replace(ref[strings.LastIndex(ref, "@")+1:], ":", "-", 1) + ".att")
+	att, err := name.ParseReference(host + "/hpc/img:" + cosignTag(ref, "att"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/registry"
 
 	"github.com/imsbuild/imsbuild/publish"
+	"github.com/imsbuild/imsbuild/publish/oci"
 	"github.com/imsbuild/imsbuild/publish/publishtest"
 )
 
@@ -46,6 +47,27 @@ func testImage(t *testing.T, store *publishtest.Blobs, arts map[string][]byte) p
 		img.Outputs[n] = store.Add(t, n, data)
 	}
 	return img
+}
+
+// push publishes img with a publisher of cfg and opts and returns the
+// reference PushImage returns (repository@digest).
+func push(t *testing.T, store *publishtest.Blobs, img publish.Image, cfg oci.Config, opts ...oci.Option) string {
+	t.Helper()
+	p, err := oci.New(cfg, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := p.PushImage(t.Context(), store, img)
+	if err != nil {
+		t.Fatalf("PushImage() = %v", err)
+	}
+	return ref
+}
+
+// cosignTag is the tag under which cosign keeps the attachments of kind
+// ("sig", "att") of ref (repository@sha256:<hex>): sha256-<hex>.<kind>.
+func cosignTag(ref, kind string) string {
+	return strings.Replace(ref[strings.LastIndex(ref, "@")+1:], ":", "-", 1) + "." + kind
 }
 
 // counter counts registry requests by kind; safe for concurrent use.

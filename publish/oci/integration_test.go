@@ -203,7 +203,7 @@ func TestSBOMReferrerOrasDiscover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs docker-registry and oras")
 	}
-	orasBin := testutil.RequireTool(t, "oras")
+	testutil.RequireTool(t, "oras")
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	reg := registrytest.Start(t)
@@ -229,28 +229,12 @@ func TestSBOMReferrerOrasDiscover(t *testing.T) {
 		t.Errorf("image manifest layers %+v, want the rootfs only", m.Layers)
 	}
 
-	var stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, orasBin, "discover", "--plain-http", "--format", "json", ref)
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("oras discover %s: %v\n%s", ref, err, stderr.Bytes())
-	}
-	var got struct {
-		Referrers []struct {
-			Reference    string `json:"reference"`
-			Digest       string `json:"digest"`
-			ArtifactType string `json:"artifactType"`
-		} `json:"referrers"`
-	}
-	if err := json.Unmarshal(out, &got); err != nil {
-		t.Fatalf("oras discover output: %v\n%s", err, out)
-	}
-	if len(got.Referrers) != 1 || got.Referrers[0].ArtifactType != ims.MediaTypeSPDX {
+	referrers, out := orasDiscover(ctx, t, ref)
+	if len(referrers) != 1 || referrers[0].ArtifactType != ims.MediaTypeSPDX {
 		t.Fatalf("oras discover = %s, want one %s referrer", out, ims.MediaTypeSPDX)
 	}
 	var sm ocispec.Manifest
-	if err := json.Unmarshal(crane(ctx, t, "manifest", repo+"@"+got.Referrers[0].Digest), &sm); err != nil {
+	if err := json.Unmarshal(crane(ctx, t, "manifest", repo+"@"+referrers[0].Digest), &sm); err != nil {
 		t.Fatal(err)
 	}
 	if sm.Subject == nil || !strings.HasSuffix(ref, "@"+sm.Subject.Digest.String()) || len(sm.Layers) != 1 ||
@@ -269,8 +253,7 @@ func TestSBOMReferrerOrasDiscover(t *testing.T) {
 	if n := c.get("PUT manifest") + c.get("POST upload"); n != 0 {
 		t.Errorf("republish: %d manifest PUTs and uploads, want 0", n)
 	}
-	cmd = exec.CommandContext(ctx, orasBin, "discover", "--plain-http", "--format", "json", ref)
-	if out, err = cmd.Output(); err != nil || strings.Count(string(out), `"artifactType"`) != 1 {
-		t.Errorf("oras discover after republish = %s, %v; want one referrer", out, err)
+	if referrers, out := orasDiscover(ctx, t, ref); len(referrers) != 1 {
+		t.Errorf("oras discover after republish = %s, want one referrer", out)
 	}
 }
