@@ -2,14 +2,11 @@ package oci
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	digest "github.com/opencontainers/go-digest"
-	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/imsbuild/imsbuild/ims"
@@ -44,30 +41,13 @@ func sbomArtifact(ctx context.Context, blobs publish.Blobs, img publish.Image) (
 // subject makes it a referrer, so `oras discover` lists it. It has no
 // random part: a republish pushes the same manifest.
 func sbomManifestJSON(img publish.Image, sb artifact, subject ocispec.Descriptor) ([]byte, error) {
-	ann := map[string]string{}
-	if !img.Created.IsZero() {
-		ann[ocispec.AnnotationCreated] = img.Created.UTC().Format(time.RFC3339)
+	layer := ocispec.Descriptor{
+		MediaType:   ims.MediaTypeSPDX,
+		Digest:      sb.out.Digest,
+		Size:        sb.out.Size,
+		Annotations: map[string]string{ocispec.AnnotationTitle: ims.SBOMFile},
 	}
-	config := ocispec.DescriptorEmptyJSON
-	config.Data = nil
-	m := ocispec.Manifest{
-		Versioned:    specs.Versioned{SchemaVersion: 2},
-		MediaType:    ocispec.MediaTypeImageManifest,
-		ArtifactType: ims.MediaTypeSPDX,
-		Config:       config,
-		Layers: []ocispec.Descriptor{{
-			MediaType:   ims.MediaTypeSPDX,
-			Digest:      sb.out.Digest,
-			Size:        sb.out.Size,
-			Annotations: map[string]string{ocispec.AnnotationTitle: ims.SBOMFile},
-		}},
-		Subject:     &subject,
-		Annotations: ann,
-	}
-	if len(ann) == 0 {
-		m.Annotations = nil
-	}
-	return json.Marshal(m)
+	return attachedManifestJSON(img, ims.MediaTypeSPDX, layer, &subject)
 }
 
 // pushSBOM pushes img's SBOM as a referrer of the image manifest subject
