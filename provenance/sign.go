@@ -231,18 +231,31 @@ func newSignerVerifier(key crypto.Signer) (*signerVerifier, error) {
 }
 
 func (s *signerVerifier) Sign(_ context.Context, data []byte) ([]byte, error) {
-	switch s.pub.(type) {
-	case ed25519.PublicKey:
-		return s.priv.Sign(nil, data, crypto.Hash(0))
-	case *ecdsa.PublicKey:
-		sum := sha256.Sum256(data)
-		return s.priv.Sign(rand.Reader, sum[:], crypto.SHA256) // ASN.1, as ecdsa.SignASN1
-	}
-	return nil, fmt.Errorf("unsupported key %T", s.pub)
+	return SignBlob(s.priv, data)
 }
 
 func (s *signerVerifier) Verify(_ context.Context, data, sig []byte) error {
-	switch k := s.pub.(type) {
+	return VerifyBlob(s.pub, data, sig)
+}
+
+// SignBlob signs data as sigstore's verifiers expect: ed25519 over the
+// message, ECDSA P-256 (ASN.1, as ecdsa.SignASN1) over its SHA-256. Both
+// DSSE envelopes and cosign's image signatures are signed so.
+func SignBlob(key crypto.Signer, data []byte) ([]byte, error) {
+	switch pub := key.Public().(type) {
+	case ed25519.PublicKey:
+		return key.Sign(nil, data, crypto.Hash(0))
+	case *ecdsa.PublicKey:
+		sum := sha256.Sum256(data)
+		return key.Sign(rand.Reader, sum[:], crypto.SHA256)
+	default:
+		return nil, fmt.Errorf("unsupported key %T", pub)
+	}
+}
+
+// VerifyBlob checks a signature SignBlob made; a mismatch is ErrSignature.
+func VerifyBlob(pub crypto.PublicKey, data, sig []byte) error {
+	switch k := pub.(type) {
 	case ed25519.PublicKey:
 		if ed25519.Verify(k, data, sig) {
 			return nil

@@ -7,8 +7,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -204,13 +202,13 @@ func (p *Publisher) sign(ctx context.Context, pusher *remote.Pusher, read []remo
 	tag := cosignTag(p.repo, subject.Digest, suffixSignature)
 	attached := func(layer []byte, ann map[string]string) bool {
 		b, err := base64.StdEncoding.DecodeString(ann[AnnotationSignature])
-		return err == nil && bytes.Equal(layer, payload) && verifySignature(p.opts.signer.Public(), payload, b) == nil
+		return err == nil && bytes.Equal(layer, payload) && provenance.VerifyBlob(p.opts.signer.Public(), payload, b) == nil
 	}
 	// Already signed, perhaps among signatures cosign appended since.
 	if old, err := pushedLayerAnn(p.repo, tag, MediaTypeSimpleSigning, read, attached); err != nil || old != nil {
 		return err
 	}
-	b, err := signPayload(p.opts.signer, payload)
+	b, err := provenance.SignBlob(p.opts.signer, payload)
 	if err != nil {
 		return fmt.Errorf("sign: %w", err)
 	}
@@ -226,31 +224,6 @@ func (p *Publisher) sign(ctx context.Context, pusher *remote.Pusher, read []remo
 		return err
 	}
 	return p.pushAttached(ctx, pusher, tag, raw, layer, payload)
-}
-
-// signPayload signs payload as sigstore's verifiers expect: ed25519 over
-// the message, ECDSA (ASN.1) over its SHA-256.
-func signPayload(key crypto.Signer, payload []byte) ([]byte, error) {
-	if _, ok := key.Public().(ed25519.PublicKey); ok {
-		return key.Sign(rand.Reader, payload, crypto.Hash(0))
-	}
-	sum := sha256.Sum256(payload)
-	return key.Sign(rand.Reader, sum[:], crypto.SHA256)
-}
-
-func verifySignature(pub crypto.PublicKey, payload, sig []byte) error {
-	switch k := pub.(type) {
-	case ed25519.PublicKey:
-		if ed25519.Verify(k, payload, sig) {
-			return nil
-		}
-	case *ecdsa.PublicKey:
-		sum := sha256.Sum256(payload)
-		if ecdsa.VerifyASN1(k, sum[:], sig) {
-			return nil
-		}
-	}
-	return errors.New("signature does not verify")
 }
 
 // cosignTag is the tag cosign attaches artifacts of manifest d under:
