@@ -168,27 +168,38 @@ func Start(ctx context.Context, opts Options) (*Proxy, error) {
 	p.client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	p.client.Jar = nil
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	p.life, p.abort = context.WithCancel(context.WithoutCancel(ctx))
+	var err error
+	if p.srv, p.url, err = p.listen(p.serve, p.served); err != nil {
+		p.abort()
 		return nil, fmt.Errorf("start pkgproxy: %w", err)
 	}
-	p.url = "http://" + ln.Addr().String()
-	p.life, p.abort = context.WithCancel(context.WithoutCancel(ctx))
-	p.srv = &http.Server{
-		Handler:           http.HandlerFunc(p.serve),
+	p.unwatch = context.AfterFunc(ctx, func() {
+		p.closeOnce.Do(func() { p.closeErr = p.shutdown(false) })
+	})
+	return p, nil
+}
+
+// listen serves h on a free port of 127.0.0.1, with the requests'
+// contexts ended by the proxy's abort, until the server is closed; served
+// is closed when it has stopped. It returns the server and its URL.
+func (p *Proxy) listen(h http.HandlerFunc, served chan struct{}) (*http.Server, string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "", err
+	}
+	srv := &http.Server{
+		Handler:           h,
 		BaseContext:       func(net.Listener) context.Context { return p.life },
 		ReadHeaderTimeout: time.Minute,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 	}
 	go func() {
-		defer close(p.served)
-		_ = p.srv.Serve(ln) // ErrServerClosed once closed
+		defer close(served)
+		_ = srv.Serve(ln) // ErrServerClosed once closed
 	}()
-	p.unwatch = context.AfterFunc(ctx, func() {
-		p.closeOnce.Do(func() { p.closeErr = p.shutdown(false) })
-	})
-	return p, nil
+	return srv, "http://" + ln.Addr().String(), nil
 }
 
 // URL returns the proxy's address, "http://127.0.0.1:<port>", for

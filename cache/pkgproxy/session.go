@@ -1,13 +1,9 @@
 package pkgproxy
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"net"
 	"net/http"
-	"time"
 
 	"github.com/imsbuild/imsbuild/cache"
 )
@@ -63,22 +59,11 @@ func (p *Proxy) Session(hooks Hooks) (*Session, error) {
 	if p.closed {
 		return nil, errors.New("pkgproxy session: proxy closed")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	var err error
+	s.srv, s.url, err = p.listen(func(w http.ResponseWriter, r *http.Request) { p.serveWith(w, r, &s.hooks) }, s.served)
 	if err != nil {
 		return nil, fmt.Errorf("pkgproxy session: %w", err)
 	}
-	s.url = "http://" + ln.Addr().String()
-	s.srv = &http.Server{
-		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { p.serveWith(w, r, &s.hooks) }),
-		BaseContext:       func(net.Listener) context.Context { return p.life },
-		ReadHeaderTimeout: time.Minute,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
-	}
-	go func() {
-		defer close(s.served)
-		_ = s.srv.Serve(ln) // ErrServerClosed once closed
-	}()
 	p.sessions[s] = true
 	return s, nil
 }
