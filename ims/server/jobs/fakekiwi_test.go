@@ -1,7 +1,6 @@
 package jobs
 
 import (
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -15,35 +14,6 @@ import (
 
 	"github.com/imsbuild/imsbuild/internal/testutil"
 )
-
-// fakeKiwi puts a kiwi-ng on PATH that "prepares" a copy of a busybox root
-// with a kernel and initrd, and fails half way when the description says
-// FAIL (as the engine's tests do). The real kiwi-ng is exercised by
-// TestCreateJobEndToEnd.
-func fakeKiwi(t *testing.T) {
-	t.Helper()
-	testutil.RequireTool(t, "unshare")
-	root := testutil.BusyboxRoot(t, true)
-	bin := t.TempDir()
-	script := fmt.Sprintf(`#!/bin/sh
-if [ "$1" = "--version" ]; then echo "KIWI (next generation) version 9.99.0"; exit 0; fi
-while [ $# -gt 0 ]; do
-  case "$1" in --root) root=$2; shift;; --description) desc=$2; shift;; esac
-  shift
-done
-mkdir -p "$root" && cp -a %[1]s/. "$root/"
-if grep -q FAIL "$desc/config.xml"; then
-  echo half-installed > "$root/etc/half"
-  echo "fake kiwi: package broken-pkg not found" >&2; exit 1
-fi
-cp "$desc/config.xml" "$root/etc/recipe.xml"
-echo "prepared $root"
-`, root)
-	if err := os.WriteFile(filepath.Join(bin, "kiwi-ng"), []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
-}
 
 // fakeRecipe is a recipe archive whose description names an rpm-md
 // repository served by a test server, its config.xml an IMS template.
@@ -76,7 +46,7 @@ func TestCreateJobFakeKiwi(t *testing.T) {
 	testutil.RequireRoot(t)
 	sshBin := testutil.RequireTool(t, "ssh")
 	keygen := testutil.RequireTool(t, "ssh-keygen")
-	fakeKiwi(t)
+	testutil.FakeKiwi(t)
 	e := newServeEnv(t, 2)
 	keyFile := filepath.Join(t.TempDir(), "id_ed25519")
 	if out, err := exec.Command(keygen, "-q", "-t", "ed25519", "-N", "", "-f", keyFile).CombinedOutput(); err != nil {
