@@ -27,7 +27,7 @@ import (
 
 // artifacts writes two artifact files and returns them by name with a
 // Build whose subjects are their digests.
-func artifacts(t *testing.T) (map[string]string, Build) {
+func artifacts(t testing.TB) (map[string]string, Build) {
 	t.Helper()
 	dir := t.TempDir()
 	files := map[string]string{}
@@ -46,7 +46,7 @@ func artifacts(t *testing.T) (map[string]string, Build) {
 
 // signed returns the artifacts, their build and its statement signed
 // with a new ed25519 key.
-func signed(t *testing.T) (map[string]string, Build, []byte, ed25519.PrivateKey) {
+func signed(t testing.TB) (map[string]string, Build, []byte, ed25519.PrivateKey) {
 	t.Helper()
 	files, b := artifacts(t)
 	st, err := Statement(b)
@@ -286,4 +286,28 @@ func BenchmarkVerify(b *testing.B) {
 		}
 	}
 	testutil.ReportCPU(b, cpu)
+}
+
+// FuzzVerify: an envelope is hostile until its signature verifies.
+// Whatever the bytes, VerifyDigests returns without panicking, and what it
+// accepts carries a statement that names the rootfs with its digest.
+func FuzzVerify(f *testing.F) {
+	_, b, env, key := signed(f)
+	rootfs := b.Subjects[subjectIndex(b, "rootfs")].Digest
+	f.Add(env)
+	f.Add([]byte(`{"payloadType":"application/vnd.in-toto+json","payload":"e30=","signatures":[{"sig":"AAAA"}]}`))
+	f.Add([]byte(`{}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		v, err := VerifyDigests(t.Context(), data, key.Public(), map[string]digest.Digest{"rootfs": rootfs})
+		if err != nil {
+			return
+		}
+		found := false
+		for _, s := range v.Statement.GetSubject() {
+			found = found || s.GetName() == "rootfs" && "sha256:"+s.GetDigest()["sha256"] == string(rootfs)
+		}
+		if !found {
+			t.Errorf("accepted an envelope whose statement does not name the rootfs %s", rootfs)
+		}
+	})
 }
