@@ -1,0 +1,49 @@
+// Package executor is the seam between the engine, which plans, keys and
+// looks up every step, and a place that builds a step elsewhere (a
+// Kubernetes Job, a local process in tests).
+//
+// The engine stays the brain: before Run it has put everything the step
+// needs into the remote cache (the step's bundle: build files and inputs;
+// parent outputs are already there by key). Run starts `imsbuild` with
+// Step.Args in the remote place and returns once that process has exited:
+// nil means the step's outputs and action record are in the remote cache.
+// The package has no dependencies so that an executor does not import the
+// engine and the engine does not import client-go.
+package executor
+
+import (
+	"context"
+	"io"
+)
+
+// Executor runs steps somewhere other than the local process.
+type Executor interface {
+	// Run runs one step to completion (retrying as the executor's policy
+	// says) and streams its output to s.Log. Cancelling ctx stops the
+	// step and removes what Run created for it.
+	Run(ctx context.Context, s Step) error
+}
+
+// Step is one step to run remotely.
+type Step struct {
+	// BuildID names the build invocation (one per `imsbuild build`); it
+	// labels everything created for the build.
+	BuildID string
+	// Step is the step's id, e.g. "image.compute" or "image.compute/prepare".
+	Step string
+	// Key is the step's cache key (hex); two Runs with one Key build the
+	// same outputs, so an executor may run them once.
+	Key string
+	// Args are the arguments of the `imsbuild` command that builds the step.
+	Args []string
+	// Env is the command's plain environment.
+	Env map[string]string
+	// SecretEnv is environment that must not be stored or printed
+	// (sensitive variables, cache credentials): pass it as a secret.
+	SecretEnv map[string]string
+	// Privileged says the step needs a privileged environment (kiwi
+	// prepare, non-jailed customize); jailed steps run unprivileged.
+	Privileged bool
+	// Log receives the step's output as it runs.
+	Log io.Writer
+}
