@@ -16,6 +16,7 @@ import (
 	"github.com/imsbuild/imsbuild/cache/local"
 	"github.com/imsbuild/imsbuild/cache/tiered"
 	"github.com/imsbuild/imsbuild/executor"
+	"github.com/imsbuild/imsbuild/internal/testutil"
 	"github.com/imsbuild/imsbuild/spec"
 )
 
@@ -26,6 +27,8 @@ type podExecutor struct {
 	t   *testing.T
 	b   *fakeBuild
 	pod *fakeSteps
+
+	real bool // the pod runs the real ops instead of the fake ones
 
 	mu    sync.Mutex
 	runs  []executor.Step
@@ -58,7 +61,9 @@ func (x *podExecutor) Run(ctx context.Context, s executor.Step) error {
 	if err != nil {
 		return err
 	}
-	e.newOp = func(st *Step) steps.Op { return &fakeOp{f: x.pod, s: st} }
+	if !x.real {
+		e.newOp = func(st *Step) steps.Op { return &fakeOp{f: x.pod, s: st} }
+	}
 	return e.BuildStep(ctx, s.Step, s.Key)
 }
 
@@ -219,3 +224,42 @@ type asRemote struct{ *local.Cache }
 
 func (r asRemote) Actions() cache.ActionCache { return r.Cache.Actions() }
 func (r asRemote) Name() string               { return "fake-remote" }
+
+// TestRemoteKiwiPrepare: a recipe image is two remote steps, its prepare
+// privileged, then the image from the prepared root in the remote cache;
+// kiwi runs once, in the pod; a second build runs nothing.
+func TestRemoteKiwiPrepare(t *testing.T) {
+	runs := testutil.FakeKiwi(t)
+	srv, _ := repoServer(t)
+	f := kiwiFixture(t, srv.URL+"/debian")
+	b := &fakeBuild{cfg: f.cfg, cache: f.cache, steps: newFakeSteps()}
+	x := &podExecutor{t: t, b: b, real: true}
+	build := func() {
+		t.Helper()
+		e, err := New(f.cfg, f.cache, f.cache.Actions(), Options{WorkDir: t.TempDir(), StateDir: t.TempDir(),
+			Executor: x, Remote: &RemoteCache{Store: f.cache, URL: "s3://fake/cache"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Build(t.Context(), []string{"image.compute"}); err != nil {
+			t.Fatalf("Build() = %v", err)
+		}
+	}
+	build()
+	var got []string
+	for _, s := range x.runs {
+		got = append(got, fmt.Sprintf("%s privileged=%v", s.Step, s.Privileged))
+	}
+	want := []string{"image.base/prepare privileged=true", "image.base privileged=false", "image.compute privileged=false"}
+	if !slices.Equal(got, want) {
+		t.Errorf("Runs = %q, want %q", got, want)
+	}
+	if runs() != 1 {
+		t.Errorf("kiwi ran %d times, want once (in the pod)", runs())
+	}
+	x.runs = nil
+	build()
+	if len(x.runs) != 0 || runs() != 1 {
+		t.Errorf("second build: %d Runs, kiwi ran %d times; want none and once", len(x.runs), runs())
+	}
+}
