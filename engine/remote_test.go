@@ -263,3 +263,27 @@ func TestRemoteKiwiPrepare(t *testing.T) {
 		t.Errorf("second build: %d Runs, kiwi ran %d times; want none and once", len(x.runs), runs())
 	}
 }
+
+// TestRemoteRefusesSSH: SSH environments do not run with an executor: the
+// flags are refused up front, an interactive block when its step runs,
+// naming the step; nothing is run.
+func TestRemoteRefusesSSH(t *testing.T) {
+	b, x, build := remoteBuild(t, "base", "compute<base")
+	remote := &RemoteCache{Store: b.cache, URL: "s3://fake/cache"}
+	for _, opts := range []Options{{Interactive: []string{"compute"}}, {DebugOnFailure: true}, {Check: true}} {
+		opts.Executor, opts.Remote = x, remote
+		if _, err := New(b.cfg, b.cache, b.cache.Actions(), opts); err == nil {
+			t.Errorf("New(%+v) = nil error, want a refusal", opts)
+		}
+	}
+	b.cfg.Images["compute"].Interactive = &spec.Interactive{Jail: true}
+	_, err := build(Options{})
+	if err == nil || !strings.Contains(err.Error(), "image.compute opens an SSH environment") {
+		t.Fatalf("Build() = %v, want image.compute refused", err)
+	}
+	for _, s := range x.runs {
+		if s.Step == "image.compute" {
+			t.Errorf("image.compute was run")
+		}
+	}
+}

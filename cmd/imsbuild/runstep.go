@@ -108,7 +108,7 @@ func runStep(ctx context.Context, out io.Writer, cacheURL string, bundle cache.D
 	}
 	defer os.RemoveAll(work)
 	dir := filepath.Join(work, "bundle")
-	if err := fetchBundle(ctx, remote, bundle, dir); err != nil {
+	if err := fetchBundle(ctx, remote, bundle, dir, maxBundleStream); err != nil {
 		return err
 	}
 	man, err := readBundleManifest(filepath.Join(dir, engine.BundleManifestName))
@@ -189,9 +189,10 @@ func runStep(ctx context.Context, out io.Writer, cacheURL string, bundle cache.D
 	return nil
 }
 
-// fetchBundle unpacks bundle from remote into dir, bounded, verifying its
-// digest: a bundle is input from the network, hostile until proven.
-func fetchBundle(ctx context.Context, remote tiered.Remote, bundle cache.Digest, dir string) error {
+// fetchBundle unpacks bundle from remote into dir, at most limit bytes of
+// tar, verifying its digest: a bundle is input from the network, hostile
+// until proven.
+func fetchBundle(ctx context.Context, remote tiered.Remote, bundle cache.Digest, dir string, limit int64) error {
 	rc, err := remote.Open(ctx, bundle)
 	if err != nil {
 		return fmt.Errorf("bundle %s: %w", bundle, err)
@@ -201,7 +202,7 @@ func fetchBundle(ctx context.Context, remote tiered.Remote, bundle cache.Digest,
 	if err != nil {
 		return fmt.Errorf("bundle %s: %w", bundle, err)
 	}
-	lr := &limitedReader{r: gz, n: maxBundleStream}
+	lr := &limitedReader{r: gz, n: limit}
 	if err := untar.Extract(ctx, lr, dir, untar.Options{}); err != nil {
 		return fmt.Errorf("bundle %s: %w", bundle, err)
 	}
@@ -215,6 +216,8 @@ func fetchBundle(ctx context.Context, remote tiered.Remote, bundle cache.Digest,
 	return nil
 }
 
+var errBundleTooLarge = errors.New("bundle too large")
+
 // limitedReader fails, rather than ends, past n bytes.
 type limitedReader struct {
 	r io.Reader
@@ -223,7 +226,7 @@ type limitedReader struct {
 
 func (l *limitedReader) Read(p []byte) (int, error) {
 	if l.n <= 0 {
-		return 0, fmt.Errorf("bundle larger than %d bytes", int64(maxBundleStream))
+		return 0, errBundleTooLarge
 	}
 	if int64(len(p)) > l.n {
 		p = p[:l.n]

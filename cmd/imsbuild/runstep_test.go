@@ -1,10 +1,12 @@
 package main
 
 import (
+	"archive/tar"
 	"bufio"
 	"bytes"
 	"compress/gzip"
 	"encoding/json"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -14,8 +16,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/imsbuild/imsbuild/cache"
+	"github.com/imsbuild/imsbuild/cache/local"
 	"github.com/imsbuild/imsbuild/internal/s3test"
 	"github.com/imsbuild/imsbuild/internal/testutil"
+	"github.com/imsbuild/imsbuild/internal/untar"
 )
 
 // secretToken is a sensitive variable's value: it must reach the remote
@@ -304,7 +309,8 @@ image "broken" {
 }
 `)
 		r := imsbuildEnv(t, dir, env, "build", "--executor", "local", "--cache-to", url, ".", "image.broken")
-		if r.code != 1 || !strings.Contains(r.stdout+r.stderr, "remote-step-marker-42") || !strings.Contains(r.stdout+r.stderr, "last lines of") {
+		if r.code != 1 || !strings.Contains(r.stdout+r.stderr, "remote-step-marker-42") || !strings.Contains(r.stdout+r.stderr, "last lines of") ||
+			!strings.Contains(r.stdout, "image.base") || !strings.Contains(r.stdout, "(remote)") {
 			t.Fatalf("exit %d, want 1 with the log tail:\n%s\n%s", r.code, r.stdout, r.stderr)
 		}
 	})
@@ -331,3 +337,53 @@ func keyOf(t *testing.T, stdout, step string) string {
 	t.Fatalf("no started event with a key for %s", step)
 	return ""
 }
+
+// TestFetchBundleHostile: a bundle entry that escapes the work dir and a
+// bundle larger than the bound are refused.
+func TestFetchBundleHostile(t *testing.T) {
+	c, err := local.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	remote := localRemote{c}
+	put := func(entries map[string]string) cache.Digest {
+		var buf bytes.Buffer
+		gz := gzip.NewWriter(&buf)
+		tw := tar.NewWriter(gz)
+		for name, body := range entries {
+			if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg}); err != nil {
+				t.Fatal(err)
+			}
+			tw.Write([]byte(body))
+		}
+		tw.Close()
+		gz.Close()
+		d, _, err := c.Put(t.Context(), &buf, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	work := t.TempDir()
+	dir := filepath.Join(work, "bundle")
+	err = fetchBundle(t.Context(), remote, put(map[string]string{"build/../../escaped": "x"}), dir, 1<<20)
+	if !errors.Is(err, untar.ErrUnsafe) {
+		t.Errorf("fetchBundle(../ entry) = %v, want ErrUnsafe", err)
+	}
+	if _, err := os.Stat(filepath.Join(work, "escaped")); err == nil {
+		t.Error("an entry was written outside the bundle directory")
+	}
+	err = fetchBundle(t.Context(), remote, put(map[string]string{"build/big": strings.Repeat("x", 64<<10)}), filepath.Join(work, "b2"), 16<<10)
+	if !errors.Is(err, errBundleTooLarge) {
+		t.Errorf("fetchBundle(too large) = %v, want errBundleTooLarge", err)
+	}
+	if err := fetchBundle(t.Context(), remote, put(map[string]string{"build/ok": "fine"}), filepath.Join(work, "b3"), 1<<20); err != nil {
+		t.Errorf("fetchBundle(good) = %v", err)
+	}
+}
+
+// localRemote is a local cache as a tiered.Remote.
+type localRemote struct{ *local.Cache }
+
+func (r localRemote) Actions() cache.ActionCache { return r.Cache.Actions() }
+func (r localRemote) Name() string               { return "local-remote" }
