@@ -12,12 +12,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/cache/local"
+	"github.com/imsbuild/imsbuild/internal/registrytest"
 	"github.com/imsbuild/imsbuild/internal/s3test"
 	"github.com/imsbuild/imsbuild/internal/testutil"
 	"github.com/imsbuild/imsbuild/internal/untar"
@@ -138,15 +140,19 @@ func TestExecutorBuildsEveryStepRemotely(t *testing.T) {
 	images := []string{"image.base", "image.compute", "image.c1", "image.c2", "image.c3"}
 
 	local, _ := executorExample(t, srv, "")
-	if r := imsbuildEnv(t, local, env, "build", "."); r.code != 0 {
+	start := time.Now()
+	if r := imsbuildEnv(t, local, env, "build", "-j", "3", "."); r.code != 0 {
 		t.Fatalf("local build exit %d:\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
+	localTime := time.Since(start)
 
 	dir, url := executorExample(t, srv, "")
+	start = time.Now()
 	r := imsbuildEnv(t, dir, env, "build", "--json", "-j", "3", "--executor", "local", "--cache-to", url, ".")
 	if r.code != 0 {
 		t.Fatalf("executor build exit %d:\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
+	t.Logf("%d images: local build %v, with the local executor and S3 %v", len(images), localTime.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 	started := map[string]bool{}
 	for _, ev := range jsonEvents(t, r.stdout) {
 		switch {
@@ -312,6 +318,21 @@ image "broken" {
 		if r.code != 1 || !strings.Contains(r.stdout+r.stderr, "remote-step-marker-42") || !strings.Contains(r.stdout+r.stderr, "last lines of") ||
 			!strings.Contains(r.stdout, "image.base") || !strings.Contains(r.stdout, "(remote)") {
 			t.Fatalf("exit %d, want 1 with the log tail:\n%s\n%s", r.code, r.stdout, r.stderr)
+		}
+	})
+
+	t.Run("oci remote cache", func(t *testing.T) {
+		reg := registrytest.Start(t)
+		dir, _ := executorExample(t, srv, "")
+		r := imsbuildEnv(t, dir, env, "build", "--json", "--executor", "local", "--cache-to", "oci://"+reg.Ref("ci/exec-cache"), ".", "image.c1")
+		got := map[string]bool{}
+		for _, ev := range jsonEvents(t, r.stdout) {
+			if ev.Status == "done" && ev.Remote {
+				got[ev.Step] = true
+			}
+		}
+		if r.code != 0 || !got["image.base"] || !got["image.compute"] || !got["image.c1"] {
+			t.Fatalf("exit %d, remote steps done %v, want image.base, image.compute and image.c1:\n%s\n%s", r.code, got, r.stdout, r.stderr)
 		}
 	})
 

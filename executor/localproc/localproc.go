@@ -78,10 +78,11 @@ func (x *Executor) Run(ctx context.Context, s executor.Step) error {
 	return nil
 }
 
-// environ is the step's environment: PATH (to find the tools), Env, then
-// SecretEnv, which nothing else sees.
+// environ is the step's environment: PATH (to find the tools) and HOME
+// (the Docker config of an oci:// cache), Env, then SecretEnv, which
+// nothing else sees.
 func environ(s executor.Step) []string {
-	env := []string{"PATH=" + os.Getenv("PATH")}
+	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
 	for _, m := range []map[string]string{s.Env, s.SecretEnv} {
 		keys := make([]string, 0, len(m))
 		for k := range m {
