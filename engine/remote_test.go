@@ -1,14 +1,21 @@
 package engine
 
 import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/hashicorp/hcl/v2"
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/imsbuild/imsbuild/builders/steps"
@@ -285,5 +292,69 @@ func TestRemoteRefusesSSH(t *testing.T) {
 		if s.Step == "image.compute" {
 			t.Errorf("image.compute was run")
 		}
+	}
+}
+
+// TestBundleCanonical: two checkouts of one build at other paths stage the
+// same bundle bytes; the bundle holds the build files, the plain variables
+// and not the sensitive ones, the cache, -var-file files or .git.
+func TestBundleCanonical(t *testing.T) {
+	bundle := func() []byte {
+		b := newFakeBuild(t, "base")
+		varFile := filepath.Join(b.cfg.Dir, "site.imsvars.hcl")
+		testutil.WriteFiles(t, b.cfg.Dir, map[string]string{
+			"build.ims.hcl":     "# the build\n",
+			"scripts/a.sh":      "echo a\n",
+			".git/config":       "[core]\n",
+			"site.imsvars.hcl":  "token = \"s3cr3t\"\n",
+			"recipes/x/cfg.xml": "<image/>\n",
+		}, 0o644)
+		b.cfg.Files = map[string]*hcl.File{"build.ims.hcl": nil, varFile: nil}
+		b.cfg.BuildFiles = []string{"build.ims.hcl"}
+		b.cfg.Variables = map[string]spec.Variable{
+			"site":  {Value: cty.StringVal("lab7")},
+			"nodes": {Value: cty.ListVal([]cty.Value{cty.NumberIntVal(3)})},
+			"token": {Value: cty.StringVal("s3cr3t"), Sensitive: true},
+		}
+		e, _ := b.engine(t, Options{HMACKey: []byte("k")})
+		var buf bytes.Buffer
+		if err := e.writeBundle(t.Context(), &buf); err != nil {
+			t.Fatal(err)
+		}
+		return buf.Bytes()
+	}
+	a, b := bundle(), bundle()
+	if !bytes.Equal(a, b) {
+		t.Fatal("two checkouts of one build give different bundles")
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(zr)
+	files := map[string]string{}
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(tr)
+		files[h.Name] = string(body)
+	}
+	for _, name := range []string{BundleManifestName, "build/build.ims.hcl", "build/scripts/a.sh", "build/recipes/x/cfg.xml"} {
+		if _, ok := files[name]; !ok {
+			t.Errorf("bundle lacks %s; has %v", name, slices.Sorted(maps.Keys(files)))
+		}
+	}
+	for name, body := range files {
+		if strings.Contains(body, "s3cr3t") || strings.HasPrefix(name, "build/.git") || strings.HasPrefix(name, "build/cache") || name == "build/site.imsvars.hcl" {
+			t.Errorf("bundle has %s:\n%s", name, body)
+		}
+	}
+	if v := files[BundleVarsName]; !strings.Contains(v, `site  = "lab7"`) || !strings.Contains(v, "nodes = [3]") || strings.Contains(v, "token") {
+		t.Errorf("%s =\n%s\nwant site and nodes, not token", BundleVarsName, v)
 	}
 }
