@@ -142,8 +142,9 @@ func varText(v cty.Value) (string, error) {
 }
 
 // writeBuildDir adds the build directory under build/, without what is
-// not an input: the cache and state directories, .imsbuild, .git, -var-file
-// files (they may hold sensitive values) and dir publish targets.
+// not an input: the cache and state directories, .imsbuild, .git, variable
+// files (-var-file and *.imsvars.hcl: they may hold sensitive values) and
+// dir publish targets.
 func (e *Engine) writeBuildDir(ctx context.Context, tw *tar.Writer) error {
 	root := e.cfg.Dir
 	skip := map[string]bool{
@@ -175,7 +176,10 @@ func (e *Engine) writeBuildDir(ctx context.Context, tw *tar.Writer) error {
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
 		}
-		if skip[path] {
+		// Variable files are where site values live, sensitive ones
+		// included; they reach a build only by -var-file, whose values
+		// the bundle carries in vars.imsvars.hcl.
+		if skip[path] || (!d.IsDir() && strings.HasSuffix(path, ".imsvars.hcl")) {
 			if d.IsDir() {
 				return filepath.SkipDir
 			}

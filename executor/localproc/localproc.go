@@ -17,6 +17,7 @@ import (
 type Executor struct {
 	binary string
 	dir    string
+	grace  time.Duration
 	onRun  func(executor.Step)
 }
 
@@ -25,6 +26,10 @@ type Option func(*Executor)
 
 // WithDir runs steps in dir (default: the current directory).
 func WithDir(dir string) Option { return func(x *Executor) { x.dir = dir } }
+
+// WithGrace is how long a cancelled step has between SIGTERM (run-step
+// then removes its scratch space) and SIGKILL; default 10s.
+func WithGrace(d time.Duration) Option { return func(x *Executor) { x.grace = d } }
 
 // WithOnRun calls f with every step before it runs (tests count them).
 func WithOnRun(f func(executor.Step)) Option { return func(x *Executor) { x.onRun = f } }
@@ -39,7 +44,7 @@ func New(binary string, opts ...Option) (*Executor, error) {
 		}
 		binary = b
 	}
-	x := &Executor{binary: binary}
+	x := &Executor{binary: binary, grace: defaultGrace}
 	for _, o := range opts {
 		o(x)
 	}
@@ -48,12 +53,12 @@ func New(binary string, opts ...Option) (*Executor, error) {
 
 var _ executor.Executor = (*Executor)(nil)
 
-// waitDelay is how long Run waits for the output of a killed step.
-const waitDelay = 10 * time.Second
+const defaultGrace = 10 * time.Second
 
-// Run runs s.Args to completion in a process group of its own; cancelling
-// ctx kills the group (the step's sandboxes with it). A non-zero exit is
-// an error naming the step and the status.
+// Run runs s.Args to completion in a process group of its own. Cancelling
+// ctx sends the group SIGTERM, and SIGKILL to whatever is left after the
+// grace period (the step's sandboxes with it). A non-zero exit is an error
+// naming the step and the status.
 func (x *Executor) Run(ctx context.Context, s executor.Step) error {
 	if x.onRun != nil {
 		x.onRun(s)
@@ -63,10 +68,15 @@ func (x *Executor) Run(ctx context.Context, s executor.Step) error {
 	cmd.Env = environ(s)
 	cmd.Stdout, cmd.Stderr = s.Log, s.Log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = waitDelay
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
+	cmd.WaitDelay = x.grace // then the leader is killed and its output closed
 	err := cmd.Run()
 	if ctx.Err() != nil {
+		// The rest of the group, if any: a group's id is not reused
+		// while it has members.
+		if cmd.Process != nil {
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		}
 		return fmt.Errorf("step %s: %w", s.Step, context.Cause(ctx))
 	}
 	if ee, ok := errors.AsType[*exec.ExitError](err); ok {

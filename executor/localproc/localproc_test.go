@@ -58,10 +58,20 @@ func TestRunEnvironmentAndExit(t *testing.T) {
 	}
 }
 
-// TestRunCancelKillsGroup: cancelling ctx kills the step and what it
-// started (its process group), and Run returns the cancellation.
+// TestRunCancelKillsGroup: cancelling ctx sends the step SIGTERM, and
+// kills it and what it started (its process group) when it ignores it;
+// Run returns the cancellation.
 func TestRunCancelKillsGroup(t *testing.T) {
-	x, err := New("/bin/sh")
+	for _, tc := range []struct{ name, script, want string }{
+		{"terminates", `trap 'echo got-term; exit 0' TERM; sleep 300 & echo child=$!; wait`, "got-term"},
+		{"ignores SIGTERM", `trap '' TERM; sleep 300 & echo child=$!; wait`, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testCancel(t, tc.script, tc.want) })
+	}
+}
+
+func testCancel(t *testing.T, script, want string) {
+	x, err := New("/bin/sh", WithGrace(200*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,14 +79,15 @@ func TestRunCancelKillsGroup(t *testing.T) {
 	var log syncBuffer
 	done := make(chan error, 1)
 	go func() {
-		done <- x.Run(ctx, executor.Step{Step: "image.a", Args: []string{"-c", "sleep 300 & echo child=$!; wait"}, Log: &log})
+		done <- x.Run(ctx, executor.Step{Step: "image.a", Args: []string{"-c", script}, Log: &log})
 	}()
 	var pid int
 	for deadline := time.Now().Add(10 * time.Second); pid == 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("no child pid in the log %q", log.String())
 		}
-		if _, rest, ok := strings.Cut(log.String(), "child="); ok && strings.HasSuffix(rest, "\n") {
+		if _, rest, ok := strings.Cut(log.String(), "child="); ok && strings.Contains(rest, "\n") {
+			rest, _, _ = strings.Cut(rest, "\n")
 			pid, _ = strconv.Atoi(strings.TrimSpace(rest))
 		}
 	}
@@ -85,6 +96,9 @@ func TestRunCancelKillsGroup(t *testing.T) {
 	case err := <-done:
 		if err == nil || !strings.Contains(err.Error(), "context canceled") {
 			t.Errorf("Run() = %v, want the cancellation", err)
+		}
+		if !strings.Contains(log.String(), want) {
+			t.Errorf("log = %q, want %q", log.String(), want)
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("Run did not return after cancel")
