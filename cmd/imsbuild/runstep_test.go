@@ -9,8 +9,10 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -408,3 +410,30 @@ type localRemote struct{ *local.Cache }
 
 func (r localRemote) Actions() cache.ActionCache { return r.Cache.Actions() }
 func (r localRemote) Name() string               { return "local-remote" }
+
+// TestExecutorSIGINTLeavesNothing: SIGINT while a remote step runs exits
+// 130 and leaves no run-step process, sandboxed script or scratch space.
+func TestExecutorSIGINTLeavesNothing(t *testing.T) {
+	srv := s3test.Start(t)
+	srv.CreateBucket(t, "ci-cache")
+	tmp := t.TempDir()
+	for k, v := range map[string]string{"AWS_ACCESS_KEY_ID": srv.AccessKey, "AWS_SECRET_ACCESS_KEY": srv.SecretKey, "IMSBUILD_VAR_token": secretToken, "TMPDIR": tmp} {
+		t.Setenv(k, v)
+	}
+	dir, url := executorExample(t, srv, "")
+	cmd, out := startBuildArgs(t, dir, "| sleeping", "build", "--executor", "local", "--cache-to", url, ".", "image.compute")
+	cmd.Process.Signal(syscall.SIGINT)
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
+		t.Fatalf("exit = %v, want 130\n%s", err, out)
+	}
+	for _, p := range []string{"sleep 3022", url} { // url: this test's run-step processes
+		if left := testutil.ProcessesMatching(t, p); len(left) > 0 {
+			t.Errorf("processes left: %v", left)
+		}
+	}
+	if left, _ := os.ReadDir(tmp); len(left) != 0 {
+		t.Errorf("scratch space left in $TMPDIR: %v", left)
+	}
+}

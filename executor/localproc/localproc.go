@@ -88,11 +88,20 @@ func (x *Executor) Run(ctx context.Context, s executor.Step) error {
 	return nil
 }
 
-// environ is the step's environment: PATH (to find the tools) and HOME
-// (the Docker config of an oci:// cache), Env, then SecretEnv, which
-// nothing else sees.
+// inherited are the variables of ours a step gets: PATH (to find the
+// tools), HOME (the Docker config of an oci:// cache) and TMPDIR (where
+// run-step makes its scratch space).
+var inherited = []string{"PATH", "HOME", "TMPDIR"}
+
+// environ is the step's environment: the inherited variables that are
+// set, Env, then SecretEnv, which nothing else sees.
 func environ(s executor.Step) []string {
-	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	var env []string
+	for _, k := range inherited {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
 	for _, m := range []map[string]string{s.Env, s.SecretEnv} {
 		keys := make([]string, 0, len(m))
 		for k := range m {

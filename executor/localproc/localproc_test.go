@@ -34,7 +34,7 @@ func (s *syncBuffer) String() string {
 }
 
 // TestRunEnvironmentAndExit: the step sees Env and SecretEnv and none of
-// this process's environment but PATH and HOME; its output reaches Log; a non-zero
+// this process's environment but PATH, HOME and TMPDIR; its output reaches Log; a non-zero
 // exit is an error naming the step.
 func TestRunEnvironmentAndExit(t *testing.T) {
 	t.Setenv("LOCALPROC_TEST_OURS", "leaked")
