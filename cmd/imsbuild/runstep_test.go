@@ -7,6 +7,7 @@ import (
 	"compress/gzip"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -93,6 +94,7 @@ type jsonEvent struct {
 	Step, Status, Error string
 	Remote              bool
 	LogPath             string `json:"log_path"`
+	DurationMS          int64  `json:"duration_ms"`
 }
 
 func jsonEvents(t *testing.T, stdout string) []jsonEvent {
@@ -143,17 +145,30 @@ func TestExecutorBuildsEveryStepRemotely(t *testing.T) {
 
 	local, _ := executorExample(t, srv, "")
 	start := time.Now()
-	if r := imsbuildEnv(t, local, env, "build", "-j", "3", "."); r.code != 0 {
+	r := imsbuildEnv(t, local, env, "build", "--json", "-j", "3", ".")
+	if r.code != 0 {
 		t.Fatalf("local build exit %d:\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
 	localTime := time.Since(start)
+	stepTimes := map[string]string{}
+	for _, ev := range jsonEvents(t, r.stdout) {
+		if ev.Status == "done" && strings.HasPrefix(ev.Step, "image.") {
+			stepTimes[ev.Step] = fmt.Sprintf("%dms", ev.DurationMS)
+		}
+	}
 
 	dir, url := executorExample(t, srv, "")
 	start = time.Now()
-	r := imsbuildEnv(t, dir, env, "build", "--json", "-j", "3", "--executor", "local", "--cache-to", url, ".")
+	r = imsbuildEnv(t, dir, env, "build", "--json", "-j", "3", "--executor", "local", "--cache-to", url, ".")
 	if r.code != 0 {
 		t.Fatalf("executor build exit %d:\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
+	for _, ev := range jsonEvents(t, r.stdout) {
+		if ev.Status == "done" && strings.HasPrefix(ev.Step, "image.") {
+			stepTimes[ev.Step] += fmt.Sprintf(" → %dms", ev.DurationMS)
+		}
+	}
+	t.Logf("step times, local → remote: %v", stepTimes)
 	t.Logf("%d images: local build %v, with the local executor and S3 %v", len(images), localTime.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 	started := map[string]bool{}
 	for _, ev := range jsonEvents(t, r.stdout) {
