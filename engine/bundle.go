@@ -122,7 +122,7 @@ func (e *Engine) varsFile() ([]byte, error) {
 	}
 	slices.Sort(names)
 	for _, name := range names {
-		if v := e.cfg.Variables[name]; !v.Sensitive {
+		if v := e.cfg.Variables[name]; !v.Sensitive && !v.Value.IsNull() { // null: unset on both sides
 			f.Body().SetAttributeValue(name, v.Value)
 		}
 	}

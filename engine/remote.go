@@ -176,7 +176,7 @@ func outputNames(res *cache.ActionResult) []string {
 func (e *Engine) remoteSecrets() (map[string]string, error) {
 	out := map[string]string{}
 	for name, v := range e.cfg.Variables {
-		if !v.Sensitive {
+		if !v.Sensitive || v.Value.IsNull() { // null: unset on both sides
 			continue
 		}
 		text, err := varText(v.Value)
