@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/zclconf/go-cty/cty"
@@ -41,12 +42,21 @@ type podExecutor struct {
 	runs  []executor.Step
 	fail  error // returned by Run after writing to the log
 	noRes bool  // Run succeeds without building
+
+	running, maxRunning int
+	wait                func() // when set, called in Run while the step counts as running
 }
 
 func (x *podExecutor) Run(ctx context.Context, s executor.Step) error {
 	x.mu.Lock()
 	x.runs = append(x.runs, s)
+	x.running++
+	x.maxRunning = max(x.maxRunning, x.running)
 	x.mu.Unlock()
+	defer func() { x.mu.Lock(); x.running--; x.mu.Unlock() }()
+	if x.wait != nil {
+		x.wait()
+	}
 	fmt.Fprintf(s.Log, "pod: building %s\n", s.Step)
 	if x.fail != nil {
 		return x.fail
@@ -357,5 +367,29 @@ func TestBundleCanonical(t *testing.T) {
 	}
 	if v := files[BundleVarsName]; !strings.Contains(v, `site  = "lab7"`) || !strings.Contains(v, "nodes = [3]") || strings.Contains(v, "token") {
 		t.Errorf("%s =\n%s\nwant site and nodes, not token", BundleVarsName, v)
+	}
+}
+
+// TestRemoteJobsBound: -j bounds the remote steps running at once. Each
+// Run waits (up to a deadline) until -j run, so running them one by one
+// fails too.
+func TestRemoteJobsBound(t *testing.T) {
+	const jobs = 2
+	_, x, build := remoteBuild(t, "a", "b", "c", "d")
+	x.wait = func() {
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+			x.mu.Lock()
+			n := x.running
+			x.mu.Unlock()
+			if n >= jobs {
+				return
+			}
+		}
+	}
+	if _, err := build(Options{Jobs: jobs}); err != nil {
+		t.Fatal(err)
+	}
+	if len(x.runs) != 4 || x.maxRunning != jobs {
+		t.Fatalf("%d Runs, at most %d at once; want 4, %d at once (-j %d)", len(x.runs), x.maxRunning, jobs, jobs)
 	}
 }
