@@ -75,6 +75,35 @@ type Emulator struct {
 	Registered  bool   // Ensure registered it
 }
 
+// Lookup returns the emulator that runs arch's binaries, without changing
+// anything: the enabled handler of arch with the fix-binary flag in dir (""
+// is DefaultDir), else qemu-<arch>-static from PATH, which Ensure would
+// register (Handler ""). Keys name its Identity before a build runs.
+func Lookup(arch, dir string) (*Emulator, error) {
+	t, ok := targets[arch]
+	if !ok {
+		return nil, fmt.Errorf("emulate %s: unknown architecture", arch)
+	}
+	if dir == "" {
+		dir = DefaultDir
+	}
+	if e, err := find(dir, arch, t); err != nil || e != nil {
+		return e, err
+	}
+	qemu, err := exec.LookPath(t.qemu)
+	if err != nil {
+		return nil, fmt.Errorf("emulate %s: %s not found; install the qemu-user-static package (apt-get install qemu-user-static)", arch, t.qemu)
+	}
+	if qemu, err = filepath.Abs(qemu); err != nil {
+		return nil, fmt.Errorf("emulate %s: %w", arch, err)
+	}
+	real, err := filepath.EvalSymlinks(qemu)
+	if err != nil {
+		return nil, fmt.Errorf("emulate %s: %w", arch, err)
+	}
+	return &Emulator{Arch: arch, Interpreter: real}, nil
+}
+
 // Ensure makes binaries of arch run on this machine (see the package doc).
 // dir is the binfmt_misc directory ("" is DefaultDir); it is mounted when
 // it is not. An enabled handler of arch with the fix-binary flag is used as
@@ -95,31 +124,19 @@ func Ensure(arch, dir string, log io.Writer) (*Emulator, error) {
 	if st, err := os.ReadFile(filepath.Join(dir, "status")); err == nil && strings.TrimSpace(string(st)) != "enabled" {
 		return nil, fmt.Errorf("emulate %s: binfmt_misc is disabled (%s/status); echo 1 > %s/status enables it", arch, dir, dir)
 	}
-	e, err := find(dir, arch, t)
-	if err != nil {
-		return nil, fmt.Errorf("emulate %s: %w", arch, err)
+	e, err := Lookup(arch, dir)
+	if err != nil || e.Handler != "" {
+		return e, err
 	}
-	if e != nil {
-		return e, nil
-	}
-	qemu, err := exec.LookPath(t.qemu)
-	if err != nil {
-		return nil, fmt.Errorf("emulate %s: %s not found; install the qemu-user-static package (apt-get install qemu-user-static)", arch, t.qemu)
-	}
-	if qemu, err = filepath.Abs(qemu); err != nil {
-		return nil, fmt.Errorf("emulate %s: %w", arch, err)
-	}
-	name := "imsbuild-" + arch
-	line := fmt.Sprintf(":%s:M::%s:%s:%s:F", name, escape(t.magic), escape(t.mask), qemu)
+	e.Handler, e.Registered = "imsbuild-"+arch, true
+	// The path the kernel opens now (F): the one in PATH, its symlinks
+	// resolved, so the handler runs what Identity names.
+	line := fmt.Sprintf(":%s:M::%s:%s:%s:F", e.Handler, escape(t.magic), escape(t.mask), e.Interpreter)
 	if err := os.WriteFile(filepath.Join(dir, "register"), []byte(line), 0); err != nil {
 		return nil, fmt.Errorf("emulate %s: register binfmt_misc handler: %w", arch, err)
 	}
-	fmt.Fprintf(log, "registered binfmt_misc handler %s: %s with the fix-binary flag\n", name, qemu)
-	real, err := filepath.EvalSymlinks(qemu)
-	if err != nil {
-		return nil, fmt.Errorf("emulate %s: %w", arch, err)
-	}
-	return &Emulator{Arch: arch, Handler: name, Interpreter: real, Registered: true}, nil
+	fmt.Fprintf(log, "registered binfmt_misc handler %s: %s with the fix-binary flag\n", e.Handler, e.Interpreter)
+	return e, nil
 }
 
 // mounted mounts binfmt_misc at dir unless it is there (its register file).
