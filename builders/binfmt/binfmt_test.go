@@ -147,16 +147,11 @@ func TestEnsureRunsAarch64(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("emulator %+v; log %q", e, log.String())
-	gobin := testutil.RequireTool(t, "go")
 	root := t.TempDir()
-	build := exec.Command(gobin, "build", "-o", filepath.Join(root, "hello"), "./testdata/hello")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOARCH=arm64")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	out, err := exec.Command("chroot", root, "/hello").CombinedOutput()
+	testutil.CopyExecutable(t, testutil.BuildStaticFor(t, "../sandbox/testdata/archprobe", "arm64"), filepath.Join(root, "archprobe"))
+	out, err := exec.Command("chroot", root, "/archprobe").CombinedOutput()
 	if got := strings.TrimSpace(string(out)); err != nil || got != "arm64 aarch64" {
-		t.Fatalf("chroot %s /hello = %q, %v; want \"arm64 aarch64\"", root, got, err)
+		t.Fatalf("chroot %s /archprobe = %q, %v; want \"arm64 aarch64\"", root, got, err)
 	}
 	if Emulated("aarch64") {
 		id, err := e.Identity(t.Context())
