@@ -133,6 +133,11 @@ func Ensure(arch, dir string, log io.Writer) (*Emulator, error) {
 	// resolved, so the handler runs what Identity names.
 	line := fmt.Sprintf(":%s:M::%s:%s:%s:F", e.Handler, escape(t.magic), escape(t.mask), e.Interpreter)
 	if err := os.WriteFile(filepath.Join(dir, "register"), []byte(line), 0); err != nil {
+		// A concurrent step (-j) or build may have registered it
+		// meanwhile (the kernel refuses a second one of the name).
+		if again, ferr := find(dir, arch, t); ferr == nil && again != nil {
+			return again, nil
+		}
 		return nil, fmt.Errorf("emulate %s: register binfmt_misc handler: %w", arch, err)
 	}
 	fmt.Fprintf(log, "registered binfmt_misc handler %s: %s with the fix-binary flag\n", e.Handler, e.Interpreter)
