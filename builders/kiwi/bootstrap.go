@@ -43,6 +43,8 @@ const (
 	envDebootstrap     = "IMSBUILD_DEBOOTSTRAP"      // the real debootstrap
 	envBootstrapLog    = "IMSBUILD_BOOTSTRAP_LOG"    // the shim's notes for Prepare's log
 	envDebootstrapArch = "IMSBUILD_DEBOOTSTRAP_ARCH" // --arch for a foreign root (dpkg's name)
+	envChroot          = "IMSBUILD_CHROOT"           // the real chroot, for the chroot shim
+	chrootShimName     = "chroot"
 	shimName           = "debootstrap"
 	// bootstrapKeep is how many cached roots are kept (the most recently used).
 	bootstrapKeep = 4
@@ -54,11 +56,37 @@ const (
 // a BootstrapCache or a foreign TargetArch call it first thing in main (and
 // test binaries in TestMain).
 func MaybeRunBootstrapShim() {
+	if filepath.Base(os.Args[0]) == chrootShimName && os.Getenv(envChroot) != "" {
+		os.Exit(runChrootShim(os.Getenv(envChroot), os.Args[1:]))
+	}
 	cache, arch := os.Getenv(envBootstrapCache), os.Getenv(envDebootstrapArch)
 	if filepath.Base(os.Args[0]) != shimName || cache == "" && arch == "" {
 		return
 	}
 	os.Exit(runShim(withArch(os.Args[1:], arch), cache, os.Getenv(envDebootstrap)))
+}
+
+// targetArchArg is how kiwi (9.24) passes its --target-arch to the package
+// manager: an argument "_target_arch%<arch>", which its zypper and dnf
+// backends turn into their own option and its apt backend passes on to
+// apt-get in the root as it is, where apt-get fails ("E: Invalid operation
+// _target_arch%aarch64"). apt in a foreign root is of the root's
+// architecture already, so the chroot shim, first in kiwi's PATH for a
+// foreign TargetArch, drops the argument.
+const targetArchArg = "_target_arch%"
+
+// runChrootShim execs the real chroot with args without kiwi's
+// _target_arch% arguments; it returns an exit code only when exec fails.
+func runChrootShim(real string, args []string) int {
+	out := []string{real}
+	for _, a := range args {
+		if !strings.HasPrefix(a, targetArchArg) {
+			out = append(out, a)
+		}
+	}
+	err := syscall.Exec(real, out, os.Environ())
+	fmt.Fprintf(os.Stderr, "imsbuild chroot shim: %v\n", err)
+	return 127
 }
 
 // withArch adds --arch=arch to debootstrap's args: kiwi (9.24) passes no
@@ -79,7 +107,8 @@ func withArch(args []string, arch string) []string {
 // setupShim makes dir hold the debootstrap shim and returns the environment
 // that puts it first in PATH. The shim notes what it did in dir/notes
 // (kiwi keeps debootstrap's output to its own log file).
-// debArch, when not "", is the --arch the shim adds (see withArch).
+// debArch, when not "", is the --arch the shim adds (see withArch), and
+// puts the chroot shim (see targetArchArg) beside it.
 func setupShim(dir, cacheDir, path, debArch string) ([]string, error) {
 	real, err := exec.LookPath("debootstrap")
 	if err != nil {
@@ -92,13 +121,24 @@ func setupShim(dir, cacheDir, path, debArch string) ([]string, error) {
 	if err := os.Symlink(self, filepath.Join(dir, shimName)); err != nil {
 		return nil, fmt.Errorf("bootstrap cache: %w", err)
 	}
-	return []string{
-		"PATH=" + dir + ":" + path,
-		envBootstrapCache + "=" + cacheDir,
-		envDebootstrap + "=" + real,
-		envBootstrapLog + "=" + filepath.Join(dir, "notes"),
-		envDebootstrapArch + "=" + debArch,
-	}, nil
+	var chroot []string
+	if debArch != "" {
+		real, err := exec.LookPath("chroot")
+		if err != nil {
+			return nil, fmt.Errorf("foreign root: %w", err)
+		}
+		if err := os.Symlink(self, filepath.Join(dir, chrootShimName)); err != nil {
+			return nil, fmt.Errorf("foreign root: %w", err)
+		}
+		chroot = []string{envChroot + "=" + real}
+	}
+	return append(chroot,
+		"PATH="+dir+":"+path,
+		envBootstrapCache+"="+cacheDir,
+		envDebootstrap+"="+real,
+		envBootstrapLog+"="+filepath.Join(dir, "notes"),
+		envDebootstrapArch+"="+debArch,
+	), nil
 }
 
 // note prints a line of the shim and adds it to its notes for Prepare.

@@ -410,3 +410,27 @@ func TestBootstrapKeyIgnoresCacheSlot(t *testing.T) {
 		t.Errorf("key with another keyring = %s, want it to differ from %s", k2, k0)
 	}
 }
+
+// The chroot shim drops kiwi's _target_arch% argument, which apt-get in a
+// foreign root refuses, and passes everything else to the real chroot.
+func TestChrootShim(t *testing.T) {
+	dir := t.TempDir()
+	real := filepath.Join(dir, "real-chroot")
+	if err := os.WriteFile(real, []byte("#!/bin/sh\necho \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	shim := filepath.Join(dir, chrootShimName)
+	if err := os.Symlink(self, shim); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(shim, "/root", "apt-get", "-q", "-y", "_target_arch%aarch64", "install", "bash")
+	cmd.Env = append(os.Environ(), envChroot+"="+real)
+	out, err := cmd.CombinedOutput()
+	if got, want := string(out), "/root apt-get -q -y install bash\n"; err != nil || got != want {
+		t.Errorf("chroot shim ran %q, %v; want %q", got, err, want)
+	}
+}
