@@ -16,6 +16,8 @@
 //   - kiwi (-only kiwi; minutes): recipe builds vs `kiwi-ng system build`, with their
 //     phases (bootstrap, package install, config, pack, initrd); kiwi-cold: the cold builds only;
 //     kiwi-ab: cold builds of -imsbuild against -imsbuild-base (a change's effect by phase).
+//   - kiwi-arm64 (-only kiwi-arm64; tens of minutes): examples/debian-arm64 built cold for
+//     aarch64 (emulated on x86_64) vs for x86_64, their ratio, and the warm rebuilds of each.
 //   - s3, oci: publishing 1 GiB vs aws s3 cp and crane push.
 //   - serve-create-warm (-only serve-create-warm; minutes, real kiwi): a second IMS create job
 //     of an unchanged recipe through imsbuild serve, POST to success.
@@ -88,6 +90,8 @@ func main() {
 			benchKiwi(scratch, *bin, name == "kiwi-cold")
 		case "kiwi-ab":
 			benchKiwiAB(scratch, *bin, *base)
+		case "kiwi-arm64":
+			benchKiwiArm64(scratch, *bin)
 		case "s3", "oci":
 			benchPublish(ctx, scratch, name)
 		case "serve-create-warm":

@@ -51,6 +51,15 @@ func (e *Engine) opsOf(s *Step, forBuild bool) (stepOps, error) {
 		if r == nil {
 			return stepOps{}, fmt.Errorf("recipe %s not declared", img.Recipe)
 		}
+		if img.Arch != "" && img.Arch != r.Arch {
+			// An image of another arch than its recipe's (arch set on
+			// the image) prepares the recipe for its own arch: one
+			// recipe, an x86_64 and an aarch64 image (kiwi's package
+			// arch attributes pick what differs).
+			rc := *r
+			rc.Arch = img.Arch
+			r = &rc
+		}
 		op.Parent = prepareID(s)
 		if forBuild {
 			ops.handover = steps.NewHandover(e.opts.WorkDir, e.opts.Logger)

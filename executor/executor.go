@@ -44,6 +44,14 @@ type Step struct {
 	// Privileged says the step needs a privileged environment (kiwi
 	// prepare, non-jailed customize); jailed steps run unprivileged.
 	Privileged bool
+	// Arch is the architecture the step builds for (the image's: x86_64,
+	// aarch64). An executor with nodes of it runs the step there natively
+	// (Kubernetes: nodeSelector kubernetes.io/arch=arm64 for aarch64,
+	// amd64 for x86_64); otherwise on any node, where imsbuild runs the
+	// step's programs under qemu user-mode emulation (builders/binfmt).
+	// The key of an emulated step names the emulator and a native one's
+	// does not, so the engine must key the step for where it will run.
+	Arch string
 	// Log receives the step's output as it runs.
 	Log io.Writer
 }

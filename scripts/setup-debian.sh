@@ -2,7 +2,9 @@
 # setup-debian.sh [EXTRA…] — install the Debian packages imsbuild and its
 # tests use (and EXTRA ones), only those missing. Idempotent and quiet.
 set -eu
-pkgs="squashfs-tools bubblewrap busybox-static zstd openssh-client rsync docker-registry runc kiwi debootstrap qemu-system-x86 rpm createrepo-c zypper dnf $*"
+# qemu-user-static (its binfmt_misc handlers with the fix-binary flag) builds
+# aarch64 images on x86_64; qemu-system-arm boots them in the tests.
+pkgs="squashfs-tools bubblewrap busybox-static zstd openssh-client rsync docker-registry runc kiwi debootstrap qemu-system-x86 qemu-user-static qemu-system-arm rpm createrepo-c zypper dnf $*"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -14,6 +14,9 @@ import (
 func (l *loader) decodeImageBody(d *imageDecl) {
 	img, c := d.img, d.content
 	img.KernelFileName, img.InitrdFileName = "vmlinuz", "initrd"
+	if img.Arch == "aarch64" {
+		img.KernelFileName = "Image" // as IMS names an aarch64 kernel
+	}
 	img.Squashfs = Squashfs{Compression: "zstd", BlockSize: 1 << 20}
 	a := l.attrs(c.Attributes, l.ctx)
 	l.fileName(a, "kernel_file_name", &img.KernelFileName)

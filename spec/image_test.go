@@ -8,9 +8,10 @@ import (
 
 func TestImageDefaults(t *testing.T) {
 	tests := []struct {
-		name  string
-		build string
-		want  map[string]string // label → arch
+		name    string
+		build   string
+		want    map[string]string // label → arch
+		kernels map[string]string // label → kernel_file_name
 	}{
 		{
 			name: "inherit from recipe and parent",
@@ -35,8 +36,15 @@ image "explicit" {
   import = "root.tar"
   arch   = "aarch64"
 }
+image "named" {
+  import           = "root.tar"
+  arch             = "aarch64"
+  kernel_file_name = "vmlinuz"
+}
 `,
-			want: map[string]string{"base": "aarch64", "child": "aarch64", "grand": "aarch64", "imported": "x86_64", "explicit": "aarch64"},
+			want: map[string]string{"base": "aarch64", "child": "aarch64", "grand": "aarch64", "imported": "x86_64", "explicit": "aarch64", "named": "aarch64"},
+			// IMS's default kernel name by arch; a given one stays.
+			kernels: map[string]string{"base": "Image", "child": "Image", "grand": "Image", "imported": "vmlinuz", "explicit": "Image", "named": "vmlinuz"},
 		},
 	}
 	for _, tc := range tests {
@@ -53,6 +61,13 @@ image "explicit" {
 			}
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Errorf("image arches mismatch (-want +got):\n%s", diff)
+			}
+			kernels := map[string]string{}
+			for label, img := range cfg.Images {
+				kernels[label] = img.KernelFileName
+			}
+			if diff := cmp.Diff(tc.kernels, kernels); diff != "" {
+				t.Errorf("kernel_file_name mismatch (-want +got):\n%s", diff)
 			}
 			if src := cfg.Recipes["arm"].Source; src != "s3://ims/recipes/1/recipe.tgz" {
 				t.Errorf("recipe source = %q, want the URL kept", src)

@@ -39,29 +39,77 @@ import (
 // runs the real debootstrap uncached.
 
 const (
-	envBootstrapCache = "IMSBUILD_BOOTSTRAP_CACHE" // the cache directory
-	envDebootstrap    = "IMSBUILD_DEBOOTSTRAP"     // the real debootstrap
-	envBootstrapLog   = "IMSBUILD_BOOTSTRAP_LOG"   // the shim's notes for Prepare's log
-	shimName          = "debootstrap"
+	envBootstrapCache  = "IMSBUILD_BOOTSTRAP_CACHE"  // the cache directory
+	envDebootstrap     = "IMSBUILD_DEBOOTSTRAP"      // the real debootstrap
+	envBootstrapLog    = "IMSBUILD_BOOTSTRAP_LOG"    // the shim's notes for Prepare's log
+	envDebootstrapArch = "IMSBUILD_DEBOOTSTRAP_ARCH" // --arch for a foreign root (dpkg's name)
+	envChroot          = "IMSBUILD_CHROOT"           // the real chroot, for the chroot shim
+	chrootShimName     = "chroot"
+	shimName           = "debootstrap"
 	// bootstrapKeep is how many cached roots are kept (the most recently used).
 	bootstrapKeep = 4
 )
 
 // MaybeRunBootstrapShim runs the debootstrap shim and exits when this
-// process was started as it (see PrepareOptions.BootstrapCache); otherwise
-// it returns at once. Programs that run Prepare with a BootstrapCache call it
-// first thing in main (and test binaries in TestMain).
+// process was started as it (see PrepareOptions.BootstrapCache and
+// TargetArch); otherwise it returns at once. Programs that run Prepare with
+// a BootstrapCache or a foreign TargetArch call it first thing in main (and
+// test binaries in TestMain).
 func MaybeRunBootstrapShim() {
-	if filepath.Base(os.Args[0]) != shimName || os.Getenv(envBootstrapCache) == "" {
+	if filepath.Base(os.Args[0]) == chrootShimName && os.Getenv(envChroot) != "" {
+		os.Exit(runChrootShim(os.Getenv(envChroot), os.Args[1:]))
+	}
+	cache, arch := os.Getenv(envBootstrapCache), os.Getenv(envDebootstrapArch)
+	if filepath.Base(os.Args[0]) != shimName || cache == "" && arch == "" {
 		return
 	}
-	os.Exit(runShim(os.Args[1:], os.Getenv(envBootstrapCache), os.Getenv(envDebootstrap)))
+	os.Exit(runShim(withArch(os.Args[1:], arch), cache, os.Getenv(envDebootstrap)))
+}
+
+// targetArchArg is how kiwi (9.24) passes its --target-arch to the package
+// manager: an argument "_target_arch%<arch>", which its zypper and dnf
+// backends turn into their own option and its apt backend passes on to
+// apt-get in the root as it is, where apt-get fails ("E: Invalid operation
+// _target_arch%aarch64"). apt in a foreign root is of the root's
+// architecture already, so the chroot shim, first in kiwi's PATH for a
+// foreign TargetArch, drops the argument.
+const targetArchArg = "_target_arch%"
+
+// runChrootShim execs the real chroot with args without kiwi's
+// _target_arch% arguments; it returns an exit code only when exec fails.
+func runChrootShim(real string, args []string) int {
+	out := []string{real}
+	for _, a := range args {
+		if !strings.HasPrefix(a, targetArchArg) {
+			out = append(out, a)
+		}
+	}
+	err := syscall.Exec(real, out, os.Environ())
+	fmt.Fprintf(os.Stderr, "imsbuild chroot shim: %v\n", err)
+	return 127
+}
+
+// withArch adds --arch=arch to debootstrap's args: kiwi (9.24) passes no
+// --arch to debootstrap for its --target-arch, so debootstrap would make a
+// root of the host's architecture. An --arch given already stays.
+func withArch(args []string, arch string) []string {
+	if arch == "" {
+		return args
+	}
+	for _, a := range args {
+		if a == "--arch" || strings.HasPrefix(a, "--arch=") {
+			return args
+		}
+	}
+	return append([]string{"--arch=" + arch}, args...)
 }
 
 // setupShim makes dir hold the debootstrap shim and returns the environment
 // that puts it first in PATH. The shim notes what it did in dir/notes
 // (kiwi keeps debootstrap's output to its own log file).
-func setupShim(dir, cacheDir, path string) ([]string, error) {
+// debArch, when not "", is the --arch the shim adds (see withArch), and
+// puts the chroot shim (see targetArchArg) beside it.
+func setupShim(dir, cacheDir, path, debArch string) ([]string, error) {
 	real, err := exec.LookPath("debootstrap")
 	if err != nil {
 		return nil, fmt.Errorf("bootstrap cache: %w", err)
@@ -73,12 +121,24 @@ func setupShim(dir, cacheDir, path string) ([]string, error) {
 	if err := os.Symlink(self, filepath.Join(dir, shimName)); err != nil {
 		return nil, fmt.Errorf("bootstrap cache: %w", err)
 	}
-	return []string{
-		"PATH=" + dir + ":" + path,
-		envBootstrapCache + "=" + cacheDir,
-		envDebootstrap + "=" + real,
-		envBootstrapLog + "=" + filepath.Join(dir, "notes"),
-	}, nil
+	var chroot []string
+	if debArch != "" {
+		real, err := exec.LookPath("chroot")
+		if err != nil {
+			return nil, fmt.Errorf("foreign root: %w", err)
+		}
+		if err := os.Symlink(self, filepath.Join(dir, chrootShimName)); err != nil {
+			return nil, fmt.Errorf("foreign root: %w", err)
+		}
+		chroot = []string{envChroot + "=" + real}
+	}
+	return append(chroot,
+		"PATH="+dir+":"+path,
+		envBootstrapCache+"="+cacheDir,
+		envDebootstrap+"="+real,
+		envBootstrapLog+"="+filepath.Join(dir, "notes"),
+		envDebootstrapArch+"="+debArch,
+	), nil
 }
 
 // note prints a line of the shim and adds it to its notes for Prepare.
@@ -101,6 +161,7 @@ type debootstrapCall struct {
 	mirror  string
 	script  string
 	keyring string // --keyring value
+	arch    string // --arch value
 }
 
 // debootstrapFlags are the valueless options the shim understands; options
@@ -129,8 +190,11 @@ func parseDebootstrap(args []string) (debootstrapCall, bool) {
 		name, value, hasValue := strings.Cut(a, "=")
 		switch {
 		case hasValue && debootstrapValues[name]:
-			if name == "--keyring" {
+			switch name {
+			case "--keyring":
 				c.keyring = value
+			case "--arch":
+				c.arch = value
 			}
 		case !hasValue && debootstrapFlags[name]:
 		default:
@@ -156,6 +220,9 @@ func runShim(args []string, cacheDir, real string) int {
 	if real == "" {
 		fmt.Fprintln(os.Stderr, "imsbuild debootstrap shim: "+envDebootstrap+" not set")
 		return 1
+	}
+	if cacheDir == "" {
+		return runReal(real, args) // only the --arch of a foreign root
 	}
 	c, ok := parseDebootstrap(args)
 	if !ok {
@@ -197,7 +264,7 @@ type bootstrapPreimage struct {
 	Suite      string            `json:"suite"`
 	Mirror     string            `json:"mirror"`
 	Script     string            `json:"script,omitempty"`
-	Arch       string            `json:"arch"`
+	Arch       string            `json:"arch"`  // the root's: --arch, else the host's
 	Files      map[string]string `json:"files"` // debootstrap, its script, keyring, host files → sha256
 	Release    string            `json:"release"`
 	TargetPrep string            `json:"target"` // digest of the root before debootstrap
@@ -208,6 +275,12 @@ func (c debootstrapCall) key(ctx context.Context, real string) (string, []byte, 
 	p := bootstrapPreimage{
 		Type: "imsbuild/debootstrap/v2", Options: keyedOptions(c.options), Suite: c.suite,
 		Mirror: c.mirror, Script: c.script, Arch: runtime.GOARCH, Files: map[string]string{},
+	}
+	if c.arch != "" {
+		// An arm64 root is kept apart from an amd64 one (also by
+		// Options); an explicit --arch of the host's architecture
+		// keys as that architecture.
+		p.Arch = c.arch
 	}
 	script := c.script
 	if script == "" {

@@ -58,6 +58,7 @@ type shimFixture struct {
 	counter   string
 	mu        sync.Mutex
 	inRelease string
+	arch      string // the shim's IMSBUILD_DEBOOTSTRAP_ARCH
 }
 
 func newShimFixture(t *testing.T) *shimFixture {
@@ -81,7 +82,7 @@ func newShimFixture(t *testing.T) *shimFixture {
 	// The fake debootstrap: what kiwi's root gets, with an owner, a mode,
 	// a symlink and a device node; `fail` in the include list fails it.
 	fake := `#!/bin/sh
-echo run >> ` + f.counter + `
+echo "run $*" >> ` + f.counter + `
 for a; do target=$prev; prev=$a; case "$a" in --include=*fail*) echo "E: no such package" >&2; exit 3;; esac; done
 target=$(for a; do echo "$a"; done | tail -2 | head -1)
 mkdir -p "$target/etc" "$target/usr/bin" "$target/dev"
@@ -125,7 +126,8 @@ func (f *shimFixture) run(include string) (target, out string, code int) {
 	os.WriteFile(keyring, []byte("keys"), 0o644)
 	cmd := exec.Command(filepath.Join(f.dir, "shim", shimName), "--keyring="+keyring, "--variant=minbase",
 		"--include="+include, "--components=main", "bookworm", target, f.mirror)
-	cmd.Env = append(os.Environ(), envBootstrapCache+"="+f.cache, envDebootstrap+"="+filepath.Join(f.dir, "real-debootstrap"))
+	cmd.Env = append(os.Environ(), envBootstrapCache+"="+f.cache, envDebootstrap+"="+filepath.Join(f.dir, "real-debootstrap"),
+		envDebootstrapArch+"="+f.arch)
 	b, err := cmd.CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()
@@ -182,6 +184,45 @@ func TestBootstrapShimCachesDebootstrap(t *testing.T) {
 	// A failing debootstrap keeps its exit code, its message and no entry.
 	if _, out, code := f.run("fail"); code != 3 || !strings.Contains(out, "no such package") || len(f.entries()) != 3 {
 		t.Fatalf("failing debootstrap: exit %d, %d entries, want 3 and 3\n%s", code, len(f.entries()), out)
+	}
+}
+
+// kiwi passes debootstrap no --arch for its --target-arch: the shim adds
+// the target's, and keeps an arm64 root apart from an amd64 one.
+func TestBootstrapShimArch(t *testing.T) {
+	f := newShimFixture(t)
+	lastRun := func() string {
+		b, _ := os.ReadFile(f.counter)
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		return lines[len(lines)-1]
+	}
+	if _, out, code := f.run("ca-certificates"); code != 0 || f.runs() != 1 || strings.Contains(lastRun(), "--arch") {
+		t.Fatalf("host run: exit %d, %d runs, args %q; want one run without --arch\n%s", code, f.runs(), lastRun(), out)
+	}
+	f.arch = "arm64"
+	if _, out, code := f.run("ca-certificates"); code != 0 || f.runs() != 2 || len(f.entries()) != 2 || !strings.HasPrefix(lastRun(), "run --arch=arm64 ") {
+		t.Fatalf("arm64 run: exit %d, %d runs, %d entries, args %q; want a second debootstrap with --arch=arm64 kept apart\n%s",
+			code, f.runs(), len(f.entries()), lastRun(), out)
+	}
+	if _, out, code := f.run("ca-certificates"); code != 0 || f.runs() != 2 || !strings.Contains(out, "restored from the bootstrap cache") {
+		t.Fatalf("arm64 again: exit %d, %d runs; want a restore\n%s", code, f.runs(), out)
+	}
+	// Without a bootstrap cache the shim only adds --arch.
+	f.cache = ""
+	if _, out, code := f.run("ca-certificates"); code != 0 || f.runs() != 3 || !strings.HasPrefix(lastRun(), "run --arch=arm64 ") || strings.Contains(out, "bootstrap cache") {
+		t.Fatalf("arm64 without a cache: exit %d, %d runs, args %q\n%s", code, f.runs(), lastRun(), out)
+	}
+}
+
+func TestWithArch(t *testing.T) {
+	for _, tc := range []struct{ args, arch, want string }{
+		{"--variant=minbase bookworm /r http://m", "arm64", "--arch=arm64 --variant=minbase bookworm /r http://m"},
+		{"--arch=amd64 bookworm /r http://m", "arm64", "--arch=amd64 bookworm /r http://m"},
+		{"bookworm /r http://m", "", "bookworm /r http://m"},
+	} {
+		if got := strings.Join(withArch(strings.Fields(tc.args), tc.arch), " "); got != tc.want {
+			t.Errorf("withArch(%q, %q) = %q, want %q", tc.args, tc.arch, got, tc.want)
+		}
 	}
 }
 
@@ -367,5 +408,29 @@ func TestBootstrapKeyIgnoresCacheSlot(t *testing.T) {
 	}
 	if k2 := keyOf("cache-2", "other keys"); k2 == k0 {
 		t.Errorf("key with another keyring = %s, want it to differ from %s", k2, k0)
+	}
+}
+
+// The chroot shim drops kiwi's _target_arch% argument, which apt-get in a
+// foreign root refuses, and passes everything else to the real chroot.
+func TestChrootShim(t *testing.T) {
+	dir := t.TempDir()
+	real := filepath.Join(dir, "real-chroot")
+	if err := os.WriteFile(real, []byte("#!/bin/sh\necho \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	shim := filepath.Join(dir, chrootShimName)
+	if err := os.Symlink(self, shim); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(shim, "/root", "apt-get", "-q", "-y", "_target_arch%aarch64", "install", "bash")
+	cmd.Env = append(os.Environ(), envChroot+"="+real)
+	out, err := cmd.CombinedOutput()
+	if got, want := string(out), "/root apt-get -q -y install bash\n"; err != nil || got != want {
+		t.Errorf("chroot shim ran %q, %v; want %q", got, err, want)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/imsbuild/imsbuild/builders/binfmt"
 	"github.com/imsbuild/imsbuild/internal/tail"
 	"github.com/imsbuild/imsbuild/internal/threadpin"
 )
@@ -24,7 +25,13 @@ type PrepareOptions struct {
 	Root        string   // the image root to create; missing or an empty dir
 	Profiles    []string // kiwi --profile, in order
 	Type        string   // kiwi --type; "" uses the description's default type
-	TargetArch  string   // kiwi --target-arch; "" builds for the host
+	// TargetArch is kiwi's --target-arch (aarch64, x86_64); "" builds for
+	// the host. A foreign one runs emulated (see package binfmt, whose
+	// Ensure the caller runs first): the host's kiwi-ng gets a debootstrap
+	// shim that adds debootstrap's --arch (kiwi passes none), and
+	// everything in the root then runs emulated. A BuilderRoot of the
+	// target's architecture (its platform's variant) runs emulated whole.
+	TargetArch string
 	// SharedCacheDir is kiwi's --shared-cache-dir (repository metadata and
 	// package cache, bind mounted into the root); "" is kiwi's default
 	// /var/cache/kiwi. Give each concurrent prepare its own. kiwi bind mounts
@@ -210,12 +217,16 @@ func (r *prepareRun) runHost(ctx context.Context) error {
 	cmd := exec.CommandContext(ctx, unshare, args...)
 	cmd.Stdout, cmd.Stderr = r.out, r.out
 	cmd.Env = prepareEnv(r.gnupg, r.opts.Env)
-	if r.opts.BootstrapCache != "" {
+	debArch := ""
+	if binfmt.Emulated(r.opts.TargetArch) {
+		debArch = binfmt.DebianArch(r.opts.TargetArch)
+	}
+	if r.opts.BootstrapCache != "" || debArch != "" {
 		dir := filepath.Join(r.tmp, "shim")
 		if err := os.Mkdir(dir, 0o755); err != nil {
 			return err
 		}
-		shim, err := setupShim(dir, r.opts.BootstrapCache, envValue(cmd.Env, "PATH"))
+		shim, err := setupShim(dir, r.opts.BootstrapCache, envValue(cmd.Env, "PATH"), debArch)
 		if err != nil {
 			return err
 		}

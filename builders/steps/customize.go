@@ -27,7 +27,7 @@ type CustomizeKey struct {
 }
 
 // customizeKeyOf describes customize block c.
-func customizeKeyOf(ctx context.Context, c spec.Customize, k KeyEnv) (CustomizeKey, error) {
+func customizeKeyOf(ctx context.Context, c spec.Customize, arch string, k KeyEnv) (CustomizeKey, error) {
 	ck := CustomizeKey{Env: c.Env, Jail: c.Jail, Network: c.Network}
 	if c.Timeout > 0 {
 		ck.Timeout = c.Timeout.String()
@@ -68,7 +68,7 @@ func customizeKeyOf(ctx context.Context, c spec.Customize, k KeyEnv) (CustomizeK
 	}
 	if c.BuilderImage != "" {
 		var err error
-		if ck.Builder, err = builderimage.Resolve(ctx, c.BuilderImage, builderimage.Options{}); err != nil {
+		if ck.Builder, err = builderimage.Resolve(ctx, c.BuilderImage, builderOptions(arch)); err != nil {
 			return ck, fmt.Errorf("builder image %s: %w", c.BuilderImage, err)
 		}
 	}
@@ -109,8 +109,8 @@ fi
 // stateDir) and runs steps in it with runc. The script and runc's bundle
 // (whose config.json holds the script's environment) go to work, the
 // step's private scratch directory, rather than /tmp.
-func builderEnv(ctx context.Context, ref, stateDir, work string) (customize.Environment, error) {
-	rootfs, _, err := builderimage.Unpack(ctx, ref, filepath.Join(stateDir, "builders"), builderimage.Options{})
+func builderEnv(ctx context.Context, ref, arch, stateDir, work string) (customize.Environment, error) {
+	rootfs, _, err := builderimage.Unpack(ctx, ref, filepath.Join(stateDir, "builders"), builderOptions(arch))
 	if err != nil {
 		return customize.Environment{}, fmt.Errorf("builder image %s: %w", ref, err)
 	}

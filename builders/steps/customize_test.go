@@ -16,7 +16,7 @@ func TestFileModeAndOwnerInKey(t *testing.T) {
 	keyWith := func(fc spec.FileCopy) string {
 		t.Helper()
 		fc.Dest, fc.Source = "/etc/motd", src
-		ck, err := customizeKeyOf(t.Context(), spec.Customize{Jail: true, Files: []spec.FileCopy{fc}}, KeyEnv{})
+		ck, err := customizeKeyOf(t.Context(), spec.Customize{Jail: true, Files: []spec.FileCopy{fc}}, "x86_64", KeyEnv{})
 		if err != nil {
 			t.Fatal(err)
 		}

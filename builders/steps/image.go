@@ -99,6 +99,11 @@ func (o *Image) Key(ctx context.Context, k KeyEnv) (*Key, error) {
 		return nil, fmt.Errorf("mksquashfs version: %w", err)
 	}
 	key.Tools = map[string]string{"mksquashfs": v}
+	if name, id, err := emulatorTool(ctx, k, img.Arch); err != nil {
+		return nil, err
+	} else if name != "" {
+		key.Tools[name] = id
+	}
 	for i, pem := range img.CACertificates {
 		key.Inputs[fmt.Sprintf("ca_certificates[%d]", i)] = k.TextDigest(pem)
 	}
@@ -136,7 +141,7 @@ func (o *Image) Key(ctx context.Context, k KeyEnv) (*Key, error) {
 		return nil, fmt.Errorf("image step of unknown kind %q", o.Kind)
 	}
 	for _, c := range img.Customize {
-		ck, err := customizeKeyOf(ctx, c, k)
+		ck, err := customizeKeyOf(ctx, c, img.Arch, k)
 		if err != nil {
 			return nil, err
 		}
@@ -370,6 +375,9 @@ func (o *Image) customize(ctx context.Context, env Env, root string) error {
 	if len(img.Customize) == 0 && len(caCerts) == 0 {
 		return nil
 	}
+	if err := ensureEmulator(img.Arch, env.Log); err != nil {
+		return err
+	}
 	sb, err := env.Sandbox()
 	if err != nil {
 		return err // the sandbox package's errors say "sandbox" already
@@ -386,7 +394,7 @@ func (o *Image) customize(ctx context.Context, env Env, root string) error {
 		if c.BuilderImage == "" {
 			return customize.Environment{Sandbox: sb, ScriptDir: env.Work}, nil
 		}
-		return builderEnv(ctx, c.BuilderImage, o.StateDir, env.Work)
+		return builderEnv(ctx, c.BuilderImage, img.Arch, o.StateDir, env.Work)
 	}
 	if err := customize.ApplyIn(ctx, envFor, root, blocks, env.Environ, env.Log); err != nil {
 		if o.DebugOnFailure && ctx.Err() == nil {

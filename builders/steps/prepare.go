@@ -80,7 +80,7 @@ func (o *Prepare) Key(ctx context.Context, k KeyEnv) (*Key, error) {
 	// The kiwi that builds: the host's, or the builder image by digest.
 	tools := map[string]string{}
 	if r.BuilderImage != "" {
-		d, err := builderimage.Resolve(ctx, r.BuilderImage, builderimage.Options{})
+		d, err := builderimage.Resolve(ctx, r.BuilderImage, builderOptions(r.Arch))
 		if err != nil {
 			return nil, fmt.Errorf("builder image %s: %w", r.BuilderImage, err)
 		}
@@ -91,6 +91,11 @@ func (o *Prepare) Key(ctx context.Context, k KeyEnv) (*Key, error) {
 			return nil, fmt.Errorf("kiwi-ng version: %w", err)
 		}
 		tools["kiwi-ng"] = kv
+	}
+	if name, id, err := emulatorTool(ctx, k, r.Arch); err != nil {
+		return nil, err
+	} else if name != "" {
+		tools[name] = id
 	}
 	key := &Key{
 		// v2: the package list output.
@@ -191,7 +196,7 @@ func (o *Prepare) Build(ctx context.Context, env Env) (*cache.ActionResult, erro
 	var builderRoot string
 	if r.BuilderImage != "" {
 		fmt.Fprintf(log, "unpacking builder image %s\n", r.BuilderImage)
-		if builderRoot, _, err = builderimage.Unpack(ctx, r.BuilderImage, filepath.Join(o.StateDir, "builders"), builderimage.Options{}); err != nil {
+		if builderRoot, _, err = builderimage.Unpack(ctx, r.BuilderImage, filepath.Join(o.StateDir, "builders"), builderOptions(r.Arch)); err != nil {
 			return nil, fmt.Errorf("builder image %s: %w", r.BuilderImage, err)
 		}
 	}
@@ -229,7 +234,11 @@ func (o *Prepare) Build(ctx context.Context, env Env) (*cache.ActionResult, erro
 		}
 	}
 	root := filepath.Join(env.Work, "root")
+	if err := ensureEmulator(r.Arch, log); err != nil {
+		return nil, err
+	}
 	err = kiwi.Prepare(ctx, kiwi.PrepareOptions{
+		TargetArch:     targetArch(r.Arch),
 		BuilderRoot:    builderRoot,
 		BootstrapCache: o.BootstrapCacheDir,
 		Description:    desc,

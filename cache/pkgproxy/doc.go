@@ -25,7 +25,11 @@
 //
 // where the host is lowercased and a default port 80 dropped. The same
 // package from two mirrors is thus stored once (same digest) but fetched
-// once per mirror.
+// once per mirror. A package's architecture is part of its file name
+// (name_version_arm64.deb, name-version-release.aarch64.rpm), so the arm64
+// package of an aarch64 build is kept apart from the amd64 one of the same
+// name and version, and an arch-independent one (_all.deb, .noarch.rpm) is
+// kept once for both.
 //
 // Everything else passes through fresh and is never cached: repository
 // metadata (dists/, InRelease, Release, Packages*, repodata/), any answer

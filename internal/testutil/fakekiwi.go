@@ -11,7 +11,8 @@ import (
 // FakeKiwi puts a kiwi-ng on PATH for the test that "prepares" a copy of a
 // busybox root (with the rendered config.xml at /etc/recipe.xml), and fails
 // half way, leaving /etc/half in the root, when the description's
-// config.xml says FAIL. It returns how many times it ran. Tests of what
+// config.xml says FAIL. It says a --target-arch in its output. It returns
+// how many times it ran. Tests of what
 // runs kiwi use it; the real kiwi-ng is exercised by the end-to-end tests.
 func FakeKiwi(t testing.TB) (runs func() int) {
 	t.Helper()
@@ -22,7 +23,7 @@ func FakeKiwi(t testing.TB) (runs func() int) {
 	script := fmt.Sprintf(`#!/bin/sh
 if [ "$1" = "--version" ]; then echo "KIWI (next generation) version 9.99.0"; exit 0; fi
 while [ $# -gt 0 ]; do
-  case "$1" in --root) root=$2; shift;; --description) desc=$2; shift;; esac
+  case "$1" in --root) root=$2; shift;; --description) desc=$2; shift;; --target-arch) echo "fake kiwi: --target-arch $2"; shift;; esac
   shift
 done
 echo run >> %[1]s

@@ -32,3 +32,17 @@ func CopyExecutable(t testing.TB, src, dst string) {
 		t.Fatal(err)
 	}
 }
+
+// BuildStaticFor builds the Go program in dir like BuildStatic, for the
+// Go architecture goarch (a binary of another machine, run emulated).
+func BuildStaticFor(t testing.TB, dir, goarch string) string {
+	t.Helper()
+	gobin := RequireTool(t, "go")
+	out := filepath.Join(t.TempDir(), filepath.Base(dir)+"-"+goarch)
+	cmd := exec.Command(gobin, "build", "-o", out, dir)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOARCH="+goarch)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s for %s: %v\n%s", dir, goarch, err, b)
+	}
+	return out
+}

@@ -157,3 +157,20 @@ func SSHKey(t testing.TB) (string, string) {
 	}
 	return key, strings.TrimSpace(string(pub))
 }
+
+// RequireQemuUser returns the path of qemu-<arch>-static (Debian's
+// qemu-user-static), skipping the test when it is missing unless
+// IMSBUILD_TEST_REQUIRE names "qemu-user", in which case the test fails.
+func RequireQemuUser(t testing.TB, arch string) string {
+	t.Helper()
+	tool := "qemu-" + arch + "-static"
+	p, err := exec.LookPath(tool)
+	if err == nil {
+		return p
+	}
+	if required("qemu-user") {
+		t.Fatalf("%s (qemu-user-static) is required (IMSBUILD_TEST_REQUIRE qemu-user) but not installed: %v", tool, err)
+	}
+	t.Skipf("%s not installed (qemu-user-static)", tool)
+	return ""
+}

@@ -1,7 +1,9 @@
 package oci
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -10,6 +12,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/imsbuild/imsbuild/publish"
@@ -59,16 +62,51 @@ func (l *casLayer) Uncompressed() (io.ReadCloser, error) { return l.Compressed()
 // artifactImage is the partial.CompressedImageCore of one image manifest.
 type artifactImage struct {
 	raw    []byte
+	config []byte // the config blob raw names
 	layers map[v1.Hash]*casLayer
 }
 
 // emptyConfig is the content of the empty descriptor (image-spec 1.1).
 const emptyConfig = "{}"
 
+// platformConfigs are the config blobs of images of an architecture other
+// than x86_64: an OCI image config holding only the platform, as `oras push
+// --artifact-platform` writes it, so registries, crane and oras see the
+// artifact's platform (linux/arm64). An x86_64 image keeps the empty config
+// (its manifests, digests and referrers stay as they were).
+var platformConfigs = map[string]string{
+	"aarch64": `{"architecture":"arm64","os":"linux"}`,
+}
+
+// configOf returns the config descriptor of an image of arch.
+func configOf(arch string) ocispec.Descriptor {
+	b, ok := platformConfigs[arch]
+	if !ok {
+		d := ocispec.DescriptorEmptyJSON
+		d.Data = nil
+		return d
+	}
+	return ocispec.Descriptor{MediaType: ocispec.MediaTypeImageConfig, Digest: digest.FromString(b), Size: int64(len(b))}
+}
+
+// configBlob returns the config blob that the manifest raw names: a
+// platform config or else the empty one.
+func configBlob(raw []byte) []byte {
+	var m ocispec.Manifest
+	if json.Unmarshal(raw, &m) == nil {
+		for _, b := range platformConfigs {
+			if digest.FromString(b) == m.Config.Digest {
+				return []byte(b)
+			}
+		}
+	}
+	return []byte(emptyConfig)
+}
+
 // newArtifactImage returns the v1.Image whose manifest is raw and whose layers
 // are arts.
 func newArtifactImage(ctx context.Context, blobs publish.Blobs, raw []byte, arts []artifact) (v1.Image, error) {
-	ai := &artifactImage{raw: raw, layers: map[v1.Hash]*casLayer{}}
+	ai := &artifactImage{raw: raw, config: configBlob(raw), layers: map[v1.Hash]*casLayer{}}
 	for _, a := range arts {
 		h, err := v1.NewHash(string(a.out.Digest))
 		if err != nil {
@@ -81,7 +119,7 @@ func newArtifactImage(ctx context.Context, blobs publish.Blobs, raw []byte, arts
 	return partial.CompressedToImage(ai)
 }
 
-func (ai *artifactImage) RawConfigFile() ([]byte, error) { return []byte(emptyConfig), nil }
+func (ai *artifactImage) RawConfigFile() ([]byte, error) { return ai.config, nil }
 func (ai *artifactImage) RawManifest() ([]byte, error)   { return ai.raw, nil }
 
 func (ai *artifactImage) MediaType() (types.MediaType, error) {
@@ -94,6 +132,9 @@ func (ai *artifactImage) LayerByDigest(h v1.Hash) (partial.CompressedLayer, erro
 	}
 	if h.String() == ocispec.DescriptorEmptyJSON.Digest.String() {
 		return emptyLayer{h}, nil
+	}
+	if h.String() == digest.FromBytes(ai.config).String() {
+		return configLayer{h, ai.config}, nil
 	}
 	return nil, fmt.Errorf("unknown blob %s", h)
 }
@@ -108,4 +149,19 @@ func (e emptyLayer) MediaType() (types.MediaType, error) {
 }
 func (e emptyLayer) Compressed() (io.ReadCloser, error) {
 	return io.NopCloser(strings.NewReader(emptyConfig)), nil
+}
+
+// configLayer is a platform config blob (see platformConfigs).
+type configLayer struct {
+	h v1.Hash
+	b []byte
+}
+
+func (c configLayer) Digest() (v1.Hash, error) { return c.h, nil }
+func (c configLayer) Size() (int64, error)     { return int64(len(c.b)), nil }
+func (c configLayer) MediaType() (types.MediaType, error) {
+	return types.MediaType(ocispec.MediaTypeImageConfig), nil
+}
+func (c configLayer) Compressed() (io.ReadCloser, error) {
+	return io.NopCloser(bytes.NewReader(c.b)), nil
 }

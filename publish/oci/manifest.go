@@ -96,8 +96,7 @@ func manifestJSON(img publish.Image, arts []artifact, source, revision string) (
 		set(AnnotationIMSManifest, string(b))
 	}
 
-	config := ocispec.DescriptorEmptyJSON
-	config.Data = nil
+	config := configOf(img.Arch)
 	m := ocispec.Manifest{
 		Versioned:    specs.Versioned{SchemaVersion: 2},
 		MediaType:    ocispec.MediaTypeImageManifest,
