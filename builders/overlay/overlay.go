@@ -42,6 +42,9 @@ func Mount(sq, dir string) (*Root, error) {
 	if os.Geteuid() != 0 {
 		return nil, fmt.Errorf("%w: not root", ErrUnavailable)
 	}
+	if err := checkPath(dir); err != nil {
+		return nil, err
+	}
 	if err := checkSuperblock(sq); err != nil {
 		return nil, err
 	}
@@ -59,8 +62,8 @@ func MountDir(tree, dir string) (*Root, error) {
 	if err != nil {
 		return nil, fmt.Errorf("overlay: %w", err)
 	}
-	if strings.ContainsAny(tree, ",:\\") {
-		return nil, fmt.Errorf("%w: path %q has a comma, colon or backslash", ErrUnavailable, tree)
+	if err := checkPath(tree); err != nil {
+		return nil, err
 	}
 	if fi, err := os.Lstat(tree); err != nil || !fi.IsDir() {
 		return nil, fmt.Errorf("overlay: lower layer %s is not a directory (%v)", tree, err)
@@ -78,11 +81,8 @@ func mount(dir, tree string, attach func(lower string) error) (_ *Root, err erro
 	if err != nil {
 		return nil, fmt.Errorf("overlay: %w", err)
 	}
-	// The overlay's options are one comma-separated string whose lowerdir
-	// splits at colons; a path with either (or a backslash, its escape)
-	// is not worth the quoting.
-	if strings.ContainsAny(dir, ",:\\") {
-		return nil, fmt.Errorf("%w: path %q has a comma, colon or backslash", ErrUnavailable, dir)
+	if err := checkPath(dir); err != nil {
+		return nil, err
 	}
 	r := &Root{dir: dir, path: filepath.Join(dir, "root"), lower: filepath.Join(dir, "lower")}
 	lower := r.lower
@@ -157,6 +157,16 @@ func mount(dir, tree string, attach func(lower string) error) (_ *Root, err erro
 		_ = unix.Unmount(r.lower, unix.UMOUNT_NOFOLLOW|unix.MNT_DETACH)
 	}
 	return r, nil
+}
+
+// checkPath refuses a path the overlay's options cannot carry: they are
+// one comma-separated string whose lowerdir splits at colons, and a path
+// with either (or a backslash, its escape) is not worth the quoting.
+func checkPath(p string) error {
+	if strings.ContainsAny(p, ",:\\") {
+		return fmt.Errorf("%w: path %q has a comma, colon or backslash", ErrUnavailable, p)
+	}
+	return nil
 }
 
 // Close unmounts the overlay and the squashfs, which frees the loop

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gofrs/flock"
+
 	"github.com/imsbuild/imsbuild/builders/overlay"
 	"github.com/imsbuild/imsbuild/builders/sandbox"
 	"github.com/imsbuild/imsbuild/cache"
@@ -46,7 +48,13 @@ type overlayEnv struct {
 	store   *local.Cache
 	results map[string]*cache.ActionResult
 	sb      sandbox.Sandbox
+	// noTrees hides the local cache's tree cache from the steps: the
+	// parent's squashfs is mounted instead.
+	noTrees bool
 }
+
+// plainStore is a local cache as a store without a tree cache.
+type plainStore struct{ *local.Cache }
 
 func newOverlayEnv(t *testing.T, backend string) *overlayEnv {
 	t.Helper()
@@ -77,8 +85,12 @@ func (e *overlayEnv) buildIn(ctx context.Context, t *testing.T, op *Image, name 
 		t.Fatal(err)
 	}
 	var log bytes.Buffer
+	var store cache.Store = e.store
+	if e.noTrees {
+		store = plainStore{e.store}
+	}
 	res, err := op.Build(ctx, Env{
-		Work: work, Log: &log, Store: e.store,
+		Work: work, Log: &log, Store: store,
 		Sandbox: func() (sandbox.Sandbox, error) { return e.sb, nil },
 		Result:  func(id string) *cache.ActionResult { return e.results[id] },
 	})
@@ -153,6 +165,24 @@ func assertUnmounted(t *testing.T, work string, store *local.Cache, parent cache
 	if got := "sha256:" + testutil.FileSHA256(t, store.BlobPath(parent)); got != string(parent) {
 		t.Errorf("the parent blob changed: %s, want %s", got, parent)
 	}
+	// The parent's tree (if any) is free again: no step holds its lock.
+	l := flock.New(filepath.Join(store.Dir(), "trees", parent.Hex()+".lock"))
+	if ok, err := l.TryLock(); err != nil || !ok {
+		t.Errorf("the parent's tree is still locked (%v, %v)", ok, err)
+	}
+	l.Close()
+	os.Remove(l.Path()) // made by the check when there was no tree
+}
+
+// assertTreeIntact fails unless the cache holds the parent's tree complete
+// (unchanged by the customizes built on it).
+func assertTreeIntact(t *testing.T, store *local.Cache, parent cache.Digest) {
+	t.Helper()
+	_, release, filled, err := store.UseTree(t.Context(), parent, func(string) error { return nil })
+	if err != nil || filled {
+		t.Fatalf("UseTree() of the parent = filled %v, %v; want its tree complete, as it was", filled, err)
+	}
+	release()
 }
 
 // The same customize built on the mounted parent and on the unpacked one
@@ -183,10 +213,21 @@ func TestCustomizeOverlayMatchesUnpack(t *testing.T) {
 			if err != nil {
 				t.Fatalf("customize on the overlay: %v\n%s", err, log)
 			}
-			if !strings.Contains(log, "under an overlay") {
-				t.Fatalf("log:\n%s\nwant the parent mounted", log)
+			if !strings.Contains(log, "under an overlay, on its tree") {
+				t.Fatalf("log:\n%s\nwant the parent's tree under the overlay", log)
 			}
 			assertUnmounted(t, work, e.store, parent)
+			assertTreeIntact(t, e.store, parent)
+			e.noTrees = true
+			onSquashfs, log, work, err := e.build(t.Context(), t, op)
+			if err != nil {
+				t.Fatalf("customize on the mounted squashfs: %v\n%s", err, log)
+			}
+			if !strings.Contains(log, "under an overlay, on its squashfs") {
+				t.Fatalf("log:\n%s\nwant the parent's squashfs under the overlay", log)
+			}
+			assertUnmounted(t, work, e.store, parent)
+			e.noTrees = false
 			op.UnpackParent = true
 			unpacked, log, _, err := e.build(t.Context(), t, op)
 			if err != nil {
@@ -197,7 +238,10 @@ func TestCustomizeOverlayMatchesUnpack(t *testing.T) {
 			}
 			for _, name := range []string{ims.ArtifactRootfs, ims.SBOMFile} {
 				if g, w := mounted.Outputs[name].Digest, unpacked.Outputs[name].Digest; g != w {
-					t.Errorf("%s on the overlay = %s, unpacked = %s; want equal", name, g, w)
+					t.Errorf("%s on the tree = %s, unpacked = %s; want equal", name, g, w)
+				}
+				if g, w := onSquashfs.Outputs[name].Digest, unpacked.Outputs[name].Digest; g != w {
+					t.Errorf("%s on the squashfs = %s, unpacked = %s; want equal", name, g, w)
 				}
 			}
 			if mounted.Outputs[ims.ArtifactRootfs].Digest == parent {
@@ -248,19 +292,83 @@ func TestCustomizeOverlayFailure(t *testing.T) {
 
 // A parent imported as published (an oci:// or s3:// import kept as it
 // was, without the SBOM every packed image has) is unpacked, not handed to
-// the kernel's squashfs driver.
+// the kernel's squashfs driver: into the tree cache where there is one,
+// else into the step's scratch directory.
 func TestCustomizeUnpacksPublishedParent(t *testing.T) {
 	requireOverlay(t)
 	e := newOverlayEnv(t, sandbox.BackendAuto)
-	e.parent(t)
+	parent := e.parent(t)
 	delete(e.results["image.base"].Outputs, ims.SBOMFile)
-	_, log, _, err := e.build(t.Context(), t, child(customizeBlocks[0]))
+	e.noTrees = true
+	unpacked, log, _, err := e.build(t.Context(), t, child(customizeBlocks[0]))
 	if err != nil {
 		t.Fatalf("Build() = %v\n%s", err, log)
 	}
 	if !strings.Contains(log, "imported as published") || !strings.Contains(log, "unpacking image.base rootfs") || strings.Contains(log, "under an overlay") {
 		t.Fatalf("log:\n%s\nwant the parent unpacked, not mounted", log)
 	}
+	e.noTrees = false
+	onTree, log, work, err := e.build(t.Context(), t, child(customizeBlocks[0]))
+	if err != nil {
+		t.Fatalf("Build() = %v\n%s", err, log)
+	}
+	if !strings.Contains(log, "into the tree cache") || !strings.Contains(log, "on its tree") {
+		t.Fatalf("log:\n%s\nwant the parent unpacked into the tree cache", log)
+	}
+	assertUnmounted(t, work, e.store, parent) // and no loop device on it
+	if g, w := onTree.Outputs[ims.ArtifactRootfs].Digest, unpacked.Outputs[ims.ArtifactRootfs].Digest; g != w {
+		t.Fatalf("rootfs on the tree = %s, unpacked = %s; want equal", g, w)
+	}
+}
+
+// The first child of a parent unpacks it into the tree cache, the next
+// ones use the tree as it is, and a tree damaged meanwhile is unpacked
+// again; all build what the unpack path builds.
+func TestCustomizeTreeCache(t *testing.T) {
+	requireOverlay(t)
+	e := newOverlayEnv(t, sandbox.BackendAuto)
+	parent := e.parent(t)
+	want := map[int]cache.Digest{}
+	for i, block := range customizeBlocks {
+		op := child(block)
+		op.UnpackParent = true
+		res, log, _, err := e.build(t.Context(), t, op)
+		if err != nil {
+			t.Fatalf("Build() = %v\n%s", err, log)
+		}
+		want[i] = res.Outputs[ims.ArtifactRootfs].Digest
+	}
+	build := func(i int, wantLog string) {
+		t.Helper()
+		res, log, work, err := e.build(t.Context(), t, child(customizeBlocks[i]))
+		if err != nil {
+			t.Fatalf("Build() = %v\n%s", err, log)
+		}
+		if !strings.Contains(log, wantLog) {
+			t.Fatalf("log:\n%s\nwant %q", log, wantLog)
+		}
+		if g := res.Outputs[ims.ArtifactRootfs].Digest; g != want[i] {
+			t.Fatalf("rootfs of customize %d on the tree = %s, unpacked = %s; want equal", i, g, want[i])
+		}
+		assertUnmounted(t, work, e.store, parent)
+		assertTreeIntact(t, e.store, parent)
+	}
+	build(0, "unpacking image.base rootfs "+string(parent)+" into the tree cache")
+	build(1, "on its tree in the cache (cached)")
+	build(0, "on its tree in the cache (cached)")
+
+	// A file of the tree truncated: the tree is not used, but unpacked
+	// again.
+	tree := filepath.Join(e.store.Dir(), "trees", parent.Hex(), "root")
+	if err := os.Truncate(filepath.Join(tree, "etc/linked"), 1); err != nil {
+		t.Fatal(err)
+	}
+	build(1, "into the tree cache")
+	// The marker deleted (a crash before it was written): likewise.
+	if err := os.Remove(filepath.Join(filepath.Dir(tree), "complete")); err != nil {
+		t.Fatal(err)
+	}
+	build(0, "into the tree cache")
 }
 
 // Where the parent cannot be mounted (here: a work dir whose name the

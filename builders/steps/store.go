@@ -108,9 +108,22 @@ func unpack(ctx context.Context, store cache.Store, d cache.Digest, work, root s
 // parent's rootfs is a published image imported as it was: the kernel's
 // squashfs driver only ever reads what imsbuild's mksquashfs wrote): the
 // caller unpacks instead.
-func (o *Image) mountParent(ctx context.Context, env Env, d cache.Digest, packedHere bool) (*overlay.Root, error) {
+//
+// Where the store has a tree cache (see lower.go) the overlay's lower layer
+// is the parent's unpacked tree instead, for a parent imported as
+// published too (unsquashfs, not the kernel, reads it).
+func (o *Image) mountParent(ctx context.Context, env Env, d cache.Digest, packedHere bool) (*parentRoot, error) {
 	if o.UnpackParent {
 		return nil, nil
+	}
+	if tc := treesOf(env.Store); tc != nil {
+		r, err := o.mountTree(ctx, env, tc, d)
+		if errors.Is(err, errNoTree) {
+			return nil, nil
+		}
+		if r != nil || err != nil {
+			return r, err
+		}
 	}
 	if !packedHere {
 		fmt.Fprintf(env.Log, "%s rootfs %s was imported as published, not packed here: unpacking it instead of mounting it\n", o.Parent, d)
@@ -141,8 +154,8 @@ func (o *Image) mountParent(ctx context.Context, env Env, d cache.Digest, packed
 	case err != nil:
 		return nil, fmt.Errorf("mount %s: %w", d, err)
 	}
-	fmt.Fprintf(env.Log, "mounted %s rootfs %s under an overlay\n", o.Parent, d)
-	return r, nil
+	fmt.Fprintf(env.Log, "mounted %s rootfs %s under an overlay, on its squashfs\n", o.Parent, d)
+	return &parentRoot{Root: r}, nil
 }
 
 // ReleaseMounts unmounts what the customize steps of a process that died
