@@ -298,7 +298,14 @@ func (o *Image) Build(ctx context.Context, env Env) (*cache.ActionResult, error)
 		files[a.Name] = a.Path
 	}
 	files[ims.SBOMFile] = sbomPath
-	return storeArtifacts(ctx, env.Store, files, env.Log)
+	res, err := storeArtifacts(ctx, env.Store, files, env.Log)
+	if err != nil {
+		return nil, err
+	}
+	if root == filepath.Join(env.Work, "root") { // not a customize's overlay
+		o.keepTree(ctx, env, root, files[ims.ArtifactRootfs], res.Outputs[ims.ArtifactRootfs].Digest, epoch)
+	}
+	return res, nil
 }
 
 // sbomTool names the SBOM's creator without a version: the document is part

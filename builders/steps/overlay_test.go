@@ -3,6 +3,7 @@ package steps
 import (
 	"bytes"
 	"context"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -51,6 +52,8 @@ type overlayEnv struct {
 	// noTrees hides the local cache's tree cache from the steps: the
 	// parent's squashfs is mounted instead.
 	noTrees bool
+	// parentLog is the log of the parent's import.
+	parentLog string
 }
 
 // plainStore is a local cache as a store without a tree cache.
@@ -101,8 +104,17 @@ func (e *overlayEnv) buildIn(ctx context.Context, t *testing.T, op *Image, name 
 // or change through one name of a hard link.
 func (e *overlayEnv) parent(t *testing.T) cache.Digest {
 	t.Helper()
+	return e.parentWith(t, nil, nil)
+}
+
+// parentWith is parent with more files (name → content) and exclude
+// patterns for its pack.
+func (e *overlayEnv) parentWith(t *testing.T, more map[string]string, exclude []string) cache.Digest {
+	t.Helper()
 	root := testutil.BusyboxRoot(t, false)
-	for name, content := range map[string]string{"etc/gone": "x", "var/lib/dir/f": "y", "opt/f2d": "z", "opt/d2f/g": "w", "etc/linked": "one\n"} {
+	files := map[string]string{"etc/gone": "x", "var/lib/dir/f": "y", "opt/f2d": "z", "opt/d2f/g": "w", "etc/linked": "one\n"}
+	maps.Copy(files, more)
+	for name, content := range files {
 		p := filepath.Join(root, name)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			t.Fatal(err)
@@ -114,10 +126,13 @@ func (e *overlayEnv) parent(t *testing.T) cache.Digest {
 	if err := os.Link(filepath.Join(root, "etc/linked"), filepath.Join(root, "opt/linked")); err != nil {
 		t.Fatal(err)
 	}
-	res, log, _, err := e.build(t.Context(), t, &Image{Kind: KindImport, Image: &spec.Image{Name: "base", Import: root}})
+	img := &spec.Image{Name: "base", Import: root}
+	img.Squashfs.Exclude = exclude
+	res, log, _, err := e.build(t.Context(), t, &Image{Kind: KindImport, Image: img})
 	if err != nil {
 		t.Fatalf("import: %v\n%s", err, log)
 	}
+	e.parentLog = log
 	e.results["image.base"] = res
 	return res.Outputs[ims.ArtifactRootfs].Digest
 }
@@ -312,8 +327,8 @@ func TestCustomizeUnpacksPublishedParent(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Build() = %v\n%s", err, log)
 	}
-	if !strings.Contains(log, "into the tree cache") || !strings.Contains(log, "on its tree") {
-		t.Fatalf("log:\n%s\nwant the parent unpacked into the tree cache", log)
+	if !strings.Contains(log, "on its tree") || strings.Contains(log, "on its squashfs") {
+		t.Fatalf("log:\n%s\nwant the parent's tree (kept by the import) under the overlay", log)
 	}
 	assertUnmounted(t, work, e.store, parent) // and no loop device on it
 	if g, w := onTree.Outputs[ims.ArtifactRootfs].Digest, unpacked.Outputs[ims.ArtifactRootfs].Digest; g != w {
@@ -321,9 +336,9 @@ func TestCustomizeUnpacksPublishedParent(t *testing.T) {
 	}
 }
 
-// The first child of a parent unpacks it into the tree cache, the next
-// ones use the tree as it is, and a tree damaged meanwhile is unpacked
-// again; all build what the unpack path builds.
+// The children of a parent use its tree as it is (kept by the parent's
+// import); a tree that is gone (pruned) or damaged meanwhile is unpacked
+// into the tree cache again; all build what the unpack path builds.
 func TestCustomizeTreeCache(t *testing.T) {
 	requireOverlay(t)
 	e := newOverlayEnv(t, sandbox.BackendAuto)
@@ -353,13 +368,17 @@ func TestCustomizeTreeCache(t *testing.T) {
 		assertUnmounted(t, work, e.store, parent)
 		assertTreeIntact(t, e.store, parent)
 	}
+	build(0, "on its tree in the cache (cached)")
+	build(1, "on its tree in the cache (cached)")
+
+	tree := filepath.Join(e.store.Dir(), "trees", parent.Hex(), "root")
+	if err := os.RemoveAll(filepath.Dir(tree)); err != nil {
+		t.Fatal(err)
+	}
 	build(0, "unpacking image.base rootfs "+string(parent)+" into the tree cache")
 	build(1, "on its tree in the cache (cached)")
-	build(0, "on its tree in the cache (cached)")
-
 	// A file of the tree truncated: the tree is not used, but unpacked
 	// again.
-	tree := filepath.Join(e.store.Dir(), "trees", parent.Hex(), "root")
 	if err := os.Truncate(filepath.Join(tree, "etc/linked"), 1); err != nil {
 		t.Fatal(err)
 	}
@@ -391,5 +410,42 @@ func TestCustomizeFallsBackToUnpack(t *testing.T) {
 	}
 	if g, w := unpacked.Outputs[ims.ArtifactRootfs].Digest, mounted.Outputs[ims.ArtifactRootfs].Digest; g != w {
 		t.Fatalf("rootfs unpacked = %s, mounted = %s; want equal", g, w)
+	}
+}
+
+// An imported root is kept as the tree of the rootfs it packed: the first
+// child mounts it without unpacking anything, and builds what it builds on
+// the unpacked parent, though pack left entries out of the rootfs and set
+// every time to the epoch (a script here writes what it sees of both).
+func TestCustomizeOnKeptTree(t *testing.T) {
+	requireOverlay(t)
+	e := newOverlayEnv(t, sandbox.BackendAuto)
+	parent := e.parentWith(t, map[string]string{
+		"tmp/x": "excluded by default", "run/lock/y": "excluded by default", "image/z": "excluded by default",
+		"srv/drop/me": "excluded by the image", "srv/keep": "kept",
+	}, []string{"srv/drop"})
+	if !strings.Contains(e.parentLog, "root kept as the tree of rootfs "+string(parent)) {
+		t.Fatalf("import log:\n%s\nwant the root kept", e.parentLog)
+	}
+	op := child(spec.Customize{Jail: true, Inline: `set -e
+for p in /etc /etc/passwd /run /srv /srv/keep /bin/sh; do stat -c '%n %Y %a %u %s' $p >> /listing; done
+ls -a /run /srv /image >> /listing 2>&1 || true
+cat /listing`}) // not / nor /tmp, which the sandbox changes
+	onKept, log, work, err := e.build(t.Context(), t, op)
+	if err != nil {
+		t.Fatalf("Build() = %v\n%s", err, log)
+	}
+	if !strings.Contains(log, "on its tree in the cache (cached)") || strings.Contains(log, "unpacking") {
+		t.Fatalf("log:\n%s\nwant the kept tree used, nothing unpacked", log)
+	}
+	assertUnmounted(t, work, e.store, parent)
+	assertTreeIntact(t, e.store, parent)
+	op.UnpackParent = true
+	unpacked, ulog, _, err := e.build(t.Context(), t, op)
+	if err != nil {
+		t.Fatalf("Build() = %v\n%s", err, ulog)
+	}
+	if g, w := onKept.Outputs[ims.ArtifactRootfs].Digest, unpacked.Outputs[ims.ArtifactRootfs].Digest; g != w {
+		t.Fatalf("rootfs on the kept tree = %s, unpacked = %s; want equal\nkept:\n%s\nunpacked:\n%s", g, w, log, ulog)
 	}
 }
