@@ -19,28 +19,34 @@ import (
 	"github.com/imsbuild/imsbuild/cache"
 )
 
-// keepTree offers the root a step just packed into the rootfs d to the
-// tree cache, so that the image's first child mounts it instead of
-// unpacking d: it is moved there, not copied. Only a root that can be
-// made exactly what unsquashfs of d gives is kept (see asUnpacked); any
-// doubt leaves it where it is, logged, and the first child unpacks d as
-// before. Nothing here fails the step.
-func (o *Image) keepTree(ctx context.Context, env Env, root, sq string, d cache.Digest, epoch int64) {
+// keepTree offers the root a step just packed into the squashfs file sq
+// to the tree cache, so that the image's first child mounts it instead of
+// unpacking the rootfs: it is moved there, not copied. Only a root that
+// can be made exactly what unsquashfs of sq gives is kept (see
+// asUnpacked); any doubt leaves it where it is, logged, and the first
+// child unpacks the rootfs as before. Nothing here fails the step.
+//
+// keepTree makes the root what unsquashfs gives (sq must still be there)
+// and returns the function that keeps it once the rootfs is stored as d,
+// or nil when there is no tree cache to keep it in.
+func (o *Image) keepTree(ctx context.Context, env Env, root, sq string, epoch int64) func(d cache.Digest) {
 	tc := treesOf(env.Store)
 	if tc == nil || os.Geteuid() != 0 {
-		return
+		return nil
 	}
 	start := time.Now()
 	err := asUnpacked(ctx, root, sq, epoch)
-	kept := false
-	if err == nil {
-		kept, err = tc.KeepTree(ctx, d, root)
-	}
-	switch {
-	case err != nil:
-		fmt.Fprintf(env.Log, "root not kept as the tree of rootfs %s: %v\n", d, err)
-	case kept:
-		fmt.Fprintf(env.Log, "root kept as the tree of rootfs %s for the image's children (%v)\n", d, time.Since(start).Round(time.Millisecond))
+	return func(d cache.Digest) {
+		kept := false
+		if err == nil {
+			kept, err = tc.KeepTree(ctx, d, root)
+		}
+		switch {
+		case err != nil:
+			fmt.Fprintf(env.Log, "root not kept as the tree of rootfs %s: %v\n", d, err)
+		case kept:
+			fmt.Fprintf(env.Log, "root kept as the tree of rootfs %s for the image's children (%v)\n", d, time.Since(start).Round(time.Millisecond))
+		}
 	}
 }
 

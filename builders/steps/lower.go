@@ -35,13 +35,20 @@ type trees interface {
 // treesOf returns the tree cache of store: a local cache's, also under a
 // tiered cache; nil for any other store.
 func treesOf(store cache.Store) trees {
+	if l := localOf(store); l != nil {
+		return l
+	}
+	return nil
+}
+
+// localOf returns the local cache store is or writes to (a tiered cache
+// puts every blob into its local cache), nil for any other store.
+func localOf(store cache.Store) *local.Cache {
 	switch s := store.(type) {
 	case *local.Cache:
 		return s
 	case interface{ Local() *local.Cache }:
-		if l := s.Local(); l != nil {
-			return l
-		}
+		return s.Local()
 	}
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/imsbuild/imsbuild/builders/importer"
 	"github.com/imsbuild/imsbuild/builders/overlay"
 	"github.com/imsbuild/imsbuild/cache"
+	"github.com/imsbuild/imsbuild/cache/local"
 	"github.com/imsbuild/imsbuild/ims"
 )
 
@@ -49,14 +50,29 @@ func storeArtifacts(ctx context.Context, store cache.Store, files map[string]str
 	return res, nil
 }
 
-// storeWithMD5 copies a file into the store in one read pass: the store
-// hashes sha256 while writing, md5 is computed beside it on another core.
+// storeWithMD5 puts a file into the store in one read pass: the store
+// hashes sha256 while reading, md5 is computed beside it on another core.
+// A local cache takes the file itself (local.Cache.AdoptFile: hashed and
+// moved, not copied): every file given here is the step's own output in
+// its scratch directory, which nothing writes to any more.
 func storeWithMD5(ctx context.Context, store cache.Store, path string) (cache.Output, error) {
+	if l := localOf(store); l != nil {
+		out, err := withMD5(func(w io.Writer) (cache.Digest, int64, error) { return l.AdoptFile(ctx, path, w) })
+		if !errors.Is(err, local.ErrNotAdopted) {
+			return out, err
+		}
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return cache.Output{}, err
 	}
 	defer f.Close()
+	return withMD5(func(w io.Writer) (cache.Digest, int64, error) { return store.Put(ctx, io.TeeReader(f, w), "") })
+}
+
+// withMD5 runs put, which stores a file and writes every byte of it to w,
+// and returns its output with the md5 of what put wrote to w.
+func withMD5(put func(w io.Writer) (cache.Digest, int64, error)) (cache.Output, error) {
 	pr, pw := io.Pipe()
 	h := md5.New()
 	done := make(chan error, 1)
@@ -65,7 +81,7 @@ func storeWithMD5(ctx context.Context, store cache.Store, path string) (cache.Ou
 		pr.CloseWithError(err)
 		done <- err
 	}()
-	d, size, err := store.Put(ctx, io.TeeReader(f, pw), "")
+	d, size, err := put(pw)
 	pw.CloseWithError(err)
 	if herr := <-done; err == nil && herr != nil && herr != io.ErrClosedPipe {
 		err = herr

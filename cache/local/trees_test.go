@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/imsbuild/imsbuild/cache"
 )
 
@@ -277,5 +279,58 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestAdoptFile(t *testing.T) {
+	c := newCache(t)
+	src := filepath.Join(c.Dir(), "work-out") // a step's output, on the cache's filesystem
+	must(t, os.WriteFile(src, []byte("rootfs bytes"), 0o644))
+	var tee strings.Builder
+	d, n, err := c.AdoptFile(t.Context(), src, &tee)
+	if err != nil {
+		t.Fatalf("AdoptFile() = %v", err)
+	}
+	if want := putString(t, c, "rootfs bytes"); d != want || n != 12 || tee.String() != "rootfs bytes" {
+		t.Fatalf("AdoptFile() = %s, %d, tee %q; want %s, 12, the bytes", d, n, tee.String(), want)
+	}
+	if _, err := os.Stat(src); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("AdoptFile() left the file (%v), want it moved", err)
+	}
+	if fi, err := os.Stat(c.BlobPath(d)); err != nil || fi.Mode().Perm() != blobPerm {
+		t.Fatalf("blob = %v, %v; want mode %o", fi, err, blobPerm)
+	}
+
+	// A file with another link stays where it is: the other name could
+	// change the blob.
+	must(t, os.WriteFile(src, []byte("linked"), 0o644))
+	must(t, os.Link(src, src+".2"))
+	if _, _, err := c.AdoptFile(t.Context(), src, nil); !errors.Is(err, ErrNotAdopted) {
+		t.Fatalf("AdoptFile() of a linked file = %v, want ErrNotAdopted", err)
+	}
+	if b, err := os.ReadFile(src); err != nil || string(b) != "linked" {
+		t.Fatalf("the linked file = %q, %v; want it as it was", b, err)
+	}
+
+	// A file on another filesystem stays too (the caller copies it).
+	other, err := os.CreateTemp("/dev/shm", "adopt-")
+	if err != nil {
+		t.Logf("no other filesystem to try: %v", err)
+		return
+	}
+	other.Close()
+	defer os.Remove(other.Name())
+	var a, b unix.Stat_t
+	must(t, unix.Stat(other.Name(), &a))
+	must(t, unix.Stat(c.Dir(), &b))
+	if a.Dev == b.Dev {
+		t.Log("/dev/shm is on the cache's filesystem: not tried")
+		return
+	}
+	if _, _, err := c.AdoptFile(t.Context(), other.Name(), nil); !errors.Is(err, ErrNotAdopted) {
+		t.Fatalf("AdoptFile() of a file on another filesystem = %v, want ErrNotAdopted", err)
+	}
+	if _, err := os.Stat(other.Name()); err != nil {
+		t.Fatalf("the file on another filesystem: %v, want it left", err)
 	}
 }
