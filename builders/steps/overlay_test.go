@@ -3,11 +3,13 @@ package steps
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -388,6 +390,33 @@ func TestCustomizeTreeCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	build(0, "into the tree cache")
+
+	// Two children at once without a tree: one unpacks it, both use it.
+	if err := os.RemoveAll(filepath.Dir(tree)); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	logs, works := make([]string, 2), make([]string, 2)
+	for i := range logs {
+		wg.Go(func() {
+			res, log, work, err := e.buildIn(t.Context(), t, child(customizeBlocks[i]), fmt.Sprintf("work%d", i))
+			logs[i], works[i] = log, work
+			if err != nil {
+				t.Errorf("Build() = %v\n%s", err, log)
+				return
+			}
+			if g := res.Outputs[ims.ArtifactRootfs].Digest; g != want[i] {
+				t.Errorf("rootfs of customize %d = %s, unpacked = %s; want equal", i, g, want[i])
+			}
+		})
+	}
+	wg.Wait()
+	for _, work := range works {
+		assertUnmounted(t, work, e.store, parent)
+	}
+	if n := strings.Count(logs[0]+logs[1], "into the tree cache"); n != 1 {
+		t.Fatalf("%d unpacks for two children at once, want 1:\n%s\n%s", n, logs[0], logs[1])
+	}
 }
 
 // Where the parent cannot be mounted (here: a work dir whose name the
