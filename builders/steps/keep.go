@@ -36,7 +36,9 @@ func (o *Image) keepTree(ctx context.Context, env Env, root, sq string, epoch in
 	}
 	start := time.Now()
 	err := asUnpacked(ctx, root, sq, epoch)
+	took := time.Since(start) // the store runs between the two halves
 	return func(d cache.Digest) {
+		start := time.Now()
 		kept := false
 		if err == nil {
 			kept, err = tc.KeepTree(ctx, d, root)
@@ -45,7 +47,8 @@ func (o *Image) keepTree(ctx context.Context, env Env, root, sq string, epoch in
 		case err != nil:
 			fmt.Fprintf(env.Log, "root not kept as the tree of rootfs %s: %v\n", d, err)
 		case kept:
-			fmt.Fprintf(env.Log, "root kept as the tree of rootfs %s for the image's children (%v)\n", d, time.Since(start).Round(time.Millisecond))
+			took += time.Since(start)
+			fmt.Fprintf(env.Log, "root kept as the tree of rootfs %s for the image's children (%v)\n", d, took.Round(time.Millisecond))
 		}
 	}
 }
