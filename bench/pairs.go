@@ -20,14 +20,19 @@ type comparison struct {
 // pairs runs ours and raw alternately, n pairs, swapping which goes first
 // in every pair (A B, B A, A B, …) so that neither side always runs on a
 // page cache or a load the other left behind.
-func pairs(n int, ours, raw func()) comparison {
+func pairs(n int, ours, raw func()) comparison { return pairsAfter(n, func() {}, ours, raw) }
+
+// pairsAfter is pairs with setup run, untimed, before every run of ours.
+func pairsAfter(n int, setup, ours, raw func()) comparison {
 	var c comparison
 	for i := range n {
 		if i%2 == 0 {
+			setup()
 			c.ours = append(c.ours, timed(ours))
 			c.raw = append(c.raw, timed(raw))
 		} else {
 			c.raw = append(c.raw, timed(raw))
+			setup()
 			c.ours = append(c.ours, timed(ours))
 		}
 	}

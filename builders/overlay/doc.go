@@ -1,11 +1,14 @@
 // Package overlay gives a customize step a writable image root without
-// unpacking its parent: the parent's squashfs rootfs is attached to a
-// read-only loop device and mounted read-only as the lower layer of an
-// overlayfs whose upper layer is the step's scratch directory. Scripts and
-// SSH sessions change the merged view; mksquashfs packs it.
+// unpacking its parent: an overlayfs whose upper layer is the step's
+// scratch directory and whose lower layer is the parent, read-only:
+// either its unpacked tree ([MountDir]; builders/steps keeps one per
+// parent rootfs in the local cache) or its squashfs rootfs attached to a
+// read-only loop device and mounted read-only ([Mount]). Scripts and SSH
+// sessions change the merged view; mksquashfs packs it.
 //
-// The parent cannot change: the loop device is read-only, squashfs is a
-// read-only filesystem, and overlayfs never writes to a lower layer. The
+// The parent cannot change: overlayfs never writes to a lower layer, and
+// for a squashfs the loop device is read-only and squashfs a read-only
+// filesystem too (a tree's owner keeps anything else off it). The
 // merged view packs to the same bytes as the unpacked tree would:
 //
 //   - deleted files and directories are whiteouts and opaque directories in
@@ -27,14 +30,14 @@
 // tree would take it. No image needs one.
 //
 // Speed, measured on Linux 6.18 with the bench's 400 MB tree of 38 KB files
-// packed in 1 MiB blocks: no 400 MB are written per customize any more, but
-// mksquashfs reads the merged view about as slowly as unsquashfs and a
-// page-cache-warm tree together (the kernel's squashfs read path allocates
-// and frees page cache for every small file; reading the mount with tar
-// takes some 4 s of system time), and unmounting frees that page cache
-// again. Under I/O pressure, where unsquashfs' writes stall, the overlay
-// wins; on an idle host the two are close. Lower layers kept unpacked per
-// parent digest would make repeated customizes of one parent cheaper.
+// packed in 1 MiB blocks: no 400 MB are written per customize any more,
+// but mksquashfs reads a merged view on a squashfs mount about as slowly
+// as unsquashfs and a page-cache-warm tree together (the kernel's squashfs
+// read path allocates and frees page cache for every small file; reading
+// the mount with tar takes some 4 s of system time), and unmounting frees
+// that page cache again. On an unpacked tree in the page cache the same
+// pack takes some 2 s, which is why a tree is the lower layer wherever
+// the cache keeps one, and the squashfs mount only the fallback.
 //
 // Mount fails with an error wrapping [ErrUnavailable] when the host cannot
 // do this (not root, no loop devices, no overlayfs or squashfs, a kernel that

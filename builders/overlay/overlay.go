@@ -21,12 +21,12 @@ import (
 // the error wrapping it says why. The caller unpacks the parent instead.
 var ErrUnavailable = errors.New("overlay unavailable")
 
-// Root is a mounted overlay: the parent's squashfs below, a scratch
-// directory above.
+// Root is a mounted overlay: the parent below (its squashfs mounted, or
+// an unpacked tree), a scratch directory above.
 type Root struct {
 	dir    string // bound onto itself, shared: the parent of the mounts
 	path   string // the merged view
-	lower  string // the squashfs mount point
+	lower  string // the squashfs mount point, or "" for a tree
 	closed bool
 }
 
@@ -38,7 +38,42 @@ func (r *Root) Path() string { return r.path }
 // before Close): dir/lower, dir/upper, dir/work and the merged dir/root,
 // with dir itself bound onto itself. Name dir "overlay" for [Made]. sq
 // may be removed once Mount returns: the loop device holds it.
-func Mount(sq, dir string) (_ *Root, err error) {
+func Mount(sq, dir string) (*Root, error) {
+	if os.Geteuid() != 0 {
+		return nil, fmt.Errorf("%w: not root", ErrUnavailable)
+	}
+	if err := checkPath(dir); err != nil {
+		return nil, err
+	}
+	if err := checkSuperblock(sq); err != nil {
+		return nil, err
+	}
+	return mount(dir, "", func(lower string) error { return mountSquashfs(sq, lower) })
+}
+
+// MountDir mounts an overlay whose lower layer is the directory tree (an
+// unpacked parent) under dir, as Mount does with a squashfs: dir/upper,
+// dir/work and the merged dir/root. Overlayfs never writes to tree, but
+// the caller must keep anything else from changing or removing it until
+// Close (overlayfs' behaviour is undefined when a lower layer changes
+// under it).
+func MountDir(tree, dir string) (*Root, error) {
+	tree, err := filepath.Abs(tree)
+	if err != nil {
+		return nil, fmt.Errorf("overlay: %w", err)
+	}
+	if err := checkPath(tree); err != nil {
+		return nil, err
+	}
+	if fi, err := os.Lstat(tree); err != nil || !fi.IsDir() {
+		return nil, fmt.Errorf("overlay: lower layer %s is not a directory (%v)", tree, err)
+	}
+	return mount(dir, tree, nil)
+}
+
+// mount makes dir and the overlay under it. Its lower layer is the
+// directory tree, or when tree is "" what attach mounts at dir/lower.
+func mount(dir, tree string, attach func(lower string) error) (_ *Root, err error) {
 	if os.Geteuid() != 0 {
 		return nil, fmt.Errorf("%w: not root", ErrUnavailable)
 	}
@@ -46,21 +81,22 @@ func Mount(sq, dir string) (_ *Root, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("overlay: %w", err)
 	}
-	// The overlay's options are one comma-separated string whose lowerdir
-	// splits at colons; a path with either (or a backslash, its escape)
-	// is not worth the quoting.
-	if strings.ContainsAny(dir, ",:\\") {
-		return nil, fmt.Errorf("%w: path %q has a comma, colon or backslash", ErrUnavailable, dir)
-	}
-	if err := checkSuperblock(sq); err != nil {
+	if err := checkPath(dir); err != nil {
 		return nil, err
 	}
 	r := &Root{dir: dir, path: filepath.Join(dir, "root"), lower: filepath.Join(dir, "lower")}
+	lower := r.lower
+	if tree != "" {
+		r.lower, lower = "", tree
+	}
 	upper, work := filepath.Join(dir, "upper"), filepath.Join(dir, "work")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("overlay: %w", err)
 	}
 	for _, d := range []string{r.lower, upper, work, r.path} {
+		if d == "" {
+			continue
+		}
 		if err := os.Mkdir(d, 0o755); err != nil {
 			return nil, fmt.Errorf("overlay: %w", err)
 		}
@@ -83,18 +119,20 @@ func Mount(sq, dir string) (_ *Root, err error) {
 			unmount(dir)
 		}
 	}()
-	if err := mountSquashfs(sq, r.lower); err != nil {
-		return nil, err
-	}
-	defer func() {
-		if err != nil {
-			unmount(r.lower)
+	if r.lower != "" {
+		if err := attach(r.lower); err != nil {
+			return nil, err
 		}
-	}()
-	if err := copyRootAttrs(r.lower, upper); err != nil {
+		defer func() {
+			if err != nil {
+				unmount(r.lower)
+			}
+		}()
+	}
+	if err := copyRootAttrs(lower, upper); err != nil {
 		return nil, fmt.Errorf("overlay: root of the parent: %w", err)
 	}
-	opts := "lowerdir=" + r.lower + ",upperdir=" + upper + ",workdir=" + work + ",index=on,redirect_dir=on,metacopy=off"
+	opts := "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work + ",index=on,redirect_dir=on,metacopy=off"
 	// volatile: the upper layer is thrown away after the pack, so its
 	// syncs (dpkg's fsync of every file, the one at unmount) are wasted.
 	// Linux before 5.10 does not know it.
@@ -111,12 +149,24 @@ func Mount(sq, dir string) (_ *Root, err error) {
 		unmount(r.path)
 		return nil, fmt.Errorf("%w: the kernel mounted the overlay without index=on (%q, %v)", ErrUnavailable, o, err)
 	}
-	// The overlay holds a private clone of its lower layer: the squashfs
-	// mount point can go at once, so nothing but the overlay ever reaches
-	// the parent, and a mount namespace made meanwhile copies one mount
-	// fewer. Close unmounts it if this fails.
-	_ = unix.Unmount(r.lower, unix.UMOUNT_NOFOLLOW|unix.MNT_DETACH)
+	if r.lower != "" {
+		// The overlay holds a private clone of its lower layer: the
+		// squashfs mount point can go at once, so nothing but the overlay
+		// ever reaches the parent, and a mount namespace made meanwhile
+		// copies one mount fewer. Close unmounts it if this fails.
+		_ = unix.Unmount(r.lower, unix.UMOUNT_NOFOLLOW|unix.MNT_DETACH)
+	}
 	return r, nil
+}
+
+// checkPath refuses a path the overlay's options cannot carry: they are
+// one comma-separated string whose lowerdir splits at colons, and a path
+// with either (or a backslash, its escape) is not worth the quoting.
+func checkPath(p string) error {
+	if strings.ContainsAny(p, ",:\\") {
+		return fmt.Errorf("%w: path %q has a comma, colon or backslash", ErrUnavailable, p)
+	}
+	return nil
 }
 
 // Close unmounts the overlay and the squashfs, which frees the loop
@@ -129,6 +179,9 @@ func (r *Root) Close() error {
 	r.closed = true
 	err := unmount(r.path)
 	for _, p := range []string{r.lower, r.dir} {
+		if p == "" {
+			continue
+		}
 		if uerr := unmount(p); err == nil {
 			err = uerr
 		}

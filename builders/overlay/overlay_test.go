@@ -22,7 +22,13 @@ import (
 // IMSBUILD_TEST_REQUIRE names "overlay" (or is "all"), as for a missing tool.
 func mountOrSkip(t *testing.T, sq, dir string) *Root {
 	t.Helper()
-	r, err := Mount(sq, dir)
+	return mountWithOrSkip(t, Mount, sq, dir)
+}
+
+// mountWithOrSkip is mountOrSkip with mount (Mount or MountDir).
+func mountWithOrSkip(t *testing.T, mount func(lower, dir string) (*Root, error), lower, dir string) *Root {
+	t.Helper()
+	r, err := mount(lower, dir)
 	if errors.Is(err, ErrUnavailable) {
 		req := os.Getenv("IMSBUILD_TEST_REQUIRE")
 		if req == "all" || slices.Contains(strings.FieldsFunc(req, func(r rune) bool { return r == ',' || r == ' ' }), "overlay") {
@@ -105,7 +111,25 @@ func customize(t *testing.T, root string) {
 	must(t, unix.Chmod(p("usr/bin/su"), 0o6755))
 }
 
+// The merged view of either lower layer, the parent's squashfs mounted or
+// its unpacked tree, customized, packs to the bytes of the unpacked tree
+// customized in place; the parent stays as it was.
 func TestMountPacksLikeUnpack(t *testing.T) {
+	for _, lower := range []string{"squashfs", "tree"} {
+		t.Run(lower, func(t *testing.T) { testMountPacksLikeUnpack(t, lower) })
+	}
+}
+
+// treeStat lists every entry of root with its lstat, ctime included: what
+// any change to the tree changes.
+func treeStat(t *testing.T, root string) string {
+	t.Helper()
+	out, err := exec.Command("find", root, "-printf", "%P %M %U:%G %s %i %n %T@ %C@\\n").Output()
+	must(t, err)
+	return string(out)
+}
+
+func testMountPacksLikeUnpack(t *testing.T, lower string) {
 	testutil.RequireRoot(t)
 	testutil.RequireTool(t, "mksquashfs")
 	unsquashfs := testutil.RequireTool(t, "unsquashfs")
@@ -119,10 +143,13 @@ func TestMountPacksLikeUnpack(t *testing.T) {
 	before := testutil.FileSHA256(t, sq)
 
 	// The unpack path: unsquashfs, customize, pack.
-	unpacked := filepath.Join(tmp, "unpacked")
-	if out, err := exec.Command(unsquashfs, "-q", "-no-progress", "-d", unpacked, sq).CombinedOutput(); err != nil {
-		t.Fatalf("unsquashfs: %v\n%s", err, out)
+	unsquash := func(dst string) {
+		if out, err := exec.Command(unsquashfs, "-q", "-no-progress", "-d", dst, sq).CombinedOutput(); err != nil {
+			t.Fatalf("unsquashfs: %v\n%s", err, out)
+		}
 	}
+	unpacked := filepath.Join(tmp, "unpacked")
+	unsquash(unpacked)
 	customize(t, unpacked)
 	wantOut := filepath.Join(tmp, "want")
 	must(t, os.Mkdir(wantOut, 0o755))
@@ -131,7 +158,16 @@ func TestMountPacksLikeUnpack(t *testing.T) {
 
 	// The overlay path.
 	dir := filepath.Join(tmp, "overlay")
-	r := mountOrSkip(t, sq, dir)
+	var r *Root
+	var tree, treeBefore string
+	if lower == "tree" {
+		tree = filepath.Join(tmp, "tree")
+		unsquash(tree)
+		treeBefore = treeStat(t, tree)
+		r = mountWithOrSkip(t, MountDir, tree, dir)
+	} else {
+		r = mountOrSkip(t, sq, dir)
+	}
 	if fi, err := os.Stat(r.Path()); err != nil || fi.Mode().Perm() != 0o750 || fi.Sys().(*syscall.Stat_t).Uid != 12 {
 		t.Fatalf("merged root = %v, %v; want the parent root's mode 0750 and owner 12", fi.Mode(), err)
 	}
@@ -165,6 +201,11 @@ func TestMountPacksLikeUnpack(t *testing.T) {
 	}
 	if testutil.FileSHA256(t, sq) != before {
 		t.Fatal("the parent squashfs changed")
+	}
+	if tree != "" {
+		if after := treeStat(t, tree); after != treeBefore {
+			t.Fatalf("the parent tree changed:\n%s\nwant\n%s", after, treeBefore)
+		}
 	}
 	assertNothingLeft(t, dir, sq)
 }

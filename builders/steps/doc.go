@@ -9,7 +9,10 @@
 //     archive, a squashfs, or published artifacts), its parent's rootfs,
 //     or its kiwi prepare; then CA certificates and customize blocks
 //     (builders/customize), an optional SSH session, and pack
-//     (builders/pack); the artifacts go to the store with their md5.
+//     (builders/pack); the artifacts go to the store with their md5. A
+//     customize runs on an overlay (builders/overlay) whose lower layer
+//     is the parent's unpacked tree, kept in the local cache's tree cache
+//     for the parent's next children (see lower.go for the fallbacks).
 //   - Prepare is the kiwi prepare sub-step of a recipe image: the recipe
 //     fetched, rendered and given its CA certificates, kiwi-ng system
 //     prepare (builders/kiwi), the prepared root stored as a squashfs and

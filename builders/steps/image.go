@@ -303,7 +303,18 @@ func (o *Image) Build(ctx context.Context, env Env) (*cache.ActionResult, error)
 		files[a.Name] = a.Path
 	}
 	files[ims.SBOMFile] = sbomPath
-	return storeArtifacts(ctx, env.Store, files, env.Log)
+	var keep func(cache.Digest)
+	if root == filepath.Join(env.Work, "root") { // not a customize's overlay
+		keep = o.keepTree(ctx, env, root, files[ims.ArtifactRootfs], epoch) // before the store takes the rootfs
+	}
+	res, err := storeArtifacts(ctx, env.Store, files, env.Log)
+	if err != nil {
+		return nil, err
+	}
+	if keep != nil {
+		keep(res.Outputs[ims.ArtifactRootfs].Digest)
+	}
+	return res, nil
 }
 
 // sbomTool names the SBOM's creator without a version: the document is part

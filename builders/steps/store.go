@@ -13,6 +13,7 @@ import (
 	"github.com/imsbuild/imsbuild/builders/importer"
 	"github.com/imsbuild/imsbuild/builders/overlay"
 	"github.com/imsbuild/imsbuild/cache"
+	"github.com/imsbuild/imsbuild/cache/local"
 	"github.com/imsbuild/imsbuild/ims"
 )
 
@@ -49,14 +50,29 @@ func storeArtifacts(ctx context.Context, store cache.Store, files map[string]str
 	return res, nil
 }
 
-// storeWithMD5 copies a file into the store in one read pass: the store
-// hashes sha256 while writing, md5 is computed beside it on another core.
+// storeWithMD5 puts a file into the store in one read pass: the store
+// hashes sha256 while reading, md5 is computed beside it on another core.
+// A local cache takes the file itself (local.Cache.AdoptFile: hashed and
+// moved, not copied): every file given here is the step's own output in
+// its scratch directory, which nothing writes to any more.
 func storeWithMD5(ctx context.Context, store cache.Store, path string) (cache.Output, error) {
+	if l := localOf(store); l != nil {
+		out, err := withMD5(func(w io.Writer) (cache.Digest, int64, error) { return l.AdoptFile(ctx, path, w) })
+		if !errors.Is(err, local.ErrNotAdopted) {
+			return out, err
+		}
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return cache.Output{}, err
 	}
 	defer f.Close()
+	return withMD5(func(w io.Writer) (cache.Digest, int64, error) { return store.Put(ctx, io.TeeReader(f, w), "") })
+}
+
+// withMD5 runs put, which stores a file and writes every byte of it to w,
+// and returns its output with the md5 of what put wrote to w.
+func withMD5(put func(w io.Writer) (cache.Digest, int64, error)) (cache.Output, error) {
 	pr, pw := io.Pipe()
 	h := md5.New()
 	done := make(chan error, 1)
@@ -65,7 +81,7 @@ func storeWithMD5(ctx context.Context, store cache.Store, path string) (cache.Ou
 		pr.CloseWithError(err)
 		done <- err
 	}()
-	d, size, err := store.Put(ctx, io.TeeReader(f, pw), "")
+	d, size, err := put(pw)
 	pw.CloseWithError(err)
 	if herr := <-done; err == nil && herr != nil && herr != io.ErrClosedPipe {
 		err = herr
@@ -108,9 +124,22 @@ func unpack(ctx context.Context, store cache.Store, d cache.Digest, work, root s
 // parent's rootfs is a published image imported as it was: the kernel's
 // squashfs driver only ever reads what imsbuild's mksquashfs wrote): the
 // caller unpacks instead.
-func (o *Image) mountParent(ctx context.Context, env Env, d cache.Digest, packedHere bool) (*overlay.Root, error) {
+//
+// Where the store has a tree cache (see lower.go) the overlay's lower layer
+// is the parent's unpacked tree instead, for a parent imported as
+// published too (unsquashfs, not the kernel, reads it).
+func (o *Image) mountParent(ctx context.Context, env Env, d cache.Digest, packedHere bool) (*parentRoot, error) {
 	if o.UnpackParent {
 		return nil, nil
+	}
+	if tc := treesOf(env.Store); tc != nil {
+		r, err := o.mountTree(ctx, env, tc, d)
+		if errors.Is(err, errNoTree) {
+			return nil, nil
+		}
+		if r != nil || err != nil {
+			return r, err
+		}
 	}
 	if !packedHere {
 		fmt.Fprintf(env.Log, "%s rootfs %s was imported as published, not packed here: unpacking it instead of mounting it\n", o.Parent, d)
@@ -141,8 +170,8 @@ func (o *Image) mountParent(ctx context.Context, env Env, d cache.Digest, packed
 	case err != nil:
 		return nil, fmt.Errorf("mount %s: %w", d, err)
 	}
-	fmt.Fprintf(env.Log, "mounted %s rootfs %s under an overlay\n", o.Parent, d)
-	return r, nil
+	fmt.Fprintf(env.Log, "mounted %s rootfs %s under an overlay, on its squashfs\n", o.Parent, d)
+	return &parentRoot{Root: r}, nil
 }
 
 // ReleaseMounts unmounts what the customize steps of a process that died

@@ -267,3 +267,69 @@ func link(blob, tmp, dst string) error {
 func reflink(dst, src *os.File) error {
 	return unix.IoctlFileClone(int(dst.Fd()), int(src.Fd()))
 }
+
+// ErrNotAdopted is AdoptFile's refusal of a file it cannot move into the
+// cache (another filesystem, more than one link): the caller stores a copy.
+var ErrNotAdopted = errors.New("not adopted")
+
+// AdoptFile stores the file at path by moving it into the cache, saving
+// PutFile's copy: it hashes the file (writing every byte to tee as well,
+// when not nil: an md5 beside), syncs it and renames it to its blob path.
+// The caller gives the file up: nothing may write to it from the call on
+// (a step's own output). A file on another filesystem or with another
+// link is left alone with an error wrapping ErrNotAdopted.
+func (c *Cache) AdoptFile(ctx context.Context, path string, tee io.Writer) (cache.Digest, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", 0, fmt.Errorf("adopt %w", err)
+	}
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return "", 0, fmt.Errorf("adopt %s: %w", path, err)
+	}
+	var cst unix.Stat_t
+	if err := unix.Stat(c.blobsDir(), &cst); err != nil {
+		return "", 0, fmt.Errorf("adopt %s: %w", path, err)
+	}
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		return "", 0, fmt.Errorf("adopt %s: not a regular file", path)
+	case st.Nlink != 1:
+		return "", 0, fmt.Errorf("adopt %s: %w: %d links", path, ErrNotAdopted, st.Nlink)
+	case st.Dev != cst.Dev:
+		return "", 0, fmt.Errorf("adopt %s: %w: another filesystem than the cache's", path, ErrNotAdopted)
+	}
+	unlock, err := c.gcShared(ctx)
+	if err != nil {
+		return "", 0, fmt.Errorf("adopt %s: %w", path, err)
+	}
+	defer unlock()
+	d, n, err := verify.HashCopy(ctx, tee, f)
+	if err != nil {
+		return "", 0, fmt.Errorf("adopt %s: %w", path, err)
+	}
+	p := c.BlobPath(d)
+	err = os.MkdirAll(filepath.Dir(p), 0o755)
+	if err == nil {
+		err = f.Chmod(blobPerm)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if err == nil {
+		// A blob already there is replaced, as commitBlob does.
+		err = os.Rename(path, p)
+	}
+	if errors.Is(err, unix.EXDEV) {
+		err = fmt.Errorf("%w: %w", ErrNotAdopted, err)
+	}
+	if err != nil {
+		return "", 0, fmt.Errorf("adopt %s: %w", path, err)
+	}
+	if err := atomicfile.SyncDir(filepath.Dir(p)); err != nil {
+		return "", 0, fmt.Errorf("adopt %s: %w", path, err)
+	}
+	c.rememberWritten(ctx, d, p)
+	return d, n, nil
+}

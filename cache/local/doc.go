@@ -8,6 +8,8 @@
 //	tmp/                           temporary files, renamed into place when complete
 //	verified/<64 hex>              the stat of a blob when it was last hashed intact
 //	statcache                      the treehash stat cache (StatCachePath)
+//	trees/<64 hex>/root            a squashfs blob unpacked, read-only (UseTree)
+//	trees/<64 hex>/complete        its marker; trees/<64 hex>.lock its flock(2)
 //
 // Every file appears atomically (temp file in tmp/ or beside it, fsync,
 // rename, directory fsync), so a crash or a cancelled step never leaves a
@@ -25,6 +27,11 @@
 // a warm build hashes nothing (a blob this cache committed is recorded as it
 // is written). A corrupt blob is removed together with the
 // actions that refer to it, as outputs or in their preimage.
+//
+// Unpacked trees are a faster way to a blob: customize steps use the tree
+// of their parent's rootfs as an overlay's lower layer instead of
+// unpacking it each time (see UseTree for what makes one complete). Prune
+// counts them against MaxSize and drops them first.
 //
 // *Cache is the cache.Store; (*Cache).Actions is the cache.ActionCache
 // (cache/internal/actions over these files) and the cache.Locker (both

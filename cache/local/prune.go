@@ -20,8 +20,10 @@ import (
 
 // PruneOptions says what Prune keeps.
 type PruneOptions struct {
-	// MaxSize is the most blob bytes to keep; 0 means no limit. Least
-	// recently used actions go first until the blobs still referenced fit.
+	// MaxSize is the most bytes of blobs and unpacked trees to keep; 0
+	// means no limit. Least recently used trees go first (they are only
+	// ever a faster way to a blob that stays), then least recently used
+	// actions, until the trees and the blobs still referenced fit.
 	MaxSize int64
 	// MaxAge removes actions created longer ago; 0 means no limit.
 	MaxAge time.Duration
@@ -47,6 +49,10 @@ type PruneReport struct {
 	// RemovedTempFiles counts the entries of tmp/ removed: leftovers of
 	// writers that crashed or were killed.
 	RemovedTempFiles int
+	// RemovedTrees and RemainingTrees count the unpacked trees (see
+	// UseTree); their bytes are part of FreedBytes and RemainingBytes.
+	RemovedTrees   int
+	RemainingTrees int
 }
 
 // Prune removes undecodable actions, actions older than MaxAge, then least
@@ -59,6 +65,11 @@ type PruneReport struct {
 // leftovers of a crashed or killed process; the age is a second safeguard)
 // and the lock files of keys that have no action, unless a process holds
 // them (see Actions.Lock).
+//
+// Unpacked trees (see UseTree) count against MaxSize and go before any
+// action, least recently used first; a tree also goes when its blob does,
+// and an incomplete one (a crash while unpacking) always. A tree in use
+// by a step stays.
 func (c *Cache) Prune(ctx context.Context, opts PruneOptions) (PruneReport, error) {
 	var rep PruneReport
 	now := opts.Now
@@ -82,6 +93,10 @@ func (c *Cache) Prune(ctx context.Context, opts PruneOptions) (PruneReport, erro
 		return rep, fmt.Errorf("prune: %w", err)
 	}
 	blobs, err := c.scanBlobs(ctx)
+	if err != nil {
+		return rep, fmt.Errorf("prune: %w", err)
+	}
+	trees, err := c.scanTrees(ctx)
 	if err != nil {
 		return rep, fmt.Errorf("prune: %w", err)
 	}
@@ -115,6 +130,32 @@ func (c *Cache) Prune(ctx context.Context, opts PruneOptions) (PruneReport, erro
 				total += n
 			}
 		}
+		// Trees first, least recently used first.
+		for _, t := range trees {
+			total += t.bytes
+		}
+		slices.SortFunc(trees, func(x, y tree) int {
+			return cmp.Or(x.used.Compare(y.used), strings.Compare(string(x.digest), string(y.digest)))
+		})
+		var kept []tree
+		for i, t := range trees {
+			if total <= opts.MaxSize {
+				kept = append(kept, trees[i:]...)
+				break
+			}
+			removed, err := c.removeTree(t.digest)
+			if err != nil {
+				return rep, fmt.Errorf("prune: %w", err)
+			}
+			if !removed {
+				kept = append(kept, t)
+				continue
+			}
+			total -= t.bytes
+			rep.RemovedTrees++
+			rep.FreedBytes += t.bytes
+		}
+		trees = kept
 		slices.SortFunc(live, func(x, y action) int {
 			return cmp.Or(x.used.Compare(y.used), x.rec.Result.Created.Compare(y.rec.Result.Created), strings.Compare(x.key, y.key))
 		})
@@ -140,11 +181,14 @@ func (c *Cache) Prune(ctx context.Context, opts PruneOptions) (PruneReport, erro
 	}
 	rep.RemainingActions = len(live)
 
-	// Collect garbage: blobs no kept action refers to.
+	// Collect garbage: blobs no kept action refers to, the trees of blobs
+	// gone (or never kept) and incomplete trees.
+	blobKept := map[cache.Digest]bool{}
 	for _, b := range blobs {
 		if refCount[b.digest] > 0 || keep[b.digest] {
 			rep.RemainingBlobs++
 			rep.RemainingBytes += b.size
+			blobKept[b.digest] = true
 			continue
 		}
 		if err := ctx.Err(); err != nil {
@@ -155,6 +199,27 @@ func (c *Cache) Prune(ctx context.Context, opts PruneOptions) (PruneReport, erro
 		}
 		rep.RemovedBlobs++
 		rep.FreedBytes += b.size
+	}
+	for _, t := range trees {
+		if err := ctx.Err(); err != nil {
+			return rep, fmt.Errorf("prune: %w", err)
+		}
+		if t.complete && blobKept[t.digest] {
+			rep.RemainingTrees++
+			rep.RemainingBytes += t.bytes
+			continue
+		}
+		removed, err := c.removeTree(t.digest)
+		if err != nil {
+			return rep, fmt.Errorf("prune: %w", err)
+		}
+		if !removed { // in use, or being unpacked
+			rep.RemainingTrees++
+			rep.RemainingBytes += t.bytes
+			continue
+		}
+		rep.RemovedTrees++
+		rep.FreedBytes += t.bytes
 	}
 	if rep.RemovedTempFiles, err = c.cleanTmp(ctx, young); err != nil {
 		return rep, fmt.Errorf("prune: %w", err)

@@ -170,8 +170,8 @@ func newCachePruneCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "removed %d results, %d blobs (%s), %d stale locks and %d temp files; %s left\n",
-				rep.RemovedActions, rep.RemovedBlobs, bytesize.Format(rep.FreedBytes), rep.RemovedLocks, rep.RemovedTempFiles, bytesize.Format(rep.RemainingBytes))
+			fmt.Fprintf(cmd.OutOrStdout(), "removed %d results, %d blobs and %d unpacked trees (%s), %d stale locks and %d temp files; %s left\n",
+				rep.RemovedActions, rep.RemovedBlobs, rep.RemovedTrees, bytesize.Format(rep.FreedBytes), rep.RemovedLocks, rep.RemovedTempFiles, bytesize.Format(rep.RemainingBytes))
 			return nil
 		},
 	}
