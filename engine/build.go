@@ -92,6 +92,7 @@ func (e *Engine) Build(ctx context.Context, targets []string) error {
 				}
 				markBad(s, err)
 				ev.Status, ev.Error = StatusFailed, err.Error()
+				ev.Remote = e.opts.Executor != nil && s.Kind != KindPublish
 				if ctx.Err() != nil { // killed by the cancellation, whatever err says
 					ev.Status = StatusCancelled
 				}
@@ -103,7 +104,7 @@ func (e *Engine) Build(ctx context.Context, targets []string) error {
 				return nil
 			}
 			if !cached {
-				ev.Status = StatusDone
+				ev.Status, ev.Remote = StatusDone, e.opts.Executor != nil && s.Kind != KindPublish
 				e.emit(ev)
 			}
 			return nil
@@ -134,8 +135,10 @@ func (e *Engine) runStep(ctx context.Context, s *Step) (cached bool, bytes int64
 			return false, 0, err
 		}
 	}
-	for _, o := range e.result(s.ID).Outputs {
-		bytes += o.Size
+	if r := e.result(s.ID); r != nil { // nil after a BuildStep of s's prepare
+		for _, o := range r.Outputs {
+			bytes += o.Size
+		}
 	}
 	return cached, bytes, nil
 }

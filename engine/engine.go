@@ -17,6 +17,7 @@ import (
 	"github.com/imsbuild/imsbuild/builders/steps"
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/cache/pkgproxy"
+	"github.com/imsbuild/imsbuild/executor"
 	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/internal/treehash"
 	"github.com/imsbuild/imsbuild/lockfile"
@@ -98,6 +99,16 @@ type Options struct {
 	Signer crypto.Signer
 	// Version is imsbuild's version, recorded in provenances.
 	Version string
+
+	// Executor builds every cache miss elsewhere (remote.go) instead of
+	// in this process; nil builds here. It needs Remote, and takes no
+	// SSH environments and no Check.
+	Executor executor.Executor
+	// Remote is the remote cache the executor's steps share (bundles,
+	// parents, results); the engine's own store must read it too.
+	Remote *RemoteCache
+	// BuildID labels this build's remote steps; default random.
+	BuildID string
 }
 
 // Engine plans and runs the steps of one build.
@@ -134,6 +145,8 @@ type Engine struct {
 	checked map[string]bool // check mode: the (sub-)step ids checked
 	needed  map[string]bool // check mode: the step ids another selected step needs
 
+	only, onlyKey string // BuildStep: the one step built, and its key
+
 	// newOp, when set, makes the op of every image step (tests' fake steps).
 	newOp func(*Step) steps.Op
 
@@ -150,6 +163,9 @@ func New(cfg *spec.Config, store cache.Store, ac cache.LockingActionCache, opts 
 	}
 	if len(cfg.Sensitive) > 0 && len(opts.HMACKey) == 0 {
 		return nil, errors.New("the build has sensitive values but no HMAC key to keep them out of cache keys")
+	}
+	if err := checkRemote(&opts); err != nil {
+		return nil, err
 	}
 	epoch, epochSet, err := parseSourceDateEpoch(opts.Environ)
 	if err != nil {

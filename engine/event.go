@@ -39,6 +39,8 @@ type Event struct {
 	Error      string    `json:"error,omitempty"`
 	LogPath    string    `json:"log_path,omitempty"`
 	SSH        *SSHInfo  `json:"ssh,omitempty"` // status waiting
+	// Remote marks a step built by the executor (started, done, failed).
+	Remote bool `json:"remote,omitempty"`
 
 	// Check says what differs from the cached result (status differs).
 	Check *CheckReport `json:"check,omitempty"`

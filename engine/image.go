@@ -29,9 +29,15 @@ func (e *Engine) runImage(ctx context.Context, s *Step) (cached bool, err error)
 		return false, err
 	}
 	defer ops.handover.Drop()
+	if err := e.remoteAllowed(s); err != nil {
+		return false, err
+	}
 	if ops.prepare != nil {
 		if err := e.runPrepare(ctx, s, ops.prepare); err != nil {
 			return false, err
+		}
+		if e.pastOnly(s) {
+			return true, nil
 		}
 	}
 	pre, err := e.preimage(ctx, ops.image)
@@ -56,6 +62,9 @@ func (e *Engine) runCached(ctx context.Context, id string, pre *Preimage, logNam
 		return false, err
 	}
 	e.setPreimage(id, pre, canon)
+	if err := e.checkOnly(id, key, false); err != nil {
+		return false, err
+	}
 	unlock, err := e.ac.Lock(ctx, key)
 	if err != nil {
 		return false, fmt.Errorf("lock key %s: %w", key[:12], err)
@@ -73,14 +82,21 @@ func (e *Engine) runCached(ctx context.Context, id string, pre *Preimage, logNam
 	} else if err != nil && !errors.Is(err, cache.ErrNotFound) {
 		return false, fmt.Errorf("action cache: %w", err)
 	}
+	if err := e.checkOnly(id, key, true); err != nil {
+		return false, err
+	}
 
-	e.emit(Event{Step: id, Status: StatusStarted, Key: key})
+	remote := e.opts.Executor != nil
+	e.emit(Event{Step: id, Status: StatusStarted, Key: key, Remote: remote})
 	logPath := filepath.Join(e.opts.LogDir, logName)
 	lw, err := newStepLog(logPath, e.redact, func(line string) {
 		e.emit(Event{Step: id, Status: StatusLog, Line: line})
 	})
 	if err != nil {
 		return false, err
+	}
+	if remote {
+		return false, e.runRemote(ctx, id, key, canon, lw, logPath)
 	}
 	res, buildErr := build(lw)
 	lw.Close()

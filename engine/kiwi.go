@@ -56,7 +56,7 @@ func (e *Engine) runPrepare(ctx context.Context, s *Step, op steps.Op) error {
 	for _, o := range e.result(id).Outputs {
 		size += o.Size
 	}
-	e.emit(Event{Step: id, Status: StatusDone, Key: e.key(id), Bytes: size, DurationMS: time.Since(start).Milliseconds()})
+	e.emit(Event{Step: id, Status: StatusDone, Key: e.key(id), Bytes: size, DurationMS: time.Since(start).Milliseconds(), Remote: e.opts.Executor != nil})
 	return nil
 }
 

@@ -129,6 +129,7 @@ func newBuildCmd(g *globalFlags) *cobra.Command {
 		check       bool
 		signingKey  string
 		bootstrap   string
+		execName    string
 	)
 	cmd := &cobra.Command{
 		Use:   "build [DIR] [TARGET...]",
@@ -226,7 +227,17 @@ compared (build it first).`,
 					return usageError{err}
 				}
 			}
+			exec, err := newExecutor(execName)
+			if err != nil {
+				return err
+			}
+			var remote *engine.RemoteCache
+			if exec != nil {
+				remote = remoteFor(c)
+			}
 			e, err := newEngine(cfg, c, engine.Options{
+				Executor:          exec,
+				Remote:            remote,
 				Interactive:       interactive,
 				DebugOnFailure:    debug,
 				PublicKeys:        keys,
@@ -287,6 +298,8 @@ compared (build it first).`,
 	cmd.Flags().BoolVar(&locked, "locked", false, "build every recipe exactly as imsbuild.lock.json says; fail if any package would differ")
 	cmd.Flags().StringVar(&signingKey, "signing-key", "", "sign every image's provenance with this private key (PEM or cosign; overrides imsbuild.signing)")
 	cmd.Flags().DurationVar(&sshTimeout, "ssh-timeout", 0, "fail an SSH environment nobody completes within this time (default: the block's timeout, else 2h)")
+	cmd.Flags().StringVar(&execName, "executor", "", "build every missing step elsewhere: local (a child process per step, for tests)")
+	_ = cmd.Flags().MarkHidden("executor")
 	cmd.Flags().StringVar(&bootstrap, "bootstrap-cache", engine.DefaultBootstrapCacheDir, "directory of debootstrap results kept for apt recipes; a new one bootstraps from scratch")
 	return cmd
 }

@@ -65,6 +65,8 @@ type openedCache struct {
 	*local.Cache
 	stat   *treehash.StatCache
 	tiered *tiered.Cache // nil without remote caches
+	to     tiered.Remote // the remote cache written through to; nil for none
+	toURL  string        // its URL as given
 }
 
 // stores returns what the engine reads and writes through.

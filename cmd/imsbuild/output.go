@@ -104,11 +104,11 @@ func (p *printer) line(ev engine.Event) string {
 		if ev.Key == "" {
 			return fmt.Sprintf("%s %-24s started", ts, ev.Step)
 		}
-		return fmt.Sprintf("%s %-24s started  key %s", ts, ev.Step, shortKey(ev.Key))
+		return fmt.Sprintf("%s %-24s started  key %s%s", ts, ev.Step, shortKey(ev.Key), remoteMark(ev))
 	case engine.StatusCached:
 		return fmt.Sprintf("%s %-24s cached   key %s", ts, ev.Step, shortKey(ev.Key))
 	case engine.StatusDone:
-		return fmt.Sprintf("%s %-24s done     %s %s", ts, ev.Step, time.Duration(ev.DurationMS)*time.Millisecond, bytesize.Format(ev.Bytes))
+		return fmt.Sprintf("%s %-24s done     %s %s%s", ts, ev.Step, time.Duration(ev.DurationMS)*time.Millisecond, bytesize.Format(ev.Bytes), remoteMark(ev))
 	case engine.StatusFailed:
 		s := fmt.Sprintf("%s %-24s FAILED   %s", ts, ev.Step, printable(firstLine(ev.Error)))
 		if ev.LogPath != "" {
@@ -138,6 +138,14 @@ func (p *printer) line(ev engine.Event) string {
 		}
 	}
 	return fmt.Sprintf("%s %-24s %s", ts, ev.Step, ev.Status)
+}
+
+// remoteMark marks the line of a step built by the executor.
+func remoteMark(ev engine.Event) string {
+	if ev.Remote {
+		return " (remote)"
+	}
+	return ""
 }
 
 func shortKey(k string) string {

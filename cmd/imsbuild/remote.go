@@ -77,6 +77,7 @@ func withRemotes(ctx context.Context, c *openedCache, from []string, to string) 
 			return err
 		}
 		target = r
+		c.to, c.toURL = r, to
 	}
 	c.tiered = tiered.New(c.Cache, remotes, target, tiered.WithOnWarning(func(err error) {
 		fmt.Fprintln(os.Stderr, "imsbuild: warning: remote cache:", err)

@@ -70,6 +70,7 @@ configuration error (or build --check of a step not yet built), 130 cancelled.`,
 		newVersionCmd(),
 		newDocsCmd(),
 		newServeCmd(),
+		newInternalCmd(),
 	)
 	return root
 }
