@@ -389,8 +389,8 @@ func (r *run) createOrAttach(ctx context.Context) error {
 			r.e.log.Debug("job created", "step", r.s.Step, "key", r.s.Key, "job", r.name)
 			return r.adoptSecret(ctx, secret, job)
 		}
-		if secret != "" {
-			r.deleteSecret(ctx, secret)
+		if secret != nil {
+			r.deleteSecret(ctx, secret.Name)
 		}
 		if !apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("create job %s: %w", r.name, err)
@@ -424,15 +424,15 @@ func (r *run) createOrAttach(ctx context.Context) error {
 }
 
 // createSecret stores the step's sensitive environment in a Secret of its
-// own (a random name: never another run's stale values). It returns "" when
-// there is none.
-func (r *run) createSecret(ctx context.Context) (string, error) {
+// own (a random name: never another run's stale values). It returns nil
+// when there is none.
+func (r *run) createSecret(ctx context.Context) (*corev1.Secret, error) {
 	if len(r.s.SecretEnv) == 0 {
-		return "", nil
+		return nil, nil
 	}
 	var b [4]byte
 	if _, err := rand.Read(b[:]); err != nil {
-		return "", fmt.Errorf("secret name: %w", err)
+		return nil, fmt.Errorf("secret name: %w", err)
 	}
 	name := r.name + "-env-" + hex.EncodeToString(b[:])
 	data := make(map[string][]byte, len(r.s.SecretEnv))
@@ -444,23 +444,20 @@ func (r *run) createSecret(ctx context.Context) (string, error) {
 		Type:       corev1.SecretTypeOpaque,
 		Data:       data,
 	}
-	if _, err := r.e.client.CoreV1().Secrets(r.e.cfg.Namespace).Create(ctx, sec, metav1.CreateOptions{}); err != nil {
-		return "", fmt.Errorf("create secret for job %s: %w", r.name, err)
+	sec, err := r.e.client.CoreV1().Secrets(r.e.cfg.Namespace).Create(ctx, sec, metav1.CreateOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("create secret for job %s: %w", r.name, err)
 	}
-	return name, nil
+	return sec, nil
 }
 
 // adoptSecret makes the Job the Secret's owner, so that the garbage
 // collector deletes it with the Job.
-func (r *run) adoptSecret(ctx context.Context, name string, job *batchv1.Job) error {
-	if name == "" {
+func (r *run) adoptSecret(ctx context.Context, sec *corev1.Secret, job *batchv1.Job) error {
+	if sec == nil {
 		return nil
 	}
 	secrets := r.e.client.CoreV1().Secrets(r.e.cfg.Namespace)
-	sec, err := secrets.Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		return fmt.Errorf("get secret of job %s: %w", r.name, err)
-	}
 	sec.OwnerReferences = []metav1.OwnerReference{{
 		APIVersion: "batch/v1", Kind: "Job", Name: job.Name, UID: job.UID,
 	}}
@@ -534,7 +531,7 @@ func (r *run) labels() map[string]string {
 
 // job is the Job of the step. The sensitive environment is only named
 // (secret holds it), never written into the spec.
-func (r *run) job(secret string) *batchv1.Job {
+func (r *run) job(secret *corev1.Secret) *batchv1.Job {
 	cfg := r.e.cfg
 	l := r.labels()
 	env := make([]corev1.EnvVar, 0, len(r.s.Env))
@@ -550,8 +547,8 @@ func (r *run) job(secret string) *batchv1.Job {
 		Resources:       cfg.Resources,
 		ImagePullPolicy: cfg.ImagePullPolicy,
 	}
-	if secret != "" {
-		c.EnvFrom = []corev1.EnvFromSource{{SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: secret}}}}
+	if secret != nil {
+		c.EnvFrom = []corev1.EnvFromSource{{SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: secret.Name}}}}
 	}
 	if r.s.Privileged {
 		c.SecurityContext = &corev1.SecurityContext{Privileged: ptr(true)}
