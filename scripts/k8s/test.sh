@@ -12,7 +12,7 @@ trap 'exit 130' INT TERM
 cd "$here/../.."
 # Only the packages holding such tests: compiling every test binary again
 # would cost minutes for nothing.
-pkgs=$(grep -rl --include='*_test.go' '^//go:build kubernetes' . | xargs -n1 dirname | sort -u)
+pkgs=$(grep -rl --include='*_test.go' --exclude-dir=.git --exclude-dir=examples --exclude-dir=bin '^//go:build kubernetes' . | xargs -n1 dirname | sort -u)
 [ -n "$pkgs" ] || { echo "no kubernetes tests found" >&2; exit 1; }
 # shellcheck disable=SC2086 # pkgs is a list of directories
 IMSBUILD_TEST_KUBECONFIG="$S/admin.kubeconfig" \
