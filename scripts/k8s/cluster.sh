@@ -179,6 +179,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "$PAUSE_REF"
   restrict_oom_score_adj = true
+  # Pod network namespaces under our state dir, not /run/netns, so that
+  # down finds every one it must unmount.
+  netns_mounts_under_state_dir = true
   stream_server_address = "127.0.0.1"
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
@@ -209,7 +212,7 @@ EOF
 	start etcd etcd --name imsbuild --data-dir "$S/etcd" \
 		--listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
 		--listen-peer-urls "http://127.0.0.1:$ETCD_PEER" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER" \
-		--initial-cluster "imsbuild=http://127.0.0.1:$ETCD_PEER" --listen-metrics-urls "" --log-level warn
+		--initial-cluster "imsbuild=http://127.0.0.1:$ETCD_PEER" --listen-metrics-urls "" --logger zap --log-level warn
 	waitfor 30 etcd etcdctl --endpoints "http://127.0.0.1:$ETCD_PORT" endpoint health
 
 	start kube-apiserver "$BIN/kube-apiserver" --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
@@ -281,7 +284,7 @@ kubepods_dirs() {
 # its socket in their command line).
 shims() {
 	for p in /proc/[0-9]*; do
-		tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -q -- "-address $SOCK " && echo "${p#/proc/}"
+		{ tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null | grep -q -- "-address $SOCK " && echo "${p#/proc/}"
 	done
 	return 0
 }
