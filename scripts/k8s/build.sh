@@ -40,11 +40,11 @@ mkdir -p "$mod" "$K8S_DIR/bin"
 
 cd "$mod"
 export GOFLAGS=-mod=mod CGO_ENABLED=0 GOMAXPROCS="${GOMAXPROCS:-1}"
-nice -n 10 go mod tidy
+nice -n "${K8S_BUILD_NICE:-10}" go mod tidy
 pkgs=""
 for c in $cmds; do pkgs="$pkgs k8s.io/kubernetes/cmd/$c"; done
 # shellcheck disable=SC2086 # pkgs is a list of package paths
-nice -n 10 go build -p 1 -trimpath \
+nice -n "${K8S_BUILD_NICE:-10}" go build -p "${K8S_BUILD_P:-1}" -trimpath \
 	-ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION" \
 	-o "$K8S_DIR/bin/" $pkgs
 touch "$K8S_DIR/bin/.complete"

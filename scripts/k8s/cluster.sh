@@ -317,7 +317,13 @@ down() {
 	sleep 0.2
 	for m in $(our_mounts); do umount -l "$m" 2>/dev/null || true; done
 	for n in $(ls /run/netns 2>/dev/null | sort | comm -23 - "$S/saved/netns" 2>/dev/null); do rm -f "/run/netns/$n"; done
-	for d in $(kubepods_dirs); do rmdir "$d" 2>/dev/null || true; done
+	# A killed process leaves its cgroup only once reaped: retry for a while.
+	i=0
+	while [ -n "$(kubepods_dirs)" ] && [ $i -lt 50 ]; do
+		for d in $(kubepods_dirs); do rmdir "$d" 2>/dev/null || true; done
+		[ -z "$(kubepods_dirs)" ] || sleep 0.1
+		i=$((i + 1))
+	done
 	ip link del "$BRIDGE" 2>/dev/null || true
 	if [ -f "$S/saved/sysctl" ]; then
 		while IFS="	" read -r k v; do
@@ -329,7 +335,7 @@ down() {
 		grep -qx "$d" "$S/saved/dirs" 2>/dev/null || rm -rf "$d"
 	done
 	find /var/log/containers -type l -lname "$S/*" -delete 2>/dev/null || true
-	check_clean
+	check_clean || return 1
 	# Keep the logs for a post-mortem; everything else goes.
 	find "$S" -mindepth 1 -maxdepth 1 ! -name logs -exec rm -rf {} +
 	log "down"
