@@ -107,3 +107,29 @@ echo "loop device: ok"
 		}
 	}
 }
+
+// TestKubernetesPodsStayOnNode: a pod on the cluster network has no route off
+// the node (the CNI bridge has no gateway), so a test pod cannot send traffic
+// off the machine; 203.0.113.1 is a documentation address, never routed.
+func TestKubernetesPodsStayOnNode(t *testing.T) {
+	e := Cluster(t)
+	const ref = "imsbuild.local/test-busybox:1"
+	e.LoadImage(t, busyboxImage(t, ref))
+	script := `busybox ip route
+if busybox ip route | busybox grep -q default; then echo "has a default route"; exit 1; fi
+busybox wget -T 3 -q -O /dev/null http://203.0.113.1/ 2>&1 && { echo "reached off the node"; exit 1; }
+echo "isolated"`
+	job := privilegedJob("isolated", ref, "/bin/busybox", "sh", "-c", script)
+	job.Spec.Template.Spec.Containers[0].SecurityContext = nil
+	ctx := t.Context()
+	if _, err := e.Client.BatchV1().Jobs(e.Namespace).Create(ctx, job, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create job: %v", err)
+	}
+	logs, err := e.WaitJob(ctx, job.Name, 2*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs, "isolated\n") || !strings.Contains(logs, "unreachable") {
+		t.Errorf("job log = %q, want no route off the node (Network is unreachable)", logs)
+	}
+}
