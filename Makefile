@@ -40,7 +40,7 @@ k8s-down:
 # from this tree. Push it with: mkdir d && tar -xf bin/builder-image.tar -C d && crane push d REF
 builder-image: setup
 	@mkdir -p bin
-	@$(GO) run ./cmd/imsbuild-image builder -o bin/builder-image.tar
+	@$(GO) run ./cmd/imsbuild-image builder -version $(VERSION) -o bin/builder-image.tar
 
 test-short:
 	$(GO) test -short ./...

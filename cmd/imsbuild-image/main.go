@@ -111,6 +111,9 @@ func writeImage(out string, img v1.Image, ref string) error {
 	if err != nil {
 		return fmt.Errorf("write %s: %w", out, err)
 	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return err
+	}
 	if err := os.Rename(tmp.Name(), out); err != nil {
 		return err
 	}
