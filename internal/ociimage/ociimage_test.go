@@ -163,4 +163,3 @@ func TestNormalizeTar(t *testing.T) {
 		t.Errorf("mtime %v, want %v kept", h.ModTime, old)
 	}
 }
-
