@@ -2,7 +2,7 @@
 # setup-debian.sh [EXTRA…] — install the Debian packages imsbuild and its
 # tests use (and EXTRA ones), only those missing. Idempotent and quiet.
 set -eu
-pkgs="squashfs-tools bubblewrap busybox-static zstd openssh-client rsync docker-registry runc kiwi debootstrap qemu-system-x86 rpm createrepo-c zypper dnf $*"
+pkgs="squashfs-tools bubblewrap busybox-static zstd openssh-client rsync docker-registry runc kiwi debootstrap qemu-system-x86 rpm createrepo-c zypper dnf containerd containernetworking-plugins etcd-server etcd-client iptables mmdebstrap $*"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
