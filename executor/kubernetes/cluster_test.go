@@ -61,11 +61,15 @@ func clusterStep(key string, log *buffer, args ...string) executor.Step {
 		Env: map[string]string{"PLAIN": "plain-value"}, SecretEnv: map[string]string{"SECRET": "secret-value"}, Log: log}
 }
 
-func waitLog(t *testing.T, log *buffer, s string) {
+func waitLog(t *testing.T, env *k8stest.Env, log *buffer, s string) {
 	t.Helper()
 	deadline := time.Now().Add(3 * time.Minute)
 	for !strings.Contains(log.String(), s) {
 		if time.Now().After(deadline) {
+			pods, _ := env.Client.CoreV1().Pods(env.Namespace).List(context.Background(), metav1.ListOptions{})
+			for _, p := range pods.Items {
+				t.Logf("pod %s: %s %+v", p.Name, p.Status.Phase, p.Status.ContainerStatuses)
+			}
 			t.Fatalf("log has no %q: %q", s, log.String())
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -109,14 +113,26 @@ func TestKubernetesExecutorPodKilled(t *testing.T) {
 	go func() {
 		done <- newExec().Run(t.Context(), clusterStep(testKey, &log, "echo attempt; sleep 8; echo finished"))
 	}()
-	waitLog(t, &log, "attempt")
+	waitLog(t, env, &log, "attempt")
 	name, _ := JobName(testKey)
 	pods, err := env.Client.CoreV1().Pods(env.Namespace).List(t.Context(), metav1.ListOptions{LabelSelector: LabelJob + "=" + name})
-	if err != nil || len(pods.Items) != 1 {
-		t.Fatalf("pods = %v, %v; want one", pods, err)
-	}
-	if err := env.Client.CoreV1().Pods(env.Namespace).Delete(t.Context(), pods.Items[0].Name, metav1.DeleteOptions{}); err != nil {
+	if err != nil {
 		t.Fatal(err)
+	}
+	// Kill the running pod (under load the Job controller may briefly
+	// have made a second one that it is deleting).
+	killed := false
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning {
+			if err := env.Client.CoreV1().Pods(env.Namespace).Delete(t.Context(), p.Name, metav1.DeleteOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			killed = true
+			break
+		}
+	}
+	if !killed {
+		t.Fatalf("no running pod to kill among %d", len(pods.Items))
 	}
 	if err := <-done; err != nil {
 		t.Fatalf("Run() = %v\nlog:\n%s", err, log.String())
@@ -133,7 +149,7 @@ func TestKubernetesExecutorCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- newExec().Run(ctx, clusterStep(testKey, &log, "echo started; sleep 600")) }()
-	waitLog(t, &log, "started")
+	waitLog(t, env, &log, "started")
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) || strings.Contains(err.Error(), "wait for its pods") {
 		t.Fatalf("Run() = %v, want context.Canceled after the pods are gone", err)

@@ -315,6 +315,10 @@ func (r *run) run(ctx context.Context) error {
 			return err
 		}
 		if c := finished(job); c != nil {
+			// The pod informer may lag behind the Job's: a pod that ran
+			// and ended between two events was never followed. Read
+			// them from the API once so that its log is not lost.
+			r.finalPods(ctx, job)
 			r.logs.wait(r.e.cfg.LogWait)
 			if c.Type == batchv1.JobComplete {
 				return nil
@@ -349,6 +353,28 @@ func (r *run) pods(job *batchv1.Job) error {
 		}
 	}
 	return nil
+}
+
+// finalPods follows the log of every pod of the finished Job that the
+// informer had not shown started.
+func (r *run) finalPods(ctx context.Context, job *batchv1.Job) {
+	pods, err := r.e.client.CoreV1().Pods(r.e.cfg.Namespace).List(ctx, metav1.ListOptions{LabelSelector: LabelJob + "=" + r.name})
+	if err != nil {
+		r.e.log.Warn("list pods of finished job", "job", r.name, "err", err)
+		return
+	}
+	slices.SortFunc(pods.Items, func(a, b corev1.Pod) int { return a.CreationTimestamp.Compare(b.CreationTimestamp.Time) })
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if !ownedBy(p, job.UID) {
+			continue
+		}
+		for _, cs := range p.Status.ContainerStatuses {
+			if cs.Name == Container && (cs.State.Running != nil || cs.State.Terminated != nil) {
+				r.logs.follow(p.Name)
+			}
+		}
+	}
 }
 
 func ownedBy(p *corev1.Pod, uid types.UID) bool {
