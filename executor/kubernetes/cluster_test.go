@@ -111,7 +111,7 @@ func TestKubernetesExecutorPodKilled(t *testing.T) {
 	var log buffer
 	done := make(chan error, 1)
 	go func() {
-		done <- newExec().Run(t.Context(), clusterStep(testKey, &log, "echo attempt; sleep 8; echo finished"))
+		done <- newExec().Run(t.Context(), clusterStep(testKey, &log, "trap 'exit 143' TERM; echo attempt; sleep 8 & wait; echo finished"))
 	}()
 	waitLog(t, env, &log, "attempt")
 	name, _ := JobName(testKey)
