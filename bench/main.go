@@ -22,6 +22,8 @@
 //   - s3, oci: publishing 1 GiB vs aws s3 cp and crane push.
 //   - serve-create-warm (-only serve-create-warm; minutes, real kiwi): a second IMS create job
 //     of an unchanged recipe through imsbuild serve, POST to success.
+//   - k8s-dispatch (-only k8s-dispatch): the Kubernetes executor's cost per step in the
+//     orchestrator, 1,000 steps against client-go's fake clientset.
 //   - serve-api (-only serve-api; a minute): imsbuild serve with 10,000 images and 50
 //     concurrent clients: list (gzip and plain) and POST p50/p99 by round, the server's peak RSS.
 package main
@@ -52,6 +54,8 @@ func main() {
 	only := flag.String("only", "treehash,pack,noop,customize,check", "comma-separated benchmarks to run")
 	flag.IntVar(&pairRuns, "pairs", pairRuns, "A/B pairs per comparison (at least 3 for a figure worth quoting)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process (the in-process publishes and hashing) to `file`")
+	flag.IntVar(&k8sSteps, "k8s-steps", 1000, "steps of -only k8s-dispatch")
+	flag.IntVar(&k8sJobs, "k8s-jobs", 16, "steps at once of -only k8s-dispatch")
 	flag.Parse()
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -79,6 +83,8 @@ func main() {
 		switch name {
 		case "treehash":
 			benchTreehash(ctx, scratch, tree)
+		case "k8s-dispatch":
+			benchK8sDispatch(ctx, k8sSteps, k8sJobs)
 		case "pack":
 			benchPack(ctx, scratch, tree)
 		case "noop":

@@ -10,3 +10,6 @@ need crane || go install github.com/google/go-containerregistry/cmd/crane@v0.22.
 # users do (tests of provenance/ and the OCI publisher).
 need cosign || go install github.com/sigstore/cosign/v2/cmd/cosign@v2.6.5
 need oras || go install oras.land/oras/cmd/oras@v1.3.6
+# The Kubernetes binaries of the cluster tests (once per machine and version,
+# 15-25 minutes the first time; see scripts/k8s/build.sh).
+"$(dirname "$0")/k8s/build.sh"

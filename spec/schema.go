@@ -19,7 +19,16 @@ var topSchema = &hcl.BodySchema{
 
 var imsbuildSchema = &hcl.BodySchema{
 	Attributes: []hcl.AttributeSchema{{Name: "required_version"}},
-	Blocks:     []hcl.BlockHeaderSchema{{Type: "cache"}, {Type: "signing"}},
+	Blocks:     []hcl.BlockHeaderSchema{{Type: "cache"}, {Type: "signing"}, {Type: "executor", LabelNames: []string{"kind"}}},
+}
+
+var executorSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{
+		{Name: "kubeconfig"}, {Name: "context"}, {Name: "namespace"}, {Name: "image"},
+		{Name: "service_account"}, {Name: "node_selector"}, {Name: "tolerations"}, {Name: "resources"},
+		{Name: "parallelism"}, {Name: "ttl_after_finished"}, {Name: "image_pull_policy"},
+		{Name: "backoff_limit"}, {Name: "host_network"},
+	},
 }
 
 var signingSchema = &hcl.BodySchema{

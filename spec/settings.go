@@ -25,6 +25,9 @@ func (l *loader) decodeSettings() {
 	if b := l.single(c.Blocks, "signing"); b != nil {
 		l.decodeSigning(b, &s.Signing)
 	}
+	if b := l.single(c.Blocks, "executor"); b != nil {
+		l.decodeExecutor(b, &s.Executor)
+	}
 }
 
 // decodeSigning decodes the imsbuild.signing block. The key file is not

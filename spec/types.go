@@ -46,6 +46,36 @@ type Settings struct {
 	RequiredVersion string
 	Cache           CacheSettings
 	Signing         SigningSettings
+	Executor        ExecutorSettings
+}
+
+// ExecutorSettings is the imsbuild.executor "kubernetes" block: where the
+// steps that miss the cache are built. Kind is "" without the block. The
+// values are checked here as far as the build language can; the CLI turns
+// them into the executor's configuration.
+type ExecutorSettings struct {
+	Kind             string // "kubernetes"
+	Kubeconfig       string // absolute path; "" is in-cluster, then ~/.kube/config
+	Context          string
+	Namespace        string
+	Image            string
+	ServiceAccount   string
+	NodeSelector     map[string]string
+	Tolerations      []Toleration
+	Requests         map[string]string // resource name → quantity ("2", "500m", "4Gi")
+	Limits           map[string]string
+	Parallelism      int
+	TTLAfterFinished time.Duration
+	ImagePullPolicy  string // Always | IfNotPresent | Never; "" is the cluster's default
+	BackoffLimit     *int
+	HostNetwork      bool
+	DeclRange        hcl.Range
+}
+
+// Toleration is one element of the executor's tolerations, as in a pod spec.
+type Toleration struct {
+	Key, Operator, Value, Effect string
+	Seconds                      *int64 // toleration_seconds
 }
 
 // SigningSettings is the imsbuild.signing block: the private key that signs

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -130,6 +131,7 @@ func newBuildCmd(g *globalFlags) *cobra.Command {
 		signingKey  string
 		bootstrap   string
 		execName    string
+		kf          kubeFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "build [DIR] [TARGET...]",
@@ -227,13 +229,24 @@ compared (build it first).`,
 					return usageError{err}
 				}
 			}
-			exec, err := newExecutor(execName)
+			var remote *engine.RemoteCache
+			name, err := executorName(execName, cfg)
 			if err != nil {
 				return err
 			}
-			var remote *engine.RemoteCache
-			if exec != nil {
-				remote = remoteFor(c)
+			if name != "" {
+				// Checked before the executor connects anywhere: without
+				// a remote cache nothing it builds comes back.
+				if remote = remoteFor(c); remote == nil {
+					return usageError{fmt.Errorf(`the %s executor builds steps elsewhere and needs a remote cache to share them: set imsbuild { cache { to = "s3://bucket/prefix" } } (or oci://registry/repo), or --cache-to`, name)}
+				}
+			}
+			exec, err := newExecutor(name, cfg, kf)
+			if err != nil {
+				return err
+			}
+			if cl, ok := exec.(io.Closer); ok {
+				defer cl.Close()
 			}
 			e, err := newEngine(cfg, c, engine.Options{
 				Executor:          exec,
@@ -298,8 +311,9 @@ compared (build it first).`,
 	cmd.Flags().BoolVar(&locked, "locked", false, "build every recipe exactly as imsbuild.lock.json says; fail if any package would differ")
 	cmd.Flags().StringVar(&signingKey, "signing-key", "", "sign every image's provenance with this private key (PEM or cosign; overrides imsbuild.signing)")
 	cmd.Flags().DurationVar(&sshTimeout, "ssh-timeout", 0, "fail an SSH environment nobody completes within this time (default: the block's timeout, else 2h)")
-	cmd.Flags().StringVar(&execName, "executor", "", "build every missing step elsewhere: local (a child process per step, for tests)")
-	_ = cmd.Flags().MarkHidden("executor")
+	cmd.Flags().StringVar(&execName, "executor", "", "build every missing step elsewhere: kubernetes (a Job per step), local (a child process per step), none (in this process; the default without an executor block)")
+	cmd.Flags().StringVar(&kf.kubeconfig, "kubeconfig", "", "the kubeconfig of the kubernetes executor (overrides the executor block's)")
+	cmd.Flags().StringVar(&kf.namespace, "namespace", "", "the namespace of the kubernetes executor's Jobs (overrides the executor block's)")
 	cmd.Flags().StringVar(&bootstrap, "bootstrap-cache", engine.DefaultBootstrapCacheDir, "directory of debootstrap results kept for apt recipes; a new one bootstraps from scratch")
 	return cmd
 }

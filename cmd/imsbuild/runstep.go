@@ -23,17 +23,21 @@ import (
 	"github.com/imsbuild/imsbuild/spec"
 )
 
-// newExecutor returns the executor --executor names; "" is none (steps
-// build in this process). "local" runs each step as a child process of
-// this one (executor/localproc), the reference executor and the tests'.
-func newExecutor(name string) (executor.Executor, error) {
+// newExecutor returns the executor name names; "" is none (steps build in
+// this process). "local" runs each step as a child process of this one
+// (executor/localproc), the reference executor and the tests'.
+// "kubernetes" runs each as a Job (executor/kubernetes), configured by the
+// build's executor block and kf.
+func newExecutor(name string, cfg *spec.Config, kf kubeFlags) (executor.Executor, error) {
 	switch name {
 	case "":
 		return nil, nil
 	case "local":
 		return localproc.New("")
+	case "kubernetes":
+		return newKubernetesExecutor(cfg.Settings.Executor, kf)
 	}
-	return nil, usageError{fmt.Errorf("--executor %q: want local", name)}
+	return nil, usageError{fmt.Errorf("--executor %q: want local, kubernetes or none", name)}
 }
 
 // remoteFor is the remote cache the executor's steps share: the build's

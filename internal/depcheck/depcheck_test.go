@@ -29,6 +29,9 @@ var forbidden = map[string][]string{
 	// ims/server is the service above the leaf ims (DESIGN §2: → engine,
 	// publish); the "ims" rule does not cover it.
 	"ims/server": {"cmd"},
+	// An executor runs a step elsewhere and knows only the seam's Step:
+	// the engine does not import client-go, nor an executor the engine.
+	"executor": {"engine", "builders", "publish", "cmd", "spec", "cache", "ims"},
 }
 
 // exceptions lift one ban for one package, each with its reason.

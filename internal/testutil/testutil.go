@@ -50,6 +50,22 @@ func RequireRoot(t testing.TB) {
 	t.Skip("needs root")
 }
 
+// RequireEnv returns the environment variable name, which a test setup sets
+// (the Kubernetes cluster's kubeconfig, the builder image), skipping the test
+// when it is unset unless IMSBUILD_TEST_REQUIRE names what (or "all"), in
+// which case the test fails: CI must not pass without running it.
+func RequireEnv(t testing.TB, name, what string) string {
+	t.Helper()
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	if required(what) {
+		t.Fatalf("%s is required (IMSBUILD_TEST_REQUIRE) but %s is not set", what, name)
+	}
+	t.Skipf("%s not set (%s)", name, what)
+	return ""
+}
+
 // BusyboxRoot builds a tiny image root with busybox-static (/bin/sh and its
 // applets), /etc, /tmp and optional /boot kernel and initrd files, and returns it.
 func BusyboxRoot(t testing.TB, withBoot bool) string {
