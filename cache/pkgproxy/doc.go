@@ -91,6 +91,19 @@
 // last byte, so the client never has it; the download is still cached, as
 // any package of the repository.
 //
+// # Prefetch
+//
+// Proxy.Prefetch downloads a list of package files into the cache, a few
+// at a time, while a slow client (debootstrap's wget, apt with one
+// connection per host) works through the same list one by one. Each file
+// comes with the sha256 its repository's index gives it and is stored and
+// indexed only when its content has it (Store.Put's want), so a file that
+// does not match is never served from the cache. A package request of any
+// session for a file being prefetched waits for that download and is
+// served from the cache, so nothing is downloaded twice. A prefetch that
+// is cancelled, or whose proxy closes, stops its downloads and stores
+// nothing of them.
+//
 // # Lifetime
 //
 // Start listens on a free port of 127.0.0.1 (as does each session). Close

@@ -124,6 +124,9 @@ type Proxy struct {
 	active   int               // handlers running
 	wg       sync.WaitGroup    // handlers running
 	bad      map[string]bool   // keys whose blob proved corrupt: fetched again
+	// prefetching holds the keys Prefetch is downloading, each with a
+	// channel closed when it is done.
+	prefetching map[string]chan struct{}
 
 	closeOnce sync.Once
 	closeErr  error
@@ -142,14 +145,15 @@ func Start(ctx context.Context, opts Options) (*Proxy, error) {
 		return nil, fmt.Errorf("start pkgproxy: %w", err)
 	}
 	p := &Proxy{
-		store:    opts.Store,
-		actions:  opts.Actions,
-		log:      opts.Logger,
-		grace:    opts.grace,
-		served:   make(chan struct{}),
-		quit:     make(chan struct{}),
-		bad:      make(map[string]bool),
-		sessions: make(map[*Session]bool),
+		store:       opts.Store,
+		actions:     opts.Actions,
+		log:         opts.Logger,
+		grace:       opts.grace,
+		served:      make(chan struct{}),
+		quit:        make(chan struct{}),
+		bad:         make(map[string]bool),
+		prefetching: make(map[string]chan struct{}),
+		sessions:    make(map[*Session]bool),
 	}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
@@ -163,6 +167,8 @@ func Start(ctx context.Context, opts Options) (*Proxy, error) {
 	} else {
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		t.DisableCompression = true // relay bodies as they are
+		// Keep Prefetch's connections to a mirror for reuse.
+		t.MaxIdleConnsPerHost = maxPrefetchConns
 		p.client = &http.Client{Transport: t}
 	}
 	p.client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
@@ -329,6 +335,8 @@ func (p *Proxy) serveWith(w http.ResponseWriter, r *http.Request, h *Hooks) {
 		}
 	}
 	key, preimage := indexKey(canon)
+	// A package Prefetch is downloading is served once it is cached.
+	p.awaitPrefetch(r.Context(), key)
 	if p.serveCached(w, r, key, canon, h) {
 		return
 	}
@@ -489,8 +497,9 @@ func (p *Proxy) fetch(w http.ResponseWriter, r *http.Request, key string, preima
 	hooks.served(canon, d, n)
 }
 
-// index records the package blob d, n bytes, under key.
-func (p *Proxy) index(ctx context.Context, key string, preimage []byte, d cache.Digest, n int64) {
+// index records the package blob d, n bytes, under key, and reports
+// whether it did.
+func (p *Proxy) index(ctx context.Context, key string, preimage []byte, d cache.Digest, n int64) bool {
 	res := &cache.ActionResult{
 		Step:    Step,
 		Builder: Step,
@@ -498,10 +507,11 @@ func (p *Proxy) index(ctx context.Context, key string, preimage []byte, d cache.
 	}
 	if err := p.actions.Put(ctx, key, preimage, res); err != nil {
 		p.log.Warn("pkgproxy: index package", "key", key, "digest", d, "err", err)
-		return
+		return false
 	}
 	p.setBad(key, false)
 	p.stored.Add(1)
+	return true
 }
 
 // errStoreDone ends the pipe into Store.Put once Put returned.
