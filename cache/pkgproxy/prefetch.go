@@ -127,12 +127,25 @@ func (p *Proxy) prefetchOne(ctx context.Context, f File) (int64, bool, error) {
 		return 0, false, errNotPackage
 	}
 	key, preimage := indexKey(canon)
-	done, first := p.startPrefetch(key)
+	// apt asks for pool/a/a_1%2b2_all.deb, debootstrap's wget for
+	// pool/a/a_1+2_all.deb: the file is indexed under both spellings.
+	keys := [][2]string{{key, string(preimage)}}
+	plain := *u
+	plain.RawPath = "" // Go's escaping of the path: a "+" stays a "+"
+	if alt, ok := packageURL(http.MethodGet, &plain); ok && alt != canon {
+		k, pre := indexKey(alt)
+		keys = append(keys, [2]string{k, string(pre)})
+	}
+	done, first := p.startPrefetch(keys)
 	if !first {
 		return 0, true, nil // another prefetch has it
 	}
 	defer done()
-	if p.cached(ctx, key) {
+	cached := true
+	for _, k := range keys {
+		cached = cached && p.cached(ctx, k[0])
+	}
+	if cached {
 		return 0, true, nil
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, canon, nil)
@@ -157,8 +170,10 @@ func (p *Proxy) prefetchOne(ctx context.Context, f File) (int64, bool, error) {
 	if resp.ContentLength >= 0 && n != resp.ContentLength {
 		return 0, false, fmt.Errorf("GET %s: got %d of %d bytes", canon, n, resp.ContentLength)
 	}
-	if !p.index(ctx, key, preimage, d, n) {
-		return 0, false, fmt.Errorf("GET %s: not indexed", canon)
+	for _, k := range keys {
+		if !p.index(ctx, k[0], []byte(k[1]), d, n) {
+			return 0, false, fmt.Errorf("GET %s: not indexed", canon)
+		}
 	}
 	return n, false, nil
 }
@@ -181,19 +196,26 @@ func (p *Proxy) cached(ctx context.Context, key string) bool {
 	return err == nil && size == out.Size
 }
 
-// startPrefetch marks key as being prefetched, unless it already is
-// (first is false); done ends the mark and wakes the requests waiting.
-func (p *Proxy) startPrefetch(key string) (done func(), first bool) {
+// startPrefetch marks keys (key, preimage) as being prefetched, unless
+// one already is (first is false); done ends the mark and wakes the
+// requests waiting.
+func (p *Proxy) startPrefetch(keys [][2]string) (done func(), first bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if _, ok := p.prefetching[key]; ok {
-		return nil, false
+	for _, k := range keys {
+		if _, ok := p.prefetching[k[0]]; ok {
+			return nil, false
+		}
 	}
 	ch := make(chan struct{})
-	p.prefetching[key] = ch
+	for _, k := range keys {
+		p.prefetching[k[0]] = ch
+	}
 	return func() {
 		p.mu.Lock()
-		delete(p.prefetching, key)
+		for _, k := range keys {
+			delete(p.prefetching, k[0])
+		}
 		p.mu.Unlock()
 		close(ch)
 	}, true

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -277,4 +278,31 @@ func cacheFiles(t *testing.T, c *local.Cache) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// A file prefetched as apt spells it (%2b) is a hit for debootstrap's
+// wget, which sends the "+" as it is, and the other way round.
+func TestPrefetchBothSpellings(t *testing.T) {
+	m := newMirror(t)
+	plus := "/pool/main/p/plus_1.0+deb12u1_amd64.deb"
+	m.files[plus] = content(40, 50<<10)
+	c := newCache(t)
+	p := startProxy(t, c)
+	escaped := m.url(strings.Replace(plus, "+", "%2b", 1))
+	if st := p.Prefetch(t.Context(), []File{{URL: escaped, Digest: digestOf(m.files[plus])}}, 1); st.Fetched != 1 {
+		t.Fatalf("Prefetch() = %+v, want 1 fetched", st)
+	}
+	client := proxyClient(t, p)
+	for _, u := range []string{m.url(plus), escaped} {
+		_, body := mustGet(t, client, http.MethodGet, u, http.StatusOK)
+		if digestOf(body) != digestOf(m.files[plus]) {
+			t.Errorf("GET %s: other content", u)
+		}
+	}
+	if n := m.count(plus); n != 1 {
+		t.Errorf("the mirror got %d requests, want 1 (the prefetch)", n)
+	}
+	if st := stats(t, p); st.Hits != 2 {
+		t.Errorf("Stats() = %+v, want 2 hits", st)
+	}
 }
