@@ -129,6 +129,7 @@ func newBuildCmd(g *globalFlags) *cobra.Command {
 		check       bool
 		signingKey  string
 		bootstrap   string
+		noPrefetch  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "build [DIR] [TARGET...]",
@@ -238,6 +239,7 @@ compared (build it first).`,
 				BootstrapCacheDir: bootstrap,
 				PackageStore:      c.Cache,
 				PackageActions:    c.Actions(),
+				NoPrefetch:        noPrefetch,
 				KeepGoing:         keepGoing,
 				Check:             check,
 				WorkDir:           work,
@@ -288,6 +290,7 @@ compared (build it first).`,
 	cmd.Flags().StringVar(&signingKey, "signing-key", "", "sign every image's provenance with this private key (PEM or cosign; overrides imsbuild.signing)")
 	cmd.Flags().DurationVar(&sshTimeout, "ssh-timeout", 0, "fail an SSH environment nobody completes within this time (default: the block's timeout, else 2h)")
 	cmd.Flags().StringVar(&bootstrap, "bootstrap-cache", engine.DefaultBootstrapCacheDir, "directory of debootstrap results kept for apt recipes; a new one bootstraps from scratch")
+	cmd.Flags().BoolVar(&noPrefetch, "no-prefetch", false, "let kiwi download its packages one by one instead of fetching them into the package cache in parallel ahead of it")
 	return cmd
 }
 
