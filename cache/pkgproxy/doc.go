@@ -39,11 +39,12 @@
 // # Storing
 //
 // A miss streams the upstream body to the client and, through a pipe, into
-// Store.Put at the same time; a package is never held in memory. The index
-// entry is written last: once the whole body arrived (all of the upstream's
-// Content-Length, when it sent one) and the blob is stored, but before the
-// client gets the last byte, so a client that has a package finds it in the
-// cache on its next request. A truncated upstream body, an upstream error,
+// Store.Put at the same time; a package is never held in memory. The client
+// gets the last byte once the whole body arrived (all of the upstream's
+// Content-Length, when it sent one) and the session's Check passed; the
+// blob is then committed and the index entry written last, while a request
+// for the same package waits for that, so a client that has a package
+// finds it in the cache on its next request. A truncated upstream body, an upstream error,
 // a client that disconnects and a cancelled run store nothing, and a later
 // request fetches the package again; the client of a truncated download
 // sees its connection aborted, never a clean short body. A store that fails

@@ -51,15 +51,15 @@ func (p *Proxy) Prefetch(ctx context.Context, files []File, conns int) PrefetchS
 		conns = DefaultPrefetchConns
 	}
 	conns = min(conns, maxPrefetchConns)
-	// Close waits for the downloads, which its abort ends.
+	// Close ends the downloads (its abort) and waits for them.
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
 		return PrefetchStats{Skipped: len(files)}
 	}
-	p.wg.Add(1)
+	p.prefetches.Add(1)
 	p.mu.Unlock()
-	defer p.wg.Done()
+	defer p.prefetches.Done()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(p.life, cancel)()

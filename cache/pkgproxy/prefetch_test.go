@@ -1,9 +1,11 @@
 package pkgproxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/http"
 	"path/filepath"
@@ -304,5 +306,62 @@ func TestPrefetchBothSpellings(t *testing.T) {
 	}
 	if st := stats(t, p); st.Hits != 2 {
 		t.Errorf("Stats() = %+v, want 2 hits", st)
+	}
+}
+
+// stallingStore holds every Put, once it has read the whole package,
+// until release is closed: a store whose syncs take long.
+type stallingStore struct {
+	*local.Cache
+	release chan struct{}
+}
+
+func (s stallingStore) Put(ctx context.Context, r io.Reader, want cache.Digest) (cache.Digest, int64, error) {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return "", 0, err
+	}
+	<-s.release
+	return s.Cache.Put(ctx, bytes.NewReader(b), want)
+}
+
+// A client of a miss has its package, and its connection back, before
+// the store commits it: the store's syncs are not on the path of a
+// client that fetches one package after another. A second request for
+// the package meanwhile waits for the index and is a hit.
+func TestMissServedBeforeStored(t *testing.T) {
+	m := newMirror(t)
+	c := newCache(t)
+	s := stallingStore{Cache: c, release: make(chan struct{})}
+	p := startProxyOpts(t, Options{Store: s, Actions: c.Actions()})
+	defer close(s.release)
+	client := proxyClient(t, p)
+	_, body := mustGet(t, client, http.MethodGet, m.url(debPath), http.StatusOK) // the store is stalled
+	if !bytes.Equal(body, m.files[debPath]) {
+		t.Fatalf("GET: %d bytes, want the mirror's %d", len(body), len(m.files[debPath]))
+	}
+	// The same connection serves the next request at once.
+	mustGet(t, client, http.MethodGet, m.url(inRelease), http.StatusOK)
+
+	got := make(chan []byte)
+	go func() {
+		_, body, _ := get(t, client, http.MethodGet, m.url(debPath))
+		got <- body
+	}()
+	poll(t, "the second request to wait", func() bool { return p.inFlight() == 2 })
+	select {
+	case <-got:
+		t.Fatal("the second request did not wait for the package to be stored")
+	case <-time.After(50 * time.Millisecond):
+	}
+	s.release <- struct{}{}
+	if b := <-got; !bytes.Equal(b, m.files[debPath]) {
+		t.Fatalf("second GET: %d bytes, want the package", len(b))
+	}
+	if n := m.count(debPath); n != 1 {
+		t.Errorf("the mirror got %d requests, want 1", n)
+	}
+	if st := stats(t, p); st.Hits != 1 || st.Misses != 1 || st.Stored != 1 {
+		t.Errorf("Stats() = %+v, want 1 hit, 1 miss, 1 stored", st)
 	}
 }
