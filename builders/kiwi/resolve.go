@@ -79,30 +79,32 @@ var debArch = map[string]string{"x86_64": "amd64", "aarch64": "arm64"}
 // ResolveApt resolves the package files that the kiwi description in
 // descDir (rendered) installs for profiles and arch (x86_64, aarch64),
 // with the host's apt-get in the scratch directory dir (created), its
-// http requests going through proxy ("" for none): the bootstrap set
-// first, in apt's order, then the rest. Only http:// repositories are
+// http requests going through proxy ("" for none). It calls found with
+// the bootstrap set, in apt's order, as soon as it has it, then with what
+// the image packages add, so that fetching can start early. Only http://
+// repositories are
 // used; a description that is no apt one, a repository that cannot be
 // resolved (no distribution, no key to check its index with, a syntax apt
 // would not take) or a failing apt-get is an error.
-func ResolveApt(ctx context.Context, descDir string, profiles []string, arch, proxy, dir string) ([]PackageFile, error) {
+func ResolveApt(ctx context.Context, descDir string, profiles []string, arch, proxy, dir string, found func([]PackageFile)) error {
 	d, file, err := readDescription(descDir)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if d.isRPM() {
-		return nil, errors.New("resolve packages: not an apt description")
+		return errors.New("resolve packages: not an apt description")
 	}
 	var rd resolveDescription
 	if err := readXML(file, &rd); err != nil {
-		return nil, err
+		return err
 	}
 	darch, ok := debArch[arch]
 	if !ok {
-		return nil, fmt.Errorf("resolve packages: arch %q", arch)
+		return fmt.Errorf("resolve packages: arch %q", arch)
 	}
 	sources, err := sourcesList(&rd, profiles)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	bootstrap := []string{"?priority(required)", "apt"}
 	var image []string
@@ -116,7 +118,7 @@ func ResolveApt(ctx context.Context, descDir string, profiles []string, arch, pr
 		}
 		for _, pkg := range p.Package {
 			if !debName.MatchString(pkg.Name) {
-				return nil, fmt.Errorf("resolve packages: package name %q", pkg.Name)
+				return fmt.Errorf("resolve packages: package name %q", pkg.Name)
 			}
 			switch p.Type {
 			case "bootstrap":
@@ -129,28 +131,33 @@ func ResolveApt(ctx context.Context, descDir string, profiles []string, arch, pr
 
 	apt, err := newScratchApt(dir, sources, darch, proxy, recommends)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if _, err := apt.run(ctx, "update"); err != nil {
-		return nil, err
+		return err
 	}
 	first, err := apt.printURIs(ctx, bootstrap)
 	if err != nil {
-		return nil, err
+		return err
 	}
+	found(first)
 	all, err := apt.printURIs(ctx, append(bootstrap, image...))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	seen := map[string]bool{}
-	var out []PackageFile
-	for _, f := range append(first, all...) {
+	for _, f := range first {
+		seen[f.URL] = true
+	}
+	var rest []PackageFile
+	for _, f := range all {
 		if !seen[f.URL] {
 			seen[f.URL] = true
-			out = append(out, f)
+			rest = append(rest, f)
 		}
 	}
-	return out, nil
+	found(rest)
+	return nil
 }
 
 func readXML(file string, v any) error {

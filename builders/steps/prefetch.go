@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/imsbuild/imsbuild/builders/kiwi"
@@ -34,16 +35,46 @@ func (o *Prepare) startPrefetch(ctx context.Context, desc, proxy, scratch string
 	report := make(chan string, 1)
 	go func() {
 		start := time.Now()
-		files, source := o.prefetchList(ctx, desc, proxy, scratch)
-		if len(files) == 0 {
-			report <- "package prefetch: nothing to fetch (" + source + ")"
+		var (
+			mu     sync.Mutex
+			st     pkgproxy.PrefetchStats
+			listed int
+			wg     sync.WaitGroup
+		)
+		// Each part of the list is fetched as soon as it is known.
+		fetch := func(files []pkgproxy.File) {
+			mu.Lock()
+			listed += len(files)
+			mu.Unlock()
+			wg.Go(func() {
+				got := o.Prefetch(ctx, files)
+				mu.Lock()
+				defer mu.Unlock()
+				st.Fetched += got.Fetched
+				st.Cached += got.Cached
+				st.Failed += got.Failed
+				st.Skipped += got.Skipped
+				st.Bytes += got.Bytes
+			})
+		}
+		source, err := o.prefetchList(ctx, desc, proxy, scratch, fetch)
+		listedIn := time.Since(start)
+		wg.Wait()
+		if listed == 0 {
+			why := source
+			if err != nil {
+				why = err.Error()
+			}
+			report <- "package prefetch: nothing to fetch (" + why + ")"
 			return
 		}
-		listed := time.Since(start)
-		st := o.Prefetch(ctx, files)
-		report <- fmt.Sprintf("package prefetch: %d files of %s (listed in %v): %d fetched (%s) in %v, %d already cached, %d failed, %d not fetched",
-			len(files), source, listed.Round(time.Millisecond), st.Fetched, bytesize.Format(st.Bytes),
-			(time.Since(start) - listed).Round(time.Millisecond), st.Cached, st.Failed, st.Skipped)
+		line := fmt.Sprintf("package prefetch: %d files of %s (listed in %v): %d fetched (%s), %d already cached, %d failed, %d not fetched, in %v",
+			listed, source, listedIn.Round(time.Millisecond), st.Fetched, bytesize.Format(st.Bytes),
+			st.Cached, st.Failed, st.Skipped, time.Since(start).Round(time.Millisecond))
+		if err != nil {
+			line += "; listing stopped: " + err.Error()
+		}
+		report <- line
 	}()
 	return func() {
 		cancel()
@@ -51,31 +82,32 @@ func (o *Prepare) startPrefetch(ctx context.Context, desc, proxy, scratch string
 	}
 }
 
-// prefetchList returns the files to prefetch and where the list came
-// from (or why there is none).
-func (o *Prepare) prefetchList(ctx context.Context, desc, proxy, scratch string) ([]pkgproxy.File, string) {
+// prefetchList gives fetch the files to prefetch, in parts, and returns
+// where the list came from.
+func (o *Prepare) prefetchList(ctx context.Context, desc, proxy, scratch string, fetch func([]pkgproxy.File)) (string, error) {
 	bases := o.repoBases(desc)
 	if o.Lock != nil {
-		return lockFiles(o.Lock, bases), "the lock"
+		fetch(lockFiles(o.Lock, bases))
+		return "the lock", nil
 	}
 	if o.Previous != nil {
 		if prev := o.Previous(ctx); prev != nil {
-			return lockFiles(prev, bases), "the last prepare"
+			fetch(lockFiles(prev, bases))
+			return "the last prepare", nil
 		}
 	}
 	arch := o.Recipe.Arch
 	if arch == "" {
 		arch = "x86_64"
 	}
-	resolved, err := kiwi.ResolveApt(ctx, desc, o.Recipe.Profiles, arch, proxy, filepath.Join(scratch, "prefetch-apt"))
-	if err != nil {
-		return nil, err.Error()
-	}
-	out := make([]pkgproxy.File, 0, len(resolved))
-	for _, f := range resolved {
-		out = append(out, pkgproxy.File{URL: f.URL, Digest: cache.Digest("sha256:" + f.SHA256)})
-	}
-	return out, "apt-get's resolution"
+	err := kiwi.ResolveApt(ctx, desc, o.Recipe.Profiles, arch, proxy, filepath.Join(scratch, "prefetch-apt"), func(resolved []kiwi.PackageFile) {
+		files := make([]pkgproxy.File, 0, len(resolved))
+		for _, f := range resolved {
+			files = append(files, pkgproxy.File{URL: f.URL, Digest: cache.Digest("sha256:" + f.SHA256)})
+		}
+		fetch(files)
+	})
+	return "apt-get's resolution", err
 }
 
 // repoBases returns the scheme and host, and the path, of every http://

@@ -92,7 +92,11 @@ func TestPrefetchListSources(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.o.Recipe = &spec.Recipe{Name: "r"}
-			files, source := tc.o.prefetchList(t.Context(), desc, "", t.TempDir())
+			var files []pkgproxy.File
+			source, err := tc.o.prefetchList(t.Context(), desc, "", t.TempDir(), func(f []pkgproxy.File) { files = append(files, f...) })
+			if err != nil {
+				source = err.Error()
+			}
 			if !strings.Contains(source, tc.wantSource) {
 				t.Errorf("prefetchList() source %q, want %q", source, tc.wantSource)
 			}

