@@ -152,7 +152,12 @@ Recipe images run kiwi-ng (as root) in two cached steps, image.x/prepare and ima
 builds on one host, debootstrap results are kept in /var/cache/imsbuild/kiwi/bootstrap and
 every downloaded .deb/.rpm in the local cache (a package proxy on 127.0.0.1 that kiwi uses
 through http_proxy), so a new recipe that shares packages with earlier ones builds faster
-(--bootstrap-cache names another directory for the debootstrap results).
+(--bootstrap-cache names another directory for the debootstrap results). While kiwi runs, the
+proxy fetches the recipe's package files into that cache six at a time, ahead of debootstrap
+and apt, which ask for them one by one: the files of its lock entry, else of its last
+prepare, else what the host's apt-get resolves for the description; each is checked against
+its repository's sha256 before it is served, so the image is the same as without
+(--no-prefetch).
 
 Builds are reproducible: the same inputs give byte-identical artifacts and image ids. Every
 file of an image is dated by one epoch, SOURCE_DATE_EPOCH when set (it is then in every key),
