@@ -74,7 +74,10 @@ type Options struct {
 	// The local cache, not a remote one. nil: kiwi downloads directly.
 	PackageStore   cache.Store
 	PackageActions cache.ActionCache
-	HTTPClient     *http.Client // for repository probes; default http.DefaultClient
+	// NoPrefetch stops kiwi prepares from fetching their packages into
+	// the package cache in parallel ahead of kiwi (pkgproxy's Prefetch).
+	NoPrefetch bool
+	HTTPClient *http.Client // for repository probes; default http.DefaultClient
 	// Lock is the build's package lock (imsbuild.lock.json), nil for
 	// none. Each kiwi prepare compares what it resolves with its
 	// recipe's entry: a difference is a warning in its log, unless

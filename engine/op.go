@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"github.com/imsbuild/imsbuild/builders/steps"
+	"github.com/imsbuild/imsbuild/lockfile"
 )
 
 // The engine runs every image step through a steps.Op: the op describes
@@ -81,6 +82,10 @@ func (e *Engine) opsOf(s *Step, forBuild bool) (stepOps, error) {
 			Handover:          ops.handover,
 			SourceDateEpoch:   e.epoch,
 			EpochSet:          e.epochSet,
+		}
+		if !e.opts.NoPrefetch {
+			prep.Prefetch = e.prefetch
+			prep.Previous = func(ctx context.Context) *lockfile.Recipe { return e.lastPackages(ctx, prepareID(s)) }
 		}
 		if e.debugOnFailure(s) {
 			prep.DebugShell = func(ctx context.Context, root string, log io.Writer) error {

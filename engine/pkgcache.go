@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/imsbuild/imsbuild/builders/steps"
 	"github.com/imsbuild/imsbuild/cache/pkgproxy"
 	"github.com/imsbuild/imsbuild/internal/bytesize"
+	"github.com/imsbuild/imsbuild/lockfile"
 )
 
 // packageProxy returns the URL of the build's package cache proxy, started
@@ -63,4 +65,35 @@ func (e *Engine) closePackageProxy() {
 		e.proxy.Close()
 		e.proxy = nil
 	}
+}
+
+// prefetch fetches files into the package cache ahead of a kiwi prepare,
+// through the build's proxy.
+func (e *Engine) prefetch(ctx context.Context, files []pkgproxy.File) pkgproxy.PrefetchStats {
+	e.proxyMu.Lock()
+	p := e.proxy
+	e.proxyMu.Unlock()
+	if p == nil {
+		return pkgproxy.PrefetchStats{Skipped: len(files)}
+	}
+	return p.Prefetch(ctx, files, 0)
+}
+
+// lastPackages returns the package list of the last prepare of step id
+// the action cache recorded, nil for none (or one it cannot read).
+func (e *Engine) lastPackages(ctx context.Context, id string) *lockfile.Recipe {
+	key, _, err := e.ac.LastKey(ctx, id)
+	if err != nil {
+		return nil
+	}
+	res, err := e.ac.Get(ctx, key)
+	if err != nil {
+		return nil
+	}
+	r, err := steps.ReadPackages(ctx, e.store, res)
+	if err != nil {
+		e.opts.Logger.Debug("package list of the last prepare", "step", id, "err", err)
+		return nil
+	}
+	return r
 }

@@ -53,6 +53,12 @@ type Prepare struct {
 	// proxy ("" for none) whose package requests go through hooks, and a
 	// function that ends the session, logging what it served.
 	PackageProxy func(ctx context.Context, hooks pkgproxy.Hooks) (url string, done func(io.Writer), err error)
+	// Prefetch, when set, fetches package files into the package cache
+	// ahead of kiwi (pkgproxy.Proxy.Prefetch; see startPrefetch).
+	// Previous returns the package list of this step's last prepare, nil
+	// for none: what to prefetch when there is no lock entry.
+	Prefetch func(ctx context.Context, files []pkgproxy.File) pkgproxy.PrefetchStats
+	Previous func(ctx context.Context) *lockfile.Recipe
 	// Lock is the recipe's entry of the package lock, nil for none. With
 	// Locked it enters the key, the package proxy serves only the locked
 	// package files, and a prepare that resolves other packages fails
@@ -219,6 +225,7 @@ func (o *Prepare) Build(ctx context.Context, env Env) (*cache.ActionResult, erro
 		locked = o.Lock
 	}
 	rec := newPackageRecorder(locked)
+	stopPrefetch := func() {}
 	if o.PackageProxy != nil {
 		proxy, done, err := o.PackageProxy(ctx, rec.hooks())
 		if err != nil {
@@ -232,6 +239,7 @@ func (o *Prepare) Build(ctx context.Context, env Env) (*cache.ActionResult, erro
 		if done != nil {
 			report = done
 		}
+		stopPrefetch = o.startPrefetch(ctx, desc, proxy, env.Work, log)
 	}
 	root := filepath.Join(env.Work, "root")
 	if err := ensureEmulator(r.Arch, log); err != nil {
@@ -249,6 +257,7 @@ func (o *Prepare) Build(ctx context.Context, env Env) (*cache.ActionResult, erro
 		Log:            log,
 		KiwiLog:        filepath.Join(env.Work, "kiwi.log"),
 	})
+	stopPrefetch()
 	report(log)
 	if refused := rec.refusals(); len(refused) > 0 {
 		// The proxy refused what the lock does not hold; kiwi's own

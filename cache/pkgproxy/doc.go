@@ -43,11 +43,12 @@
 // # Storing
 //
 // A miss streams the upstream body to the client and, through a pipe, into
-// Store.Put at the same time; a package is never held in memory. The index
-// entry is written last: once the whole body arrived (all of the upstream's
-// Content-Length, when it sent one) and the blob is stored, but before the
-// client gets the last byte, so a client that has a package finds it in the
-// cache on its next request. A truncated upstream body, an upstream error,
+// Store.Put at the same time; a package is never held in memory. The client
+// gets the last byte once the whole body arrived (all of the upstream's
+// Content-Length, when it sent one) and the session's Check passed; the
+// blob is then committed and the index entry written last, while a request
+// for the same package waits for that, so a client that has a package
+// finds it in the cache on its next request. A truncated upstream body, an upstream error,
 // a client that disconnects and a cancelled run store nothing, and a later
 // request fetches the package again; the client of a truncated download
 // sees its connection aborted, never a clean short body. A store that fails
@@ -94,6 +95,19 @@
 // when its download from upstream already started, aborted before the
 // last byte, so the client never has it; the download is still cached, as
 // any package of the repository.
+//
+// # Prefetch
+//
+// Proxy.Prefetch downloads a list of package files into the cache, a few
+// at a time, while a slow client (debootstrap's wget, apt with one
+// connection per host) works through the same list one by one. Each file
+// comes with the sha256 its repository's index gives it and is stored and
+// indexed only when its content has it (Store.Put's want), so a file that
+// does not match is never served from the cache. A package request of any
+// session for a file being prefetched waits for that download and is
+// served from the cache, so nothing is downloaded twice. A prefetch that
+// is cancelled, or whose proxy closes, stops its downloads and stores
+// nothing of them.
 //
 // # Lifetime
 //

@@ -140,3 +140,68 @@ func mustParse(t testing.TB, rawURL string) *url.URL {
 	}
 	return u
 }
+
+// smallMirror serves packages of smallSize bytes under any name: the
+// per-request cost of the proxy (apt installs hundreds of small packages,
+// one at a time).
+const smallSize = 200 << 10
+
+func smallMirror(b *testing.B) string {
+	data := content(11, smallSize)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+		w.Write(data)
+	}))
+	b.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// BenchmarkSmallMiss fetches a new small package per iteration: a miss.
+func BenchmarkSmallMiss(b *testing.B) {
+	base := smallMirror(b)
+	c := newCache(b)
+	p, err := Start(b.Context(), Options{Store: c, Actions: c.Actions()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	client := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(mustParse(b, p.URL()))}}
+	defer client.CloseIdleConnections()
+	b.SetBytes(smallSize)
+	i := 0
+	for b.Loop() {
+		i++
+		fetchSum(b, client, base+"/pool/s/s_"+strconv.Itoa(i)+"_amd64.deb")
+	}
+}
+
+// BenchmarkSmallHit fetches one cached small package per iteration.
+func BenchmarkSmallHit(b *testing.B) {
+	base := smallMirror(b)
+	c := newCache(b)
+	p, err := Start(b.Context(), Options{Store: c, Actions: c.Actions()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	client := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(mustParse(b, p.URL()))}}
+	defer client.CloseIdleConnections()
+	fetchSum(b, client, base+"/pool/s/s_1_amd64.deb")
+	b.SetBytes(smallSize)
+	for b.Loop() {
+		fetchSum(b, client, base+"/pool/s/s_1_amd64.deb")
+	}
+}
+
+// BenchmarkSmallDirect is the baseline of the small ones.
+func BenchmarkSmallDirect(b *testing.B) {
+	base := smallMirror(b)
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+	b.SetBytes(smallSize)
+	i := 0
+	for b.Loop() {
+		i++
+		fetchSum(b, client, base+"/pool/s/s_"+strconv.Itoa(i)+"_amd64.deb")
+	}
+}

@@ -122,8 +122,13 @@ type Proxy struct {
 	closed   bool
 	sessions map[*Session]bool // open sessions, closed with the proxy
 	active   int               // handlers running
-	wg       sync.WaitGroup    // handlers running
-	bad      map[string]bool   // keys whose blob proved corrupt: fetched again
+	wg       sync.WaitGroup    // handlers running, and the stores they left
+	// prefetches are the Prefetch calls running, which Close aborts.
+	prefetches sync.WaitGroup
+	bad        map[string]bool // keys whose blob proved corrupt: fetched again
+	// prefetching holds the keys Prefetch is downloading, each with a
+	// channel closed when it is done.
+	prefetching map[string]chan struct{}
 
 	closeOnce sync.Once
 	closeErr  error
@@ -142,14 +147,15 @@ func Start(ctx context.Context, opts Options) (*Proxy, error) {
 		return nil, fmt.Errorf("start pkgproxy: %w", err)
 	}
 	p := &Proxy{
-		store:    opts.Store,
-		actions:  opts.Actions,
-		log:      opts.Logger,
-		grace:    opts.grace,
-		served:   make(chan struct{}),
-		quit:     make(chan struct{}),
-		bad:      make(map[string]bool),
-		sessions: make(map[*Session]bool),
+		store:       opts.Store,
+		actions:     opts.Actions,
+		log:         opts.Logger,
+		grace:       opts.grace,
+		served:      make(chan struct{}),
+		quit:        make(chan struct{}),
+		bad:         make(map[string]bool),
+		prefetching: make(map[string]chan struct{}),
+		sessions:    make(map[*Session]bool),
 	}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
@@ -163,6 +169,8 @@ func Start(ctx context.Context, opts Options) (*Proxy, error) {
 	} else {
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		t.DisableCompression = true // relay bodies as they are
+		// Keep Prefetch's connections to a mirror for reuse.
+		t.MaxIdleConnsPerHost = maxPrefetchConns
 		p.client = &http.Client{Transport: t}
 	}
 	p.client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
@@ -239,6 +247,19 @@ func (p *Proxy) shutdown(graceful bool) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	err := p.srv.Shutdown(ctx)
+	if err == nil && graceful {
+		// Packages whose clients have them are still being stored.
+		idle := make(chan struct{})
+		go func() {
+			p.wg.Wait()
+			close(idle)
+		}()
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
 	cancel()
 	if err != nil {
 		if graceful {
@@ -257,6 +278,7 @@ func (p *Proxy) shutdown(graceful bool) error {
 		<-s.served
 	}
 	p.wg.Wait()
+	p.prefetches.Wait()
 	<-p.served
 	p.client.CloseIdleConnections()
 	if err != nil {
@@ -329,6 +351,8 @@ func (p *Proxy) serveWith(w http.ResponseWriter, r *http.Request, h *Hooks) {
 		}
 	}
 	key, preimage := indexKey(canon)
+	// A package Prefetch is downloading is served once it is cached.
+	p.awaitPrefetch(r.Context(), key)
 	if p.serveCached(w, r, key, canon, h) {
 		return
 	}
@@ -457,40 +481,65 @@ func (p *Proxy) fetch(w http.ResponseWriter, r *http.Request, key string, preima
 	}
 	if err != nil {
 		pw.CloseWithError(err)
-	} else {
-		pw.Close()
-	}
-	put := <-putc
-	if err != nil {
+		<-putc
 		p.log.Debug("pkgproxy: download incomplete, not stored", "url", r.URL.Redacted(), "err", err)
 		panic(http.ErrAbortHandler) // never end a short body cleanly
 	}
-	if put.err == nil && sw.err != nil {
-		put.err = sw.err
-	}
-	if put.err == nil && put.n != n {
-		put.err = fmt.Errorf("stored %d of %d bytes", put.n, n)
-	}
-	if put.err != nil {
-		p.log.Warn("pkgproxy: store package", "url", r.URL.String(), "err", put.err)
-	} else {
-		p.index(ctx, key, preimage, put.d, put.n)
+	pw.Close()
+	// store commits the blob and indexes it: a refused package is cached
+	// too, as any package of the repository.
+	store := func() {
+		put := <-putc
+		if put.err == nil && sw.err != nil {
+			put.err = sw.err
+		}
+		if put.err == nil && put.n != n {
+			put.err = fmt.Errorf("stored %d of %d bytes", put.n, n)
+		}
+		if put.err != nil {
+			p.log.Warn("pkgproxy: store package", "url", r.URL.String(), "err", put.err)
+		} else {
+			p.index(ctx, key, preimage, put.d, put.n)
+		}
 	}
 	d := cache.Digest("sha256:" + hex.EncodeToString(sum.Sum(nil)))
 	if hooks.checks() {
 		if err := hooks.Check(canon, d); err != nil {
+			store()
 			p.log.Debug("pkgproxy: package refused", "url", canon, "err", err)
 			panic(http.ErrAbortHandler) // the client never gets the last byte
 		}
 	}
+	// The client gets its last byte and its connection back now, not
+	// after the store's and the index's syncs (most of a miss's time for
+	// a small package, and apt asks for the next one on the same
+	// connection): they finish after the handler, counted as a request in
+	// flight. A request for the package meanwhile waits for the index, as
+	// for a prefetch.
+	done, first := p.startPrefetch([][2]string{{key, ""}})
+	if !first {
+		done = func() {}
+	}
 	if err := hw.flush(); err != nil {
+		store() // the client left with all but the last byte: keep the package
+		done()
 		panic(http.ErrAbortHandler)
 	}
 	hooks.served(canon, d, n)
+	p.mu.Lock()
+	p.active++
+	p.wg.Add(1) // the handler's own count keeps the group from zero
+	p.mu.Unlock()
+	go func() {
+		defer p.leave()
+		defer done()
+		store()
+	}()
 }
 
-// index records the package blob d, n bytes, under key.
-func (p *Proxy) index(ctx context.Context, key string, preimage []byte, d cache.Digest, n int64) {
+// index records the package blob d, n bytes, under key, and reports
+// whether it did.
+func (p *Proxy) index(ctx context.Context, key string, preimage []byte, d cache.Digest, n int64) bool {
 	res := &cache.ActionResult{
 		Step:    Step,
 		Builder: Step,
@@ -498,10 +547,11 @@ func (p *Proxy) index(ctx context.Context, key string, preimage []byte, d cache.
 	}
 	if err := p.actions.Put(ctx, key, preimage, res); err != nil {
 		p.log.Warn("pkgproxy: index package", "key", key, "digest", d, "err", err)
-		return
+		return false
 	}
 	p.setBad(key, false)
 	p.stored.Add(1)
+	return true
 }
 
 // errStoreDone ends the pipe into Store.Put once Put returned.

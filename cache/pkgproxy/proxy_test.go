@@ -614,9 +614,11 @@ func (s *damageOnOpen) Open(ctx context.Context, d cache.Digest) (io.ReadCloser,
 func TestBlobDamagedAfterLookupAborted(t *testing.T) {
 	m := newMirror(t)
 	c := newCache(t)
-	client0 := proxyClient(t, startProxy(t, c))
+	p0 := startProxy(t, c)
+	client0 := proxyClient(t, p0)
 	want := m.files[debPath]
 	mustGet(t, client0, http.MethodGet, m.url(debPath), http.StatusOK)
+	stats(t, p0) // stored and indexed: another proxy finds it
 	armed := false
 	s := &damageOnOpen{Cache: c}
 	s.damage = func(d cache.Digest) {

@@ -132,6 +132,7 @@ func newBuildCmd(g *globalFlags) *cobra.Command {
 		bootstrap   string
 		execName    string
 		kf          kubeFlags
+		noPrefetch  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "build [DIR] [TARGET...]",
@@ -154,7 +155,12 @@ Recipe images run kiwi-ng (as root) in two cached steps, image.x/prepare and ima
 builds on one host, debootstrap results are kept in /var/cache/imsbuild/kiwi/bootstrap and
 every downloaded .deb/.rpm in the local cache (a package proxy on 127.0.0.1 that kiwi uses
 through http_proxy), so a new recipe that shares packages with earlier ones builds faster
-(--bootstrap-cache names another directory for the debootstrap results).
+(--bootstrap-cache names another directory for the debootstrap results). While kiwi runs, the
+proxy fetches the recipe's package files into that cache six at a time, ahead of debootstrap
+and apt, which ask for them one by one: the files of its lock entry, else of its last
+prepare, else what the host's apt-get resolves for the description; each is checked against
+its repository's sha256 before it is served, so the image is the same as without
+(--no-prefetch).
 
 Builds are reproducible: the same inputs give byte-identical artifacts and image ids. Every
 file of an image is dated by one epoch, SOURCE_DATE_EPOCH when set (it is then in every key),
@@ -262,6 +268,7 @@ compared (build it first).`,
 				BootstrapCacheDir: bootstrap,
 				PackageStore:      c.Cache,
 				PackageActions:    c.Actions(),
+				NoPrefetch:        noPrefetch,
 				KeepGoing:         keepGoing,
 				Check:             check,
 				WorkDir:           work,
@@ -315,6 +322,7 @@ compared (build it first).`,
 	cmd.Flags().StringVar(&kf.kubeconfig, "kubeconfig", "", "the kubeconfig of the kubernetes executor (overrides the executor block's)")
 	cmd.Flags().StringVar(&kf.namespace, "namespace", "", "the namespace of the kubernetes executor's Jobs (overrides the executor block's)")
 	cmd.Flags().StringVar(&bootstrap, "bootstrap-cache", engine.DefaultBootstrapCacheDir, "directory of debootstrap results kept for apt recipes; a new one bootstraps from scratch")
+	cmd.Flags().BoolVar(&noPrefetch, "no-prefetch", false, "let kiwi download its packages one by one instead of fetching them into the package cache in parallel ahead of it")
 	return cmd
 }
 
