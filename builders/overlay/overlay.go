@@ -445,9 +445,12 @@ func Made(line string) bool {
 	return false
 }
 
-// HostMounts returns /proc/self/mountinfo without the lines Made reports:
-// the mount table a test compares before and after the code it tests,
-// which builds and tests running beside it change by mounting parents.
+// HostMounts returns /proc/self/mountinfo without the lines Made reports
+// and without the test cluster's mounts: the mount table a test compares
+// before and after the code it tests, which builds and tests running
+// beside it change by mounting parents, and which a development cluster
+// (`make k8s-up`, its state under TestClusterState) changes whenever a
+// pod starts or stops.
 func HostMounts() (string, error) {
 	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
@@ -455,11 +458,23 @@ func HostMounts() (string, error) {
 	}
 	var sb strings.Builder
 	for line := range strings.Lines(string(b)) {
-		if !Made(line) {
+		if !Made(line) && !clusterMount(line) {
 			sb.WriteString(line)
 		}
 	}
 	return sb.String(), nil
+}
+
+// TestClusterState is where scripts/k8s/cluster.sh keeps the test
+// cluster: the kubelet's root, containerd's root and state, pod network
+// namespaces — every mount the cluster makes is below it.
+const TestClusterState = "/var/lib/imsbuild-k8s/"
+
+// clusterMount reports whether line, a line of /proc/self/mountinfo, is
+// a mount point below TestClusterState.
+func clusterMount(line string) bool {
+	fields := strings.Fields(line)
+	return len(fields) > 4 && strings.HasPrefix(unescape(fields[4])+"/", TestClusterState)
 }
 
 // unescape undoes mountinfo's octal escapes (\040 for a space).

@@ -332,6 +332,24 @@ func TestMade(t *testing.T) {
 	}
 }
 
+func TestClusterMount(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		want bool
+	}{
+		{"151 27 254:0 /var/lib/imsbuild-k8s/cluster/kubelet /var/lib/imsbuild-k8s/cluster/kubelet rw,relatime shared:1 - ext4 /dev/vda rw", true},
+		{"160 151 0:60 / /var/lib/imsbuild-k8s/cluster/kubelet/pods/x/volumes/kubernetes.io~projected/kube-api-access rw - tmpfs tmpfs rw", true},
+		{"161 27 0:61 / /var/lib/imsbuild-k8s rw - tmpfs tmpfs rw", true},
+		{"162 27 0:62 / /var/lib/imsbuild-k8s-other rw - tmpfs tmpfs rw", false},
+		{"163 27 0:63 / /var/lib/kubelet rw - tmpfs tmpfs rw", false},
+		{"164 27 254:0 /var/lib/imsbuild-k8s /srv rw - ext4 /dev/vda rw", false},
+	} {
+		if got := clusterMount(tc.line); got != tc.want {
+			t.Errorf("clusterMount(%q) = %v, want %v", tc.line, got, tc.want)
+		}
+	}
+}
+
 // A mount namespace made while the overlay is mounted, with its copies as
 // slaves (as kiwi's unshare makes them), loses its copy when Close
 // unmounts ours, and so frees the loop device while it still runs.
