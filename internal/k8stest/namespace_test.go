@@ -15,7 +15,7 @@ func TestNamespacePrefix(t *testing.T) {
 		{"TestKubernetesJob", "t-testkubernetesjob-"},
 		{"TestKubernetesBuild/busybox_9_images#01", "t-testkubernetesbuild-busybox-9-images-01-"},
 		{"Test_" + strings.Repeat("X", 80), "t-test-" + strings.Repeat("x", 35) + "-"},
-		{"Test/-/" + strings.Repeat("a", 32) + "/b", "t-test-" + strings.Repeat("a", 32) + "-"},
+		{"Test/-/" + strings.Repeat("a", 32) + "/b", "t-test-" + strings.Repeat("a", 32) + "-b-"},
 	} {
 		got := namespacePrefix(tc.test)
 		if got != tc.want {
