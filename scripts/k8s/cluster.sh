@@ -42,7 +42,7 @@ alive() { # NAME: the part's recorded pid is running
 start() { # NAME CMD...: start a part in its own session, log to logs/NAME.log
 	name=$1
 	shift
-	setsid "$@" >"$S/logs/$name.log" 2>&1 </dev/null &
+	setsid "$@" >"$S/logs/$name.log" 2>&1 </dev/null 9>&- &
 	echo $! >"$S/pids/$name"
 }
 
@@ -396,14 +396,26 @@ status() {
 	fi
 }
 
+# One cluster per machine: up and down of two callers (two test runs, a
+# developer's make k8s-up) take turns instead of tearing each other down.
+lock() {
+	mkdir -p "$(dirname "$S")"
+	exec 9>"$S.lock"
+	flock -w 600 9
+}
+
 case "${1:-}" in
 up)
+	lock
 	# A cluster that does not come up is taken down again (after the
 	# diagnosis), so that a failed start leaves nothing running either.
 	trap 'st=$?; [ $st -eq 0 ] || { log "up failed; stopping what started"; down || true; }' EXIT
 	up
 	;;
-down) down ;;
+down)
+	lock
+	down
+	;;
 status) status ;;
 *)
 	echo "usage: $0 up|down|status" >&2
