@@ -12,7 +12,9 @@
 // IMSBUILD_TEST_BUILDER_IMAGE to bin/builder-image.tar). [Cluster] skips the
 // test when the variable is unset, or fails it when IMSBUILD_TEST_REQUIRE
 // names "kubernetes" (CI sets "all"). A separate phase, because the kubelet's
-// mounts would disturb the tests that compare the host's mount table.
+// mounts would disturb the tests that compare the host's mount table. To run
+// them by hand: `make k8s-up`, then scripts/k8s/test.sh [-run …] (it uses the
+// cluster already up and leaves it so), `make k8s-down` when done.
 //
 // The cluster pulls no images: a test loads OCI archives into the node's
 // containerd with [Env.LoadImage] and its pods use imagePullPolicy: Never.

@@ -86,7 +86,7 @@ func Cluster(t testing.TB) *Env {
 	return e
 }
 
-var nonName = regexp.MustCompile(`[^a-z0-9-]+`)
+var nonName = regexp.MustCompile(`[^a-z0-9]+`)
 
 // namespacePrefix turns a test name into a namespace's generateName.
 func namespacePrefix(test string) string {

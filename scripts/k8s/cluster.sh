@@ -42,7 +42,7 @@ alive() { # NAME: the part's recorded pid is running
 start() { # NAME CMD...: start a part in its own session, log to logs/NAME.log
 	name=$1
 	shift
-	setsid "$@" >"$S/logs/$name.log" 2>&1 </dev/null &
+	setsid "$@" >"$S/logs/$name.log" 2>&1 </dev/null 9>&- &
 	echo $! >"$S/pids/$name"
 }
 
@@ -289,6 +289,16 @@ shims() {
 	return 0
 }
 
+# leftovers prints every process whose command line names the cluster's
+# state dir or binaries: a part whose pid file was lost, a shim, a container
+# runtime helper.
+leftovers() {
+	for p in /proc/[0-9]*; do
+		{ tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null | grep -q -e "$S/" -e "$BIN/" && echo "${p#/proc/}"
+	done
+	return 0
+}
+
 our_mounts() { # mount points under $S and new network namespaces, deepest first
 	{
 		awk -v s="$S/" 'index($5, s) == 1 {print $5}' /proc/self/mountinfo
@@ -313,7 +323,7 @@ down() {
 		[ -f "$d/cgroup.procs" ] && xargs -r kill -KILL <"$d/cgroup.procs" 2>/dev/null || true
 	done
 	stop containerd
-	for pid in $(shims); do kill -KILL "$pid" 2>/dev/null || true; done
+	for pid in $(shims) $(leftovers); do kill -KILL "$pid" 2>/dev/null || true; done
 	sleep 0.2
 	for m in $(our_mounts); do umount -l "$m" 2>/dev/null || true; done
 	for n in $(ls /run/netns 2>/dev/null | sort | comm -23 - "$S/saved/netns" 2>/dev/null); do rm -f "/run/netns/$n"; done
@@ -357,7 +367,7 @@ delete_kube_chains() {
 check_clean() {
 	bad=""
 	for f in "$S"/pids/*; do [ -f "$f" ] && bad="$bad process:$(basename "$f")"; done
-	[ -z "$(shims)" ] || bad="$bad shims:$(shims | tr '\n' ,)"
+	[ -z "$(leftovers)" ] || bad="$bad processes:$(leftovers | tr '\n' ,)"
 	[ -z "$(our_mounts)" ] || bad="$bad mounts:$(our_mounts | tr '\n' ,)"
 	[ -z "$(kubepods_dirs)" ] || bad="$bad cgroups:$(kubepods_dirs | head -n3 | tr '\n' ,)"
 	for ipt in iptables ip6tables; do
@@ -386,14 +396,26 @@ status() {
 	fi
 }
 
+# One cluster per machine: up and down of two callers (two test runs, a
+# developer's make k8s-up) take turns instead of tearing each other down.
+lock() {
+	mkdir -p "$(dirname "$S")"
+	exec 9>"$S.lock"
+	flock -w 600 9
+}
+
 case "${1:-}" in
 up)
+	lock
 	# A cluster that does not come up is taken down again (after the
 	# diagnosis), so that a failed start leaves nothing running either.
 	trap 'st=$?; [ $st -eq 0 ] || { log "up failed; stopping what started"; down || true; }' EXIT
 	up
 	;;
-down) down ;;
+down)
+	lock
+	down
+	;;
 status) status ;;
 *)
 	echo "usage: $0 up|down|status" >&2

@@ -6,9 +6,15 @@
 set -eu
 here="$(cd "$(dirname "$0")" && pwd)"
 S="${K8S_STATE:-/var/lib/imsbuild-k8s/cluster}"
-trap 'rc=$?; "$here/cluster.sh" down || rc=1; exit $rc' EXIT
-trap 'exit 130' INT TERM
-"$here/cluster.sh" up
+# A cluster already up (make k8s-up: one per machine, since the kubelet
+# owns the root kubepods cgroups) is used and left up for whoever started it.
+if "$here/cluster.sh" status | grep -q '^kubelet: running'; then
+	echo "test.sh: using the cluster already up; it stays up" >&2
+else
+	trap 'rc=$?; "$here/cluster.sh" down || rc=1; exit $rc' EXIT
+	trap 'exit 130' INT TERM
+	"$here/cluster.sh" up
+fi
 cd "$here/../.."
 # Only the packages holding such tests: compiling every test binary again
 # would cost minutes for nothing.
