@@ -142,7 +142,9 @@ func NormalizeTar(w io.Writer, r io.Reader, epoch time.Time) error {
 				pax[k] = v
 			}
 		}
-		h.PAXRecords, h.Xattrs = pax, nil //nolint:staticcheck // Xattrs is the deprecated twin of PAXRecords
+		// The reader also fills the deprecated Xattrs with the same
+		// SCHILY.xattr records; the writer merges both into one.
+		h.PAXRecords = pax
 		h.Format = tar.FormatPAX
 		if err := tw.WriteHeader(h); err != nil {
 			return fmt.Errorf("write tar %s: %w", h.Name, err)
