@@ -1,37 +1,17 @@
 package localproc
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/imsbuild/imsbuild/executor"
+	"github.com/imsbuild/imsbuild/internal/testutil"
 )
-
-// syncBuffer is a Log written by the child's output copier and read by
-// the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestRunEnvironmentAndExit: the step sees Env and SecretEnv and none of
 // this process's environment but PATH, HOME and TMPDIR; its output reaches Log; a non-zero
@@ -42,7 +22,7 @@ func TestRunEnvironmentAndExit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var log syncBuffer
+	var log testutil.SyncBuffer
 	err = x.Run(t.Context(), executor.Step{
 		Step:      "image.a",
 		Args:      []string{"-c", `echo "plain=$PLAIN secret=$SECRET ours=$LOCALPROC_TEST_OURS"; echo to-stderr >&2; exit 3`},
@@ -76,7 +56,7 @@ func testCancel(t *testing.T, script, want string) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(t.Context())
-	var log syncBuffer
+	var log testutil.SyncBuffer
 	done := make(chan error, 1)
 	go func() {
 		done <- x.Run(ctx, executor.Step{Step: "image.a", Args: []string{"-c", script}, Log: &log})
