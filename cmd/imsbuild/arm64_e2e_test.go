@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"compress/gzip"
-	"context"
 	"debug/elf"
 	"encoding/json"
 	"io"
@@ -36,12 +35,7 @@ func TestDebianArm64EndToEnd(t *testing.T) {
 	if hostArch(t) == "x86_64" {
 		testutil.RequireQemuUser(t, "aarch64")
 	}
-	dir := filepath.Join(t.TempDir(), "debian-arm64")
-	if out, err := exec.Command("cp", "-a", "../../examples/debian-arm64", dir).CombinedOutput(); err != nil {
-		t.Fatalf("copy example: %v\n%s", err, out)
-	}
-	os.RemoveAll(filepath.Join(dir, "out"))
-	os.RemoveAll(filepath.Join(dir, ".imsbuild"))
+	dir := copyExample(t, "debian-arm64")
 
 	start := time.Now()
 	r := imsbuild(t, dir, "build", "--json", ".")
@@ -170,30 +164,9 @@ func isArm64Image(t *testing.T, path string) bool {
 	return len(b) >= 64 && string(b[0x38:0x3c]) == "ARM\x64"
 }
 
-// bootArm64ToLogin boots the aarch64 kernel + initrd with the squashfs
-// rootfs as a virtio disk (dracut dmsquash-live) in qemu-system-aarch64
-// (TCG: the virt machine, a Cortex-A57) and waits for a login prompt.
+// bootArm64ToLogin boots the aarch64 image in qemu-system-aarch64 (TCG:
+// the virt machine, a Cortex-A57) and waits for a login prompt.
 func bootArm64ToLogin(t *testing.T, img string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a57", "-m", "1024", "-smp", "2",
-		"-nographic", "-no-reboot", "-nic", "none",
-		"-kernel", filepath.Join(img, "kernel"), "-initrd", filepath.Join(img, "initrd"),
-		"-append", "console=ttyAMA0 root=live:/dev/vda rd.live.overlay.overlayfs=1 rd.live.image panic=-1 systemd.show_status=1",
-		"-drive", "file="+filepath.Join(img, "rootfs")+",format=raw,if=virtio,readonly=on")
-	var serial testutil.SyncBuffer
-	cmd.Stdout, cmd.Stderr = &serial, &serial
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	for !strings.Contains(serial.String(), "login:") {
-		if ctx.Err() != nil {
-			t.Fatalf("no login prompt within %v; serial log tail:\n%s", time.Since(start), tail(serial.String(), 40))
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-	t.Logf("aarch64 image booted to a login prompt in %v", time.Since(start))
+	bootQemu(t, img, 10*time.Minute, "ttyAMA0", "qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a57")
 }

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -32,12 +33,7 @@ func TestDebianNodeEndToEnd(t *testing.T) {
 	for _, tool := range []string{"kiwi-ng", "debootstrap", "mksquashfs", "unsquashfs", "bwrap", "qemu-system-x86_64"} {
 		testutil.RequireTool(t, tool)
 	}
-	dir := filepath.Join(t.TempDir(), "debian-node")
-	if out, err := exec.Command("cp", "-a", "../../examples/debian-node", dir).CombinedOutput(); err != nil {
-		t.Fatalf("copy example: %v\n%s", err, out)
-	}
-	os.RemoveAll(filepath.Join(dir, "out"))
-	os.RemoveAll(filepath.Join(dir, ".imsbuild"))
+	dir := copyExample(t, "debian-node")
 
 	start := time.Now()
 	r := imsbuild(t, dir, "build", "--json", ".")
@@ -147,12 +143,7 @@ func TestDebianNodeEndToEnd(t *testing.T) {
 func reproduce(t *testing.T, dir string) {
 	t.Helper()
 	testutil.RequireTool(t, "unshare")
-	dir2 := filepath.Join(t.TempDir(), "debian-node")
-	if out, err := exec.Command("cp", "-a", "../../examples/debian-node", dir2).CombinedOutput(); err != nil {
-		t.Fatalf("copy example: %v\n%s", err, out)
-	}
-	os.RemoveAll(filepath.Join(dir2, "out"))
-	os.RemoveAll(filepath.Join(dir2, ".imsbuild"))
+	dir2 := copyExample(t, "debian-node")
 	start := time.Now()
 	cmd := exec.CommandContext(t.Context(), "unshare", "--uts", "/bin/sh", "-c",
 		`hostname repro-other-host && umask 077 && exec "$0" build --no-prefetch --bootstrap-cache "$1" .`,
@@ -266,12 +257,22 @@ func md5File(t *testing.T, path string) string {
 // disk (dracut dmsquash-live) under qemu TCG and waits for a login prompt.
 func bootToLogin(t *testing.T, img string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	bootQemu(t, img, 4*time.Minute, "ttyS0", "qemu-system-x86_64")
+}
+
+// bootQemu boots img's kernel + initrd with its squashfs rootfs as a
+// read-only virtio disk, the console on the serial line, with qemu (the
+// program and its machine arguments) and waits up to timeout for a login
+// prompt on the serial line.
+func bootQemu(t *testing.T, img string, timeout time.Duration, console string, qemu ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", "-m", "1024", "-smp", "2", "-nographic", "-no-reboot", "-nic", "none",
+	args := slices.Concat(qemu[1:], []string{"-m", "1024", "-smp", "2", "-nographic", "-no-reboot", "-nic", "none",
 		"-kernel", filepath.Join(img, "kernel"), "-initrd", filepath.Join(img, "initrd"),
-		"-append", "console=ttyS0 root=live:/dev/vda rd.live.overlay.overlayfs=1 rd.live.image panic=-1 systemd.show_status=1",
-		"-drive", "file="+filepath.Join(img, "rootfs")+",format=raw,if=virtio,readonly=on")
+		"-append", "console=" + console + " root=live:/dev/vda rd.live.overlay.overlayfs=1 rd.live.image panic=-1 systemd.show_status=1",
+		"-drive", "file=" + filepath.Join(img, "rootfs") + ",format=raw,if=virtio,readonly=on"})
+	cmd := exec.CommandContext(ctx, qemu[0], args...)
 	var serial testutil.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &serial, &serial
 	start := time.Now()
@@ -281,11 +282,11 @@ func bootToLogin(t *testing.T, img string) {
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
 	for !strings.Contains(serial.String(), "login:") {
 		if ctx.Err() != nil {
-			t.Fatalf("no login prompt within %v; serial log tail:\n%s", time.Since(start), tail(serial.String(), 40))
+			t.Fatalf("%s: no login prompt within %v; serial log tail:\n%s", qemu[0], time.Since(start), tail(serial.String(), 40))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	t.Logf("booted to a login prompt in %v", time.Since(start))
+	t.Logf("%s: booted to a login prompt in %v", qemu[0], time.Since(start))
 }
 
 func tail(s string, n int) string {

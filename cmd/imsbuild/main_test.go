@@ -68,6 +68,20 @@ func imsbuildEnv(t *testing.T, dir string, env []string, args ...string) result 
 	return result{code, so.String(), se.String()}
 }
 
+// copyExample copies examples/NAME into a new temp dir, without what a
+// build there left (out/, .imsbuild/), and returns the copy.
+func copyExample(t *testing.T, name string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), name)
+	if out, err := exec.Command("cp", "-a", filepath.Join("../../examples", name), dir).CombinedOutput(); err != nil {
+		t.Fatalf("copy example %s: %v\n%s", name, err, out)
+	}
+	for _, p := range []string{"out", ".imsbuild"} {
+		os.RemoveAll(filepath.Join(dir, p))
+	}
+	return dir
+}
+
 // example copies examples/busybox into a temp dir with its root made.
 func example(t *testing.T) string {
 	t.Helper()
@@ -75,13 +89,8 @@ func example(t *testing.T) string {
 	for _, tool := range []string{"mksquashfs", "unsquashfs", "bwrap", "busybox"} {
 		testutil.RequireTool(t, tool)
 	}
-	dir := filepath.Join(t.TempDir(), "busybox")
-	if out, err := exec.Command("cp", "-a", "../../examples/busybox", dir).CombinedOutput(); err != nil {
-		t.Fatalf("copy example: %v\n%s", err, out)
-	}
-	for _, p := range []string{"out", ".imsbuild", "roots"} {
-		os.RemoveAll(filepath.Join(dir, p))
-	}
+	dir := copyExample(t, "busybox")
+	os.RemoveAll(filepath.Join(dir, "roots"))
 	if out, err := exec.Command(filepath.Join(dir, "make-root.sh"), filepath.Join(dir, "roots/busybox")).CombinedOutput(); err != nil {
 		t.Fatalf("make-root.sh: %v\n%s", err, out)
 	}
