@@ -208,6 +208,13 @@ imsbuild {
 			keys[ev.Step] = ev.Key
 		}
 	}
+	// A step is done once its pod succeeded; the Job controller marks
+	// the Job Complete a little later.
+	for _, j := range stepJobs(t, e) {
+		if _, err := e.WaitJob(t.Context(), j.Name, time.Minute); err != nil {
+			t.Error(err)
+		}
+	}
 	jobs := stepJobs(t, e)
 	builds := map[string]bool{}
 	for _, id := range images {
