@@ -41,6 +41,8 @@ const (
 	managedBy      = "imsbuild"
 	// Container is the name of the step's container in the pod.
 	Container = "step"
+	// scratchVolume is the step's emptyDir, mounted at /tmp.
+	scratchVolume = "scratch"
 )
 
 // Config configures an Executor. Image is required; the zero value of every
@@ -577,6 +579,11 @@ func (r *run) job(secret *corev1.Secret) *batchv1.Job {
 		Env:             env,
 		Resources:       cfg.Resources,
 		ImagePullPolicy: cfg.ImagePullPolicy,
+		// The step's scratch space (run-step works in $TMPDIR) on the
+		// node's file system: on the container's overlay root, overlay
+		// mounts of parent trees fail (EINVAL) and every parent was
+		// unpacked in full.
+		VolumeMounts: []corev1.VolumeMount{{Name: scratchVolume, MountPath: "/tmp"}},
 	}
 	if secret != nil {
 		c.EnvFrom = []corev1.EnvFromSource{{SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: secret.Name}}}}
@@ -610,6 +617,7 @@ func (r *run) job(secret *corev1.Secret) *batchv1.Job {
 					Tolerations:                  cfg.Tolerations,
 					HostNetwork:                  cfg.HostNetwork,
 					Containers:                   []corev1.Container{c},
+					Volumes:                      []corev1.Volume{{Name: scratchVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
 				},
 			},
 		},

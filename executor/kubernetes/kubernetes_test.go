@@ -224,6 +224,10 @@ func TestRunComplete(t *testing.T) {
 		strings.Join(c.Command, " ") != "imsbuild" || strings.Join(c.Args, " ") != "internal run-step --step image.compute/customize" {
 		t.Errorf("container = %+v", c)
 	}
+	if len(c.VolumeMounts) != 1 || c.VolumeMounts[0].MountPath != "/tmp" || len(ps.Volumes) != 1 ||
+		ps.Volumes[0].Name != c.VolumeMounts[0].Name || ps.Volumes[0].EmptyDir == nil {
+		t.Errorf("volumes %+v, mounts %+v; want an emptyDir at /tmp", ps.Volumes, c.VolumeMounts)
+	}
 	if len(c.Env) != 2 || c.Env[0].Name != "A" || c.Env[1].Name != "B" || len(c.EnvFrom) != 0 {
 		t.Errorf("env = %+v, envFrom = %+v; want A, B sorted and no secret", c.Env, c.EnvFrom)
 	}
