@@ -240,6 +240,17 @@ imsbuild {
 	if got, want := bootImages(t, dir), bootImages(t, local); len(want) != 3*len(images) || !equal(got, want) {
 		t.Errorf("published boot images = %v, want the local build's %v", got, want)
 	}
+	// The pods' scratch space takes overlay mounts: no parent tree was
+	// unpacked in full for want of one.
+	logs, _ := filepath.Glob(filepath.Join(dir, ".imsbuild", "cache", "logs", "*.log"))
+	for _, l := range logs {
+		if b, err := os.ReadFile(l); err == nil && strings.Contains(string(b), "overlay unavailable") {
+			t.Errorf("%s: %s", l, b)
+		}
+	}
+	if len(logs) == 0 {
+		t.Error("no step log")
+	}
 
 	// The figures: per step, the local build's time, the remote step's
 	// (Job create → outputs in the remote cache and the action record
