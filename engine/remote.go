@@ -82,22 +82,20 @@ func (e *Engine) remoteAllowed(s *Step) error {
 }
 
 // privileged reports whether step id (an image step or a prepare
-// sub-step) needs a privileged environment: kiwi prepare, and customize
-// blocks that do not jail.
+// sub-step) needs a privileged environment: kiwi prepare, and every
+// customize, jailed or not. The hardened sandbox of a jailed script
+// confines it from the pod; to set itself up it needs what only a
+// privileged pod has: CAP_SYS_ADMIN in the node's user namespace (bwrap
+// as root makes its namespaces and mounts) and a writable pids cgroup (an
+// unprivileged container's cgroup file system is read-only, and on cgroup
+// v1 the path in /proc/self/cgroup is not its own). An unprivileged pod
+// failed every jailed customize with "sandbox cgroup: no pids hierarchy".
 func (e *Engine) privileged(id string) bool {
 	if strings.HasSuffix(id, "/prepare") {
 		return true
 	}
 	s := e.graph.Step(id)
-	if s == nil || s.Image == nil {
-		return false
-	}
-	for _, c := range s.Image.Customize {
-		if !c.Jail {
-			return true
-		}
-	}
-	return false
+	return s != nil && s.Image != nil && len(s.Image.Customize) > 0
 }
 
 // runRemote builds step id, whose key missed, with the executor: its

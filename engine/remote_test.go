@@ -150,7 +150,8 @@ func TestRemoteStepsBuildNothingHere(t *testing.T) {
 		if s.Args[0] != "internal" || s.Args[1] != "run-step" || x.arg(s, "--step") != s.Step || x.arg(s, "--key") != s.Key || keys[s.Step] != s.Key {
 			t.Errorf("Run %s args %q, want run-step of the step with its key %s", s.Step, s.Args, keys[s.Step])
 		}
-		if want := s.Step == "image.compute"; s.Privileged != want {
+		// Jailed or not, a customize needs a privileged pod (see privileged).
+		if want := s.Step == "image.compute" || s.Step == "image.gpu"; s.Privileged != want {
 			t.Errorf("Run %s privileged = %v, want %v", s.Step, s.Privileged, want)
 		}
 		if s.SecretEnv["IMSBUILD_VAR_token"] != "s3cr3t" || s.SecretEnv[HMACKeyEnv] == "" || s.SecretEnv["AWS_ACCESS_KEY_ID"] != "AKID" {
@@ -267,7 +268,7 @@ func TestRemoteKiwiPrepare(t *testing.T) {
 	for _, s := range x.runs {
 		got = append(got, fmt.Sprintf("%s privileged=%v", s.Step, s.Privileged))
 	}
-	want := []string{"image.base/prepare privileged=true", "image.base privileged=false", "image.compute privileged=false"}
+	want := []string{"image.base/prepare privileged=true", "image.base privileged=false", "image.compute privileged=true"}
 	if !slices.Equal(got, want) {
 		t.Errorf("Runs = %q, want %q", got, want)
 	}

@@ -75,15 +75,46 @@ func pidsParent() (string, bool, error) {
 		}
 		return cgroupFS, true, nil
 	}
-	own, err := ownPidsCgroup("/proc/self/cgroup")
+	dir, err := pidsDir("/proc/self/mountinfo", "/proc/self/cgroup")
 	if err != nil {
 		return "", false, err
 	}
-	dir := filepath.Join(cgroupFS, "pids", own)
 	if _, err := os.Stat(filepath.Join(dir, "tasks")); err != nil {
 		return "", false, fmt.Errorf("sandbox cgroup: no pids hierarchy: %w", err)
 	}
 	return dir, false, nil
+}
+
+// pidsDir returns the directory of the process's own v1 pids cgroup: its
+// path in the hierarchy (cgroupFile) under the mount point of the pids
+// hierarchy (mountinfo), less the mount's root. On a host the root is "/";
+// in a container (a privileged Kubernetes pod) the container's own cgroup
+// is mounted at /sys/fs/cgroup/pids while /proc/self/cgroup still names
+// its full path, which does not exist under the mount point.
+func pidsDir(mountinfo, cgroupFile string) (string, error) {
+	own, err := ownPidsCgroup(cgroupFile)
+	if err != nil {
+		return "", err
+	}
+	b, err := os.ReadFile(mountinfo)
+	if err != nil {
+		return "", fmt.Errorf("sandbox cgroup: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - TYPE SOURCE SUPEROPTS
+		pre, post, ok := strings.Cut(line, " - ")
+		f, g := strings.Fields(pre), strings.Fields(post)
+		if !ok || len(f) < 5 || len(g) < 3 || g[0] != "cgroup" || !hasWord(strings.ReplaceAll(g[2], ",", " "), "pids") {
+			continue
+		}
+		root, mnt := filepath.Clean(f[3]), filepath.Clean(f[4])
+		rel, err := filepath.Rel(root, own)
+		if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+			return "", fmt.Errorf("sandbox cgroup: own pids cgroup %s is outside the mounted %s", own, root)
+		}
+		return filepath.Join(mnt, rel), nil
+	}
+	return "", errors.New("sandbox cgroup: no pids hierarchy mounted")
 }
 
 // ownPidsCgroup returns the path in the v1 pids hierarchy of the process or
@@ -168,7 +199,7 @@ func startOnThread(cmd *exec.Cmd, cg *pidsCgroup) error {
 	if cg.v2 {
 		return cmd.Start()
 	}
-	own, err := ownPidsCgroup("/proc/thread-self/cgroup")
+	own, err := pidsDir("/proc/self/mountinfo", "/proc/thread-self/cgroup")
 	if err != nil {
 		return err
 	}
@@ -179,6 +210,6 @@ func startOnThread(cmd *exec.Cmd, cg *pidsCgroup) error {
 	err = cmd.Start()
 	// Should leaving fail, the thread keeps the cgroup busy only until it
 	// ends with its goroutine, which remove waits for.
-	_ = os.WriteFile(filepath.Join(cgroupFS, "pids", own, "tasks"), tid, 0o644)
+	_ = os.WriteFile(filepath.Join(own, "tasks"), tid, 0o644)
 	return err
 }

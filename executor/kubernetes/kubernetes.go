@@ -41,6 +41,8 @@ const (
 	managedBy      = "imsbuild"
 	// Container is the name of the step's container in the pod.
 	Container = "step"
+	// scratchVolume is the step's emptyDir, mounted at /tmp.
+	scratchVolume = "scratch"
 )
 
 // Config configures an Executor. Image is required; the zero value of every
@@ -311,16 +313,17 @@ func (r *run) run(ctx context.Context) error {
 			r.uid, r.owned = job.UID, false
 		}
 		seen = true
-		if err := r.pods(job); err != nil {
+		succeeded, err := r.pods(job)
+		if err != nil {
 			return err
 		}
-		if c := finished(job); c != nil {
+		if c := finished(job); c != nil || succeeded {
 			// The pod informer may lag behind the Job's: a pod that ran
 			// and ended between two events was never followed. Read
 			// them from the API once so that its log is not lost.
 			r.finalPods(ctx, job)
 			r.logs.wait(r.e.cfg.LogWait)
-			if c.Type == batchv1.JobComplete {
+			if c == nil || c.Type == batchv1.JobComplete {
 				return nil
 			}
 			return &JobError{Job: r.name, Step: r.s.Step, Reason: c.Reason, Message: c.Message, Tail: r.logs.tail.Lines()}
@@ -329,30 +332,34 @@ func (r *run) run(ctx context.Context) error {
 }
 
 // pods starts following the log of each pod of the Job that has started,
-// and fails on a pod that can never start.
-func (r *run) pods(job *batchv1.Job) error {
+// and fails on a pod that can never start. It reports whether a pod of the
+// Job succeeded: with one completion the Job is then done, and the step
+// need not wait for the Job controller to say so (on the test node the
+// Complete condition came about 2 s after the pod's end).
+func (r *run) pods(job *batchv1.Job) (succeeded bool, err error) {
 	pods, err := r.e.pods.List(labels.SelectorFromSet(labels.Set{LabelJob: r.name}))
 	if err != nil {
-		return fmt.Errorf("job %s: list pods: %w", r.name, err)
+		return false, fmt.Errorf("job %s: list pods: %w", r.name, err)
 	}
 	slices.SortFunc(pods, func(a, b *corev1.Pod) int { return a.CreationTimestamp.Compare(b.CreationTimestamp.Time) })
 	for _, p := range pods {
 		if !ownedBy(p, job.UID) {
 			continue
 		}
+		succeeded = succeeded || p.Status.Phase == corev1.PodSucceeded
 		for _, cs := range p.Status.ContainerStatuses {
 			if cs.Name != Container {
 				continue
 			}
 			if w := cs.State.Waiting; w != nil && (w.Reason == "ErrImageNeverPull" || w.Reason == "InvalidImageName") {
-				return fmt.Errorf("job %s: pod %s cannot start image %s: %s: %s", r.name, p.Name, r.e.cfg.Image, w.Reason, w.Message)
+				return false, fmt.Errorf("job %s: pod %s cannot start image %s: %s: %s", r.name, p.Name, r.e.cfg.Image, w.Reason, w.Message)
 			}
 			if cs.State.Running != nil || cs.State.Terminated != nil {
 				r.logs.follow(p.Name)
 			}
 		}
 	}
-	return nil
+	return succeeded, nil
 }
 
 // finalPods follows the log of every pod of the finished Job that the
@@ -572,6 +579,11 @@ func (r *run) job(secret *corev1.Secret) *batchv1.Job {
 		Env:             env,
 		Resources:       cfg.Resources,
 		ImagePullPolicy: cfg.ImagePullPolicy,
+		// The step's scratch space (run-step works in $TMPDIR) on the
+		// node's file system: on the container's overlay root, overlay
+		// mounts of parent trees fail (EINVAL) and every parent was
+		// unpacked in full.
+		VolumeMounts: []corev1.VolumeMount{{Name: scratchVolume, MountPath: "/tmp"}},
 	}
 	if secret != nil {
 		c.EnvFrom = []corev1.EnvFromSource{{SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: secret.Name}}}}
@@ -605,6 +617,7 @@ func (r *run) job(secret *corev1.Secret) *batchv1.Job {
 					Tolerations:                  cfg.Tolerations,
 					HostNetwork:                  cfg.HostNetwork,
 					Containers:                   []corev1.Container{c},
+					Volumes:                      []corev1.Volume{{Name: scratchVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
 				},
 			},
 		},

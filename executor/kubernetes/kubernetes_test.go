@@ -224,6 +224,10 @@ func TestRunComplete(t *testing.T) {
 		strings.Join(c.Command, " ") != "imsbuild" || strings.Join(c.Args, " ") != "internal run-step --step image.compute/customize" {
 		t.Errorf("container = %+v", c)
 	}
+	if len(c.VolumeMounts) != 1 || c.VolumeMounts[0].MountPath != "/tmp" || len(ps.Volumes) != 1 ||
+		ps.Volumes[0].Name != c.VolumeMounts[0].Name || ps.Volumes[0].EmptyDir == nil {
+		t.Errorf("volumes %+v, mounts %+v; want an emptyDir at /tmp", ps.Volumes, c.VolumeMounts)
+	}
 	if len(c.Env) != 2 || c.Env[0].Name != "A" || c.Env[1].Name != "B" || len(c.EnvFrom) != 0 {
 		t.Errorf("env = %+v, envFrom = %+v; want A, B sorted and no secret", c.Env, c.EnvFrom)
 	}
@@ -233,6 +237,52 @@ func TestRunComplete(t *testing.T) {
 	setCondition(t, cs, job, batchv1.JobComplete, "Completed", "")
 	if err := <-done; err != nil {
 		t.Fatalf("Run() = %v, want nil", err)
+	}
+}
+
+// TestRunPodSucceeded: the step is done once its pod succeeded, before
+// the Job controller marks the Job Complete (seconds later on a loaded
+// node), with the pod's log; a pod that failed is not enough to end it.
+func TestRunPodSucceeded(t *testing.T) {
+	cs := newFake(t)
+	e := newExecutor(t, cs, nil)
+	var log bytes.Buffer
+	done := runAsync(t.Context(), e, testStep(&log))
+	job := getJob(t, cs, "imsbuild-0123456789abcdef0123")
+	exited := func(code int32) corev1.ContainerState {
+		return corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: code}}
+	}
+	addPod(t, cs, job, "pod-1", exited(1))
+	setPhase(t, cs, "pod-1", corev1.PodFailed)
+	select {
+	case err := <-done:
+		t.Fatalf("Run() = %v after a failed pod of a Job not failed, want it running", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	addPod(t, cs, job, "pod-2", exited(0))
+	setPhase(t, cs, "pod-2", corev1.PodSucceeded)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run() = %v, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run() still waiting after its pod succeeded")
+	}
+	if !strings.Contains(logString(&log), "fake logs") {
+		t.Errorf("log = %q, want the pod's", logString(&log))
+	}
+}
+
+func setPhase(t *testing.T, cs *fake.Clientset, name string, phase corev1.PodPhase) {
+	t.Helper()
+	p, err := cs.CoreV1().Pods(ns).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Status.Phase = phase
+	if _, err := cs.CoreV1().Pods(ns).UpdateStatus(context.Background(), p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
 	}
 }
 

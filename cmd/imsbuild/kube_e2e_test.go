@@ -1,0 +1,310 @@
+//go:build kubernetes
+
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/imsbuild/imsbuild/executor/kubernetes"
+	"github.com/imsbuild/imsbuild/internal/k8stest"
+	"github.com/imsbuild/imsbuild/internal/s3test"
+	"github.com/imsbuild/imsbuild/internal/testutil"
+)
+
+// kubeImages extends examples/busybox (image.compute customized) with
+// eight more customized images, so that nine images are customized, two
+// of them children of customized images: steps whose parents a pod takes
+// from the remote cache.
+func kubeImages() string {
+	var b strings.Builder
+	for i := 1; i <= 8; i++ {
+		from := "image.base"
+		switch {
+		case i%2 == 0:
+			from = "image.compute"
+		case i >= 7:
+			from = fmt.Sprintf("image.k%d", i-4)
+		}
+		fmt.Fprintf(&b, `
+image "k%[1]d" {
+  name = "busybox-k%[1]d"
+  from = %[2]s
+  customize {
+    inline = "echo k%[1]d > /etc/role; mkdir -p /opt/k%[1]d; echo %[1]d > /opt/k%[1]d/n"
+  }
+}
+`, i, from)
+	}
+	b.WriteString("\npublish \"dir\" \"more\" {\n  images = [")
+	for i := 1; i <= 8; i++ {
+		if i > 1 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "image.k%d", i)
+	}
+	b.WriteString("]\n  path   = \"out\"\n}\n")
+	return b.String()
+}
+
+// kubeExample is examples/busybox with kubeImages and extra appended.
+func kubeExample(t *testing.T, extra string) string {
+	t.Helper()
+	dir := example(t)
+	f, err := os.OpenFile(filepath.Join(dir, "build.ims.hcl"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(kubeImages() + extra); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+type kubeEvent struct {
+	Time       time.Time
+	Step       string
+	Status     string
+	Key        string
+	Remote     bool
+	DurationMS int64 `json:"duration_ms"`
+}
+
+func kubeEvents(t *testing.T, stdout string) []kubeEvent {
+	t.Helper()
+	var out []kubeEvent
+	sc := bufio.NewScanner(strings.NewReader(stdout))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var ev kubeEvent
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			t.Fatalf("--json line %q: %v", sc.Text(), err)
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+// stepJobs returns the namespace's imsbuild Jobs by their step label.
+func stepJobs(t *testing.T, e *k8stest.Env) map[string]batchv1.Job {
+	t.Helper()
+	l, err := e.Client.BatchV1().Jobs(e.Namespace).List(t.Context(), metav1.ListOptions{LabelSelector: kubernetes.LabelBuild})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]batchv1.Job{}
+	for _, j := range l.Items {
+		if _, dup := out[j.Labels[kubernetes.LabelStep]]; dup {
+			t.Errorf("two Jobs for step %s", j.Labels[kubernetes.LabelStep])
+		}
+		out[j.Labels[kubernetes.LabelStep]] = j
+	}
+	return out
+}
+
+// podRun returns the finished step container's run of the Job's pod.
+func podRun(t *testing.T, e *k8stest.Env, job string) (*corev1.ContainerStateTerminated, bool) {
+	t.Helper()
+	pods, err := e.Client.CoreV1().Pods(e.Namespace).List(t.Context(), metav1.ListOptions{LabelSelector: kubernetes.LabelJob + "=" + job})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods.Items {
+		for _, cs := range p.Status.ContainerStatuses {
+			if cs.State.Terminated != nil {
+				return cs.State.Terminated, true
+			}
+		}
+	}
+	return nil, false
+}
+
+// TestKubernetesBuildBusybox: examples/busybox with nine customized
+// images, built with the Kubernetes executor on the test cluster and a
+// versitygw S3 cache (the pods on the host network reach it on
+// 127.0.0.1): every image step runs as a Job of the build, the
+// orchestrator builds none, the published files are those of a local
+// build; a second run from another checkout is all cached and creates no
+// Job.
+func TestKubernetesBuildBusybox(t *testing.T) {
+	e := k8stest.Cluster(t)
+	e.LoadImage(t, testutil.RequireEnv(t, k8stest.BuilderImageEnv, "kubernetes"))
+	srv := s3test.Start(t)
+	srv.CreateBucket(t, "ci-cache")
+	env := []string{"AWS_ACCESS_KEY_ID=" + srv.AccessKey, "AWS_SECRET_ACCESS_KEY=" + srv.SecretKey}
+	url := "s3://ci-cache/busybox?endpoint=" + srv.Endpoint + "&path_style=true&region=" + srv.Region
+	block := fmt.Sprintf(`
+imsbuild {
+  executor "kubernetes" {
+    namespace         = %q
+    image             = %q
+    image_pull_policy = "Never"
+    host_network      = true
+    backoff_limit     = 0
+  }
+}
+`, e.Namespace, k8stest.BuilderImageRef)
+	images := []string{"image.base", "image.compute"}
+	for i := 1; i <= 8; i++ {
+		images = append(images, fmt.Sprintf("image.k%d", i))
+	}
+
+	local := kubeExample(t, "")
+	start := time.Now()
+	r := imsbuild(t, local, "build", "--json", "-j", "3", ".")
+	if r.code != 0 {
+		t.Fatalf("local build exit %d:\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	localTime := time.Since(start)
+	localSteps := map[string]int64{}
+	for _, ev := range kubeEvents(t, r.stdout) {
+		if ev.Status == "done" {
+			localSteps[ev.Step] = ev.DurationMS
+		}
+	}
+
+	dir := kubeExample(t, block)
+	start = time.Now()
+	r = imsbuildEnv(t, dir, env, "build", "--json", "-j", "3", "--kubeconfig", e.Kubeconfig, "--cache-to", url, ".")
+	if r.code != 0 {
+		t.Fatalf("kubernetes build exit %d:\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	kubeTime := time.Since(start)
+	evs := kubeEvents(t, r.stdout)
+	started, done, keys := map[string]bool{}, map[string]kubeEvent{}, map[string]string{}
+	for _, ev := range evs {
+		if !strings.HasPrefix(ev.Step, "image.") {
+			continue
+		}
+		switch ev.Status {
+		case "started":
+			if !ev.Remote {
+				t.Errorf("%s started in the orchestrator, want a Job", ev.Step)
+			}
+			started[ev.Step] = true
+		case "done":
+			if !ev.Remote {
+				t.Errorf("%s done in the orchestrator, want a Job", ev.Step)
+			}
+			done[ev.Step] = ev
+		case "failed", "cached":
+			t.Errorf("event %+v in a first build", ev)
+		}
+		if ev.Key != "" {
+			keys[ev.Step] = ev.Key
+		}
+	}
+	// A step is done once its pod succeeded; the Job controller marks
+	// the Job Complete a little later.
+	for _, j := range stepJobs(t, e) {
+		if _, err := e.WaitJob(t.Context(), j.Name, time.Minute); err != nil {
+			t.Error(err)
+		}
+	}
+	jobs := stepJobs(t, e)
+	builds := map[string]bool{}
+	for _, id := range images {
+		if !started[id] {
+			t.Errorf("%s was not built remotely; started: %v", id, started)
+		}
+		j, ok := jobs[id]
+		if !ok {
+			t.Errorf("no Job for %s among %d", id, len(jobs))
+			continue
+		}
+		builds[j.Labels[kubernetes.LabelBuild]] = true
+		if j.Annotations[kubernetes.AnnotationKey] != keys[id] {
+			t.Errorf("%s's Job has key %q, the build's key is %q", id, j.Annotations[kubernetes.AnnotationKey], keys[id])
+		}
+		if j.Status.Succeeded != 1 {
+			t.Errorf("%s's Job: %d succeeded, %d failed", id, j.Status.Succeeded, j.Status.Failed)
+		}
+	}
+	if len(jobs) != len(images) || len(builds) != 1 {
+		t.Errorf("%d Jobs of builds %v, want %d of one build", len(jobs), builds, len(images))
+	}
+	if got, want := bootImages(t, dir), bootImages(t, local); len(want) != 3*len(images) || !equal(got, want) {
+		t.Errorf("published boot images = %v, want the local build's %v", got, want)
+	}
+	// The pods' scratch space takes overlay mounts: no parent tree was
+	// unpacked in full for want of one.
+	logs, _ := filepath.Glob(filepath.Join(dir, ".imsbuild", "cache", "logs", "*.log"))
+	for _, l := range logs {
+		if b, err := os.ReadFile(l); err == nil && strings.Contains(string(b), "overlay unavailable") {
+			t.Errorf("%s: %s", l, b)
+		}
+	}
+	if len(logs) == 0 {
+		t.Error("no step log")
+	}
+
+	// The figures: per step, the local build's time, the remote step's
+	// (Job create → outputs in the remote cache and the action record
+	// read back), and the Job's own span (pod started → Job complete).
+	var lines []string
+	var overhead time.Duration
+	for _, id := range images {
+		j := jobs[id]
+		line := fmt.Sprintf("%s: local %dms, Job %dms", id, localSteps[id], done[id].DurationMS)
+		if j.Status.CompletionTime != nil {
+			line += fmt.Sprintf(" (Job created → complete %v", j.Status.CompletionTime.Sub(j.CreationTimestamp.Time))
+			if run, ok := podRun(t, e, j.Name); ok {
+				line += fmt.Sprintf("; container started after %v, ran %v", run.StartedAt.Sub(j.CreationTimestamp.Time), run.FinishedAt.Sub(run.StartedAt.Time))
+			}
+			line += ")"
+		}
+		lines = append(lines, line)
+		overhead += time.Duration(done[id].DurationMS-localSteps[id]) * time.Millisecond
+	}
+	sort.Strings(lines)
+	t.Logf("step times:\n  %s", strings.Join(lines, "\n  "))
+	t.Logf("%d images: local build %v, Kubernetes build %v; mean per-step overhead %v",
+		len(images), localTime.Round(time.Millisecond), kubeTime.Round(time.Millisecond), (overhead / time.Duration(len(images))).Round(time.Millisecond))
+
+	// Another checkout, an empty local cache, the first one's HMAC key:
+	// all cached, no Job created (the first build's Jobs stay for their
+	// TTL; a new one would carry another build label).
+	again := kubeExample(t, block)
+	// (A build without sensitive variables makes no HMAC key.)
+	if hmacKey, err := os.ReadFile(filepath.Join(dir, ".imsbuild", "cache", "hmac.key")); err == nil {
+		testutil.WriteFiles(t, filepath.Join(again, ".imsbuild", "cache"), map[string]string{"hmac.key": string(hmacKey)}, 0o600)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal(err)
+	}
+	r = imsbuildEnv(t, again, env, "build", "--json", "--kubeconfig", e.Kubeconfig, "--cache-to", url, ".")
+	if r.code != 0 {
+		t.Fatalf("second kubernetes build exit %d:\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	got := events(t, r.stdout)
+	for _, id := range images {
+		if got[id] != "cached" {
+			t.Errorf("second build: %s %s, want cached", id, got[id])
+		}
+	}
+	after := stepJobs(t, e)
+	if len(after) != len(jobs) {
+		t.Errorf("second build: %d Jobs, want the first build's %d", len(after), len(jobs))
+	}
+	for id, j := range after {
+		if jobs[id].UID != j.UID {
+			t.Errorf("second build made a new Job for %s", id)
+		}
+	}
+	if got, want := bootImages(t, again), bootImages(t, local); !equal(got, want) {
+		t.Errorf("second build published %v, want %v", got, want)
+	}
+}
