@@ -112,10 +112,17 @@ func TestQueue(t *testing.T) {
 			t.Errorf("queued job %s has status %s, want creating", id, j.Status)
 		}
 	}
+	// Free one slot at a time: two freed at once let two queued jobs
+	// start together, in either order.
 	release[ids[0]] <- nil
-	release[ids[1]] <- errors.New("kiwi broke")
 	waitStatus(t, st, ids[0], "success")
+	waitStatus(t, st, ids[2], "building_image")
+	release[ids[1]] <- errors.New("kiwi broke")
 	waitStatus(t, st, ids[1], "error")
+	waitStatus(t, st, ids[3], "building_image")
+	if j, _ := st.Jobs.Get(ids[4]); j.Status != "creating" {
+		t.Errorf("queued job %s has status %s with both slots taken, want creating", ids[4], j.Status)
+	}
 	for _, id := range ids[2:] {
 		release[id] <- nil
 	}
