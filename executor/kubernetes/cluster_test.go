@@ -3,7 +3,6 @@
 package kubernetes
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"strings"
@@ -38,30 +37,12 @@ func clusterExecutor(t *testing.T, command ...string) (*k8stest.Env, func() *Exe
 	}
 }
 
-// buffer is a log that the test reads while Run writes it.
-type buffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *buffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *buffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
-func clusterStep(key string, log *buffer, args ...string) executor.Step {
+func clusterStep(key string, log *testutil.SyncBuffer, args ...string) executor.Step {
 	return executor.Step{BuildID: "test", Step: "image.t", Key: key, Args: args,
 		Env: map[string]string{"PLAIN": "plain-value"}, SecretEnv: map[string]string{"SECRET": "secret-value"}, Log: log}
 }
 
-func waitLog(t *testing.T, env *k8stest.Env, log *buffer, s string) {
+func waitLog(t *testing.T, env *k8stest.Env, log *testutil.SyncBuffer, s string) {
 	t.Helper()
 	deadline := time.Now().Add(3 * time.Minute)
 	for !strings.Contains(log.String(), s) {
@@ -80,7 +61,7 @@ func waitLog(t *testing.T, env *k8stest.Env, log *buffer, s string) {
 // its output reaches Step.Log, the secret environment reaches the step.
 func TestKubernetesExecutorRun(t *testing.T) {
 	_, newExec := clusterExecutor(t, "sh", "-c")
-	var log buffer
+	var log testutil.SyncBuffer
 	start := time.Now()
 	err := newExec().Run(t.Context(), clusterStep(testKey, &log, `imsbuild version && echo "env $PLAIN $SECRET"`))
 	if err != nil {
@@ -96,7 +77,7 @@ func TestKubernetesExecutorRun(t *testing.T) {
 // log tail, after the retries.
 func TestKubernetesExecutorFailure(t *testing.T) {
 	_, newExec := clusterExecutor(t, "sh", "-c")
-	var log buffer
+	var log testutil.SyncBuffer
 	err := newExec().Run(t.Context(), clusterStep(testKey, &log, "echo the step broke; exit 3"))
 	var je *JobError
 	if !errors.As(err, &je) || je.Reason != "BackoffLimitExceeded" || strings.Count(err.Error(), "the step broke") != 2 {
@@ -108,7 +89,7 @@ func TestKubernetesExecutorFailure(t *testing.T) {
 // the Job controller and the step succeeds, with both pods' logs.
 func TestKubernetesExecutorPodKilled(t *testing.T) {
 	env, newExec := clusterExecutor(t, "sh", "-c")
-	var log buffer
+	var log testutil.SyncBuffer
 	done := make(chan error, 1)
 	go func() {
 		done <- newExec().Run(t.Context(), clusterStep(testKey, &log, "trap 'exit 143' TERM; echo attempt; sleep 8 & wait; echo finished"))
@@ -145,7 +126,7 @@ func TestKubernetesExecutorPodKilled(t *testing.T) {
 // TestKubernetesExecutorCancel: cancelling leaves no Job and no pod.
 func TestKubernetesExecutorCancel(t *testing.T) {
 	env, newExec := clusterExecutor(t, "sh", "-c")
-	var log buffer
+	var log testutil.SyncBuffer
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- newExec().Run(ctx, clusterStep(testKey, &log, "echo started; sleep 600")) }()
@@ -166,7 +147,7 @@ func TestKubernetesExecutorCancel(t *testing.T) {
 // at once share one Job: the step runs in one pod.
 func TestKubernetesExecutorTwoOrchestrators(t *testing.T) {
 	env, newExec := clusterExecutor(t, "sh", "-c")
-	var logs [2]buffer
+	var logs [2]testutil.SyncBuffer
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
 	for i := range 2 {
