@@ -57,8 +57,9 @@ demo-quick: setup build
 	$(BIN) build examples/busybox
 	@echo "published: $$(find examples/busybox/out -name manifest.json | sort)"
 
-# Ratios against the raw tools; `make bench BENCH=kiwi` for the minutes-long kiwi comparison.
-BENCH ?= treehash,pack,noop,customize,s3,oci
+# Ratios against the raw tools, and the orchestrator's cost per step through Kubernetes
+# (k8s-build, about 3 minutes); `make bench BENCH=kiwi` for the minutes-long kiwi comparison.
+BENCH ?= treehash,pack,noop,customize,s3,oci,k8s-build
 bench: setup-tools build
 	@./scripts/setup-debian.sh awscli
 	PATH="$$PATH:$$($(GO) env GOPATH)/bin" $(GO) run ./bench -imsbuild $(BIN) -only $(BENCH)

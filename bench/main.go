@@ -24,6 +24,10 @@
 //     of an unchanged recipe through imsbuild serve, POST to success.
 //   - k8s-dispatch (-only k8s-dispatch): the Kubernetes executor's cost per step in the
 //     orchestrator, 1,000 steps against client-go's fake clientset.
+//   - k8s-build (-only k8s-build; minutes): the orchestrator's whole cost per step of a
+//     1,000-step build (parse, plan, key, look up, stage, dispatch, results) through the
+//     Kubernetes executor on the fake clientset with instantaneous pods, beside a local
+//     build of the same graph; S3 caches on versitygw (k8sbuild.go).
 //   - serve-api (-only serve-api; a minute): imsbuild serve with 10,000 images and 50
 //     concurrent clients: list (gzip and plain) and POST p50/p99 by round, the server's peak RSS.
 package main
@@ -54,8 +58,9 @@ func main() {
 	only := flag.String("only", "treehash,pack,noop,customize,check", "comma-separated benchmarks to run")
 	flag.IntVar(&pairRuns, "pairs", pairRuns, "A/B pairs per comparison (at least 3 for a figure worth quoting)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process (the in-process publishes and hashing) to `file`")
-	flag.IntVar(&k8sSteps, "k8s-steps", 1000, "steps of -only k8s-dispatch")
-	flag.IntVar(&k8sJobs, "k8s-jobs", 16, "steps at once of -only k8s-dispatch")
+	flag.IntVar(&k8sSteps, "k8s-steps", 1000, "steps of -only k8s-dispatch and k8s-build")
+	flag.StringVar(&k8sProfile, "k8s-cpuprofile", "", "write a CPU profile of -only k8s-build's Kubernetes runs (not its local build) to `file`; not with -cpuprofile")
+	flag.IntVar(&k8sJobs, "k8s-jobs", 16, "steps at once of -only k8s-dispatch and k8s-build (its Kubernetes runs)")
 	flag.Parse()
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -85,6 +90,8 @@ func main() {
 			benchTreehash(ctx, scratch, tree)
 		case "k8s-dispatch":
 			benchK8sDispatch(ctx, k8sSteps, k8sJobs)
+		case "k8s-build":
+			benchK8sBuild(ctx, scratch, k8sSteps, k8sJobs)
 		case "pack":
 			benchPack(ctx, scratch, tree)
 		case "noop":

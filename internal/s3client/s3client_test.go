@@ -2,14 +2,20 @@ package s3client
 
 import (
 	"errors"
+	"fmt"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
@@ -99,5 +105,67 @@ func TestClassify(t *testing.T) {
 				t.Errorf("IsNotFound() = %v, want %v", got, tc.notFound)
 			}
 		})
+	}
+}
+
+// TestNewClientReusesConnections: 32 requests at once, three rounds, dial
+// 32 connections at most: the idle pool keeps every connection of a round
+// for the next (with the SDK's default of 10 per host, each later round
+// dialed 22 new ones and closed them after).
+func TestNewClientReusesConnections(t *testing.T) {
+	const inFlight, rounds = 32, 3
+	var dials, arrived atomic.Int64
+	gates := make([]chan struct{}, rounds) // closed once a round's requests are all in
+	for i := range gates {
+		gates[i] = make(chan struct{})
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Hold each round's requests until all have arrived, so that the
+		// round needs inFlight connections at once.
+		n := arrived.Add(1)
+		round := (n - 1) / inFlight
+		if n%inFlight == 0 {
+			close(gates[round])
+		}
+		select {
+		case <-gates[round]:
+		case <-r.Context().Done():
+		}
+		w.Header().Set("Content-Length", "0")
+		w.WriteHeader(http.StatusOK)
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			dials.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	c, err := NewClient(t.Context(), Config{
+		Endpoint: srv.URL, Region: "us-east-1", PathStyle: true,
+		Credentials: credentials.NewStaticCredentialsProvider("a", "b", ""), MaxAttempts: 1,
+	})
+	if err != nil {
+		t.Fatalf("NewClient() = %v", err)
+	}
+	for round := range rounds {
+		var wg sync.WaitGroup
+		errs := make(chan error, inFlight)
+		for i := range inFlight {
+			wg.Go(func() {
+				_, err := c.HeadObject(t.Context(), &s3.HeadObjectInput{Bucket: aws.String("b"), Key: aws.String(fmt.Sprintf("k%d", i))})
+				errs <- err
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatalf("round %d: HeadObject() = %v", round, err)
+			}
+		}
+	}
+	if got := dials.Load(); got > inFlight {
+		t.Errorf("%d requests, %d at once, dialed %d connections; want at most %d (idle ones reused)", rounds*inFlight, inFlight, got, inFlight)
 	}
 }
