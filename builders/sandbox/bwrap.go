@@ -29,16 +29,67 @@ func NewBwrap(path string) *Bwrap { return &Bwrap{path: path} }
 // Name returns "bwrap".
 func (b *Bwrap) Name() string { return BackendBwrap }
 
+// mountRaceAttempts bounds the starts of one Run that bwrap fails in a
+// race with the host's mount table (see mountRace).
+const mountRaceAttempts = 3
+
 // Run runs s under bwrap. The PID namespace's init (bwrap's child) is
 // watched through a pidfd, so that on cancellation or timeout the whole
 // namespace is killed and waited for.
-func (b *Bwrap) Run(ctx context.Context, s Spec) (err error) {
+func (b *Bwrap) Run(ctx context.Context, s Spec) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	if s.Privileged {
 		return ErrPrivileged
 	}
+	for attempt := 1; ; attempt++ {
+		err := b.run(ctx, s)
+		var race *mountRaceError
+		if !errors.As(err, &race) || attempt == mountRaceAttempts || !restartable(s) {
+			return err
+		}
+		if s.Stderr != nil {
+			fmt.Fprintf(s.Stderr, "imsbuild: a mount under the host root went away while bwrap bound it; starting it again\n")
+		}
+	}
+}
+
+// mountRaceError is bwrap failing before the command ran because a mount
+// below a path it binds with its submounts (the host root of a non-jailed
+// sandbox) went away while it remounted them: another step's overlay
+// unmounted meanwhile. bwrap lists the submounts after the bind, then
+// remounts each with the bind's flags, and a vanished one fails that.
+type mountRaceError struct{ msg string }
+
+func (e *mountRaceError) Error() string { return "sandbox bwrap: " + e.msg }
+
+// mountRace reports whether msg, bwrap's last line of a start that ran no
+// command, is the race of mountRaceError (bwrap's bind_mount errors
+// BIND_MOUNT_ERROR_REMOUNT_SUBMOUNT with ENOENT and
+// BIND_MOUNT_ERROR_FIND_DEST_MOUNT).
+func mountRace(msg string) bool {
+	if !strings.HasPrefix(msg, "Can't bind mount ") {
+		return false
+	}
+	return strings.Contains(msg, "Unable to apply mount flags: remount ") && strings.HasSuffix(msg, ": No such file or directory") ||
+		strings.Contains(msg, "in mount table")
+}
+
+// restartable reports whether a Run of s can start again after a start
+// that ran no command: its stdin, if any, is a file that bwrap's child
+// reads directly, not a reader whose bytes a copying goroutine may already
+// have taken.
+func restartable(s Spec) bool {
+	if s.Stdin == nil {
+		return true
+	}
+	_, ok := s.Stdin.(*os.File)
+	return ok
+}
+
+// run is one start of s under bwrap.
+func (b *Bwrap) run(ctx context.Context, s Spec) (err error) {
 	p, err := newPlan(s)
 	defer func() { err = withCleanup(err, p.cleanup()) }()
 	if err != nil {
@@ -122,7 +173,11 @@ func (b *Bwrap) Run(ctx context.Context, s Spec) (err error) {
 		return nil
 	}
 	if msg := tail.lastLine(); msg != "" {
-		return fmt.Errorf("sandbox bwrap: %s", strings.TrimPrefix(msg, "bwrap: "))
+		msg = strings.TrimPrefix(msg, "bwrap: ")
+		if mountRace(msg) {
+			return &mountRaceError{msg: msg}
+		}
+		return fmt.Errorf("sandbox bwrap: %s", msg)
 	}
 	return fmt.Errorf("sandbox bwrap: %w", waitErr)
 }
