@@ -268,13 +268,20 @@ type bootstrapPreimage struct {
 	Files      map[string]string `json:"files"` // debootstrap, its script, keyring, host files → sha256
 	Release    string            `json:"release"`
 	TargetPrep string            `json:"target"` // digest of the root before debootstrap
+	// Epoch is the SOURCE_DATE_EPOCH debootstrap ran with: it dates what
+	// the packages' maintainer scripts write (shadow's last password
+	// change) and every mtime of the kept squashfs (mksquashfs honours
+	// it). Unkeyed, a build with another epoch restored a root dated by the
+	// first one's and published other bytes than a fresh bootstrap.
+	Epoch string `json:"source_date_epoch"`
 }
 
 // key returns the hex sha256 that names c's result and its preimage.
 func (c debootstrapCall) key(ctx context.Context, real string) (string, []byte, error) {
 	p := bootstrapPreimage{
-		Type: "imsbuild/debootstrap/v2", Options: keyedOptions(c.options), Suite: c.suite,
+		Type: "imsbuild/debootstrap/v3", Options: keyedOptions(c.options), Suite: c.suite,
 		Mirror: c.mirror, Script: c.script, Arch: runtime.GOARCH, Files: map[string]string{},
+		Epoch: os.Getenv("SOURCE_DATE_EPOCH"),
 	}
 	if c.arch != "" {
 		// An arm64 root is kept apart from an amd64 one (also by

@@ -59,6 +59,7 @@ type shimFixture struct {
 	mu        sync.Mutex
 	inRelease string
 	arch      string // the shim's IMSBUILD_DEBOOTSTRAP_ARCH
+	epoch     string // the shim's SOURCE_DATE_EPOCH, as kiwi passes it on
 }
 
 func newShimFixture(t *testing.T) *shimFixture {
@@ -87,7 +88,7 @@ for a; do target=$prev; prev=$a; case "$a" in --include=*fail*) echo "E: no such
 target=$(for a; do echo "$a"; done | tail -2 | head -1)
 mkdir -p "$target/etc" "$target/usr/bin" "$target/dev"
 echo 'VERSION_ID="12"' > "$target/etc/os-release"
-echo secret > "$target/etc/shadow" && chmod 640 "$target/etc/shadow" && chown 0:42 "$target/etc/shadow"
+echo "secret:*:$SOURCE_DATE_EPOCH" > "$target/etc/shadow" && chmod 640 "$target/etc/shadow" && chown 0:42 "$target/etc/shadow"
 ln -sf ../usr/bin "$target/bin"
 mknod "$target/dev/null" c 1 3
 `
@@ -127,7 +128,7 @@ func (f *shimFixture) run(include string) (target, out string, code int) {
 	cmd := exec.Command(filepath.Join(f.dir, "shim", shimName), "--keyring="+keyring, "--variant=minbase",
 		"--include="+include, "--components=main", "bookworm", target, f.mirror)
 	cmd.Env = append(os.Environ(), envBootstrapCache+"="+f.cache, envDebootstrap+"="+filepath.Join(f.dir, "real-debootstrap"),
-		envDebootstrapArch+"="+f.arch)
+		envDebootstrapArch+"="+f.arch, "SOURCE_DATE_EPOCH="+f.epoch)
 	b, err := cmd.CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()
@@ -184,6 +185,34 @@ func TestBootstrapShimCachesDebootstrap(t *testing.T) {
 	// A failing debootstrap keeps its exit code, its message and no entry.
 	if _, out, code := f.run("fail"); code != 3 || !strings.Contains(out, "no such package") || len(f.entries()) != 3 {
 		t.Fatalf("failing debootstrap: exit %d, %d entries, want 3 and 3\n%s", code, len(f.entries()), out)
+	}
+}
+
+// The build's SOURCE_DATE_EPOCH dates what debootstrap writes (shadow's
+// last change field, the kept squashfs's mtimes): a build with another
+// epoch bootstraps afresh instead of restoring a root dated otherwise.
+func TestBootstrapShimEpoch(t *testing.T) {
+	f := newShimFixture(t)
+	f.epoch = "1700000000"
+	first, out, code := f.run("ca-certificates")
+	if code != 0 || f.runs() != 1 {
+		t.Fatalf("first run: exit %d, %d runs\n%s", code, f.runs(), out)
+	}
+	f.epoch = "0"
+	other, out, code := f.run("ca-certificates")
+	if code != 0 || f.runs() != 2 || len(f.entries()) != 2 || strings.Contains(out, "restored") {
+		t.Fatalf("another epoch: exit %d, %d runs, %d entries; want a second debootstrap kept apart\n%s", code, f.runs(), len(f.entries()), out)
+	}
+	if b, _ := os.ReadFile(filepath.Join(other, "etc/shadow")); !strings.Contains(string(b), ":*:0") {
+		t.Errorf("shadow of the epoch 0 root = %q, want its own epoch", b)
+	}
+	f.epoch = "1700000000"
+	again, out, code := f.run("ca-certificates")
+	if code != 0 || f.runs() != 2 || !strings.Contains(out, "restored from the bootstrap cache") {
+		t.Fatalf("first epoch again: exit %d, %d runs; want a restore\n%s", code, f.runs(), out)
+	}
+	if d := cmp.Diff(listing(t, first), listing(t, again)); d != "" {
+		t.Errorf("restored root differs from debootstrap's (-debootstrap +restored):\n%s", d)
 	}
 }
 
