@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -94,11 +93,7 @@ func benchK8sBuild(ctx context.Context, scratch string, steps, jobs int) {
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Minute)
 	defer cancel()
 	root := filepath.Join(scratch, "k8s-build")
-	srv, err := startServer(ctx, filepath.Join(root, "versitygw"), lookTool("versitygw", ""),
-		func(addr, dir string) []string {
-			return []string{"--access", s3Access, "--secret", s3Secret, "--region", s3Region,
-				"--port", addr, "--quiet", "posix", dir}
-		}, "/", func(*http.Response) bool { return true })
+	srv, err := startVersitygw(ctx, filepath.Join(root, "versitygw"))
 	check(err)
 	defer srv.stop()
 	endpoint := "http://" + srv.addr

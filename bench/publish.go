@@ -90,11 +90,7 @@ func benchS3(ctx context.Context, scratch string) {
 	store, err := local.Open(a.CacheDir)
 	check(err)
 	awsBin := lookTool("aws", "/usr/bin/aws")
-	srv, err := startServer(ctx, filepath.Join(scratch, "versitygw"), lookTool("versitygw", ""),
-		func(addr, dir string) []string {
-			return []string{"--access", s3Access, "--secret", s3Secret, "--region", s3Region,
-				"--port", addr, "--quiet", "posix", dir}
-		}, "/", func(*http.Response) bool { return true })
+	srv, err := startVersitygw(ctx, filepath.Join(scratch, "versitygw"))
 	check(err)
 	defer srv.stop()
 	endpoint := "http://" + srv.addr
@@ -544,6 +540,16 @@ type server struct {
 // startServer runs bin with args(addr, dataDir) on a free loopback port and
 // waits until GET path answers as ready wants. A port taken between picking
 // and binding it is retried.
+// startVersitygw starts versitygw on loopback with the bench's
+// credentials, its data under dir.
+func startVersitygw(ctx context.Context, dir string) (*server, error) {
+	return startServer(ctx, dir, lookTool("versitygw", ""),
+		func(addr, data string) []string {
+			return []string{"--access", s3Access, "--secret", s3Secret, "--region", s3Region,
+				"--port", addr, "--quiet", "posix", data}
+		}, "/", func(*http.Response) bool { return true })
+}
+
 func startServer(ctx context.Context, dir, bin string, args func(addr, data string) []string, path string, ready func(*http.Response) bool) (*server, error) {
 	data := filepath.Join(dir, "data")
 	if err := os.MkdirAll(data, 0o755); err != nil {
