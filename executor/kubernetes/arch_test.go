@@ -25,11 +25,11 @@ import (
 
 // testNode is a node of the fake cluster.
 type testNode struct {
-	name, arch   string // arch: the kubernetes.io/arch label
-	infoArch     string // the kubelet's NodeInfo.Architecture
-	labels       map[string]string
-	taints       []corev1.Taint
-	cordoned bool
+	name, arch string // arch: the kubernetes.io/arch label
+	infoArch   string // the kubelet's NodeInfo.Architecture
+	labels     map[string]string
+	taints     []corev1.Taint
+	cordoned   bool
 }
 
 func addNodes(t *testing.T, cs *fake.Clientset, nodes ...testNode) {
@@ -87,8 +87,10 @@ func TestRoute(t *testing.T) {
 			arm: "arm64", armNative: true, x86: "amd64", lists: 1},
 		{name: "arm64 tainted NoExecute, tolerated by Exists", nodes: []testNode{{name: "a1", arch: "arm64",
 			taints: []corev1.Taint{{Key: "dedicated", Value: "ci", Effect: corev1.TaintEffectNoExecute}}}},
-			cfg:   func(c *Config) { c.Tolerations = []corev1.Toleration{{Key: "dedicated", Operator: corev1.TolerationOpExists}} },
-			arm:   "arm64", armNative: true, x86: "amd64", lists: 1},
+			cfg: func(c *Config) {
+				c.Tolerations = []corev1.Toleration{{Key: "dedicated", Operator: corev1.TolerationOpExists}}
+			},
+			arm: "arm64", armNative: true, x86: "amd64", lists: 1},
 		{name: "arm64 tainted PreferNoSchedule", nodes: []testNode{{name: "a1", arch: "arm64",
 			taints: []corev1.Taint{{Key: "arch", Value: "arm64", Effect: corev1.TaintEffectPreferNoSchedule}}}},
 			arm: "arm64", armNative: true, x86: "amd64", lists: 1},
@@ -289,4 +291,3 @@ func equalRule(a, b rbacv1.PolicyRule) bool {
 	return eq(a.APIGroups, b.APIGroups) && eq(a.Resources, b.Resources) && eq(a.Verbs, b.Verbs) &&
 		len(a.ResourceNames) == 0 && len(a.NonResourceURLs) == 0
 }
-
