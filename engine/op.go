@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"github.com/imsbuild/imsbuild/builders/steps"
+	"github.com/imsbuild/imsbuild/executor"
 	"github.com/imsbuild/imsbuild/lockfile"
 )
 
@@ -106,6 +107,7 @@ func (e *Engine) preimage(ctx context.Context, op steps.Op) (*Preimage, error) {
 		ToolVersion: e.toolVersion,
 		Once:        e.once,
 		Result:      e.result,
+		Emulated:    e.emulated(),
 	})
 	if err != nil {
 		return nil, err
@@ -132,6 +134,20 @@ func (e *Engine) preimage(ctx context.Context, op steps.Op) (*Preimage, error) {
 		Parent:    k.Parent,
 		Customize: k.Customize,
 	}, nil
+}
+
+// emulated is KeyEnv.Emulated: an executor that routes steps by arch
+// (executor.ArchRouter) says where a step of an arch runs and so whether
+// its key names an emulator; without one, nil keys for this host.
+func (e *Engine) emulated() func(context.Context, string) (bool, error) {
+	r, ok := e.opts.Executor.(executor.ArchRouter)
+	if !ok {
+		return nil
+	}
+	return func(ctx context.Context, arch string) (bool, error) {
+		native, err := r.Native(ctx, arch)
+		return !native, err
+	}
 }
 
 // once returns the value of f for name, computed once per build however

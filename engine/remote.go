@@ -98,6 +98,17 @@ func (e *Engine) privileged(id string) bool {
 	return s != nil && s.Image != nil && len(s.Image.Customize) > 0
 }
 
+// archOf is the architecture step id (an image step or a prepare
+// sub-step) builds for: its image's, which a kiwi image's prepare takes
+// too (opsOf); "" for another step.
+func (e *Engine) archOf(id string) string {
+	image, _ := strings.CutSuffix(id, "/prepare")
+	if s := e.graph.Step(image); s != nil && s.Image != nil {
+		return s.Image.Arch
+	}
+	return ""
+}
+
 // runRemote builds step id, whose key missed, with the executor: its
 // output streams to lw (closed here), and its result comes back from the
 // remote cache through the engine's cache, as a remote hit does.
@@ -127,6 +138,7 @@ func (e *Engine) runRemote(ctx context.Context, id, key string, canon []byte, lw
 		Env:        env,
 		SecretEnv:  secrets,
 		Privileged: e.privileged(id),
+		Arch:       e.archOf(id),
 		Log:        lw,
 	})
 	if err != nil {

@@ -24,6 +24,20 @@ type Executor interface {
 	Run(ctx context.Context, s Step) error
 }
 
+// ArchRouter is an Executor that chooses where a step runs by its
+// architecture (Step.Arch). The engine asks it before keying a step: the
+// key of a step whose programs run emulated names the emulator, and a
+// native one's does not (builders/steps), so the key must describe the
+// place Run will use. An Executor that is not an ArchRouter runs every
+// step on machines like the orchestrator's host, and keys follow the host.
+type ArchRouter interface {
+	Executor
+	// Native reports whether a step of arch (x86_64, aarch64) runs
+	// natively where Run sends it, rather than under emulation. The
+	// answer for an arch does not change during the Executor's life.
+	Native(ctx context.Context, arch string) (bool, error)
+}
+
 // Step is one step to run remotely.
 type Step struct {
 	// BuildID names the build invocation (one per `imsbuild build`); it
@@ -50,7 +64,8 @@ type Step struct {
 	// amd64 for x86_64); otherwise on any node, where imsbuild runs the
 	// step's programs under qemu user-mode emulation (builders/binfmt).
 	// The key of an emulated step names the emulator and a native one's
-	// does not, so the engine must key the step for where it will run.
+	// does not, so the engine keys the step for where it will run
+	// (ArchRouter). "" leaves the choice of node to the executor.
 	Arch string
 	// Log receives the step's output as it runs.
 	Log io.Writer

@@ -65,7 +65,7 @@ var attrDocs = map[string][]AttrDoc{
 		{Name: "service_account", Type: "string", Default: "the namespace's default", Example: `"imsbuild-builder"`,
 			Description: "The service account of the step pods. Its token is not mounted: a step talks to the remote cache only."},
 		{Name: "node_selector", Type: "map(string)", Default: "`{}`", Example: `{ "node-role.kubernetes.io/worker" = "" }`,
-			Description: "Node labels a step pod's node must have."},
+			Description: "Node labels a step pod's node must have. imsbuild adds `kubernetes.io/arch` for the step's arch (`amd64` for x86_64; `arm64` for aarch64 when a node it may use has it, else `amd64`, emulated); a `kubernetes.io/arch` given here wins, and steps of the other arch run emulated."},
 		{Name: "tolerations", Type: "list(object)", Default: "`[]`", Example: `[{ key = "builders", operator = "Exists", effect = "NoSchedule" }]`,
 			Description: "Taints the step pods tolerate: objects with `key`, `operator` (`Equal`, `Exists`), `value`, `effect` and `toleration_seconds`, as in a pod spec."},
 		{Name: "resources", Type: "map(map(string))", Default: "`{}`", Example: `{ requests = { cpu = "2", memory = "4Gi" }, limits = { memory = "8Gi" } }`,

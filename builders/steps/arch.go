@@ -15,15 +15,24 @@ import (
 // what the programs do. A step of the host's architecture keys no emulator,
 // so its key is the same as before emulation existed.
 //
-// The seam for an executor that builds elsewhere: Prepare.Arch and
-// Image.Arch say where a step can run natively (an arm64 Kubernetes node,
-// kubernetes.io/arch=arm64); there, Emulated is false and no emulator is
-// keyed, since the key describes the build that runs.
+// An executor that builds elsewhere may run a step natively on a machine
+// of its arch (an arm64 Kubernetes node, kubernetes.io/arch=arm64): there
+// KeyEnv.Emulated is false and no emulator is keyed, since the key
+// describes the build that runs. The process that builds the step keys it
+// again with its own host's binfmt.Emulated and gets the same key.
 
 // emulatorTool is the Tools entry of the emulator for arch: its name and
-// identity, or "" when arch is the host's.
+// identity, or "" when the step runs natively (arch is the host's, or
+// the executor's machine's).
 func emulatorTool(ctx context.Context, k KeyEnv, arch string) (string, string, error) {
-	if !binfmt.Emulated(arch) {
+	emulated := binfmt.Emulated(arch)
+	if k.Emulated != nil && arch != "" {
+		var err error
+		if emulated, err = k.Emulated(ctx, arch); err != nil {
+			return "", "", fmt.Errorf("where %s steps run: %w", arch, err)
+		}
+	}
+	if !emulated {
 		return "", "", nil
 	}
 	e, err := binfmt.Lookup(arch, "")

@@ -3,6 +3,7 @@ package steps
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,8 +16,8 @@ import (
 )
 
 // archKeys returns the keys, as JSON, of the prepare, the kiwi image and a
-// customize image of a recipe of arch.
-func archKeys(t *testing.T, arch string) (prepare, image, custom string) {
+// customize image of a recipe of arch; emulated is KeyEnv.Emulated.
+func archKeys(t *testing.T, arch string, emulated func(context.Context, string) (bool, error)) (prepare, image, custom string) {
 	t.Helper()
 	src := t.TempDir()
 	if err := os.WriteFile(filepath.Join(src, "config.xml"), []byte("<image/>"), 0o644); err != nil {
@@ -29,6 +30,7 @@ func archKeys(t *testing.T, arch string) (prepare, image, custom string) {
 		"image.base":         {Outputs: map[string]cache.Output{"rootfs": {Digest: "sha256:bb"}}},
 	}
 	k := keyEnv(results)
+	k.Emulated = emulated
 	jsonOf := func(key *Key, err error) string {
 		t.Helper()
 		if err != nil {
@@ -53,20 +55,33 @@ func archKeys(t *testing.T, arch string) (prepare, image, custom string) {
 }
 
 // The keys of x86_64 steps on an x86_64 host are what they were before
-// aarch64 builds (pinned as computed then): no emulator, no platform.
+// aarch64 builds (pinned as computed then): no emulator, no platform; so
+// are they with an executor that runs them on amd64 machines.
 func TestHostArchKeysUnchanged(t *testing.T) {
 	if binfmt.HostArch() != "x86_64" {
 		t.Skipf("pinned for an x86_64 host, this is %s", binfmt.HostArch())
 	}
-	prepare, image, custom := archKeys(t, "x86_64")
-	for _, tc := range []struct{ name, got, want string }{
+	for _, router := range []struct {
+		name     string
+		emulated func(context.Context, string) (bool, error)
+	}{
+		{"no executor", nil},
+		{"executor with amd64 machines", func(_ context.Context, arch string) (bool, error) { return arch != "x86_64", nil }},
+	} {
+		prepare, image, custom := archKeys(t, "x86_64", router.emulated)
+		for _, tc := range pinnedX86Keys(prepare, image, custom) {
+			if tc.got != tc.want {
+				t.Errorf("%s: %s key =\n%s\nwant\n%s", router.name, tc.name, tc.got, tc.want)
+			}
+		}
+	}
+}
+
+func pinnedX86Keys(prepare, image, custom string) []struct{ name, got, want string } {
+	return []struct{ name, got, want string }{
 		{"prepare", prepare, `{"Type":"imsbuild/kiwi-prepare/v3","Attrs":{"arch":"x86_64","linux_distribution":"","profiles":null,"recipe":"node","template":null},"Inputs":{"recipe":"sha256:recipe"},"Tools":{"kiwi-ng":"kiwi-ng 1.0"},"Parent":"","Customize":null}`},
 		{"image", image, `{"Type":"imsbuild/kiwi/v4","Attrs":{"arch":"x86_64","initrd_file_name":"initrd","kernel_file_name":"vmlinuz","kernel_parameters":"","name":"base","recipe":"node","squashfs":{"block_size":0,"compression":"","exclude":null,"level":0}},"Inputs":{"prepared":"sha256:aa"},"Tools":{"mksquashfs":"mksquashfs 1.0"},"Parent":"","Customize":null}`},
 		{"customize", custom, `{"Type":"imsbuild/customize/v4","Attrs":{"arch":"x86_64","initrd_file_name":"initrd","kernel_file_name":"vmlinuz","kernel_parameters":"","name":"compute","squashfs":{"block_size":0,"compression":"","exclude":null,"level":0}},"Inputs":{"parent.rootfs":"sha256:bb"},"Tools":{"mksquashfs":"mksquashfs 1.0"},"Parent":"image.base","Customize":[{"script":"text:uname -m","jail":true,"network":false}]}`},
-	} {
-		if tc.got != tc.want {
-			t.Errorf("%s key =\n%s\nwant\n%s", tc.name, tc.got, tc.want)
-		}
 	}
 }
 
@@ -82,9 +97,9 @@ func TestEmulatedArchKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	x86 := [3]string{}
-	x86[0], x86[1], x86[2] = archKeys(t, "x86_64")
+	x86[0], x86[1], x86[2] = archKeys(t, "x86_64", nil)
 	arm := [3]string{}
-	arm[0], arm[1], arm[2] = archKeys(t, "aarch64")
+	arm[0], arm[1], arm[2] = archKeys(t, "aarch64", nil)
 	for i, name := range []string{"prepare", "image", "customize"} {
 		if !strings.Contains(arm[i], `"emulator":"`+e.Interpreter+` 1.0"`) || !strings.Contains(arm[i], `"arch":"aarch64"`) {
 			t.Errorf("aarch64 %s key = %s, want the arch and the emulator %s", name, arm[i], e.Interpreter)
@@ -92,5 +107,54 @@ func TestEmulatedArchKeys(t *testing.T) {
 		if strings.Contains(x86[i], "emulator") {
 			t.Errorf("x86_64 %s key = %s, want no emulator", name, x86[i])
 		}
+	}
+}
+
+// An aarch64 step that an executor runs on an arm64 machine keys no
+// emulator: its key is the emulated one without the emulator entry, what
+// the arm64 machine computes when it builds the step (binfmt.Emulated is
+// false there). A step the executor emulates keys the emulator as one this
+// host emulates, and an executor that cannot say fails the key.
+func TestRoutedArchKeys(t *testing.T) {
+	if binfmt.HostArch() != "x86_64" {
+		t.Skipf("emulation of aarch64 on x86_64; this is %s", binfmt.HostArch())
+	}
+	testutil.RequireQemuUser(t, "aarch64")
+	e, err := binfmt.Lookup("aarch64", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var asked []string
+	native := func(_ context.Context, arch string) (bool, error) { asked = append(asked, arch); return false, nil }
+	emulated := func(_ context.Context, arch string) (bool, error) { return arch == "aarch64", nil }
+	var here, routedNative, routedEmulated [3]string
+	here[0], here[1], here[2] = archKeys(t, "aarch64", nil)
+	routedNative[0], routedNative[1], routedNative[2] = archKeys(t, "aarch64", native)
+	routedEmulated[0], routedEmulated[1], routedEmulated[2] = archKeys(t, "aarch64", emulated)
+	entry := `"emulator":"` + e.Interpreter + ` 1.0"`
+	for i, name := range []string{"prepare", "image", "customize"} {
+		if strings.Contains(routedNative[i], "emulator") {
+			t.Errorf("native aarch64 %s key = %s, want no emulator", name, routedNative[i])
+		}
+		if routedNative[i] == here[i] {
+			t.Errorf("native aarch64 %s key = emulated key %s, want them different", name, here[i])
+		}
+		// The emulator sorts before kiwi-ng and mksquashfs.
+		if want := strings.Replace(here[i], entry+",", "", 1); routedNative[i] != want {
+			t.Errorf("native aarch64 %s key =\n%s\nwant the emulated key without the emulator\n%s", name, routedNative[i], want)
+		}
+		if routedEmulated[i] != here[i] || !strings.Contains(routedEmulated[i], entry) {
+			t.Errorf("routed emulated aarch64 %s key =\n%s\nwant this host's emulated key\n%s", name, routedEmulated[i], here[i])
+		}
+	}
+	if len(asked) != 3 || asked[0] != "aarch64" {
+		t.Errorf("Emulated asked for %q, want aarch64 once per step", asked)
+	}
+
+	k := keyEnv(nil)
+	k.Emulated = func(context.Context, string) (bool, error) { return false, errors.New("nodes: connection refused") }
+	img := &spec.Image{Label: "x", Name: "x", Arch: "aarch64", Import: t.TempDir()}
+	if _, err := (&Image{Kind: KindImport, Image: img}).Key(t.Context(), k); err == nil || !strings.Contains(err.Error(), "where aarch64 steps run: nodes: connection refused") {
+		t.Errorf("Key() with a failing router = %v, want its error", err)
 	}
 }

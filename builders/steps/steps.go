@@ -56,6 +56,11 @@ type KeyEnv struct {
 	Once func(name string, f func() (string, error)) (string, error)
 	// Result returns the result of step id, nil when it has none yet.
 	Result func(id string) *cache.ActionResult
+	// Emulated reports whether a step of arch runs its programs under
+	// emulation where it will build: an executor may send an aarch64
+	// step to an arm64 machine (executor.ArchRouter). Nil means this
+	// host builds it (binfmt.Emulated), as without an executor.
+	Emulated func(ctx context.Context, arch string) (bool, error)
 }
 
 // Env is what the engine gives Build.

@@ -10,6 +10,12 @@
 // Job's spec), and the service account token is not mounted: a step needs
 // the remote cache, not the Kubernetes API.
 //
+// A step pod runs on nodes of its step's architecture (kubernetes.io/arch):
+// an aarch64 step on an arm64 node when the cluster has one its pods may
+// use, natively, else on an amd64 node under emulation; the Executor is an
+// executor.ArchRouter, so that the engine keys the step for that node
+// (arch.go).
+//
 // Jobs and pods are watched with one label-filtered SharedInformerFactory
 // per Executor (no polling); each pod's log is followed into Step.Log,
 // including the logs of retried pods. Cancelling a Run deletes the Job it

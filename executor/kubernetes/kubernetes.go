@@ -99,6 +99,8 @@ type Executor struct {
 
 	mu      sync.Mutex
 	waiters map[string][]chan struct{}
+
+	nodes nodes // arch.go
 }
 
 var _ executor.Executor = (*Executor)(nil)
@@ -245,6 +247,10 @@ func (e *Executor) Run(ctx context.Context, s executor.Step) error {
 			return ctx.Err()
 		}
 	}
+	sel, err := e.nodeSelector(ctx, s.Arch)
+	if err != nil {
+		return fmt.Errorf("run %s: %w", s.Step, err)
+	}
 	e.start()
 	if !e.waitSynced(ctx) {
 		if ctx.Err() != nil {
@@ -254,7 +260,7 @@ func (e *Executor) Run(ctx context.Context, s executor.Step) error {
 	}
 	w := e.watch(name)
 	defer e.unwatch(name, w)
-	r := &run{e: e, s: s, name: name, wake: w, logs: newLogs(e, s.Log)}
+	r := &run{e: e, s: s, name: name, nodeSelector: sel, wake: w, logs: newLogs(e, s.Log)}
 	defer r.logs.stop()
 	err = r.run(ctx)
 	if ctx.Err() != nil && r.owned {
@@ -268,13 +274,14 @@ func (e *Executor) Run(ctx context.Context, s executor.Step) error {
 
 // run is one Run's state.
 type run struct {
-	e     *Executor
-	s     executor.Step
-	name  string
-	wake  chan struct{}
-	logs  *logs
-	uid   types.UID // the Job followed
-	owned bool      // this Run created it (and deletes it on cancel)
+	e            *Executor
+	s            executor.Step
+	name         string
+	nodeSelector map[string]string // the configured one and the step's arch (arch.go)
+	wake         chan struct{}
+	logs         *logs
+	uid          types.UID // the Job followed
+	owned        bool      // this Run created it (and deletes it on cancel)
 }
 
 func (r *run) run(ctx context.Context) error {
@@ -613,7 +620,7 @@ func (r *run) job(secret *corev1.Secret) *batchv1.Job {
 					ServiceAccountName:           cfg.ServiceAccount,
 					AutomountServiceAccountToken: ptr(false),
 					EnableServiceLinks:           ptr(false),
-					NodeSelector:                 cfg.NodeSelector,
+					NodeSelector:                 r.nodeSelector,
 					Tolerations:                  cfg.Tolerations,
 					HostNetwork:                  cfg.HostNetwork,
 					Containers:                   []corev1.Container{c},
