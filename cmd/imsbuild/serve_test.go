@@ -43,6 +43,9 @@ func TestServeFlags(t *testing.T) {
 		{"port range", []string{"serve", "--data-dir", dir, "--ssh-port-range", "9-1"}, "--ssh-port-range"},
 		{"empty token", []string{"serve", "--data-dir", dir, "--token-file", "/dev/null"}, "want one token"},
 		{"signing key", []string{"serve", "--data-dir", dir, "--signing-key", filepath.Join(dir, "nope.pem")}, "--signing-key " + filepath.Join(dir, "nope.pem") + ": cannot read signing key"},
+		{"executor without remote cache", []string{"serve", "--data-dir", dir, "--executor", "kubernetes", "--builder-image", "builder:1"}, "--executor kubernetes builds steps elsewhere and needs a remote cache to share them: give --cache-to s3://bucket/prefix"},
+		{"executor without image", []string{"serve", "--data-dir", dir, "--executor", "kubernetes", "--cache-to", "s3://b/p"}, "--executor kubernetes needs the builder image its Jobs run: give --builder-image"},
+		{"unknown executor", []string{"serve", "--data-dir", dir, "--executor", "slurm"}, `--executor "slurm": want kubernetes, local or none`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
