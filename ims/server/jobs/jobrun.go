@@ -178,6 +178,9 @@ func (x *jobExecutor) Run(ctx context.Context, s executor.Step) error {
 // writeEvent writes one engine event to a job log as a plain line.
 func writeEvent(w io.Writer, ev engine.Event) {
 	line := ev.Time.UTC().Format(time.RFC3339) + " " + ev.Step + " " + string(ev.Status)
+	if ev.Remote {
+		line += " remotely" // by the executor (a Kubernetes Job)
+	}
 	switch {
 	case ev.Line != "":
 		line += ": " + ev.Line

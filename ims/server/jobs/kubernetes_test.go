@@ -239,6 +239,7 @@ func TestCreateJobKubernetes(t *testing.T) {
 	for _, want := range []string{
 		"status fetching_recipe", "status waiting_for_repos", "status building_image", "status packaging_artifacts",
 		"step image.image/prepare runs in Kubernetes Job ims/" + jobs[0], "step image.image runs in Kubernetes Job ims/" + jobs[1],
+		"image.image/prepare done remotely", "image.image done remotely",
 	} {
 		if !strings.Contains(log, want) {
 			t.Errorf("job log has no %q:\n%s", want, log)
