@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/hashicorp/hcl/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
@@ -52,6 +53,7 @@ type serveFlags struct {
 	signingKey     string
 	signer         crypto.Signer // read from signingKey by runServe
 	executor       string        // --executor: kubernetes, local, none or ""
+	executorConfig string        // a build directory whose executor block configures the executor
 	kube           kubeFlags
 	builderImage   string
 	cacheTo        string
@@ -87,7 +89,8 @@ With --signing-key, every job image gets a signed SLSA provenance beside its art
 With --executor kubernetes, every step a create job misses (the kiwi prepare, the pack) runs
 as a Kubernetes Job of the builder image (--builder-image) in --namespace, through the remote
 cache of --cache-to (S3 credentials from the AWS SDK chain, passed to the Jobs as a Secret),
-as imsbuild build --executor kubernetes runs them; the job's kubernetes_job and
+as imsbuild build --executor kubernetes runs them (--executor-config DIR: the executor block of
+the build in DIR configures the rest, service account, node selector, resources…); the job's kubernetes_job and
 kubernetes_namespace name the first Job it started, and kubernetes_service,
 kubernetes_configmap and kubernetes_pvc are empty (imsbuild creates no such object). A job
 that opens an SSH shell (customize, or create with enable_debug) builds in this process.
@@ -123,6 +126,7 @@ A listen address other than loopback needs --token-file (or --insecure-no-auth).
 	fl.StringVar(&f.tlsKey, "tls-key", "", "TLS private key (PEM)")
 	fl.BoolVar(&f.insecureNoAuth, "insecure-no-auth", false, "allow a non-loopback --listen without --token-file")
 	fl.StringVar(&f.executor, "executor", "", "build the missing steps of create jobs elsewhere: kubernetes (a Job per step), local (a child process per step), none (in this process; the default)")
+	fl.StringVar(&f.executorConfig, "executor-config", "", "a build directory whose imsbuild { executor \"kubernetes\" { … } } block configures the executor (image, service_account, node_selector, …), as for build; the flags override it")
 	fl.StringVar(&f.kube.kubeconfig, "kubeconfig", "", "the kubeconfig of the kubernetes executor (default: in-cluster, then ~/.kube/config)")
 	fl.StringVar(&f.kube.namespace, "namespace", "", "the namespace of the kubernetes executor's Jobs (default: default)")
 	fl.StringVar(&f.builderImage, "builder-image", "", "the image the kubernetes executor's Jobs run (make builder-image builds one)")
@@ -156,12 +160,9 @@ func (f *serveFlags) check() error {
 		errs = append(errs, errors.New("bucket names must not be empty"))
 	}
 	switch f.executor {
-	case "", "none":
-	case "kubernetes", "local":
-		if f.cacheTo == "" {
-			errs = append(errs, fmt.Errorf("--executor %s builds steps elsewhere and needs a remote cache to share them: give --cache-to s3://bucket/prefix (or oci://registry/repo)", f.executor))
-		}
-		if f.executor == "kubernetes" && f.builderImage == "" {
+	case "", "none", "local":
+	case "kubernetes":
+		if f.builderImage == "" && f.executorConfig == "" {
 			errs = append(errs, errors.New("--executor kubernetes needs the builder image its Jobs run: give --builder-image registry.example/imsbuild-builder:… (make builder-image builds one)"))
 		}
 	default:
@@ -220,6 +221,14 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 			return usageError{err}
 		}
 	}
+	// Before anything starts: a usage error of the executor ends here.
+	remote, exec, err := openJobExecutor(ctx, f)
+	if err != nil {
+		return err
+	}
+	if cl, ok := exec.(io.Closer); ok {
+		defer cl.Close() // after the runner's Close: no job uses it then
+	}
 	st, err := store.Open(f.dataDir)
 	if err != nil {
 		return err
@@ -232,13 +241,6 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 	}
 	defer stopS3()
 
-	remote, exec, err := openJobExecutor(ctx, f)
-	if err != nil {
-		return err
-	}
-	if cl, ok := exec.(io.Closer); ok {
-		defer cl.Close() // after the runner's Close: no job uses it then
-	}
 	reg := prometheus.NewRegistry()
 	runner, err := newJobRunner(f, st, blobs, reg, log, remote, exec)
 	if err != nil {
@@ -312,6 +314,28 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 // of --executor, as build opens them (remote.go, runstep.go, kubeexec.go);
 // nil when not given.
 func openJobExecutor(ctx context.Context, f *serveFlags) (tiered.Remote, executor.Executor, error) {
+	cfg := &spec.Config{}
+	if f.executorConfig != "" {
+		var diags hcl.Diagnostics
+		cfg, diags = spec.LoadContext(ctx, f.executorConfig, spec.Options{Environ: os.Environ()})
+		if err := writeDiagnostics(cfg.Files, diags); err != nil {
+			return nil, nil, err
+		}
+		if diags.HasErrors() {
+			return nil, nil, reportedError{exitUsage}
+		}
+	}
+	if f.builderImage != "" {
+		cfg.Settings.Executor.Image = f.builderImage
+	}
+	name, err := executorName(f.executor, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	if name != "" && f.cacheTo == "" {
+		// Checked before the executor connects anywhere, as build does.
+		return nil, nil, usageError{fmt.Errorf("the %s executor builds steps elsewhere and needs a remote cache to share them: give --cache-to s3://bucket/prefix (or oci://registry/repo)", name)}
+	}
 	if f.cacheTo == "" {
 		return nil, nil, nil
 	}
@@ -319,11 +343,6 @@ func openJobExecutor(ctx context.Context, f *serveFlags) (tiered.Remote, executo
 	if err != nil {
 		return nil, nil, err
 	}
-	name := f.executor
-	if name == "none" {
-		name = ""
-	}
-	cfg := &spec.Config{Settings: spec.Settings{Executor: spec.ExecutorSettings{Kind: name, Image: f.builderImage}}}
 	exec, err := newExecutor(name, cfg, f.kube)
 	if err != nil {
 		return nil, nil, err
