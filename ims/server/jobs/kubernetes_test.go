@@ -182,7 +182,8 @@ func (c *fakeCluster) runStep(ctx context.Context, args, env []string) error {
 // process (a fake kiwi): the kiwi prepare and the pack each run as a Job,
 // the record's kubernetes_job and kubernetes_namespace name the first of
 // them, no Service, ConfigMap or PVC is named, the job succeeds with its
-// image. A second job of the recipe is all cached: no Job, none named.
+// image. A second job of the recipe is all cached: no Job, none named. A
+// job whose kiwi fails in its Job ends in error, naming that Job.
 func TestCreateJobKubernetes(t *testing.T) {
 	testutil.RequireRoot(t)
 	testutil.FakeKiwi(t)
@@ -255,5 +256,17 @@ func TestCreateJobKubernetes(t *testing.T) {
 	checkImage(t, e, job, id)
 	if again, _ := cluster.created(); len(again) != len(jobs) || job["kubernetes_job"] != "" {
 		t.Errorf("second job: Jobs %v, kubernetes_job %q; want no new Job and none named", again, job["kubernetes_job"])
+	}
+
+	// A recipe whose kiwi fails: its prepare's Job fails, and the job is
+	// error, with no image, naming that Job.
+	bad := e.registerRecipe("bad", fakeRecipe(t, "FAIL"))
+	post["artifact_id"] = bad
+	id = e.Call(201, "POST", "/jobs", post)["id"].(string)
+	job, _ = e.WaitJob(id, 2*time.Minute, "success", "error")
+	all, _ := cluster.created()
+	if job["status"] != "error" || job["resultant_image_id"] != nil || len(all) != len(jobs)+1 || job["kubernetes_job"] != all[len(all)-1] {
+		t.Errorf("failing job: status %v, image %v, kubernetes_job %v, Jobs %v; want error, no image, the one new Job named\n%s",
+			job["status"], job["resultant_image_id"], job["kubernetes_job"], all, e.Get("/jobs/"+id+"/log"))
 	}
 }
