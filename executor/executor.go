@@ -69,4 +69,11 @@ type Step struct {
 	Arch string
 	// Log receives the step's output as it runs.
 	Log io.Writer
+	// Started, when not nil, is called with the namespace and name of
+	// what runs the step once the executor has created it or attached to
+	// it (Kubernetes: the Job), so that the caller can name it (imsbuild
+	// serve's kubernetes_job). It is called again when that is created
+	// anew (a Job deleted under a running step). An executor without
+	// such names (a local process) does not call it.
+	Started func(namespace, name string)
 }

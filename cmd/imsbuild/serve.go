@@ -17,14 +17,18 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/hashicorp/hcl/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
+	"github.com/imsbuild/imsbuild/cache/tiered"
+	"github.com/imsbuild/imsbuild/executor"
 	"github.com/imsbuild/imsbuild/ims/server"
 	"github.com/imsbuild/imsbuild/ims/server/blob"
 	"github.com/imsbuild/imsbuild/ims/server/jobs"
 	"github.com/imsbuild/imsbuild/ims/server/store"
 	"github.com/imsbuild/imsbuild/internal/s3client"
+	"github.com/imsbuild/imsbuild/spec"
 )
 
 // serveFlags are imsbuild serve's flags.
@@ -48,6 +52,11 @@ type serveFlags struct {
 	insecureNoAuth bool
 	signingKey     string
 	signer         crypto.Signer // read from signingKey by runServe
+	executor       string        // --executor: kubernetes, local, none or ""
+	executorConfig string        // a build directory whose executor block configures the executor
+	kube           kubeFlags
+	builderImage   string
+	cacheTo        string
 }
 
 func newServeCmd() *cobra.Command {
@@ -77,12 +86,24 @@ the next start. --ca-cert certificates are trusted while packages install and ad
 With --signing-key, every job image gets a signed SLSA provenance beside its artifacts
 (s3://boot-images/<id>/provenance.intoto.jsonl; imsbuild verify checks it).
 
+With --executor kubernetes, every step a create job misses (the kiwi prepare, the pack) runs
+as a Kubernetes Job of the builder image (--builder-image) in --namespace, through the remote
+cache of --cache-to (S3 credentials from the AWS SDK chain, passed to the Jobs as a Secret),
+as imsbuild build --executor kubernetes runs them (--executor-config DIR: the executor block of
+the build in DIR configures the rest, service account, node selector, resources…); the job's kubernetes_job and
+kubernetes_namespace name the first Job it started, and kubernetes_service,
+kubernetes_configmap and kubernetes_pvc are empty (imsbuild creates no such object). A job
+that opens an SSH shell (customize, or create with enable_debug) builds in this process.
+
 Security: with --token-file every route but /healthz/* needs "Authorization: Bearer <token>".
 A listen address other than loopback needs --token-file (or --insecure-no-auth).`,
 		Example: `  imsbuild serve --data-dir /var/lib/imsbuild/ims
   imsbuild serve --listen 0.0.0.0:9000 --data-dir /srv/ims --token-file /etc/imsbuild/token \
       --tls-cert /etc/imsbuild/tls.crt --tls-key /etc/imsbuild/tls.key \
-      --s3-endpoint https://rgw.example:8080 --s3-path-style`,
+      --s3-endpoint https://rgw.example:8080 --s3-path-style
+  imsbuild serve --data-dir /srv/ims --executor kubernetes --namespace ims \
+      --builder-image registry.example/imsbuild-builder:0.1 \
+      --cache-to 's3://imsbuild-cache/serve?endpoint=https://rgw.example:8080&path_style=true'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runServe(cmd, f) },
 	}
@@ -104,6 +125,12 @@ A listen address other than loopback needs --token-file (or --insecure-no-auth).
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate (PEM); with --tls-key, serve HTTPS")
 	fl.StringVar(&f.tlsKey, "tls-key", "", "TLS private key (PEM)")
 	fl.BoolVar(&f.insecureNoAuth, "insecure-no-auth", false, "allow a non-loopback --listen without --token-file")
+	fl.StringVar(&f.executor, "executor", "", "build the missing steps of create jobs elsewhere: kubernetes (a Job per step), local (a child process per step), none (in this process; the default)")
+	fl.StringVar(&f.executorConfig, "executor-config", "", "a build directory whose imsbuild { executor \"kubernetes\" { … } } block configures the executor (image, service_account, node_selector, …), as for build; the flags override it")
+	fl.StringVar(&f.kube.kubeconfig, "kubeconfig", "", "the kubeconfig of the kubernetes executor (default: in-cluster, then ~/.kube/config)")
+	fl.StringVar(&f.kube.namespace, "namespace", "", "the namespace of the kubernetes executor's Jobs (default: default)")
+	fl.StringVar(&f.builderImage, "builder-image", "", "the image the kubernetes executor's Jobs run (make builder-image builds one)")
+	fl.StringVar(&f.cacheTo, "cache-to", "", "remote cache every job builds through and writes to, s3://bucket/prefix[?endpoint=URL&path_style=true] or oci://registry/repo (required with --executor)")
 	fl.StringVar(&f.signingKey, "signing-key", "", "sign each job image's provenance with this private key (PEM, or cosign's with $COSIGN_PASSWORD); uploaded beside the image")
 	return cmd
 }
@@ -131,6 +158,15 @@ func (f *serveFlags) check() error {
 	}
 	if f.imageBucket == "" || f.recipeBucket == "" {
 		errs = append(errs, errors.New("bucket names must not be empty"))
+	}
+	switch f.executor {
+	case "", "none", "local":
+	case "kubernetes":
+		if f.builderImage == "" && f.executorConfig == "" {
+			errs = append(errs, errors.New("--executor kubernetes needs the builder image its Jobs run: give --builder-image registry.example/imsbuild-builder:… (make builder-image builds one)"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("--executor %q: want kubernetes, local or none", f.executor))
 	}
 	return errors.Join(errs...)
 }
@@ -185,6 +221,14 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 			return usageError{err}
 		}
 	}
+	// Before anything starts: a usage error of the executor ends here.
+	remote, exec, err := openJobExecutor(ctx, f)
+	if err != nil {
+		return err
+	}
+	if cl, ok := exec.(io.Closer); ok {
+		defer cl.Close() // after the runner's Close: no job uses it then
+	}
 	st, err := store.Open(f.dataDir)
 	if err != nil {
 		return err
@@ -198,7 +242,7 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 	defer stopS3()
 
 	reg := prometheus.NewRegistry()
-	runner, err := newJobRunner(f, st, blobs, reg, log)
+	runner, err := newJobRunner(f, st, blobs, reg, log, remote, exec)
 	if err != nil {
 		return err
 	}
@@ -246,7 +290,8 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 	}
 	fmt.Fprintf(out, "imsbuild serve: listening on %s://%s (IMS API at /apis/ims/v3 and /v3; data in %s; auth: %s)\n",
 		scheme, l.Addr(), st.Dir(), auth)
-	log.Info("jobs", "max_jobs", f.maxJobs, "ssh_host", runner.SSHHost(), "ssh_port_range", f.sshPortRange, "cache_dir", f.cacheDir)
+	log.Info("jobs", "max_jobs", f.maxJobs, "ssh_host", runner.SSHHost(), "ssh_port_range", f.sshPortRange, "cache_dir", f.cacheDir,
+		"executor", f.executor, "cache_to", f.cacheTo)
 
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(l) }()
@@ -265,9 +310,50 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 	return nil
 }
 
+// openJobExecutor opens the remote cache of --cache-to and the executor
+// of --executor, as build opens them (remote.go, runstep.go, kubeexec.go);
+// nil when not given.
+func openJobExecutor(ctx context.Context, f *serveFlags) (tiered.Remote, executor.Executor, error) {
+	cfg := &spec.Config{}
+	if f.executorConfig != "" {
+		var diags hcl.Diagnostics
+		cfg, diags = spec.LoadContext(ctx, f.executorConfig, spec.Options{Environ: os.Environ()})
+		if err := writeDiagnostics(cfg.Files, diags); err != nil {
+			return nil, nil, err
+		}
+		if diags.HasErrors() {
+			return nil, nil, reportedError{exitUsage}
+		}
+	}
+	if f.builderImage != "" {
+		cfg.Settings.Executor.Image = f.builderImage
+	}
+	name, err := executorName(f.executor, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	if name != "" && f.cacheTo == "" {
+		// Checked before the executor connects anywhere, as build does.
+		return nil, nil, usageError{fmt.Errorf("the %s executor builds steps elsewhere and needs a remote cache to share them: give --cache-to s3://bucket/prefix (or oci://registry/repo)", name)}
+	}
+	if f.cacheTo == "" {
+		return nil, nil, nil
+	}
+	remote, err := openRemote(ctx, f.cacheTo)
+	if err != nil {
+		return nil, nil, err
+	}
+	exec, err := newExecutor(name, cfg, f.kube)
+	if err != nil {
+		return nil, nil, err
+	}
+	return remote, exec, nil
+}
+
 // newJobRunner returns the runner of the jobs, over the build cache of
-// --cache-dir (default <data-dir>/cache).
-func newJobRunner(f *serveFlags, st *store.Store, blobs *blob.Store, reg *prometheus.Registry, log *slog.Logger) (*jobs.Runner, error) {
+// --cache-dir (default <data-dir>/cache), with remote (--cache-to) behind
+// it and exec building the create jobs' steps when they are not nil.
+func newJobRunner(f *serveFlags, st *store.Store, blobs *blob.Store, reg *prometheus.Registry, log *slog.Logger, remote tiered.Remote, exec executor.Executor) (*jobs.Runner, error) {
 	if f.cacheDir == "" {
 		f.cacheDir = filepath.Join(f.dataDir, "cache")
 	}
@@ -283,6 +369,10 @@ func newJobRunner(f *serveFlags, st *store.Store, blobs *blob.Store, reg *promet
 		}
 		certs = append(certs, string(pem))
 	}
+	remoteURL := ""
+	if remote != nil {
+		remoteURL = f.cacheTo
+	}
 	lo, hi, _ := parsePortRange(f.sshPortRange) // checked by check
 	host := f.sshHost
 	if host == "" {
@@ -292,6 +382,7 @@ func newJobRunner(f *serveFlags, st *store.Store, blobs *blob.Store, reg *promet
 		Store: st, Blobs: blobs, CacheDir: cacheDir, ImageBucket: f.imageBucket,
 		MaxJobs: f.maxJobs, SSHHost: host, SSHPortFirst: lo, SSHPortLast: hi, CACerts: certs,
 		Environ: os.Environ(), Registry: reg, Logger: log, Signer: f.signer, Version: version,
+		Remote: remote, RemoteURL: remoteURL, Executor: exec,
 	})
 }
 

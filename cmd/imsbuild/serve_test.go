@@ -32,6 +32,10 @@ import (
 
 func TestServeFlags(t *testing.T) {
 	dir := t.TempDir()
+	// A site's build directory whose executor block configures serve's.
+	site, bad := filepath.Join(dir, "site"), filepath.Join(dir, "bad")
+	testutil.WriteFiles(t, site, map[string]string{"site.ims.hcl": "imsbuild {\n  executor \"kubernetes\" {\n    image = \"builder:1\"\n  }\n}\n"}, 0o644)
+	testutil.WriteFiles(t, bad, map[string]string{"site.ims.hcl": "imsbuild {\n  executor \"kubernetes\" {\n    imag = \"builder:1\"\n  }\n}\n"}, 0o644)
 	tests := []struct {
 		name string
 		args []string
@@ -43,6 +47,12 @@ func TestServeFlags(t *testing.T) {
 		{"port range", []string{"serve", "--data-dir", dir, "--ssh-port-range", "9-1"}, "--ssh-port-range"},
 		{"empty token", []string{"serve", "--data-dir", dir, "--token-file", "/dev/null"}, "want one token"},
 		{"signing key", []string{"serve", "--data-dir", dir, "--signing-key", filepath.Join(dir, "nope.pem")}, "--signing-key " + filepath.Join(dir, "nope.pem") + ": cannot read signing key"},
+		{"executor without remote cache", []string{"serve", "--data-dir", dir, "--executor", "kubernetes", "--builder-image", "builder:1"}, "the kubernetes executor builds steps elsewhere and needs a remote cache to share them: give --cache-to s3://bucket/prefix"},
+		{"executor block without remote cache", []string{"serve", "--data-dir", dir, "--executor-config", site}, "the kubernetes executor builds steps elsewhere and needs a remote cache"},
+		{"executor block, bad kubeconfig", []string{"serve", "--data-dir", dir, "--executor-config", site, "--cache-to", "s3://b/p?endpoint=http://127.0.0.1:1", "--kubeconfig", "/nonexistent/kubeconfig"}, "kubeconfig: stat /nonexistent/kubeconfig"},
+		{"bad executor block", []string{"serve", "--data-dir", dir, "--executor-config", bad, "--cache-to", "s3://b/p"}, "site.ims.hcl:3:5: error: Unsupported argument"},
+		{"executor without image", []string{"serve", "--data-dir", dir, "--executor", "kubernetes", "--cache-to", "s3://b/p"}, "--executor kubernetes needs the builder image its Jobs run: give --builder-image"},
+		{"unknown executor", []string{"serve", "--data-dir", dir, "--executor", "slurm"}, `--executor "slurm": want kubernetes, local or none`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

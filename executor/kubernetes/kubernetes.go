@@ -427,6 +427,7 @@ func (r *run) createOrAttach(ctx context.Context) error {
 		if err == nil {
 			r.uid, r.owned = job.UID, true
 			r.e.log.Debug("job created", "step", r.s.Step, "key", r.s.Key, "job", r.name)
+			r.started()
 			return r.adoptSecret(ctx, secret, job)
 		}
 		if secret != nil {
@@ -448,6 +449,7 @@ func (r *run) createOrAttach(ctx context.Context) error {
 		if c := finished(job); job.DeletionTimestamp == nil && (c == nil || c.Type == batchv1.JobComplete) {
 			r.uid, r.owned = job.UID, false
 			r.e.log.Info("attached to the job of the key", "step", r.s.Step, "key", r.s.Key, "job", r.name, "build", job.Labels[LabelBuild])
+			r.started()
 			return nil
 		}
 		if job.DeletionTimestamp == nil {
@@ -460,6 +462,13 @@ func (r *run) createOrAttach(ctx context.Context) error {
 		if err := r.waitGone(ctx, job.UID); err != nil {
 			return err
 		}
+	}
+}
+
+// started tells the step's caller the Job that runs it (Step.Started).
+func (r *run) started() {
+	if r.s.Started != nil {
+		r.s.Started(r.e.cfg.Namespace, r.name)
 	}
 }
 

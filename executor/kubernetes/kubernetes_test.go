@@ -405,6 +405,50 @@ func TestRunAttach(t *testing.T) {
 	}
 }
 
+// TestRunStarted: Run tells Step.Started the Job that runs the step, the
+// one it created or the one of the key it attached to, before the step
+// ends, so that a caller can name it while it runs (imsbuild serve's
+// kubernetes_job).
+func TestRunStarted(t *testing.T) {
+	cs := newFake(t)
+	e1 := newExecutor(t, cs, nil)
+	e2 := newExecutor(t, cs, nil)
+	var mu sync.Mutex
+	started := map[string][]string{}
+	step := func(build string) executor.Step {
+		s := testStep(new(bytes.Buffer))
+		s.BuildID = build
+		s.Started = func(namespace, name string) {
+			mu.Lock()
+			defer mu.Unlock()
+			started[build] = append(started[build], namespace+"/"+name)
+		}
+		return s
+	}
+	names := func(build string) string {
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Join(started[build], " ")
+	}
+	const want = ns + "/imsbuild-0123456789abcdef0123"
+	d1 := runAsync(t.Context(), e1, step("build-1"))
+	job := getJob(t, cs, "imsbuild-0123456789abcdef0123")
+	waitFor(t, "the creator's Started", func() bool { return names("build-1") != "" })
+	d2 := runAsync(t.Context(), e2, step("build-2"))
+	waitFor(t, "the attacher's Started", func() bool { return names("build-2") != "" })
+	setCondition(t, cs, job, batchv1.JobComplete, "Completed", "")
+	for _, d := range []<-chan error{d1, d2} {
+		if err := <-d; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, b := range []string{"build-1", "build-2"} {
+		if got := names(b); got != want {
+			t.Errorf("%s: Started(%s), want once with %s", b, got, want)
+		}
+	}
+}
+
 // TestRunAttachCancel: cancelling a Run that attached to another build's
 // Job leaves that Job alone.
 func TestRunAttachCancel(t *testing.T) {

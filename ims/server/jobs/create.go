@@ -21,6 +21,7 @@ const (
 	createRecipe  = "recipe"
 	createImage   = "image"
 	createPublish = "job"
+	createOut     = "out" // the dir publish's directory in the build directory
 )
 
 // runCreate runs a create job (SPEC §5): fetch and render the recipe,
@@ -44,7 +45,10 @@ func runCreate(ctx context.Context, j *jobRun) error {
 	if err := j.setStatus("fetching_recipe"); err != nil {
 		return err
 	}
-	recipeDir := filepath.Join(work, "recipe")
+	// The build directory holds only the build's inputs (the recipe, the
+	// CA file): a remote step gets it whole, without the recipe archive.
+	buildDir := filepath.Join(work, "build")
+	recipeDir := filepath.Join(buildDir, "recipe")
 	if err := fetchRecipe(ctx, j.blobs(), rec, work, recipeDir, j.log); err != nil {
 		return err
 	}
@@ -60,12 +64,25 @@ func runCreate(ctx context.Context, j *jobRun) error {
 	if err := j.setStatus("building_image"); err != nil {
 		return err
 	}
-	out := filepath.Join(work, "out")
-	cfg := createConfig(j.job, rec, recipeDir, out, j.r.cfg.CacheDir, j.caCerts())
-	// The sidecar copies the CA to /etc/cray/ca before packing (SPEC §5),
-	// besides the trust store that CACertificates fills during prepare.
-	if err := addCA(cfg.Images[createImage], j.caCerts(), work); err != nil {
-		return fmt.Errorf("create job: %w", err)
+	out := filepath.Join(buildDir, createOut)
+	// With an executor the steps build elsewhere, from the build as HCL;
+	// the debug shell of enable_debug opens in this process, so such a
+	// job builds here.
+	remote := j.r.cfg.Executor != nil && !j.job.EnableDebug
+	var cfg *spec.Config
+	if remote {
+		if cfg, err = loadCreateBuild(ctx, j.job, rec, buildDir, work, j.caCerts()); err != nil {
+			return fmt.Errorf("create job: %w", err)
+		}
+		cfg.Settings.Cache.Dir = j.r.cfg.CacheDir
+	} else {
+		cfg = createConfig(j.job, rec, recipeDir, out, j.r.cfg.CacheDir, j.caCerts())
+		// The sidecar copies the CA to /etc/cray/ca before packing (SPEC
+		// §5), besides the trust store that CACertificates fills during
+		// prepare.
+		if err := addCA(cfg.Images[createImage], j.caCerts(), buildDir); err != nil {
+			return fmt.Errorf("create job: %w", err)
+		}
 	}
 	var mu sync.Mutex
 	packaging := false
@@ -84,6 +101,9 @@ func runCreate(ctx context.Context, j *jobRun) error {
 		}
 	}
 	e, err := j.newEngine(cfg, work, events, func(o *engine.Options) {
+		if remote {
+			j.remote(o)
+		}
 		if j.job.EnableDebug {
 			o.DebugOnFailure = true
 			// IMS's layout: the failed root at /mnt/image/build/image-root.

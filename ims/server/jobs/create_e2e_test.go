@@ -46,6 +46,13 @@ type serveEnv struct {
 
 func newServeEnv(t *testing.T, maxJobs int, caCerts ...string) *serveEnv {
 	t.Helper()
+	return newServeEnvWith(t, maxJobs, func(cfg *Config, _ *s3test.Server) { cfg.CACerts = caCerts })
+}
+
+// newServeEnvWith is newServeEnv with the runner's Config changed by mod,
+// which gets the S3 server too.
+func newServeEnvWith(t *testing.T, maxJobs int, mod func(*Config, *s3test.Server)) *serveEnv {
+	t.Helper()
 	s3s := s3test.Start(t)
 	s3s.CreateBucket(t, "boot-images")
 	s3s.CreateBucket(t, "ims")
@@ -61,8 +68,10 @@ func newServeEnv(t *testing.T, maxJobs int, caCerts ...string) *serveEnv {
 	cache := filepath.Join(dir, "cache")
 	reg := prometheus.NewRegistry()
 	ports := servertest.FreePorts(t, 4)
-	r, err := New(Config{Store: st, Blobs: blobs, CacheDir: cache, MaxJobs: maxJobs, SSHHost: "127.0.0.1",
-		SSHPortFirst: ports, SSHPortLast: ports + 3, CACerts: caCerts, Environ: os.Environ(), Logger: log, Registry: reg})
+	cfg := Config{Store: st, Blobs: blobs, CacheDir: cache, MaxJobs: maxJobs, SSHHost: "127.0.0.1",
+		SSHPortFirst: ports, SSHPortLast: ports + 3, Environ: os.Environ(), Logger: log, Registry: reg}
+	mod(&cfg, s3s)
+	r, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

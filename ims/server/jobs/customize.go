@@ -149,6 +149,18 @@ func customizeConfig(j *jobRun, parent store.Image, rootfs, publicKey, work, out
 // (/etc/cray/ca) into the image.
 const caFile = "/etc/cray/ca/certificate_authority.crt"
 
+// caSource is the file in the build directory that addCA copies to caFile.
+const caSource = "certificate_authority.crt"
+
+// writeCA writes the certificates pems into dir/caSource.
+func writeCA(pems []string, dir string) error {
+	var all strings.Builder
+	for _, p := range pems {
+		all.WriteString(strings.TrimRight(p, "\n") + "\n")
+	}
+	return os.WriteFile(filepath.Join(dir, caSource), []byte(all.String()), 0o644)
+}
+
 // addCA copies the --ca-cert certificates into the image at caFile, as
 // IMS's sidecar does: for a customize job before the SSH environment
 // opens, and not into the trust store (a create job's also go there,
@@ -157,14 +169,10 @@ func addCA(img *spec.Image, pems []string, work string) error {
 	if len(pems) == 0 {
 		return nil
 	}
-	src := filepath.Join(work, "certificate_authority.crt")
-	var all strings.Builder
-	for _, p := range pems {
-		all.WriteString(strings.TrimRight(p, "\n") + "\n")
-	}
-	if err := os.WriteFile(src, []byte(all.String()), 0o644); err != nil {
+	if err := writeCA(pems, work); err != nil {
 		return err
 	}
+	src := filepath.Join(work, caSource)
 	img.Customize = append(img.Customize, spec.Customize{
 		Jail: true, Inline: ":", // the copy is the whole step
 		Files: []spec.FileCopy{{Dest: caFile, Source: src, Mode: 0o644, HasMode: true}},

@@ -1,15 +1,18 @@
 package jobs
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/imsbuild/imsbuild/engine"
+	"github.com/imsbuild/imsbuild/executor"
 	"github.com/imsbuild/imsbuild/ims/server/blob"
 	"github.com/imsbuild/imsbuild/ims/server/store"
 	"github.com/imsbuild/imsbuild/spec"
@@ -125,12 +128,59 @@ func (j *jobRun) newEngine(cfg *spec.Config, work string, events func(engine.Eve
 	if tune != nil {
 		tune(&opts)
 	}
-	return engine.New(cfg, j.r.cache, j.r.cache.Actions(), opts)
+	return engine.New(cfg, j.r.store, j.r.actions, opts)
+}
+
+// remote sets o to build every missing step with the runner's executor
+// (Config.Executor), the steps labelled with the job's id, and the first
+// Job the executor starts recorded as the job's kubernetes_job.
+func (j *jobRun) remote(o *engine.Options) {
+	o.Executor = &jobExecutor{Executor: j.r.cfg.Executor, j: j}
+	o.Remote = &engine.RemoteCache{Store: j.r.cfg.Remote, URL: j.r.cfg.RemoteURL}
+	o.BuildID = j.job.ID
+}
+
+// jobExecutor is the runner's executor for one job: it records in the
+// job's record what runs its first remote step (a create job's kiwi
+// prepare, or its pack when the prepare was cached), as IMS names the
+// one Job of a job in kubernetes_job and kubernetes_namespace. A job
+// whose steps are all cached runs no Job and names none.
+type jobExecutor struct {
+	executor.Executor
+	j *jobRun
+
+	mu    sync.Mutex
+	named bool
+}
+
+func (x *jobExecutor) Run(ctx context.Context, s executor.Step) error {
+	next := s.Started
+	s.Started = func(namespace, name string) {
+		x.mu.Lock()
+		first := !x.named
+		x.named = true
+		x.mu.Unlock()
+		fmt.Fprintf(x.j.log, "%s imsbuild serve: step %s runs in Kubernetes Job %s/%s\n", x.j.now().UTC().Format(time.RFC3339), s.Step, namespace, name)
+		if first {
+			if err := x.j.update(func(job *store.Job) {
+				job.KubernetesJob, job.KubernetesNamespace = name, namespace
+			}); err != nil {
+				x.j.r.log.Error("record kubernetes_job", "job", x.j.job.ID, "err", err)
+			}
+		}
+		if next != nil {
+			next(namespace, name)
+		}
+	}
+	return x.Executor.Run(ctx, s)
 }
 
 // writeEvent writes one engine event to a job log as a plain line.
 func writeEvent(w io.Writer, ev engine.Event) {
 	line := ev.Time.UTC().Format(time.RFC3339) + " " + ev.Step + " " + string(ev.Status)
+	if ev.Remote {
+		line += " remotely" // by the executor (a Kubernetes Job)
+	}
 	switch {
 	case ev.Line != "":
 		line += ": " + ev.Line

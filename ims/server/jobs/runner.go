@@ -17,8 +17,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/cache/local"
+	"github.com/imsbuild/imsbuild/cache/tiered"
 	"github.com/imsbuild/imsbuild/engine"
+	"github.com/imsbuild/imsbuild/executor"
 	"github.com/imsbuild/imsbuild/ims/server/blob"
 	"github.com/imsbuild/imsbuild/ims/server/store"
 	"github.com/imsbuild/imsbuild/internal/treehash"
@@ -54,6 +57,21 @@ type Config struct {
 	// --signing-key); Version is recorded in it.
 	Signer  crypto.Signer
 	Version string
+	// Remote is a remote cache that every job builds through, writing
+	// what it builds there (imsbuild serve --cache-to); RemoteURL is its
+	// URL as `imsbuild internal run-step --cache` opens it. Optional
+	// without Executor, required with it.
+	Remote    tiered.Remote
+	RemoteURL string
+	// Executor, when set, builds every missing step of a create job
+	// elsewhere (imsbuild serve --executor kubernetes: a Kubernetes Job
+	// per step, kiwi prepare and pack), sharing Remote with it. The
+	// record's kubernetes_job and kubernetes_namespace name the first Job
+	// the job started; the other kubernetes_* fields are empty, as
+	// nothing else is created. A job that opens an SSH environment
+	// (customize, create with enable_debug) builds in this process, as
+	// without an executor.
+	Executor executor.Executor
 	// Registry receives the job metrics (the server's registry).
 	Registry *prometheus.Registry
 	Logger   *slog.Logger
@@ -69,7 +87,11 @@ type Runner struct {
 	log    *slog.Logger
 	logDir string // one log file per job: <data dir>/job-logs/<id>.log
 	cache  *local.Cache
-	stat   *treehash.StatCache
+	// store and actions are what the jobs' engines build through: the
+	// local cache, behind Remote when there is one.
+	store   cache.Store
+	actions cache.LockingActionCache
+	stat    *treehash.StatCache
 	// run runs one job; dispatch by job type, replaced by tests.
 	run func(ctx context.Context, j *jobRun) error
 
@@ -101,6 +123,12 @@ type task struct {
 func New(cfg Config) (*Runner, error) {
 	if cfg.Store == nil || cfg.Blobs == nil || cfg.CacheDir == "" {
 		return nil, errors.New("new job runner: a store, an s3 store and a cache directory are required")
+	}
+	if (cfg.Remote == nil) != (cfg.RemoteURL == "") {
+		return nil, errors.New("new job runner: a remote cache needs its URL")
+	}
+	if cfg.Executor != nil && cfg.Remote == nil {
+		return nil, errors.New("new job runner: an executor builds steps elsewhere and needs a remote cache to share them")
 	}
 	if cfg.ImageBucket == "" {
 		cfg.ImageBucket = "boot-images"
@@ -140,6 +168,13 @@ func New(cfg Config) (*Runner, error) {
 		return nil, fmt.Errorf("open stat cache: %w", err)
 	}
 	r.cache, r.stat = c, sc
+	r.store, r.actions = c, c.Actions()
+	if cfg.Remote != nil {
+		tc := tiered.New(c, nil, cfg.Remote, tiered.WithOnWarning(func(err error) {
+			r.log.Warn("remote cache", "err", err)
+		}))
+		r.store, r.actions = tc, tc.Actions()
+	}
 	// Remove the scratch directories of jobs a killed server left behind.
 	if _, release, err := engine.AcquireWorkDir(filepath.Join(cfg.CacheDir, "work"), r.log); err == nil {
 		release()
@@ -237,6 +272,13 @@ func (r *Runner) Start(_ context.Context, job store.Job) (store.Job, error) {
 		return job, errors.New("start job: the server is stopping")
 	}
 	t := &task{done: make(chan struct{})}
+	if r.cfg.Executor != nil {
+		// The job names only Kubernetes objects that exist: its Job's
+		// name once the executor created it (jobExecutor), no Service,
+		// ConfigMap or PVC, which imsbuild does not create.
+		job.KubernetesJob, job.KubernetesService, job.KubernetesConfigmap = "", "", ""
+		job.KubernetesPVC, job.KubernetesNamespace = "", ""
+	}
 	if len(job.SSHContainers) > 0 {
 		port, err := r.allocPortLocked(job.ID)
 		if err != nil {
