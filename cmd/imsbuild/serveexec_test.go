@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -51,24 +48,10 @@ func TestServeExecutor(t *testing.T) {
 	client := &http.Client{Timeout: 10 * time.Second}
 	p := startServe(t, client, "--data-dir", dir, "--executor", "local", "--cache-to", url)
 	s3c := embeddedS3(t, p)
-	recipe := t.TempDir()
 	xml := `<image schemaversion="7.5" name="x"><preferences><version>1.0.0</version></preferences>` +
 		`<repository type="rpm-md"><source path="` + repo.URL + `/repo"/></repository></image>`
-	if err := os.WriteFile(filepath.Join(recipe, "config.xml"), []byte(xml), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	archive, err := exec.Command("tar", "-C", recipe, "-czf", "-", ".").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s3c.PutObject(t.Context(), &awss3.PutObjectInput{Bucket: aws.String("ims"), Key: aws.String("recipes/x/recipe.tar.gz"),
-		Body: bytes.NewReader(archive)}); err != nil {
-		t.Fatal(err)
-	}
 	u := &servertest.Client{T: t, HTTP: client, Base: p.url + "/v3"}
-	rec := u.Call(201, "POST", "/recipes", map[string]any{"name": "x", "recipe_type": "kiwi-ng", "linux_distribution": "sles15",
-		"link": map[string]any{"path": "s3://ims/recipes/x/recipe.tar.gz", "etag": "", "type": "s3"}})["id"].(string)
-	key := u.Call(201, "POST", "/public-keys", map[string]any{"name": "k", "public_key": "ssh-ed25519 AAAA k"})["id"].(string)
+	rec, key := postRecipe(t, u, s3c, xml)
 	id := u.Call(201, "POST", "/jobs", map[string]any{"job_type": "create", "artifact_id": rec, "public_key_id": key,
 		"image_root_archive_name": "x"})["id"].(string)
 	job, seen := u.WaitJob(id, 2*time.Minute, "success", "error")

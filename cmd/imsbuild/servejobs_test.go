@@ -33,23 +33,9 @@ func TestServeJobKill9(t *testing.T) {
 	p := startServe(t, client, "--data-dir", dir)
 
 	s3c := embeddedS3(t, p)
-	recipe := t.TempDir()
 	xml := `<image schemaversion="7.5" name="x"><repository type="rpm-md"><source path="` + repo.URL + `/repo"/></repository></image>`
-	if err := os.WriteFile(filepath.Join(recipe, "config.xml"), []byte(xml), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	archive, err := exec.Command("tar", "-C", recipe, "-czf", "-", ".").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s3c.PutObject(t.Context(), &awss3.PutObjectInput{Bucket: aws.String("ims"), Key: aws.String("recipes/x/recipe.tar.gz"),
-		Body: bytes.NewReader(archive)}); err != nil {
-		t.Fatal(err)
-	}
 	u := &servertest.Client{T: t, HTTP: client, Base: p.url + "/v3"}
-	rec := u.Call(201, "POST", "/recipes", map[string]any{"name": "x", "recipe_type": "kiwi-ng", "linux_distribution": "sles15",
-		"link": map[string]any{"path": "s3://ims/recipes/x/recipe.tar.gz", "etag": "", "type": "s3"}})["id"].(string)
-	key := u.Call(201, "POST", "/public-keys", map[string]any{"name": "k", "public_key": "ssh-ed25519 AAAA k"})["id"].(string)
+	rec, key := postRecipe(t, u, s3c, xml)
 	job := u.Call(201, "POST", "/jobs", map[string]any{"job_type": "create", "artifact_id": rec, "public_key_id": key,
 		"image_root_archive_name": "x"})["id"].(string)
 	if j, seen := u.WaitJob(job, 60*time.Second, "waiting_for_repos", "error", "success"); j["status"] != "waiting_for_repos" {
@@ -79,4 +65,27 @@ func TestServeJobKill9(t *testing.T) {
 	}
 	_ = p2.cmd.Process.Signal(syscall.SIGTERM)
 	p2.wait(t)
+}
+
+// postRecipe stores a kiwi-ng recipe of one config.xml in serve's
+// embedded S3 and registers it and a public key through the IMS API; it
+// returns their ids, ready for a create job.
+func postRecipe(t *testing.T, u *servertest.Client, s3c *awss3.Client, xml string) (recipe, key string) {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "config.xml"), []byte(xml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	archive, err := exec.Command("tar", "-C", dir, "-czf", "-", ".").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s3c.PutObject(t.Context(), &awss3.PutObjectInput{Bucket: aws.String("ims"), Key: aws.String("recipes/x/recipe.tar.gz"),
+		Body: bytes.NewReader(archive)}); err != nil {
+		t.Fatal(err)
+	}
+	recipe = u.Call(201, "POST", "/recipes", map[string]any{"name": "x", "recipe_type": "kiwi-ng", "linux_distribution": "sles15",
+		"link": map[string]any{"path": "s3://ims/recipes/x/recipe.tar.gz", "etag": "", "type": "s3"}})["id"].(string)
+	key = u.Call(201, "POST", "/public-keys", map[string]any{"name": "k", "public_key": "ssh-ed25519 AAAA k"})["id"].(string)
+	return recipe, key
 }
