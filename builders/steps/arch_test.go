@@ -88,14 +88,7 @@ func pinnedX86Keys(prepare, image, custom string) []struct{ name, got, want stri
 // An emulated aarch64 step keys the emulator (version and digest of the
 // binary binfmt_misc runs); its recipe and images key the arch.
 func TestEmulatedArchKeys(t *testing.T) {
-	if binfmt.HostArch() != "x86_64" {
-		t.Skipf("emulation of aarch64 on x86_64; this is %s", binfmt.HostArch())
-	}
-	testutil.RequireQemuUser(t, "aarch64")
-	e, err := binfmt.Lookup("aarch64", "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := aarch64Emulator(t)
 	x86 := [3]string{}
 	x86[0], x86[1], x86[2] = archKeys(t, "x86_64", nil)
 	arm := [3]string{}
@@ -116,14 +109,7 @@ func TestEmulatedArchKeys(t *testing.T) {
 // false there). A step the executor emulates keys the emulator as one this
 // host emulates, and an executor that cannot say fails the key.
 func TestRoutedArchKeys(t *testing.T) {
-	if binfmt.HostArch() != "x86_64" {
-		t.Skipf("emulation of aarch64 on x86_64; this is %s", binfmt.HostArch())
-	}
-	testutil.RequireQemuUser(t, "aarch64")
-	e, err := binfmt.Lookup("aarch64", "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := aarch64Emulator(t)
 	var asked []string
 	native := func(_ context.Context, arch string) (bool, error) { asked = append(asked, arch); return false, nil }
 	emulated := func(_ context.Context, arch string) (bool, error) { return arch == "aarch64", nil }
@@ -157,4 +143,18 @@ func TestRoutedArchKeys(t *testing.T) {
 	if _, err := (&Image{Kind: KindImport, Image: img}).Key(t.Context(), k); err == nil || !strings.Contains(err.Error(), "where aarch64 steps run: nodes: connection refused") {
 		t.Errorf("Key() with a failing router = %v, want its error", err)
 	}
+}
+
+// aarch64Emulator returns this x86_64 host's emulator of aarch64.
+func aarch64Emulator(t *testing.T) *binfmt.Emulator {
+	t.Helper()
+	if binfmt.HostArch() != "x86_64" {
+		t.Skipf("emulation of aarch64 on x86_64; this is %s", binfmt.HostArch())
+	}
+	testutil.RequireQemuUser(t, "aarch64")
+	e, err := binfmt.Lookup("aarch64", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
 }
