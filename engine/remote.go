@@ -54,8 +54,10 @@ func checkRemote(opts *Options) error {
 	switch {
 	case opts.Remote == nil || opts.Remote.Store == nil || opts.Remote.URL == "":
 		return errors.New(`an executor builds steps elsewhere and needs a remote cache to share them: set imsbuild { cache { to = "s3://bucket/prefix" } } (or oci://registry/repo), or --cache-to`)
-	case len(opts.Interactive) > 0 || opts.DebugOnFailure:
-		return errors.New("interactive and debug SSH environments do not run with an executor yet: build those images without one")
+	case opts.DebugOnFailure:
+		return errors.New("debug SSH environments (--debug-on-failure) do not run with an executor yet: build those images without one")
+	case len(opts.Interactive) > 0 && !reachesSSH(opts.Executor):
+		return errors.New("interactive SSH environments do not run with this executor: build those images without one, or with the kubernetes executor")
 	case opts.Check:
 		return errors.New("--check rebuilds in this process: it does not run with an executor")
 	}
@@ -75,10 +77,48 @@ func (e *Engine) remoteAllowed(s *Step) error {
 	if e.opts.Executor == nil {
 		return nil
 	}
-	if e.interactive(s) || e.debugOnFailure(s) {
-		return fmt.Errorf("%s opens an SSH environment, which does not run with an executor yet: build it without one", s.ID)
+	if e.debugOnFailure(s) {
+		return fmt.Errorf("%s opens a debug SSH environment on failure, which does not run with an executor yet: build it without one", s.ID)
+	}
+	if e.interactive(s) && !reachesSSH(e.opts.Executor) {
+		return fmt.Errorf("%s opens an interactive SSH environment, which does not run with this executor: build it without one, or with the kubernetes executor", s.ID)
 	}
 	return nil
+}
+
+// reachesSSH reports whether x lets people into a remote step's SSH
+// environment.
+func reachesSSH(x executor.Executor) bool {
+	r, ok := x.(executor.SSHExecutor)
+	return ok && r.ReachesSSH()
+}
+
+// remoteSSH completes the run-step arguments args of image step id when
+// it opens an interactive SSH environment: what the pod cannot read from
+// the bundle (the --interactive flag, keys and timeout of the command
+// line), and the callback that turns the executor's endpoint into the
+// waiting event. It returns nil for a step without one.
+func (e *Engine) remoteSSH(id string, args *[]string) func(executor.SSHEndpoint) {
+	s := e.graph.Step(id)
+	if s == nil || !e.interactive(s) {
+		return nil // a prepare sub-step, or no environment
+	}
+	if s.Image.Interactive == nil {
+		*args = append(*args, "--interactive")
+	}
+	for _, k := range e.opts.PublicKeys {
+		*args = append(*args, "--authorized-key", k)
+	}
+	if e.opts.SSHTimeout > 0 {
+		*args = append(*args, "--ssh-timeout", e.opts.SSHTimeout.String())
+	}
+	return func(ep executor.SSHEndpoint) {
+		e.emit(Event{Step: id, Status: StatusWaiting, SSH: &SSHInfo{
+			Host: ep.Host, Port: ep.Port, User: ep.User, HostKey: ep.HostKey,
+			Jail: ep.Jail, ImageRoot: ep.ImageRoot, CompleteFile: ep.CompleteFile,
+			FailedFile: ep.FailedFile, Debug: ep.Debug, Service: ep.Service, DNSName: ep.DNSName,
+		}})
+	}
 }
 
 // privileged reports whether step id (an image step or a prepare
@@ -112,7 +152,11 @@ func (e *Engine) archOf(id string) string {
 // runRemote builds step id, whose key missed, with the executor: its
 // output streams to lw (closed here), and its result comes back from the
 // remote cache through the engine's cache, as a remote hit does.
-func (e *Engine) runRemote(ctx context.Context, id, key string, canon []byte, lw *stepLog, logPath string) error {
+//
+// An uncacheable step (interactive) records its result under a key of
+// its own run, never under key: no later build takes a person's work by
+// key, and the executor does not attach this run to another's.
+func (e *Engine) runRemote(ctx context.Context, id, key string, canon []byte, cacheable bool, lw *stepLog, logPath string) error {
 	fail := func(err error) error {
 		lw.Close()
 		return &StepError{Step: id, LogPath: logPath, LogTail: lw.Tail(), Err: err}
@@ -129,32 +173,49 @@ func (e *Engine) runRemote(ctx context.Context, id, key string, canon []byte, lw
 	if e.epochSet {
 		env["SOURCE_DATE_EPOCH"] = fmt.Sprint(e.epoch)
 	}
+	args := []string{"internal", "run-step",
+		"--cache", e.opts.Remote.URL, "--bundle", bundle, "--step", id, "--key", key}
+	resultKey := key
+	if !cacheable {
+		b := make([]byte, 32)
+		if _, err := rand.Read(b); err != nil {
+			return fail(err)
+		}
+		resultKey = hex.EncodeToString(b)
+		args = append(args, "--result-key", resultKey)
+	}
+	waiting := e.remoteSSH(id, &args)
 	err = e.opts.Executor.Run(ctx, executor.Step{
-		BuildID: e.opts.BuildID,
-		Step:    id,
-		Key:     key,
-		Args: []string{"internal", "run-step",
-			"--cache", e.opts.Remote.URL, "--bundle", bundle, "--step", id, "--key", key},
+		BuildID:    e.opts.BuildID,
+		Step:       id,
+		Key:        resultKey,
+		Args:       args,
 		Env:        env,
 		SecretEnv:  secrets,
 		Privileged: e.privileged(id),
 		Arch:       e.archOf(id),
 		Log:        lw,
+		Waiting:    waiting,
 	})
 	if err != nil {
 		return fail(fmt.Errorf("remote step: %w", err))
 	}
 	lw.Close()
-	res, err := e.ac.Get(ctx, key)
+	if waiting != nil {
+		e.emit(Event{Step: id, Status: StatusResumed})
+	}
+	res, err := e.ac.Get(ctx, resultKey)
 	if err != nil {
 		return &StepError{Step: id, LogPath: logPath, LogTail: lw.Tail(),
-			Err: fmt.Errorf("remote step ended but its result (key %s) is not in the remote cache: %w", key, err)}
+			Err: fmt.Errorf("remote step ended but its result (key %s) is not in the remote cache: %w", resultKey, err)}
 	}
 	if err := wantOutputs(id, res); err != nil {
 		return &StepError{Step: id, LogPath: logPath, LogTail: lw.Tail(), Err: err}
 	}
 	e.setResult(id, key, res)
-	e.setLastKey(ctx, id, key, canon)
+	if cacheable {
+		e.setLastKey(ctx, id, key, canon)
+	}
 	return nil
 }
 
