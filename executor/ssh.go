@@ -144,9 +144,13 @@ func (f *SSHFilter) Write(p []byte) (int, error) {
 			line = append(f.buf, line...)
 			f.buf = f.buf[:0]
 		}
-		if ep, ok, err := ParseSSHMarker(bytes.TrimSuffix(line, []byte("\n"))); ok {
-			f.marker(ep, err)
-			continue
+		// A line longer than a marker may be is text, however it came
+		// (in one write, or flushed in parts).
+		if content := bytes.TrimSuffix(line, []byte("\n")); len(content) <= MaxSSHMarkerLine {
+			if ep, ok, err := ParseSSHMarker(content); ok {
+				f.marker(ep, err)
+				continue
+			}
 		}
 		if _, err := f.out.Write(line); err != nil {
 			return n, err

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"slices"
 	"strings"
@@ -112,6 +113,10 @@ type Executor struct {
 	waiters map[string][]chan struct{}
 
 	nodes nodes // arch.go
+
+	// logStream opens a pod's log (podLog; tests replace it: the fake
+	// clientset's logs are fixed).
+	logStream func(ctx context.Context, pod string) (io.ReadCloser, error)
 }
 
 var _ executor.Executor = (*Executor)(nil)
@@ -162,6 +167,7 @@ func New(client kubernetes.Interface, cfg Config) (*Executor, error) {
 	if e.log == nil {
 		e.log = slog.Default()
 	}
+	e.logStream = e.podLog
 	if cfg.Parallelism > 0 {
 		e.sem = make(chan struct{}, cfg.Parallelism)
 	}

@@ -54,8 +54,7 @@ func (l *logs) follow(pod string) {
 		if retry {
 			_, _ = l.write(fmt.Appendf(nil, "imsbuild: the step runs again in pod %s\n", pod))
 		}
-		req := l.e.client.CoreV1().Pods(l.e.cfg.Namespace).GetLogs(pod, &corev1.PodLogOptions{Container: Container, Follow: true})
-		rc, err := req.Stream(l.ctx)
+		rc, err := l.e.logStream(l.ctx, pod)
 		if err != nil {
 			l.e.log.Warn("follow pod log", "pod", pod, "err", err)
 			return
@@ -108,4 +107,10 @@ func (l *logs) wait(d time.Duration) {
 func (l *logs) stop() {
 	l.cancel()
 	l.wg.Wait()
+}
+
+// podLog streams the log of pod's step container until the pod ends.
+func (e *Executor) podLog(ctx context.Context, pod string) (io.ReadCloser, error) {
+	req := e.client.CoreV1().Pods(e.cfg.Namespace).GetLogs(pod, &corev1.PodLogOptions{Container: Container, Follow: true})
+	return req.Stream(ctx)
 }

@@ -9,10 +9,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/imsbuild/imsbuild/executor"
 )
@@ -98,36 +96,46 @@ func (r *run) exposeSSH(ctx context.Context, pod string, ep executor.SSHEndpoint
 	return ep, nil
 }
 
-// applyService creates the step's Service leading to port, or points the
-// existing one (a retried pod's environment) at port.
+// applyService creates the step's Service leading to port. A Service of
+// the Job there already (a retried pod's environment, at another port) is
+// made again rather than updated: the Role grants services create, get
+// and delete only.
 func (r *run) applyService(ctx context.Context, job types.UID, port int) (*corev1.Service, error) {
 	services := r.e.client.CoreV1().Services(r.e.cfg.Namespace)
 	want := r.service(job, port)
-	svc, err := services.Create(ctx, want, metav1.CreateOptions{})
-	if err == nil {
-		r.mu.Lock()
-		r.serviceUID = svc.UID
-		r.mu.Unlock()
-		return svc, nil
+	for attempt := 0; attempt < 3; attempt++ {
+		svc, err := services.Create(ctx, want, metav1.CreateOptions{})
+		if err == nil {
+			r.mu.Lock()
+			r.serviceUID = svc.UID
+			r.mu.Unlock()
+			return svc, nil
+		}
+		if !apierrors.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("create service %s: %w", want.Name, err)
+		}
+		old, err := services.Get(ctx, want.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("get service %s: %w", want.Name, err)
+		}
+		if !slices.ContainsFunc(old.OwnerReferences, func(o metav1.OwnerReference) bool { return o.UID == job }) {
+			return nil, fmt.Errorf("service %s exists and is not this step's Job's", want.Name)
+		}
+		if len(old.Spec.Ports) == 1 && old.Spec.Ports[0].TargetPort.IntValue() == port {
+			r.mu.Lock()
+			r.serviceUID = old.UID
+			r.mu.Unlock()
+			return old, nil
+		}
+		err = services.Delete(ctx, want.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &old.UID}})
+		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+			return nil, fmt.Errorf("delete stale service %s: %w", want.Name, err)
+		}
 	}
-	if !apierrors.IsAlreadyExists(err) {
-		return nil, fmt.Errorf("create service %s: %w", want.Name, err)
-	}
-	svc, err = services.Get(ctx, want.Name, metav1.GetOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("get service %s: %w", want.Name, err)
-	}
-	if !slices.ContainsFunc(svc.OwnerReferences, func(o metav1.OwnerReference) bool { return o.UID == job }) {
-		return nil, fmt.Errorf("service %s exists and is not this step's Job's", want.Name)
-	}
-	svc.Spec.Ports = want.Spec.Ports
-	if svc, err = services.Update(ctx, svc, metav1.UpdateOptions{}); err != nil {
-		return nil, fmt.Errorf("update service %s: %w", want.Name, err)
-	}
-	r.mu.Lock()
-	r.serviceUID = svc.UID
-	r.mu.Unlock()
-	return svc, nil
+	return nil, fmt.Errorf("service %s: replaced too often while creating it", want.Name)
 }
 
 // service is the step's Service: named like its Job (as IMS names the
@@ -154,34 +162,27 @@ func (r *run) service(job types.UID, port int) *corev1.Service {
 }
 
 // waitIngress waits, bounded by SSHServiceWait, for the load balancer's
-// address of svc.
+// address of svc. It asks every two seconds: the Role grants no watch on
+// services, and a load balancer takes seconds to minutes.
 func (r *run) waitIngress(ctx context.Context, svc *corev1.Service) (string, error) {
-	if h := ingress(svc); h != "" {
-		return h, nil
-	}
 	ctx, cancel := context.WithTimeout(ctx, r.e.cfg.SSHServiceWait)
 	defer cancel()
-	w, err := r.e.client.CoreV1().Services(svc.Namespace).Watch(ctx, metav1.ListOptions{
-		FieldSelector: fields.OneTermEqualSelector("metadata.name", svc.Name).String(), ResourceVersion: svc.ResourceVersion,
-	})
-	if err != nil {
-		return "", fmt.Errorf("watch service %s: %w", svc.Name, err)
-	}
-	defer w.Stop()
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
 	for {
+		if h := ingress(svc); h != "" {
+			return h, nil
+		}
 		select {
 		case <-ctx.Done():
 			return "", fmt.Errorf("service %s: no load balancer address after %s", svc.Name, r.e.cfg.SSHServiceWait)
-		case ev, ok := <-w.ResultChan():
-			if !ok {
-				return "", fmt.Errorf("service %s: watch ended without a load balancer address", svc.Name)
-			}
-			if s, isSvc := ev.Object.(*corev1.Service); isSvc && ev.Type != watch.Deleted {
-				if h := ingress(s); h != "" {
-					return h, nil
-				}
-			}
+		case <-t.C:
 		}
+		now, err := r.e.client.CoreV1().Services(svc.Namespace).Get(ctx, svc.Name, metav1.GetOptions{})
+		if err != nil {
+			return "", fmt.Errorf("get service %s: %w", svc.Name, err)
+		}
+		svc = now
 	}
 }
 
