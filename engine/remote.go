@@ -123,7 +123,8 @@ func (e *Engine) remoteSSH(id string, args *[]string) func(executor.SSHEndpoint)
 
 // privileged reports whether step id (an image step or a prepare
 // sub-step) needs a privileged environment: kiwi prepare, and every
-// customize, jailed or not. The hardened sandbox of a jailed script
+// customize, jailed or not, and every interactive step (its jailed
+// sessions run in the same sandbox). The hardened sandbox of a jailed script
 // confines it from the pod; to set itself up it needs what only a
 // privileged pod has: CAP_SYS_ADMIN in the node's user namespace (bwrap
 // as root makes its namespaces and mounts) and a writable pids cgroup (an
@@ -135,7 +136,8 @@ func (e *Engine) privileged(id string) bool {
 		return true
 	}
 	s := e.graph.Step(id)
-	return s != nil && s.Image != nil && len(s.Image.Customize) > 0
+	// An interactive step's jailed SSH sessions use the same sandbox.
+	return s != nil && s.Image != nil && (len(s.Image.Customize) > 0 || e.interactive(s))
 }
 
 // archOf is the architecture step id (an image step or a prepare
