@@ -66,7 +66,7 @@ func kubeInteractive(t *testing.T, e *k8stest.Env, dir string, env []string, url
 		if strings.Contains(sc.Text(), "ssh-waiting") {
 			t.Errorf("the SSH marker reached the user: %s", sc.Text())
 		}
-		if ev.Step == "image.compute" && ev.Status != "log" {
+		if ev.Step == "image.compute" && ev.Status != "log" && ev.Status != "planned" {
 			statuses = append(statuses, ev.Status)
 		}
 		if ev.Status == "waiting" {
@@ -124,7 +124,7 @@ imsbuild {
 
 	ssh := func(ev sshWaiting, command string) ([]byte, error) {
 		return exec.CommandContext(t.Context(), "ssh", "-i", key, "-p", strconv.Itoa(ev.SSH.Port), "-o", "StrictHostKeyChecking=no",
-			"-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
+			"-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR",
 			ev.SSH.User+"@"+ev.SSH.Host, command).CombinedOutput()
 	}
 	// connect waits until the Service leads somewhere (kube-proxy writes
