@@ -301,9 +301,10 @@ func TestRemoteKiwiPrepare(t *testing.T) {
 	}
 }
 
-// TestRemoteRefusesSSH: SSH environments do not run with an executor: the
-// flags are refused up front, an interactive block when its step runs,
-// naming the step; nothing is run.
+// TestRemoteRefusesSSH: debug environments do not run with an executor,
+// and interactive ones only with one that reaches SSH (Kubernetes): the
+// flags are refused up front, a block when its step runs, naming the
+// step; nothing is run.
 func TestRemoteRefusesSSH(t *testing.T) {
 	b, x, build := remoteBuild(t, "base", "compute<base")
 	remote := &RemoteCache{Store: b.cache, URL: "s3://fake/cache"}
