@@ -34,9 +34,13 @@ func sshFake(t *testing.T) *fake.Clientset {
 		}
 		if svc.Spec.Type == corev1.ServiceTypeLoadBalancer {
 			// The load balancer's address comes a little later.
+			name := svc.Name
 			go func() {
 				time.Sleep(100 * time.Millisecond)
-				s := svc.DeepCopy()
+				s, err := cs.CoreV1().Services(ns).Get(context.Background(), name, metav1.GetOptions{})
+				if err != nil {
+					return
+				}
 				s.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "198.51.100.4"}}
 				_, _ = cs.CoreV1().Services(ns).UpdateStatus(context.Background(), s, metav1.UpdateOptions{})
 			}()
