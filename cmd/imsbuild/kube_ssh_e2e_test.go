@@ -37,13 +37,12 @@ type sshWaiting struct {
 	}
 }
 
-// kubeInteractive starts `imsbuild build --json --interactive image.compute`
-// of dir with the Kubernetes executor and calls waiting with the waiting
+// kubeInteractive starts `imsbuild build --json` with flags of dir with the Kubernetes executor and calls waiting with the waiting
 // event; it returns the command's exit code and its other events.
-func kubeInteractive(t *testing.T, e *k8stest.Env, dir string, env []string, url, key string, waiting func(*exec.Cmd, sshWaiting)) (int, []string) {
+func kubeInteractive(t *testing.T, e *k8stest.Env, dir string, env []string, url string, flags []string, waiting func(*exec.Cmd, sshWaiting)) (int, []string) {
 	t.Helper()
-	cmd := exec.CommandContext(t.Context(), binary, "build", "--json", "--kubeconfig", e.Kubeconfig, "--cache-to", url,
-		"--interactive", "image.compute", "--ssh-public-key", key+".pub", "--ssh-timeout", "5m", ".")
+	args := append([]string{"build", "--json", "--kubeconfig", e.Kubeconfig, "--cache-to", url}, flags...)
+	cmd := exec.CommandContext(t.Context(), binary, append(args, ".")...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), env...)
 	stdout, err := cmd.StdoutPipe()
@@ -75,7 +74,9 @@ func kubeInteractive(t *testing.T, e *k8stest.Env, dir string, env []string, url
 	}
 	err = cmd.Wait()
 	if ee, ok := err.(*exec.ExitError); ok {
-		t.Logf("build exit %d; stderr:\n%s", ee.ExitCode(), stderr.String())
+		if ee.ExitCode() != 130 {
+			t.Logf("build exit %d; stderr:\n%s", ee.ExitCode(), stderr.String())
+		}
 		return ee.ExitCode(), statuses
 	} else if err != nil {
 		t.Fatal(err)
@@ -90,7 +91,10 @@ func kubeInteractive(t *testing.T, e *k8stest.Env, dir string, env []string, url
 // it; the real ssh client, through the Service, changes the image and
 // touches the completion file; the pod packs, the build publishes the
 // change. The Service goes with the step. A second build, interrupted
-// while it waits, leaves no Job, pod or Service.
+// while it waits, leaves no Job, pod or Service. A third, with an
+// interactive block (jail = false, listen on loopback: the pod listens on
+// its address all the same), is finished in the pod's environment with
+// the image at /mnt/image.
 func TestKubernetesInteractiveSSH(t *testing.T) {
 	e := k8stest.Cluster(t)
 	e.LoadImage(t, testutil.RequireEnv(t, k8stest.BuilderImageEnv, "kubernetes"))
@@ -145,7 +149,7 @@ imsbuild {
 	}
 	checkService := func(ev sshWaiting) {
 		t.Helper()
-		if ev.Step != "image.compute" || ev.SSH == nil || ev.SSH.Port != kubernetes.SSHPort || ev.SSH.CompleteFile != "/tmp/complete" {
+		if ev.Step != "image.compute" || ev.SSH == nil || ev.SSH.Port != kubernetes.SSHPort || ev.SSH.CompleteFile == "" {
 			t.Fatalf("waiting event = %+v", ev)
 		}
 		ns, name, _ := strings.Cut(ev.SSH.Service, "/")
@@ -168,11 +172,14 @@ imsbuild {
 		}
 	}
 
+	flags := []string{"--interactive", "image.compute", "--ssh-public-key", key + ".pub", "--ssh-timeout", "5m"}
 	var sshOut []byte
 	start := time.Now()
 	var waited time.Duration
-	code, statuses := kubeInteractive(t, e, dir, env, url, key, func(_ *exec.Cmd, ev sshWaiting) {
+	var waitingEvent sshWaiting
+	code, statuses := kubeInteractive(t, e, dir, env, url, flags, func(_ *exec.Cmd, ev sshWaiting) {
 		waited = time.Since(start)
+		waitingEvent = ev
 		checkService(ev)
 		connect(ev)
 		var err error
@@ -191,20 +198,10 @@ imsbuild {
 	if strings.TrimSpace(string(sshOut)) != "compute" {
 		t.Errorf("ssh saw /etc/hostname %q, want the customized image's \"compute\"", sshOut)
 	}
-	rootfs, _ := filepath.Glob(filepath.Join(dir, "out", "boot-images", "*", "rootfs"))
-	var marked int
-	for _, r := range rootfs {
-		out, err := exec.Command("unsquashfs", "-cat", r, "etc/interactive-mark").Output()
-		if err == nil {
-			marked++
-			if string(out) != "edited over ssh\n" {
-				t.Errorf("%s: /etc/interactive-mark = %q", r, out)
-			}
-		}
+	if ev := waitingEvent; ev.SSH.CompleteFile != "/tmp/complete" {
+		t.Errorf("jailed environment's complete file %q", ev.SSH.CompleteFile)
 	}
-	if len(rootfs) != 2 || marked != 1 {
-		t.Errorf("%d published root file systems, %d with the change; want 2, 1", len(rootfs), marked)
-	}
+	published(t, dir, "etc/interactive-mark", "edited over ssh\n")
 	sel := metav1.ListOptions{LabelSelector: kubernetes.LabelManagedBy + "=imsbuild"}
 	if svcs, err := e.Client.CoreV1().Services(e.Namespace).List(t.Context(), sel); err != nil || len(svcs.Items) != 0 {
 		t.Errorf("services after the build: %v, %v; want none", svcs, err)
@@ -212,7 +209,7 @@ imsbuild {
 
 	// Interrupted while waiting: the build's Job, pod and Service go.
 	var build string
-	code, _ = kubeInteractive(t, e, dir, env, url, key, func(cmd *exec.Cmd, ev sshWaiting) {
+	code, _ = kubeInteractive(t, e, dir, env, url, flags, func(cmd *exec.Cmd, ev sshWaiting) {
 		checkService(ev)
 		_, name, _ := strings.Cut(ev.SSH.Service, "/")
 		job, err := e.Client.BatchV1().Jobs(e.Namespace).Get(t.Context(), name, metav1.GetOptions{})
@@ -242,5 +239,68 @@ imsbuild {
 	svcs, err := e.Client.CoreV1().Services(e.Namespace).List(t.Context(), sel)
 	if err != nil || len(svcs.Items) != 0 {
 		t.Errorf("services of the interrupted build: %d, %v; want none", len(svcs.Items), err)
+	}
+
+	// An interactive block, not jailed.
+	hcl, err := os.ReadFile(filepath.Join(dir, "build.ims.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The key file inside the build directory: the pod loads the build
+	// from its bundle, which holds nothing outside it.
+	pub, err := os.ReadFile(key + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.WriteFiles(t, dir, map[string]string{"keys/person.pub": string(pub)}, 0o644)
+	in := fmt.Sprintf(`image "compute" {
+  interactive {
+    public_keys = [file(%q)]
+    jail        = false
+    listen      = "127.0.0.1:0"
+    timeout     = "5m"
+  }`, "keys/person.pub")
+	if !strings.Contains(string(hcl), `image "compute" {`) {
+		t.Fatal("no image compute in the example")
+	}
+	testutil.WriteFiles(t, dir, map[string]string{"build.ims.hcl": strings.Replace(string(hcl), `image "compute" {`, in, 1)}, 0o644)
+	// Published anew: the first build's images go (their directories
+	// are named by digest).
+	if err := os.RemoveAll(filepath.Join(dir, "out")); err != nil {
+		t.Fatal(err)
+	}
+	code, statuses = kubeInteractive(t, e, dir, env, url, nil, func(_ *exec.Cmd, ev sshWaiting) {
+		checkService(ev)
+		if ev.SSH.CompleteFile != "/mnt/image/complete" {
+			t.Errorf("non-jailed complete file %q", ev.SSH.CompleteFile)
+		}
+		connect(ev)
+		if out, err := ssh(ev, "echo from the block > /mnt/image/etc/block-mark; touch "+ev.SSH.CompleteFile); err != nil {
+			t.Fatalf("ssh: %v\n%s", err, out)
+		}
+	})
+	if code != 0 || strings.Join(statuses, " ") != "started waiting resumed done" {
+		t.Fatalf("build with an interactive block exit %d, image.compute %v", code, statuses)
+	}
+	published(t, dir, "etc/block-mark", "from the block\n")
+}
+
+// published checks that exactly one of the two published root file
+// systems (busybox-compute's) has file with content.
+func published(t *testing.T, dir, file, content string) {
+	t.Helper()
+	rootfs, _ := filepath.Glob(filepath.Join(dir, "out", "boot-images", "*", "rootfs"))
+	var marked int
+	for _, r := range rootfs {
+		out, err := exec.Command("unsquashfs", "-cat", r, file).Output()
+		if err == nil {
+			marked++
+			if string(out) != content {
+				t.Errorf("%s: /%s = %q, want %q", r, file, out, content)
+			}
+		}
+	}
+	if len(rootfs) != 2 || marked != 1 {
+		t.Errorf("%d published root file systems, %d with /%s; want 2, 1", len(rootfs), marked, file)
 	}
 }
