@@ -47,7 +47,6 @@ type SSHEndpoint struct {
 	// Set by the executor: what it made to reach the environment.
 	Service   string `json:"service,omitempty"`  // namespace/name (Kubernetes)
 	DNSName   string `json:"dns_name,omitempty"` // the Service's cluster DNS name
-	Namespace string `json:"-"`
 }
 
 // SSHExecutor is an Executor that makes a remote step's SSH environment
