@@ -45,8 +45,8 @@ type SSHEndpoint struct {
 	FailedFile   string `json:"failed_file"`
 	Debug        bool   `json:"debug,omitempty"`
 	// Set by the executor: what it made to reach the environment.
-	Service   string `json:"service,omitempty"`  // namespace/name (Kubernetes)
-	DNSName   string `json:"dns_name,omitempty"` // the Service's cluster DNS name
+	Service string `json:"service,omitempty"`  // namespace/name (Kubernetes)
+	DNSName string `json:"dns_name,omitempty"` // the Service's cluster DNS name
 }
 
 // SSHExecutor is an Executor that makes a remote step's SSH environment
