@@ -54,10 +54,8 @@ func checkRemote(opts *Options) error {
 	switch {
 	case opts.Remote == nil || opts.Remote.Store == nil || opts.Remote.URL == "":
 		return errors.New(`an executor builds steps elsewhere and needs a remote cache to share them: set imsbuild { cache { to = "s3://bucket/prefix" } } (or oci://registry/repo), or --cache-to`)
-	case opts.DebugOnFailure:
-		return errors.New("debug SSH environments (--debug-on-failure) do not run with an executor yet: build those images without one")
-	case len(opts.Interactive) > 0 && !reachesSSH(opts.Executor):
-		return errors.New("interactive SSH environments do not run with this executor: build those images without one, or with the kubernetes executor")
+	case (len(opts.Interactive) > 0 || opts.DebugOnFailure) && !reachesSSH(opts.Executor):
+		return errors.New("interactive and debug SSH environments do not run with this executor: build those images without one, or with the kubernetes executor")
 	case opts.Check:
 		return errors.New("--check rebuilds in this process: it does not run with an executor")
 	}
@@ -77,11 +75,8 @@ func (e *Engine) remoteAllowed(s *Step) error {
 	if e.opts.Executor == nil {
 		return nil
 	}
-	if e.debugOnFailure(s) {
-		return fmt.Errorf("%s opens a debug SSH environment on failure, which does not run with an executor yet: build it without one", s.ID)
-	}
-	if e.interactive(s) && !reachesSSH(e.opts.Executor) {
-		return fmt.Errorf("%s opens an interactive SSH environment, which does not run with this executor: build it without one, or with the kubernetes executor", s.ID)
+	if (e.interactive(s) || e.debugOnFailure(s)) && !reachesSSH(e.opts.Executor) {
+		return fmt.Errorf("%s opens an interactive or debug SSH environment, which does not run with this executor: build it without one, or with the kubernetes executor", s.ID)
 	}
 	return nil
 }
@@ -93,18 +88,27 @@ func reachesSSH(x executor.Executor) bool {
 	return ok && r.ReachesSSH()
 }
 
-// remoteSSH completes the run-step arguments args of image step id when
-// it opens an interactive SSH environment: what the pod cannot read from
-// the bundle (the --interactive flag, keys and timeout of the command
-// line), and the callback that turns the executor's endpoint into the
-// waiting event. It returns nil for a step without one.
+// remoteSSH completes the run-step arguments args of step id (an image
+// step or a kiwi prepare) when it may open an SSH environment
+// (interactive, or debug on failure): what the pod cannot read from the
+// bundle (the flags, keys and timeout of the command line), and the
+// callback that turns the executor's endpoint into the waiting event. It
+// returns nil for a step without one.
 func (e *Engine) remoteSSH(id string, args *[]string) func(executor.SSHEndpoint) {
-	s := e.graph.Step(id)
-	if s == nil || !e.interactive(s) {
-		return nil // a prepare sub-step, or no environment
+	image, prepare := strings.CutSuffix(id, "/prepare")
+	s := e.graph.Step(image)
+	if s == nil || s.Image == nil {
+		return nil
 	}
-	if s.Image.Interactive == nil {
+	interactive := !prepare && e.interactive(s)
+	if !interactive && !e.debugOnFailure(s) {
+		return nil
+	}
+	if interactive && s.Image.Interactive == nil {
 		*args = append(*args, "--interactive")
+	}
+	if e.opts.DebugOnFailure {
+		*args = append(*args, "--debug-on-failure")
 	}
 	for _, k := range e.opts.PublicKeys {
 		*args = append(*args, "--authorized-key", k)
@@ -123,8 +127,8 @@ func (e *Engine) remoteSSH(id string, args *[]string) func(executor.SSHEndpoint)
 
 // privileged reports whether step id (an image step or a prepare
 // sub-step) needs a privileged environment: kiwi prepare, and every
-// customize, jailed or not, and every interactive step (its jailed
-// sessions run in the same sandbox). The hardened sandbox of a jailed script
+// customize, jailed or not, and every step that may open an SSH
+// environment (its jailed sessions run in the same sandbox). The hardened sandbox of a jailed script
 // confines it from the pod; to set itself up it needs what only a
 // privileged pod has: CAP_SYS_ADMIN in the node's user namespace (bwrap
 // as root makes its namespaces and mounts) and a writable pids cgroup (an
@@ -136,8 +140,8 @@ func (e *Engine) privileged(id string) bool {
 		return true
 	}
 	s := e.graph.Step(id)
-	// An interactive step's jailed SSH sessions use the same sandbox.
-	return s != nil && s.Image != nil && (len(s.Image.Customize) > 0 || e.interactive(s))
+	// An interactive or debug step's jailed SSH sessions use the same sandbox.
+	return s != nil && s.Image != nil && (len(s.Image.Customize) > 0 || e.interactive(s) || e.debugOnFailure(s))
 }
 
 // archOf is the architecture step id (an image step or a prepare

@@ -301,10 +301,10 @@ func TestRemoteKiwiPrepare(t *testing.T) {
 	}
 }
 
-// TestRemoteRefusesSSH: debug environments do not run with an executor,
-// and interactive ones only with one that reaches SSH (Kubernetes): the
-// flags are refused up front, a block when its step runs, naming the
-// step; nothing is run.
+// TestRemoteRefusesSSH: interactive and debug environments run only with
+// an executor that reaches SSH (Kubernetes), --check with none: the flags
+// are refused up front, a block when its step runs, naming the step;
+// nothing is run.
 func TestRemoteRefusesSSH(t *testing.T) {
 	b, x, build := remoteBuild(t, "base", "compute<base")
 	remote := &RemoteCache{Store: b.cache, URL: "s3://fake/cache"}
@@ -314,24 +314,26 @@ func TestRemoteRefusesSSH(t *testing.T) {
 			t.Errorf("New(%+v) = nil error, want a refusal", opts)
 		}
 	}
-	// An executor that reaches SSH takes interactive environments, not
-	// debug ones.
+	// An executor that reaches SSH takes both, not --check.
 	sx := &sshPodExecutor{podExecutor: x}
-	if _, err := New(b.cfg, b.cache, b.cache.Actions(), Options{Executor: sx, Remote: remote, Interactive: []string{"compute"}}); err != nil {
-		t.Errorf("New(Interactive, SSH executor) = %v, want nil", err)
+	for _, opts := range []Options{{Interactive: []string{"compute"}}, {DebugOnFailure: true}} {
+		opts.Executor, opts.Remote = sx, remote
+		if _, err := New(b.cfg, b.cache, b.cache.Actions(), opts); err != nil {
+			t.Errorf("New(%+v) = %v, want nil", opts, err)
+		}
 	}
-	if _, err := New(b.cfg, b.cache, b.cache.Actions(), Options{Executor: sx, Remote: remote, DebugOnFailure: true}); err == nil {
-		t.Errorf("New(DebugOnFailure, SSH executor) = nil error, want a refusal")
+	if _, err := New(b.cfg, b.cache, b.cache.Actions(), Options{Executor: sx, Remote: remote, Check: true}); err == nil {
+		t.Error("New(Check, SSH executor) = nil error, want a refusal")
 	}
 	b.cfg.Images["compute"].Interactive = &spec.Interactive{Jail: true}
 	_, err := build(Options{})
-	if err == nil || !strings.Contains(err.Error(), "image.compute opens an interactive SSH environment") {
+	if err == nil || !strings.Contains(err.Error(), "image.compute opens an interactive or debug SSH environment") {
 		t.Fatalf("Build() = %v, want image.compute refused", err)
 	}
 	b.cfg.Images["compute"].Interactive = nil
 	b.cfg.Images["compute"].DebugOnFailure = true
 	_, err = build(Options{})
-	if err == nil || !strings.Contains(err.Error(), "image.compute opens a debug SSH environment") {
+	if err == nil || !strings.Contains(err.Error(), "image.compute opens an interactive or debug SSH environment") {
 		t.Fatalf("Build() = %v, want image.compute refused", err)
 	}
 	for _, s := range x.runs {
@@ -495,5 +497,29 @@ func TestRemoteJobsBound(t *testing.T) {
 	}
 	if len(x.runs) != 4 || x.maxRunning != jobs {
 		t.Fatalf("%d Runs, at most %d at once; want 4, %d at once (-j %d)", len(x.runs), x.maxRunning, jobs, jobs)
+	}
+}
+
+// TestRemoteDebugOnFailure: with an executor that reaches SSH,
+// --debug-on-failure goes to every image step's run (and each gets a
+// Waiting callback and a privileged pod), under the step's own key: a
+// debug shell does not change what a step builds.
+func TestRemoteDebugOnFailure(t *testing.T) {
+	b, x, _ := remoteBuild(t, "base", "compute<base")
+	sx := &sshPodExecutor{podExecutor: x}
+	e, _ := b.engine(t, Options{Executor: sx, Remote: &RemoteCache{Store: b.cache, URL: "s3://fake/cache"},
+		HMACKey: []byte("0123456789abcdef0123456789abcdef"), WorkDir: t.TempDir(), DebugOnFailure: true,
+		PublicKeys: []string{"ssh-ed25519 AAAA k"}})
+	if err := e.Build(t.Context(), nil); err != nil {
+		t.Fatalf("Build() = %v", err)
+	}
+	if len(x.runs) != 2 {
+		t.Fatalf("%d runs, want 2", len(x.runs))
+	}
+	for _, s := range x.runs {
+		if s.Waiting == nil || !s.Privileged || !slices.Contains(s.Args, "--debug-on-failure") || slices.Contains(s.Args, "--interactive") ||
+			slices.Contains(s.Args, "--result-key") || s.Key != x.arg(s, "--key") {
+			t.Errorf("%s: waiting %v, privileged %v, key %s, args %q; want a debug run under the step's key", s.Step, s.Waiting != nil, s.Privileged, s.Key, s.Args)
+		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -32,6 +33,7 @@ type sshWaiting struct {
 		User         string
 		HostKey      string `json:"host_key_fingerprint"`
 		CompleteFile string `json:"complete_file"`
+		Debug        bool
 		Service      string
 		DNSName      string `json:"dns_name"`
 	}
@@ -42,7 +44,10 @@ type sshWaiting struct {
 func kubeInteractive(t *testing.T, e *k8stest.Env, dir string, env []string, url string, flags []string, waiting func(*exec.Cmd, sshWaiting)) (int, []string) {
 	t.Helper()
 	args := append([]string{"build", "--json", "--kubeconfig", e.Kubeconfig, "--cache-to", url}, flags...)
-	cmd := exec.CommandContext(t.Context(), binary, append(args, ".")...)
+	if !slices.Contains(flags, ".") {
+		args = append(args, ".")
+	}
+	cmd := exec.CommandContext(t.Context(), binary, args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), env...)
 	stdout, err := cmd.StdoutPipe()
@@ -302,5 +307,86 @@ func published(t *testing.T, dir, file, content string) {
 	}
 	if len(rootfs) != 2 || marked != 1 {
 		t.Errorf("%d published root file systems, %d with /%s; want 2, 1", len(rootfs), marked, file)
+	}
+}
+
+// TestKubernetesDebugOnFailureSSH: `build --debug-on-failure` with the
+// Kubernetes executor: a customize that fails opens the debug shell in
+// its pod, reached through the step's Service; the person looks at the
+// root and marks it failed; the step fails, and its Service goes.
+func TestKubernetesDebugOnFailureSSH(t *testing.T) {
+	e := k8stest.Cluster(t)
+	e.LoadImage(t, testutil.RequireEnv(t, k8stest.BuilderImageEnv, "kubernetes"))
+	testutil.RequireTool(t, "ssh")
+	key, _ := testutil.SSHKey(t)
+	srv := s3test.Start(t)
+	srv.CreateBucket(t, "ci-cache")
+	env := []string{"AWS_ACCESS_KEY_ID=" + srv.AccessKey, "AWS_SECRET_ACCESS_KEY=" + srv.SecretKey}
+	url := "s3://ci-cache/debug?endpoint=" + srv.Endpoint + "&path_style=true&region=" + srv.Region
+	dir := example(t)
+	f, err := os.OpenFile(filepath.Join(dir, "build.ims.hcl"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(f, `
+image "broken" {
+  from = image.base
+  customize {
+    inline = "echo half done > /etc/half-done; exit 3"
+  }
+}
+
+imsbuild {
+  executor "kubernetes" {
+    namespace         = %q
+    image             = %q
+    image_pull_policy = "Never"
+    host_network      = true
+    backoff_limit     = 0
+  }
+}
+`, e.Namespace, k8stest.BuilderImageRef)
+	f.Close()
+
+	var seen []byte
+	var service string
+	flags := []string{"--debug-on-failure", "--ssh-public-key", key + ".pub", "--ssh-timeout", "5m", ".", "image.broken"}
+	code, _ := kubeInteractive(t, e, dir, env, url, flags, func(_ *exec.Cmd, ev sshWaiting) {
+		if ev.Step != "image.broken" || ev.SSH == nil || !ev.SSH.Debug || ev.SSH.Port != kubernetes.SSHPort || ev.SSH.Service == "" {
+			t.Fatalf("waiting event = %+v", ev)
+		}
+		service = ev.SSH.Service
+		args := []string{"-i", key, "-p", strconv.Itoa(ev.SSH.Port), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+			"-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR", ev.SSH.User + "@" + ev.SSH.Host}
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			out, err := exec.CommandContext(t.Context(), "ssh", append(args, "true")...).CombinedOutput()
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("ssh through %s: %v\n%s", service, err, out)
+			}
+			time.Sleep(time.Second)
+		}
+		failed := strings.TrimSuffix(ev.SSH.CompleteFile, "complete") + "failed"
+		out, err := exec.CommandContext(t.Context(), "ssh", append(args, "cat /etc/half-done; touch "+failed)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ssh: %v\n%s", err, out)
+		}
+		seen = out
+	})
+	if code != 1 {
+		t.Errorf("build exit %d, want 1 (the step failed)", code)
+	}
+	if string(seen) != "half done\n" {
+		t.Errorf("debug shell saw %q, want the failed root's /etc/half-done", seen)
+	}
+	if service == "" {
+		t.Fatal("no debug shell opened")
+	}
+	ns, name, _ := strings.Cut(service, "/")
+	if _, err := e.Client.CoreV1().Services(ns).Get(t.Context(), name, metav1.GetOptions{}); err == nil {
+		t.Errorf("service %s left after the step failed", service)
 	}
 }

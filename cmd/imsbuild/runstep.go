@@ -113,6 +113,7 @@ under --result-key, not KEY.`,
 	f.StringVar(&workRoot, "work-dir", "", "scratch space (default: the system's temporary directory); removed at exit")
 	f.StringVar(&sshOpts.resultKey, "result-key", "", "record the result under this key (64 hex), not KEY: an uncacheable step's run")
 	f.BoolVar(&sshOpts.interactive, "interactive", false, "the step opens an SSH environment after its customize blocks (build --interactive)")
+	f.BoolVar(&sshOpts.debug, "debug-on-failure", false, "a failed step opens a debug SSH environment (build --debug-on-failure)")
 	f.StringArrayVar(&sshOpts.keys, "authorized-key", nil, "an authorized_keys line for the SSH environment (build --ssh-public-key)")
 	f.DurationVar(&sshOpts.timeout, "ssh-timeout", 0, "the SSH environment's timeout (build --ssh-timeout)")
 	return cmd
@@ -123,6 +124,7 @@ under --result-key, not KEY.`,
 type remoteSSH struct {
 	resultKey   string
 	interactive bool
+	debug       bool
 	keys        []string
 	timeout     time.Duration
 	listen      string
@@ -205,6 +207,7 @@ func runStep(ctx context.Context, out io.Writer, cacheURL string, bundle cache.D
 			}
 		},
 		Interactive:       interactiveStep(ssh, step),
+		DebugOnFailure:    ssh.debug,
 		PublicKeys:        ssh.keys,
 		SSHTimeout:        ssh.timeout,
 		SSHListenOverride: ssh.listen,
