@@ -105,8 +105,8 @@ type Options struct {
 
 	// Executor builds every cache miss elsewhere (remote.go) instead of
 	// in this process; nil builds here. It needs Remote, and takes no
-	// Check, no debug environment, and interactive ones only when it is
-	// an executor.SSHExecutor.
+	// Check, and interactive and debug environments only when it is an
+	// executor.SSHExecutor.
 	Executor executor.Executor
 	// Remote is the remote cache the executor's steps share (bundles,
 	// parents, results); the engine's own store must read it too.

@@ -15,7 +15,7 @@ import (
 	"github.com/imsbuild/imsbuild/executor"
 )
 
-// SSH environments of interactive steps (executor.SSHExecutor). The pod's
+// SSH environments of interactive steps and debug shells (executor.SSHExecutor). The pod's
 // run-step listens on the pod's address (SSHListenEnv from the downward
 // API) at a port of its choosing and reports it on its log; the step's Run
 // then makes a Service named like the Job, owned by it, selecting the
