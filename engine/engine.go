@@ -105,13 +105,23 @@ type Options struct {
 
 	// Executor builds every cache miss elsewhere (remote.go) instead of
 	// in this process; nil builds here. It needs Remote, and takes no
-	// SSH environments and no Check.
+	// Check, and interactive and debug environments only when it is an
+	// executor.SSHExecutor.
 	Executor executor.Executor
 	// Remote is the remote cache the executor's steps share (bundles,
 	// parents, results); the engine's own store must read it too.
 	Remote *RemoteCache
 	// BuildID labels this build's remote steps; default random.
 	BuildID string
+	// ResultKey makes BuildStep record its step's result under this key
+	// instead of the step's, cacheable or not: the remote run of an
+	// uncacheable (interactive) step, whose result the orchestrator reads
+	// there and no later build may take by the step's key.
+	ResultKey string
+	// SSHListenOverride is where SSH environments listen, whatever an
+	// interactive block says: a remote step listens where its executor
+	// lets people in (executor.SSHListenEnv).
+	SSHListenOverride string
 }
 
 // Engine plans and runs the steps of one build.

@@ -96,7 +96,7 @@ func (e *Engine) runCached(ctx context.Context, id string, pre *Preimage, logNam
 		return false, err
 	}
 	if remote {
-		return false, e.runRemote(ctx, id, key, canon, lw, logPath)
+		return false, e.runRemote(ctx, id, key, canon, cacheable, lw, logPath)
 	}
 	res, buildErr := build(lw)
 	lw.Close()
@@ -109,7 +109,12 @@ func (e *Engine) runCached(ctx context.Context, id string, pre *Preimage, logNam
 	res.Step, res.Builder, res.Created = id, BuilderVersion, e.opts.Now().UTC()
 	// The action result is written last: a cancelled or failed step leaves
 	// blobs at most, never an entry that points at nothing.
-	if cacheable {
+	if id == e.only && e.opts.ResultKey != "" {
+		// A remote run records where its orchestrator reads (ResultKey).
+		if err := e.ac.Put(ctx, e.opts.ResultKey, canon, res); err != nil {
+			return false, fmt.Errorf("record result: %w", err)
+		}
+	} else if cacheable {
 		if err := e.ac.Put(ctx, key, canon, res); err != nil {
 			return false, fmt.Errorf("record result: %w", err)
 		}

@@ -32,6 +32,11 @@ type SSHInfo struct {
 	CompleteFile string `json:"complete_file"`
 	FailedFile   string `json:"failed_file"`
 	Debug        bool   `json:"debug,omitempty"`
+	// Service and DNSName name what an executor made to reach a remote
+	// step's environment (Kubernetes: the Service, namespace/name, and
+	// its cluster DNS name); Host and Port are then the Service's.
+	Service string `json:"service,omitempty"`
+	DNSName string `json:"dns_name,omitempty"`
 }
 
 // defaultInteractiveTimeout bounds environments opened by flags, without an
@@ -77,6 +82,9 @@ func (e *Engine) sshEnvAt(ctx context.Context, s *Step, root string, jail, debug
 		if in.Listen != "" {
 			cfg.Listen = in.Listen
 		}
+	}
+	if e.opts.SSHListenOverride != "" {
+		cfg.Listen = e.opts.SSHListenOverride
 	}
 	if e.opts.SSHTimeout > 0 {
 		cfg.Timeout = e.opts.SSHTimeout

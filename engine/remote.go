@@ -54,8 +54,8 @@ func checkRemote(opts *Options) error {
 	switch {
 	case opts.Remote == nil || opts.Remote.Store == nil || opts.Remote.URL == "":
 		return errors.New(`an executor builds steps elsewhere and needs a remote cache to share them: set imsbuild { cache { to = "s3://bucket/prefix" } } (or oci://registry/repo), or --cache-to`)
-	case len(opts.Interactive) > 0 || opts.DebugOnFailure:
-		return errors.New("interactive and debug SSH environments do not run with an executor yet: build those images without one")
+	case (len(opts.Interactive) > 0 || opts.DebugOnFailure) && !reachesSSH(opts.Executor):
+		return errors.New("interactive and debug SSH environments do not run with this executor: build those images without one, or with the kubernetes executor")
 	case opts.Check:
 		return errors.New("--check rebuilds in this process: it does not run with an executor")
 	}
@@ -75,15 +75,60 @@ func (e *Engine) remoteAllowed(s *Step) error {
 	if e.opts.Executor == nil {
 		return nil
 	}
-	if e.interactive(s) || e.debugOnFailure(s) {
-		return fmt.Errorf("%s opens an SSH environment, which does not run with an executor yet: build it without one", s.ID)
+	if (e.interactive(s) || e.debugOnFailure(s)) && !reachesSSH(e.opts.Executor) {
+		return fmt.Errorf("%s opens an interactive or debug SSH environment, which does not run with this executor: build it without one, or with the kubernetes executor", s.ID)
 	}
 	return nil
 }
 
+// reachesSSH reports whether x lets people into a remote step's SSH
+// environment.
+func reachesSSH(x executor.Executor) bool {
+	r, ok := x.(executor.SSHExecutor)
+	return ok && r.ReachesSSH()
+}
+
+// remoteSSH completes the run-step arguments args of step id (an image
+// step or a kiwi prepare) when it may open an SSH environment
+// (interactive, or debug on failure): what the pod cannot read from the
+// bundle (the flags, keys and timeout of the command line), and the
+// callback that turns the executor's endpoint into the waiting event. It
+// returns nil for a step without one.
+func (e *Engine) remoteSSH(id string, args *[]string) func(executor.SSHEndpoint) {
+	image, prepare := strings.CutSuffix(id, "/prepare")
+	s := e.graph.Step(image)
+	if s == nil || s.Image == nil {
+		return nil
+	}
+	interactive := !prepare && e.interactive(s)
+	if !interactive && !e.debugOnFailure(s) {
+		return nil
+	}
+	if interactive && s.Image.Interactive == nil {
+		*args = append(*args, "--interactive")
+	}
+	if e.opts.DebugOnFailure {
+		*args = append(*args, "--debug-on-failure")
+	}
+	for _, k := range e.opts.PublicKeys {
+		*args = append(*args, "--authorized-key", k)
+	}
+	if e.opts.SSHTimeout > 0 {
+		*args = append(*args, "--ssh-timeout", e.opts.SSHTimeout.String())
+	}
+	return func(ep executor.SSHEndpoint) {
+		e.emit(Event{Step: id, Status: StatusWaiting, SSH: &SSHInfo{
+			Host: ep.Host, Port: ep.Port, User: ep.User, HostKey: ep.HostKey,
+			Jail: ep.Jail, ImageRoot: ep.ImageRoot, CompleteFile: ep.CompleteFile,
+			FailedFile: ep.FailedFile, Debug: ep.Debug, Service: ep.Service, DNSName: ep.DNSName,
+		}})
+	}
+}
+
 // privileged reports whether step id (an image step or a prepare
 // sub-step) needs a privileged environment: kiwi prepare, and every
-// customize, jailed or not. The hardened sandbox of a jailed script
+// customize, jailed or not, and every step that may open an SSH
+// environment (its jailed sessions run in the same sandbox). The hardened sandbox of a jailed script
 // confines it from the pod; to set itself up it needs what only a
 // privileged pod has: CAP_SYS_ADMIN in the node's user namespace (bwrap
 // as root makes its namespaces and mounts) and a writable pids cgroup (an
@@ -95,7 +140,8 @@ func (e *Engine) privileged(id string) bool {
 		return true
 	}
 	s := e.graph.Step(id)
-	return s != nil && s.Image != nil && len(s.Image.Customize) > 0
+	// An interactive or debug step's jailed SSH sessions use the same sandbox.
+	return s != nil && s.Image != nil && (len(s.Image.Customize) > 0 || e.interactive(s) || e.debugOnFailure(s))
 }
 
 // archOf is the architecture step id (an image step or a prepare
@@ -112,7 +158,11 @@ func (e *Engine) archOf(id string) string {
 // runRemote builds step id, whose key missed, with the executor: its
 // output streams to lw (closed here), and its result comes back from the
 // remote cache through the engine's cache, as a remote hit does.
-func (e *Engine) runRemote(ctx context.Context, id, key string, canon []byte, lw *stepLog, logPath string) error {
+//
+// An uncacheable step (interactive) records its result under a key of
+// its own run, never under key: no later build takes a person's work by
+// key, and the executor does not attach this run to another's.
+func (e *Engine) runRemote(ctx context.Context, id, key string, canon []byte, cacheable bool, lw *stepLog, logPath string) error {
 	fail := func(err error) error {
 		lw.Close()
 		return &StepError{Step: id, LogPath: logPath, LogTail: lw.Tail(), Err: err}
@@ -129,32 +179,49 @@ func (e *Engine) runRemote(ctx context.Context, id, key string, canon []byte, lw
 	if e.epochSet {
 		env["SOURCE_DATE_EPOCH"] = fmt.Sprint(e.epoch)
 	}
+	args := []string{"internal", "run-step",
+		"--cache", e.opts.Remote.URL, "--bundle", bundle, "--step", id, "--key", key}
+	resultKey := key
+	if !cacheable {
+		b := make([]byte, 32)
+		if _, err := rand.Read(b); err != nil {
+			return fail(err)
+		}
+		resultKey = hex.EncodeToString(b)
+		args = append(args, "--result-key", resultKey)
+	}
+	waiting := e.remoteSSH(id, &args)
 	err = e.opts.Executor.Run(ctx, executor.Step{
-		BuildID: e.opts.BuildID,
-		Step:    id,
-		Key:     key,
-		Args: []string{"internal", "run-step",
-			"--cache", e.opts.Remote.URL, "--bundle", bundle, "--step", id, "--key", key},
+		BuildID:    e.opts.BuildID,
+		Step:       id,
+		Key:        resultKey,
+		Args:       args,
 		Env:        env,
 		SecretEnv:  secrets,
 		Privileged: e.privileged(id),
 		Arch:       e.archOf(id),
 		Log:        lw,
+		Waiting:    waiting,
 	})
 	if err != nil {
 		return fail(fmt.Errorf("remote step: %w", err))
 	}
 	lw.Close()
-	res, err := e.ac.Get(ctx, key)
+	if waiting != nil {
+		e.emit(Event{Step: id, Status: StatusResumed})
+	}
+	res, err := e.ac.Get(ctx, resultKey)
 	if err != nil {
 		return &StepError{Step: id, LogPath: logPath, LogTail: lw.Tail(),
-			Err: fmt.Errorf("remote step ended but its result (key %s) is not in the remote cache: %w", key, err)}
+			Err: fmt.Errorf("remote step ended but its result (key %s) is not in the remote cache: %w", resultKey, err)}
 	}
 	if err := wantOutputs(id, res); err != nil {
 		return &StepError{Step: id, LogPath: logPath, LogTail: lw.Tail(), Err: err}
 	}
 	e.setResult(id, key, res)
-	e.setLastKey(ctx, id, key, canon)
+	if cacheable {
+		e.setLastKey(ctx, id, key, canon)
+	}
 	return nil
 }
 

@@ -81,7 +81,26 @@ func (x *podExecutor) Run(ctx context.Context, s executor.Step) error {
 	if !x.real {
 		e.newOp = func(st *Step) steps.Op { return &fakeOp{f: x.pod, s: st} }
 	}
-	return e.BuildStep(ctx, s.Step, s.Key)
+	if i := slices.Index(s.Args, "--result-key"); i >= 0 {
+		e.opts.ResultKey = s.Args[i+1]
+	}
+	return e.BuildStep(ctx, s.Step, x.arg(s, "--key"))
+}
+
+// sshPodExecutor is a podExecutor that reaches SSH environments: it
+// reports endpoint for a step that opens one, before building it.
+type sshPodExecutor struct {
+	*podExecutor
+	endpoint executor.SSHEndpoint
+}
+
+func (x *sshPodExecutor) ReachesSSH() bool { return true }
+
+func (x *sshPodExecutor) Run(ctx context.Context, s executor.Step) error {
+	if s.Waiting != nil {
+		s.Waiting(x.endpoint)
+	}
+	return x.podExecutor.Run(ctx, s)
 }
 
 func (x *podExecutor) arg(s executor.Step, flag string) string {
@@ -282,9 +301,10 @@ func TestRemoteKiwiPrepare(t *testing.T) {
 	}
 }
 
-// TestRemoteRefusesSSH: SSH environments do not run with an executor: the
-// flags are refused up front, an interactive block when its step runs,
-// naming the step; nothing is run.
+// TestRemoteRefusesSSH: interactive and debug environments run only with
+// an executor that reaches SSH (Kubernetes), --check with none: the flags
+// are refused up front, a block when its step runs, naming the step;
+// nothing is run.
 func TestRemoteRefusesSSH(t *testing.T) {
 	b, x, build := remoteBuild(t, "base", "compute<base")
 	remote := &RemoteCache{Store: b.cache, URL: "s3://fake/cache"}
@@ -294,15 +314,100 @@ func TestRemoteRefusesSSH(t *testing.T) {
 			t.Errorf("New(%+v) = nil error, want a refusal", opts)
 		}
 	}
+	// An executor that reaches SSH takes both, not --check.
+	sx := &sshPodExecutor{podExecutor: x}
+	for _, opts := range []Options{{Interactive: []string{"compute"}}, {DebugOnFailure: true}} {
+		opts.Executor, opts.Remote = sx, remote
+		if _, err := New(b.cfg, b.cache, b.cache.Actions(), opts); err != nil {
+			t.Errorf("New(%+v) = %v, want nil", opts, err)
+		}
+	}
+	if _, err := New(b.cfg, b.cache, b.cache.Actions(), Options{Executor: sx, Remote: remote, Check: true}); err == nil {
+		t.Error("New(Check, SSH executor) = nil error, want a refusal")
+	}
 	b.cfg.Images["compute"].Interactive = &spec.Interactive{Jail: true}
 	_, err := build(Options{})
-	if err == nil || !strings.Contains(err.Error(), "image.compute opens an SSH environment") {
+	if err == nil || !strings.Contains(err.Error(), "image.compute opens an interactive or debug SSH environment") {
+		t.Fatalf("Build() = %v, want image.compute refused", err)
+	}
+	b.cfg.Images["compute"].Interactive = nil
+	b.cfg.Images["compute"].DebugOnFailure = true
+	_, err = build(Options{})
+	if err == nil || !strings.Contains(err.Error(), "image.compute opens an interactive or debug SSH environment") {
 		t.Fatalf("Build() = %v, want image.compute refused", err)
 	}
 	for _, s := range x.runs {
 		if s.Step == "image.compute" {
 			t.Errorf("image.compute was run")
 		}
+	}
+}
+
+// TestRemoteInteractive: with an executor that reaches SSH, an
+// interactive step runs remotely with what the pod cannot read from the
+// bundle (--interactive, the keys, the timeout), under a key of its own
+// run that its result is recorded under (--result-key), never the step's;
+// the executor's endpoint becomes the waiting event, the end of the run
+// the resumed one; a second build runs the step again.
+func TestRemoteInteractive(t *testing.T) {
+	b, x, _ := remoteBuild(t, "base", "compute<base")
+	ep := executor.SSHEndpoint{Host: "10.96.0.7", Port: 22, User: "root", HostKey: "SHA256:abc", Jail: true,
+		ImageRoot: "/", CompleteFile: "/tmp/complete", FailedFile: "/tmp/failed",
+		Service: "ns/imsbuild-x", DNSName: "imsbuild-x.ns.svc.cluster.local"}
+	sx := &sshPodExecutor{podExecutor: x, endpoint: ep}
+	build := func() *recorder {
+		t.Helper()
+		e, rec := b.engine(t, Options{Executor: sx, Remote: &RemoteCache{Store: b.cache, URL: "s3://fake/cache"},
+			HMACKey: []byte("0123456789abcdef0123456789abcdef"), WorkDir: t.TempDir(),
+			Interactive: []string{"compute"}, PublicKeys: []string{"ssh-ed25519 AAAA k"}, SSHTimeout: time.Minute})
+		if err := e.Build(t.Context(), nil); err != nil {
+			t.Fatalf("Build() = %v", err)
+		}
+		return rec
+	}
+	rec := build()
+	var run executor.Step
+	for _, s := range x.runs {
+		if s.Step == "image.compute" {
+			run = s
+		}
+		if (s.Waiting != nil) != (s.Step == "image.compute") {
+			t.Errorf("%s: Waiting set %v", s.Step, s.Waiting != nil)
+		}
+	}
+	key := x.arg(run, "--key")
+	if run.Key == key || x.arg(run, "--result-key") != run.Key {
+		t.Errorf("run key %s, --key %s, --result-key %s: want a run key of its own, passed as --result-key", run.Key, key, x.arg(run, "--result-key"))
+	}
+	if !slices.Contains(run.Args, "--interactive") || x.arg(run, "--authorized-key") != "ssh-ed25519 AAAA k" || x.arg(run, "--ssh-timeout") != "1m0s" {
+		t.Errorf("args %q lack --interactive, the key or the timeout", run.Args)
+	}
+	if _, err := b.cache.Actions().Get(t.Context(), key); !errors.Is(err, cache.ErrNotFound) {
+		t.Errorf("result under the step's key: %v, want none", err)
+	}
+	var statuses []Status
+	for _, ev := range rec.events {
+		if ev.Step != "image.compute" {
+			continue
+		}
+		statuses = append(statuses, ev.Status)
+		if ev.Status == StatusWaiting {
+			want := &SSHInfo{Host: ep.Host, Port: ep.Port, User: ep.User, HostKey: ep.HostKey, Jail: true, ImageRoot: "/",
+				CompleteFile: ep.CompleteFile, FailedFile: ep.FailedFile, Service: ep.Service, DNSName: ep.DNSName}
+			if ev.SSH == nil || *ev.SSH != *want {
+				t.Errorf("waiting event SSH = %+v, want %+v", ev.SSH, want)
+			}
+		}
+	}
+	keep := []Status{StatusStarted, StatusWaiting, StatusResumed, StatusDone, StatusCached, StatusFailed}
+	statuses = slices.DeleteFunc(statuses, func(s Status) bool { return !slices.Contains(keep, s) })
+	if want := []Status{StatusStarted, StatusWaiting, StatusResumed, StatusDone}; !slices.Equal(statuses, want) {
+		t.Errorf("image.compute events %v, want %v", statuses, want)
+	}
+	n := len(x.runs)
+	build()
+	if len(x.runs) != n+1 || x.runs[n].Step != "image.compute" {
+		t.Errorf("second build ran %v, want image.compute again", x.runs[n:])
 	}
 }
 
@@ -392,5 +497,29 @@ func TestRemoteJobsBound(t *testing.T) {
 	}
 	if len(x.runs) != 4 || x.maxRunning != jobs {
 		t.Fatalf("%d Runs, at most %d at once; want 4, %d at once (-j %d)", len(x.runs), x.maxRunning, jobs, jobs)
+	}
+}
+
+// TestRemoteDebugOnFailure: with an executor that reaches SSH,
+// --debug-on-failure goes to every image step's run (and each gets a
+// Waiting callback and a privileged pod), under the step's own key: a
+// debug shell does not change what a step builds.
+func TestRemoteDebugOnFailure(t *testing.T) {
+	b, x, _ := remoteBuild(t, "base", "compute<base")
+	sx := &sshPodExecutor{podExecutor: x}
+	e, _ := b.engine(t, Options{Executor: sx, Remote: &RemoteCache{Store: b.cache, URL: "s3://fake/cache"},
+		HMACKey: []byte("0123456789abcdef0123456789abcdef"), WorkDir: t.TempDir(), DebugOnFailure: true,
+		PublicKeys: []string{"ssh-ed25519 AAAA k"}})
+	if err := e.Build(t.Context(), nil); err != nil {
+		t.Fatalf("Build() = %v", err)
+	}
+	if len(x.runs) != 2 {
+		t.Fatalf("%d runs, want 2", len(x.runs))
+	}
+	for _, s := range x.runs {
+		if s.Waiting == nil || !s.Privileged || !slices.Contains(s.Args, "--debug-on-failure") || slices.Contains(s.Args, "--interactive") ||
+			slices.Contains(s.Args, "--result-key") || s.Key != x.arg(s, "--key") {
+			t.Errorf("%s: waiting %v, privileged %v, key %s, args %q; want a debug run under the step's key", s.Step, s.Waiting != nil, s.Privileged, s.Key, s.Args)
+		}
 	}
 }

@@ -76,4 +76,10 @@ type Step struct {
 	// anew (a Job deleted under a running step). An executor without
 	// such names (a local process) does not call it.
 	Started func(namespace, name string)
+	// Waiting, when not nil, says the step may open an SSH environment
+	// (an interactive image, a debug shell on failure): the executor must be an SSHExecutor, which lets
+	// the step listen where people can be let in (SSHListenEnv) and
+	// calls Waiting with the address they use once the environment
+	// waits. It may be called again when the step runs again (a retry).
+	Waiting func(SSHEndpoint)
 }

@@ -80,6 +80,8 @@ var attrDocs = map[string][]AttrDoc{
 			Description: "How many times a failed, evicted or killed step pod is run again before the step fails."},
 		{Name: "host_network", Type: "bool", Default: `false`, Example: `true`,
 			Description: "Runs the step pods in their node's network namespace: for a remote cache that listens on the node's address only, or a cluster whose pod network reaches nothing outside."},
+		{Name: "ssh_service_type", Type: "string", Default: `"ClusterIP"`, Example: `"LoadBalancer"`,
+			Description: "The type of the Service, named like the step's Job, that lets people into an interactive step's SSH environment, or a failed one's debug shell (port 22): `ClusterIP` (from inside the cluster), `NodePort` or `LoadBalancer` (from outside, as IMS's customer-access network). See [remote steps](../remote-steps.md#interactive-steps)."},
 	},
 	"variable": {
 		{Name: "type", Type: "type constraint", Default: "any", Example: `list(string)`,

@@ -74,6 +74,7 @@ func (l *loader) decodeExecutor(b *hcl.Block, es *ExecutorSettings) {
 		}
 	}
 	a.boolean("host_network", &es.HostNetwork)
+	a.oneOf("ssh_service_type", &es.SSHServiceType, "ClusterIP", "NodePort", "LoadBalancer")
 }
 
 var tolerationType = cty.List(cty.ObjectWithOptionalAttrs(map[string]cty.Type{

@@ -27,6 +27,7 @@ imsbuild {
     image_pull_policy  = "Never"
     backoff_limit      = 0
     host_network       = true
+    ssh_service_type   = "LoadBalancer"
   }
 }
 `})
@@ -46,6 +47,7 @@ imsbuild {
 		Requests:    map[string]string{"cpu": "500m", "memory": "4Gi"},
 		Limits:      map[string]string{"memory": "8Gi"},
 		Parallelism: 16, TTLAfterFinished: 24 * time.Hour, ImagePullPolicy: "Never", BackoffLimit: &zero, HostNetwork: true,
+		SSHServiceType: "LoadBalancer",
 	}
 	if diff := cmp.Diff(want, cfg.Settings.Executor, cmp.FilterPath(func(p cmp.Path) bool { return p.Last().String() == ".DeclRange" }, cmp.Ignore())); diff != "" {
 		t.Errorf("Executor settings (-want +got):\n%s", diff)

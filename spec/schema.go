@@ -27,7 +27,7 @@ var executorSchema = &hcl.BodySchema{
 		{Name: "kubeconfig"}, {Name: "context"}, {Name: "namespace"}, {Name: "image"},
 		{Name: "service_account"}, {Name: "node_selector"}, {Name: "tolerations"}, {Name: "resources"},
 		{Name: "parallelism"}, {Name: "ttl_after_finished"}, {Name: "image_pull_policy"},
-		{Name: "backoff_limit"}, {Name: "host_network"},
+		{Name: "backoff_limit"}, {Name: "host_network"}, {Name: "ssh_service_type"},
 	},
 }
 

@@ -69,6 +69,7 @@ type ExecutorSettings struct {
 	ImagePullPolicy  string // Always | IfNotPresent | Never; "" is the cluster's default
 	BackoffLimit     *int
 	HostNetwork      bool
+	SSHServiceType   string // ClusterIP | NodePort | LoadBalancer; "" is ClusterIP
 	DeclRange        hcl.Range
 }
 

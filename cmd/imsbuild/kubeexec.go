@@ -65,6 +65,7 @@ func kubernetesConfig(es spec.ExecutorSettings) (kubernetes.Config, error) {
 		NodeSelector:     es.NodeSelector,
 		ImagePullPolicy:  corev1.PullPolicy(es.ImagePullPolicy),
 		HostNetwork:      es.HostNetwork,
+		SSHServiceType:   corev1.ServiceType(es.SSHServiceType),
 		Parallelism:      es.Parallelism,
 		TTLAfterFinished: es.TTLAfterFinished,
 		Logger:           slog.Default(),

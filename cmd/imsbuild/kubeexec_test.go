@@ -58,13 +58,14 @@ func TestKubernetesConfig(t *testing.T) {
 		Tolerations:  []spec.Toleration{{Key: "k", Operator: "Exists", Effect: "NoExecute", Seconds: &ten}},
 		Requests:     map[string]string{"cpu": "500m"},
 		Limits:       map[string]string{"memory": "4Gi"},
-		BackoffLimit: &two, Parallelism: 3, TTLAfterFinished: time.Minute, HostNetwork: true,
+		BackoffLimit: &two, Parallelism: 3, TTLAfterFinished: time.Minute, HostNetwork: true, SSHServiceType: "NodePort",
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.Namespace != "ns" || cfg.Image != "img" || cfg.ServiceAccount != "sa" || cfg.ImagePullPolicy != corev1.PullNever ||
-		*cfg.BackoffLimit != 2 || cfg.Parallelism != 3 || cfg.TTLAfterFinished != time.Minute || !cfg.HostNetwork {
+		*cfg.BackoffLimit != 2 || cfg.Parallelism != 3 || cfg.TTLAfterFinished != time.Minute || !cfg.HostNetwork ||
+		cfg.SSHServiceType != corev1.ServiceTypeNodePort {
 		t.Errorf("config = %+v", cfg)
 	}
 	if tl := cfg.Tolerations; len(tl) != 1 || tl[0].Effect != corev1.TaintEffectNoExecute || *tl[0].TolerationSeconds != 10 {

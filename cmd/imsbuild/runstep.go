@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -67,6 +68,7 @@ const maxBundleStream = engine.MaxBundleSize + 256<<20
 
 func newRunStepCmd() *cobra.Command {
 	var cacheURL, bundle, step, key, workRoot string
+	var sshOpts remoteSSH
 	cmd := &cobra.Command{
 		Use:   "run-step --cache URL --bundle DIGEST --step ID --key KEY",
 		Short: "Build one step of a bundle staged in a remote cache (what an executor runs)",
@@ -76,7 +78,13 @@ unpacks it into scratch space, loads the build as build does, computes the step'
 refuses to build when it is not KEY (exit 2), builds exactly that step (its parents come
 from the remote cache; a missing parent fails) and stores its outputs and action record in
 the remote cache. Sensitive variables come as IMSBUILD_VAR_<name>, the HMAC key as
-IMSBUILD_HMAC_KEY, the cache credentials as the remote cache reads them.`,
+IMSBUILD_HMAC_KEY, the cache credentials as the remote cache reads them.
+
+A step that opens an interactive SSH environment listens on $IMSBUILD_SSH_LISTEN
+(set by the executor) and, once it waits for a person, writes one line starting
+with "imsbuild-internal: ssh-waiting " and the endpoint as JSON, which the executor
+takes out of the log to let people in. An uncacheable step records its result
+under --result-key, not KEY.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !cache.Digest(bundle).Valid() {
@@ -88,7 +96,13 @@ IMSBUILD_HMAC_KEY, the cache credentials as the remote cache reads them.`,
 			if cacheURL == "" || step == "" {
 				return usageError{errors.New("--cache and --step are required")}
 			}
-			return runStep(cmd.Context(), cmd.OutOrStdout(), cacheURL, cache.Digest(bundle), step, key, workRoot)
+			if k := sshOpts.resultKey; k != "" {
+				if b, err := hex.DecodeString(k); err != nil || len(b) != 32 {
+					return usageError{fmt.Errorf("--result-key %q: want 64 hex digits", k)}
+				}
+			}
+			sshOpts.listen = os.Getenv(executor.SSHListenEnv)
+			return runStep(cmd.Context(), cmd.OutOrStdout(), cacheURL, cache.Digest(bundle), step, key, workRoot, sshOpts)
 		},
 	}
 	f := cmd.Flags()
@@ -97,11 +111,27 @@ IMSBUILD_HMAC_KEY, the cache credentials as the remote cache reads them.`,
 	f.StringVar(&step, "step", "", "the step to build, e.g. image.compute or image.compute/prepare")
 	f.StringVar(&key, "key", "", "the step's key as the orchestrator computed it")
 	f.StringVar(&workRoot, "work-dir", "", "scratch space (default: the system's temporary directory); removed at exit")
+	f.StringVar(&sshOpts.resultKey, "result-key", "", "record the result under this key (64 hex), not KEY: an uncacheable step's run")
+	f.BoolVar(&sshOpts.interactive, "interactive", false, "the step opens an SSH environment after its customize blocks (build --interactive)")
+	f.BoolVar(&sshOpts.debug, "debug-on-failure", false, "a failed step opens a debug SSH environment (build --debug-on-failure)")
+	f.StringArrayVar(&sshOpts.keys, "authorized-key", nil, "an authorized_keys line for the SSH environment (build --ssh-public-key)")
+	f.DurationVar(&sshOpts.timeout, "ssh-timeout", 0, "the SSH environment's timeout (build --ssh-timeout)")
 	return cmd
 }
 
+// remoteSSH is what run-step takes from the orchestrator's command line
+// for the step's SSH environment, and where the executor lets it listen.
+type remoteSSH struct {
+	resultKey   string
+	interactive bool
+	debug       bool
+	keys        []string
+	timeout     time.Duration
+	listen      string
+}
+
 // runStep is run-step's work, in a scratch directory of workRoot.
-func runStep(ctx context.Context, out io.Writer, cacheURL string, bundle cache.Digest, step, key, workRoot string) error {
+func runStep(ctx context.Context, out io.Writer, cacheURL string, bundle cache.Digest, step, key, workRoot string, ssh remoteSSH) error {
 	remote, err := openRemote(ctx, cacheURL)
 	if err != nil {
 		return err
@@ -164,11 +194,25 @@ func runStep(ctx context.Context, out io.Writer, cacheURL string, bundle cache.D
 		TrackRepos: man.TrackRepos,
 		HMACKey:    hmacKey,
 		Events: func(ev engine.Event) {
-			if ev.Status == engine.StatusLog {
+			switch {
+			case ev.Status == engine.StatusLog:
 				fmt.Fprintln(out, ev.Line)
+			case ev.Status == engine.StatusWaiting && ev.SSH != nil:
+				// The one channel back to the orchestrator (executor.SSHMarker).
+				fmt.Fprint(out, executor.FormatSSHMarker(executor.SSHEndpoint{
+					Host: ev.SSH.Host, Port: ev.SSH.Port, User: ev.SSH.User, HostKey: ev.SSH.HostKey,
+					Jail: ev.SSH.Jail, ImageRoot: ev.SSH.ImageRoot, CompleteFile: ev.SSH.CompleteFile,
+					FailedFile: ev.SSH.FailedFile, Debug: ev.SSH.Debug,
+				}))
 			}
 		},
-		Version: version,
+		Interactive:       interactiveStep(ssh, step),
+		DebugOnFailure:    ssh.debug,
+		PublicKeys:        ssh.keys,
+		SSHTimeout:        ssh.timeout,
+		SSHListenOverride: ssh.listen,
+		ResultKey:         ssh.resultKey,
+		Version:           version,
 	})
 	if err != nil {
 		return usageError{err}
@@ -187,10 +231,22 @@ func runStep(ctx context.Context, out io.Writer, cacheURL string, bundle cache.D
 		return msg
 	}
 	// The write-through only warns; the orchestrator needs the record.
+	if ssh.resultKey != "" {
+		key = ssh.resultKey
+	}
 	if _, err := remote.Actions().Get(ctx, key); err != nil {
 		return fmt.Errorf("step %s built, but its result did not reach %s: %w", step, remote.Name(), err)
 	}
 	return nil
+}
+
+// interactiveStep is Options.Interactive for run-step: the step itself
+// when the orchestrator's --interactive named it.
+func interactiveStep(ssh remoteSSH, step string) []string {
+	if !ssh.interactive {
+		return nil
+	}
+	return []string{step}
 }
 
 // fetchBundle unpacks bundle from remote into dir, at most limit bytes of

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"slices"
 	"strings"
@@ -78,7 +79,18 @@ type Config struct {
 	// LogWait bounds the wait, after a Job finished, for its pods' log
 	// streams to end; 30 s when zero.
 	LogWait time.Duration
-	Logger  *slog.Logger
+	// SSHServiceType is the type of the Service that lets people into an
+	// interactive step's SSH environment (ssh.go): ClusterIP when empty;
+	// NodePort or LoadBalancer let people outside the cluster in, as
+	// IMS's customer-access network does.
+	SSHServiceType corev1.ServiceType
+	// SSHServiceWait bounds the wait for a LoadBalancer Service's
+	// address; five minutes when zero.
+	SSHServiceWait time.Duration
+	// ClusterDomain is the cluster's DNS domain, for the Service's name
+	// in the waiting event; "cluster.local" when empty.
+	ClusterDomain string
+	Logger        *slog.Logger
 }
 
 // Executor runs steps as Jobs. It is safe for concurrent Runs; Close stops
@@ -101,6 +113,10 @@ type Executor struct {
 	waiters map[string][]chan struct{}
 
 	nodes nodes // arch.go
+
+	// logStream opens a pod's log (podLog; tests replace it: the fake
+	// clientset's logs are fixed).
+	logStream func(ctx context.Context, pod string) (io.ReadCloser, error)
 }
 
 var _ executor.Executor = (*Executor)(nil)
@@ -134,10 +150,24 @@ func New(client kubernetes.Interface, cfg Config) (*Executor, error) {
 	if cfg.LogWait <= 0 {
 		cfg.LogWait = 30 * time.Second
 	}
+	switch cfg.SSHServiceType {
+	case "":
+		cfg.SSHServiceType = corev1.ServiceTypeClusterIP
+	case corev1.ServiceTypeClusterIP, corev1.ServiceTypeNodePort, corev1.ServiceTypeLoadBalancer:
+	default:
+		return nil, fmt.Errorf("kubernetes executor: ssh service type %q: want ClusterIP, NodePort or LoadBalancer", cfg.SSHServiceType)
+	}
+	if cfg.SSHServiceWait <= 0 {
+		cfg.SSHServiceWait = 5 * time.Minute
+	}
+	if cfg.ClusterDomain == "" {
+		cfg.ClusterDomain = "cluster.local"
+	}
 	e := &Executor{client: client, cfg: cfg, log: cfg.Logger, stop: make(chan struct{}), waiters: map[string][]chan struct{}{}}
 	if e.log == nil {
 		e.log = slog.Default()
 	}
+	e.logStream = e.podLog
 	if cfg.Parallelism > 0 {
 		e.sem = make(chan struct{}, cfg.Parallelism)
 	}
@@ -261,6 +291,10 @@ func (e *Executor) Run(ctx context.Context, s executor.Step) error {
 	w := e.watch(name)
 	defer e.unwatch(name, w)
 	r := &run{e: e, s: s, name: name, nodeSelector: sel, wake: w, logs: newLogs(e, s.Log)}
+	if s.Waiting != nil {
+		r.logs.marker = func(pod string, ep executor.SSHEndpoint, err error) { r.onMarker(r.logs.ctx, pod, ep, err) }
+		defer r.deleteService(ctx) // after the logs stop: no marker makes it again
+	}
 	defer r.logs.stop()
 	err = r.run(ctx)
 	if ctx.Err() != nil && r.owned {
@@ -282,6 +316,9 @@ type run struct {
 	logs         *logs
 	uid          types.UID // the Job followed
 	owned        bool      // this Run created it (and deletes it on cancel)
+
+	mu         sync.Mutex
+	serviceUID types.UID // the SSH Service this Run made (ssh.go)
 }
 
 func (r *run) run(ctx context.Context) error {
@@ -586,6 +623,9 @@ func (r *run) job(secret *corev1.Secret) *batchv1.Job {
 	env := make([]corev1.EnvVar, 0, len(r.s.Env))
 	for _, k := range sortedKeys(r.s.Env) {
 		env = append(env, corev1.EnvVar{Name: k, Value: r.s.Env[k]})
+	}
+	if r.s.Waiting != nil {
+		env = append(env, sshEnv()...)
 	}
 	c := corev1.Container{
 		Name:            Container,

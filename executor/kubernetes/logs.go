@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/imsbuild/imsbuild/executor"
 	"github.com/imsbuild/imsbuild/internal/tail"
 )
 
@@ -23,8 +24,11 @@ type logs struct {
 	cancel context.CancelFunc
 	tail   *tail.Lines
 
-	mu      sync.Mutex // serializes writes to out
-	out     io.Writer
+	mu  sync.Mutex // serializes writes to out
+	out io.Writer
+	// marker, when not nil, receives the SSH marker lines of a pod's
+	// log (executor.SSHMarker), which never reach out.
+	marker  func(pod string, ep executor.SSHEndpoint, err error)
 	started map[string]bool
 	wg      sync.WaitGroup
 }
@@ -48,20 +52,25 @@ func (l *logs) follow(pod string) {
 	go func() {
 		defer l.wg.Done()
 		if retry {
-			l.write(fmt.Appendf(nil, "imsbuild: the step runs again in pod %s\n", pod))
+			_, _ = l.write(fmt.Appendf(nil, "imsbuild: the step runs again in pod %s\n", pod))
 		}
-		req := l.e.client.CoreV1().Pods(l.e.cfg.Namespace).GetLogs(pod, &corev1.PodLogOptions{Container: Container, Follow: true})
-		rc, err := req.Stream(l.ctx)
+		rc, err := l.e.logStream(l.ctx, pod)
 		if err != nil {
 			l.e.log.Warn("follow pod log", "pod", pod, "err", err)
 			return
 		}
 		defer rc.Close()
+		var w io.Writer = writerFunc(l.write)
+		if l.marker != nil {
+			f := executor.NewSSHFilter(w, func(ep executor.SSHEndpoint, err error) { l.marker(pod, ep, err) })
+			defer f.Flush()
+			w = f
+		}
 		buf := make([]byte, 32<<10)
 		for {
 			n, err := rc.Read(buf)
 			if n > 0 {
-				l.write(buf[:n])
+				_, _ = w.Write(buf[:n])
 			}
 			if err != nil {
 				return
@@ -70,12 +79,17 @@ func (l *logs) follow(pod string) {
 	}()
 }
 
-func (l *logs) write(p []byte) {
+func (l *logs) write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	_, _ = l.out.Write(p)
 	_, _ = l.tail.Write(p)
+	return len(p), nil
 }
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 // wait waits up to d for the streams to end (the pods have exited, so
 // their logs end soon), then stops them.
@@ -93,4 +107,10 @@ func (l *logs) wait(d time.Duration) {
 func (l *logs) stop() {
 	l.cancel()
 	l.wg.Wait()
+}
+
+// podLog streams the log of pod's step container until the pod ends.
+func (e *Executor) podLog(ctx context.Context, pod string) (io.ReadCloser, error) {
+	req := e.client.CoreV1().Pods(e.cfg.Namespace).GetLogs(pod, &corev1.PodLogOptions{Container: Container, Follow: true})
+	return req.Stream(ctx)
 }

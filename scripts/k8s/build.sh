@@ -1,18 +1,18 @@
 #!/bin/sh
 # build.sh — build the Kubernetes binaries the cluster tests run (kube-apiserver,
-# kube-controller-manager, kube-scheduler, kubelet, kubectl) from the module
+# kube-controller-manager, kube-scheduler, kubelet, kube-proxy, kubectl) from the module
 # k8s.io/kubernetes through the Go module proxy, once per machine and version.
 #
 # k8s.io/kubernetes ignores its own replace directives when used as a
 # dependency, so a wrapper module (generated under the output directory, not in
 # the project's go.mod) requires it and pins every staging module to the
-# matching v0.x release. The binaries go to $K8S_DIR/bin; a marker written last
-# makes a second run a no-op. It runs niced on one CPU: the build takes
-# 15-25 minutes on a shared 2-core machine, ~3 GB of Go build cache.
+# matching v0.x release. The binaries go to $K8S_DIR/bin, each renamed into
+# place once built whole; only the missing ones are built, so that a version's
+# directory gains a newly needed one without the others being built again, and
+# a second run is a no-op. It runs niced on one CPU: the build takes 15-25 minutes on a
+# shared 2-core machine, ~3 GB of Go build cache.
 set -eu
 . "$(dirname "$0")/env.sh"
-
-[ -f "$K8S_DIR/bin/.complete" ] && exit 0
 
 staging="api apiextensions-apiserver apimachinery apiserver cli-runtime client-go
 cloud-provider cluster-bootstrap code-generator component-base component-helpers
@@ -20,11 +20,17 @@ controller-manager cri-api cri-client csi-translation-lib dynamic-resource-alloc
 endpointslice externaljwt kms kube-aggregator kube-controller-manager kube-proxy
 kube-scheduler kubectl kubelet metrics mount-utils pod-security-admission
 sample-apiserver sample-cli-plugin sample-controller"
-cmds="kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl"
+cmds="kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl"
 staging_version="v0.${K8S_VERSION#v1.}"
 
+missing=""
+for c in $cmds; do
+	[ -x "$K8S_DIR/bin/$c" ] || missing="$missing $c"
+done
+[ -n "$missing" ] || exit 0
+
 mod="$K8S_DIR/src"
-rm -rf "$mod" "$K8S_DIR/bin"
+rm -rf "$mod"
 mkdir -p "$mod" "$K8S_DIR/bin"
 {
 	echo "module imsbuild.local/k8s"
@@ -42,9 +48,13 @@ cd "$mod"
 export GOFLAGS=-mod=mod CGO_ENABLED=0 GOMAXPROCS="${GOMAXPROCS:-1}"
 nice -n "${K8S_BUILD_NICE:-10}" go mod tidy
 pkgs=""
-for c in $cmds; do pkgs="$pkgs k8s.io/kubernetes/cmd/$c"; done
+for c in $missing; do pkgs="$pkgs k8s.io/kubernetes/cmd/$c"; done
 # shellcheck disable=SC2086 # pkgs is a list of package paths
+tmp="$K8S_DIR/bin/.building"
+rm -rf "$tmp"
+mkdir -p "$tmp"
 nice -n "${K8S_BUILD_NICE:-10}" go build -p "${K8S_BUILD_P:-1}" -trimpath \
 	-ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION" \
-	-o "$K8S_DIR/bin/" $pkgs
-touch "$K8S_DIR/bin/.complete"
+	-o "$tmp/" $pkgs
+for c in $missing; do mv "$tmp/$c" "$K8S_DIR/bin/$c"; done
+rmdir "$tmp"

@@ -4,7 +4,8 @@
 #
 # Everything listens on 127.0.0.1 on free ports: its own containerd (own root,
 # state and socket), etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler and a kubelet. Pods get a CNI bridge with no gateway, no
+# kube-scheduler, a kubelet and kube-proxy (iptables mode: Services reach their
+# pods, e.g. the SSH environment of an interactive step). Pods get a CNI bridge with no gateway, no
 # routes and no masquerade, so they cannot send traffic off the node; pods that
 # need the host's loopback services use hostNetwork. Images are never pulled:
 # they are OCI archives imported with `ctr -n k8s.io images import` (pods use
@@ -12,12 +13,13 @@
 # notes: cgroup v1 and containerd 1.6 need Kubernetes 1.34; no
 # CAP_SYS_RESOURCE needs restrict_oom_score_adj.
 #
-# up is idempotent (a running cluster is left alone), writes the admin
+# up is idempotent (a running cluster is left alone, but a part it lacks that
+# this script starts, kube-proxy, is started), writes the admin
 # kubeconfig to $K8S_STATE/admin.kubeconfig and waits, bounded, for the node
 # to be Ready, printing the last log lines of every part when it is not.
-# down stops everything and undoes what the kubelet did to the host (sysctls,
-# iptables chains, kubepods cgroups, mounts, network namespaces, the bridge),
-# then checks that nothing is left and fails if something is.
+# down stops everything and undoes what the kubelet and kube-proxy did to the
+# host (sysctls, iptables chains, kubepods cgroups, mounts, network namespaces,
+# the bridge), then checks that nothing is left and fails if something is.
 set -eu
 here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/env.sh"
@@ -128,13 +130,55 @@ save_host() {
 	done >"$S/saved/dirs" || true
 }
 
+# start_kube_proxy starts kube-proxy in iptables mode for the node: metrics and
+# healthz on loopback, and no conntrack tuning (maxPerCore 0, timeouts 0: it
+# would write sysctls that need CAP_SYS_RESOURCE), no NodePorts on loopback (no
+# route_localnet). Its rules go at down (kube-proxy --cleanup, then every KUBE-
+# chain).
+start_kube_proxy() {
+	node=$(sed -n 's/^NODE=//p' "$S/ports")
+	PROXY_HZ=$(freeport) PROXY_METRICS=$(freeport)
+	cat >"$S/kube-proxy.yaml" <<EOF
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection:
+  kubeconfig: $S/admin.kubeconfig
+hostnameOverride: $node
+mode: iptables
+bindAddress: 127.0.0.1
+healthzBindAddress: 127.0.0.1:$PROXY_HZ
+metricsBindAddress: 127.0.0.1:$PROXY_METRICS
+clusterCIDR: $POD_CIDR
+nodePortAddresses: [primary]
+iptables:
+  localhostNodePorts: false
+conntrack:
+  maxPerCore: 0
+  min: 0
+  tcpEstablishedTimeout: 0s
+  tcpCloseWaitTimeout: 0s
+  udpTimeout: 0s
+  udpStreamTimeout: 0s
+EOF
+	start kube-proxy "$BIN/kube-proxy" --config "$S/kube-proxy.yaml"
+	waitfor 60 kube-proxy curl -sf "http://127.0.0.1:$PROXY_HZ/healthz"
+	log "kube-proxy up"
+}
+
 up() {
 	if alive kubelet && alive kube-apiserver; then
+		if ! alive kube-proxy; then
+			[ -x "$BIN/kube-proxy" ] || {
+				log "$BIN/kube-proxy missing: run scripts/k8s/build.sh (make setup-tools)"
+				exit 1
+			}
+			start_kube_proxy
+		fi
 		log "already up ($S/admin.kubeconfig)"
 		return 0
 	fi
 	[ -d "$S" ] && down
-	for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl; do
+	for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl; do
 		[ -x "$BIN/$b" ] || {
 			log "$BIN/$b missing: run scripts/k8s/build.sh (make setup-tools)"
 			exit 1
@@ -268,6 +312,7 @@ EOF
 		kubectl wait --for=condition=Ready "node/$node" --timeout=5s
 	# Pods need the default namespace's service account before they can be created.
 	waitfor 60 "default service account" kubectl -n default get serviceaccount default
+	start_kube_proxy
 	log "up: node $node Ready; KUBECONFIG=$S/admin.kubeconfig"
 }
 
@@ -316,7 +361,11 @@ down() {
 	if alive kube-apiserver && alive kubelet; then
 		kubectl delete pods --all --all-namespaces --grace-period=1 --wait=true --timeout=30s >/dev/null 2>&1 || true
 	fi
-	for p in kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do stop $p; done
+	for p in kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do stop $p; done
+	# kube-proxy's rules (delete_kube_chains below removes any chain left).
+	if [ -x "$BIN/kube-proxy" ]; then
+		"$BIN/kube-proxy" --cleanup >"$S/logs/kube-proxy-cleanup.log" 2>&1 || true
+	fi
 	# What the kubelet could not stop: kill the containers by cgroup, then
 	# the shims, then containerd.
 	for d in $(kubepods_dirs); do
@@ -387,7 +436,7 @@ check_clean() {
 }
 
 status() {
-	for p in containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet; do
+	for p in containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do
 		if alive $p; then echo "$p: running (pid $(cat "$S/pids/$p"))"; else echo "$p: stopped"; fi
 	done
 	if alive kube-apiserver; then
