@@ -320,9 +320,9 @@ imsbuild {
 // TestDebianNodeEndToEnd, the epoch comes from the mirror's Release file
 // in both builds; the host-network pods reach the mirror as the host
 // does (no package proxy in a pod: kiwi downloads every package there).
-// It takes about 2.5 minutes on the 2-core test machine with a near
-// mirror: the local build about 50 s (kiwi prepare 38–44 s), the
-// Kubernetes one about 65 s (the prepare's container 42–48 s).
+// It takes 2–3 minutes on the 2-core test machine with a near mirror:
+// the local build 45–57 s (kiwi prepare 38–47 s), the Kubernetes one
+// 63–80 s (the prepare's container 42–54 s).
 func TestKubernetesBuildDebianNode(t *testing.T) {
 	e := k8stest.Cluster(t)
 	testutil.RequireRoot(t)
