@@ -208,10 +208,23 @@ func (r *prepareRun) runHost(ctx context.Context) error {
 	}
 	// kiwi runs with umask 022 whatever imsbuild's is: it creates the
 	// image root and /dev, whose modes must not depend on the builder.
+	// debootstrap copies the host's /etc/hostname into the root (cp -a:
+	// its name and its mode, which a recipe writing the file keeps), so
+	// in kiwi's mount namespace that file is a fixed one: the image does
+	// not name or depend on the machine that built it (a step pod's
+	// hostname file is the kubelet's, 0644; this host's was 0755).
+	hostname := filepath.Join(r.tmp, "hostname")
+	if err := os.WriteFile(hostname, []byte("localhost\n"), 0o644); err != nil {
+		return err
+	}
+	if err := os.Chmod(hostname, 0o644); err != nil { // whatever the umask
+		return err
+	}
 	args := []string{
 		"--mount", "--pid", "--uts", "--ipc", "--fork", "--kill-child",
 		"--mount-proc", "--propagation", "slave",
-		"/bin/sh", "-c", `umask 022 && exec "$0" "$@"`, kiwi,
+		"/bin/sh", "-c", `umask 022 && { [ ! -e /etc/hostname ] || mount --bind "$0" /etc/hostname; } && exec "$@"`,
+		hostname, kiwi,
 	}
 	args = append(args, kiwiArgs(r.opts, r.logFile)...)
 	cmd := exec.CommandContext(ctx, unshare, args...)

@@ -262,3 +262,34 @@ func testPrepareUmask(t *testing.T, builder bool) {
 		}
 	}
 }
+
+// TestPrepareFixedHostname: debootstrap copies /etc/hostname into the
+// root with cp -a; the host's kiwi sees a fixed file there (localhost,
+// 0644), so the image carries neither the builder's name nor its file
+// mode, and the host's file is left as it was.
+func TestPrepareFixedHostname(t *testing.T) {
+	host, err := os.ReadFile("/etc/hostname")
+	if err != nil {
+		t.Fatalf("this test needs the host's /etc/hostname: %v", err)
+	}
+	marker := fmt.Sprintf("imsbuild-test-hostname-%d", time.Now().UnixNano())
+	fakeKiwi(t, false, marker, `cp -a /etc/hostname "$root/hostname"`)
+	root := filepath.Join(t.TempDir(), "root")
+	if err := Prepare(t.Context(), PrepareOptions{
+		Description: t.TempDir(), Root: root, Log: io.Discard, KiwiLog: filepath.Join(t.TempDir(), "kiwi.log"),
+	}); err != nil {
+		t.Fatalf("Prepare() = %v", err)
+	}
+	waitGone(t, marker)
+	fi, err := os.Stat(filepath.Join(root, "hostname"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(filepath.Join(root, "hostname"))
+	if string(got) != "localhost\n" || fi.Mode() != 0o644 {
+		t.Errorf("the root's copy of /etc/hostname = %q mode %v, want \"localhost\\n\" mode 0644", got, fi.Mode())
+	}
+	if after, _ := os.ReadFile("/etc/hostname"); string(after) != string(host) {
+		t.Errorf("the host's /etc/hostname changed: %q, was %q", after, host)
+	}
+}

@@ -79,7 +79,7 @@ func TestHostArchKeysUnchanged(t *testing.T) {
 
 func pinnedX86Keys(prepare, image, custom string) []struct{ name, got, want string } {
 	return []struct{ name, got, want string }{
-		{"prepare", prepare, `{"Type":"imsbuild/kiwi-prepare/v3","Attrs":{"arch":"x86_64","linux_distribution":"","profiles":null,"recipe":"node","template":null},"Inputs":{"recipe":"sha256:recipe"},"Tools":{"kiwi-ng":"kiwi-ng 1.0"},"Parent":"","Customize":null}`},
+		{"prepare", prepare, `{"Type":"imsbuild/kiwi-prepare/v4","Attrs":{"arch":"x86_64","linux_distribution":"","profiles":null,"recipe":"node","template":null},"Inputs":{"recipe":"sha256:recipe"},"Tools":{"kiwi-ng":"kiwi-ng 1.0"},"Parent":"","Customize":null}`},
 		{"image", image, `{"Type":"imsbuild/kiwi/v4","Attrs":{"arch":"x86_64","initrd_file_name":"initrd","kernel_file_name":"vmlinuz","kernel_parameters":"","name":"base","recipe":"node","squashfs":{"block_size":0,"compression":"","exclude":null,"level":0}},"Inputs":{"prepared":"sha256:aa"},"Tools":{"mksquashfs":"mksquashfs 1.0"},"Parent":"","Customize":null}`},
 		{"customize", custom, `{"Type":"imsbuild/customize/v4","Attrs":{"arch":"x86_64","initrd_file_name":"initrd","kernel_file_name":"vmlinuz","kernel_parameters":"","name":"compute","squashfs":{"block_size":0,"compression":"","exclude":null,"level":0}},"Inputs":{"parent.rootfs":"sha256:bb"},"Tools":{"mksquashfs":"mksquashfs 1.0"},"Parent":"image.base","Customize":[{"script":"text:uname -m","jail":true,"network":false}]}`},
 	}

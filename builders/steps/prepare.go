@@ -107,7 +107,8 @@ func (o *Prepare) Key(ctx context.Context, k KeyEnv) (*Key, error) {
 		// v2: the package list output.
 		// v3: kiwi runs with SOURCE_DATE_EPOCH and DRACUT_REPRODUCIBLE,
 		// and the root is packed at that epoch (the image step's).
-		Type:   "imsbuild/kiwi-prepare/v3",
+		// v4: debootstrap sees a fixed /etc/hostname, not the host's.
+		Type:   "imsbuild/kiwi-prepare/v4",
 		Attrs:  recipeAttrs(r, o.Repositories),
 		Inputs: map[string]string{},
 		Tools:  tools,

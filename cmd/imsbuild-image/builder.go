@@ -25,12 +25,16 @@ import (
 // what its recipes call on the build host (debootstrap, rpm, zypper, dnf,
 // the disk and filesystem tools), the sandbox (bubblewrap, runc, util-linux's
 // unshare and mount), packing (squashfs-tools, zstd), SSH into a step and
-// the CA certificates of a site's repositories.
+// the CA certificates of a site's repositories. tzdata, because kiwi reads
+// the build host's: it removes the root's /etc/localtime before setting
+// the recipe's <timezone> only when the link resolves on the host
+// (os.path.exists), so without /usr/share/zoneinfo kiwi left tzdata's
+// link and a pod built another rootfs than a host.
 var builderPackages = []string{
 	"bubblewrap", "busybox-static", "bzip2", "ca-certificates", "debootstrap", "dnf",
 	"dosfstools", "e2fsprogs", "gdisk", "kiwi", "kpartx", "mount", "mtools",
 	"openssh-client", "openssh-server", "parted", "qemu-utils", "rpm", "rsync",
-	"runc", "squashfs-tools", "util-linux", "xorriso", "xz-utils", "zstd", "zypper",
+	"runc", "squashfs-tools", "tzdata", "util-linux", "xorriso", "xz-utils", "zstd", "zypper",
 }
 
 // The Debian release the base is built from, and its default epoch: the
