@@ -65,15 +65,50 @@ image "k%[1]d" {
 func kubeExample(t *testing.T, extra string) string {
 	t.Helper()
 	dir := example(t)
+	appendBuild(t, dir, kubeImages()+extra)
+	return dir
+}
+
+// appendBuild appends text to dir's build.ims.hcl.
+func appendBuild(t *testing.T, dir, text string) {
+	t.Helper()
 	f, err := os.OpenFile(filepath.Join(dir, "build.ims.hcl"), os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	if _, err := f.WriteString(kubeImages() + extra); err != nil {
+	if _, err := f.WriteString(text); err != nil {
 		t.Fatal(err)
 	}
-	return dir
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// kubeCache starts versitygw with a bucket for a remote cache, and
+// returns the environment that reaches it and the cache's URL at prefix.
+func kubeCache(t *testing.T, prefix string) (env []string, url string) {
+	t.Helper()
+	srv := s3test.Start(t)
+	srv.CreateBucket(t, "ci-cache")
+	env = []string{"AWS_ACCESS_KEY_ID=" + srv.AccessKey, "AWS_SECRET_ACCESS_KEY=" + srv.SecretKey}
+	return env, "s3://ci-cache/" + prefix + "?endpoint=" + srv.Endpoint + "&path_style=true&region=" + srv.Region
+}
+
+// kubeBlock is the imsbuild block that builds every step as a Job in e's
+// namespace: the loaded builder image, host network (the pods reach
+// versitygw on 127.0.0.1, and kiwi the mirror), no retries.
+func kubeBlock(e *k8stest.Env) string {
+	return fmt.Sprintf(`
+imsbuild {
+  executor "kubernetes" {
+    namespace         = %q
+    image             = %q
+    image_pull_policy = "Never"
+    host_network      = true
+    backoff_limit     = 0
+  }
+}
+`, e.Namespace, k8stest.BuilderImageRef)
 }
 
 type kubeEvent struct {
@@ -144,21 +179,8 @@ func podRun(t *testing.T, e *k8stest.Env, job string) (*corev1.ContainerStateTer
 func TestKubernetesBuildBusybox(t *testing.T) {
 	e := k8stest.Cluster(t)
 	e.LoadImage(t, testutil.RequireEnv(t, k8stest.BuilderImageEnv, "kubernetes"))
-	srv := s3test.Start(t)
-	srv.CreateBucket(t, "ci-cache")
-	env := []string{"AWS_ACCESS_KEY_ID=" + srv.AccessKey, "AWS_SECRET_ACCESS_KEY=" + srv.SecretKey}
-	url := "s3://ci-cache/busybox?endpoint=" + srv.Endpoint + "&path_style=true&region=" + srv.Region
-	block := fmt.Sprintf(`
-imsbuild {
-  executor "kubernetes" {
-    namespace         = %q
-    image             = %q
-    image_pull_policy = "Never"
-    host_network      = true
-    backoff_limit     = 0
-  }
-}
-`, e.Namespace, k8stest.BuilderImageRef)
+	env, url := kubeCache(t, "busybox")
+	block := kubeBlock(e)
 	images := []string{"image.base", "image.compute"}
 	for i := 1; i <= 8; i++ {
 		images = append(images, fmt.Sprintf("image.k%d", i))
@@ -330,10 +352,7 @@ func TestKubernetesBuildDebianNode(t *testing.T) {
 		testutil.RequireTool(t, tool)
 	}
 	e.LoadImage(t, testutil.RequireEnv(t, k8stest.BuilderImageEnv, "kubernetes"))
-	srv := s3test.Start(t)
-	srv.CreateBucket(t, "ci-cache")
-	env := []string{"AWS_ACCESS_KEY_ID=" + srv.AccessKey, "AWS_SECRET_ACCESS_KEY=" + srv.SecretKey}
-	url := "s3://ci-cache/debian-node?endpoint=" + srv.Endpoint + "&path_style=true&region=" + srv.Region
+	env, url := kubeCache(t, "debian-node")
 	steps := []string{"image.base/prepare", "image.base", "image.compute"}
 
 	local := copyExample(t, "debian-node")
@@ -354,24 +373,7 @@ func TestKubernetesBuildDebianNode(t *testing.T) {
 	}
 
 	dir := copyExample(t, "debian-node")
-	f, err := os.OpenFile(filepath.Join(dir, "build.ims.hcl"), os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(f, `
-imsbuild {
-  executor "kubernetes" {
-    namespace         = %q
-    image             = %q
-    image_pull_policy = "Never"
-    host_network      = true
-    backoff_limit     = 0
-  }
-}
-`, e.Namespace, k8stest.BuilderImageRef)
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
+	appendBuild(t, dir, kubeBlock(e))
 	start = time.Now()
 	r = imsbuildEnv(t, dir, env, "build", "--json", "--kubeconfig", e.Kubeconfig, "--cache-to", url, ".")
 	if r.code != 0 {

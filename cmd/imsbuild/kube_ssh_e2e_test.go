@@ -21,7 +21,6 @@ import (
 
 	"github.com/imsbuild/imsbuild/executor/kubernetes"
 	"github.com/imsbuild/imsbuild/internal/k8stest"
-	"github.com/imsbuild/imsbuild/internal/s3test"
 	"github.com/imsbuild/imsbuild/internal/testutil"
 )
 
@@ -106,30 +105,9 @@ func TestKubernetesInteractiveSSH(t *testing.T) {
 	testutil.RequireTool(t, "ssh")
 	testutil.RequireTool(t, "unsquashfs")
 	key, _ := testutil.SSHKey(t)
-	srv := s3test.Start(t)
-	srv.CreateBucket(t, "ci-cache")
-	env := []string{"AWS_ACCESS_KEY_ID=" + srv.AccessKey, "AWS_SECRET_ACCESS_KEY=" + srv.SecretKey}
-	url := "s3://ci-cache/ssh?endpoint=" + srv.Endpoint + "&path_style=true&region=" + srv.Region
-	block := fmt.Sprintf(`
-imsbuild {
-  executor "kubernetes" {
-    namespace         = %q
-    image             = %q
-    image_pull_policy = "Never"
-    host_network      = true
-    backoff_limit     = 0
-  }
-}
-`, e.Namespace, k8stest.BuilderImageRef)
+	env, url := kubeCache(t, "ssh")
 	dir := example(t)
-	f, err := os.OpenFile(filepath.Join(dir, "build.ims.hcl"), os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.WriteString(block); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	appendBuild(t, dir, kubeBlock(e))
 
 	ssh := func(ev sshWaiting, command string) ([]byte, error) {
 		return exec.CommandContext(t.Context(), "ssh", "-i", key, "-p", strconv.Itoa(ev.SSH.Port), "-o", "StrictHostKeyChecking=no",
@@ -319,34 +297,16 @@ func TestKubernetesDebugOnFailureSSH(t *testing.T) {
 	e.LoadImage(t, testutil.RequireEnv(t, k8stest.BuilderImageEnv, "kubernetes"))
 	testutil.RequireTool(t, "ssh")
 	key, _ := testutil.SSHKey(t)
-	srv := s3test.Start(t)
-	srv.CreateBucket(t, "ci-cache")
-	env := []string{"AWS_ACCESS_KEY_ID=" + srv.AccessKey, "AWS_SECRET_ACCESS_KEY=" + srv.SecretKey}
-	url := "s3://ci-cache/debug?endpoint=" + srv.Endpoint + "&path_style=true&region=" + srv.Region
+	env, url := kubeCache(t, "debug")
 	dir := example(t)
-	f, err := os.OpenFile(filepath.Join(dir, "build.ims.hcl"), os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(f, `
+	appendBuild(t, dir, `
 image "broken" {
   from = image.base
   customize {
     inline = "echo half done > /etc/half-done; exit 3"
   }
 }
-
-imsbuild {
-  executor "kubernetes" {
-    namespace         = %q
-    image             = %q
-    image_pull_policy = "Never"
-    host_network      = true
-    backoff_limit     = 0
-  }
-}
-`, e.Namespace, k8stest.BuilderImageRef)
-	f.Close()
+`+kubeBlock(e))
 
 	var seen []byte
 	var service string
