@@ -116,6 +116,8 @@ under --result-key, not KEY.`,
 	f.BoolVar(&sshOpts.debug, "debug-on-failure", false, "a failed step opens a debug SSH environment (build --debug-on-failure)")
 	f.StringArrayVar(&sshOpts.keys, "authorized-key", nil, "an authorized_keys line for the SSH environment (build --ssh-public-key)")
 	f.DurationVar(&sshOpts.timeout, "ssh-timeout", 0, "the SSH environment's timeout (build --ssh-timeout)")
+	f.BoolVar(&sshOpts.imsLayout, "ims-layout", false, "lay a non-jailed SSH environment out as IMS's customize jobs do (imsbuild serve)")
+	f.StringArrayVar(&sshOpts.env, "ssh-env", nil, "K=V added to every SSH session's environment (imsbuild serve's IMS_JOB_ID, …)")
 	return cmd
 }
 
@@ -128,6 +130,8 @@ type remoteSSH struct {
 	keys        []string
 	timeout     time.Duration
 	listen      string
+	imsLayout   bool
+	env         []string
 }
 
 // runStep is run-step's work, in a scratch directory of workRoot.
@@ -211,6 +215,8 @@ func runStep(ctx context.Context, out io.Writer, cacheURL string, bundle cache.D
 		PublicKeys:        ssh.keys,
 		SSHTimeout:        ssh.timeout,
 		SSHListenOverride: ssh.listen,
+		IMSLayout:         ssh.imsLayout,
+		SSHEnv:            ssh.env,
 		ResultKey:         ssh.resultKey,
 		Version:           version,
 	})
