@@ -175,6 +175,14 @@ func (x *jobExecutor) Run(ctx context.Context, s executor.Step) error {
 	return x.Executor.Run(ctx, s)
 }
 
+// ReachesSSH implements executor.SSHExecutor: a customize job's SSH
+// environment opens in its step's pod when the runner's executor lets
+// people in there (the Kubernetes executor's Service).
+func (x *jobExecutor) ReachesSSH() bool {
+	r, ok := x.Executor.(executor.SSHExecutor)
+	return ok && r.ReachesSSH()
+}
+
 // writeEvent writes one engine event to a job log as a plain line.
 func writeEvent(w io.Writer, ev engine.Event) {
 	line := ev.Time.UTC().Format(time.RFC3339) + " " + ev.Step + " " + string(ev.Status)
@@ -194,6 +202,9 @@ func writeEvent(w io.Writer, ev engine.Event) {
 	}
 	if ev.SSH != nil {
 		line += fmt.Sprintf(": ssh -p %d %s@%s", ev.SSH.Port, ev.SSH.User, ev.SSH.Host)
+		if ev.SSH.Service != "" {
+			line += fmt.Sprintf(" (Service %s, %s)", ev.SSH.Service, ev.SSH.DNSName)
+		}
 	}
 	fmt.Fprintln(w, line)
 }
