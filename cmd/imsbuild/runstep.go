@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -99,6 +100,11 @@ under --result-key, not KEY.`,
 			if k := sshOpts.resultKey; k != "" {
 				if b, err := hex.DecodeString(k); err != nil || len(b) != 32 {
 					return usageError{fmt.Errorf("--result-key %q: want 64 hex digits", k)}
+				}
+			}
+			for _, kv := range sshOpts.env {
+				if name, _, ok := strings.Cut(kv, "="); !ok || name == "" || strings.ContainsAny(kv, "\x00\n") {
+					return usageError{fmt.Errorf("--ssh-env %q: want NAME=value on one line", kv)}
 				}
 			}
 			sshOpts.listen = os.Getenv(executor.SSHListenEnv)
