@@ -5,7 +5,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,7 +26,8 @@ import (
 // the pod's sshd as kube-proxy would (the Service's target port on
 // loopback) with the real ssh client, changes the image in IMS's layout
 // and touches complete: the job succeeds, its image has the change, and
-// the Service is gone. A second job, deleted while it waits, leaves no
+// the Service is gone. So does a jailed job; a job whose user touches
+// the failed file ends in error without an image. A last job, deleted while it waits, leaves no
 // Job, pod or Service, and its sshd stops.
 func TestCustomizeJobKubernetes(t *testing.T) {
 	var cluster *fakeCluster
@@ -33,10 +36,10 @@ func TestCustomizeJobKubernetes(t *testing.T) {
 		cluster = newFakeCluster(t, remote, url)
 		cfg.Executor, cfg.Remote, cfg.RemoteURL = newKubeExecutor(t, cluster), remote, url
 	})
-	post := func(name string) string {
+	post := func(name string, jail bool) string {
 		rec := e.Call(http.StatusCreated, http.MethodPost, "/jobs", map[string]any{
 			"job_type": "customize", "artifact_id": e.parent, "public_key_id": e.keyID,
-			"image_root_archive_name": name, "ssh_containers": []map[string]any{{"name": "customize", "jail": false}},
+			"image_root_archive_name": name, "ssh_containers": []map[string]any{{"name": "customize", "jail": jail}},
 		})
 		if ci := rec["ssh_containers"].([]any)[0].(map[string]any)["connection_info"]; ci != nil {
 			t.Errorf("POST answered connection_info %v; want none before the pod's Service exists", ci)
@@ -70,7 +73,7 @@ func TestCustomizeJobKubernetes(t *testing.T) {
 	}
 
 	posted := time.Now()
-	id := post("custom-pod")
+	id := post("custom-pod", false)
 	port := waiting(id)
 	t.Logf("POST to waiting_on_user: %v", time.Since(posted).Round(time.Millisecond))
 	out, err := e.ssh("127.0.0.1", port, "cat /mnt/image/image-root/etc/motd && echo $IMS_JOB_ID $IMS_ARCH && echo pod > /mnt/image/image-root/etc/motd && touch /mnt/image/complete")
@@ -100,8 +103,31 @@ func TestCustomizeJobKubernetes(t *testing.T) {
 	}
 	e.checkParent()
 
+	// Jailed: the session runs in the image, done with /tmp/complete.
+	id = post("custom-jailed", true)
+	port = waiting(id)
+	if out, err := e.ssh("127.0.0.1", port, "echo jailed > /etc/motd && touch /tmp/complete"); err != nil {
+		t.Fatalf("jailed ssh = %q, %v", out, err)
+	}
+	rec = e.waitJob(id, "success")
+	if b, err := os.ReadFile(filepath.Join(e.unsquashRootfs(rec["resultant_image_id"].(string)), "etc/motd")); err != nil || string(b) != "jailed\n" {
+		t.Errorf("etc/motd in the jailed job's image = %q, %v; want the change made over ssh", b, err)
+	}
+
+	// The failed file: error, no image.
+	id = post("doomed", false)
+	port = waiting(id)
+	if out, err := e.ssh("127.0.0.1", port, "touch /mnt/image/failed"); err != nil {
+		t.Fatalf("ssh = %q, %v", out, err)
+	}
+	if rec = e.waitJob(id, "error"); rec["resultant_image_id"] != nil {
+		t.Errorf("failed job: resultant_image_id %v, want null", rec["resultant_image_id"])
+	}
+	e.checkStatuses(id, "fetching_image", "waiting_on_user")
+	jobs, _ = cluster.created()
+
 	// DELETE while the user may log in: the Job, its pod and Service go.
-	id = post("deleted")
+	id = post("deleted", false)
 	port = waiting(id)
 	e.Call(http.StatusNoContent, http.MethodDelete, "/jobs/"+id, nil)
 	ctx := t.Context()
@@ -110,7 +136,7 @@ func TestCustomizeJobKubernetes(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, j := range js.Items {
-		if j.Name != jobs[0] {
+		if !slices.Contains(jobs, j.Name) {
 			t.Errorf("Job %s left after DELETE", j.Name)
 		}
 	}
@@ -122,7 +148,7 @@ func TestCustomizeJobKubernetes(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, p := range pods.Items {
-		if p.Name != jobs[0]+"-pod" {
+		if !slices.Contains(jobs, strings.TrimSuffix(p.Name, "-pod")) {
 			t.Errorf("pod %s left after DELETE", p.Name)
 		}
 	}
@@ -130,7 +156,7 @@ func TestCustomizeJobKubernetes(t *testing.T) {
 		c.Close()
 		t.Error("the pod's sshd still answers after DELETE")
 	}
-	if len(e.images()) != 2 {
-		t.Errorf("image records %v; want the parent and the first job's", e.images())
+	if len(e.images()) != 3 {
+		t.Errorf("image records %v; want the parent and the two successful jobs'", e.images())
 	}
 }
