@@ -49,7 +49,7 @@ func runCustomize(ctx context.Context, j *jobRun) error {
 	// With an executor the SSH environment opens in the step's pod
 	// (customizeHCL), reached through the Service the executor makes;
 	// connection_info names it once the pod waits.
-	remote := j.r.cfg.Executor != nil
+	remote := j.r.sshInPod(j.job)
 	if len(j.job.SSHContainers) != 1 || (j.sshPort == 0 && !remote) {
 		return fmt.Errorf("customize job: want one SSH container with a port, have %d containers, port %d", len(j.job.SSHContainers), j.sshPort)
 	}

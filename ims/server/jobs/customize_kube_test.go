@@ -13,6 +13,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/imsbuild/imsbuild/executor/localproc"
 	"github.com/imsbuild/imsbuild/internal/s3test"
 )
 
@@ -158,5 +159,34 @@ func TestCustomizeJobKubernetes(t *testing.T) {
 	}
 	if len(e.images()) != 3 {
 		t.Errorf("image records %v; want the parent and the two successful jobs'", e.images())
+	}
+}
+
+// TestCustomizeJobLocalExecutor: with an executor that does not let people
+// into its steps (local), a customize job builds in this process as
+// without one: connection_info names the server's own port at POST.
+func TestCustomizeJobLocalExecutor(t *testing.T) {
+	e := newCustEnvWith(t, func(cfg *Config, s3s *s3test.Server) {
+		x, err := localproc.New("")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Executor = x
+		cfg.Remote, cfg.RemoteURL = kubeRemote(t, s3s)
+	})
+	id, host, port := e.postJob(true, "custom-local")
+	if host != "127.0.0.1" || port == 0 {
+		t.Fatalf("connection_info = %s:%d, want the server's SSH port", host, port)
+	}
+	e.waitJob(id, "waiting_on_user")
+	if out, err := e.ssh(host, port, "echo local > /etc/motd && touch /tmp/complete"); err != nil {
+		t.Fatalf("ssh = %q, %v", out, err)
+	}
+	rec := e.waitJob(id, "success")
+	if b, err := os.ReadFile(filepath.Join(e.unsquashRootfs(rec["resultant_image_id"].(string)), "etc/motd")); err != nil || string(b) != "local\n" {
+		t.Errorf("etc/motd in the new image = %q, %v", b, err)
+	}
+	if rec["kubernetes_job"] != "" || rec["kubernetes_service"] != "" {
+		t.Errorf("kubernetes_job %v, kubernetes_service %v; want none", rec["kubernetes_job"], rec["kubernetes_service"])
 	}
 }

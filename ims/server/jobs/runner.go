@@ -67,7 +67,7 @@ type Config struct {
 	// customize job elsewhere (imsbuild serve --executor kubernetes: a
 	// Kubernetes Job per step: kiwi prepare and pack; the customize
 	// step, whose SSH environment opens in its pod), sharing Remote with
-	// it. The record's kubernetes_job and kubernetes_namespace name the
+	// it; the local executor builds customize jobs in this process. The record's kubernetes_job and kubernetes_namespace name the
 	// first Job the job started, kubernetes_service a customize job's
 	// Service; the ConfigMap and PVC fields stay empty, as nothing else
 	// is created. A create job with enable_debug builds in this process,
@@ -281,7 +281,7 @@ func (r *Runner) Start(_ context.Context, job store.Job) (store.Job, error) {
 		job.KubernetesJob, job.KubernetesService, job.KubernetesConfigmap = "", "", ""
 		job.KubernetesPVC, job.KubernetesNamespace = "", ""
 	}
-	if len(job.SSHContainers) > 0 && r.cfg.Executor != nil && job.JobType == "customize" {
+	if len(job.SSHContainers) > 0 && r.sshInPod(job) {
 		// Its SSH environment opens in the step's pod: connection_info
 		// names the pod's Service once it waits (customizeStatus.record).
 		job.SSHContainers = slices.Clone(job.SSHContainers)
@@ -309,6 +309,15 @@ func (r *Runner) Start(_ context.Context, job store.Job) (store.Job, error) {
 	r.queue = append(r.queue, t)
 	r.pumpLocked()
 	return job, nil
+}
+
+// sshInPod reports whether job's SSH environment opens in its step's pod:
+// a customize job's, with an executor that lets people in there (the
+// Kubernetes executor; not the local one, whose jobs build in this
+// process as without an executor).
+func (r *Runner) sshInPod(job store.Job) bool {
+	x, ok := r.cfg.Executor.(executor.SSHExecutor)
+	return ok && x.ReachesSSH() && job.JobType == "customize"
 }
 
 // allocPortLocked takes the first port of the range that no job holds and
