@@ -121,6 +121,9 @@ func (e *Engine) remoteSSH(id string, args *[]string) func(executor.SSHEndpoint)
 	if e.opts.IMSLayout {
 		*args = append(*args, "--ims-layout")
 	}
+	if e.opts.IMSDebugLayout {
+		*args = append(*args, "--ims-debug-layout")
+	}
 	for _, kv := range e.opts.SSHEnv {
 		*args = append(*args, "--ssh-env", kv)
 	}

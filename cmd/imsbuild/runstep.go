@@ -123,6 +123,7 @@ under --result-key, not KEY.`,
 	f.StringArrayVar(&sshOpts.keys, "authorized-key", nil, "an authorized_keys line for the SSH environment (build --ssh-public-key)")
 	f.DurationVar(&sshOpts.timeout, "ssh-timeout", 0, "the SSH environment's timeout (build --ssh-timeout)")
 	f.BoolVar(&sshOpts.imsLayout, "ims-layout", false, "lay a non-jailed SSH environment out as IMS's customize jobs do (imsbuild serve)")
+	f.BoolVar(&sshOpts.imsDebugLayout, "ims-debug-layout", false, "lay a debug shell out as IMS's create jobs with enable_debug do (imsbuild serve)")
 	f.StringArrayVar(&sshOpts.env, "ssh-env", nil, "K=V added to every SSH session's environment (imsbuild serve's IMS_JOB_ID, …)")
 	return cmd
 }
@@ -137,7 +138,9 @@ type remoteSSH struct {
 	timeout     time.Duration
 	listen      string
 	imsLayout   bool
-	env         []string
+	// imsDebugLayout: engine.Options.IMSDebugLayout.
+	imsDebugLayout bool
+	env            []string
 }
 
 // runStep is run-step's work, in a scratch directory of workRoot.
@@ -222,6 +225,7 @@ func runStep(ctx context.Context, out io.Writer, cacheURL string, bundle cache.D
 		SSHTimeout:        ssh.timeout,
 		SSHListenOverride: ssh.listen,
 		IMSLayout:         ssh.imsLayout,
+		IMSDebugLayout:    ssh.imsDebugLayout,
 		SSHEnv:            ssh.env,
 		ResultKey:         ssh.resultKey,
 		Version:           version,

@@ -257,30 +257,11 @@ func (c *customizeStatus) event(ev engine.Event) {
 	}
 }
 
-// record fills the record from the waiting event of an SSH environment
-// in a pod: connection_info "cluster.local" is the Service's cluster DNS
-// name and port, "customer_access" where the Service is reached (its
-// cluster address, node port or load balancer: the executor's
-// ssh_service_type), kubernetes_service its name.
 func (c *customizeStatus) record(info *engine.SSHInfo) {
-	_, name, _ := strings.Cut(info.Service, "/")
-	err := c.j.update(func(job *store.Job) {
-		job.KubernetesService = name
-		for i := range job.SSHContainers {
-			job.SSHContainers[i].ConnectionInfo = map[string]store.ConnectionInfo{
-				"cluster.local":   {Host: info.DNSName, Port: serviceSSHPort},
-				"customer_access": {Host: info.Host, Port: info.Port},
-			}
-		}
-	})
-	if err != nil && c.firstErr == nil {
+	if err := c.j.recordService(info); err != nil && c.firstErr == nil {
 		c.firstErr = err
 	}
 }
-
-// serviceSSHPort is the port of the Service the Kubernetes executor makes
-// for a pod's SSH environment (executor/kubernetes.SSHPort), as IMS's.
-const serviceSSHPort = 22
 
 // err returns the first status update that failed.
 func (c *customizeStatus) err() error {

@@ -6,8 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -213,6 +216,7 @@ func (c *fakeCluster) runStep(ctx context.Context, args, env []string, out io.Wr
 	interactive := fs.Bool("interactive", false, "")
 	debug := fs.Bool("debug-on-failure", false, "")
 	imsLayout := fs.Bool("ims-layout", false, "")
+	imsDebugLayout := fs.Bool("ims-debug-layout", false, "")
 	sshTimeout := fs.Duration("ssh-timeout", 0, "")
 	var keys, sshEnv stringsFlag
 	fs.Var(&keys, "authorized-key", "")
@@ -261,7 +265,7 @@ func (c *fakeCluster) runStep(ctx context.Context, args, env []string, out io.Wr
 	e, err := engine.New(cfg, tc, tc.Actions(), engine.Options{
 		Environ: env, StateDir: filepath.Join(work, "state"), WorkDir: filepath.Join(work, "work"), LogDir: filepath.Join(work, "logs"),
 		Interactive: only, DebugOnFailure: *debug, PublicKeys: keys, SSHTimeout: *sshTimeout,
-		SSHListenOverride: listen, ResultKey: *resultKey, IMSLayout: *imsLayout, SSHEnv: sshEnv,
+		SSHListenOverride: listen, ResultKey: *resultKey, IMSLayout: *imsLayout, IMSDebugLayout: *imsDebugLayout, SSHEnv: sshEnv,
 		Events: func(ev engine.Event) {
 			switch {
 			case ev.Status == engine.StatusLog:
@@ -396,5 +400,69 @@ func TestCreateJobKubernetes(t *testing.T) {
 	if job["status"] != "error" || job["resultant_image_id"] != nil || len(all) != len(jobs)+1 || job["kubernetes_job"] != all[len(all)-1] {
 		t.Errorf("failing job: status %v, image %v, kubernetes_job %v, Jobs %v; want error, no image, the one new Job named\n%s",
 			job["status"], job["resultant_image_id"], job["kubernetes_job"], all, e.Get("/jobs/"+id+"/log"))
+	}
+}
+
+// TestCreateJobKubernetesDebug: a create job with enable_debug whose kiwi
+// fails in its Job's pod opens the debug shell there, in IMS's layout;
+// the record goes waiting_on_user with connection_info naming the pod's
+// Service and kubernetes_service the Service; the real ssh client reaches
+// the shell (the Service's target port on loopback), touches complete, and
+// the job ends in error without an image, leaving no Service.
+func TestCreateJobKubernetesDebug(t *testing.T) {
+	testutil.RequireRoot(t)
+	sshBin := testutil.RequireTool(t, "ssh")
+	keygen := testutil.RequireTool(t, "ssh-keygen")
+	testutil.FakeKiwi(t)
+	var cluster *fakeCluster
+	e := newServeEnvWith(t, 1, func(cfg *Config, s3s *s3test.Server) {
+		remote, url := kubeRemote(t, s3s)
+		cluster = newFakeCluster(t, remote, url)
+		cfg.Executor, cfg.Remote, cfg.RemoteURL = newKubeExecutor(t, cluster), remote, url
+	})
+	keyFile := filepath.Join(t.TempDir(), "id_ed25519")
+	if out, err := exec.Command(keygen, "-q", "-t", "ed25519", "-N", "", "-f", keyFile).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v\n%s", err, out)
+	}
+	pub, _ := os.ReadFile(keyFile + ".pub")
+	key := e.Call(201, "POST", "/public-keys", map[string]any{"name": "k", "public_key": string(pub)})["id"].(string)
+	bad := e.registerRecipe("bad", fakeRecipe(t, "FAIL"))
+	posted := e.Call(201, "POST", "/jobs", map[string]any{"job_type": "create", "artifact_id": bad, "public_key_id": key, "image_root_archive_name": "bad", "enable_debug": true})
+	id := posted["id"].(string)
+	if ci := posted["ssh_containers"].([]any)[0].(map[string]any)["connection_info"]; ci != nil {
+		t.Errorf("POST answered connection_info %v; want none before the pod's Service exists", ci)
+	}
+	job, _ := e.WaitJob(id, 2*time.Minute, "waiting_on_user", "error", "success")
+	if job["status"] != "waiting_on_user" {
+		t.Fatalf("debug job: %v\n%s", job["status"], e.Get("/jobs/"+id+"/log"))
+	}
+	jobs, _ := cluster.created()
+	name := jobs[len(jobs)-1]
+	if job["kubernetes_job"] != name || job["kubernetes_service"] != name || job["kubernetes_namespace"] != "ims" {
+		t.Errorf("kubernetes_job %v, kubernetes_service %v, kubernetes_namespace %v; want the prepare's Job and Service %s in ims",
+			job["kubernetes_job"], job["kubernetes_service"], job["kubernetes_namespace"], name)
+	}
+	ci := job["ssh_containers"].([]any)[0].(map[string]any)["connection_info"].(map[string]any)
+	cl, ca := ci["cluster.local"].(map[string]any), ci["customer_access"].(map[string]any)
+	if cl["host"] != name+".ims.svc.cluster.local" || cl["port"] != 22.0 || ca["host"] != clusterIP || ca["port"] != 22.0 {
+		t.Errorf("connection_info %v; want the Service %s", ci, name)
+	}
+	svc, err := cluster.cs.CoreV1().Services("ims").Get(t.Context(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("the job's Service: %v", err)
+	}
+	port := svc.Spec.Ports[0].TargetPort.IntValue()
+	out, err := exec.Command(sshBin, "-i", keyFile, "-p", strconv.Itoa(port), "-o", "StrictHostKeyChecking=no",
+		"-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
+		"root@127.0.0.1", "cat /mnt/image/build/image-root/etc/half && pwd && touch /mnt/image/complete").CombinedOutput()
+	if err != nil || string(out) != "half-installed\n/mnt/image/build/image-root\n" {
+		t.Fatalf("debug ssh: %v\n%s", err, out)
+	}
+	job, _ = e.WaitJob(id, time.Minute, "error", "success")
+	if job["status"] != "error" || job["resultant_image_id"] != nil {
+		t.Errorf("debug job after the shell: %v", job)
+	}
+	if svcs, err := cluster.cs.CoreV1().Services("ims").List(t.Context(), metav1.ListOptions{}); err != nil || len(svcs.Items) != 0 {
+		t.Errorf("Services after the job: %v, %v; want none", svcs, err)
 	}
 }

@@ -67,11 +67,11 @@ type Config struct {
 	// customize job elsewhere (imsbuild serve --executor kubernetes: a
 	// Kubernetes Job per step: kiwi prepare and pack; the customize
 	// step, whose SSH environment opens in its pod), sharing Remote with
-	// it; the local executor builds customize jobs in this process. The record's kubernetes_job and kubernetes_namespace name the
-	// first Job the job started, kubernetes_service a customize job's
-	// Service; the ConfigMap and PVC fields stay empty, as nothing else
-	// is created. A create job with enable_debug builds in this process,
-	// as without an executor.
+	// it; the local executor builds SSH jobs in this process. The record's kubernetes_job and kubernetes_namespace name the
+	// first Job the job started, kubernetes_service the Service of a
+	// pod's SSH environment; the ConfigMap and PVC fields stay empty, as nothing else
+	// is created. A create job with enable_debug opens its debug shell in
+	// the failed step's pod the same way.
 	Executor executor.Executor
 	// Registry receives the job metrics (the server's registry).
 	Registry *prometheus.Registry
@@ -283,7 +283,7 @@ func (r *Runner) Start(_ context.Context, job store.Job) (store.Job, error) {
 	}
 	if len(job.SSHContainers) > 0 && r.sshInPod(job) {
 		// Its SSH environment opens in the step's pod: connection_info
-		// names the pod's Service once it waits (customizeStatus.record).
+		// names the pod's Service once it waits (recordService).
 		job.SSHContainers = slices.Clone(job.SSHContainers)
 		for i := range job.SSHContainers {
 			job.SSHContainers[i].ConnectionInfo = nil
@@ -311,13 +311,14 @@ func (r *Runner) Start(_ context.Context, job store.Job) (store.Job, error) {
 	return job, nil
 }
 
-// sshInPod reports whether job's SSH environment opens in its step's pod:
-// a customize job's, with an executor that lets people in there (the
-// Kubernetes executor; not the local one, whose jobs build in this
-// process as without an executor).
+// sshInPod reports whether job's SSH environment opens in its step's pod
+// (a customize job's, a create job's enable_debug shell): with an
+// executor that lets people in there (the Kubernetes executor; not the
+// local one, whose SSH jobs build in this process as without an
+// executor).
 func (r *Runner) sshInPod(job store.Job) bool {
 	x, ok := r.cfg.Executor.(executor.SSHExecutor)
-	return ok && x.ReachesSSH() && job.JobType == "customize"
+	return ok && x.ReachesSSH() && (job.JobType == "customize" || job.JobType == "create" && job.EnableDebug)
 }
 
 // allocPortLocked takes the first port of the range that no job holds and
