@@ -80,9 +80,9 @@ Jobs run on the build engine over the cache in --cache-dir (default <data-dir>/c
 second create job of an unchanged recipe is a cache hit: at most --max-jobs at once, the
 others wait in status creating. A job's SSH environment (customize, or a failed create with
 enable_debug) listens on a port of --ssh-port-range; connection_info names it with --ssh-host
-(default: the listen host); a customize job's opens in its pod with --executor kubernetes. GET /v3/jobs/{id}/log serves a job's log. DELETE of a job stops
-it and removes what it made; a job that was running when the server stopped is error after
-the next start. --ca-cert certificates are trusted while packages install and added to images.
+(default: the listen host); with --executor kubernetes it opens in a Job's pod instead.
+GET /v3/jobs/{id}/log serves a job's log. DELETE of a job stops it and removes what it made;
+a job that was running when the server stopped is error after the next start. --ca-cert certificates are trusted while packages install and added to images.
 With --signing-key, every job image gets a signed SLSA provenance beside its artifacts
 (s3://boot-images/<id>/provenance.intoto.jsonl; imsbuild verify checks it).
 
@@ -94,8 +94,8 @@ the build in DIR configures the rest, service account, node selector, resourcesâ
 kubernetes_namespace name the first Job it started, and kubernetes_configmap and
 kubernetes_pvc are empty (imsbuild creates no such object). A customize job runs as one Job
 whose pod holds its SSH environment, reached through a Service named like the Job:
-connection_info and kubernetes_service name it once the pod waits. A create job with
-enable_debug builds in this process.
+connection_info and kubernetes_service name it once the pod waits; so does the debug shell
+of a create job with enable_debug, in the failed step's pod.
 
 Security: with --token-file every route but /healthz/* needs "Authorization: Bearer <token>".
 A listen address other than loopback needs --token-file (or --insecure-no-auth).`,
