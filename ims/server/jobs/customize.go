@@ -242,14 +242,17 @@ func (c *customizeStatus) event(ev engine.Event) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch {
+	case ev.Status == engine.StatusWaiting && ev.SSH != nil && ev.SSH.Service != "" && !c.packing:
+		// In the step's pod (Config.Executor): connection_info and
+		// kubernetes_service name the Service the executor made, as
+		// IMS's name its job's; again for a retried pod's new Service.
+		c.record(ev.SSH)
+		if !c.waiting {
+			c.waiting = true
+			c.set("waiting_on_user")
+		}
 	case ev.Status == engine.StatusWaiting && !c.waiting:
 		c.waiting = true
-		if ev.SSH != nil && ev.SSH.Service != "" {
-			// In the step's pod (Config.Executor): connection_info and
-			// kubernetes_service name the Service the executor made, as
-			// IMS's name its job's.
-			c.record(ev.SSH)
-		}
 		c.set("waiting_on_user")
 	case ev.Status == engine.StatusResumed && c.waiting && !c.packing:
 		c.packing = true
