@@ -116,6 +116,17 @@ func (e *Engine) remoteSSH(id string, args *[]string) func(executor.SSHEndpoint)
 	if e.opts.SSHTimeout > 0 {
 		*args = append(*args, "--ssh-timeout", e.opts.SSHTimeout.String())
 	}
+	// IMS's layout and session variables (imsbuild serve's customize
+	// jobs): options of the orchestrator, not of the build files.
+	if e.opts.IMSLayout {
+		*args = append(*args, "--ims-layout")
+	}
+	if e.opts.IMSDebugLayout {
+		*args = append(*args, "--ims-debug-layout")
+	}
+	for _, kv := range e.opts.SSHEnv {
+		*args = append(*args, "--ssh-env", kv)
+	}
 	return func(ep executor.SSHEndpoint) {
 		e.emit(Event{Step: id, Status: StatusWaiting, SSH: &SSHInfo{
 			Host: ep.Host, Port: ep.Port, User: ep.User, HostKey: ep.HostKey,

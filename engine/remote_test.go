@@ -359,7 +359,8 @@ func TestRemoteInteractive(t *testing.T) {
 		t.Helper()
 		e, rec := b.engine(t, Options{Executor: sx, Remote: &RemoteCache{Store: b.cache, URL: "s3://fake/cache"},
 			HMACKey: []byte("0123456789abcdef0123456789abcdef"), WorkDir: t.TempDir(),
-			Interactive: []string{"compute"}, PublicKeys: []string{"ssh-ed25519 AAAA k"}, SSHTimeout: time.Minute})
+			Interactive: []string{"compute"}, PublicKeys: []string{"ssh-ed25519 AAAA k"}, SSHTimeout: time.Minute,
+			IMSLayout: true, IMSDebugLayout: true, SSHEnv: []string{"IMS_JOB_ID=j-1"}})
 		if err := e.Build(t.Context(), nil); err != nil {
 			t.Fatalf("Build() = %v", err)
 		}
@@ -381,6 +382,9 @@ func TestRemoteInteractive(t *testing.T) {
 	}
 	if !slices.Contains(run.Args, "--interactive") || x.arg(run, "--authorized-key") != "ssh-ed25519 AAAA k" || x.arg(run, "--ssh-timeout") != "1m0s" {
 		t.Errorf("args %q lack --interactive, the key or the timeout", run.Args)
+	}
+	if !slices.Contains(run.Args, "--ims-layout") || !slices.Contains(run.Args, "--ims-debug-layout") || x.arg(run, "--ssh-env") != "IMS_JOB_ID=j-1" {
+		t.Errorf("args %q lack IMS's layout and session variables (imsbuild serve)", run.Args)
 	}
 	if _, err := b.cache.Actions().Get(t.Context(), key); !errors.Is(err, cache.ErrNotFound) {
 		t.Errorf("result under the step's key: %v, want none", err)

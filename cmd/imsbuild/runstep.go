@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -101,6 +102,11 @@ under --result-key, not KEY.`,
 					return usageError{fmt.Errorf("--result-key %q: want 64 hex digits", k)}
 				}
 			}
+			for _, kv := range sshOpts.env {
+				if name, _, ok := strings.Cut(kv, "="); !ok || name == "" || strings.ContainsAny(kv, "\x00\n") {
+					return usageError{fmt.Errorf("--ssh-env %q: want NAME=value on one line", kv)}
+				}
+			}
 			sshOpts.listen = os.Getenv(executor.SSHListenEnv)
 			return runStep(cmd.Context(), cmd.OutOrStdout(), cacheURL, cache.Digest(bundle), step, key, workRoot, sshOpts)
 		},
@@ -116,6 +122,9 @@ under --result-key, not KEY.`,
 	f.BoolVar(&sshOpts.debug, "debug-on-failure", false, "a failed step opens a debug SSH environment (build --debug-on-failure)")
 	f.StringArrayVar(&sshOpts.keys, "authorized-key", nil, "an authorized_keys line for the SSH environment (build --ssh-public-key)")
 	f.DurationVar(&sshOpts.timeout, "ssh-timeout", 0, "the SSH environment's timeout (build --ssh-timeout)")
+	f.BoolVar(&sshOpts.imsLayout, "ims-layout", false, "lay a non-jailed SSH environment out as IMS's customize jobs do (imsbuild serve)")
+	f.BoolVar(&sshOpts.imsDebugLayout, "ims-debug-layout", false, "lay a debug shell out as IMS's create jobs with enable_debug do (imsbuild serve)")
+	f.StringArrayVar(&sshOpts.env, "ssh-env", nil, "K=V added to every SSH session's environment (imsbuild serve's IMS_JOB_ID, …)")
 	return cmd
 }
 
@@ -128,6 +137,10 @@ type remoteSSH struct {
 	keys        []string
 	timeout     time.Duration
 	listen      string
+	imsLayout   bool
+	// imsDebugLayout: engine.Options.IMSDebugLayout.
+	imsDebugLayout bool
+	env            []string
 }
 
 // runStep is run-step's work, in a scratch directory of workRoot.
@@ -211,6 +224,9 @@ func runStep(ctx context.Context, out io.Writer, cacheURL string, bundle cache.D
 		PublicKeys:        ssh.keys,
 		SSHTimeout:        ssh.timeout,
 		SSHListenOverride: ssh.listen,
+		IMSLayout:         ssh.imsLayout,
+		IMSDebugLayout:    ssh.imsDebugLayout,
+		SSHEnv:            ssh.env,
 		ResultKey:         ssh.resultKey,
 		Version:           version,
 	})

@@ -80,9 +80,9 @@ Jobs run on the build engine over the cache in --cache-dir (default <data-dir>/c
 second create job of an unchanged recipe is a cache hit: at most --max-jobs at once, the
 others wait in status creating. A job's SSH environment (customize, or a failed create with
 enable_debug) listens on a port of --ssh-port-range; connection_info names it with --ssh-host
-(default: the listen host). GET /v3/jobs/{id}/log serves a job's log. DELETE of a job stops
-it and removes what it made; a job that was running when the server stopped is error after
-the next start. --ca-cert certificates are trusted while packages install and added to images.
+(default: the listen host); with --executor kubernetes it opens in a Job's pod instead.
+GET /v3/jobs/{id}/log serves a job's log. DELETE of a job stops it and removes what it made;
+a job that was running when the server stopped is error after the next start. --ca-cert certificates are trusted while packages install and added to images.
 With --signing-key, every job image gets a signed SLSA provenance beside its artifacts
 (s3://boot-images/<id>/provenance.intoto.jsonl; imsbuild verify checks it).
 
@@ -91,9 +91,11 @@ as a Kubernetes Job of the builder image (--builder-image) in --namespace, throu
 cache of --cache-to (S3 credentials from the AWS SDK chain, passed to the Jobs as a Secret),
 as imsbuild build --executor kubernetes runs them (--executor-config DIR: the executor block of
 the build in DIR configures the rest, service account, node selector, resources…); the job's kubernetes_job and
-kubernetes_namespace name the first Job it started, and kubernetes_service,
-kubernetes_configmap and kubernetes_pvc are empty (imsbuild creates no such object). A job
-that opens an SSH shell (customize, or create with enable_debug) builds in this process.
+kubernetes_namespace name the first Job it started, and kubernetes_configmap and
+kubernetes_pvc are empty (imsbuild creates no such object). A customize job runs as one Job
+whose pod holds its SSH environment, reached through a Service named like the Job:
+connection_info and kubernetes_service name it once the pod waits; so does the debug shell
+of a create job with enable_debug, in the failed step's pod.
 
 Security: with --token-file every route but /healthz/* needs "Authorization: Bearer <token>".
 A listen address other than loopback needs --token-file (or --insecure-no-auth).`,
@@ -125,7 +127,7 @@ A listen address other than loopback needs --token-file (or --insecure-no-auth).
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate (PEM); with --tls-key, serve HTTPS")
 	fl.StringVar(&f.tlsKey, "tls-key", "", "TLS private key (PEM)")
 	fl.BoolVar(&f.insecureNoAuth, "insecure-no-auth", false, "allow a non-loopback --listen without --token-file")
-	fl.StringVar(&f.executor, "executor", "", "build the missing steps of create jobs elsewhere: kubernetes (a Job per step), local (a child process per step), none (in this process; the default)")
+	fl.StringVar(&f.executor, "executor", "", "build the missing steps of jobs elsewhere: kubernetes (a Job per step; a customize job's SSH environment in its pod), local (a child process per step; SSH jobs in this process), none (in this process; the default)")
 	fl.StringVar(&f.executorConfig, "executor-config", "", "a build directory whose imsbuild { executor \"kubernetes\" { … } } block configures the executor (image, service_account, node_selector, …), as for build; the flags override it")
 	fl.StringVar(&f.kube.kubeconfig, "kubeconfig", "", "the kubeconfig of the kubernetes executor (default: in-cluster, then ~/.kube/config)")
 	fl.StringVar(&f.kube.namespace, "namespace", "", "the namespace of the kubernetes executor's Jobs (default: default)")

@@ -91,6 +91,11 @@ type Config struct {
 	// in the waiting event; "cluster.local" when empty.
 	ClusterDomain string
 	Logger        *slog.Logger
+	// PodLogs, when set, opens the log of a pod of the namespace instead
+	// of the API's (pods/log, followed). For tests that play a cluster
+	// with client-go's fake clientset, whose pod logs are a fixed text:
+	// their pods' logs carry the SSH marker lines live.
+	PodLogs func(ctx context.Context, pod string) (io.ReadCloser, error)
 }
 
 // Executor runs steps as Jobs. It is safe for concurrent Runs; Close stops
@@ -168,6 +173,9 @@ func New(client kubernetes.Interface, cfg Config) (*Executor, error) {
 		e.log = slog.Default()
 	}
 	e.logStream = e.podLog
+	if cfg.PodLogs != nil {
+		e.logStream = cfg.PodLogs
+	}
 	if cfg.Parallelism > 0 {
 		e.sem = make(chan struct{}, cfg.Parallelism)
 	}

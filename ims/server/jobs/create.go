@@ -66,9 +66,10 @@ func runCreate(ctx context.Context, j *jobRun) error {
 	}
 	out := filepath.Join(buildDir, createOut)
 	// With an executor the steps build elsewhere, from the build as HCL;
-	// the debug shell of enable_debug opens in this process, so such a
-	// job builds here.
-	remote := j.r.cfg.Executor != nil && !j.job.EnableDebug
+	// the debug shell of enable_debug opens in the failed step's pod with
+	// an executor that lets people in there, else in this process (the
+	// whole job builds here).
+	remote := j.r.cfg.Executor != nil && (!j.job.EnableDebug || j.r.sshInPod(j.job))
 	var cfg *spec.Config
 	if remote {
 		if cfg, err = loadCreateBuild(ctx, j.job, rec, buildDir, work, j.caCerts()); err != nil {
@@ -95,8 +96,15 @@ func runCreate(ctx context.Context, j *jobRun) error {
 			_ = j.setStatus("packaging_artifacts")
 		case ev.Status == engine.StatusWaiting && ev.SSH != nil:
 			// The debug shell of a failed build (enable_debug), on the
-			// port connection_info named since the POST. The container's
-			// status stays pending, as in IMS (SPEC §2.5).
+			// port connection_info named since the POST, or in the
+			// failed step's pod behind a Service, which the record then
+			// names. The container's status stays pending, as in IMS
+			// (SPEC §2.5).
+			if ev.SSH.Service != "" {
+				if err := j.recordService(ev.SSH); err != nil {
+					j.r.log.Error("record the debug shell's service", "job", j.job.ID, "err", err)
+				}
+			}
 			_ = j.setStatus("waiting_on_user")
 		}
 	}
@@ -109,7 +117,9 @@ func runCreate(ctx context.Context, j *jobRun) error {
 			// IMS's layout: the failed root at /mnt/image/build/image-root.
 			o.IMSDebugLayout = true
 			o.PublicKeys = []string{key.PublicKey}
-			o.SSHListen = j.sshListen()
+			if !remote {
+				o.SSHListen = j.sshListen()
+			}
 		}
 	})
 	if err != nil {

@@ -46,7 +46,11 @@ const customizeLabel = "customize"
 // without an image record or objects; the parent image and its objects
 // are never written.
 func runCustomize(ctx context.Context, j *jobRun) error {
-	if len(j.job.SSHContainers) != 1 || j.sshPort == 0 {
+	// With an executor the SSH environment opens in the step's pod
+	// (customizeHCL), reached through the Service the executor makes;
+	// connection_info names it once the pod waits.
+	remote := j.r.sshInPod(j.job)
+	if len(j.job.SSHContainers) != 1 || (j.sshPort == 0 && !remote) {
 		return fmt.Errorf("customize job: want one SSH container with a port, have %d containers, port %d", len(j.job.SSHContainers), j.sshPort)
 	}
 	parent, ok := j.store().Images.Get(j.job.ArtifactID)
@@ -66,27 +70,49 @@ func runCustomize(ctx context.Context, j *jobRun) error {
 	if err := j.setStatus("fetching_image"); err != nil {
 		return err
 	}
+	// The build directory holds only the build's inputs: a remote step
+	// gets it whole.
+	buildDir := filepath.Join(work, "build")
+	if err := os.MkdirAll(buildDir, 0o755); err != nil {
+		return fmt.Errorf("customize job: %w", err)
+	}
 	rootfs := filepath.Join(work, "image.sqsh")
+	if remote {
+		rootfs = filepath.Join(buildDir, customizeRootfs)
+	}
 	if err := fetchRootfs(ctx, j.blobs(), parent.Link.Path, rootfs); err != nil {
 		return fmt.Errorf("fetch image %s: %w", parent.ID, err)
 	}
 	fmt.Fprintf(j.log, "fetched the rootfs of image %s (%s)\n", parent.ID, parent.Link.Path)
 
+	names := customizeNames(j.job, parent)
+	var cfg *spec.Config
 	out := filepath.Join(work, "out")
-	cfg := customizeConfig(j, parent, rootfs, key.PublicKey, work, out)
-	if err := addCA(cfg.Images[customizeLabel], j.caCerts(), work); err != nil {
-		return fmt.Errorf("customize job: %w", err)
+	if remote {
+		if cfg, err = loadCustomizeBuild(ctx, j.job, names, key.PublicKey, buildDir, work, j.caCerts()); err != nil {
+			return fmt.Errorf("customize job: %w", err)
+		}
+		cfg.Settings.Cache.Dir = j.r.cfg.CacheDir
+		out = filepath.Join(buildDir, createOut)
+	} else {
+		cfg = customizeConfig(j, names, rootfs, key.PublicKey, work, out)
+		if err := addCA(cfg.Images[customizeLabel], j.caCerts(), work); err != nil {
+			return fmt.Errorf("customize job: %w", err)
+		}
 	}
 	st := &customizeStatus{j: j}
 	eng, err := j.newEngine(cfg, work, st.event, func(o *engine.Options) {
+		if remote {
+			j.remote(o)
+		}
 		o.IMSLayout = true
-		o.SSHEnv = sshEnv(j.job, cfg.Images[customizeLabel].Arch)
+		o.SSHEnv = sshEnv(j.job, names.arch)
 	})
 	if err != nil {
 		return fmt.Errorf("customize job: %w", err)
 	}
 	if err := eng.Build(ctx, nil); err != nil {
-		if errors.Is(err, sshenv.ErrFailed) {
+		if errors.Is(err, sshenv.ErrFailed) || remote && strings.Contains(err.Error(), sshenv.ErrFailed.Error()) {
 			return errors.New("customize job: the failed file was touched; no image")
 		}
 		return fmt.Errorf("customize job: %w", err) // no sensitive values in this build
@@ -99,35 +125,41 @@ func runCustomize(ctx context.Context, j *jobRun) error {
 		return fmt.Errorf("customize job: the build published %d images, want 1", len(manifests))
 	}
 	// The record first, the artifacts under its id, resultant_image_id.
-	_, err = j.publishImage(ctx, filepath.Dir(manifests[0]), j.job.ImageRootArchiveName, cfg.Images[customizeLabel].Arch)
+	_, err = j.publishImage(ctx, filepath.Dir(manifests[0]), j.job.ImageRootArchiveName, names.arch)
 	return err
+}
+
+// imageNames are the arch and the kernel and initrd file names of the
+// image a customize job makes.
+type imageNames struct{ arch, kernel, initrd string }
+
+func customizeNames(job store.Job, parent store.Image) imageNames {
+	n := imageNames{arch: job.Arch, kernel: job.KernelFileName, initrd: job.InitrdFileName}
+	if n.kernel == "" {
+		n.kernel = "vmlinuz"
+	}
+	if n.initrd == "" {
+		n.initrd = "initrd"
+	}
+	if n.arch == "" { // copied from the image record at POST
+		n.arch = parent.Arch
+	}
+	if n.arch == "" {
+		n.arch = "x86_64"
+	}
+	return n
 }
 
 // customizeConfig is the build of a customize job: one image importing
 // rootfs, with an interactive block for the job's SSH container, and a dir
 // publish (under out) to take the packed artifacts from. Nothing from the
 // request becomes HCL: the config is built directly.
-func customizeConfig(j *jobRun, parent store.Image, rootfs, publicKey, work, out string) *spec.Config {
-	kernel := j.job.KernelFileName
-	if kernel == "" {
-		kernel = "vmlinuz"
-	}
-	initrd := j.job.InitrdFileName
-	if initrd == "" {
-		initrd = "initrd"
-	}
-	arch := j.job.Arch // copied from the image record at POST
-	if arch == "" {
-		arch = parent.Arch
-	}
-	if arch == "" {
-		arch = "x86_64"
-	}
+func customizeConfig(j *jobRun, names imageNames, rootfs, publicKey, work, out string) *spec.Config {
 	cfg := &spec.Config{
 		Dir: work,
 		Images: map[string]*spec.Image{customizeLabel: {
-			Label: customizeLabel, Name: j.job.ImageRootArchiveName, Arch: arch,
-			Import: rootfs, KernelFileName: kernel, InitrdFileName: initrd,
+			Label: customizeLabel, Name: j.job.ImageRootArchiveName, Arch: names.arch,
+			Import: rootfs, KernelFileName: names.kernel, InitrdFileName: names.initrd,
 			// package_and_upload.sh runs mksquashfs without flags: gzip,
 			// 128 KiB blocks.
 			Squashfs: spec.Squashfs{Compression: "gzip", BlockSize: 128 << 10},
@@ -210,12 +242,27 @@ func (c *customizeStatus) event(ev engine.Event) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch {
+	case ev.Status == engine.StatusWaiting && ev.SSH != nil && ev.SSH.Service != "" && !c.packing:
+		// In the step's pod (Config.Executor): connection_info and
+		// kubernetes_service name the Service the executor made, as
+		// IMS's name its job's; again for a retried pod's new Service.
+		c.record(ev.SSH)
+		if !c.waiting {
+			c.waiting = true
+			c.set("waiting_on_user")
+		}
 	case ev.Status == engine.StatusWaiting && !c.waiting:
 		c.waiting = true
 		c.set("waiting_on_user")
 	case ev.Status == engine.StatusResumed && c.waiting && !c.packing:
 		c.packing = true
 		c.set("packaging_artifacts")
+	}
+}
+
+func (c *customizeStatus) record(info *engine.SSHInfo) {
+	if err := c.j.recordService(info); err != nil && c.firstErr == nil {
+		c.firstErr = err
 	}
 }
 

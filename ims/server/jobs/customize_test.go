@@ -59,7 +59,10 @@ type custEnv struct {
 	signer ed25519.PrivateKey
 }
 
-func newCustEnv(t *testing.T) *custEnv {
+func newCustEnv(t *testing.T) *custEnv { return newCustEnvWith(t, nil) }
+
+// newCustEnvWith is newCustEnv whose runner's config mod changes.
+func newCustEnvWith(t *testing.T, mod func(*Config, *s3test.Server)) *custEnv {
 	t.Helper()
 	testutil.RequireRoot(t)
 	for _, tool := range []string{"mksquashfs", "unsquashfs", "bwrap", "ssh", "ssh-keygen", "busybox"} {
@@ -81,11 +84,15 @@ func newCustEnv(t *testing.T) *custEnv {
 	t.Cleanup(func() { _ = st.Close() })
 	lo := servertest.FreePorts(t, 4)
 	_, signer, _ := ed25519.GenerateKey(rand.Reader)
-	r, err := New(Config{
+	cfg := Config{
 		Store: st, Blobs: blobs, CacheDir: filepath.Join(dir, "cache"), MaxJobs: 2,
 		SSHHost: "127.0.0.1", SSHPortFirst: lo, SSHPortLast: lo + 3, Logger: slog.New(slog.DiscardHandler),
 		CACerts: []string{testCA}, Signer: signer, Version: "test",
-	})
+	}
+	if mod != nil {
+		mod(&cfg, s3s)
+	}
+	r, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

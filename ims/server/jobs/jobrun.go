@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -175,6 +176,37 @@ func (x *jobExecutor) Run(ctx context.Context, s executor.Step) error {
 	return x.Executor.Run(ctx, s)
 }
 
+// ReachesSSH implements executor.SSHExecutor: a customize job's SSH
+// environment opens in its step's pod when the runner's executor lets
+// people in there (the Kubernetes executor's Service).
+func (x *jobExecutor) ReachesSSH() bool {
+	r, ok := x.Executor.(executor.SSHExecutor)
+	return ok && r.ReachesSSH()
+}
+
+// recordService fills the record from the waiting event of an SSH
+// environment in a pod: connection_info "cluster.local" is the Service's
+// cluster DNS name and port, "customer_access" where the Service is
+// reached (its cluster address, node port or load balancer: the
+// executor's ssh_service_type), kubernetes_service its name, as IMS's
+// name its job's.
+func (j *jobRun) recordService(info *engine.SSHInfo) error {
+	_, name, _ := strings.Cut(info.Service, "/")
+	return j.update(func(job *store.Job) {
+		job.KubernetesService = name
+		for i := range job.SSHContainers {
+			job.SSHContainers[i].ConnectionInfo = map[string]store.ConnectionInfo{
+				"cluster.local":   {Host: info.DNSName, Port: serviceSSHPort},
+				"customer_access": {Host: info.Host, Port: info.Port},
+			}
+		}
+	})
+}
+
+// serviceSSHPort is the port of the Service the Kubernetes executor makes
+// for a pod's SSH environment (executor/kubernetes.SSHPort), as IMS's.
+const serviceSSHPort = 22
+
 // writeEvent writes one engine event to a job log as a plain line.
 func writeEvent(w io.Writer, ev engine.Event) {
 	line := ev.Time.UTC().Format(time.RFC3339) + " " + ev.Step + " " + string(ev.Status)
@@ -194,6 +226,9 @@ func writeEvent(w io.Writer, ev engine.Event) {
 	}
 	if ev.SSH != nil {
 		line += fmt.Sprintf(": ssh -p %d %s@%s", ev.SSH.Port, ev.SSH.User, ev.SSH.Host)
+		if ev.SSH.Service != "" {
+			line += fmt.Sprintf(" (Service %s, %s)", ev.SSH.Service, ev.SSH.DNSName)
+		}
 	}
 	fmt.Fprintln(w, line)
 }

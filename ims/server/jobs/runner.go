@@ -63,14 +63,15 @@ type Config struct {
 	// without Executor, required with it.
 	Remote    tiered.Remote
 	RemoteURL string
-	// Executor, when set, builds every missing step of a create job
-	// elsewhere (imsbuild serve --executor kubernetes: a Kubernetes Job
-	// per step, kiwi prepare and pack), sharing Remote with it. The
-	// record's kubernetes_job and kubernetes_namespace name the first Job
-	// the job started; the other kubernetes_* fields are empty, as
-	// nothing else is created. A job that opens an SSH environment
-	// (customize, create with enable_debug) builds in this process, as
-	// without an executor.
+	// Executor, when set, builds every missing step of a create or
+	// customize job elsewhere (imsbuild serve --executor kubernetes: a
+	// Kubernetes Job per step: kiwi prepare and pack; the customize
+	// step, whose SSH environment opens in its pod), sharing Remote with
+	// it; the local executor builds SSH jobs in this process. The record's kubernetes_job and kubernetes_namespace name the
+	// first Job the job started, kubernetes_service the Service of a
+	// pod's SSH environment; the ConfigMap and PVC fields stay empty, as nothing else
+	// is created. A create job with enable_debug opens its debug shell in
+	// the failed step's pod the same way.
 	Executor executor.Executor
 	// Registry receives the job metrics (the server's registry).
 	Registry *prometheus.Registry
@@ -274,12 +275,20 @@ func (r *Runner) Start(_ context.Context, job store.Job) (store.Job, error) {
 	t := &task{done: make(chan struct{})}
 	if r.cfg.Executor != nil {
 		// The job names only Kubernetes objects that exist: its Job's
-		// name once the executor created it (jobExecutor), no Service,
+		// name once the executor created it (jobExecutor), a customize
+		// job's Service once its pod waits (customizeStatus), no
 		// ConfigMap or PVC, which imsbuild does not create.
 		job.KubernetesJob, job.KubernetesService, job.KubernetesConfigmap = "", "", ""
 		job.KubernetesPVC, job.KubernetesNamespace = "", ""
 	}
-	if len(job.SSHContainers) > 0 {
+	if len(job.SSHContainers) > 0 && r.sshInPod(job) {
+		// Its SSH environment opens in the step's pod: connection_info
+		// names the pod's Service once it waits (recordService).
+		job.SSHContainers = slices.Clone(job.SSHContainers)
+		for i := range job.SSHContainers {
+			job.SSHContainers[i].ConnectionInfo = nil
+		}
+	} else if len(job.SSHContainers) > 0 {
 		port, err := r.allocPortLocked(job.ID)
 		if err != nil {
 			return job, err
@@ -300,6 +309,16 @@ func (r *Runner) Start(_ context.Context, job store.Job) (store.Job, error) {
 	r.queue = append(r.queue, t)
 	r.pumpLocked()
 	return job, nil
+}
+
+// sshInPod reports whether job's SSH environment opens in its step's pod
+// (a customize job's, a create job's enable_debug shell): with an
+// executor that lets people in there (the Kubernetes executor; not the
+// local one, whose SSH jobs build in this process as without an
+// executor).
+func (r *Runner) sshInPod(job store.Job) bool {
+	x, ok := r.cfg.Executor.(executor.SSHExecutor)
+	return ok && x.ReachesSSH() && (job.JobType == "customize" || job.JobType == "create" && job.EnableDebug)
 }
 
 // allocPortLocked takes the first port of the range that no job holds and
