@@ -119,6 +119,13 @@ func loadCreateBuild(ctx context.Context, job store.Job, rec store.Recipe, build
 	} else {
 		body.SetAttributeValue("ca_certificates", cty.ListVal(certs))
 	}
+	return loadFixedBuild(ctx, buildDir, varsDir, vars)
+}
+
+// loadFixedBuild writes vars (request values) as the variables file in
+// varsDir, readable by the server alone, and loads the build of buildDir
+// with them.
+func loadFixedBuild(ctx context.Context, buildDir, varsDir string, vars *hclwrite.File) (*spec.Config, error) {
 	varsFile := filepath.Join(varsDir, createVarsFile)
 	if err := os.WriteFile(varsFile, vars.Bytes(), 0o600); err != nil {
 		return nil, err

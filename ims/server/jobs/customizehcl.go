@@ -2,7 +2,6 @@ package jobs
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -87,22 +86,5 @@ func loadCustomizeBuild(ctx context.Context, job store.Job, names imageNames, pu
 		body.SetAttributeValue(kv.name, cty.StringVal(kv.value))
 	}
 	body.SetAttributeValue("jail", cty.BoolVal(job.SSHContainers[0].Jail))
-	varsFile := filepath.Join(varsDir, createVarsFile)
-	if err := os.WriteFile(varsFile, vars.Bytes(), 0o600); err != nil {
-		return nil, err
-	}
-	// No environment: the server's IMSBUILD_VAR_* must not set the job's
-	// variables.
-	cfg, diags := spec.LoadContext(ctx, buildDir, spec.Options{VarFiles: []string{varsFile}})
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if diags.HasErrors() {
-		var msgs []string
-		for _, d := range diags.Errs() {
-			msgs = append(msgs, d.Error())
-		}
-		return nil, errors.New("build: " + strings.Join(msgs, "; "))
-	}
-	return cfg, nil
+	return loadFixedBuild(ctx, buildDir, varsDir, vars)
 }
