@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/imsbuild/imsbuild/builders/sshenv"
+	"github.com/imsbuild/imsbuild/executor"
 )
 
 // StatusWaiting is reported while an SSH environment waits for a person
@@ -21,23 +22,12 @@ const StatusWaiting Status = "waiting"
 // failure instead.
 const StatusResumed Status = "resumed"
 
-// SSHInfo tells a person how to reach an interactive or debug environment.
-type SSHInfo struct {
-	Host         string `json:"host"`
-	Port         int    `json:"port"`
-	User         string `json:"user"`
-	HostKey      string `json:"host_key_fingerprint"`
-	Jail         bool   `json:"jail"`
-	ImageRoot    string `json:"image_root"`
-	CompleteFile string `json:"complete_file"`
-	FailedFile   string `json:"failed_file"`
-	Debug        bool   `json:"debug,omitempty"`
-	// Service and DNSName name what an executor made to reach a remote
-	// step's environment (Kubernetes: the Service, namespace/name, and
-	// its cluster DNS name); Host and Port are then the Service's.
-	Service string `json:"service,omitempty"`
-	DNSName string `json:"dns_name,omitempty"`
-}
+// SSHInfo tells a person how to reach an interactive or debug
+// environment. It is the executor's SSHEndpoint: a remote step reports
+// its environment in the same fields, and the executor sets Service and
+// DNSName (Kubernetes: the Service, namespace/name, and its cluster DNS
+// name), Host and Port then being the Service's.
+type SSHInfo = executor.SSHEndpoint
 
 // defaultInteractiveTimeout bounds environments opened by flags, without an
 // interactive block to say how long.

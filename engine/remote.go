@@ -128,11 +128,7 @@ func (e *Engine) remoteSSH(id string, args *[]string) func(executor.SSHEndpoint)
 		*args = append(*args, "--ssh-env", kv)
 	}
 	return func(ep executor.SSHEndpoint) {
-		e.emit(Event{Step: id, Status: StatusWaiting, SSH: &SSHInfo{
-			Host: ep.Host, Port: ep.Port, User: ep.User, HostKey: ep.HostKey,
-			Jail: ep.Jail, ImageRoot: ep.ImageRoot, CompleteFile: ep.CompleteFile,
-			FailedFile: ep.FailedFile, Debug: ep.Debug, Service: ep.Service, DNSName: ep.DNSName,
-		}})
+		e.emit(Event{Step: id, Status: StatusWaiting, SSH: &ep})
 	}
 }
 

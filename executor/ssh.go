@@ -33,7 +33,8 @@ const SSHMarker = "imsbuild-internal: ssh-waiting "
 const MaxSSHMarkerLine = 4096
 
 // SSHEndpoint is an SSH environment as the remote step sees it, and as
-// the executor rewrites it for people (Host and Port).
+// the executor rewrites it for people (Host and Port); engine.SSHInfo,
+// the waiting event's, is this type.
 type SSHEndpoint struct {
 	Host         string `json:"host"`
 	Port         int    `json:"port"`

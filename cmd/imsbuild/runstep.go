@@ -212,11 +212,7 @@ func runStep(ctx context.Context, out io.Writer, cacheURL string, bundle cache.D
 				fmt.Fprintln(out, ev.Line)
 			case ev.Status == engine.StatusWaiting && ev.SSH != nil:
 				// The one channel back to the orchestrator (executor.SSHMarker).
-				fmt.Fprint(out, executor.FormatSSHMarker(executor.SSHEndpoint{
-					Host: ev.SSH.Host, Port: ev.SSH.Port, User: ev.SSH.User, HostKey: ev.SSH.HostKey,
-					Jail: ev.SSH.Jail, ImageRoot: ev.SSH.ImageRoot, CompleteFile: ev.SSH.CompleteFile,
-					FailedFile: ev.SSH.FailedFile, Debug: ev.SSH.Debug,
-				}))
+				fmt.Fprint(out, executor.FormatSSHMarker(*ev.SSH))
 			}
 		},
 		Interactive:       interactiveStep(ssh, step),

@@ -271,11 +271,7 @@ func (c *fakeCluster) runStep(ctx context.Context, args, env []string, out io.Wr
 			case ev.Status == engine.StatusLog:
 				fmt.Fprintln(out, ev.Line)
 			case ev.Status == engine.StatusWaiting && ev.SSH != nil:
-				fmt.Fprint(out, executor.FormatSSHMarker(executor.SSHEndpoint{
-					Host: ev.SSH.Host, Port: ev.SSH.Port, User: ev.SSH.User, HostKey: ev.SSH.HostKey,
-					Jail: ev.SSH.Jail, ImageRoot: ev.SSH.ImageRoot, CompleteFile: ev.SSH.CompleteFile,
-					FailedFile: ev.SSH.FailedFile, Debug: ev.SSH.Debug,
-				}))
+				fmt.Fprint(out, executor.FormatSSHMarker(*ev.SSH))
 			}
 		},
 	})
