@@ -54,7 +54,7 @@ func checkRemote(opts *Options) error {
 	switch {
 	case opts.Remote == nil || opts.Remote.Store == nil || opts.Remote.URL == "":
 		return errors.New(`an executor builds steps elsewhere and needs a remote cache to share them: set imsbuild { cache { to = "s3://bucket/prefix" } } (or oci://registry/repo), or --cache-to`)
-	case (len(opts.Interactive) > 0 || opts.DebugOnFailure) && !reachesSSH(opts.Executor):
+	case (len(opts.Interactive) > 0 || opts.DebugOnFailure) && !executor.ReachesSSH(opts.Executor):
 		return errors.New("interactive and debug SSH environments do not run with this executor: build those images without one, or with the kubernetes executor")
 	case opts.Check:
 		return errors.New("--check rebuilds in this process: it does not run with an executor")
@@ -75,17 +75,10 @@ func (e *Engine) remoteAllowed(s *Step) error {
 	if e.opts.Executor == nil {
 		return nil
 	}
-	if (e.interactive(s) || e.debugOnFailure(s)) && !reachesSSH(e.opts.Executor) {
+	if (e.interactive(s) || e.debugOnFailure(s)) && !executor.ReachesSSH(e.opts.Executor) {
 		return fmt.Errorf("%s opens an interactive or debug SSH environment, which does not run with this executor: build it without one, or with the kubernetes executor", s.ID)
 	}
 	return nil
-}
-
-// reachesSSH reports whether x lets people into a remote step's SSH
-// environment.
-func reachesSSH(x executor.Executor) bool {
-	r, ok := x.(executor.SSHExecutor)
-	return ok && r.ReachesSSH()
 }
 
 // remoteSSH completes the run-step arguments args of step id (an image

@@ -59,6 +59,13 @@ type SSHExecutor interface {
 	ReachesSSH() bool
 }
 
+// ReachesSSH reports whether x lets people into a remote step's SSH
+// environment: an SSHExecutor that does.
+func ReachesSSH(x Executor) bool {
+	r, ok := x.(SSHExecutor)
+	return ok && r.ReachesSSH()
+}
+
 // FormatSSHMarker is the marker line (with its newline) for ep.
 func FormatSSHMarker(ep SSHEndpoint) string {
 	b, _ := json.Marshal(ep) // a struct of strings, ints and bools

@@ -180,8 +180,7 @@ func (x *jobExecutor) Run(ctx context.Context, s executor.Step) error {
 // environment opens in its step's pod when the runner's executor lets
 // people in there (the Kubernetes executor's Service).
 func (x *jobExecutor) ReachesSSH() bool {
-	r, ok := x.Executor.(executor.SSHExecutor)
-	return ok && r.ReachesSSH()
+	return executor.ReachesSSH(x.Executor)
 }
 
 // recordService fills the record from the waiting event of an SSH

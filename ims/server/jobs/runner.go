@@ -67,11 +67,12 @@ type Config struct {
 	// customize job elsewhere (imsbuild serve --executor kubernetes: a
 	// Kubernetes Job per step: kiwi prepare and pack; the customize
 	// step, whose SSH environment opens in its pod), sharing Remote with
-	// it; the local executor builds SSH jobs in this process. The record's kubernetes_job and kubernetes_namespace name the
-	// first Job the job started, kubernetes_service the Service of a
-	// pod's SSH environment; the ConfigMap and PVC fields stay empty, as nothing else
-	// is created. A create job with enable_debug opens its debug shell in
-	// the failed step's pod the same way.
+	// it; the local executor builds SSH jobs in this process. The
+	// record's kubernetes_job and kubernetes_namespace name the first Job
+	// the job started, kubernetes_service the Service of a pod's SSH
+	// environment; the ConfigMap and PVC fields stay empty, as nothing
+	// else is created. A create job with enable_debug opens its debug
+	// shell in the failed step's pod the same way.
 	Executor executor.Executor
 	// Registry receives the job metrics (the server's registry).
 	Registry *prometheus.Registry
@@ -317,8 +318,7 @@ func (r *Runner) Start(_ context.Context, job store.Job) (store.Job, error) {
 // local one, whose SSH jobs build in this process as without an
 // executor).
 func (r *Runner) sshInPod(job store.Job) bool {
-	x, ok := r.cfg.Executor.(executor.SSHExecutor)
-	return ok && x.ReachesSSH() && (job.JobType == "customize" || job.JobType == "create" && job.EnableDebug)
+	return executor.ReachesSSH(r.cfg.Executor) && (job.JobType == "customize" || job.JobType == "create" && job.EnableDebug)
 }
 
 // allocPortLocked takes the first port of the range that no job holds and
