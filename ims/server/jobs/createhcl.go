@@ -89,14 +89,7 @@ func loadCreateBuild(ctx context.Context, job store.Job, rec store.Recipe, build
 	if arch == "" {
 		arch = "x86_64"
 	}
-	ca := ""
-	if len(caCerts) > 0 {
-		if err := writeCA(caCerts, buildDir); err != nil {
-			return nil, err
-		}
-		ca = createCAHCL
-	}
-	if err := os.WriteFile(filepath.Join(buildDir, createBuildFile), fmt.Appendf(nil, createHCL, ca), 0o644); err != nil {
+	if err := writeFixedBuild(buildDir, createHCL, caCerts); err != nil {
 		return nil, err
 	}
 	certs := []cty.Value{}
@@ -120,6 +113,20 @@ func loadCreateBuild(ctx context.Context, job store.Job, rec store.Recipe, build
 		body.SetAttributeValue("ca_certificates", cty.ListVal(certs))
 	}
 	return loadFixedBuild(ctx, buildDir, varsDir, vars)
+}
+
+// writeFixedBuild writes build (fixed text whose one %s is the CA
+// customize block) as buildDir's build file: with createCAHCL and the
+// certificates beside it when caCerts has any, else without.
+func writeFixedBuild(buildDir, build string, caCerts []string) error {
+	ca := ""
+	if len(caCerts) > 0 {
+		if err := writeCA(caCerts, buildDir); err != nil {
+			return err
+		}
+		ca = createCAHCL
+	}
+	return os.WriteFile(filepath.Join(buildDir, createBuildFile), fmt.Appendf(nil, build, ca), 0o644)
 }
 
 // loadFixedBuild writes vars (request values) as the variables file in

@@ -2,9 +2,6 @@ package jobs
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2/hclwrite"
@@ -64,14 +61,7 @@ publish "dir" "job" {
 // rootfs already at buildDir/customizeRootfs) as build files into
 // buildDir, its variables into varsDir, and loads it.
 func loadCustomizeBuild(ctx context.Context, job store.Job, names imageNames, publicKey, buildDir, varsDir string, caCerts []string) (*spec.Config, error) {
-	ca := ""
-	if len(caCerts) > 0 {
-		if err := writeCA(caCerts, buildDir); err != nil {
-			return nil, err
-		}
-		ca = createCAHCL
-	}
-	if err := os.WriteFile(filepath.Join(buildDir, createBuildFile), fmt.Appendf(nil, customizeHCL, ca), 0o644); err != nil {
+	if err := writeFixedBuild(buildDir, customizeHCL, caCerts); err != nil {
 		return nil, err
 	}
 	vars := hclwrite.NewEmptyFile()
