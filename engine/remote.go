@@ -191,6 +191,9 @@ func (e *Engine) runRemote(ctx context.Context, id, key string, canon []byte, ca
 		args = append(args, "--result-key", resultKey)
 	}
 	waiting := e.remoteSSH(id, &args)
+	// stored is the result once the executor has asked for it (Stored),
+	// which it may do before the step's process is seen ending.
+	var stored *cache.ActionResult
 	err = e.opts.Executor.Run(ctx, executor.Step{
 		BuildID:    e.opts.BuildID,
 		Step:       id,
@@ -201,7 +204,12 @@ func (e *Engine) runRemote(ctx context.Context, id, key string, canon []byte, ca
 		Privileged: e.privileged(id),
 		Arch:       e.archOf(id),
 		Log:        lw,
-		Waiting:    waiting,
+		Stored: func(ctx context.Context) bool {
+			res, err := e.ac.Get(ctx, resultKey)
+			stored = res
+			return err == nil
+		},
+		Waiting: waiting,
 	})
 	if err != nil {
 		return fail(fmt.Errorf("remote step: %w", err))
@@ -210,7 +218,10 @@ func (e *Engine) runRemote(ctx context.Context, id, key string, canon []byte, ca
 	if waiting != nil {
 		e.emit(Event{Step: id, Status: StatusResumed})
 	}
-	res, err := e.ac.Get(ctx, resultKey)
+	res := stored
+	if res == nil {
+		res, err = e.ac.Get(ctx, resultKey)
+	}
 	if err != nil {
 		return &StepError{Step: id, LogPath: logPath, LogTail: lw.Tail(),
 			Err: fmt.Errorf("remote step ended but its result (key %s) is not in the remote cache: %w", resultKey, err)}

@@ -76,6 +76,12 @@ type Step struct {
 	// anew (a Job deleted under a running step). An executor without
 	// such names (a local process) does not call it.
 	Started func(namespace, name string)
+	// Stored, when not nil, reports whether the step's result is in the
+	// remote cache under Key. An executor that sees the step say so on
+	// its output (StoredMarker) asks Stored and, on true, returns without
+	// waiting for the step's process to be seen ending; on false the line
+	// was not the step's own, and Run goes on waiting.
+	Stored func(ctx context.Context) bool
 	// Waiting, when not nil, says the step may open an SSH environment
 	// (an interactive image, a debug shell on failure): the executor must be an SSHExecutor, which lets
 	// the step listen where people can be let in (SSHListenEnv) and

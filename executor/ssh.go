@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"strings"
 	"unicode/utf8"
@@ -114,64 +113,4 @@ func printable(s string) bool {
 		return false
 	}
 	return !strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f || r >= 0x80 && r < 0xa0 })
-}
-
-// SSHFilter is a writer for a remote step's output: it passes every line
-// to out except marker lines, which it gives to marker (err when the line
-// is unusable). A partial line is held until its newline, up to
-// MaxSSHMarkerLine bytes; Flush writes what is held.
-type SSHFilter struct {
-	out    io.Writer
-	marker func(SSHEndpoint, error)
-	buf    []byte
-}
-
-// NewSSHFilter returns an SSHFilter writing to out.
-func NewSSHFilter(out io.Writer, marker func(SSHEndpoint, error)) *SSHFilter {
-	return &SSHFilter{out: out, marker: marker}
-}
-
-func (f *SSHFilter) Write(p []byte) (int, error) {
-	n := len(p)
-	for len(p) > 0 {
-		i := bytes.IndexByte(p, '\n')
-		if i < 0 {
-			f.buf = append(f.buf, p...)
-			if len(f.buf) > MaxSSHMarkerLine {
-				// Too long to be a marker: log text.
-				if err := f.Flush(); err != nil {
-					return n, err
-				}
-			}
-			return n, nil
-		}
-		line := p[:i+1]
-		p = p[i+1:]
-		if len(f.buf) > 0 {
-			line = append(f.buf, line...)
-			f.buf = f.buf[:0]
-		}
-		// A line longer than a marker may be is text, however it came
-		// (in one write, or flushed in parts).
-		if content := bytes.TrimSuffix(line, []byte("\n")); len(content) <= MaxSSHMarkerLine {
-			if ep, ok, err := ParseSSHMarker(content); ok {
-				f.marker(ep, err)
-				continue
-			}
-		}
-		if _, err := f.out.Write(line); err != nil {
-			return n, err
-		}
-	}
-	return n, nil
-}
-
-// Flush writes the partial line held, if any.
-func (f *SSHFilter) Flush() error {
-	if len(f.buf) == 0 {
-		return nil
-	}
-	_, err := f.out.Write(f.buf)
-	f.buf = f.buf[:0]
-	return err
 }

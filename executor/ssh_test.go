@@ -1,8 +1,6 @@
 package executor
 
 import (
-	"bytes"
-	"errors"
 	"strings"
 	"testing"
 )
@@ -66,51 +64,4 @@ func FuzzParseSSHMarker(f *testing.F) {
 			t.Fatalf("round trip of %+v: %+v, %v, %v", ep, again, ok, err)
 		}
 	})
-}
-
-// FuzzSSHFilter: however a pod's output is cut into writes, the filter
-// passes every byte of every line that is not a marker line, in order,
-// and reports each marker line once.
-func FuzzSSHFilter(f *testing.F) {
-	f.Add([]byte("a\n"+FormatSSHMarker(testEndpoint)+"b\npartial"), uint16(3))
-	f.Add([]byte(SSHMarker+strings.Repeat("x", MaxSSHMarkerLine+10)+"\nz\n"), uint16(100))
-	f.Add([]byte(SSHMarker+"{bad\n"), uint16(0))
-	f.Fuzz(func(t *testing.T, in []byte, cut uint16) {
-		var out bytes.Buffer
-		var markers int
-		fl := NewSSHFilter(&out, func(SSHEndpoint, error) { markers++ })
-		c := int(cut) % (len(in) + 1)
-		for _, part := range [][]byte{in[:c], in[c:]} {
-			if n, err := fl.Write(part); n != len(part) || err != nil {
-				t.Fatalf("Write = %d, %v", n, err)
-			}
-		}
-		if err := fl.Flush(); err != nil {
-			t.Fatal(err)
-		}
-		var want bytes.Buffer
-		wantMarkers := 0
-		for _, line := range bytes.SplitAfter(in, []byte("\n")) {
-			content := bytes.TrimSuffix(line, []byte("\n"))
-			if bytes.HasSuffix(line, []byte("\n")) && len(content) <= MaxSSHMarkerLine && bytes.HasPrefix(content, []byte(SSHMarker)) {
-				wantMarkers++
-				continue
-			}
-			want.Write(line)
-		}
-		if !bytes.Equal(out.Bytes(), want.Bytes()) || markers != wantMarkers {
-			t.Fatalf("filtered %q (%d markers), want %q (%d)", out.Bytes(), markers, want.Bytes(), wantMarkers)
-		}
-	})
-}
-
-type failWriter struct{}
-
-func (failWriter) Write([]byte) (int, error) { return 0, errors.New("closed") }
-
-func TestSSHFilterWriteError(t *testing.T) {
-	fl := NewSSHFilter(failWriter{}, func(SSHEndpoint, error) { t.Error("marker") })
-	if _, err := fl.Write([]byte("text\n")); err == nil {
-		t.Error("Write = nil error, want the writer's")
-	}
 }

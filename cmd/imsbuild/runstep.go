@@ -249,6 +249,9 @@ func runStep(ctx context.Context, out io.Writer, cacheURL string, bundle cache.D
 	if _, err := remote.Actions().Get(ctx, key); err != nil {
 		return fmt.Errorf("step %s built, but its result did not reach %s: %w", step, remote.Name(), err)
 	}
+	// Last: the orchestrator may end the step here (executor.StoredMarker),
+	// before this process has removed its scratch space and exited.
+	fmt.Fprint(out, executor.FormatStoredMarker(key))
 	return nil
 }
 

@@ -299,6 +299,17 @@ func (e *Executor) Run(ctx context.Context, s executor.Step) error {
 	w := e.watch(name)
 	defer e.unwatch(name, w)
 	r := &run{e: e, s: s, name: name, nodeSelector: sel, wake: w, logs: newLogs(e, s.Log)}
+	if s.Stored != nil {
+		r.stored = make(chan struct{}, 1)
+		r.logs.stored = func(key string) {
+			if key == s.Key {
+				select {
+				case r.stored <- struct{}{}:
+				default: // a check is pending: it covers this line
+				}
+			}
+		}
+	}
 	if s.Waiting != nil {
 		r.logs.marker = func(pod string, ep executor.SSHEndpoint, err error) { r.onMarker(r.logs.ctx, pod, ep, err) }
 		defer r.deleteService(ctx) // after the logs stop: no marker makes it again
@@ -314,6 +325,10 @@ func (e *Executor) Run(ctx context.Context, s executor.Step) error {
 	return err
 }
 
+// storedRecheck is how long a Run ignores stored markers after one that
+// the remote cache did not confirm.
+const storedRecheck = time.Second
+
 // run is one Run's state.
 type run struct {
 	e            *Executor
@@ -321,6 +336,7 @@ type run struct {
 	name         string
 	nodeSelector map[string]string // the configured one and the step's arch (arch.go)
 	wake         chan struct{}
+	stored       chan struct{} // a pod said the result is stored (nil: not asked to listen)
 	logs         *logs
 	uid          types.UID // the Job followed
 	owned        bool      // this Run created it (and deletes it on cancel)
@@ -334,6 +350,8 @@ func (r *run) run(ctx context.Context) error {
 		return err
 	}
 	seen := false
+	stored := r.stored
+	var storedAgain <-chan time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -341,6 +359,20 @@ func (r *run) run(ctx context.Context) error {
 		case <-r.e.stop:
 			return fmt.Errorf("job %s: kubernetes executor closed", r.name)
 		case <-r.wake:
+		case <-stored:
+			// The kubelet sees the pod's container end up to a second
+			// after it exits, and the informer later still: a result the
+			// remote cache has is the step done. A script can print the
+			// marker too, hence the check, and at most one a second after
+			// a false one (a marker meanwhile waits in the channel).
+			if r.s.Stored(ctx) {
+				return nil
+			}
+			stored, storedAgain = nil, time.After(storedRecheck)
+			continue
+		case <-storedAgain:
+			stored, storedAgain = r.stored, nil
+			continue
 		}
 		job, err := r.e.jobs.Get(r.name)
 		if apierrors.IsNotFound(err) || err == nil && job.UID != r.uid && !seen {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -271,6 +272,42 @@ func TestRunPodSucceeded(t *testing.T) {
 	}
 	if !strings.Contains(logString(&log), "fake logs") {
 		t.Errorf("log = %q, want the pod's", logString(&log))
+	}
+}
+
+// TestRunStored: a pod's stored marker ends the step while the pod still
+// runs (the kubelet would report its end up to a second later), once
+// Stored confirms it; a marker Stored does not confirm (a script printed
+// it) does not end it, and no marker reaches the step's log.
+func TestRunStored(t *testing.T) {
+	for _, confirmed := range []bool{true, false} {
+		cs := newFake(t)
+		e := newExecutor(t, cs, nil)
+		e.logStream = func(context.Context, string) (io.ReadCloser, error) {
+			return io.NopCloser(strings.NewReader("packing\n" + executor.FormatStoredMarker(testKey) + "after\n")), nil
+		}
+		var log bytes.Buffer
+		s := testStep(&log)
+		var asked atomic.Int32
+		s.Stored = func(context.Context) bool { asked.Add(1); return confirmed }
+		done := runAsync(t.Context(), e, s)
+		addPod(t, cs, getJob(t, cs, "imsbuild-0123456789abcdef0123"), "pod-1", running)
+		select {
+		case err := <-done:
+			if !confirmed || err != nil {
+				t.Fatalf("confirmed %v: Run() = %v while the pod runs", confirmed, err)
+			}
+		case <-time.After(time.Second):
+			if confirmed {
+				t.Fatal("Run() still waiting after a confirmed stored marker")
+			}
+		}
+		if asked.Load() != 1 {
+			t.Errorf("confirmed %v: Stored asked %d times, want once", confirmed, asked.Load())
+		}
+		if l := logString(&log); !strings.Contains(l, "packing") || strings.Contains(l, executor.StoredMarker) {
+			t.Errorf("confirmed %v: log %q, want the pod's without the marker", confirmed, l)
+		}
 	}
 }
 

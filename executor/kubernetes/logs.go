@@ -28,7 +28,10 @@ type logs struct {
 	out io.Writer
 	// marker, when not nil, receives the SSH marker lines of a pod's
 	// log (executor.SSHMarker), which never reach out.
-	marker  func(pod string, ep executor.SSHEndpoint, err error)
+	marker func(pod string, ep executor.SSHEndpoint, err error)
+	// stored, when not nil, receives the keys of a pod's stored marker
+	// lines (executor.StoredMarker), which never reach out either.
+	stored  func(key string)
 	started map[string]bool
 	wg      sync.WaitGroup
 }
@@ -60,12 +63,19 @@ func (l *logs) follow(pod string) {
 			return
 		}
 		defer rc.Close()
-		var w io.Writer = writerFunc(l.write)
+		var m executor.Markers
 		if l.marker != nil {
-			f := executor.NewSSHFilter(w, func(ep executor.SSHEndpoint, err error) { l.marker(pod, ep, err) })
-			defer f.Flush()
-			w = f
+			m.SSH = func(ep executor.SSHEndpoint, err error) { l.marker(pod, ep, err) }
 		}
+		if l.stored != nil {
+			m.Stored = func(key string, err error) {
+				if err == nil {
+					l.stored(key)
+				}
+			}
+		}
+		w := executor.NewFilter(writerFunc(l.write), m)
+		defer w.Flush()
 		buf := make([]byte, 32<<10)
 		for {
 			n, err := rc.Read(buf)

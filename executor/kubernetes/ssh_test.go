@@ -235,12 +235,13 @@ func TestRunSSHBadMarker(t *testing.T) {
 }
 
 // TestRunNoSSH: a step without Waiting gets no listen address, and a
-// marker in its log is plain text (it never makes a Service).
+// marker in its log never makes a Service (nor reaches the log: marker
+// lines are not for people).
 func TestRunNoSSH(t *testing.T) {
 	cs := sshFake(t)
 	e := newExecutor(t, cs, nil)
 	var log bytes.Buffer
-	s, _ := sshStep(e, &log, executor.FormatSSHMarker(podEndpoint))
+	s, _ := sshStep(e, &log, executor.FormatSSHMarker(podEndpoint)+"text\n")
 	s.Waiting = nil
 	done := runAsync(t.Context(), e, s)
 	job := getJob(t, cs, "imsbuild-0123456789abcdef0123")
@@ -248,10 +249,13 @@ func TestRunNoSSH(t *testing.T) {
 		t.Errorf("env = %+v, want the step's only", env)
 	}
 	addPod(t, cs, job, "pod-1", running)
-	waitFor(t, "log", func() bool { return strings.Contains(logString(&log), "ssh-waiting") })
+	waitFor(t, "log", func() bool { return strings.Contains(logString(&log), "text") })
 	setCondition(t, cs, job, batchv1.JobComplete, "Completed", "")
 	if err := <-done; err != nil {
 		t.Fatalf("Run() = %v", err)
+	}
+	if l := logString(&log); l != "text\n" {
+		t.Errorf("log %q, want the text line only", l)
 	}
 	if n := countVerb(cs, "create", "services"); n != 0 {
 		t.Errorf("%d services created", n)

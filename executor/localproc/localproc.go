@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"sort"
@@ -66,11 +67,15 @@ func (x *Executor) Run(ctx context.Context, s executor.Step) error {
 	cmd := exec.CommandContext(ctx, x.binary, s.Args...)
 	cmd.Dir = x.dir
 	cmd.Env = environ(s)
-	cmd.Stdout, cmd.Stderr = s.Log, s.Log
+	// Marker lines are not for people; the process's exit is seen at
+	// once, so a stored marker need not end the step earlier.
+	out := executor.NewFilter(writerOrDiscard(s.Log), executor.Markers{})
+	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
 	cmd.WaitDelay = x.grace // then the leader is killed and its output closed
 	err := cmd.Run()
+	_ = out.Flush()
 	if ctx.Err() != nil {
 		// The rest of the group, if any: a group's id is not reused
 		// while it has members.
@@ -113,4 +118,11 @@ func environ(s executor.Step) []string {
 		}
 	}
 	return env
+}
+
+func writerOrDiscard(w io.Writer) io.Writer {
+	if w == nil {
+		return io.Discard
+	}
+	return w
 }

@@ -38,6 +38,28 @@ func TestRunEnvironmentAndExit(t *testing.T) {
 	}
 }
 
+// TestRunMarkersNotLogged: marker lines on a step's output are for
+// executors, not people: they never reach Log, the rest does, in order.
+func TestRunMarkersNotLogged(t *testing.T) {
+	x, err := New("/bin/sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log testutil.SyncBuffer
+	marker := strings.TrimSuffix(executor.FormatStoredMarker(strings.Repeat("ab", 32)), "\n")
+	if err := x.Run(t.Context(), executor.Step{
+		Step: "image.a",
+		Args: []string{"-c", `echo one; echo "$M"; printf two`},
+		Env:  map[string]string{"M": marker},
+		Log:  &log,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := log.String(); got != "one\ntwo" {
+		t.Errorf("log = %q, want %q", got, "one\ntwo")
+	}
+}
+
 // TestRunCancelKillsGroup: cancelling ctx sends the step SIGTERM, and
 // kills it and what it started (its process group) when it ignores it;
 // Run returns the cancellation.
