@@ -1,0 +1,148 @@
+//go:build kubernetes
+
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/imsbuild/imsbuild/builders/binfmt"
+	"github.com/imsbuild/imsbuild/executor/kubernetes"
+	"github.com/imsbuild/imsbuild/internal/k8stest"
+	"github.com/imsbuild/imsbuild/internal/testutil"
+)
+
+// kubeArm64Build is an aarch64 image imported from the busybox root with
+// an arm64 probe in it (/archprobe: its GOARCH and uname -m), customized
+// by a script that runs the probe and keeps its output in the image.
+const kubeArm64Build = `
+image "arm" {
+  name   = "busybox-arm64-probe"
+  arch   = "aarch64"
+  import = "./roots/busybox"
+  customize {
+    inline = "/archprobe > /etc/archprobe"
+  }
+}
+
+publish "dir" "local" {
+  images = [image.arm]
+  path   = "out"
+}
+`
+
+// kubeArm64Example is examples/busybox made into kubeArm64Build, with
+// extra appended.
+func kubeArm64Example(t *testing.T, probe, extra string) string {
+	t.Helper()
+	dir := example(t)
+	testutil.CopyExecutable(t, probe, filepath.Join(dir, "roots/busybox/archprobe"))
+	if err := os.WriteFile(filepath.Join(dir, "build.ims.hcl"), []byte(kubeArm64Build+extra), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestKubernetesEmulatedAarch64: with the Kubernetes executor and a
+// cluster of one amd64 node, an aarch64 image's customize step runs as a
+// Job on the amd64 node (node selector kubernetes.io/arch=amd64, the pod
+// privileged), where the pod's imsbuild runs the script's arm64 program
+// under the node's qemu (binfmt_misc handler with the fix-binary flag).
+// The orchestrator and the pod key the step alike, naming the emulator
+// the kernel runs, so the step's key and the published files are those
+// of a local build of the same file.
+func TestKubernetesEmulatedAarch64(t *testing.T) {
+	e := k8stest.Cluster(t)
+	if binfmt.HostArch() != "x86_64" {
+		t.Skipf("emulates aarch64 on an x86_64 node; this is %s", binfmt.HostArch())
+	}
+	testutil.RequireQemuUser(t, "aarch64")
+	e.LoadImage(t, testutil.RequireEnv(t, k8stest.BuilderImageEnv, "kubernetes"))
+	env, url := kubeCache(t, "arm64")
+	probe := testutil.BuildStaticFor(t, "../../builders/sandbox/testdata/archprobe", "arm64")
+	const step = "image.arm"
+
+	local := kubeArm64Example(t, probe, "")
+	r := imsbuild(t, local, "build", "--json", ".")
+	if r.code != 0 {
+		t.Fatalf("local build exit %d:\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	localKey := ""
+	for _, ev := range kubeEvents(t, r.stdout) {
+		if ev.Step == step && ev.Key != "" {
+			localKey = ev.Key
+		}
+	}
+
+	dir := kubeArm64Example(t, probe, kubeBlock(e))
+	start := time.Now()
+	r = imsbuildEnv(t, dir, env, "build", "--json", "--kubeconfig", e.Kubeconfig, "--cache-to", url, ".")
+	if r.code != 0 {
+		t.Fatalf("kubernetes build exit %d:\n%s\n%s", r.code, tail(r.stdout, 40), r.stderr)
+	}
+	kubeTime := time.Since(start)
+	var done kubeEvent
+	for _, ev := range kubeEvents(t, r.stdout) {
+		if ev.Step != step {
+			continue
+		}
+		if ev.Status == "done" {
+			done = ev
+		}
+		if (ev.Status == "started" || ev.Status == "done") && !ev.Remote {
+			t.Errorf("%s %s in the orchestrator, want in a Job", step, ev.Status)
+		}
+	}
+	if done.Key == "" || done.Key != localKey {
+		t.Errorf("%s: the Kubernetes build's key %q, the local build's %q: want one key", step, done.Key, localKey)
+	}
+
+	j, ok := stepJobs(t, e)[step]
+	if !ok {
+		t.Fatalf("no Job for %s", step)
+	}
+	if _, err := e.WaitJob(t.Context(), j.Name, time.Minute); err != nil {
+		t.Error(err)
+	}
+	pods, err := e.Client.CoreV1().Pods(e.Namespace).List(t.Context(), metav1.ListOptions{LabelSelector: kubernetes.LabelJob + "=" + j.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pods.Items) != 1 {
+		t.Fatalf("%s's Job has %d pods, want 1", step, len(pods.Items))
+	}
+	pod := pods.Items[0]
+	if got := pod.Spec.NodeSelector[corev1.LabelArchStable]; got != "amd64" {
+		t.Errorf("%s's pod: node selector %v, want kubernetes.io/arch amd64 (the cluster has no arm64 node)", step, pod.Spec.NodeSelector)
+	}
+	if sc := pod.Spec.Containers[0].SecurityContext; sc == nil || sc.Privileged == nil || !*sc.Privileged {
+		t.Errorf("%s's pod is not privileged", step)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, ".imsbuild/cache/logs/image.arm.log")); !strings.Contains(string(b), "aarch64 binaries run emulated by") {
+		t.Errorf("the step's log does not say it ran emulated:\n%s", tail(string(b), 20))
+	}
+
+	// The image's rootfs, its SBOM and manifest (an import has no kernel).
+	got, want := bootImages(t, dir), bootImages(t, local)
+	if len(want) != 3 || !equal(got, want) {
+		t.Errorf("published boot images = %v, want the local build's %v", got, want)
+	}
+	rootfs := ""
+	for rel := range got {
+		if filepath.Base(rel) == "rootfs" {
+			rootfs = filepath.Join(dir, "out", "boot-images", rel)
+		}
+	}
+	out, err := exec.Command("unsquashfs", "-cat", rootfs, "etc/archprobe").Output()
+	if err != nil || string(out) != "arm64 aarch64\n" {
+		t.Errorf("%s: /etc/archprobe = %q, %v; want the arm64 probe's \"arm64 aarch64\"", rootfs, out, err)
+	}
+	t.Logf("Kubernetes build %v (the emulated step's Job %v)", kubeTime.Round(time.Millisecond), time.Duration(done.DurationMS)*time.Millisecond)
+}
