@@ -236,3 +236,20 @@ func TestWaitProgram(t *testing.T) {
 		t.Errorf("the probe (pid %s) runs after stop", pid)
 	}
 }
+
+// A TMPDIR where nothing may run (noexec) is said, with the way out.
+func TestRunningNoexecTmpdir(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "noexec,size=1m", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount a noexec tmpfs: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", dir).Run() })
+	t.Setenv("TMPDIR", dir)
+	if _, _, err := running(t.Context(), HostArch()); err == nil || !strings.Contains(err.Error(), "mounted noexec? set TMPDIR") {
+		t.Errorf("running() in a noexec TMPDIR = %v, want it said", err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("the probe was left in %s", dir)
+	}
+}

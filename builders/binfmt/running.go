@@ -141,9 +141,12 @@ func running(ctx context.Context, arch string) (string, func(), error) {
 	case errors.Is(err, syscall.ENOEXEC):
 		remove()
 		return "", nil, errNoHandler
+	case errors.Is(err, syscall.EACCES):
+		remove()
+		return "", nil, fmt.Errorf("emulate %s: run the probe %s: %w (is %s mounted noexec? set TMPDIR to a directory that is not)", arch, path, err, os.TempDir())
 	case err != nil:
 		remove()
-		return "", nil, fmt.Errorf("emulate %s: run the probe: %w", arch, err)
+		return "", nil, fmt.Errorf("emulate %s: run the probe %s: %w", arch, path, err)
 	}
 	stop := func() {
 		stdin.Close()
