@@ -13,8 +13,9 @@ import (
 // runs its programs (kiwi's chroot, customize scripts) under qemu user-mode
 // emulation (package binfmt); its key names the emulator, which can change
 // what the programs do: the one the kernel runs (binfmt.Emulator.Identity),
-// so a pod on the node that builds the step keys it as the orchestrator did. A step of the host's architecture keys no emulator,
-// so its key is the same as before emulation existed.
+// so a pod keys the step for its node's emulator. A step of the host's
+// architecture keys no emulator, so its key is the same as before
+// emulation existed.
 //
 // An executor that builds elsewhere may run a step natively on a machine
 // of its arch (an arm64 Kubernetes node, kubernetes.io/arch=arm64): there
