@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -21,7 +22,8 @@ import (
 
 // kubeArm64Build is an aarch64 image imported from the busybox root with
 // an arm64 probe in it (/archprobe: its GOARCH and uname -m), customized
-// by a script that runs the probe and keeps its output in the image.
+// by a script that runs the probe and keeps its output in the image; and
+// the plain import as an aarch64 image, whose step pod is unprivileged.
 const kubeArm64Build = `
 image "arm" {
   name   = "busybox-arm64-probe"
@@ -32,8 +34,14 @@ image "arm" {
   }
 }
 
+image "plain" {
+  name   = "busybox-arm64-plain"
+  arch   = "aarch64"
+  import = "./roots/busybox"
+}
+
 publish "dir" "local" {
-  images = [image.arm]
+  images = [image.arm, image.plain]
   path   = "out"
 }
 `
@@ -54,10 +62,11 @@ func kubeArm64Example(t *testing.T, probe, extra string) string {
 // cluster of one amd64 node, an aarch64 image's customize step runs as a
 // Job on the amd64 node (node selector kubernetes.io/arch=amd64, the pod
 // privileged), where the pod's imsbuild runs the script's arm64 program
-// under the node's qemu (binfmt_misc handler with the fix-binary flag).
-// The orchestrator and the pod key the step alike, naming the emulator
-// the kernel runs, so the step's key and the published files are those
-// of a local build of the same file.
+// under the node's qemu (binfmt_misc handler with the fix-binary flag);
+// an aarch64 import goes there too, unprivileged. The orchestrator and
+// the pods key the steps alike, naming the emulator the kernel runs, so
+// the steps' keys and the published files are those of a local build of
+// the same file.
 func TestKubernetesEmulatedAarch64(t *testing.T) {
 	e := k8stest.Cluster(t)
 	if binfmt.HostArch() != "x86_64" {
@@ -67,17 +76,17 @@ func TestKubernetesEmulatedAarch64(t *testing.T) {
 	e.LoadImage(t, testutil.RequireEnv(t, k8stest.BuilderImageEnv, "kubernetes"))
 	env, url := kubeCache(t, "arm64")
 	probe := testutil.BuildStaticFor(t, "../../builders/sandbox/testdata/archprobe", "arm64")
-	const step = "image.arm"
+	privileged := map[string]bool{"image.arm": true, "image.plain": false}
 
 	local := kubeArm64Example(t, probe, "")
 	r := imsbuild(t, local, "build", "--json", ".")
 	if r.code != 0 {
 		t.Fatalf("local build exit %d:\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
-	localKey := ""
+	localKeys := map[string]string{}
 	for _, ev := range kubeEvents(t, r.stdout) {
-		if ev.Step == step && ev.Key != "" {
-			localKey = ev.Key
+		if ev.Key != "" {
+			localKeys[ev.Step] = ev.Key
 		}
 	}
 
@@ -88,48 +97,54 @@ func TestKubernetesEmulatedAarch64(t *testing.T) {
 		t.Fatalf("kubernetes build exit %d:\n%s\n%s", r.code, tail(r.stdout, 40), r.stderr)
 	}
 	kubeTime := time.Since(start)
-	var done kubeEvent
+	done := map[string]kubeEvent{}
 	for _, ev := range kubeEvents(t, r.stdout) {
-		if ev.Step != step {
+		if _, ok := privileged[ev.Step]; !ok {
 			continue
 		}
 		if ev.Status == "done" {
-			done = ev
+			done[ev.Step] = ev
 		}
 		if (ev.Status == "started" || ev.Status == "done") && !ev.Remote {
-			t.Errorf("%s %s in the orchestrator, want in a Job", step, ev.Status)
+			t.Errorf("%s %s in the orchestrator, want in a Job", ev.Step, ev.Status)
 		}
 	}
-	if done.Key == "" || done.Key != localKey {
-		t.Errorf("%s: the Kubernetes build's key %q, the local build's %q: want one key", step, done.Key, localKey)
-	}
 
-	j, ok := stepJobs(t, e)[step]
-	if !ok {
-		t.Fatalf("no Job for %s", step)
-	}
-	if _, err := e.WaitJob(t.Context(), j.Name, time.Minute); err != nil {
-		t.Error(err)
-	}
-	pods, err := e.Client.CoreV1().Pods(e.Namespace).List(t.Context(), metav1.ListOptions{LabelSelector: kubernetes.LabelJob + "=" + j.Name})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(pods.Items) != 1 {
-		t.Fatalf("%s's Job has %d pods, want 1", step, len(pods.Items))
-	}
-	pod := pods.Items[0]
-	if got := pod.Spec.NodeSelector[corev1.LabelArchStable]; got != "amd64" {
-		t.Errorf("%s's pod: node selector %v, want kubernetes.io/arch amd64 (the cluster has no arm64 node)", step, pod.Spec.NodeSelector)
-	}
-	if sc := pod.Spec.Containers[0].SecurityContext; sc == nil || sc.Privileged == nil || !*sc.Privileged {
-		t.Errorf("%s's pod is not privileged", step)
+	jobs := stepJobs(t, e)
+	for step, wantPrivileged := range privileged {
+		if k := done[step].Key; k == "" || k != localKeys[step] {
+			t.Errorf("%s: the Kubernetes build's key %q, the local build's %q: want one key", step, k, localKeys[step])
+		}
+		j, ok := jobs[step]
+		if !ok {
+			t.Errorf("no Job for %s", step)
+			continue
+		}
+		if _, err := e.WaitJob(t.Context(), j.Name, time.Minute); err != nil {
+			t.Error(err)
+		}
+		pods, err := e.Client.CoreV1().Pods(e.Namespace).List(t.Context(), metav1.ListOptions{LabelSelector: kubernetes.LabelJob + "=" + j.Name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(pods.Items) != 1 {
+			t.Errorf("%s's Job has %d pods, want 1", step, len(pods.Items))
+			continue
+		}
+		pod := pods.Items[0]
+		if got := pod.Spec.NodeSelector[corev1.LabelArchStable]; got != "amd64" {
+			t.Errorf("%s's pod: node selector %v, want kubernetes.io/arch amd64 (the cluster has no arm64 node)", step, pod.Spec.NodeSelector)
+		}
+		sc := pod.Spec.Containers[0].SecurityContext
+		if got := sc != nil && sc.Privileged != nil && *sc.Privileged; got != wantPrivileged {
+			t.Errorf("%s's pod privileged = %v, want %v", step, got, wantPrivileged)
+		}
 	}
 	// The node (this host) has a handler with the fix-binary flag: the
-	// pod uses it, and registers none (node-global) of its own.
+	// customize pod uses it, and registers none (node-global) of its own.
 	b, _ := os.ReadFile(filepath.Join(dir, ".imsbuild/cache/logs/image.arm.log"))
 	if log := string(b); !strings.Contains(log, "aarch64 binaries run emulated by") || strings.Contains(log, "registered binfmt_misc handler") {
-		t.Errorf("the step's log does not say it ran emulated by the node's handler:\n%s", tail(log, 20))
+		t.Errorf("the customize step's log does not say it ran emulated by the node's handler:\n%s", tail(log, 20))
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		if strings.Contains(line, "binfmt_misc") {
@@ -137,20 +152,24 @@ func TestKubernetesEmulatedAarch64(t *testing.T) {
 		}
 	}
 
-	// The image's rootfs, its SBOM and manifest (an import has no kernel).
+	// Each image's rootfs, its SBOM and manifest (an import has no
+	// kernel); the customized one has the probe's output.
 	got, want := bootImages(t, dir), bootImages(t, local)
-	if len(want) != 3 || !equal(got, want) {
+	if len(want) != 6 || !equal(got, want) {
 		t.Errorf("published boot images = %v, want the local build's %v", got, want)
 	}
-	rootfs := ""
+	var probed []string
 	for rel := range got {
-		if filepath.Base(rel) == "rootfs" {
-			rootfs = filepath.Join(dir, "out", "boot-images", rel)
+		if filepath.Base(rel) != "rootfs" {
+			continue
 		}
+		out, _ := exec.Command("unsquashfs", "-cat", filepath.Join(dir, "out", "boot-images", rel), "etc/archprobe").Output()
+		probed = append(probed, string(out))
 	}
-	out, err := exec.Command("unsquashfs", "-cat", rootfs, "etc/archprobe").Output()
-	if err != nil || string(out) != "arm64 aarch64\n" {
-		t.Errorf("%s: /etc/archprobe = %q, %v; want the arm64 probe's \"arm64 aarch64\"", rootfs, out, err)
+	sort.Strings(probed)
+	if len(probed) != 2 || probed[0] != "" || probed[1] != "arm64 aarch64\n" {
+		t.Errorf("/etc/archprobe of the two rootfs = %q, want none and the arm64 probe's \"arm64 aarch64\"", probed)
 	}
-	t.Logf("Kubernetes build %v (the emulated step's Job %v)", kubeTime.Round(time.Millisecond), time.Duration(done.DurationMS)*time.Millisecond)
+	t.Logf("Kubernetes build %v (the customize step's Job %v, the import's %v)", kubeTime.Round(time.Millisecond),
+		time.Duration(done["image.arm"].DurationMS)*time.Millisecond, time.Duration(done["image.plain"].DurationMS)*time.Millisecond)
 }
