@@ -303,7 +303,7 @@ type KeyMismatchError struct {
 }
 
 func (e *KeyMismatchError) Error() string {
-	return fmt.Sprintf("step %s: key here %s, orchestrator's key %s: refusing to build, the bundle does not reproduce the step (an input outside the build directory, env(), another imsbuild version?)", e.Step, e.Got, e.Want)
+	return fmt.Sprintf("step %s: key here %s, orchestrator's key %s: refusing to build, the bundle does not reproduce the step (an input outside the build directory, env(), another imsbuild version, another qemu on the node for an emulated step?)", e.Step, e.Got, e.Want)
 }
 
 // BuildStep builds only step id (an image step, or a kiwi image's

@@ -73,12 +73,17 @@ type Emulator struct {
 	Handler     string // its name in the binfmt_misc directory
 	Interpreter string // the emulator binary it runs, symlinks resolved
 	Registered  bool   // Ensure registered it
+	// toRegister: binfmt_misc, mounted here, has no handler of Arch
+	// with the fix-binary flag, so Ensure registers Interpreter.
+	toRegister bool
 }
 
 // Lookup returns the emulator that runs arch's binaries, without changing
 // anything: the enabled handler of arch with the fix-binary flag in dir (""
 // is DefaultDir), else qemu-<arch>-static from PATH, which Ensure would
-// register (Handler ""). Keys name its Identity before a build runs.
+// register (Handler ""; also when binfmt_misc is not mounted at dir, as in
+// a container, though the kernel may have a handler). Keys name its
+// Identity before a build runs.
 func Lookup(arch, dir string) (*Emulator, error) {
 	t, ok := targets[arch]
 	if !ok {
@@ -101,7 +106,8 @@ func Lookup(arch, dir string) (*Emulator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("emulate %s: %w", arch, err)
 	}
-	return &Emulator{Arch: arch, Interpreter: real}, nil
+	_, err = os.Stat(filepath.Join(dir, "register"))
+	return &Emulator{Arch: arch, Interpreter: real, toRegister: err == nil}, nil
 }
 
 // Ensure makes binaries of arch run on this machine (see the package doc).
@@ -128,7 +134,7 @@ func Ensure(arch, dir string, log io.Writer) (*Emulator, error) {
 	if err != nil || e.Handler != "" {
 		return e, err
 	}
-	e.Handler, e.Registered = "imsbuild-"+arch, true
+	e.Handler, e.Registered, e.toRegister = "imsbuild-"+arch, true, false
 	// The path the kernel opens now (F): the one in PATH, its symlinks
 	// resolved, so the handler runs what Identity names.
 	line := fmt.Sprintf(":%s:M::%s:%s:%s:F", e.Handler, escape(t.magic), escape(t.mask), e.Interpreter)
@@ -223,14 +229,29 @@ func escape(hex string) string {
 }
 
 // Identity names the emulator for cache keys: the first line of its
-// --version and the sha256 of its binary.
+// --version and the sha256 of its binary. That is the binary the kernel
+// runs for arch's programs (see running): the file a registered handler
+// opened, which may not be what its path holds now, nor what the path
+// names in a container. Interpreter's when there is no handler yet and
+// Ensure would register Interpreter.
 func (e *Emulator) Identity(ctx context.Context) (string, error) {
-	out, err := exec.CommandContext(ctx, e.Interpreter, "--version").Output()
+	bin := e.Interpreter
+	if !e.toRegister {
+		exe, stop, err := running(ctx, e.Arch)
+		switch {
+		case err == nil:
+			defer stop()
+			bin = exe
+		case !errors.Is(err, errNoHandler):
+			return "", err
+		}
+	}
+	out, err := exec.CommandContext(ctx, bin, "--version").Output()
 	if err != nil {
 		return "", fmt.Errorf("%s --version: %w", e.Interpreter, err)
 	}
 	version, _, _ := bytes.Cut(out, []byte("\n"))
-	d, err := treehash.File(ctx, e.Interpreter, nil)
+	d, err := treehash.File(ctx, bin, nil)
 	if err != nil {
 		return "", err
 	}

@@ -2,13 +2,17 @@ package binfmt
 
 import (
 	"bytes"
+	"debug/elf"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/imsbuild/imsbuild/internal/testutil"
+	"github.com/imsbuild/imsbuild/internal/treehash"
 )
 
 const aarch64Magic = "7f454c460201010000000000000000000200b700"
@@ -65,10 +69,6 @@ func TestEnsureUsesFixBinaryHandler(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(dir, "register")); len(b) != 0 || log.Len() != 0 {
 		t.Errorf("Ensure registered %q and logged %q with a fix-binary handler present", b, log.String())
-	}
-	id, err := e.Identity(t.Context())
-	if err != nil || !strings.HasPrefix(id, "qemu-aarch64 version 9.9.9 sha256:") {
-		t.Errorf("Identity() = %q, %v; want the version line and the binary's sha256", id, err)
 	}
 }
 
@@ -158,5 +158,98 @@ func TestEnsureRunsAarch64(t *testing.T) {
 		if err != nil || !strings.Contains(id, "qemu-aarch64 version") || !strings.Contains(id, " sha256:") {
 			t.Errorf("Identity() = %q, %v", id, err)
 		}
+	}
+}
+
+// With no handler of the fix-binary flag, Identity names the emulator
+// Ensure would register: qemu-aarch64-static from PATH.
+func TestIdentityOfEmulatorToRegister(t *testing.T) {
+	fakeQemu(t)
+	e, err := Lookup("aarch64", fakeDir(t, map[string]string{"qemu-aarch64": handlerFile("/usr/bin/qemu-aarch64", "P", true)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := e.Identity(t.Context())
+	if err != nil || !strings.HasPrefix(id, "qemu-aarch64 version 9.9.9 sha256:") {
+		t.Errorf("Identity() = %q, %v; want the version line and the binary's sha256", id, err)
+	}
+}
+
+// With a handler, Identity names the emulator the kernel runs, not what
+// the handler's path holds: here a handler file says a fake qemu, and the
+// kernel runs the host's registered one.
+func TestIdentityOfRunningEmulator(t *testing.T) {
+	testutil.RequireRoot(t)
+	if HostArch() != "x86_64" {
+		t.Skipf("emulates aarch64 on x86_64; this is %s", HostArch())
+	}
+	testutil.RequireQemuUser(t, "aarch64")
+	real, err := Ensure("aarch64", "", io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := treehash.File(t.Context(), real.Interpreter, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake := fakeQemu(t)
+	e, err := Lookup("aarch64", fakeDir(t, map[string]string{"qemu-aarch64": handlerFile(fake, "F", true)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Interpreter != fake {
+		t.Fatalf("Lookup() = %+v, want the fake handler", e)
+	}
+	id, err := e.Identity(t.Context())
+	if err != nil || !strings.HasPrefix(id, "qemu-aarch64 version ") || strings.Contains(id, "9.9.9") || !strings.HasSuffix(id, " "+want) {
+		t.Errorf("Identity() = %q, %v; want the version and digest (%s) of the registered %s", id, err, want, real.Interpreter)
+	}
+}
+
+// The wait programs are ELF executables of their machine; the one of this
+// host's runs, natively, until its stdin is closed.
+func TestWaitProgram(t *testing.T) {
+	for arch, machine := range map[string]elf.Machine{"aarch64": elf.EM_AARCH64, "x86_64": elf.EM_X86_64} {
+		f, err := elf.NewFile(bytes.NewReader(waitProgram(arch)))
+		if err != nil {
+			t.Fatalf("%s: %v", arch, err)
+		}
+		if f.Machine != machine || f.Type != elf.ET_EXEC || len(f.Progs) != 1 {
+			t.Errorf("%s: machine %v, type %v, %d program headers", arch, f.Machine, f.Type, len(f.Progs))
+		}
+	}
+	if waitProgram("riscv64") != nil {
+		t.Error("waitProgram(riscv64) != nil")
+	}
+	exe, stop, err := running(t.Context(), HostArch())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := strings.TrimSuffix(strings.TrimPrefix(exe, "/proc/"), "/exe")
+	time.Sleep(200 * time.Millisecond) // it waits on its stdin
+	link, err := os.Readlink(exe)
+	if err != nil || !strings.Contains(link, "imsbuild-binfmt-probe-") {
+		t.Errorf("%s -> %q, %v; want the probe", exe, link, err)
+	}
+	stop()
+	if _, err := os.Stat("/proc/" + pid); err == nil {
+		t.Errorf("the probe (pid %s) runs after stop", pid)
+	}
+}
+
+// A TMPDIR where nothing may run (noexec) is said, with the way out.
+func TestRunningNoexecTmpdir(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "noexec,size=1m", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount a noexec tmpfs: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", dir).Run() })
+	t.Setenv("TMPDIR", dir)
+	if _, _, err := running(t.Context(), HostArch()); err == nil || !strings.Contains(err.Error(), "mounted noexec? set TMPDIR") {
+		t.Errorf("running() in a noexec TMPDIR = %v, want it said", err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("the probe was left in %s", dir)
 	}
 }

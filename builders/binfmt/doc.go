@@ -9,6 +9,7 @@
 // registration, so it also runs binaries inside a chroot, an image root or a
 // sandbox that has no qemu of its own: kiwi's chroot, debootstrap's second
 // stage and customize scripts in bwrap, runc or the native sandbox all work
-// unchanged. [Emulator.Identity] names the emulator (its version and the
-// digest of its binary), which enters the cache keys of emulated steps.
+// unchanged. [Emulator.Identity] names the emulator the kernel runs (its
+// version and the digest of its binary), which enters the cache keys of
+// emulated steps.
 package binfmt

@@ -12,8 +12,10 @@ import (
 // The architecture of a step. A step of an aarch64 image on an x86_64 host
 // runs its programs (kiwi's chroot, customize scripts) under qemu user-mode
 // emulation (package binfmt); its key names the emulator, which can change
-// what the programs do. A step of the host's architecture keys no emulator,
-// so its key is the same as before emulation existed.
+// what the programs do: the one the kernel runs (binfmt.Emulator.Identity),
+// so a pod keys the step for its node's emulator. A step of the host's
+// architecture keys no emulator, so its key is the same as before
+// emulation existed.
 //
 // An executor that builds elsewhere may run a step natively on a machine
 // of its arch (an arm64 Kubernetes node, kubernetes.io/arch=arm64): there
@@ -39,7 +41,10 @@ func emulatorTool(ctx context.Context, k KeyEnv, arch string) (string, string, e
 	if err != nil {
 		return "", "", err
 	}
-	id, err := k.ToolVersion(ctx, e.Interpreter, e.Identity)
+	// Once per build, not ToolVersion's cache across builds: that keys
+	// by the binary at Interpreter, and the emulator that runs is the
+	// file binfmt_misc opened (Identity), which may be another.
+	id, err := k.Once("emulator:"+arch, func() (string, error) { return e.Identity(ctx) })
 	if err != nil {
 		return "", "", fmt.Errorf("emulator of %s: %w", arch, err)
 	}

@@ -29,12 +29,22 @@ import (
 // the build host's: it removes the root's /etc/localtime before setting
 // the recipe's <timezone> only when the link resolves on the host
 // (os.path.exists), so without /usr/share/zoneinfo kiwi left tzdata's
-// link and a pod built another rootfs than a host.
+// link and a pod built another rootfs than a host. qemu-user-static runs
+// aarch64 steps on an amd64 node (builderDpkgPaths keeps its aarch64
+// emulator only).
 var builderPackages = []string{
 	"bubblewrap", "busybox-static", "bzip2", "ca-certificates", "debootstrap", "dnf",
 	"dosfstools", "e2fsprogs", "gdisk", "kiwi", "kpartx", "mount", "mtools",
-	"openssh-client", "openssh-server", "parted", "qemu-utils", "rpm", "rsync",
+	"openssh-client", "openssh-server", "parted", "qemu-user-static", "qemu-utils", "rpm", "rsync",
 	"runc", "squashfs-tools", "tzdata", "util-linux", "xorriso", "xz-utils", "zstd", "zypper",
+}
+
+// builderDpkgPaths are dpkg path filters of the base: of
+// qemu-user-static's thirty emulators (about 100 MB in the layer) only
+// qemu-aarch64-static, the one an emulated aarch64 step registers.
+var builderDpkgPaths = []string{
+	"path-exclude=/usr/bin/qemu-*-static",
+	"path-include=/usr/bin/qemu-aarch64-static",
 }
 
 // The Debian release the base is built from, and its default epoch: the
@@ -125,6 +135,9 @@ func baseLayer(cacheDir string, epoch time.Time) (v1.Layer, error) {
 	h := sha256.New()
 	fmt.Fprintf(h, "imsbuild/builder-base/v1\n%s\n%d\n%s\n%s\n", builderSuite, epoch.Unix(),
 		strings.Join(builderMirrors, "\n"), strings.Join(builderPackages, ","))
+	for _, p := range builderDpkgPaths {
+		fmt.Fprintf(h, "dpkg %s\n", p)
+	}
 	dir := filepath.Join(cacheDir, hex.EncodeToString(h.Sum(nil))[:16])
 	rec, err := readBaseRecord(dir)
 	if errors.Is(err, os.ErrNotExist) {
@@ -158,7 +171,11 @@ func buildBase(dir string, epoch time.Time) (baseRecord, error) {
 	raw := filepath.Join(dir, "mmdebstrap.tar")
 	defer os.Remove(raw)
 	args := []string{"--mode=root", "--variant=apt", "--skip=output/dev", "--quiet",
-		"--include=" + strings.Join(builderPackages, ","), builderSuite, raw}
+		"--include=" + strings.Join(builderPackages, ",")}
+	for _, p := range builderDpkgPaths {
+		args = append(args, "--dpkgopt="+p)
+	}
+	args = append(args, builderSuite, raw)
 	args = append(args, builderMirrors...)
 	cmd := exec.Command("mmdebstrap", args...)
 	cmd.Env = append(os.Environ(), fmt.Sprintf("SOURCE_DATE_EPOCH=%d", epoch.Unix()))

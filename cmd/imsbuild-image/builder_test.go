@@ -62,7 +62,7 @@ func TestKubernetesBuilderImage(t *testing.T) {
 					Name:            "step",
 					Image:           k8stest.BuilderImageRef,
 					ImagePullPolicy: corev1.PullNever,
-					Command:         []string{"sh", "-c", "imsbuild version && kiwi-ng --version && mksquashfs -version | head -n1 && bwrap --version"},
+					Command:         []string{"sh", "-c", "imsbuild version && kiwi-ng --version && mksquashfs -version | head -n1 && bwrap --version && qemu-aarch64-static --version && ls /usr/bin/ | grep qemu"},
 				}},
 			}},
 		},
@@ -75,9 +75,13 @@ func TestKubernetesBuilderImage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"imsbuild ", "KIWI (next generation) version", "mksquashfs version", "bubblewrap "} {
+	for _, want := range []string{"imsbuild ", "KIWI (next generation) version", "mksquashfs version", "bubblewrap ", "qemu-aarch64 version"} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("job log lacks %q:\n%s", want, logs)
 		}
+	}
+	// qemu-user-static's other emulators are left out.
+	if strings.Contains(logs, "qemu-arm-static") || strings.Contains(logs, "qemu-x86_64-static") {
+		t.Errorf("the image has more emulators than qemu-aarch64-static:\n%s", logs)
 	}
 }
