@@ -274,10 +274,10 @@ var ErrNotAdopted = errors.New("not adopted")
 
 // AdoptFile stores the file at path by moving it into the cache, saving
 // PutFile's copy: it hashes the file (writing every byte to tee as well,
-// when not nil: an md5 beside), syncs it and renames it to its blob path.
-// The caller gives the file up: nothing may write to it from the call on
-// (a step's own output). A file on another filesystem or with another
-// link is left alone with an error wrapping ErrNotAdopted.
+// when not nil: an md5 beside) while syncing it, and renames it to its
+// blob path. The caller gives the file up: nothing may write to it from
+// the call on (a step's own output). A file on another filesystem or with
+// another link is left alone with an error wrapping ErrNotAdopted.
 func (c *Cache) AdoptFile(ctx context.Context, path string, tee io.Writer) (cache.Digest, int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -305,18 +305,23 @@ func (c *Cache) AdoptFile(ctx context.Context, path string, tee io.Writer) (cach
 		return "", 0, fmt.Errorf("adopt %s: %w", path, err)
 	}
 	defer unlock()
+	if err := f.Chmod(blobPerm); err != nil {
+		return "", 0, fmt.Errorf("adopt %s: %w", path, err)
+	}
+	// The file is final: its sync (a rootfs is hundreds of megabytes to
+	// write back) runs while it is hashed rather than after, and the
+	// rename below still waits for it.
+	synced := make(chan error, 1)
+	go func() { synced <- f.Sync() }()
 	d, n, err := verify.HashCopy(ctx, tee, f)
+	if serr := <-synced; err == nil && serr != nil {
+		err = serr
+	}
 	if err != nil {
 		return "", 0, fmt.Errorf("adopt %s: %w", path, err)
 	}
 	p := c.BlobPath(d)
 	err = os.MkdirAll(filepath.Dir(p), 0o755)
-	if err == nil {
-		err = f.Chmod(blobPerm)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
 	if err == nil {
 		// A blob already there is replaced, as commitBlob does.
 		err = os.Rename(path, p)

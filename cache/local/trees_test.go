@@ -1,6 +1,8 @@
 package local
 
 import (
+	"bytes"
+	"crypto/md5"
 	"errors"
 	"os"
 	"path/filepath"
@@ -301,6 +303,25 @@ func TestAdoptFile(t *testing.T) {
 		t.Fatalf("blob = %v, %v; want mode %o", fi, err, blobPerm)
 	}
 
+	// A file of many copy buffers, synced while it is hashed: the digest,
+	// the size and what the tee got are all of it.
+	big := make([]byte, 5<<20+12345)
+	for i := range big {
+		big[i] = byte(i*7 + i>>13)
+	}
+	must(t, os.WriteFile(src, big, 0o644))
+	teeHash := md5.New()
+	d, n, err = c.AdoptFile(t.Context(), src, teeHash)
+	if err != nil {
+		t.Fatalf("AdoptFile() = %v", err)
+	}
+	if want := putString(t, c, string(big)); d != want || n != int64(len(big)) || !bytes.Equal(teeHash.Sum(nil), md5Sum(big)) {
+		t.Fatalf("AdoptFile() = %s, %d, tee md5 %x; want %s, %d, %x", d, n, teeHash.Sum(nil), want, len(big), md5Sum(big))
+	}
+	if b, err := os.ReadFile(c.BlobPath(d)); err != nil || !bytes.Equal(b, big) {
+		t.Fatalf("blob = %d bytes, %v; want the file", len(b), err)
+	}
+
 	// A file with another link stays where it is: the other name could
 	// change the blob.
 	must(t, os.WriteFile(src, []byte("linked"), 0o644))
@@ -333,4 +354,9 @@ func TestAdoptFile(t *testing.T) {
 	if _, err := os.Stat(other.Name()); err != nil {
 		t.Fatalf("the file on another filesystem: %v, want it left", err)
 	}
+}
+
+func md5Sum(b []byte) []byte {
+	s := md5.Sum(b)
+	return s[:]
 }
