@@ -255,10 +255,10 @@ image "custom" {
 	cold := pairsAfter(pairRuns, func() { check(os.RemoveAll(trees)) }, ours, byHand)
 	warm := pairs(pairRuns, ours, byHand)
 	os.RemoveAll(work)
-	fmt.Printf("customize 400 MB image, one-line script, first child (tree unpacked): imsbuild %v, unsquashfs+chroot+mksquashfs+md5sum by hand %v, ratio %.2f (%s)\n",
-		cold.oursMedian(), cold.rawMedian(), cold.ratio(), cold.spread(false))
-	fmt.Printf("customize 400 MB image, one-line script, next child (tree cached): imsbuild %v (goal < 5s), by hand %v, ratio %.2f (%s; goal ≤ 0.5, issue 16)\n",
-		warm.oursMedian(), warm.rawMedian(), warm.ratio(), warm.spread(false))
+	fmt.Printf("customize 400 MB image, one-line script, first child (tree unpacked): imsbuild %v, unsquashfs+chroot+mksquashfs+md5sum by hand %v, ratio %.2f (%s); %s\n",
+		cold.oursMedian(), cold.rawMedian(), cold.ratio(), cold.spread(false), cold.cpu())
+	fmt.Printf("customize 400 MB image, one-line script, next child (tree cached): imsbuild %v (goal < 5s), by hand %v, ratio %.2f (%s; goal ≤ 0.5, issue 16); %s\n",
+		warm.oursMedian(), warm.rawMedian(), warm.ratio(), warm.spread(false), warm.cpu())
 }
 
 func genTree(root string, size int64, files int) error {

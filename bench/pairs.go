@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"slices"
+	"syscall"
 	"time"
 )
 
@@ -12,9 +13,12 @@ import (
 var pairRuns = 3
 
 // comparison holds the wall times of imsbuild and of the raw tool, run
-// alternately: pair i is ours[i] next to raw[i].
+// alternately: pair i is ours[i] next to raw[i]; and their CPU times
+// (user+system of this process and of its finished children), which say
+// more than the wall times on a machine that others load.
 type comparison struct {
-	ours, raw []time.Duration
+	ours, raw       []time.Duration
+	oursCPU, rawCPU []time.Duration
 }
 
 // pairs runs ours and raw alternately, n pairs, swapping which goes first
@@ -25,26 +29,64 @@ func pairs(n int, ours, raw func()) comparison { return pairsAfter(n, func() {},
 // pairsAfter is pairs with setup run, untimed, before every run of ours.
 func pairsAfter(n int, setup, ours, raw func()) comparison {
 	var c comparison
+	runOurs := func() {
+		wall, cpu := measured(ours)
+		c.ours, c.oursCPU = append(c.ours, wall), append(c.oursCPU, cpu)
+	}
+	runRaw := func() {
+		wall, cpu := measured(raw)
+		c.raw, c.rawCPU = append(c.raw, wall), append(c.rawCPU, cpu)
+	}
 	for i := range n {
 		if i%2 == 0 {
 			setup()
-			c.ours = append(c.ours, timed(ours))
-			c.raw = append(c.raw, timed(raw))
+			runOurs()
+			runRaw()
 		} else {
-			c.raw = append(c.raw, timed(raw))
+			runRaw()
 			setup()
-			c.ours = append(c.ours, timed(ours))
+			runOurs()
 		}
 	}
 	return c
+}
+
+// measured runs f and returns its wall time and the CPU time it took in
+// this process and in the children it waited for (a child's own include
+// its waited-for children: mksquashfs under imsbuild).
+func measured(f func()) (wall, cpu time.Duration) {
+	cpu0, start := processCPU(), time.Now()
+	f()
+	return time.Since(start), processCPU() - cpu0
+}
+
+// processCPU is the user+system time of this process and its finished
+// children.
+func processCPU() time.Duration {
+	var self, children syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &self)
+	_ = syscall.Getrusage(syscall.RUSAGE_CHILDREN, &children)
+	return time.Duration(self.Utime.Nano() + self.Stime.Nano() + children.Utime.Nano() + children.Stime.Nano())
+}
+
+// cpu says how the CPU times compare: "CPU imsbuild X, by hand Y, ratio R
+// (min–max)", medians and the median of the pairs' ratios.
+func (c comparison) cpu() string {
+	rs := make([]float64, len(c.oursCPU))
+	for i := range rs {
+		rs[i] = float64(c.oursCPU[i]) / float64(c.rawCPU[i])
+	}
+	return fmt.Sprintf("CPU imsbuild %v, by hand %v, ratio %.2f (%.2f–%.2f)",
+		medianDuration(c.oursCPU).Round(time.Millisecond), medianDuration(c.rawCPU).Round(time.Millisecond),
+		medianFloat(rs), slices.Min(rs), slices.Max(rs))
 }
 
 // fromSamples makes a comparison of interleaved samples.
 func fromSamples(ours, raw samples) comparison {
 	var c comparison
 	for i := range min(len(ours), len(raw)) {
-		c.ours = append(c.ours, ours[i].wall)
-		c.raw = append(c.raw, raw[i].wall)
+		c.ours, c.oursCPU = append(c.ours, ours[i].wall), append(c.oursCPU, ours[i].cpu)
+		c.raw, c.rawCPU = append(c.raw, raw[i].wall), append(c.rawCPU, raw[i].cpu)
 	}
 	return c
 }

@@ -10,8 +10,11 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // Options configure Root.
@@ -273,14 +276,13 @@ func clampShadow(b []byte, days int64) ([]byte, bool) {
 // directories (see the package doc).
 func (n *normalizer) bytecode(ctx context.Context) error {
 	epoch := uint32(n.opts.Epoch)
-	return fs.WalkDir(n.r.FS(), ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			return ctx.Err()
-		}
-		if !d.Type().IsRegular() || !strings.HasSuffix(p, ".pyc") || path.Base(path.Dir(p)) != "__pycache__" {
+	root, err := n.r.Open(".")
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	return walkRegular(ctx, root, ".", func(p string) error {
+		if !strings.HasSuffix(p, ".pyc") || path.Base(path.Dir(p)) != "__pycache__" {
 			return nil
 		}
 		stale, err := n.stalePyc(p, epoch)
@@ -293,6 +295,47 @@ func (n *normalizer) bytecode(ctx context.Context) error {
 		fmt.Fprintf(n.log, "normalize: removed stale bytecode /%s\n", p)
 		return nil
 	})
+}
+
+// walkRegular calls fn with the path (relative to the root, as
+// fs.WalkDir gives it) of every regular file below the directory dir, at
+// rel, in fs.WalkDir's order, following no symlink. Each directory is
+// opened relative to its parent's descriptor by a single name with
+// O_NOFOLLOW, so the walk cannot leave the root: a customize leaves a
+// root of tens of thousands of entries, which fs.WalkDir on an os.Root
+// reopens directory by directory from the top (twice the time).
+func walkRegular(ctx context.Context, dir *os.File, rel string, fn func(p string) error) error {
+	entries, err := dir.ReadDir(-1)
+	if err != nil {
+		return err
+	}
+	slices.SortFunc(entries, func(a, b fs.DirEntry) int { return strings.Compare(a.Name(), b.Name()) })
+	for _, e := range entries {
+		p := path.Join(rel, e.Name())
+		if e.Type().IsRegular() {
+			if err := fn(p); err != nil {
+				return err
+			}
+			continue
+		}
+		if !e.IsDir() {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		fd, err := unix.Openat(int(dir.Fd()), e.Name(), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return &fs.PathError{Op: "open", Path: p, Err: err}
+		}
+		sub := os.NewFile(uintptr(fd), p)
+		err = walkRegular(ctx, sub, p, fn)
+		sub.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // stalePyc reports a .pyc whose header records a source mtime other than

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -191,10 +192,22 @@ func TestRootLeavesHostFiles(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Stale bytecode behind directory symlinks out of the root.
+	stale := pyc(0, 1764770000)
+	testutil.WriteFiles(t, host, map[string]string{"__pycache__/h.cpython-311.pyc": stale, "lib/__pycache__/i.cpython-311.pyc": stale}, 0o644)
+	for name, target := range map[string]string{"usr/lib/python3/__pycache__": filepath.Join(host, "__pycache__"), "usr/lib/python3/y": filepath.Join(host, "lib")} {
+		if err := os.MkdirAll(filepath.Join(root, filepath.Dir(name)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(target, filepath.Join(root, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := Root(t.Context(), root, Options{Epoch: epoch}); err != nil {
 		t.Fatal(err)
 	}
-	for name, want := range map[string]string{"machine-id": "host id\n", "dpkg.log": "host log\n"} {
+	for name, want := range map[string]string{"machine-id": "host id\n", "dpkg.log": "host log\n",
+		"__pycache__/h.cpython-311.pyc": stale, "lib/__pycache__/i.cpython-311.pyc": stale} {
 		if b, err := os.ReadFile(filepath.Join(host, name)); err != nil || string(b) != want {
 			t.Errorf("host file %s = %q, %v; want %q", name, b, err, want)
 		}
@@ -207,5 +220,40 @@ func TestClampShadowEpochZero(t *testing.T) {
 	want := "root:*::0:99999:7:::\nforced:x:0:0:99999:7:::\n# comment\n"
 	if string(got) != want || !changed {
 		t.Errorf("clampShadow(day 0) = %q, %v; want %q, true", got, changed, want)
+	}
+}
+
+// walkRegular finds the regular files fs.WalkDir finds, in its order,
+// without following a symlink.
+func TestWalkRegularAsWalkDir(t *testing.T) {
+	root := syntheticRoot(t)
+	testutil.WriteFiles(t, root, map[string]string{"a/b/c/d": "x", "a/B": "y", "a/b.c": "z", "Z/1": "", "empty/.hidden": ""}, 0o644)
+	if err := os.Symlink("../usr", filepath.Join(root, "a/b/usr-link")); err != nil {
+		t.Fatal(err)
+	}
+	r, err := os.OpenRoot(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var want, got []string
+	if err := fs.WalkDir(r.FS(), ".", func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			want = append(want, p)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	dir, err := r.Open(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dir.Close()
+	if err := walkRegular(t.Context(), dir, ".", func(p string) error { got = append(got, p); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, want) || len(got) < 30 {
+		t.Fatalf("walkRegular() = %q\nwant (fs.WalkDir) %q", got, want)
 	}
 }

@@ -161,6 +161,9 @@ func (o *Image) Build(ctx context.Context, env Env) (*cache.ActionResult, error)
 		}
 	}
 	img := o.Image
+	// packed lets go of what the root needs no more once it is packed (a
+	// customize's overlay, unmounted while the artifacts are stored).
+	packed := func() {}
 	// inherited is the boot_parameters of the image this one is made from,
 	// packed again when the root has no /boot/kernel-parameters to pack.
 	inherited := ""
@@ -230,6 +233,7 @@ func (o *Image) Build(ctx context.Context, env Env) (*cache.ActionResult, error)
 				}
 			}()
 			root = mounted.Path()
+			packed = mounted.CloseLater
 		} else {
 			fmt.Fprintf(env.Log, "unpacking %s rootfs %s\n", o.Parent, rootfs.Digest)
 			if err := unpack(ctx, env.Store, rootfs.Digest, env.Work, root); err != nil {
@@ -298,6 +302,7 @@ func (o *Image) Build(ctx context.Context, env Env) (*cache.ActionResult, error)
 	if err != nil {
 		return nil, err
 	}
+	packed()
 	files := map[string]string{}
 	for _, a := range arts {
 		files[a.Name] = a.Path

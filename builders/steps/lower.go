@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/imsbuild/imsbuild/builders/overlay"
@@ -58,16 +59,35 @@ func localOf(store cache.Store) *local.Cache {
 type parentRoot struct {
 	*overlay.Root
 	release func()
+
+	once     sync.Once
+	closed   chan struct{} // closed once closeErr is set
+	closeErr error
+}
+
+// CloseLater starts Close in the background, for a root that is packed:
+// the unmount (tens of milliseconds, the kernel dropping the overlay's
+// inodes) then runs while the artifacts are hashed and stored. Close
+// waits for it.
+func (p *parentRoot) CloseLater() {
+	p.once.Do(func() {
+		p.closed = make(chan struct{})
+		go func() {
+			defer close(p.closed)
+			p.closeErr = p.Root.Close()
+			if p.release != nil {
+				p.release()
+			}
+		}()
+	})
 }
 
 // Close unmounts the overlay, then lets the tree go (Prune may remove it
 // from then on).
 func (p *parentRoot) Close() error {
-	err := p.Root.Close()
-	if p.release != nil {
-		p.release()
-	}
-	return err
+	p.CloseLater()
+	<-p.closed
+	return p.closeErr
 }
 
 // errNoTree says the tree cache could not give the overlay a lower layer

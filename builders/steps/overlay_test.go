@@ -3,6 +3,7 @@ package steps
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
 	"fmt"
 	"maps"
 	"os"
@@ -259,6 +260,18 @@ func TestCustomizeOverlayMatchesUnpack(t *testing.T) {
 				}
 				if g, w := onSquashfs.Outputs[name].Digest, unpacked.Outputs[name].Digest; g != w {
 					t.Errorf("%s on the squashfs = %s, unpacked = %s; want equal", name, g, w)
+				}
+				// IMS's md5, hashed beside the sha256 while the blob is
+				// synced, is the stored blob's.
+				for way, res := range map[string]*cache.ActionResult{"tree": mounted, "squashfs": onSquashfs, "unpacked": unpacked} {
+					out := res.Outputs[name]
+					b, err := os.ReadFile(e.store.BlobPath(out.Digest))
+					if err != nil {
+						t.Fatal(err)
+					}
+					if g, w := out.MD5, fmt.Sprintf("%x", md5.Sum(b)); g != w {
+						t.Errorf("md5 of %s (%s) = %s, the blob's = %s; want equal", name, way, g, w)
+					}
 				}
 			}
 			if mounted.Outputs[ims.ArtifactRootfs].Digest == parent {

@@ -50,16 +50,21 @@ func storeArtifacts(ctx context.Context, store cache.Store, files map[string]str
 	return res, nil
 }
 
-// storeWithMD5 puts a file into the store in one read pass: the store
-// hashes sha256 while reading, md5 is computed beside it on another core.
-// A local cache takes the file itself (local.Cache.AdoptFile: hashed and
-// moved, not copied): every file given here is the step's own output in
-// its scratch directory, which nothing writes to any more.
+// storeWithMD5 puts a file into the store with its md5 computed beside
+// the sha256, on another core. A local cache takes the file itself
+// (local.Cache.AdoptFile: hashed and moved, not copied; the md5 reads the
+// file on its own, at once): every file given here is the step's own
+// output in its scratch directory, which nothing writes to any more.
+// Another store reads it once, md5 from what it reads.
 func storeWithMD5(ctx context.Context, store cache.Store, path string) (cache.Output, error) {
 	if l := localOf(store); l != nil {
-		out, err := withMD5(func(w io.Writer) (cache.Digest, int64, error) { return l.AdoptFile(ctx, path, w) })
+		h := md5.New()
+		d, size, err := l.AdoptFile(ctx, path, h)
+		if err == nil {
+			return cache.Output{Digest: d, Size: size, MD5: hex.EncodeToString(h.Sum(nil))}, nil
+		}
 		if !errors.Is(err, local.ErrNotAdopted) {
-			return out, err
+			return cache.Output{}, err
 		}
 	}
 	f, err := os.Open(path)

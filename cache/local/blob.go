@@ -273,11 +273,12 @@ func reflink(dst, src *os.File) error {
 var ErrNotAdopted = errors.New("not adopted")
 
 // AdoptFile stores the file at path by moving it into the cache, saving
-// PutFile's copy: it hashes the file (writing every byte to tee as well,
-// when not nil: an md5 beside), syncs it and renames it to its blob path.
-// The caller gives the file up: nothing may write to it from the call on
-// (a step's own output). A file on another filesystem or with another
-// link is left alone with an error wrapping ErrNotAdopted.
+// PutFile's copy: it hashes the file while syncing it and while writing
+// every byte of it to tee (when not nil: an md5 beside; from a goroutine
+// of its own, in order), and renames it to its blob path. The caller
+// gives the file up: nothing may write to it from the call on (a step's
+// own output). A file on another filesystem or with another link is left
+// alone with an error wrapping ErrNotAdopted.
 func (c *Cache) AdoptFile(ctx context.Context, path string, tee io.Writer) (cache.Digest, int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -305,18 +306,36 @@ func (c *Cache) AdoptFile(ctx context.Context, path string, tee io.Writer) (cach
 		return "", 0, fmt.Errorf("adopt %s: %w", path, err)
 	}
 	defer unlock()
-	d, n, err := verify.HashCopy(ctx, tee, f)
+	if err := f.Chmod(blobPerm); err != nil {
+		return "", 0, fmt.Errorf("adopt %s: %w", path, err)
+	}
+	// The file is final, so its sync (a rootfs is hundreds of megabytes
+	// to write back), its sha256 and tee each read it on their own, at
+	// once, none waiting for another; the rename below waits for all.
+	synced, teed := make(chan error, 1), make(chan error, 1)
+	go func() { synced <- f.Sync() }()
+	go func() {
+		if tee == nil {
+			teed <- nil
+			return
+		}
+		_, err := verify.Copy(ctx, tee, io.NewSectionReader(f, 0, st.Size))
+		teed <- err
+	}()
+	d, n, err := verify.HashCopy(ctx, nil, f)
+	for _, ch := range []chan error{synced, teed} {
+		if cerr := <-ch; err == nil && cerr != nil {
+			err = cerr
+		}
+	}
+	if err == nil && n != st.Size {
+		err = fmt.Errorf("%d bytes read, %d before: changed while adopted", n, st.Size)
+	}
 	if err != nil {
 		return "", 0, fmt.Errorf("adopt %s: %w", path, err)
 	}
 	p := c.BlobPath(d)
 	err = os.MkdirAll(filepath.Dir(p), 0o755)
-	if err == nil {
-		err = f.Chmod(blobPerm)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
 	if err == nil {
 		// A blob already there is replaced, as commitBlob does.
 		err = os.Rename(path, p)

@@ -7,10 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -241,39 +244,129 @@ func readTreeMarker(dir string) (treeMarker, error) {
 // link count, device number, mtime and ctime. A write, truncate, chmod,
 // chown, xattr change, link or unlink changes a ctime (which no system
 // call sets back) or the list of entries; only atime may change freely.
+//
+// Every child checks its parent's tree so before using it, so the walk
+// is lean: each directory is read once and its entries are stat'ed
+// relative to it (not by a path resolved from the root again), and each
+// line is appended, not formatted by fmt. The lines are those of
+//
+//	fmt.Fprintf(h, "%q %o %d:%d %d %d %d %d %d.%09d %d.%09d\n", rel, mode, uid, gid,
+//		size, ino, nlink, rdev, mtime.sec, mtime.nsec, ctime.sec, ctime.nsec)
+//
+// for every entry in the order of filepath.WalkDir, root ("") first, as
+// markers written before have them (fingerprintReference in the tests).
 func fingerprint(ctx context.Context, root string) (treeMarker, error) {
-	var m treeMarker
-	h := sha256.New()
-	seen := map[uint64]bool{} // inodes of hard links counted
-	err := filepath.WalkDir(root, func(p string, _ fs.DirEntry, err error) error {
+	fp := &fingerprinter{ctx: ctx, h: sha256.New(), seen: map[uint64]bool{}}
+	var st unix.Stat_t
+	if err := unix.Lstat(root, &st); err != nil {
+		return fp.m, &fs.PathError{Op: "lstat", Path: root, Err: err}
+	}
+	fp.add("", &st)
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		fd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err != nil {
-			return err
+			return fp.m, &fs.PathError{Op: "open", Path: root, Err: err}
 		}
-		if m.Entries%1024 == 0 && ctx.Err() != nil {
-			return context.Cause(ctx)
+		if err := fp.dir(fd, root, ""); err != nil {
+			return fp.m, err
+		}
+	}
+	fp.m.Stat = "sha256:" + hex.EncodeToString(fp.h.Sum(nil))
+	return fp.m, nil
+}
+
+// fingerprinter is the state of one fingerprint walk.
+type fingerprinter struct {
+	ctx  context.Context
+	h    hash.Hash
+	m    treeMarker
+	seen map[uint64]bool // inodes of hard links counted
+	line []byte
+}
+
+// dir digests the entries of the directory open at fd (rel below the
+// root, "" for the root; root to name it in errors), recursing into the
+// directories among them, and closes fd.
+func (fp *fingerprinter) dir(fd int, root, rel string) error {
+	f := os.NewFile(uintptr(fd), filepath.Join(root, rel))
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		return err
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		p := name
+		if rel != "" {
+			p = rel + "/" + name
 		}
 		var st unix.Stat_t
-		if err := unix.Lstat(p, &st); err != nil {
+		if err := unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return &fs.PathError{Op: "lstat", Path: filepath.Join(root, p), Err: err}
+		}
+		if fp.m.Entries%1024 == 0 && fp.ctx.Err() != nil {
+			return context.Cause(fp.ctx)
+		}
+		fp.add(p, &st)
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			continue
+		}
+		sub, err := unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return &fs.PathError{Op: "open", Path: filepath.Join(root, p), Err: err}
+		}
+		if err := fp.dir(sub, root, p); err != nil {
 			return err
 		}
-		rel := strings.TrimPrefix(p[len(root):], "/")
-		fmt.Fprintf(h, "%q %o %d:%d %d %d %d %d %d.%09d %d.%09d\n", rel, st.Mode, st.Uid, st.Gid, st.Size,
-			st.Ino, st.Nlink, st.Rdev, st.Mtim.Sec, st.Mtim.Nsec, st.Ctim.Sec, st.Ctim.Nsec)
-		m.Entries++
-		if st.Nlink > 1 && st.Mode&unix.S_IFMT != unix.S_IFDIR {
-			if seen[st.Ino] {
-				return nil
-			}
-			seen[st.Ino] = true
-		}
-		m.Bytes += st.Blocks * 512
-		return nil
-	})
-	if err != nil {
-		return m, err
 	}
-	m.Stat = "sha256:" + hex.EncodeToString(h.Sum(nil))
-	return m, nil
+	return nil
+}
+
+// add digests the entry rel with its lstat st.
+func (fp *fingerprinter) add(rel string, st *unix.Stat_t) {
+	b := strconv.AppendQuote(fp.line[:0], rel)
+	b = append(b, ' ')
+	b = strconv.AppendUint(b, uint64(st.Mode), 8)
+	b = append(b, ' ')
+	b = strconv.AppendUint(b, uint64(st.Uid), 10)
+	b = append(b, ':')
+	b = strconv.AppendUint(b, uint64(st.Gid), 10)
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, st.Size, 10)
+	for _, n := range []uint64{st.Ino, st.Nlink, st.Rdev} {
+		b = append(b, ' ')
+		b = strconv.AppendUint(b, n, 10)
+	}
+	for _, t := range []unix.Timespec{st.Mtim, st.Ctim} {
+		b = append(b, ' ')
+		b = strconv.AppendInt(b, t.Sec, 10)
+		b = append(b, '.')
+		b = appendNanos(b, t.Nsec)
+	}
+	b = append(b, '\n')
+	fp.h.Write(b)
+	fp.line = b
+	fp.m.Entries++
+	if st.Nlink > 1 && st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		if fp.seen[st.Ino] {
+			return
+		}
+		fp.seen[st.Ino] = true
+	}
+	fp.m.Bytes += st.Blocks * 512
+}
+
+// appendNanos appends ns as %09d does.
+func appendNanos(b []byte, ns int64) []byte {
+	if ns < 0 || ns >= 1e9 {
+		return fmt.Appendf(b, "%09d", ns)
+	}
+	var d [9]byte
+	for i := 8; i >= 0; i-- {
+		d[i] = byte('0' + ns%10)
+		ns /= 10
+	}
+	return append(b, d[:]...)
 }
 
 // tree is one tree directory as found by a scan.

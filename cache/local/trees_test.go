@@ -1,7 +1,13 @@
 package local
 
 import (
+	"bytes"
+	"crypto/md5"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -301,6 +307,25 @@ func TestAdoptFile(t *testing.T) {
 		t.Fatalf("blob = %v, %v; want mode %o", fi, err, blobPerm)
 	}
 
+	// A file of many copy buffers, synced while it is hashed: the digest,
+	// the size and what the tee got are all of it.
+	big := make([]byte, 5<<20+12345)
+	for i := range big {
+		big[i] = byte(i*7 + i>>13)
+	}
+	must(t, os.WriteFile(src, big, 0o644))
+	teeHash := md5.New()
+	d, n, err = c.AdoptFile(t.Context(), src, teeHash)
+	if err != nil {
+		t.Fatalf("AdoptFile() = %v", err)
+	}
+	if want := putString(t, c, string(big)); d != want || n != int64(len(big)) || !bytes.Equal(teeHash.Sum(nil), md5Sum(big)) {
+		t.Fatalf("AdoptFile() = %s, %d, tee md5 %x; want %s, %d, %x", d, n, teeHash.Sum(nil), want, len(big), md5Sum(big))
+	}
+	if b, err := os.ReadFile(c.BlobPath(d)); err != nil || !bytes.Equal(b, big) {
+		t.Fatalf("blob = %d bytes, %v; want the file", len(b), err)
+	}
+
 	// A file with another link stays where it is: the other name could
 	// change the blob.
 	must(t, os.WriteFile(src, []byte("linked"), 0o644))
@@ -332,5 +357,87 @@ func TestAdoptFile(t *testing.T) {
 	}
 	if _, err := os.Stat(other.Name()); err != nil {
 		t.Fatalf("the file on another filesystem: %v, want it left", err)
+	}
+}
+
+func md5Sum(b []byte) []byte {
+	s := md5.Sum(b)
+	return s[:]
+}
+
+// fingerprintReference is fingerprint as it was first written: the
+// markers of trees kept before must stay valid.
+func fingerprintReference(t *testing.T, root string) treeMarker {
+	t.Helper()
+	var m treeMarker
+	h := sha256.New()
+	seen := map[uint64]bool{}
+	err := filepath.WalkDir(root, func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return err
+		}
+		rel := strings.TrimPrefix(p[len(root):], "/")
+		fmt.Fprintf(h, "%q %o %d:%d %d %d %d %d %d.%09d %d.%09d\n", rel, st.Mode, st.Uid, st.Gid, st.Size,
+			st.Ino, st.Nlink, st.Rdev, st.Mtim.Sec, st.Mtim.Nsec, st.Ctim.Sec, st.Ctim.Nsec)
+		m.Entries++
+		if st.Nlink > 1 && st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			if seen[st.Ino] {
+				return nil
+			}
+			seen[st.Ino] = true
+		}
+		m.Bytes += st.Blocks * 512
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Stat = "sha256:" + hex.EncodeToString(h.Sum(nil))
+	return m
+}
+
+// fingerprint digests a tree as it always did: files, nested and empty
+// directories, symlinks (to a directory too: not followed), hard links,
+// a fifo and a device, names that need quoting, times before 1970.
+func TestFingerprintAsBefore(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "root")
+	for _, d := range []string{"a/b/c", "empty", "z", "sp ace/\"q\"", "nl\nx/\xff\xfe"} {
+		must(t, os.MkdirAll(filepath.Join(root, d), 0o755))
+	}
+	for i, f := range []string{"a/f", "a/b/g", "a/b/c/h", "z/big", "sp ace/\"q\"/tab\tx", "nl\nx/\xff\xfe/ü", "A", "a/B"} {
+		must(t, os.WriteFile(filepath.Join(root, f), bytes.Repeat([]byte{byte(i)}, i*5000), 0o640))
+	}
+	must(t, os.Link(filepath.Join(root, "a/f"), filepath.Join(root, "z/linked")))
+	must(t, os.Symlink("../a", filepath.Join(root, "z/dirlink")))
+	must(t, os.Symlink("nowhere", filepath.Join(root, "dangling")))
+	must(t, unix.Mkfifo(filepath.Join(root, "fifo"), 0o600))
+	if err := unix.Mknod(filepath.Join(root, "null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))); err != nil {
+		t.Logf("no device node (%v): the rest is compared", err)
+	}
+	must(t, os.Chtimes(filepath.Join(root, "A"), time.Unix(-100, 5), time.Unix(-100, 5)))
+	must(t, os.Chown(filepath.Join(root, "a/B"), 12, 34))
+	got, err := fingerprint(t.Context(), root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fingerprintReference(t, root); got != want {
+		t.Fatalf("fingerprint() = %+v, want %+v", got, want)
+	}
+	if got.Entries != 23 && got.Entries != 22 {
+		t.Fatalf("fingerprint() counted %d entries, want 23 (22 without the device)", got.Entries)
+	}
+	// A change shows.
+	must(t, os.Chmod(filepath.Join(root, "a/b/g"), 0o600))
+	if again, err := fingerprint(t.Context(), root); err != nil || again.Stat == got.Stat {
+		t.Fatalf("fingerprint() after a chmod = %+v, %v; want another digest", again, err)
+	}
+	// A file that is not a directory is fingerprinted alone, as WalkDir does.
+	f := filepath.Join(root, "a/f")
+	if g, err := fingerprint(t.Context(), f); err != nil || g != fingerprintReference(t, f) {
+		t.Fatalf("fingerprint(a file) = %+v, %v; want %+v", g, err, fingerprintReference(t, f))
 	}
 }
