@@ -77,6 +77,9 @@ func runInit(js string) error {
 		}
 	}
 	for _, m := range is.Mounts {
+		if m.Kind == kindProc && is.BindProc {
+			m = mount{Kind: kindContainerProc, Dest: m.Dest}
+		}
 		if err := mountOne(newroot, m); err != nil {
 			return err
 		}
@@ -166,6 +169,11 @@ func mountOne(newroot string, m mount) error {
 	case kindProc:
 		if err := unix.Mount("proc", target, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 			return fmt.Errorf("mount proc %s: %w", m.Dest, err)
+		}
+		return procReadOnly(target)
+	case kindContainerProc:
+		if err := unix.Mount("/proc", target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("bind the container's /proc at %s: %w", m.Dest, err)
 		}
 		return procReadOnly(target)
 	case kindTmpfs:

@@ -15,12 +15,20 @@ import (
 // binary (/proc/self/exe) in new namespaces with [InitArg], and [MaybeRunInit]
 // mounts the sandbox and executes the command as the PID namespace's init.
 // It needs root.
+//
+// Root without CAP_SYS_ADMIN (an unprivileged container) cannot make those
+// namespaces: the native backend then makes a user namespace that maps
+// every id to itself first, binds the container's /proc instead of
+// mounting a new one (the kernel refuses a fresh procfs in a user
+// namespace while the container's has masked paths), and runs without a
+// pids cgroup of its own, which it says in the step's log (see userns.go).
 type Native struct {
-	exe string
+	exe    string
+	userNS bool // root without CAP_SYS_ADMIN: new user namespace, the container's /proc, no pids cgroup
 }
 
 // NewNative returns the native backend.
-func NewNative() *Native { return &Native{exe: "/proc/self/exe"} }
+func NewNative() *Native { return &Native{exe: "/proc/self/exe", userNS: unprivilegedRoot()} }
 
 // Name returns "native".
 func (n *Native) Name() string { return BackendNative }
@@ -37,6 +45,9 @@ type initSpec struct {
 	Args    []string `json:"args"`
 	Env     []string `json:"env"`
 	Dir     string   `json:"dir"`
+	// BindProc binds the container's /proc instead of mounting a new
+	// procfs (a user namespace in an unprivileged container).
+	BindProc bool `json:"bind_proc"`
 }
 
 // specEnv is the environment variable carrying the initSpec.
@@ -56,7 +67,7 @@ func (n *Native) Run(ctx context.Context, s Spec) (err error) {
 		return err
 	}
 	is := initSpec{Jail: s.Jail, Root: s.Root, Mounts: p.mounts, Network: s.Network,
-		Args: s.Args, Env: cleanEnv(s.Env), Dir: workDir(s), TTY: withTTY(s)}
+		Args: s.Args, Env: cleanEnv(s.Env), Dir: workDir(s), TTY: withTTY(s), BindProc: n.userNS}
 	if !s.Jail {
 		staging, err := os.MkdirTemp("", "imsbuild-sandbox-")
 		if err != nil {
@@ -76,7 +87,15 @@ func (n *Native) Run(ctx context.Context, s Spec) (err error) {
 	defer statusR.Close()
 	cg, err := newPidsCgroup(s.pidsLimit())
 	defer func() { err = withCleanup(err, cg.remove()) }()
-	if err != nil {
+	if err != nil && n.userNS {
+		// The cgroup file system is read-only here: the container's pids
+		// limit is the one that holds.
+		noPidsCgroup(s.Stderr, err)
+		if rerr := cg.remove(); rerr != nil {
+			return rerr
+		}
+		cg, err = nil, nil
+	} else if err != nil {
 		return err
 	}
 
@@ -89,6 +108,12 @@ func (n *Native) Run(ctx context.Context, s Spec) (err error) {
 		flags |= syscall.CLONE_NEWNET
 	}
 	cmd.SysProcAttr = procAttr(s)
+	if n.userNS {
+		flags |= syscall.CLONE_NEWUSER
+		cmd.SysProcAttr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: allIDs}}
+		cmd.SysProcAttr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: allIDs}}
+		cmd.SysProcAttr.GidMappingsEnableSetgroups = true
+	}
 	cmd.SysProcAttr.Cloneflags = uintptr(flags)
 	cmd.WaitDelay = waitDelay
 

@@ -109,6 +109,12 @@ func New() (Sandbox, error) { return Open(BackendAuto) }
 func Open(name string) (Sandbox, error) {
 	switch name {
 	case "", BackendAuto:
+		// bwrap as root without CAP_SYS_ADMIN cannot make its
+		// namespaces, and as an unprivileged user it maps only its own
+		// uid: the native backend's user namespace maps them all.
+		if unprivilegedRoot() {
+			return Open(BackendNative)
+		}
 		if sb, err := Open(BackendBwrap); err == nil {
 			return sb, nil
 		}
