@@ -133,8 +133,9 @@ func remoteBuild(t *testing.T, images ...string) (*fakeBuild, *podExecutor, func
 
 // TestRemoteStepsBuildNothingHere: with an executor every step is one Run
 // (args naming its id and key, privileged for a non-jailed customize,
-// sensitive variables in SecretEnv only), the orchestrator builds nothing
-// and reports the steps as remote, and a second build runs nothing.
+// sandboxed for a jailed one, sensitive variables in SecretEnv only), the
+// orchestrator builds nothing and reports the steps as remote, and a second
+// build runs nothing.
 func TestRemoteStepsBuildNothingHere(t *testing.T) {
 	b, x, build := remoteBuild(t, "base", "compute<base", "gpu<compute", "other")
 	b.cfg.Images["compute"].Customize = []spec.Customize{{Jail: false, Inline: "true"}}
@@ -169,9 +170,13 @@ func TestRemoteStepsBuildNothingHere(t *testing.T) {
 		if s.Args[0] != "internal" || s.Args[1] != "run-step" || x.arg(s, "--step") != s.Step || x.arg(s, "--key") != s.Key || keys[s.Step] != s.Key {
 			t.Errorf("Run %s args %q, want run-step of the step with its key %s", s.Step, s.Args, keys[s.Step])
 		}
-		// Jailed or not, a customize needs a privileged pod (see privileged).
-		if want := s.Step == "image.compute" || s.Step == "image.gpu"; s.Privileged != want {
+		// A non-jailed customize needs a privileged pod; a jailed one
+		// runs sandboxed, unprivileged (see privileged, sandboxed).
+		if want := s.Step == "image.compute"; s.Privileged != want {
 			t.Errorf("Run %s privileged = %v, want %v", s.Step, s.Privileged, want)
+		}
+		if want := s.Step == "image.gpu"; s.Sandboxed != want {
+			t.Errorf("Run %s sandboxed = %v, want %v", s.Step, s.Sandboxed, want)
 		}
 		if s.SecretEnv["IMSBUILD_VAR_token"] != "s3cr3t" || s.SecretEnv[HMACKeyEnv] == "" || s.SecretEnv["AWS_ACCESS_KEY_ID"] != "AKID" {
 			t.Errorf("Run %s secret env %v, want the sensitive variable, the HMAC key and the credentials", s.Step, s.SecretEnv)
@@ -285,9 +290,11 @@ func TestRemoteKiwiPrepare(t *testing.T) {
 	build()
 	var got []string
 	for _, s := range x.runs {
-		got = append(got, fmt.Sprintf("%s privileged=%v", s.Step, s.Privileged))
+		got = append(got, fmt.Sprintf("%s privileged=%v sandboxed=%v", s.Step, s.Privileged, s.Sandboxed))
 	}
-	want := []string{"image.base/prepare privileged=true", "image.base privileged=false", "image.compute privileged=true"}
+	// The fixture's compute customize is jailed: sandboxed, unprivileged.
+	want := []string{"image.base/prepare privileged=true sandboxed=false", "image.base privileged=false sandboxed=false",
+		"image.compute privileged=false sandboxed=true"}
 	if !slices.Equal(got, want) {
 		t.Errorf("Runs = %q, want %q", got, want)
 	}

@@ -1,0 +1,64 @@
+package sandbox_test
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/imsbuild/imsbuild/builders/sandbox"
+	"github.com/imsbuild/imsbuild/internal/testutil"
+)
+
+// TestNativeInUserNamespace: the native backend as it runs in an
+// unprivileged pod (its own user namespace mapping every id to itself,
+// the container's /proc bound) keeps the real owners of what a script
+// writes, and confines the script as everywhere: no mount, no namespace,
+// no CAP_SYS_ADMIN; the processes outside, though listed in the bound
+// /proc and run by the same uid 0, are out of its reach (environment,
+// root, signals).
+func TestNativeInUserNamespace(t *testing.T) {
+	testutil.RequireRoot(t)
+	sb := sandbox.NewNativeInUserNS()
+	t.Run("real owners", func(t *testing.T) {
+		root := testutil.BusyboxRoot(t, false)
+		script := `echo x > /etc/x && chown 1234:1234 /etc/x && chmod 6755 /etc/x && stat -c '%u %g %a' /etc/x`
+		got, stderr, err := shell(t, sb, sandbox.Spec{Root: root, Jail: true}, script)
+		if err != nil || got != "1234 1234 6755\n" {
+			t.Fatalf("Run() = %q, %v; want %q (stderr %q)", got, err, "1234 1234 6755\n", stderr)
+		}
+		fi, err := os.Stat(filepath.Join(root, "etc/x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := fi.Sys().(*syscall.Stat_t); st.Uid != 1234 || st.Gid != 1234 || fi.Mode()&os.ModeSetuid == 0 {
+			t.Errorf("on the host: uid %d gid %d mode %v; want 1234 1234 setuid", st.Uid, st.Gid, fi.Mode())
+		}
+	})
+	t.Run("confined", func(t *testing.T) {
+		root := testutil.BusyboxRoot(t, false)
+		self := strconv.Itoa(os.Getpid())
+		// Each line that prints is an escape; "probed" proves the
+		// script got to the end, "outside" that /proc shows the test.
+		script := `
+mount -t tmpfs none /mnt 2>/dev/null && echo mounted
+unshare -U true 2>/dev/null && echo user namespace
+unshare -m true 2>/dev/null && echo mount namespace
+eff=$(sed -n 's/^CapEff:[[:space:]]*//p' /proc/self/status)
+[ $(( 0x$eff >> 21 & 1 )) -ne 0 ] && echo CAP_SYS_ADMIN
+[ -r /proc/` + self + `/cmdline ] && echo outside
+cat /proc/` + self + `/environ >/dev/null 2>&1 && echo environ
+ls /proc/` + self + `/root/ >/dev/null 2>&1 && echo root
+kill -KILL ` + self + ` 2>/dev/null && echo killed
+echo probed`
+		got, stderr, err := shell(t, sb, sandbox.Spec{Root: root, Jail: true}, script)
+		if err != nil || got != "outside\nprobed\n" {
+			t.Errorf("Run() = %q, %v; want only %q (stderr %q)", got, err, "outside\nprobed\n", stderr)
+		}
+		if strings.Contains(stderr, "no pids cgroup") {
+			t.Errorf("stderr %q: the pids cgroup is writable here, want one", stderr)
+		}
+	})
+}
