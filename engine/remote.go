@@ -129,12 +129,11 @@ func (e *Engine) remoteSSH(id string, args *[]string) func(executor.SSHEndpoint)
 // privileged reports whether step id (an image step or a prepare
 // sub-step) needs a privileged environment: kiwi prepare (it mounts and
 // makes loop devices), a customize with a non-jailed block (the builder's
-// own tools, or a builder image under runc, which may mount), and every
-// step that may open an SSH environment (interactive or debug: its sshd
-// and jailed sessions have not been made to run unprivileged). A step
-// whose customize blocks are all jailed is not privileged: its scripts
-// run in the hardened sandbox, which in an unprivileged pod sets itself
-// up in a user namespace of its own (see sandboxed and docs/security.md).
+// own tools, or a builder image under runc, which may mount), and an
+// interactive or debug step whose SSH sessions are not jailed. A step
+// whose scripts and sessions are all jailed is not privileged: they run
+// in the hardened sandbox, which in an unprivileged pod sets itself up in
+// a user namespace of its own (see sandboxed and docs/security.md).
 func (e *Engine) privileged(id string) bool {
 	if strings.HasSuffix(id, "/prepare") {
 		return true
@@ -143,21 +142,22 @@ func (e *Engine) privileged(id string) bool {
 	if s == nil || s.Image == nil {
 		return false
 	}
-	if e.interactive(s) || e.debugOnFailure(s) {
+	if (e.interactive(s) || e.debugOnFailure(s)) && s.Image.Interactive != nil && !s.Image.Interactive.Jail {
 		return true
 	}
 	return slices.ContainsFunc(s.Image.Customize, func(c spec.Customize) bool { return !c.Jail })
 }
 
 // sandboxed reports whether step id runs jailed scripts (its customize
-// blocks, or the one that adds CA certificates) without being privileged:
-// the executor must let it make the sandbox's namespaces.
+// blocks, or the one that adds CA certificates) or jailed SSH sessions
+// without being privileged: the executor must let it make the sandbox's
+// namespaces.
 func (e *Engine) sandboxed(id string) bool {
 	s := e.graph.Step(id)
 	if s == nil || s.Image == nil || e.privileged(id) {
 		return false
 	}
-	return len(s.Image.Customize) > 0 || len(s.Image.CACertificates) > 0
+	return len(s.Image.Customize) > 0 || len(s.Image.CACertificates) > 0 || e.interactive(s) || e.debugOnFailure(s)
 }
 
 // archOf is the architecture step id (an image step or a prepare

@@ -513,7 +513,8 @@ func TestRemoteJobsBound(t *testing.T) {
 
 // TestRemoteDebugOnFailure: with an executor that reaches SSH,
 // --debug-on-failure goes to every image step's run (and each gets a
-// Waiting callback and a privileged pod), under the step's own key: a
+// Waiting callback and, its sessions jailed, an unprivileged sandboxed
+// pod), under the step's own key: a
 // debug shell does not change what a step builds.
 func TestRemoteDebugOnFailure(t *testing.T) {
 	b, x, _ := remoteBuild(t, "base", "compute<base")
@@ -528,9 +529,10 @@ func TestRemoteDebugOnFailure(t *testing.T) {
 		t.Fatalf("%d runs, want 2", len(x.runs))
 	}
 	for _, s := range x.runs {
-		if s.Waiting == nil || !s.Privileged || !slices.Contains(s.Args, "--debug-on-failure") || slices.Contains(s.Args, "--interactive") ||
+		if s.Waiting == nil || s.Privileged || !s.Sandboxed || !slices.Contains(s.Args, "--debug-on-failure") || slices.Contains(s.Args, "--interactive") ||
 			slices.Contains(s.Args, "--result-key") || s.Key != x.arg(s, "--key") {
-			t.Errorf("%s: waiting %v, privileged %v, key %s, args %q; want a debug run under the step's key", s.Step, s.Waiting != nil, s.Privileged, s.Key, s.Args)
+			t.Errorf("%s: waiting %v, privileged %v, sandboxed %v, key %s, args %q; want an unprivileged sandboxed debug run under the step's key",
+				s.Step, s.Waiting != nil, s.Privileged, s.Sandboxed, s.Key, s.Args)
 		}
 	}
 }

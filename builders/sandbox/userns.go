@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -19,6 +21,16 @@ import (
 // script is then confined as everywhere else (capabilities, no_new_privs,
 // seccomp), its capabilities count only in that user namespace, and the
 // container's own limits are the outer wall.
+//
+// It has no PID namespace of its own there: the procfs it can have is the
+// container's (see [Native]), and a PID namespace whose /proc shows other
+// PIDs confuses $$, ps, pgrep and killall. Its processes are found by their
+// user namespace instead, which none can leave (the seccomp filter refuses
+// setns and new namespaces), and killed at the end as a PID namespace's
+// would be. They may signal the container's processes (same uid 0): in a
+// pod of one step, that only fails the step. They cannot read those
+// processes' memory, environment or root (/proc/PID/...): the kernel wants
+// CAP_SYS_PTRACE in the target's user namespace for a process of another.
 
 // allIDs maps every uid or gid to itself: 0 to 2^32-2 (2^32-1 is the
 // kernel's "no id").
@@ -54,4 +66,77 @@ func noPidsCgroup(w io.Writer, err error) {
 		return
 	}
 	fmt.Fprintf(w, "imsbuild sandbox: no pids cgroup of its own (%v); without CAP_SYS_ADMIN the cgroup file system is read-only, so the container's pids limit applies\n", err)
+}
+
+// userNSOf returns the user namespace of process pid, as its
+// /proc/PID/ns/user link reads ("user:[4026532…]").
+func userNSOf(pid int) (string, error) {
+	ns, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/ns/user")
+	if err != nil {
+		return "", fmt.Errorf("user namespace of %d: %w", pid, err)
+	}
+	return ns, nil
+}
+
+// killUserNSTimeout bounds killUserNS, for processes forking as fast as
+// they are killed.
+const killUserNSTimeout = 10 * time.Second
+
+// killUserNS kills every process in user namespace ns until a scan of /proc
+// finds none, and reaps those that were this process's children (the
+// container's init adopts orphans) except keep, which another goroutine
+// waits for.
+func killUserNS(ns string, keep int) error {
+	deadline := time.Now().Add(killUserNSTimeout)
+	killed := map[int]bool{}
+	defer func() {
+		for pid := range killed {
+			if pid != keep {
+				var ws unix.WaitStatus
+				_, _ = unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+			}
+		}
+	}()
+	for {
+		pids, err := procsInUserNS(ns)
+		if err != nil {
+			return err
+		}
+		if len(pids) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("sandbox: %d processes of the sandbox still run after %v of killing", len(pids), killUserNSTimeout)
+		}
+		for _, pid := range pids {
+			_ = unix.Kill(pid, unix.SIGKILL)
+			killed[pid] = true
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// procsInUserNS returns the live processes in user namespace ns (a zombie
+// has no namespaces left).
+func procsInUserNS(ns string) ([]int, error) {
+	d, err := os.Open("/proc")
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+	var pids []int
+	for _, name := range names {
+		pid, err := strconv.Atoi(name)
+		if err != nil {
+			continue
+		}
+		if got, err := os.Readlink("/proc/" + name + "/ns/user"); err == nil && got == ns {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/imsbuild/imsbuild/builders/sandbox"
 	"github.com/imsbuild/imsbuild/internal/testutil"
@@ -40,25 +41,54 @@ func TestNativeInUserNamespace(t *testing.T) {
 	t.Run("confined", func(t *testing.T) {
 		root := testutil.BusyboxRoot(t, false)
 		self := strconv.Itoa(os.Getpid())
-		// Each line that prints is an escape; "probed" proves the
-		// script got to the end, "outside" that /proc shows the test.
+		// Each line that prints is an escape, but "pids agree" ($$ is
+		// the script's PID in the /proc it sees: the container's, with
+		// its PID namespace), "outside" (that /proc shows the test) and
+		// "probed" (the script got to the end).
 		script := `
 mount -t tmpfs none /mnt 2>/dev/null && echo mounted
 unshare -U true 2>/dev/null && echo user namespace
 unshare -m true 2>/dev/null && echo mount namespace
 eff=$(sed -n 's/^CapEff:[[:space:]]*//p' /proc/self/status)
 [ $(( 0x$eff >> 21 & 1 )) -ne 0 ] && echo CAP_SYS_ADMIN
+[ "$(cut -d' ' -f1 /proc/$$/stat)" = "$$" ] && echo pids agree
 [ -r /proc/` + self + `/cmdline ] && echo outside
 cat /proc/` + self + `/environ >/dev/null 2>&1 && echo environ
 ls /proc/` + self + `/root/ >/dev/null 2>&1 && echo root
-kill -KILL ` + self + ` 2>/dev/null && echo killed
+cat /proc/` + self + `/maps >/dev/null 2>&1 && echo maps
 echo probed`
+		want := "pids agree\noutside\nprobed\n"
 		got, stderr, err := shell(t, sb, sandbox.Spec{Root: root, Jail: true}, script)
-		if err != nil || got != "outside\nprobed\n" {
-			t.Errorf("Run() = %q, %v; want only %q (stderr %q)", got, err, "outside\nprobed\n", stderr)
+		if err != nil || got != want {
+			t.Errorf("Run() = %q, %v; want only %q (stderr %q)", got, err, want, stderr)
 		}
 		if strings.Contains(stderr, "no pids cgroup") {
 			t.Errorf("stderr %q: the pids cgroup is writable here, want one", stderr)
+		}
+	})
+	// Without a PID namespace of its own, the sandbox still leaves no
+	// process behind: a daemon that left the script's session and an
+	// orphan of it are killed once the script ends, before Run returns,
+	// and promptly (no output pipe held open).
+	t.Run("nothing outlives Run", func(t *testing.T) {
+		root := testutil.BusyboxRoot(t, false)
+		marker := "31337.25" // the sleeps' argument, in their command lines
+		script := `setsid sleep ` + marker + ` & (sleep ` + marker + ` &); sleep 0.2; echo started`
+		start := time.Now()
+		got, stderr, err := shell(t, sb, sandbox.Spec{Root: root, Jail: true}, script)
+		if err != nil || got != "started\n" {
+			t.Fatalf("Run() = %q, %v (stderr %q)", got, err, stderr)
+		}
+		if d := time.Since(start); d > 3*time.Second {
+			t.Errorf("Run took %v, want it to end with the script", d)
+		}
+		if pids := procsWith(t, marker); len(pids) != 0 {
+			for _, p := range pids {
+				if pid, err := strconv.Atoi(p); err == nil {
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
+			t.Errorf("processes %v of the sandbox outlived Run", pids)
 		}
 	})
 }

@@ -64,9 +64,11 @@ image "k%[1]d" {
 // jailProbe is an image, built only in the cluster and never published,
 // whose jailed customize tries what the hardened sandbox must refuse in
 // an unprivileged pod and fails the step (exit 1) when one succeeds. The
-// sandbox binds the pod's /proc there (docs/security.md): /proc/1 is the
-// pod's imsbuild run-step, whose environment holds the cache credentials;
-// the probe checks so first, so that the checks on it mean something.
+// sandbox binds the pod's /proc there and shares the pod's PID namespace
+// (docs/security.md): /proc/1 is the pod's imsbuild run-step, whose
+// environment holds the cache credentials; the probe checks so first, so
+// that the checks on it mean something. The daemon it leaves must not
+// outlive the script (the step would fail, its output pipe held).
 const jailProbe = `
 image "jailprobe" {
   name = "busybox-jailprobe"
@@ -89,6 +91,8 @@ image "jailprobe" {
       kill -KILL 1 2>/dev/null || true
       sleep 1
       if [ -e /var/run/secrets/kubernetes.io ]; then escape a service account token is mounted; fi
+      [ "$(cut -d' ' -f1 /proc/$$/stat)" = "$$" ] || { echo "PROBE: /proc/$$ is not this shell"; exit 1; }
+      setsid sleep 600 &
       echo "confinement probes passed"
     EOT
   }
