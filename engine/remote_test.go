@@ -536,3 +536,30 @@ func TestRemoteDebugOnFailure(t *testing.T) {
 		}
 	}
 }
+
+// TestRemotePrivilege: what each remote step asks of its environment.
+// Privileged only where needed (kiwi prepare, a non-jailed customize or
+// SSH environment); sandboxed, unprivileged, where jailed scripts or
+// sessions run; neither for a step that runs none.
+func TestRemotePrivilege(t *testing.T) {
+	b := newFakeBuild(t, "plain", "jailed<plain", "mixed<plain", "ssh<plain", "sshhost<plain", "certs<plain")
+	b.cfg.Images["jailed"].Customize = []spec.Customize{{Jail: true, Inline: "true"}, {Jail: true, Inline: "true"}}
+	b.cfg.Images["mixed"].Customize = []spec.Customize{{Jail: true, Inline: "true"}, {Jail: false, Inline: "true"}}
+	b.cfg.Images["ssh"].Interactive = &spec.Interactive{Jail: true}
+	b.cfg.Images["sshhost"].Interactive = &spec.Interactive{Jail: false}
+	b.cfg.Images["certs"].CACertificates = []string{"-----BEGIN CERTIFICATE-----"}
+	e, _ := b.engine(t, Options{Executor: &podExecutor{}, Remote: &RemoteCache{Store: b.cache, URL: "s3://fake/cache"}, WorkDir: t.TempDir()})
+	for id, want := range map[string][2]bool{ // privileged, sandboxed
+		"image.plain":         {false, false},
+		"image.plain/prepare": {true, false},
+		"image.jailed":        {false, true},
+		"image.mixed":         {true, false},
+		"image.ssh":           {false, true},
+		"image.sshhost":       {true, false},
+		"image.certs":         {false, true},
+	} {
+		if got := [2]bool{e.privileged(id), e.sandboxed(id)}; got != want {
+			t.Errorf("%s: privileged, sandboxed = %v, want %v", id, got, want)
+		}
+	}
+}
