@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/imsbuild/imsbuild/internal/caps"
 )
 
 // A root process in an unprivileged container (a Kubernetes pod that is not
@@ -40,21 +42,7 @@ const allIDs = 1<<32 - 1
 // CAP_SYS_ADMIN in its effective set: the capability decides, not a guess
 // about the environment.
 func unprivilegedRoot() bool {
-	if os.Geteuid() != 0 {
-		return false
-	}
-	return !hasEffectiveCap(unix.CAP_SYS_ADMIN)
-}
-
-// hasEffectiveCap reports whether capability c is in the calling thread's
-// effective set.
-func hasEffectiveCap(c int) bool {
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return false
-	}
-	return data[c/32].Effective&(1<<(c%32)) != 0
+	return os.Geteuid() == 0 && !caps.CanMount()
 }
 
 // noPidsCgroup says in the step's log why a sandbox runs without a pids

@@ -332,10 +332,11 @@ func TestKubernetesBuildBusybox(t *testing.T) {
 	}
 	// The step logs: the probe ran and found nothing, every sandboxed
 	// step said it runs under the pod's pids limit (no cgroup of its
-	// own), and a customized step's parent was unpacked (no overlay
-	// mount without CAP_SYS_ADMIN) into the same bytes (the digests above).
+	// own), and its parent was unpacked (no overlay mount without
+	// CAP_SYS_ADMIN, and so no tree unpacked for one) into the same
+	// bytes (the digests above).
 	logs, _ := filepath.Glob(filepath.Join(dir, ".imsbuild", "cache", "logs", "*.log"))
-	probed, noCgroup := false, 0
+	probed, noCgroup, unpacked := false, 0, 0
 	for _, l := range logs {
 		b, err := os.ReadFile(l)
 		if err != nil {
@@ -348,12 +349,22 @@ func TestKubernetesBuildBusybox(t *testing.T) {
 		if strings.Contains(string(b), "no pids cgroup of its own") {
 			noCgroup++
 		}
+		if strings.Contains(string(b), "(overlay unavailable: no CAP_SYS_ADMIN") && strings.Contains(string(b), "unpacking it instead") {
+			unpacked++
+		}
+		// No tree unpacked for an overlay that cannot be mounted.
+		if strings.Contains(string(b), "into the tree cache") {
+			t.Errorf("%s unpacks a parent into the tree cache in an unprivileged pod:\n%s", l, b)
+		}
 	}
 	if !probed {
 		t.Errorf("no step log says the confinement probes passed (logs %v)", logs)
 	}
 	if want := len(images) - 1 + 1; noCgroup != want { // not image.base; image.jailprobe
 		t.Errorf("%d step logs say the sandbox has no pids cgroup, want %d (the customized steps)", noCgroup, want)
+	}
+	if want := len(images); unpacked != want {
+		t.Errorf("%d step logs say the parent was unpacked for want of CAP_SYS_ADMIN, want %d (the customized steps)", unpacked, want)
 	}
 
 	// The figures: per step, the local build's time, the remote step's
