@@ -142,11 +142,14 @@ func (n *Native) Run(ctx context.Context, s Spec) (err error) {
 	// once the child is gone.
 	userNS := ""
 	if n.userNS {
-		if userNS, err = userNSOf(cmd.Process.Pid); err != nil {
+		pin, nsErr := pinUserNS(cmd.Process.Pid)
+		if nsErr != nil {
 			_ = cmd.Process.Kill()
 			_ = cmd.Wait()
-			return fmt.Errorf("sandbox native: %w", err)
+			return fmt.Errorf("sandbox native: %w", nsErr)
 		}
+		defer pin.Close()
+		userNS = pin.ns
 	}
 	waitErr, killErr := supervise(ctx, s.Timeout, cmd, func() {
 		_ = cmd.Process.Kill()

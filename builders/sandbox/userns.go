@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -66,6 +67,34 @@ func userNSOf(pid int) (string, error) {
 	return ns, nil
 }
 
+// pinnedUserNS is a user namespace held open, so that its identity (the
+// inode in ns) is not given to a new namespace once its last process is
+// gone: killUserNS must never match another sandbox's processes.
+type pinnedUserNS struct {
+	ns string
+	f  *os.File
+}
+
+// pinUserNS opens the user namespace of process pid.
+func pinUserNS(pid int) (*pinnedUserNS, error) {
+	p := "/proc/" + strconv.Itoa(pid) + "/ns/user"
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("user namespace of %d: %w", pid, err)
+	}
+	ns, err := os.Readlink(p)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("user namespace of %d: %w", pid, err)
+	}
+	// Still the namespace opened: pid is the sandbox's init, which the
+	// caller has not waited for.
+	return &pinnedUserNS{ns: ns, f: f}, nil
+}
+
+// Close lets the namespace go.
+func (p *pinnedUserNS) Close() error { return p.f.Close() }
+
 // killUserNSTimeout bounds killUserNS, for processes forking as fast as
 // they are killed.
 const killUserNSTimeout = 10 * time.Second
@@ -77,15 +106,20 @@ const killUserNSTimeout = 10 * time.Second
 func killUserNS(ns string, keep int) error {
 	deadline := time.Now().Add(killUserNSTimeout)
 	killed := map[int]bool{}
-	defer func() {
+	reap := func() {
 		for pid := range killed {
-			if pid != keep {
-				var ws unix.WaitStatus
-				_, _ = unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+			var ws unix.WaitStatus
+			if pid == keep {
+				continue
+			}
+			if wpid, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil); wpid == pid || err != nil {
+				delete(killed, pid) // reaped, or not this process's child
 			}
 		}
-	}()
+	}
+	defer reap()
 	for {
+		reap()
 		pids, err := procsInUserNS(ns)
 		if err != nil {
 			return err
@@ -104,8 +138,8 @@ func killUserNS(ns string, keep int) error {
 	}
 }
 
-// procsInUserNS returns the live processes in user namespace ns (a zombie
-// has no namespaces left).
+// procsInUserNS returns the live processes in user namespace ns: not
+// zombies, which keep their namespace until reaped, but are dead.
 func procsInUserNS(ns string) ([]int, error) {
 	d, err := os.Open("/proc")
 	if err != nil {
@@ -122,9 +156,24 @@ func procsInUserNS(ns string) ([]int, error) {
 		if err != nil {
 			continue
 		}
-		if got, err := os.Readlink("/proc/" + name + "/ns/user"); err == nil && got == ns {
+		if got, err := os.Readlink("/proc/" + name + "/ns/user"); err == nil && got == ns && !zombie(name) {
 			pids = append(pids, pid)
 		}
 	}
 	return pids, nil
+}
+
+// zombie reports whether process pid (a /proc entry's name) has exited
+// and waits to be reaped (state Z, or X while it goes).
+func zombie(pid string) bool {
+	b, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return true // gone
+	}
+	// PID (COMM) STATE …: COMM may hold spaces and parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return false
+	}
+	return b[i+2] == 'Z' || b[i+2] == 'X'
 }

@@ -1,6 +1,7 @@
 package sandbox_test
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -82,13 +83,37 @@ echo probed`
 		if d := time.Since(start); d > 3*time.Second {
 			t.Errorf("Run took %v, want it to end with the script", d)
 		}
-		if pids := procsWith(t, marker); len(pids) != 0 {
-			for _, p := range pids {
-				if pid, err := strconv.Atoi(p); err == nil {
-					_ = syscall.Kill(pid, syscall.SIGKILL)
-				}
-			}
-			t.Errorf("processes %v of the sandbox outlived Run", pids)
-		}
+		noneLeft(t, marker)
 	})
+	// On timeout the sandbox's init is killed first: the script and its
+	// daemon, adopted by no sandbox process, go all the same.
+	t.Run("nothing outlives a timeout", func(t *testing.T) {
+		root := testutil.BusyboxRoot(t, false)
+		marker := "31337.75"
+		script := `setsid sleep ` + marker + ` & sleep ` + marker
+		start := time.Now()
+		_, stderr, err := shell(t, sb, sandbox.Spec{Root: root, Jail: true, Timeout: 500 * time.Millisecond}, script)
+		if !errors.Is(err, sandbox.ErrTimeout) {
+			t.Fatalf("Run() = %v, want the timeout (stderr %q)", err, stderr)
+		}
+		if d := time.Since(start); d > 3*time.Second {
+			t.Errorf("Run took %v after a timeout of 500ms", d)
+		}
+		noneLeft(t, marker)
+	})
+}
+
+// noneLeft fails t when a process with marker in its command line runs,
+// and kills it.
+func noneLeft(t *testing.T, marker string) {
+	t.Helper()
+	pids := procsWith(t, marker)
+	for _, p := range pids {
+		if pid, err := strconv.Atoi(p); err == nil {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	if len(pids) != 0 {
+		t.Errorf("processes %v of the sandbox outlived Run", pids)
+	}
 }
