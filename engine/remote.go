@@ -13,6 +13,7 @@ import (
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/executor"
 	"github.com/imsbuild/imsbuild/ims"
+	"github.com/imsbuild/imsbuild/spec"
 )
 
 // Remote steps (Options.Executor). The engine stays the brain: it plans,
@@ -126,22 +127,37 @@ func (e *Engine) remoteSSH(id string, args *[]string) func(executor.SSHEndpoint)
 }
 
 // privileged reports whether step id (an image step or a prepare
-// sub-step) needs a privileged environment: kiwi prepare, and every
-// customize, jailed or not, and every step that may open an SSH
-// environment (its jailed sessions run in the same sandbox). The hardened sandbox of a jailed script
-// confines it from the pod; to set itself up it needs what only a
-// privileged pod has: CAP_SYS_ADMIN in the node's user namespace (bwrap
-// as root makes its namespaces and mounts) and a writable pids cgroup (an
-// unprivileged container's cgroup file system is read-only, and on cgroup
-// v1 the path in /proc/self/cgroup is not its own). An unprivileged pod
-// failed every jailed customize with "sandbox cgroup: no pids hierarchy".
+// sub-step) needs a privileged environment: kiwi prepare (it mounts and
+// makes loop devices), a customize with a non-jailed block (the builder's
+// own tools, or a builder image under runc, which may mount), and an
+// interactive or debug step whose SSH sessions are not jailed. A step
+// whose scripts and sessions are all jailed is not privileged: they run
+// in the hardened sandbox, which in an unprivileged pod sets itself up in
+// a user namespace of its own (see sandboxed and docs/security.md).
 func (e *Engine) privileged(id string) bool {
 	if strings.HasSuffix(id, "/prepare") {
 		return true
 	}
 	s := e.graph.Step(id)
-	// An interactive or debug step's jailed SSH sessions use the same sandbox.
-	return s != nil && s.Image != nil && (len(s.Image.Customize) > 0 || e.interactive(s) || e.debugOnFailure(s))
+	if s == nil || s.Image == nil {
+		return false
+	}
+	if (e.interactive(s) || e.debugOnFailure(s)) && s.Image.Interactive != nil && !s.Image.Interactive.Jail {
+		return true
+	}
+	return slices.ContainsFunc(s.Image.Customize, func(c spec.Customize) bool { return !c.Jail })
+}
+
+// sandboxed reports whether step id runs jailed scripts (its customize
+// blocks, or the one that adds CA certificates) or jailed SSH sessions
+// without being privileged: the executor must let it make the sandbox's
+// namespaces.
+func (e *Engine) sandboxed(id string) bool {
+	s := e.graph.Step(id)
+	if s == nil || s.Image == nil || e.privileged(id) {
+		return false
+	}
+	return len(s.Image.Customize) > 0 || len(s.Image.CACertificates) > 0 || e.interactive(s) || e.debugOnFailure(s)
 }
 
 // archOf is the architecture step id (an image step or a prepare
@@ -202,6 +218,7 @@ func (e *Engine) runRemote(ctx context.Context, id, key string, canon []byte, ca
 		Env:        env,
 		SecretEnv:  secrets,
 		Privileged: e.privileged(id),
+		Sandboxed:  e.sandboxed(id),
 		Arch:       e.archOf(id),
 		Log:        lw,
 		Stored: func(ctx context.Context) bool {

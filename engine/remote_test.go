@@ -133,8 +133,9 @@ func remoteBuild(t *testing.T, images ...string) (*fakeBuild, *podExecutor, func
 
 // TestRemoteStepsBuildNothingHere: with an executor every step is one Run
 // (args naming its id and key, privileged for a non-jailed customize,
-// sensitive variables in SecretEnv only), the orchestrator builds nothing
-// and reports the steps as remote, and a second build runs nothing.
+// sandboxed for a jailed one, sensitive variables in SecretEnv only), the
+// orchestrator builds nothing and reports the steps as remote, and a second
+// build runs nothing.
 func TestRemoteStepsBuildNothingHere(t *testing.T) {
 	b, x, build := remoteBuild(t, "base", "compute<base", "gpu<compute", "other")
 	b.cfg.Images["compute"].Customize = []spec.Customize{{Jail: false, Inline: "true"}}
@@ -169,9 +170,13 @@ func TestRemoteStepsBuildNothingHere(t *testing.T) {
 		if s.Args[0] != "internal" || s.Args[1] != "run-step" || x.arg(s, "--step") != s.Step || x.arg(s, "--key") != s.Key || keys[s.Step] != s.Key {
 			t.Errorf("Run %s args %q, want run-step of the step with its key %s", s.Step, s.Args, keys[s.Step])
 		}
-		// Jailed or not, a customize needs a privileged pod (see privileged).
-		if want := s.Step == "image.compute" || s.Step == "image.gpu"; s.Privileged != want {
+		// A non-jailed customize needs a privileged pod; a jailed one
+		// runs sandboxed, unprivileged (see privileged, sandboxed).
+		if want := s.Step == "image.compute"; s.Privileged != want {
 			t.Errorf("Run %s privileged = %v, want %v", s.Step, s.Privileged, want)
+		}
+		if want := s.Step == "image.gpu"; s.Sandboxed != want {
+			t.Errorf("Run %s sandboxed = %v, want %v", s.Step, s.Sandboxed, want)
 		}
 		if s.SecretEnv["IMSBUILD_VAR_token"] != "s3cr3t" || s.SecretEnv[HMACKeyEnv] == "" || s.SecretEnv["AWS_ACCESS_KEY_ID"] != "AKID" {
 			t.Errorf("Run %s secret env %v, want the sensitive variable, the HMAC key and the credentials", s.Step, s.SecretEnv)
@@ -285,9 +290,11 @@ func TestRemoteKiwiPrepare(t *testing.T) {
 	build()
 	var got []string
 	for _, s := range x.runs {
-		got = append(got, fmt.Sprintf("%s privileged=%v", s.Step, s.Privileged))
+		got = append(got, fmt.Sprintf("%s privileged=%v sandboxed=%v", s.Step, s.Privileged, s.Sandboxed))
 	}
-	want := []string{"image.base/prepare privileged=true", "image.base privileged=false", "image.compute privileged=true"}
+	// The fixture's compute customize is jailed: sandboxed, unprivileged.
+	want := []string{"image.base/prepare privileged=true sandboxed=false", "image.base privileged=false sandboxed=false",
+		"image.compute privileged=false sandboxed=true"}
 	if !slices.Equal(got, want) {
 		t.Errorf("Runs = %q, want %q", got, want)
 	}
@@ -506,7 +513,8 @@ func TestRemoteJobsBound(t *testing.T) {
 
 // TestRemoteDebugOnFailure: with an executor that reaches SSH,
 // --debug-on-failure goes to every image step's run (and each gets a
-// Waiting callback and a privileged pod), under the step's own key: a
+// Waiting callback and, its sessions jailed, an unprivileged sandboxed
+// pod), under the step's own key: a
 // debug shell does not change what a step builds.
 func TestRemoteDebugOnFailure(t *testing.T) {
 	b, x, _ := remoteBuild(t, "base", "compute<base")
@@ -521,9 +529,37 @@ func TestRemoteDebugOnFailure(t *testing.T) {
 		t.Fatalf("%d runs, want 2", len(x.runs))
 	}
 	for _, s := range x.runs {
-		if s.Waiting == nil || !s.Privileged || !slices.Contains(s.Args, "--debug-on-failure") || slices.Contains(s.Args, "--interactive") ||
+		if s.Waiting == nil || s.Privileged || !s.Sandboxed || !slices.Contains(s.Args, "--debug-on-failure") || slices.Contains(s.Args, "--interactive") ||
 			slices.Contains(s.Args, "--result-key") || s.Key != x.arg(s, "--key") {
-			t.Errorf("%s: waiting %v, privileged %v, key %s, args %q; want a debug run under the step's key", s.Step, s.Waiting != nil, s.Privileged, s.Key, s.Args)
+			t.Errorf("%s: waiting %v, privileged %v, sandboxed %v, key %s, args %q; want an unprivileged sandboxed debug run under the step's key",
+				s.Step, s.Waiting != nil, s.Privileged, s.Sandboxed, s.Key, s.Args)
+		}
+	}
+}
+
+// TestRemotePrivilege: what each remote step asks of its environment.
+// Privileged only where needed (kiwi prepare, a non-jailed customize or
+// SSH environment); sandboxed, unprivileged, where jailed scripts or
+// sessions run; neither for a step that runs none.
+func TestRemotePrivilege(t *testing.T) {
+	b := newFakeBuild(t, "plain", "jailed<plain", "mixed<plain", "ssh<plain", "sshhost<plain", "certs<plain")
+	b.cfg.Images["jailed"].Customize = []spec.Customize{{Jail: true, Inline: "true"}, {Jail: true, Inline: "true"}}
+	b.cfg.Images["mixed"].Customize = []spec.Customize{{Jail: true, Inline: "true"}, {Jail: false, Inline: "true"}}
+	b.cfg.Images["ssh"].Interactive = &spec.Interactive{Jail: true}
+	b.cfg.Images["sshhost"].Interactive = &spec.Interactive{Jail: false}
+	b.cfg.Images["certs"].CACertificates = []string{"-----BEGIN CERTIFICATE-----"}
+	e, _ := b.engine(t, Options{Executor: &podExecutor{}, Remote: &RemoteCache{Store: b.cache, URL: "s3://fake/cache"}, WorkDir: t.TempDir()})
+	for id, want := range map[string][2]bool{ // privileged, sandboxed
+		"image.plain":         {false, false},
+		"image.plain/prepare": {true, false},
+		"image.jailed":        {false, true},
+		"image.mixed":         {true, false},
+		"image.ssh":           {false, true},
+		"image.sshhost":       {true, false},
+		"image.certs":         {false, true},
+	} {
+		if got := [2]bool{e.privileged(id), e.sandboxed(id)}; got != want {
+			t.Errorf("%s: privileged, sandboxed = %v, want %v", id, got, want)
 		}
 	}
 }

@@ -56,8 +56,15 @@ type Step struct {
 	// (sensitive variables, cache credentials): pass it as a secret.
 	SecretEnv map[string]string
 	// Privileged says the step needs a privileged environment (kiwi
-	// prepare, non-jailed customize); jailed steps run unprivileged.
+	// prepare, non-jailed customize or SSH sessions); jailed customize
+	// scripts and SSH sessions run unprivileged (Sandboxed).
 	Privileged bool
+	// Sandboxed says the step, not privileged, runs jailed scripts or SSH
+	// sessions in imsbuild's hardened sandbox, which then sets itself up
+	// in a user namespace: its environment must let a root process make
+	// one and mount in it (Kubernetes: seccomp and AppArmor Unconfined),
+	// and its pids limit is the environment's (docs/security.md).
+	Sandboxed bool
 	// Arch is the architecture the step builds for (the image's: x86_64,
 	// aarch64). An executor with nodes of it runs the step there natively
 	// (Kubernetes: nodeSelector kubernetes.io/arch=arm64 for aarch64,

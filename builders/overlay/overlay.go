@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/imsbuild/imsbuild/internal/caps"
 )
 
 // ErrUnavailable reports a host or parent that cannot be mounted this way;
@@ -76,6 +78,9 @@ func MountDir(tree, dir string) (*Root, error) {
 func mount(dir, tree string, attach func(lower string) error) (_ *Root, err error) {
 	if os.Geteuid() != 0 {
 		return nil, fmt.Errorf("%w: not root", ErrUnavailable)
+	}
+	if !caps.CanMount() {
+		return nil, fmt.Errorf("%w: no CAP_SYS_ADMIN (an unprivileged container)", ErrUnavailable)
 	}
 	dir, err = filepath.Abs(dir)
 	if err != nil {

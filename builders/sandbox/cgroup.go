@@ -176,7 +176,7 @@ func (cg *pidsCgroup) remove() error {
 // locked and Go ends the thread with it; every other child with a
 // parent-death signal is started through internal/threadpin for that reason.
 func startConfined(cmd *exec.Cmd, cg *pidsCgroup, done <-chan struct{}) error {
-	if cg.v2 {
+	if cg != nil && cg.v2 {
 		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, cg.fd
 	}
 	errc := make(chan error, 1)
@@ -196,7 +196,7 @@ func startOnThread(cmd *exec.Cmd, cg *pidsCgroup) error {
 		return fmt.Errorf("sandbox: unshare fs: %w", err)
 	}
 	unix.Umask(sandboxUmask)
-	if cg.v2 {
+	if cg == nil || cg.v2 {
 		return cmd.Start()
 	}
 	own, err := pidsDir("/proc/self/mountinfo", "/proc/thread-self/cgroup")

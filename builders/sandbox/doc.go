@@ -34,7 +34,11 @@
 // a pids cgroup of Spec.PidsLimit tasks (removed after the run), a /tmp
 // tmpfs of Spec.TmpSize bytes, and /proc/sys, /proc/sysrq-trigger and
 // friends read-only. It stays root in the initial user namespace: image
-// roots are host directories owned by the image's real uids.
+// roots are host directories owned by the image's real uids. Run by root
+// without CAP_SYS_ADMIN (an unprivileged container), the native backend
+// makes a user namespace mapping every id to itself instead, shares the
+// container's /proc and PID namespace, and has no pids cgroup of its own
+// (see [Native]).
 //
 // Under runc the command is its PID namespace's init (as in "docker run"
 // without --init), runc adds HOME to an environment without it, a /tmp

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -58,6 +59,13 @@ func runInit(js string) error {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("make mounts private: %w", err)
 	}
+	if is.UserNS {
+		// Not the PID namespace's init: orphans of the command come
+		// here, to be reaped (reap), not to the container's init.
+		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+			return fmt.Errorf("child subreaper: %w", err)
+		}
+	}
 	newroot := is.Root
 	if is.Jail {
 		if err := unix.Mount(is.Root, is.Root, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
@@ -77,6 +85,9 @@ func runInit(js string) error {
 		}
 	}
 	for _, m := range is.Mounts {
+		if m.Kind == kindProc && is.UserNS {
+			m = mount{Kind: kindContainerProc, Dest: m.Dest}
+		}
 		if err := mountOne(newroot, m); err != nil {
 			return err
 		}
@@ -119,8 +130,49 @@ func runInit(js string) error {
 		return fmt.Errorf("exec %s: %w", prog, err)
 	}
 	unix.Close(statusFD) // setup done: the parent reads EOF
-	os.Exit(reap(pid))
+	code := reap(pid)
+	if is.UserNS {
+		killLeftovers()
+	}
+	os.Exit(code)
 	return nil
+}
+
+// killLeftovers kills what the command left running, as the end of a PID
+// namespace would: every other process in init's user namespace (none can
+// leave it), reaping them, since init is their subreaper. Init does it
+// before it exits, so that none holds the sandbox's output pipes; the
+// parent's killUserNS takes whatever this misses.
+func killLeftovers() {
+	self := os.Getpid()
+	ns, err := userNSOf(self)
+	if err != nil {
+		return
+	}
+	deadline := time.Now().Add(killUserNSTimeout)
+	for time.Now().Before(deadline) {
+		pids, err := procsInUserNS(ns)
+		if err != nil {
+			return
+		}
+		n := 0
+		for _, pid := range pids {
+			if pid != self {
+				_ = unix.Kill(pid, unix.SIGKILL)
+				n++
+			}
+		}
+		for {
+			var ws unix.WaitStatus
+			if wpid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil); err != nil || wpid <= 0 {
+				break
+			}
+		}
+		if n == 0 {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // reap waits for the command pid as the namespace's init, reaping orphans
@@ -166,6 +218,11 @@ func mountOne(newroot string, m mount) error {
 	case kindProc:
 		if err := unix.Mount("proc", target, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 			return fmt.Errorf("mount proc %s: %w", m.Dest, err)
+		}
+		return procReadOnly(target)
+	case kindContainerProc:
+		if err := unix.Mount("/proc", target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("bind the container's /proc at %s: %w", m.Dest, err)
 		}
 		return procReadOnly(target)
 	case kindTmpfs:

@@ -21,6 +21,9 @@ const (
 	kindTmpfs mountKind = "tmpfs" // a fresh tmpfs
 	kindProc  mountKind = "proc"  // procfs of the sandbox's PID namespace
 	kindDev   mountKind = "dev"   // a minimal /dev
+	// kindContainerProc binds the container's procfs where kindProc cannot
+	// mount one (native backend in a user namespace, see userns.go).
+	kindContainerProc mountKind = "container-proc"
 )
 
 // Hostname is the host name inside every sandbox.

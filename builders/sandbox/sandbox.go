@@ -34,6 +34,10 @@ type Spec struct {
 	Stdin       io.Reader
 	Stdout      io.Writer
 	Stderr      io.Writer
+	// Notices receives what the sandbox says about how it runs (without
+	// a pids cgroup of its own in an unprivileged container): the step's
+	// log when Stderr is a person's terminal. nil: Stderr.
+	Notices io.Writer
 	// TTY makes Stdin the controlling terminal of the command when it is a
 	// terminal (an *os.File), so that Ctrl-C, job control and window size
 	// changes work in interactive shells. Under runc the command gets a pty
@@ -54,6 +58,14 @@ type Spec struct {
 	// TmpSize is the size in bytes of the private /tmp tmpfs; 0 means
 	// [DefaultTmpSize]. Unused with TmpDir.
 	TmpSize int64
+}
+
+// notices returns where the sandbox's notes about itself go.
+func (s Spec) notices() io.Writer {
+	if s.Notices != nil {
+		return s.Notices
+	}
+	return s.Stderr
 }
 
 // pidsLimit returns the pids limit of s.
@@ -109,6 +121,12 @@ func New() (Sandbox, error) { return Open(BackendAuto) }
 func Open(name string) (Sandbox, error) {
 	switch name {
 	case "", BackendAuto:
+		// bwrap as root without CAP_SYS_ADMIN cannot make its
+		// namespaces, and as an unprivileged user it maps only its own
+		// uid: the native backend's user namespace maps them all.
+		if unprivilegedRoot() {
+			return Open(BackendNative)
+		}
 		if sb, err := Open(BackendBwrap); err == nil {
 			return sb, nil
 		}

@@ -242,6 +242,10 @@ func (s *session) runSandbox(ctx context.Context, args []string) int {
 	spec := sandbox.Spec{
 		Root: cfg.Root, Jail: cfg.Jail, Network: cfg.Network,
 		Args: args, Env: s.environ(), Dir: s.workDir(), TmpDir: s.srv.tmpDir, TTY: s.pty != nil,
+		Notices: cfg.Log, // the step's log, not the person's terminal
+	}
+	if spec.Notices == nil {
+		spec.Notices = io.Discard
 	}
 	if s.srv.mntDir != "" {
 		// IMS layout: the environment's own directory at /mnt/image, the

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"github.com/imsbuild/imsbuild/builders/overlay"
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/cache/local"
+	"github.com/imsbuild/imsbuild/internal/caps"
 )
 
 // The lower layer of a customize's overlay is, in the order tried:
@@ -101,7 +101,9 @@ var errNoTree = errors.New("no tree")
 // and errNoTree, having logged why, when the host cannot mount the
 // overlay.
 func (o *Image) mountTree(ctx context.Context, env Env, tc trees, d cache.Digest) (*parentRoot, error) {
-	if os.Geteuid() != 0 {
+	if !caps.CanMount() {
+		// Not root, or root in an unprivileged container: no overlay
+		// to put on the tree, so do not unpack one.
 		return nil, nil
 	}
 	start := time.Now()

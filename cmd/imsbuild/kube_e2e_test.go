@@ -61,6 +61,44 @@ image "k%[1]d" {
 	return b.String()
 }
 
+// jailProbe is an image, built only in the cluster and never published,
+// whose jailed customize tries what the hardened sandbox must refuse in
+// an unprivileged pod and fails the step (exit 1) when one succeeds. The
+// sandbox binds the pod's /proc there and shares the pod's PID namespace
+// (docs/security.md): /proc/1 is the pod's imsbuild run-step, whose
+// environment holds the cache credentials; the probe checks so first, so
+// that the checks on it mean something. The daemon it leaves must not
+// outlive the script (the step would fail, its output pipe held).
+const jailProbe = `
+image "jailprobe" {
+  name = "busybox-jailprobe"
+  from = image.base
+  customize {
+    inline = <<-EOT
+      escape() { echo "ESCAPE: $*"; exit 1; }
+      if mount -t tmpfs none /mnt 2>/dev/null; then escape mounted a tmpfs; fi
+      if unshare -m true 2>/dev/null; then escape made a mount namespace; fi
+      if unshare -U true 2>/dev/null; then escape made a user namespace; fi
+      if mknod /tmp/blk b 7 0 2>/dev/null; then escape made a block device; fi
+      eff=$(sed -n 's/^CapEff:[[:space:]]*//p' /proc/self/status)
+      if [ $(( 0x$eff >> 21 & 1 )) -ne 0 ]; then escape has CAP_SYS_ADMIN: $eff; fi
+      tr '\0' ' ' < /proc/1/cmdline | grep -q 'internal run-step' || { echo "PROBE: /proc/1 is not the pod's run-step"; exit 1; }
+      if cat /proc/1/environ >/dev/null 2>&1; then escape read the environment of the pod\'s pid 1; fi
+      if ls /proc/1/root/ >/dev/null 2>&1; then escape reached the pod\'s root through /proc/1/root; fi
+      for f in /proc/[0-9]*/environ; do
+        if grep -q AWS_SECRET_ACCESS_KEY "$f" 2>/dev/null; then escape read the cache credentials in $f; fi
+      done
+      kill -KILL 1 2>/dev/null || true
+      sleep 1
+      if [ -e /var/run/secrets/kubernetes.io ]; then escape a service account token is mounted; fi
+      [ "$(cut -d' ' -f1 /proc/$$/stat)" = "$$" ] || { echo "PROBE: /proc/$$ is not this shell"; exit 1; }
+      setsid sleep 600 &
+      echo "confinement probes passed"
+    EOT
+  }
+}
+`
+
 // kubeExample is examples/busybox with kubeImages and extra appended.
 func kubeExample(t *testing.T, extra string) string {
 	t.Helper()
@@ -200,7 +238,7 @@ func TestKubernetesBuildBusybox(t *testing.T) {
 		}
 	}
 
-	dir := kubeExample(t, block)
+	dir := kubeExample(t, block+jailProbe)
 	start = time.Now()
 	r = imsbuildEnv(t, dir, env, "build", "--json", "-j", "3", "--kubeconfig", e.Kubeconfig, "--cache-to", url, ".")
 	if r.code != 0 {
@@ -257,22 +295,76 @@ func TestKubernetesBuildBusybox(t *testing.T) {
 			t.Errorf("%s's Job: %d succeeded, %d failed", id, j.Status.Succeeded, j.Status.Failed)
 		}
 	}
-	if len(jobs) != len(images) || len(builds) != 1 {
-		t.Errorf("%d Jobs of builds %v, want %d of one build", len(jobs), builds, len(images))
+	if len(jobs) != len(images)+1 || len(builds) != 1 {
+		t.Errorf("%d Jobs of builds %v, want %d of one build", len(jobs), builds, len(images)+1)
 	}
 	if got, want := bootImages(t, dir), bootImages(t, local); len(want) != 3*len(images) || !equal(got, want) {
 		t.Errorf("published boot images = %v, want the local build's %v", got, want)
 	}
-	// The pods' scratch space takes overlay mounts: no parent tree was
-	// unpacked in full for want of one.
-	logs, _ := filepath.Glob(filepath.Join(dir, ".imsbuild", "cache", "logs", "*.log"))
-	for _, l := range logs {
-		if b, err := os.ReadFile(l); err == nil && strings.Contains(string(b), "overlay unavailable") {
-			t.Errorf("%s: %s", l, b)
+	// Privilege only where needed: every customize here is jailed, so no
+	// pod is privileged; the customized ones run the sandbox as an
+	// unprivileged root, seccomp unconfined for its user namespace.
+	for _, id := range append(images, "image.jailprobe") {
+		j, ok := jobs[id]
+		if !ok {
+			t.Errorf("no Job for %s", id)
+			continue
+		}
+		pods, err := e.Client.CoreV1().Pods(e.Namespace).List(t.Context(), metav1.ListOptions{LabelSelector: kubernetes.LabelJob + "=" + j.Name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(pods.Items) != 1 {
+			t.Errorf("%s's Job has %d pods, want 1", id, len(pods.Items))
+			continue
+		}
+		sc := pods.Items[0].Spec.Containers[0].SecurityContext
+		if id == "image.base" {
+			if sc != nil {
+				t.Errorf("%s (no customize): security context %+v, want none", id, sc)
+			}
+			continue
+		}
+		if sc == nil || sc.Privileged == nil || *sc.Privileged || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
+			sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeUnconfined || sc.Capabilities != nil {
+			t.Errorf("%s (jailed customize): security context %+v, want unprivileged, no privilege escalation, default capabilities, seccomp unconfined", id, sc)
 		}
 	}
-	if len(logs) == 0 {
-		t.Error("no step log")
+	// The step logs: the probe ran and found nothing, every sandboxed
+	// step said it runs under the pod's pids limit (no cgroup of its
+	// own), and its parent was unpacked (no overlay mount without
+	// CAP_SYS_ADMIN, and so no tree unpacked for one) into the same
+	// bytes (the digests above).
+	logs, _ := filepath.Glob(filepath.Join(dir, ".imsbuild", "cache", "logs", "*.log"))
+	probed, noCgroup, unpacked := false, 0, 0
+	for _, l := range logs {
+		b, err := os.ReadFile(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), "ESCAPE") || strings.Contains(string(b), "PROBE:") {
+			t.Errorf("%s:\n%s", l, b)
+		}
+		probed = probed || strings.Contains(string(b), "confinement probes passed")
+		if strings.Contains(string(b), "no pids cgroup of its own") {
+			noCgroup++
+		}
+		if strings.Contains(string(b), "(overlay unavailable: no CAP_SYS_ADMIN") && strings.Contains(string(b), "unpacking it instead") {
+			unpacked++
+		}
+		// No tree unpacked for an overlay that cannot be mounted.
+		if strings.Contains(string(b), "into the tree cache") {
+			t.Errorf("%s unpacks a parent into the tree cache in an unprivileged pod:\n%s", l, b)
+		}
+	}
+	if !probed {
+		t.Errorf("no step log says the confinement probes passed (logs %v)", logs)
+	}
+	if want := len(images) - 1 + 1; noCgroup != want { // not image.base; image.jailprobe
+		t.Errorf("%d step logs say the sandbox has no pids cgroup, want %d (the customized steps)", noCgroup, want)
+	}
+	if want := len(images); unpacked != want {
+		t.Errorf("%d step logs say the parent was unpacked for want of CAP_SYS_ADMIN, want %d (the customized steps)", unpacked, want)
 	}
 
 	// The figures: per step, the local build's time, the remote step's
@@ -412,9 +504,10 @@ func TestKubernetesBuildDebianNode(t *testing.T) {
 	if len(jobs) != len(steps) {
 		t.Errorf("%d Jobs, want %d", len(jobs), len(steps))
 	}
-	// Privilege only where needed: kiwi prepare and the customize run
-	// privileged, the image step that only packs the prepared root not.
-	wantPrivileged := map[string]bool{"image.base/prepare": true, "image.base": false, "image.compute": true}
+	// Privilege only where needed: kiwi prepare runs privileged; the
+	// image step that only packs the prepared root and the jailed
+	// customize do not.
+	wantPrivileged := map[string]bool{"image.base/prepare": true, "image.base": false, "image.compute": false}
 	for _, id := range steps {
 		if !started[id] {
 			t.Errorf("%s was not built remotely; started: %v", id, started)

@@ -43,9 +43,9 @@ import (
 // through kube-proxy, changes the image root and touches complete; the job
 // succeeds, its image's rootfs in S3 has the change, and the Service is
 // gone. A second customize job, deleted while it waits, leaves no Job, pod
-// or Service. 15–35 s on the test node (the DELETE's cleanup is done when
-// it answers); each wait is bounded (2 minutes for a job, 90 s for the
-// cleanup).
+// or Service; being jailed, it waits in an unprivileged pod. 15–35 s on
+// the test node (the DELETE's cleanup is done when it answers); each wait
+// is bounded (2 minutes for a job, 90 s for the cleanup).
 func TestKubernetesServeCustomize(t *testing.T) {
 	e := k8stest.Cluster(t)
 	e.LoadImage(t, testutil.RequireEnv(t, k8stest.BuilderImageEnv, "kubernetes"))
@@ -76,16 +76,18 @@ func TestKubernetesServeCustomize(t *testing.T) {
 	key, pub := testutil.SSHKey(t)
 	keyID := u.Call(201, "POST", "/public-keys", map[string]any{"name": "admin", "public_key": pub})["id"].(string)
 
-	post := func(name string) string {
+	post := func(name string, jail bool) string {
 		t.Helper()
 		rec := u.Call(201, "POST", "/jobs", map[string]any{"job_type": "customize", "artifact_id": parent,
-			"public_key_id": keyID, "image_root_archive_name": name})
+			"public_key_id": keyID, "image_root_archive_name": name,
+			"ssh_containers": []map[string]any{{"name": "customize", "jail": jail}}})
 		return rec["id"].(string)
 	}
 	// waiting waits for the job to wait on its user, checks that its
-	// record names the real Job (its pod running) and Service, and returns the Job's name
-	// and where ssh reaches the pod.
-	waiting := func(id string) (job, host string, port int) {
+	// record names the real Job (its pod running, privileged for a
+	// non-jailed job, unprivileged for a jailed one) and Service, and
+	// returns the Job's name and where ssh reaches the pod.
+	waiting := func(id string, jail bool) (job, host string, port int) {
 		t.Helper()
 		rec, seen := u.WaitJob(id, 2*time.Minute, "waiting_on_user", "error", "success")
 		if rec["status"] != "waiting_on_user" {
@@ -114,6 +116,13 @@ func TestKubernetesServeCustomize(t *testing.T) {
 		if err != nil || len(pods.Items) != 1 || pods.Items[0].Status.Phase != corev1.PodRunning {
 			t.Fatalf("pods of Job %s: %v, %v; want one running", job, pods, err)
 		}
+		sc := pods.Items[0].Spec.Containers[0].SecurityContext
+		if privileged := sc != nil && sc.Privileged != nil && *sc.Privileged; privileged == jail {
+			t.Errorf("jail %v: the job's pod has security context %+v, want it privileged only when not jailed", jail, sc)
+		}
+		if jail && (sc == nil || sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeUnconfined) {
+			t.Errorf("jailed job's pod has security context %+v, want the sandbox's (seccomp unconfined)", sc)
+		}
 		svc, err := e.Client.CoreV1().Services(e.Namespace).Get(t.Context(), job, metav1.GetOptions{})
 		if err != nil {
 			t.Fatalf("the record's kubernetes_service: %v", err)
@@ -127,8 +136,8 @@ func TestKubernetesServeCustomize(t *testing.T) {
 		return job, host, port
 	}
 
-	id := post("busybox-custom")
-	job, host, port := waiting(id)
+	id := post("busybox-custom", false)
+	job, host, port := waiting(id, false)
 	t.Logf("serve start → customize job waiting_on_user: %v", time.Since(start).Round(time.Millisecond))
 	ssh := func(command string) (string, error) { return servertest.SSH(t, key, host, port, command) }
 	// kube-proxy leads the Service to the pod once the pod is an
@@ -185,8 +194,8 @@ func TestKubernetesServeCustomize(t *testing.T) {
 	}
 
 	// Deleted while it waits: its Job, pod and Service go.
-	id = post("busybox-deleted")
-	job, _, _ = waiting(id)
+	id = post("busybox-deleted", true)
+	job, _, _ = waiting(id, true)
 	u.Call(204, "DELETE", "/jobs/"+id, nil)
 	deleted := time.Now()
 	sel := metav1.ListOptions{LabelSelector: kubernetes.LabelJob + "=" + job}

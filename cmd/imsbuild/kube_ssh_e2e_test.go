@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/imsbuild/imsbuild/executor/kubernetes"
@@ -154,6 +155,26 @@ func TestKubernetesInteractiveSSH(t *testing.T) {
 			t.Errorf("service owners %+v, want the Job of image.compute %s", o, job.UID)
 		}
 	}
+	// podPrivileged reports whether the waiting step's pod is privileged,
+	// from its spec in the API; an unprivileged one must be the
+	// sandbox's (no privilege escalation, seccomp unconfined).
+	podPrivileged := func(ev sshWaiting) bool {
+		t.Helper()
+		ns, name, _ := strings.Cut(ev.SSH.Service, "/")
+		pods, err := e.Client.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{LabelSelector: kubernetes.LabelJob + "=" + name})
+		if err != nil || len(pods.Items) != 1 {
+			t.Fatalf("the waiting step's pods: %d, %v; want one", len(pods.Items), err)
+		}
+		sc := pods.Items[0].Spec.Containers[0].SecurityContext
+		if sc == nil || sc.Privileged == nil {
+			t.Fatalf("the waiting step's pod has security context %+v, want privileged or sandboxed", sc)
+		}
+		if !*sc.Privileged && (sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || sc.SeccompProfile == nil ||
+			sc.SeccompProfile.Type != corev1.SeccompProfileTypeUnconfined || sc.Capabilities != nil) {
+			t.Errorf("the waiting step's unprivileged pod has security context %+v, want the sandbox's", sc)
+		}
+		return *sc.Privileged
+	}
 
 	flags := []string{"--interactive", "image.compute", "--ssh-public-key", key + ".pub", "--ssh-timeout", "5m"}
 	var sshOut []byte
@@ -164,7 +185,16 @@ func TestKubernetesInteractiveSSH(t *testing.T) {
 		waited = time.Since(start)
 		waitingEvent = ev
 		checkService(ev)
+		if podPrivileged(ev) {
+			t.Error("the jailed SSH environment's pod is privileged, want it unprivileged")
+		}
 		connect(ev)
+		// The session is the sandbox's: the pod's run-step (pid 1 of
+		// the pod's /proc, bound) and its environment are out of reach.
+		if out, err := ssh(ev, "tr '\\0' ' ' < /proc/1/cmdline; cat /proc/1/environ >/dev/null 2>&1 && echo ESCAPE; ls /proc/1/root/ >/dev/null 2>&1 && echo ESCAPE; true"); err != nil ||
+			!strings.Contains(string(out), "run-step") || strings.Contains(string(out), "ESCAPE") {
+			t.Errorf("ssh probe of the pod's pid 1: %v\n%s", err, out)
+		}
 		var err error
 		sshOut, err = ssh(ev, "cat /etc/hostname; echo edited over ssh > /etc/interactive-mark; touch /tmp/complete")
 		if err != nil {
@@ -254,6 +284,9 @@ func TestKubernetesInteractiveSSH(t *testing.T) {
 	}
 	code, statuses = kubeInteractive(t, e, dir, env, url, nil, func(_ *exec.Cmd, ev sshWaiting) {
 		checkService(ev)
+		if !podPrivileged(ev) {
+			t.Error("the SSH environment with jail = false runs in an unprivileged pod, want a privileged one")
+		}
 		if ev.SSH.CompleteFile != "/mnt/image/complete" {
 			t.Errorf("non-jailed complete file %q", ev.SSH.CompleteFile)
 		}

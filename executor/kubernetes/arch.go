@@ -72,21 +72,22 @@ func (e *Executor) route(ctx context.Context, arch string) (string, bool, error)
 
 // nodeSelector is the node selector of a step pod of arch: the
 // configured one with the arch's kubernetes.io/arch (route); the
-// configured one alone when arch is "".
-func (e *Executor) nodeSelector(ctx context.Context, arch string) (map[string]string, error) {
+// configured one alone when arch is "". emulated says the pod runs the
+// arch's programs under qemu (route found no node of it).
+func (e *Executor) nodeSelector(ctx context.Context, arch string) (sel map[string]string, emulated bool, err error) {
 	if arch == "" {
-		return e.cfg.NodeSelector, nil
+		return e.cfg.NodeSelector, false, nil
 	}
-	to, _, err := e.route(ctx, arch)
+	to, native, err := e.route(ctx, arch)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	sel := maps.Clone(e.cfg.NodeSelector)
+	sel = maps.Clone(e.cfg.NodeSelector)
 	if sel == nil {
 		sel = map[string]string{}
 	}
 	sel[corev1.LabelArchStable] = to
-	return sel, nil
+	return sel, !native, nil
 }
 
 // nodeArches returns the architectures of the nodes a step pod can be

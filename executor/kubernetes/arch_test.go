@@ -157,7 +157,7 @@ func TestRouteNodesForbidden(t *testing.T) {
 			t.Fatalf("Native(aarch64) = %v, %v; want false, nil (emulated)", native, err)
 		}
 	}
-	sel, err := e.nodeSelector(t.Context(), "aarch64")
+	sel, _, err := e.nodeSelector(t.Context(), "aarch64")
 	if err != nil || sel[corev1.LabelArchStable] != "amd64" {
 		t.Errorf("nodeSelector(aarch64) = %v, %v; want kubernetes.io/arch amd64", sel, err)
 	}

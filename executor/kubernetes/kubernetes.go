@@ -285,10 +285,13 @@ func (e *Executor) Run(ctx context.Context, s executor.Step) error {
 			return ctx.Err()
 		}
 	}
-	sel, err := e.nodeSelector(ctx, s.Arch)
+	sel, emulated, err := e.nodeSelector(ctx, s.Arch)
 	if err != nil {
 		return fmt.Errorf("run %s: %w", s.Step, err)
 	}
+	// An emulated step registers qemu with binfmt_misc, which only a
+	// privileged pod may do.
+	privileged := s.Privileged || s.Sandboxed && emulated
 	e.start()
 	if !e.waitSynced(ctx) {
 		if ctx.Err() != nil {
@@ -298,7 +301,7 @@ func (e *Executor) Run(ctx context.Context, s executor.Step) error {
 	}
 	w := e.watch(name)
 	defer e.unwatch(name, w)
-	r := &run{e: e, s: s, name: name, nodeSelector: sel, wake: w, logs: newLogs(e, s.Log)}
+	r := &run{e: e, s: s, name: name, nodeSelector: sel, privileged: privileged, wake: w, logs: newLogs(e, s.Log)}
 	if s.Stored != nil {
 		r.stored = make(chan struct{}, 1)
 		r.logs.stored = func(key string) {
@@ -335,6 +338,7 @@ type run struct {
 	s            executor.Step
 	name         string
 	nodeSelector map[string]string // the configured one and the step's arch (arch.go)
+	privileged   bool              // the step's pod is privileged (securityContext)
 	wake         chan struct{}
 	stored       chan struct{} // a pod said the result is stored (nil: not asked to listen)
 	logs         *logs
@@ -684,9 +688,7 @@ func (r *run) job(secret *corev1.Secret) *batchv1.Job {
 	if secret != nil {
 		c.EnvFrom = []corev1.EnvFromSource{{SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: secret.Name}}}}
 	}
-	if r.s.Privileged {
-		c.SecurityContext = &corev1.SecurityContext{Privileged: ptr(true)}
-	}
+	c.SecurityContext = r.securityContext()
 	return &batchv1.Job{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:        r.name,
@@ -718,6 +720,29 @@ func (r *run) job(secret *corev1.Secret) *batchv1.Job {
 			},
 		},
 	}
+}
+
+// securityContext is the step container's: privileged for what needs it
+// (kiwi prepare, non-jailed customize, SSH environments, emulation);
+// for a sandboxed step (jailed customize), an unprivileged root with the
+// runtime's default capabilities, no privilege escalation, and seccomp and
+// AppArmor unconfined, since the runtime's default profiles refuse the
+// user, mount and PID namespaces and the mounts the hardened sandbox makes
+// for itself; it applies its own seccomp filter to the script. Other steps
+// get nothing (the cluster's defaults).
+func (r *run) securityContext() *corev1.SecurityContext {
+	switch {
+	case r.privileged:
+		return &corev1.SecurityContext{Privileged: ptr(true)}
+	case r.s.Sandboxed:
+		return &corev1.SecurityContext{
+			Privileged:               ptr(false),
+			AllowPrivilegeEscalation: ptr(false),
+			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeUnconfined},
+			AppArmorProfile:          &corev1.AppArmorProfile{Type: corev1.AppArmorProfileTypeUnconfined},
+		}
+	}
+	return nil
 }
 
 // labelValue makes s a valid label value: at most 63 characters of

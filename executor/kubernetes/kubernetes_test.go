@@ -15,6 +15,7 @@ import (
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -338,6 +339,61 @@ func TestRunPrivileged(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestRunSecurityContext: only what needs it runs privileged (kiwi
+// prepare, non-jailed customize, SSH, and a sandboxed step emulated on a
+// node of another arch, which registers qemu with binfmt_misc); a
+// sandboxed (jailed customize) step runs unprivileged, without privilege
+// escalation, with the default capabilities and seccomp and AppArmor
+// unconfined, so that the sandbox can make its user namespace; any other
+// step gets the cluster's defaults.
+func TestRunSecurityContext(t *testing.T) {
+	unconfinedJail := &corev1.SecurityContext{
+		Privileged:               ptr(false),
+		AllowPrivilegeEscalation: ptr(false),
+		SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeUnconfined},
+		AppArmorProfile:          &corev1.AppArmorProfile{Type: corev1.AppArmorProfileTypeUnconfined},
+	}
+	privileged := &corev1.SecurityContext{Privileged: ptr(true)}
+	amd64 := testNode{name: "x1", arch: "amd64"}
+	for _, tc := range []struct {
+		name                  string
+		privileged, sandboxed bool
+		arch                  string
+		nodes                 []testNode
+		want                  *corev1.SecurityContext
+	}{
+		{"plain step", false, false, "", nil, nil},
+		{"privileged", true, false, "x86_64", nil, privileged},
+		{"sandboxed", false, true, "x86_64", nil, unconfinedJail},
+		{"sandboxed on a native arm64 node", false, true, "aarch64", []testNode{amd64, arm64Node}, unconfinedJail},
+		{"sandboxed emulated", false, true, "aarch64", []testNode{amd64}, privileged},
+		{"plain step emulated", false, false, "aarch64", []testNode{amd64}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cs := newFake(t)
+			addNodes(t, cs, tc.nodes...)
+			e := newExecutor(t, cs, nil)
+			s := testStep(new(bytes.Buffer))
+			s.Privileged, s.Sandboxed, s.Arch = tc.privileged, tc.sandboxed, tc.arch
+			done := runAsync(t.Context(), e, s)
+			job := getJob(t, cs, "imsbuild-0123456789abcdef0123")
+			got := job.Spec.Template.Spec.Containers[0].SecurityContext
+			if !equality.Semantic.DeepEqual(got, tc.want) {
+				t.Errorf("security context = %s, want %s", jsonOf(got), jsonOf(tc.want))
+			}
+			setCondition(t, cs, job, batchv1.JobComplete, "Completed", "")
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func jsonOf(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
 }
 
 // TestRunSecretEnv: sensitive environment is in a Secret owned by the Job,
