@@ -5,6 +5,7 @@ package kubernetes
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -70,6 +71,32 @@ func TestKubernetesExecutorRun(t *testing.T) {
 	t.Logf("Job create → complete with its log: %v", time.Since(start))
 	if !strings.Contains(log.String(), "imsbuild") || !strings.Contains(log.String(), "env plain-value secret-value") {
 		t.Errorf("log = %q, want imsbuild's version and both variables", log.String())
+	}
+}
+
+// TestKubernetesExecutorSandboxedPids: a sandboxed step's pod (not
+// privileged, where the sandbox has no pids cgroup of its own) cannot fork
+// past the pod's pids limit (the test cluster's kubelet sets podPidsLimit
+// 1024; scripts/k8s/cluster.sh): a loop of 1,500 background sleeps stops
+// at the limit, and the pod lives on.
+func TestKubernetesExecutorSandboxedPids(t *testing.T) {
+	_, newExec := clusterExecutor(t, "sh", "-c")
+	var log testutil.SyncBuffer
+	s := clusterStep(testKey, &log, `(i=0; while [ $i -lt 1500 ]; do sleep 60 & i=$((i+1)); done) 2>/dev/null
+n=0; for p in /proc/[0-9]*; do n=$((n+1)); done
+kill $(pgrep -x sleep) 2>/dev/null
+echo "processes: $n"`)
+	s.Sandboxed = true
+	if err := newExec().Run(t.Context(), s); err != nil {
+		t.Fatalf("Run() = %v\nlog:\n%s", err, log.String())
+	}
+	var n int
+	if _, err := fmt.Sscanf(log.String()[strings.Index(log.String(), "processes: "):], "processes: %d", &n); err != nil {
+		t.Fatalf("log %q: %v", log.String(), err)
+	}
+	t.Logf("%d processes in the pod at the end of the fork loop", n)
+	if n < 500 || n > 1024 {
+		t.Errorf("%d processes in the pod after a loop of 1,500 forks, want the loop stopped by the limit of 1024", n)
 	}
 }
 

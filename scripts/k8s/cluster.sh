@@ -305,6 +305,9 @@ evictionHard: {memory.available: 1Mi, nodefs.available: 1%, imagefs.available: 1
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 serializeImagePulls: false
+# A jailed customize runs in an unprivileged pod, where the sandbox cannot make
+# a pids cgroup of its own: the pod's limit bounds a fork bomb (the tests try).
+podPidsLimit: 1024
 EOF
 	start kubelet "$BIN/kubelet" --config "$S/kubelet.yaml" --kubeconfig "$S/kubelet.kubeconfig" \
 		--root-dir "$S/kubelet" --cert-dir "$S/kubelet/pki" --hostname-override "$node" --node-ip "$node_ip"
