@@ -39,9 +39,9 @@ import (
 // runs the real debootstrap uncached.
 
 const (
-	envBootstrapCache  = "IMSBUILD_BOOTSTRAP_CACHE"  // the cache directory
-	envDebootstrap     = "IMSBUILD_DEBOOTSTRAP"      // the real debootstrap
-	envBootstrapLog    = "IMSBUILD_BOOTSTRAP_LOG"    // the shim's notes for Prepare's log
+	envBootstrapCache = "IMSBUILD_BOOTSTRAP_CACHE" // the cache directory
+	envDebootstrap    = "IMSBUILD_DEBOOTSTRAP"     // the real debootstrap
+	envBootstrapLog   = "IMSBUILD_BOOTSTRAP_LOG"   // the shim's notes for Prepare's log
 	// envBootstrapStatus is where the shim copies the bootstrap root's
 	// dpkg status (PrepareOptions.BootstrapStatus).
 	envBootstrapStatus = "IMSBUILD_BOOTSTRAP_STATUS"

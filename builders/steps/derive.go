@@ -82,14 +82,14 @@ type derivationRecord struct {
 
 // deriveEntry is a prepared root in the index, a possible base.
 type deriveEntry struct {
-	Prepared      cache.Output      `json:"prepared"`
-	Packages      cache.Output      `json:"packages"`
+	Prepared cache.Output `json:"prepared"`
+	Packages cache.Output `json:"packages"`
 	// BootstrapStatus is the dpkg status of the bootstrap root its fresh
 	// prepare started from (a derived root's base's): the model's start.
-	BootstrapStatus cache.Output `json:"bootstrap_status"`
-	ImagePackages []string          `json:"image_packages"` // kiwi.Family.Packages
-	Repositories  map[string]string `json:"repositories"`   // metadata digests
-	Created       time.Time         `json:"created"`
+	BootstrapStatus cache.Output      `json:"bootstrap_status"`
+	ImagePackages   []string          `json:"image_packages"` // kiwi.Family.Packages
+	Repositories    map[string]string `json:"repositories"`   // metadata digests
+	Created         time.Time         `json:"created"`
 }
 
 // deriveIndexDir is where the index of bases lives under kiwi's cache
