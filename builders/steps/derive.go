@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gofrs/flock"
@@ -325,9 +326,12 @@ func storeDerivation(ctx context.Context, store cache.Store, rec derivationRecor
 // derivePlan is a derivation chosen before kiwi runs: the base and the
 // package set a fresh build of the new recipe would have.
 type derivePlan struct {
-	base  deriveEntry
-	added []string
-	want  []string // packageSet of a fresh build, per the checked model
+	base     deriveEntry
+	added    []string
+	basePkgs *lockfile.Recipe
+	// model waits for the model of a fresh build (running meanwhile);
+	// Build calls it before it returns in any case.
+	model func() modelResult
 }
 
 // planDerive looks for a base of the prepare in desc and checks the
@@ -356,18 +360,21 @@ func (o *Prepare) planDerive(ctx context.Context, env Env, desc, family string, 
 		fmt.Fprintf(log, "derive: not derived, building fresh: bootstrap status: %v\n", err)
 		return nil
 	}
-	start := time.Now()
-	sims, err := kiwi.SimulateApt(ctx, desc, o.Recipe.Profiles, o.Recipe.Arch, proxy, filepath.Join(env.Work, "simulate"), status, drop, nil)
-	if err != nil {
-		fmt.Fprintf(log, "derive: not derived, building fresh: %v\n", err)
-		return nil
-	}
-	if got, want := packageSet(basePkgs.Packages), simSet(sims[0]); !slices.Equal(got, want) {
-		fmt.Fprintf(log, "derive: not derived, building fresh: the model of a fresh build is wrong for the base (%s)\n", setDiff(got, want))
-		return nil
-	}
-	fmt.Fprintf(log, "derive: the model of a fresh build matches the base's %d packages (%s)\n", len(basePkgs.Packages), time.Since(start).Round(time.Millisecond))
-	return &derivePlan{base: base, added: add, want: simSet(sims[1])}
+	// The model runs while kiwi does; verify waits for it.
+	ch := make(chan modelResult, 1)
+	go func() {
+		start := time.Now()
+		sims, err := kiwi.SimulateApt(ctx, desc, o.Recipe.Profiles, o.Recipe.Arch, proxy, filepath.Join(env.Work, "simulate"), status, drop, nil)
+		ch <- modelResult{sims: sims, err: err, took: time.Since(start)}
+	}()
+	return &derivePlan{base: base, added: add, basePkgs: basePkgs, model: sync.OnceValue(func() modelResult { return <-ch })}
+}
+
+// modelResult is what kiwi.SimulateApt said: for the base, for the new recipe.
+type modelResult struct {
+	sims [][]kiwi.SimPackage
+	err  error
+	took time.Duration
 }
 
 // unpackBase restores the base's prepared root into root.
@@ -381,45 +388,35 @@ func (p *derivePlan) unpackBase(ctx context.Context, env Env, root string) error
 	return activateTriggers(ctx, root, env.Log)
 }
 
-// activateTriggers makes every dpkg trigger that a package in root is
-// interested in pending, so that the apt-get of the derivation processes
-// them all at its end. A fresh build's one apt-get processes, after its
-// last package, the triggers that any of its packages activated: an
-// initramfs (dracut's and initramfs-tools' update-initramfs), ldconfig's
-// cache, man-db's index are made from the whole root. The base's were
-// made without the packages added now, which do not activate most of them
-// (a package with no kernel module does not rebuild the initrd; it would
-// be missing from it). Processing every trigger again, with the final
-// package set and before the overlay and config.sh as a fresh build does,
-// makes them what a fresh build makes. dpkg-trigger of the host writes the
-// root's dpkg database only (no root program runs here).
+// activateTriggers makes every explicit dpkg trigger that a package in
+// root is interested in pending (update-initramfs, ldconfig,
+// update-ca-certificates…), so that the apt-get of the derivation
+// processes them at its end. A fresh build's one apt-get processes, after
+// its last package, every trigger any of its packages activated, and some
+// handlers read the whole root: an initramfs holds whatever tools of the
+// root its generator wants (dracut takes less, say, when it is there).
+// The base's were made without the packages added now, which need not
+// activate them (less does not rebuild the initrd, and would be missing
+// from it). Processing them again, with the final package set and before
+// the overlay and config.sh, as a fresh build does, makes them what a
+// fresh build makes. File triggers are left alone: dpkg activates them
+// whenever a package adds files below their paths, which is what their
+// handlers read. dpkg-trigger of the host writes the root's dpkg database
+// only (no program of the root runs here).
 func activateTriggers(ctx context.Context, root string, log io.Writer) error {
 	admin := filepath.Join(root, "var/lib/dpkg")
-	dir := filepath.Join(admin, "triggers")
-	ents, err := os.ReadDir(dir)
+	ents, err := os.ReadDir(filepath.Join(admin, "triggers"))
 	if err != nil {
 		return err
 	}
 	var names []string
 	for _, e := range ents {
 		switch n := e.Name(); {
-		case n == "File":
-			b, err := os.ReadFile(filepath.Join(dir, n))
-			if err != nil {
-				return err
-			}
-			for line := range strings.SplitSeq(string(b), "\n") {
-				if path, _, ok := strings.Cut(line, " "); ok && strings.HasPrefix(path, "/") {
-					names = append(names, path)
-				}
-			}
-		case n == "Lock" || n == "Unincorp" || strings.HasPrefix(n, "."):
+		case n == "File" || n == "Lock" || n == "Unincorp" || strings.HasPrefix(n, "."):
 		case e.Type().IsRegular():
 			names = append(names, n)
 		}
 	}
-	slices.Sort(names)
-	names = slices.Compact(names)
 	for _, n := range names {
 		cmd := exec.CommandContext(ctx, "dpkg-trigger", "--admindir="+admin, "--no-await", "--", n)
 		cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}
@@ -427,15 +424,25 @@ func activateTriggers(ctx context.Context, root string, log io.Writer) error {
 			return fmt.Errorf("dpkg-trigger %s: %v: %s", n, err, strings.TrimSpace(string(out)))
 		}
 	}
-	fmt.Fprintf(log, "derive: %d dpkg triggers made pending, to be processed after the added packages as a fresh build does\n", len(names))
+	fmt.Fprintf(log, "derive: dpkg triggers %s made pending, to be processed after the added packages as in a fresh build\n", strings.Join(names, " "))
 	return nil
 }
 
-// verify checks the derived root's packages against the fresh build's.
+// verify checks the derived root's packages against a fresh build's, per
+// the model, once the model has shown it is right for the base.
 func (p *derivePlan) verify(pkgs *lockfile.Recipe, log io.Writer) bool {
-	got := packageSet(pkgs.Packages)
-	if !slices.Equal(got, p.want) {
-		fmt.Fprintf(log, "derive: dropped the derived root, building fresh: its packages are not a fresh build's (%s)\n", setDiff(got, p.want))
+	m := p.model()
+	if m.err != nil {
+		fmt.Fprintf(log, "derive: dropped the derived root, building fresh: %v\n", m.err)
+		return false
+	}
+	if got, want := packageSet(p.basePkgs.Packages), simSet(m.sims[0]); !slices.Equal(got, want) {
+		fmt.Fprintf(log, "derive: dropped the derived root, building fresh: the model of a fresh build is wrong for the base (%s)\n", setDiff(got, want))
+		return false
+	}
+	fmt.Fprintf(log, "derive: the model of a fresh build matches the base's %d packages (%s)\n", len(p.basePkgs.Packages), m.took.Round(time.Millisecond))
+	if got, want := packageSet(pkgs.Packages), simSet(m.sims[1]); !slices.Equal(got, want) {
+		fmt.Fprintf(log, "derive: dropped the derived root, building fresh: its packages are not a fresh build's (%s)\n", setDiff(got, want))
 		return false
 	}
 	return true

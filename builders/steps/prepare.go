@@ -289,6 +289,7 @@ func (o *Prepare) Build(ctx context.Context, env Env) (*cache.ActionResult, erro
 	}
 	var pkgs *lockfile.Recipe
 	if plan != nil {
+		defer plan.model() // nothing runs on in the work dir
 		start := time.Now()
 		fmt.Fprintf(log, "derive: deriving from base %s, adding %s\n", plan.base.Prepared.Digest, strings.Join(plan.added, " "))
 		err := plan.unpackBase(ctx, env, root)
