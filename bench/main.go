@@ -16,7 +16,9 @@
 //   - check: `imsbuild build --check` of a pack-only step vs mksquashfs by hand and vs a build of it.
 //   - kiwi (-only kiwi; minutes): recipe builds vs `kiwi-ng system build`, with their
 //     phases (bootstrap, package install, config, pack, initrd); kiwi-cold: the cold builds only;
-//     kiwi-ab: cold builds of -imsbuild against -imsbuild-base (a change's effect by phase).
+//     kiwi-ab: cold builds of -imsbuild against -imsbuild-base (a change's effect by phase);
+//     kiwi-second: the second recipe only (one package added; derived from the first recipe's
+//     prepared root), reusing the first builds of an earlier -only kiwi run when they are there.
 //   - kiwi-arm64 (-only kiwi-arm64; tens of minutes): examples/debian-arm64 built cold for
 //     aarch64 (emulated on x86_64) vs for x86_64, their ratio, and the warm rebuilds of each.
 //   - s3, oci: publishing 1 GiB vs aws s3 cp and crane push.
@@ -102,6 +104,8 @@ func main() {
 			benchCheck(scratch, tree, *bin)
 		case "kiwi", "kiwi-cold":
 			benchKiwi(scratch, *bin, name == "kiwi-cold")
+		case "kiwi-second":
+			benchKiwiSecond(scratch, *bin)
 		case "kiwi-ab":
 			benchKiwiAB(scratch, *bin, *base)
 		case "kiwi-arm64":
