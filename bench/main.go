@@ -57,6 +57,7 @@ func main() {
 	sizeMB := flag.Int("size", 400, "size of the generated tree in MB")
 	files := flag.Int("files", 11000, "number of files in the generated tree")
 	keep := flag.Bool("keep", false, "keep the scratch directory")
+	scratchDir := flag.String("scratch", "", "use and keep this scratch directory (-only kiwi-second reuses the first builds an -only kiwi run left in it)")
 	only := flag.String("only", "treehash,pack,noop,customize,check", "comma-separated benchmarks to run")
 	flag.IntVar(&pairRuns, "pairs", pairRuns, "A/B pairs per comparison (at least 3 for a figure worth quoting)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process (the in-process publishes and hashing) to `file`")
@@ -74,10 +75,16 @@ func main() {
 		check(fmt.Errorf("-pairs %d: want at least 1", pairRuns))
 	}
 	ctx := context.Background()
-	scratch, err := os.MkdirTemp("", "imsbuild-bench-")
-	check(err)
-	if !*keep {
-		defer os.RemoveAll(scratch)
+	scratch := *scratchDir
+	if scratch == "" {
+		var err error
+		scratch, err = os.MkdirTemp("", "imsbuild-bench-")
+		check(err)
+		if !*keep {
+			defer os.RemoveAll(scratch)
+		}
+	} else {
+		check(os.MkdirAll(scratch, 0o755))
 	}
 	tree := filepath.Join(scratch, "tree")
 	if strings.Contains(*only, "treehash") || strings.Contains(*only, "pack") || strings.Contains(*only, "customize") || strings.Contains(*only, "check") {
