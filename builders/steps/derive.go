@@ -106,21 +106,24 @@ func deriveIndexDir(base string) string {
 // repository metadata: the description's family, the recipe's key
 // attributes, the kiwi that runs, the epoch and the environment.
 func (o *Prepare) deriveFamily(ctx context.Context, fam *kiwi.Family, epoch int64, environ []string) (string, error) {
-	kiwiTool := "builder image " + o.Recipe.BuilderImage
-	if o.Recipe.BuilderImage == "" {
-		v, err := kiwi.ToolVersion(ctx)
-		if err != nil {
-			return "", err
+	tools := o.tools // what Key found, when it ran on this op
+	if tools == nil {
+		tools = map[string]string{"builder_image": o.Recipe.BuilderImage}
+		if o.Recipe.BuilderImage == "" {
+			v, err := kiwi.ToolVersion(ctx)
+			if err != nil {
+				return "", err
+			}
+			tools = map[string]string{"kiwi-ng": v}
 		}
-		kiwiTool = v
 	}
 	b, err := json.Marshal(struct {
 		Description string
 		Attrs       any
-		Kiwi        string
+		Tools       map[string]string
 		Epoch       int64
 		Environ     []string
-	}{fam.Digest, recipeAttrs(o.Recipe, o.Repositories), kiwiTool, epoch, environ})
+	}{fam.Digest, recipeAttrs(o.Recipe, o.Repositories), tools, epoch, environ})
 	if err != nil {
 		return "", err
 	}

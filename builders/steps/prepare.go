@@ -79,6 +79,8 @@ type Prepare struct {
 	// NoDerive builds every prepare fresh: no root is derived from the
 	// prepared root of a recipe with fewer packages (derive.go).
 	NoDerive bool
+
+	tools map[string]string // Key's, for the derivation family
 }
 
 // Key describes the prepare: the recipe tree, rendered template, CA
@@ -106,6 +108,7 @@ func (o *Prepare) Key(ctx context.Context, k KeyEnv) (*Key, error) {
 	} else if name != "" {
 		tools[name] = id
 	}
+	o.tools = tools
 	key := &Key{
 		// v2: the package list output.
 		// v3: kiwi runs with SOURCE_DATE_EPOCH and DRACUT_REPRODUCIBLE,
