@@ -1,12 +1,15 @@
 package steps
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/imsbuild/imsbuild/builders/kiwi"
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/cache/local"
+	"github.com/imsbuild/imsbuild/lockfile"
 )
 
 func TestPickBase(t *testing.T) {
@@ -62,5 +65,34 @@ func TestRecordDeriveBase(t *testing.T) {
 	es := readDeriveIndex(dir, "fam")
 	if len(es) != deriveKeep || es[len(es)-1].Prepared.Digest[7] != byte('a'+deriveKeep+1) {
 		t.Errorf("index holds %d entries, last %v; want the newest %d", len(es), es[len(es)-1].Prepared.Digest, deriveKeep)
+	}
+}
+
+func TestDerivePlanVerify(t *testing.T) {
+	pkg := func(n, v string) lockfile.Package { return lockfile.Package{Name: n, Version: v, Arch: "amd64"} }
+	sim := func(n, v string) kiwi.SimPackage { return kiwi.SimPackage{Name: n, Version: v, Arch: "amd64"} }
+	base := &lockfile.Recipe{Packages: []lockfile.Package{pkg("libc6", "2.36"), pkg("dracut", "059")}}
+	derived := &lockfile.Recipe{Packages: []lockfile.Package{pkg("libc6", "2.36"), pkg("dracut", "059"), pkg("less", "590")}}
+	model := func(forBase, forNew []kiwi.SimPackage, err error) func() modelResult {
+		return func() modelResult { return modelResult{sims: [][]kiwi.SimPackage{forBase, forNew}, err: err} }
+	}
+	baseSim := []kiwi.SimPackage{sim("dracut", "059"), sim("libc6", "2.36")}
+	for _, tc := range []struct {
+		name  string
+		model func() modelResult
+		ok    bool
+		log   string
+	}{
+		{"as fresh", model(baseSim, append(baseSim, sim("less", "590")), nil), true, "matches the base's 2 packages"},
+		{"model wrong for the base", model(baseSim[:1], append(baseSim, sim("less", "590")), nil), false, "wrong for the base (extra libc6 2.36 amd64)"},
+		{"another version", model(baseSim, append(baseSim, sim("less", "591")), nil), false, "missing less 591 amd64; extra less 590 amd64"},
+		{"a package more", model(baseSim, append(baseSim, sim("less", "590"), sim("libpcre2", "10")), nil), false, "missing libpcre2 10 amd64"},
+		{"no model", model(nil, nil, errors.New("apt-get failed")), false, "building fresh: apt-get failed"},
+	} {
+		var log strings.Builder
+		p := &derivePlan{basePkgs: base, model: tc.model}
+		if got := p.verify(derived, &log); got != tc.ok || !strings.Contains(log.String(), tc.log) {
+			t.Errorf("%s: verify = %v, log %q; want %v and %q", tc.name, got, log.String(), tc.ok, tc.log)
+		}
 	}
 }
