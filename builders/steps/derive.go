@@ -313,6 +313,19 @@ func storeStatus(ctx context.Context, store cache.Store, path string) (cache.Out
 	return cache.Output{Digest: d, Size: n, MediaType: statusMediaType}, true, nil
 }
 
+// DerivationBase reads the base prepared root named by a DerivationOutput.
+func DerivationBase(ctx context.Context, store cache.Store, o cache.Output) (cache.Digest, error) {
+	b, err := readBlob(ctx, store, o, 1<<20)
+	if err != nil {
+		return "", err
+	}
+	var rec derivationRecord
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return "", fmt.Errorf("derivation record %s: %w", o.Digest, err)
+	}
+	return rec.BasePreparedRoot, nil
+}
+
 // storeDerivation stores rec as DerivationOutput.
 func storeDerivation(ctx context.Context, store cache.Store, rec derivationRecord) (cache.Output, error) {
 	b, err := json.Marshal(rec)
