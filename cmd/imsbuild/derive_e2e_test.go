@@ -20,7 +20,8 @@ import (
 // set of a fresh build of the same recipe, and the image's rootfs is a
 // fresh build's but for the initrd's file times; a derivation from the
 // same base in another cache makes the same bytes; a recipe that removes
-// a package builds fresh. Minutes: three kiwi prepares and two derivations.
+// a package builds fresh, and so does a derivation that cannot be checked.
+// Minutes: four kiwi prepares and three derivations.
 func TestKiwiDerivedSecondRecipe(t *testing.T) {
 	if testing.Short() {
 		t.Skip("real kiwi-ng builds: minutes")
@@ -35,9 +36,11 @@ func TestKiwiDerivedSecondRecipe(t *testing.T) {
 	if buildA.log(t, "derive:") {
 		t.Fatalf("recipe A derived from something:\n%s", buildA.prepareLog)
 	}
-	pristine := filepath.Join(t.TempDir(), "cache-a")
-	if out, err := exec.Command("cp", "-a", cacheA, pristine).CombinedOutput(); err != nil {
-		t.Fatalf("copy cache: %v\n%s", err, out)
+	pristine, pristine2 := filepath.Join(t.TempDir(), "cache-a"), filepath.Join(t.TempDir(), "cache-a2")
+	for _, dst := range []string{pristine, pristine2} {
+		if out, err := exec.Command("cp", "-a", cacheA, dst).CombinedOutput(); err != nil {
+			t.Fatalf("copy cache: %v\n%s", err, out)
+		}
 	}
 
 	// A + less, built with A's cache: derived.
@@ -107,6 +110,52 @@ func TestKiwiDerivedSecondRecipe(t *testing.T) {
 	buildD := buildImage(t, d, "--cache-dir", cacheA)
 	if buildD.log(t, "derive:") || !buildD.log(t, "Installing bootstrap packages") {
 		t.Errorf("a recipe that removes a package did not build fresh:\n%s", tail(buildD.prepareLog, 40))
+	}
+
+	// A derivation that cannot be checked (the model of a fresh build
+	// cannot run: A's index entry names a bootstrap status that is none)
+	// is dropped after kiwi ran: the fresh build's bytes, no record.
+	breakIndexEntry(t, baseA)
+	buildE := buildImage(t, b, "--cache-dir", pristine2)
+	if !buildE.log(t, "derive: dropped the derived root, building fresh") || !buildE.log(t, "Installing bootstrap packages") {
+		t.Fatalf("an unchecked derivation was not dropped for a fresh build:\n%s", tail(buildE.prepareLog, 40))
+	}
+	if out := buildE.outputs(t, pristine2, "image.base/prepare"); out["derivation"].Digest != "" {
+		t.Errorf("a fresh build after a dropped derivation records one: %v", out)
+	}
+	if root := buildE.outputs(t, pristine2, "image.base")["rootfs"].Digest; root != rootC {
+		t.Errorf("the fresh build after a dropped derivation made rootfs %s, a fresh build %s", root, rootC)
+	}
+}
+
+// breakIndexEntry points the bootstrap status of the derivation index's
+// entries of the prepared root base at their package list.
+func breakIndexEntry(t *testing.T, base string) {
+	t.Helper()
+	files, _ := filepath.Glob("/var/cache/imsbuild/kiwi/derive/*.json")
+	n := 0
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil || !strings.Contains(string(raw), base) {
+			continue
+		}
+		var es []map[string]json.RawMessage
+		if err := json.Unmarshal(raw, &es); err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range es {
+			if strings.Contains(string(e["prepared"]), base) {
+				e["bootstrap_status"] = e["packages"]
+				n++
+			}
+		}
+		b, _ := json.Marshal(es)
+		if err := os.WriteFile(f, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n == 0 {
+		t.Fatalf("no derivation index entry names %s", base)
 	}
 }
 
