@@ -136,6 +136,84 @@ var aptActionRE = regexp.MustCompile(`^(Inst|Remv) (\S+)(?: \[(\S+)\])?(?: \((\S
 // It is a model (post_bootstrap.sh, for one, is not in it): callers check
 // it against a prepare that really ran before trusting it.
 func SimulateApt(ctx context.Context, descDir string, profiles []string, arch, proxy, dir string, status []byte, drops ...map[string]bool) ([][]SimPackage, error) {
+	in, err := simulateInputs(descDir, profiles, arch)
+	if err != nil {
+		return nil, err
+	}
+	apt, err := newScratchApt(dir, in.sources, in.arch, proxy, in.recommends)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "status"), status, 0o644); err != nil {
+		return nil, err
+	}
+	installed := parseStatus(status)
+	if len(installed) == 0 {
+		return nil, errors.New("simulate: the bootstrap status lists no installed package")
+	}
+	if _, err := apt.run(ctx, "update"); err != nil {
+		return nil, err
+	}
+	var out [][]SimPackage
+	for _, drop := range drops {
+		args := []string{"install", "--simulate", "-y"}
+		for _, p := range in.image {
+			if !drop[p] {
+				args = append(args, p)
+			}
+		}
+		b, err := apt.run(ctx, args...)
+		if err != nil {
+			return nil, err
+		}
+		set := map[string]SimPackage{}
+		for k, p := range installed {
+			set[k] = p
+		}
+		for line := range strings.SplitSeq(string(b), "\n") {
+			m := aptActionRE.FindStringSubmatch(line)
+			if m == nil {
+				continue
+			}
+			name, _, _ := strings.Cut(m[2], ":") // name:arch for multi-arch
+			switch {
+			case m[1] == "Remv":
+				for k, p := range set {
+					if p.Name == name {
+						delete(set, k)
+					}
+				}
+			case m[4] != "":
+				p := SimPackage{Name: name, Version: m[4], Arch: m[5]}
+				set[p.Name+":"+p.Arch] = p
+			default:
+				return nil, fmt.Errorf("simulate: apt-get says %q", line)
+			}
+		}
+		list := make([]SimPackage, 0, len(set))
+		for _, p := range set {
+			list = append(list, p)
+		}
+		out = append(out, list)
+	}
+	return out, nil
+}
+
+// simulation is what SimulateApt reads of a description.
+type simulation struct {
+	sources, arch string
+	image         []string
+	recommends    bool
+}
+
+// CheckSimulate reports whether SimulateApt can model the rendered
+// description in descDir, without running anything.
+func CheckSimulate(descDir string, profiles []string, arch string) error {
+	_, err := simulateInputs(descDir, profiles, arch)
+	return err
+}
+
+func simulateInputs(descDir string, profiles []string, arch string) (*simulation, error) {
 	d, file, err := readDescription(descDir)
 	if err != nil {
 		return nil, err
@@ -179,63 +257,7 @@ func SimulateApt(ctx context.Context, descDir string, profiles []string, arch, p
 			}
 		}
 	}
-	apt, err := newScratchApt(dir, sources, darch, proxy, recommends)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "status"), status, 0o644); err != nil {
-		return nil, err
-	}
-	installed := parseStatus(status)
-	if len(installed) == 0 {
-		return nil, errors.New("simulate: the bootstrap status lists no installed package")
-	}
-	if _, err := apt.run(ctx, "update"); err != nil {
-		return nil, err
-	}
-	var out [][]SimPackage
-	for _, drop := range drops {
-		args := []string{"install", "--simulate", "-y"}
-		for _, p := range image {
-			if !drop[p] {
-				args = append(args, p)
-			}
-		}
-		b, err := apt.run(ctx, args...)
-		if err != nil {
-			return nil, err
-		}
-		set := map[string]SimPackage{}
-		for k, p := range installed {
-			set[k] = p
-		}
-		for line := range strings.SplitSeq(string(b), "\n") {
-			m := aptActionRE.FindStringSubmatch(line)
-			if m == nil {
-				continue
-			}
-			name, _, _ := strings.Cut(m[2], ":") // name:arch for multi-arch
-			switch {
-			case m[1] == "Remv":
-				for k, p := range set {
-					if p.Name == name {
-						delete(set, k)
-					}
-				}
-			case m[4] != "":
-				p := SimPackage{Name: name, Version: m[4], Arch: m[5]}
-				set[p.Name+":"+p.Arch] = p
-			default:
-				return nil, fmt.Errorf("simulate: apt-get says %q", line)
-			}
-		}
-		list := make([]SimPackage, 0, len(set))
-		for _, p := range set {
-			list = append(list, p)
-		}
-		out = append(out, list)
-	}
-	return out, nil
+	return &simulation{sources: sources, arch: darch, image: image, recommends: recommends}, nil
 }
 
 // parseStatus returns the installed packages of a dpkg status file by

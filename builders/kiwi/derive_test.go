@@ -90,3 +90,23 @@ func TestParseStatusAndAptActions(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckSimulate(t *testing.T) {
+	dir := t.TempDir()
+	repo := `<repository type="apt-deb" distribution="bookworm" components="main" repository_gpgcheck="false"><source path="http://deb.example/debian"/></repository>`
+	ok := filepath.Join(dir, "ok")
+	writeDesc(t, ok, `<image><preferences><packagemanager>apt</packagemanager></preferences>`+repo+
+		`<packages type="image"><package name="less"/></packages></image>`, map[string]string{})
+	if err := CheckSimulate(ok, nil, "x86_64"); err != nil {
+		t.Errorf("CheckSimulate(apt description) = %v", err)
+	}
+	del := filepath.Join(dir, "delete")
+	writeDesc(t, del, `<image><preferences><packagemanager>apt</packagemanager></preferences>`+repo+
+		`<packages type="image"><package name="less"/></packages><packages type="delete"><package name="vim"/></packages></image>`, map[string]string{})
+	if err := CheckSimulate(del, nil, "x86_64"); err == nil {
+		t.Error("CheckSimulate accepted a description that deletes packages (the model does not follow kiwi's delete)")
+	}
+	if err := CheckSimulate(ok, nil, "ppc64le"); err == nil {
+		t.Error("CheckSimulate accepted an arch it has no dpkg name for")
+	}
+}

@@ -361,6 +361,11 @@ func (o *Prepare) planDerive(ctx context.Context, env Env, desc, family string, 
 		return nil
 	}
 	add := added(base.ImagePackages, fam.Packages)
+	if err := kiwi.CheckSimulate(desc, o.Recipe.Profiles, o.Recipe.Arch); err != nil {
+		// The derived root could not be checked.
+		fmt.Fprintf(log, "derive: not derived from base %s, building fresh: %v\n", base.Prepared.Digest, err)
+		return nil
+	}
 	fmt.Fprintf(log, "derive: candidate base %s (%d image packages; this recipe adds %s)\n", base.Prepared.Digest, len(base.ImagePackages), strings.Join(add, " "))
 	basePkgs, err := ReadPackages(ctx, env.Store, &cache.ActionResult{Outputs: map[string]cache.Output{PackagesOutput: base.Packages}})
 	if err != nil {
