@@ -19,8 +19,9 @@ import (
 //     the ratio);
 //   - a second recipe sharing most packages (one package added), built
 //     on the same runner with the same cache as the first (bootstrap
-//     root and packages cached), vs raw kiwi of that recipe with kiwi's
-//     own package cache of the first raw run;
+//     root, packages and the first prepared root cached: derived from
+//     it), vs raw kiwi of that recipe with kiwi's own package cache of
+//     the first raw run;
 //   - a warm rebuild with nothing changed, and one with only a customize
 //     script changed (no kiwi run).
 //
@@ -71,11 +72,47 @@ func benchKiwi(scratch, bin string, coldOnly bool) {
 	custom := timed(func() { run(bin, "build", ours) })
 	fmt.Printf("kiwi warm rebuild: %v (goal < 1s); customize script changed: %v (goal < 15s, no kiwi)\n", warm, custom)
 
-	// A second recipe: the same plus one package, on the same runner with
-	// the same cache as the first (as a CI runner or a nightly pipeline
-	// has): every pair starts from a copy of the first build's cache, and
-	// raw kiwi from its package cache of the last cold run.
+	benchSecondRecipe(dir, example, bin, ours, oursKiwi, rawCache, &n)
+}
+
+// benchKiwiSecond (-only kiwi-second) runs the second-recipe comparison
+// alone. It needs the first builds of -only kiwi (its imsbuild cache, its
+// kiwi and bootstrap caches, raw kiwi's package cache, in the scratch
+// directory); a side that has none gets one cold build first, untimed.
+func benchKiwiSecond(scratch, bin string) {
+	example, err := filepath.Abs("examples/debian-node")
+	check(err)
+	dir := filepath.Join(scratch, "kiwi")
+	check(os.MkdirAll(dir, 0o755))
+	ours := filepath.Join(dir, "ours")
+	oursKiwi, rawCache := filepath.Join(dir, "ours-kiwi-cache"), filepath.Join(dir, "raw-kiwi-cache")
+	n := 100
+	if _, err := os.Stat(filepath.Join(ours, ".imsbuild/cache")); err != nil {
+		fmt.Println("  (no first imsbuild build in the scratch directory: one cold build first)")
+		os.RemoveAll(ours)
+		run("cp", "-a", example, ours)
+		os.RemoveAll(filepath.Join(ours, ".imsbuild"))
+		os.RemoveAll(filepath.Join(ours, "out"))
+		emptyDir(oursKiwi)
+		buildPhases(oursKiwi, bin, "build", ours, "image.base")
+	}
+	if _, err := os.Stat(filepath.Join(rawCache, "apt-get")); err != nil {
+		fmt.Println("  (no first raw kiwi build in the scratch directory: one cold build first)")
+		emptyDir(rawCache)
+		rawKiwi(dir, rawCache, filepath.Join(example, "recipes/node"), "raw-first")
+	}
+	benchSecondRecipe(dir, example, bin, ours, oursKiwi, rawCache, &n)
+}
+
+// benchSecondRecipe compares a second recipe (the example plus one
+// package) on the same runner with the same caches as the first build in
+// ours (as a CI runner or a nightly pipeline has): every pair starts from
+// a copy of the first build's cache and kiwi caches (the bootstrap cache
+// and the index of prepared roots to derive from among them), and raw kiwi
+// from its package cache of the first raw run.
+func benchSecondRecipe(dir, example, bin, ours, oursKiwi, rawCache string, n *int) {
 	second := filepath.Join(dir, "second")
+	os.RemoveAll(second)
 	run("cp", "-a", example, second)
 	os.RemoveAll(filepath.Join(second, ".imsbuild"))
 	xml := filepath.Join(second, "recipes/node/config.xml")
@@ -85,20 +122,27 @@ func benchKiwi(scratch, bin string, coldOnly bool) {
         <package name="less"/>`, 1)), 0o644))
 	firstCache, cacheCopy := filepath.Join(ours, ".imsbuild/cache"), filepath.Join(dir, "second-cache")
 	oursKiwiCopy, rawCacheCopy := filepath.Join(dir, "second-ours-kiwi-cache"), filepath.Join(dir, "second-raw-kiwi-cache")
-	oursPhases, rawPhases = nil, nil
+	var oursPhases, rawPhases []phases
+	derived := 0
 	secondPairs := pairs(pairRuns, func() {
 		copyDir(firstCache, cacheCopy)
 		copyDir(oursKiwi, oursKiwiCopy)
 		oursPhases = append(oursPhases, buildPhases(oursKiwiCopy, bin, "--cache-dir", cacheCopy, "build", second, "image.base"))
-		fmt.Printf("  imsbuild second: %v (load %s)\n", oursPhases[len(oursPhases)-1], loadAvg())
+		log, _ := os.ReadFile(filepath.Join(cacheCopy, "logs/image.base.prepare.log"))
+		how := "fresh"
+		if strings.Contains(string(log), "derive: derived from base") {
+			how = "derived"
+			derived++
+		}
+		fmt.Printf("  imsbuild second (%s): %v (load %s)\n", how, oursPhases[len(oursPhases)-1], loadAvg())
 	}, func() {
-		n++
+		*n++
 		copyDir(rawCache, rawCacheCopy)
-		rawPhases = append(rawPhases, rawKiwi(dir, rawCacheCopy, filepath.Join(second, "recipes/node"), fmt.Sprintf("raw%d", n)))
+		rawPhases = append(rawPhases, rawKiwi(dir, rawCacheCopy, filepath.Join(second, "recipes/node"), fmt.Sprintf("raw%d", *n)))
 		fmt.Printf("  kiwi-ng second: %v (load %s)\n", rawPhases[len(rawPhases)-1], loadAvg())
 	})
-	fmt.Printf("kiwi second recipe sharing packages: imsbuild %v, kiwi-ng system build %v, ratio %.2f (%s; goal ≤ 0.1)\n",
-		secondPairs.oursMedian(), secondPairs.rawMedian(), secondPairs.ratio(), secondPairs.spread(false))
+	fmt.Printf("kiwi second recipe (one package added; %d of %d imsbuild runs derived): imsbuild %v, kiwi-ng system build %v, ratio %.2f (%s; goal ≤ 0.1)\n",
+		derived, len(oursPhases), secondPairs.oursMedian(), secondPairs.rawMedian(), secondPairs.ratio(), secondPairs.spread(false))
 	fmt.Printf("kiwi second recipe phases: %s\n", phaseTable(oursPhases, rawPhases))
 }
 

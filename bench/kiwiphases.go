@@ -73,14 +73,20 @@ func find(ms []mark, from int, prefix string) (time.Time, int) {
 }
 
 // prepPhases fills setup, bootstrap, install and config from the marks of
-// a kiwi prepare that started at start and ended at end: install ends at
+// a kiwi prepare that started at start and ended at end (bootstrap 0 for
+// one without a bootstrap: a derived root): install ends at
 // the first line after "Installing system" that is not one of its
 // "--> package" lines.
 func prepPhases(p phases, ms []mark, start, end time.Time) {
 	boot, bi := find(ms, 0, "Installing bootstrap packages")
 	inst, ii := find(ms, bi, "Installing system (chroot)")
-	if bi < 0 || ii < 0 {
+	if ii < 0 {
 		return
+	}
+	if bi < 0 {
+		// A root derived from a cached one (kiwi --allow-existing-root):
+		// no bootstrap; setup holds unpacking the base.
+		boot = inst
 	}
 	p["setup"] = boot.Sub(start)
 	p["bootstrap"] = inst.Sub(boot)

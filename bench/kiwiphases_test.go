@@ -66,3 +66,26 @@ func TestOursPhases(t *testing.T) {
 		t.Errorf("phaseTable() = %q", got)
 	}
 }
+
+func TestOursPhasesDerived(t *testing.T) {
+	t0 := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	log := func(s float64, line string) engine.Event {
+		return engine.Event{Time: at(s), Step: "image.base/prepare", Status: engine.StatusLog, Line: line}
+	}
+	events := []engine.Event{
+		log(1, "derive: deriving from base sha256:…, adding less"),
+		log(4, "[ INFO    ]: 10:00:04 | Installing system (chroot) for build type: tbz"),
+		log(4, "[ INFO    ]: 10:00:04 | --> package: less"),
+		log(12, "[ INFO    ]: 10:00:12 | Setting up timezone: UTC"),
+		{Time: at(14), Step: "image.base/prepare", Status: engine.StatusDone},
+		{Time: at(17), Step: "image.base", Status: engine.StatusDone},
+	}
+	want := phases{
+		"setup": 4 * time.Second, "bootstrap": 0, "install": 8 * time.Second,
+		"config": 2 * time.Second, "pack": 3 * time.Second,
+	}
+	if diff := cmp.Diff(want, oursPhases(events, t0)); diff != "" {
+		t.Errorf("oursPhases() of a derived root (-want +got):\n%s", diff)
+	}
+}

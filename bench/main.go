@@ -16,7 +16,9 @@
 //   - check: `imsbuild build --check` of a pack-only step vs mksquashfs by hand and vs a build of it.
 //   - kiwi (-only kiwi; minutes): recipe builds vs `kiwi-ng system build`, with their
 //     phases (bootstrap, package install, config, pack, initrd); kiwi-cold: the cold builds only;
-//     kiwi-ab: cold builds of -imsbuild against -imsbuild-base (a change's effect by phase).
+//     kiwi-ab: cold builds of -imsbuild against -imsbuild-base (a change's effect by phase);
+//     kiwi-second: the second recipe only (one package added; derived from the first recipe's
+//     prepared root), reusing the first builds of an earlier -only kiwi run when they are there.
 //   - kiwi-arm64 (-only kiwi-arm64; tens of minutes): examples/debian-arm64 built cold for
 //     aarch64 (emulated on x86_64) vs for x86_64, their ratio, and the warm rebuilds of each.
 //   - s3, oci: publishing 1 GiB vs aws s3 cp and crane push.
@@ -55,6 +57,7 @@ func main() {
 	sizeMB := flag.Int("size", 400, "size of the generated tree in MB")
 	files := flag.Int("files", 11000, "number of files in the generated tree")
 	keep := flag.Bool("keep", false, "keep the scratch directory")
+	scratchDir := flag.String("scratch", "", "use and keep this scratch directory (-only kiwi-second reuses the first builds an -only kiwi run left in it)")
 	only := flag.String("only", "treehash,pack,noop,customize,check", "comma-separated benchmarks to run")
 	flag.IntVar(&pairRuns, "pairs", pairRuns, "A/B pairs per comparison (at least 3 for a figure worth quoting)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process (the in-process publishes and hashing) to `file`")
@@ -72,10 +75,16 @@ func main() {
 		check(fmt.Errorf("-pairs %d: want at least 1", pairRuns))
 	}
 	ctx := context.Background()
-	scratch, err := os.MkdirTemp("", "imsbuild-bench-")
-	check(err)
-	if !*keep {
-		defer os.RemoveAll(scratch)
+	scratch := *scratchDir
+	if scratch == "" {
+		var err error
+		scratch, err = os.MkdirTemp("", "imsbuild-bench-")
+		check(err)
+		if !*keep {
+			defer os.RemoveAll(scratch)
+		}
+	} else {
+		check(os.MkdirAll(scratch, 0o755))
 	}
 	tree := filepath.Join(scratch, "tree")
 	if strings.Contains(*only, "treehash") || strings.Contains(*only, "pack") || strings.Contains(*only, "customize") || strings.Contains(*only, "check") {
@@ -102,6 +111,8 @@ func main() {
 			benchCheck(scratch, tree, *bin)
 		case "kiwi", "kiwi-cold":
 			benchKiwi(scratch, *bin, name == "kiwi-cold")
+		case "kiwi-second":
+			benchKiwiSecond(scratch, *bin)
 		case "kiwi-ab":
 			benchKiwiAB(scratch, *bin, *base)
 		case "kiwi-arm64":

@@ -20,6 +20,7 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	ctyjson "github.com/zclconf/go-cty/cty/json"
 
+	"github.com/imsbuild/imsbuild/builders/steps"
 	"github.com/imsbuild/imsbuild/cache"
 	"github.com/imsbuild/imsbuild/ims"
 	"github.com/imsbuild/imsbuild/internal/atomicfile"
@@ -392,6 +393,16 @@ func (e *Engine) dependencies(s *Step, pre *Preimage) []provenance.Dependency {
 			}
 			if d, ok := p.pre.Tools["builder_image"]; ok && r != nil {
 				add("recipe."+img.Recipe+".builder_image", r.BuilderImage, d)
+			}
+			// A prepared root derived from a cached one (steps.Prepare)
+			// names its record and the base root.
+			if pr := e.result(prepareID(s)); pr != nil {
+				if o, ok := pr.Outputs[steps.DerivationOutput]; ok {
+					add("recipe."+img.Recipe+".derivation", "", string(o.Digest))
+					if base, err := steps.DerivationBase(context.Background(), e.store, o); err == nil {
+						add("recipe."+img.Recipe+".derived_from", "", string(base))
+					}
+				}
 			}
 		}
 	}

@@ -39,9 +39,12 @@ import (
 // runs the real debootstrap uncached.
 
 const (
-	envBootstrapCache  = "IMSBUILD_BOOTSTRAP_CACHE"  // the cache directory
-	envDebootstrap     = "IMSBUILD_DEBOOTSTRAP"      // the real debootstrap
-	envBootstrapLog    = "IMSBUILD_BOOTSTRAP_LOG"    // the shim's notes for Prepare's log
+	envBootstrapCache = "IMSBUILD_BOOTSTRAP_CACHE" // the cache directory
+	envDebootstrap    = "IMSBUILD_DEBOOTSTRAP"     // the real debootstrap
+	envBootstrapLog   = "IMSBUILD_BOOTSTRAP_LOG"   // the shim's notes for Prepare's log
+	// envBootstrapStatus is where the shim copies the bootstrap root's
+	// dpkg status (PrepareOptions.BootstrapStatus).
+	envBootstrapStatus = "IMSBUILD_BOOTSTRAP_STATUS"
 	envDebootstrapArch = "IMSBUILD_DEBOOTSTRAP_ARCH" // --arch for a foreign root (dpkg's name)
 	envChroot          = "IMSBUILD_CHROOT"           // the real chroot, for the chroot shim
 	chrootShimName     = "chroot"
@@ -137,6 +140,7 @@ func setupShim(dir, cacheDir, path, debArch string) ([]string, error) {
 		envBootstrapCache+"="+cacheDir,
 		envDebootstrap+"="+real,
 		envBootstrapLog+"="+filepath.Join(dir, "notes"),
+		envBootstrapStatus+"="+filepath.Join(dir, "bootstrap-status"),
 		envDebootstrapArch+"="+debArch,
 	), nil
 }
@@ -239,7 +243,26 @@ func runShim(args []string, cacheDir, real string) int {
 		fmt.Fprintf(os.Stderr, "imsbuild: bootstrap cache: %v\n", err)
 		return 1
 	}
+	if code == 0 {
+		keepStatus(c.target)
+	}
 	return code
+}
+
+// keepStatus copies the dpkg status of the bootstrap root target where
+// Prepare picks it up (PrepareOptions.BootstrapStatus), if it asked.
+func keepStatus(target string) {
+	dst := os.Getenv(envBootstrapStatus)
+	if dst == "" {
+		return
+	}
+	b, err := os.ReadFile(filepath.Join(target, "var/lib/dpkg/status"))
+	if err == nil {
+		err = os.WriteFile(dst, b, 0o644)
+	}
+	if err != nil {
+		note("bootstrap status not kept: %v", err)
+	}
 }
 
 // runReal runs the real debootstrap with args and returns its exit code.

@@ -63,6 +63,18 @@ type PrepareOptions struct {
 	// root unpacked instead of debootstrapped. "" always runs debootstrap.
 	// Only the host's kiwi-ng uses it.
 	BootstrapCache string
+	// ExistingRoot runs kiwi on the prepared root already at Root (kiwi's
+	// --allow-existing-root): for an apt description whose root has
+	// apt-get, kiwi skips the bootstrap, then does everything else a
+	// prepare does (post_bootstrap.sh, apt-get install of the image
+	// packages, the overlay, users, config.sh); see steps.Prepare's
+	// derivation.
+	ExistingRoot bool
+	// BootstrapStatus, when not "", is where Prepare copies the dpkg
+	// status of the root that the bootstrap cache's debootstrap shim made
+	// or restored (the bootstrap packages alone), if it ran: a model of
+	// what apt-get then installs starts from it (SimulateApt).
+	BootstrapStatus string
 }
 
 // tailLines is how many lines of kiwi's log a PrepareError carries.
@@ -127,7 +139,11 @@ func Prepare(ctx context.Context, opts PrepareOptions) error {
 	if err := checkBuilderRoot(opts); err != nil {
 		return fail(err)
 	}
-	if err := clearRoot(opts.Root); err != nil {
+	if opts.ExistingRoot {
+		if fi, err := os.Stat(opts.Root); err != nil || !fi.IsDir() {
+			return fail(fmt.Errorf("existing root %s: not a directory", opts.Root))
+		}
+	} else if err := clearRoot(opts.Root); err != nil {
 		return fail(err)
 	}
 	tmp, err := os.MkdirTemp("", "imsbuild-kiwi-")
@@ -245,6 +261,13 @@ func (r *prepareRun) runHost(ctx context.Context) error {
 		}
 		cmd.Env = append(cmd.Env, shim...)
 		defer copyNotes(filepath.Join(dir, "notes"), r.out)
+		if r.opts.BootstrapStatus != "" {
+			defer func() {
+				if b, err := os.ReadFile(filepath.Join(dir, "bootstrap-status")); err == nil {
+					os.WriteFile(r.opts.BootstrapStatus, b, 0o644)
+				}
+			}()
+		}
 	}
 	// If imsbuild dies, unshare dies, and --kill-child takes kiwi (the pid
 	// namespace's init) and with it the whole namespace.
@@ -275,6 +298,9 @@ func kiwiArgs(opts PrepareOptions, logFile string) []string {
 	}
 	args = append(args, "--logfile", logFile,
 		"system", "prepare", "--description", opts.Description, "--root", opts.Root)
+	if opts.ExistingRoot {
+		args = append(args, "--allow-existing-root")
+	}
 	return args
 }
 

@@ -76,6 +76,11 @@ type Prepare struct {
 	// repositories' metadata (kiwi.ReleaseEpoch).
 	SourceDateEpoch int64
 	EpochSet        bool
+	// NoDerive builds every prepare fresh: no root is derived from the
+	// prepared root of a recipe with fewer packages (derive.go).
+	NoDerive bool
+
+	tools map[string]string // Key's, for the derivation family
 }
 
 // Key describes the prepare: the recipe tree, rendered template, CA
@@ -103,6 +108,7 @@ func (o *Prepare) Key(ctx context.Context, k KeyEnv) (*Key, error) {
 	} else if name != "" {
 		tools[name] = id
 	}
+	o.tools = tools
 	key := &Key{
 		// v2: the package list output.
 		// v3: kiwi runs with SOURCE_DATE_EPOCH and DRACUT_REPRODUCIBLE,
@@ -226,9 +232,10 @@ func (o *Prepare) Build(ctx context.Context, env Env) (*cache.ActionResult, erro
 		locked = o.Lock
 	}
 	rec := newPackageRecorder(locked)
-	stopPrefetch := func() {}
+	proxy := ""
 	if o.PackageProxy != nil {
-		proxy, done, err := o.PackageProxy(ctx, rec.hooks())
+		var done func(io.Writer)
+		proxy, done, err = o.PackageProxy(ctx, rec.hooks())
 		if err != nil {
 			return nil, err
 		}
@@ -240,43 +247,101 @@ func (o *Prepare) Build(ctx context.Context, env Env) (*cache.ActionResult, erro
 		if done != nil {
 			report = done
 		}
-		stopPrefetch = o.startPrefetch(ctx, desc, proxy, env.Work, log)
 	}
+	defer func() { report(log) }()
 	root := filepath.Join(env.Work, "root")
 	if err := ensureEmulator(r.Arch, log); err != nil {
 		return nil, err
 	}
-	err = kiwi.Prepare(ctx, kiwi.PrepareOptions{
-		TargetArch:     targetArch(r.Arch),
-		BuilderRoot:    builderRoot,
-		BootstrapCache: o.BootstrapCacheDir,
-		Description:    desc,
-		Root:           root,
-		Profiles:       r.Profiles,
-		SharedCacheDir: shared,
-		Env:            kenv,
-		Log:            log,
-		KiwiLog:        filepath.Join(env.Work, "kiwi.log"),
-	})
-	stopPrefetch()
-	report(log)
-	if refused := rec.refusals(); len(refused) > 0 {
-		// The proxy refused what the lock does not hold; kiwi's own
-		// error says only that a download failed.
-		return nil, lockMismatch(log, r.Name, refused)
+	// A base to derive from (derive.go), unless the recipe is locked (its
+	// lock is the fresh build's package set already) or opted out.
+	var plan *derivePlan
+	var family string
+	var fam *kiwi.Family
+	if !o.NoDerive && !o.Locked {
+		if fam, err = kiwi.DescriptionFamily(desc); err != nil {
+			fmt.Fprintf(log, "derive: %v\n", err)
+		} else if family, err = o.deriveFamily(ctx, fam, epoch, env.Environ); err != nil {
+			fmt.Fprintf(log, "derive: %v\n", err)
+			fam = nil
+		} else {
+			plan = o.planDerive(ctx, env, desc, family, fam, repoDigests, proxy)
+		}
 	}
-	if err != nil {
-		if o.DebugShell != nil && ctx.Err() == nil {
-			fmt.Fprintf(log, "kiwi failed; opening the debug environment on the build root\n")
-			if derr := o.DebugShell(ctx, root, log); derr != nil {
-				fmt.Fprintf(log, "debug environment: %v\n", derr)
+	runKiwi := func(existing bool) error {
+		stopPrefetch := func() {}
+		if o.PackageProxy != nil && !existing {
+			stopPrefetch = o.startPrefetch(ctx, desc, proxy, env.Work, log)
+		}
+		err := kiwi.Prepare(ctx, kiwi.PrepareOptions{
+			TargetArch:      targetArch(r.Arch),
+			BuilderRoot:     builderRoot,
+			BootstrapCache:  o.BootstrapCacheDir,
+			Description:     desc,
+			Root:            root,
+			Profiles:        r.Profiles,
+			SharedCacheDir:  shared,
+			Env:             kenv,
+			Log:             log,
+			KiwiLog:         filepath.Join(env.Work, "kiwi.log"),
+			ExistingRoot:    existing,
+			BootstrapStatus: filepath.Join(env.Work, "bootstrap-status"),
+		})
+		stopPrefetch()
+		return err
+	}
+	var pkgs *lockfile.Recipe
+	if plan != nil {
+		defer plan.model() // nothing runs on in the work dir
+		start := time.Now()
+		fmt.Fprintf(log, "derive: deriving from base %s, adding %s\n", plan.base.Prepared.Digest, strings.Join(plan.added, " "))
+		err := plan.unpackBase(ctx, env, root)
+		if err == nil {
+			err = runKiwi(true)
+		}
+		if err == nil && len(rec.refusals()) == 0 {
+			pkgs, err = resolvePackages(ctx, root, shared, rec, repoDigests, o.index(log))
+		}
+		switch {
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		case len(rec.refusals()) > 0:
+			err = fmt.Errorf("the package proxy refused %s", strings.Join(rec.refusals(), ", "))
+		}
+		if err != nil {
+			fmt.Fprintf(log, "derive: dropped the derived root, building fresh: %v\n", err)
+			pkgs = nil
+		} else if !plan.verify(pkgs, log) {
+			pkgs = nil
+		} else {
+			fmt.Fprintf(log, "derive: derived from base %s in %s: %d packages, as a fresh build's\n", plan.base.Prepared.Digest, time.Since(start).Round(time.Millisecond), len(pkgs.Packages))
+		}
+		if pkgs == nil {
+			plan = nil
+			if err := os.RemoveAll(root); err != nil {
+				return nil, fmt.Errorf("remove the derived root: %w", err)
 			}
 		}
-		return nil, fmt.Errorf("recipe %s: %w", r.Name, err)
 	}
-	pkgs, err := resolvePackages(ctx, root, shared, rec, repoDigests, o.index(log))
-	if err != nil {
-		return nil, err
+	if pkgs == nil {
+		err = runKiwi(false)
+		if refused := rec.refusals(); len(refused) > 0 {
+			// The proxy refused what the lock does not hold; kiwi's own
+			// error says only that a download failed.
+			return nil, lockMismatch(log, r.Name, refused)
+		}
+		if err != nil {
+			if o.DebugShell != nil && ctx.Err() == nil {
+				fmt.Fprintf(log, "kiwi failed; opening the debug environment on the build root\n")
+				if derr := o.DebugShell(ctx, root, log); derr != nil {
+					fmt.Fprintf(log, "debug environment: %v\n", derr)
+				}
+			}
+			return nil, fmt.Errorf("recipe %s: %w", r.Name, err)
+		}
+		if pkgs, err = resolvePackages(ctx, root, shared, rec, repoDigests, o.index(log)); err != nil {
+			return nil, err
+		}
 	}
 	if o.Lock != nil {
 		if diff := lockfile.Diff(o.Lock, pkgs); len(diff) > 0 {
@@ -306,11 +371,38 @@ func (o *Prepare) Build(ctx context.Context, env Env) (*cache.ActionResult, erro
 	if err != nil {
 		return nil, err
 	}
-	o.Handover.give(root)
-	return &cache.ActionResult{Outputs: map[string]cache.Output{
+	outputs := map[string]cache.Output{
 		PreparedOutput: {Digest: d, Size: size, MediaType: "application/vnd.imsbuild.prepared-root.squashfs"},
 		PackagesOutput: pkgOut,
-	}}, nil
+	}
+	if plan != nil {
+		if outputs[DerivationOutput], err = storeDerivation(ctx, env.Store, derivationRecord{
+			BasePreparedRoot: plan.base.Prepared.Digest, BasePackages: plan.base.Packages.Digest, AddedPackages: plan.added,
+		}); err != nil {
+			return nil, err
+		}
+	}
+	// This root is a base for the recipes that add to it, given the
+	// bootstrap root it started from (a fresh one's, its base's).
+	status, haveStatus := cache.Output{}, false
+	if plan != nil {
+		status, haveStatus = plan.base.BootstrapStatus, true
+	} else if status, haveStatus, err = storeStatus(ctx, env.Store, filepath.Join(env.Work, "bootstrap-status")); err != nil {
+		return nil, err
+	}
+	if haveStatus {
+		outputs[BootstrapStatusOutput] = status
+	}
+	if fam != nil && haveStatus {
+		if err := recordDeriveBase(deriveIndexDir(o.KiwiCacheDir), family, deriveEntry{
+			Prepared: outputs[PreparedOutput], Packages: pkgOut, BootstrapStatus: status, ImagePackages: fam.Packages,
+			Repositories: repoDigests, Created: time.Now().UTC(),
+		}); err != nil {
+			fmt.Fprintf(log, "warning: derive index: %v\n", err)
+		}
+	}
+	o.Handover.give(root)
+	return &cache.ActionResult{Outputs: outputs}, nil
 }
 
 // index returns the indexFunc of the prepare's repositories: the entries
