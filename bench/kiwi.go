@@ -127,7 +127,7 @@ func benchSecondRecipe(dir, example, bin, ours, oursKiwi, rawCache string, n *in
 	secondPairs := pairs(pairRuns, func() {
 		copyDir(firstCache, cacheCopy)
 		copyDir(oursKiwi, oursKiwiCopy)
-		oursPhases = append(oursPhases, buildPhases(oursKiwiCopy, bin, "--cache-dir", cacheCopy, "build", second, "image.base"))
+		oursPhases = append(oursPhases, buildPhases(oursKiwiCopy, bin, "--cache-dir", cacheCopy, "build", "--derive", second, "image.base"))
 		log, _ := os.ReadFile(filepath.Join(cacheCopy, "logs/image.base.prepare.log"))
 		how := "fresh"
 		if strings.Contains(string(log), "derive: derived from base") {

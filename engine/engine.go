@@ -77,9 +77,10 @@ type Options struct {
 	// NoPrefetch stops kiwi prepares from fetching their packages into
 	// the package cache in parallel ahead of kiwi (pkgproxy's Prefetch).
 	NoPrefetch bool
-	// NoDerive builds every kiwi prepare fresh: none is derived from the
-	// prepared root of a recipe with fewer packages (steps.Prepare).
-	NoDerive   bool
+	// Derive lets a kiwi prepare start from the cached prepared root of
+	// a recipe with fewer packages (steps.Prepare); off, every prepare is
+	// fresh.
+	Derive     bool
 	HTTPClient *http.Client // for repository probes; default http.DefaultClient
 	// Lock is the build's package lock (imsbuild.lock.json), nil for
 	// none. Each kiwi prepare compares what it resolves with its

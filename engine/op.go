@@ -83,7 +83,7 @@ func (e *Engine) opsOf(s *Step, forBuild bool) (stepOps, error) {
 			Handover:          ops.handover,
 			SourceDateEpoch:   e.epoch,
 			EpochSet:          e.epochSet,
-			NoDerive:          e.opts.NoDerive,
+			Derive:            e.opts.Derive,
 		}
 		if !e.opts.NoPrefetch {
 			prep.Prefetch = e.prefetch

@@ -36,8 +36,10 @@ import (
 // config.sh. The scripts run again, over their own earlier result, after
 // the new packages are in: a fresh build runs config.sh after every
 // package too, and a script that is not idempotent (one that appends to a
-// file, say) makes a derived root that a fresh build would not; such a
-// recipe opts out with `imsbuild build --no-derive`.
+// file, say) makes a derived root that a fresh build would not. Deriving
+// is opt-in (`imsbuild build --derive`): a derived root is not
+// byte-identical to a fresh one (its initrd), and which base a runner has
+// depends on what it built before.
 //
 // Before anything is stored the derived root's package set (name, version,
 // arch) must equal what a fresh build installs. That is modelled by

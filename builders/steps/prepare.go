@@ -76,9 +76,10 @@ type Prepare struct {
 	// repositories' metadata (kiwi.ReleaseEpoch).
 	SourceDateEpoch int64
 	EpochSet        bool
-	// NoDerive builds every prepare fresh: no root is derived from the
-	// prepared root of a recipe with fewer packages (derive.go).
-	NoDerive bool
+	// Derive lets a prepare start from the cached prepared root of a
+	// recipe with fewer packages (derive.go); without it every prepare is
+	// fresh.
+	Derive bool
 
 	tools map[string]string // Key's, for the derivation family
 }
@@ -253,18 +254,25 @@ func (o *Prepare) Build(ctx context.Context, env Env) (*cache.ActionResult, erro
 	if err := ensureEmulator(r.Arch, log); err != nil {
 		return nil, err
 	}
-	// A base to derive from (derive.go), unless the recipe is locked (its
-	// lock is the fresh build's package set already) or opted out.
+	// A base to derive from (derive.go), when asked for and the recipe is
+	// not locked (its lock is the fresh build's package set already). A
+	// fresh prepare of an unlocked recipe is recorded as a base for later
+	// --derive builds either way.
 	var plan *derivePlan
 	var family string
 	var fam *kiwi.Family
-	if !o.NoDerive && !o.Locked {
+	if !o.Locked {
 		if fam, err = kiwi.DescriptionFamily(desc); err != nil {
-			fmt.Fprintf(log, "derive: %v\n", err)
-		} else if family, err = o.deriveFamily(ctx, fam, epoch, env.Environ); err != nil {
-			fmt.Fprintf(log, "derive: %v\n", err)
+			if o.Derive {
+				fmt.Fprintf(log, "derive: %v\n", err)
+			}
 			fam = nil
-		} else {
+		} else if family, err = o.deriveFamily(ctx, fam, epoch, env.Environ); err != nil {
+			if o.Derive {
+				fmt.Fprintf(log, "derive: %v\n", err)
+			}
+			fam = nil
+		} else if o.Derive {
 			plan = o.planDerive(ctx, env, desc, family, fam, repoDigests, proxy)
 		}
 	}

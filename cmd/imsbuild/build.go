@@ -133,7 +133,7 @@ func newBuildCmd(g *globalFlags) *cobra.Command {
 		execName    string
 		kf          kubeFlags
 		noPrefetch  bool
-		noDerive    bool
+		derive      bool
 	)
 	cmd := &cobra.Command{
 		Use:   "build [DIR] [TARGET...]",
@@ -270,7 +270,7 @@ compared (build it first).`,
 				PackageStore:      c.Cache,
 				PackageActions:    c.Actions(),
 				NoPrefetch:        noPrefetch,
-				NoDerive:          noDerive,
+				Derive:            derive,
 				KeepGoing:         keepGoing,
 				Check:             check,
 				WorkDir:           work,
@@ -325,7 +325,7 @@ compared (build it first).`,
 	cmd.Flags().StringVar(&kf.namespace, "namespace", "", "the namespace of the kubernetes executor's Jobs (overrides the executor block's)")
 	cmd.Flags().StringVar(&bootstrap, "bootstrap-cache", engine.DefaultBootstrapCacheDir, "directory of debootstrap results kept for apt recipes; a new one bootstraps from scratch")
 	cmd.Flags().BoolVar(&noPrefetch, "no-prefetch", false, "let kiwi download its packages one by one instead of fetching them into the package cache in parallel ahead of it")
-	cmd.Flags().BoolVar(&noDerive, "no-derive", false, "prepare every recipe fresh: never derive its root from the cached prepared root of a recipe that has fewer packages and is otherwise the same (docs/guides/kiwi-recipe.md)")
+	cmd.Flags().BoolVar(&derive, "derive", false, "let a recipe that only adds packages to one built before start from that one's cached prepared root (faster; checked against a fresh build's package set, but its initrd's bytes differ from a fresh build's: docs/caching.md)")
 	return cmd
 }
 

@@ -47,7 +47,7 @@ func TestKiwiDerivedSecondRecipe(t *testing.T) {
 	b := copyExample(t, "debian-node")
 	editPackages(t, b, `<package name="iproute2"/>`, `<package name="iproute2"/>
         <package name="less"/>`)
-	buildB := buildImage(t, b, "--cache-dir", cacheA)
+	buildB := buildImage(t, b, "--derive", "--cache-dir", cacheA)
 	baseA := buildA.outputs(t, cacheA, "image.base/prepare")["prepared-root"].Digest
 	if !buildB.log(t, "derive: derived from base "+baseA) || buildB.log(t, "Installing bootstrap packages") ||
 		buildB.log(t, "bootstrap cache") {
@@ -69,9 +69,9 @@ func TestKiwiDerivedSecondRecipe(t *testing.T) {
 	c := copyExample(t, "debian-node")
 	editPackages(t, c, `<package name="iproute2"/>`, `<package name="iproute2"/>
         <package name="less"/>`)
-	buildC := buildImage(t, c, "--no-derive")
+	buildC := buildImage(t, c) // fresh: deriving is opt-in
 	if buildC.log(t, "derive:") {
-		t.Fatalf("--no-derive derived:\n%s", buildC.prepareLog)
+		t.Fatalf("a build without --derive derived:\n%s", buildC.prepareLog)
 	}
 	cacheC := filepath.Join(c, ".imsbuild/cache")
 	if got, want := packageLines(t, cacheA, outB["packages"].Digest), packageLines(t, cacheC, buildC.outputs(t, cacheC, "image.base/prepare")["packages"].Digest); !slices.Equal(got, want) {
@@ -98,7 +98,7 @@ func TestKiwiDerivedSecondRecipe(t *testing.T) {
 	t.Logf("prepare of A+less: derived %v, fresh %v", dB, dC)
 
 	// Another cache holding only A derives the same bytes.
-	buildB2 := buildImage(t, b, "--cache-dir", pristine)
+	buildB2 := buildImage(t, b, "--derive", "--cache-dir", pristine)
 	if root := buildB2.outputs(t, pristine, "image.base")["rootfs"].Digest; root != rootB || !buildB2.log(t, "derive: derived from base "+baseA) {
 		t.Errorf("a second derivation from A made rootfs %s, the first %s:\n%s", root, rootB, tail(buildB2.prepareLog, 30))
 	}
@@ -107,7 +107,7 @@ func TestKiwiDerivedSecondRecipe(t *testing.T) {
 	// it has, so it builds fresh.
 	d := copyExample(t, "debian-node")
 	editPackages(t, d, `<package name="iproute2"/>`, `<package name="less"/>`)
-	buildD := buildImage(t, d, "--cache-dir", cacheA)
+	buildD := buildImage(t, d, "--derive", "--cache-dir", cacheA)
 	if buildD.log(t, "derive:") || !buildD.log(t, "Installing bootstrap packages") {
 		t.Errorf("a recipe that removes a package did not build fresh:\n%s", tail(buildD.prepareLog, 40))
 	}
@@ -116,7 +116,7 @@ func TestKiwiDerivedSecondRecipe(t *testing.T) {
 	// cannot run: A's index entry names a bootstrap status that is none)
 	// is dropped after kiwi ran: the fresh build's bytes, no record.
 	breakIndexEntry(t, baseA)
-	buildE := buildImage(t, b, "--cache-dir", pristine2)
+	buildE := buildImage(t, b, "--derive", "--cache-dir", pristine2)
 	if !buildE.log(t, "derive: dropped the derived root, building fresh") || !buildE.log(t, "Installing bootstrap packages") {
 		t.Fatalf("an unchecked derivation was not dropped for a fresh build:\n%s", tail(buildE.prepareLog, 40))
 	}
