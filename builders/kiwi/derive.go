@@ -233,31 +233,16 @@ func simulateInputs(descDir string, profiles []string, arch string) (*simulation
 	if err != nil {
 		return nil, err
 	}
-	var image []string
-	recommends := false
-	for _, p := range rd.Packages {
-		if !inProfiles(p.Profiles, profiles) {
-			continue
-		}
-		if p.PatternType == "plusRecommended" {
-			recommends = true
-		}
-		for _, pkg := range p.Package {
-			if !debName.MatchString(pkg.Name) {
-				return nil, fmt.Errorf("simulate: package name %q", pkg.Name)
-			}
-			switch p.Type {
-			case "image":
-				image = append(image, pkg.Name)
-			case "bootstrap":
-			default:
-				// kiwi deletes or uninstalls them after the install,
-				// which the model does not follow.
-				return nil, fmt.Errorf("simulate: packages of type %q", p.Type)
-			}
-		}
+	lists, err := rd.packageLists(profiles)
+	if err != nil {
+		return nil, fmt.Errorf("simulate: %w", err)
 	}
-	return &simulation{sources: sources, arch: darch, image: image, recommends: recommends}, nil
+	if lists.other != "" {
+		// kiwi deletes or uninstalls them after the install, which the
+		// model does not follow.
+		return nil, fmt.Errorf("simulate: packages of type %q", lists.other)
+	}
+	return &simulation{sources: sources, arch: darch, image: lists.image, recommends: lists.recommends}, nil
 }
 
 // parseStatus returns the installed packages of a dpkg status file by

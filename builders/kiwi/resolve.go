@@ -106,28 +106,12 @@ func ResolveApt(ctx context.Context, descDir string, profiles []string, arch, pr
 	if err != nil {
 		return err
 	}
-	bootstrap := []string{"?priority(required)", "apt"}
-	var image []string
-	recommends := false
-	for _, p := range rd.Packages {
-		if !inProfiles(p.Profiles, profiles) {
-			continue
-		}
-		if p.PatternType == "plusRecommended" {
-			recommends = true
-		}
-		for _, pkg := range p.Package {
-			if !debName.MatchString(pkg.Name) {
-				return fmt.Errorf("resolve packages: package name %q", pkg.Name)
-			}
-			switch p.Type {
-			case "bootstrap":
-				bootstrap = append(bootstrap, pkg.Name)
-			case "image":
-				image = append(image, pkg.Name)
-			}
-		}
+	lists, err := rd.packageLists(profiles)
+	if err != nil {
+		return fmt.Errorf("resolve packages: %w", err)
 	}
+	bootstrap := append([]string{"?priority(required)", "apt"}, lists.bootstrap...)
+	image, recommends := lists.image, lists.recommends
 
 	apt, err := newScratchApt(dir, sources, darch, proxy, recommends)
 	if err != nil {
@@ -385,4 +369,42 @@ func (l *limitedBuffer) Write(p []byte) (int, error) {
 	}
 	l.Buffer.Write(p)
 	return n, nil
+}
+
+// packageLists are the package names of a description's package
+// sections in the build's profiles.
+type packageLists struct {
+	bootstrap, image []string
+	recommends       bool   // a plusRecommended section
+	other            string // the type of another section with packages (delete, uninstall), if any
+}
+
+// packageLists reads rd's package sections in profiles; a name that is
+// not a Debian package name is an error.
+func (rd *resolveDescription) packageLists(profiles []string) (packageLists, error) {
+	var l packageLists
+	for _, p := range rd.Packages {
+		if !inProfiles(p.Profiles, profiles) {
+			continue
+		}
+		if p.PatternType == "plusRecommended" {
+			l.recommends = true
+		}
+		for _, pkg := range p.Package {
+			if !debName.MatchString(pkg.Name) {
+				return packageLists{}, fmt.Errorf("package name %q", pkg.Name)
+			}
+			switch p.Type {
+			case "bootstrap":
+				l.bootstrap = append(l.bootstrap, pkg.Name)
+			case "image":
+				l.image = append(l.image, pkg.Name)
+			default:
+				if l.other == "" {
+					l.other = p.Type
+				}
+			}
+		}
+	}
+	return l, nil
 }

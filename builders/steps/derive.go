@@ -242,14 +242,14 @@ func added(base, want []string) []string {
 
 // packageSet is a package list as sorted "name version arch" lines.
 func packageSet(ps []lockfile.Package) []string {
-	out := make([]string, len(ps))
+	sims := make([]kiwi.SimPackage, len(ps))
 	for i, p := range ps {
-		out[i] = p.Name + " " + p.Version + " " + p.Arch
+		sims[i] = kiwi.SimPackage{Name: p.Name, Version: p.Version, Arch: p.Arch}
 	}
-	slices.Sort(out)
-	return slices.Compact(out)
+	return simSet(sims)
 }
 
+// simSet is packageSet of a simulated package list.
 func simSet(ps []kiwi.SimPackage) []string {
 	out := make([]string, len(ps))
 	for i, p := range ps {

@@ -12,10 +12,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/imsbuild/imsbuild/builders/binfmt"
-	"github.com/imsbuild/imsbuild/executor/kubernetes"
 	"github.com/imsbuild/imsbuild/internal/k8stest"
 	"github.com/imsbuild/imsbuild/internal/testutil"
 )
@@ -76,7 +74,7 @@ func TestKubernetesEmulatedAarch64(t *testing.T) {
 	e.LoadImage(t, testutil.RequireEnv(t, k8stest.BuilderImageEnv, "kubernetes"))
 	env, url := kubeCache(t, "arm64")
 	probe := testutil.BuildStaticFor(t, "../../builders/sandbox/testdata/archprobe", "arm64")
-	privileged := map[string]bool{"image.arm": true, "image.plain": false}
+	wantPrivileged := map[string]bool{"image.arm": true, "image.plain": false}
 
 	local := kubeArm64Example(t, probe, "")
 	r := imsbuild(t, local, "build", "--json", ".")
@@ -99,7 +97,7 @@ func TestKubernetesEmulatedAarch64(t *testing.T) {
 	kubeTime := time.Since(start)
 	done := map[string]kubeEvent{}
 	for _, ev := range kubeEvents(t, r.stdout) {
-		if _, ok := privileged[ev.Step]; !ok {
+		if _, ok := wantPrivileged[ev.Step]; !ok {
 			continue
 		}
 		if ev.Status == "done" {
@@ -111,7 +109,7 @@ func TestKubernetesEmulatedAarch64(t *testing.T) {
 	}
 
 	jobs := stepJobs(t, e)
-	for step, wantPrivileged := range privileged {
+	for step, want := range wantPrivileged {
 		if k := done[step].Key; k == "" || k != localKeys[step] {
 			t.Errorf("%s: the Kubernetes build's key %q, the local build's %q: want one key", step, k, localKeys[step])
 		}
@@ -123,21 +121,16 @@ func TestKubernetesEmulatedAarch64(t *testing.T) {
 		if _, err := e.WaitJob(t.Context(), j.Name, time.Minute); err != nil {
 			t.Error(err)
 		}
-		pods, err := e.Client.CoreV1().Pods(e.Namespace).List(t.Context(), metav1.ListOptions{LabelSelector: kubernetes.LabelJob + "=" + j.Name})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(pods.Items) != 1 {
-			t.Errorf("%s's Job has %d pods, want 1", step, len(pods.Items))
+		pod, ok := jobPod(t, e, step, j.Name)
+		if !ok {
 			continue
 		}
-		pod := pods.Items[0]
 		if got := pod.Spec.NodeSelector[corev1.LabelArchStable]; got != "amd64" {
 			t.Errorf("%s's pod: node selector %v, want kubernetes.io/arch amd64 (the cluster has no arm64 node)", step, pod.Spec.NodeSelector)
 		}
 		sc := pod.Spec.Containers[0].SecurityContext
-		if got := sc != nil && sc.Privileged != nil && *sc.Privileged; got != wantPrivileged {
-			t.Errorf("%s's pod privileged = %v, want %v", step, got, wantPrivileged)
+		if got := privileged(sc); got != want {
+			t.Errorf("%s's pod privileged = %v, want %v", step, got, want)
 		}
 	}
 	// The node (this host) has a handler with the fix-binary flag: the

@@ -190,6 +190,27 @@ func stepJobs(t *testing.T, e *k8stest.Env) map[string]batchv1.Job {
 	return out
 }
 
+// jobPod returns the one pod of the Job of step; false, the test marked
+// failed, when it has another number of pods.
+func jobPod(t *testing.T, e *k8stest.Env, step, job string) (*corev1.Pod, bool) {
+	t.Helper()
+	pods, err := e.Client.CoreV1().Pods(e.Namespace).List(t.Context(), metav1.ListOptions{LabelSelector: kubernetes.LabelJob + "=" + job})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pods.Items) != 1 {
+		t.Errorf("%s's Job has %d pods, want 1", step, len(pods.Items))
+		return nil, false
+	}
+	return &pods.Items[0], true
+}
+
+// privileged reports whether a container's security context makes it
+// privileged.
+func privileged(sc *corev1.SecurityContext) bool {
+	return sc != nil && sc.Privileged != nil && *sc.Privileged
+}
+
 // podRun returns the finished step container's run of the Job's pod.
 func podRun(t *testing.T, e *k8stest.Env, job string) (*corev1.ContainerStateTerminated, bool) {
 	t.Helper()
@@ -310,15 +331,11 @@ func TestKubernetesBuildBusybox(t *testing.T) {
 			t.Errorf("no Job for %s", id)
 			continue
 		}
-		pods, err := e.Client.CoreV1().Pods(e.Namespace).List(t.Context(), metav1.ListOptions{LabelSelector: kubernetes.LabelJob + "=" + j.Name})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(pods.Items) != 1 {
-			t.Errorf("%s's Job has %d pods, want 1", id, len(pods.Items))
+		pod, ok := jobPod(t, e, id, j.Name)
+		if !ok {
 			continue
 		}
-		sc := pods.Items[0].Spec.Containers[0].SecurityContext
+		sc := pod.Spec.Containers[0].SecurityContext
 		if id == "image.base" {
 			if sc != nil {
 				t.Errorf("%s (no customize): security context %+v, want none", id, sc)
@@ -520,16 +537,12 @@ func TestKubernetesBuildDebianNode(t *testing.T) {
 		if j.Status.Succeeded != 1 {
 			t.Errorf("%s's Job: %d succeeded, %d failed", id, j.Status.Succeeded, j.Status.Failed)
 		}
-		pods, err := e.Client.CoreV1().Pods(e.Namespace).List(t.Context(), metav1.ListOptions{LabelSelector: kubernetes.LabelJob + "=" + j.Name})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(pods.Items) != 1 {
-			t.Errorf("%s's Job has %d pods, want 1", id, len(pods.Items))
+		pod, ok := jobPod(t, e, id, j.Name)
+		if !ok {
 			continue
 		}
-		sc := pods.Items[0].Spec.Containers[0].SecurityContext
-		if got := sc != nil && sc.Privileged != nil && *sc.Privileged; got != wantPrivileged[id] {
+		sc := pod.Spec.Containers[0].SecurityContext
+		if got := privileged(sc); got != wantPrivileged[id] {
 			t.Errorf("%s's pod privileged = %v, want %v", id, got, wantPrivileged[id])
 		}
 	}
