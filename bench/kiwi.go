@@ -28,32 +28,16 @@ import (
 // The builds report their phases (kiwiphases.go). coldOnly (-only
 // kiwi-cold) stops after the cold comparison.
 func benchKiwi(scratch, bin string, coldOnly bool) {
-	example, err := filepath.Abs("examples/debian-node")
-	check(err)
-	dir := filepath.Join(scratch, "kiwi")
-	check(os.MkdirAll(dir, 0o755))
-
+	k := newKiwiScratch(scratch)
+	ours := k.ours
 	// Cold: a fresh copy of the example, empty imsbuild and kiwi package
-	// caches, on both sides of every pair. Each side's kiwi caches are its
-	// own directories here, bound over the machine's (/var/cache/imsbuild/kiwi,
-	// /var/cache/kiwi) in a private mount namespace: other builds on the
-	// machine keep theirs, and none of theirs warms a cold run.
-	ours := filepath.Join(dir, "ours")
-	oursKiwi, rawCache := filepath.Join(dir, "ours-kiwi-cache"), filepath.Join(dir, "raw-kiwi-cache")
-	n := 0
+	// caches, on both sides of every pair.
 	var oursPhases, rawPhases []phases
 	cold := pairs(pairRuns, func() {
-		os.RemoveAll(ours)
-		run("cp", "-a", example, ours)
-		os.RemoveAll(filepath.Join(ours, ".imsbuild"))
-		os.RemoveAll(filepath.Join(ours, "out"))
-		emptyDir(oursKiwi)
-		oursPhases = append(oursPhases, buildPhases(oursKiwi, bin, "build", ours, "image.base"))
+		oursPhases = append(oursPhases, k.coldOurs(bin))
 		fmt.Printf("  imsbuild cold: %v (load %s)\n", oursPhases[len(oursPhases)-1], loadAvg())
 	}, func() {
-		n++
-		emptyDir(rawCache)
-		rawPhases = append(rawPhases, rawKiwi(dir, rawCache, filepath.Join(example, "recipes/node"), fmt.Sprintf("raw%d", n)))
+		rawPhases = append(rawPhases, k.coldRaw(fmt.Sprintf("raw%d", k.next())))
 		fmt.Printf("  kiwi-ng cold: %v (load %s)\n", rawPhases[len(rawPhases)-1], loadAvg())
 	})
 	fmt.Printf("kiwi cold: imsbuild %v, kiwi-ng system build (kis) %v, ratio %.2f (%s; goal ≤ 0.2)\n",
@@ -72,7 +56,46 @@ func benchKiwi(scratch, bin string, coldOnly bool) {
 	custom := timed(func() { run(bin, "build", ours) })
 	fmt.Printf("kiwi warm rebuild: %v (goal < 1s); customize script changed: %v (goal < 15s, no kiwi)\n", warm, custom)
 
-	benchSecondRecipe(dir, example, bin, ours, oursKiwi, rawCache, &n)
+	benchSecondRecipe(k, bin)
+}
+
+// kiwiScratch is the kiwi benchmarks' scratch layout: the example's
+// first build (ours) and each side's kiwi caches, which are their own
+// directories here, bound over the machine's (/var/cache/imsbuild/kiwi,
+// /var/cache/kiwi) in a private mount namespace: other builds on the
+// machine keep theirs, and none of theirs warms a cold run.
+type kiwiScratch struct {
+	example, dir, ours string
+	oursKiwi, rawCache string
+	n                  int // raw kiwi runs so far, naming their directories
+}
+
+func newKiwiScratch(scratch string) *kiwiScratch {
+	example, err := filepath.Abs("examples/debian-node")
+	check(err)
+	dir := filepath.Join(scratch, "kiwi")
+	check(os.MkdirAll(dir, 0o755))
+	return &kiwiScratch{example: example, dir: dir, ours: filepath.Join(dir, "ours"),
+		oursKiwi: filepath.Join(dir, "ours-kiwi-cache"), rawCache: filepath.Join(dir, "raw-kiwi-cache")}
+}
+
+func (k *kiwiScratch) next() int { k.n++; return k.n }
+
+// coldOurs builds image.base of a fresh copy of the example with empty
+// imsbuild and kiwi caches.
+func (k *kiwiScratch) coldOurs(bin string) phases {
+	os.RemoveAll(k.ours)
+	run("cp", "-a", k.example, k.ours)
+	os.RemoveAll(filepath.Join(k.ours, ".imsbuild"))
+	os.RemoveAll(filepath.Join(k.ours, "out"))
+	emptyDir(k.oursKiwi)
+	return buildPhases(k.oursKiwi, bin, "build", k.ours, "image.base")
+}
+
+// coldRaw runs raw kiwi on the example with an empty package cache.
+func (k *kiwiScratch) coldRaw(name string) phases {
+	emptyDir(k.rawCache)
+	return rawKiwi(k.dir, k.rawCache, filepath.Join(k.example, "recipes/node"), name)
 }
 
 // benchKiwiSecond (-only kiwi-second) runs the second-recipe comparison
@@ -80,28 +103,17 @@ func benchKiwi(scratch, bin string, coldOnly bool) {
 // kiwi and bootstrap caches, raw kiwi's package cache, in the scratch
 // directory); a side that has none gets one cold build first, untimed.
 func benchKiwiSecond(scratch, bin string) {
-	example, err := filepath.Abs("examples/debian-node")
-	check(err)
-	dir := filepath.Join(scratch, "kiwi")
-	check(os.MkdirAll(dir, 0o755))
-	ours := filepath.Join(dir, "ours")
-	oursKiwi, rawCache := filepath.Join(dir, "ours-kiwi-cache"), filepath.Join(dir, "raw-kiwi-cache")
-	n := 100
-	if _, err := os.Stat(filepath.Join(ours, ".imsbuild/cache")); err != nil {
+	k := newKiwiScratch(scratch)
+	k.n = 100 // apart from the raw runs of -only kiwi kept in the scratch directory
+	if _, err := os.Stat(filepath.Join(k.ours, ".imsbuild/cache")); err != nil {
 		fmt.Println("  (no first imsbuild build in the scratch directory: one cold build first)")
-		os.RemoveAll(ours)
-		run("cp", "-a", example, ours)
-		os.RemoveAll(filepath.Join(ours, ".imsbuild"))
-		os.RemoveAll(filepath.Join(ours, "out"))
-		emptyDir(oursKiwi)
-		buildPhases(oursKiwi, bin, "build", ours, "image.base")
+		k.coldOurs(bin)
 	}
-	if _, err := os.Stat(filepath.Join(rawCache, "apt-get")); err != nil {
+	if _, err := os.Stat(filepath.Join(k.rawCache, "apt-get")); err != nil {
 		fmt.Println("  (no first raw kiwi build in the scratch directory: one cold build first)")
-		emptyDir(rawCache)
-		rawKiwi(dir, rawCache, filepath.Join(example, "recipes/node"), "raw-first")
+		k.coldRaw("raw-first")
 	}
-	benchSecondRecipe(dir, example, bin, ours, oursKiwi, rawCache, &n)
+	benchSecondRecipe(k, bin)
 }
 
 // benchSecondRecipe compares a second recipe (the example plus one
@@ -110,23 +122,24 @@ func benchKiwiSecond(scratch, bin string) {
 // a copy of the first build's cache and kiwi caches (the bootstrap cache
 // and the index of prepared roots to derive from among them), and raw kiwi
 // from its package cache of the first raw run.
-func benchSecondRecipe(dir, example, bin, ours, oursKiwi, rawCache string, n *int) {
+func benchSecondRecipe(k *kiwiScratch, bin string) {
+	dir := k.dir
 	second := filepath.Join(dir, "second")
 	os.RemoveAll(second)
-	run("cp", "-a", example, second)
+	run("cp", "-a", k.example, second)
 	os.RemoveAll(filepath.Join(second, ".imsbuild"))
 	xml := filepath.Join(second, "recipes/node/config.xml")
 	x, err := os.ReadFile(xml)
 	check(err)
 	check(os.WriteFile(xml, []byte(strings.Replace(string(x), `<package name="iproute2"/>`, `<package name="iproute2"/>
         <package name="less"/>`, 1)), 0o644))
-	firstCache, cacheCopy := filepath.Join(ours, ".imsbuild/cache"), filepath.Join(dir, "second-cache")
+	firstCache, cacheCopy := filepath.Join(k.ours, ".imsbuild/cache"), filepath.Join(dir, "second-cache")
 	oursKiwiCopy, rawCacheCopy := filepath.Join(dir, "second-ours-kiwi-cache"), filepath.Join(dir, "second-raw-kiwi-cache")
 	var oursPhases, rawPhases []phases
 	derived := 0
 	secondPairs := pairs(pairRuns, func() {
 		copyDir(firstCache, cacheCopy)
-		copyDir(oursKiwi, oursKiwiCopy)
+		copyDir(k.oursKiwi, oursKiwiCopy)
 		oursPhases = append(oursPhases, buildPhases(oursKiwiCopy, bin, "--cache-dir", cacheCopy, "build", "--derive", second, "image.base"))
 		log, _ := os.ReadFile(filepath.Join(cacheCopy, "logs/image.base.prepare.log"))
 		how := "fresh"
@@ -136,9 +149,8 @@ func benchSecondRecipe(dir, example, bin, ours, oursKiwi, rawCache string, n *in
 		}
 		fmt.Printf("  imsbuild second (%s): %v (load %s)\n", how, oursPhases[len(oursPhases)-1], loadAvg())
 	}, func() {
-		*n++
-		copyDir(rawCache, rawCacheCopy)
-		rawPhases = append(rawPhases, rawKiwi(dir, rawCacheCopy, filepath.Join(second, "recipes/node"), fmt.Sprintf("raw%d", *n)))
+		copyDir(k.rawCache, rawCacheCopy)
+		rawPhases = append(rawPhases, rawKiwi(dir, rawCacheCopy, filepath.Join(second, "recipes/node"), fmt.Sprintf("raw%d", k.next())))
 		fmt.Printf("  kiwi-ng second: %v (load %s)\n", rawPhases[len(rawPhases)-1], loadAvg())
 	})
 	fmt.Printf("kiwi second recipe (one package added; %d of %d imsbuild runs derived): imsbuild %v, kiwi-ng system build %v, ratio %.2f (%s; goal ≤ 0.1)\n",
