@@ -246,6 +246,18 @@ func TestFakeFailureStopsOrKeepsGoing(t *testing.T) {
 			// only after the failure.
 			b := newFakeBuild(t, "broken", "child<broken", "first", "second<first")
 			b.steps.fail["broken"] = true
+			// broken fails only once first runs: with -j 2 the scheduler
+			// may start broken alone first, and a failure before first
+			// started would rightly leave first skipped.
+			b.steps.wait["broken"] = func(ctx context.Context) error {
+				for b.steps.index("start image.first") < 0 {
+					if ctx.Err() != nil {
+						return ctx.Err()
+					}
+					time.Sleep(time.Millisecond)
+				}
+				return nil
+			}
 			b.steps.wait["first"] = func(ctx context.Context) error {
 				for b.steps.index("end image.broken") < 0 {
 					if ctx.Err() != nil {
