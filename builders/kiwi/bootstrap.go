@@ -22,6 +22,7 @@ import (
 
 	"github.com/gofrs/flock"
 
+	"github.com/imsbuild/imsbuild/internal/environ"
 	"github.com/imsbuild/imsbuild/internal/treehash"
 	"github.com/imsbuild/imsbuild/spec"
 )
@@ -293,16 +294,15 @@ type bootstrapPreimage struct {
 	TargetPrep string            `json:"target"` // digest of the root before debootstrap
 	// Epoch is the SOURCE_DATE_EPOCH debootstrap ran with: it dates what
 	// the packages' maintainer scripts write (shadow's last password
-	// change) and every mtime of the kept squashfs (mksquashfs honours
-	// it). Unkeyed, a build with another epoch restored a root dated by the
-	// first one's and published other bytes than a fresh bootstrap.
+	// change). Unkeyed, a build with another epoch restored a root dated
+	// by the first one's and published other bytes than a fresh bootstrap.
 	Epoch string `json:"source_date_epoch"`
 }
 
 // key returns the hex sha256 that names c's result and its preimage.
 func (c debootstrapCall) key(ctx context.Context, real string) (string, []byte, error) {
 	p := bootstrapPreimage{
-		Type: "imsbuild/debootstrap/v3", Options: keyedOptions(c.options), Suite: c.suite,
+		Type: "imsbuild/debootstrap/v4", Options: keyedOptions(c.options), Suite: c.suite,
 		Mirror: c.mirror, Script: c.script, Arch: runtime.GOARCH, Files: map[string]string{},
 		Epoch: os.Getenv("SOURCE_DATE_EPOCH"),
 	}
@@ -541,7 +541,14 @@ func (b *bootstrapCache) keep(root, entry string) error {
 			args = append(args, p)
 		}
 	}
-	if out, err := exec.Command("mksquashfs", args...).CombinedOutput(); err != nil {
+	cmd := exec.Command("mksquashfs", args...)
+	// The kept root must restore with debootstrap's own mtimes: mksquashfs
+	// clamps every mtime to SOURCE_DATE_EPOCH when it is set (epoch 0 dated
+	// every file 1970), and what kiwi builds next from those files, the
+	// initrd first, then differed from a build that bootstrapped afresh.
+	// (v4 of the key: v3 entries were made with clamped mtimes.)
+	cmd.Env = environ.Without(os.Environ(), "SOURCE_DATE_EPOCH")
+	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("mksquashfs %s: %v: %s", root, err, strings.TrimSpace(string(out)))
 	}
 	return os.Rename(tmp, entry)

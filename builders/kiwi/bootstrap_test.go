@@ -148,10 +148,11 @@ func (f *shimFixture) entries() []string {
 	return m
 }
 
-// listing describes a tree: path, mode, owner, link target, content.
+// listing describes a tree: path, mode, owner, link target, mtime (whole
+// seconds, as squashfs keeps them), content.
 func listing(t *testing.T, root string) string {
 	t.Helper()
-	out, err := exec.Command("sh", "-c", `cd "$1" && find . -printf '%p %M %U:%G %l\n' | sort && cat etc/os-release etc/shadow`, "sh", root).CombinedOutput()
+	out, err := exec.Command("sh", "-c", `cd "$1" && find . -printf '%p %M %U:%G %l %T@\n' | sed 's/\.[0-9]*$//' | sort && cat etc/os-release etc/shadow`, "sh", root).CombinedOutput()
 	if err != nil {
 		t.Fatalf("list %s: %v\n%s", root, err, out)
 	}

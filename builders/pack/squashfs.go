@@ -6,13 +6,15 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/imsbuild/imsbuild/internal/tail"
 	"io"
 	"math"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+
+	"github.com/imsbuild/imsbuild/internal/environ"
+	"github.com/imsbuild/imsbuild/internal/tail"
 )
 
 // DefaultExcludes returns the kiwi leftovers never packed into a rootfs
@@ -98,7 +100,9 @@ func mksquashfs(ctx context.Context, root, out string, args, env []string, log, 
 	stderr := tail.New(30)
 	stats := tail.New(64) // the statistics are some 30 lines
 	cmd := exec.CommandContext(ctx, "mksquashfs", append([]string{root, out}, args...)...)
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, withoutSourceDateEpoch(env)...)
+	// mksquashfs refuses SOURCE_DATE_EPOCH together with -mkfs-time and
+	// -all-time, which carry the epoch explicitly.
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, environ.Without(env, "SOURCE_DATE_EPOCH")...)
 	cmd.Stdout = io.MultiWriter(verbose, stats)
 	cmd.Stderr = io.MultiWriter(log, stderr)
 	if err := cmd.Run(); err != nil {
@@ -150,18 +154,6 @@ func statsSummary(stats []string) string {
 		return ""
 	}
 	return "mksquashfs: " + strings.Join(parts, ", ")
-}
-
-// withoutSourceDateEpoch drops SOURCE_DATE_EPOCH: mksquashfs refuses it
-// together with -mkfs-time/-all-time, which carry the epoch explicitly.
-func withoutSourceDateEpoch(env []string) []string {
-	out := env[:0:0]
-	for _, kv := range env {
-		if !strings.HasPrefix(kv, "SOURCE_DATE_EPOCH=") {
-			out = append(out, kv)
-		}
-	}
-	return out
 }
 
 // ToolVersion returns the mksquashfs version line, part of every pack key.
