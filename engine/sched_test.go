@@ -167,6 +167,19 @@ func (b *fakeBuild) build(t *testing.T, ctx context.Context, opts Options, targe
 	return rec.statuses(), err
 }
 
+// until returns a wait that returns once entry is in the log.
+func (f *fakeSteps) until(entry string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		for f.index(entry) < 0 {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			time.Sleep(time.Millisecond)
+		}
+		return nil
+	}
+}
+
 // index returns the position of entry in the build log, -1 if absent.
 func (f *fakeSteps) index(entry string) int {
 	f.mu.Lock()
@@ -249,24 +262,8 @@ func TestFakeFailureStopsOrKeepsGoing(t *testing.T) {
 			// broken fails only once first runs: with -j 2 the scheduler
 			// may start broken alone first, and a failure before first
 			// started would rightly leave first skipped.
-			b.steps.wait["broken"] = func(ctx context.Context) error {
-				for b.steps.index("start image.first") < 0 {
-					if ctx.Err() != nil {
-						return ctx.Err()
-					}
-					time.Sleep(time.Millisecond)
-				}
-				return nil
-			}
-			b.steps.wait["first"] = func(ctx context.Context) error {
-				for b.steps.index("end image.broken") < 0 {
-					if ctx.Err() != nil {
-						return ctx.Err()
-					}
-					time.Sleep(time.Millisecond)
-				}
-				return nil
-			}
+			b.steps.wait["broken"] = b.steps.until("start image.first")
+			b.steps.wait["first"] = b.steps.until("end image.broken")
 			got, err := b.build(t, t.Context(), Options{Jobs: 2, KeepGoing: keepGoing})
 			var se *StepError
 			if !errors.As(err, &se) || se.Step != "image.broken" || !strings.Contains(se.LogTail, "building image.broken") {
