@@ -160,7 +160,7 @@ func clusterEmpty(t *testing.T, e *k8stest.Env) time.Duration {
 // the executor, building the same recipe at the same time in this process
 // tree (both take SOURCE_DATE_EPOCH from the mirror's Release file). The
 // finished Jobs go by their TTL (2 s here): nothing is left in the
-// namespace. 116–131 s on the 2-core test machine (each job 1m43–1m57,
+// namespace. 114–131 s on the 2-core test machine (each job 1m42–1m57,
 // built side by side); every wait is bounded.
 func TestKubernetesServeCreate(t *testing.T) {
 	e := k8stest.Cluster(t)
@@ -263,7 +263,7 @@ func TestKubernetesServeCreate(t *testing.T) {
 // real ssh client, through kube-proxy, sees the failed build's root at
 // /mnt/image/build/image-root and touches /mnt/image/complete; the job
 // ends in error without an image, and no Job, pod or Service is left.
-// 56–58 s on the 2-core test machine (waiting_on_user after 41–43 s);
+// 56–70 s on the 2-core test machine (waiting_on_user after 41–45 s);
 // every wait is bounded.
 func TestKubernetesServeCreateDebug(t *testing.T) {
 	e := k8stest.Cluster(t)
