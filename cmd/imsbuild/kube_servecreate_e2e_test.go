@@ -12,7 +12,9 @@ import (
 	"time"
 
 	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/imsbuild/imsbuild/executor/kubernetes"
 	"github.com/imsbuild/imsbuild/ims"
@@ -92,49 +94,38 @@ func waitKubeJob(t *testing.T, e *k8stest.Env, u *servertest.Client, id string, 
 }
 
 // clusterEmpty waits (90 s at most) until e's namespace has no Job, pod,
-// Service, Secret of a build or ConfigMap but the cluster's own.
+// Service, Secret or ConfigMap but the cluster's own kube-root-ca.crt;
+// it returns how long that took.
 func clusterEmpty(t *testing.T, e *k8stest.Env) time.Duration {
 	t.Helper()
 	start := time.Now()
+	ctx, opts, ns := t.Context(), metav1.ListOptions{}, e.Namespace
+	lists := []struct {
+		kind string
+		list func() (runtime.Object, error)
+	}{
+		{"Job", func() (runtime.Object, error) { return e.Client.BatchV1().Jobs(ns).List(ctx, opts) }},
+		{"pod", func() (runtime.Object, error) { return e.Client.CoreV1().Pods(ns).List(ctx, opts) }},
+		{"Service", func() (runtime.Object, error) { return e.Client.CoreV1().Services(ns).List(ctx, opts) }},
+		{"Secret", func() (runtime.Object, error) { return e.Client.CoreV1().Secrets(ns).List(ctx, opts) }},
+		{"ConfigMap", func() (runtime.Object, error) { return e.Client.CoreV1().ConfigMaps(ns).List(ctx, opts) }},
+	}
 	var left []string
 	for time.Since(start) < 90*time.Second {
 		left = nil
-		ctx, opts := t.Context(), metav1.ListOptions{}
-		jobs, err := e.Client.BatchV1().Jobs(e.Namespace).List(ctx, opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, j := range jobs.Items {
-			left = append(left, "Job "+j.Name)
-		}
-		pods, err := e.Client.CoreV1().Pods(e.Namespace).List(ctx, opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, p := range pods.Items {
-			left = append(left, "pod "+p.Name)
-		}
-		svcs, err := e.Client.CoreV1().Services(e.Namespace).List(ctx, opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, s := range svcs.Items {
-			left = append(left, "Service "+s.Name)
-		}
-		secrets, err := e.Client.CoreV1().Secrets(e.Namespace).List(ctx, opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, s := range secrets.Items {
-			left = append(left, "Secret "+s.Name)
-		}
-		cms, err := e.Client.CoreV1().ConfigMaps(e.Namespace).List(ctx, opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, c := range cms.Items {
-			if c.Name != "kube-root-ca.crt" {
-				left = append(left, "ConfigMap "+c.Name)
+		for _, l := range lists {
+			list, err := l.list()
+			if err != nil {
+				t.Fatal(err)
+			}
+			items, err := meta.ExtractList(list)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, o := range items {
+				if name := o.(metav1.Object).GetName(); name != "kube-root-ca.crt" {
+					left = append(left, l.kind+" "+name)
+				}
 			}
 		}
 		if len(left) == 0 {
