@@ -7,7 +7,6 @@ import (
 	"crypto/md5"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"net"
 	"net/http"
 	"os"
@@ -140,34 +139,14 @@ func TestKubernetesServeCustomize(t *testing.T) {
 	job, host, port := waiting(id, false)
 	t.Logf("serve start → customize job waiting_on_user: %v", time.Since(start).Round(time.Millisecond))
 	ssh := func(command string) (string, error) { return servertest.SSH(t, key, host, port, command) }
-	// kube-proxy leads the Service to the pod once the pod is an
-	// endpoint: a second or so after the Service exists.
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		out, err := ssh("cat /mnt/image/image-root/etc/motd")
-		if err == nil {
-			if out != "parent\n" {
-				t.Errorf("the pod's image root /etc/motd = %q, want the parent's", out)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ssh through the Service %s (%s:%d): %v", job, host, port, err)
-		}
-		time.Sleep(time.Second)
+	if out := sshWhenUp(t, ssh, "the Service "+job, "cat /mnt/image/image-root/etc/motd"); out != "parent\n" {
+		t.Errorf("the pod's image root /etc/motd = %q, want the parent's", out)
 	}
 	const motd = "customized in the pod over ssh\n"
 	if out, err := ssh("printf '" + motd + "' > /mnt/image/image-root/etc/motd && echo $IMS_JOB_ID"); err != nil || strings.TrimSpace(out) != id {
 		t.Fatalf("ssh: %v; IMS_JOB_ID %q, want %s", err, out, id)
 	}
-	// Touching complete ends the environment; the closing connection may
-	// lose the exit status (ssh's 255).
-	if _, err := ssh("touch /mnt/image/complete"); err != nil {
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ExitCode() != 255 {
-			t.Fatalf("ssh touch complete: %v", err)
-		}
-	}
+	touchComplete(t, ssh)
 	rec, seen := u.WaitJob(id, 2*time.Minute, "success", "error")
 	if rec["status"] != "success" {
 		t.Fatalf("customize job %v (statuses %v)\nlog:\n%s\nserve stderr:\n%s", rec["status"], seen, u.Log(id), p.stderr)
@@ -218,6 +197,24 @@ func TestKubernetesServeCustomize(t *testing.T) {
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	if code := p.wait(t); code != 0 {
 		t.Errorf("imsbuild serve exit %d after SIGTERM\n%s", code, p.stderr)
+	}
+}
+
+// sshWhenUp runs command through ssh once it connects (kube-proxy leads
+// a Service to its pod a second or so after the pod is an endpoint),
+// trying for 60 s at most, and returns its output.
+func sshWhenUp(t *testing.T, ssh func(string) (string, error), where, command string) string {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		out, err := ssh(command)
+		if err == nil {
+			return out
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ssh through %s: %v", where, err)
+		}
+		time.Sleep(time.Second)
 	}
 }
 

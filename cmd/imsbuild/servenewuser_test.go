@@ -58,28 +58,7 @@ func TestServeNewUser(t *testing.T) {
 	s3c := embeddedS3(t, p)
 	u := &servertest.Client{T: t, HTTP: client, Base: p.url + "/apis/ims/v3"}
 
-	// The recipe archive, as the README says: config.xml at its root, a
-	// template list, uploaded without metadata (aws s3 cp).
-	recipe := filepath.Join(tmp, "recipe")
-	if out, err := exec.Command("cp", "-a", "../../examples/debian-node/recipes/node", recipe).CombinedOutput(); err != nil {
-		t.Fatalf("copy recipe: %v\n%s", err, out)
-	}
-	if err := os.WriteFile(filepath.Join(recipe, ".ims_recipe_template.yaml"), []byte("template_files:\n  - config.xml\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	archive, err := exec.Command("tar", "-C", recipe, "-czf", "-", ".").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s3c.PutObject(t.Context(), &awss3.PutObjectInput{Bucket: aws.String("ims"),
-		Key: aws.String("recipes/node/recipe.tar.gz"), Body: bytes.NewReader(archive)}); err != nil {
-		t.Fatal(err)
-	}
-	rec := u.Call(201, "POST", "/recipes", map[string]any{
-		"name": "node", "recipe_type": "kiwi-ng", "linux_distribution": "sles15",
-		"link":                map[string]any{"path": "s3://ims/recipes/node/recipe.tar.gz", "etag": "", "type": "s3"},
-		"template_dictionary": []map[string]string{{"key": "release", "value": "bookworm"}},
-	})["id"].(string)
+	rec := postNodeRecipe(t, u, s3c, "")
 	key := filepath.Join(tmp, "id_ed25519")
 	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key).CombinedOutput(); err != nil {
 		t.Fatalf("ssh-keygen: %v\n%s", err, out)
@@ -127,14 +106,7 @@ func TestServeNewUser(t *testing.T) {
 	if out, err := ssh("printf '" + motd + "' > /mnt/image/image-root/etc/motd && cat /mnt/image/image-root/etc/os-release"); err != nil || !strings.Contains(out, "bookworm") {
 		t.Fatalf("ssh into the customize job: %v\n%s", err, out)
 	}
-	// Touching complete ends the environment; the closing connection may
-	// lose the exit status (ssh's 255).
-	if _, err := ssh("touch /mnt/image/complete"); err != nil {
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ExitCode() != 255 {
-			t.Fatalf("ssh touch complete: %v", err)
-		}
-	}
+	touchComplete(t, ssh)
 	job, seen = u.WaitJob(id, 10*time.Minute, "success", "error")
 	if job["status"] != "success" {
 		t.Fatalf("customize job: %v (statuses %v)\nlog:\n%s", job["status"], seen, u.Log(id))
@@ -176,6 +148,53 @@ func TestServeNewUser(t *testing.T) {
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	if code := p.wait(t); code != 0 {
 		t.Errorf("imsbuild serve exit %d after SIGTERM\n%s", code, p.stderr)
+	}
+}
+
+// postNodeRecipe does what the README tells a new user: it uploads
+// examples/debian-node's node recipe archive (config.xml at its root, a
+// template list; config.sh with extra appended) to serve's embedded S3
+// as `aws s3 cp` does, without metadata, and registers it with release
+// bookworm. It returns the recipe's id.
+func postNodeRecipe(t *testing.T, u *servertest.Client, s3c *awss3.Client, extra string) string {
+	t.Helper()
+	recipe := filepath.Join(t.TempDir(), "recipe")
+	if out, err := exec.Command("cp", "-a", "../../examples/debian-node/recipes/node", recipe).CombinedOutput(); err != nil {
+		t.Fatalf("copy recipe: %v\n%s", err, out)
+	}
+	testutil.WriteFiles(t, recipe, map[string]string{".ims_recipe_template.yaml": "template_files:\n  - config.xml\n"}, 0o644)
+	if extra != "" {
+		b, err := os.ReadFile(filepath.Join(recipe, "config.sh"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		testutil.WriteFiles(t, recipe, map[string]string{"config.sh": string(b) + extra}, 0o755)
+	}
+	archive, err := exec.Command("tar", "-C", recipe, "-czf", "-", ".").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s3c.PutObject(t.Context(), &awss3.PutObjectInput{Bucket: aws.String("ims"),
+		Key: aws.String("recipes/node/recipe.tar.gz"), Body: bytes.NewReader(archive)}); err != nil {
+		t.Fatal(err)
+	}
+	return u.Call(201, "POST", "/recipes", map[string]any{
+		"name": "node", "recipe_type": "kiwi-ng", "linux_distribution": "sles15",
+		"link":                map[string]any{"path": "s3://ims/recipes/node/recipe.tar.gz", "etag": "", "type": "s3"},
+		"template_dictionary": []map[string]string{{"key": "release", "value": "bookworm"}},
+	})["id"].(string)
+}
+
+// touchComplete touches /mnt/image/complete through ssh, which ends the
+// job's SSH environment; the closing connection may lose the exit status
+// (ssh's 255).
+func touchComplete(t *testing.T, ssh func(string) (string, error)) {
+	t.Helper()
+	if _, err := ssh("touch /mnt/image/complete"); err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 255 {
+			t.Fatalf("ssh touch complete: %v", err)
+		}
 	}
 }
 
