@@ -333,7 +333,7 @@ func (fp *fingerprinter) add(rel string, st *unix.Stat_t) {
 	b = strconv.AppendUint(b, uint64(st.Gid), 10)
 	b = append(b, ' ')
 	b = strconv.AppendInt(b, st.Size, 10)
-	for _, n := range []uint64{st.Ino, st.Nlink, st.Rdev} {
+	for _, n := range []uint64{st.Ino, uint64(st.Nlink), st.Rdev} {
 		b = append(b, ' ')
 		b = strconv.AppendUint(b, n, 10)
 	}
